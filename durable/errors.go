@@ -1,0 +1,94 @@
+package durable
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+)
+
+// Sentinel errors. Functions wrap them with context; test with errors.Is.
+var (
+	// ErrInvalidID: a string is not the form of any ID.
+	ErrInvalidID = errors.New("invalid Durable Object ID")
+	// ErrWrongNamespace: a well-formed ID that was not made by this namespace.
+	ErrWrongNamespace = errors.New("Durable Object ID belongs to another namespace")
+	// ErrUnknownBinding: no Durable Object namespace, KV namespace or var has this binding name.
+	ErrUnknownBinding = errors.New("unknown binding")
+	// ErrKeyTooLarge: a storage key is longer than Limits.MaxKeyBytes.
+	ErrKeyTooLarge = errors.New("storage key too large")
+	// ErrValueTooLarge: a key and value together exceed Limits.MaxEntryBytes.
+	ErrValueTooLarge = errors.New("storage value too large")
+	// ErrTooManyKeys: a multi-key operation names more than Limits.MaxBatchKeys keys.
+	ErrTooManyKeys = errors.New("too many keys in one storage operation")
+	// ErrInvalidOption: an option value makes no sense (say Start and StartAfter together).
+	ErrInvalidOption = errors.New("invalid storage option")
+	// ErrTransactionRolledBack is returned by Transaction when fn called Rollback.
+	ErrTransactionRolledBack = errors.New("transaction rolled back")
+	// ErrCommitIndeterminate: the write may or may not have been committed
+	// (leadership was lost while it was in flight); the object was reset.
+	ErrCommitIndeterminate = errors.New("storage commit outcome unknown")
+	// ErrCommitFailed: the write was not committed; the object was reset.
+	ErrCommitFailed = errors.New("storage commit failed")
+	// ErrOverloaded: the object or node cannot take more work now; retry later.
+	ErrOverloaded = errors.New("Durable Object is overloaded")
+)
+
+// Error is an exception thrown by an object (or by the runtime on its
+// behalf) into the caller, as in Workers: the message, and whether retrying
+// may help (Retryable) or the object was overloaded (Overloaded).
+type Error struct {
+	Message    string
+	Retryable  bool
+	Overloaded bool
+	// Err is the cause, if known (for errors.Is); it is not sent over the wire.
+	Err error
+}
+
+func (e *Error) Error() string { return e.Message }
+func (e *Error) Unwrap() error { return e.Err }
+
+// IsRetryable reports whether err (or an Error it wraps) says that retrying may succeed.
+func IsRetryable(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Retryable
+}
+
+// IsOverloaded reports whether err is or wraps an overload.
+func IsOverloaded(err error) bool {
+	var e *Error
+	if errors.As(err, &e) && e.Overloaded {
+		return true
+	}
+	return errors.Is(err, ErrOverloaded)
+}
+
+// HTTPStatus maps an error reaching the edge to an HTTP status: bad IDs and
+// unknown bindings are the client's fault (400), overload is 503, anything
+// else an object threw is 500.
+func HTTPStatus(err error) int {
+	switch {
+	case errors.Is(err, ErrInvalidID), errors.Is(err, ErrWrongNamespace):
+		return http.StatusBadRequest
+	case IsOverloaded(err):
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// RetryAfterSeconds is the Retry-After a 503 from WriteError carries.
+const RetryAfterSeconds = 1
+
+// WriteError writes err as an HTTP response with the status of HTTPStatus
+// and the error's message as a text body (plus Retry-After on overload).
+func WriteError(w http.ResponseWriter, err error) {
+	status := HTTPStatus(err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	fmt.Fprintln(w, err.Error())
+}

@@ -1,0 +1,235 @@
+package durable
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+)
+
+// Object is a Durable Object: it receives the requests sent to its stub.
+// The runtime delivers them one turn at a time (the input gate) and holds
+// each response until the writes it may have seen are committed (the
+// output gate), so a read-modify-write in ServeHTTP is safe.
+//
+// A panic in ServeHTTP is an exception: the caller's Stub.Fetch returns an
+// *Error carrying its message, and the instance is discarded.
+type Object interface {
+	http.Handler
+}
+
+// Alarmer is implemented by objects that handle alarms set with Storage.SetAlarm.
+// A returned error makes the runtime retry with backoff.
+type Alarmer interface {
+	Alarm(ctx context.Context, info AlarmInfo) error
+}
+
+// AlarmInfo describes one delivery of an alarm.
+type AlarmInfo struct {
+	ScheduledTime time.Time
+	RetryCount    int
+	IsRetry       bool
+}
+
+// Class constructs an instance of a Durable Object class. It runs inside
+// the instance's first turn; it may call state.BlockConcurrencyWhile.
+type Class func(state *State, env *Env) Object
+
+// StateRuntime is what the runtime provides behind State; object code does
+// not use it directly.
+type StateRuntime interface {
+	BlockConcurrencyWhile(fn func() error) error
+	WaitUntil(fn func(ctx context.Context))
+}
+
+// State is an instance's view of itself: its ID, its storage and its gates.
+type State struct {
+	ID      ID
+	Storage Storage
+	rt      StateRuntime
+}
+
+// NewState is called by the runtime when it activates an instance.
+func NewState(id ID, storage Storage, rt StateRuntime) *State {
+	return &State{ID: id, Storage: storage, rt: rt}
+}
+
+// BlockConcurrencyWhile runs fn while no other event is delivered to the
+// object, even while fn awaits a Stub.Fetch. Use it in a constructor to load
+// state before the first request. An error from fn resets the object.
+func (s *State) BlockConcurrencyWhile(fn func() error) error {
+	return s.rt.BlockConcurrencyWhile(fn)
+}
+
+// WaitUntil runs fn in the background; the instance is not evicted while fn
+// runs, and fn's context ends when the instance is shut down.
+func (s *State) WaitUntil(fn func(ctx context.Context)) { s.rt.WaitUntil(fn) }
+
+// Dispatcher delivers a request to an object; the runtime implements it.
+type Dispatcher interface {
+	// Fetch sends req to the object id of class (a namespace's class name)
+	// and returns its response, or an error (an *Error for an exception).
+	Fetch(ctx context.Context, class string, id ID, req *http.Request) (*http.Response, error)
+}
+
+// Binding names a Durable Object namespace as wrangler's
+// [[durable_objects.bindings]] does: Name is what code passes to
+// Env.Namespace, ClassName the class registered in App.Classes.
+type Binding struct {
+	Name      string
+	ClassName string
+}
+
+// Env is what Workers and objects reach the outside through: namespaces by
+// binding name, and vars.
+type Env struct {
+	namespaces map[string]*Namespace
+	vars       map[string]string
+}
+
+// EnvConfig is what the runtime builds an Env from.
+type EnvConfig struct {
+	Bindings   []Binding
+	Keys       map[string]NamespaceKey // class name → key; missing classes get DeriveNamespaceKey(class, "")
+	Vars       map[string]string
+	Dispatcher Dispatcher
+}
+
+// NewEnv builds an Env; the runtime calls it.
+func NewEnv(cfg EnvConfig) *Env {
+	e := &Env{namespaces: make(map[string]*Namespace, len(cfg.Bindings)), vars: cfg.Vars}
+	for _, b := range cfg.Bindings {
+		key, ok := cfg.Keys[b.ClassName]
+		if !ok {
+			key = DeriveNamespaceKey(b.ClassName, "")
+		}
+		e.namespaces[b.Name] = &Namespace{binding: b.Name, class: b.ClassName, key: key, d: cfg.Dispatcher}
+	}
+	return e
+}
+
+// WithDispatcher returns a copy of e whose stubs send through d. The runtime
+// gives each instance its own, so a call out of an object opens that
+// object's input gate while it waits.
+func (e *Env) WithDispatcher(d Dispatcher) *Env {
+	c := &Env{namespaces: make(map[string]*Namespace, len(e.namespaces)), vars: e.vars}
+	for name, ns := range e.namespaces {
+		n := *ns
+		n.d = d
+		c.namespaces[name] = &n
+	}
+	return c
+}
+
+// Namespace returns the Durable Object namespace bound to binding; an
+// unknown binding wraps ErrUnknownBinding and lists the known ones.
+func (e *Env) Namespace(binding string) (*Namespace, error) {
+	if ns, ok := e.namespaces[binding]; ok {
+		return ns, nil
+	}
+	known := make([]string, 0, len(e.namespaces))
+	for name := range e.namespaces {
+		known = append(known, name)
+	}
+	sort.Strings(known)
+	return nil, fmt.Errorf("%w: no Durable Object namespace is bound to %q (bound: %v)", ErrUnknownBinding, binding, known)
+}
+
+// Var returns the [vars] value of name.
+func (e *Env) Var(name string) (string, bool) {
+	v, ok := e.vars[name]
+	return v, ok
+}
+
+// Namespace is a Durable Object namespace: one class, its IDs and stubs.
+type Namespace struct {
+	binding string
+	class   string
+	key     NamespaceKey
+	d       Dispatcher
+}
+
+// Binding returns the binding name the namespace was reached by.
+func (n *Namespace) Binding() string { return n.binding }
+
+// ClassName returns the class the namespace serves.
+func (n *Namespace) ClassName() string { return n.class }
+
+// IDFromName derives the ID of the object called name.
+func (n *Namespace) IDFromName(name string) ID { return IDFromName(n.key, name) }
+
+// NewUniqueID returns a fresh random ID.
+func (n *Namespace) NewUniqueID() ID { return NewUniqueID(n.key) }
+
+// IDFromString parses an ID made by this namespace (ErrInvalidID, ErrWrongNamespace).
+func (n *Namespace) IDFromString(s string) (ID, error) {
+	id, err := ParseID(n.key, s)
+	if err != nil {
+		return ID{}, fmt.Errorf("namespace %s: %w", n.binding, err)
+	}
+	return id, nil
+}
+
+// Get returns the stub of the object id.
+func (n *Namespace) Get(id ID) *Stub { return &Stub{ns: n, id: id} }
+
+// Stub sends requests to one object, wherever in the cluster it lives.
+type Stub struct {
+	ns *Namespace
+	id ID
+}
+
+// ID returns the ID of the object the stub reaches.
+func (s *Stub) ID() ID { return s.id }
+
+// Fetch sends req to the object and returns its response. The request's
+// context bounds the call. An exception in the object comes back as an
+// error (an *Error with Retryable/Overloaded set where they apply).
+func (s *Stub) Fetch(req *http.Request) (*http.Response, error) {
+	return s.ns.d.Fetch(req.Context(), s.ns.class, s.id, req)
+}
+
+// Worker is the stateless entry point that receives every request to the
+// app listener, like a Workers fetch handler.
+type Worker func(w http.ResponseWriter, r *http.Request, env *Env)
+
+// App is what a roost binary serves: a Worker, the classes it can run, and
+// the bindings used when roost.toml declares none.
+type App struct {
+	Name     string
+	Worker   Worker
+	Classes  map[string]Class
+	Bindings []Binding
+}
+
+// Validate checks that the app has a Worker and that every binding names a registered class.
+func (a *App) Validate() error {
+	if a == nil || a.Worker == nil {
+		return fmt.Errorf("app has no Worker")
+	}
+	return CheckBindings(a.Bindings, a.Classes)
+}
+
+// CheckBindings checks that binding names are unique and name registered classes.
+func CheckBindings(bindings []Binding, classes map[string]Class) error {
+	seen := make(map[string]bool, len(bindings))
+	for _, b := range bindings {
+		if b.Name == "" {
+			return fmt.Errorf("durable object binding for class %q has no name", b.ClassName)
+		}
+		if seen[b.Name] {
+			return fmt.Errorf("durable object binding %q is declared twice", b.Name)
+		}
+		seen[b.Name] = true
+		if _, ok := classes[b.ClassName]; !ok {
+			known := make([]string, 0, len(classes))
+			for c := range classes {
+				known = append(known, c)
+			}
+			sort.Strings(known)
+			return fmt.Errorf("durable object binding %q: class %q is not registered in this binary (registered: %v)", b.Name, b.ClassName, known)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,91 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// Config is everything one node needs. Build it with DefaultConfig and
+// change what you need; New calls Validate.
+type Config struct {
+	// DataDir holds the node's Pebble database and Raft snapshots.
+	DataDir string
+	// HTTPAddr is the app listener (the Worker): user traffic only.
+	HTTPAddr string
+	// AdminAddr serves /healthz, /readyz, /metrics and /debug/pprof.
+	AdminAddr string
+	// Shards is the number of shards (Raft groups) object IDs hash into.
+	// It is fixed when the data dir is first used.
+	Shards int
+	// IdleTimeout is how long an instance may go without events before it
+	// is evicted from memory.
+	IdleTimeout time.Duration
+	// MaxInflightPerShard bounds the Raft entries a shard has proposed and
+	// not yet seen committed; turns that become ready meanwhile are grouped
+	// into the next entry.
+	MaxInflightPerShard int
+	// MaxQueuedPerObject bounds the requests waiting for one object's input
+	// gate; past it the object answers 503 (overloaded).
+	MaxQueuedPerObject int
+	// Limits bounds storage keys, values and multi-key calls.
+	Limits durable.Limits
+	// Bindings maps binding names to classes. Empty means the app's defaults.
+	Bindings []durable.Binding
+	// Vars are the [vars] the Worker and objects read with Env.Var.
+	Vars map[string]string
+	// Logger receives the node's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the settings of `roost dev`.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:             ".roost",
+		HTTPAddr:            "127.0.0.1:8787",
+		AdminAddr:           "127.0.0.1:8789",
+		Shards:              16,
+		IdleTimeout:         60 * time.Second,
+		MaxInflightPerShard: 4,
+		MaxQueuedPerObject:  10000,
+		Limits:              durable.DefaultLimits(),
+	}
+}
+
+// ErrInvalidConfig is wrapped by every error Validate returns.
+var ErrInvalidConfig = errors.New("invalid node configuration")
+
+// Validate reports the first setting that cannot work.
+func (c Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	if c.DataDir == "" {
+		return bad("data dir is empty")
+	}
+	for name, addr := range map[string]string{"http": c.HTTPAddr, "admin": c.AdminAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return bad("%s address %q: %v", name, addr, err)
+		}
+	}
+	if c.Shards < 1 || c.Shards > 4096 {
+		return bad("shards must be between 1 and 4096, got %d", c.Shards)
+	}
+	if c.IdleTimeout <= 0 {
+		return bad("idle timeout must be positive, got %s", c.IdleTimeout)
+	}
+	if c.MaxInflightPerShard < 1 {
+		return bad("max inflight per shard must be at least 1, got %d", c.MaxInflightPerShard)
+	}
+	if c.MaxQueuedPerObject < 1 {
+		return bad("max queued per object must be at least 1, got %d", c.MaxQueuedPerObject)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	return nil
+}
