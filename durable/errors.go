@@ -63,9 +63,10 @@ func IsOverloaded(err error) bool {
 	return errors.Is(err, ErrOverloaded)
 }
 
-// HTTPStatus maps an error reaching the edge to an HTTP status: bad IDs and
-// unknown bindings are the client's fault (400), overload is 503, anything
-// else an object threw is 500.
+// HTTPStatus maps an error reaching the edge to an HTTP status: a malformed
+// ID or one of another namespace is the client's fault (400), overload is
+// 503, anything else (an exception an object threw, an unknown binding,
+// which is a deployment mistake) is 500.
 func HTTPStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrInvalidID), errors.Is(err, ErrWrongNamespace):

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // KV is one key and its value, as returned by List in key order.
@@ -135,11 +136,17 @@ func (l Limits) CheckBatch(n int) error {
 	return nil
 }
 
+// truncate shortens s for an error message, cutting at a rune boundary so
+// the result stays valid UTF-8.
 func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "…"
+	if len(s) <= 32 {
+		return s
 	}
-	return s
+	i := 32
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }
 
 // GetJSON reads key and decodes its JSON value into a T. A missing key

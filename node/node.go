@@ -2,17 +2,45 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/raftstore"
 )
 
 // Node is one roost node: app and admin listeners, the instance manager and
-// the shards' storage.
+// the shards' storage. In dev mode every shard is a single-voter Raft group
+// on the node's one Pebble, through the same code the cluster uses.
 type Node struct {
 	cfg Config
 	app *durable.App
+	log *slog.Logger
+
+	store   *raftstore.Store
+	groups  []*raftstore.Group
+	shards  []*shard
+	manager *manager
+	metrics *metrics
+
+	appLn, adminLn   net.Listener
+	appSrv, adminSrv *http.Server
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // background loops: proposers, watchers, eviction
+
+	// applyWrap, when set (by tests), wraps each shard's Raft applier.
+	applyWrap func(applier) applier
 }
 
 // New checks cfg and app and prepares a node; Start opens its data dir and listeners.
@@ -21,24 +49,191 @@ func New(cfg Config, app *durable.App) (*Node, error) {
 		return nil, err
 	}
 	if err := app.Validate(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("app %q: %w", app.Name, err)
 	}
-	return &Node{cfg: cfg, app: app}, nil
+	if len(cfg.Bindings) == 0 {
+		cfg.Bindings = app.Bindings
+	}
+	if err := durable.CheckBindings(cfg.Bindings, app.Classes); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	cfg.Logger = log
+	return &Node{cfg: cfg, app: app, log: log}, nil
 }
 
+// devServerID is the Raft server ID of the single voter of dev-mode groups.
+const devServerID = raft.ServerID("dev")
+
+// groupOf is the Raft group of shard i; group 0 is kept for the meta group.
+func groupOf(i int) raftstore.GroupID { return raftstore.GroupID(i + 1) }
+
+// startupWait bounds how long Start waits for every shard to elect itself.
+const startupWait = 30 * time.Second
+
 // Start opens storage, starts every shard and begins serving. It returns
-// once the listeners are bound.
-func (n *Node) Start(ctx context.Context) error { return errors.New("node: not built yet") }
+// once every shard can serve and the listeners are bound.
+func (n *Node) Start(ctx context.Context) (err error) {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("creating data dir: %w", err)
+	}
+	if err := checkLayout(n.cfg.DataDir, n.cfg.Shards); err != nil {
+		return err
+	}
+	store, err := raftstore.Open(filepath.Join(n.cfg.DataDir, "pebble"), raftstore.Options{})
+	if err != nil {
+		return fmt.Errorf("opening storage in %s: %w", n.cfg.DataDir, err)
+	}
+	n.store = store
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	defer func() {
+		if err != nil {
+			n.Close(context.Background())
+		}
+	}()
 
-// Close stops serving, waits for in-flight requests (bounded by ctx) and
-// closes storage.
-func (n *Node) Close(ctx context.Context) error { return nil }
+	n.metrics = newMetrics(func() float64 { return float64(n.manager.count()) })
+	n.manager = &manager{
+		ctx: runCtx, cfg: n.cfg, classes: n.app.Classes, reader: store, metrics: n.metrics,
+		instances: make(map[[32]byte]*instance),
+	}
+	n.manager.env = durable.NewEnv(durable.EnvConfig{Bindings: n.cfg.Bindings, Vars: n.cfg.Vars, Dispatcher: n.manager})
 
-// Run is Start, then waiting for ctx to end, then Close.
-func (n *Node) Run(ctx context.Context) error { return errors.New("node: not built yet") }
+	for i := range n.cfg.Shards {
+		gid := groupOf(i)
+		_, trans := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("dev-%d", gid)))
+		g, err := store.StartGroup(raftstore.GroupConfig{
+			ID: gid, LocalID: devServerID, Transport: trans,
+			Bootstrap: []raft.Server{{Suffrage: raft.Voter, ID: devServerID, Address: trans.LocalAddr()}},
+			Tune:      devRaftTuning,
+		})
+		if err != nil {
+			return fmt.Errorf("starting shard %d: %w", i, err)
+		}
+		n.groups = append(n.groups, g)
+		sh := newShard(gid, g, n.cfg.MaxInflightPerShard, n.metrics)
+		if n.applyWrap != nil {
+			sh.raft = n.applyWrap(sh.raft)
+		}
+		n.shards = append(n.shards, sh)
+		sh.run(runCtx, &n.wg)
+		sh.watchLeadership(runCtx, &n.wg, func() { n.manager.dropShard(sh) })
+	}
+	n.manager.shards = n.shards
+	n.manager.runEviction(runCtx, &n.wg)
+
+	wctx, wcancel := context.WithTimeout(ctx, startupWait)
+	defer wcancel()
+	for _, sh := range n.shards {
+		if err := sh.waitReady(wctx); err != nil {
+			return err
+		}
+	}
+
+	if n.appLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("app listener: %w", err)
+	}
+	if n.adminLn, err = net.Listen("tcp", n.cfg.AdminAddr); err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	n.appSrv = &http.Server{Handler: n.appHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	go n.appSrv.Serve(n.appLn)
+	go n.adminSrv.Serve(n.adminLn)
+	n.log.Info("roost node serving", "app", n.appLn.Addr().String(), "admin", n.adminLn.Addr().String(), "shards", n.cfg.Shards, "data_dir", n.cfg.DataDir)
+	return nil
+}
+
+// devRaftTuning shortens timeouts for single-voter groups: with no peers,
+// only startup waits for them.
+func devRaftTuning(c *raft.Config) {
+	c.HeartbeatTimeout = 100 * time.Millisecond
+	c.ElectionTimeout = 100 * time.Millisecond
+	c.LeaderLeaseTimeout = 100 * time.Millisecond
+}
+
+// Close stops serving, commits what is pending (bounded by ctx) and closes
+// storage. It may be called after a failed Start.
+func (n *Node) Close(ctx context.Context) error {
+	var errs []error
+	if n.appSrv != nil {
+		errs = append(errs, n.appSrv.Shutdown(ctx))
+	}
+	if n.manager != nil {
+		errs = append(errs, n.manager.drain(ctx))
+	}
+	if n.adminSrv != nil {
+		errs = append(errs, n.adminSrv.Shutdown(ctx))
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	n.wg.Wait()
+	for _, g := range n.groups {
+		errs = append(errs, g.Shutdown())
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+		n.store = nil
+	}
+	return errors.Join(errs...)
+}
+
+// Run is Start, then waiting for ctx to end, then Close (with a grace
+// period for in-flight requests).
+func (n *Node) Run(ctx context.Context) error {
+	if err := n.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	n.log.Info("shutting down")
+	cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	return n.Close(cctx)
+}
 
 // HTTPAddr is the bound app listener address (valid after Start).
-func (n *Node) HTTPAddr() net.Addr { return nil }
+func (n *Node) HTTPAddr() net.Addr { return n.appLn.Addr() }
 
 // AdminAddr is the bound admin listener address (valid after Start).
-func (n *Node) AdminAddr() net.Addr { return nil }
+func (n *Node) AdminAddr() net.Addr { return n.adminLn.Addr() }
+
+// Env returns the Env the Worker receives (for tests and embedding).
+func (n *Node) Env() *durable.Env { return n.manager.env }
+
+// layout is what a data dir records about itself when first used.
+type layout struct {
+	Shards int `json:"shards"`
+}
+
+// ErrDataDirMismatch: the data dir was created with settings that cannot change.
+var ErrDataDirMismatch = errors.New("data dir does not match the configuration")
+
+// checkLayout fixes the shard count on first use and refuses to change it later.
+func checkLayout(dir string, shards int) error {
+	path := filepath.Join(dir, "layout.json")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		b, _ = json.Marshal(layout{Shards: shards})
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+		return os.Rename(tmp, path)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	var l layout
+	if err := json.Unmarshal(b, &l); err != nil {
+		return fmt.Errorf("%w: %s is corrupt: %v", ErrDataDirMismatch, path, err)
+	}
+	if l.Shards != shards {
+		return fmt.Errorf("%w: %s was created with %d shards; the shard count is fixed once data exists (asked for %d)", ErrDataDirMismatch, dir, l.Shards, shards)
+	}
+	return nil
+}

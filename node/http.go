@@ -1,0 +1,97 @@
+package node
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/pprof"
+	"runtime/debug"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// appHandler runs the Worker for every request to the app listener.
+func (n *Node) appHandler() http.Handler {
+	env := n.manager.env
+	worker := n.app.Worker
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if p := recover(); p != nil {
+				n.log.Error("worker panicked", "panic", p, "stack", string(debug.Stack()))
+				if sw.status == 0 {
+					durable.WriteError(sw, fmt.Errorf("worker threw an exception: %v", p))
+				}
+			}
+			n.metrics.requests.WithLabelValues(statusClass(sw.status)).Inc()
+		}()
+		worker(sw, r, env)
+	})
+}
+
+func statusClass(code int) string {
+	switch {
+	case code == 0, code < 300:
+		return "2xx"
+	case code < 400:
+		return "3xx"
+	case code < 500:
+		return "4xx"
+	default:
+		return "5xx"
+	}
+}
+
+// statusWriter remembers the status the Worker wrote.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(p []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// adminHandler serves health, readiness, metrics and pprof.
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		var notReady []string
+		for _, sh := range n.shards {
+			if !sh.isReady() {
+				notReady = append(notReady, sh.id.String())
+			}
+		}
+		if len(notReady) > 0 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: shards without a leader here: %s\n", strings.Join(notReady, ","))
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}

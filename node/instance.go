@@ -1,0 +1,296 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// errInstanceReset: the turn never ran because the instance was retired
+// while the request waited at its gate; the manager retries on a new one.
+var errInstanceReset = errors.New("instance was reset before the request ran")
+
+// instance is the one live instance of an object on this node. Its gate is
+// the input gate: a turn holds it from start to end, except while awaiting
+// an outgoing Stub.Fetch.
+type instance struct {
+	m     *manager
+	key   [32]byte
+	id    durable.ID
+	class string
+	ctor  durable.Class
+	shard *shard
+
+	gate    chan struct{} // a token in the channel means a turn holds the gate
+	waiting atomic.Int32  // requests waiting for the gate
+
+	ctx    context.Context // ends when the instance is retired or evicted
+	cancel context.CancelFunc
+
+	storage *objectStorage
+
+	// Set up by the first turn, then only used under the gate.
+	obj   durable.Object
+	state *durable.State
+	env   *durable.Env
+
+	blockDepth atomic.Int32 // BlockConcurrencyWhile nesting: keeps the gate shut across awaits
+	background sync.WaitGroup
+	bgCount    atomic.Int32
+
+	retired atomic.Bool
+	drained chan struct{} // closed when a retired instance has no commit in flight
+
+	// Owned by manager.mu.
+	refs     int
+	lastUsed int64 // unix nanoseconds
+}
+
+var _ durable.StateRuntime = (*instance)(nil)
+
+func newInstance(m *manager, key [32]byte, id durable.ID, class string, ctor durable.Class, sh *shard) *instance {
+	ctx, cancel := context.WithCancel(m.ctx)
+	in := &instance{
+		m: m, key: key, id: id, class: class, ctor: ctor, shard: sh,
+		gate: make(chan struct{}, 1), ctx: ctx, cancel: cancel, drained: make(chan struct{}),
+		storage: newObjectStorage(sh.id, key, m.reader, sh, m.cfg.Limits),
+	}
+	in.storage.onBroken = in.retire
+	return in
+}
+
+// turnKey marks a request context as belonging to a turn of an instance,
+// so an outgoing fetch made with it can open that instance's gate.
+type turnKey struct{}
+
+type turnMark struct{ inst *instance }
+
+func (in *instance) lock(ctx context.Context) error {
+	select {
+	case in.gate <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (in *instance) unlock() { <-in.gate }
+
+// fetch runs req as one turn and returns its response once the output gate
+// lets it go.
+func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Response, error) {
+	if n := in.waiting.Add(1); int(n) > in.m.cfg.MaxQueuedPerObject {
+		in.waiting.Add(-1)
+		in.m.metrics.overloaded.Inc()
+		return nil, &durable.Error{Message: fmt.Sprintf("Durable Object is overloaded: %d requests queued", n-1), Overloaded: true, Retryable: true, Err: durable.ErrOverloaded}
+	}
+	err := in.lock(ctx)
+	in.waiting.Add(-1)
+	if err != nil {
+		return nil, err
+	}
+	if in.retired.Load() {
+		in.unlock()
+		return nil, errInstanceReset
+	}
+	rec := newResponseBuffer()
+	turnCtx := context.WithValue(ctx, turnKey{}, &turnMark{inst: in})
+	exc := in.runTurn(func() error {
+		if err := in.activate(); err != nil {
+			return err
+		}
+		in.obj.ServeHTTP(rec, req.WithContext(turnCtx))
+		return nil
+	})
+	last := in.storage.flush()
+	wroteNothingNew := last == nil || last.isDone()
+	if exc != nil {
+		// A Go panic may leave the object's memory half-updated: start
+		// afresh. The writes it made before panicking still commit, as a
+		// Workers object's do.
+		in.retire(exc)
+	}
+	in.unlock()
+
+	// Output gate: nothing this turn may have seen leaves before it is durable.
+	if last != nil {
+		if err := last.wait(ctx); err != nil {
+			return nil, storageFailure(err)
+		}
+	}
+	if wroteNothingNew {
+		// A read-only answer: linearizable only if we still lead the shard.
+		if err := in.shard.verifyLeader(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if exc != nil {
+		return nil, exc
+	}
+	return rec.response(), nil
+}
+
+// storageFailure turns a commit failure into the exception the caller sees.
+func storageFailure(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &durable.Error{
+		Message:   "Durable Object storage operation failed; the object was reset: " + err.Error(),
+		Retryable: errors.Is(err, durable.ErrCommitFailed),
+		Err:       err,
+	}
+}
+
+// runTurn runs fn, turning a panic into an exception for the caller.
+func (in *instance) runTurn(fn func() error) (exc error) {
+	defer func() {
+		if r := recover(); r != nil {
+			in.m.cfg.Logger.Error("durable object panicked", "class", in.class, "id", in.id.String(), "panic", r, "stack", string(debug.Stack()))
+			exc = &durable.Error{Message: fmt.Sprintf("Durable Object %s threw an exception: %v", in.class, r)}
+		}
+	}()
+	if err := fn(); err != nil {
+		var de *durable.Error
+		if errors.As(err, &de) {
+			return err
+		}
+		return &durable.Error{Message: err.Error(), Err: err}
+	}
+	return nil
+}
+
+// activate builds the object in its first turn (under the gate).
+func (in *instance) activate() error {
+	if in.obj != nil {
+		return nil
+	}
+	if err := in.storage.load(); err != nil {
+		return fmt.Errorf("activating %s %s: %w", in.class, in.id, err)
+	}
+	in.env = in.m.env.WithDispatcher(instanceDispatcher{in: in})
+	in.state = durable.NewState(in.id, in.storage, in)
+	in.m.metrics.activations.Inc()
+	obj := in.ctor(in.state, in.env)
+	if obj == nil {
+		return fmt.Errorf("class %s returned a nil object", in.class)
+	}
+	in.obj = obj
+	return nil
+}
+
+// retire stops the instance taking turns. Its in-flight commits finish
+// (later ones are fenced by version); drained closes when they have.
+func (in *instance) retire(reason error) {
+	if in.retired.Swap(true) {
+		return
+	}
+	in.m.metrics.resets.Inc()
+	last := in.storage.seal(reason)
+	in.cancel()
+	go func() {
+		if last != nil {
+			<-last.done
+		}
+		close(in.drained)
+	}()
+}
+
+// BlockConcurrencyWhile implements durable.StateRuntime. It must be called
+// from the constructor or a turn (which already hold the gate); it keeps the
+// gate shut even while fn awaits a Stub.Fetch.
+func (in *instance) BlockConcurrencyWhile(fn func() error) error {
+	in.blockDepth.Add(1)
+	defer in.blockDepth.Add(-1)
+	err := in.runTurn(fn)
+	if err != nil {
+		in.retire(err)
+	}
+	return err
+}
+
+// WaitUntil implements durable.StateRuntime.
+func (in *instance) WaitUntil(fn func(ctx context.Context)) {
+	in.bgCount.Add(1)
+	in.background.Add(1)
+	go func() {
+		defer in.background.Done()
+		defer in.bgCount.Add(-1)
+		_ = in.runTurn(func() error { fn(in.ctx); return nil })
+		in.storage.flush()
+	}()
+}
+
+// instanceDispatcher is the Dispatcher of an instance's Env: while a turn
+// awaits an outgoing fetch, the instance's gate opens (unless
+// BlockConcurrencyWhile holds it), so A→B→A does not deadlock.
+type instanceDispatcher struct{ in *instance }
+
+func (d instanceDispatcher) Fetch(ctx context.Context, class string, id durable.ID, req *http.Request) (*http.Response, error) {
+	in := d.in
+	mark, _ := ctx.Value(turnKey{}).(*turnMark)
+	if mark == nil || mark.inst != in || in.blockDepth.Load() > 0 {
+		return in.m.Fetch(ctx, class, id, req)
+	}
+	// Writes made so far are committed as their own batch: they happened
+	// before the await, as in Workers.
+	in.storage.flush()
+	in.unlock()
+	resp, err := in.m.Fetch(ctx, class, id, req)
+	if lerr := in.lock(context.WithoutCancel(ctx)); lerr != nil {
+		return nil, lerr
+	}
+	return resp, err
+}
+
+// responseBuffer holds an object's response until the output gate opens.
+type responseBuffer struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func newResponseBuffer() *responseBuffer { return &responseBuffer{header: make(http.Header)} }
+
+func (b *responseBuffer) Header() http.Header { return b.header }
+
+func (b *responseBuffer) WriteHeader(status int) {
+	if b.status == 0 {
+		b.status = status
+	}
+}
+
+func (b *responseBuffer) Write(p []byte) (int, error) {
+	b.WriteHeader(http.StatusOK)
+	return b.body.Write(p)
+}
+
+func (b *responseBuffer) response() *http.Response {
+	status := b.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	if b.header.Get("Content-Type") == "" && b.body.Len() > 0 {
+		b.header.Set("Content-Type", http.DetectContentType(b.body.Bytes()))
+	}
+	b.header.Set("Content-Length", strconv.Itoa(b.body.Len()))
+	return &http.Response{
+		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
+		StatusCode:    status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        b.header,
+		Body:          io.NopCloser(bytes.NewReader(b.body.Bytes())),
+		ContentLength: int64(b.body.Len()),
+	}
+}

@@ -1,0 +1,214 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// manager keeps at most one live instance per object on this node and
+// delivers requests to it. It is the Dispatcher of the Worker's Env.
+type manager struct {
+	ctx     context.Context // ends at shutdown
+	cfg     Config
+	classes map[string]durable.Class
+	env     *durable.Env
+	shards  []*shard
+	reader  committedReader
+	metrics *metrics
+
+	mu        sync.Mutex
+	instances map[[32]byte]*instance
+}
+
+var _ durable.Dispatcher = (*manager)(nil)
+
+// shardOf maps an object to its shard: xxhash of the ID bytes modulo the
+// shard count, which is how buraksezer/consistent assigns a key to a
+// partition, so placement can use the shard number as the partition.
+func shardOf(id [32]byte, shards int) int {
+	return int(xxhash.Sum64(id[:]) % uint64(shards))
+}
+
+// maxResets bounds how often one request is retried on a fresh instance
+// after the instance it waited for was reset (the turn had not run).
+const maxResets = 3
+
+// Fetch implements durable.Dispatcher.
+func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *http.Request) (*http.Response, error) {
+	ctor, ok := m.classes[class]
+	if !ok {
+		return nil, fmt.Errorf("%w: class %q is not registered in this binary", durable.ErrUnknownBinding, class)
+	}
+	if id.IsZero() {
+		return nil, fmt.Errorf("%w: zero ID", durable.ErrInvalidID)
+	}
+	key := id.Bytes()
+	sh := m.shards[shardOf(key, len(m.shards))]
+	for attempt := 0; ; attempt++ {
+		if err := m.waitShard(ctx, sh); err != nil {
+			return nil, err
+		}
+		in, err := m.acquire(ctx, key, id, class, ctor, sh)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := in.fetch(ctx, req)
+		m.release(in)
+		if errors.Is(err, errInstanceReset) && attempt < maxResets {
+			continue
+		}
+		return resp, err
+	}
+}
+
+// shardWait bounds how long a request waits for its shard to get a leader.
+const shardWait = 10 * time.Second
+
+func (m *manager) waitShard(ctx context.Context, sh *shard) error {
+	if sh.isReady() {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, shardWait)
+	defer cancel()
+	if err := sh.waitReady(wctx); err != nil {
+		return &durable.Error{Message: err.Error(), Retryable: true, Overloaded: true, Err: err}
+	}
+	return nil
+}
+
+// acquire returns the live instance of key, activating one if needed, with
+// a reference that keeps it from eviction until release.
+func (m *manager) acquire(ctx context.Context, key [32]byte, id durable.ID, class string, ctor durable.Class, sh *shard) (*instance, error) {
+	for {
+		m.mu.Lock()
+		in := m.instances[key]
+		if in != nil && in.retired.Load() {
+			// A reset instance may still have commits in flight; its
+			// successor must read state after they settle.
+			m.mu.Unlock()
+			select {
+			case <-in.drained:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			m.mu.Lock()
+			if m.instances[key] == in {
+				delete(m.instances, key)
+			}
+			m.mu.Unlock()
+			continue
+		}
+		if in == nil {
+			in = newInstance(m, key, id, class, ctor, sh)
+			m.instances[key] = in
+		} else if in.class != class {
+			m.mu.Unlock()
+			return nil, fmt.Errorf("%w: object %s belongs to class %s, not %s", durable.ErrWrongNamespace, id, in.class, class)
+		}
+		in.refs++
+		in.lastUsed = time.Now().UnixNano()
+		m.mu.Unlock()
+		return in, nil
+	}
+}
+
+func (m *manager) release(in *instance) {
+	m.mu.Lock()
+	in.refs--
+	in.lastUsed = time.Now().UnixNano()
+	m.mu.Unlock()
+}
+
+// evictIdle drops instances that have been idle for longer than
+// cfg.IdleTimeout and have nothing running, queued or in flight.
+func (m *manager) evictIdle(now time.Time) int {
+	cutoff := now.Add(-m.cfg.IdleTimeout).UnixNano()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for key, in := range m.instances {
+		if in.refs > 0 || in.lastUsed > cutoff || in.bgCount.Load() > 0 || !in.storage.idle() {
+			continue
+		}
+		delete(m.instances, key)
+		in.cancel()
+		n++
+	}
+	m.metrics.evictions.Add(float64(n))
+	return n
+}
+
+// runEviction evicts idle instances until ctx ends.
+func (m *manager) runEviction(ctx context.Context, wg *sync.WaitGroup) {
+	every := min(max(m.cfg.IdleTimeout/4, 100*time.Millisecond), 10*time.Second)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				m.evictIdle(now)
+			}
+		}
+	}()
+}
+
+// dropShard retires every instance of a shard at once (leadership lost).
+func (m *manager) dropShard(sh *shard) {
+	m.mu.Lock()
+	var victims []*instance
+	for _, in := range m.instances {
+		if in.shard == sh {
+			victims = append(victims, in)
+		}
+	}
+	m.mu.Unlock()
+	for _, in := range victims {
+		in.retire(fmt.Errorf("%w: this node lost leadership of shard %s", errNotReady, sh.id))
+	}
+}
+
+// count returns the number of instances in memory.
+func (m *manager) count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.instances)
+}
+
+// drain commits what every instance has pending and waits (bounded by ctx)
+// for it and for WaitUntil work, at shutdown.
+func (m *manager) drain(ctx context.Context) error {
+	m.mu.Lock()
+	all := make([]*instance, 0, len(m.instances))
+	for _, in := range m.instances {
+		all = append(all, in)
+	}
+	m.mu.Unlock()
+	for _, in := range all {
+		done := make(chan struct{})
+		go func() { in.background.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if c := in.storage.flush(); c != nil {
+			if err := c.wait(ctx); err != nil && ctx.Err() != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

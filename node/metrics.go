@@ -1,0 +1,66 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the node's Prometheus series, on the node's own registry.
+type metrics struct {
+	registry        *prometheus.Registry
+	requests        *prometheus.CounterVec
+	activations     prometheus.Counter
+	evictions       prometheus.Counter
+	resets          prometheus.Counter
+	overloaded      prometheus.Counter
+	entries         prometheus.Counter
+	batchesPerEntry prometheus.Histogram
+	commitFailures  prometheus.Counter
+}
+
+func newMetrics(instances func() float64) *metrics {
+	r := prometheus.NewRegistry()
+	f := func(c prometheus.Collector) { r.MustRegister(c) }
+	m := &metrics{
+		registry: r,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roost_http_requests_total", Help: "Requests answered by the app listener, by status code class.",
+		}, []string{"code"}),
+		activations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roost_instance_activations_total", Help: "Object instances constructed.",
+		}),
+		evictions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roost_instance_evictions_total", Help: "Idle object instances evicted from memory.",
+		}),
+		resets: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roost_instance_resets_total", Help: "Object instances discarded after an exception, a failed commit or lost leadership.",
+		}),
+		overloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roost_overloaded_total", Help: "Requests refused because an object's queue was full.",
+		}),
+		entries: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roost_raft_entries_proposed_total", Help: "Raft entries proposed by shard proposers.",
+		}),
+		batchesPerEntry: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "roost_raft_batches_per_entry", Help: "Object batches (turns' writes) grouped into one Raft entry.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+		}),
+		commitFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roost_commit_failures_total", Help: "Object batches whose commit failed or was rejected.",
+		}),
+	}
+	f(m.requests)
+	f(m.activations)
+	f(m.evictions)
+	f(m.resets)
+	f(m.overloaded)
+	f(m.entries)
+	f(m.batchesPerEntry)
+	f(m.commitFailures)
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "roost_instances", Help: "Object instances in memory.",
+	}, instances))
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,392 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// testCounter is the seed's Counter: read, change, write back, answer.
+func testCounter(state *durable.State, env *durable.Env) durable.Object {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v, _, err := durable.GetJSON[int](state.Storage, "value")
+		if err != nil {
+			durable.WriteError(w, err)
+			return
+		}
+		switch r.URL.Path {
+		case "/increment":
+			v++
+		case "/decrement":
+			v--
+		case "/":
+		default:
+			http.Error(w, "Not found", http.StatusNotFound)
+			return
+		}
+		if err := durable.PutJSON(state.Storage, "value", v); err != nil {
+			durable.WriteError(w, err)
+			return
+		}
+		fmt.Fprint(w, v)
+	})
+}
+
+// testPingPong calls another object's /pong, which calls back the first
+// object's /leaf: re-entrancy through the input gate.
+func testPingPong(state *durable.State, env *durable.Env) durable.Object {
+	ns, err := env.Namespace("PINGPONG")
+	if err != nil {
+		panic(err)
+	}
+	call := func(r *http.Request, id durable.ID, path string) (string, error) {
+		req, _ := http.NewRequestWithContext(r.Context(), "GET", "http://do"+path, nil)
+		resp, err := ns.Get(id).Fetch(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/ping": // called on A: ask B, which calls A back
+			body, err := call(r, ns.IDFromName("B"), "/pong?from="+state.ID.String())
+			if err != nil {
+				durable.WriteError(w, err)
+				return
+			}
+			fmt.Fprint(w, "ping>"+body)
+		case "/pong": // called on B
+			from, err := ns.IDFromString(r.URL.Query().Get("from"))
+			if err != nil {
+				durable.WriteError(w, err)
+				return
+			}
+			body, err := call(r, from, "/leaf")
+			if err != nil {
+				durable.WriteError(w, err)
+				return
+			}
+			fmt.Fprint(w, "pong>"+body)
+		case "/leaf":
+			fmt.Fprint(w, "leaf")
+		case "/panic":
+			panic("boom")
+		}
+	})
+}
+
+// testWorker routes /<binding>/<path>?name=N or ?id=HEX to an object.
+func testWorker(w http.ResponseWriter, r *http.Request, env *durable.Env) {
+	q := r.URL.Query()
+	ns, err := env.Namespace(q.Get("ns"))
+	if err != nil {
+		durable.WriteError(w, err)
+		return
+	}
+	var id durable.ID
+	if s := q.Get("id"); s != "" {
+		if id, err = ns.IDFromString(s); err != nil {
+			durable.WriteError(w, err)
+			return
+		}
+	} else {
+		id = ns.IDFromName(q.Get("name"))
+	}
+	resp, err := ns.Get(id).Fetch(r)
+	if err != nil {
+		durable.WriteError(w, err)
+		return
+	}
+	defer resp.Body.Close()
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}
+
+func testApp() *durable.App {
+	return &durable.App{
+		Name:    "test",
+		Worker:  testWorker,
+		Classes: map[string]durable.Class{"Counter": testCounter, "PingPong": testPingPong},
+		Bindings: []durable.Binding{
+			{Name: "COUNTER", ClassName: "Counter"}, {Name: "PINGPONG", ClassName: "PingPong"},
+		},
+	}
+}
+
+// startNode starts a node on loopback ports with its data in dir.
+func startNode(t *testing.T, dir string, tweak func(*Config, *Node)) *Node {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.DataDir = dir
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.AdminAddr = "127.0.0.1:0"
+	cfg.Shards = 4
+	n, err := New(cfg, testApp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tweak != nil {
+		tweak(&n.cfg, n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func closeNode(t *testing.T, n *Node) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get sends a request through the node's Worker (the real app listener).
+func get(t *testing.T, n *Node, path string, params url.Values) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + n.HTTPAddr().String() + path + "?" + params.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func counterParams(name string) url.Values { return url.Values{"ns": {"COUNTER"}, "name": {name}} }
+
+func TestInputGateSerializesIncrements(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	const clients = 64
+	results := make([]int, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, body := get(t, n, "/increment", counterParams("A"))
+			if code != 200 {
+				t.Errorf("status %d: %s", code, body)
+				return
+			}
+			results[i], _ = strconv.Atoi(body)
+		}()
+	}
+	wg.Wait()
+	slices.Sort(results)
+	for i, v := range results {
+		if v != i+1 {
+			t.Fatalf("increments returned %v; want each of 1..%d exactly once", results, clients)
+		}
+	}
+}
+
+func TestCountSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir, nil)
+	for i := 1; i <= 5; i++ {
+		if _, body := get(t, n, "/increment", counterParams("R")); body != strconv.Itoa(i) {
+			t.Fatalf("increment %d answered %q", i, body)
+		}
+	}
+	closeNode(t, n)
+	n = startNode(t, dir, nil)
+	defer closeNode(t, n)
+	if _, body := get(t, n, "/", counterParams("R")); body != "5" {
+		t.Fatalf("after restart the count is %q, want 5", body)
+	}
+}
+
+func TestShardCountIsFixed(t *testing.T) {
+	dir := t.TempDir()
+	closeNode(t, startNode(t, dir, nil))
+	cfg := DefaultConfig()
+	cfg.DataDir = dir
+	cfg.HTTPAddr, cfg.AdminAddr = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Shards = 8
+	n, err := New(cfg, testApp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); !errors.Is(err, ErrDataDirMismatch) {
+		t.Fatalf("Start with another shard count: %v, want ErrDataDirMismatch", err)
+	}
+}
+
+func TestReentrantStubCallsDoNotDeadlock(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	done := make(chan string, 1)
+	go func() {
+		_, body := get(t, n, "/ping", url.Values{"ns": {"PINGPONG"}, "name": {"A"}})
+		done <- body
+	}()
+	select {
+	case body := <-done:
+		if body != "ping>pong>leaf" {
+			t.Fatalf("A→B→A answered %q", body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("A→B→A deadlocked")
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	pp, _ := n.Env().Namespace("PINGPONG")
+	foreign := pp.IDFromName("A").String()
+	for _, tc := range []struct {
+		name   string
+		params url.Values
+		code   int
+	}{
+		{"malformed id", url.Values{"ns": {"COUNTER"}, "id": {"xyz"}}, 400},
+		{"non-hex id", url.Values{"ns": {"COUNTER"}, "id": {string(make([]byte, 64))}}, 400},
+		{"id of another namespace", url.Values{"ns": {"COUNTER"}, "id": {foreign}}, 400},
+		{"unknown binding", url.Values{"ns": {"NOPE"}, "name": {"A"}}, 500},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := get(t, n, "/increment", tc.params)
+			if code != tc.code {
+				t.Fatalf("status %d (%s), want %d", code, body, tc.code)
+			}
+		})
+	}
+	if got := n.manager.count(); got != 0 {
+		t.Fatalf("bad requests activated %d instances", got)
+	}
+}
+
+func TestExceptionReachesCallerAndResetsObject(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	code, body := get(t, n, "/panic", url.Values{"ns": {"PINGPONG"}, "name": {"P"}})
+	if code != 500 || body != "Durable Object PingPong threw an exception: boom\n" {
+		t.Fatalf("panic gave %d %q", code, body)
+	}
+	if _, body := get(t, n, "/leaf", url.Values{"ns": {"PINGPONG"}, "name": {"P"}}); body != "leaf" {
+		t.Fatalf("after the exception the object answered %q", body)
+	}
+}
+
+func TestIdleEviction(t *testing.T) {
+	n := startNode(t, t.TempDir(), func(c *Config, _ *Node) { c.IdleTimeout = 200 * time.Millisecond })
+	defer closeNode(t, n)
+	for i := range 50 {
+		get(t, n, "/increment", counterParams(fmt.Sprint("e", i)))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n.manager.count() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d instances still in memory", n.manager.count())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, body := get(t, n, "/increment", counterParams("e7")); body != "2" {
+		t.Fatalf("after eviction the count went to %q, want 2", body)
+	}
+}
+
+// failingApplier fails the proposals chosen by fail, after a delay that
+// lets later turns pile up behind them, without ever applying them.
+type failingApplier struct {
+	applier
+	fail func() bool
+}
+
+type failedFuture struct {
+	raft.IndexFuture
+	err   error
+	delay time.Duration
+}
+
+func (f failedFuture) Error() error  { time.Sleep(f.delay); return f.err }
+func (f failedFuture) Response() any { return nil }
+func (f failedFuture) Index() uint64 { return 0 }
+func (a failingApplier) Apply(cmd []byte, timeout time.Duration) raft.ApplyFuture {
+	if a.fail() {
+		return failedFuture{err: raft.ErrEnqueueTimeout, delay: 30 * time.Millisecond}
+	}
+	return a.applier.Apply(cmd, timeout)
+}
+
+func TestOutputGateHidesFailedCommits(t *testing.T) {
+	var armed atomic.Bool
+	n := startNode(t, t.TempDir(), func(_ *Config, n *Node) {
+		n.applyWrap = func(a applier) applier {
+			return failingApplier{applier: a, fail: func() bool { return armed.CompareAndSwap(true, false) }}
+		}
+	})
+	defer closeNode(t, n)
+	for i := 1; i <= 5; i++ {
+		get(t, n, "/increment", counterParams("G"))
+	}
+	for round := range 5 {
+		before, _ := strconv.Atoi(func() string { _, b := get(t, n, "/", counterParams("G")); return b }())
+		armed.Store(true)
+		const clients = 32
+		var (
+			mu       sync.Mutex
+			seen     []int
+			failures int
+			wg       sync.WaitGroup
+		)
+		for range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				code, body := get(t, n, "/increment", counterParams("G"))
+				mu.Lock()
+				defer mu.Unlock()
+				if code != 200 {
+					failures++
+					return
+				}
+				v, err := strconv.Atoi(body)
+				if err != nil {
+					t.Errorf("body %q", body)
+				}
+				seen = append(seen, v)
+			}()
+		}
+		wg.Wait()
+		if failures == 0 {
+			t.Fatalf("round %d: the injected commit failure failed no response", round)
+		}
+		_, body := get(t, n, "/", counterParams("G"))
+		after, _ := strconv.Atoi(body)
+		// Every value a client saw must be committed, and each exactly once:
+		// the successes are before+1 .. after.
+		slices.Sort(seen)
+		if after != before+len(seen) {
+			t.Fatalf("round %d: count went %d→%d but %d increments succeeded (%v)", round, before, after, len(seen), seen)
+		}
+		for i, v := range seen {
+			if v != before+1+i {
+				t.Fatalf("round %d: clients saw %v after %d: a value that was never committed leaked", round, seen, before)
+			}
+		}
+	}
+}

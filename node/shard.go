@@ -1,0 +1,321 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/raftstore"
+)
+
+// applier is the part of *raft.Raft a shard proposes through; tests wrap it
+// to inject commit failures.
+type applier interface {
+	Apply(cmd []byte, timeout time.Duration) raft.ApplyFuture
+	VerifyLeader() raft.Future
+}
+
+var _ applier = (*raft.Raft)(nil)
+
+// applyTimeout bounds how long a proposal may wait to enter Raft's queue.
+const applyTimeout = 5 * time.Second
+
+// shard is one Raft group as the instance manager sees it: the proposer that
+// groups ready batches into entries, the batched leadership check for
+// reads, and whether this node may serve the shard now.
+type shard struct {
+	id          raftstore.GroupID
+	group       *raftstore.Group
+	raft        applier
+	maxInflight int
+	metrics     *metrics
+
+	mu       sync.Mutex
+	queue    []*commit // submitted, not yet proposed
+	inflight int       // entries proposed, outcome not yet known
+	closed   bool
+	wake     chan struct{}
+	results  chan proposal
+
+	readyMu sync.Mutex
+	ready   chan struct{} // closed while this node leads the shard and has applied its log
+
+	verifyMu   sync.Mutex
+	nextVerify *verifyBatch
+	verifying  bool
+}
+
+type proposal struct {
+	future  raft.ApplyFuture
+	commits []*commit
+}
+
+type verifyBatch struct {
+	done chan struct{}
+	err  error
+}
+
+func newShard(id raftstore.GroupID, g *raftstore.Group, maxInflight int, m *metrics) *shard {
+	s := &shard{
+		id: id, group: g, maxInflight: maxInflight, metrics: m,
+		wake:    make(chan struct{}, 1),
+		results: make(chan proposal, maxInflight),
+		ready:   make(chan struct{}),
+	}
+	if g != nil {
+		s.raft = g.Raft()
+	}
+	return s
+}
+
+// run proposes and collects until ctx ends; it owns two goroutines.
+func (s *shard) run(ctx context.Context, wg *sync.WaitGroup) {
+	wg.Add(2)
+	go func() { defer wg.Done(); s.propose(ctx) }()
+	go func() { defer wg.Done(); s.collect() }()
+}
+
+// submit queues c for the next entry of this shard.
+func (s *shard) submit(c *commit) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.finish(fmt.Errorf("%w: shard %s is shutting down", durable.ErrCommitFailed, s.id))
+		return
+	}
+	s.queue = append(s.queue, c)
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// propose turns everything queued into one Raft entry whenever fewer than
+// maxInflight entries are outstanding: under load, batches pile up while
+// entries are in flight and the next entry carries them all.
+func (s *shard) propose(ctx context.Context) {
+	defer close(s.results)
+	var buf []byte
+	for {
+		select {
+		case <-s.wake:
+		case <-ctx.Done():
+			s.mu.Lock()
+			s.closed = true
+			queued := s.queue
+			s.queue = nil
+			s.mu.Unlock()
+			for _, c := range queued {
+				c.finish(fmt.Errorf("%w: shard %s is shutting down", durable.ErrCommitFailed, s.id))
+			}
+			return
+		}
+		for {
+			s.mu.Lock()
+			if len(s.queue) == 0 || s.inflight >= s.maxInflight {
+				s.mu.Unlock()
+				break
+			}
+			commits := s.queue
+			s.queue = nil
+			s.inflight++
+			s.mu.Unlock()
+
+			entry := raftstore.Entry{Batches: make([]raftstore.ObjectBatch, len(commits))}
+			for i, c := range commits {
+				entry.Batches[i] = c.batch
+			}
+			var err error
+			buf, err = entry.AppendBinary(buf[:0])
+			if err != nil {
+				s.finishAll(commits, fmt.Errorf("%w: encoding entry: %v", durable.ErrCommitFailed, err))
+				s.doneInflight()
+				continue
+			}
+			// Raft keeps the slice until the entry is stored: hand it a copy.
+			data := append([]byte(nil), buf...)
+			s.metrics.entries.Inc()
+			s.metrics.batchesPerEntry.Observe(float64(len(commits)))
+			s.results <- proposal{future: s.raft.Apply(data, applyTimeout), commits: commits}
+		}
+	}
+}
+
+// collect waits for each entry's outcome, in order, and finishes its commits.
+func (s *shard) collect() {
+	for p := range s.results {
+		err := p.future.Error()
+		if err != nil {
+			s.finishAll(p.commits, commitError(s.id, err))
+		} else {
+			switch resp := p.future.Response().(type) {
+			case raftstore.ApplyResult:
+				rejected := make(map[int]bool, len(resp.Rejected))
+				for _, i := range resp.Rejected {
+					rejected[i] = true
+				}
+				for i, c := range p.commits {
+					if rejected[i] {
+						s.metrics.commitFailures.Inc()
+						c.finish(fmt.Errorf("%w: an earlier write of this object failed, so this one was discarded", durable.ErrCommitFailed))
+					} else {
+						c.finish(nil)
+					}
+				}
+			case error:
+				s.finishAll(p.commits, fmt.Errorf("%w: %v", durable.ErrCommitFailed, resp))
+			default:
+				s.finishAll(p.commits, fmt.Errorf("%w: unexpected apply response %T", durable.ErrCommitFailed, resp))
+			}
+		}
+		s.doneInflight()
+	}
+}
+
+func (s *shard) finishAll(commits []*commit, err error) {
+	s.metrics.commitFailures.Add(float64(len(commits)))
+	for _, c := range commits {
+		c.finish(err)
+	}
+}
+
+func (s *shard) doneInflight() {
+	s.mu.Lock()
+	s.inflight--
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// commitError says whether a failed proposal may still have committed.
+// Only errors raised before the entry reached the log are definite.
+func commitError(id raftstore.GroupID, err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: shard %s: %v", durable.ErrCommitFailed, id, err)
+	default:
+		return fmt.Errorf("%w: shard %s: %v", durable.ErrCommitIndeterminate, id, err)
+	}
+}
+
+// verifyLeader confirms this node still leads the shard. Concurrent callers
+// share one check: a caller arriving while a check runs joins the next one,
+// which starts after the caller arrived, so the check is fresh for everyone.
+func (s *shard) verifyLeader(ctx context.Context) error {
+	s.verifyMu.Lock()
+	if s.nextVerify == nil {
+		s.nextVerify = &verifyBatch{done: make(chan struct{})}
+	}
+	b := s.nextVerify
+	if !s.verifying {
+		s.verifying = true
+		go s.runVerify()
+	}
+	s.verifyMu.Unlock()
+	select {
+	case <-b.done:
+		return b.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runVerify runs checks while callers wait; it returns when none do.
+func (s *shard) runVerify() {
+	for {
+		s.verifyMu.Lock()
+		b := s.nextVerify
+		s.nextVerify = nil
+		if b == nil {
+			s.verifying = false
+			s.verifyMu.Unlock()
+			return
+		}
+		s.verifyMu.Unlock()
+		if err := s.raft.VerifyLeader().Error(); err != nil {
+			b.err = fmt.Errorf("%w: shard %s: leadership check: %v", errNotReady, s.id, err)
+		}
+		close(b.done)
+	}
+}
+
+// errNotReady: this node cannot serve the shard now (no leadership yet, or lost).
+var errNotReady = errors.New("shard not ready")
+
+// watchLeadership marks the shard ready when this node becomes leader and
+// has applied everything committed before (a Barrier), and not ready when it
+// loses leadership; onLost runs then.
+func (s *shard) watchLeadership(ctx context.Context, wg *sync.WaitGroup, onLost func()) {
+	r := s.group.Raft()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		leaderCh := r.LeaderCh()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case isLeader := <-leaderCh:
+				if !isLeader {
+					s.setReady(false)
+					onLost()
+					continue
+				}
+				// Reads come from the FSM: make sure it holds every entry
+				// committed under earlier terms before serving any.
+				if err := r.Barrier(0).Error(); err != nil {
+					continue
+				}
+				s.setReady(true)
+			}
+		}
+	}()
+}
+
+func (s *shard) setReady(ready bool) {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	select {
+	case <-s.ready:
+		if !ready {
+			s.ready = make(chan struct{})
+		}
+	default:
+		if ready {
+			close(s.ready)
+		}
+	}
+}
+
+func (s *shard) isReady() bool {
+	s.readyMu.Lock()
+	ch := s.ready
+	s.readyMu.Unlock()
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitReady waits (bounded by ctx) until this node can serve the shard.
+func (s *shard) waitReady(ctx context.Context) error {
+	s.readyMu.Lock()
+	ch := s.ready
+	s.readyMu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: shard %s has no leader on this node yet: %v", errNotReady, s.id, ctx.Err())
+	}
+}

@@ -1,0 +1,704 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/raftstore"
+)
+
+// committedReader reads a shard's committed state; *raftstore.Store is one.
+type committedReader interface {
+	Get(g raftstore.GroupID, obj [32]byte, key string) ([]byte, bool, error)
+	List(g raftstore.GroupID, obj [32]byte, opts durable.ListOptions) ([]durable.KV, error)
+	ObjectVersion(g raftstore.GroupID, obj [32]byte) (uint64, error)
+	Alarm(g raftstore.GroupID, obj [32]byte) (int64, bool, error)
+}
+
+var _ committedReader = (*raftstore.Store)(nil)
+
+// committer makes an object's batches durable, in the order submitted.
+type committer interface {
+	submit(c *commit)
+}
+
+// maxCachedKeys bounds an instance's cache of committed values; past it the
+// cache starts over (a simple bound is enough: Pebble's block cache is behind it).
+const maxCachedKeys = 4096
+
+// objectStorage is one instance's durable.Storage. Reads see, newest first:
+// the current turn's pending writes, the batches in flight (proposed, not yet
+// committed), the cache of committed values, then Pebble.
+type objectStorage struct {
+	group  raftstore.GroupID
+	obj    [32]byte
+	reader committedReader
+	shard  committer
+	limits durable.Limits
+	// onBroken is called (outside mu) once, when a commit fails.
+	onBroken func(error)
+
+	mu       sync.Mutex
+	pending  *writeSet
+	inflight []*commit // oldest first
+	last     *commit   // the newest commit made, done or not
+	version  uint64    // version of the newest batch made
+	cache    map[string]cachedValue
+	alarm    *alarmValue // committed alarm, if known
+	broken   error
+	inTxn    bool
+}
+
+var _ durable.Storage = (*objectStorage)(nil)
+
+type cachedValue struct {
+	value  []byte
+	exists bool
+}
+
+type alarmValue struct {
+	at     int64 // unix ms
+	exists bool
+}
+
+func newObjectStorage(group raftstore.GroupID, obj [32]byte, reader committedReader, shard committer, limits durable.Limits) *objectStorage {
+	return &objectStorage{
+		group: group, obj: obj, reader: reader, shard: shard, limits: limits,
+		cache: make(map[string]cachedValue),
+	}
+}
+
+// load reads the object's committed version; the first turn calls it
+// before the object runs, so its batches continue the committed sequence.
+func (s *objectStorage) load() error {
+	v, err := s.reader.ObjectVersion(s.group, s.obj)
+	if err != nil {
+		return fmt.Errorf("reading object version: %w", err)
+	}
+	s.mu.Lock()
+	s.version = v
+	s.mu.Unlock()
+	return nil
+}
+
+// writeSet is a set of writes not yet committed: a DeleteAll (which clears
+// everything older), then puts and deletes by key, then an alarm change.
+type writeSet struct {
+	deleteAll bool
+	keys      map[string]cachedValue
+	alarm     *alarmValue
+}
+
+func newWriteSet() *writeSet { return &writeSet{keys: make(map[string]cachedValue)} }
+
+// lookup says what the set knows of key: its value, whether it exists, and
+// whether the set decides it at all.
+func (ws *writeSet) lookup(key string) (cachedValue, bool) {
+	if v, ok := ws.keys[key]; ok {
+		return v, true
+	}
+	if ws.deleteAll {
+		return cachedValue{}, true
+	}
+	return cachedValue{}, false
+}
+
+func (ws *writeSet) put(key string, value []byte) {
+	ws.keys[key] = cachedValue{value: value, exists: true}
+}
+func (ws *writeSet) del(key string) { ws.keys[key] = cachedValue{} }
+
+func (ws *writeSet) clearAll() {
+	clear(ws.keys)
+	ws.deleteAll = true
+	ws.alarm = &alarmValue{}
+}
+
+// ops encodes the set as the ops of one ObjectBatch, in a deterministic order.
+func (ws *writeSet) ops() []raftstore.Op {
+	ops := make([]raftstore.Op, 0, len(ws.keys)+2)
+	if ws.deleteAll {
+		ops = append(ops, raftstore.Op{Kind: raftstore.OpDeleteAll})
+	}
+	keys := make([]string, 0, len(ws.keys))
+	for k := range ws.keys {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if v := ws.keys[k]; v.exists {
+			ops = append(ops, raftstore.Op{Kind: raftstore.OpPut, Key: k, Value: v.value})
+		} else {
+			ops = append(ops, raftstore.Op{Kind: raftstore.OpDelete, Key: k})
+		}
+	}
+	switch a := ws.alarm; {
+	case a == nil:
+	case a.exists:
+		ops = append(ops, raftstore.Op{Kind: raftstore.OpSetAlarm, AlarmAt: a.at})
+	case !ws.deleteAll: // OpDeleteAll already removed the alarm
+		ops = append(ops, raftstore.Op{Kind: raftstore.OpDeleteAlarm})
+	}
+	return ops
+}
+
+// get is lookup through every layer; callers hold s.mu.
+func (s *objectStorage) get(key string) (cachedValue, error) {
+	if s.pending != nil {
+		if v, ok := s.pending.lookup(key); ok {
+			return v, nil
+		}
+	}
+	for i := len(s.inflight) - 1; i >= 0; i-- {
+		if v, ok := s.inflight[i].writes.lookup(key); ok {
+			return v, nil
+		}
+	}
+	if v, ok := s.cache[key]; ok {
+		return v, nil
+	}
+	b, ok, err := s.reader.Get(s.group, s.obj, key)
+	if err != nil {
+		return cachedValue{}, fmt.Errorf("storage get %q: %w", key, err)
+	}
+	v := cachedValue{value: b, exists: ok}
+	s.remember(key, v)
+	return v, nil
+}
+
+func (s *objectStorage) remember(key string, v cachedValue) {
+	if len(s.cache) >= maxCachedKeys {
+		clear(s.cache)
+	}
+	s.cache[key] = v
+}
+
+// writable returns the pending set, creating it; callers hold s.mu.
+func (s *objectStorage) writable() *writeSet {
+	if s.pending == nil {
+		s.pending = newWriteSet()
+	}
+	return s.pending
+}
+
+func (s *objectStorage) usable() error {
+	if s.broken != nil {
+		return s.broken
+	}
+	return nil
+}
+
+// Get implements durable.Storage.
+func (s *objectStorage) Get(key string) ([]byte, bool, error) {
+	if err := s.limits.CheckKey(key); err != nil {
+		return nil, false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return nil, false, err
+	}
+	v, err := s.get(key)
+	if err != nil || !v.exists {
+		return nil, false, err
+	}
+	return bytes.Clone(v.value), true, nil
+}
+
+// GetMany implements durable.Storage.
+func (s *objectStorage) GetMany(keys []string) (map[string][]byte, error) {
+	if err := s.checkKeys(keys); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(keys))
+	for _, k := range keys {
+		v, err := s.get(k)
+		if err != nil {
+			return nil, err
+		}
+		if v.exists {
+			out[k] = bytes.Clone(v.value)
+		}
+	}
+	return out, nil
+}
+
+func (s *objectStorage) checkKeys(keys []string) error {
+	if err := s.limits.CheckBatch(len(keys)); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := s.limits.CheckKey(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *objectStorage) checkEntries(entries map[string][]byte) error {
+	if err := s.limits.CheckBatch(len(entries)); err != nil {
+		return err
+	}
+	for k, v := range entries {
+		if err := s.limits.CheckEntry(k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Put implements durable.Storage.
+func (s *objectStorage) Put(key string, value []byte) error {
+	return s.PutMany(map[string][]byte{key: value})
+}
+
+// PutMany implements durable.Storage.
+func (s *objectStorage) PutMany(entries map[string][]byte) error {
+	if err := s.checkEntries(entries); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	ws := s.writable()
+	for k, v := range entries {
+		ws.put(k, bytes.Clone(v))
+	}
+	return nil
+}
+
+// Delete implements durable.Storage.
+func (s *objectStorage) Delete(key string) (bool, error) {
+	n, err := s.DeleteMany([]string{key})
+	return n == 1, err
+}
+
+// DeleteMany implements durable.Storage.
+func (s *objectStorage) DeleteMany(keys []string) (int, error) {
+	if err := s.checkKeys(keys); err != nil {
+		return 0, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, k := range keys {
+		v, err := s.get(k)
+		if err != nil {
+			return 0, err
+		}
+		if v.exists {
+			n++
+		}
+	}
+	ws := s.writable()
+	for _, k := range keys {
+		ws.del(k)
+	}
+	return n, nil
+}
+
+// List implements durable.Storage.
+func (s *objectStorage) List(opts durable.ListOptions) ([]durable.KV, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return nil, err
+	}
+	layers := make([]*writeSet, 0, len(s.inflight)+1)
+	for _, c := range s.inflight {
+		layers = append(layers, c.writes)
+	}
+	if s.pending != nil {
+		layers = append(layers, s.pending)
+	}
+	return listLayers(opts, layers, func(o durable.ListOptions) ([]durable.KV, error) {
+		return s.reader.List(s.group, s.obj, o)
+	})
+}
+
+// listLayers lists committed keys through uncommitted layers (oldest
+// first). With no layers it is the committed list itself.
+func listLayers(opts durable.ListOptions, layers []*writeSet, committed func(durable.ListOptions) ([]durable.KV, error)) ([]durable.KV, error) {
+	if len(layers) == 0 {
+		return committed(opts)
+	}
+	// What the layers decide, newest decision winning; a DeleteAll hides
+	// everything committed and everything in older layers.
+	merged := make(map[string]cachedValue)
+	hideCommitted := false
+	for _, ws := range layers {
+		if ws.deleteAll {
+			clear(merged)
+			hideCommitted = true
+		}
+		for k, v := range ws.keys {
+			if inRange(k, opts) {
+				merged[k] = v
+			}
+		}
+	}
+	result := make(map[string][]byte)
+	if !hideCommitted {
+		q := opts
+		if q.Limit > 0 {
+			// Deleted keys may remove committed ones from the page: ask for more.
+			for _, v := range merged {
+				if !v.exists {
+					q.Limit++
+				}
+			}
+		}
+		kvs, err := committed(q)
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range kvs {
+			result[kv.Key] = kv.Value
+		}
+	}
+	for k, v := range merged {
+		if v.exists {
+			result[k] = v.value
+		} else {
+			delete(result, k)
+		}
+	}
+	out := make([]durable.KV, 0, len(result))
+	for k, v := range result {
+		out = append(out, durable.KV{Key: k, Value: bytes.Clone(v)})
+	}
+	slices.SortFunc(out, func(a, b durable.KV) int {
+		if opts.Reverse {
+			return strings.Compare(b.Key, a.Key)
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	if opts.Limit > 0 && len(out) > opts.Limit {
+		out = out[:opts.Limit]
+	}
+	return out, nil
+}
+
+// inRange reports whether key is selected by opts' bounds and prefix.
+func inRange(key string, o durable.ListOptions) bool {
+	if o.Start != "" && key < o.Start {
+		return false
+	}
+	if o.StartAfter != "" && key <= o.StartAfter {
+		return false
+	}
+	if o.End != "" && key >= o.End {
+		return false
+	}
+	return strings.HasPrefix(key, o.Prefix)
+}
+
+// DeleteAll implements durable.Storage.
+func (s *objectStorage) DeleteAll() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.writable().clearAll()
+	return nil
+}
+
+// Transaction implements durable.Storage: fn's writes collect in their own
+// set and join the turn's pending writes only if fn succeeds.
+func (s *objectStorage) Transaction(fn func(tx durable.Txn) error) (err error) {
+	s.mu.Lock()
+	if s.inTxn {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: transactions do not nest", durable.ErrInvalidOption)
+	}
+	s.inTxn = true
+	s.mu.Unlock()
+	tx := &txn{s: s, writes: newWriteSet()}
+	defer func() {
+		s.mu.Lock()
+		s.inTxn = false
+		s.mu.Unlock()
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	if tx.rolledBack {
+		return durable.ErrTransactionRolledBack
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	ws := s.writable()
+	for k, v := range tx.writes.keys {
+		ws.keys[k] = v
+	}
+	return nil
+}
+
+// Sync implements durable.Storage: it commits what is pending and waits.
+func (s *objectStorage) Sync(ctx context.Context) error {
+	c := s.flush()
+	if c == nil {
+		return nil
+	}
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// GetAlarm implements durable.Storage.
+func (s *objectStorage) GetAlarm() (time.Time, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return time.Time{}, false, err
+	}
+	a, err := s.currentAlarm()
+	if err != nil || !a.exists {
+		return time.Time{}, false, err
+	}
+	return time.UnixMilli(a.at), true, nil
+}
+
+func (s *objectStorage) currentAlarm() (alarmValue, error) {
+	if s.pending != nil && s.pending.alarm != nil {
+		return *s.pending.alarm, nil
+	}
+	for i := len(s.inflight) - 1; i >= 0; i-- {
+		if a := s.inflight[i].writes.alarm; a != nil {
+			return *a, nil
+		}
+	}
+	if s.alarm != nil {
+		return *s.alarm, nil
+	}
+	at, ok, err := s.reader.Alarm(s.group, s.obj)
+	if err != nil {
+		return alarmValue{}, fmt.Errorf("storage get alarm: %w", err)
+	}
+	s.alarm = &alarmValue{at: at, exists: ok}
+	return *s.alarm, nil
+}
+
+// SetAlarm implements durable.Storage.
+func (s *objectStorage) SetAlarm(t time.Time) error {
+	if t.IsZero() {
+		return fmt.Errorf("%w: alarm time is zero", durable.ErrInvalidOption)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.writable().alarm = &alarmValue{at: t.UnixMilli(), exists: true}
+	return nil
+}
+
+// DeleteAlarm implements durable.Storage.
+func (s *objectStorage) DeleteAlarm() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.writable().alarm = &alarmValue{}
+	return nil
+}
+
+// flush turns the pending writes into a commit and submits it. It returns
+// the newest commit of the object (nil if it never wrote), which every
+// response that may have seen its writes must wait for.
+func (s *objectStorage) flush() *commit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken != nil {
+		return failedCommit(s.broken)
+	}
+	if s.pending == nil {
+		return s.last
+	}
+	s.version++
+	c := newCommit(raftstore.ObjectBatch{Object: s.obj, Version: s.version, Ops: s.pending.ops()}, s.pending, s.committed)
+	s.pending = nil
+	s.inflight = append(s.inflight, c)
+	s.last = c
+	// Submitting under s.mu keeps this object's batches in order (lock
+	// order objectStorage.mu → shard.mu).
+	s.shard.submit(c)
+	return c
+}
+
+// committed is called once per commit, in submission order, when its
+// outcome is known.
+func (s *objectStorage) committed(c *commit) {
+	s.mu.Lock()
+	if i := slices.Index(s.inflight, c); i >= 0 {
+		s.inflight = slices.Delete(s.inflight, i, i+1)
+	}
+	var broke error
+	if c.err != nil {
+		if s.broken == nil {
+			s.broken = c.err
+			broke = c.err
+		}
+		clear(s.cache)
+	} else {
+		ws := c.writes
+		if ws.deleteAll {
+			clear(s.cache)
+		}
+		for k, v := range ws.keys {
+			s.remember(k, v)
+		}
+		if ws.alarm != nil {
+			a := *ws.alarm
+			s.alarm = &a
+		}
+	}
+	s.mu.Unlock()
+	if broke != nil && s.onBroken != nil {
+		s.onBroken(broke)
+	}
+}
+
+// seal makes every later storage call fail with reason and returns the
+// newest commit, after which nothing of this instance is in flight.
+func (s *objectStorage) seal(reason error) *commit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.broken == nil {
+		s.broken = fmt.Errorf("%w: %v", errInstanceReset, reason)
+	}
+	s.pending = nil
+	return s.last
+}
+
+// idle reports whether nothing is pending or in flight.
+func (s *objectStorage) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending == nil && len(s.inflight) == 0
+}
+
+// txn is a transaction's view: its own writes over the object's.
+type txn struct {
+	s          *objectStorage
+	writes     *writeSet
+	rolledBack bool
+}
+
+var _ durable.Txn = (*txn)(nil)
+
+func (t *txn) Rollback() { t.rolledBack = true }
+
+func (t *txn) lookup(key string) (cachedValue, error) {
+	if v, ok := t.writes.lookup(key); ok {
+		return v, nil
+	}
+	t.s.mu.Lock()
+	defer t.s.mu.Unlock()
+	if err := t.s.usable(); err != nil {
+		return cachedValue{}, err
+	}
+	return t.s.get(key)
+}
+
+func (t *txn) Get(key string) ([]byte, bool, error) {
+	if err := t.s.limits.CheckKey(key); err != nil {
+		return nil, false, err
+	}
+	v, err := t.lookup(key)
+	if err != nil || !v.exists {
+		return nil, false, err
+	}
+	return bytes.Clone(v.value), true, nil
+}
+
+func (t *txn) GetMany(keys []string) (map[string][]byte, error) {
+	if err := t.s.checkKeys(keys); err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(keys))
+	for _, k := range keys {
+		v, err := t.lookup(k)
+		if err != nil {
+			return nil, err
+		}
+		if v.exists {
+			out[k] = bytes.Clone(v.value)
+		}
+	}
+	return out, nil
+}
+
+func (t *txn) Put(key string, value []byte) error {
+	return t.PutMany(map[string][]byte{key: value})
+}
+
+func (t *txn) PutMany(entries map[string][]byte) error {
+	if err := t.s.checkEntries(entries); err != nil {
+		return err
+	}
+	for k, v := range entries {
+		t.writes.put(k, bytes.Clone(v))
+	}
+	return nil
+}
+
+func (t *txn) Delete(key string) (bool, error) {
+	n, err := t.DeleteMany([]string{key})
+	return n == 1, err
+}
+
+func (t *txn) DeleteMany(keys []string) (int, error) {
+	if err := t.s.checkKeys(keys); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, k := range keys {
+		v, err := t.lookup(k)
+		if err != nil {
+			return 0, err
+		}
+		if v.exists {
+			n++
+		}
+		t.writes.del(k)
+	}
+	return n, nil
+}
+
+func (t *txn) List(opts durable.ListOptions) ([]durable.KV, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	// The object's own view (committed + uncommitted) is the committed side
+	// of the transaction's single layer.
+	return listLayers(opts, []*writeSet{t.writes}, t.s.List)
+}
