@@ -19,6 +19,7 @@ type manager struct {
 	ctx     context.Context // ends at shutdown
 	cfg     Config
 	classes map[string]durable.Class
+	keys    map[string]durable.NamespaceKey // class → namespace key, to find an ID's class
 	env     *durable.Env
 	shards  []*shard
 	reader  committedReader

@@ -16,6 +16,8 @@ type metrics struct {
 	entries         prometheus.Counter
 	batchesPerEntry prometheus.Histogram
 	commitFailures  prometheus.Counter
+	alarmsFired     prometheus.Counter
+	alarmFailures   prometheus.Counter
 }
 
 func newMetrics(instances func() float64) *metrics {
@@ -48,7 +50,15 @@ func newMetrics(instances func() float64) *metrics {
 		commitFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roost_commit_failures_total", Help: "Object batches whose commit failed or was rejected.",
 		}),
+		alarmsFired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roost_alarms_fired_total", Help: "Alarms delivered successfully.",
+		}),
+		alarmFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roost_alarm_failures_total", Help: "Alarm deliveries that failed and will be retried.",
+		}),
 	}
+	f(m.alarmsFired)
+	f(m.alarmFailures)
 	f(m.requests)
 	f(m.activations)
 	f(m.evictions)

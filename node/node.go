@@ -41,6 +41,8 @@ type Node struct {
 
 	// applyWrap, when set (by tests), wraps each shard's Raft applier.
 	applyWrap func(applier) applier
+	// alarmBackoff is the first retry delay of a failed alarm (tests shorten it).
+	alarmBackoff time.Duration
 }
 
 // New checks cfg and app and prepares a node; Start opens its data dir and listeners.
@@ -62,7 +64,7 @@ func New(cfg Config, app *durable.App) (*Node, error) {
 		log = slog.Default()
 	}
 	cfg.Logger = log
-	return &Node{cfg: cfg, app: app, log: log}, nil
+	return &Node{cfg: cfg, app: app, log: log, alarmBackoff: 2 * time.Second}, nil
 }
 
 // devServerID is the Raft server ID of the single voter of dev-mode groups.
@@ -100,6 +102,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.manager = &manager{
 		ctx: runCtx, cfg: n.cfg, classes: n.app.Classes, reader: store, metrics: n.metrics,
 		instances: make(map[[32]byte]*instance),
+		keys:      make(map[string]durable.NamespaceKey, len(n.app.Classes)),
+	}
+	for class := range n.app.Classes {
+		n.manager.keys[class] = durable.DeriveNamespaceKey(class, "")
 	}
 	n.manager.env = durable.NewEnv(durable.EnvConfig{Bindings: n.cfg.Bindings, Vars: n.cfg.Vars, Dispatcher: n.manager})
 
@@ -122,6 +128,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.shards = append(n.shards, sh)
 		sh.run(runCtx, &n.wg)
 		sh.watchLeadership(runCtx, &n.wg, func() { n.manager.dropShard(sh) })
+		newAlarmScheduler(n.manager, sh, store, n.alarmBackoff).run(runCtx, &n.wg)
 	}
 	n.manager.shards = n.shards
 	n.manager.runEviction(runCtx, &n.wg)

@@ -130,7 +130,7 @@ func testApp() *durable.App {
 }
 
 // startNode starts a node on loopback ports with its data in dir.
-func startNode(t *testing.T, dir string, tweak func(*Config, *Node)) *Node {
+func startNode(t testing.TB, dir string, tweak func(*Config, *Node)) *Node {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = dir
@@ -152,7 +152,7 @@ func startNode(t *testing.T, dir string, tweak func(*Config, *Node)) *Node {
 	return n
 }
 
-func closeNode(t *testing.T, n *Node) {
+func closeNode(t testing.TB, n *Node) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
