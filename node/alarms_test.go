@@ -18,7 +18,9 @@ import (
 // R times; /state answers "fired=F retries=MAXRETRY alarm=BOOL".
 type alarmObject struct{ st *durable.State }
 
-func newAlarmObject(state *durable.State, _ *durable.Env) durable.Object { return &alarmObject{st: state} }
+func newAlarmObject(state *durable.State, _ *durable.Env) durable.Object {
+	return &alarmObject{st: state}
+}
 
 func (o *alarmObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := o.st.Storage

@@ -41,5 +41,5 @@ func benchIncrements(b *testing.B, names int) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "increments/s")
 }
 
-func BenchmarkIncrementOneObject(b *testing.B)      { benchIncrements(b, 1) }
+func BenchmarkIncrementOneObject(b *testing.B)       { benchIncrements(b, 1) }
 func BenchmarkIncrementThousandObjects(b *testing.B) { benchIncrements(b, 1000) }
