@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/roostdb/roost/durable"
@@ -156,11 +157,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 }
 
 // devRaftTuning shortens timeouts for single-voter groups: with no peers,
-// only startup waits for them.
+// only startup waits for them. Their election at every start is expected,
+// so raft's warnings about it are noise: only errors are logged.
 func devRaftTuning(c *raft.Config) {
 	c.HeartbeatTimeout = 100 * time.Millisecond
 	c.ElectionTimeout = 100 * time.Millisecond
 	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error})
 }
 
 // Close stops serving, commits what is pending (bounded by ctx) and closes

@@ -45,7 +45,9 @@
 //   - An ObjectBatch applies only if the object's stored version is
 //     Version-1 and then sets it to Version; otherwise nothing of it applies.
 //     This fences writes that were derived from a turn whose commit failed.
-//   - An interrupted Restore leaves the restoring marker; StartGroup then lets
-//     raft restore the group's latest snapshot on start instead of trusting a
-//     half-loaded state.
+//   - An interrupted Restore leaves the restoring marker. While it is there
+//     the FSM refuses entries and snapshots, and StartGroup lets raft restore
+//     the group's latest snapshot on start instead of trusting a half-loaded
+//     state. A failed FSM write likewise stops the FSM until a restart, since
+//     applying later entries would skip the failed one.
 package raftstore

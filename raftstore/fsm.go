@@ -173,7 +173,7 @@ func (f *ShardFSM) version(ov *overlay, obj *[32]byte) (uint64, error) {
 }
 
 func (f *ShardFSM) alarm(ov *overlay, obj *[32]byte) (alarmState, error) {
-	if a, ok := ov.alarms[*obj]; ok && false {
+	if a, ok := ov.alarms[*obj]; ok {
 		return a, nil
 	}
 	at, ok, err := f.s.readAlarm(&f.ks, obj)

@@ -10,8 +10,12 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// snapshotsRetained is how many snapshots each group's FileSnapshotStore keeps.
-const snapshotsRetained = 2
+const (
+	// snapshotsRetained is how many snapshots each group's FileSnapshotStore keeps.
+	snapshotsRetained = 2
+	// logCacheEntries is how many recent log entries each group keeps in memory.
+	logCacheEntries = 512
+)
 
 // GroupConfig describes a group to run on the Store.
 type GroupConfig struct {
@@ -156,7 +160,13 @@ func (s *Store) StartGroup(cfg GroupConfig) (*Group, error) {
 		}
 	}
 
-	r, err := raft.NewRaft(conf, fsm, logs, stable, snaps, cfg.Transport)
+	// A leader reads each new entry back to replicate it; caching the most
+	// recent ones spares Pebble those reads.
+	cached, err := raft.NewLogCache(logCacheEntries, logs)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: group %s log cache: %w", cfg.ID, err)
+	}
+	r, err := raft.NewRaft(conf, fsm, cached, stable, snaps, cfg.Transport)
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: starting group %s: %w", cfg.ID, err)
 	}

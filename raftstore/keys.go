@@ -22,13 +22,6 @@ type keyspace struct {
 	restoring    []byte // s/<g>/restoring
 }
 
-// Relative (to statePrefix) names of the single-key state entries; Persist
-// uses them to recognise keys it must not copy.
-const (
-	relApplied   = "applied"
-	relRestoring = "restoring"
-)
-
 func newKeyspace(g GroupID) keyspace {
 	group := func(kind byte, rest string) []byte {
 		b := make([]byte, 0, 2+8+1+len(rest))
@@ -45,8 +38,8 @@ func newKeyspace(g GroupID) keyspace {
 		verPrefix:    group('s', "v/"),
 		alarmPrefix:  group('s', "a/"),
 		timePrefix:   group('s', "t/"),
-		applied:      group('s', relApplied),
-		restoring:    group('s', relRestoring),
+		applied:      group('s', "applied"),
+		restoring:    group('s', "restoring"),
 	}
 	ks.logEnd = prefixEnd(ks.logPrefix)
 	ks.stateEnd = prefixEnd(ks.statePrefix)

@@ -45,6 +45,15 @@ func (f *ShardFSM) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, err
 	}
 	defer f.s.mu.RUnlock()
+	if err := f.load(); err != nil {
+		return nil, err
+	}
+	if f.failed != nil {
+		// A snapshot of a state the FSM does not vouch for (a failed write,
+		// a half-done restore) would let raft truncate the log that can
+		// repair it, and spread it to followers.
+		return nil, f.failed
+	}
 	// An empty synced write syncs the WAL, and with it every earlier
 	// NoSync write of the FSM.
 	if err := f.s.db.LogData(nil, pebble.Sync); err != nil {
@@ -87,9 +96,6 @@ func (sn *shardSnapshot) write(w io.Writer) error {
 	var hdr []byte
 	for ok := it.First(); ok; ok = it.Next() {
 		rel := it.Key()[len(sn.ks.statePrefix):]
-		if string(rel) == relRestoring {
-			continue // a marker of this replica, not state
-		}
 		v, err := it.ValueAndErr()
 		if err != nil {
 			_ = it.Close()

@@ -183,6 +183,10 @@ func TestRestoreRejectsCorruptStreams(t *testing.T) {
 			if err, ok := r.(error); !ok || !errors.Is(err, ErrFSMFailed) {
 				t.Fatalf("Apply of a fresh FSM after a failed restore = %v, want ErrFSMFailed", r)
 			}
+			// ... and will not hand out a snapshot of its broken state.
+			if _, err := f.Snapshot(); !errors.Is(err, ErrFSMFailed) {
+				t.Fatalf("Snapshot after a failed restore = %v, want ErrFSMFailed", err)
+			}
 			if got := rawState(t, dst, 2); !reflect.DeepEqual(got, neighbour) {
 				t.Fatal("failed restore changed another group")
 			}
