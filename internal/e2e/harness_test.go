@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -18,31 +17,45 @@ import (
 )
 
 var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
+	buildMu  sync.Mutex
+	binaries = map[string]string{} // package → built binary
+	binDir   string
 )
 
-// roostBinary builds cmd/roost once per test run.
-func roostBinary(t *testing.T) string {
+// buildBinary builds the main package pkg once per test run.
+func buildBinary(t *testing.T, pkg string) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := binaries[pkg]; ok {
+		return bin
+	}
+	if binDir == "" {
 		dir, err := os.MkdirTemp("", "roost-e2e-bin")
 		if err != nil {
-			buildErr = err
-			return
+			t.Fatal(err)
 		}
-		binPath = filepath.Join(dir, "roost")
-		cmd := exec.Command("go", "build", "-o", binPath, "github.com/roostdb/roost/cmd/roost")
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+		binDir = dir
 	}
-	return binPath
+	bin := filepath.Join(binDir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", bin, pkg)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	binaries[pkg] = bin
+	return bin
+}
+
+// roostBinary is the stock roost binary.
+func roostBinary(t *testing.T) string { return buildBinary(t, "github.com/roostdb/roost/cmd/roost") }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 func freeAddr(t *testing.T) string {
@@ -68,8 +81,15 @@ type devProcess struct {
 
 func startDev(t *testing.T, dataDir string) *devProcess {
 	t.Helper()
+	return startDevBinary(t, roostBinary(t), dataDir)
+}
+
+// startDevBinary runs `<bin> dev` (any binary built on cli.Run) and waits
+// until it is ready.
+func startDevBinary(t *testing.T, bin, dataDir string) *devProcess {
+	t.Helper()
 	p := &devProcess{t: t, dataDir: dataDir, http: freeAddr(t), admin: freeAddr(t), log: &strings.Builder{}, exited: make(chan struct{})}
-	p.cmd = exec.Command(roostBinary(t), "dev", "--data-dir", dataDir, "--http", p.http, "--admin", p.admin, "--config", "")
+	p.cmd = exec.Command(bin, "dev", "--data-dir", dataDir, "--http", p.http, "--admin", p.admin, "--config", "")
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	var logMu sync.Mutex
