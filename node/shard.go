@@ -80,13 +80,14 @@ func (s *shard) run(ctx context.Context, wg *sync.WaitGroup) {
 	go func() { defer wg.Done(); s.collect() }()
 }
 
-// submit queues c for the next entry of this shard.
-func (s *shard) submit(c *commit) {
+// submit queues c for the next entry of this shard. It returns an error,
+// without finishing c, if the shard takes no more commits: the caller
+// holds its storage lock and finishes c after releasing it.
+func (s *shard) submit(c *commit) error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		c.finish(fmt.Errorf("%w: shard %s is shutting down", durable.ErrCommitFailed, s.id))
-		return
+		return fmt.Errorf("%w: shard %s is shutting down", durable.ErrCommitFailed, s.id)
 	}
 	s.queue = append(s.queue, c)
 	s.mu.Unlock()
@@ -94,6 +95,7 @@ func (s *shard) submit(c *commit) {
 	case s.wake <- struct{}{}:
 	default:
 	}
+	return nil
 }
 
 // propose turns everything queued into one Raft entry whenever fewer than

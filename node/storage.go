@@ -25,8 +25,10 @@ type committedReader interface {
 var _ committedReader = (*raftstore.Store)(nil)
 
 // committer makes an object's batches durable, in the order submitted.
+// submit either queues c, which is then finished exactly once, or returns
+// an error and leaves finishing c to the caller.
 type committer interface {
-	submit(c *commit)
+	submit(c *commit) error
 }
 
 // maxCachedKeys bounds an instance's cache of committed values; past it the
@@ -298,7 +300,10 @@ func (s *objectStorage) DeleteMany(keys []string) (int, error) {
 		return 0, err
 	}
 	n := 0
-	for _, k := range keys {
+	for i, k := range keys {
+		if slices.Contains(keys[:i], k) {
+			continue // a repeated key is deleted once
+		}
 		v, err := s.get(k)
 		if err != nil {
 			return 0, err
@@ -536,11 +541,12 @@ func (s *objectStorage) DeleteAlarm() error {
 // response that may have seen its writes must wait for.
 func (s *objectStorage) flush() *commit {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.broken != nil {
+		defer s.mu.Unlock()
 		return failedCommit(s.broken)
 	}
 	if s.pending == nil {
+		defer s.mu.Unlock()
 		return s.last
 	}
 	s.version++
@@ -549,8 +555,13 @@ func (s *objectStorage) flush() *commit {
 	s.inflight = append(s.inflight, c)
 	s.last = c
 	// Submitting under s.mu keeps this object's batches in order (lock
-	// order objectStorage.mu → shard.mu).
-	s.shard.submit(c)
+	// order objectStorage.mu → shard.mu). A refused commit is finished
+	// after unlocking: finishing calls s.committed, which takes s.mu.
+	err := s.shard.submit(c)
+	s.mu.Unlock()
+	if err != nil {
+		c.finish(err)
+	}
 	return c
 }
 
