@@ -114,7 +114,7 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 	}
 	info := durable.AlarmInfo{ScheduledTime: time.UnixMilli(d.At), RetryCount: r.count, IsRetry: r.count > 0}
 	giveUp := r.count >= alarmMaxRetries
-	err := a.m.deliverAlarm(ctx, class, id, d.At, info, giveUp)
+	err := a.m.deliverAlarm(ctx, a.sh, class, id, d.At, info, giveUp)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {
@@ -144,9 +144,8 @@ func (m *manager) classOf(obj [32]byte) (string, durable.ID, bool) {
 // deliverAlarm runs the object's Alarm handler as a turn scheduled for at.
 // On success, or when giveUp, the alarm is deleted unless the handler set a
 // new one. It returns once that deletion is committed.
-func (m *manager) deliverAlarm(ctx context.Context, class string, id durable.ID, at int64, info durable.AlarmInfo, giveUp bool) error {
+func (m *manager) deliverAlarm(ctx context.Context, sh *shard, class string, id durable.ID, at int64, info durable.AlarmInfo, giveUp bool) error {
 	key := id.Bytes()
-	sh := m.shards[shardOf(key, len(m.shards))]
 	for attempt := 0; ; attempt++ {
 		in, err := m.acquire(ctx, key, id, class, m.classes[class], sh)
 		if err != nil {

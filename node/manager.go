@@ -11,6 +11,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 
 	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/proto"
 )
 
 // manager keeps at most one live instance per object on this node and
@@ -21,8 +22,11 @@ type manager struct {
 	classes map[string]durable.Class
 	keys    map[string]durable.NamespaceKey // class → namespace key, to find an ID's class
 	env     *durable.Env
-	shards  []*shard
-	reader  committedReader
+	nshards int
+	router  router
+	// forwarder reaches other nodes; nil in dev mode, where every shard is local.
+	forwarder *forwarder
+	reader    committedReader
 	metrics *metrics
 
 	mu        sync.Mutex
@@ -42,17 +46,104 @@ func shardOf(id [32]byte, shards int) int {
 // after the instance it waited for was reset (the turn had not run).
 const maxResets = 3
 
+// router says where a shard's requests go: to a shard this node serves
+// (local), or to the peer that leads it.
+type router interface {
+	route(shard int) (local *shard, leader peer, err error)
+	// observe records the leader a NOT_LEADER answer named ("" if none).
+	observe(shard int, leaderHint string)
+}
+
+// localRouter serves every shard here: dev mode.
+type localRouter []*shard
+
+func (r localRouter) route(i int) (*shard, peer, error) { return r[i], peer{}, nil }
+func (r localRouter) observe(int, string)              {}
+
+// routeWait bounds how long a request looks for its shard's leader (an
+// election takes about a second).
+const routeWait = 5 * time.Second
+
 // Fetch implements durable.Dispatcher.
 func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *http.Request) (*http.Response, error) {
-	ctor, ok := m.classes[class]
-	if !ok {
+	if _, ok := m.classes[class]; !ok {
 		return nil, fmt.Errorf("%w: class %q is not registered in this binary", durable.ErrUnknownBinding, class)
 	}
 	if id.IsZero() {
 		return nil, fmt.Errorf("%w: zero ID", durable.ErrInvalidID)
 	}
+	idx := shardOf(id.Bytes(), m.nshards)
+	deadline := time.Now().Add(routeWait)
+	var body *bodyBuffer
+	for attempt := 0; ; attempt++ {
+		local, leader, err := m.router.route(idx)
+		if err == nil && local != nil {
+			return m.fetchLocal(ctx, class, id, req, local)
+		}
+		if err == nil {
+			if body == nil {
+				if body, err = newBodyBuffer(req.Body); err != nil {
+					return nil, err
+				}
+			}
+			if !body.replayable() {
+				return nil, &durable.Error{Message: "request body too large to re-send after a routing error; retry the request", Retryable: true}
+			}
+			var resp *http.Response
+			resp, err = m.forwarder.forward(ctx, leader, class, id, req, body, 1)
+			var re *routingError
+			if !errors.As(err, &re) {
+				return resp, err
+			}
+			m.router.observe(idx, re.hint)
+		}
+		if time.Now().After(deadline) {
+			return nil, &durable.Error{Message: fmt.Sprintf("no node serves shard %d now: %v", idx, err), Retryable: true, Overloaded: true, Err: err}
+		}
+		select {
+		case <-time.After(min(10*time.Millisecond<<attempt, 200*time.Millisecond)):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// checkForwarded validates the head of a request another node forwarded.
+func (m *manager) checkForwarded(h *proto.ForwardHead) (string, durable.ID, error) {
+	key, ok := m.keys[h.Class]
+	if !ok {
+		return "", durable.ID{}, fmt.Errorf("%w: class %q is not registered on this node", durable.ErrUnknownBinding, h.Class)
+	}
+	if len(h.ObjectId) != 32 {
+		return "", durable.ID{}, fmt.Errorf("%w: forwarded ID of %d bytes", durable.ErrInvalidID, len(h.ObjectId))
+	}
+	if h.Hops > maxHops {
+		return "", durable.ID{}, fmt.Errorf("%w: request forwarded %d times", durable.ErrInvalidID, h.Hops)
+	}
+	id, err := durable.ParseID(key, durable.IDFromBytes([32]byte(h.ObjectId)).String())
+	if err != nil {
+		return "", durable.ID{}, err
+	}
+	return h.Class, id, nil
+}
+
+// fetchHere runs a forwarded request if this node serves its shard, and
+// otherwise answers a routing error before anything runs.
+func (m *manager) fetchHere(ctx context.Context, class string, id durable.ID, req *http.Request, hops int) (*http.Response, error) {
+	local, leader, err := m.router.route(shardOf(id.Bytes(), m.nshards))
+	if err != nil {
+		return nil, &routingError{notReady: true, msg: err.Error()}
+	}
+	if local == nil {
+		return nil, &routingError{hint: leader.id, msg: fmt.Sprintf("this node does not lead the shard of %s (leader: %q)", id, leader.id)}
+	}
+	return m.fetchLocal(ctx, class, id, req, local)
+}
+
+// fetchLocal runs the request on this node's instance of the object.
+func (m *manager) fetchLocal(ctx context.Context, class string, id durable.ID, req *http.Request, sh *shard) (*http.Response, error) {
+	ctor := m.classes[class]
 	key := id.Bytes()
-	sh := m.shards[shardOf(key, len(m.shards))]
 	for attempt := 0; ; attempt++ {
 		if err := m.waitShard(ctx, sh); err != nil {
 			return nil, err
@@ -70,7 +161,7 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 	}
 }
 
-// shardWait bounds how long a request waits for its shard to get a leader.
+// shardWait bounds how long a request waits for a local shard to be ready.
 const shardWait = 10 * time.Second
 
 func (m *manager) waitShard(ctx context.Context, sh *shard) error {

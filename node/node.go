@@ -131,7 +131,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		sh.watchLeadership(runCtx, &n.wg, func() { n.manager.dropShard(sh) })
 		newAlarmScheduler(n.manager, sh, store, n.alarmBackoff).run(runCtx, &n.wg)
 	}
-	n.manager.shards = n.shards
+	n.manager.nshards = len(n.shards)
+	n.manager.router = localRouter(n.shards)
 	n.manager.runEviction(runCtx, &n.wg)
 
 	wctx, wcancel := context.WithTimeout(ctx, startupWait)

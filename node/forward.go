@@ -1,0 +1,365 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sync"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/proto"
+)
+
+// Forwarding carries a request to the node that leads its object's shard
+// (proto/forward.proto). Routing errors come back before the object runs,
+// so the sender may try another node without running it twice.
+
+// maxHops bounds how often one request is re-routed (DESIGN §5).
+const maxHops = 3
+
+// forwardChunk is the size of the body chunks sent in each direction.
+const forwardChunk = 64 << 10
+
+// replayableBody is how much of a request body is kept in memory so the
+// request can be re-sent after a routing error; larger bodies stream and
+// are not re-sent.
+const replayableBody = 1 << 20
+
+// routingError says a request did not run because it reached the wrong
+// node (or one not ready); hint names the leader if the node knew it.
+type routingError struct {
+	notReady bool
+	hint     string
+	msg      string
+}
+
+func (e *routingError) Error() string { return e.msg }
+
+// peer is a node to forward to.
+type peer struct {
+	id   string
+	addr string // gRPC address
+}
+
+// forwarder sends requests to other nodes, one gRPC connection per peer.
+type forwarder struct {
+	dialOpts []grpc.DialOption
+
+	mu    sync.Mutex
+	conns map[string]*grpc.ClientConn
+}
+
+func newForwarder(opts ...grpc.DialOption) *forwarder {
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return &forwarder{dialOpts: opts, conns: make(map[string]*grpc.ClientConn)}
+}
+
+func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.conns[addr]; ok {
+		return c, nil
+	}
+	c, err := grpc.NewClient(addr, f.dialOpts...)
+	if err != nil {
+		return nil, err
+	}
+	f.conns[addr] = c
+	return c, nil
+}
+
+func (f *forwarder) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for addr, c := range f.conns {
+		c.Close()
+		delete(f.conns, addr)
+	}
+}
+
+// client returns the Forward client of a peer.
+func (f *forwarder) client(p peer) (proto.ForwardClient, error) {
+	c, err := f.conn(p.addr)
+	if err != nil {
+		return nil, err
+	}
+	return proto.NewForwardClient(c), nil
+}
+
+// forward sends req to p. A *routingError means the object did not run.
+func (f *forwarder) forward(ctx context.Context, p peer, class string, id durable.ID, req *http.Request, body *bodyBuffer, hops int) (*http.Response, error) {
+	c, err := f.client(p)
+	if err != nil {
+		return nil, &routingError{msg: fmt.Sprintf("node %s (%s): %v", p.id, p.addr, err)}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := c.Fetch(ctx)
+	if err != nil {
+		cancel()
+		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
+	}
+	idb := id.Bytes()
+	head := &proto.ForwardHead{Class: class, ObjectId: idb[:], Method: req.Method, Url: req.URL.RequestURI(), Headers: toForwardHeaders(req.Header), Hops: uint32(hops)}
+	if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head}}); err != nil {
+		cancel()
+		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
+	}
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- sendBody(stream, body.reader()) }()
+
+	first, err := stream.Recv()
+	if err != nil {
+		cancel()
+		if status.Code(err) == codes.Unavailable && !body.started() {
+			return nil, &routingError{msg: fmt.Sprintf("node %s unavailable: %v", p.id, err)}
+		}
+		return nil, &durable.Error{Message: fmt.Sprintf("forwarding to node %s failed: %v", p.id, err), Retryable: true, Err: durable.ErrCommitIndeterminate}
+	}
+	res := first.GetResult()
+	if res == nil {
+		cancel()
+		return nil, fmt.Errorf("forwarding to node %s: protocol error: first answer frame is not a result", p.id)
+	}
+	if res.Error != nil {
+		cancel()
+		return nil, fromForwardError(res.Error)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		defer cancel()
+		for {
+			fr, err := stream.Recv()
+			if err == io.EOF {
+				pw.Close()
+				return
+			}
+			if err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			if _, err := pw.Write(fr.GetBody()); err != nil {
+				return
+			}
+		}
+	}()
+	h := fromForwardHeaders(res.Headers)
+	return &http.Response{
+		Status: fmt.Sprintf("%d %s", res.Status, http.StatusText(int(res.Status))), StatusCode: int(res.Status),
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, Body: pr, ContentLength: -1,
+	}, nil
+}
+
+func sendBody(stream proto.Forward_FetchClient, r io.Reader) error {
+	if r != nil {
+		buf := make([]byte, forwardChunk)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				if serr := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: bytes.Clone(buf[:n])}}); serr != nil {
+					return serr
+				}
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return stream.CloseSend()
+}
+
+// bodyBuffer lets a request body be sent more than once if it is small.
+type bodyBuffer struct {
+	buf        []byte
+	rest       io.Reader // the part beyond buf, streamed once; nil if buf is all
+	sentStream bool
+}
+
+func newBodyBuffer(body io.Reader) (*bodyBuffer, error) {
+	if body == nil || body == http.NoBody {
+		return &bodyBuffer{}, nil
+	}
+	buf, err := io.ReadAll(io.LimitReader(body, replayableBody+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading request body: %w", err)
+	}
+	if len(buf) <= replayableBody {
+		return &bodyBuffer{buf: buf}, nil
+	}
+	return &bodyBuffer{buf: buf, rest: body}, nil
+}
+
+// reader returns the body from the start, or nil if it cannot be replayed.
+func (b *bodyBuffer) reader() io.Reader {
+	if b.rest == nil {
+		return bytes.NewReader(b.buf)
+	}
+	if b.sentStream {
+		return nil
+	}
+	b.sentStream = true
+	return io.MultiReader(bytes.NewReader(b.buf), b.rest)
+}
+
+// started reports whether a non-replayable body has been (partly) sent.
+func (b *bodyBuffer) started() bool { return b.sentStream }
+
+// replayable reports whether the body can be sent again.
+func (b *bodyBuffer) replayable() bool { return b.rest == nil || !b.sentStream }
+
+func toForwardHeaders(h http.Header) []*proto.ForwardHeader {
+	out := make([]*proto.ForwardHeader, 0, len(h))
+	for k, v := range h {
+		out = append(out, &proto.ForwardHeader{Name: k, Values: v})
+	}
+	return out
+}
+
+func fromForwardHeaders(hs []*proto.ForwardHeader) http.Header {
+	h := make(http.Header, len(hs))
+	for _, f := range hs {
+		h[http.CanonicalHeaderKey(f.Name)] = f.Values
+	}
+	return h
+}
+
+// toForwardError encodes an error of the local path for the sender.
+func toForwardError(err error) *proto.ForwardError {
+	var re *routingError
+	if errors.As(err, &re) {
+		kind := proto.ForwardError_NOT_LEADER
+		if re.notReady {
+			kind = proto.ForwardError_NOT_READY
+		}
+		return &proto.ForwardError{Kind: kind, Message: re.msg, LeaderHint: re.hint, Retryable: true}
+	}
+	if errors.Is(err, durable.ErrInvalidID) || errors.Is(err, durable.ErrWrongNamespace) {
+		return &proto.ForwardError{Kind: proto.ForwardError_INVALID, Message: err.Error()}
+	}
+	fe := &proto.ForwardError{Kind: proto.ForwardError_EXCEPTION, Message: err.Error(),
+		Indeterminate: errors.Is(err, durable.ErrCommitIndeterminate)}
+	var de *durable.Error
+	if errors.As(err, &de) {
+		fe.Retryable, fe.Overloaded = de.Retryable, de.Overloaded
+	}
+	if errors.Is(err, durable.ErrOverloaded) {
+		fe.Overloaded = true
+	}
+	return fe
+}
+
+// fromForwardError decodes a remote error into what the local caller sees.
+func fromForwardError(fe *proto.ForwardError) error {
+	switch fe.Kind {
+	case proto.ForwardError_NOT_LEADER:
+		return &routingError{hint: fe.LeaderHint, msg: fe.Message}
+	case proto.ForwardError_NOT_READY:
+		return &routingError{notReady: true, hint: fe.LeaderHint, msg: fe.Message}
+	case proto.ForwardError_INVALID:
+		return fmt.Errorf("%w: %s", durable.ErrInvalidID, fe.Message)
+	}
+	e := &durable.Error{Message: fe.Message, Retryable: fe.Retryable, Overloaded: fe.Overloaded}
+	switch {
+	case fe.Indeterminate:
+		e.Err = durable.ErrCommitIndeterminate
+	case fe.Overloaded:
+		e.Err = durable.ErrOverloaded
+	}
+	return e
+}
+
+// forwardServer answers other nodes' forwarded requests.
+type forwardServer struct {
+	proto.UnimplementedForwardServer
+	m *manager
+	// status reports a shard group's progress on this node (GroupStatus).
+	status func(groupID uint64) (*proto.ForwardGroupStatusResponse, error)
+}
+
+func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	head := first.GetHead()
+	if head == nil {
+		return status.Error(codes.InvalidArgument, "the first frame of a forwarded request must be its head")
+	}
+	reply := func(err error) error {
+		return stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{Error: toForwardError(err)}}})
+	}
+	class, id, err := s.m.checkForwarded(head)
+	if err != nil {
+		return reply(err)
+	}
+	u, err := url.ParseRequestURI(head.Url)
+	if err != nil {
+		return reply(fmt.Errorf("%w: forwarded URL %q: %v", durable.ErrInvalidID, head.Url, err))
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for {
+			fr, err := stream.Recv()
+			if err == io.EOF {
+				pw.Close()
+				return
+			}
+			if err != nil {
+				pw.CloseWithError(err)
+				return
+			}
+			if _, err := pw.Write(fr.GetBody()); err != nil {
+				return
+			}
+		}
+	}()
+	req := (&http.Request{
+		Method: head.Method, URL: u, RequestURI: head.Url, Header: fromForwardHeaders(head.Headers),
+		Body: pr, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: u.Host,
+	}).WithContext(stream.Context())
+	resp, err := s.m.fetchHere(stream.Context(), class, id, req, int(head.Hops))
+	pr.CloseWithError(io.ErrClosedPipe)
+	if err != nil {
+		return reply(err)
+	}
+	defer resp.Body.Close()
+	if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{
+		Status: int32(resp.StatusCode), Headers: toForwardHeaders(resp.Header)}}}); err != nil {
+		return err
+	}
+	buf := make([]byte, forwardChunk)
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: bytes.Clone(buf[:n])}}); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+}
+
+func (s *forwardServer) GroupStatus(ctx context.Context, req *proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error) {
+	if s.status == nil {
+		return nil, status.Error(codes.Unimplemented, "this node runs no shard groups")
+	}
+	return s.status(req.GroupId)
+}
