@@ -1,0 +1,133 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// Exit codes. Usage mistakes get their own code so scripts can tell "you
+// called it wrong" from "it ran and failed".
+const (
+	exitOK      = 0
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// Run runs the roost command line with args (without the program name)
+// serving app, and returns the process exit code:
+//
+//	func main() { os.Exit(cli.Run(os.Args[1:], app)) }
+func Run(args []string, app *durable.App) int {
+	return run(context.Background(), args, app, os.Stdout, os.Stderr)
+}
+
+// run is Run with its context and writers supplied, for tests.
+func run(ctx context.Context, args []string, app *durable.App, stdout, stderr io.Writer) int {
+	root := newRootCommand(app, stdout, stderr)
+	root.SetArgs(normalizeArgs(root, args))
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	// Commands return errors instead of printing them (SilenceErrors), so
+	// each failure is reported exactly once, here, on one line.
+	fmt.Fprintf(stderr, "roost: %v\n", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", ue.cmd.CommandPath())
+		return exitUsage
+	}
+	if strings.HasPrefix(err.Error(), "unknown command") {
+		// cobra's own error for `roost frobnicate`; it has no type to match.
+		fmt.Fprintln(stderr, "Run 'roost --help' for usage.")
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// newRootCommand wires every command. It is the one place that knows the
+// whole command tree.
+func newRootCommand(app *durable.App, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "roost",
+		Short: "roost runs Durable Objects on your own machines",
+		Long: `roost is a self-hosted Durable Objects cluster. It serves an app — a Worker
+and the Durable Object classes compiled into this binary — over HTTP, keeps
+exactly one live instance of each object, and stores each object's data
+durably before a response that reports a write is sent.
+
+Start with 'roost dev', which runs a single node on this machine.`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	// The func is inherited by every subcommand, so all flag errors become
+	// usage errors (exit 2 and a pointer to --help).
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return &usageError{cmd: c, err: err}
+	})
+	root.AddCommand(
+		newDevCommand(app, stdout, stderr),
+		newBenchCommand(stdout, stderr),
+		newVersionCommand(stdout),
+	)
+	return root
+}
+
+// usageError is a mistake in how a command was called.
+type usageError struct {
+	cmd *cobra.Command
+	err error
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// noArgs is cobra.NoArgs reported as a usage error.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if err := cobra.NoArgs(cmd, args); err != nil {
+		return &usageError{cmd: cmd, err: err}
+	}
+	return nil
+}
+
+// singleDashAnnotation marks commands that also accept Go-flag-style long
+// flags (-url for --url), so that commands copied from Go benchmark tools
+// and older docs keep working.
+const singleDashAnnotation = "roost/single-dash-long-flags"
+
+// normalizeArgs rewrites -name and -name=value to --name for the long flags
+// of the command args select, if that command opts in. pflag would read
+// -url as -u -r -l, so this has to happen before cobra parses. Shorthands
+// (-c 8) and everything after "--" are left alone.
+func normalizeArgs(root *cobra.Command, args []string) []string {
+	cmd, _, err := root.Find(args)
+	if err != nil || cmd.Annotations[singleDashAnnotation] == "" {
+		return args
+	}
+	cmd.InitDefaultHelpFlag() // so that -help is recognised too
+	out := make([]string, len(args))
+	copy(out, args)
+	for i, a := range out {
+		if a == "--" {
+			break
+		}
+		if len(a) < 3 || a[0] != '-' || a[1] == '-' {
+			continue
+		}
+		name, _, _ := strings.Cut(a[1:], "=")
+		if len(name) > 1 && cmd.Flags().Lookup(name) != nil {
+			out[i] = "-" + a
+		}
+	}
+	return out
+}

@@ -1,0 +1,181 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// syncBuffer is a bytes.Buffer that a running command and a test can share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// runCLI runs the command line with captured output.
+func runCLI(t *testing.T, app *durable.App, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut syncBuffer
+	code = run(context.Background(), args, app, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// testApp is a counter app: /increment?name=X counts per name, /var?name=V
+// answers the var V.
+func testApp() *durable.App {
+	counter := func(state *durable.State, env *durable.Env) durable.Object {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			v, _, err := durable.GetJSON[int](state.Storage, "n")
+			if err != nil {
+				durable.WriteError(w, err)
+				return
+			}
+			v++
+			if err := durable.PutJSON(state.Storage, "n", v); err != nil {
+				durable.WriteError(w, err)
+				return
+			}
+			fmt.Fprint(w, v)
+		})
+	}
+	return &durable.App{
+		Name: "test-counter",
+		Worker: func(w http.ResponseWriter, r *http.Request, env *durable.Env) {
+			if r.URL.Path == "/var" {
+				v, _ := env.Var(r.URL.Query().Get("name"))
+				fmt.Fprint(w, v)
+				return
+			}
+			ns, err := env.Namespace("COUNTER")
+			if err != nil {
+				durable.WriteError(w, err)
+				return
+			}
+			resp, err := ns.Get(ns.IDFromName(r.URL.Query().Get("name"))).Fetch(r)
+			if err != nil {
+				durable.WriteError(w, err)
+				return
+			}
+			defer resp.Body.Close()
+			w.WriteHeader(resp.StatusCode)
+			_, _ = io.Copy(w, resp.Body)
+		},
+		Classes:  map[string]durable.Class{"Counter": counter},
+		Bindings: []durable.Binding{{Name: "COUNTER", ClassName: "Counter"}},
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate" for "roost"`},
+		{"unknown flag", []string{"dev", "--nope"}, "unknown flag: --nope"},
+		{"bad flag value", []string{"bench", "-c", "many"}, `invalid argument "many" for "-c, --concurrency"`},
+		{"extra argument", []string{"version", "extra"}, `unknown command "extra" for "roost version"`},
+		{"bad output format", []string{"bench", "-o", "xml"}, `--output must be "text" or "json", got "xml"`},
+		{"bad bench settings", []string{"bench", "--names", "0"}, "--names must be at least 1, got 0"},
+		{"node is not a command yet", []string{"node"}, `unknown command "node" for "roost"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := runCLI(t, testApp(), tt.args...)
+			if code != exitUsage {
+				t.Errorf("exit code %d, want %d", code, exitUsage)
+			}
+			if !strings.HasPrefix(stderr, "roost: ") || !strings.Contains(stderr, tt.want) || !strings.Contains(stderr, "--help' for usage") {
+				t.Errorf("stderr = %q; want roost: …%s… and a pointer to --help", stderr, tt.want)
+			}
+		})
+	}
+}
+
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		args    []string
+		want    []string
+		notWant []string
+	}{
+		{[]string{"--help"}, []string{"dev", "bench", "version", "roost dev"}, []string{"rebalance", "drain"}},
+		{[]string{"dev", "--help"}, []string{"--data-dir", "--http", "--admin", "--config", "--shards", "--idle-timeout", "ROOST_HTTP", `default "127.0.0.1:8787"`, "Example"}, nil},
+		{[]string{"bench", "--help"}, []string{"--url", "-c, --concurrency", "--names", "-d, --duration", "--path", "--warmup", "--name-prefix", "-o, --output"}, nil},
+		{[]string{"bench", "-help"}, []string{"--url"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, stdout, stderr := runCLI(t, testApp(), tt.args...)
+			if code != exitOK {
+				t.Fatalf("exit code %d; stderr %s", code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("help lacks %q:\n%s", w, stdout)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(stdout, w) {
+					t.Errorf("help mentions %q, which is not built:\n%s", w, stdout)
+				}
+			}
+		})
+	}
+}
+
+func TestNormalizeArgs(t *testing.T) {
+	root := newRootCommand(testApp(), &bytes.Buffer{}, &bytes.Buffer{})
+	tests := []struct {
+		in, want []string
+	}{
+		{[]string{"bench", "-url", "http://x"}, []string{"bench", "--url", "http://x"}},
+		{[]string{"bench", "-url=http://x", "-names=5"}, []string{"bench", "--url=http://x", "--names=5"}},
+		{[]string{"bench", "-names", "5", "-duration", "1s", "-warmup", "0s", "-path", "/p", "-name-prefix", "n"},
+			[]string{"bench", "--names", "5", "--duration", "1s", "--warmup", "0s", "--path", "/p", "--name-prefix", "n"}},
+		// Shorthands stay shorthands.
+		{[]string{"bench", "-c", "8", "-d", "1s", "-o", "json", "-c8"}, []string{"bench", "-c", "8", "-d", "1s", "-o", "json", "-c8"}},
+		// Already long, unknown, or after "--": untouched.
+		{[]string{"bench", "--url", "x", "-bogus", "--", "-url"}, []string{"bench", "--url", "x", "-bogus", "--", "-url"}},
+		// Only commands that opt in.
+		{[]string{"dev", "-http", "x"}, []string{"dev", "-http", "x"}},
+		{[]string{"-url"}, []string{"-url"}},
+	}
+	for _, tt := range tests {
+		if got := normalizeArgs(root, tt.in); !slices.Equal(got, tt.want) {
+			t.Errorf("normalizeArgs(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,15 @@
+// Command roost is the stock roost binary: the command line of package cli
+// serving the example counter app. To serve your own Durable Objects, build
+// a binary like this one with your own *durable.App.
+package main
+
+import (
+	"os"
+
+	"github.com/roostdb/roost/cli"
+	"github.com/roostdb/roost/examples/counter"
+)
+
+func main() {
+	os.Exit(cli.Run(os.Args[1:], counter.App()))
+}

@@ -1,0 +1,143 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// ErrInvalidConfig is wrapped by every error about a file's contents:
+// syntax, unknown keys, wrong types and values that cannot work.
+var ErrInvalidConfig = errors.New("invalid configuration")
+
+// DefaultName is the name errors use for a file given to Parse, which has no
+// path of its own.
+const DefaultName = "roost.toml"
+
+// File is a parsed roost.toml. A zero value means the key was not set, so
+// the consumer's default applies; Parse rejects explicit zeros where zero
+// cannot work (shards = 0, idle_timeout = "0s").
+type File struct {
+	// Name is the app's name (wrangler's top-level name).
+	Name string
+	// Bindings are the [[durable_objects.bindings]]; empty means the app's
+	// built-in bindings.
+	Bindings []durable.Binding
+	// KVNamespaces are the [[kv_namespaces]], kept for when KV is served.
+	KVNamespaces []KVNamespace
+	// Vars are the [vars]; values that are not strings in the file hold
+	// their JSON text (count = 3 gives "3", tags = ["a"] gives `["a"]`).
+	Vars map[string]string
+	// Node is [node]: this node's identity and addresses.
+	Node Node
+	// Cluster is [cluster]: settings fixed when the cluster is formed.
+	Cluster Cluster
+	// Storage is [storage]: limits on what one storage call may carry.
+	Storage Storage
+	// Runtime is [runtime]: how objects are run.
+	Runtime Runtime
+	// Notices are things in the file that were accepted but do nothing,
+	// for the caller to show to the user.
+	Notices []string
+}
+
+// KVNamespace is one [[kv_namespaces]] entry.
+type KVNamespace struct {
+	Binding   string
+	ID        string
+	PreviewID string
+}
+
+// Node is the [node] table.
+type Node struct {
+	ID        string
+	DataDir   string
+	HTTP      string   // app listener, host:port
+	Admin     string   // admin listener, host:port
+	GRPC      string   // node-to-node listener, host:port
+	Gossip    string   // memberlist listener, host:port
+	Advertise string   // the host:port peers reach this node at
+	Join      []string // host:port of nodes to join through
+}
+
+// Cluster is the [cluster] table.
+type Cluster struct {
+	BootstrapExpect int
+	Shards          int
+	Replicas        int
+}
+
+// Storage is the [storage] table.
+type Storage struct {
+	MaxKeyBytes   int
+	MaxEntryBytes int
+	MaxBatchKeys  int
+}
+
+// Limits returns base with the limits the file sets replacing base's.
+func (s Storage) Limits(base durable.Limits) durable.Limits {
+	if s.MaxKeyBytes != 0 {
+		base.MaxKeyBytes = s.MaxKeyBytes
+	}
+	if s.MaxEntryBytes != 0 {
+		base.MaxEntryBytes = s.MaxEntryBytes
+	}
+	if s.MaxBatchKeys != 0 {
+		base.MaxBatchKeys = s.MaxBatchKeys
+	}
+	return base
+}
+
+// Runtime is the [runtime] table.
+type Runtime struct {
+	IdleTimeout time.Duration
+}
+
+// Parse reads a roost.toml from data. Errors name the file "roost.toml";
+// use Load to have them name a path.
+func Parse(data []byte) (*File, error) {
+	return parse(DefaultName, data)
+}
+
+// Load reads and parses the file at path. A file that cannot be read gives
+// the os error (errors.Is(err, fs.ErrNotExist) works); a file with bad
+// contents gives an error wrapping ErrInvalidConfig that names path.
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	return parse(path, data)
+}
+
+// Error is a problem with a file's contents. It wraps ErrInvalidConfig and,
+// for TOML syntax errors, the toml.ParseError.
+type Error struct {
+	File string
+	Line int // 0 when the problem has no single position (unknown keys, validation)
+	Col  int // 0 when only the line is known
+	Msg  string
+	err  error
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Line > 0 && e.Col > 0:
+		return fmt.Sprintf("%s:%d:%d: %s", e.File, e.Line, e.Col, e.Msg)
+	case e.Line > 0:
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	default:
+		return fmt.Sprintf("%s: %s", e.File, e.Msg)
+	}
+}
+
+// Unwrap lets errors.Is find ErrInvalidConfig and errors.As the cause.
+func (e *Error) Unwrap() []error {
+	if e.err != nil {
+		return []error{ErrInvalidConfig, e.err}
+	}
+	return []error{ErrInvalidConfig}
+}

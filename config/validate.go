@@ -1,0 +1,117 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+)
+
+// Validate reports every setting that cannot work, in one error wrapping
+// ErrInvalidConfig. Zero values mean "not set" and are accepted; Parse has
+// already refused the ones written out as zero.
+func (f *File) Validate() error {
+	if p := f.problems(); len(p) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(p, "; "))
+	}
+	return nil
+}
+
+// problems lists all that is wrong rather than the first thing, so one
+// edit can fix a file instead of one edit per run.
+func (f *File) problems() []string {
+	var p []string
+	bad := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+
+	seen := make(map[string]bool, len(f.Bindings))
+	for i, b := range f.Bindings {
+		switch {
+		case b.Name == "":
+			bad("durable_objects.bindings[%d] (class %q) has no name", i, b.ClassName)
+		case seen[b.Name]:
+			bad("durable_objects.bindings: %q is bound twice", b.Name)
+		}
+		seen[b.Name] = true
+		if b.ClassName == "" {
+			bad("durable_objects.bindings[%d] (%q) has no class_name", i, b.Name)
+		}
+	}
+	seenKV := make(map[string]bool, len(f.KVNamespaces))
+	for i, kv := range f.KVNamespaces {
+		switch {
+		case kv.Binding == "":
+			bad("kv_namespaces[%d] has no binding", i)
+		case seenKV[kv.Binding]:
+			bad("kv_namespaces: %q is bound twice", kv.Binding)
+		}
+		seenKV[kv.Binding] = true
+		if kv.ID == "" {
+			bad("kv_namespaces[%d] (%q) has no id", i, kv.Binding)
+		}
+	}
+
+	// Listeners may leave the host out (":8787", every interface) or ask
+	// for any port (":0"); addresses other nodes dial need both.
+	for _, a := range []struct {
+		key, addr string
+		dialed    bool
+	}{
+		{"node.http", f.Node.HTTP, false},
+		{"node.admin", f.Node.Admin, false},
+		{"node.grpc", f.Node.GRPC, false},
+		{"node.gossip", f.Node.Gossip, false},
+		{"node.advertise", f.Node.Advertise, true},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		if err := checkHostPort(a.addr, a.dialed); err != nil {
+			bad("%s: %v", a.key, err)
+		}
+	}
+	for i, j := range f.Node.Join {
+		if err := checkHostPort(j, true); err != nil {
+			bad("node.join[%d]: %v", i, err)
+		}
+	}
+
+	for _, n := range []struct {
+		key string
+		v   int
+	}{
+		{"cluster.bootstrap_expect", f.Cluster.BootstrapExpect},
+		{"cluster.shards", f.Cluster.Shards},
+		{"cluster.replicas", f.Cluster.Replicas},
+		{"storage.max_key_bytes", f.Storage.MaxKeyBytes},
+		{"storage.max_entry_bytes", f.Storage.MaxEntryBytes},
+		{"storage.max_batch_keys", f.Storage.MaxBatchKeys},
+	} {
+		if n.v < 0 {
+			bad("%s must be at least 1, got %d", n.key, n.v)
+		}
+	}
+	if k, e := f.Storage.MaxKeyBytes, f.Storage.MaxEntryBytes; k > 0 && e > 0 && e < k {
+		bad("storage.max_entry_bytes (%d) is below storage.max_key_bytes (%d): no key could be stored", e, k)
+	}
+	if f.Runtime.IdleTimeout < 0 {
+		bad("runtime.idle_timeout must be positive, got %s", f.Runtime.IdleTimeout)
+	}
+	return p
+}
+
+// checkHostPort accepts host:port with a numeric port. dialed addresses
+// are ones another machine connects to, so they need a host and a port.
+func checkHostPort(addr string, dialed bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	if dialed && (host == "" || n == 0) {
+		return fmt.Errorf("%q: other nodes connect to this address, so it needs a host and a port other than 0", addr)
+	}
+	return nil
+}
