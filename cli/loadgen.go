@@ -116,6 +116,7 @@ type worker struct {
 // and the duration have passed, then waits for the requests in flight (each
 // bounded by cfg.Timeout), so every request sent is counted exactly once.
 // Cancelling ctx ends the run early; requests it cuts short are not counted.
+// It returns an error only for invalid settings: failed requests are results.
 // onProgress, if not nil, is called about once a second from another goroutine.
 func runLoad(ctx context.Context, cfg loadConfig, onProgress func(loadProgress)) (loadResult, error) {
 	if err := cfg.validate(); err != nil {
@@ -167,7 +168,7 @@ func runLoad(ctx context.Context, cfg loadConfig, onProgress func(loadProgress))
 				i := int((seq.Add(1) - 1) % int64(cfg.Names))
 				err := get(ctx, client, target(i))
 				done := time.Now()
-				if ctx.Err() != nil {
+				if err != nil && ctx.Err() != nil {
 					return // cut short by the caller: neither a result nor an error
 				}
 				if sent.Before(measureFrom) {
@@ -190,21 +191,30 @@ func runLoad(ctx context.Context, cfg loadConfig, onProgress func(loadProgress))
 	}
 
 	finished := make(chan struct{})
+	progressDone := make(chan struct{})
 	if onProgress != nil {
 		go func() {
-			tick := time.NewTicker(time.Second)
-			defer tick.Stop()
+			defer close(progressDone)
+			// Once a second during the warmup, then once a second from the
+			// start of the measured phase, so no report straddles the two.
+			next := start.Add(time.Second)
 			for {
+				if next.Before(measureFrom.Add(time.Second)) && !next.Before(measureFrom) {
+					next = measureFrom.Add(time.Second)
+				}
+				timer := time.NewTimer(time.Until(next))
 				select {
 				case <-finished:
+					timer.Stop()
 					return
-				case now := <-tick.C:
+				case now := <-timer.C:
 					p := loadProgress{Elapsed: now.Sub(start), Requests: liveReq.Load(), Errors: liveErr.Load()}
 					if now.Before(measureFrom) {
 						p.Warmup, p.Requests = true, liveWarm.Load()
 					}
 					onProgress(p)
 				}
+				next = next.Add(time.Second)
 			}
 		}()
 	}
@@ -213,6 +223,9 @@ func runLoad(ctx context.Context, cfg loadConfig, onProgress func(loadProgress))
 	// last answer is in: at least the duration, unless ctx ended the run.
 	stopped := time.Now()
 	close(finished)
+	if onProgress != nil {
+		<-progressDone // no report may come after the result
+	}
 
 	var (
 		res loadResult

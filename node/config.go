@@ -40,7 +40,31 @@ type Config struct {
 	Vars map[string]string
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
+
+	// Cluster settings (roost node). An empty NodeID means dev mode: every
+	// shard is a single-voter group on this node and the rest is unused.
+
+	// NodeID names this node in the cluster; it never changes.
+	NodeID string
+	// GRPCAddr is the node-to-node listener: Raft of every group and forwarding.
+	GRPCAddr string
+	// GossipAddr is the memberlist listener (TCP and UDP).
+	GossipAddr string
+	// Advertise is the host other nodes use to reach this one (for
+	// containers); the ports are those of the listeners. Empty means the
+	// listeners' own host.
+	Advertise string
+	// Join lists gossip addresses (host:port) of nodes to join.
+	Join []string
+	// BootstrapExpect is how many nodes form the cluster's first
+	// configuration: the first that many to meet bootstrap the meta group.
+	BootstrapExpect int
+	// Replicas is how many nodes hold each shard.
+	Replicas int
 }
+
+// Cluster reports whether the node runs as part of a cluster.
+func (c Config) Cluster() bool { return c.NodeID != "" }
 
 // DefaultConfig returns the settings of `roost dev`.
 func DefaultConfig() Config {
@@ -53,7 +77,20 @@ func DefaultConfig() Config {
 		MaxInflightPerShard: 4,
 		MaxQueuedPerObject:  10000,
 		Limits:              durable.DefaultLimits(),
+		GRPCAddr:            "127.0.0.1:8790",
+		GossipAddr:          "127.0.0.1:7946",
+		BootstrapExpect:     3,
+		Replicas:            3,
 	}
+}
+
+// DefaultClusterConfig returns the settings of `roost node`: DefaultConfig
+// with 64 shards and the given node ID.
+func DefaultClusterConfig(nodeID string) Config {
+	c := DefaultConfig()
+	c.NodeID = nodeID
+	c.Shards = 64
+	return c
 }
 
 // ErrInvalidConfig is wrapped by every error Validate returns.
@@ -87,5 +124,42 @@ func (c Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		return bad("%v", err)
 	}
+	if !c.Cluster() {
+		return nil
+	}
+	if !validNodeID(c.NodeID) {
+		return bad("node id %q: use 1 to 64 of a-z, 0-9, '-', '_' and '.'", c.NodeID)
+	}
+	for name, addr := range map[string]string{"grpc": c.GRPCAddr, "gossip": c.GossipAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return bad("%s address %q: %v", name, addr, err)
+		}
+	}
+	for _, j := range c.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			return bad("join address %q: %v", j, err)
+		}
+	}
+	if c.BootstrapExpect < 1 {
+		return bad("bootstrap-expect must be at least 1, got %d", c.BootstrapExpect)
+	}
+	if c.Replicas < 1 || c.Replicas > 7 {
+		return bad("replicas must be between 1 and 7, got %d", c.Replicas)
+	}
+	if c.Replicas > c.BootstrapExpect {
+		return bad("replicas (%d) cannot exceed bootstrap-expect (%d): the first nodes must hold every replica", c.Replicas, c.BootstrapExpect)
+	}
 	return nil
+}
+
+func validNodeID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
 }
