@@ -76,7 +76,8 @@ Start with 'roost dev', which runs a single node on this machine.`,
 		return &usageError{cmd: c, err: err}
 	})
 	root.AddCommand(
-		newDevCommand(app, stdout, stderr),
+		newDev(app, stdout, stderr, os.LookupEnv).cmd,
+		newNode(app, stdout, stderr, os.LookupEnv).cmd,
 		newBenchCommand(stdout, stderr),
 		newVersionCommand(stdout),
 	)

@@ -98,7 +98,8 @@ func TestUsageErrors(t *testing.T) {
 		{"extra argument", []string{"version", "extra"}, `unknown command "extra" for "roost version"`},
 		{"bad output format", []string{"bench", "-o", "xml"}, `--output must be "text" or "json", got "xml"`},
 		{"bad bench settings", []string{"bench", "--names", "0"}, "--names must be at least 1, got 0"},
-		{"node is not a command yet", []string{"node"}, `unknown command "node" for "roost"`},
+		{"node without an id", []string{"node", "--config", ""}, "no node id: give each node its own with --id, ROOST_ID or id in [node] of roost.toml"},
+		{"node with an argument", []string{"node", "n1"}, `unknown command "n1" for "roost node"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,8 +120,19 @@ func TestHelp(t *testing.T) {
 		want    []string
 		notWant []string
 	}{
-		{[]string{"--help"}, []string{"dev", "bench", "version", "roost dev"}, []string{"rebalance", "drain"}},
+		{[]string{"--help"}, []string{"dev", "node", "bench", "version", "roost dev"}, []string{"rebalance", "drain"}},
 		{[]string{"dev", "--help"}, []string{"--data-dir", "--http", "--admin", "--config", "--shards", "--idle-timeout", "ROOST_HTTP", `default "127.0.0.1:8787"`, "Example"}, nil},
+		{[]string{"node", "--help"}, []string{
+			"--id", "--data-dir", "--http", "--admin", "--grpc", "--gossip", "--advertise", "--join", "--bootstrap-expect",
+			"--shards", "--replicas", "--idle-timeout", "--config",
+			"ROOST_ID", "ROOST_DATA_DIR", "ROOST_HTTP", "ROOST_ADMIN", "ROOST_GRPC", "ROOST_GOSSIP", "ROOST_ADVERTISE",
+			"ROOST_JOIN (comma-separated)", "ROOST_BOOTSTRAP_EXPECT", "ROOST_SHARDS", "ROOST_REPLICAS", "ROOST_IDLE_TIMEOUT",
+			`default "127.0.0.1:8787"`, `default "127.0.0.1:8789"`, `default "127.0.0.1:8790"`, `default "127.0.0.1:7946"`,
+			`default ".roost"`, "(default 64)", "/readyz", "Example",
+			"roost node --id n1 --data-dir d1 --http 127.0.0.1:8701 --admin 127.0.0.1:8711 --grpc 127.0.0.1:8721 --gossip 127.0.0.1:8731 --bootstrap-expect 3\n",
+			"roost node --id n2 --data-dir d2 --http 127.0.0.1:8702 --admin 127.0.0.1:8712 --grpc 127.0.0.1:8722 --gossip 127.0.0.1:8732 --bootstrap-expect 3 --join 127.0.0.1:8731\n",
+			"roost node --id n3 --data-dir d3 --http 127.0.0.1:8703 --admin 127.0.0.1:8713 --grpc 127.0.0.1:8723 --gossip 127.0.0.1:8733 --bootstrap-expect 3 --join 127.0.0.1:8731\n",
+		}, nil},
 		{[]string{"bench", "--help"}, []string{"--url", "-c, --concurrency", "--names", "-d, --duration", "--path", "--warmup", "--name-prefix", "-o, --output"}, nil},
 		{[]string{"bench", "-help"}, []string{"--url"}, nil},
 	}

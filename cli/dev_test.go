@@ -18,6 +18,22 @@ import (
 	"github.com/roostdb/roost/node"
 )
 
+// inTempDir makes a fresh directory the working directory, with file
+// (unless "") as its roost.toml and env set in the process environment, and
+// returns the directory.
+func inTempDir(t *testing.T, file string, env map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	t.Chdir(dir)
+	if file != "" {
+		writeFile(t, "roost.toml", file)
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	return dir
+}
+
 func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
@@ -234,14 +250,7 @@ func TestDevBadConfigExits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			t.Chdir(dir)
-			if tt.file != "" {
-				writeFile(t, "roost.toml", tt.file)
-			}
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
+			dir := inTempDir(t, tt.file, tt.env)
 			args := append([]string{"dev", "--data-dir", filepath.Join(dir, "data")}, tt.args...)
 			code, stdout, stderr := runCLI(t, testApp(), args...)
 			if code != exitFailure {

@@ -59,7 +59,7 @@ type Node struct {
 	Admin     string   // admin listener, host:port
 	GRPC      string   // node-to-node listener, host:port
 	Gossip    string   // memberlist listener, host:port
-	Advertise string   // the host:port peers reach this node at
+	Advertise string   // the host (IP or DNS name, no port) peers reach this node at
 	Join      []string // host:port of nodes to join through
 }
 

@@ -108,7 +108,7 @@ http = ":8787"
 admin = "127.0.0.1:8789"
 grpc = "0.0.0.0:8790"
 gossip = "[::]:7946"
-advertise = "10.0.0.1:8790"
+advertise = "10.0.0.1"
 join = ["10.0.0.2:7946", "roost-3.internal:7946"]
 
 [cluster]
@@ -127,7 +127,7 @@ idle_timeout = "90s"
 			want: File{
 				Node: Node{
 					ID: "n1", DataDir: "/var/lib/roost", HTTP: ":8787", Admin: "127.0.0.1:8789",
-					GRPC: "0.0.0.0:8790", Gossip: "[::]:7946", Advertise: "10.0.0.1:8790",
+					GRPC: "0.0.0.0:8790", Gossip: "[::]:7946", Advertise: "10.0.0.1",
 					Join: []string{"10.0.0.2:7946", "roost-3.internal:7946"},
 				},
 				Cluster: Cluster{BootstrapExpect: 3, Shards: 64, Replicas: 3},
@@ -195,7 +195,10 @@ func TestParseBad(t *testing.T) {
 		{"no port", "[node]\nhttp = \"localhost\"", `roost.toml: node.http: "localhost" is not host:port`},
 		{"port not a number", "[node]\nadmin = \"localhost:http\"", `roost.toml: node.admin: "localhost:http": port "http" is not a number from 0 to 65535`},
 		{"port too big", "[node]\ngrpc = \":70000\"", `roost.toml: node.grpc: ":70000": port "70000" is not a number from 0 to 65535`},
-		{"advertise without host", "[node]\nadvertise = \":8790\"", `roost.toml: node.advertise: ":8790": other nodes connect to this address, so it needs a host and a port other than 0`},
+		{"advertise with a port", "[node]\nadvertise = \"10.0.0.1:8790\"", `roost.toml: node.advertise: "10.0.0.1:8790": give the host alone, without a port (each listener keeps its own port)`},
+		{"advertise every interface", "[node]\nadvertise = \"0.0.0.0\"", `roost.toml: node.advertise: "0.0.0.0" means every interface, not an address other nodes can reach`},
+		{"advertise not a host", "[node]\nadvertise = \"http://roost-1\"", `roost.toml: node.advertise: "http://roost-1" is not an IP address or a host name`},
+		{"join without host", "[node]\njoin = [\":7946\"]", `roost.toml: node.join[0]: ":7946": other nodes connect to this address, so it needs a host and a port other than 0`},
 		{"bad join entry", "[node]\njoin = [\"a:1\", \"b\"]", `roost.toml: node.join[1]: "b" is not host:port`},
 		{"var with no JSON form", "[vars]\nX = nan", `roost.toml: vars.X: NaN has no JSON form`},
 		{"all problems at once", "[cluster]\nshards = -1\nreplicas = -2", `roost.toml: cluster.shards must be at least 1, got -1; cluster.replicas must be at least 1, got -2`},
@@ -270,5 +273,39 @@ func TestValidateZeroFileIsValid(t *testing.T) {
 	err := (&File{Cluster: Cluster{Shards: -1}}).Validate()
 	if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "cluster.shards") {
 		t.Errorf("Validate = %v; want ErrInvalidConfig naming cluster.shards", err)
+	}
+}
+
+func TestCheckHost(t *testing.T) {
+	tests := []struct {
+		host   string
+		errHas string // "" for accepted
+	}{
+		{"10.0.0.1", ""},
+		{"fd00::1", ""},
+		{"roost-1", ""},
+		{"roost-1.svc.cluster.local", ""},
+		{"roost-1.svc.cluster.local.", ""},
+		{"10.0.0.1:8790", "without a port"},
+		{"[fd00::1]:8790", "without a port"},
+		{"roost-1:7946", "without a port"},
+		{"0.0.0.0", "every interface"},
+		{"::", "every interface"},
+		{"", "not an IP address or a host name"},
+		{"http://roost-1", "not an IP address or a host name"},
+		{"-roost", "not an IP address or a host name"},
+		{"roost_roost_1", ""},
+		{"roost 1", "not an IP address or a host name"},
+		{"a..b", "not an IP address or a host name"},
+		{strings.Repeat("a", 64), "not an IP address or a host name"},
+	}
+	for _, tt := range tests {
+		err := CheckHost(tt.host)
+		switch {
+		case tt.errHas == "" && err != nil:
+			t.Errorf("CheckHost(%q) = %v, want nil", tt.host, err)
+		case tt.errHas != "" && (err == nil || !strings.Contains(err.Error(), tt.errHas)):
+			t.Errorf("CheckHost(%q) = %v, want an error containing %q", tt.host, err, tt.errHas)
+		}
 	}
 }

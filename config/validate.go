@@ -54,23 +54,26 @@ func (f *File) problems() []string {
 	// for any port (":0"); addresses other nodes dial need both.
 	for _, a := range []struct {
 		key, addr string
-		dialed    bool
 	}{
-		{"node.http", f.Node.HTTP, false},
-		{"node.admin", f.Node.Admin, false},
-		{"node.grpc", f.Node.GRPC, false},
-		{"node.gossip", f.Node.Gossip, false},
-		{"node.advertise", f.Node.Advertise, true},
+		{"node.http", f.Node.HTTP},
+		{"node.admin", f.Node.Admin},
+		{"node.grpc", f.Node.GRPC},
+		{"node.gossip", f.Node.Gossip},
 	} {
 		if a.addr == "" {
 			continue
 		}
-		if err := checkHostPort(a.addr, a.dialed); err != nil {
+		if err := CheckHostPort(a.addr, false); err != nil {
 			bad("%s: %v", a.key, err)
 		}
 	}
+	if f.Node.Advertise != "" {
+		if err := CheckHost(f.Node.Advertise); err != nil {
+			bad("node.advertise: %v", err)
+		}
+	}
 	for i, j := range f.Node.Join {
-		if err := checkHostPort(j, true); err != nil {
+		if err := CheckHostPort(j, true); err != nil {
 			bad("node.join[%d]: %v", i, err)
 		}
 	}
@@ -99,9 +102,11 @@ func (f *File) problems() []string {
 	return p
 }
 
-// checkHostPort accepts host:port with a numeric port. dialed addresses
+// CheckHostPort accepts host:port with a numeric port. dialed addresses
 // are ones another machine connects to, so they need a host and a port.
-func checkHostPort(addr string, dialed bool) error {
+// The command line checks flags and environment variables with it, so
+// that they are held to the same rules as the file.
+func CheckHostPort(addr string, dialed bool) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("%q is not host:port", addr)
@@ -114,4 +119,54 @@ func checkHostPort(addr string, dialed bool) error {
 		return fmt.Errorf("%q: other nodes connect to this address, so it needs a host and a port other than 0", addr)
 	}
 	return nil
+}
+
+// CheckHost accepts what node.advertise holds: the host (IP address or DNS
+// name) other nodes use to reach this one, without a port, since each
+// listener keeps its own port.
+func CheckHost(host string) error {
+	if ip := net.ParseIP(host); ip != nil {
+		if ip.IsUnspecified() {
+			return fmt.Errorf("%q means every interface, not an address other nodes can reach", host)
+		}
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(host); err == nil && isDigits(port) {
+		return fmt.Errorf("%q: give the host alone, without a port (each listener keeps its own port)", host)
+	}
+	if !validHostname(host) {
+		return fmt.Errorf("%q is not an IP address or a host name", host)
+	}
+	return nil
+}
+
+// validHostname reports whether h is a DNS name: dot-separated labels of
+// letters, digits, '_' and inner hyphens, 1 to 63 bytes each, 253 in all.
+// '_' is not in RFC 1123, but Go's resolver and Docker's DNS accept it
+// (compose names containers project_service_1).
+func validHostname(h string) bool {
+	h = strings.TrimSuffix(h, ".")
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func isDigits(s string) bool {
+	for _, r := range s {
+		if r < '0' || r > '9' {
+			return false
+		}
+	}
+	return s != ""
 }

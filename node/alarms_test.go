@@ -72,6 +72,7 @@ func startAlarmNode(t *testing.T, dir string) *Node {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir, cfg.HTTPAddr, cfg.AdminAddr, cfg.Shards = dir, "127.0.0.1:0", "127.0.0.1:0", 4
+	cfg.Logger = quietLogger
 	n, err := New(cfg, alarmApp())
 	if err != nil {
 		t.Fatal(err)

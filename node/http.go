@@ -74,6 +74,15 @@ func (n *Node) adminHandler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if n.cluster != nil {
+			if ok, why := n.cluster.ready(); !ok {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "not ready: %s\n", why)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+			return
+		}
 		var notReady []string
 		for _, sh := range n.shards {
 			if !sh.isReady() {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -27,7 +28,7 @@ type manager struct {
 	// forwarder reaches other nodes; nil in dev mode, where every shard is local.
 	forwarder *forwarder
 	reader    committedReader
-	metrics *metrics
+	metrics   *metrics
 
 	mu        sync.Mutex
 	instances map[[32]byte]*instance
@@ -58,7 +59,7 @@ type router interface {
 type localRouter []*shard
 
 func (r localRouter) route(i int) (*shard, peer, error) { return r[i], peer{}, nil }
-func (r localRouter) observe(int, string)              {}
+func (r localRouter) observe(int, string)               {}
 
 // routeWait bounds how long a request looks for its shard's leader (an
 // election takes about a second).
@@ -238,6 +239,12 @@ func (m *manager) evictIdle(now time.Time) int {
 	return n
 }
 
+// releaseAfterEviction is how many instances one sweep must evict before
+// the memory they held is handed back to the OS at once. An idle node does
+// not allocate, so the garbage collector would not run for minutes and the
+// process would keep the memory of every object it ever served.
+const releaseAfterEviction = 1024
+
 // runEviction evicts idle instances until ctx ends.
 func (m *manager) runEviction(ctx context.Context, wg *sync.WaitGroup) {
 	every := min(max(m.cfg.IdleTimeout/4, 100*time.Millisecond), 10*time.Second)
@@ -251,7 +258,9 @@ func (m *manager) runEviction(ctx context.Context, wg *sync.WaitGroup) {
 			case <-ctx.Done():
 				return
 			case now := <-t.C:
-				m.evictIdle(now)
+				if m.evictIdle(now) >= releaseAfterEviction {
+					debug.FreeOSMemory()
+				}
 			}
 		}
 	}()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +45,10 @@ type Node struct {
 	applyWrap func(applier) applier
 	// alarmBackoff is the first retry delay of a failed alarm (tests shorten it).
 	alarmBackoff time.Duration
+	// faults, when set (by tests), injects network faults into the Raft transport.
+	faults *raftstore.Faults
+	// cluster is the cluster machinery; nil in dev mode.
+	cluster *cluster
 }
 
 // New checks cfg and app and prepares a node; Start opens its data dir and listeners.
@@ -77,16 +82,25 @@ func groupOf(i int) raftstore.GroupID { return raftstore.GroupID(i + 1) }
 // startupWait bounds how long Start waits for every shard to elect itself.
 const startupWait = 30 * time.Second
 
-// Start opens storage, starts every shard and begins serving. It returns
-// once every shard can serve and the listeners are bound.
+// Start opens storage and begins serving. In dev mode it starts every
+// shard and returns once all can serve. In cluster mode it returns once the
+// listeners are bound; the cluster forms in the background and /readyz
+// says when this node can serve.
 func (n *Node) Start(ctx context.Context) (err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
+	if n.cfg.Cluster() {
+		if _, err := checkIdentity(n.cfg.DataDir, n.cfg.NodeID); err != nil {
+			return err
+		}
+	} else if _, err := os.Stat(filepath.Join(n.cfg.DataDir, "node.json")); err == nil {
+		return fmt.Errorf("%w: %s belongs to a cluster node; roost dev needs a data dir of its own", ErrDataDirMismatch, n.cfg.DataDir)
+	}
 	if err := checkLayout(n.cfg.DataDir, n.cfg.Shards); err != nil {
 		return err
 	}
-	store, err := raftstore.Open(filepath.Join(n.cfg.DataDir, "pebble"), raftstore.Options{})
+	store, err := raftstore.Open(filepath.Join(n.cfg.DataDir, "pebble"), raftstore.Options{Logger: hclogTo(n.log, hclog.Warn)})
 	if err != nil {
 		return fmt.Errorf("opening storage in %s: %w", n.cfg.DataDir, err)
 	}
@@ -102,6 +116,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.metrics = newMetrics(func() float64 { return float64(n.manager.count()) })
 	n.manager = &manager{
 		ctx: runCtx, cfg: n.cfg, classes: n.app.Classes, reader: store, metrics: n.metrics,
+		nshards:   n.cfg.Shards,
 		instances: make(map[[32]byte]*instance),
 		keys:      make(map[string]durable.NamespaceKey, len(n.app.Classes)),
 	}
@@ -109,11 +124,39 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.manager.keys[class] = durable.DeriveNamespaceKey(class, "")
 	}
 	n.manager.env = durable.NewEnv(durable.EnvConfig{Bindings: n.cfg.Bindings, Vars: n.cfg.Vars, Dispatcher: n.manager})
+	n.manager.runEviction(runCtx, &n.wg)
 
+	if !n.cfg.Cluster() {
+		if err := n.startDevShards(ctx, runCtx); err != nil {
+			return err
+		}
+	}
+	if n.appLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("app listener: %w", err)
+	}
+	if n.adminLn, err = net.Listen("tcp", n.cfg.AdminAddr); err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	if n.cfg.Cluster() {
+		if err := n.startCluster(ctx, runCtx); err != nil {
+			return err
+		}
+	}
+	n.appSrv = &http.Server{Handler: n.appHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	go n.appSrv.Serve(n.appLn)
+	go n.adminSrv.Serve(n.adminLn)
+	n.log.Info("roost node serving", "node", n.cfg.NodeID, "app", n.appLn.Addr().String(), "admin", n.adminLn.Addr().String(), "shards", n.cfg.Shards, "data_dir", n.cfg.DataDir)
+	return nil
+}
+
+// startDevShards runs every shard as a single-voter group and waits until
+// all of them can serve.
+func (n *Node) startDevShards(ctx, runCtx context.Context) error {
 	for i := range n.cfg.Shards {
 		gid := groupOf(i)
 		_, trans := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("dev-%d", gid)))
-		g, err := store.StartGroup(raftstore.GroupConfig{
+		g, err := n.store.StartGroup(raftstore.GroupConfig{
 			ID: gid, LocalID: devServerID, Transport: trans,
 			Bootstrap: []raft.Server{{Suffrage: raft.Voter, ID: devServerID, Address: trans.LocalAddr()}},
 			Tune:      devRaftTuning,
@@ -129,12 +172,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		n.shards = append(n.shards, sh)
 		sh.run(runCtx, &n.wg)
 		sh.watchLeadership(runCtx, &n.wg, func() { n.manager.dropShard(sh) })
-		newAlarmScheduler(n.manager, sh, store, n.alarmBackoff).run(runCtx, &n.wg)
+		newAlarmScheduler(n.manager, sh, n.store, n.alarmBackoff).run(runCtx, &n.wg)
 	}
-	n.manager.nshards = len(n.shards)
 	n.manager.router = localRouter(n.shards)
-	n.manager.runEviction(runCtx, &n.wg)
-
 	wctx, wcancel := context.WithTimeout(ctx, startupWait)
 	defer wcancel()
 	for _, sh := range n.shards {
@@ -142,18 +182,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-
-	if n.appLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("app listener: %w", err)
-	}
-	if n.adminLn, err = net.Listen("tcp", n.cfg.AdminAddr); err != nil {
-		return fmt.Errorf("admin listener: %w", err)
-	}
-	n.appSrv = &http.Server{Handler: n.appHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-	go n.appSrv.Serve(n.appLn)
-	go n.adminSrv.Serve(n.adminLn)
-	n.log.Info("roost node serving", "app", n.appLn.Addr().String(), "admin", n.adminLn.Addr().String(), "shards", n.cfg.Shards, "data_dir", n.cfg.DataDir)
 	return nil
 }
 
@@ -164,7 +192,22 @@ func devRaftTuning(c *raft.Config) {
 	c.HeartbeatTimeout = 100 * time.Millisecond
 	c.ElectionTimeout = 100 * time.Millisecond
 	c.LeaderLeaseTimeout = 100 * time.Millisecond
-	c.Logger = hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Error})
+	c.Logger = c.Logger.ResetNamed("raft")
+	c.Logger.SetLevel(hclog.Error)
+}
+
+// hclogTo sends hashicorp/raft's and raftstore's logs to the node's
+// logger, one line per message, from level up.
+func hclogTo(log *slog.Logger, level hclog.Level) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "raftstore", Level: level, Output: slogWriter{log}, IndependentLevels: true})
+}
+
+// slogWriter writes each line it is given as a warning.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.log.Warn(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
 
 // Close stops serving, commits what is pending (bounded by ctx) and closes
@@ -180,10 +223,19 @@ func (n *Node) Close(ctx context.Context) error {
 	if n.adminSrv != nil {
 		errs = append(errs, n.adminSrv.Shutdown(ctx))
 	}
+	if n.cluster != nil {
+		n.cluster.handOff(ctx)
+	}
 	if n.cancel != nil {
 		n.cancel()
 	}
 	n.wg.Wait()
+	if n.cluster != nil {
+		n.cluster.close()
+	}
+	if n.manager != nil && n.manager.forwarder != nil {
+		n.manager.forwarder.close()
+	}
 	for _, g := range n.groups {
 		errs = append(errs, g.Shutdown())
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -137,6 +138,7 @@ func startNode(t testing.TB, dir string, tweak func(*Config, *Node)) *Node {
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.Shards = 4
+	cfg.Logger = quietLogger
 	n, err := New(cfg, testApp())
 	if err != nil {
 		t.Fatal(err)
@@ -172,6 +174,9 @@ func get(t *testing.T, n *Node, path string, params url.Values) (int, string) {
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
 }
+
+// quietLogger drops the node's logs: tests report through t.
+var quietLogger = slog.New(slog.DiscardHandler)
 
 func counterParams(name string) url.Values { return url.Values{"ns": {"COUNTER"}, "name": {name}} }
 

@@ -592,6 +592,10 @@ func (s *objectStorage) committed(c *commit) {
 			s.alarm = &a
 		}
 	}
+	// s.last may keep c for as long as the instance lives: keep only its
+	// outcome and version, not the data.
+	c.writes = nil
+	c.batch.Ops = nil
 	s.mu.Unlock()
 	if broke != nil && s.onBroken != nil {
 		s.onBroken(broke)

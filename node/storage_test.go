@@ -1354,6 +1354,7 @@ func TestStorageCommittedState(t *testing.T) {
 	if c == nil {
 		t.Fatal("flush made no commit")
 	}
+	version := c.batch.Version // the proposer drops the batch once encoded
 	commitStorage(t, st)
 	if c.err != nil || !c.isDone() {
 		t.Fatalf("commit: done %v, err %v", c.isDone(), c.err)
@@ -1366,8 +1367,8 @@ func TestStorageCommittedState(t *testing.T) {
 			t.Errorf("store.Get(%q) = %q, %v, %v; want %q", k, b, ok, err, v)
 		}
 	}
-	if v, err := n.store.ObjectVersion(sh.id, obj); err != nil || v != c.batch.Version || v == 0 {
-		t.Errorf("stored version %d, %v; want the commit's %d", v, err, c.batch.Version)
+	if v, err := n.store.ObjectVersion(sh.id, obj); err != nil || v != version || v == 0 {
+		t.Errorf("stored version %d, %v; want the commit's %d", v, err, version)
 	}
 	if ms, ok, err := n.store.Alarm(sh.id, obj); err != nil || !ok || ms != at.UnixMilli() {
 		t.Errorf("stored alarm %d, %v, %v; want %d", ms, ok, err, at.UnixMilli())
@@ -1379,10 +1380,10 @@ func TestStorageCommittedState(t *testing.T) {
 	checkAlarm(t, "new storage", st2, at)
 	checkDelete(t, st2, "key00", true)
 	checkErr(t, "Put", st2.Put("key50", []byte("value 50")), nil)
-	c2 := st2.flush()
+	version2 := st2.flush().batch.Version
 	commitStorage(t, st2)
-	if c2.batch.Version != c.batch.Version+1 {
-		t.Errorf("the new storage's batch has version %d, want %d", c2.batch.Version, c.batch.Version+1)
+	if version2 != version+1 {
+		t.Errorf("the new storage's batch has version %d, want %d", version2, version+1)
 	}
 	delete(want, "key00")
 	want["key50"] = "value 50"

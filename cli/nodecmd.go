@@ -1,0 +1,205 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/roostdb/roost/config"
+	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/node"
+)
+
+// Settings only a cluster node reads, in the order `roost dev` names them
+// when it ignores them.
+var (
+	idSetting = setting{
+		key: "node.id", flag: "id", env: "ROOST_ID", usage: "this node's id, unique in the cluster and never changed (required)",
+		field:    func(c *node.Config) any { return &c.NodeID },
+		fromFile: func(f *config.File) any { return f.Node.ID },
+	}
+	clusterSettings = []setting{
+		idSetting,
+		{
+			key: "node.grpc", flag: "grpc", env: "ROOST_GRPC", usage: "host:port of the node-to-node listener (Raft, forwarding)",
+			field:    func(c *node.Config) any { return &c.GRPCAddr },
+			fromFile: func(f *config.File) any { return f.Node.GRPC },
+		},
+		{
+			key: "node.gossip", flag: "gossip", env: "ROOST_GOSSIP", usage: "host:port of the membership listener, TCP and UDP",
+			field:    func(c *node.Config) any { return &c.GossipAddr },
+			fromFile: func(f *config.File) any { return f.Node.Gossip },
+		},
+		{
+			key: "node.advertise", flag: "advertise", env: "ROOST_ADVERTISE", usage: `host (no port) other nodes reach this one at; "" means the listeners' own host`,
+			field:    func(c *node.Config) any { return &c.Advertise },
+			fromFile: func(f *config.File) any { return f.Node.Advertise },
+			check:    config.CheckHost,
+		},
+		{
+			key: "node.join", flag: "join", env: "ROOST_JOIN", usage: "gossip host:port of a node to join; repeat the flag or separate with commas",
+			field:    func(c *node.Config) any { return &c.Join },
+			fromFile: func(f *config.File) any { return f.Node.Join },
+			check:    func(addr string) error { return config.CheckHostPort(addr, true) },
+		},
+		{
+			key: "cluster.bootstrap_expect", flag: "bootstrap-expect", env: "ROOST_BOOTSTRAP_EXPECT", usage: "how many nodes must meet before a new cluster forms",
+			field:    func(c *node.Config) any { return &c.BootstrapExpect },
+			fromFile: func(f *config.File) any { return f.Cluster.BootstrapExpect },
+		},
+		{
+			key: "cluster.replicas", flag: "replicas", env: "ROOST_REPLICAS", usage: "how many nodes hold each shard; at most --bootstrap-expect",
+			field:    func(c *node.Config) any { return &c.Replicas },
+			fromFile: func(f *config.File) any { return f.Cluster.Replicas },
+		},
+	}
+)
+
+// nodeSettings are all that `roost node` reads.
+var nodeSettings = append([]setting{
+	dataDirSetting.withUsage("directory for this node's data; every node needs its own"),
+	httpSetting,
+	adminSetting,
+	shardsSetting.withUsage("number of shards in the cluster; fixed when the cluster first forms"),
+	idleTimeoutSetting,
+}, clusterSettings...)
+
+// nodeCommand is `roost node`: one node of a cluster.
+type nodeCommand struct {
+	*server
+}
+
+// newNode builds the command with its environment supplied, so tests can
+// check precedence without touching the process environment.
+func newNode(app *durable.App, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) *nodeCommand {
+	c := &nodeCommand{}
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run one node of a roost cluster",
+		Long: `Run one node of a roost cluster.
+
+Start a node on every machine (or several on one machine, each with its own
+--id, --data-dir and ports). Nodes find each other through gossip: give each
+the gossip address of another node with --join; the first node may join
+nobody. Once --bootstrap-expect nodes have met, they form the cluster and
+place the shards, each held by --replicas nodes. A node that restarts or
+joins later takes its place in the cluster that exists.
+
+The node prints where it serves as soon as its listeners are bound, which is
+before the cluster has formed: GET /readyz on the admin listener answers 503
+with the reason until this node can serve, then 200.
+
+Every node needs an --id that is unique in the cluster (1 to 64 of a-z, 0-9,
+'-', '_' and '.'); a data dir belongs to the node id that first used it.
+--shards is fixed when the cluster first forms, and --replicas may not exceed
+--bootstrap-expect.
+
+The listeners' hosts are what other nodes are told to dial. When that is not
+an address they can reach (listening on 0.0.0.0, or in a container), give
+--advertise: the host or IP to dial instead; the ports stay the listeners'.
+
+Settings are read, each overriding the one before, from: the defaults shown
+below, roost.toml ([node] id/data_dir/http/admin/grpc/gossip/advertise/join,
+[cluster] bootstrap_expect/shards/replicas, [runtime] idle_timeout,
+[storage], [vars], [[durable_objects.bindings]]), the flags you give, and
+the environment variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN,
+ROOST_GRPC, ROOST_GOSSIP, ROOST_ADVERTISE, ROOST_JOIN (comma-separated),
+ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS, ROOST_REPLICAS and ROOST_IDLE_TIMEOUT
+(empty ones are ignored). A relative data_dir in roost.toml is relative to
+the file; a relative --data-dir or ROOST_DATA_DIR is relative to the working
+directory.
+
+The app listener serves only the Worker, for objects on any node. The admin
+listener serves /healthz, /readyz, /metrics and /debug/pprof/. The grpc
+listener carries Raft and forwarded requests between nodes; the gossip
+listener (TCP and UDP) carries membership. Ctrl-C (or SIGTERM) stops the node
+after in-flight requests finish; a second Ctrl-C stops it at once.`,
+		Example: `  # three nodes on one machine, each in its own terminal
+  roost node --id n1 --data-dir d1 --http 127.0.0.1:8701 --admin 127.0.0.1:8711 --grpc 127.0.0.1:8721 --gossip 127.0.0.1:8731 --bootstrap-expect 3
+  roost node --id n2 --data-dir d2 --http 127.0.0.1:8702 --admin 127.0.0.1:8712 --grpc 127.0.0.1:8722 --gossip 127.0.0.1:8732 --bootstrap-expect 3 --join 127.0.0.1:8731
+  roost node --id n3 --data-dir d3 --http 127.0.0.1:8703 --admin 127.0.0.1:8713 --grpc 127.0.0.1:8723 --gossip 127.0.0.1:8733 --bootstrap-expect 3 --join 127.0.0.1:8731
+  curl http://127.0.0.1:8711/readyz    # 200 once n1 can serve
+
+  # one node per machine, listening everywhere, configured by the environment
+  ROOST_ID=n2 ROOST_ADVERTISE=10.0.0.2 ROOST_JOIN=10.0.0.1:7946,10.0.0.3:7946 \
+    roost node --http 0.0.0.0:8787 --admin 0.0.0.0:8789 --grpc 0.0.0.0:8790 --gossip 0.0.0.0:7946`,
+		Args: noArgs,
+		RunE: runE(c.resolve, c.run),
+	}
+	c.server = newServer("node", cmd, node.DefaultClusterConfig(""), nodeSettings, app, stdout, stderr, lookupEnv)
+	return c
+}
+
+// resolve builds the node configuration from node.DefaultClusterConfig of
+// the id: defaults < roost.toml < flags the user gave < ROOST_* variables.
+func (c *nodeCommand) resolve() (node.Config, *config.File, error) {
+	return c.resolveWith(func(file *config.File) (node.Config, error) {
+		var id node.Config
+		if err := c.apply(&id, file, idSetting); err != nil {
+			return id, err
+		}
+		if id.NodeID == "" {
+			return id, &usageError{cmd: c.cmd, err: errors.New("no node id: give each node its own with --id, ROOST_ID or id in [node] of roost.toml")}
+		}
+		return node.DefaultClusterConfig(id.NodeID), nil
+	})
+}
+
+// nodeNotices lists what the file says that `roost node` does not act on,
+// and settings that will not let other nodes reach this one.
+func nodeNotices(cfg node.Config, f *config.File) []string {
+	out := fileNotices(f, "node")
+	if cfg.Advertise == "" {
+		host, _, err := net.SplitHostPort(cfg.GRPCAddr)
+		if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && ip.IsUnspecified()) {
+			out = append(out, fmt.Sprintf("grpc address %q is every interface, which other nodes cannot dial: set --advertise (ROOST_ADVERTISE) to the host they should use", cfg.GRPCAddr))
+		}
+	}
+	return out
+}
+
+// nodeHints are the likely fixes for the ways `roost node` fails to start.
+var nodeHints = hints{
+	addrInUse: "is another roost running? choose other addresses with --http, --admin, --grpc and --gossip",
+	dataDir:   "give every node a data dir of its own with --data-dir, and keep the shard count it was created with",
+	dirLocked: "is another roost using this data dir? give every node its own with --data-dir",
+}
+
+// run serves until a signal, with the node's notices and banner.
+func (c *nodeCommand) run(ctx context.Context, cfg node.Config, file *config.File) error {
+	return c.serve(ctx, cfg, nodeNotices(cfg, file), nodeHints, func(n *node.Node) {
+		writeNodeBanner(c.stdout, cfg, c.appName(file), urlHost(n.HTTPAddr()), urlHost(n.AdminAddr()), c.bindingList(cfg))
+	})
+}
+
+// writeNodeBanner says who the node is, where it listens, whom it joins
+// and that the cluster may not have formed yet.
+func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings string) {
+	advertise := cfg.Advertise
+	if advertise == "" {
+		advertise = "(the listeners' hosts)"
+	}
+	join := strings.Join(cfg.Join, ", ")
+	if join == "" {
+		join = "(none: other nodes join this one)"
+	}
+	writeBanner(w, fmt.Sprintf("roost node %s: serving %s", cfg.NodeID, name), [][2]string{
+		{"app", "http://" + app + "/"},
+		{"admin", "http://" + admin + "/  (/healthz /readyz /metrics /debug/pprof/)"},
+		{"grpc", cfg.GRPCAddr},
+		{"gossip", cfg.GossipAddr},
+		{"advertise", advertise},
+		{"join", join},
+		{"cluster", fmt.Sprintf("bootstrap-expect %d, replicas %d, shards %d", cfg.BootstrapExpect, cfg.Replicas, cfg.Shards)},
+		{"data dir", absDir(cfg.DataDir)},
+		{"bindings", bindings},
+	},
+		fmt.Sprintf("Waiting for the cluster to form (a new one forms once %d nodes have met);", cfg.BootstrapExpect),
+		"http://"+admin+"/readyz answers 200 once this node can serve.",
+		"Press Ctrl-C to stop.")
+}

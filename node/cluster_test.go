@@ -1,0 +1,314 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/internal/linearize"
+	"github.com/roostdb/roost/raftstore"
+)
+
+// turnRegistry records which node runs a turn of which object, to check
+// invariant 1: never two live instances of one object at once.
+type turnRegistry struct {
+	mu         sync.Mutex
+	active     map[string]string // object → node running a turn of it
+	violations []string
+}
+
+func (r *turnRegistry) enter(obj, node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if other, ok := r.active[obj]; ok && other != node {
+		r.violations = append(r.violations, fmt.Sprintf("object %s ran on %s and %s at once", obj[:12], other, node))
+	}
+	r.active[obj] = node
+}
+
+func (r *turnRegistry) exit(obj, node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.active[obj] == node {
+		delete(r.active, obj)
+	}
+}
+
+// clusterApp is the counter whose turns report to reg.
+func clusterApp(reg *turnRegistry) *durable.App {
+	app := testApp()
+	app.Classes["Counter"] = func(state *durable.State, env *durable.Env) durable.Object {
+		node, _ := env.Var("NODE")
+		inner := testCounter(state, env)
+		obj := state.ID.String()
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			reg.enter(obj, node)
+			defer reg.exit(obj, node)
+			inner.ServeHTTP(w, r)
+		})
+	}
+	return app
+}
+
+type testCluster struct {
+	t      *testing.T
+	app    *durable.App
+	faults *raftstore.Faults
+	cfgs   []Config
+	nodes  []*Node
+}
+
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// newTestCluster starts n nodes in this process on fixed loopback ports
+// (so a node restarts at the same addresses), sharing one fault injector.
+func newTestCluster(t *testing.T, n, shards int, reg *turnRegistry) *testCluster {
+	c := &testCluster{t: t, app: clusterApp(reg), faults: &raftstore.Faults{}}
+	var seed string
+	for i := range n {
+		cfg := DefaultClusterConfig(fmt.Sprintf("n%d", i+1))
+		cfg.DataDir = t.TempDir()
+		cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+		cfg.Shards = shards
+		cfg.Vars = map[string]string{"NODE": cfg.NodeID}
+		cfg.Logger = quietLogger
+		if i == 0 {
+			seed = cfg.GossipAddr
+		} else {
+			cfg.Join = []string{seed}
+		}
+		c.cfgs = append(c.cfgs, cfg)
+		c.nodes = append(c.nodes, nil)
+	}
+	for i := range n {
+		c.start(i)
+	}
+	t.Cleanup(func() {
+		for i := range c.nodes {
+			c.stop(i)
+		}
+	})
+	c.waitReady()
+	return c
+}
+
+func (c *testCluster) start(i int) {
+	c.t.Helper()
+	nd, err := New(c.cfgs[i], c.app)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	nd.faults = c.faults
+	if err := nd.Start(context.Background()); err != nil {
+		c.t.Fatal(err)
+	}
+	c.nodes[i] = nd
+}
+
+func (c *testCluster) stop(i int) {
+	if c.nodes[i] == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c.nodes[i].Close(ctx)
+	c.nodes[i] = nil
+}
+
+func (c *testCluster) waitReady() {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for i, nd := range c.nodes {
+		if nd == nil {
+			continue
+		}
+		for {
+			ok, why := nd.cluster.ready()
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("node %d not ready: %s", i+1, why)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// increment sends /increment for name to node i.
+func (c *testCluster) do(ctx context.Context, i int, path, name string) (int, string, error) {
+	u := "http://" + c.cfgs[i].HTTPAddr + path + "?" + url.Values{"ns": {"COUNTER"}, "name": {name}}.Encode()
+	req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
+
+// runCounterLoad increments keys through random nodes until stop.
+func (c *testCluster) runCounterLoad(rec *linearize.Recorder, keys []string, clients int, stop <-chan struct{}) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for cl := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(cl), 7))
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				key := keys[rng.IntN(len(keys))]
+				i := rng.IntN(len(c.cfgs))
+				call := rec.Begin(cl, key, linearize.Op{Kind: linearize.Increment})
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				code, body, err := c.do(ctx, i, "/increment", key)
+				cancel()
+				switch {
+				case err == nil && code == 200:
+					v, perr := strconv.Atoi(body)
+					if perr != nil {
+						call.Unknown()
+						continue
+					}
+					call.Ok(v)
+				case err == nil && code == http.StatusServiceUnavailable:
+					call.Failed() // routing or overload: refused before the object ran
+					time.Sleep(20 * time.Millisecond)
+				default:
+					call.Unknown()
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	return &wg
+}
+
+// finalValues reads every key through a healthy node (each read increments
+// nothing: "/" writes the same value back).
+func (c *testCluster) finalValues(keys []string) map[string]int {
+	c.t.Helper()
+	out := map[string]int{}
+	for _, k := range keys {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			i := rand.IntN(len(c.nodes))
+			if c.nodes[i] != nil {
+				code, body, err := c.do(context.Background(), i, "/", k)
+				if err == nil && code == 200 {
+					out[k], _ = strconv.Atoi(body)
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("cannot read %s after the run", k)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return out
+}
+
+func (c *testCluster) check(rec *linearize.Recorder, reg *turnRegistry, keys []string) {
+	c.t.Helper()
+	final := c.finalValues(keys)
+	if lost := linearize.LostWrites(rec, final); len(lost) > 0 {
+		c.t.Errorf("lost or phantom writes: %v", lost)
+	}
+	res := linearize.Check(rec, 30*time.Second)
+	c.t.Logf("history: %d ops on %d keys, %d of unknown outcome; final %v", res.Ops, res.Keys, res.Unknown, final)
+	if !res.Ok {
+		c.t.Errorf("history not linearizable (key %s, timed out: %v, visualization: %s)", res.BadKey, res.CheckTimedOut, res.Visualization)
+	}
+	reg.mu.Lock()
+	defer reg.mu.Unlock()
+	if len(reg.violations) > 0 {
+		c.t.Errorf("two live instances of one object: %v", reg.violations)
+	}
+}
+
+// leaderOf returns the index of the node leading shard group gid, or -1.
+func (c *testCluster) leaderOf(gid raftstore.GroupID) int {
+	for i, nd := range c.nodes {
+		if nd == nil {
+			continue
+		}
+		nd.cluster.mu.Lock()
+		ls := nd.cluster.groups[int(gid)-1]
+		nd.cluster.mu.Unlock()
+		if ls != nil && ls.group.Raft().State() == raft.Leader {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestClusterServesFromEveryNode(t *testing.T) {
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 3, 8, reg)
+	for i := range 30 {
+		code, body, err := c.do(context.Background(), i%3, "/increment", "shared")
+		if err != nil || code != 200 || body != strconv.Itoa(i+1) {
+			t.Fatalf("increment %d via node %d: %d %q %v", i+1, i%3+1, code, body, err)
+		}
+	}
+}
+
+func TestClusterLinearizableUnderFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test skipped in -short mode")
+	}
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 3, 8, reg)
+	rec := linearize.NewRecorder()
+	keys := []string{"a", "b", "c", "d", "e", "f"}
+	stop := make(chan struct{})
+	wg := c.runCounterLoad(rec, keys, 12, stop)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 4 {
+		time.Sleep(1500 * time.Millisecond)
+		switch round % 2 {
+		case 0: // partition a node away from the others' Raft traffic
+			victim := rng.IntN(3)
+			c.faults.Isolate(raft.ServerAddress(c.cfgs[victim].GRPCAddr))
+			time.Sleep(2 * time.Second)
+			c.faults.Heal()
+		case 1: // kill the leader of a shard and bring it back
+			victim := c.leaderOf(groupOf(0))
+			if victim < 0 {
+				victim = rng.IntN(3)
+			}
+			c.stop(victim)
+			time.Sleep(2 * time.Second)
+			c.start(victim)
+		}
+	}
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	c.waitReady()
+	c.check(rec, reg, keys)
+}

@@ -1,0 +1,348 @@
+package placement
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Member is a gossip member as this node last heard of it.
+type Member struct {
+	ID    NodeID
+	Addr  string // gossip address, ip:port
+	Meta  NodeMeta
+	Alive bool // false once gossip reports it failed or left
+}
+
+// EventKind says what an Event reports.
+type EventKind uint8
+
+const (
+	// EventJoin: a member appeared or came back.
+	EventJoin EventKind = iota + 1
+	// EventLeave: a member left or was declared dead.
+	EventLeave
+	// EventUpdate: a member's meta changed.
+	EventUpdate
+	// EventConflict: another process claims a member's ID at another
+	// address (Member is the claimant). See ErrDuplicateNodeID.
+	EventConflict
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventJoin:
+		return "join"
+	case EventLeave:
+		return "leave"
+	case EventUpdate:
+		return "update"
+	case EventConflict:
+		return "conflict"
+	}
+	return "EventKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Event is a membership change. Events are hints, never authority: the
+// cluster map decides what a node is; gossip only says who seems alive.
+type Event struct {
+	Kind   EventKind
+	Member Member
+}
+
+// Membership is this node's view of the gossip cluster (hashicorp
+// memberlist).
+type Membership struct {
+	cfg  MembershipConfig
+	log  *slog.Logger
+	list *memberlist.Memberlist
+	del  *delegate
+
+	mu       sync.Mutex
+	members  map[NodeID]Member
+	events   chan Event
+	closed   bool
+	selfDup  error // set when another process claims this node's ID
+	dropped  atomic.Uint64
+	rejected atomic.Uint64 // merges refused for duplicate IDs
+	lastRej  atomic.Pointer[error]
+
+	leaveOnce sync.Once
+	shutOnce  sync.Once
+}
+
+// Start starts gossip on cfg's address. It does not contact anyone: call
+// Join with the addresses of existing members.
+func Start(cfg MembershipConfig) (*Membership, error) {
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = "0.0.0.0"
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	meta, _ := cfg.Meta.encode()
+	m := &Membership{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		members: make(map[NodeID]Member),
+		events:  make(chan Event, orDefault(cfg.EventBuffer, 256)),
+	}
+	if m.log == nil {
+		m.log = slog.Default()
+	}
+	m.log = m.log.With("component", "gossip")
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = string(cfg.NodeID)
+	mc.BindAddr = cfg.BindAddr
+	mc.BindPort = cfg.BindPort
+	mc.AdvertisePort = cfg.BindPort
+	if cfg.AdvertiseAddr != "" {
+		ip, err := resolveIP(cfg.AdvertiseAddr)
+		if err != nil {
+			return nil, fmt.Errorf("%w: advertise address: %v", ErrInvalidConfig, err)
+		}
+		mc.AdvertiseAddr = ip
+		if cfg.AdvertisePort != 0 {
+			mc.AdvertisePort = cfg.AdvertisePort
+		}
+	}
+	if len(cfg.SecretKey) > 0 {
+		mc.SecretKey = slices.Clone(cfg.SecretKey)
+	}
+	setDur(&mc.ProbeInterval, cfg.ProbeInterval)
+	setDur(&mc.ProbeTimeout, cfg.ProbeTimeout)
+	setDur(&mc.GossipInterval, cfg.GossipInterval)
+	setDur(&mc.PushPullInterval, cfg.PushPullInterval)
+	setDur(&mc.TCPTimeout, cfg.TCPTimeout)
+	setDur(&mc.GossipToTheDeadTime, cfg.GossipToTheDeadTime)
+	setDur(&mc.DeadNodeReclaimTime, cfg.DeadNodeReclaimTime)
+	if cfg.SuspicionMult > 0 {
+		mc.SuspicionMult = cfg.SuspicionMult
+	}
+	mc.Logger = log.New(logWriter{m.log}, "", 0)
+	d := &delegate{m: m, meta: meta}
+	m.del = d
+	mc.Delegate = d
+	mc.Events = d
+	mc.Merge = d
+	mc.Conflict = d
+	mc.Alive = d
+
+	list, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("placement: starting gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
+	}
+	m.list = list
+	return m, nil
+}
+
+func orDefault(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+func setDur(dst *time.Duration, v time.Duration) {
+	if v > 0 {
+		*dst = v
+	}
+}
+
+// resolveIP returns s if it is an IP, else the first address it resolves
+// to (IPv4 preferred): memberlist wants an IP to advertise.
+func resolveIP(s string) (string, error) {
+	if ip := net.ParseIP(s); ip != nil {
+		return s, nil
+	}
+	ips, err := net.LookupIP(s)
+	if err != nil {
+		return "", err
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip.String(), nil
+		}
+	}
+	if len(ips) == 0 {
+		return "", fmt.Errorf("%q resolves to no address", s)
+	}
+	return ips[0].String(), nil
+}
+
+// ID returns this node's ID.
+func (m *Membership) ID() NodeID { return m.cfg.NodeID }
+
+// Addr returns this node's advertised gossip address (ip:port): what
+// other nodes Join.
+func (m *Membership) Addr() string { return m.list.LocalNode().Address() }
+
+// Join contacts the given gossip addresses (host:port; a missing port
+// means 7946) and merges their view of the cluster. It returns how many
+// answered. If a live member already uses this node's ID (or the contacted
+// side knows another live process under an ID this side knows too) the
+// merge is refused and the error wraps ErrDuplicateNodeID.
+func (m *Membership) Join(addrs []string) (int, error) {
+	if m.isClosed() {
+		return 0, ErrShutdown
+	}
+	before := m.rejected.Load()
+	n, err := m.list.Join(addrs)
+	if m.rejected.Load() != before {
+		if p := m.lastRej.Load(); p != nil {
+			return n, *p
+		}
+	}
+	if err != nil {
+		return n, fmt.Errorf("placement: joining %v: %w", addrs, err)
+	}
+	return n, nil
+}
+
+// Members returns every member this node has heard of, itself included,
+// sorted by ID. Members that failed or left stay listed with Alive false
+// until they come back.
+func (m *Membership) Members() []Member {
+	m.mu.Lock()
+	out := make([]Member, 0, len(m.members))
+	for _, mem := range m.members {
+		out = append(out, mem)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Events returns the membership events. The channel is closed by Shutdown.
+// When it is full, events are dropped: reconcile from Members, not from
+// the event stream.
+func (m *Membership) Events() <-chan Event { return m.events }
+
+// DroppedEvents returns how many events were dropped because the Events
+// channel was full.
+func (m *Membership) DroppedEvents() uint64 { return m.dropped.Load() }
+
+// Conflict returns an error wrapping ErrDuplicateNodeID, describing the
+// last time gossip showed another live process using this node's ID (in a
+// merge either side started, or in an alive message), else nil. Join
+// reports a conflict found while it runs by itself.
+func (m *Membership) Conflict() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.selfDup
+}
+
+// UpdateMeta changes the meta this node gossips and waits up to timeout
+// for the change to go out.
+func (m *Membership) UpdateMeta(meta NodeMeta, timeout time.Duration) error {
+	if err := meta.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	b, err := meta.encode()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidConfig, err)
+	}
+	if m.isClosed() {
+		return ErrShutdown
+	}
+	m.del.setMeta(b)
+	return m.list.UpdateNode(timeout)
+}
+
+// Leave tells the cluster this node is leaving and waits up to timeout for
+// the message to spread. Call Shutdown afterwards. Only the first call
+// does anything.
+func (m *Membership) Leave(timeout time.Duration) error {
+	if m.isClosed() {
+		return ErrShutdown
+	}
+	var err error
+	m.leaveOnce.Do(func() { err = m.list.Leave(timeout) })
+	return err
+}
+
+// Shutdown stops gossip without telling anyone (others will detect the
+// failure) and closes the Events channel. It is idempotent.
+func (m *Membership) Shutdown() error {
+	var err error
+	m.shutOnce.Do(func() {
+		m.mu.Lock()
+		m.closed = true
+		m.mu.Unlock()
+		// Hold leaveOnce so a Leave cannot start on a shut-down list.
+		m.leaveOnce.Do(func() {})
+		err = m.list.Shutdown()
+		m.mu.Lock()
+		close(m.events)
+		m.mu.Unlock()
+	})
+	return err
+}
+
+func (m *Membership) isClosed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.closed
+}
+
+// emit queues an event without blocking memberlist. Callers hold m.mu.
+func (m *Membership) emitLocked(ev Event) {
+	if m.closed {
+		return
+	}
+	select {
+	case m.events <- ev:
+	default:
+		m.dropped.Add(1)
+	}
+}
+
+// memberOf converts a memberlist node (already checked by NotifyAlive).
+func memberOf(n *memberlist.Node) Member {
+	meta, _ := decodeNodeMeta(n.Meta)
+	return Member{ID: NodeID(n.Name), Addr: n.Address(), Meta: meta, Alive: true}
+}
+
+// logWriter feeds memberlist's log lines ("[WARN] memberlist: ...") to slog
+// at the matching level.
+type logWriter struct{ l *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	s := string(p)
+	level := slog.LevelInfo
+	for _, lv := range []struct {
+		prefix string
+		level  slog.Level
+	}{{"[DEBUG] ", slog.LevelDebug}, {"[INFO] ", slog.LevelInfo}, {"[WARN] ", slog.LevelWarn}, {"[ERR] ", slog.LevelError}, {"[ERROR] ", slog.LevelError}} {
+		if len(s) >= len(lv.prefix) && s[:len(lv.prefix)] == lv.prefix {
+			level, s = lv.level, s[len(lv.prefix):]
+			break
+		}
+	}
+	if len(s) >= len("memberlist: ") && s[:len("memberlist: ")] == "memberlist: " {
+		s = s[len("memberlist: "):]
+	}
+	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
+		s = s[:len(s)-1]
+	}
+	w.l.Log(context.Background(), level, s)
+	return len(p), nil
+}

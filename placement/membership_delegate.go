@@ -1,0 +1,144 @@
+package placement
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// delegate receives memberlist's callbacks. Event callbacks run under
+// memberlist's node lock: they only touch the Membership's own table and
+// never call back into memberlist.
+type delegate struct {
+	m *Membership
+
+	metaMu sync.Mutex
+	meta   []byte
+}
+
+var (
+	_ memberlist.Delegate         = (*delegate)(nil)
+	_ memberlist.EventDelegate    = (*delegate)(nil)
+	_ memberlist.MergeDelegate    = (*delegate)(nil)
+	_ memberlist.ConflictDelegate = (*delegate)(nil)
+	_ memberlist.AliveDelegate    = (*delegate)(nil)
+)
+
+func (d *delegate) setMeta(b []byte) {
+	d.metaMu.Lock()
+	d.meta = b
+	d.metaMu.Unlock()
+}
+
+// NodeMeta implements memberlist.Delegate.
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.metaMu.Lock()
+	defer d.metaMu.Unlock()
+	if len(d.meta) > limit {
+		return nil // cannot happen: checked against MetaMaxSize
+	}
+	return d.meta
+}
+
+// roost sends no user messages or state over gossip.
+func (d *delegate) NotifyMsg([]byte)                    {}
+func (d *delegate) GetBroadcasts(int, int) [][]byte     { return nil }
+func (d *delegate) LocalState(bool) []byte              { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, _ bool) {}
+
+// NotifyAlive implements memberlist.AliveDelegate: a peer whose name is not
+// a valid NodeID, or whose meta does not decode, is not taken as a member.
+func (d *delegate) NotifyAlive(n *memberlist.Node) error {
+	if err := NodeID(n.Name).Validate(); err != nil {
+		return err
+	}
+	if _, err := decodeNodeMeta(n.Meta); err != nil {
+		return fmt.Errorf("member %s: %v", n.Name, err)
+	}
+	return nil
+}
+
+// NotifyMerge implements memberlist.MergeDelegate. It runs on both sides of
+// a join (before either merges the other's view) and refuses the merge when
+// the other side has a live member under an ID that this side knows as a
+// live member at another address — two processes with one node ID.
+func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
+	m := d.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range peers {
+		if p.State != memberlist.StateAlive && p.State != memberlist.StateSuspect {
+			continue
+		}
+		known, ok := m.members[NodeID(p.Name)]
+		if !ok || !known.Alive || known.Addr == p.Address() {
+			continue
+		}
+		self := NodeID(p.Name) == m.cfg.NodeID
+		var err error
+		if self {
+			err = fmt.Errorf("%w: node id %q is already used by a live member at %s (this node is at %s); give this node another id, or, if it is this node restarted at a new address, retry once the old one is declared dead",
+				ErrDuplicateNodeID, p.Name, p.Address(), known.Addr)
+		} else {
+			err = fmt.Errorf("%w: node id %q is used both by %s and by %s; refusing to merge",
+				ErrDuplicateNodeID, p.Name, known.Addr, p.Address())
+		}
+		if self {
+			m.selfDup = err
+		}
+		m.log.Error("refusing to merge gossip state", "err", err)
+		m.rejected.Add(1)
+		m.lastRej.Store(&err)
+		m.emitLocked(Event{Kind: EventConflict, Member: memberOf(p)})
+		return err
+	}
+	return nil
+}
+
+// NotifyConflict implements memberlist.ConflictDelegate: gossip says a
+// member we know is alive at another address.
+func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
+	m := d.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	err := fmt.Errorf("%w: node id %q is claimed at %s and at %s", ErrDuplicateNodeID, existing.Name, existing.Address(), other.Address())
+	if NodeID(existing.Name) == m.cfg.NodeID {
+		err = fmt.Errorf("%w: another process at %s uses this node's id %q (this node is at %s)",
+			ErrDuplicateNodeID, other.Address(), existing.Name, existing.Address())
+		m.selfDup = err
+	}
+	m.log.Error("gossip name conflict", "err", err)
+	m.emitLocked(Event{Kind: EventConflict, Member: memberOf(other)})
+}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (d *delegate) NotifyJoin(n *memberlist.Node) {
+	m := d.m
+	mem := memberOf(n)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.members[mem.ID] = mem
+	m.emitLocked(Event{Kind: EventJoin, Member: mem})
+}
+
+// NotifyLeave implements memberlist.EventDelegate (left or dead).
+func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	m := d.m
+	mem := memberOf(n)
+	mem.Alive = false
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.members[mem.ID] = mem
+	m.emitLocked(Event{Kind: EventLeave, Member: mem})
+}
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	m := d.m
+	mem := memberOf(n)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.members[mem.ID] = mem
+	m.emitLocked(Event{Kind: EventUpdate, Member: mem})
+}

@@ -1,0 +1,464 @@
+package placement
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// logSink is a slog.Handler that keeps records (t.Log cannot be used:
+// memberlist logs from its goroutines after a test ends).
+type logSink struct {
+	mu   sync.Mutex
+	recs []string
+}
+
+func (s *logSink) Enabled(context.Context, slog.Level) bool { return true }
+func (s *logSink) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Level.String() + " " + r.Message)
+	r.Attrs(func(a slog.Attr) bool { b.WriteString(" " + a.String()); return true })
+	s.mu.Lock()
+	s.recs = append(s.recs, b.String())
+	s.mu.Unlock()
+	return nil
+}
+func (s *logSink) WithAttrs([]slog.Attr) slog.Handler { return s }
+func (s *logSink) WithGroup(string) slog.Handler      { return s }
+func (s *logSink) contains(sub string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.recs {
+		if strings.Contains(r, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+type testMember struct {
+	*Membership
+	log *logSink
+
+	mu     sync.Mutex
+	events []Event
+	done   chan struct{}
+}
+
+func (tm *testMember) eventsFor(id NodeID, kind EventKind) int {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	n := 0
+	for _, ev := range tm.events {
+		if ev.Member.ID == id && ev.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func (tm *testMember) member(id NodeID) (Member, bool) {
+	for _, m := range tm.Members() {
+		if m.ID == id {
+			return m, true
+		}
+	}
+	return Member{}, false
+}
+
+func testConfig(id NodeID) MembershipConfig {
+	cfg := DefaultMembershipConfig(id).WithFastTiming()
+	cfg.BindAddr = "127.0.0.1"
+	cfg.BindPort = 0
+	cfg.Meta = NodeMeta{GRPCAddr: "127.0.0.1:1" + string(id[len(id)-1]) + "000", HTTPAddr: "127.0.0.1:8787", AdminAddr: "127.0.0.1:8789"}
+	return cfg
+}
+
+func startMember(t *testing.T, cfg MembershipConfig) *testMember {
+	t.Helper()
+	sink := &logSink{}
+	cfg.Logger = slog.New(sink)
+	m, err := Start(cfg)
+	if err != nil {
+		t.Fatalf("Start(%s): %v", cfg.NodeID, err)
+	}
+	tm := &testMember{Membership: m, log: sink, done: make(chan struct{})}
+	go func() {
+		defer close(tm.done)
+		for ev := range m.Events() {
+			tm.mu.Lock()
+			tm.events = append(tm.events, ev)
+			tm.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		m.Shutdown()
+		<-tm.done // Shutdown closes Events
+	})
+	return tm
+}
+
+func eventually(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// allSee reports whether every member sees every id alive with its meta.
+func allSee(ms []*testMember, want map[NodeID]MembershipConfig) bool {
+	for _, m := range ms {
+		for id, cfg := range want {
+			got, ok := m.member(id)
+			if !ok || !got.Alive || got.Meta != cfg.Meta {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func TestMembershipJoinAndFail(t *testing.T) {
+	ids := []NodeID{"a1", "b2", "c3"}
+	cfgs := map[NodeID]MembershipConfig{}
+	var ms []*testMember
+	for _, id := range ids {
+		cfg := testConfig(id)
+		cfgs[id] = cfg
+		ms = append(ms, startMember(t, cfg))
+	}
+	seed := ms[0].Addr()
+	for _, m := range ms[1:] {
+		if n, err := m.Join([]string{seed}); err != nil || n != 1 {
+			t.Fatalf("%s join: %d, %v", m.ID(), n, err)
+		}
+	}
+	eventually(t, "every member to see every other with its meta", 5*time.Second, func() bool { return allSee(ms, cfgs) })
+	for _, m := range ms {
+		got := m.Members()
+		if len(got) != 3 || got[0].ID != "a1" || got[2].ID != "c3" {
+			t.Fatalf("%s Members() = %+v, want three sorted by ID", m.ID(), got)
+		}
+		for _, mem := range got {
+			if _, port, err := net.SplitHostPort(mem.Addr); err != nil || port == "0" {
+				t.Fatalf("member address %q", mem.Addr)
+			}
+		}
+		if m.eventsFor("c3", EventJoin) == 0 && m.ID() != "c3" {
+			t.Fatalf("%s saw no join event for c3", m.ID())
+		}
+	}
+
+	// c3 dies without a word: the others detect it.
+	if err := ms[2].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms[2].Join([]string{seed}); !errors.Is(err, ErrShutdown) {
+		t.Fatalf("Join after Shutdown: %v", err)
+	}
+	eventually(t, "a1 and b2 to see c3 fail", 10*time.Second, func() bool {
+		for _, m := range ms[:2] {
+			if mem, ok := m.member("c3"); !ok || mem.Alive || m.eventsFor("c3", EventLeave) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, m := range ms[:2] {
+		for _, id := range ids[:2] {
+			if mem, _ := m.member(id); !mem.Alive {
+				t.Fatalf("%s sees %s dead", m.ID(), id)
+			}
+		}
+	}
+
+	// b2 leaves politely: a1 hears of it at once.
+	if err := ms[1].Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a1 to see b2 leave", 5*time.Second, func() bool {
+		mem, ok := ms[0].member("b2")
+		return ok && !mem.Alive
+	})
+}
+
+func TestMembershipUpdateMeta(t *testing.T) {
+	a := startMember(t, testConfig("a1"))
+	b := startMember(t, testConfig("b2"))
+	if _, err := b.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "join", 5*time.Second, func() bool { _, ok := a.member("b2"); return ok })
+	meta := NodeMeta{GRPCAddr: "10.1.2.3:8790"}
+	if err := b.UpdateMeta(meta, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a1 to see b2's new meta", 5*time.Second, func() bool {
+		mem, _ := a.member("b2")
+		return mem.Meta == meta && a.eventsFor("b2", EventUpdate) > 0
+	})
+	if err := b.UpdateMeta(NodeMeta{GRPCAddr: "nope"}, time.Second); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("bad meta: %v", err)
+	}
+}
+
+func TestMembershipDuplicateID(t *testing.T) {
+	a := startMember(t, testConfig("a1"))
+	b := startMember(t, testConfig("b2"))
+	if _, err := b.Join([]string{a.Addr()}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "join", 5*time.Second, func() bool { _, ok := a.member("b2"); return ok })
+
+	// A second process calls itself b2.
+	dup := startMember(t, testConfig("b2"))
+	_, err := dup.Join([]string{a.Addr()})
+	if !errors.Is(err, ErrDuplicateNodeID) {
+		t.Fatalf("duplicate join: %v, want ErrDuplicateNodeID", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, `"b2"`) || !strings.Contains(msg, b.Addr()) {
+		t.Fatalf("error does not name the id and the other address: %v", err)
+	}
+	t.Logf("duplicate join error: %v", err)
+	// Nobody merged anything: a still has the real b2, the impostor
+	// knows only itself.
+	time.Sleep(300 * time.Millisecond)
+	if mem, _ := a.member("b2"); mem.Addr != b.Addr() || !mem.Alive {
+		t.Fatalf("a1 sees b2 as %+v", mem)
+	}
+	if got := dup.Members(); len(got) != 1 {
+		t.Fatalf("the impostor merged: %+v", got)
+	}
+	if _, ok := dup.member("a1"); ok {
+		t.Fatal("the impostor knows a1")
+	}
+	if a.eventsFor("b2", EventConflict) == 0 || !a.log.contains("duplicate node id") {
+		t.Fatal("a1 did not report the conflict")
+	}
+	if err := dup.Conflict(); !errors.Is(err, ErrDuplicateNodeID) {
+		t.Fatalf("impostor's Conflict() = %v", err)
+	}
+	if err := b.Conflict(); err != nil {
+		t.Fatalf("the real b2 reports a conflict: %v", err)
+	}
+	// The cluster contacting the impostor is refused too.
+	if _, err := a.Join([]string{dup.Addr()}); !errors.Is(err, ErrDuplicateNodeID) {
+		t.Fatalf("a1 joining the impostor: %v", err)
+	}
+	if mem, _ := a.member("b2"); mem.Addr != b.Addr() {
+		t.Fatalf("a1 took the impostor's address for b2: %+v", mem)
+	}
+	// The same process joining again is fine (not a duplicate of itself).
+	if _, err := b.Join([]string{a.Addr()}); err != nil {
+		t.Fatalf("rejoin of the real b2: %v", err)
+	}
+}
+
+// TestMembershipGarbage sends random bytes to a member's gossip port over
+// UDP and TCP; it must keep working.
+func TestMembershipGarbage(t *testing.T) {
+	for _, encrypted := range []bool{false, true} {
+		name := "plain"
+		if encrypted {
+			name = "encrypted"
+		}
+		t.Run(name, func(t *testing.T) {
+			key := bytes.Repeat([]byte{7}, 32)
+			cfg := func(id NodeID) MembershipConfig {
+				c := testConfig(id)
+				if encrypted {
+					c.SecretKey = key
+				}
+				return c
+			}
+			a := startMember(t, cfg("a1"))
+			b := startMember(t, cfg("b2"))
+			if _, err := b.Join([]string{a.Addr()}); err != nil {
+				t.Fatal(err)
+			}
+			addr := a.Addr()
+			rng := rand.New(rand.NewPCG(1, 2))
+			garbage := func() []byte {
+				p := make([]byte, 1+rng.IntN(1400))
+				for i := range p {
+					p[i] = byte(rng.UintN(256))
+				}
+				// Also lead with every message type byte memberlist knows.
+				if rng.IntN(2) == 0 {
+					p[0] = byte(rng.IntN(16))
+				}
+				return p
+			}
+			udp, err := net.Dial("udp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer udp.Close()
+			for i := 0; i < 500; i++ {
+				udp.Write(garbage())
+			}
+			var wg sync.WaitGroup
+			for i := 0; i < 40; i++ {
+				p := garbage()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := net.DialTimeout("tcp", addr, time.Second)
+					if err != nil {
+						return
+					}
+					defer c.Close()
+					c.SetDeadline(time.Now().Add(2 * time.Second))
+					c.Write(p)
+					if len(p)%3 == 0 {
+						c.Write(bytes.Repeat([]byte{0xff}, 64<<10)) // a long stream too
+					}
+					c.Read(make([]byte, 512))
+				}()
+			}
+			wg.Wait()
+			// Still a working member: the pair is intact, and a new node joins.
+			c := startMember(t, cfg("c3"))
+			if _, err := c.Join([]string{addr}); err != nil {
+				t.Fatalf("join after garbage: %v", err)
+			}
+			eventually(t, "three members after garbage", 5*time.Second, func() bool {
+				for _, m := range []*testMember{a, b, c} {
+					n := 0
+					for _, mem := range m.Members() {
+						if mem.Alive {
+							n++
+						}
+					}
+					if n != 3 {
+						return false
+					}
+				}
+				return true
+			})
+		})
+	}
+}
+
+func TestMembershipKeyMismatch(t *testing.T) {
+	ca := testConfig("a1")
+	ca.SecretKey = bytes.Repeat([]byte{1}, 16)
+	a := startMember(t, ca)
+	cb := testConfig("b2")
+	cb.SecretKey = bytes.Repeat([]byte{2}, 16)
+	b := startMember(t, cb)
+	if _, err := b.Join([]string{a.Addr()}); err == nil {
+		t.Fatal("join with another key succeeded")
+	}
+	c := startMember(t, testConfig("c3"))
+	if _, err := c.Join([]string{a.Addr()}); err == nil {
+		t.Fatal("join without a key succeeded")
+	}
+	if len(a.Members()) != 1 {
+		t.Fatalf("a1 merged someone: %+v", a.Members())
+	}
+}
+
+func TestMembershipConfigValidate(t *testing.T) {
+	ok := DefaultMembershipConfig("n1")
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mutate := range map[string]func(c *MembershipConfig){
+		"bad id":     func(c *MembershipConfig) { c.NodeID = "N 1" },
+		"empty id":   func(c *MembershipConfig) { c.NodeID = "" },
+		"port":       func(c *MembershipConfig) { c.BindPort = 70000 },
+		"adv port":   func(c *MembershipConfig) { c.AdvertisePort = -1 },
+		"key length": func(c *MembershipConfig) { c.SecretKey = []byte("short") },
+		"meta addr":  func(c *MembershipConfig) { c.Meta.GRPCAddr = "no-port" },
+		"meta size": func(c *MembershipConfig) {
+			c.Meta.HTTPAddr = strings.Repeat("h", 280) + ":1"
+			c.Meta.AdminAddr = c.Meta.HTTPAddr
+		},
+		"negative":    func(c *MembershipConfig) { c.ProbeInterval = -time.Second },
+		"suspicion":   func(c *MembershipConfig) { c.SuspicionMult = -1 },
+		"events":      func(c *MembershipConfig) { c.EventBuffer = -1 },
+		"reclaim neg": func(c *MembershipConfig) { c.DeadNodeReclaimTime = -1 },
+	} {
+		c := ok
+		mutate(&c)
+		if err := c.Validate(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: Validate = %v", name, err)
+		}
+		if _, err := Start(c); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("%s: Start = %v", name, err)
+		}
+	}
+	for _, n := range []int{16, 24, 32} {
+		c := ok
+		c.SecretKey = make([]byte, n)
+		if err := c.Validate(); err != nil {
+			t.Errorf("%d-byte key: %v", n, err)
+		}
+	}
+}
+
+func TestMembershipPortInUse(t *testing.T) {
+	a := startMember(t, testConfig("a1"))
+	_, port, _ := net.SplitHostPort(a.Addr())
+	cfg := testConfig("b2")
+	cfg.BindPort = atoiT(t, port)
+	if _, err := Start(cfg); err == nil || !strings.Contains(err.Error(), "starting gossip") {
+		t.Fatalf("second bind of one port: %v", err)
+	}
+}
+
+func atoiT(t *testing.T, s string) int {
+	n := 0
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			t.Fatalf("not a port: %q", s)
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+func TestMembershipAdvertiseHostName(t *testing.T) {
+	cfg := testConfig("a1")
+	cfg.AdvertiseAddr = "localhost"
+	a := startMember(t, cfg)
+	host, _, _ := net.SplitHostPort(a.Addr())
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		t.Fatalf("advertised %q for localhost", a.Addr())
+	}
+}
+
+func TestLogWriterLevels(t *testing.T) {
+	sink := &logSink{}
+	w := logWriter{slog.New(sink)}
+	for _, line := range []string{
+		"[DEBUG] memberlist: d1\n", "[INFO] memberlist: i1\n", "[WARN] memberlist: w1\n", "[ERR] memberlist: e1\n", "plain\n",
+	} {
+		w.Write([]byte(line))
+	}
+	for _, want := range []string{"DEBUG d1", "INFO i1", "WARN w1", "ERROR e1", "INFO plain"} {
+		if !sink.contains(want) {
+			t.Errorf("no %q in %v", want, sink.recs)
+		}
+	}
+}
+
+func TestEventKindString(t *testing.T) {
+	for k, s := range map[EventKind]string{EventJoin: "join", EventLeave: "leave", EventUpdate: "update", EventConflict: "conflict", 0: "EventKind(0)"} {
+		if k.String() != s {
+			t.Errorf("%d.String() = %q", k, k.String())
+		}
+	}
+}

@@ -1,0 +1,171 @@
+package raftstore
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Faults is a kill switch for the raft transport, for tests only: it cuts,
+// drops and delays raft messages between nodes, identified by their
+// advertised addresses (TransportConfig.LocalAddr). Pass one Faults to the
+// Transport of every node of an in-process cluster.
+//
+// Closing hashicorp/raft's NetworkTransport does not cut a leader off
+// (pooled connections keep heartbeating; DESIGN.md §7), so fault tests need
+// a switch that acts on every message: Faults is checked in client-side
+// interceptors on every unary call and on every message of a stream (an
+// established AppendEntries pipeline is cut as soon as a partition starts)
+// and by the server, which applies partitions to what it receives using
+// the caller's address from the gRPC metadata. A cut or dropped message
+// fails with codes.Unavailable at once rather than timing out. Drop and
+// delay are applied on the sending side only.
+//
+// The zero value and a nil *Faults inject nothing. Methods are safe for
+// concurrent use.
+type Faults struct {
+	mu       sync.RWMutex
+	cutPairs map[[2]raft.ServerAddress]bool // both orders are stored
+	isolated map[raft.ServerAddress]bool
+	drop     float64
+	delay    time.Duration
+}
+
+// Partition cuts a and b off from each other, in both directions.
+func (f *Faults) Partition(a, b raft.ServerAddress) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.cutPairs == nil {
+		f.cutPairs = make(map[[2]raft.ServerAddress]bool)
+	}
+	f.cutPairs[[2]raft.ServerAddress{a, b}] = true
+	f.cutPairs[[2]raft.ServerAddress{b, a}] = true
+}
+
+// Isolate cuts addr off from every other node.
+func (f *Faults) Isolate(addr raft.ServerAddress) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.isolated == nil {
+		f.isolated = make(map[raft.ServerAddress]bool)
+	}
+	f.isolated[addr] = true
+}
+
+// Heal removes every fault: partitions, isolations, drops and delays.
+func (f *Faults) Heal() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cutPairs, f.isolated, f.drop, f.delay = nil, nil, 0, 0
+}
+
+// SetDrop makes each message fail with probability p (0 turns it off).
+func (f *Faults) SetDrop(p float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.drop = p
+}
+
+// SetDelay delays each message by d before it is sent (0 turns it off).
+func (f *Faults) SetDelay(d time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.delay = d
+}
+
+// cut reports, as a codes.Unavailable status, whether messages from one
+// node to another are cut off.
+func (f *Faults) cut(from, to raft.ServerAddress) error {
+	if f == nil {
+		return nil
+	}
+	f.mu.RLock()
+	blocked := f.isolated[from] || f.isolated[to] || f.cutPairs[[2]raft.ServerAddress{from, to}]
+	f.mu.RUnlock()
+	if blocked {
+		return status.Errorf(codes.Unavailable, "raftstore faults: %s -> %s is cut", from, to)
+	}
+	return nil
+}
+
+// send applies every fault to a message about to go from one node to
+// another: the cut, a random drop, then the delay.
+func (f *Faults) send(ctx context.Context, from, to raft.ServerAddress) error {
+	if f == nil {
+		return nil
+	}
+	if err := f.cut(from, to); err != nil {
+		return err
+	}
+	f.mu.RLock()
+	drop, delay := f.drop, f.delay
+	f.mu.RUnlock()
+	if drop > 0 && rand.Float64() < drop {
+		return status.Errorf(codes.Unavailable, "raftstore faults: message %s -> %s dropped", from, to)
+	}
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		// The cut may have started while the message was held back.
+		return f.cut(from, to)
+	}
+	return nil
+}
+
+func (f *Faults) unaryInterceptor(from, to raft.ServerAddress) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if err := f.send(ctx, from, to); err != nil {
+			return err
+		}
+		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+			return err
+		}
+		// A response that arrives across a cut is lost too.
+		return f.cut(to, from)
+	}
+}
+
+func (f *Faults) streamInterceptor(from, to raft.ServerAddress) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if err := f.cut(from, to); err != nil {
+			return nil, err
+		}
+		s, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return &faultyStream{ClientStream: s, f: f, from: from, to: to}, nil
+	}
+}
+
+// faultyStream applies Faults to every message of a client stream.
+type faultyStream struct {
+	grpc.ClientStream
+	f        *Faults
+	from, to raft.ServerAddress
+}
+
+func (s *faultyStream) SendMsg(m any) error {
+	if err := s.f.send(s.Context(), s.from, s.to); err != nil {
+		return err
+	}
+	return s.ClientStream.SendMsg(m)
+}
+
+func (s *faultyStream) RecvMsg(m any) error {
+	if err := s.ClientStream.RecvMsg(m); err != nil {
+		return err
+	}
+	return s.f.cut(s.to, s.from)
+}

@@ -1,0 +1,123 @@
+package raftstore
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+)
+
+// Each side enforces Faults on its own: a client whose Faults cut a peer
+// cannot reach it, and a server whose Faults cut a caller refuses it, for
+// unary calls, established pipelines, heartbeat streams and snapshots.
+func TestFaultsEnforcedBySenderAndReceiver(t *testing.T) {
+	for _, side := range []string{"client", "server"} {
+		t.Run(side, func(t *testing.T) {
+			f := &Faults{}
+			var a, b *tnode
+			if side == "client" {
+				a, b = newTNode(t, "n1", f), newTNode(t, "n2", nil)
+			} else {
+				a, b = newTNode(t, "n1", nil), newTNode(t, "n2", f)
+			}
+			serveFake(t, b.tr.Group(1), nil)
+			b.tr.Group(1).SetHeartbeatHandler(func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil) })
+			v := a.tr.Group(1)
+			vote := func() error {
+				var resp raft.RequestVoteResponse
+				return v.RequestVote("n2", b.addr, &raft.RequestVoteRequest{RPCHeader: header("n1", a.addr), Term: 1}, &resp)
+			}
+			beat := func() error {
+				var resp raft.AppendEntriesResponse
+				return v.AppendEntries("n2", b.addr, &raft.AppendEntriesRequest{RPCHeader: header("n1", a.addr), Term: 1, Leader: []byte(a.addr)}, &resp)
+			}
+			snapshot := func() error {
+				data := bytes.Repeat([]byte("s"), 2*snapshotChunkSize)
+				var resp raft.InstallSnapshotResponse
+				return v.InstallSnapshot("n2", b.addr, &raft.InstallSnapshotRequest{RPCHeader: header("n1", a.addr), SnapshotVersion: 1, Term: 1, Size: int64(len(data))}, &resp, bytes.NewReader(data))
+			}
+			p, err := v.AppendEntriesPipeline("n2", b.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			pipelined := func() error {
+				fut, err := p.AppendEntries(&raft.AppendEntriesRequest{RPCHeader: header("n1", a.addr), Term: 1, PrevLogEntry: 1}, &raft.AppendEntriesResponse{})
+				if err != nil {
+					return err
+				}
+				<-p.Consumer()
+				return fut.Error()
+			}
+			for name, call := range map[string]func() error{"vote": vote, "heartbeat": beat, "snapshot": snapshot, "pipeline": pipelined} {
+				if err := call(); err != nil {
+					t.Fatalf("%s before the cut: %v", name, err)
+				}
+			}
+
+			f.Partition(a.addr, b.addr)
+			wantCode(t, "vote across the cut", vote(), codes.Unavailable)
+			wantCode(t, "heartbeat across the cut", beat(), codes.Unavailable)
+			wantCode(t, "snapshot across the cut", snapshot(), codes.Unavailable)
+			if err := pipelined(); err == nil {
+				t.Fatal("established pipeline not cut")
+			}
+			f.Heal()
+			for name, call := range map[string]func() error{"vote": vote, "heartbeat": beat, "snapshot": snapshot} {
+				if err := call(); err != nil {
+					t.Fatalf("%s after Heal: %v", name, err)
+				}
+			}
+			f.Isolate(a.addr)
+			wantCode(t, "vote from an isolated node", vote(), codes.Unavailable)
+			f.Heal()
+			if err := vote(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestFaultsDropAndDelay(t *testing.T) {
+	f := &Faults{}
+	a, b := newTNode(t, "n1", f), newTNode(t, "n2", nil)
+	serveFake(t, b.tr.Group(1), nil)
+	v := a.tr.Group(1)
+	vote := func() error {
+		var resp raft.RequestVoteResponse
+		return v.RequestVote("n2", b.addr, &raft.RequestVoteRequest{RPCHeader: header("n1", a.addr), Term: 1}, &resp)
+	}
+	f.SetDrop(1)
+	wantCode(t, "vote with drop 1", vote(), codes.Unavailable)
+	f.SetDrop(0.5)
+	failed := 0
+	for range 200 {
+		if vote() != nil {
+			failed++
+		}
+	}
+	if failed < 60 || failed > 140 {
+		t.Fatalf("drop 0.5 failed %d of 200 calls", failed)
+	}
+	f.SetDrop(0)
+	f.SetDelay(150 * time.Millisecond)
+	start := time.Now()
+	if err := vote(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Fatalf("delayed call took %v", d)
+	}
+	f.Heal()
+	start = time.Now()
+	if err := vote(); err != nil || time.Since(start) > 100*time.Millisecond {
+		t.Fatalf("after Heal: %v in %v", err, time.Since(start))
+	}
+	// A nil *Faults injects nothing.
+	var none *Faults
+	if err := none.send(t.Context(), "a", "b"); err != nil {
+		t.Fatal(err)
+	}
+}

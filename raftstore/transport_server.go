@@ -1,0 +1,309 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/roostdb/roost/proto"
+)
+
+// transportServer serves RaftTransport: it routes each request by its
+// group_id to that group's view and hands it to raft.
+type transportServer struct {
+	pb.UnimplementedRaftTransportServer
+	t *Transport
+}
+
+// group returns the open view of id or a NotFound status, after applying
+// Faults to the caller.
+func (s *transportServer) group(ctx context.Context, id uint64) (*groupTransport, error) {
+	if s.t.faults != nil {
+		if err := s.t.faults.cut(callerAddr(ctx), s.t.local); err != nil {
+			return nil, err
+		}
+	}
+	v := s.t.lookup(GroupID(id))
+	if v == nil {
+		return nil, status.Errorf(codes.NotFound, "raftstore: group %d is not running on %s", id, s.t.local)
+	}
+	return v, nil
+}
+
+// callerAddr is the advertised address the caller put in the metadata.
+func callerAddr(ctx context.Context) raft.ServerAddress {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if vals := md.Get(fromMetadataKey); len(vals) > 0 {
+		return raft.ServerAddress(vals[0])
+	}
+	return ""
+}
+
+func invalid(err error) error { return status.Error(codes.InvalidArgument, "raftstore: "+err.Error()) }
+
+func groupClosed(v *groupTransport) error {
+	return status.Errorf(codes.NotFound, "raftstore: group %d is shutting down on %s", v.id, v.t.local)
+}
+
+// isHeartbeat is NetworkTransport's test for raft's heartbeat: an
+// AppendEntries with a term and a leader but no entries or log position.
+func isHeartbeat(a *raft.AppendEntriesRequest) bool {
+	leader := a.Addr
+	if len(leader) == 0 {
+		leader = a.Leader
+	}
+	return a.Term != 0 && leader != nil && a.PrevLogEntry == 0 && a.PrevLogTerm == 0 &&
+		len(a.Entries) == 0 && a.LeaderCommitIndex == 0
+}
+
+// dispatch hands cmd to the group's raft and waits for its answer.
+// Heartbeats go to the heartbeat handler if raft set one. While ctx is
+// live nothing blocks past the group's shutdown; once raft has taken an
+// InstallSnapshot (waitCtx false), the wait outlives ctx, since raft reads
+// the stream until it responds.
+func (v *groupTransport) dispatch(ctx context.Context, cmd any, reader io.Reader, heartbeat, waitCtx bool) (any, error) {
+	respCh := make(chan raft.RPCResponse, 1)
+	rpc := raft.RPC{Command: cmd, Reader: reader, RespChan: respCh}
+	v.received.Add(1)
+	handled := false
+	if heartbeat {
+		if fn := v.heartbeatFn.Load(); fn != nil {
+			(*fn)(rpc)
+			handled = true
+		}
+	}
+	if !handled {
+		select {
+		case v.consumeCh <- rpc:
+		case <-v.shutdownCh:
+			return nil, groupClosed(v)
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
+	var done <-chan struct{}
+	if waitCtx {
+		done = ctx.Done()
+	}
+	select {
+	case r := <-respCh:
+		if r.Error != nil {
+			return nil, status.Error(codes.Unknown, r.Error.Error())
+		}
+		return r.Response, nil
+	case <-v.shutdownCh:
+		return nil, groupClosed(v)
+	case <-done:
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
+}
+
+func wrongResponse(got any) error {
+	return status.Errorf(codes.Internal, "raftstore: raft answered with %T", got)
+}
+
+func (s *transportServer) AppendEntries(ctx context.Context, req *pb.RaftAppendEntriesRequest) (*pb.RaftAppendEntriesResponse, error) {
+	v, err := s.group(ctx, req.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	args, err := appendEntriesRequestFromProto(req)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	out, err := v.dispatch(ctx, args, nil, isHeartbeat(args), true)
+	if err != nil {
+		return nil, err
+	}
+	resp, ok := out.(*raft.AppendEntriesResponse)
+	if !ok {
+		return nil, wrongResponse(out)
+	}
+	return appendEntriesResponseToProto(resp), nil
+}
+
+// AppendEntriesPipeline answers each request before it reads the next, so
+// responses are in request order; raft handles a group's appends one at a
+// time anyway, and the client has the next request in flight meanwhile.
+// The client also sends each group's heartbeats to a peer over a stream of
+// their own, which take the heartbeat fast path here.
+func (s *transportServer) AppendEntriesPipeline(stream pb.RaftTransport_AppendEntriesPipelineServer) error {
+	ctx := stream.Context()
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		v, err := s.group(ctx, req.GroupId)
+		if err != nil {
+			return err
+		}
+		args, err := appendEntriesRequestFromProto(req)
+		if err != nil {
+			return invalid(err)
+		}
+		out, err := v.dispatch(ctx, args, nil, isHeartbeat(args), true)
+		if err != nil {
+			return err
+		}
+		resp, ok := out.(*raft.AppendEntriesResponse)
+		if !ok {
+			return wrongResponse(out)
+		}
+		if err := stream.Send(appendEntriesResponseToProto(resp)); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *transportServer) RequestVote(ctx context.Context, req *pb.RaftRequestVoteRequest) (*pb.RaftRequestVoteResponse, error) {
+	v, err := s.group(ctx, req.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	h, err := requestHeader(req.Header)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	out, err := v.dispatch(ctx, &raft.RequestVoteRequest{
+		RPCHeader:          h,
+		Term:               req.Term,
+		Candidate:          req.Candidate,
+		LastLogIndex:       req.LastLogIndex,
+		LastLogTerm:        req.LastLogTerm,
+		LeadershipTransfer: req.LeadershipTransfer,
+	}, nil, false, true)
+	if err != nil {
+		return nil, err
+	}
+	resp, ok := out.(*raft.RequestVoteResponse)
+	if !ok {
+		return nil, wrongResponse(out)
+	}
+	return &pb.RaftRequestVoteResponse{Header: headerToProto(resp.RPCHeader), Term: resp.Term, Peers: resp.Peers, Granted: resp.Granted}, nil
+}
+
+func (s *transportServer) RequestPreVote(ctx context.Context, req *pb.RaftRequestPreVoteRequest) (*pb.RaftRequestPreVoteResponse, error) {
+	v, err := s.group(ctx, req.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	h, err := requestHeader(req.Header)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	out, err := v.dispatch(ctx, &raft.RequestPreVoteRequest{
+		RPCHeader:    h,
+		Term:         req.Term,
+		LastLogIndex: req.LastLogIndex,
+		LastLogTerm:  req.LastLogTerm,
+	}, nil, false, true)
+	if err != nil {
+		return nil, err
+	}
+	resp, ok := out.(*raft.RequestPreVoteResponse)
+	if !ok {
+		return nil, wrongResponse(out)
+	}
+	return &pb.RaftRequestPreVoteResponse{Header: headerToProto(resp.RPCHeader), Term: resp.Term, Granted: resp.Granted}, nil
+}
+
+func (s *transportServer) TimeoutNow(ctx context.Context, req *pb.RaftTimeoutNowRequest) (*pb.RaftTimeoutNowResponse, error) {
+	v, err := s.group(ctx, req.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	h, err := requestHeader(req.Header)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	out, err := v.dispatch(ctx, &raft.TimeoutNowRequest{RPCHeader: h}, nil, false, true)
+	if err != nil {
+		return nil, err
+	}
+	resp, ok := out.(*raft.TimeoutNowResponse)
+	if !ok {
+		return nil, wrongResponse(out)
+	}
+	return &pb.RaftTimeoutNowResponse{Header: headerToProto(resp.RPCHeader)}, nil
+}
+
+func (s *transportServer) InstallSnapshot(stream pb.RaftTransport_InstallSnapshotServer) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		if err == io.EOF {
+			return invalid(errors.New("InstallSnapshot stream without a request"))
+		}
+		return err
+	}
+	req := first.GetRequest()
+	if req == nil {
+		return invalid(errors.New("InstallSnapshot stream must start with the request"))
+	}
+	v, err := s.group(ctx, req.GroupId)
+	if err != nil {
+		return err
+	}
+	args, err := installSnapshotRequestFromProto(req)
+	if err != nil {
+		return invalid(err)
+	}
+	r := &snapshotReader{s: s, ctx: ctx, stream: stream, v: v}
+	out, err := v.dispatch(ctx, args, io.LimitReader(r, args.Size), false, false)
+	if err != nil {
+		return err
+	}
+	resp, ok := out.(*raft.InstallSnapshotResponse)
+	if !ok {
+		return wrongResponse(out)
+	}
+	return stream.SendAndClose(&pb.RaftInstallSnapshotResponse{Header: headerToProto(resp.RPCHeader), Term: resp.Term, Success: resp.Success})
+}
+
+// snapshotReader is the io.Reader raft's InstallSnapshot handler reads the
+// snapshot from: it receives the stream's data messages as it goes.
+type snapshotReader struct {
+	s      *transportServer
+	ctx    context.Context
+	stream pb.RaftTransport_InstallSnapshotServer
+	v      *groupTransport
+	buf    []byte
+	err    error
+}
+
+func (r *snapshotReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		if r.err != nil {
+			return 0, r.err
+		}
+		msg, err := r.stream.Recv()
+		switch {
+		case err == io.EOF:
+			r.err = io.ErrUnexpectedEOF // raft reads exactly Size bytes
+		case err != nil:
+			r.err = err
+		case msg.GetRequest() != nil:
+			r.err = errors.New("raftstore: InstallSnapshot: a second request in the stream")
+		default:
+			r.buf = msg.GetData()
+			if r.s.t.faults != nil {
+				if err := r.s.t.faults.cut(callerAddr(r.ctx), r.s.t.local); err != nil {
+					r.err, r.buf = err, nil
+				}
+			}
+			r.v.snapshotBytes.Add(uint64(len(r.buf)))
+		}
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
