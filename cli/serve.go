@@ -380,14 +380,23 @@ func (s *server) serve(ctx context.Context, cfg node.Config, notices []string, h
 	}
 	banner(n)
 
-	<-ctx.Done()
-	// From here a second signal gets Go's default action (exit at once)
-	// instead of waiting out the grace period.
-	stop()
-	fmt.Fprintln(s.stderr, "roost: stopping (Ctrl-C again to stop at once)")
+	var failure error
+	select {
+	case <-ctx.Done():
+		// From here a second signal gets Go's default action (exit at
+		// once) instead of waiting out the grace period.
+		stop()
+		fmt.Fprintln(s.stderr, "roost: stopping (Ctrl-C again to stop at once)")
+	case failure = <-n.Failed():
+		stop()
+	}
 	cctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
-	if err := n.Close(cctx); err != nil {
+	err = n.Close(cctx)
+	if failure != nil {
+		return fmt.Errorf("%s: %w%s", s.name, failure, h.of(failure))
+	}
+	if err != nil {
 		return fmt.Errorf("%s: closing: %w", s.name, err)
 	}
 	return nil

@@ -26,6 +26,10 @@ import (
 // metaGroup is the Raft group of the cluster map; shard i is group i+1.
 const metaGroup raftstore.GroupID = 0
 
+// joinPatience is how long a node keeps trying to join before it gives up:
+// seeds may start later than it, but not much later.
+const joinPatience = 2 * time.Minute
+
 // controlInterval is how often the meta leader reconciles membership and
 // every node reconciles its shard groups with the map.
 const controlInterval = 250 * time.Millisecond
@@ -44,6 +48,8 @@ type cluster struct {
 	members *placement.Membership
 	metaFSM *placement.FSM
 	meta    *raftstore.Group
+
+	identity identity // what the data dir says about this node
 
 	mu      sync.Mutex
 	groups  map[int]*localShard // shards with a replica on this node
@@ -110,8 +116,8 @@ func advertised(listen net.Addr, host string) string {
 // startCluster brings up everything cluster mode needs. It returns before
 // the cluster has formed: the meta group and shards start in the background
 // as the map arrives (/readyz tells when this node can serve).
-func (n *Node) startCluster(ctx, runCtx context.Context) error {
-	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), groups: make(map[int]*localShard), hints: make(map[int]string)}
+func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
+	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), hints: make(map[int]string)}
 	n.cluster = c
 	var err error
 	if c.grpcLn, err = net.Listen("tcp", n.cfg.GRPCAddr); err != nil {
@@ -174,12 +180,17 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 	log := c.n.log
 	// Join: retry until some seed answers (seeds may start after us).
 	if len(c.n.cfg.Join) > 0 {
+		deadline := time.Now().Add(joinPatience)
 		for {
-			if _, err := c.members.Join(c.n.cfg.Join); err == nil {
+			_, err := c.members.Join(c.n.cfg.Join)
+			if err == nil {
 				break
-			} else {
-				log.Warn("joining the cluster; retrying", "join", c.n.cfg.Join, "err", err)
 			}
+			if errors.Is(err, placement.ErrDuplicateNodeID) || time.Now().After(deadline) {
+				c.fail(fmt.Errorf("joining the cluster through %v: %w", c.n.cfg.Join, err))
+				return
+			}
+			log.Warn("joining the cluster; retrying", "join", c.n.cfg.Join, "err", err)
 			if !sleepCtx(ctx, time.Second) {
 				return
 			}
@@ -214,6 +225,7 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 			c.controlMeta(ctx, g.Raft())
 		}
 		c.reconcileShards(ctx)
+		c.balanceLeaders(c.metaFSM.Map())
 		select {
 		case <-ctx.Done():
 			return
@@ -334,15 +346,25 @@ func (c *cluster) reconcileShards(ctx context.Context) {
 	if m.ClusterID == "" {
 		return
 	}
+	if err := c.checkClusterID(m); err != nil {
+		c.fail(err)
+		return
+	}
 	c.rememberCluster(m)
 	for _, s := range m.ShardMap {
 		i := int(s.ID)
+		c.mu.Lock()
+		ls, running := c.groups[i]
+		c.mu.Unlock()
+		if running && ls.group.Raft().State() == raft.Leader {
+			c.reconcileConfig(ctx, ls, s, m)
+		}
 		if !slices.Contains(s.Replicas, c.self) {
+			if running {
+				c.stopIfRemoved(i, ls)
+			}
 			continue
 		}
-		c.mu.Lock()
-		_, running := c.groups[i]
-		c.mu.Unlock()
 		if running {
 			continue
 		}
@@ -356,11 +378,13 @@ func (c *cluster) reconcileShards(ctx context.Context) {
 // map is seen, and keeps the map for routing.
 func (c *cluster) rememberCluster(m placement.Map) {
 	c.mu.Lock()
-	first := c.mapSeen.ClusterID == ""
 	c.mapSeen = m
 	c.mu.Unlock()
-	if first {
-		writeIdentity(c.n.cfg.DataDir, identity{NodeID: string(c.self), ClusterID: m.ClusterID})
+	if c.identity.ClusterID == "" {
+		c.identity.ClusterID = m.ClusterID
+		if err := writeIdentity(c.n.cfg.DataDir, c.identity); err != nil {
+			c.n.log.Warn("recording the cluster ID in the data dir", "err", err)
+		}
 	}
 }
 

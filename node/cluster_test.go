@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/internal/linearize"
+	"github.com/roostdb/roost/placement"
 	"github.com/roostdb/roost/raftstore"
 )
 
@@ -311,4 +313,100 @@ func TestClusterLinearizableUnderFaults(t *testing.T) {
 	wg.Wait()
 	c.waitReady()
 	c.check(rec, reg, keys)
+}
+
+// metaLeader returns a node whose meta group is the leader.
+func (c *testCluster) metaLeader() *Node {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, nd := range c.nodes {
+			if nd == nil {
+				continue
+			}
+			nd.cluster.mu.Lock()
+			meta := nd.cluster.meta
+			nd.cluster.mu.Unlock()
+			if meta != nil && meta.Raft().State() == raft.Leader {
+				return nd
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatal("no meta leader")
+	return nil
+}
+
+func TestShardMoveConvergesAndKeepsData(t *testing.T) {
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 4, 4, reg) // bootstrap-expect 3: n4 joins later and holds nothing
+	for i := 1; i <= 5; i++ {
+		if code, body, err := c.do(context.Background(), 0, "/increment", "moved"); err != nil || code != 200 || body != strconv.Itoa(i) {
+			t.Fatalf("increment %d: %d %q %v", i, code, body, err)
+		}
+	}
+	ns, _ := c.nodes[0].Env().Namespace("COUNTER")
+	key := ns.IDFromName("moved").Bytes()
+	shardIdx := shardOf(key, 4)
+
+	leader := c.metaLeader()
+	m := leader.cluster.metaFSM.Map()
+	if _, ok := m.Nodes["n4"]; !ok {
+		t.Fatalf("n4 is not in the map: %v", m.Nodes)
+	}
+	cur := m.ShardMap[shardIdx]
+	if slices.Contains(cur.Replicas, "n4") {
+		t.Fatalf("n4 already holds shard %d", shardIdx)
+	}
+	removed := cur.Replicas[0]
+	next := append(slices.Clone(cur.Replicas[1:]), "n4")
+	leader.cluster.applyMeta(leader.cluster.meta.Raft(), placement.Command{SetShardReplicas: &placement.SetShardReplicasCmd{
+		Shard: cur.ID, Replicas: next, ExpectedVersion: cur.Version}})
+
+	// The shard's group converges to the new replica set, all voters, and
+	// n4 holds the object's data.
+	gid := groupOf(shardIdx)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		li := c.leaderOf(gid)
+		if li >= 0 {
+			cf := c.nodes[li].cluster.groups[shardIdx].group.Raft().GetConfiguration()
+			var voters []string
+			for _, s := range cf.Configuration().Servers {
+				if s.Suffrage == raft.Voter {
+					voters = append(voters, string(s.ID))
+				}
+			}
+			slices.Sort(voters)
+			want := []string{}
+			for _, id := range next {
+				want = append(want, string(id))
+			}
+			slices.Sort(want)
+			if slices.Equal(voters, want) && len(cf.Configuration().Servers) == len(want) {
+				if v, err := c.nodes[3].store.ObjectVersion(gid, key); err == nil && v >= 5 {
+					break
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("shard %d did not converge to %v", shardIdx, next)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Without the replica that left, the object still has its count.
+	for i, cfg := range c.cfgs {
+		if cfg.NodeID == string(removed) {
+			c.stop(i)
+		}
+	}
+	for i := range c.nodes {
+		if c.nodes[i] == nil {
+			continue
+		}
+		code, body, err := c.do(context.Background(), i, "/increment", "moved")
+		if err != nil || code != 200 {
+			t.Fatalf("after the move, via node %d: %d %q %v", i+1, code, body, err)
+		}
+	}
 }

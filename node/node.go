@@ -49,6 +49,8 @@ type Node struct {
 	faults *raftstore.Faults
 	// cluster is the cluster machinery; nil in dev mode.
 	cluster *cluster
+	// failed carries an error that stops the node from serving (see Failed).
+	failed chan error
 }
 
 // New checks cfg and app and prepares a node; Start opens its data dir and listeners.
@@ -70,7 +72,7 @@ func New(cfg Config, app *durable.App) (*Node, error) {
 		log = slog.Default()
 	}
 	cfg.Logger = log
-	return &Node{cfg: cfg, app: app, log: log, alarmBackoff: 2 * time.Second}, nil
+	return &Node{cfg: cfg, app: app, log: log, alarmBackoff: 2 * time.Second, failed: make(chan error, 1)}, nil
 }
 
 // devServerID is the Raft server ID of the single voter of dev-mode groups.
@@ -90,8 +92,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
+	var ident identity
 	if n.cfg.Cluster() {
-		if _, err := checkIdentity(n.cfg.DataDir, n.cfg.NodeID); err != nil {
+		if ident, err = checkIdentity(n.cfg.DataDir, n.cfg.NodeID); err != nil {
 			return err
 		}
 	} else if _, err := os.Stat(filepath.Join(n.cfg.DataDir, "node.json")); err == nil {
@@ -138,7 +141,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("admin listener: %w", err)
 	}
 	if n.cfg.Cluster() {
-		if err := n.startCluster(ctx, runCtx); err != nil {
+		if err := n.startCluster(ctx, runCtx, ident); err != nil {
 			return err
 		}
 	}
@@ -252,12 +255,21 @@ func (n *Node) Run(ctx context.Context) error {
 	if err := n.Start(ctx); err != nil {
 		return err
 	}
-	<-ctx.Done()
+	var failure error
+	select {
+	case <-ctx.Done():
+	case failure = <-n.failed:
+	}
 	n.log.Info("shutting down")
 	cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	return n.Close(cctx)
+	return errors.Join(failure, n.Close(cctx))
 }
+
+// Failed delivers an error that stops the node from taking part in its
+// cluster after Start returned (it could not join, or its data dir belongs
+// to another cluster). The caller should Close the node and exit.
+func (n *Node) Failed() <-chan error { return n.failed }
 
 // HTTPAddr is the bound app listener address (valid after Start).
 func (n *Node) HTTPAddr() net.Addr { return n.appLn.Addr() }

@@ -48,7 +48,7 @@ type load struct {
 	sent  map[string]int
 }
 
-func runLoad(p *devProcess, names []string, clients int, stop <-chan struct{}) *load {
+func runLoad(p *process, names []string, clients int, stop <-chan struct{}) *load {
 	l := &load{acked: map[string]int{}, sent: map[string]int{}}
 	var wg sync.WaitGroup
 	for c := range clients {
@@ -86,7 +86,7 @@ func runLoad(p *devProcess, names []string, clients int, stop <-chan struct{}) *
 	return l
 }
 
-func checkAfterRestart(t *testing.T, p *devProcess, l *load, names []string) {
+func checkAfterRestart(t *testing.T, p *process, l *load, names []string) {
 	t.Helper()
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -1,0 +1,181 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+	"github.com/roostdb/roost/proto"
+	"github.com/roostdb/roost/raftstore"
+)
+
+// Convergence (DESIGN §6): each shard leader moves its group's Raft
+// configuration toward the replica set in the map, one change per control
+// tick: add a missing replica as a non-voter, promote it once it has caught
+// up, then remove replicas the map no longer names (handing leadership
+// away first if the leader itself is leaving). A node whose replica was
+// removed stops that group.
+
+// catchUpLag is how far behind the leader's applied index a non-voter may
+// be and still be promoted.
+const catchUpLag = 64
+
+// membershipTimeout bounds one configuration change.
+const membershipTimeout = 5 * time.Second
+
+// reconcileConfig makes one step of shard s's configuration toward the map.
+// It runs on the shard's leader only.
+func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want placement.Shard, m placement.Map) {
+	r := ls.group.Raft()
+	cf := r.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	servers := cf.Configuration().Servers
+	inConf := make(map[raft.ServerID]raft.ServerSuffrage, len(servers))
+	for _, s := range servers {
+		inConf[s.ID] = s.Suffrage
+	}
+	wanted := func(id raft.ServerID) bool { return slices.Contains(want.Replicas, placement.NodeID(id)) }
+	log := c.n.log.With("shard", int(want.ID))
+
+	for _, id := range want.Replicas {
+		node, ok := m.Nodes[id]
+		if !ok {
+			continue
+		}
+		sid := raft.ServerID(id)
+		switch suffrage, present := inConf[sid]; {
+		case !present:
+			log.Info("adding replica as non-voter", "node", id)
+			r.AddNonvoter(sid, raft.ServerAddress(node.GRPCAddr), 0, membershipTimeout)
+			return
+		case suffrage == raft.Nonvoter:
+			if c.caughtUp(ctx, node, ls.group.ID(), r.AppliedIndex()) {
+				log.Info("promoting caught-up replica to voter", "node", id)
+				r.AddVoter(sid, raft.ServerAddress(node.GRPCAddr), 0, membershipTimeout)
+			}
+			return // removals wait until every wanted replica votes
+		}
+	}
+	for _, s := range servers {
+		if wanted(s.ID) {
+			continue
+		}
+		if s.ID == raft.ServerID(c.self) {
+			log.Info("this node leaves the shard: handing leadership over")
+			r.LeadershipTransfer()
+			return
+		}
+		log.Info("removing replica", "node", s.ID)
+		r.RemoveServer(s.ID, 0, membershipTimeout)
+		return
+	}
+}
+
+// caughtUp asks a replica how far it has applied the group's log.
+func (c *cluster) caughtUp(ctx context.Context, node placement.Node, g raftstore.GroupID, leaderApplied uint64) bool {
+	cl, err := c.n.manager.forwarder.client(peer{id: string(node.ID), addr: node.GRPCAddr})
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err := cl.GroupStatus(ctx, &proto.ForwardGroupStatusRequest{GroupId: uint64(g)})
+	if err != nil || !st.Running {
+		return false
+	}
+	return st.AppliedIndex+catchUpLag >= leaderApplied
+}
+
+// stopIfRemoved shuts this node's replica of a shard down once the map no
+// longer names it and the group's configuration no longer holds it. Its
+// data stays in Pebble (deleting a group's range is not built yet).
+func (c *cluster) stopIfRemoved(i int, ls *localShard) {
+	cf := ls.group.Raft().GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	for _, s := range cf.Configuration().Servers {
+		if s.ID == raft.ServerID(c.self) {
+			return
+		}
+	}
+	c.n.log.Info("this node's replica was removed from the shard; stopping it", "shard", i)
+	c.mu.Lock()
+	delete(c.groups, i)
+	c.mu.Unlock()
+	ls.stop()
+	c.n.manager.dropShard(ls.shard)
+	ls.group.Shutdown()
+}
+
+// balanceLeaders hands one shard's leadership to a less loaded voter when
+// this node leads more than its share, so leaders spread evenly.
+func (c *cluster) balanceLeaders(m placement.Map) {
+	c.mu.Lock()
+	groups := make(map[int]*localShard, len(c.groups))
+	for i, ls := range c.groups {
+		groups[i] = ls
+	}
+	c.mu.Unlock()
+	active := len(m.NodesIn(placement.NodeActive))
+	if active == 0 {
+		return
+	}
+	share := (m.Shards + active - 1) / active
+	leads := map[raft.ServerID]int{}
+	var mine []int
+	for i, ls := range groups {
+		_, id := ls.group.Raft().LeaderWithID()
+		if id == "" {
+			return // an election is under way: wait until it settles
+		}
+		leads[id]++
+		if id == raft.ServerID(c.self) {
+			mine = append(mine, i)
+		}
+	}
+	if len(mine) <= share {
+		return
+	}
+	slices.Sort(mine)
+	for _, i := range mine {
+		r := groups[i].group.Raft()
+		cf := r.GetConfiguration()
+		if cf.Error() != nil {
+			continue
+		}
+		for _, s := range cf.Configuration().Servers {
+			if s.Suffrage == raft.Voter && s.ID != raft.ServerID(c.self) && leads[s.ID] < share {
+				c.n.log.Debug("moving shard leadership to balance leaders", "shard", i, "to", s.ID)
+				r.LeadershipTransferToServer(s.ID, s.Address)
+				return
+			}
+		}
+	}
+}
+
+// fail reports an error that stops this node from taking part in the
+// cluster; Node.Failed delivers it.
+func (c *cluster) fail(err error) {
+	c.n.log.Error("node cannot continue", "err", err)
+	select {
+	case c.n.failed <- err:
+	default:
+	}
+}
+
+// checkClusterID refuses a map of another cluster than the one this data
+// dir belongs to.
+func (c *cluster) checkClusterID(m placement.Map) error {
+	if c.identity.ClusterID != "" && m.ClusterID != c.identity.ClusterID {
+		return fmt.Errorf("%w: %s belongs to cluster %s, but the nodes this node joined form cluster %s; use an empty data dir to join them",
+			ErrDataDirMismatch, c.n.cfg.DataDir, c.identity.ClusterID, m.ClusterID)
+	}
+	return nil
+}
