@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"sync/atomic"
 	"testing"
 )
@@ -12,7 +14,12 @@ import (
 // from 64 goroutines over names objects, so the runtime and storage path
 // are measured without the HTTP server in the way.
 func benchIncrements(b *testing.B, names int) {
-	n := startNode(b, b.TempDir(), func(c *Config, _ *Node) { c.Shards = 16 })
+	n := startNode(b, b.TempDir(), func(c *Config, _ *Node) {
+		c.Shards = 16
+		if v, err := strconv.Atoi(os.Getenv("ROOST_BENCH_INFLIGHT")); err == nil {
+			c.MaxInflightPerShard = v // for tuning runs
+		}
+	})
 	defer closeNode(b, n)
 	ns, err := n.Env().Namespace("COUNTER")
 	if err != nil {

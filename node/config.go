@@ -27,7 +27,8 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxInflightPerShard bounds the Raft entries a shard has proposed and
 	// not yet seen committed; turns that become ready meanwhile are grouped
-	// into the next entry.
+	// into the next entry. Fewer in flight means bigger entries: on one
+	// node 1 measured best (docs/benchmarks.md).
 	MaxInflightPerShard int
 	// MaxQueuedPerObject bounds the requests waiting for one object's input
 	// gate; past it the object answers 503 (overloaded).
@@ -74,7 +75,7 @@ func DefaultConfig() Config {
 		AdminAddr:           "127.0.0.1:8789",
 		Shards:              16,
 		IdleTimeout:         60 * time.Second,
-		MaxInflightPerShard: 4,
+		MaxInflightPerShard: 1,
 		MaxQueuedPerObject:  10000,
 		Limits:              durable.DefaultLimits(),
 		GRPCAddr:            "127.0.0.1:8790",
@@ -90,6 +91,9 @@ func DefaultClusterConfig(nodeID string) Config {
 	c := DefaultConfig()
 	c.NodeID = nodeID
 	c.Shards = 64
+	// Replicated commits take a network round trip: let a second entry
+	// start while one is on its way to the followers.
+	c.MaxInflightPerShard = 2
 	return c
 }
 

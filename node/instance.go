@@ -279,9 +279,6 @@ func (b *responseBuffer) response() *http.Response {
 	if status == 0 {
 		status = http.StatusOK
 	}
-	if b.header.Get("Content-Type") == "" && b.body.Len() > 0 {
-		b.header.Set("Content-Type", http.DetectContentType(b.body.Bytes()))
-	}
 	b.header.Set("Content-Length", strconv.Itoa(b.body.Len()))
 	return &http.Response{
 		Status:        strconv.Itoa(status) + " " + http.StatusText(status),

@@ -1,0 +1,459 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/roostdb/roost/internal/linearize"
+)
+
+// testCluster is a cluster of real `roost node` processes on loopback.
+type testCluster struct {
+	t     *testing.T
+	specs []nodeSpec
+	procs []*process // the current process of each node
+	runs  []int      // how many times each node has been started
+}
+
+// startCluster starts n nodes (n2.. join n1's gossip address) and waits
+// until every one answers /readyz with 200.
+func startCluster(t *testing.T, n, shards int, timeout time.Duration) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t}
+	for i := range n {
+		var join []string
+		if i > 0 {
+			join = []string{c.specs[0].gossip}
+		}
+		c.specs = append(c.specs, newNodeSpec(t, fmt.Sprintf("n%d", i+1), n, shards, join...))
+	}
+	c.procs = make([]*process, n)
+	c.runs = make([]int, n)
+	start := time.Now()
+	for i := range n {
+		c.launch(i)
+	}
+	deadline := start.Add(timeout)
+	for _, p := range c.procs {
+		p.waitReady(time.Until(deadline))
+	}
+	t.Logf("cluster of %d nodes ready in %v", n, time.Since(start).Round(time.Millisecond))
+	return c
+}
+
+// launch starts node i (again) with its spec, without waiting.
+func (c *testCluster) launch(i int) *process {
+	c.runs[i]++
+	name := fmt.Sprintf("node %s (run %d)", c.specs[i].id, c.runs[i])
+	c.procs[i] = launchNode(c.t, name, c.specs[i])
+	return c.procs[i]
+}
+
+// proposals reads roost_raft_entries_proposed_total from node i's
+// /metrics: it grows on the nodes that lead busy shards.
+func (c *testCluster) proposals(i int) (float64, error) {
+	resp, err := client.Get("http://" + c.specs[i].admin + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "roost_raft_entries_proposed_total "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no roost_raft_entries_proposed_total in /metrics of %s", c.specs[i].id)
+}
+
+// busiestLeader returns the node that proposed the most Raft entries over
+// window (it leads the shards the load uses most), or fallback if the
+// metrics cannot tell.
+func (c *testCluster) busiestLeader(window time.Duration, fallback int) (int, []float64) {
+	before := make([]float64, len(c.specs))
+	for i := range c.specs {
+		v, err := c.proposals(i)
+		if err != nil {
+			c.t.Logf("choosing the node to kill: %v; killing %s", err, c.specs[fallback].id)
+			return fallback, nil
+		}
+		before[i] = v
+	}
+	time.Sleep(window)
+	best, deltas := fallback, make([]float64, len(c.specs))
+	for i := range c.specs {
+		v, err := c.proposals(i)
+		if err != nil {
+			c.t.Logf("choosing the node to kill: %v; killing %s", err, c.specs[fallback].id)
+			return fallback, nil
+		}
+		deltas[i] = v - before[i]
+		if deltas[i] > deltas[best] {
+			best = i
+		}
+	}
+	return best, deltas
+}
+
+// outcome is how one counter request ended, as the recorder sees it.
+type outcome int
+
+const (
+	outOk      outcome = iota // 200 with the count
+	outFailed                 // 503, or the connection was refused: the object did not run
+	outUnknown                // anything else: it may or may not have taken effect
+	outBadBody                // 200 whose body is not the counter's sentence (recorded as unknown)
+	numOutcomes
+)
+
+// counterClient sends counter requests to the nodes and records them.
+type counterClient struct {
+	hc  *http.Client
+	rec *linearize.Recorder
+}
+
+func newCounterClient(rec *linearize.Recorder) *counterClient {
+	return &counterClient{
+		hc:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}},
+		rec: rec,
+	}
+}
+
+// do sends one increment or read of key to the app listener at addr,
+// bracketed by the recorder, and returns how it ended and the count.
+//
+// The outcome follows the node's contract: 200 carries the count, 503 is
+// sent before the object runs, and anything else (another status, a
+// transport error, the 3 s timeout) may or may not have taken effect. A
+// refused connection never reached the node. One subtlety: net/http
+// silently resends a GET on a fresh connection when a reused one fails
+// before the first response byte, which may be after the node ran it; a
+// request that needed more than one connection is therefore unknown
+// whatever its answer.
+func (cc *counterClient) do(clientID int, addr string, kind linearize.Kind, key string) (outcome, int, string) {
+	path := "/increment"
+	if kind == linearize.Read {
+		path = "/"
+	}
+	call := cc.rec.Begin(clientID, key, linearize.Op{Kind: kind})
+	defer call.Unknown() // no-op once an outcome is recorded
+	var conns atomic.Int32
+	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }}
+	ctx, cancel := context.WithTimeout(httptrace.WithClientTrace(context.Background(), trace), 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+path+nameQuery(key), nil)
+	if err != nil {
+		panic(err)
+	}
+	resp, err := cc.hc.Do(req)
+	if err != nil {
+		if conns.Load() == 0 && errors.Is(err, syscall.ECONNREFUSED) {
+			call.Failed()
+			return outFailed, 0, err.Error()
+		}
+		return outUnknown, 0, err.Error()
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	switch {
+	case err != nil:
+		return outUnknown, 0, err.Error()
+	case conns.Load() > 1:
+		return outUnknown, 0, fmt.Sprintf("resent by net/http: %d %q", resp.StatusCode, body)
+	case resp.StatusCode == http.StatusServiceUnavailable:
+		call.Failed()
+		return outFailed, 0, string(body)
+	case resp.StatusCode != http.StatusOK:
+		return outUnknown, 0, fmt.Sprintf("%d %q", resp.StatusCode, body)
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(string(body), fmt.Sprintf("Durable Object '%s' count: ", key)))
+	if err != nil {
+		return outBadBody, 0, string(body)
+	}
+	call.Ok(n)
+	return outOk, n, ""
+}
+
+// clusterLoad increments keys through random nodes from several clients.
+type clusterLoad struct {
+	cc       *counterClient
+	stopCh   chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+
+	counts [][numOutcomes]atomic.Int64 // per node, per outcome
+
+	mu        sync.Mutex
+	samples   map[string]string // one example answer per node and kind of trouble
+	badBodies []string
+}
+
+func (c *testCluster) runLoad(t *testing.T, cc *counterClient, keys []string, clients int) *clusterLoad {
+	l := &clusterLoad{cc: cc, stopCh: make(chan struct{}), counts: make([][numOutcomes]atomic.Int64, len(c.specs)), samples: map[string]string{}}
+	for cl := range clients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(cl), 42))
+			for {
+				select {
+				case <-l.stopCh:
+					return
+				default:
+				}
+				key := keys[rng.IntN(len(keys))]
+				i := rng.IntN(len(c.specs))
+				out, _, detail := cc.do(cl, c.specs[i].http, linearize.Increment, key)
+				l.counts[i][out].Add(1)
+				if out != outOk {
+					l.mu.Lock()
+					sk := fmt.Sprintf("%s/%d", c.specs[i].id, out)
+					if _, ok := l.samples[sk]; !ok {
+						l.samples[sk] = detail
+					}
+					if out == outBadBody && len(l.badBodies) < 10 {
+						l.badBodies = append(l.badBodies, fmt.Sprintf("%s via %s: %q", key, c.specs[i].id, detail))
+					}
+					l.mu.Unlock()
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}()
+	}
+	t.Cleanup(l.stop)
+	return l
+}
+
+func (l *clusterLoad) stop() {
+	l.stopOnce.Do(func() { close(l.stopCh) })
+	l.wg.Wait()
+}
+
+// snapshot returns the outcome counts so far, per node.
+func (l *clusterLoad) snapshot() [][numOutcomes]int64 {
+	out := make([][numOutcomes]int64, len(l.counts))
+	for i := range l.counts {
+		for o := range numOutcomes {
+			out[i][o] = l.counts[i][o].Load()
+		}
+	}
+	return out
+}
+
+func describeCounts(ids []string, before, after [][numOutcomes]int64) string {
+	var b strings.Builder
+	for i, id := range ids {
+		var d [numOutcomes]int64
+		for o := range numOutcomes {
+			d[o] = after[i][o]
+			if before != nil {
+				d[o] -= before[i][o]
+			}
+		}
+		fmt.Fprintf(&b, " %s: %d ok, %d failed, %d unknown;", id, d[outOk], d[outFailed], d[outUnknown]+d[outBadBody])
+	}
+	return strings.TrimSuffix(b.String(), ";")
+}
+
+// readAll reads every key through node i (retrying refusals and unknown
+// outcomes for up to 20 s per key), recorded as client clientID.
+func (c *testCluster) readAll(cc *counterClient, clientID, i int, keys []string) map[string]int {
+	c.t.Helper()
+	out := map[string]int{}
+	for _, k := range keys {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			o, n, detail := cc.do(clientID, c.specs[i].http, linearize.Read, k)
+			if o == outOk {
+				out[k] = n
+				break
+			}
+			if time.Now().After(deadline) {
+				c.t.Fatalf("cannot read %s through %s after the run: %s", k, c.specs[i].id, detail)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return out
+}
+
+// TestClusterSurvivesSIGKILL runs a counter load against three real nodes,
+// SIGKILLs one mid-load, restarts it on the same data dir and checks that
+// the history stays linearizable, that no acknowledged write is lost, and
+// that the restarted node catches up and serves the same counts.
+func TestClusterSurvivesSIGKILL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster SIGKILL test skipped in -short mode")
+	}
+	c := startCluster(t, 3, 16, 60*time.Second)
+	ids := []string{c.specs[0].id, c.specs[1].id, c.specs[2].id}
+
+	rec := linearize.NewRecorder()
+	cc := newCounterClient(rec)
+	defer cc.hc.CloseIdleConnections()
+	keys := []string{"a", "b", "c", "d", "e", "f", "Zürich", "東京"}
+	l := c.runLoad(t, cc, keys, 12)
+
+	// Warm up, then kill the node that leads the busiest shards: it is the
+	// one the others forward most to.
+	time.Sleep(2 * time.Second)
+	victim, deltas := c.busiestLeader(time.Second, 1)
+	vid := c.specs[victim].id
+	beforeKill := l.snapshot()
+	t.Logf("before the kill:%s; Raft entries proposed in the last second %v: killing %s", describeCounts(ids, nil, beforeKill), deltas, vid)
+
+	if err := c.procs[victim].stop(syscall.SIGKILL); err == nil {
+		t.Fatalf("%s exited cleanly after SIGKILL", vid)
+	}
+	killedAt := time.Now()
+	time.Sleep(3 * time.Second)
+	down := l.snapshot()
+	t.Logf("while %s was down:%s", vid, describeCounts(ids, beforeKill, down))
+
+	restartedAt := time.Now()
+	p := c.launch(victim)
+	p.waitReady(30 * time.Second)
+	readyAfter := time.Since(restartedAt)
+	t.Logf("%s ready %v after its restart (%v after the kill)", vid, readyAfter.Round(time.Millisecond), time.Since(killedAt).Round(time.Millisecond))
+	ready := l.snapshot()
+	t.Logf("while %s was restarting:%s", vid, describeCounts(ids, down, ready))
+
+	time.Sleep(3 * time.Second)
+	l.stop()
+	end := l.snapshot()
+	t.Logf("after %s was ready again:%s", vid, describeCounts(ids, ready, end))
+	l.mu.Lock()
+	for k, v := range l.samples {
+		t.Logf("sample answer %s: %s", k, v)
+	}
+	if len(l.badBodies) > 0 {
+		t.Errorf("200 answers that are not a count: %q", l.badBodies)
+	}
+	l.mu.Unlock()
+	if served := end[victim][outOk] - ready[victim][outOk]; served == 0 {
+		t.Errorf("%s answered no request with 200 after it was ready again", vid)
+	}
+	total := int64(0)
+	for i := range end {
+		total += end[i][outOk]
+	}
+	if total == 0 {
+		t.Fatal("the load saw no acknowledged increment")
+	}
+
+	// Every node must give the same final counts: the restarted one has
+	// caught up and serves.
+	var final map[string]int
+	for i := range c.specs {
+		got := c.readAll(cc, 1000+i, i, keys)
+		if final == nil {
+			final = got
+			continue
+		}
+		for _, k := range keys {
+			if got[k] != final[k] {
+				t.Errorf("%q: %s reads %d, %s reads %d", k, c.specs[i].id, got[k], c.specs[0].id, final[k])
+			}
+		}
+	}
+	t.Logf("final counts: %v", final)
+
+	for _, loss := range linearize.Losses(rec, final) {
+		t.Errorf("%v", loss)
+	}
+	res := linearize.Check(rec, 30*time.Second)
+	t.Logf("history: %v", res)
+	if !res.Ok {
+		t.Errorf("history not linearizable: %v", res)
+	}
+	if code, body, err := p.readyz(); err != nil || code != 200 {
+		t.Errorf("%s /readyz at the end: %d %q %v", vid, code, body, err)
+	}
+}
+
+// TestClusterRefusesBadStarts checks that a data dir stays with the node
+// that made it: another node id, or `roost dev`, is refused.
+func TestClusterRefusesBadStarts(t *testing.T) {
+	spec := newNodeSpec(t, "n1", 3, 16)
+	n1 := launchNode(t, "node n1", spec)
+	// The node binds its listeners after claiming the data dir; /readyz
+	// answers (503: no cluster yet) once they are bound.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, _, err := n1.readyz(); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node n1 never answered /readyz")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(spec.dataDir, "node.json")); err != nil {
+		t.Fatalf("node n1 has not claimed its data dir: %v", err)
+	}
+	if err := n1.stop(syscall.SIGTERM); err != nil {
+		t.Fatalf("node n1 exited with %v after SIGTERM; want a clean exit", err)
+	}
+
+	t.Run("other node id", func(t *testing.T) {
+		other := newNodeSpec(t, "nx", 3, 16)
+		other.dataDir = spec.dataDir
+		p := launchNode(t, "node nx", other)
+		err := p.waitExit(15 * time.Second)
+		out := p.log.String()
+		if err == nil {
+			t.Fatalf("node nx on node n1's data dir exited 0:\n%s", out)
+		}
+		if !strings.Contains(out, `"n1"`) || !strings.Contains(out, `"nx"`) {
+			t.Errorf("node nx on node n1's data dir exited with %v, but its output names not both ids:\n%s", err, out)
+		}
+		t.Logf("%v: %s", err, strings.TrimSpace(out))
+	})
+
+	t.Run("roost dev", func(t *testing.T) {
+		p := launchDev(t, roostBinary(t), spec.dataDir)
+		err := p.waitExit(15 * time.Second)
+		out := p.log.String()
+		if err == nil {
+			t.Fatalf("roost dev on node n1's data dir exited 0:\n%s", out)
+		}
+		if !strings.Contains(out, spec.dataDir) || !strings.Contains(out, "cluster node") {
+			t.Errorf("roost dev on node n1's data dir exited with %v, but its output does not say the dir belongs to a cluster node:\n%s", err, out)
+		}
+		t.Logf("%v: %s", err, strings.TrimSpace(out))
+	})
+
+	// The refusals left the data dir to n1: it starts again.
+	p := launchNode(t, "node n1 (again)", spec)
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		code, _, err := p.readyz()
+		if err == nil && code == http.StatusServiceUnavailable {
+			break
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("node n1 exited when started again on its own data dir: %v\n%s", p.exitErr, p.log.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node n1 never answered /readyz after the refusals")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
