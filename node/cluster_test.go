@@ -290,9 +290,9 @@ func TestClusterLinearizableUnderFaults(t *testing.T) {
 	stop := make(chan struct{})
 	wg := c.runCounterLoad(rec, keys, 12, stop)
 	rng := rand.New(rand.NewPCG(1, 2))
-	for round := range 4 {
+	for round := range 6 {
 		time.Sleep(1500 * time.Millisecond)
-		switch round % 2 {
+		switch round % 3 {
 		case 0: // partition a node away from the others' Raft traffic
 			victim := rng.IntN(3)
 			c.faults.Isolate(raft.ServerAddress(c.cfgs[victim].GRPCAddr))
@@ -306,6 +306,11 @@ func TestClusterLinearizableUnderFaults(t *testing.T) {
 			c.stop(victim)
 			time.Sleep(2 * time.Second)
 			c.start(victim)
+		case 2: // a lossy, slow network between every pair
+			c.faults.SetDrop(0.05)
+			c.faults.SetDelay(5 * time.Millisecond)
+			time.Sleep(2 * time.Second)
+			c.faults.Heal()
 		}
 	}
 	time.Sleep(1500 * time.Millisecond)
