@@ -32,7 +32,7 @@ FUZZ_TARGETS ?= ./durable:FuzzParseID \
 FUZZTIME     ?= 20s
 
 .DEFAULT_GOAL := build
-.PHONY: help build run test vet fmt-check lint bench fuzz clean
+.PHONY: help build run test vet fmt-check lint bench fuzz clean bench-compare bench-failover
 
 help:
 	@echo "make build    build $(BIN) (static, version $(VERSION))"
@@ -79,3 +79,31 @@ fuzz:
 
 clean:
 	rm -rf bin/
+
+# roost against etcd on this machine: 3-node clusters of each on 127.0.0.1,
+# the same load, one table (see scripts/bench-compare.sh).
+DURATION ?= 10s
+
+bench-compare: build
+	DURATION=$(DURATION) ROOST_BIN=$(BIN) GO=$(GO) scripts/bench-compare.sh
+
+# Failover time after SIGKILL, idle CPU and failed writes during planned
+# leadership moves (SIGTERM) of a 3-node cluster of $(BIN) on 127.0.0.1
+# (see internal/cmd/failover); e.g. make bench-failover FAILOVER_FLAGS='-rounds 5 -v'.
+bench-failover: build
+	$(GO) run ./internal/cmd/failover -bin $(BIN) $(FAILOVER_FLAGS)
+
+# The container image (deploy/Dockerfile, FROM scratch) around the static
+# bin/roost and bin/healthcheck built here; docker-compose.yml runs it.
+IMAGE ?= roost:dev
+.PHONY: image docker-test
+
+image: build
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/healthcheck ./internal/cmd/healthcheck
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+# The Docker end-to-end test alone (internal/dockertest: its own image, a
+# 3-node compose cluster as project roosttest, SIGKILL and restart under
+# load). `make test` runs it too; without a Docker daemon it is skipped.
+docker-test:
+	$(GO) test -v -count=1 -timeout 15m ./internal/dockertest/

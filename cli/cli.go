@@ -64,7 +64,10 @@ and the Durable Object classes compiled into this binary — over HTTP, keeps
 exactly one live instance of each object, and stores each object's data
 durably before a response that reports a write is sent.
 
-Start with 'roost dev', which runs a single node on this machine.`,
+Start with 'roost dev', which runs a single node on this machine. Run a
+cluster with 'roost node' on each machine, and operate it with 'roost status',
+'roost members', 'roost shards', 'roost rebalance', 'roost drain' and
+'roost remove', which talk to any node's admin listener.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
@@ -75,14 +78,34 @@ Start with 'roost dev', which runs a single node on this machine.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &usageError{cmd: c, err: err}
 	})
-	root.AddCommand(
+	root.AddGroup(
+		&cobra.Group{ID: groupServe, Title: "Run roost:"},
+		&cobra.Group{ID: groupOperate, Title: "Operate a cluster (through a node's admin API):"},
+	)
+	for _, c := range []*cobra.Command{
 		newDev(app, stdout, stderr, os.LookupEnv).cmd,
 		newNode(app, stdout, stderr, os.LookupEnv).cmd,
+	} {
+		c.GroupID = groupServe
+		root.AddCommand(c)
+	}
+	for _, c := range newAdminCommands(stdout, stderr, os.LookupEnv) {
+		c.GroupID = groupOperate
+		root.AddCommand(c)
+	}
+	root.AddCommand(
 		newBenchCommand(stdout, stderr),
 		newVersionCommand(stdout),
 	)
 	return root
 }
+
+// Groups of commands in the root's help; the rest are listed under
+// "Additional Commands".
+const (
+	groupServe   = "serve"
+	groupOperate = "operate"
+)
 
 // usageError is a mistake in how a command was called.
 type usageError struct {

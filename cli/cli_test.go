@@ -120,7 +120,8 @@ func TestHelp(t *testing.T) {
 		want    []string
 		notWant []string
 	}{
-		{[]string{"--help"}, []string{"dev", "node", "bench", "version", "roost dev"}, []string{"rebalance", "drain"}},
+		{[]string{"--help"}, []string{"dev", "node", "bench", "version", "roost dev",
+			"status", "members", "shards", "rebalance", "drain", "remove", "Operate a cluster"}, nil},
 		{[]string{"dev", "--help"}, []string{"--data-dir", "--http", "--admin", "--config", "--shards", "--idle-timeout", "ROOST_HTTP", `default "127.0.0.1:8787"`, "Example"}, nil},
 		{[]string{"node", "--help"}, []string{
 			"--id", "--data-dir", "--http", "--admin", "--grpc", "--gossip", "--advertise", "--join", "--bootstrap-expect",

@@ -1,6 +1,8 @@
 // Package cli is roost's command line: `roost dev` runs a node for local
 // development, `roost node` runs one node of a cluster, `roost bench` puts
-// HTTP load on an app, `roost version` says what was built.
+// HTTP load on an app, `roost version` says what was built. The operator
+// commands (status, members, shards, rebalance, drain, remove) are clients
+// of a node's admin API, docs/admin-api.md (admin.go, admincmd.go).
 //
 // It lives in a package rather than in main so that anyone who writes
 // Durable Objects in Go can build their own binary with the same commands:
@@ -14,6 +16,11 @@
 // command line or its files. dev and node share that machinery (serve.go):
 // each lists its settings, and one table gives every setting its roost.toml
 // key, flag and variable.
+//
+// The operator commands are the exception: they read no roost.toml, and a
+// flag given (--addr, --token) wins over its variable (ROOST_ADDR,
+// ROOST_ADMIN_TOKEN), because a person types them at a shell where the
+// variables may have been exported for another cluster.
 //
 // Every command is built by a constructor and writes to the writers it is
 // given, so tests run the real commands with captured output.

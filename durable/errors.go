@@ -64,14 +64,16 @@ func IsOverloaded(err error) bool {
 }
 
 // HTTPStatus maps an error reaching the edge to an HTTP status: a malformed
-// ID or one of another namespace is the client's fault (400), overload is
-// 503, anything else (an exception an object threw, an unknown binding,
-// which is a deployment mistake) is 500.
+// ID or one of another namespace is the client's fault (400); overload and
+// a write that certainly did not commit (ErrCommitFailed) are 503, both
+// safe to retry; anything else (an exception an object threw, an unknown
+// binding, which is a deployment mistake, a commit of unknown outcome) is 500.
 func HTTPStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrInvalidID), errors.Is(err, ErrWrongNamespace):
 		return http.StatusBadRequest
-	case IsOverloaded(err):
+	case IsOverloaded(err), errors.Is(err, ErrCommitFailed):
+		// Both mean the request had no effect and may be retried.
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

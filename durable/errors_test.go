@@ -35,6 +35,7 @@ func TestHTTPStatusAndWriteError(t *testing.T) {
 		{"plain error", errors.New("something broke"), http.StatusInternalServerError, false},
 		{"unknown binding (deployment mistake)", unknownBinding, http.StatusInternalServerError, false},
 		{"commit indeterminate", fmt.Errorf("put: %w", ErrCommitIndeterminate), http.StatusInternalServerError, false},
+		{"commit failed (no effect, retry)", &Error{Message: "reset", Retryable: true, Err: fmt.Errorf("shard 2: %w", ErrCommitFailed)}, http.StatusServiceUnavailable, true},
 		{"key too large", fmt.Errorf("put: %w", ErrKeyTooLarge), http.StatusInternalServerError, false},
 	}
 	for _, tc := range tests {

@@ -51,10 +51,13 @@ type cluster struct {
 
 	identity identity // what the data dir says about this node
 
-	mu      sync.Mutex
-	groups  map[int]*localShard // shards with a replica on this node
-	hints   map[int]string      // shard → leader node ID, from NOT_LEADER answers
-	mapSeen placement.Map
+	mu     sync.Mutex
+	groups map[int]*localShard // shards with a replica on this node
+	hints  map[int]string      // shard → leader node ID, from NOT_LEADER answers
+	// handedOff is when this node last tried to hand a shard's leadership
+	// to another voter (balanceLeaders), so it does not retry at once.
+	handedOff map[int]time.Time
+	mapSeen   placement.Map
 }
 
 // localShard is a replica of a shard on this node.
@@ -117,7 +120,7 @@ func advertised(listen net.Addr, host string) string {
 // the cluster has formed: the meta group and shards start in the background
 // as the map arrives (/readyz tells when this node can serve).
 func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
-	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), hints: make(map[int]string)}
+	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), hints: make(map[int]string), handedOff: make(map[int]time.Time)}
 	n.cluster = c
 	var err error
 	if c.grpcLn, err = net.Listen("tcp", n.cfg.GRPCAddr); err != nil {
@@ -433,7 +436,7 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 	m := c.mapSeen
 	c.mu.Unlock()
 	if m.ClusterID == "" {
-		return nil, peer{}, fmt.Errorf("%w: this node has not received the cluster map yet", errNotReady)
+		return nil, peer{}, errNoMap
 	}
 	leader := ""
 	if ls != nil {
@@ -505,7 +508,7 @@ func (c *cluster) groupStatus(groupID uint64) (*proto.ForwardGroupStatusResponse
 	}
 	r := g.Raft()
 	applied := r.AppliedIndex()
-	return &proto.ForwardGroupStatusResponse{Running: true, AppliedIndex: applied, LastIndex: r.LastIndex(), State: r.State().String()}, nil
+	return withGroupConfig(r, &proto.ForwardGroupStatusResponse{Running: true, AppliedIndex: applied, LastIndex: r.LastIndex(), State: r.State().String()}), nil
 }
 
 // ready reports whether this node can serve: it has the map, and every

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/internal/linearize"
+	"github.com/roostdb/roost/internal/testnet"
 	"github.com/roostdb/roost/placement"
 	"github.com/roostdb/roost/raftstore"
 )
@@ -71,14 +71,8 @@ type testCluster struct {
 	nodes  []*Node
 }
 
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+// freeAddr is a loopback address a node can restart at.
+func freeAddr(t testing.TB) string { return testnet.FreeAddr(t) }
 
 // newTestCluster starts n nodes in this process on fixed loopback ports
 // (so a node restarts at the same addresses), sharing one fault injector.

@@ -41,6 +41,12 @@ type Config struct {
 	Vars map[string]string
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// AdminToken, when set, is the bearer token every /v1/ call of the
+	// admin API must carry (Authorization: Bearer <token>); /healthz,
+	// /readyz, /metrics and /debug/pprof stay open. Empty means no auth.
+	// Every node of a cluster needs the same token: calls are forwarded
+	// between nodes with the caller's Authorization header.
+	AdminToken string
 
 	// Cluster settings (roost node). An empty NodeID means dev mode: every
 	// shard is a single-voter group on this node and the rest is unused.

@@ -104,16 +104,22 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 		return nil, &routingError{msg: fmt.Sprintf("node %s (%s): %v", p.id, p.addr, err)}
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	// Only a stream that never opened is certainly unseen by the peer: from
+	// the moment the head may have left, a failure leaves the outcome open,
+	// because the peer may have run the request before it died.
 	stream, err := c.Fetch(ctx)
 	if err != nil {
 		cancel()
 		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
 	}
+	unknown := func(err error) error {
+		return &durable.Error{Message: fmt.Sprintf("forwarding to node %s failed; the request may or may not have run: %v", p.id, err), Err: durable.ErrCommitIndeterminate}
+	}
 	idb := id.Bytes()
 	head := &proto.ForwardHead{Class: class, ObjectId: idb[:], Method: req.Method, Url: req.URL.RequestURI(), Headers: toForwardHeaders(req.Header), Hops: uint32(hops)}
 	if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head}}); err != nil {
 		cancel()
-		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
+		return nil, unknown(err)
 	}
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- sendBody(stream, body.reader()) }()
@@ -121,10 +127,7 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 	first, err := stream.Recv()
 	if err != nil {
 		cancel()
-		if status.Code(err) == codes.Unavailable && !body.started() {
-			return nil, &routingError{msg: fmt.Sprintf("node %s unavailable: %v", p.id, err)}
-		}
-		return nil, &durable.Error{Message: fmt.Sprintf("forwarding to node %s failed: %v", p.id, err), Retryable: true, Err: durable.ErrCommitIndeterminate}
+		return nil, unknown(err)
 	}
 	res := first.GetResult()
 	if res == nil {
@@ -214,9 +217,6 @@ func (b *bodyBuffer) reader() io.Reader {
 	return io.MultiReader(bytes.NewReader(b.buf), b.rest)
 }
 
-// started reports whether a non-replayable body has been (partly) sent.
-func (b *bodyBuffer) started() bool { return b.sentStream }
-
 // replayable reports whether the body can be sent again.
 func (b *bodyBuffer) replayable() bool { return b.rest == nil || !b.sentStream }
 
@@ -277,6 +277,10 @@ func fromForwardError(fe *proto.ForwardError) error {
 		e.Err = durable.ErrCommitIndeterminate
 	case fe.Overloaded:
 		e.Err = durable.ErrOverloaded
+	case fe.Retryable:
+		// The only retryable exception that is neither overload nor of
+		// unknown outcome is a commit that certainly failed (storageFailure).
+		e.Err = durable.ErrCommitFailed
 	}
 	return e
 }

@@ -67,7 +67,7 @@ func (s *statusWriter) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection.
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// adminHandler serves health, readiness, metrics and pprof.
+// adminHandler serves health, readiness, metrics, pprof and the admin API.
 func (n *Node) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -102,5 +102,7 @@ func (n *Node) adminHandler() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	// The JSON admin API (docs/admin-api.md), behind the admin token.
+	mux.Handle("/v1/", n.adminAPI())
 	return mux
 }

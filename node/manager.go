@@ -61,6 +61,10 @@ type localRouter []*shard
 func (r localRouter) route(i int) (*shard, peer, error) { return r[i], peer{}, nil }
 func (r localRouter) observe(int, string)               {}
 
+// errNoMap: this node has not received the cluster map yet (it is starting
+// or has not joined); requests are refused at once rather than held.
+var errNoMap = fmt.Errorf("%w: this node has not received the cluster map yet", errNotReady)
+
 // routeWait bounds how long a request looks for its shard's leader (an
 // election takes about a second).
 const routeWait = 5 * time.Second
@@ -98,7 +102,7 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 			}
 			m.router.observe(idx, re.hint)
 		}
-		if time.Now().After(deadline) {
+		if errors.Is(err, errNoMap) || time.Now().After(deadline) {
 			return nil, &durable.Error{Message: fmt.Sprintf("no node serves shard %d now: %v", idx, err), Retryable: true, Overloaded: true, Err: err}
 		}
 		select {

@@ -145,20 +145,41 @@ func (c *cluster) balanceLeaders(m placement.Map) {
 	}
 	slices.Sort(mine)
 	for _, i := range mine {
+		c.mu.Lock()
+		recent := time.Since(c.handedOff[i]) < handOffBackoff
+		if !recent {
+			c.handedOff[i] = time.Now() // tried or not, look again only after the backoff
+		}
+		c.mu.Unlock()
+		if recent {
+			continue
+		}
 		r := groups[i].group.Raft()
 		cf := r.GetConfiguration()
 		if cf.Error() != nil {
 			continue
 		}
 		for _, s := range cf.Configuration().Servers {
-			if s.Suffrage == raft.Voter && s.ID != raft.ServerID(c.self) && leads[s.ID] < share {
-				c.n.log.Debug("moving shard leadership to balance leaders", "shard", i, "to", s.ID)
-				r.LeadershipTransferToServer(s.ID, s.Address)
-				return
+			if s.Suffrage != raft.Voter || s.ID == raft.ServerID(c.self) || leads[s.ID] >= share {
+				continue
 			}
+			// Only a replica that runs the group and has caught up can take
+			// over at once; anything else stalls the shard's writes while
+			// the transfer times out.
+			node, ok := m.Nodes[placement.NodeID(s.ID)]
+			if !ok || !c.caughtUp(context.Background(), node, groups[i].group.ID(), r.AppliedIndex()) {
+				continue
+			}
+			c.n.log.Debug("moving shard leadership to balance leaders", "shard", i, "to", s.ID)
+			r.LeadershipTransferToServer(s.ID, s.Address)
+			return
 		}
 	}
 }
+
+// handOffBackoff is how long a node waits before it considers handing the
+// same shard's leadership away again.
+const handOffBackoff = 10 * time.Second
 
 // fail reports an error that stops this node from taking part in the
 // cluster; Node.Failed delivers it.

@@ -201,7 +201,8 @@ func (s *shard) doneInflight() {
 // Only errors raised before the entry reached the log are definite.
 func commitError(id raftstore.GroupID, err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress): // all refused before the log
 		return fmt.Errorf("%w: shard %s: %v", durable.ErrCommitFailed, id, err)
 	default:
 		return fmt.Errorf("%w: shard %s: %v", durable.ErrCommitIndeterminate, id, err)

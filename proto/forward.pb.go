@@ -506,11 +506,16 @@ func (x *ForwardGroupStatusRequest) GetGroupId() uint64 {
 }
 
 type ForwardGroupStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Running       bool                   `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
-	LastIndex     uint64                 `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
-	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // raft state: Leader, Follower, Candidate, Shutdown
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Running      bool                   `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	LastIndex    uint64                 `protobuf:"varint,3,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
+	State        string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // raft state: Leader, Follower, Candidate, Shutdown
+	// The group as this node sees it (the latest configuration in its log):
+	// the leader's node ID ("" if unknown), and the voters and non-voters.
+	Leader        string   `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	Voters        []string `protobuf:"bytes,6,rep,name=voters,proto3" json:"voters,omitempty"`
+	Nonvoters     []string `protobuf:"bytes,7,rep,name=nonvoters,proto3" json:"nonvoters,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -573,6 +578,27 @@ func (x *ForwardGroupStatusResponse) GetState() string {
 	return ""
 }
 
+func (x *ForwardGroupStatusResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *ForwardGroupStatusResponse) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
+}
+
+func (x *ForwardGroupStatusResponse) GetNonvoters() []string {
+	if x != nil {
+		return x.Nonvoters
+	}
+	return nil
+}
+
 var File_proto_forward_proto protoreflect.FileDescriptor
 
 const file_proto_forward_proto_rawDesc = "" +
@@ -614,13 +640,16 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x04body\x18\x03 \x01(\fH\x00R\x04bodyB\a\n" +
 	"\x05frame\"6\n" +
 	"\x19ForwardGroupStatusRequest\x12\x19\n" +
-	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"\x90\x01\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"\xde\x01\n" +
 	"\x1aForwardGroupStatusResponse\x12\x18\n" +
 	"\arunning\x18\x01 \x01(\bR\arunning\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x1d\n" +
 	"\n" +
 	"last_index\x18\x03 \x01(\x04R\tlastIndex\x12\x14\n" +
-	"\x05state\x18\x04 \x01(\tR\x05state2\xc0\x01\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leader\x12\x16\n" +
+	"\x06voters\x18\x06 \x03(\tR\x06voters\x12\x1c\n" +
+	"\tnonvoters\x18\a \x03(\tR\tnonvoters2\xc0\x01\n" +
 	"\aForward\x12K\n" +
 	"\x05Fetch\x12\x1e.roost.forward.v1.ForwardFrame\x1a\x1e.roost.forward.v1.ForwardFrame(\x010\x01\x12h\n" +
 	"\vGroupStatus\x12+.roost.forward.v1.ForwardGroupStatusRequest\x1a,.roost.forward.v1.ForwardGroupStatusResponseB&Z$github.com/roostdb/roost/proto;protob\x06proto3"

@@ -44,7 +44,8 @@ type ForwardClient interface {
 	// elsewhere without running it twice.
 	Fetch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardFrame, ForwardFrame], error)
 	// GroupStatus reports how far this node has applied a shard's log, so a
-	// leader can tell when a new replica has caught up.
+	// leader can tell when a new replica has caught up, and the group's
+	// leader and configuration as this node sees them (admin API).
 	GroupStatus(ctx context.Context, in *ForwardGroupStatusRequest, opts ...grpc.CallOption) (*ForwardGroupStatusResponse, error)
 }
 
@@ -90,7 +91,8 @@ type ForwardServer interface {
 	// elsewhere without running it twice.
 	Fetch(grpc.BidiStreamingServer[ForwardFrame, ForwardFrame]) error
 	// GroupStatus reports how far this node has applied a shard's log, so a
-	// leader can tell when a new replica has caught up.
+	// leader can tell when a new replica has caught up, and the group's
+	// leader and configuration as this node sees them (admin API).
 	GroupStatus(context.Context, *ForwardGroupStatusRequest) (*ForwardGroupStatusResponse, error)
 	mustEmbedUnimplementedForwardServer()
 }

@@ -9,8 +9,12 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +48,7 @@ func startCluster(t *testing.T, n, shards int, timeout time.Duration) *testClust
 	}
 	c.procs = make([]*process, n)
 	c.runs = make([]int, n)
+	roostBinary(t) // built before the clock starts
 	start := time.Now()
 	for i := range n {
 		c.launch(i)
@@ -72,6 +77,9 @@ func (c *testCluster) proposals(i int) (float64, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("/metrics of %s: %s", c.specs[i].id, resp.Status)
+	}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "roost_raft_entries_proposed_total "); ok {
@@ -121,6 +129,12 @@ const (
 	numOutcomes
 )
 
+var outcomeNames = [numOutcomes]string{"ok", "failed", "unknown", "bad body"}
+
+// loopbackAddr blanks the addresses in error messages so that alike ones
+// are counted together.
+var loopbackAddr = regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
+
 // counterClient sends counter requests to the nodes and records them.
 type counterClient struct {
 	hc  *http.Client
@@ -162,11 +176,15 @@ func (cc *counterClient) do(clientID int, addr string, kind linearize.Kind, key 
 	}
 	resp, err := cc.hc.Do(req)
 	if err != nil {
+		detail := err.Error()
+		if ue, ok := err.(*url.Error); ok {
+			detail = ue.Err.Error() // without the URL, which names the key
+		}
 		if conns.Load() == 0 && errors.Is(err, syscall.ECONNREFUSED) {
 			call.Failed()
-			return outFailed, 0, err.Error()
+			return outFailed, 0, detail
 		}
-		return outUnknown, 0, err.Error()
+		return outUnknown, 0, detail
 	}
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
@@ -191,20 +209,24 @@ func (cc *counterClient) do(clientID int, addr string, kind linearize.Kind, key 
 
 // clusterLoad increments keys through random nodes from several clients.
 type clusterLoad struct {
-	cc       *counterClient
 	stopCh   chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 
 	counts [][numOutcomes]atomic.Int64 // per node, per outcome
 
-	mu        sync.Mutex
-	samples   map[string]string // one example answer per node and kind of trouble
+	start time.Time
+	mu    sync.Mutex
+	// troubles counts the answers other than 200, by node, outcome and
+	// message (addresses blanked).
+	troubles  map[string]int
 	badBodies []string
+	acks      map[string][]time.Duration // per key, when each 200 arrived (since start)
 }
 
 func (c *testCluster) runLoad(t *testing.T, cc *counterClient, keys []string, clients int) *clusterLoad {
-	l := &clusterLoad{cc: cc, stopCh: make(chan struct{}), counts: make([][numOutcomes]atomic.Int64, len(c.specs)), samples: map[string]string{}}
+	l := &clusterLoad{stopCh: make(chan struct{}), counts: make([][numOutcomes]atomic.Int64, len(c.specs)),
+		start: time.Now(), troubles: map[string]int{}, acks: map[string][]time.Duration{}}
 	for cl := range clients {
 		l.wg.Add(1)
 		go func() {
@@ -220,16 +242,17 @@ func (c *testCluster) runLoad(t *testing.T, cc *counterClient, keys []string, cl
 				i := rng.IntN(len(c.specs))
 				out, _, detail := cc.do(cl, c.specs[i].http, linearize.Increment, key)
 				l.counts[i][out].Add(1)
-				if out != outOk {
-					l.mu.Lock()
-					sk := fmt.Sprintf("%s/%d", c.specs[i].id, out)
-					if _, ok := l.samples[sk]; !ok {
-						l.samples[sk] = detail
-					}
+				l.mu.Lock()
+				if out == outOk {
+					l.acks[key] = append(l.acks[key], time.Since(l.start))
+				} else {
+					l.troubles[fmt.Sprintf("%s %s: %s", c.specs[i].id, outcomeNames[out], loopbackAddr.ReplaceAllString(detail, "<addr>"))]++
 					if out == outBadBody && len(l.badBodies) < 10 {
 						l.badBodies = append(l.badBodies, fmt.Sprintf("%s via %s: %q", key, c.specs[i].id, detail))
 					}
-					l.mu.Unlock()
+				}
+				l.mu.Unlock()
+				if out != outOk {
 					time.Sleep(20 * time.Millisecond)
 				}
 			}
@@ -268,6 +291,46 @@ func describeCounts(ids []string, before, after [][numOutcomes]int64) string {
 		fmt.Fprintf(&b, " %s: %d ok, %d failed, %d unknown;", id, d[outOk], d[outFailed], d[outUnknown]+d[outBadBody])
 	}
 	return strings.TrimSuffix(b.String(), ";")
+}
+
+// report logs the troubles the load met, most frequent first, and for each
+// key how many increments were acknowledged and its longest stretch
+// without one (times since the load started). The clients wait for each
+// answer, so while every one of them waits on a node that holds requests
+// (a restarting node does until its 3 s timeout), no key sees an ack.
+func (l *clusterLoad) report(t *testing.T, keys []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	type trouble struct {
+		what string
+		n    int
+	}
+	var ts []trouble
+	for what, n := range l.troubles {
+		ts = append(ts, trouble{what, n})
+	}
+	sort.Slice(ts, func(a, b int) bool { return ts[a].n > ts[b].n || ts[a].n == ts[b].n && ts[a].what < ts[b].what })
+	for k, tr := range ts {
+		if k == 10 {
+			t.Logf("... and %d other kinds of answer", len(ts)-k)
+			break
+		}
+		t.Logf("%5d × %s", tr.n, tr.what)
+	}
+	var b strings.Builder
+	for _, key := range keys {
+		acks := l.acks[key]
+		slices.Sort(acks)
+		var gap, from, prev time.Duration
+		for _, at := range append(acks, time.Since(l.start)) {
+			if at-prev > gap {
+				gap, from = at-prev, prev
+			}
+			prev = at
+		}
+		fmt.Fprintf(&b, " %s: %d acked, longest without %v from %v;", key, len(acks), gap.Round(time.Millisecond), from.Round(time.Millisecond))
+	}
+	t.Logf("per key (times since the load started):%s", strings.TrimSuffix(b.String(), ";"))
 }
 
 // readAll reads every key through node i (retrying refusals and unknown
@@ -315,7 +378,8 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	victim, deltas := c.busiestLeader(time.Second, 1)
 	vid := c.specs[victim].id
 	beforeKill := l.snapshot()
-	t.Logf("before the kill:%s; Raft entries proposed in the last second %v: killing %s", describeCounts(ids, nil, beforeKill), deltas, vid)
+	t.Logf("before the kill:%s; Raft entries proposed in the last second %v: killing %s %v after the load started",
+		describeCounts(ids, nil, beforeKill), deltas, vid, time.Since(l.start).Round(time.Millisecond))
 
 	if err := c.procs[victim].stop(syscall.SIGKILL); err == nil {
 		t.Fatalf("%s exited cleanly after SIGKILL", vid)
@@ -329,7 +393,8 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	p := c.launch(victim)
 	p.waitReady(30 * time.Second)
 	readyAfter := time.Since(restartedAt)
-	t.Logf("%s ready %v after its restart (%v after the kill)", vid, readyAfter.Round(time.Millisecond), time.Since(killedAt).Round(time.Millisecond))
+	t.Logf("%s ready %v after its restart (%v after the kill, %v after the load started)", vid, readyAfter.Round(time.Millisecond),
+		time.Since(killedAt).Round(time.Millisecond), time.Since(l.start).Round(time.Millisecond))
 	ready := l.snapshot()
 	t.Logf("while %s was restarting:%s", vid, describeCounts(ids, down, ready))
 
@@ -337,10 +402,8 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	l.stop()
 	end := l.snapshot()
 	t.Logf("after %s was ready again:%s", vid, describeCounts(ids, ready, end))
+	l.report(t, keys)
 	l.mu.Lock()
-	for k, v := range l.samples {
-		t.Logf("sample answer %s: %s", k, v)
-	}
 	if len(l.badBodies) > 0 {
 		t.Errorf("200 answers that are not a count: %q", l.badBodies)
 	}
@@ -376,10 +439,10 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	for _, loss := range linearize.Losses(rec, final) {
 		t.Errorf("%v", loss)
 	}
-	res := linearize.Check(rec, 30*time.Second)
-	t.Logf("history: %v", res)
-	if !res.Ok {
-		t.Errorf("history not linearizable: %v", res)
+	if res := linearize.Check(rec, 30*time.Second); res.Ok {
+		t.Logf("history: %v", res)
+	} else {
+		t.Errorf("history: %v", res)
 	}
 	if code, body, err := p.readyz(); err != nil || code != 200 {
 		t.Errorf("%s /readyz at the end: %d %q %v", vid, code, body, err)

@@ -1,0 +1,734 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the output the tests get")
+
+// Answers as docs/admin-api.md describes them.
+const (
+	statusJSON = `{"node_id":"n1","cluster_id":"c-7f3a","mode":"cluster","ready":true,"reason":"",
+		"meta_leader":"n2","map_version":42,"nodes":4,"shards":8,"replicas":3,
+		"operation":{"id":"op-3","kind":"rebalance","state":"running","total":12,"done":5,
+			"started":"2026-03-01T10:00:00.123456789Z","eta_seconds":70,"error":""}}`
+	devStatusJSON = `{"node_id":"dev","cluster_id":"","mode":"dev","ready":false,"reason":"opening shards",
+		"meta_leader":"","map_version":0,"nodes":1,"shards":64,"replicas":1,"operation":null}`
+	// Deliberately not sorted: the table sorts.
+	membersJSON = `{"members":[
+		{"id":"n2","state":"active","alive":true,"grpc":"10.0.0.2:8790","http":"10.0.0.2:8787","admin":"10.0.0.2:8789","gossip":"10.0.0.2:7946","replicas":6,"leaders":3},
+		{"id":"n1","state":"active","alive":true,"grpc":"10.0.0.1:8790","http":"10.0.0.1:8787","admin":"10.0.0.1:8789","gossip":"10.0.0.1:7946","replicas":6,"leaders":2},
+		{"id":"n4","state":"draining","alive":false,"grpc":"10.0.0.4:8790","http":"10.0.0.4:8787","admin":"10.0.0.4:8789","gossip":"10.0.0.4:7946","replicas":1,"leaders":0},
+		{"id":"n3","state":"active","alive":true,"grpc":"10.0.0.3:8790","http":"10.0.0.3:8787","admin":"10.0.0.3:8789","gossip":"10.0.0.3:7946","replicas":5,"leaders":3}]}`
+	shardsJSON = `{"shards":[
+		{"id":10,"version":40,"replicas":["n1","n2","n3"],"leader":"n3","voters":["n1","n2","n3"],"nonvoters":[],"applied_index":912,"replica_lag":{"n1":0,"n2":3,"n3":0}},
+		{"id":2,"version":42,"replicas":["n2","n3","n4"],"leader":"n2","voters":["n1","n2","n3"],"nonvoters":["n4"],"applied_index":88,"replica_lag":{"n1":0,"n3":1,"n4":1200}},
+		{"id":0,"version":7,"replicas":["n1","n2","n3"],"leader":"n1","voters":["n1","n2","n3"],"nonvoters":[],"applied_index":1024,"replica_lag":{"n1":0,"n2":0,"n3":0}},
+		{"id":1,"version":9,"replicas":["n1","n2","n3"],"leader":"","voters":["n1","n2","n3"],"nonvoters":[],"applied_index":0,"replica_lag":{}}]}`
+	planJSON = `{"moves":[
+		{"shard":5,"add":"n4","remove":"n1"},
+		{"shard":1,"add":"n4","remove":"n2"},
+		{"shard":5,"add":"n3","remove":"n2"}]}`
+)
+
+// fakeAdmin is an admin API that answers from routes, keyed "METHOD /path",
+// and records the requests it got.
+type fakeAdmin struct {
+	*httptest.Server
+	mu       sync.Mutex
+	requests []fakeRequest
+}
+
+type fakeRequest struct {
+	method, path, auth, body string
+}
+
+// canned answers status with body.
+func canned(status int, body string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(status)
+		io.WriteString(w, body)
+	}
+}
+
+func newFakeAdmin(t *testing.T, routes map[string]http.HandlerFunc) *fakeAdmin {
+	f := &fakeAdmin{}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(b)) // for the route to read again
+		f.mu.Lock()
+		f.requests = append(f.requests, fakeRequest{r.Method, r.URL.Path, r.Header.Get("Authorization"), string(b)})
+		f.mu.Unlock()
+		h, ok := routes[r.Method+" "+r.URL.Path]
+		if !ok {
+			canned(http.StatusBadRequest, `{"error":"no route `+r.Method+" "+r.URL.Path+`"}`)(w, r)
+			return
+		}
+		h(w, r)
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+func (f *fakeAdmin) got() []fakeRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]fakeRequest(nil), f.requests...)
+}
+
+// addr is the server's host:port, as --addr takes it.
+func (f *fakeAdmin) addr() string { return strings.TrimPrefix(f.URL, "http://") }
+
+// runAdmin runs the command line with ROOST_ADDR and ROOST_ADMIN_TOKEN set
+// as env says (unset otherwise, whatever the environment of the test).
+func runAdmin(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	for _, k := range []string{envAdminAddr, envAdminToken} {
+		t.Setenv(k, env[k]) // empty counts as unset
+	}
+	return runCLI(t, nil, args...)
+}
+
+// fastPolls makes --wait poll every millisecond for the test.
+func fastPolls(t *testing.T) {
+	t.Helper()
+	interval, retry := adminPollInterval, adminRetryFor
+	adminPollInterval, adminRetryFor = time.Millisecond, 5*time.Second
+	t.Cleanup(func() { adminPollInterval, adminRetryFor = interval, retry })
+}
+
+// checkGolden compares got with testdata/admin/name, or rewrites the file
+// with -update.
+func checkGolden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", "admin", name)
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cli/ -run %s -update to create it)", err, t.Name())
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (rerun with -update if the change is intended)\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+func TestAdminGolden(t *testing.T) {
+	routes := map[string]http.HandlerFunc{
+		"GET /v1/members": canned(200, membersJSON),
+		"GET /v1/shards":  canned(200, shardsJSON),
+		"POST /v1/rebalance": func(w http.ResponseWriter, r *http.Request) {
+			var body struct {
+				DryRun bool `json:"dry_run"`
+			}
+			if json.NewDecoder(r.Body).Decode(&body) != nil || !body.DryRun {
+				canned(400, `{"error":"test server: only dry runs"}`)(w, r)
+				return
+			}
+			canned(200, planJSON)(w, r)
+		},
+	}
+	devRoutes := map[string]http.HandlerFunc{
+		"GET /v1/status":     canned(200, devStatusJSON),
+		"POST /v1/rebalance": canned(200, `{"moves":[]}`),
+	}
+	tests := []struct {
+		golden string
+		dev    bool
+		args   []string
+	}{
+		{"status.table.golden", false, []string{"status"}},
+		{"status.json.golden", false, []string{"status", "-o", "json"}},
+		{"status-dev.table.golden", true, []string{"status"}},
+		{"members.table.golden", false, []string{"members"}},
+		{"members.json.golden", false, []string{"members", "-o", "json"}},
+		{"shards-list.table.golden", false, []string{"shards", "list"}},
+		{"shards-list.json.golden", false, []string{"shards", "list", "--output=json"}},
+		{"rebalance-dry-run.table.golden", false, []string{"rebalance", "--dry-run"}},
+		{"rebalance-dry-run.json.golden", false, []string{"rebalance", "--dry-run", "-o", "json"}},
+		{"rebalance-dry-run-empty.table.golden", true, []string{"rebalance", "--dry-run"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.golden, func(t *testing.T) {
+			r := map[string]http.HandlerFunc{"GET /v1/status": canned(200, statusJSON)}
+			for k, v := range routes {
+				r[k] = v
+			}
+			if tt.dev {
+				r = devRoutes
+			}
+			srv := newFakeAdmin(t, r)
+			code, stdout, stderr := runAdmin(t, nil, append(tt.args, "--addr", srv.addr())...)
+			if code != exitOK || stderr != "" {
+				t.Fatalf("exit %d, stderr %q", code, stderr)
+			}
+			checkGolden(t, tt.golden, stdout)
+		})
+	}
+}
+
+func TestRebalanceDryRunRequest(t *testing.T) {
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{"POST /v1/rebalance": canned(200, planJSON)})
+	if code, _, stderr := runAdmin(t, nil, "rebalance", "--dry-run", "--max-concurrent", "2", "--addr", srv.URL); code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	got := srv.got()
+	if len(got) != 1 || got[0].method != "POST" || got[0].path != "/v1/rebalance" || got[0].body != `{"dry_run":true,"max_concurrent":2}` {
+		t.Errorf("requests = %+v", got)
+	}
+}
+
+func TestAdminToken(t *testing.T) {
+	tests := []struct {
+		name     string
+		env      map[string]string
+		args     []string
+		wantAuth string
+	}{
+		{"none", nil, nil, ""},
+		{"flag", nil, []string{"--token", "s3cret"}, "Bearer s3cret"},
+		{"variable", map[string]string{envAdminToken: "from-env"}, nil, "Bearer from-env"},
+		{"flag wins over variable", map[string]string{envAdminToken: "from-env"}, []string{"--token", "from-flag"}, "Bearer from-flag"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newFakeAdmin(t, map[string]http.HandlerFunc{"GET /v1/status": canned(200, statusJSON)})
+			code, _, stderr := runAdmin(t, tt.env, append([]string{"status", "--addr", srv.addr()}, tt.args...)...)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if got := srv.got(); len(got) != 1 || got[0].auth != tt.wantAuth {
+				t.Errorf("requests = %+v, want Authorization %q", got, tt.wantAuth)
+			}
+		})
+	}
+}
+
+func TestAdminAddr(t *testing.T) {
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{"GET /v1/status": canned(200, statusJSON)})
+	other := newFakeAdmin(t, map[string]http.HandlerFunc{"GET /v1/status": canned(200, statusJSON)})
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want *fakeAdmin
+	}{
+		{"flag host:port", nil, []string{"--addr", srv.addr()}, srv},
+		{"flag URL", nil, []string{"--addr", srv.URL + "/"}, srv},
+		{"variable", map[string]string{envAdminAddr: srv.URL}, nil, srv},
+		{"flag wins over variable", map[string]string{envAdminAddr: other.addr()}, []string{"--addr", srv.addr()}, srv},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(tt.want.got())
+			code, _, stderr := runAdmin(t, tt.env, append([]string{"status"}, tt.args...)...)
+			if code != exitOK {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if len(tt.want.got()) != before+1 {
+				t.Errorf("the request did not go to %s", tt.want.URL)
+			}
+		})
+	}
+}
+
+func TestAdminBaseURL(t *testing.T) {
+	tests := []struct{ in, want, err string }{
+		{in: "127.0.0.1:8789", want: "http://127.0.0.1:8789"},
+		{in: "http://127.0.0.1:8789", want: "http://127.0.0.1:8789"},
+		{in: "http://127.0.0.1:8789/", want: "http://127.0.0.1:8789"},
+		{in: "https://roost.example.com", want: "https://roost.example.com"},
+		{in: "https://roost.example.com/admin/", want: "https://roost.example.com/admin"},
+		{in: "10.0.0.5", want: "http://10.0.0.5:8789"},
+		{in: "[fd00::1]:9000", want: "http://[fd00::1]:9000"},
+		{in: "fd00::1", want: "http://[fd00::1]:8789"},
+		{in: " node-3:8789 ", want: "http://node-3:8789"},
+		{in: "", err: "empty address"},
+		{in: "ftp://x", err: `scheme "ftp"`},
+		{in: "http://", err: "no host"},
+		{in: "http://h:99999", err: "port"},
+		{in: "http://h:1/?x=1", err: "without user, query or fragment"},
+	}
+	for _, tt := range tests {
+		got, err := adminBaseURL(tt.in)
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("adminBaseURL(%q) = %q, %v; want error with %q", tt.in, got, err, tt.err)
+		case tt.err == "" && (err != nil || got != tt.want):
+			t.Errorf("adminBaseURL(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestAdminErrors(t *testing.T) {
+	tests := []struct {
+		name   string
+		route  string
+		answer http.HandlerFunc
+		env    map[string]string
+		args   []string
+		want   string // all of stderr
+	}{
+		{
+			name: "401 without a token", route: "GET /v1/status",
+			answer: canned(401, `{"error":"missing admin token"}`),
+			args:   []string{"status"},
+			want:   "roost: missing admin token (the cluster has an admin token: set ROOST_ADMIN_TOKEN or pass --token)\n",
+		},
+		{
+			name: "401 with a token", route: "GET /v1/members",
+			answer: canned(401, `{"error":"wrong admin token"}`),
+			env:    map[string]string{envAdminToken: "old"},
+			args:   []string{"members"},
+			want:   "roost: wrong admin token (the token from ROOST_ADMIN_TOKEN was refused: check --token or ROOST_ADMIN_TOKEN)\n",
+		},
+		{
+			name: "409 refusal", route: "POST /v1/shards/7/move",
+			answer: canned(409, `{"error":"shard 7 would lose its quorum: n2 is not alive"}`),
+			args:   []string{"shards", "move", "7", "--to", "n4", "--from", "n1"},
+			want:   "roost: shard 7 would lose its quorum: n2 is not alive\n",
+		},
+		{
+			name: "409 second operation", route: "POST /v1/rebalance",
+			answer: canned(409, `{"error":"drain op-2 of n3 is running; one operation runs at a time"}`),
+			args:   []string{"rebalance", "--wait"},
+			want:   "roost: drain op-2 of n3 is running; one operation runs at a time\n",
+		},
+		{
+			name: "409 remove", route: "POST /v1/nodes/n3/remove",
+			answer: canned(409, `{"error":"n3 still holds 5 replicas"}`),
+			args:   []string{"remove", "n3"},
+			want:   "roost: n3 still holds 5 replicas (drain it first: roost drain n3 --wait)\n",
+		},
+		{
+			name: "409 remove, server says what to do", route: "POST /v1/nodes/n3/remove",
+			answer: canned(409, `{"error":"n3 still holds replicas; drain it first"}`),
+			args:   []string{"remove", "n3"},
+			want:   "roost: n3 still holds replicas; drain it first\n",
+		},
+		{
+			name: "409 dev", route: "GET /v1/shards",
+			answer: canned(409, `{"error":"roost dev runs no cluster"}`),
+			args:   []string{"shards", "list"},
+			want:   "roost: roost dev runs no cluster\n",
+		},
+		{
+			name: "400 unknown node", route: "POST /v1/nodes/n9/drain",
+			answer: canned(400, `{"error":"unknown node n9"}`),
+			args:   []string{"drain", "n9"},
+			want:   "roost: unknown node n9\n",
+		},
+		{
+			name: "503", route: "GET /v1/members",
+			answer: canned(503, `{"error":"no meta leader: cluster not formed (2 of 3 nodes have met)"}`),
+			args:   []string{"members", "-o", "json"},
+			want:   "roost: no meta leader: cluster not formed (2 of 3 nodes have met)\n",
+		},
+		{
+			name: "not the admin API", // answer nil: a server that knows no /v1/
+			args: []string{"status"},
+			want: "roost: GET {URL}/v1/status answered 404 Not Found: 404 page not found (is {URL} a node's admin listener, of a roost with the admin API? point --addr or ROOST_ADDR at one)\n",
+		},
+		{
+			name: "not JSON", route: "GET /v1/status",
+			answer: func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello from the app\n") },
+			args:   []string{"status"},
+			want:   "roost: GET {URL}/v1/status answered 200 OK with something other than JSON: hello from the app (is {URL} a roost node's admin listener?)\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var srv *httptest.Server
+			if tt.answer == nil {
+				srv = httptest.NewServer(http.NotFoundHandler())
+				t.Cleanup(srv.Close)
+			} else {
+				srv = newFakeAdmin(t, map[string]http.HandlerFunc{tt.route: tt.answer}).Server
+			}
+			code, stdout, stderr := runAdmin(t, tt.env, append(tt.args, "--addr", srv.URL)...)
+			if code != exitFailure {
+				t.Errorf("exit %d, want %d", code, exitFailure)
+			}
+			if want := strings.ReplaceAll(tt.want, "{URL}", srv.URL); stderr != want {
+				t.Errorf("stderr\n%q\nwant\n%q", stderr, want)
+			}
+			if stdout != "" {
+				t.Errorf("stdout %q, want nothing", stdout)
+			}
+		})
+	}
+}
+
+func TestAdminConnectionRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	code, _, stderr := runAdmin(t, map[string]string{envAdminAddr: addr}, "members")
+	if code != exitFailure {
+		t.Errorf("exit %d, want %d", code, exitFailure)
+	}
+	if !strings.HasPrefix(stderr, "roost: cannot reach the admin API at http://"+addr+": ") ||
+		!strings.Contains(stderr, "connection refused") || !strings.Contains(stderr, "--addr or ROOST_ADDR") ||
+		strings.Count(stderr, "\n") != 1 {
+		t.Errorf("stderr = %q; want one line with the address, the cause and a hint at --addr", stderr)
+	}
+}
+
+func TestAdminTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{"GET /v1/status": func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}})
+	defer close(release)
+	code, _, stderr := runAdmin(t, nil, "status", "--addr", srv.addr(), "--timeout", "50ms")
+	if code != exitFailure || !strings.Contains(stderr, "no answer within 50ms (raise --timeout") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestAdminUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"shard not a number", nil, []string{"shards", "move", "seven", "--to", "n4"}, `SHARD must be a shard number such as 7 (see 'roost shards list'), got "seven"`},
+		{"negative shard", nil, []string{"shards", "transfer-leader", "-1", "--to", "n2"}, "unknown shorthand flag: '1' in -1"},
+		{"shard not a number, transfer", nil, []string{"shards", "transfer-leader", "3x", "--to", "n2"}, `got "3x"`},
+		{"missing shard", nil, []string{"shards", "move", "--to", "n4"}, "missing SHARD"},
+		{"two shards", nil, []string{"shards", "move", "1", "2", "--to", "n4"}, "one SHARD expected, got 2 arguments: 1 2"},
+		{"move without --to", nil, []string{"shards", "move", "7"}, "--to is required"},
+		{"transfer without --to", nil, []string{"shards", "transfer-leader", "7"}, "--to is required"},
+		{"bad --to", nil, []string{"shards", "move", "7", "--to", "N4"}, `--to must be a node id`},
+		{"bad --from", nil, []string{"shards", "move", "7", "--to", "n4", "--from", "n1/x"}, `--from must be a node id`},
+		{"drain without a node", nil, []string{"drain"}, "missing NODE"},
+		{"bad node", nil, []string{"remove", "../v1/rebalance"}, "NODE must be a node id"},
+		{"bad output", nil, []string{"status", "-o", "yaml"}, `--output must be "table" or "json", got "yaml"`},
+		{"bad timeout", nil, []string{"members", "--timeout", "0s"}, "--timeout must be positive"},
+		{"bad max-concurrent", nil, []string{"rebalance", "--max-concurrent", "0"}, "--max-concurrent must be at least 1, got 0"},
+		{"drain max-concurrent", nil, []string{"drain", "n3", "--max-concurrent", "-2"}, "--max-concurrent must be at least 1, got -2"},
+		{"dry run and wait", nil, []string{"rebalance", "--dry-run", "--wait"}, "--dry-run starts nothing to --wait for"},
+		{"bad --addr", nil, []string{"status", "--addr", "ftp://x"}, `--addr "ftp://x": scheme "ftp"`},
+		{"bad ROOST_ADDR", map[string]string{envAdminAddr: "http://"}, []string{"status"}, `ROOST_ADDR "http://": no host`},
+		{"argument to status", nil, []string{"status", "n1"}, `unknown command "n1" for "roost status"`},
+		{"unknown shards command", nil, []string{"shards", "lst"}, `unknown command "lst" for "roost shards"`},
+	}
+	srv := newFakeAdmin(t, nil)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{envAdminAddr: srv.addr()}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			code, stdout, stderr := runAdmin(t, env, tt.args...)
+			if code != exitUsage {
+				t.Errorf("exit %d, want %d", code, exitUsage)
+			}
+			if !strings.HasPrefix(stderr, "roost: ") || !strings.Contains(stderr, tt.want) || !strings.Contains(stderr, "--help' for usage") {
+				t.Errorf("stderr = %q; want roost: …%s… and a pointer to --help", stderr, tt.want)
+			}
+			if stdout != "" {
+				t.Errorf("stdout = %q", stdout)
+			}
+		})
+	}
+	if got := srv.got(); len(got) != 0 {
+		t.Errorf("usage errors sent requests: %+v", got)
+	}
+}
+
+// fakeOperation is an operation that makes one more move each time it is
+// asked about, and ends in state end (with errMsg) after total moves, or
+// after failAt moves if end is "failed".
+type fakeOperation struct {
+	mu          sync.Mutex
+	kind, end   string
+	total, done int
+	failAt      int
+	errMsg      string
+	polls       int
+	flaky       bool // answer 503 to the first poll
+}
+
+func (o *fakeOperation) json() string {
+	state := opRunning
+	errMsg := ""
+	switch {
+	case o.end == opFailed && o.done >= o.failAt:
+		state, errMsg = opFailed, o.errMsg
+	case o.done >= o.total:
+		state = opDone
+	}
+	eta := (o.total - o.done) * 10
+	return fmt.Sprintf(`{"operation":{"id":"op-9","kind":%q,"state":%q,"total":%d,"done":%d,"started":"2026-03-01T10:00:00Z","eta_seconds":%d,"error":%q}}`,
+		o.kind, state, o.total, o.done, eta, errMsg)
+}
+
+func (o *fakeOperation) routes(start string) map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		start: func(w http.ResponseWriter, r *http.Request) {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			canned(http.StatusAccepted, o.json())(w, r)
+		},
+		"GET /v1/operations/op-9": func(w http.ResponseWriter, r *http.Request) {
+			o.mu.Lock()
+			defer o.mu.Unlock()
+			o.polls++
+			if o.flaky && o.polls == 1 {
+				canned(503, `{"error":"no meta leader"}`)(w, r)
+				return
+			}
+			if o.done < o.total {
+				o.done++
+			}
+			canned(200, o.json())(w, r)
+		},
+	}
+}
+
+func TestRebalanceWaitDone(t *testing.T) {
+	fastPolls(t)
+	op := &fakeOperation{kind: "rebalance", total: 4, end: opDone, flaky: true}
+	srv := newFakeAdmin(t, op.routes("POST /v1/rebalance"))
+	code, stdout, stderr := runAdmin(t, nil, "rebalance", "--wait", "--addr", srv.addr(), "--token", "t")
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	for _, want := range []string{
+		"operation op-9 (rebalance): 0/4 moves done (0%), ETA 40s\n",
+		"roost: no meta leader; retrying\n",
+		"operation op-9 (rebalance): 1/4 moves done (25%), ETA 30s\n",
+		"operation op-9 (rebalance): 3/4 moves done (75%), ETA 10s\n",
+		"operation op-9 (rebalance): 4/4 moves done (100%), done\n",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if want := "Operation op-9 (rebalance) done: 4/4 moves done (100%).\n"; stdout != want {
+		t.Errorf("stdout = %q, want %q", stdout, want)
+	}
+	got := srv.got()
+	if got[0].body != `{"dry_run":false,"max_concurrent":4}` {
+		t.Errorf("rebalance body = %s", got[0].body)
+	}
+	for _, r := range got {
+		if r.auth != "Bearer t" {
+			t.Errorf("%s %s sent Authorization %q", r.method, r.path, r.auth)
+		}
+	}
+}
+
+func TestRebalanceWaitFailed(t *testing.T) {
+	fastPolls(t)
+	op := &fakeOperation{kind: "rebalance", total: 4, end: opFailed, failAt: 2, errMsg: "shard 3: n4 stopped answering"}
+	srv := newFakeAdmin(t, op.routes("POST /v1/rebalance"))
+	code, stdout, stderr := runAdmin(t, nil, "rebalance", "--wait", "--addr", srv.addr())
+	if code != exitFailure {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", code, exitFailure, stderr)
+	}
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	if want := "roost: operation op-9 (rebalance) failed after 2/4 moves done (50%): shard 3: n4 stopped answering"; lines[len(lines)-1] != want {
+		t.Errorf("last line of stderr = %q, want %q", lines[len(lines)-1], want)
+	}
+	if !strings.Contains(stderr, "2/4 moves done (50%), failed\n") {
+		t.Errorf("progress does not show the failure:\n%s", stderr)
+	}
+	if stdout != "" {
+		t.Errorf("stdout = %q", stdout)
+	}
+}
+
+func TestDrainWaitJSON(t *testing.T) {
+	fastPolls(t)
+	op := &fakeOperation{kind: "drain", total: 2, end: opDone}
+	srv := newFakeAdmin(t, op.routes("POST /v1/nodes/n3/drain"))
+	code, stdout, stderr := runAdmin(t, nil, "drain", "n3", "--wait", "--max-concurrent", "1", "-o", "json", "--addr", srv.addr())
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	var out struct {
+		Operation apiOperation `json:"operation"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil || out.Operation.State != opDone || out.Operation.Done != 2 {
+		t.Errorf("stdout is not the finished operation (%v):\n%s", err, stdout)
+	}
+	if got := srv.got(); got[0].body != `{"max_concurrent":1}` {
+		t.Errorf("drain body = %s", got[0].body)
+	}
+}
+
+func TestOperationWithoutWait(t *testing.T) {
+	op := &fakeOperation{kind: "drain", total: 6, end: opDone}
+	srv := newFakeAdmin(t, op.routes("POST /v1/nodes/n3/drain"))
+	code, stdout, stderr := runAdmin(t, nil, "drain", "n3", "--addr", srv.addr())
+	if code != exitOK || stderr != "" {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	want := "Started operation op-9 (drain): 0/6 moves done (0%).\nIt runs in the cluster: 'roost status' shows its progress.\n"
+	if stdout != want {
+		t.Errorf("stdout = %q, want %q", stdout, want)
+	}
+	if got := srv.got(); len(got) != 1 {
+		t.Errorf("requests = %+v; want only the POST", got)
+	}
+
+}
+
+func TestShardsMoveWait(t *testing.T) {
+	fastPolls(t)
+	// The shard's states as the leader converges on the new map.
+	shard := func(voters, nonvoters, lag string) string {
+		return `{"shards":[{"id":7,"version":43,"replicas":["n2","n3","n4"],"leader":"n2","voters":` + voters +
+			`,"nonvoters":` + nonvoters + `,"applied_index":10,"replica_lag":` + lag + `}]}`
+	}
+	states := []string{
+		shard(`["n1","n2","n3"]`, `[]`, `{}`),
+		shard(`["n1","n2","n3"]`, `["n4"]`, `{"n4":500}`),
+		shard(`["n1","n2","n3","n4"]`, `[]`, `{"n4":0}`),
+		shard(`["n2","n3","n4"]`, `[]`, `{"n4":0}`),
+	}
+	var mu sync.Mutex
+	polls := 0
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{
+		"POST /v1/shards/7/move": canned(202, `{"shard":7,"from":"n1","to":"n4","version":43}`),
+		"GET /v1/shards": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			defer mu.Unlock()
+			canned(200, states[min(polls, len(states)-1)])(w, r)
+			polls++
+		},
+	})
+	code, stdout, stderr := runAdmin(t, nil, "shards", "move", "7", "--to", "n4", "--from", "n1", "--wait", "--addr", srv.addr())
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	wantErr := "shard 7: waiting for leader n2 to add n4\n" +
+		"shard 7: n4 is catching up as a non-voter, 500 entries behind\n" +
+		"shard 7: n4 is a voter; removing n1\n"
+	if stderr != wantErr {
+		t.Errorf("stderr\n%s\nwant\n%s", stderr, wantErr)
+	}
+	wantOut := "shard 7: moving a replica from n1 to n4 (map version 43)\nshard 7: moved; its voters are the map's replicas\n"
+	if stdout != wantOut {
+		t.Errorf("stdout\n%s\nwant\n%s", stdout, wantOut)
+	}
+	if got := srv.got(); got[0].body != `{"to":"n4","from":"n1"}` {
+		t.Errorf("move body = %s", got[0].body)
+	}
+}
+
+func TestShardsMoveWaitOverridden(t *testing.T) {
+	fastPolls(t)
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{
+		"POST /v1/shards/7/move": canned(202, `{"shard":7,"from":"n1","to":"n4","version":43}`),
+		"GET /v1/shards": canned(200, `{"shards":[{"id":7,"version":44,"replicas":["n1","n2","n3"],"leader":"n2",
+			"voters":["n1","n2","n3"],"nonvoters":[],"applied_index":10,"replica_lag":{}}]}`),
+	})
+	code, _, stderr := runAdmin(t, nil, "shards", "move", "7", "--to", "n4", "--wait", "--addr", srv.addr())
+	if want := "roost: shard 7's placement changed again (map version 44) and no longer has a replica on n4\n"; code != exitFailure || stderr != want {
+		t.Errorf("exit %d, stderr %q; want 1, %q", code, stderr, want)
+	}
+}
+
+func TestShardsMoveAndTransferLeader(t *testing.T) {
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{
+		"POST /v1/shards/12/move":           canned(202, `{"shard":12,"from":"n3","to":"n5","version":50}`),
+		"POST /v1/shards/7/transfer-leader": canned(200, `{"shard":7,"leader":"n2"}`),
+		"POST /v1/nodes/n3/remove":          canned(200, `{"id":"n3","state":"removed"}`),
+	})
+	tests := []struct {
+		args       []string
+		stdout     string
+		body       string
+		path       string
+		wantStdout func(string) bool
+	}{
+		{args: []string{"shards", "move", "12", "--to", "n5"}, path: "/v1/shards/12/move", body: `{"to":"n5"}`,
+			stdout: "shard 12: moving a replica from n3 to n5 (map version 50)\nThe shard's leader converges now: 'roost shards list' shows it, or pass --wait next time.\n"},
+		{args: []string{"shards", "move", "12", "--to", "n5", "-o", "json"}, path: "/v1/shards/12/move", body: `{"to":"n5"}`,
+			stdout: "{\n  \"from\": \"n3\",\n  \"shard\": 12,\n  \"to\": \"n5\",\n  \"version\": 50\n}\n"},
+		{args: []string{"shards", "transfer-leader", "7", "--to", "n2"}, path: "/v1/shards/7/transfer-leader", body: `{"to":"n2"}`,
+			stdout: "shard 7: leader is now n2\n"},
+		{args: []string{"remove", "n3"}, path: "/v1/nodes/n3/remove", body: "",
+			stdout: "node n3: removed\n"},
+		{args: []string{"remove", "n3", "-o", "json"}, path: "/v1/nodes/n3/remove", body: "",
+			stdout: "{\n  \"id\": \"n3\",\n  \"state\": \"removed\"\n}\n"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			before := len(srv.got())
+			code, stdout, stderr := runAdmin(t, nil, append(tt.args, "--addr", srv.addr())...)
+			if code != exitOK || stderr != "" {
+				t.Fatalf("exit %d, stderr %q", code, stderr)
+			}
+			if stdout != tt.stdout {
+				t.Errorf("stdout\n%q\nwant\n%q", stdout, tt.stdout)
+			}
+			got := srv.got()[before:]
+			if len(got) != 1 || got[0].method != "POST" || got[0].path != tt.path || got[0].body != tt.body {
+				t.Errorf("requests = %+v; want POST %s %s", got, tt.path, tt.body)
+			}
+		})
+	}
+}
+
+func TestAdminHelp(t *testing.T) {
+	common := []string{"--addr", "ROOST_ADDR", `default "127.0.0.1:8789"`, "--token", "ROOST_ADMIN_TOKEN", "-o, --output", `default "table"`, "--timeout", "Example"}
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"status", "--help"}, common},
+		{[]string{"members", "--help"}, common},
+		{[]string{"shards", "list", "--help"}, append([]string{"marked with a *"}, common...)},
+		{[]string{"shards", "move", "--help"}, append([]string{"--to", "--from", "--wait", "move SHARD --to NODE"}, common...)},
+		{[]string{"shards", "transfer-leader", "--help"}, append([]string{"--to", "transfer-leader SHARD --to NODE"}, common...)},
+		{[]string{"rebalance", "--help"}, append([]string{"--dry-run", "--max-concurrent", "(default 4)", "--wait", "exits 0 once"}, common...)},
+		{[]string{"drain", "--help"}, append([]string{"drain NODE", "--max-concurrent", "--wait", "roost remove"}, common...)},
+		{[]string{"remove", "--help"}, append([]string{"remove NODE", "drain it first"}, common...)},
+		{[]string{"shards"}, []string{"list", "move", "transfer-leader"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			code, stdout, stderr := runAdmin(t, nil, tt.args...)
+			if code != exitOK {
+				t.Fatalf("exit %d; stderr %s", code, stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("help lacks %q:\n%s", w, stdout)
+				}
+			}
+		})
+	}
+}

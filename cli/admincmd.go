@@ -1,0 +1,906 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// The operator commands: status, members, shards (list, move,
+// transfer-leader), rebalance, drain and remove, each one or a few calls to
+// the admin API (admin.go).
+
+// adminEnv is what every operator command is built with.
+type adminEnv struct {
+	stdout, stderr io.Writer
+	lookupEnv      func(string) (string, bool)
+}
+
+// options returns fresh flags for one command.
+func (e adminEnv) options() *adminOptions {
+	return &adminOptions{lookupEnv: e.lookupEnv}
+}
+
+// newAdminCommands builds the operator commands, with the environment
+// supplied so tests need not touch the process's.
+func newAdminCommands(stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) []*cobra.Command {
+	e := adminEnv{stdout: stdout, stderr: stderr, lookupEnv: lookupEnv}
+	return []*cobra.Command{
+		e.newStatusCommand(),
+		e.newMembersCommand(),
+		e.newShardsCommand(),
+		e.newRebalanceCommand(),
+		e.newDrainCommand(),
+		e.newRemoveCommand(),
+	}
+}
+
+func (e adminEnv) newStatusCommand() *cobra.Command {
+	o := e.options()
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the cluster as one node sees it",
+		Long: `Show the cluster as the node at --addr sees it: its id, the cluster's id, whether
+it is ready to serve (and why not), the meta group's leader, the version of
+the cluster map, how many nodes, shards and replicas there are, and the
+rebalance or drain that is running, if any.
+
+'roost dev' answers this command too; the other operator commands need a
+cluster.` + adminConnectHelp,
+		Example: `  # the local node
+  roost status
+
+  # another node of a cluster that has an admin token
+  ROOST_ADMIN_TOKEN=$(cat admin.token) roost status --addr 10.0.0.5:8789
+
+  # for a script
+  roost status -o json | jq .ready`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			var st apiStatus
+			raw, err := c.call(cmd.Context(), http.MethodGet, "/v1/status", nil, &st)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			writeStatusTable(e.stdout, st)
+			return nil
+		},
+	}
+	o.register(cmd)
+	return cmd
+}
+
+func writeStatusTable(w io.Writer, st apiStatus) {
+	tw := newTable(w)
+	ready := "yes"
+	if !st.Ready {
+		ready = "no"
+		if st.Reason != "" {
+			ready += ": " + st.Reason
+		}
+	}
+	op := "none"
+	if st.Operation != nil {
+		op = describeOperation(*st.Operation)
+	}
+	for _, r := range [][2]string{
+		{"node", st.NodeID},
+		{"cluster", st.ClusterID},
+		{"mode", st.Mode},
+		{"ready", ready},
+		{"meta leader", st.MetaLeader},
+		{"map version", st.MapVersion.String()},
+		{"nodes", st.Nodes.count()},
+		{"shards", st.Shards.count()},
+		{"replicas", st.Replicas.count()},
+		{"operation", op},
+	} {
+		fmt.Fprintf(tw, "%s\t%s\n", r[0], cell(r[1]))
+	}
+	tw.Flush()
+}
+
+// describeOperation is an operation on one line, as status shows it.
+func describeOperation(op apiOperation) string {
+	kind := op.Kind
+	if kind == "" {
+		kind = "operation"
+	}
+	s := fmt.Sprintf("%s %s: %s, %s", kind, op.ID, op.State, op.progress())
+	if op.State == opRunning {
+		if eta, ok := op.serverETA(); ok {
+			s += ", ETA " + formatETA(eta)
+		}
+	}
+	if started := startedText(op.Started); started != "" {
+		s += ", started " + started
+	}
+	if op.Error != "" {
+		s += ": " + op.Error
+	}
+	return s
+}
+
+func (e adminEnv) newMembersCommand() *cobra.Command {
+	o := e.options()
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List the cluster's nodes, their state and addresses",
+		Long: `List every node in the cluster map, sorted by id: its state (active, draining
+or removed), whether gossip finds it alive, how many shard replicas it holds
+and leads, and its admin, app (http), grpc and gossip addresses.` + adminConnectHelp,
+		Example: `  roost members
+  roost members --addr 10.0.0.5:8789 -o json`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				Members []apiMember `json:"members"`
+			}
+			raw, err := c.call(cmd.Context(), http.MethodGet, "/v1/members", nil, &resp)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			writeMembersTable(e.stdout, resp.Members)
+			return nil
+		},
+	}
+	o.register(cmd)
+	return cmd
+}
+
+func writeMembersTable(w io.Writer, members []apiMember) {
+	members = slices.Clone(members)
+	sort.SliceStable(members, func(i, j int) bool { return members[i].ID < members[j].ID })
+	tw := newTable(w)
+	fmt.Fprintln(tw, "ID\tSTATE\tALIVE\tREPLICAS\tLEADERS\tADMIN\tHTTP\tGRPC\tGOSSIP")
+	for _, m := range members {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(m.ID), cell(m.State), yesNo(m.Alive),
+			cell(m.Replicas.count()), cell(m.Leaders.count()), cell(m.Admin), cell(m.HTTP), cell(m.GRPC), cell(m.Gossip))
+	}
+	tw.Flush()
+}
+
+// newShardsCommand is `roost shards` and its subcommands.
+func (e adminEnv) newShardsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "shards",
+		Short: "List shards, move a replica, or move a shard's leadership",
+		Long: `Work with shards: list them with their replicas and leaders, move one replica
+of a shard to another node, or make another replica the shard's leader.`,
+		Example: `  roost shards list
+  roost shards move 7 --to n4 --wait
+  roost shards transfer-leader 7 --to n2`,
+		Args: noArgs,
+		// Runnable only so that `roost shards bogus` is a usage error
+		// rather than help; without a subcommand it shows the help.
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(e.newShardsListCommand(), e.newShardsMoveCommand(), e.newTransferLeaderCommand())
+	return cmd
+}
+
+func (e adminEnv) newShardsListCommand() *cobra.Command {
+	o := e.options()
+	cmd := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List the shards with their replicas, leaders and lag",
+		Long: `List every shard, sorted by number: the version of its placement in the cluster
+map, its leader ("-" while it has none), its replicas as the map places them,
+and LAG, how many log entries the replica furthest behind the leader has yet
+to apply ("-" when the leader has not reported it).
+
+In REPLICAS the leader is marked with a *, and a replica that is still
+catching up as a non-voter (a move in progress) with a +.` + adminConnectHelp,
+		Example: `  roost shards list
+  roost shards list -o json | jq '.shards[] | select(.leader == "")'`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			shards, raw, err := listShards(cmd.Context(), c)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			writeShardsTable(e.stdout, shards)
+			return nil
+		},
+	}
+	o.register(cmd)
+	return cmd
+}
+
+func listShards(ctx context.Context, c *adminClient) ([]apiShard, json.RawMessage, error) {
+	var resp struct {
+		Shards []apiShard `json:"shards"`
+	}
+	raw, err := c.call(ctx, http.MethodGet, "/v1/shards", nil, &resp)
+	return resp.Shards, raw, err
+}
+
+func writeShardsTable(w io.Writer, shards []apiShard) {
+	shards = slices.Clone(shards)
+	sort.SliceStable(shards, func(i, j int) bool { return shards[i].ID < shards[j].ID })
+	tw := newTable(w)
+	fmt.Fprintln(tw, "SHARD\tVERSION\tLEADER\tREPLICAS\tLAG")
+	for _, s := range shards {
+		replicas := make([]string, len(s.Replicas))
+		for i, r := range s.Replicas {
+			replicas[i] = r
+			if r == s.Leader {
+				replicas[i] += "*"
+			} else if slices.Contains(s.NonVoters, r) {
+				replicas[i] += "+"
+			}
+		}
+		lag := "-"
+		if len(s.ReplicaLag) > 0 {
+			var most int64
+			for _, n := range s.ReplicaLag {
+				most = max(most, n)
+			}
+			lag = strconv.FormatInt(most, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", s.ID, s.Version, cell(s.Leader), cell(strings.Join(replicas, ",")), lag)
+	}
+	tw.Flush()
+}
+
+func (e adminEnv) newShardsMoveCommand() *cobra.Command {
+	o := e.options()
+	var to, from string
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "move SHARD --to NODE [--from NODE]",
+		Short: "Move one replica of a shard to another node",
+		Long: `Move one replica of SHARD to the node --to: the cluster map is changed at once,
+then the shard's leader adds the new replica, lets it catch up as a
+non-voter, makes it a voter and removes the old one. --from names the replica
+to drop; without it the one the planner would drop goes. The cluster refuses
+a move that would leave the shard without a quorum.
+
+Without --wait the command returns once the map has changed; 'roost shards
+list' shows the shard converging. With --wait it follows the shard on stderr
+and returns once its voters are the map's replicas (Ctrl-C stops waiting,
+not the move).` + adminConnectHelp,
+		Example: `  # move shard 7's replica from n1 to n4 and wait until it is done
+  roost shards move 7 --to n4 --from n1 --wait
+
+  # let the planner choose which replica to drop
+  roost shards move 12 --to n5`,
+		Args: exactArgs("SHARD"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			shard, err := parseShard(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			if to == "" {
+				return &usageError{cmd: cmd, err: errors.New("--to is required: the node to move the replica to")}
+			}
+			if err := checkNodeID(cmd, "--to", to); err != nil {
+				return err
+			}
+			if from != "" {
+				if err := checkNodeID(cmd, "--from", from); err != nil {
+					return err
+				}
+			}
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			body := struct {
+				To   string `json:"to"`
+				From string `json:"from,omitempty"`
+			}{to, from}
+			var m apiMove
+			raw, err := c.call(cmd.Context(), http.MethodPost, fmt.Sprintf("/v1/shards/%d/move", shard), body, &m)
+			if err != nil {
+				return err
+			}
+			if m.To == "" {
+				m.Shard, m.To = shard, to
+			}
+			if !o.json() {
+				fmt.Fprintf(e.stdout, "shard %d: moving a replica from %s to %s (map version %d)\n", m.Shard, cell(m.From), m.To, m.Version)
+			}
+			if wait {
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				if err := waitMove(ctx, c, e.stderr, m); err != nil {
+					return err
+				}
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			if wait {
+				fmt.Fprintf(e.stdout, "shard %d: moved; its voters are the map's replicas\n", m.Shard)
+			} else {
+				fmt.Fprintf(e.stdout, "The shard's leader converges now: 'roost shards list' shows it, or pass --wait next time.\n")
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&to, "to", "", "node to move the replica to (required)")
+	f.StringVar(&from, "from", "", "replica to drop (default: the one the planner would drop)")
+	f.BoolVar(&wait, "wait", false, "wait until the shard has converged, showing progress on stderr")
+	o.register(cmd)
+	return cmd
+}
+
+// waitMove polls the shard list until shard m.Shard has converged on the
+// map m made: its voters are its replicas, which include m.To, and m.From
+// is gone. It shows each new stage on stderr.
+func waitMove(ctx context.Context, c *adminClient, stderr io.Writer, m apiMove) error {
+	var (
+		last      string // the stage shown last
+		lastShown time.Time
+		failing   time.Time // when the current streak of failed polls began
+		lastErr   string
+	)
+	for first := true; ; first = false {
+		if !first {
+			if err := sleepCtx(ctx, adminPollInterval); err != nil {
+				return fmt.Errorf("stopped waiting; shard %d goes on converging ('roost shards list' shows it)", m.Shard)
+			}
+		}
+		shards, _, err := listShards(ctx, c)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("stopped waiting; shard %d goes on converging ('roost shards list' shows it)", m.Shard)
+			}
+			if retry, werr := retryPoll(stderr, err, &failing, &lastErr); retry {
+				continue
+			} else {
+				return werr
+			}
+		}
+		failing, lastErr = time.Time{}, ""
+		i := slices.IndexFunc(shards, func(s apiShard) bool { return s.ID == m.Shard })
+		if i < 0 {
+			return fmt.Errorf("shard %d is not in the shard list any more", m.Shard)
+		}
+		stage, done, err := moveStage(shards[i], m)
+		if err != nil || done {
+			return err
+		}
+		if stage != last || time.Since(lastShown) >= adminProgressEvery {
+			fmt.Fprintf(stderr, "shard %d: %s\n", m.Shard, stage)
+			last, lastShown = stage, time.Now()
+		}
+	}
+}
+
+// moveStage says where shard s is in carrying out move m, whether it is
+// done, and an error if the map no longer means to make the move.
+func moveStage(s apiShard, m apiMove) (stage string, done bool, err error) {
+	inRaft := func(id string) bool { return slices.Contains(s.Voters, id) || slices.Contains(s.NonVoters, id) }
+	switch {
+	case s.Version < m.Version:
+		return fmt.Sprintf("waiting for map version %d (this node has %d)", m.Version, s.Version), false, nil
+	case !slices.Contains(s.Replicas, m.To):
+		return "", false, fmt.Errorf("shard %d's placement changed again (map version %d) and no longer has a replica on %s", s.ID, s.Version, m.To)
+	case s.Leader == "":
+		return "waiting for a leader", false, nil
+	case slices.Contains(s.NonVoters, m.To):
+		if lag, ok := s.ReplicaLag[m.To]; ok {
+			return fmt.Sprintf("%s is catching up as a non-voter, %d entries behind", m.To, lag), false, nil
+		}
+		return fmt.Sprintf("%s is catching up as a non-voter", m.To), false, nil
+	case !slices.Contains(s.Voters, m.To):
+		return fmt.Sprintf("waiting for leader %s to add %s", s.Leader, m.To), false, nil
+	case m.From != "" && inRaft(m.From):
+		return fmt.Sprintf("%s is a voter; removing %s", m.To, m.From), false, nil
+	case len(s.NonVoters) > 0 || !sameSet(s.Voters, s.Replicas):
+		return fmt.Sprintf("waiting for the voters (%s) to match the map (%s)", strings.Join(s.Voters, ","), strings.Join(s.Replicas, ",")), false, nil
+	}
+	return "", true, nil
+}
+
+func (e adminEnv) newTransferLeaderCommand() *cobra.Command {
+	o := e.options()
+	var to string
+	cmd := &cobra.Command{
+		Use:   "transfer-leader SHARD --to NODE",
+		Short: "Make another replica the shard's leader",
+		Long: `Make the replica of SHARD on node --to the shard's leader. The command returns
+once the shard's leader has handed over. --to must hold a voting replica of
+the shard.` + adminConnectHelp,
+		Example: `  roost shards transfer-leader 7 --to n2`,
+		Args:    exactArgs("SHARD"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			shard, err := parseShard(cmd, args[0])
+			if err != nil {
+				return err
+			}
+			if to == "" {
+				return &usageError{cmd: cmd, err: errors.New("--to is required: the node whose replica should lead")}
+			}
+			if err := checkNodeID(cmd, "--to", to); err != nil {
+				return err
+			}
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				Shard  int    `json:"shard"`
+				Leader string `json:"leader"`
+			}
+			body := struct {
+				To string `json:"to"`
+			}{to}
+			raw, err := c.call(cmd.Context(), http.MethodPost, fmt.Sprintf("/v1/shards/%d/transfer-leader", shard), body, &resp)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			if resp.Leader == "" {
+				resp.Leader = to
+			}
+			fmt.Fprintf(e.stdout, "shard %d: leader is now %s\n", shard, resp.Leader)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&to, "to", "", "node whose replica becomes the leader (required)")
+	o.register(cmd)
+	return cmd
+}
+
+func (e adminEnv) newRebalanceCommand() *cobra.Command {
+	o := e.options()
+	var dryRun, wait bool
+	var maxConcurrent int
+	cmd := &cobra.Command{
+		Use:   "rebalance [--dry-run] [--max-concurrent N]",
+		Short: "Spread the shards' replicas evenly over the active nodes",
+		Long: `Plan moves that spread replicas and leaders evenly over the active nodes (for
+instance after adding a node) and start them as one operation, at most
+--max-concurrent moves at a time. Only one rebalance or drain runs at a time;
+the cluster refuses a second and says which one is running.
+
+--dry-run prints the moves the planner would make (SHARD, the node to ADD a
+replica on, the one to REMOVE it from) and changes nothing.
+
+Without --wait the command prints the operation it started and returns;
+'roost status' shows its progress. With --wait it shows progress on stderr
+(moves done of the total, and the estimated time left) and exits 0 once the
+operation is done, or 1 if it failed. Ctrl-C stops waiting, not the
+operation.` + adminConnectHelp,
+		Example: `  # what would move?
+  roost rebalance --dry-run
+
+  # move, two shards at a time, and wait for it
+  roost rebalance --max-concurrent 2 --wait`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if maxConcurrent < 1 {
+				return &usageError{cmd: cmd, err: fmt.Errorf("--max-concurrent must be at least 1, got %d", maxConcurrent)}
+			}
+			if dryRun && wait {
+				return &usageError{cmd: cmd, err: errors.New("--dry-run starts nothing to --wait for")}
+			}
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			body := struct {
+				DryRun        bool `json:"dry_run"`
+				MaxConcurrent int  `json:"max_concurrent"`
+			}{dryRun, maxConcurrent}
+			if dryRun {
+				var plan struct {
+					Moves []apiPlannedMove `json:"moves"`
+				}
+				raw, err := c.call(cmd.Context(), http.MethodPost, "/v1/rebalance", body, &plan)
+				if err != nil {
+					return err
+				}
+				if o.json() {
+					return writeJSON(e.stdout, raw)
+				}
+				writePlanTable(e.stdout, plan.Moves)
+				return nil
+			}
+			return e.startOperation(cmd, c, o, "/v1/rebalance", body, wait)
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&dryRun, "dry-run", false, "print the planned moves without making them")
+	f.IntVar(&maxConcurrent, "max-concurrent", 4, "most moves in progress at once")
+	f.BoolVar(&wait, "wait", false, "wait until the rebalance is done, showing progress on stderr")
+	o.register(cmd)
+	return cmd
+}
+
+func writePlanTable(w io.Writer, moves []apiPlannedMove) {
+	if len(moves) == 0 {
+		fmt.Fprintln(w, "Nothing to move: the replicas are balanced.")
+		return
+	}
+	moves = slices.Clone(moves)
+	sort.SliceStable(moves, func(i, j int) bool {
+		a, b := moves[i], moves[j]
+		if a.Shard != b.Shard {
+			return a.Shard < b.Shard
+		}
+		if a.Add.String() != b.Add.String() {
+			return a.Add.String() < b.Add.String()
+		}
+		return a.Remove.String() < b.Remove.String()
+	})
+	tw := newTable(w)
+	fmt.Fprintln(tw, "SHARD\tADD\tREMOVE")
+	for _, m := range moves {
+		fmt.Fprintf(tw, "%d\t%s\t%s\n", m.Shard, cell(m.Add.String()), cell(m.Remove.String()))
+	}
+	tw.Flush()
+}
+
+func (e adminEnv) newDrainCommand() *cobra.Command {
+	o := e.options()
+	var wait bool
+	var maxConcurrent int
+	cmd := &cobra.Command{
+		Use:   "drain NODE",
+		Short: "Move every replica off a node before it is removed",
+		Long: `Mark NODE draining, so that nothing new is placed on it, and move its replicas
+to the other active nodes, at most --max-concurrent at a time. The cluster
+refuses a drain that would leave a shard without enough nodes, and runs one
+rebalance or drain at a time. Once a node holds nothing, 'roost remove NODE'
+takes it out of the cluster.
+
+Without --wait the command prints the operation it started and returns;
+'roost status' shows its progress. With --wait it shows progress on stderr
+(moves done of the total, and the estimated time left) and exits 0 once the
+node is drained, or 1 if the drain failed. Ctrl-C stops waiting, not the
+drain.` + adminConnectHelp,
+		Example: `  # empty n3, then take it out of the cluster
+  roost drain n3 --wait && roost remove n3`,
+		Args: exactArgs("NODE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkNodeID(cmd, "NODE", args[0]); err != nil {
+				return err
+			}
+			if maxConcurrent < 1 {
+				return &usageError{cmd: cmd, err: fmt.Errorf("--max-concurrent must be at least 1, got %d", maxConcurrent)}
+			}
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			body := struct {
+				MaxConcurrent int `json:"max_concurrent"`
+			}{maxConcurrent}
+			return e.startOperation(cmd, c, o, "/v1/nodes/"+url.PathEscape(args[0])+"/drain", body, wait)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&maxConcurrent, "max-concurrent", 4, "most moves in progress at once")
+	f.BoolVar(&wait, "wait", false, "wait until the node is drained, showing progress on stderr")
+	o.register(cmd)
+	return cmd
+}
+
+func (e adminEnv) newRemoveCommand() *cobra.Command {
+	o := e.options()
+	cmd := &cobra.Command{
+		Use:   "remove NODE",
+		Short: "Take a drained node out of the cluster",
+		Long: `Take NODE out of the cluster map for good; its id is not used again. The
+cluster refuses while the node still holds replicas: drain it first. Stop the
+node's process afterwards.` + adminConnectHelp,
+		Example: `  roost drain n3 --wait && roost remove n3`,
+		Args:    exactArgs("NODE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if err := checkNodeID(cmd, "NODE", id); err != nil {
+				return err
+			}
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+			}
+			raw, err := c.call(cmd.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(id)+"/remove", nil, &resp)
+			var ae *apiError
+			if errors.As(err, &ae) && ae.status == http.StatusConflict && ae.hint == "" && !strings.Contains(ae.msg, "drain") {
+				ae.hint = "drain it first: roost drain " + id + " --wait"
+			}
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			if resp.ID == "" {
+				resp.ID = id
+			}
+			fmt.Fprintf(e.stdout, "node %s: %s\n", resp.ID, cell(resp.State))
+			return nil
+		},
+	}
+	o.register(cmd)
+	return cmd
+}
+
+// startOperation posts body to path, which starts a rebalance or drain and
+// answers 202 {"operation": …}, then prints it, or with wait follows it to
+// the end.
+func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOptions, path string, body any, wait bool) error {
+	var resp struct {
+		Operation *apiOperation `json:"operation"`
+	}
+	raw, err := c.call(cmd.Context(), http.MethodPost, path, body, &resp)
+	if err != nil {
+		return err
+	}
+	if resp.Operation == nil {
+		return fmt.Errorf("POST %s%s answered without an operation", c.base, path)
+	}
+	op := *resp.Operation
+	if op.ID.String() == "" && !op.finished() {
+		return fmt.Errorf("POST %s%s answered an operation without an id, which --wait and 'roost status' need", c.base, path)
+	}
+	if !wait {
+		if o.json() {
+			return writeJSON(e.stdout, raw)
+		}
+		fmt.Fprintf(e.stdout, "Started %s: %s.\n", op.name(), op.progress())
+		fmt.Fprintln(e.stdout, "It runs in the cluster: 'roost status' shows its progress.")
+		return nil
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	op, raw, err = waitOperation(ctx, c, e.stderr, op, raw)
+	if err != nil {
+		return err
+	}
+	if o.json() {
+		if err := writeJSON(e.stdout, raw); err != nil {
+			return err
+		}
+	}
+	if op.State == opFailed {
+		msg := op.Error
+		if msg == "" {
+			msg = "no reason given"
+		}
+		return fmt.Errorf("%s failed after %s: %s", op.name(), op.progress(), msg)
+	}
+	if !o.json() {
+		fmt.Fprintf(e.stdout, "%s done: %s.\n", capitalize(op.name()), op.progress())
+	}
+	return nil
+}
+
+// waitOperation polls GET /v1/operations/{id} until op has finished,
+// showing its progress on stderr, and returns its last state and the
+// answer that gave it (raw is the answer op came in).
+func waitOperation(ctx context.Context, c *adminClient, stderr io.Writer, op apiOperation, raw json.RawMessage) (apiOperation, json.RawMessage, error) {
+	p := progressLine{w: stderr}
+	var (
+		failing time.Time
+		lastErr string
+	)
+	path := "/v1/operations/" + url.PathEscape(op.ID.String())
+	for {
+		p.show(op)
+		if op.finished() {
+			return op, raw, nil
+		}
+		stopped := func() (apiOperation, json.RawMessage, error) {
+			return op, raw, fmt.Errorf("stopped waiting; %s goes on in the cluster at %s ('roost status' shows it)", op.name(), op.progress())
+		}
+		if sleepCtx(ctx, adminPollInterval) != nil {
+			return stopped()
+		}
+		var resp struct {
+			Operation *apiOperation `json:"operation"`
+		}
+		r, err := c.call(ctx, http.MethodGet, path, nil, &resp)
+		if err == nil && resp.Operation == nil {
+			err = fmt.Errorf("GET %s%s answered without an operation", c.base, path)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return stopped()
+			}
+			if retry, werr := retryPoll(stderr, err, &failing, &lastErr); retry {
+				continue
+			} else {
+				return op, raw, werr
+			}
+		}
+		failing, lastErr = time.Time{}, ""
+		op, raw = *resp.Operation, r
+	}
+}
+
+// retryPoll decides what a --wait does about a failed poll: it retries
+// failures that may pass for up to adminRetryFor from the first in a row
+// (*failing), saying so on stderr once per distinct error (*last), and
+// returns the error to give up with otherwise.
+func retryPoll(stderr io.Writer, err error, failing *time.Time, last *string) (retry bool, _ error) {
+	if !transient(err) {
+		return false, err
+	}
+	if failing.IsZero() {
+		*failing = time.Now()
+	}
+	if time.Since(*failing) > adminRetryFor {
+		return false, fmt.Errorf("%v (gave up after %s of retrying)", err, adminRetryFor)
+	}
+	if msg := err.Error(); msg != *last {
+		fmt.Fprintf(stderr, "roost: %s; retrying\n", msg)
+		*last = msg
+	}
+	return true, nil
+}
+
+// progressLine shows an operation's progress on stderr: a line when the
+// progress changes, and again every adminProgressEvery while it does not.
+type progressLine struct {
+	w     io.Writer
+	last  string
+	shown time.Time
+	// Where the operation was when first seen, for an estimate of the time
+	// left when the server gives none.
+	t0    time.Time
+	done0 int
+}
+
+func (p *progressLine) show(op apiOperation) {
+	now := time.Now()
+	if p.t0.IsZero() {
+		p.t0, p.done0 = now, op.Done
+	}
+	line := fmt.Sprintf("%s: %s", op.name(), op.progress())
+	if op.State != opRunning {
+		line += ", " + op.State
+	} else if op.Total > op.Done {
+		if eta, ok := op.serverETA(); ok {
+			line += ", ETA " + formatETA(eta)
+		} else if moved := op.Done - p.done0; moved > 0 {
+			perMove := now.Sub(p.t0) / time.Duration(moved)
+			line += ", ETA " + formatETA(perMove*time.Duration(op.Total-op.Done)) + " (estimated here)"
+		} else {
+			line += ", ETA unknown yet"
+		}
+	}
+	if line == p.last && now.Sub(p.shown) < adminProgressEvery {
+		return
+	}
+	fmt.Fprintln(p.w, line)
+	p.last, p.shown = line, now
+}
+
+// exactArgs requires one argument, named what in messages.
+func exactArgs(what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) == 0:
+			return &usageError{cmd: cmd, err: fmt.Errorf("missing %s", what)}
+		case len(args) > 1:
+			return &usageError{cmd: cmd, err: fmt.Errorf("one %s expected, got %d arguments: %s", what, len(args), strings.Join(args, " "))}
+		}
+		return nil
+	}
+}
+
+// parseShard reads a SHARD argument: a shard number, as 'roost shards
+// list' shows them.
+func parseShard(cmd *cobra.Command, s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, &usageError{cmd: cmd, err: fmt.Errorf("SHARD must be a shard number such as 7 (see 'roost shards list'), got %q", s)}
+	}
+	return n, nil
+}
+
+// checkNodeID vets a node id the way nodes are told to choose them, so a
+// typo is a usage error rather than a request.
+func checkNodeID(cmd *cobra.Command, what, id string) error {
+	ok := len(id) >= 1 && len(id) <= 64
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			ok = false
+		}
+	}
+	if !ok {
+		return &usageError{cmd: cmd, err: fmt.Errorf("%s must be a node id (1 to 64 of a-z, 0-9, '-', '_' and '.', as 'roost members' shows), got %q", what, id)}
+	}
+	return nil
+}
+
+// sleepCtx sleeps for d, or less if ctx ends, which it reports.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// newTable is the tabwriter every table uses.
+func newTable(w io.Writer) *tabwriter.Writer {
+	return tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+}
+
+// cell is s, or "-" for nothing, so that columns stay aligned and parseable.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}

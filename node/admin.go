@@ -1,0 +1,512 @@
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+)
+
+// The JSON admin API (docs/admin-api.md) on the admin listener. Any node
+// answers every call: reads come from its own copy of the map and from the
+// shard groups' status over gRPC; calls that change the map are carried
+// out by the meta leader (others forward the HTTP request to it), and a
+// shard leadership transfer by the shard's leader. Operations (rebalance,
+// drain) run on the meta leader and live in its memory.
+
+// forwardedHeader marks a request one node forwarded to another, so a
+// request is forwarded at most once (no loops while leadership moves).
+const forwardedHeader = "X-Roost-Forwarded"
+
+// mapVersionHeader carries the map version a call that changed the map
+// produced. A node that forwarded the call waits (briefly) until its own
+// copy of the map has caught up before it answers, so the caller's next
+// read through the same node sees its change.
+const mapVersionHeader = "X-Roost-Map-Version"
+
+// mapCatchUpWait bounds that wait.
+const mapCatchUpWait = 2 * time.Second
+
+// maxAdminBody bounds a request body of the admin API.
+const maxAdminBody = 1 << 20
+
+// statusFanoutTimeout bounds gathering the shard groups' status from every
+// replica for one call.
+const statusFanoutTimeout = 3 * time.Second
+
+// admin serves /v1/ for one node. adminAPI makes one per Start.
+type admin struct {
+	n      *Node
+	client *http.Client // forwarding to other nodes' admin listeners
+	proxy  *http.Transport
+
+	mu      sync.Mutex
+	running *operation            // the operation under way on this node, if any
+	ops     map[string]*operation // recent operations by ID
+	order   []string              // IDs of ops, oldest first
+	seq     int
+}
+
+// apiError is an answer other than success: an HTTP status and why.
+type apiError struct {
+	code int
+	msg  string
+	err  error // the cause, if any (for errors.Is)
+}
+
+func (e *apiError) Error() string { return e.msg }
+func (e *apiError) Unwrap() error { return e.err }
+
+func errorf(code int, format string, args ...any) error {
+	return &apiError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// adminAPI returns the /v1/ handler: the calls behind the token check.
+func (n *Node) adminAPI() http.Handler {
+	tr := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		ResponseHeaderTimeout: 2 * time.Minute,
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       time.Minute,
+	}
+	a := &admin{n: n, proxy: tr, client: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, ops: make(map[string]*operation)}
+	mux := http.NewServeMux()
+	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			if err := h(w, r); err != nil {
+				writeAPIError(w, err)
+			}
+		})
+	}
+	handle("GET /v1/status", a.status)
+	handle("GET /v1/members", a.members)
+	handle("GET /v1/shards", a.shards)
+	handle("POST /v1/shards/{id}/move", a.move)
+	handle("POST /v1/shards/{id}/transfer-leader", a.transferLeader)
+	handle("POST /v1/rebalance", a.rebalance)
+	handle("POST /v1/nodes/{id}/drain", a.drain)
+	handle("POST /v1/nodes/{id}/remove", a.remove)
+	handle("GET /v1/operations/{id}", a.operation)
+	handle("/v1/", func(w http.ResponseWriter, r *http.Request) error {
+		return errorf(http.StatusNotFound, "no admin call %s %s (see docs/admin-api.md)", r.Method, r.URL.Path)
+	})
+	var h http.Handler = mux
+	h = a.devGuard(h)
+	return a.auth(h)
+}
+
+// auth requires the admin token on every call when one is set. Both
+// sides are hashed first, so the comparison takes the same time whatever
+// the length or content of the token offered.
+func (a *admin) auth(next http.Handler) http.Handler {
+	token := a.n.cfg.AdminToken
+	if token == "" {
+		return next
+	}
+	want := sha256.Sum256([]byte(token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			writeAPIError(w, errorf(http.StatusUnauthorized, "this call needs the admin token: send Authorization: Bearer <token>"))
+			return
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+		if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			writeAPIError(w, errorf(http.StatusUnauthorized, "wrong admin token"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// devGuard answers every call but /v1/status with 409 in dev mode.
+func (a *admin) devGuard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.n.cluster == nil && r.URL.Path != "/v1/status" {
+			writeAPIError(w, errorf(http.StatusConflict, "roost dev runs no cluster"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
+
+func writeAPIError(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	var ae *apiError
+	if errors.As(err, &ae) {
+		code = ae.code
+	}
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
+
+// decodeBody decodes a JSON request body strictly into v. An empty body
+// leaves v as it is when the body is optional.
+func decodeBody(r *http.Request, v any, optional bool) error {
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	if err != nil {
+		return errorf(http.StatusBadRequest, "reading the request body: %v", err)
+	}
+	if len(b) > maxAdminBody {
+		return errorf(http.StatusBadRequest, "request body larger than %d bytes", maxAdminBody)
+	}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		if optional {
+			return nil
+		}
+		return errorf(http.StatusBadRequest, "this call needs a JSON body")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return errorf(http.StatusBadRequest, "malformed JSON body: %v", err)
+	}
+	if dec.More() {
+		return errorf(http.StatusBadRequest, "malformed JSON body: data after the JSON value")
+	}
+	return nil
+}
+
+// parseNode parses a node ID given by the caller; a malformed one is a 400.
+func parseNode(what, s string) (placement.NodeID, error) {
+	if s == "" {
+		return "", errorf(http.StatusBadRequest, "%s: no node given", what)
+	}
+	id, err := placement.ParseNodeID(s)
+	if err != nil {
+		return "", errorf(http.StatusBadRequest, "%s: %v", what, err)
+	}
+	return id, nil
+}
+
+// knownNode returns node id of m, or a 400 naming the nodes there are.
+func knownNode(m placement.Map, what string, id placement.NodeID) (placement.Node, error) {
+	nd, ok := m.Nodes[id]
+	if !ok {
+		ids := make([]string, 0, len(m.Nodes))
+		for k := range m.Nodes {
+			ids = append(ids, string(k))
+		}
+		slices.Sort(ids)
+		return placement.Node{}, errorf(http.StatusBadRequest, "%s: unknown node %s (the cluster has %s)", what, id, strings.Join(ids, ", "))
+	}
+	return nd, nil
+}
+
+// parseShard parses the {id} of a shard path against m.
+func parseShard(m placement.Map, s string) (placement.ShardID, error) {
+	v, err := strconv.ParseUint(s, 10, 32)
+	if err != nil {
+		return 0, errorf(http.StatusBadRequest, "shard %q: not a shard number", s)
+	}
+	if v >= uint64(len(m.ShardMap)) {
+		return 0, errorf(http.StatusBadRequest, "unknown shard %d (the cluster has shards 0 to %d)", v, len(m.ShardMap)-1)
+	}
+	return placement.ShardID(v), nil
+}
+
+// clusterMap returns the local copy of the map, or a 503 before the
+// cluster has formed.
+func (a *admin) clusterMap() (placement.Map, error) {
+	m := a.n.cluster.metaFSM.Map()
+	if !m.Bootstrapped() {
+		return m, errorf(http.StatusServiceUnavailable, "the cluster has not formed yet (no cluster map)")
+	}
+	return m, nil
+}
+
+// metaRaft returns this node's replica of the meta group, or nil before it started.
+func (c *cluster) metaRaft() *raft.Raft {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.meta == nil {
+		return nil
+	}
+	return c.meta.Raft()
+}
+
+// metaLeaderID returns the meta group's leader as this node knows it ("" if unknown).
+func (c *cluster) metaLeaderID() placement.NodeID {
+	r := c.metaRaft()
+	if r == nil {
+		return ""
+	}
+	if r.State() == raft.Leader {
+		return c.self
+	}
+	_, id := r.LeaderWithID()
+	return placement.NodeID(id)
+}
+
+// onMetaLeader runs fn if this node leads the meta group and forwards the
+// request to the leader otherwise. It reports whether fn ran here.
+func (a *admin) onMetaLeader(w http.ResponseWriter, r *http.Request) (bool, error) {
+	c := a.n.cluster
+	rf := c.metaRaft()
+	if rf == nil {
+		return false, errorf(http.StatusServiceUnavailable, "the meta group has not started on this node yet (cluster not formed)")
+	}
+	if rf.State() == raft.Leader {
+		return true, nil
+	}
+	leader := c.metaLeaderID()
+	if leader == "" {
+		return false, errorf(http.StatusServiceUnavailable, "the meta group has no leader (an election is under way, or too few meta voters are up); retry")
+	}
+	return false, a.forward(w, r, leader, "meta leader")
+}
+
+// forward sends the request to node id's admin listener and copies back
+// its answer, with the caller's Authorization header. A request is
+// forwarded only once.
+func (a *admin) forward(w http.ResponseWriter, r *http.Request, id placement.NodeID, role string) error {
+	if r.Header.Get(forwardedHeader) != "" {
+		return errorf(http.StatusServiceUnavailable, "this node (%s) was sent the call as the %s, but %s is now (leadership is moving); retry", a.n.cfg.NodeID, role, id)
+	}
+	m := a.n.cluster.metaFSM.Map()
+	nd, ok := m.Nodes[id]
+	if !ok || nd.AdminAddr == "" {
+		return errorf(http.StatusServiceUnavailable, "the %s %s has no admin address in the cluster map", role, id)
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(&url.URL{Scheme: "http", Host: nd.AdminAddr})
+			pr.Out.Header.Set(forwardedHeader, "1")
+		},
+		Transport: a.proxy,
+		ModifyResponse: func(resp *http.Response) error {
+			if v, err := strconv.ParseUint(resp.Header.Get(mapVersionHeader), 10, 64); err == nil {
+				a.waitMapVersion(r.Context(), v)
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeAPIError(w, errorf(http.StatusServiceUnavailable, "forwarding to the %s %s at %s: %v", role, id, nd.AdminAddr, err))
+		},
+	}
+	proxy.ServeHTTP(w, r)
+	return nil
+}
+
+// waitMapVersion waits until this node's copy of the map has reached
+// version v, at most mapCatchUpWait.
+func (a *admin) waitMapVersion(ctx context.Context, v uint64) {
+	timer := time.NewTimer(mapCatchUpWait)
+	defer timer.Stop()
+	for {
+		m, changed := a.n.cluster.metaFSM.MapAndWatch()
+		if m.Version >= v {
+			return
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// proposeMeta applies cmd through the meta group (on its leader) and
+// returns the map's new version, or why the command was refused.
+func (a *admin) proposeMeta(cmd placement.Command) (uint64, error) {
+	rf := a.n.cluster.metaRaft()
+	if rf == nil {
+		return 0, errorf(http.StatusServiceUnavailable, "the meta group has not started")
+	}
+	b, err := placement.EncodeCommand(cmd)
+	if err != nil {
+		return 0, errorf(http.StatusBadRequest, "%v", err)
+	}
+	f := rf.Apply(b, 5*time.Second)
+	if err := f.Error(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return 0, errorf(http.StatusServiceUnavailable, "the meta group's leadership moved while changing the map (%v); retry", err)
+		}
+		return 0, errorf(http.StatusServiceUnavailable, "changing the cluster map: %v", err)
+	}
+	v, err := placement.ApplyResponse(f.Response())
+	if err != nil {
+		return 0, refusal(err)
+	}
+	return v, nil
+}
+
+// setMapVersion tells a forwarding node which map version the call made.
+func setMapVersion(w http.ResponseWriter, v uint64) {
+	if v > 0 {
+		w.Header().Set(mapVersionHeader, strconv.FormatUint(v, 10))
+	}
+}
+
+// refusal turns a rejected meta command into an answer: 400 for what the
+// caller named wrong, 409 for a change refused in the cluster's state.
+func refusal(err error) error {
+	msg := strings.ReplaceAll(err.Error(), "placement: ", "")
+	switch {
+	case errors.Is(err, placement.ErrUnknownNode), errors.Is(err, placement.ErrUnknownShard),
+		errors.Is(err, placement.ErrInvalidNodeID), errors.Is(err, placement.ErrBadCommand):
+		return &apiError{code: http.StatusBadRequest, msg: msg, err: err}
+	case errors.Is(err, placement.ErrNotBootstrapped):
+		return &apiError{code: http.StatusServiceUnavailable, msg: msg, err: err}
+	case errors.Is(err, placement.ErrUnsafe), errors.Is(err, placement.ErrStaleVersion),
+		errors.Is(err, placement.ErrNodeRemoved), errors.Is(err, placement.ErrNodeNotActive),
+		errors.Is(err, placement.ErrInvalidNodeState), errors.Is(err, placement.ErrInvalidMap):
+		return &apiError{code: http.StatusConflict, msg: "refused: " + msg, err: err}
+	}
+	return err
+}
+
+// statusJSON is the answer of GET /v1/status.
+type statusJSON struct {
+	NodeID     string  `json:"node_id"`
+	ClusterID  string  `json:"cluster_id"`
+	Mode       string  `json:"mode"`
+	Ready      bool    `json:"ready"`
+	Reason     string  `json:"reason"`
+	MetaLeader string  `json:"meta_leader"`
+	MapVersion uint64  `json:"map_version"`
+	Nodes      int     `json:"nodes"`
+	Shards     int     `json:"shards"`
+	Replicas   int     `json:"replicas"`
+	Operation  *opJSON `json:"operation"`
+}
+
+func (a *admin) status(w http.ResponseWriter, r *http.Request) error {
+	n := a.n
+	if n.cluster == nil {
+		st := statusJSON{NodeID: string(devServerID), Mode: "dev", Ready: true, Nodes: 1, Shards: n.cfg.Shards, Replicas: 1}
+		var notReady []string
+		for _, sh := range n.shards {
+			if !sh.isReady() {
+				notReady = append(notReady, sh.id.String())
+			}
+		}
+		if len(notReady) > 0 {
+			st.Ready, st.Reason = false, "shards without a leader here: "+strings.Join(notReady, ",")
+		}
+		writeJSON(w, http.StatusOK, st)
+		return nil
+	}
+	c := n.cluster
+	m := c.metaFSM.Map()
+	st := statusJSON{NodeID: n.cfg.NodeID, ClusterID: m.ClusterID, Mode: "cluster", MetaLeader: string(c.metaLeaderID()),
+		MapVersion: m.Version, Shards: m.Shards, Replicas: m.Replicas}
+	if !m.Bootstrapped() {
+		st.Shards, st.Replicas = n.cfg.Shards, n.cfg.Replicas
+	}
+	for _, nd := range m.Nodes {
+		if nd.State != placement.NodeRemoved {
+			st.Nodes++
+		}
+	}
+	st.Ready, st.Reason = c.ready()
+	if rf := c.metaRaft(); rf != nil && rf.State() == raft.Leader {
+		st.Operation = a.current()
+	} else if st.MetaLeader != "" && r.Header.Get(forwardedHeader) == "" {
+		st.Operation = a.leaderOperation(r, placement.NodeID(st.MetaLeader))
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// leaderOperation asks the meta leader for its running operation (nil if
+// none, or if the leader does not answer in time).
+func (a *admin) leaderOperation(r *http.Request, leader placement.NodeID) *opJSON {
+	nd, ok := a.n.cluster.metaFSM.Map().Nodes[leader]
+	if !ok || nd.AdminAddr == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+nd.AdminAddr+"/v1/status", nil)
+	if err != nil {
+		return nil
+	}
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	req.Header.Set(forwardedHeader, "1")
+	resp, err := a.client.Do(req)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var st statusJSON
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(io.LimitReader(resp.Body, maxAdminBody)).Decode(&st) != nil {
+		return nil
+	}
+	return st.Operation
+}
+
+// memberJSON is one member in GET /v1/members.
+type memberJSON struct {
+	ID       string `json:"id"`
+	State    string `json:"state"`
+	Alive    bool   `json:"alive"`
+	GRPC     string `json:"grpc"`
+	HTTP     string `json:"http"`
+	Admin    string `json:"admin"`
+	Gossip   string `json:"gossip"`
+	Replicas int    `json:"replicas"`
+	Leaders  int    `json:"leaders"`
+}
+
+func (a *admin) members(w http.ResponseWriter, r *http.Request) error {
+	c := a.n.cluster
+	m, err := a.clusterMap()
+	if err != nil {
+		return err
+	}
+	alive := map[placement.NodeID]bool{c.self: true}
+	for _, mem := range c.members.Members() {
+		if mem.Alive {
+			alive[mem.ID] = true
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), statusFanoutTimeout)
+	defer cancel()
+	leaders := map[string]int{}
+	for _, v := range c.shardViews(ctx, m, m.ShardMap) {
+		if v.Leader != "" {
+			leaders[v.Leader]++
+		}
+	}
+	out := make([]memberJSON, 0, len(m.Nodes))
+	for id, nd := range m.Nodes {
+		out = append(out, memberJSON{
+			ID: string(id), State: nd.State.String(), Alive: alive[id],
+			GRPC: nd.GRPCAddr, HTTP: nd.HTTPAddr, Admin: nd.AdminAddr, Gossip: nd.GossipAddr,
+			Replicas: len(m.ShardsOf(id)), Leaders: leaders[string(id)],
+		})
+	}
+	slices.SortFunc(out, func(x, y memberJSON) int { return strings.Compare(x.ID, y.ID) })
+	writeJSON(w, http.StatusOK, map[string]any{"members": out})
+	return nil
+}

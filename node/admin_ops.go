@@ -1,0 +1,475 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+)
+
+// Operations: a rebalance or a drain carries out the planner's moves on
+// the meta leader, at most max_concurrent shards at a time. Each move
+// goes one safe step at a time (placement.Move.Steps): the step is written
+// to the map, then the operation waits until the shard's group has
+// converged to it (a leader, every replica a voter, the dropped replica
+// gone) before the next step. One operation runs at a time; it lives in the
+// meta leader's memory and ends (failed) if that node loses the leadership.
+
+// defaultMaxConcurrent is how many shards an operation moves at once
+// unless the caller says otherwise.
+const defaultMaxConcurrent = 4
+
+// maxMaxConcurrent bounds max_concurrent.
+const maxMaxConcurrent = 64
+
+// keptOperations is how many finished operations the meta leader remembers.
+const keptOperations = 16
+
+// convergeTimeout bounds the wait for one step's convergence.
+var convergeTimeout = 2 * time.Minute
+
+// convergePoll is how often a step's convergence is checked.
+const convergePoll = 200 * time.Millisecond
+
+// maxReplans bounds how often in a row an operation re-plans because the
+// map changed under it before it gives up.
+const maxReplans = 50
+
+// operation is a rebalance or drain under way (or finished).
+type operation struct {
+	id      string
+	kind    string
+	node    placement.NodeID // the node a drain empties
+	started time.Time
+
+	mu       sync.Mutex
+	state    string
+	total    int
+	done     int
+	finished time.Time
+	err      string
+}
+
+// opJSON is an operation as the API shows it.
+type opJSON struct {
+	ID         string    `json:"id"`
+	Kind       string    `json:"kind"`
+	State      string    `json:"state"`
+	Total      int       `json:"total"`
+	Done       int       `json:"done"`
+	Started    time.Time `json:"started"`
+	ETASeconds *int      `json:"eta_seconds"` // null until a move has finished
+	Error      string    `json:"error"`
+}
+
+func (op *operation) json() *opJSON {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	j := &opJSON{ID: op.id, Kind: op.kind, State: op.state, Total: op.total, Done: op.done, Started: op.started, Error: op.err}
+	switch {
+	case op.state != "running":
+		zero := 0
+		j.ETASeconds = &zero
+	case op.done > 0:
+		perMove := time.Since(op.started).Seconds() / float64(op.done)
+		eta := int(math.Ceil(perMove * float64(max(op.total-op.done, 0))))
+		j.ETASeconds = &eta
+	}
+	return j
+}
+
+func (op *operation) progress(total, done int) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	op.total, op.done = total, done
+}
+
+func (op *operation) finish(err error) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	op.finished = time.Now()
+	if err != nil {
+		op.state, op.err = "failed", err.Error()
+		return
+	}
+	op.state = "done"
+	op.total = op.done
+}
+
+// current returns the running operation, or nil.
+func (a *admin) current() *opJSON {
+	a.mu.Lock()
+	op := a.running
+	a.mu.Unlock()
+	if op == nil {
+		return nil
+	}
+	return op.json()
+}
+
+// startOp registers a new operation, or refuses with 409 while one runs.
+func (a *admin) startOp(kind string, node placement.NodeID) (*operation, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if op := a.running; op != nil {
+		j := op.json()
+		return nil, errorf(http.StatusConflict, "operation %s (%s, %d of %d moves done) is running; one operation runs at a time", j.ID, j.Kind, j.Done, j.Total)
+	}
+	a.seq++
+	now := time.Now()
+	op := &operation{id: fmt.Sprintf("%s-%s-%d", kind, now.UTC().Format("20060102t150405"), a.seq), kind: kind, node: node, started: now, state: "running"}
+	a.running = op
+	a.ops[op.id] = op
+	a.order = append(a.order, op.id)
+	if len(a.order) > keptOperations {
+		delete(a.ops, a.order[0])
+		a.order = a.order[1:]
+	}
+	return op, nil
+}
+
+// endOp records the end of the running operation.
+func (a *admin) endOp(op *operation, err error) {
+	op.finish(err)
+	a.mu.Lock()
+	if a.running == op {
+		a.running = nil
+	}
+	a.mu.Unlock()
+	j := op.json()
+	if err != nil {
+		a.n.log.Warn("admin: operation failed", "op", op.id, "done", j.Done, "total", j.Total, "err", err)
+	} else {
+		a.n.log.Info("admin: operation done", "op", op.id, "moves", j.Done, "took", op.finished.Sub(op.started).Round(time.Millisecond))
+	}
+}
+
+// opRequest is the body of POST /v1/rebalance and /v1/nodes/{id}/drain.
+type opRequest struct {
+	DryRun        bool `json:"dry_run"`
+	MaxConcurrent int  `json:"max_concurrent"`
+}
+
+func (req *opRequest) check() error {
+	if req.MaxConcurrent == 0 {
+		req.MaxConcurrent = defaultMaxConcurrent
+	}
+	if req.MaxConcurrent < 1 || req.MaxConcurrent > maxMaxConcurrent {
+		return errorf(http.StatusBadRequest, "max_concurrent must be between 1 and %d, got %d", maxMaxConcurrent, req.MaxConcurrent)
+	}
+	return nil
+}
+
+// moveJSON is one planned move in a dry run.
+type moveJSON struct {
+	Shard  placement.ShardID `json:"shard"`
+	Add    string            `json:"add"`
+	Remove string            `json:"remove"`
+}
+
+func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
+	if here, err := a.onMetaLeader(w, r); !here {
+		return err
+	}
+	var req opRequest
+	if err := decodeBody(r, &req, true); err != nil {
+		return err
+	}
+	if err := req.check(); err != nil {
+		return err
+	}
+	m, err := a.clusterMap()
+	if err != nil {
+		return err
+	}
+	if req.DryRun {
+		moves := []moveJSON{}
+		for _, mv := range placement.Plan(m) {
+			moves = append(moves, moveJSON{Shard: mv.Shard, Add: string(mv.Add), Remove: string(mv.Remove)})
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"moves": moves})
+		return nil
+	}
+	op, err := a.startOp("rebalance", "")
+	if err != nil {
+		return err
+	}
+	op.progress(len(placement.Plan(m)), 0)
+	a.launch(op, req.MaxConcurrent, func(placement.Move) bool { return true })
+	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
+	return nil
+}
+
+func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
+	if here, err := a.onMetaLeader(w, r); !here {
+		return err
+	}
+	m, err := a.clusterMap()
+	if err != nil {
+		return err
+	}
+	id, err := parseNode("node", r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	nd, err := knownNode(m, "node", id)
+	if err != nil {
+		return err
+	}
+	var req opRequest
+	if err := decodeBody(r, &req, true); err != nil {
+		return err
+	}
+	if req.DryRun {
+		return errorf(http.StatusBadRequest, "drain has no dry run; POST /v1/rebalance with dry_run after draining shows the plan")
+	}
+	if err := req.check(); err != nil {
+		return err
+	}
+	if nd.State == placement.NodeRemoved {
+		return errorf(http.StatusConflict, "%s has been removed; there is nothing to drain", id)
+	}
+	others := 0
+	for _, o := range m.NodesIn(placement.NodeActive) {
+		if o != id {
+			others++
+		}
+	}
+	if held := m.ShardsOf(id); len(held) > 0 && others == 0 {
+		return errorf(http.StatusConflict, "%s holds replicas of %d shards and no other node is active to take them", id, len(held))
+	}
+	op, err := a.startOp("drain", id)
+	if err != nil {
+		return err
+	}
+	if nd.State != placement.NodeDraining {
+		v, err := a.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: id, State: placement.NodeDraining}})
+		if err != nil {
+			a.endOp(op, err)
+			return err
+		}
+		setMapVersion(w, v)
+	}
+	op.progress(len(m.ShardsOf(id)), 0)
+	a.launch(op, req.MaxConcurrent, func(mv placement.Move) bool { return mv.Remove == id })
+	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
+	return nil
+}
+
+func (a *admin) remove(w http.ResponseWriter, r *http.Request) error {
+	if here, err := a.onMetaLeader(w, r); !here {
+		return err
+	}
+	m, err := a.clusterMap()
+	if err != nil {
+		return err
+	}
+	id, err := parseNode("node", r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	nd, err := knownNode(m, "node", id)
+	if err != nil {
+		return err
+	}
+	if err := decodeBody(r, &struct{}{}, true); err != nil {
+		return err
+	}
+	if nd.State != placement.NodeRemoved {
+		if held := m.ShardsOf(id); len(held) > 0 {
+			return errorf(http.StatusConflict, "%s still holds replicas of %d shards (%s); drain it first (POST /v1/nodes/%s/drain)", id, len(held), shardList(held), id)
+		}
+		v, err := a.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: id, State: placement.NodeRemoved}})
+		if err != nil {
+			return err
+		}
+		setMapVersion(w, v)
+		a.n.log.Info("admin: node removed from the cluster map", "node", id)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "state": placement.NodeRemoved.String()})
+	return nil
+}
+
+func shardList(ids []placement.ShardID) string {
+	const show = 8
+	var b strings.Builder
+	for i, id := range ids {
+		if i == show {
+			fmt.Fprintf(&b, " and %d more", len(ids)-show)
+			break
+		}
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%d", id)
+	}
+	return b.String()
+}
+
+func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
+	if here, err := a.onMetaLeader(w, r); !here {
+		return err
+	}
+	id := r.PathValue("id")
+	a.mu.Lock()
+	op := a.ops[id]
+	a.mu.Unlock()
+	if op == nil {
+		return errorf(http.StatusNotFound, "unknown operation %q: the meta leader (%s) has no record of it (operations live in the memory of the meta leader that runs them)", id, a.n.cfg.NodeID)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"operation": op.json()})
+	return nil
+}
+
+// launch runs op in the background, bounded by the node's lifetime.
+func (a *admin) launch(op *operation, maxConc int, want func(placement.Move) bool) {
+	ctx := a.n.manager.ctx
+	a.n.wg.Add(1)
+	go func() {
+		defer a.n.wg.Done()
+		a.endOp(op, a.runOp(ctx, op, maxConc, want))
+	}()
+}
+
+// errReplan: the shard changed under a move; plan again.
+var errReplan = errors.New("the shard changed under the move")
+
+// runOp carries out the planner's moves that want accepts until none is
+// left, at most maxConc shards at a time.
+func (a *admin) runOp(ctx context.Context, op *operation, maxConc int, want func(placement.Move) bool) error {
+	c := a.n.cluster
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		shard placement.ShardID
+		err   error
+	}
+	results := make(chan result)
+	inflight := map[placement.ShardID]bool{}
+	done, replans := 0, 0
+	var failure error
+	for {
+		if failure == nil {
+			if err := ctx.Err(); err != nil {
+				failure = fmt.Errorf("the node is shutting down")
+			} else if rf := c.metaRaft(); rf == nil || rf.State() != raft.Leader {
+				failure = fmt.Errorf("this node (%s) lost the meta leadership to %q; start the operation again", c.self, c.metaLeaderID())
+			}
+		}
+		if failure != nil {
+			cancel()
+			if len(inflight) == 0 {
+				return failure
+			}
+		} else {
+			m := c.metaFSM.Map()
+			var pending []placement.Move
+			for _, mv := range placement.Plan(m) {
+				if want(mv) {
+					pending = append(pending, mv)
+				}
+			}
+			op.progress(done+len(pending), done)
+			if len(pending) == 0 && len(inflight) == 0 {
+				if op.kind == "drain" {
+					if held := m.ShardsOf(op.node); len(held) > 0 {
+						return fmt.Errorf("%s still holds replicas of shards %s, but the planner has no move for them", op.node, shardList(held))
+					}
+				}
+				return nil
+			}
+			seen := map[placement.ShardID]bool{}
+			for _, mv := range pending {
+				if len(inflight) >= maxConc {
+					break
+				}
+				// One move per shard at a time: a shard's later moves
+				// assume its earlier ones are done.
+				if inflight[mv.Shard] || seen[mv.Shard] {
+					continue
+				}
+				seen[mv.Shard] = true
+				inflight[mv.Shard] = true
+				go func() {
+					results <- result{mv.Shard, a.execMove(ctx, mv)}
+				}()
+			}
+		}
+		res := <-results
+		delete(inflight, res.shard)
+		switch {
+		case res.err == nil:
+			done++
+			replans = 0
+		case errors.Is(res.err, errReplan):
+			if replans++; replans > maxReplans && failure == nil {
+				failure = fmt.Errorf("the map kept changing under the operation (%d re-plans in a row); last: %v", replans, res.err)
+			}
+		case failure == nil:
+			failure = res.err
+		}
+	}
+}
+
+// execMove carries out one move: each step is written to the map, then
+// the shard's group must converge to it before the next.
+func (a *admin) execMove(ctx context.Context, mv placement.Move) error {
+	c := a.n.cluster
+	m := c.metaFSM.Map()
+	s := m.ShardMap[mv.Shard]
+	prev := s.Replicas
+	for _, next := range mv.Steps(s.Replicas) {
+		cur := c.metaFSM.Map().ShardMap[mv.Shard]
+		if !slices.Equal(cur.Replicas, prev) {
+			return fmt.Errorf("%w: shard %d is now [%s]", errReplan, mv.Shard, joinIDs(cur.Replicas))
+		}
+		_, err := a.proposeMeta(placement.Command{SetShardReplicas: &placement.SetShardReplicasCmd{Shard: mv.Shard, Replicas: next, ExpectedVersion: cur.Version}})
+		if err != nil {
+			if errors.Is(err, placement.ErrStaleVersion) {
+				return fmt.Errorf("%w: %v", errReplan, err)
+			}
+			return fmt.Errorf("%s: %w", mv, err)
+		}
+		if err := a.waitConverged(ctx, mv.Shard, next); err != nil {
+			return fmt.Errorf("%s: %w", mv, err)
+		}
+		prev = next
+	}
+	return nil
+}
+
+// waitConverged waits until shard sid's group is configured as replicas:
+// a leader, every replica a voter, nothing else.
+func (a *admin) waitConverged(ctx context.Context, sid placement.ShardID, replicas []placement.NodeID) error {
+	c := a.n.cluster
+	deadline := time.Now().Add(convergeTimeout)
+	for {
+		m := c.metaFSM.Map()
+		s := m.ShardMap[sid]
+		if !slices.Equal(s.Replicas, replicas) {
+			return fmt.Errorf("%w: shard %d is now [%s]", errReplan, sid, joinIDs(s.Replicas))
+		}
+		vctx, cancel := context.WithTimeout(ctx, statusFanoutTimeout)
+		view := c.shardView(vctx, m, s, nil)
+		cancel()
+		ok, why := view.converged()
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("shard %d did not converge to [%s] within %s: %s", sid, joinIDs(replicas), convergeTimeout, why)
+		}
+		if !sleepCtx(ctx, convergePoll) {
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,778 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+	"github.com/roostdb/roost/raftstore"
+)
+
+const testAdminToken = "test-admin-token-7"
+
+// adminDo sends one admin call and decodes the JSON answer into out (if
+// not nil). body may be nil, a string (sent as is) or a value to encode.
+func adminDo(t testing.TB, addr, token, method, path string, body, out any) int {
+	t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		enc, err := json.Marshal(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd = bytes.NewReader(enc)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			t.Fatalf("%s %s: %d, answer is not JSON: %v: %q", method, path, resp.StatusCode, err, raw)
+		}
+	}
+	return resp.StatusCode
+}
+
+type apiErrorJSON struct {
+	Error string `json:"error"`
+}
+
+func TestAdminAuth(t *testing.T) {
+	withToken := startNode(t, t.TempDir(), func(c *Config, _ *Node) { c.AdminToken = testAdminToken })
+	defer closeNode(t, withToken)
+	noToken := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, noToken)
+	tokenAddr, openAddr := withToken.AdminAddr().String(), noToken.AdminAddr().String()
+
+	for _, tc := range []struct {
+		name   string
+		addr   string
+		path   string
+		header string // Authorization
+		want   int
+		errHas string // part of the error message, for JSON errors
+	}{
+		{"no token", tokenAddr, "/v1/status", "", 401, "admin token"},
+		{"wrong token", tokenAddr, "/v1/status", "Bearer nope", 401, "wrong admin token"},
+		{"token is a prefix", tokenAddr, "/v1/status", "Bearer " + testAdminToken[:5], 401, "wrong admin token"},
+		{"token with extra", tokenAddr, "/v1/status", "Bearer " + testAdminToken + "x", 401, "wrong admin token"},
+		{"not bearer", tokenAddr, "/v1/status", "Basic " + testAdminToken, 401, "Bearer"},
+		{"right token", tokenAddr, "/v1/status", "Bearer " + testAdminToken, 200, ""},
+		{"wrong token on an unknown call", tokenAddr, "/v1/nope", "Bearer nope", 401, ""},
+		{"right token, unknown call in dev mode", tokenAddr, "/v1/nope", "Bearer " + testAdminToken, 409, "roost dev runs no cluster"},
+		{"right token, dev mode has no cluster", tokenAddr, "/v1/members", "Bearer " + testAdminToken, 409, "roost dev runs no cluster"},
+		{"dev mode shards", tokenAddr, "/v1/shards", "Bearer " + testAdminToken, 409, "roost dev runs no cluster"},
+		{"healthz is open", tokenAddr, "/healthz", "", 200, ""},
+		{"readyz is open", tokenAddr, "/readyz", "", 200, ""},
+		{"metrics is open", tokenAddr, "/metrics", "", 200, ""},
+		{"pprof is open", tokenAddr, "/debug/pprof/", "", 200, ""},
+		{"no token configured: open", openAddr, "/v1/status", "", 200, ""},
+		{"no token configured: any header", openAddr, "/v1/status", "Bearer whatever", 200, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", "http://"+tc.addr+tc.path, nil)
+			if tc.header != "" {
+				req.Header.Set("Authorization", tc.header)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, raw)
+			}
+			if tc.errHas != "" {
+				var e apiErrorJSON
+				if err := json.Unmarshal(raw, &e); err != nil || !strings.Contains(e.Error, tc.errHas) {
+					t.Fatalf("answer %q: want a JSON error containing %q", raw, tc.errHas)
+				}
+			}
+		})
+	}
+
+	var st statusJSON
+	if code := adminDo(t, tokenAddr, testAdminToken, "GET", "/v1/status", nil, &st); code != 200 {
+		t.Fatalf("status: %d", code)
+	}
+	if st.Mode != "dev" || !st.Ready || st.Shards != 4 || st.Replicas != 1 || st.Operation != nil {
+		t.Fatalf("dev status: %+v", st)
+	}
+}
+
+// newAdminCluster is newTestCluster with an admin token on every node.
+func newAdminCluster(t *testing.T, n, shards int) *testCluster {
+	c := &testCluster{t: t, app: clusterApp(&turnRegistry{active: map[string]string{}}), faults: &raftstore.Faults{}}
+	var seed string
+	for i := range n {
+		cfg := DefaultClusterConfig(fmt.Sprintf("n%d", i+1))
+		cfg.DataDir = t.TempDir()
+		cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+		cfg.Shards = shards
+		cfg.Vars = map[string]string{"NODE": cfg.NodeID}
+		cfg.Logger = quietLogger
+		cfg.AdminToken = testAdminToken
+		if i == 0 {
+			seed = cfg.GossipAddr
+		} else {
+			cfg.Join = []string{seed}
+		}
+		c.cfgs = append(c.cfgs, cfg)
+		c.nodes = append(c.nodes, nil)
+	}
+	for i := range n {
+		c.start(i)
+	}
+	t.Cleanup(func() {
+		for i := range c.nodes {
+			c.stop(i)
+		}
+	})
+	c.waitReady()
+	return c
+}
+
+func (c *testCluster) admin(i int, method, path string, body, out any) int {
+	c.t.Helper()
+	return adminDo(c.t, c.cfgs[i].AdminAddr, testAdminToken, method, path, body, out)
+}
+
+// notMetaLeader returns the index of a node that does not lead the meta
+// group, so calls to it exercise forwarding.
+func (c *testCluster) notMetaLeader() int {
+	c.t.Helper()
+	leader := c.metaLeader()
+	for i, nd := range c.nodes {
+		if nd != nil && nd != leader {
+			return i
+		}
+	}
+	c.t.Fatal("every node leads the meta group?")
+	return -1
+}
+
+func (c *testCluster) shardViews(i int) []shardView {
+	c.t.Helper()
+	var out struct {
+		Shards []shardView `json:"shards"`
+	}
+	if code := c.admin(i, "GET", "/v1/shards", nil, &out); code != 200 {
+		c.t.Fatalf("GET /v1/shards: %d", code)
+	}
+	return out.Shards
+}
+
+func (c *testCluster) members(i int) []memberJSON {
+	c.t.Helper()
+	var out struct {
+		Members []memberJSON `json:"members"`
+	}
+	if code := c.admin(i, "GET", "/v1/members", nil, &out); code != 200 {
+		c.t.Fatalf("GET /v1/members: %d", code)
+	}
+	return out.Members
+}
+
+// waitConverged waits until every shard, as GET /v1/shards on node i
+// shows it, has a leader and exactly its replicas as voters.
+func (c *testCluster) waitConverged(i int, timeout time.Duration) []shardView {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		// Node i's copy of the map may lag the meta leader's.
+		if c.nodes[i].cluster.metaFSM.Map().Version < c.metaLeader().cluster.metaFSM.Map().Version {
+			if time.Now().After(deadline) {
+				c.t.Fatalf("node %d's map lags the meta leader's", i+1)
+			}
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		views := c.shardViews(i)
+		var why []string
+		for _, v := range views {
+			if ok, w := v.converged(); !ok {
+				why = append(why, fmt.Sprintf("shard %d: %s", v.ID, w))
+			}
+		}
+		if len(why) == 0 {
+			return views
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("shards did not converge within %s: %s", timeout, strings.Join(why, "; "))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitOp polls an operation until it is no longer running.
+func (c *testCluster) waitOp(i int, id string, timeout time.Duration) opJSON {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var out struct {
+			Operation opJSON `json:"operation"`
+			Error     string `json:"error"`
+		}
+		if code := c.admin(i, "GET", "/v1/operations/"+id, nil, &out); code != 200 {
+			for j, nd := range c.nodes {
+				if nd != nil {
+					r := nd.cluster.metaRaft()
+					_, l := r.LeaderWithID()
+					c.t.Logf("n%d: meta %s leader %q stats %v", j+1, r.State(), l, r.Stats()["last_contact"])
+				}
+			}
+			c.t.Fatalf("GET /v1/operations/%s: %d %s", id, code, out.Error)
+		}
+		if out.Operation.State != "running" {
+			return out.Operation
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("operation %s still running after %s: %+v", id, timeout, out.Operation)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func sortedIDs(ids []string) []string { return slices.Sorted(slices.Values(ids)) }
+
+// TestAdminCluster runs the admin API against one 4-node cluster (n4 joins
+// after the first three formed it and holds nothing), step by step: the
+// read calls, refusals, a leadership transfer, a replica move, a move
+// refused while a shard converges, a rebalance and a drain.
+func TestAdminCluster(t *testing.T) {
+	const shards = 8
+	c := newAdminCluster(t, 4, shards)
+	other := c.notMetaLeader()
+
+	t.Run("status", func(t *testing.T) {
+		deadline := time.Now().Add(10 * time.Second)
+		var sts []statusJSON
+		for {
+			sts = sts[:0]
+			settled := true
+			for i := range c.nodes {
+				var st statusJSON
+				if code := c.admin(i, "GET", "/v1/status", nil, &st); code != 200 {
+					t.Fatalf("node %d: status %d", i+1, code)
+				}
+				sts = append(sts, st)
+				settled = settled && st.Nodes == 4 && st.Ready && st.MetaLeader != "" && st.MetaLeader == sts[0].MetaLeader
+			}
+			if settled {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("status did not settle: %+v", sts)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		for i, st := range sts {
+			if st.NodeID != c.cfgs[i].NodeID || st.Mode != "cluster" || st.ClusterID == "" || st.ClusterID != sts[0].ClusterID ||
+				st.MapVersion == 0 || st.Shards != shards || st.Replicas != 3 || st.Operation != nil {
+				t.Errorf("node %d: status %+v", i+1, st)
+			}
+		}
+		if sts[0].MetaLeader != c.metaLeader().cfg.NodeID {
+			t.Errorf("meta_leader %q, but %s leads the meta group", sts[0].MetaLeader, c.metaLeader().cfg.NodeID)
+		}
+	})
+
+	t.Run("members", func(t *testing.T) {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ms := c.members(other)
+			var ids []string
+			replicas, leaders := 0, 0
+			for _, m := range ms {
+				ids = append(ids, m.ID)
+				replicas += m.Replicas
+				leaders += m.Leaders
+			}
+			ok := slices.Equal(ids, []string{"n1", "n2", "n3", "n4"}) && replicas == shards*3 && leaders == shards
+			for i, m := range ms {
+				ok = ok && m.State == "active" && m.Alive && m.GRPC == c.cfgs[i].GRPCAddr && m.Admin == c.cfgs[i].AdminAddr &&
+					m.HTTP == c.cfgs[i].HTTPAddr && m.Gossip != ""
+			}
+			ok = ok && ms[3].Replicas == 0 && ms[3].Leaders == 0
+			if ok {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("members: %+v", ms)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
+	t.Run("shards", func(t *testing.T) {
+		views := c.waitConverged(other, 10*time.Second)
+		if len(views) != shards {
+			t.Fatalf("%d shards, want %d", len(views), shards)
+		}
+		for i, v := range views {
+			if v.ID != i || len(v.Replicas) != 3 || !slices.Contains(v.Replicas, v.Leader) || len(v.Voters) != 3 || v.Version != placement.InitialShardVersion {
+				t.Errorf("shard %d: %+v", i, v)
+			}
+			for _, id := range v.Replicas {
+				if lag, ok := v.ReplicaLag[id]; !ok || lag < 0 {
+					t.Errorf("shard %d: replica %s lag %d (present %v)", i, id, lag, ok)
+				}
+			}
+			if v.AppliedIndex == 0 {
+				t.Errorf("shard %d: applied_index 0", i)
+			}
+		}
+		// The leader it names is the one leading the group (leaders move
+		// while the balancer spreads them: they must agree once settled).
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			var wrong []string
+			for i, v := range c.shardViews(other) {
+				if li := c.leaderOf(groupOf(i)); li < 0 || c.cfgs[li].NodeID != v.Leader {
+					wrong = append(wrong, fmt.Sprintf("shard %d: leader %q, but node index %d leads it", i, v.Leader, li))
+				}
+			}
+			if len(wrong) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal(strings.Join(wrong, "; "))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
+	m := c.metaLeader().cluster.metaFSM.Map()
+	var notN4 []int // shards n4 holds no replica of
+	for _, s := range m.ShardMap {
+		if !slices.Contains(s.Replicas, "n4") {
+			notN4 = append(notN4, int(s.ID))
+		}
+	}
+	if len(notN4) < 2 {
+		t.Fatalf("n4 should hold nothing yet: %v", m.ShardMap)
+	}
+	holder := string(m.ShardMap[0].Replicas[0])
+
+	t.Run("refusals", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, method, path string
+			body               any
+			want               int
+			errHas             string
+		}{
+			{"move to an unknown node", "POST", "/v1/shards/0/move", `{"to":"n9"}`, 400, "unknown node n9"},
+			{"move from an unknown node", "POST", "/v1/shards/0/move", `{"to":"n4","from":"n9"}`, 400, "unknown node n9"},
+			{"move to a malformed node id", "POST", "/v1/shards/0/move", `{"to":"N 4"}`, 400, "invalid node id"},
+			{"move without a target", "POST", "/v1/shards/0/move", `{}`, 400, "no node given"},
+			{"move with an unknown field", "POST", "/v1/shards/0/move", `{"too":"n4"}`, 400, "unknown field"},
+			{"move with malformed JSON", "POST", "/v1/shards/0/move", `{"to":`, 400, "malformed JSON"},
+			{"move without a body", "POST", "/v1/shards/0/move", nil, 400, "JSON body"},
+			{"move of an unknown shard", "POST", "/v1/shards/99/move", `{"to":"n4"}`, 400, "unknown shard 99"},
+			{"move of a shard that is not a number", "POST", "/v1/shards/x/move", `{"to":"n4"}`, 400, "not a shard number"},
+			{"move to a replica it has", "POST", "/v1/shards/0/move", fmt.Sprintf(`{"to":%q}`, holder), 409, "already holds"},
+			{"move from a node without a replica", "POST", fmt.Sprintf("/v1/shards/%d/move", notN4[0]), `{"to":"n4","from":"n4"}`, 409, "holds no replica"},
+			{"remove a node with replicas", "POST", "/v1/nodes/" + holder + "/remove", nil, 409, "drain it first"},
+			{"remove an unknown node", "POST", "/v1/nodes/n9/remove", nil, 400, "unknown node n9"},
+			{"drain an unknown node", "POST", "/v1/nodes/n9/drain", nil, 400, "unknown node n9"},
+			{"transfer to an unknown node", "POST", "/v1/shards/0/transfer-leader", `{"to":"n9"}`, 400, "unknown node n9"},
+			{"transfer to a non-voter", "POST", fmt.Sprintf("/v1/shards/%d/transfer-leader", notN4[0]), `{"to":"n4"}`, 409, "not a voter"},
+			{"transfer of an unknown shard", "POST", "/v1/shards/8/transfer-leader", `{"to":"n1"}`, 400, "unknown shard 8"},
+			{"unknown operation", "GET", "/v1/operations/nope", nil, 404, "unknown operation"},
+			{"rebalance with a bad max_concurrent", "POST", "/v1/rebalance", `{"max_concurrent":-1}`, 400, "max_concurrent"},
+			{"wrong method", "DELETE", "/v1/status", nil, 404, "no admin call"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				for _, i := range []int{other, slices.Index(c.nodes, c.metaLeader())} {
+					var e apiErrorJSON
+					if code := c.admin(i, tc.method, tc.path, tc.body, &e); code != tc.want || !strings.Contains(e.Error, tc.errHas) {
+						t.Errorf("via n%d: %d %q, want %d and an error containing %q", i+1, code, e.Error, tc.want, tc.errHas)
+					}
+				}
+			})
+		}
+		if after := c.metaLeader().cluster.metaFSM.Map(); after.Version != m.Version {
+			t.Errorf("a refused call changed the map: version %d → %d", m.Version, after.Version)
+		}
+	})
+
+	t.Run("transfer-leader", func(t *testing.T) {
+		const shard = 1
+		views := c.waitConverged(other, 10*time.Second)
+		from := views[shard].Leader
+		var to string
+		for _, id := range views[shard].Voters {
+			if id != from {
+				to = id
+				break
+			}
+		}
+		// Ask a node that is neither leader nor target: it forwards.
+		via := -1
+		for i, cfg := range c.cfgs {
+			if cfg.NodeID != from && cfg.NodeID != to {
+				via = i
+				break
+			}
+		}
+		var out struct {
+			Shard  int    `json:"shard"`
+			Leader string `json:"leader"`
+		}
+		if code := c.admin(via, "POST", fmt.Sprintf("/v1/shards/%d/transfer-leader", shard), map[string]string{"to": to}, &out); code != 200 {
+			t.Fatalf("transfer-leader %s → %s: %d", from, to, code)
+		}
+		if out.Shard != shard || out.Leader != to {
+			t.Fatalf("answer %+v, want shard %d leader %s", out, shard, to)
+		}
+		// The leader balancer may move it on later; it must have moved now.
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			if li := c.leaderOf(groupOf(shard)); li >= 0 && c.cfgs[li].NodeID == to {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s does not lead shard %d after the transfer", to, shard)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+
+	var planned int
+	t.Run("rebalance dry run", func(t *testing.T) {
+		var out struct {
+			Moves []moveJSON `json:"moves"`
+		}
+		if code := c.admin(other, "POST", "/v1/rebalance", map[string]any{"dry_run": true}, &out); code != 200 {
+			t.Fatalf("dry run: %d", code)
+		}
+		want := placement.Plan(c.metaLeader().cluster.metaFSM.Map())
+		if len(out.Moves) != len(want) {
+			t.Fatalf("dry run lists %d moves, the planner %d: %+v", len(out.Moves), len(want), out.Moves)
+		}
+		for i, mv := range want {
+			if got := out.Moves[i]; got.Shard != mv.Shard || got.Add != string(mv.Add) || got.Remove != string(mv.Remove) {
+				t.Errorf("move %d: %+v, want %v", i, got, mv)
+			}
+		}
+		// A fourth node takes about a quarter of the replica slots.
+		if slots := shards * 3; len(out.Moves) < slots/8 || len(out.Moves) > slots/2 {
+			t.Errorf("%d moves of %d replica slots; want about a quarter", len(out.Moves), slots)
+		}
+		if after := c.metaLeader().cluster.metaFSM.Map(); after.Version != m.Version {
+			t.Errorf("a dry run changed the map: version %d → %d", m.Version, after.Version)
+		}
+		planned = len(out.Moves)
+		t.Logf("dry run: %d moves of %d replica slots", planned, shards*3)
+	})
+
+	t.Run("move", func(t *testing.T) {
+		shard := notN4[0]
+		before := c.metaLeader().cluster.metaFSM.Map().ShardMap[shard]
+		var out struct {
+			Shard   int    `json:"shard"`
+			From    string `json:"from"`
+			To      string `json:"to"`
+			Version uint64 `json:"version"`
+		}
+		if code := c.admin(other, "POST", fmt.Sprintf("/v1/shards/%d/move", shard), map[string]string{"to": "n4"}, &out); code != 202 {
+			t.Fatalf("move: %d", code)
+		}
+		if out.Shard != shard || out.To != "n4" || !slices.Contains(before.Replicas, placement.NodeID(out.From)) || out.Version != before.Version+1 {
+			t.Fatalf("move answer %+v (shard before: %+v)", out, before)
+		}
+		want := sortedIDs(append(slices.DeleteFunc(slices.Clone(toStrings(before.Replicas)), func(s string) bool { return s == out.From }), "n4"))
+		views := c.waitConverged(other, 30*time.Second)
+		if v := views[shard]; !slices.Equal(v.Voters, want) || !slices.Equal(sortedIDs(v.Replicas), want) {
+			t.Fatalf("shard %d after the move: %+v, want voters %v", shard, v, want)
+		}
+	})
+
+	t.Run("move refused while the shard converges", func(t *testing.T) {
+		shard := notN4[1]
+		// n4 cannot take part in Raft: its new replica never catches up,
+		// so the shard stays half-way (n4 a non-voter).
+		c.faults.Isolate(raft.ServerAddress(c.cfgs[3].GRPCAddr))
+		defer c.faults.Heal()
+		var out struct {
+			From string `json:"from"`
+		}
+		if code := c.admin(other, "POST", fmt.Sprintf("/v1/shards/%d/move", shard), `{"to":"n4"}`, &out); code != 202 {
+			t.Fatalf("first move: %d", code)
+		}
+		// The map's replicas now include n4; the one node without a
+		// replica is the one that was dropped.
+		var e apiErrorJSON
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			code := c.admin(other, "POST", fmt.Sprintf("/v1/shards/%d/move", shard), map[string]string{"to": out.From}, &e)
+			if code == 409 && strings.Contains(e.Error, "still converging") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("second move while n4 cannot catch up: %d %q, want 409 still converging", code, e.Error)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("refused: %s", e.Error)
+		c.faults.Heal()
+		c.waitConverged(other, 30*time.Second)
+	})
+
+	t.Run("rebalance", func(t *testing.T) {
+		var out struct {
+			Operation opJSON `json:"operation"`
+		}
+		if code := c.admin(other, "POST", "/v1/rebalance", map[string]any{"max_concurrent": 2}, &out); code != 202 {
+			t.Fatalf("rebalance: %d", code)
+		}
+		op := out.Operation
+		if op.Kind != "rebalance" || op.ID == "" || op.Total == 0 {
+			t.Fatalf("operation %+v", op)
+		}
+		// A second operation is refused while this one runs.
+		var e apiErrorJSON
+		if code := c.admin(other, "POST", "/v1/nodes/n1/drain", nil, &e); code != 409 || !strings.Contains(e.Error, op.ID) {
+			t.Errorf("second operation: %d %q, want 409 naming %s", code, e.Error, op.ID)
+		}
+		var st statusJSON
+		if c.admin(other, "GET", "/v1/status", nil, &st); st.Operation == nil || st.Operation.ID != op.ID {
+			t.Errorf("status while rebalancing shows operation %+v", st.Operation)
+		}
+		final := c.waitOp(other, op.ID, 2*time.Minute)
+		if final.State != "done" || final.Done != final.Total || final.Total == 0 || final.Error != "" ||
+			final.ETASeconds == nil || *final.ETASeconds != 0 {
+			t.Fatalf("rebalance ended as %+v", final)
+		}
+		t.Logf("%s rebalance: %d moves in %s", time.Now().Format("15:04:05.000"), final.Total, time.Since(final.Started).Round(time.Millisecond))
+		var dry struct {
+			Moves []moveJSON `json:"moves"`
+		}
+		if c.admin(other, "POST", "/v1/rebalance", `{"dry_run":true}`, &dry); len(dry.Moves) != 0 {
+			t.Errorf("after the rebalance the plan still has %d moves: %+v", len(dry.Moves), dry.Moves)
+		}
+		views := c.waitConverged(other, 30*time.Second)
+		desired := placement.Desired(c.metaLeader().cluster.metaFSM.Map())
+		for _, v := range views {
+			if want := sortedIDs(toStrings(desired[placement.ShardID(v.ID)])); !slices.Equal(v.Voters, want) {
+				t.Errorf("shard %d: voters %v, want %v", v.ID, v.Voters, want)
+			}
+		}
+		if n4 := c.members(other)[3]; n4.Replicas == 0 {
+			t.Errorf("n4 holds nothing after the rebalance: %+v", n4)
+		}
+		if st := c.metaLeader().cluster.metaFSM.Map(); st.Version == m.Version {
+			t.Error("the map did not change")
+		}
+	})
+
+	t.Run("drain and remove", func(t *testing.T) {
+		const victim = "n2"
+		held := len(c.metaLeader().cluster.metaFSM.Map().ShardsOf(victim))
+		if held == 0 {
+			t.Fatalf("%s holds nothing to drain", victim)
+		}
+		var out struct {
+			Operation opJSON `json:"operation"`
+		}
+		if code := c.admin(other, "POST", "/v1/nodes/"+victim+"/drain", `{"max_concurrent":3}`, &out); code != 202 {
+			t.Fatalf("drain: %d", code)
+		}
+		if out.Operation.Kind != "drain" || out.Operation.Total != held {
+			t.Fatalf("drain operation %+v, want total %d", out.Operation, held)
+		}
+		final := c.waitOp(other, out.Operation.ID, 2*time.Minute)
+		if final.State != "done" || final.Done != final.Total || final.Total != held {
+			t.Fatalf("drain ended as %+v (held %d)", final, held)
+		}
+		views := c.waitConverged(other, 30*time.Second)
+		for _, v := range views {
+			if slices.Contains(v.Voters, victim) || slices.Contains(v.Replicas, victim) || len(v.Voters) != 3 {
+				t.Errorf("shard %d after draining %s: %+v", v.ID, victim, v)
+			}
+		}
+		for _, mem := range c.members(other) {
+			if mem.ID == victim && (mem.State != "draining" || mem.Replicas != 0 || mem.Leaders != 0) {
+				t.Errorf("drained member %+v", mem)
+			}
+		}
+		var rm struct {
+			ID    string `json:"id"`
+			State string `json:"state"`
+		}
+		for range 2 { // removing twice answers the same
+			if code := c.admin(other, "POST", "/v1/nodes/"+victim+"/remove", nil, &rm); code != 200 || rm.ID != victim || rm.State != "removed" {
+				t.Fatalf("remove: %d %+v", code, rm)
+			}
+		}
+		for _, mem := range c.members(other) {
+			if mem.ID == victim && mem.State != "removed" {
+				t.Errorf("removed member %+v", mem)
+			}
+		}
+		var e apiErrorJSON
+		if code := c.admin(other, "POST", "/v1/nodes/"+victim+"/drain", nil, &e); code != 409 {
+			t.Errorf("draining a removed node: %d %q, want 409", code, e.Error)
+		}
+	})
+}
+
+func toStrings(ids []placement.NodeID) []string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = string(id)
+	}
+	return out
+}
+
+func TestMoveRefusal(t *testing.T) {
+	ids := func(s ...string) []placement.NodeID {
+		out := make([]placement.NodeID, len(s))
+		for i, x := range s {
+			out[i] = placement.NodeID(x)
+		}
+		return out
+	}
+	view := func(leader string, voters, nonvoters []string, answered ...string) shardView {
+		v := shardView{ID: 7, Leader: leader, Replicas: voters, Voters: sortedIDs(voters), Nonvoters: nonvoters, answered: map[placement.NodeID]bool{}}
+		for _, a := range answered {
+			v.answered[placement.NodeID(a)] = true
+		}
+		return v
+	}
+	three := []string{"n1", "n2", "n3"}
+	five := []string{"n1", "n2", "n3", "n5", "n6"}
+	for _, tc := range []struct {
+		name    string
+		view    shardView
+		cur     []placement.NodeID
+		from    string
+		toAlive bool
+		errHas  string // "" = allowed
+	}{
+		{"healthy", view("n1", three, nil, "n1", "n2", "n3"), ids(three...), "n1", true, ""},
+		{"one kept replica down", view("n1", three, nil, "n1", "n2"), ids(three...), "n1", true, ""},
+		{"no leader", view("", three, nil, "n1", "n2", "n3"), ids(three...), "n1", true, "no leader"},
+		{"converging: a non-voter", view("n1", three, []string{"n4"}, "n1", "n2", "n3"), ids(three...), "n1", true, "still converging"},
+		{"converging: voters differ from the map", func() shardView {
+			v := view("n1", three, nil, "n1", "n2", "n3")
+			v.Voters = []string{"n1", "n2", "n3", "n4"}
+			return v
+		}(), ids(three...), "n1", true, "still converging"},
+		{"target dead", view("n1", three, nil, "n1", "n2", "n3"), ids(three...), "n1", false, "not alive"},
+		{"every kept replica down", view("n1", three, nil, "n1"), ids(three...), "n1", true, "moving shard 7 from n1 would leave it without a quorum"},
+		{"five, two kept down", view("n1", five, nil, "n1", "n2", "n3"), ids(five...), "n1", true, ""},
+		{"five, three kept down", view("n1", five, nil, "n1", "n2"), ids(five...), "n1", true, "without a quorum"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := moveRefusal(tc.view, tc.cur, placement.NodeID(tc.from), "n4", tc.toAlive)
+			switch {
+			case tc.errHas == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.errHas != "" && (err == nil || !strings.Contains(err.Error(), tc.errHas)):
+				t.Fatalf("got %v, want an error containing %q", err, tc.errHas)
+			case err != nil && err.(*apiError).code != http.StatusConflict:
+				t.Fatalf("code %d, want 409", err.(*apiError).code)
+			}
+		})
+	}
+}
+
+func TestPlannerDrops(t *testing.T) {
+	nodes := []placement.Node{}
+	for _, id := range []string{"a", "b", "c", "d"} {
+		nodes = append(nodes, placement.Node{ID: placement.NodeID(id), GRPCAddr: "127.0.0.1:1"})
+	}
+	m := placement.InitialMap("x", nodes, 8, 3)
+	desired := placement.Desired(m)
+	for _, tc := range []struct {
+		name  string
+		setup func(m *placement.Map, s *placement.Shard)
+		want  func(s placement.Shard) placement.NodeID
+	}{
+		{"all wanted: the farthest on the ring", func(*placement.Map, *placement.Shard) {},
+			func(s placement.Shard) placement.NodeID { w := desired[s.ID]; return w[len(w)-1] }},
+		{"a draining replica first", func(m *placement.Map, s *placement.Shard) {
+			n := m.Nodes[s.Replicas[0]]
+			n.State = placement.NodeDraining
+			m.Nodes[n.ID] = n
+		}, func(s placement.Shard) placement.NodeID { return s.Replicas[0] }},
+		{"an unwanted replica first", func(m *placement.Map, s *placement.Shard) {
+			for _, id := range []placement.NodeID{"a", "b", "c", "d"} {
+				if !slices.Contains(s.Replicas, id) {
+					s.Replicas[1] = id
+					return
+				}
+			}
+		}, func(s placement.Shard) placement.NodeID { return s.Replicas[1] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mm := m.Clone()
+			s := mm.ShardMap[3]
+			tc.setup(&mm, &s)
+			if got, want := plannerDrops(mm, s), tc.want(s); got != want {
+				t.Fatalf("drops %s, want %s (replicas %v, desired %v)", got, want, s.Replicas, placement.Desired(mm)[s.ID])
+			}
+		})
+	}
+}
+
+func TestOperationJSON(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name              string
+		op                *operation
+		wantETA           int // -1: null
+		wantTotal, wantDn int
+	}{
+		{"nothing done yet: no estimate", &operation{state: "running", total: 4, started: now.Add(-10 * time.Second)}, -1, 4, 0},
+		{"half done", &operation{state: "running", total: 4, done: 2, started: now.Add(-10 * time.Second)}, 10, 4, 2},
+		{"done", &operation{state: "done", total: 4, done: 4, started: now.Add(-10 * time.Second)}, 0, 4, 4},
+		{"failed", &operation{state: "failed", total: 4, done: 1, err: "x", started: now}, 0, 4, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := tc.op.json()
+			switch {
+			case tc.wantETA < 0 && j.ETASeconds != nil:
+				t.Fatalf("eta %d, want null", *j.ETASeconds)
+			case tc.wantETA >= 0 && (j.ETASeconds == nil || *j.ETASeconds < tc.wantETA || *j.ETASeconds > tc.wantETA+1):
+				t.Fatalf("eta %v, want %d", j.ETASeconds, tc.wantETA)
+			case j.Total != tc.wantTotal || j.Done != tc.wantDn || j.State != tc.op.state:
+				t.Fatalf("%+v", j)
+			}
+		})
+	}
+	// finish makes the total what was done (the plan may shrink meanwhile).
+	op := &operation{state: "running", total: 5, done: 3}
+	op.finish(nil)
+	if j := op.json(); j.State != "done" || j.Total != 3 {
+		t.Fatalf("finished: %+v", j)
+	}
+}
