@@ -28,11 +28,14 @@ BENCHCOUNT ?= 1
 FUZZ_TARGETS ?= ./durable:FuzzParseID \
                 ./config:FuzzParse \
                 ./raftstore:FuzzDecodeEntry \
-                ./raftstore:FuzzDecodeLog
+                ./raftstore:FuzzDecodeLog \
+                ./raftstore:FuzzTransportDecode \
+                ./placement:FuzzDecodeCommand \
+                ./node:FuzzForwardHead
 FUZZTIME     ?= 20s
 
 .DEFAULT_GOAL := build
-.PHONY: help build run test vet fmt-check lint bench fuzz clean bench-compare bench-failover
+.PHONY: help build run test vet fmt-check lint bench fuzz clean bench-compare bench-failover proto
 
 help:
 	@echo "make build    build $(BIN) (static, version $(VERSION))"
@@ -76,6 +79,12 @@ fuzz:
 		echo "== $$name in $$pkg for $(FUZZTIME)"; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
+
+# Regenerates the committed gRPC code (needs protoc, and protoc-gen-go and
+# protoc-gen-go-grpc from `go install` in $(go env GOPATH)/bin).
+proto:
+	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc --go_out=. --go_opt=module=github.com/roostdb/roost \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/roostdb/roost proto/*.proto
 
 clean:
 	rm -rf bin/

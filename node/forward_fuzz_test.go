@@ -1,0 +1,47 @@
+package node
+
+import (
+	"net/url"
+	"testing"
+
+	gproto "google.golang.org/protobuf/proto"
+
+	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/proto"
+)
+
+// FuzzForwardHead feeds arbitrary bytes to what a node does with the head
+// of a forwarded request before anything runs: decode the frame, check the
+// class, ID and hop count, parse the URL. None of it may panic, and only a
+// genuine ID of a registered class may pass.
+func FuzzForwardHead(f *testing.F) {
+	key := durable.DeriveNamespaceKey("Counter", "")
+	id := durable.IDFromName(key, "A").Bytes()
+	good, _ := gproto.Marshal(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: &proto.ForwardHead{
+		Class: "Counter", ObjectId: id[:], Method: "GET", Url: "/increment?name=A", Hops: 1}}})
+	f.Add(good)
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0x03, 0x0a, 0x01, 0x43})
+	m := &manager{keys: map[string]durable.NamespaceKey{"Counter": key}}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var fr proto.ForwardFrame
+		if gproto.Unmarshal(b, &fr) != nil {
+			return
+		}
+		head := fr.GetHead()
+		if head == nil {
+			return
+		}
+		class, got, err := m.checkForwarded(head)
+		if err != nil {
+			return
+		}
+		if class != "Counter" || len(head.ObjectId) != 32 || [32]byte(head.ObjectId) != got.Bytes() {
+			t.Fatalf("accepted head %+v as %s %s", head, class, got)
+		}
+		if _, perr := durable.ParseID(key, got.String()); perr != nil {
+			t.Fatalf("accepted an ID of another namespace: %v", perr)
+		}
+		url.ParseRequestURI(head.Url)
+	})
+}
