@@ -115,7 +115,10 @@ the file; a relative --data-dir or ROOST_DATA_DIR is relative to the working
 directory.
 
 The app listener serves only the Worker, for objects on any node. The admin
-listener serves /healthz, /readyz, /metrics and /debug/pprof/. The grpc
+listener serves /healthz, /readyz, /metrics and /debug/pprof/, and the JSON
+admin API under /v1/ (docs/admin-api.md), which needs a bearer token when
+ROOST_ADMIN_TOKEN or [admin] token is set (no flag, so the token stays out
+of process listings). The grpc
 listener carries Raft and forwarded requests between nodes; the gossip
 listener (TCP and UDP) carries membership. Ctrl-C (or SIGTERM) stops the node
 after in-flight requests finish; a second Ctrl-C stops it at once.`,

@@ -161,6 +161,11 @@ func (s *server) resolveWith(base func(file *config.File) (node.Config, error)) 
 		if len(file.Vars) > 0 {
 			cfg.Vars = file.Vars
 		}
+		cfg.AdminToken = file.Admin.Token
+	}
+	// The admin token has no flag: a flag would show in process listings.
+	if tok := os.Getenv("ROOST_ADMIN_TOKEN"); tok != "" {
+		cfg.AdminToken = tok
 	}
 	if err := s.apply(&cfg, file, s.settings...); err != nil {
 		return cfg, nil, err

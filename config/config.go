@@ -39,6 +39,8 @@ type File struct {
 	Storage Storage
 	// Runtime is [runtime]: how objects are run.
 	Runtime Runtime
+	// Admin is [admin]: access to the admin API.
+	Admin Admin
 	// Notices are things in the file that were accepted but do nothing,
 	// for the caller to show to the user.
 	Notices []string
@@ -89,6 +91,14 @@ func (s Storage) Limits(base durable.Limits) durable.Limits {
 		base.MaxBatchKeys = s.MaxBatchKeys
 	}
 	return base
+}
+
+// Admin is the [admin] table.
+type Admin struct {
+	// Token, when set, is the bearer token every /v1/ admin call needs
+	// (ROOST_ADMIN_TOKEN overrides it; there is no flag, so that it does
+	// not show in process listings).
+	Token string
 }
 
 // Runtime is the [runtime] table.

@@ -309,3 +309,16 @@ func TestCheckHost(t *testing.T) {
 		}
 	}
 }
+
+func TestAdminToken(t *testing.T) {
+	f, err := Parse([]byte("[admin]\ntoken = \"s3cret\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Admin.Token != "s3cret" {
+		t.Fatalf("admin token %q", f.Admin.Token)
+	}
+	if _, err := Parse([]byte("[admin]\ntokn = \"x\"\n")); err == nil || !strings.Contains(err.Error(), `admin.tokn`) {
+		t.Fatalf("misspelt key: %v", err)
+	}
+}

@@ -33,6 +33,7 @@ type rawFile struct {
 	Cluster        rawCluster       `toml:"cluster"`
 	Storage        rawStorage       `toml:"storage"`
 	Runtime        rawRuntime       `toml:"runtime"`
+	Admin          rawAdmin         `toml:"admin"`
 }
 
 type rawDO struct {
@@ -75,6 +76,10 @@ type rawStorage struct {
 
 type rawRuntime struct {
 	IdleTimeout string `toml:"idle_timeout"`
+}
+
+type rawAdmin struct {
+	Token string `toml:"token"`
 }
 
 // freeForm are the top-level keys whose contents are not checked key by
@@ -135,6 +140,7 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 		MaxEntryBytes: positive(raw.Storage.MaxEntryBytes, "storage", "max_entry_bytes"),
 		MaxBatchKeys:  positive(raw.Storage.MaxBatchKeys, "storage", "max_batch_keys"),
 	}
+	f.Admin.Token = raw.Admin.Token
 	if s := raw.Runtime.IdleTimeout; md.IsDefined("runtime", "idle_timeout") {
 		d, err := time.ParseDuration(s)
 		switch {
