@@ -30,9 +30,19 @@ import (
 // shard leadership transfer by the shard's leader. Operations (rebalance,
 // drain) run on the meta leader and live in its memory.
 
-// forwardedHeader marks a request one node forwarded to another, so a
-// request is forwarded at most once (no loops while leadership moves).
+// forwardedHeader counts the times a request was forwarded from node to
+// node; past maxAdminHops a node answers 503 instead of forwarding again,
+// so a request cannot loop while leadership moves.
 const forwardedHeader = "X-Roost-Forwarded"
+
+// maxAdminHops bounds how often one admin call is forwarded.
+const maxAdminHops = 2
+
+// hops returns how often r was forwarded already.
+func hops(r *http.Request) int {
+	n, _ := strconv.Atoi(r.Header.Get(forwardedHeader))
+	return max(n, 0)
+}
 
 // mapVersionHeader carries the map version a call that changed the map
 // produced. A node that forwarded the call waits (briefly) until its own
@@ -263,29 +273,47 @@ func (c *cluster) metaLeaderID() placement.NodeID {
 	return placement.NodeID(id)
 }
 
-// onMetaLeader runs fn if this node leads the meta group and forwards the
-// request to the leader otherwise. It reports whether fn ran here.
+// leaderGrace is how long a call waits for a leader (of the meta group,
+// or of a shard) to be elected before it answers 503: an election takes
+// about a second, and a caller should not have to retry through one.
+const leaderGrace = 3 * time.Second
+
+// onMetaLeader reports whether this node leads the meta group, so the
+// call runs here; otherwise it forwards the request to the leader (and
+// reports false with the error, if any, to answer). While no leader is
+// known it waits up to leaderGrace for one.
 func (a *admin) onMetaLeader(w http.ResponseWriter, r *http.Request) (bool, error) {
 	c := a.n.cluster
 	rf := c.metaRaft()
 	if rf == nil {
 		return false, errorf(http.StatusServiceUnavailable, "the meta group has not started on this node yet (cluster not formed)")
 	}
-	if rf.State() == raft.Leader {
-		return true, nil
+	forwarded := hops(r) > 0
+	deadline := time.Now().Add(leaderGrace)
+	for {
+		if rf.State() == raft.Leader {
+			return true, nil
+		}
+		// A forwarded call waits for this node to lead again (a leader
+		// that stepped down is often re-elected) rather than bounce.
+		if leader := c.metaLeaderID(); leader != "" && (!forwarded || time.Now().After(deadline)) {
+			return false, a.forward(w, r, leader, "meta leader")
+		}
+		if time.Now().After(deadline) {
+			return false, errorf(http.StatusServiceUnavailable, "the meta group has no leader (an election is under way, or too few meta voters are up); retry")
+		}
+		if !sleepCtx(r.Context(), 20*time.Millisecond) {
+			return false, r.Context().Err()
+		}
 	}
-	leader := c.metaLeaderID()
-	if leader == "" {
-		return false, errorf(http.StatusServiceUnavailable, "the meta group has no leader (an election is under way, or too few meta voters are up); retry")
-	}
-	return false, a.forward(w, r, leader, "meta leader")
 }
 
 // forward sends the request to node id's admin listener and copies back
 // its answer, with the caller's Authorization header. A request is
 // forwarded only once.
 func (a *admin) forward(w http.ResponseWriter, r *http.Request, id placement.NodeID, role string) error {
-	if r.Header.Get(forwardedHeader) != "" {
+	h := hops(r)
+	if h >= maxAdminHops {
 		return errorf(http.StatusServiceUnavailable, "this node (%s) was sent the call as the %s, but %s is now (leadership is moving); retry", a.n.cfg.NodeID, role, id)
 	}
 	m := a.n.cluster.metaFSM.Map()
@@ -296,7 +324,7 @@ func (a *admin) forward(w http.ResponseWriter, r *http.Request, id placement.Nod
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&url.URL{Scheme: "http", Host: nd.AdminAddr})
-			pr.Out.Header.Set(forwardedHeader, "1")
+			pr.Out.Header.Set(forwardedHeader, strconv.Itoa(h+1))
 		},
 		Transport: a.proxy,
 		ModifyResponse: func(resp *http.Response) error {
@@ -429,7 +457,7 @@ func (a *admin) status(w http.ResponseWriter, r *http.Request) error {
 	st.Ready, st.Reason = c.ready()
 	if rf := c.metaRaft(); rf != nil && rf.State() == raft.Leader {
 		st.Operation = a.current()
-	} else if st.MetaLeader != "" && r.Header.Get(forwardedHeader) == "" {
+	} else if st.MetaLeader != "" && hops(r) == 0 {
 		st.Operation = a.leaderOperation(r, placement.NodeID(st.MetaLeader))
 	}
 	writeJSON(w, http.StatusOK, st)

@@ -361,8 +361,8 @@ func (a *admin) runOp(ctx context.Context, op *operation, maxConc int, want func
 		if failure == nil {
 			if err := ctx.Err(); err != nil {
 				failure = fmt.Errorf("the node is shutting down")
-			} else if rf := c.metaRaft(); rf == nil || rf.State() != raft.Leader {
-				failure = fmt.Errorf("this node (%s) lost the meta leadership to %q; start the operation again", c.self, c.metaLeaderID())
+			} else if err := a.stillMetaLeader(ctx); err != nil {
+				failure = err
 			}
 		}
 		if failure != nil {
@@ -420,6 +420,34 @@ func (a *admin) runOp(ctx context.Context, op *operation, maxConc int, want func
 	}
 }
 
+// metaLeaderGrace is how long an operation waits for its node to lead
+// the meta group again after it stepped down (a stalled leader steps down
+// and is often re-elected) before the operation fails.
+const metaLeaderGrace = 5 * time.Second
+
+// stillMetaLeader reports nil while this node leads the meta group,
+// waiting up to metaLeaderGrace while no other node does.
+func (a *admin) stillMetaLeader(ctx context.Context) error {
+	c := a.n.cluster
+	deadline := time.Now().Add(metaLeaderGrace)
+	for {
+		rf := c.metaRaft()
+		if rf != nil && rf.State() == raft.Leader {
+			return nil
+		}
+		leader := c.metaLeaderID()
+		if leader != "" && leader != c.self || time.Now().After(deadline) {
+			if leader == "" {
+				leader = "no node"
+			}
+			return fmt.Errorf("this node (%s) lost the meta leadership (now %s); start the operation again", c.self, leader)
+		}
+		if !sleepCtx(ctx, 20*time.Millisecond) {
+			return fmt.Errorf("the node is shutting down")
+		}
+	}
+}
+
 // execMove carries out one move: each step is written to the map, then
 // the shard's group must converge to it before the next.
 func (a *admin) execMove(ctx context.Context, mv placement.Move) error {
@@ -434,7 +462,11 @@ func (a *admin) execMove(ctx context.Context, mv placement.Move) error {
 		}
 		_, err := a.proposeMeta(placement.Command{SetShardReplicas: &placement.SetShardReplicasCmd{Shard: mv.Shard, Replicas: next, ExpectedVersion: cur.Version}})
 		if err != nil {
-			if errors.Is(err, placement.ErrStaleVersion) {
+			var ae *apiError
+			if errors.Is(err, placement.ErrStaleVersion) || errors.As(err, &ae) && ae.code == http.StatusServiceUnavailable {
+				// Stale: someone else changed the shard. Unavailable: the
+				// meta leadership wavered, and the step may or may not
+				// have been applied. Either way, plan again from the map.
 				return fmt.Errorf("%w: %v", errReplan, err)
 			}
 			return fmt.Errorf("%s: %w", mv, err)

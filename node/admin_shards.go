@@ -407,21 +407,29 @@ func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	ls := c.groups[int(sid)]
-	c.mu.Unlock()
-	if ls == nil || ls.group.Raft().State() != raft.Leader {
-		// Not the shard's leader here: find it and let it do the transfer.
+	// Find the shard's leader (waiting up to leaderGrace through an
+	// election): the transfer runs there, so forward the call to it.
+	var ls *localShard
+	deadline := time.Now().Add(leaderGrace)
+	for {
+		c.mu.Lock()
+		ls = c.groups[int(sid)]
+		c.mu.Unlock()
+		if ls != nil && ls.group.Raft().State() == raft.Leader {
+			break
+		}
 		ctx, cancel := context.WithTimeout(r.Context(), statusFanoutTimeout)
 		view := c.shardView(ctx, m, m.ShardMap[sid], nil)
 		cancel()
-		if view.Leader == "" {
-			return errorf(http.StatusServiceUnavailable, "shard %d has no leader right now; retry once it has elected one", sid)
-		}
-		if view.Leader != string(c.self) {
+		if view.Leader != "" && view.Leader != string(c.self) {
 			return a.forward(w, r, placement.NodeID(view.Leader), fmt.Sprintf("leader of shard %d", sid))
 		}
-		return errorf(http.StatusServiceUnavailable, "shard %d's leadership is moving; retry", sid)
+		if time.Now().After(deadline) {
+			return errorf(http.StatusServiceUnavailable, "shard %d has no leader right now; retry once it has elected one", sid)
+		}
+		if !sleepCtx(r.Context(), 50*time.Millisecond) {
+			return r.Context().Err()
+		}
 	}
 	var req transferRequest
 	if err := decodeBody(r, &req, false); err != nil {
@@ -456,22 +464,61 @@ func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 	if target == nil {
 		return errorf(http.StatusConflict, "%s is not a voter of shard %d (voters: %s): only a voter can lead it", to, sid, strings.Join(voters, ", "))
 	}
-	if err := rf.LeadershipTransferToServer(target.ID, target.Address).Error(); err != nil {
-		if errors.Is(err, raft.ErrLeadershipTransferInProgress) || errors.Is(err, raft.ErrNotLeader) {
-			return errorf(http.StatusConflict, "shard %d: %v; retry", sid, err)
-		}
-		return errorf(http.StatusServiceUnavailable, "transferring shard %d's leadership to %s: %v", sid, to, err)
-	}
-	deadline := time.Now().Add(transferWait)
+	// Watch the leaders this replica learns of: the leader balancer may
+	// hand the shard on soon after the target took over, and the transfer
+	// has happened even if the target no longer leads when we look.
+	seen := make(chan raft.Observation, 16)
+	obs := raft.NewObserver(seen, false, func(o *raft.Observation) bool {
+		lo, ok := o.Data.(raft.LeaderObservation)
+		return ok && lo.LeaderID == target.ID
+	})
+	rf.RegisterObserver(obs)
+	defer rf.DeregisterObserver(obs)
+	deadline = time.Now().Add(transferWait)
 	for {
-		_, id := rf.LeaderWithID()
-		if id == target.ID {
+		err := rf.LeadershipTransferToServer(target.ID, target.Address).Error()
+		if err == nil {
+			break
+		}
+		switch {
+		case errors.Is(err, raft.ErrLeadershipTransferInProgress) && time.Now().Before(deadline):
+			// Another transfer (the leader balancer's) is under way: wait for it.
+			if !sleepCtx(r.Context(), 50*time.Millisecond) {
+				return r.Context().Err()
+			}
+			if rf.State() == raft.Leader {
+				continue
+			}
+			select {
+			case <-seen:
+				writeJSON(w, http.StatusOK, map[string]any{"shard": sid, "leader": to})
+				return nil
+			default:
+			}
+			if _, id := rf.LeaderWithID(); id == target.ID {
+				writeJSON(w, http.StatusOK, map[string]any{"shard": sid, "leader": to})
+				return nil
+			}
+			return errorf(http.StatusServiceUnavailable, "shard %d's leadership moved elsewhere while this transfer waited; retry", sid)
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost):
+			return errorf(http.StatusServiceUnavailable, "shard %d's leadership moved while transferring it (%v); retry", sid, err)
+		default:
+			return errorf(http.StatusServiceUnavailable, "transferring shard %d's leadership to %s: %v", sid, to, err)
+		}
+	}
+	for took := false; !took; {
+		if _, id := rf.LeaderWithID(); id == target.ID {
 			break
 		}
 		if time.Now().After(deadline) {
+			_, id := rf.LeaderWithID()
 			return errorf(http.StatusServiceUnavailable, "shard %d's leadership was handed to %s, but this node sees %q as leader after %s", sid, to, id, transferWait)
 		}
-		if !sleepCtx(r.Context(), 20*time.Millisecond) {
+		select {
+		case <-seen:
+			took = true
+		case <-time.After(20 * time.Millisecond):
+		case <-r.Context().Done():
 			return r.Context().Err()
 		}
 	}

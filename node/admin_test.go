@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -139,6 +141,7 @@ func newAdminCluster(t *testing.T, n, shards int) *testCluster {
 		cfg.Vars = map[string]string{"NODE": cfg.NodeID}
 		cfg.Logger = quietLogger
 		cfg.AdminToken = testAdminToken
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.NodeID)
 		if i == 0 {
 			seed = cfg.GossipAddr
 		} else {
@@ -231,32 +234,64 @@ func (c *testCluster) waitConverged(i int, timeout time.Duration) []shardView {
 	}
 }
 
-// waitOp polls an operation until it is no longer running.
-func (c *testCluster) waitOp(i int, id string, timeout time.Duration) opJSON {
+// waitOp polls an operation until it is no longer running. lost reports
+// that it ended because its node lost the meta leadership (a stalled test
+// process can make a leader step down; the operation lives in its memory).
+func (c *testCluster) waitOp(i int, id string, timeout time.Duration) (op opJSON, lost bool) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)
+	unanswered := 0
 	for {
 		var out struct {
 			Operation opJSON `json:"operation"`
 			Error     string `json:"error"`
 		}
-		if code := c.admin(i, "GET", "/v1/operations/"+id, nil, &out); code != 200 {
-			for j, nd := range c.nodes {
-				if nd != nil {
-					r := nd.cluster.metaRaft()
-					_, l := r.LeaderWithID()
-					c.t.Logf("n%d: meta %s leader %q stats %v", j+1, r.State(), l, r.Stats()["last_contact"])
-				}
+		switch code := c.admin(i, "GET", "/v1/operations/"+id, nil, &out); {
+		case code == 200:
+			unanswered = 0
+			if out.Operation.State != "running" {
+				return out.Operation, out.Operation.State == "failed" && strings.Contains(out.Operation.Error, "lost the meta leadership")
 			}
+		case code == 404 || code == 503:
+			// A new meta leader does not know the operation.
+			if unanswered++; unanswered > 30 {
+				c.t.Logf("operation %s is gone: %d %s", id, code, out.Error)
+				return opJSON{}, true
+			}
+		default:
 			c.t.Fatalf("GET /v1/operations/%s: %d %s", id, code, out.Error)
-		}
-		if out.Operation.State != "running" {
-			return out.Operation
 		}
 		if time.Now().After(deadline) {
 			c.t.Fatalf("operation %s still running after %s: %+v", id, timeout, out.Operation)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// runOp starts an operation with POST path body through node i and waits
+// for it to end, starting it again (up to 3 times) if it was lost with
+// the meta leadership. check sees the first answer.
+func (c *testCluster) runOp(i int, path string, body any, check func(op opJSON)) opJSON {
+	c.t.Helper()
+	for attempt := 1; ; attempt++ {
+		var out struct {
+			Operation opJSON `json:"operation"`
+			Error     string `json:"error"`
+		}
+		if code := c.admin(i, "POST", path, body, &out); code != 202 {
+			c.t.Fatalf("POST %s: %d %s", path, code, out.Error)
+		}
+		if attempt == 1 && check != nil {
+			check(out.Operation)
+		}
+		final, lost := c.waitOp(i, out.Operation.ID, 2*time.Minute)
+		if !lost {
+			return final
+		}
+		if attempt == 3 {
+			c.t.Fatalf("operation lost with the meta leadership 3 times: %+v", final)
+		}
+		c.t.Logf("operation %s lost with the meta leadership (%s); starting it again", out.Operation.ID, final.Error)
 	}
 }
 
@@ -442,26 +477,34 @@ func TestAdminCluster(t *testing.T) {
 				break
 			}
 		}
+		toNode := c.nodes[slices.IndexFunc(c.cfgs, func(cfg Config) bool { return cfg.NodeID == to })]
+		toNode.cluster.mu.Lock()
+		toRaft := toNode.cluster.groups[shard].group.Raft()
+		toNode.cluster.mu.Unlock()
+		tookOver := make(chan raft.Observation, 16)
+		obs := raft.NewObserver(tookOver, false, func(o *raft.Observation) bool {
+			lo, ok := o.Data.(raft.LeaderObservation)
+			return ok && string(lo.LeaderID) == to
+		})
+		toRaft.RegisterObserver(obs)
+		defer toRaft.DeregisterObserver(obs)
 		var out struct {
 			Shard  int    `json:"shard"`
 			Leader string `json:"leader"`
+			Error  string `json:"error"`
 		}
 		if code := c.admin(via, "POST", fmt.Sprintf("/v1/shards/%d/transfer-leader", shard), map[string]string{"to": to}, &out); code != 200 {
-			t.Fatalf("transfer-leader %s → %s: %d", from, to, code)
+			t.Fatalf("transfer-leader %s → %s: %d %s", from, to, code, out.Error)
 		}
 		if out.Shard != shard || out.Leader != to {
 			t.Fatalf("answer %+v, want shard %d leader %s", out, shard, to)
 		}
-		// The leader balancer may move it on later; it must have moved now.
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			if li := c.leaderOf(groupOf(shard)); li >= 0 && c.cfgs[li].NodeID == to {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s does not lead shard %d after the transfer", to, shard)
-			}
-			time.Sleep(5 * time.Millisecond)
+		// The target took over (the leader balancer may move it on
+		// later, so watch the target's own Raft rather than look once).
+		select {
+		case <-tookOver:
+		case <-time.After(2 * time.Second):
+			t.Fatalf("%s did not become the leader of shard %d", to, shard)
 		}
 	})
 
@@ -547,31 +590,25 @@ func TestAdminCluster(t *testing.T) {
 	})
 
 	t.Run("rebalance", func(t *testing.T) {
-		var out struct {
-			Operation opJSON `json:"operation"`
-		}
-		if code := c.admin(other, "POST", "/v1/rebalance", map[string]any{"max_concurrent": 2}, &out); code != 202 {
-			t.Fatalf("rebalance: %d", code)
-		}
-		op := out.Operation
-		if op.Kind != "rebalance" || op.ID == "" || op.Total == 0 {
-			t.Fatalf("operation %+v", op)
-		}
-		// A second operation is refused while this one runs.
-		var e apiErrorJSON
-		if code := c.admin(other, "POST", "/v1/nodes/n1/drain", nil, &e); code != 409 || !strings.Contains(e.Error, op.ID) {
-			t.Errorf("second operation: %d %q, want 409 naming %s", code, e.Error, op.ID)
-		}
-		var st statusJSON
-		if c.admin(other, "GET", "/v1/status", nil, &st); st.Operation == nil || st.Operation.ID != op.ID {
-			t.Errorf("status while rebalancing shows operation %+v", st.Operation)
-		}
-		final := c.waitOp(other, op.ID, 2*time.Minute)
+		final := c.runOp(other, "/v1/rebalance", map[string]any{"max_concurrent": 2}, func(op opJSON) {
+			if op.Kind != "rebalance" || op.ID == "" || op.Total == 0 || op.State != "running" {
+				t.Fatalf("operation %+v", op)
+			}
+			// A second operation is refused while this one runs.
+			var e apiErrorJSON
+			if code := c.admin(other, "POST", "/v1/nodes/n1/drain", nil, &e); code != 409 || !strings.Contains(e.Error, op.ID) {
+				t.Errorf("second operation: %d %q, want 409 naming %s", code, e.Error, op.ID)
+			}
+			var st statusJSON
+			if c.admin(other, "GET", "/v1/status", nil, &st); st.Operation == nil || st.Operation.ID != op.ID {
+				t.Errorf("status while rebalancing shows operation %+v", st.Operation)
+			}
+		})
 		if final.State != "done" || final.Done != final.Total || final.Total == 0 || final.Error != "" ||
 			final.ETASeconds == nil || *final.ETASeconds != 0 {
 			t.Fatalf("rebalance ended as %+v", final)
 		}
-		t.Logf("%s rebalance: %d moves in %s", time.Now().Format("15:04:05.000"), final.Total, time.Since(final.Started).Round(time.Millisecond))
+		t.Logf("rebalance: %d moves in %s", final.Total, time.Since(final.Started).Round(time.Millisecond))
 		var dry struct {
 			Moves []moveJSON `json:"moves"`
 		}
@@ -599,18 +636,16 @@ func TestAdminCluster(t *testing.T) {
 		if held == 0 {
 			t.Fatalf("%s holds nothing to drain", victim)
 		}
-		var out struct {
-			Operation opJSON `json:"operation"`
-		}
-		if code := c.admin(other, "POST", "/v1/nodes/"+victim+"/drain", `{"max_concurrent":3}`, &out); code != 202 {
-			t.Fatalf("drain: %d", code)
-		}
-		if out.Operation.Kind != "drain" || out.Operation.Total != held {
-			t.Fatalf("drain operation %+v, want total %d", out.Operation, held)
-		}
-		final := c.waitOp(other, out.Operation.ID, 2*time.Minute)
-		if final.State != "done" || final.Done != final.Total || final.Total != held {
+		final := c.runOp(other, "/v1/nodes/"+victim+"/drain", `{"max_concurrent":3}`, func(op opJSON) {
+			if op.Kind != "drain" || op.Total != held {
+				t.Fatalf("drain operation %+v, want total %d", op, held)
+			}
+		})
+		if final.State != "done" || final.Done != final.Total || final.Total == 0 {
 			t.Fatalf("drain ended as %+v (held %d)", final, held)
+		}
+		if left := c.metaLeader().cluster.metaFSM.Map().ShardsOf(victim); len(left) > 0 {
+			t.Fatalf("%s still holds shards %v after the drain", victim, left)
 		}
 		views := c.waitConverged(other, 30*time.Second)
 		for _, v := range views {

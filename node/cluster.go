@@ -364,7 +364,7 @@ func (c *cluster) reconcileShards(ctx context.Context) {
 		}
 		if !slices.Contains(s.Replicas, c.self) {
 			if running {
-				c.stopIfRemoved(i, ls)
+				c.stopIfRemoved(i, ls, s)
 			}
 			continue
 		}
@@ -527,7 +527,9 @@ func (c *cluster) ready() (bool, string) {
 		c.mu.Lock()
 		ls := c.groups[i]
 		c.mu.Unlock()
-		if ls != nil {
+		// A replica the map no longer gives this node may never hear of its
+		// removal; only replicas it is meant to hold speak for readiness.
+		if ls != nil && slices.Contains(m.ShardMap[i].Replicas, c.self) {
 			if _, id := ls.group.Raft().LeaderWithID(); id == "" {
 				return false, fmt.Sprintf("shard %d has no leader yet", i)
 			}

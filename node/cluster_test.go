@@ -266,10 +266,23 @@ func TestClusterServesFromEveryNode(t *testing.T) {
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 3, 8, reg)
 	for i := range 30 {
-		code, body, err := c.do(context.Background(), i%3, "/increment", "shared")
+		code, body, err := c.doRetrying(i%3, "/increment", "shared")
 		if err != nil || code != 200 || body != strconv.Itoa(i+1) {
 			t.Fatalf("increment %d via node %d: %d %q %v", i+1, i%3+1, code, body, err)
 		}
+	}
+}
+
+// doRetrying is do, retried while the answer is 503: the request had no
+// effect (a leader moving, a commit refused), and clients are meant to
+// retry it, as its Retry-After says.
+func (c *testCluster) doRetrying(i int, path, name string) (int, string, error) {
+	for attempt := 0; ; attempt++ {
+		code, body, err := c.do(context.Background(), i, path, name)
+		if err != nil || code != http.StatusServiceUnavailable || attempt == 20 {
+			return code, body, err
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -340,7 +353,7 @@ func TestShardMoveConvergesAndKeepsData(t *testing.T) {
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 4, 4, reg) // bootstrap-expect 3: n4 joins later and holds nothing
 	for i := 1; i <= 5; i++ {
-		if code, body, err := c.do(context.Background(), 0, "/increment", "moved"); err != nil || code != 200 || body != strconv.Itoa(i) {
+		if code, body, err := c.doRetrying(0, "/increment", "moved"); err != nil || code != 200 || body != strconv.Itoa(i) {
 			t.Fatalf("increment %d: %d %q %v", i, code, body, err)
 		}
 	}
@@ -403,7 +416,7 @@ func TestShardMoveConvergesAndKeepsData(t *testing.T) {
 		if c.nodes[i] == nil {
 			continue
 		}
-		code, body, err := c.do(context.Background(), i, "/increment", "moved")
+		code, body, err := c.doRetrying(i, "/increment", "moved")
 		if err != nil || code != 200 {
 			t.Fatalf("after the move, via node %d: %d %q %v", i+1, code, body, err)
 		}

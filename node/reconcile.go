@@ -93,19 +93,35 @@ func (c *cluster) caughtUp(ctx context.Context, node placement.Node, g raftstore
 }
 
 // stopIfRemoved shuts this node's replica of a shard down once the map no
-// longer names it and the group's configuration no longer holds it. Its
-// data stays in Pebble (deleting a group's range is not built yet).
-func (c *cluster) stopIfRemoved(i int, ls *localShard) {
-	cf := ls.group.Raft().GetConfiguration()
-	if cf.Error() != nil {
-		return
+// longer names it and the group no longer needs it: its configuration
+// dropped this node, or (as a follower) every replica the map names is
+// already a voter — the leader removes this node next, and a removed
+// follower is never told. Its data stays in Pebble (deleting a group's
+// range is not built yet).
+func (c *cluster) stopIfRemoved(i int, ls *localShard, want placement.Shard) {
+	r := ls.group.Raft()
+	cf := r.GetConfiguration()
+	if cf.Error() != nil || r.State() == raft.Leader {
+		return // a leader that leaves hands leadership over first (reconcileConfig)
 	}
+	voters := map[raft.ServerID]bool{}
+	self := false
 	for _, s := range cf.Configuration().Servers {
 		if s.ID == raft.ServerID(c.self) {
-			return
+			self = true
+		}
+		if s.Suffrage == raft.Voter {
+			voters[raft.ServerID(s.ID)] = true
 		}
 	}
-	c.n.log.Info("this node's replica was removed from the shard; stopping it", "shard", i)
+	if self {
+		for _, id := range want.Replicas {
+			if !voters[raft.ServerID(id)] {
+				return // the new replicas are not all voting yet: keep helping the quorum
+			}
+		}
+	}
+	c.n.log.Info("this node's replica left the shard; stopping it", "shard", i)
 	c.mu.Lock()
 	delete(c.groups, i)
 	c.mu.Unlock()
