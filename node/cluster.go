@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -50,6 +51,8 @@ type cluster struct {
 	meta    *raftstore.Group
 
 	identity identity // what the data dir says about this node
+	// stopping is set when a planned stop begins (handOff).
+	stopping atomic.Bool
 
 	mu     sync.Mutex
 	groups map[int]*localShard // shards with a replica on this node
@@ -495,6 +498,10 @@ func (c *cluster) observe(i int, leaderHint string) {
 
 // groupStatus answers GroupStatus for a group on this node.
 func (c *cluster) groupStatus(groupID uint64) (*proto.ForwardGroupStatusResponse, error) {
+	if c.stopping.Load() {
+		// A node on its way out must not be chosen to take leadership over.
+		return &proto.ForwardGroupStatusResponse{}, nil
+	}
 	var g *raftstore.Group
 	c.mu.Lock()
 	if groupID == uint64(metaGroup) {
@@ -542,6 +549,7 @@ func (c *cluster) ready() (bool, string) {
 // another replica before a planned stop, so requests move over in
 // milliseconds instead of waiting out an election timeout.
 func (c *cluster) handOff(ctx context.Context) {
+	c.stopping.Store(true)
 	c.mu.Lock()
 	var led []*raft.Raft
 	for _, ls := range c.groups {
@@ -591,11 +599,20 @@ func (c *cluster) close() {
 	for _, g := range groups {
 		g.Shutdown()
 	}
-	if c.grpcSrv != nil {
-		c.grpcSrv.Stop()
-	}
+	// The transport first: its streams would hold GracefulStop up.
 	if c.trans != nil {
 		c.trans.Close()
+	}
+	if c.grpcSrv != nil {
+		// Let forwarded requests in flight finish (they hold responses
+		// other nodes wait for), but not for long.
+		done := make(chan struct{})
+		go func() { c.grpcSrv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			c.grpcSrv.Stop()
+		}
 	}
 }
 

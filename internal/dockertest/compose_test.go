@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/roostdb/roost/internal/testnet"
 )
 
 const (
@@ -110,15 +112,15 @@ func findCompose() ([]string, bool) {
 	return nil, false
 }
 
-// freePort returns a TCP port on 127.0.0.1 that nothing listens on now.
+// freePort returns a port on 127.0.0.1 that is free now, below the
+// ephemeral range: n1's published ports must still be free when n1 starts
+// again after docker kill (see package testnet).
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	_, port, err := net.SplitHostPort(testnet.FreeAddr(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	_, port, _ := net.SplitHostPort(l.Addr().String())
 	return port
 }
 
@@ -538,10 +540,7 @@ func TestComposeCluster(t *testing.T) {
 
 	// The README's counter, through every node: each forwards to the
 	// object's shard leader, wherever that is.
-	a := h.increment(n1, "A", 0)
-	if a != 1 {
-		t.Fatalf("first increment of A via n1: count %d, want 1", a)
-	}
+	a := h.increment(n1, "A", 0) // 1, unless an attempt failed (then logged)
 	t.Logf("GET %s/increment?name=A: Durable Object 'A' count: %d", n1.app, a)
 	a = h.increment(n2, "A", a)
 	a = h.increment(n3, "A", a)
@@ -587,6 +586,7 @@ func TestComposeCluster(t *testing.T) {
 	loadStopped = true
 	h.logf("load stopped: %s", l.summary())
 
+	final := map[string]int{} // each load key's count once the load stopped
 	for _, k := range l.keys {
 		for _, p := range k.problems {
 			t.Errorf("%s: %s", k.name, p)
@@ -613,6 +613,7 @@ func TestComposeCluster(t *testing.T) {
 				first = got
 			}
 		}
+		final[k.name] = first
 		t.Logf("%s: %d sent, %d acknowledged (highest count %d), %d failed (longest run of failures %v); count now %d",
 			k.name, k.attempts, k.acked, k.maxAcked, k.failed, k.longestGap.Round(10*time.Millisecond), first)
 		for msg, n := range k.errors {
@@ -641,40 +642,83 @@ func TestComposeCluster(t *testing.T) {
 	a = h.increment(n4, "A", a)
 	h.logf("n4 (profile scale) joined and serves: A count %d", a)
 
+	// Everything so far left every node running and ready. The test
+	// override sets restart: "no", so a node that crashed would be exited.
+	h.checkAllReady(30*time.Second, "before any rebalance")
+
 	// n4 holds no replica until a rebalance, done with the roost CLI in
 	// n1's container (the image has no shell, but exec runs /roost). Only
 	// with a binary that has the admin commands.
 	if _, err := run(time.Minute, root, h.env, "docker", "exec", n1.container, "/roost", "rebalance", "--help"); err != nil {
 		h.logf("this roost has no rebalance command: the rebalance onto n4 is not checked")
-	} else {
-		if got := h.replicas(n1, "n4"); got != 0 {
-			t.Errorf("n4 holds %d replicas before any rebalance, want 0", got)
-		}
-		h.docker(4*time.Minute, "exec", n1.container, "/roost", "rebalance", "--wait")
-		got := h.replicas(n1, "n4")
-		if got == 0 {
-			t.Fatalf("n4 holds no replica after roost rebalance --wait")
-		}
-		h.logf("roost rebalance --wait (exec in n1): n4 now holds %d shard replicas", got)
-		for _, n := range []*node{n4, n1, n2, n3} {
-			a = h.increment(n, "A", a)
-		}
-		for _, k := range l.keys {
-			before := h.read(n1, k.name)
-			if got := h.read(n4, k.name); got != before {
-				t.Errorf("%s after the rebalance: count %d via n4, %d via n1", k.name, got, before)
+		return
+	}
+	if got := h.replicas(n1, "n4"); got != 0 {
+		t.Errorf("n4 holds %d replicas before any rebalance, want 0", got)
+	}
+	h.docker(4*time.Minute, "exec", n1.container, "/roost", "rebalance", "--wait")
+	got := h.replicas(n1, "n4")
+	if got == 0 {
+		t.Fatalf("n4 holds no replica after roost rebalance --wait")
+	}
+	h.logf("roost rebalance --wait (exec in n1): n4 now holds %d shard replicas", got)
+	for _, n := range []*node{n4, n1, n2, n3} {
+		a = h.increment(n, "A", a)
+	}
+	for _, k := range l.keys {
+		for _, n := range []*node{n4, n1} {
+			if got := h.read(n, k.name); got != final[k.name] {
+				t.Errorf("%s after the rebalance: count %d via %s, was %d", k.name, got, n.name, final[k.name])
 			}
 		}
-		h.logf("after the rebalance: A counted to %d through n4, n1, n2, n3; the load's counts unchanged", a)
 	}
+	h.logf("after the rebalance: A counted to %d through n4, n1, n2, n3; the load's counts unchanged", a)
+	h.checkAllReady(30*time.Second, "after roost rebalance")
+}
 
-	// Nothing crashed behind the test's back (the test override sets
-	// restart: "no", so a crashed node would stay exited).
+// checkAllReady checks that every node's container is running and that
+// its /readyz answers 200 within timeout; it reports the reason of those
+// that do not.
+func (h *harness) checkAllReady(timeout time.Duration, when string) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var names []string
 	for _, name := range []string{"n1", "n2", "n3", "n4"} {
-		out := strings.TrimSpace(h.docker(30*time.Second, "inspect", "-f", "{{.State.Status}} {{.State.Health.Status}}", h.nodes[name].container))
-		if out != "running healthy" {
-			t.Errorf("%s is %q at the end, want running healthy", name, out)
+		if h.nodes[name] != nil {
+			names = append(names, name)
 		}
+	}
+	for _, name := range names {
+		n := h.nodes[name]
+		if out := strings.TrimSpace(h.docker(30*time.Second, "inspect", "-f", "{{.State.Status}} {{.RestartCount}}", n.container)); out != "running 0" {
+			h.t.Errorf("%s: %s is %q (status, restarts), want running 0", when, name, out)
+			continue
+		}
+		var last string
+		for {
+			resp, err := client.Get(n.admin + "/readyz")
+			if err == nil {
+				b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					last = ""
+					break
+				}
+				last = fmt.Sprintf("%s %s", resp.Status, strings.TrimSpace(string(b)))
+			} else {
+				last = err.Error()
+			}
+			if time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if last != "" {
+			h.t.Errorf("%s: %s /readyz still answers %q after %v", when, name, last, timeout)
+		}
+	}
+	if !h.t.Failed() {
+		h.logf("%s: %s running, never restarted, /readyz 200", when, strings.Join(names, ", "))
 	}
 }
 

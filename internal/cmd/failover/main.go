@@ -37,7 +37,7 @@
 // (the one reconciliation uses) and reports the failover times of the
 // shards the victim led apart from those of other shards that stalled. As
 // a control, it also counts the shards whose writes failed or stalled in
-// the warm-up before the kill: on a busy machine that number is not zero,
+// the second half of the warm-up before the kill: on a busy machine that number is not zero,
 // and every other number is then suspect too (the load average is printed
 // at the start and the end).
 //
@@ -93,8 +93,8 @@ var (
 	shards     = flag.Int("shards", 64, "--shards of the cluster")
 	stall      = flag.Duration("stall", 100*time.Millisecond, "a write slower than this after a kill marks its shard as failed over")
 	settle     = flag.Duration("settle", 3*time.Second, "pause after a restarted node is ready and leaders are spread")
-	interval   = flag.Duration("interval", 10*time.Millisecond, "pause between one writer's writes")
-	warmup     = flag.Duration("warmup", time.Second, "load before each kill")
+	interval   = flag.Duration("interval", 20*time.Millisecond, "pause between one writer's writes")
+	warmup     = flag.Duration("warmup", 2*time.Second, "load before each kill")
 	observe    = flag.Duration("observe", 5*time.Second, "load after each SIGKILL, at least")
 	seed       = flag.Uint64("seed", 0, "seed for choosing victims (0: from the clock)")
 	keep       = flag.Bool("keep", false, "keep the nodes' data dirs and logs")
@@ -649,6 +649,7 @@ type killStats struct {
 	ledNotStalled   int
 	before          int // shards with a slow or failed write in the warm-ups
 	later           int // writes that failed after their shard had recovered
+	warmWrites      int // writes in the warm-ups, for the rate
 	failed          []write
 }
 
@@ -683,18 +684,27 @@ func (c *cluster) killRound(ctx context.Context, round int, st *killStats) error
 	}
 	l.finish()
 
-	// The control: shards with a slow or failed write in the warm-up
-	// before the kill, when nothing was wrong.
+	// The control: shards with a slow or failed write in the second half
+	// of the warm-up (the first writes open connections and activate
+	// objects), when nothing was wrong.
 	var before []int
+	half := tKill.Add(-*warmup / 2)
 	for s, ws := range l.writes {
 		for _, w := range ws {
-			if w.end.Before(tKill) && (!w.ok() || w.end.Sub(w.start) > *stall) {
+			if w.end.Before(tKill) && !w.start.Before(half) && (!w.ok() || w.end.Sub(w.start) > *stall) {
 				before = append(before, s)
 				break
 			}
 		}
 	}
 	st.before += len(before)
+	for _, ws := range l.writes {
+		for _, w := range ws {
+			if w.end.Before(tKill) && !w.start.Before(tKill.Add(-*warmup)) {
+				st.warmWrites++
+			}
+		}
+	}
 
 	var ledTimes, otherTimes []time.Duration
 	var ledNotStalled, unrecovered, relapsed []int
@@ -751,7 +761,7 @@ func (c *cluster) killRound(ctx context.Context, round int, st *killStats) error
 	if len(otherTimes) > 0 {
 		fmt.Printf(" (until p50 %s max %s)", ms(pct(otherTimes, 0.5)), ms(pct(otherTimes, 1)))
 	}
-	fmt.Printf("; %d failed writes; before the kill %d shards had a write fail or stall", len(failed), len(before))
+	fmt.Printf("; %d failed writes; in the %v before the kill %d shards had a write fail or stall", len(failed), *warmup/2, len(before))
 	if nlater > 0 {
 		fmt.Printf("; %d writes failed after their shard had recovered (shards %v)", nlater, relapsed)
 	}
@@ -781,9 +791,13 @@ func (c *cluster) killRound(ctx context.Context, round int, st *killStats) error
 	return nil
 }
 
-// window counts the writes that ended in (from, to].
-func window(l *load, from, to time.Time, own []string, victim string) (total int, failed, failedLed []write, slowest time.Duration) {
+// window counts the writes that ended in (from, to]; where lists, per
+// shard with a failed write, the shard, its leader before the signal and
+// when its failures ended (relative to from).
+func window(l *load, from, to time.Time, own []string, victim string) (total int, failed, failedLed []write, slowest time.Duration, where []string) {
 	for s, ws := range l.writes {
+		n := 0
+		var last time.Time
 		for _, w := range ws {
 			if !w.end.After(from) || w.end.After(to) {
 				continue
@@ -791,11 +805,20 @@ func window(l *load, from, to time.Time, own []string, victim string) (total int
 			total++
 			slowest = max(slowest, w.end.Sub(w.start))
 			if !w.ok() {
+				n++
+				last = w.end
 				failed = append(failed, w)
 				if own != nil && own[s] == victim {
 					failedLed = append(failedLed, w)
 				}
 			}
+		}
+		if n > 0 {
+			o := ""
+			if own != nil {
+				o = own[s]
+			}
+			where = append(where, fmt.Sprintf("%d(%s)×%d@+%s", s, o, n, ms(last.Sub(from))))
 		}
 	}
 	return
@@ -841,8 +864,8 @@ func (c *cluster) termRound(ctx context.Context, round int, victim *node, st *te
 	if err != nil {
 		return err
 	}
-	total, failed, failedLed, slowest := window(l, tTerm, tRestart, own, victim.id)
-	rtotal, rfailed, _, rslowest := window(l, tRestart, time.Now(), nil, "")
+	total, failed, failedLed, slowest, where := window(l, tTerm, tRestart, own, victim.id)
+	rtotal, rfailed, _, rslowest, rwhere := window(l, tRestart, time.Now(), nil, "")
 	st.failed += len(failed)
 	st.total += total
 	st.rejoinFailed += len(rfailed)
@@ -854,10 +877,12 @@ func (c *cluster) termRound(ctx context.Context, round int, victim *node, st *te
 		len(rfailed), rtotal, ms(rslowest))
 	if *verbose {
 		if len(failed) > 0 {
+			fmt.Printf("    failed writes by shard(leader before the SIGTERM)×count@last failure after the SIGTERM: %s\n", strings.Join(where, " "))
 			fmt.Print(errorKinds(failed))
 		}
 		if len(rfailed) > 0 {
-			fmt.Print("    during restart and rebalance:\n" + errorKinds(rfailed))
+			fmt.Printf("    during restart and rebalance, by shard×count@last failure after the restart: %s\n", strings.Join(rwhere, " "))
+			fmt.Print(errorKinds(rfailed))
 		}
 		fmt.Printf("    restarted %s; leaders %s\n", victim.id, spread)
 	}
@@ -949,7 +974,8 @@ func run(ctx context.Context) error {
 			fmt.Printf("; their stalls began p50 %s after the kill", ms(pct(st.otherFrom, 0.5)))
 		}
 		fmt.Println()
-		fmt.Printf("  control: shards with a write that failed or took > %v in the %v before a kill: %d (over all rounds)\n", *stall, *warmup, st.before)
+		fmt.Printf("  load: %.0f writes/s in the warm-ups\n", float64(st.warmWrites)/(float64(*rounds)*warmup.Seconds()))
+		fmt.Printf("  control: shards with a write that failed or took > %v in the %v before a kill: %d (summed over the rounds)\n", *stall, *warmup/2, st.before)
 		fmt.Printf("  shards the victim led whose writes never stalled: %d; shards not recovered within 30 s: %d; failed writes after the kills: %d, of which %d after their shard had recovered\n",
 			st.ledNotStalled, st.unrecovered, len(st.failed), st.later)
 		if len(st.failed) > 0 {
