@@ -138,11 +138,50 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 		cancel()
 		return nil, fromForwardError(res.Error)
 	}
+	pr := receiveBody(stream.Recv, cancel)
+	h := fromForwardHeaders(res.Headers)
+	return &http.Response{
+		Status: fmt.Sprintf("%d %s", res.Status, http.StatusText(int(res.Status))), StatusCode: int(res.Status),
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, Body: pr, ContentLength: -1,
+	}, nil
+}
+
+func sendBody(stream proto.Forward_FetchClient, r io.Reader) error {
+	if r != nil {
+		if err := sendChunks(stream.Send, r); err != nil {
+			return err
+		}
+	}
+	return stream.CloseSend()
+}
+
+// sendChunks sends r as body frames until it ends.
+func sendChunks(send func(*proto.ForwardFrame) error, r io.Reader) error {
+	buf := make([]byte, forwardChunk)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if serr := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: bytes.Clone(buf[:n])}}); serr != nil {
+				return serr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// receiveBody returns a reader of the body frames recv delivers, until the
+// stream ends; done runs when it has.
+func receiveBody(recv func() (*proto.ForwardFrame, error), done func()) *io.PipeReader {
 	pr, pw := io.Pipe()
 	go func() {
-		defer cancel()
+		defer done()
 		for {
-			fr, err := stream.Recv()
+			fr, err := recv()
 			if err == io.EOF {
 				pw.Close()
 				return
@@ -156,32 +195,7 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 			}
 		}
 	}()
-	h := fromForwardHeaders(res.Headers)
-	return &http.Response{
-		Status: fmt.Sprintf("%d %s", res.Status, http.StatusText(int(res.Status))), StatusCode: int(res.Status),
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, Body: pr, ContentLength: -1,
-	}, nil
-}
-
-func sendBody(stream proto.Forward_FetchClient, r io.Reader) error {
-	if r != nil {
-		buf := make([]byte, forwardChunk)
-		for {
-			n, err := r.Read(buf)
-			if n > 0 {
-				if serr := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: bytes.Clone(buf[:n])}}); serr != nil {
-					return serr
-				}
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				return err
-			}
-		}
-	}
-	return stream.CloseSend()
+	return pr
 }
 
 // bodyBuffer lets a request body be sent more than once if it is small.
@@ -313,23 +327,7 @@ func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
 	if err != nil {
 		return reply(fmt.Errorf("%w: forwarded URL %q: %v", durable.ErrInvalidID, head.Url, err))
 	}
-	pr, pw := io.Pipe()
-	go func() {
-		for {
-			fr, err := stream.Recv()
-			if err == io.EOF {
-				pw.Close()
-				return
-			}
-			if err != nil {
-				pw.CloseWithError(err)
-				return
-			}
-			if _, err := pw.Write(fr.GetBody()); err != nil {
-				return
-			}
-		}
-	}()
+	pr := receiveBody(stream.Recv, func() {})
 	req := (&http.Request{
 		Method: head.Method, URL: u, RequestURI: head.Url, Header: fromForwardHeaders(head.Headers),
 		Body: pr, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: u.Host,
@@ -344,21 +342,7 @@ func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
 		Status: int32(resp.StatusCode), Headers: toForwardHeaders(resp.Header)}}}); err != nil {
 		return err
 	}
-	buf := make([]byte, forwardChunk)
-	for {
-		n, rerr := resp.Body.Read(buf)
-		if n > 0 {
-			if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: bytes.Clone(buf[:n])}}); err != nil {
-				return err
-			}
-		}
-		if rerr == io.EOF {
-			return nil
-		}
-		if rerr != nil {
-			return rerr
-		}
-	}
+	return sendChunks(stream.Send, resp.Body)
 }
 
 func (s *forwardServer) GroupStatus(ctx context.Context, req *proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error) {
