@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -131,12 +132,13 @@ func (a *admin) auth(next http.Handler) http.Handler {
 	}
 	want := sha256.Sum256([]byte(token))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok {
+		h := r.Header.Get("Authorization")
+		const scheme = "Bearer "
+		if len(h) < len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
 			writeAPIError(w, errorf(http.StatusUnauthorized, "this call needs the admin token: send Authorization: Bearer <token>"))
 			return
 		}
-		sum := sha256.Sum256([]byte(strings.TrimSpace(got)))
+		sum := sha256.Sum256([]byte(strings.TrimSpace(h[len(scheme):])))
 		if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
 			writeAPIError(w, errorf(http.StatusUnauthorized, "wrong admin token"))
 			return
@@ -157,13 +159,17 @@ func (a *admin) devGuard(next http.Handler) http.Handler {
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		code, b = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // messages say <token>, not \u003ctoken\u003e
+	if err := enc.Encode(v); err != nil {
+		code = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"error":"encoding the answer failed"}` + "\n")
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	w.Write(append(b, '\n'))
+	w.Write(buf.Bytes())
 }
 
 func writeAPIError(w http.ResponseWriter, err error) {

@@ -324,7 +324,7 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 	op := a.ops[id]
 	a.mu.Unlock()
 	if op == nil {
-		return errorf(http.StatusNotFound, "unknown operation %q: the meta leader (%s) has no record of it (operations live in the memory of the meta leader that runs them)", id, a.n.cfg.NodeID)
+		return errorf(http.StatusBadRequest, "unknown operation %q: the meta leader (%s) has no record of it (operations live in the memory of the meta leader that runs them)", id, a.n.cfg.NodeID)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"operation": op.json()})
 	return nil

@@ -276,9 +276,18 @@ func (a *admin) move(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusConflict, "%s holds no replica of shard %d (replicas: %s)", from, sid, joinIDs(s.Replicas))
 	}
 	c := a.n.cluster
-	ctx, cancel := context.WithTimeout(r.Context(), statusFanoutTimeout)
-	view := c.shardView(ctx, m, s, nil)
-	cancel()
+	var view shardView
+	for deadline := time.Now().Add(leaderGrace); ; {
+		ctx, cancel := context.WithTimeout(r.Context(), statusFanoutTimeout)
+		view = c.shardView(ctx, m, s, nil)
+		cancel()
+		if view.Leader != "" || time.Now().After(deadline) {
+			break // a shard without a leader is refused below
+		}
+		if !sleepCtx(r.Context(), 50*time.Millisecond) {
+			return r.Context().Err()
+		}
+	}
 	toAlive := false
 	for _, mem := range c.members.Members() {
 		if mem.ID == to && mem.Alive {

@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -86,6 +84,8 @@ func TestAdminAuth(t *testing.T) {
 		{"token with extra", tokenAddr, "/v1/status", "Bearer " + testAdminToken + "x", 401, "wrong admin token"},
 		{"not bearer", tokenAddr, "/v1/status", "Basic " + testAdminToken, 401, "Bearer"},
 		{"right token", tokenAddr, "/v1/status", "Bearer " + testAdminToken, 200, ""},
+		{"right token, scheme in lower case", tokenAddr, "/v1/status", "bearer " + testAdminToken, 200, ""},
+		{"empty bearer", tokenAddr, "/v1/status", "Bearer ", 401, "send Authorization: Bearer <token>"},
 		{"wrong token on an unknown call", tokenAddr, "/v1/nope", "Bearer nope", 401, ""},
 		{"right token, unknown call in dev mode", tokenAddr, "/v1/nope", "Bearer " + testAdminToken, 409, "roost dev runs no cluster"},
 		{"right token, dev mode has no cluster", tokenAddr, "/v1/members", "Bearer " + testAdminToken, 409, "roost dev runs no cluster"},
@@ -133,15 +133,23 @@ func TestAdminAuth(t *testing.T) {
 func newAdminCluster(t *testing.T, n, shards int) *testCluster {
 	c := &testCluster{t: t, app: clusterApp(&turnRegistry{active: map[string]string{}}), faults: &raftstore.Faults{}}
 	var seed string
+	used := map[string]bool{}
+	addr := func() string { // freeAddr can hand out one port twice: it is free until a node binds it
+		for {
+			if a := freeAddr(t); !used[a] {
+				used[a] = true
+				return a
+			}
+		}
+	}
 	for i := range n {
 		cfg := DefaultClusterConfig(fmt.Sprintf("n%d", i+1))
 		cfg.DataDir = t.TempDir()
-		cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+		cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = addr(), addr(), addr(), addr()
 		cfg.Shards = shards
 		cfg.Vars = map[string]string{"NODE": cfg.NodeID}
 		cfg.Logger = quietLogger
 		cfg.AdminToken = testAdminToken
-		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.NodeID)
 		if i == 0 {
 			seed = cfg.GossipAddr
 		} else {
@@ -252,7 +260,7 @@ func (c *testCluster) waitOp(i int, id string, timeout time.Duration) (op opJSON
 			if out.Operation.State != "running" {
 				return out.Operation, out.Operation.State == "failed" && strings.Contains(out.Operation.Error, "lost the meta leadership")
 			}
-		case code == 404 || code == 503:
+		case code == 400 && strings.Contains(out.Error, "unknown operation") || code == 503:
 			// A new meta leader does not know the operation.
 			if unanswered++; unanswered > 30 {
 				c.t.Logf("operation %s is gone: %d %s", id, code, out.Error)
@@ -440,7 +448,7 @@ func TestAdminCluster(t *testing.T) {
 			{"transfer to an unknown node", "POST", "/v1/shards/0/transfer-leader", `{"to":"n9"}`, 400, "unknown node n9"},
 			{"transfer to a non-voter", "POST", fmt.Sprintf("/v1/shards/%d/transfer-leader", notN4[0]), `{"to":"n4"}`, 409, "not a voter"},
 			{"transfer of an unknown shard", "POST", "/v1/shards/8/transfer-leader", `{"to":"n1"}`, 400, "unknown shard 8"},
-			{"unknown operation", "GET", "/v1/operations/nope", nil, 404, "unknown operation"},
+			{"unknown operation", "GET", "/v1/operations/nope", nil, 400, "unknown operation"},
 			{"rebalance with a bad max_concurrent", "POST", "/v1/rebalance", `{"max_concurrent":-1}`, 400, "max_concurrent"},
 			{"wrong method", "DELETE", "/v1/status", nil, 404, "no admin call"},
 		} {
@@ -544,9 +552,10 @@ func TestAdminCluster(t *testing.T) {
 			From    string `json:"from"`
 			To      string `json:"to"`
 			Version uint64 `json:"version"`
+			Error   string `json:"error"`
 		}
 		if code := c.admin(other, "POST", fmt.Sprintf("/v1/shards/%d/move", shard), map[string]string{"to": "n4"}, &out); code != 202 {
-			t.Fatalf("move: %d", code)
+			t.Fatalf("move: %d %s", code, out.Error)
 		}
 		if out.Shard != shard || out.To != "n4" || !slices.Contains(before.Replicas, placement.NodeID(out.From)) || out.Version != before.Version+1 {
 			t.Fatalf("move answer %+v (shard before: %+v)", out, before)
@@ -565,10 +574,11 @@ func TestAdminCluster(t *testing.T) {
 		c.faults.Isolate(raft.ServerAddress(c.cfgs[3].GRPCAddr))
 		defer c.faults.Heal()
 		var out struct {
-			From string `json:"from"`
+			From  string `json:"from"`
+			Error string `json:"error"`
 		}
 		if code := c.admin(other, "POST", fmt.Sprintf("/v1/shards/%d/move", shard), `{"to":"n4"}`, &out); code != 202 {
-			t.Fatalf("first move: %d", code)
+			t.Fatalf("first move: %d %s", code, out.Error)
 		}
 		// The map's replicas now include n4; the one node without a
 		// replica is the one that was dropped.
