@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"testing"
 )
 
@@ -18,12 +19,27 @@ const (
 	numPorts = 12000
 )
 
+// handedOut remembers the ports already given to this test process: a port
+// is not bound until its node starts, so a free-looking port may already be
+// promised to another node of the same cluster.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
 // FreeAddr returns a 127.0.0.1 address whose port is free for TCP and UDP
-// (gossip uses both) at the time of the call.
+// (gossip uses both) at the time of the call, and never the same one twice
+// in a test process.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	for range 200 {
-		addr := fmt.Sprintf("127.0.0.1:%d", lowPort+rand.IntN(numPorts))
+		port := lowPort + rand.IntN(numPorts)
+		if handedOut.ports[port] {
+			continue
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", port)
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			continue
@@ -34,6 +50,7 @@ func FreeAddr(t testing.TB) string {
 			continue
 		}
 		u.Close()
+		handedOut.ports[port] = true
 		return addr
 	}
 	t.Fatal("testnet: no free loopback port found")
