@@ -217,7 +217,8 @@ func (e adminEnv) newShardsListCommand() *cobra.Command {
 		Long: `List every shard, sorted by number: the version of its placement in the cluster
 map, its leader ("-" while it has none), its replicas as the map places them,
 and LAG, how many log entries the replica furthest behind the leader has yet
-to apply ("-" when the leader has not reported it).
+to apply ("-" when the leader has not reported it, "?" when a replica did
+not answer).
 
 In REPLICAS the leader is marked with a *, and a replica that is still
 catching up as a non-voter (a move in progress) with a +.` + adminConnectHelp,
@@ -270,10 +271,17 @@ func writeShardsTable(w io.Writer, shards []apiShard) {
 		lag := "-"
 		if len(s.ReplicaLag) > 0 {
 			var most int64
+			silent := false
 			for _, n := range s.ReplicaLag {
+				if n < 0 { // the replica did not answer: its lag is unknown
+					silent = true
+				}
 				most = max(most, n)
 			}
 			lag = strconv.FormatInt(most, 10)
+			if silent {
+				lag = "?"
+			}
 		}
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", s.ID, s.Version, cell(s.Leader), cell(strings.Join(replicas, ",")), lag)
 	}
