@@ -60,6 +60,8 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; echo "run: gofmt -w <files>"; exit 1; fi
 
 test: vet fmt-check
+	@if docker info >/dev/null 2>&1; then echo "Docker daemon found: internal/dockertest runs the compose fleet tests"; \
+	else echo "skipped: no Docker daemon: internal/dockertest skips the compose fleet tests"; fi
 	CGO_ENABLED=1 $(GO) test -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 	@others="$(OTHER_PKGS)"; \
 	if [ -n "$$others" ]; then \
