@@ -44,6 +44,11 @@ help:
 	@echo "make lint     gofmt, go vet and the import-direction test"
 	@echo "make bench    benchmarks of $(BENCH_PKGS) (BENCHTIME=$(BENCHTIME))"
 	@echo "make fuzz     each fuzz target for $(FUZZTIME)"
+	@echo "make proto    regenerate the gRPC code in proto/ (needs protoc and the Go plugins)"
+	@echo "make image    build the FROM scratch image roost:dev (deploy/Dockerfile)"
+	@echo "make docker-test     the docker-compose fleet test (needs a Docker daemon)"
+	@echo "make bench-compare   3-node roost vs 3-member etcd, same load (DURATION=10s)"
+	@echo "make bench-failover  failover times, planned moves, idle CPU of a 3-node cluster"
 	@echo "make clean    remove bin/ (the dev data directory .roost is left alone)"
 
 build:
