@@ -545,6 +545,35 @@ func (c *cluster) ready() (bool, string) {
 	return true, ""
 }
 
+// handOffQuiesce bounds how long a shard waits for its proposed commits
+// before its leadership is handed over.
+const handOffQuiesce = 500 * time.Millisecond
+
+// transfer hands a shard's leadership over (to target, or to any voter if
+// target is empty) without refusing writes: new requests are re-routed
+// while it runs, and the commits already proposed finish first.
+func (c *cluster) transfer(ls *localShard, target raft.Server) {
+	if !ls.shard.handingOff.CompareAndSwap(false, true) {
+		return // a transfer of this shard is under way
+	}
+	c.n.wg.Add(1)
+	go func() {
+		defer c.n.wg.Done()
+		ls.shard.quiesce(handOffQuiesce)
+		defer ls.shard.resume()
+		r := ls.group.Raft()
+		var f raft.Future
+		if target.ID == "" {
+			f = r.LeadershipTransfer()
+		} else {
+			f = r.LeadershipTransferToServer(target.ID, target.Address)
+		}
+		if err := f.Error(); err != nil {
+			c.n.log.Debug("leadership transfer", "shard", ls.shard.id.String(), "to", target.ID, "err", err)
+		}
+	}()
+}
+
 // handOff transfers the leadership of every group this node leads to
 // another replica before a planned stop, so requests move over in
 // milliseconds instead of waiting out an election timeout.
@@ -552,20 +581,26 @@ func (c *cluster) handOff(ctx context.Context) {
 	c.stopping.Store(true)
 	c.mu.Lock()
 	var led []*raft.Raft
+	var shards []*shard
 	for _, ls := range c.groups {
 		if r := ls.group.Raft(); r.State() == raft.Leader {
 			led = append(led, r)
+			shards = append(shards, ls.shard)
 		}
 	}
 	if c.meta != nil && c.meta.Raft().State() == raft.Leader {
 		led = append(led, c.meta.Raft())
+		shards = append(shards, nil)
 	}
 	c.mu.Unlock()
 	var wg sync.WaitGroup
-	for _, r := range led {
+	for i, r := range led {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if sh := shards[i]; sh != nil {
+				sh.quiesce(handOffQuiesce)
+			}
 			if err := r.LeadershipTransfer().Error(); err != nil {
 				c.n.log.Debug("leadership transfer before stop", "err", err)
 			}

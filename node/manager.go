@@ -83,9 +83,13 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 	for attempt := 0; ; attempt++ {
 		local, leader, err := m.router.route(idx)
 		if err == nil && local != nil {
-			return m.fetchLocal(ctx, class, id, req, local)
-		}
-		if err == nil {
+			resp, lerr := m.fetchLocal(ctx, class, id, req, local)
+			var re *routingError
+			if !errors.As(lerr, &re) {
+				return resp, lerr
+			}
+			err = re // leadership is moving away from this node: route again
+		} else if err == nil {
 			if body == nil {
 				if body, err = newBodyBuffer(req.Body); err != nil {
 					return nil, err
@@ -150,6 +154,9 @@ func (m *manager) fetchLocal(ctx context.Context, class string, id durable.ID, r
 	ctor := m.classes[class]
 	key := id.Bytes()
 	for attempt := 0; ; attempt++ {
+		if sh.handingOff.Load() {
+			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %s: leadership is moving to another node", sh.id)}
+		}
 		if err := m.waitShard(ctx, sh); err != nil {
 			return nil, err
 		}

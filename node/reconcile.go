@@ -68,7 +68,7 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 		}
 		if s.ID == raft.ServerID(c.self) {
 			log.Info("this node leaves the shard: handing leadership over")
-			r.LeadershipTransfer()
+			c.transfer(ls, raft.Server{})
 			return
 		}
 		log.Info("removing replica", "node", s.ID)
@@ -187,7 +187,7 @@ func (c *cluster) balanceLeaders(m placement.Map) {
 				continue
 			}
 			c.n.log.Debug("moving shard leadership to balance leaders", "shard", i, "to", s.ID)
-			r.LeadershipTransferToServer(s.ID, s.Address)
+			c.transfer(groups[i], s)
 			return
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -48,6 +49,11 @@ type shard struct {
 	verifyMu   sync.Mutex
 	nextVerify *verifyBatch
 	verifying  bool
+
+	// handingOff is set while this node hands the shard's leadership to
+	// another replica: new requests are re-routed instead of starting turns
+	// whose commits Raft would refuse during the transfer.
+	handingOff atomic.Bool
 }
 
 type proposal struct {
@@ -196,6 +202,28 @@ func (s *shard) doneInflight() {
 	default:
 	}
 }
+
+// quiesce stops new turns on the shard and waits, at most max, until the
+// commits already proposed have their outcome; call it before a leadership
+// transfer, and resume after.
+func (s *shard) quiesce(max time.Duration) {
+	s.handingOff.Store(true)
+	deadline := time.Now().Add(max)
+	for quiet := 0; quiet < 2 && time.Now().Before(deadline); {
+		s.mu.Lock()
+		idle := len(s.queue) == 0 && s.inflight == 0
+		s.mu.Unlock()
+		if idle {
+			quiet++ // twice in a row: a turn that was just finishing has submitted too
+		} else {
+			quiet = 0
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// resume lets requests start turns on the shard again.
+func (s *shard) resume() { s.handingOff.Store(false) }
 
 // commitError says whether a failed proposal may still have committed.
 // Only errors raised before the entry reached the log are definite.
