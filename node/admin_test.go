@@ -501,8 +501,17 @@ func TestAdminCluster(t *testing.T) {
 			Leader string `json:"leader"`
 			Error  string `json:"error"`
 		}
-		if code := c.admin(via, "POST", fmt.Sprintf("/v1/shards/%d/transfer-leader", shard), map[string]string{"to": to}, &out); code != 200 {
-			t.Fatalf("transfer-leader %s → %s: %d %s", from, to, code, out.Error)
+		// 503 means the balancer moved the shard meanwhile and nothing was
+		// done: retry, as a client would.
+		for attempt := 0; ; attempt++ {
+			code := c.admin(via, "POST", fmt.Sprintf("/v1/shards/%d/transfer-leader", shard), map[string]string{"to": to}, &out)
+			if code == 200 {
+				break
+			}
+			if code != http.StatusServiceUnavailable || attempt == 5 {
+				t.Fatalf("transfer-leader %s → %s: %d %s", from, to, code, out.Error)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 		if out.Shard != shard || out.Leader != to {
 			t.Fatalf("answer %+v, want shard %d leader %s", out, shard, to)
