@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"github.com/roostdb/roost/loadgen"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -246,8 +248,8 @@ func TestPercentile(t *testing.T) {
 		{hundred, 100, ms(100)},
 	}
 	for _, tt := range tests {
-		if got := percentile(tt.sorted, tt.p); got != tt.want {
-			t.Errorf("percentile(%d values, %d) = %s, want %s", len(tt.sorted), tt.p, got, tt.want)
+		if got := loadgen.Percentile(tt.sorted, tt.p); got != tt.want {
+			t.Errorf("Percentile(%d values, %d) = %s, want %s", len(tt.sorted), tt.p, got, tt.want)
 		}
 	}
 }

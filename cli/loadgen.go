@@ -8,12 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/roostdb/roost/loadgen"
 )
 
 // loadConfig is one `roost bench` run.
@@ -82,35 +81,12 @@ func (c loadConfig) target() func(i int) string {
 	return func(i int) string { return prefix + strconv.Itoa(i) }
 }
 
-// loadResult is what a run measured. Only requests sent after the warmup
-// are in it; WarmupRequests says how many came before.
-type loadResult struct {
-	Requests       int64         // measured requests that got an answer or failed
-	Errors         int64         // of those, non-200 answers and transport errors
-	FirstError     string        // the first error seen, "" if none
-	WarmupRequests int64         // requests sent during the warmup
-	Elapsed        time.Duration // from the end of the warmup until the last answer was in
-	OpsPerSec      float64       // successful requests per second of Elapsed
-	// Latency percentiles of the successful requests (nearest rank).
-	P50, P90, P99, Max time.Duration
-}
-
-// loadProgress is reported about once a second while a run goes on.
-type loadProgress struct {
-	Elapsed  time.Duration // since the start, warmup included
-	Warmup   bool          // still warming up
-	Requests int64         // measured requests so far (warmup ones while Warmup)
-	Errors   int64
-}
-
-// worker is one worker's measurements, merged at the end so that the hot
-// path shares nothing but two progress counters.
-type worker struct {
-	latencies []time.Duration
-	requests  int64
-	errors    int64
-	warmup    int64
-}
+// loadResult and loadProgress are the load generator's, shared with the
+// etcd load of `make bench-compare` so both are measured the same way.
+type (
+	loadResult   = loadgen.Result
+	loadProgress = loadgen.Progress
+)
 
 // runLoad sends GET requests from cfg.Concurrency workers until the warmup
 // and the duration have passed, then waits for the requests in flight (each
@@ -145,111 +121,12 @@ func runLoad(ctx context.Context, cfg loadConfig, onProgress func(loadProgress))
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 
-	var (
-		target           = cfg.target()
-		seq              atomic.Int64 // round-robin over the names
-		liveReq, liveErr atomic.Int64 // for progress only
-		liveWarm         atomic.Int64
-		firstErr         atomic.Pointer[string]
-		start            = time.Now()
-		measureFrom      = start.Add(cfg.Warmup)
-		end              = measureFrom.Add(cfg.Duration)
-		workers          = make([]worker, cfg.Concurrency)
-		wg               sync.WaitGroup
-	)
-	for w := range workers {
-		wg.Go(func() {
-			me := &workers[w]
-			for ctx.Err() == nil {
-				sent := time.Now()
-				if !sent.Before(end) {
-					return
-				}
-				i := int((seq.Add(1) - 1) % int64(cfg.Names))
-				err := get(ctx, client, target(i))
-				done := time.Now()
-				if err != nil && ctx.Err() != nil {
-					return // cut short by the caller: neither a result nor an error
-				}
-				if sent.Before(measureFrom) {
-					me.warmup++
-					liveWarm.Add(1)
-					continue
-				}
-				me.requests++
-				liveReq.Add(1)
-				if err != nil {
-					me.errors++
-					liveErr.Add(1)
-					msg := err.Error()
-					firstErr.CompareAndSwap(nil, &msg)
-					continue
-				}
-				me.latencies = append(me.latencies, done.Sub(sent))
-			}
-		})
+	target := cfg.target()
+	names := int64(cfg.Names)
+	op := func(ctx context.Context, _ int, seq int64) (int64, error) {
+		return 0, get(ctx, client, target(int(seq%names))) // round-robin over the names
 	}
-
-	finished := make(chan struct{})
-	progressDone := make(chan struct{})
-	if onProgress != nil {
-		go func() {
-			defer close(progressDone)
-			// Once a second during the warmup, then once a second from the
-			// start of the measured phase, so no report straddles the two.
-			next := start.Add(time.Second)
-			for {
-				if next.Before(measureFrom.Add(time.Second)) && !next.Before(measureFrom) {
-					next = measureFrom.Add(time.Second)
-				}
-				timer := time.NewTimer(time.Until(next))
-				select {
-				case <-finished:
-					timer.Stop()
-					return
-				case now := <-timer.C:
-					p := loadProgress{Elapsed: now.Sub(start), Requests: liveReq.Load(), Errors: liveErr.Load()}
-					if now.Before(measureFrom) {
-						p.Warmup, p.Requests = true, liveWarm.Load()
-					}
-					onProgress(p)
-				}
-				next = next.Add(time.Second)
-			}
-		}()
-	}
-	wg.Wait()
-	// The measured phase is wall time from the end of the warmup until the
-	// last answer is in: at least the duration, unless ctx ended the run.
-	stopped := time.Now()
-	close(finished)
-	if onProgress != nil {
-		<-progressDone // no report may come after the result
-	}
-
-	var (
-		res loadResult
-		all []time.Duration
-	)
-	for _, w := range workers {
-		res.Requests += w.requests
-		res.Errors += w.errors
-		res.WarmupRequests += w.warmup
-		all = append(all, w.latencies...)
-	}
-	if p := firstErr.Load(); p != nil {
-		res.FirstError = *p
-	}
-	res.Elapsed = max(stopped.Sub(measureFrom), 0)
-	if res.Elapsed > 0 {
-		res.OpsPerSec = float64(res.Requests-res.Errors) / res.Elapsed.Seconds()
-	}
-	slices.Sort(all)
-	res.P50, res.P90, res.P99 = percentile(all, 50), percentile(all, 90), percentile(all, 99)
-	if len(all) > 0 {
-		res.Max = all[len(all)-1]
-	}
-	return res, nil
+	return loadgen.Run(ctx, loadgen.Config{Concurrency: cfg.Concurrency, Duration: cfg.Duration, Warmup: cfg.Warmup}, op, onProgress), nil
 }
 
 // get fetches u and reads the whole body, which lets the connection be
@@ -275,13 +152,4 @@ func get(ctx context.Context, client *http.Client, u string) error {
 		msg += ": " + strings.Join(strings.Fields(b), " ")
 	}
 	return errors.New(msg)
-}
-
-// percentile is the nearest-rank p-th percentile of sorted; 0 if empty.
-func percentile(sorted []time.Duration, p int) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := (p*len(sorted) + 99) / 100 // ceil(p/100 * n)
-	return sorted[max(rank, 1)-1]
 }

@@ -40,7 +40,10 @@ var importRules = []rule{
 	{"placement", []string{"durable", "proto/..."}},
 	{"config", []string{"durable"}},
 	{"node", []string{"durable", "raftstore", "placement", "proto/..."}},
-	{"cli", []string{"node", "config", "durable"}},
+	// loadgen is a leaf: closed-loop load and its summary, for roost bench
+	// and the etcd load of make bench-compare.
+	{"loadgen", nil},
+	{"cli", []string{"node", "config", "durable", "loadgen"}},
 	{"cmd/...", []string{"cli", "durable", "examples/..."}},
 	// An example's own binaries (examples/<name>/cmd/...) wire it into cli.Run.
 	{"examples/*/cmd/...", []string{"durable", "cli", "examples/$1"}},

@@ -46,14 +46,13 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/roostdb/roost/loadgen"
 )
 
 // config is one run.
@@ -91,28 +90,12 @@ func (c config) validate() error {
 	return nil
 }
 
-// result is what a run measured; only increments started after the warmup
-// are in it.
-type result struct {
-	Requests       int64 // measured increments that succeeded or failed
-	Errors         int64 // of those, the failed ones
-	FirstError     string
-	Retries        int64 // failed comparisons retried by measured increments
-	WarmupRequests int64
-	Elapsed        time.Duration // from the end of the warmup until the last answer was in
-	OpsPerSec      float64       // successful increments per second of Elapsed
-	P50, P90, P99  time.Duration
-	Max            time.Duration
-}
-
-// worker is one worker's measurements, merged at the end.
-type worker struct {
-	latencies []time.Duration
-	requests  int64
-	errors    int64
-	retries   int64
-	warmup    int64
-}
+// result and progress are the shared load generator's, so etcd is
+// measured exactly as `roost bench` measures roost.
+type (
+	result   = loadgen.Result
+	progress = loadgen.Progress
+)
 
 // client sends the gateway's requests.
 type client struct {
@@ -237,14 +220,6 @@ func (c *client) increment(ctx context.Context, endpoint, key string) (retries i
 	}
 }
 
-// progress is reported about once a second.
-type progress struct {
-	Elapsed  time.Duration
-	Warmup   bool
-	Requests int64
-	Errors   int64
-}
-
 // run puts the load on the cluster until the warmup and the duration have
 // passed, then waits for the increments in flight. Cancelling ctx ends the
 // run early; increments it cuts short are not counted.
@@ -265,123 +240,21 @@ func run(ctx context.Context, cfg config, onProgress func(progress)) result {
 	for i := range keys {
 		keys[i] = base64.StdEncoding.EncodeToString([]byte(cfg.KeyPrefix + strconv.Itoa(i)))
 	}
-	var (
-		seq              atomic.Int64
-		liveReq, liveErr atomic.Int64
-		liveWarm         atomic.Int64
-		firstErr         atomic.Pointer[string]
-		start            = time.Now()
-		measureFrom      = start.Add(cfg.Warmup)
-		end              = measureFrom.Add(cfg.Duration)
-		workers          = make([]worker, cfg.Concurrency)
-		wg               sync.WaitGroup
-	)
-	for w := range workers {
-		endpoint := strings.TrimSuffix(cfg.Endpoints[w%len(cfg.Endpoints)], "/")
-		wg.Go(func() {
-			me := &workers[w]
-			for ctx.Err() == nil {
-				sent := time.Now()
-				if !sent.Before(end) {
-					return
-				}
-				key := keys[(seq.Add(1)-1)%int64(len(keys))]
-				opCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
-				retries, err := c.increment(opCtx, endpoint, key)
-				cancel()
-				done := time.Now()
-				if err != nil && ctx.Err() != nil {
-					return // cut short by the caller
-				}
-				if sent.Before(measureFrom) {
-					me.warmup++
-					liveWarm.Add(1)
-					continue
-				}
-				me.requests++
-				me.retries += retries
-				liveReq.Add(1)
-				if err != nil {
-					if errors.Is(err, context.DeadlineExceeded) {
-						err = fmt.Errorf("increment of %s not done within %s (%d retries): %w", endpoint, cfg.Timeout, retries, err)
-					}
-					me.errors++
-					liveErr.Add(1)
-					msg := err.Error()
-					firstErr.CompareAndSwap(nil, &msg)
-					continue
-				}
-				me.latencies = append(me.latencies, done.Sub(sent))
-			}
-		})
+	endpoints := make([]string, len(cfg.Endpoints))
+	for i, e := range cfg.Endpoints {
+		endpoints[i] = strings.TrimSuffix(e, "/")
 	}
-
-	finished := make(chan struct{})
-	progressDone := make(chan struct{})
-	if onProgress != nil {
-		go func() {
-			defer close(progressDone)
-			next := start.Add(time.Second)
-			for {
-				if next.Before(measureFrom.Add(time.Second)) && !next.Before(measureFrom) {
-					next = measureFrom.Add(time.Second)
-				}
-				timer := time.NewTimer(time.Until(next))
-				select {
-				case <-finished:
-					timer.Stop()
-					return
-				case now := <-timer.C:
-					p := progress{Elapsed: now.Sub(start), Requests: liveReq.Load(), Errors: liveErr.Load()}
-					if now.Before(measureFrom) {
-						p.Warmup, p.Requests = true, liveWarm.Load()
-					}
-					onProgress(p)
-				}
-				next = next.Add(time.Second)
-			}
-		}()
+	op := func(ctx context.Context, w int, seq int64) (int64, error) {
+		endpoint := endpoints[w%len(endpoints)]
+		opCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		retries, err := c.increment(opCtx, endpoint, keys[seq%int64(len(keys))])
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			err = fmt.Errorf("increment of %s not done within %s (%d retries): %w", endpoint, cfg.Timeout, retries, err)
+		}
+		return retries, err
 	}
-	wg.Wait()
-	stopped := time.Now()
-	close(finished)
-	if onProgress != nil {
-		<-progressDone
-	}
-
-	var (
-		res result
-		all []time.Duration
-	)
-	for _, w := range workers {
-		res.Requests += w.requests
-		res.Errors += w.errors
-		res.Retries += w.retries
-		res.WarmupRequests += w.warmup
-		all = append(all, w.latencies...)
-	}
-	if p := firstErr.Load(); p != nil {
-		res.FirstError = *p
-	}
-	res.Elapsed = max(stopped.Sub(measureFrom), 0)
-	if res.Elapsed > 0 {
-		res.OpsPerSec = float64(res.Requests-res.Errors) / res.Elapsed.Seconds()
-	}
-	slices.Sort(all)
-	res.P50, res.P90, res.P99 = percentile(all, 50), percentile(all, 90), percentile(all, 99)
-	if len(all) > 0 {
-		res.Max = all[len(all)-1]
-	}
-	return res
-}
-
-// percentile is the nearest-rank p-th percentile of sorted; 0 if empty.
-func percentile(sorted []time.Duration, p int) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := (p*len(sorted) + 99) / 100 // ceil(p/100 * n)
-	return sorted[max(rank, 1)-1]
+	return loadgen.Run(ctx, loadgen.Config{Concurrency: cfg.Concurrency, Duration: cfg.Duration, Warmup: cfg.Warmup}, op, onProgress)
 }
 
 // resultJSON is the -o json document, shaped like `roost bench -o json`.

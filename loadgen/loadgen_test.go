@@ -1,0 +1,64 @@
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestRunCountsEveryOperationOnce(t *testing.T) {
+	var calls, fails atomic.Int64
+	seen := make([]atomic.Bool, 1<<20)
+	op := func(ctx context.Context, w int, seq int64) (int64, error) {
+		calls.Add(1)
+		if seen[seq].Swap(true) {
+			t.Errorf("sequence number %d handed out twice", seq)
+		}
+		time.Sleep(time.Millisecond)
+		if seq%10 == 0 {
+			fails.Add(1)
+			return 2, errors.New("every tenth fails")
+		}
+		return 0, nil
+	}
+	res := Run(context.Background(), Config{Concurrency: 4, Duration: 300 * time.Millisecond, Warmup: 100 * time.Millisecond}, op, nil)
+	if got := res.Requests + res.WarmupRequests; got != calls.Load() {
+		t.Fatalf("counted %d measured + %d warmup operations, but op ran %d times", res.Requests, res.WarmupRequests, calls.Load())
+	}
+	if res.Errors == 0 || res.Errors > fails.Load() || res.FirstError != "every tenth fails" {
+		t.Fatalf("errors %d (of %d failures), first %q", res.Errors, fails.Load(), res.FirstError)
+	}
+	if res.Retries != 2*res.Errors {
+		t.Fatalf("retries %d, want 2 per failed measured operation (%d)", res.Retries, res.Errors)
+	}
+	if res.P50 < time.Millisecond || res.P50 > res.P99 || res.P99 > res.Max {
+		t.Fatalf("percentiles out of order: p50 %s p99 %s max %s", res.P50, res.P99, res.Max)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	ms := func(n ...int) []time.Duration {
+		out := make([]time.Duration, len(n))
+		for i, v := range n {
+			out[i] = time.Duration(v) * time.Millisecond
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		sorted []time.Duration
+		p      int
+		want   time.Duration
+	}{
+		{nil, 50, 0},
+		{ms(7), 99, 7 * time.Millisecond},
+		{ms(1, 2, 3, 4), 50, 2 * time.Millisecond},
+		{ms(1, 2, 3, 4), 99, 4 * time.Millisecond},
+		{ms(1, 2, 3, 4, 5, 6, 7, 8, 9, 10), 90, 9 * time.Millisecond},
+	} {
+		if got := Percentile(tc.sorted, tc.p); got != tc.want {
+			t.Errorf("Percentile(%v, %d) = %s, want %s", tc.sorted, tc.p, got, tc.want)
+		}
+	}
+}
