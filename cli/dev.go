@@ -44,7 +44,8 @@ compiled into this binary. The shard count is fixed when the data directory
 is first used.
 
 The app listener serves only the Worker. The admin listener serves /healthz,
-/readyz, /metrics and /debug/pprof/. Ctrl-C (or SIGTERM) stops the node after
+/readyz, /metrics, /debug/pprof/ and /v1/status (the rest of the admin API
+needs a cluster). Ctrl-C (or SIGTERM) stops the node after
 in-flight requests finish; a second Ctrl-C stops it at once.`,
 		Example: `  # serve on the default ports, reading ./roost.toml if it exists
   roost dev

@@ -15,7 +15,6 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/roostdb/roost/placement"
-	"github.com/roostdb/roost/raftstore"
 )
 
 const testAdminToken = "test-admin-token-7"
@@ -131,43 +130,7 @@ func TestAdminAuth(t *testing.T) {
 
 // newAdminCluster is newTestCluster with an admin token on every node.
 func newAdminCluster(t *testing.T, n, shards int) *testCluster {
-	c := &testCluster{t: t, app: clusterApp(&turnRegistry{active: map[string]string{}}), faults: &raftstore.Faults{}}
-	var seed string
-	used := map[string]bool{}
-	addr := func() string { // freeAddr can hand out one port twice: it is free until a node binds it
-		for {
-			if a := freeAddr(t); !used[a] {
-				used[a] = true
-				return a
-			}
-		}
-	}
-	for i := range n {
-		cfg := DefaultClusterConfig(fmt.Sprintf("n%d", i+1))
-		cfg.DataDir = t.TempDir()
-		cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = addr(), addr(), addr(), addr()
-		cfg.Shards = shards
-		cfg.Vars = map[string]string{"NODE": cfg.NodeID}
-		cfg.Logger = quietLogger
-		cfg.AdminToken = testAdminToken
-		if i == 0 {
-			seed = cfg.GossipAddr
-		} else {
-			cfg.Join = []string{seed}
-		}
-		c.cfgs = append(c.cfgs, cfg)
-		c.nodes = append(c.nodes, nil)
-	}
-	for i := range n {
-		c.start(i)
-	}
-	t.Cleanup(func() {
-		for i := range c.nodes {
-			c.stop(i)
-		}
-	})
-	c.waitReady()
-	return c
+	return newTestCluster(t, n, shards, &turnRegistry{active: map[string]string{}}, func(c *Config) { c.AdminToken = testAdminToken })
 }
 
 func (c *testCluster) admin(i int, method, path string, body, out any) int {

@@ -76,7 +76,8 @@ func freeAddr(t testing.TB) string { return testnet.FreeAddr(t) }
 
 // newTestCluster starts n nodes in this process on fixed loopback ports
 // (so a node restarts at the same addresses), sharing one fault injector.
-func newTestCluster(t *testing.T, n, shards int, reg *turnRegistry) *testCluster {
+// tweaks, if any, adjust every node's configuration.
+func newTestCluster(t *testing.T, n, shards int, reg *turnRegistry, tweaks ...func(*Config)) *testCluster {
 	c := &testCluster{t: t, app: clusterApp(reg), faults: &raftstore.Faults{}}
 	var seed string
 	for i := range n {
@@ -86,6 +87,9 @@ func newTestCluster(t *testing.T, n, shards int, reg *turnRegistry) *testCluster
 		cfg.Shards = shards
 		cfg.Vars = map[string]string{"NODE": cfg.NodeID}
 		cfg.Logger = quietLogger
+		for _, tweak := range tweaks {
+			tweak(&cfg)
+		}
 		if i == 0 {
 			seed = cfg.GossipAddr
 		} else {
