@@ -128,6 +128,7 @@ func TestHelp(t *testing.T) {
 			"--shards", "--replicas", "--idle-timeout", "--config",
 			"ROOST_ID", "ROOST_DATA_DIR", "ROOST_HTTP", "ROOST_ADMIN", "ROOST_GRPC", "ROOST_GOSSIP", "ROOST_ADVERTISE",
 			"ROOST_JOIN (comma-separated)", "ROOST_BOOTSTRAP_EXPECT", "ROOST_SHARDS", "ROOST_REPLICAS", "ROOST_IDLE_TIMEOUT",
+			"--dead-node-grace", "ROOST_DEAD_NODE_GRACE", "(default 30s)",
 			`default "127.0.0.1:8787"`, `default "127.0.0.1:8789"`, `default "127.0.0.1:8790"`, `default "127.0.0.1:7946"`,
 			`default ".roost"`, "(default 64)", "/readyz", "Example",
 			"roost node --id n1 --data-dir d1 --http 127.0.0.1:8701 --admin 127.0.0.1:8711 --grpc 127.0.0.1:8721 --gossip 127.0.0.1:8731 --bootstrap-expect 3\n",

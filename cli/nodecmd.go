@@ -57,6 +57,11 @@ var (
 			field:    func(c *node.Config) any { return &c.Replicas },
 			fromFile: func(f *config.File) any { return f.Cluster.Replicas },
 		},
+		{
+			key: "cluster.dead_node_grace", flag: "dead-node-grace", env: "ROOST_DEAD_NODE_GRACE", usage: "re-create the replicas of a node dead this long on other nodes; 0 never does",
+			field:    func(c *node.Config) any { return &c.DeadNodeGrace },
+			fromFile: func(f *config.File) any { return f.Cluster.DeadNodeGrace },
+		},
 	}
 )
 
@@ -105,12 +110,13 @@ an address they can reach (listening on 0.0.0.0, or in a container), give
 
 Settings are read, each overriding the one before, from: the defaults shown
 below, roost.toml ([node] id/data_dir/http/admin/grpc/gossip/advertise/join,
-[cluster] bootstrap_expect/shards/replicas, [runtime] idle_timeout,
+[cluster] bootstrap_expect/shards/replicas/dead_node_grace, [runtime]
+idle_timeout,
 [storage], [vars], [[durable_objects.bindings]]), the flags you give, and
 the environment variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN,
 ROOST_GRPC, ROOST_GOSSIP, ROOST_ADVERTISE, ROOST_JOIN (comma-separated),
-ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS, ROOST_REPLICAS and ROOST_IDLE_TIMEOUT
-(empty ones are ignored). A relative data_dir in roost.toml is relative to
+ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS, ROOST_REPLICAS, ROOST_DEAD_NODE_GRACE
+and ROOST_IDLE_TIMEOUT (empty ones are ignored). A relative data_dir in roost.toml is relative to
 the file; a relative --data-dir or ROOST_DATA_DIR is relative to the working
 directory.
 

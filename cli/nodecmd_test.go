@@ -108,6 +108,11 @@ func TestNodePrecedence(t *testing.T) {
 			file: source{file: `idle_timeout = "5m"`}, flag: source{args: []string{"--idle-timeout", "10s"}}, env: source{env: "1s"},
 			wantFile: 5 * time.Minute, wantFlag: 10 * time.Second, wantEnv: time.Second,
 		},
+		{
+			setting: "dead node grace", table: "cluster", envName: "ROOST_DEAD_NODE_GRACE", get: func(c node.Config) any { return c.DeadNodeGrace }, def: def.DeadNodeGrace,
+			file: source{file: `dead_node_grace = "5m"`}, flag: source{args: []string{"--dead-node-grace", "10s"}}, env: source{env: "0s"},
+			wantFile: 5 * time.Minute, wantFlag: 10 * time.Second, wantEnv: time.Duration(0),
+		},
 	}
 	for _, tt := range tests {
 		// Every combination of the three sources; the last one present wins.

@@ -70,6 +70,9 @@ type Cluster struct {
 	BootstrapExpect int
 	Shards          int
 	Replicas        int
+	// DeadNodeGrace: how long a node may be dead before its replicas are
+	// re-created elsewhere (positive; 0 means the file does not set it).
+	DeadNodeGrace time.Duration
 }
 
 // Storage is the [storage] table.

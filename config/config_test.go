@@ -115,6 +115,7 @@ join = ["10.0.0.2:7946", "roost-3.internal:7946"]
 bootstrap_expect = 3
 shards = 64
 replicas = 3
+dead_node_grace = "2m"
 
 [storage]
 max_key_bytes = 1024
@@ -130,7 +131,7 @@ idle_timeout = "90s"
 					GRPC: "0.0.0.0:8790", Gossip: "[::]:7946", Advertise: "10.0.0.1",
 					Join: []string{"10.0.0.2:7946", "roost-3.internal:7946"},
 				},
-				Cluster: Cluster{BootstrapExpect: 3, Shards: 64, Replicas: 3},
+				Cluster: Cluster{BootstrapExpect: 3, Shards: 64, Replicas: 3, DeadNodeGrace: 2 * time.Minute},
 				Storage: Storage{MaxKeyBytes: 1024, MaxEntryBytes: 65536, MaxBatchKeys: 16},
 				Runtime: Runtime{IdleTimeout: 90 * time.Second},
 			},
@@ -192,6 +193,9 @@ func TestParseBad(t *testing.T) {
 		{"bad duration", "[runtime]\nidle_timeout = \"60\"", `roost.toml: runtime.idle_timeout: "60" is not a duration (write it like "60s" or "5m")`},
 		{"zero duration", "[runtime]\nidle_timeout = \"0s\"", `roost.toml: runtime.idle_timeout must be positive (leave it out for the default)`},
 		{"negative duration", "[runtime]\nidle_timeout = \"-5s\"", `roost.toml: runtime.idle_timeout must be positive, got -5s`},
+		{"bad grace", "[cluster]\ndead_node_grace = \"soon\"", `roost.toml: cluster.dead_node_grace: "soon" is not a duration (write it like "60s" or "5m")`},
+		{"zero grace", "[cluster]\ndead_node_grace = \"0s\"", `roost.toml: cluster.dead_node_grace must be positive (leave it out for the default)`},
+		{"negative grace", "[cluster]\ndead_node_grace = \"-1m\"", `roost.toml: cluster.dead_node_grace must be positive, got -1m0s`},
 		{"no port", "[node]\nhttp = \"localhost\"", `roost.toml: node.http: "localhost" is not host:port`},
 		{"port not a number", "[node]\nadmin = \"localhost:http\"", `roost.toml: node.admin: "localhost:http": port "http" is not a number from 0 to 65535`},
 		{"port too big", "[node]\ngrpc = \":70000\"", `roost.toml: node.grpc: ":70000": port "70000" is not a number from 0 to 65535`},

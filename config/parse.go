@@ -63,9 +63,10 @@ type rawNode struct {
 }
 
 type rawCluster struct {
-	BootstrapExpect int `toml:"bootstrap_expect"`
-	Shards          int `toml:"shards"`
-	Replicas        int `toml:"replicas"`
+	BootstrapExpect int    `toml:"bootstrap_expect"`
+	Shards          int    `toml:"shards"`
+	Replicas        int    `toml:"replicas"`
+	DeadNodeGrace   string `toml:"dead_node_grace"`
 }
 
 type rawStorage struct {
@@ -141,17 +142,21 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 		MaxBatchKeys:  positive(raw.Storage.MaxBatchKeys, "storage", "max_batch_keys"),
 	}
 	f.Admin.Token = raw.Admin.Token
-	if s := raw.Runtime.IdleTimeout; md.IsDefined("runtime", "idle_timeout") {
+	duration := func(s string, key ...string) time.Duration {
+		if !md.IsDefined(key...) {
+			return 0
+		}
 		d, err := time.ParseDuration(s)
 		switch {
 		case err != nil:
-			problems = append(problems, fmt.Sprintf("runtime.idle_timeout: %q is not a duration (write it like \"60s\" or \"5m\")", s))
+			problems = append(problems, fmt.Sprintf("%s: %q is not a duration (write it like \"60s\" or \"5m\")", toml.Key(key), s))
 		case d == 0:
-			problems = append(problems, "runtime.idle_timeout must be positive (leave it out for the default)")
-		default:
-			f.Runtime.IdleTimeout = d // a negative one is reported by problems()
+			problems = append(problems, fmt.Sprintf("%s must be positive (leave it out for the default)", toml.Key(key)))
 		}
+		return d // a negative one is reported by problems()
 	}
+	f.Runtime.IdleTimeout = duration(raw.Runtime.IdleTimeout, "runtime", "idle_timeout")
+	f.Cluster.DeadNodeGrace = duration(raw.Cluster.DeadNodeGrace, "cluster", "dead_node_grace")
 
 	if raw.Vars != nil {
 		f.Vars = make(map[string]string, len(raw.Vars))

@@ -99,6 +99,9 @@ func (f *File) problems() []string {
 	if f.Runtime.IdleTimeout < 0 {
 		bad("runtime.idle_timeout must be positive, got %s", f.Runtime.IdleTimeout)
 	}
+	if f.Cluster.DeadNodeGrace < 0 {
+		bad("cluster.dead_node_grace must be positive, got %s", f.Cluster.DeadNodeGrace)
+	}
 	return p
 }
 

@@ -88,15 +88,19 @@ func errorf(code int, format string, args ...any) error {
 	return &apiError{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-// adminAPI returns the /v1/ handler: the calls behind the token check.
-func (n *Node) adminAPI() http.Handler {
+func newAdmin(n *Node) *admin {
 	tr := &http.Transport{
 		DialContext:           (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
 		ResponseHeaderTimeout: 2 * time.Minute,
 		MaxIdleConnsPerHost:   4,
 		IdleConnTimeout:       time.Minute,
 	}
-	a := &admin{n: n, proxy: tr, client: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, ops: make(map[string]*operation)}
+	return &admin{n: n, proxy: tr, client: &http.Client{Transport: tr, Timeout: 2 * time.Minute}, ops: make(map[string]*operation)}
+}
+
+// adminAPI returns the /v1/ handler: the calls behind the token check.
+func (n *Node) adminAPI() http.Handler {
+	a := n.admin
 	mux := http.NewServeMux()
 	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {

@@ -204,7 +204,7 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	op.progress(len(placement.Plan(m)), 0)
-	a.launch(op, req.MaxConcurrent, func(placement.Move) bool { return true })
+	a.launch(op, req.MaxConcurrent, placement.Plan)
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
 }
@@ -260,7 +260,9 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 		setMapVersion(w, v)
 	}
 	op.progress(len(m.ShardsOf(id)), 0)
-	a.launch(op, req.MaxConcurrent, func(mv placement.Move) bool { return mv.Remove == id })
+	a.launch(op, req.MaxConcurrent, func(m placement.Map) []placement.Move {
+		return slices.DeleteFunc(placement.Plan(m), func(mv placement.Move) bool { return mv.Remove != id })
+	})
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
 }
@@ -330,22 +332,26 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// planFunc gives the moves an operation still has to make from map m, in
+// the order placement.Plan gives them.
+type planFunc func(m placement.Map) []placement.Move
+
 // launch runs op in the background, bounded by the node's lifetime.
-func (a *admin) launch(op *operation, maxConc int, want func(placement.Move) bool) {
+func (a *admin) launch(op *operation, maxConc int, plan planFunc) {
 	ctx := a.n.manager.ctx
 	a.n.wg.Add(1)
 	go func() {
 		defer a.n.wg.Done()
-		a.endOp(op, a.runOp(ctx, op, maxConc, want))
+		a.endOp(op, a.runOp(ctx, op, maxConc, plan))
 	}()
 }
 
 // errReplan: the shard changed under a move; plan again.
 var errReplan = errors.New("the shard changed under the move")
 
-// runOp carries out the planner's moves that want accepts until none is
-// left, at most maxConc shards at a time.
-func (a *admin) runOp(ctx context.Context, op *operation, maxConc int, want func(placement.Move) bool) error {
+// runOp carries out the moves plan gives, planning again from the map
+// after each, until none is left, at most maxConc shards at a time.
+func (a *admin) runOp(ctx context.Context, op *operation, maxConc int, plan planFunc) error {
 	c := a.n.cluster
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -372,12 +378,7 @@ func (a *admin) runOp(ctx context.Context, op *operation, maxConc int, want func
 			}
 		} else {
 			m := c.metaFSM.Map()
-			var pending []placement.Move
-			for _, mv := range placement.Plan(m) {
-				if want(mv) {
-					pending = append(pending, mv)
-				}
-			}
+			pending := plan(m)
 			op.progress(done+len(pending), done)
 			if len(pending) == 0 && len(inflight) == 0 {
 				if op.kind == "drain" {

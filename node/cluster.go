@@ -61,6 +61,8 @@ type cluster struct {
 	// to another voter (balanceLeaders), so it does not retry at once.
 	handedOff map[int]time.Time
 	mapSeen   placement.Map
+
+	healer healer // on the meta leader: since when nodes have been dead
 }
 
 // localShard is a replica of a shard on this node.
@@ -229,6 +231,9 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 	for {
 		if g.Raft().State() == raft.Leader {
 			c.controlMeta(ctx, g.Raft())
+			c.heal(g.Raft())
+		} else {
+			c.healer.forget()
 		}
 		c.reconcileShards(ctx)
 		c.balanceLeaders(c.metaFSM.Map())

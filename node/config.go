@@ -68,6 +68,10 @@ type Config struct {
 	BootstrapExpect int
 	// Replicas is how many nodes hold each shard.
 	Replicas int
+	// DeadNodeGrace is how long a node may be dead in gossip before the
+	// meta leader re-creates its replicas on other nodes (docs/operations.md,
+	// "Automatic healing"). 0 turns automatic healing off.
+	DeadNodeGrace time.Duration
 }
 
 // Cluster reports whether the node runs as part of a cluster.
@@ -88,6 +92,7 @@ func DefaultConfig() Config {
 		GossipAddr:          "127.0.0.1:7946",
 		BootstrapExpect:     3,
 		Replicas:            3,
+		DeadNodeGrace:       30 * time.Second,
 	}
 }
 
@@ -155,6 +160,9 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas < 1 || c.Replicas > 7 {
 		return bad("replicas must be between 1 and 7, got %d", c.Replicas)
+	}
+	if c.DeadNodeGrace < 0 {
+		return bad("dead node grace must be positive, or 0 for no automatic healing, got %s", c.DeadNodeGrace)
 	}
 	if c.Replicas > c.BootstrapExpect {
 		return bad("replicas (%d) cannot exceed bootstrap-expect (%d): the first nodes must hold every replica", c.Replicas, c.BootstrapExpect)

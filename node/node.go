@@ -49,6 +49,8 @@ type Node struct {
 	faults *raftstore.Faults
 	// cluster is the cluster machinery; nil in dev mode.
 	cluster *cluster
+	// admin serves the /v1/ API and runs operations (rebalance, drain, heal).
+	admin *admin
 	// failed carries an error that stops the node from serving (see Failed).
 	failed chan error
 }
@@ -72,7 +74,9 @@ func New(cfg Config, app *durable.App) (*Node, error) {
 		log = slog.Default()
 	}
 	cfg.Logger = log
-	return &Node{cfg: cfg, app: app, log: log, alarmBackoff: 2 * time.Second, failed: make(chan error, 1)}, nil
+	n := &Node{cfg: cfg, app: app, log: log, alarmBackoff: 2 * time.Second, failed: make(chan error, 1)}
+	n.admin = newAdmin(n)
+	return n, nil
 }
 
 // devServerID is the Raft server ID of the single voter of dev-mode groups.

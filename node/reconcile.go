@@ -92,12 +92,20 @@ func (c *cluster) caughtUp(ctx context.Context, node placement.Node, g raftstore
 	return st.AppliedIndex+catchUpLag >= leaderApplied
 }
 
+// orphanTimeout is how long a replica the map no longer names keeps
+// running without hearing from a leader. A node that was dead or cut off
+// while its replicas were re-created elsewhere (heal.go) learns of it from
+// the map, but its own copy of the group's configuration stays as it was:
+// no leader talks to a removed replica.
+const orphanTimeout = 10 * time.Second
+
 // stopIfRemoved shuts this node's replica of a shard down once the map no
 // longer names it and the group no longer needs it: its configuration
 // dropped this node, or (as a follower) every replica the map names is
 // already a voter — the leader removes this node next, and a removed
-// follower is never told. Its data stays in Pebble (deleting a group's
-// range is not built yet).
+// follower is never told — or no leader has contacted it for
+// orphanTimeout. Its data stays in Pebble (deleting a group's range is not
+// built yet).
 func (c *cluster) stopIfRemoved(i int, ls *localShard, want placement.Shard) {
 	r := ls.group.Raft()
 	cf := r.GetConfiguration()
@@ -114,7 +122,7 @@ func (c *cluster) stopIfRemoved(i int, ls *localShard, want placement.Shard) {
 			voters[raft.ServerID(s.ID)] = true
 		}
 	}
-	if self {
+	if self && time.Since(r.LastContact()) < orphanTimeout {
 		for _, id := range want.Replicas {
 			if !voters[raft.ServerID(id)] {
 				return // the new replicas are not all voting yet: keep helping the quorum

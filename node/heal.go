@@ -1,0 +1,168 @@
+package node
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+)
+
+// Automatic healing: the meta leader watches gossip, and a node that has
+// been dead for longer than Config.DeadNodeGrace loses its replicas to the
+// other nodes, through an operation of kind "heal" that runs like a drain
+// (docs/operations.md). Only moves that re-create a replica elsewhere are
+// made: with no spare node a shard keeps its dead replica, since dropping
+// it would lower the replication without replacing anything. The dead
+// node stays active in the map, so a later `roost rebalance` gives it
+// replicas again once it is back; until then, a returning node stops the
+// replicas it lost (stopIfRemoved) rather than running them next to their
+// replacements. A dead voter of the meta group is likewise replaced by an
+// alive non-voter.
+//
+// The clock starts when this meta leader first sees the node dead: a new
+// meta leader counts the grace again from its own first look.
+
+// healer remembers since when each node has been dead. It is written by
+// the cluster's control loop and read by the heal operation's planner.
+type healer struct {
+	mu        sync.Mutex
+	downSince map[placement.NodeID]time.Time
+}
+
+// observe records which nodes of m are alive now and returns the set of
+// nodes that have been dead for at least grace.
+func (h *healer) observe(m placement.Map, alive map[placement.NodeID]bool, grace time.Duration, now time.Time) map[placement.NodeID]bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.downSince == nil {
+		h.downSince = map[placement.NodeID]time.Time{}
+	}
+	for id := range h.downSince {
+		if nd, ok := m.Nodes[id]; !ok || alive[id] || nd.State == placement.NodeRemoved {
+			delete(h.downSince, id)
+		}
+	}
+	dead := map[placement.NodeID]bool{}
+	for id, nd := range m.Nodes {
+		if alive[id] || nd.State == placement.NodeRemoved {
+			continue
+		}
+		since, ok := h.downSince[id]
+		if !ok {
+			h.downSince[id] = now
+			since = now
+		}
+		if now.Sub(since) >= grace {
+			dead[id] = true
+		}
+	}
+	return dead
+}
+
+// forget drops what the healer knows, when this node stops leading the
+// meta group.
+func (h *healer) forget() {
+	h.mu.Lock()
+	h.downSince = nil
+	h.mu.Unlock()
+}
+
+// healMoves returns the moves that re-create, on alive active nodes, the
+// replicas that dead nodes hold: placement.Plan over m with every node that
+// gossip does not see alive taken off the ring, keeping only moves that
+// take a replica off a dead node and add one elsewhere.
+func healMoves(m placement.Map, alive, dead map[placement.NodeID]bool) []placement.Move {
+	if len(dead) == 0 {
+		return nil
+	}
+	view := m
+	view.Nodes = maps.Clone(m.Nodes)
+	for id, nd := range view.Nodes {
+		if !alive[id] && nd.State == placement.NodeActive {
+			nd.State = placement.NodeDraining
+			view.Nodes[id] = nd
+		}
+	}
+	return slices.DeleteFunc(placement.Plan(view), func(mv placement.Move) bool {
+		return mv.Add == "" || !dead[mv.Remove]
+	})
+}
+
+// aliveIDs is the set of nodes gossip sees alive, this one included.
+func (c *cluster) aliveIDs() map[placement.NodeID]bool {
+	alive := map[placement.NodeID]bool{c.self: true}
+	for _, mem := range c.aliveMembers() {
+		alive[mem.ID] = true
+	}
+	return alive
+}
+
+// heal runs on the meta leader each control tick: it starts a heal
+// operation when some dead node's replicas can be re-created, and replaces
+// a dead voter of the meta group.
+func (c *cluster) heal(r *raft.Raft) {
+	grace := c.n.cfg.DeadNodeGrace
+	if grace <= 0 {
+		return
+	}
+	m := c.metaFSM.Map()
+	if m.ClusterID == "" {
+		return
+	}
+	alive := c.aliveIDs()
+	dead := c.healer.observe(m, alive, grace, time.Now())
+	if len(dead) == 0 {
+		return
+	}
+	c.healMeta(r, alive, dead)
+	if len(healMoves(m, alive, dead)) == 0 {
+		return
+	}
+	a := c.n.admin
+	op, err := a.startOp("heal", "")
+	if err != nil {
+		return // another operation runs; try again when it has ended
+	}
+	c.n.log.Warn("re-creating the replicas of dead nodes elsewhere", "dead", joinIDs(slices.Sorted(maps.Keys(dead))), "grace", grace, "op", op.id)
+	a.launch(op, defaultMaxConcurrent, func(m placement.Map) []placement.Move {
+		alive := c.aliveIDs()
+		return healMoves(m, alive, c.healer.observe(m, alive, grace, time.Now()))
+	})
+}
+
+// healMeta replaces one dead voter of the meta group by an alive
+// non-voter, adding the new voter before removing the dead one.
+func (c *cluster) healMeta(r *raft.Raft, alive, dead map[placement.NodeID]bool) {
+	cf := r.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	var deadVoter *raft.Server
+	var spare []raft.Server
+	for _, s := range cf.Configuration().Servers {
+		id := placement.NodeID(s.ID)
+		switch {
+		case s.Suffrage == raft.Voter && dead[id] && deadVoter == nil:
+			deadVoter = &s
+		case s.Suffrage == raft.Nonvoter && alive[id]:
+			spare = append(spare, s)
+		}
+	}
+	if deadVoter == nil || len(spare) == 0 {
+		return
+	}
+	slices.SortFunc(spare, func(a, b raft.Server) int { return cmp.Compare(a.ID, b.ID) })
+	c.n.log.Warn("replacing a dead voter of the meta group", "dead", deadVoter.ID, "new", spare[0].ID)
+	if err := r.AddVoter(spare[0].ID, spare[0].Address, 0, membershipTimeout).Error(); err != nil {
+		c.n.log.Warn("promoting a meta non-voter", "node", spare[0].ID, "err", err)
+		return
+	}
+	if err := r.RemoveServer(deadVoter.ID, 0, membershipTimeout).Error(); err != nil {
+		c.n.log.Warn("removing a dead meta voter", "node", deadVoter.ID, "err", err)
+	}
+}
