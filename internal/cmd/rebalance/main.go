@@ -16,7 +16,9 @@
 //     turn (worker w through node w mod 3 of the first three), after
 //     -before of steady load it runs `roost rebalance --wait -o json
 //     --max-concurrent N` (the CLI of -bin against node 1's admin API),
-//     and keeps the load on for -after once the operation is done.
+//     and keeps the load on for -after once the operation is done. If the
+//     command fails (the operation is lost when the meta leadership moves),
+//     it starts it again, up to -restarts times; the report lists why.
 //  5. It reads every object back and checks that no acknowledged increment
 //     was lost: each count is at least the object's acknowledged
 //     increments and at most those plus the increments whose outcome is
@@ -53,6 +55,7 @@ var (
 	concurrency   = flag.Int("c", 32, "load workers, each with one increment in flight")
 	maxConcurrent = flag.Int("max-concurrent", 4, "--max-concurrent of roost rebalance: moves in progress at once")
 	shards        = flag.Int("shards", 64, "--shards of the cluster")
+	restarts      = flag.Int("restarts", 2, "times to start roost rebalance again if it fails (a meta leader change loses the operation)")
 	before        = flag.Duration("before", 10*time.Second, "steady load before the rebalance starts")
 	after         = flag.Duration("after", 5*time.Second, "load after the rebalance is done")
 	target        = flag.Duration("target", 2*time.Second, "longest acceptable time without a successful write")

@@ -34,6 +34,7 @@ type report struct {
 	Started          string       `json:"rebalance_started"` // wall clock, to find in the node logs
 	RebalanceSeconds float64      `json:"rebalance_seconds"`
 	Operation        operation    `json:"operation"`
+	Restarts         []string     `json:"restarts,omitempty"` // why roost rebalance was started again
 	RebalanceError   string       `json:"rebalance_error,omitempty"`
 	Members          []member     `json:"members_after"`
 	Phases           []phaseStats `json:"phases"`
@@ -244,10 +245,16 @@ func failureKind(f string) string {
 func (r *report) print(w io.Writer) {
 	op := r.Operation
 	fmt.Fprintf(w, "rebalance onto n4 (started %s): %s in %.1fs, %d of %d moves done", r.Started, op.State, r.RebalanceSeconds, op.Done, op.Total)
+	if len(r.Restarts) > 0 {
+		fmt.Fprintf(w, " by the last of %d operations", len(r.Restarts)+1)
+	}
 	if r.RebalanceError != "" {
 		fmt.Fprintf(w, "; FAILED: %s", r.RebalanceError)
 	}
 	fmt.Fprintln(w)
+	for _, why := range r.Restarts {
+		fmt.Fprintf(w, "  started again after: %s\n", why)
+	}
 	var held []string
 	for _, m := range r.Members {
 		held = append(held, fmt.Sprintf("%s %d replicas/%d leaders", m.ID, m.Replicas, m.Leaders))

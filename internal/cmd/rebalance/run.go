@@ -99,7 +99,18 @@ func run(ctx context.Context) error {
 	}
 	progress("rebalancing after %v of load…", *before)
 	moveStart := c.since()
-	op, rebalanceErr := rebalance(ctx, c, moveStart, first[0].Admin)
+	// An operation lives in the meta leader's memory: if the meta
+	// leadership moves, it is lost, and an operator starts it again.
+	var rebalanceErr error
+	for try := 0; try <= *restarts && ctx.Err() == nil; try++ {
+		if rebalanceErr != nil {
+			r.Restarts = append(r.Restarts, fmt.Sprintf("+%.1fs %v", (c.since()-moveStart).Seconds(), rebalanceErr))
+			progress("roost rebalance failed (%v); starting it again", rebalanceErr)
+		}
+		if r.Operation, rebalanceErr = rebalance(ctx, c, moveStart, first[0].Admin); rebalanceErr == nil {
+			break
+		}
+	}
 	moveEnd := c.since()
 	if rebalanceErr == nil {
 		localcluster.Sleep(ctx, *after)
@@ -107,7 +118,6 @@ func run(ctx context.Context) error {
 	attempts := l.finish()
 	loadEnd := c.since()
 	r.RebalanceSeconds = (moveEnd - moveStart).Seconds()
-	r.Operation = op
 	if rebalanceErr != nil {
 		r.RebalanceError = rebalanceErr.Error()
 	}
@@ -132,7 +142,7 @@ func run(ctx context.Context) error {
 	}
 	switch {
 	case rebalanceErr != nil:
-		return fmt.Errorf("roost rebalance: %w", rebalanceErr)
+		return fmt.Errorf("roost rebalance did not finish: %w", rebalanceErr)
 	case r.Verification.Violations > 0:
 		return fmt.Errorf("%d objects lost acknowledged increments or counted more than were sent", r.Verification.Violations)
 	}
@@ -171,19 +181,19 @@ func rebalance(ctx context.Context, c *counters, moveStart time.Duration, admin 
 		runErr = fmt.Errorf("reading its output %q: %w", stdout.String(), err)
 	}
 	if runErr != nil {
-		return answer.Operation, fmt.Errorf("%w; its stderr:\n%s", runErr, stderr.String())
+		return answer.Operation, fmt.Errorf("%w: %s", runErr, stderr.last)
 	}
 	return answer.Operation, nil
 }
 
-// stampedLines keeps what a command writes, each line prefixed with the
-// time since from, and echoes the lines with -v.
+// stampedLines echoes what a command writes with -v, each line prefixed
+// with the time since from, and keeps the last line: the reason it failed.
 type stampedLines struct {
 	c       *counters
 	from    time.Duration
 	mu      sync.Mutex
 	partial []byte
-	all     strings.Builder
+	last    string
 }
 
 func (s *stampedLines) Write(p []byte) (int, error) {
@@ -195,19 +205,12 @@ func (s *stampedLines) Write(p []byte) (int, error) {
 		if i < 0 {
 			return len(p), nil
 		}
-		line := fmt.Sprintf("  +%6.1fs %s\n", (s.c.since() - s.from).Seconds(), s.partial[:i])
+		s.last = string(s.partial[:i])
 		s.partial = s.partial[i+1:]
-		s.all.WriteString(line)
 		if *verbose && !*jsonOut {
-			fmt.Print(line)
+			fmt.Printf("  +%6.1fs %s\n", (s.c.since() - s.from).Seconds(), s.last)
 		}
 	}
-}
-
-func (s *stampedLines) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.all.String() + string(s.partial)
 }
 
 // member is one entry of GET /v1/members.
