@@ -35,7 +35,7 @@ FUZZ_TARGETS ?= ./durable:FuzzParseID \
 FUZZTIME     ?= 20s
 
 .DEFAULT_GOAL := build
-.PHONY: help build run test vet fmt-check lint bench fuzz clean bench-compare bench-failover proto
+.PHONY: help build run test vet fmt-check lint bench fuzz clean bench-compare bench-failover bench-rebalance proto
 
 help:
 	@echo "make build    build $(BIN) (static, version $(VERSION))"
@@ -49,6 +49,7 @@ help:
 	@echo "make docker-test     the docker-compose fleet test (needs a Docker daemon)"
 	@echo "make bench-compare   3-node roost vs 3-member etcd, same load (DURATION=10s)"
 	@echo "make bench-failover  failover times, planned moves, idle CPU of a 3-node cluster"
+	@echo "make bench-rebalance rebalance onto a 4th node under load: time, write gaps, no lost write"
 	@echo "make clean    remove bin/ (the dev data directory .roost is left alone)"
 
 build:
@@ -108,6 +109,14 @@ bench-compare: build
 # (see internal/cmd/failover); e.g. make bench-failover FAILOVER_FLAGS='-rounds 5 -v'.
 bench-failover: build
 	$(GO) run ./internal/cmd/failover -bin $(BIN) $(FAILOVER_FLAGS)
+
+# A fourth node joins a loaded 3-node cluster of $(BIN) holding 10,000 counter
+# objects and `roost rebalance --wait` spreads the shards onto it: the time
+# it takes, the longest a shard's writes waited, and that no acknowledged
+# increment was lost (see internal/cmd/rebalance); e.g.
+# make bench-rebalance REBALANCE_FLAGS='-max-concurrent 1 -v'.
+bench-rebalance: build
+	$(GO) run ./internal/cmd/rebalance -bin $(BIN) $(REBALANCE_FLAGS)
 
 # The container image (deploy/Dockerfile, FROM scratch) around the static
 # bin/roost and bin/healthcheck built here; docker-compose.yml runs it.

@@ -56,13 +56,10 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -74,16 +71,12 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/internal/localcluster"
 	"github.com/roostdb/roost/proto"
 )
-
-// userHZ is the unit of utime and stime in /proc/<pid>/stat on Linux.
-const userHZ = 100
 
 var (
 	binPath    = flag.String("bin", "bin/roost", "the roost binary to run")
@@ -115,117 +108,11 @@ func main() {
 	}
 }
 
-// node is one `roost node` process and how to start it again.
+// node is one `roost node` process and a gRPC connection to it for
+// GroupStatus.
 type node struct {
-	id, dir                   string
-	http, admin, grpc, gossip string
-	join                      []string
-	log                       *os.File
-
-	cmd    *exec.Cmd
-	exited chan struct{}
+	*localcluster.Node
 	status *grpc.ClientConn
-}
-
-func (n *node) args() []string {
-	a := []string{"node", "--id", n.id, "--data-dir", n.dir, "--config", "",
-		"--http", n.http, "--admin", n.admin, "--grpc", n.grpc, "--gossip", n.gossip,
-		"--shards", strconv.Itoa(*shards), "--bootstrap-expect", "3"}
-	if len(n.join) > 0 {
-		a = append(a, "--join", strings.Join(n.join, ","))
-	}
-	return a
-}
-
-func (n *node) start() error {
-	cmd := exec.Command(*binPath, n.args()...)
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "ROOST_") { // they would override the flags
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	fmt.Fprintf(n.log, "==== %s start %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(cmd.Args, " "))
-	cmd.Stdout, cmd.Stderr = n.log, n.log
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	n.cmd, n.exited = cmd, make(chan struct{})
-	go func(done chan struct{}) { cmd.Wait(); close(done) }(n.exited)
-	return nil
-}
-
-func (n *node) running() bool {
-	if n.cmd == nil {
-		return false
-	}
-	select {
-	case <-n.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-func (n *node) signal(sig syscall.Signal) error { return n.cmd.Process.Signal(sig) }
-
-func (n *node) waitExit(d time.Duration) error {
-	select {
-	case <-n.exited:
-		return nil
-	case <-time.After(d):
-		return fmt.Errorf("node %s still running %v after the signal", n.id, d)
-	}
-}
-
-var adminClient = &http.Client{Timeout: 2 * time.Second}
-
-// waitReady polls /readyz until it answers 200.
-func (n *node) waitReady(ctx context.Context, d time.Duration) error {
-	deadline := time.Now().Add(d)
-	last := "no answer"
-	for {
-		resp, err := adminClient.Get("http://" + n.admin + "/readyz")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
-		} else {
-			last = err.Error()
-		}
-		if !n.running() {
-			return fmt.Errorf("node %s exited while starting (log: %s)", n.id, n.log.Name())
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("node %s not ready after %v; last /readyz: %s", n.id, d, last)
-		}
-		if !sleep(ctx, 50*time.Millisecond) {
-			return ctx.Err()
-		}
-	}
-}
-
-// cpuTicks returns utime+stime of the process from /proc/<pid>/stat.
-func (n *node) cpuTicks() (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	// The command name (field 2) is in parentheses and may hold spaces;
-	// fields 3 onwards follow the last ')'. utime and stime are 14 and 15.
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", n.cmd.Process.Pid)
-	}
-	u, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, err
-	}
-	return u + st, nil
 }
 
 // leads returns the shards whose Raft group this node leads, asked with
@@ -238,7 +125,7 @@ func (n *node) leads(ctx context.Context) ([]int, error) {
 		st, err := cl.GroupStatus(cctx, &proto.ForwardGroupStatusRequest{GroupId: uint64(i + 1)})
 		cancel()
 		if err != nil {
-			return nil, fmt.Errorf("GroupStatus of shard %d on %s: %w", i, n.id, err)
+			return nil, fmt.Errorf("GroupStatus of shard %d on %s: %w", i, n.ID, err)
 		}
 		if st.State == "Leader" {
 			led = append(led, i)
@@ -254,68 +141,28 @@ type cluster struct {
 	rng   *rand.Rand
 }
 
-// freeAddrs returns k distinct loopback addresses that were free for both
-// TCP and UDP (gossip uses both on its port).
-func freeAddrs(k int) ([]string, error) {
-	var held []io.Closer
-	defer func() {
-		for _, c := range held {
-			c.Close()
-		}
-	}()
-	var addrs []string
-	for len(addrs) < k {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		held = append(held, l)
-		u, err := net.ListenPacket("udp", l.Addr().String())
-		if err != nil {
-			continue // UDP port taken: try another
-		}
-		held = append(held, u)
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs, nil
-}
-
 func (c *cluster) start(ctx context.Context) error {
-	addrs, err := freeAddrs(12)
+	nodes, err := localcluster.NewNodes(*binPath, c.dir, 3, "--shards", strconv.Itoa(*shards), "--bootstrap-expect", "3")
 	if err != nil {
 		return err
 	}
-	for i := range 3 {
-		a := addrs[4*i:]
-		n := &node{id: fmt.Sprintf("n%d", i+1), dir: filepath.Join(c.dir, fmt.Sprintf("n%d", i+1)),
-			http: a[0], admin: a[1], grpc: a[2], gossip: a[3]}
-		if err := os.MkdirAll(n.dir, 0o755); err != nil {
-			return err
-		}
-		if n.log, err = os.Create(filepath.Join(c.dir, n.id+".log")); err != nil {
-			return err
-		}
-		if n.status, err = grpc.NewClient(n.grpc, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
-			return err
-		}
-		c.nodes = append(c.nodes, n)
-	}
 	// Every node joins the other two, so any of them can restart alone.
-	for _, n := range c.nodes {
-		for _, o := range c.nodes {
-			if o != n {
-				n.join = append(n.join, o.gossip)
-			}
+	localcluster.JoinEachOther(nodes)
+	for _, ln := range nodes {
+		n := &node{Node: ln}
+		c.nodes = append(c.nodes, n)
+		if n.status, err = grpc.NewClient(n.GRPC, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			return err
 		}
 	}
 	t0 := time.Now()
 	for _, n := range c.nodes {
-		if err := n.start(); err != nil {
+		if err := n.Start(); err != nil {
 			return err
 		}
 	}
 	for _, n := range c.nodes {
-		if err := n.waitReady(ctx, 2*time.Minute); err != nil {
+		if err := n.WaitReady(ctx, 2*time.Minute); err != nil {
 			return err
 		}
 	}
@@ -325,15 +172,9 @@ func (c *cluster) start(ctx context.Context) error {
 
 func (c *cluster) stopAll() {
 	for _, n := range c.nodes {
-		if n.running() {
-			n.signal(syscall.SIGKILL)
-			n.waitExit(10 * time.Second)
-		}
+		n.Close()
 		if n.status != nil {
 			n.status.Close()
-		}
-		if n.log != nil {
-			n.log.Close()
 		}
 	}
 }
@@ -366,7 +207,7 @@ func (c *cluster) waitSpread(ctx context.Context, d time.Duration) (string, erro
 		for i, l := range led {
 			total += len(l)
 			most = max(most, len(l))
-			desc = append(desc, fmt.Sprintf("%s:%d", c.nodes[i].id, len(l)))
+			desc = append(desc, fmt.Sprintf("%s:%d", c.nodes[i].ID, len(l)))
 		}
 		s := strings.Join(desc, " ")
 		if total == *shards && most <= share {
@@ -375,7 +216,7 @@ func (c *cluster) waitSpread(ctx context.Context, d time.Duration) (string, erro
 		if time.Now().After(deadline) {
 			return s + " (not spread)", nil
 		}
-		if !sleep(ctx, 250*time.Millisecond) {
+		if !localcluster.Sleep(ctx, 250*time.Millisecond) {
 			return s, ctx.Err()
 		}
 	}
@@ -384,11 +225,11 @@ func (c *cluster) waitSpread(ctx context.Context, d time.Duration) (string, erro
 // restart starts n again with the same flags and waits until the cluster
 // is ready, its leaders are spread and -settle has passed.
 func (c *cluster) restart(ctx context.Context, n *node) (string, error) {
-	if err := n.start(); err != nil {
+	if err := n.Start(); err != nil {
 		return "", err
 	}
 	for _, m := range c.nodes {
-		if err := m.waitReady(ctx, time.Minute); err != nil {
+		if err := m.WaitReady(ctx, time.Minute); err != nil {
 			return "", err
 		}
 	}
@@ -396,22 +237,17 @@ func (c *cluster) restart(ctx context.Context, n *node) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sleep(ctx, *settle)
+	localcluster.Sleep(ctx, *settle)
 	return spread, nil
 }
 
-// shardNames finds, for every shard, a counter object name that lands on
-// it: the node maps name → IDFromName in the Counter namespace → xxhash of
-// the ID's bytes mod the shard count (node/manager.go shardOf).
+// shardNames finds, for every shard, a counter object name that lands on it.
 func shardNames(nshards int) []string {
-	key := durable.DeriveNamespaceKey("Counter", "")
 	names := make([]string, nshards)
 	left := nshards
 	for i := 0; left > 0; i++ {
 		name := fmt.Sprintf("failover-%d", i)
-		b := durable.IDFromName(key, name).Bytes()
-		s := int(xxhash.Sum64(b[:]) % uint64(nshards))
-		if names[s] == "" {
+		if s := localcluster.CounterShard(name, nshards); names[s] == "" {
 			names[s] = name
 			left--
 		}
@@ -445,10 +281,10 @@ var writeClient = &http.Client{
 func startLoad(names []string, entries []*node) *load {
 	l := &load{stop: make(chan struct{}), writes: make([][]write, len(names)), lastOK: make([]atomic.Int64, len(names))}
 	for _, e := range entries {
-		l.entries = append(l.entries, e.id)
+		l.entries = append(l.entries, e.ID)
 	}
 	for s, name := range names {
-		addr := entries[s%len(entries)].http
+		addr := entries[s%len(entries)].HTTP
 		u := "http://" + addr + "/increment?name=" + url.QueryEscape(name)
 		l.wg.Add(1)
 		go func() {
@@ -636,7 +472,7 @@ func (c *cluster) owners(ctx context.Context) ([]string, error) {
 	own := make([]string, *shards)
 	for i, l := range led {
 		for _, s := range l {
-			own[s] = c.nodes[i].id
+			own[s] = c.nodes[i].ID
 		}
 	}
 	return own, nil
@@ -659,7 +495,7 @@ func (c *cluster) killRound(ctx context.Context, round int, st *killStats) error
 		return err
 	}
 	l := startLoad(c.names, c.otherNodes(victim))
-	if !sleep(ctx, *warmup) {
+	if !localcluster.Sleep(ctx, *warmup) {
 		l.finish()
 		return ctx.Err()
 	}
@@ -669,8 +505,8 @@ func (c *cluster) killRound(ctx context.Context, round int, st *killStats) error
 		return err
 	}
 	tKill := time.Now()
-	victim.signal(syscall.SIGKILL)
-	if err := victim.waitExit(10 * time.Second); err != nil {
+	victim.Signal(syscall.SIGKILL)
+	if err := victim.WaitExit(10 * time.Second); err != nil {
 		l.finish()
 		return err
 	}
@@ -678,7 +514,7 @@ func (c *cluster) killRound(ctx context.Context, round int, st *killStats) error
 	// at most 30 s), then stop the writers.
 	deadline := tKill.Add(30 * time.Second)
 	for time.Since(tKill) < *observe || (!l.allOKSince(tKill) && time.Now().Before(deadline)) {
-		if !sleep(ctx, 20*time.Millisecond) {
+		if !localcluster.Sleep(ctx, 20*time.Millisecond) {
 			break
 		}
 	}
@@ -715,7 +551,7 @@ func (c *cluster) killRound(ctx context.Context, round int, st *killStats) error
 	for s, ws := range l.writes {
 		r := analyse(ws, tKill)
 		failed = append(failed, r.failed...)
-		byVictim := own[s] == victim.id
+		byVictim := own[s] == victim.ID
 		if byVictim {
 			nled++
 		}
@@ -753,7 +589,7 @@ func (c *cluster) killRound(ctx context.Context, round int, st *killStats) error
 	st.failed = append(st.failed, failed...)
 
 	fmt.Printf("round %2d: SIGKILL %s (led %d shards; writes via %s): %d led shards failed over",
-		round, victim.id, nled, strings.Join(l.entries, ","), len(ledTimes))
+		round, victim.ID, nled, strings.Join(l.entries, ","), len(ledTimes))
 	if len(ledTimes) > 0 {
 		fmt.Printf(" in p50 %s max %s", ms(pct(ledTimes, 0.5)), ms(pct(ledTimes, 1)))
 	}
@@ -786,7 +622,7 @@ func (c *cluster) killRound(ctx context.Context, round int, st *killStats) error
 		return err
 	}
 	if *verbose {
-		fmt.Printf("    restarted %s; leaders %s\n", victim.id, spread)
+		fmt.Printf("    restarted %s; leaders %s\n", victim.ID, spread)
 	}
 	return nil
 }
@@ -835,7 +671,7 @@ type termStats struct {
 // the balancer moved leaders back to it.
 func (c *cluster) termRound(ctx context.Context, round int, victim *node, st *termStats) error {
 	l := startLoad(c.names, c.otherNodes(victim))
-	if !sleep(ctx, *warmup) {
+	if !localcluster.Sleep(ctx, *warmup) {
 		l.finish()
 		return ctx.Err()
 	}
@@ -846,25 +682,25 @@ func (c *cluster) termRound(ctx context.Context, round int, victim *node, st *te
 	}
 	nled := 0
 	for _, o := range own {
-		if o == victim.id {
+		if o == victim.ID {
 			nled++
 		}
 	}
 	tTerm := time.Now()
-	victim.signal(syscall.SIGTERM)
-	if err := victim.waitExit(30 * time.Second); err != nil {
+	victim.Signal(syscall.SIGTERM)
+	if err := victim.WaitExit(30 * time.Second); err != nil {
 		l.finish()
 		return err
 	}
 	tExit := time.Now()
-	sleep(ctx, 2*time.Second)
+	localcluster.Sleep(ctx, 2*time.Second)
 	tRestart := time.Now()
 	spread, err := c.restart(ctx, victim)
 	l.finish()
 	if err != nil {
 		return err
 	}
-	total, failed, failedLed, slowest, where := window(l, tTerm, tRestart, own, victim.id)
+	total, failed, failedLed, slowest, where := window(l, tTerm, tRestart, own, victim.ID)
 	rtotal, rfailed, _, rslowest, rwhere := window(l, tRestart, time.Now(), nil, "")
 	st.failed += len(failed)
 	st.total += total
@@ -873,7 +709,7 @@ func (c *cluster) termRound(ctx context.Context, round int, victim *node, st *te
 	st.kinds = append(st.kinds, failed...)
 	fmt.Printf("term %d: SIGTERM %s (led %d shards; writes via %s): exited after %s; %d of %d writes failed (%d on shards it led), slowest %s; "+
 		"restart and rebalance: %d of %d failed, slowest %s\n",
-		round, victim.id, nled, strings.Join(l.entries, ","), ms(tExit.Sub(tTerm)), len(failed), total, len(failedLed), ms(slowest),
+		round, victim.ID, nled, strings.Join(l.entries, ","), ms(tExit.Sub(tTerm)), len(failed), total, len(failedLed), ms(slowest),
 		len(rfailed), rtotal, ms(rslowest))
 	if *verbose {
 		if len(failed) > 0 {
@@ -884,38 +720,38 @@ func (c *cluster) termRound(ctx context.Context, round int, victim *node, st *te
 			fmt.Printf("    during restart and rebalance, by shard×count@last failure after the restart: %s\n", strings.Join(rwhere, " "))
 			fmt.Print(errorKinds(rfailed))
 		}
-		fmt.Printf("    restarted %s; leaders %s\n", victim.id, spread)
+		fmt.Printf("    restarted %s; leaders %s\n", victim.ID, spread)
 	}
 	return nil
 }
 
 func (c *cluster) idleCPU(ctx context.Context) error {
-	if !sleep(ctx, 5*time.Second) {
+	if !localcluster.Sleep(ctx, 5*time.Second) {
 		return ctx.Err()
 	}
-	before := make([]uint64, len(c.nodes))
+	before := make([]float64, len(c.nodes))
 	for i, n := range c.nodes {
-		t, err := n.cpuTicks()
+		t, err := n.CPUSeconds()
 		if err != nil {
 			return err
 		}
 		before[i] = t
 	}
 	t0 := time.Now()
-	if !sleep(ctx, *idle) {
+	if !localcluster.Sleep(ctx, *idle) {
 		return ctx.Err()
 	}
 	elapsed := time.Since(t0)
 	var total float64
 	var per []string
 	for i, n := range c.nodes {
-		t, err := n.cpuTicks()
+		t, err := n.CPUSeconds()
 		if err != nil {
 			return err
 		}
-		p := float64(t-before[i]) / userHZ / elapsed.Seconds() * 100
+		p := (t - before[i]) / elapsed.Seconds() * 100
 		total += p
-		per = append(per, fmt.Sprintf("%s %.1f%%", n.id, p))
+		per = append(per, fmt.Sprintf("%s %.1f%%", n.ID, p))
 	}
 	fmt.Printf("idle CPU over %v: %.1f%% of one core (%s)\n", idle.Round(time.Second), total, strings.Join(per, ", "))
 	return nil
@@ -944,7 +780,7 @@ func run(ctx context.Context) error {
 		}
 	}()
 	fmt.Printf("failover: %s, %d CPUs, load average %s, seed %d, rounds %d, term rounds %d, writer interval %v, stall threshold %v\n",
-		*binPath, runtime.NumCPU(), loadavg(), s, *rounds, *termRounds, *interval, *stall)
+		*binPath, runtime.NumCPU(), localcluster.Loadavg(), s, *rounds, *termRounds, *interval, *stall)
 	if err := c.start(ctx); err != nil {
 		return err
 	}
@@ -997,30 +833,7 @@ func run(ctx context.Context) error {
 		}
 		fmt.Printf("  while the node restarted and leaders moved back to it: %d failed of %d\n", tst.rejoinFailed, tst.rejoinTotal)
 	}
-	fmt.Printf("load average at the end: %s\n", loadavg())
+	fmt.Printf("load average at the end: %s\n", localcluster.Loadavg())
 	ok = true
 	return nil
-}
-
-// loadavg is the first three fields of /proc/loadavg: other work on the
-// machine skews every number above.
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	select {
-	case <-ctx.Done():
-		return false
-	case <-time.After(d):
-		return true
-	}
 }
