@@ -423,23 +423,24 @@ func (h *harness) roost(timeout time.Duration, args ...string) string {
 }
 
 // roostOperation runs a rebalance or drain with --wait, starting it again
-// when it fails: an operation lives in the meta leader's memory and fails
-// (or is lost) when that leadership moves, which a loaded machine makes
-// likely; started again it plans from the current map
-// (docs/admin-api.md).
-func (h *harness) roostOperation(timeout time.Duration, args ...string) {
+// when it fails, until it succeeds or timeout has passed, and returns how
+// many times it was started. An operation lives in the meta leader's
+// memory and fails (or is lost) when that leadership moves, which a loaded
+// machine makes likely; started again it plans from the current map, so
+// each start takes up where the last one stopped (docs/admin-api.md).
+func (h *harness) roostOperation(timeout time.Duration, args ...string) int {
 	h.t.Helper()
-	const attempts = 4
-	for attempt := 1; ; attempt++ {
-		out, err := h.roostCmd(timeout, append(args, "--wait")...)
+	deadline := time.Now().Add(timeout)
+	for starts := 1; ; starts++ {
+		out, err := h.roostCmd(time.Until(deadline), append(args, "--wait")...)
 		if err == nil {
-			return
+			return starts
 		}
-		if attempt == attempts {
-			h.t.Fatalf("roost %s --wait failed %d times; the last time: %v\n%s", strings.Join(args, " "), attempts, err, out)
+		if time.Now().After(deadline) {
+			h.t.Fatalf("roost %s --wait still failing after %v (%d starts); the last time: %v\n%s", strings.Join(args, " "), timeout, starts, err, out)
 		}
 		h.logf("roost %s --wait: %v (%s); starting it again", strings.Join(args, " "), err, lastLine(out))
-		time.Sleep(2 * time.Second)
+		time.Sleep(time.Second)
 	}
 }
 
@@ -568,13 +569,13 @@ func TestComposeCluster(t *testing.T) {
 			t.Errorf("n4 holds %d replicas before any rebalance, want 0", got)
 		}
 		p.markInjected()
-		h.roostOperation(4*time.Minute, "rebalance")
+		starts := h.roostOperation(3*time.Minute, "rebalance")
 		p.markHealed()
 		got := h.members()["n4"].Replicas
 		if got == 0 {
 			t.Fatalf("n4 holds no replica after roost rebalance --wait")
 		}
-		h.logf("roost rebalance --wait: n4 now holds %d shard replicas", got)
+		h.logf("roost rebalance --wait (started %d times): n4 now holds %d shard replicas", starts, got)
 	})
 
 	// Taking n4 out again, as docs/operations.md says: drain moves its
@@ -583,7 +584,7 @@ func TestComposeCluster(t *testing.T) {
 	h.runPhase("drain-remove", "n4", func(p *phase) {
 		n4 := h.nodes["n4"]
 		p.markInjected()
-		h.roostOperation(4*time.Minute, "drain", "n4")
+		starts := h.roostOperation(3*time.Minute, "drain", "n4")
 		if m := h.members()["n4"]; m.State != "draining" || m.Replicas != 0 {
 			t.Errorf("n4 after roost drain --wait: state %q with %d replicas, want draining with 0", m.State, m.Replicas)
 		}
@@ -592,7 +593,7 @@ func TestComposeCluster(t *testing.T) {
 		h.docker(time.Minute, "stop", n4.container)
 		h.forget(n4)
 		p.markHealed()
-		h.logf("roost drain n4 --wait, roost remove n4, docker stop n4")
+		h.logf("roost drain n4 --wait (started %d times), roost remove n4, docker stop n4", starts)
 	})
 
 	h.checkEarlierPhases()
