@@ -66,7 +66,7 @@ fmt-check:
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; echo "run: gofmt -w <files>"; exit 1; fi
 
 test: vet fmt-check
-	@if docker info >/dev/null 2>&1; then echo "Docker daemon found: internal/dockertest runs the compose fleet tests"; \
+	@if docker info >/dev/null 2>&1; then echo "Docker daemon found: internal/dockertest runs the compose fleet and fault tests"; \
 	else echo "skipped: no Docker daemon: internal/dockertest skips the compose fleet tests"; fi
 	CGO_ENABLED=1 $(GO) test -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 	@others="$(OTHER_PKGS)"; \
@@ -128,7 +128,9 @@ image: build
 	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
 # The Docker end-to-end test alone (internal/dockertest: its own image, a
-# 3-node compose cluster as project roosttest, SIGKILL and restart under
-# load). `make test` runs it too; without a Docker daemon it is skipped.
+# 3-node compose cluster as project roosttest; under a recorded counter load:
+# network disconnect, kill, pause, a 4th node with rebalance, drain and remove,
+# each checked for linearizability and lost writes and timed). `make test`
+# runs it too; without a Docker daemon it is skipped.
 docker-test:
 	$(GO) test -v -count=1 -timeout 15m ./internal/dockertest/

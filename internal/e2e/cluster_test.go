@@ -2,14 +2,9 @@ package e2e
 
 import (
 	"bufio"
-	"context"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
-	"net/http/httptrace"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -118,94 +113,9 @@ func (c *testCluster) busiestLeader(window time.Duration, fallback int) (int, []
 	return best, deltas
 }
 
-// outcome is how one counter request ended, as the recorder sees it.
-type outcome int
-
-const (
-	outOk      outcome = iota // 200 with the count
-	outFailed                 // 503, or the connection was refused: the object did not run
-	outUnknown                // anything else: it may or may not have taken effect
-	outBadBody                // 200 whose body is not the counter's sentence (recorded as unknown)
-	numOutcomes
-)
-
-var outcomeNames = [numOutcomes]string{"ok", "failed", "unknown", "bad body"}
-
 // loopbackAddr blanks the addresses in error messages so that alike ones
 // are counted together.
 var loopbackAddr = regexp.MustCompile(`127\.0\.0\.1:[0-9]+`)
-
-// counterClient sends counter requests to the nodes and records them.
-type counterClient struct {
-	hc  *http.Client
-	rec *linearize.Recorder
-}
-
-func newCounterClient(rec *linearize.Recorder) *counterClient {
-	return &counterClient{
-		hc:  &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}},
-		rec: rec,
-	}
-}
-
-// do sends one increment or read of key to the app listener at addr,
-// bracketed by the recorder, and returns how it ended and the count.
-//
-// The outcome follows the node's contract: 200 carries the count, 503 is
-// sent before the object runs, and anything else (another status, a
-// transport error, the 3 s timeout) may or may not have taken effect. A
-// refused connection never reached the node. One subtlety: net/http
-// silently resends a GET on a fresh connection when a reused one fails
-// before the first response byte, which may be after the node ran it; a
-// request that needed more than one connection is therefore unknown
-// whatever its answer.
-func (cc *counterClient) do(clientID int, addr string, kind linearize.Kind, key string) (outcome, int, string) {
-	path := "/increment"
-	if kind == linearize.Read {
-		path = "/"
-	}
-	call := cc.rec.Begin(clientID, key, linearize.Op{Kind: kind})
-	defer call.Unknown() // no-op once an outcome is recorded
-	var conns atomic.Int32
-	trace := &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { conns.Add(1) }}
-	ctx, cancel := context.WithTimeout(httptrace.WithClientTrace(context.Background(), trace), 3*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", "http://"+addr+path+nameQuery(key), nil)
-	if err != nil {
-		panic(err)
-	}
-	resp, err := cc.hc.Do(req)
-	if err != nil {
-		detail := err.Error()
-		if ue, ok := err.(*url.Error); ok {
-			detail = ue.Err.Error() // without the URL, which names the key
-		}
-		if conns.Load() == 0 && errors.Is(err, syscall.ECONNREFUSED) {
-			call.Failed()
-			return outFailed, 0, detail
-		}
-		return outUnknown, 0, detail
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	switch {
-	case err != nil:
-		return outUnknown, 0, err.Error()
-	case conns.Load() > 1:
-		return outUnknown, 0, fmt.Sprintf("resent by net/http: %d %q", resp.StatusCode, body)
-	case resp.StatusCode == http.StatusServiceUnavailable:
-		call.Failed()
-		return outFailed, 0, string(body)
-	case resp.StatusCode != http.StatusOK:
-		return outUnknown, 0, fmt.Sprintf("%d %q", resp.StatusCode, body)
-	}
-	n, err := strconv.Atoi(strings.TrimPrefix(string(body), fmt.Sprintf("Durable Object '%s' count: ", key)))
-	if err != nil {
-		return outBadBody, 0, string(body)
-	}
-	call.Ok(n)
-	return outOk, n, ""
-}
 
 // clusterLoad increments keys through random nodes from several clients.
 type clusterLoad struct {
@@ -213,7 +123,7 @@ type clusterLoad struct {
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 
-	counts [][numOutcomes]atomic.Int64 // per node, per outcome
+	counts [][linearize.NumOutcomes]atomic.Int64 // per node, per outcome
 
 	start time.Time
 	mu    sync.Mutex
@@ -224,8 +134,8 @@ type clusterLoad struct {
 	acks      map[string][]time.Duration // per key, when each 200 arrived (since start)
 }
 
-func (c *testCluster) runLoad(t *testing.T, cc *counterClient, keys []string, clients int) *clusterLoad {
-	l := &clusterLoad{stopCh: make(chan struct{}), counts: make([][numOutcomes]atomic.Int64, len(c.specs)),
+func (c *testCluster) runLoad(t *testing.T, cc *linearize.HTTPCounter, keys []string, clients int) *clusterLoad {
+	l := &clusterLoad{stopCh: make(chan struct{}), counts: make([][linearize.NumOutcomes]atomic.Int64, len(c.specs)),
 		start: time.Now(), troubles: map[string]int{}, acks: map[string][]time.Duration{}}
 	for cl := range clients {
 		l.wg.Add(1)
@@ -240,19 +150,19 @@ func (c *testCluster) runLoad(t *testing.T, cc *counterClient, keys []string, cl
 				}
 				key := keys[rng.IntN(len(keys))]
 				i := rng.IntN(len(c.specs))
-				out, _, detail := cc.do(cl, c.specs[i].http, linearize.Increment, key)
+				out, _, detail := cc.Do(cl, "http://"+c.specs[i].http, linearize.Increment, key)
 				l.counts[i][out].Add(1)
 				l.mu.Lock()
-				if out == outOk {
+				if out == linearize.OutcomeOk {
 					l.acks[key] = append(l.acks[key], time.Since(l.start))
 				} else {
-					l.troubles[fmt.Sprintf("%s %s: %s", c.specs[i].id, outcomeNames[out], loopbackAddr.ReplaceAllString(detail, "<addr>"))]++
-					if out == outBadBody && len(l.badBodies) < 10 {
+					l.troubles[fmt.Sprintf("%s %v: %s", c.specs[i].id, out, loopbackAddr.ReplaceAllString(detail, "<addr>"))]++
+					if out == linearize.OutcomeBadBody && len(l.badBodies) < 10 {
 						l.badBodies = append(l.badBodies, fmt.Sprintf("%s via %s: %q", key, c.specs[i].id, detail))
 					}
 				}
 				l.mu.Unlock()
-				if out != outOk {
+				if out != linearize.OutcomeOk {
 					time.Sleep(20 * time.Millisecond)
 				}
 			}
@@ -268,27 +178,27 @@ func (l *clusterLoad) stop() {
 }
 
 // snapshot returns the outcome counts so far, per node.
-func (l *clusterLoad) snapshot() [][numOutcomes]int64 {
-	out := make([][numOutcomes]int64, len(l.counts))
+func (l *clusterLoad) snapshot() [][linearize.NumOutcomes]int64 {
+	out := make([][linearize.NumOutcomes]int64, len(l.counts))
 	for i := range l.counts {
-		for o := range numOutcomes {
+		for o := range linearize.NumOutcomes {
 			out[i][o] = l.counts[i][o].Load()
 		}
 	}
 	return out
 }
 
-func describeCounts(ids []string, before, after [][numOutcomes]int64) string {
+func describeCounts(ids []string, before, after [][linearize.NumOutcomes]int64) string {
 	var b strings.Builder
 	for i, id := range ids {
-		var d [numOutcomes]int64
-		for o := range numOutcomes {
+		var d [linearize.NumOutcomes]int64
+		for o := range linearize.NumOutcomes {
 			d[o] = after[i][o]
 			if before != nil {
 				d[o] -= before[i][o]
 			}
 		}
-		fmt.Fprintf(&b, " %s: %d ok, %d failed, %d unknown;", id, d[outOk], d[outFailed], d[outUnknown]+d[outBadBody])
+		fmt.Fprintf(&b, " %s: %d ok, %d failed, %d unknown;", id, d[linearize.OutcomeOk], d[linearize.OutcomeFailed], d[linearize.OutcomeUnknown]+d[linearize.OutcomeBadBody])
 	}
 	return strings.TrimSuffix(b.String(), ";")
 }
@@ -335,14 +245,14 @@ func (l *clusterLoad) report(t *testing.T, keys []string) {
 
 // readAll reads every key through node i (retrying refusals and unknown
 // outcomes for up to 20 s per key), recorded as client clientID.
-func (c *testCluster) readAll(cc *counterClient, clientID, i int, keys []string) map[string]int {
+func (c *testCluster) readAll(cc *linearize.HTTPCounter, clientID, i int, keys []string) map[string]int {
 	c.t.Helper()
 	out := map[string]int{}
 	for _, k := range keys {
 		deadline := time.Now().Add(20 * time.Second)
 		for {
-			o, n, detail := cc.do(clientID, c.specs[i].http, linearize.Read, k)
-			if o == outOk {
+			o, n, detail := cc.Do(clientID, "http://"+c.specs[i].http, linearize.Read, k)
+			if o == linearize.OutcomeOk {
 				out[k] = n
 				break
 			}
@@ -367,8 +277,8 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	ids := []string{c.specs[0].id, c.specs[1].id, c.specs[2].id}
 
 	rec := linearize.NewRecorder()
-	cc := newCounterClient(rec)
-	defer cc.hc.CloseIdleConnections()
+	cc := linearize.NewHTTPCounter(rec, 3*time.Second)
+	defer cc.CloseIdleConnections()
 	keys := []string{"a", "b", "c", "d", "e", "f", "Zürich", "東京"}
 	l := c.runLoad(t, cc, keys, 12)
 
@@ -408,12 +318,12 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 		t.Errorf("200 answers that are not a count: %q", l.badBodies)
 	}
 	l.mu.Unlock()
-	if served := end[victim][outOk] - ready[victim][outOk]; served == 0 {
+	if served := end[victim][linearize.OutcomeOk] - ready[victim][linearize.OutcomeOk]; served == 0 {
 		t.Errorf("%s answered no request with 200 after it was ready again", vid)
 	}
 	total := int64(0)
 	for i := range end {
-		total += end[i][outOk]
+		total += end[i][linearize.OutcomeOk]
 	}
 	if total == 0 {
 		t.Fatal("the load saw no acknowledged increment")

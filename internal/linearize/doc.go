@@ -23,6 +23,9 @@
 // is safe. After the run, [Check] verifies linearizability per key and
 // [LostWrites] compares acknowledged counts with final counts read back.
 //
+// [HTTPCounter] does this bracketing for requests to nodes' app listeners,
+// drawing the outcome from the answer as the node's contract allows.
+//
 // The model, per key: state is an int starting at 0; an Increment returns
 // state+1 and moves the state there; a Read returns state. Failed calls are
 // dropped, as are Reads whose outcome is unknown (they change nothing).
