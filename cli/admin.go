@@ -42,6 +42,9 @@ var (
 	// adminProgressEvery is how often an unchanged progress line is
 	// repeated, so that a long wait shows it is still alive.
 	adminProgressEvery = 15 * time.Second
+	// operationRestartDelay is how long a --wait lets a new meta leader
+	// settle before it starts an operation lost with the old one again.
+	operationRestartDelay = time.Second
 )
 
 // maxAnswer bounds how much of an answer is read: a shard list of a large

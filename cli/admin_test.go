@@ -106,9 +106,9 @@ func runAdmin(t *testing.T, env map[string]string, args ...string) (code int, st
 // fastPolls makes --wait poll every millisecond for the test.
 func fastPolls(t *testing.T) {
 	t.Helper()
-	interval, retry := adminPollInterval, adminRetryFor
-	adminPollInterval, adminRetryFor = time.Millisecond, 5*time.Second
-	t.Cleanup(func() { adminPollInterval, adminRetryFor = interval, retry })
+	interval, retry, restart := adminPollInterval, adminRetryFor, operationRestartDelay
+	adminPollInterval, adminRetryFor, operationRestartDelay = time.Millisecond, 5*time.Second, time.Millisecond
+	t.Cleanup(func() { adminPollInterval, adminRetryFor, operationRestartDelay = interval, retry, restart })
 }
 
 // checkGolden compares got with testdata/admin/name, or rewrites the file
@@ -565,6 +565,48 @@ func TestRebalanceWaitFailed(t *testing.T) {
 	}
 	if stdout != "" {
 		t.Errorf("stdout = %q", stdout)
+	}
+}
+
+// An operation lost with its meta leader (forgotten by the new one, or
+// failed saying so) is started again by --wait, which then follows the new
+// one to its end.
+func TestRebalanceWaitRestartsAfterMetaLeaderChange(t *testing.T) {
+	fastPolls(t)
+	op := func(id, state string, done int, errMsg string) string {
+		return fmt.Sprintf(`{"operation":{"id":%q,"kind":"rebalance","state":%q,"total":4,"done":%d,"started":"2026-12-02T00:00:00Z","eta_seconds":null,"error":%q}}`, id, state, done, errMsg)
+	}
+	var mu sync.Mutex
+	posts := 0
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{
+		"POST /v1/rebalance": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			posts++
+			n := posts
+			mu.Unlock()
+			canned(http.StatusAccepted, op(fmt.Sprintf("op-%d", n), "running", 0, ""))(w, r)
+		},
+		"GET /v1/operations/op-1": canned(http.StatusBadRequest, `{"error":"unknown operation \"op-1\": the meta leader (n2) has no record of it"}`),
+		"GET /v1/operations/op-2": canned(http.StatusOK, op("op-2", "failed", 1, "this node (n2) lost the meta leadership (now n3); start the operation again")),
+		"GET /v1/operations/op-3": canned(http.StatusOK, op("op-3", "done", 4, "")),
+	})
+	code, stdout, stderr := runAdmin(t, nil, "rebalance", "--wait", "--addr", srv.addr())
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if posts != 3 {
+		t.Fatalf("%d POSTs, want 3", posts)
+	}
+	for _, want := range []string{
+		"roost: operation op-1 (rebalance) ended with the meta leadership (the new meta leader has no record of it); starting it again on the new meta leader\n",
+		"roost: operation op-2 (rebalance) ended with the meta leadership (this node (n2) lost the meta leadership (now n3); start the operation again); starting it again on the new meta leader\n",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if want := "Operation op-3 (rebalance) done: 4/4 moves done (100%).\n"; stdout != want {
+		t.Errorf("stdout = %q, want %q", stdout, want)
 	}
 }
 

@@ -677,19 +677,9 @@ node's process afterwards.` + adminConnectHelp,
 // answers 202 {"operation": …}, then prints it, or with wait follows it to
 // the end.
 func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOptions, path string, body any, wait bool) error {
-	var resp struct {
-		Operation *apiOperation `json:"operation"`
-	}
-	raw, err := c.call(cmd.Context(), http.MethodPost, path, body, &resp)
+	op, raw, err := postOperation(cmd.Context(), c, path, body)
 	if err != nil {
 		return err
-	}
-	if resp.Operation == nil {
-		return fmt.Errorf("POST %s%s answered without an operation", c.base, path)
-	}
-	op := *resp.Operation
-	if op.ID.String() == "" && !op.finished() {
-		return fmt.Errorf("POST %s%s answered an operation without an id, which --wait and 'roost status' need", c.base, path)
 	}
 	if !wait {
 		if o.json() {
@@ -701,7 +691,24 @@ func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOpt
 	}
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	op, raw, err = waitOperation(ctx, c, e.stderr, op, raw)
+	for restarts := 0; ; restarts++ {
+		op, raw, err = waitOperation(ctx, c, e.stderr, op, raw)
+		lost := lostWithMetaLeader(op, err)
+		if lost == "" || restarts == maxOperationRestarts || ctx.Err() != nil {
+			break
+		}
+		// Operations live in the meta leader's memory, and plan from the
+		// map each step: starting one again on the new meta leader picks
+		// up where the lost one stopped.
+		name := op.name()
+		fmt.Fprintf(e.stderr, "roost: %s ended with the meta leadership (%s); starting it again on the new meta leader\n", name, lost)
+		if !sleepUntilRestart(ctx) {
+			break
+		}
+		if op, raw, err = postOperation(ctx, c, path, body); err != nil {
+			return fmt.Errorf("starting %s again after a meta leader change: %w", name, err)
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -721,6 +728,46 @@ func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOpt
 		fmt.Fprintf(e.stdout, "%s done: %s.\n", capitalize(op.name()), op.progress())
 	}
 	return nil
+}
+
+// maxOperationRestarts bounds how often a --wait starts an operation again
+// after meta leader changes.
+const maxOperationRestarts = 5
+
+// sleepUntilRestart gives a new meta leader a moment to be elected.
+func sleepUntilRestart(ctx context.Context) bool { return sleepCtx(ctx, operationRestartDelay) == nil }
+
+// postOperation starts an operation with POST path body.
+func postOperation(ctx context.Context, c *adminClient, path string, body any) (apiOperation, json.RawMessage, error) {
+	var resp struct {
+		Operation *apiOperation `json:"operation"`
+	}
+	raw, err := c.call(ctx, http.MethodPost, path, body, &resp)
+	if err != nil {
+		return apiOperation{}, nil, err
+	}
+	if resp.Operation == nil {
+		return apiOperation{}, nil, fmt.Errorf("POST %s%s answered without an operation", c.base, path)
+	}
+	op := *resp.Operation
+	if op.ID.String() == "" && !op.finished() {
+		return op, raw, fmt.Errorf("POST %s%s answered an operation without an id, which --wait and 'roost status' need", c.base, path)
+	}
+	return op, raw, nil
+}
+
+// lostWithMetaLeader says why, if the operation ended because its meta
+// leader lost the leadership: it failed saying so, or the new meta leader
+// has no record of it. "" means it did not.
+func lostWithMetaLeader(op apiOperation, err error) string {
+	var ae *apiError
+	switch {
+	case err != nil && errors.As(err, &ae) && ae.status == http.StatusBadRequest && strings.Contains(ae.msg, "unknown operation"):
+		return "the new meta leader has no record of it"
+	case err == nil && op.State == opFailed && strings.Contains(op.Error, "lost the meta leadership"):
+		return op.Error
+	}
+	return ""
 }
 
 // waitOperation polls GET /v1/operations/{id} until op has finished,

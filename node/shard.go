@@ -21,7 +21,7 @@ type applier interface {
 	VerifyLeader() raft.Future
 }
 
-var _ applier = (*raft.Raft)(nil)
+var _ applier = groupApplier{}
 
 // applyTimeout bounds how long a proposal may wait to enter Raft's queue.
 const applyTimeout = 5 * time.Second
@@ -74,10 +74,19 @@ func newShard(id raftstore.GroupID, g *raftstore.Group, maxInflight int, m *metr
 		ready:   make(chan struct{}),
 	}
 	if g != nil {
-		s.raft = g.Raft()
+		s.raft = groupApplier{g.Raft(), g}
 	}
 	return s
 }
+
+// groupApplier proposes through the group's raft and checks leadership
+// through the group, which sends the check's heartbeats without delay.
+type groupApplier struct {
+	*raft.Raft
+	g *raftstore.Group
+}
+
+func (a groupApplier) VerifyLeader() raft.Future { return a.g.VerifyLeader() }
 
 // run proposes and collects until ctx ends; it owns two goroutines.
 func (s *shard) run(ctx context.Context, wg *sync.WaitGroup) {

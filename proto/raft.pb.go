@@ -419,6 +419,159 @@ func (x *RaftAppendEntriesResponse) GetNoRetryBackoff() bool {
 	return false
 }
 
+// Heartbeat AppendEntries requests of several groups (each names its own).
+type RaftHeartbeatBatch struct {
+	state         protoimpl.MessageState      `protogen:"open.v1"`
+	Requests      []*RaftAppendEntriesRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftHeartbeatBatch) Reset() {
+	*x = RaftHeartbeatBatch{}
+	mi := &file_proto_raft_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftHeartbeatBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftHeartbeatBatch) ProtoMessage() {}
+
+func (x *RaftHeartbeatBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raft_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftHeartbeatBatch.ProtoReflect.Descriptor instead.
+func (*RaftHeartbeatBatch) Descriptor() ([]byte, []int) {
+	return file_proto_raft_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RaftHeartbeatBatch) GetRequests() []*RaftAppendEntriesRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+// The answers to a RaftHeartbeatBatch, in its order.
+type RaftHeartbeatBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*RaftHeartbeatResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftHeartbeatBatchResponse) Reset() {
+	*x = RaftHeartbeatBatchResponse{}
+	mi := &file_proto_raft_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftHeartbeatBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftHeartbeatBatchResponse) ProtoMessage() {}
+
+func (x *RaftHeartbeatBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raft_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftHeartbeatBatchResponse.ProtoReflect.Descriptor instead.
+func (*RaftHeartbeatBatchResponse) Descriptor() ([]byte, []int) {
+	return file_proto_raft_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *RaftHeartbeatBatchResponse) GetResults() []*RaftHeartbeatResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// One group's answer: a response, or the gRPC status code and message the
+// same request would have failed with on its own (NOT_FOUND for a group
+// the node does not run).
+type RaftHeartbeatResult struct {
+	state         protoimpl.MessageState     `protogen:"open.v1"`
+	Response      *RaftAppendEntriesResponse `protobuf:"bytes,1,opt,name=response,proto3" json:"response,omitempty"`
+	Code          uint32                     `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string                     `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftHeartbeatResult) Reset() {
+	*x = RaftHeartbeatResult{}
+	mi := &file_proto_raft_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftHeartbeatResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftHeartbeatResult) ProtoMessage() {}
+
+func (x *RaftHeartbeatResult) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raft_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftHeartbeatResult.ProtoReflect.Descriptor instead.
+func (*RaftHeartbeatResult) Descriptor() ([]byte, []int) {
+	return file_proto_raft_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *RaftHeartbeatResult) GetResponse() *RaftAppendEntriesResponse {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *RaftHeartbeatResult) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *RaftHeartbeatResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // raft.RequestVoteRequest.
 type RaftRequestVoteRequest struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
@@ -435,7 +588,7 @@ type RaftRequestVoteRequest struct {
 
 func (x *RaftRequestVoteRequest) Reset() {
 	*x = RaftRequestVoteRequest{}
-	mi := &file_proto_raft_proto_msgTypes[4]
+	mi := &file_proto_raft_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -447,7 +600,7 @@ func (x *RaftRequestVoteRequest) String() string {
 func (*RaftRequestVoteRequest) ProtoMessage() {}
 
 func (x *RaftRequestVoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raft_proto_msgTypes[4]
+	mi := &file_proto_raft_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -460,7 +613,7 @@ func (x *RaftRequestVoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRequestVoteRequest.ProtoReflect.Descriptor instead.
 func (*RaftRequestVoteRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raft_proto_rawDescGZIP(), []int{4}
+	return file_proto_raft_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RaftRequestVoteRequest) GetGroupId() uint64 {
@@ -525,7 +678,7 @@ type RaftRequestVoteResponse struct {
 
 func (x *RaftRequestVoteResponse) Reset() {
 	*x = RaftRequestVoteResponse{}
-	mi := &file_proto_raft_proto_msgTypes[5]
+	mi := &file_proto_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -537,7 +690,7 @@ func (x *RaftRequestVoteResponse) String() string {
 func (*RaftRequestVoteResponse) ProtoMessage() {}
 
 func (x *RaftRequestVoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raft_proto_msgTypes[5]
+	mi := &file_proto_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -550,7 +703,7 @@ func (x *RaftRequestVoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRequestVoteResponse.ProtoReflect.Descriptor instead.
 func (*RaftRequestVoteResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raft_proto_rawDescGZIP(), []int{5}
+	return file_proto_raft_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RaftRequestVoteResponse) GetHeader() *RaftRPCHeader {
@@ -595,7 +748,7 @@ type RaftRequestPreVoteRequest struct {
 
 func (x *RaftRequestPreVoteRequest) Reset() {
 	*x = RaftRequestPreVoteRequest{}
-	mi := &file_proto_raft_proto_msgTypes[6]
+	mi := &file_proto_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +760,7 @@ func (x *RaftRequestPreVoteRequest) String() string {
 func (*RaftRequestPreVoteRequest) ProtoMessage() {}
 
 func (x *RaftRequestPreVoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raft_proto_msgTypes[6]
+	mi := &file_proto_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +773,7 @@ func (x *RaftRequestPreVoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRequestPreVoteRequest.ProtoReflect.Descriptor instead.
 func (*RaftRequestPreVoteRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raft_proto_rawDescGZIP(), []int{6}
+	return file_proto_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RaftRequestPreVoteRequest) GetGroupId() uint64 {
@@ -670,7 +823,7 @@ type RaftRequestPreVoteResponse struct {
 
 func (x *RaftRequestPreVoteResponse) Reset() {
 	*x = RaftRequestPreVoteResponse{}
-	mi := &file_proto_raft_proto_msgTypes[7]
+	mi := &file_proto_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +835,7 @@ func (x *RaftRequestPreVoteResponse) String() string {
 func (*RaftRequestPreVoteResponse) ProtoMessage() {}
 
 func (x *RaftRequestPreVoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raft_proto_msgTypes[7]
+	mi := &file_proto_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +848,7 @@ func (x *RaftRequestPreVoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftRequestPreVoteResponse.ProtoReflect.Descriptor instead.
 func (*RaftRequestPreVoteResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raft_proto_rawDescGZIP(), []int{7}
+	return file_proto_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RaftRequestPreVoteResponse) GetHeader() *RaftRPCHeader {
@@ -730,7 +883,7 @@ type RaftTimeoutNowRequest struct {
 
 func (x *RaftTimeoutNowRequest) Reset() {
 	*x = RaftTimeoutNowRequest{}
-	mi := &file_proto_raft_proto_msgTypes[8]
+	mi := &file_proto_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -742,7 +895,7 @@ func (x *RaftTimeoutNowRequest) String() string {
 func (*RaftTimeoutNowRequest) ProtoMessage() {}
 
 func (x *RaftTimeoutNowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raft_proto_msgTypes[8]
+	mi := &file_proto_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -755,7 +908,7 @@ func (x *RaftTimeoutNowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTimeoutNowRequest.ProtoReflect.Descriptor instead.
 func (*RaftTimeoutNowRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raft_proto_rawDescGZIP(), []int{8}
+	return file_proto_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RaftTimeoutNowRequest) GetGroupId() uint64 {
@@ -782,7 +935,7 @@ type RaftTimeoutNowResponse struct {
 
 func (x *RaftTimeoutNowResponse) Reset() {
 	*x = RaftTimeoutNowResponse{}
-	mi := &file_proto_raft_proto_msgTypes[9]
+	mi := &file_proto_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +947,7 @@ func (x *RaftTimeoutNowResponse) String() string {
 func (*RaftTimeoutNowResponse) ProtoMessage() {}
 
 func (x *RaftTimeoutNowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raft_proto_msgTypes[9]
+	mi := &file_proto_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +960,7 @@ func (x *RaftTimeoutNowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftTimeoutNowResponse.ProtoReflect.Descriptor instead.
 func (*RaftTimeoutNowResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raft_proto_rawDescGZIP(), []int{9}
+	return file_proto_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RaftTimeoutNowResponse) GetHeader() *RaftRPCHeader {
@@ -837,7 +990,7 @@ type RaftInstallSnapshotRequest struct {
 
 func (x *RaftInstallSnapshotRequest) Reset() {
 	*x = RaftInstallSnapshotRequest{}
-	mi := &file_proto_raft_proto_msgTypes[10]
+	mi := &file_proto_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -849,7 +1002,7 @@ func (x *RaftInstallSnapshotRequest) String() string {
 func (*RaftInstallSnapshotRequest) ProtoMessage() {}
 
 func (x *RaftInstallSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raft_proto_msgTypes[10]
+	mi := &file_proto_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -862,7 +1015,7 @@ func (x *RaftInstallSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftInstallSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*RaftInstallSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_proto_raft_proto_rawDescGZIP(), []int{10}
+	return file_proto_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RaftInstallSnapshotRequest) GetGroupId() uint64 {
@@ -956,7 +1109,7 @@ type RaftInstallSnapshotChunk struct {
 
 func (x *RaftInstallSnapshotChunk) Reset() {
 	*x = RaftInstallSnapshotChunk{}
-	mi := &file_proto_raft_proto_msgTypes[11]
+	mi := &file_proto_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1121,7 @@ func (x *RaftInstallSnapshotChunk) String() string {
 func (*RaftInstallSnapshotChunk) ProtoMessage() {}
 
 func (x *RaftInstallSnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raft_proto_msgTypes[11]
+	mi := &file_proto_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1134,7 @@ func (x *RaftInstallSnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftInstallSnapshotChunk.ProtoReflect.Descriptor instead.
 func (*RaftInstallSnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_proto_raft_proto_rawDescGZIP(), []int{11}
+	return file_proto_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RaftInstallSnapshotChunk) GetMsg() isRaftInstallSnapshotChunk_Msg {
@@ -1037,7 +1190,7 @@ type RaftInstallSnapshotResponse struct {
 
 func (x *RaftInstallSnapshotResponse) Reset() {
 	*x = RaftInstallSnapshotResponse{}
-	mi := &file_proto_raft_proto_msgTypes[12]
+	mi := &file_proto_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1202,7 @@ func (x *RaftInstallSnapshotResponse) String() string {
 func (*RaftInstallSnapshotResponse) ProtoMessage() {}
 
 func (x *RaftInstallSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_raft_proto_msgTypes[12]
+	mi := &file_proto_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1215,7 @@ func (x *RaftInstallSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftInstallSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*RaftInstallSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_proto_raft_proto_rawDescGZIP(), []int{12}
+	return file_proto_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RaftInstallSnapshotResponse) GetHeader() *RaftRPCHeader {
@@ -1119,7 +1272,15 @@ const file_proto_raft_proto_rawDesc = "" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x19\n" +
 	"\blast_log\x18\x03 \x01(\x04R\alastLog\x12\x18\n" +
 	"\asuccess\x18\x04 \x01(\bR\asuccess\x12(\n" +
-	"\x10no_retry_backoff\x18\x05 \x01(\bR\x0enoRetryBackoff\"\x96\x02\n" +
+	"\x10no_retry_backoff\x18\x05 \x01(\bR\x0enoRetryBackoff\"Y\n" +
+	"\x12RaftHeartbeatBatch\x12C\n" +
+	"\brequests\x18\x01 \x03(\v2'.roost.raft.v1.RaftAppendEntriesRequestR\brequests\"Z\n" +
+	"\x1aRaftHeartbeatBatchResponse\x12<\n" +
+	"\aresults\x18\x01 \x03(\v2\".roost.raft.v1.RaftHeartbeatResultR\aresults\"\x89\x01\n" +
+	"\x13RaftHeartbeatResult\x12D\n" +
+	"\bresponse\x18\x01 \x01(\v2(.roost.raft.v1.RaftAppendEntriesResponseR\bresponse\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"\x96\x02\n" +
 	"\x16RaftRequestVoteRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x124\n" +
 	"\x06header\x18\x02 \x01(\v2\x1c.roost.raft.v1.RaftRPCHeaderR\x06header\x12\x12\n" +
@@ -1175,10 +1336,12 @@ const file_proto_raft_proto_rawDesc = "" +
 	"!RAFT_LOG_TYPE_ADD_PEER_DEPRECATED\x10\x02\x12(\n" +
 	"$RAFT_LOG_TYPE_REMOVE_PEER_DEPRECATED\x10\x03\x12\x19\n" +
 	"\x15RAFT_LOG_TYPE_BARRIER\x10\x04\x12\x1f\n" +
-	"\x1bRAFT_LOG_TYPE_CONFIGURATION\x10\x052\xed\x04\n" +
+	"\x1bRAFT_LOG_TYPE_CONFIGURATION\x10\x052\xcd\x05\n" +
 	"\rRaftTransport\x12b\n" +
 	"\rAppendEntries\x12'.roost.raft.v1.RaftAppendEntriesRequest\x1a(.roost.raft.v1.RaftAppendEntriesResponse\x12n\n" +
-	"\x15AppendEntriesPipeline\x12'.roost.raft.v1.RaftAppendEntriesRequest\x1a(.roost.raft.v1.RaftAppendEntriesResponse(\x010\x01\x12\\\n" +
+	"\x15AppendEntriesPipeline\x12'.roost.raft.v1.RaftAppendEntriesRequest\x1a(.roost.raft.v1.RaftAppendEntriesResponse(\x010\x01\x12^\n" +
+	"\n" +
+	"Heartbeats\x12!.roost.raft.v1.RaftHeartbeatBatch\x1a).roost.raft.v1.RaftHeartbeatBatchResponse(\x010\x01\x12\\\n" +
 	"\vRequestVote\x12%.roost.raft.v1.RaftRequestVoteRequest\x1a&.roost.raft.v1.RaftRequestVoteResponse\x12e\n" +
 	"\x0eRequestPreVote\x12(.roost.raft.v1.RaftRequestPreVoteRequest\x1a).roost.raft.v1.RaftRequestPreVoteResponse\x12Y\n" +
 	"\n" +
@@ -1198,56 +1361,64 @@ func file_proto_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_proto_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_proto_raft_proto_goTypes = []any{
 	(RaftLogType)(0),                    // 0: roost.raft.v1.RaftLogType
 	(*RaftRPCHeader)(nil),               // 1: roost.raft.v1.RaftRPCHeader
 	(*RaftLog)(nil),                     // 2: roost.raft.v1.RaftLog
 	(*RaftAppendEntriesRequest)(nil),    // 3: roost.raft.v1.RaftAppendEntriesRequest
 	(*RaftAppendEntriesResponse)(nil),   // 4: roost.raft.v1.RaftAppendEntriesResponse
-	(*RaftRequestVoteRequest)(nil),      // 5: roost.raft.v1.RaftRequestVoteRequest
-	(*RaftRequestVoteResponse)(nil),     // 6: roost.raft.v1.RaftRequestVoteResponse
-	(*RaftRequestPreVoteRequest)(nil),   // 7: roost.raft.v1.RaftRequestPreVoteRequest
-	(*RaftRequestPreVoteResponse)(nil),  // 8: roost.raft.v1.RaftRequestPreVoteResponse
-	(*RaftTimeoutNowRequest)(nil),       // 9: roost.raft.v1.RaftTimeoutNowRequest
-	(*RaftTimeoutNowResponse)(nil),      // 10: roost.raft.v1.RaftTimeoutNowResponse
-	(*RaftInstallSnapshotRequest)(nil),  // 11: roost.raft.v1.RaftInstallSnapshotRequest
-	(*RaftInstallSnapshotChunk)(nil),    // 12: roost.raft.v1.RaftInstallSnapshotChunk
-	(*RaftInstallSnapshotResponse)(nil), // 13: roost.raft.v1.RaftInstallSnapshotResponse
-	(*timestamppb.Timestamp)(nil),       // 14: google.protobuf.Timestamp
+	(*RaftHeartbeatBatch)(nil),          // 5: roost.raft.v1.RaftHeartbeatBatch
+	(*RaftHeartbeatBatchResponse)(nil),  // 6: roost.raft.v1.RaftHeartbeatBatchResponse
+	(*RaftHeartbeatResult)(nil),         // 7: roost.raft.v1.RaftHeartbeatResult
+	(*RaftRequestVoteRequest)(nil),      // 8: roost.raft.v1.RaftRequestVoteRequest
+	(*RaftRequestVoteResponse)(nil),     // 9: roost.raft.v1.RaftRequestVoteResponse
+	(*RaftRequestPreVoteRequest)(nil),   // 10: roost.raft.v1.RaftRequestPreVoteRequest
+	(*RaftRequestPreVoteResponse)(nil),  // 11: roost.raft.v1.RaftRequestPreVoteResponse
+	(*RaftTimeoutNowRequest)(nil),       // 12: roost.raft.v1.RaftTimeoutNowRequest
+	(*RaftTimeoutNowResponse)(nil),      // 13: roost.raft.v1.RaftTimeoutNowResponse
+	(*RaftInstallSnapshotRequest)(nil),  // 14: roost.raft.v1.RaftInstallSnapshotRequest
+	(*RaftInstallSnapshotChunk)(nil),    // 15: roost.raft.v1.RaftInstallSnapshotChunk
+	(*RaftInstallSnapshotResponse)(nil), // 16: roost.raft.v1.RaftInstallSnapshotResponse
+	(*timestamppb.Timestamp)(nil),       // 17: google.protobuf.Timestamp
 }
 var file_proto_raft_proto_depIdxs = []int32{
 	0,  // 0: roost.raft.v1.RaftLog.type:type_name -> roost.raft.v1.RaftLogType
-	14, // 1: roost.raft.v1.RaftLog.appended_at:type_name -> google.protobuf.Timestamp
+	17, // 1: roost.raft.v1.RaftLog.appended_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: roost.raft.v1.RaftAppendEntriesRequest.header:type_name -> roost.raft.v1.RaftRPCHeader
 	2,  // 3: roost.raft.v1.RaftAppendEntriesRequest.entries:type_name -> roost.raft.v1.RaftLog
 	1,  // 4: roost.raft.v1.RaftAppendEntriesResponse.header:type_name -> roost.raft.v1.RaftRPCHeader
-	1,  // 5: roost.raft.v1.RaftRequestVoteRequest.header:type_name -> roost.raft.v1.RaftRPCHeader
-	1,  // 6: roost.raft.v1.RaftRequestVoteResponse.header:type_name -> roost.raft.v1.RaftRPCHeader
-	1,  // 7: roost.raft.v1.RaftRequestPreVoteRequest.header:type_name -> roost.raft.v1.RaftRPCHeader
-	1,  // 8: roost.raft.v1.RaftRequestPreVoteResponse.header:type_name -> roost.raft.v1.RaftRPCHeader
-	1,  // 9: roost.raft.v1.RaftTimeoutNowRequest.header:type_name -> roost.raft.v1.RaftRPCHeader
-	1,  // 10: roost.raft.v1.RaftTimeoutNowResponse.header:type_name -> roost.raft.v1.RaftRPCHeader
-	1,  // 11: roost.raft.v1.RaftInstallSnapshotRequest.header:type_name -> roost.raft.v1.RaftRPCHeader
-	11, // 12: roost.raft.v1.RaftInstallSnapshotChunk.request:type_name -> roost.raft.v1.RaftInstallSnapshotRequest
-	1,  // 13: roost.raft.v1.RaftInstallSnapshotResponse.header:type_name -> roost.raft.v1.RaftRPCHeader
-	3,  // 14: roost.raft.v1.RaftTransport.AppendEntries:input_type -> roost.raft.v1.RaftAppendEntriesRequest
-	3,  // 15: roost.raft.v1.RaftTransport.AppendEntriesPipeline:input_type -> roost.raft.v1.RaftAppendEntriesRequest
-	5,  // 16: roost.raft.v1.RaftTransport.RequestVote:input_type -> roost.raft.v1.RaftRequestVoteRequest
-	7,  // 17: roost.raft.v1.RaftTransport.RequestPreVote:input_type -> roost.raft.v1.RaftRequestPreVoteRequest
-	9,  // 18: roost.raft.v1.RaftTransport.TimeoutNow:input_type -> roost.raft.v1.RaftTimeoutNowRequest
-	12, // 19: roost.raft.v1.RaftTransport.InstallSnapshot:input_type -> roost.raft.v1.RaftInstallSnapshotChunk
-	4,  // 20: roost.raft.v1.RaftTransport.AppendEntries:output_type -> roost.raft.v1.RaftAppendEntriesResponse
-	4,  // 21: roost.raft.v1.RaftTransport.AppendEntriesPipeline:output_type -> roost.raft.v1.RaftAppendEntriesResponse
-	6,  // 22: roost.raft.v1.RaftTransport.RequestVote:output_type -> roost.raft.v1.RaftRequestVoteResponse
-	8,  // 23: roost.raft.v1.RaftTransport.RequestPreVote:output_type -> roost.raft.v1.RaftRequestPreVoteResponse
-	10, // 24: roost.raft.v1.RaftTransport.TimeoutNow:output_type -> roost.raft.v1.RaftTimeoutNowResponse
-	13, // 25: roost.raft.v1.RaftTransport.InstallSnapshot:output_type -> roost.raft.v1.RaftInstallSnapshotResponse
-	20, // [20:26] is the sub-list for method output_type
-	14, // [14:20] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	3,  // 5: roost.raft.v1.RaftHeartbeatBatch.requests:type_name -> roost.raft.v1.RaftAppendEntriesRequest
+	7,  // 6: roost.raft.v1.RaftHeartbeatBatchResponse.results:type_name -> roost.raft.v1.RaftHeartbeatResult
+	4,  // 7: roost.raft.v1.RaftHeartbeatResult.response:type_name -> roost.raft.v1.RaftAppendEntriesResponse
+	1,  // 8: roost.raft.v1.RaftRequestVoteRequest.header:type_name -> roost.raft.v1.RaftRPCHeader
+	1,  // 9: roost.raft.v1.RaftRequestVoteResponse.header:type_name -> roost.raft.v1.RaftRPCHeader
+	1,  // 10: roost.raft.v1.RaftRequestPreVoteRequest.header:type_name -> roost.raft.v1.RaftRPCHeader
+	1,  // 11: roost.raft.v1.RaftRequestPreVoteResponse.header:type_name -> roost.raft.v1.RaftRPCHeader
+	1,  // 12: roost.raft.v1.RaftTimeoutNowRequest.header:type_name -> roost.raft.v1.RaftRPCHeader
+	1,  // 13: roost.raft.v1.RaftTimeoutNowResponse.header:type_name -> roost.raft.v1.RaftRPCHeader
+	1,  // 14: roost.raft.v1.RaftInstallSnapshotRequest.header:type_name -> roost.raft.v1.RaftRPCHeader
+	14, // 15: roost.raft.v1.RaftInstallSnapshotChunk.request:type_name -> roost.raft.v1.RaftInstallSnapshotRequest
+	1,  // 16: roost.raft.v1.RaftInstallSnapshotResponse.header:type_name -> roost.raft.v1.RaftRPCHeader
+	3,  // 17: roost.raft.v1.RaftTransport.AppendEntries:input_type -> roost.raft.v1.RaftAppendEntriesRequest
+	3,  // 18: roost.raft.v1.RaftTransport.AppendEntriesPipeline:input_type -> roost.raft.v1.RaftAppendEntriesRequest
+	5,  // 19: roost.raft.v1.RaftTransport.Heartbeats:input_type -> roost.raft.v1.RaftHeartbeatBatch
+	8,  // 20: roost.raft.v1.RaftTransport.RequestVote:input_type -> roost.raft.v1.RaftRequestVoteRequest
+	10, // 21: roost.raft.v1.RaftTransport.RequestPreVote:input_type -> roost.raft.v1.RaftRequestPreVoteRequest
+	12, // 22: roost.raft.v1.RaftTransport.TimeoutNow:input_type -> roost.raft.v1.RaftTimeoutNowRequest
+	15, // 23: roost.raft.v1.RaftTransport.InstallSnapshot:input_type -> roost.raft.v1.RaftInstallSnapshotChunk
+	4,  // 24: roost.raft.v1.RaftTransport.AppendEntries:output_type -> roost.raft.v1.RaftAppendEntriesResponse
+	4,  // 25: roost.raft.v1.RaftTransport.AppendEntriesPipeline:output_type -> roost.raft.v1.RaftAppendEntriesResponse
+	6,  // 26: roost.raft.v1.RaftTransport.Heartbeats:output_type -> roost.raft.v1.RaftHeartbeatBatchResponse
+	9,  // 27: roost.raft.v1.RaftTransport.RequestVote:output_type -> roost.raft.v1.RaftRequestVoteResponse
+	11, // 28: roost.raft.v1.RaftTransport.RequestPreVote:output_type -> roost.raft.v1.RaftRequestPreVoteResponse
+	13, // 29: roost.raft.v1.RaftTransport.TimeoutNow:output_type -> roost.raft.v1.RaftTimeoutNowResponse
+	16, // 30: roost.raft.v1.RaftTransport.InstallSnapshot:output_type -> roost.raft.v1.RaftInstallSnapshotResponse
+	24, // [24:31] is the sub-list for method output_type
+	17, // [17:24] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_proto_raft_proto_init() }
@@ -1255,7 +1426,7 @@ func file_proto_raft_proto_init() {
 	if File_proto_raft_proto != nil {
 		return
 	}
-	file_proto_raft_proto_msgTypes[11].OneofWrappers = []any{
+	file_proto_raft_proto_msgTypes[14].OneofWrappers = []any{
 		(*RaftInstallSnapshotChunk_Request)(nil),
 		(*RaftInstallSnapshotChunk_Data)(nil),
 	}
@@ -1265,7 +1436,7 @@ func file_proto_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_raft_proto_rawDesc), len(file_proto_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	RaftTransport_AppendEntries_FullMethodName         = "/roost.raft.v1.RaftTransport/AppendEntries"
 	RaftTransport_AppendEntriesPipeline_FullMethodName = "/roost.raft.v1.RaftTransport/AppendEntriesPipeline"
+	RaftTransport_Heartbeats_FullMethodName            = "/roost.raft.v1.RaftTransport/Heartbeats"
 	RaftTransport_RequestVote_FullMethodName           = "/roost.raft.v1.RaftTransport/RequestVote"
 	RaftTransport_RequestPreVote_FullMethodName        = "/roost.raft.v1.RaftTransport/RequestPreVote"
 	RaftTransport_TimeoutNow_FullMethodName            = "/roost.raft.v1.RaftTransport/TimeoutNow"
@@ -57,6 +58,11 @@ type RaftTransportClient interface {
 	// follower: the server answers each request, in order, before reading the
 	// next. An error ends the stream.
 	AppendEntriesPipeline(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RaftAppendEntriesRequest, RaftAppendEntriesResponse], error)
+	// Heartbeats carries the heartbeats of every group a node leads to one
+	// follower node: each message gathers those raft sent within a short
+	// window, and the server answers each message with the results in the
+	// same order before it reads the next. An error ends the stream.
+	Heartbeats(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RaftHeartbeatBatch, RaftHeartbeatBatchResponse], error)
 	RequestVote(ctx context.Context, in *RaftRequestVoteRequest, opts ...grpc.CallOption) (*RaftRequestVoteResponse, error)
 	RequestPreVote(ctx context.Context, in *RaftRequestPreVoteRequest, opts ...grpc.CallOption) (*RaftRequestPreVoteResponse, error)
 	TimeoutNow(ctx context.Context, in *RaftTimeoutNowRequest, opts ...grpc.CallOption) (*RaftTimeoutNowResponse, error)
@@ -96,6 +102,19 @@ func (c *raftTransportClient) AppendEntriesPipeline(ctx context.Context, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RaftTransport_AppendEntriesPipelineClient = grpc.BidiStreamingClient[RaftAppendEntriesRequest, RaftAppendEntriesResponse]
 
+func (c *raftTransportClient) Heartbeats(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RaftHeartbeatBatch, RaftHeartbeatBatchResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &RaftTransport_ServiceDesc.Streams[1], RaftTransport_Heartbeats_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RaftHeartbeatBatch, RaftHeartbeatBatchResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RaftTransport_HeartbeatsClient = grpc.BidiStreamingClient[RaftHeartbeatBatch, RaftHeartbeatBatchResponse]
+
 func (c *raftTransportClient) RequestVote(ctx context.Context, in *RaftRequestVoteRequest, opts ...grpc.CallOption) (*RaftRequestVoteResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RaftRequestVoteResponse)
@@ -128,7 +147,7 @@ func (c *raftTransportClient) TimeoutNow(ctx context.Context, in *RaftTimeoutNow
 
 func (c *raftTransportClient) InstallSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RaftInstallSnapshotChunk, RaftInstallSnapshotResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &RaftTransport_ServiceDesc.Streams[1], RaftTransport_InstallSnapshot_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &RaftTransport_ServiceDesc.Streams[2], RaftTransport_InstallSnapshot_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +174,11 @@ type RaftTransportServer interface {
 	// follower: the server answers each request, in order, before reading the
 	// next. An error ends the stream.
 	AppendEntriesPipeline(grpc.BidiStreamingServer[RaftAppendEntriesRequest, RaftAppendEntriesResponse]) error
+	// Heartbeats carries the heartbeats of every group a node leads to one
+	// follower node: each message gathers those raft sent within a short
+	// window, and the server answers each message with the results in the
+	// same order before it reads the next. An error ends the stream.
+	Heartbeats(grpc.BidiStreamingServer[RaftHeartbeatBatch, RaftHeartbeatBatchResponse]) error
 	RequestVote(context.Context, *RaftRequestVoteRequest) (*RaftRequestVoteResponse, error)
 	RequestPreVote(context.Context, *RaftRequestPreVoteRequest) (*RaftRequestPreVoteResponse, error)
 	TimeoutNow(context.Context, *RaftTimeoutNowRequest) (*RaftTimeoutNowResponse, error)
@@ -176,6 +200,9 @@ func (UnimplementedRaftTransportServer) AppendEntries(context.Context, *RaftAppe
 }
 func (UnimplementedRaftTransportServer) AppendEntriesPipeline(grpc.BidiStreamingServer[RaftAppendEntriesRequest, RaftAppendEntriesResponse]) error {
 	return status.Error(codes.Unimplemented, "method AppendEntriesPipeline not implemented")
+}
+func (UnimplementedRaftTransportServer) Heartbeats(grpc.BidiStreamingServer[RaftHeartbeatBatch, RaftHeartbeatBatchResponse]) error {
+	return status.Error(codes.Unimplemented, "method Heartbeats not implemented")
 }
 func (UnimplementedRaftTransportServer) RequestVote(context.Context, *RaftRequestVoteRequest) (*RaftRequestVoteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RequestVote not implemented")
@@ -234,6 +261,13 @@ func _RaftTransport_AppendEntriesPipeline_Handler(srv interface{}, stream grpc.S
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RaftTransport_AppendEntriesPipelineServer = grpc.BidiStreamingServer[RaftAppendEntriesRequest, RaftAppendEntriesResponse]
+
+func _RaftTransport_Heartbeats_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(RaftTransportServer).Heartbeats(&grpc.GenericServerStream[RaftHeartbeatBatch, RaftHeartbeatBatchResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type RaftTransport_HeartbeatsServer = grpc.BidiStreamingServer[RaftHeartbeatBatch, RaftHeartbeatBatchResponse]
 
 func _RaftTransport_RequestVote_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RaftRequestVoteRequest)
@@ -324,6 +358,12 @@ var RaftTransport_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "AppendEntriesPipeline",
 			Handler:       _RaftTransport_AppendEntriesPipeline_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Heartbeats",
+			Handler:       _RaftTransport_Heartbeats_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},

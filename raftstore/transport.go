@@ -65,10 +65,15 @@ type TransportConfig struct {
 	DialOptions []grpc.DialOption
 	// Faults, if set, injects partitions, drops and delays. For tests.
 	Faults *Faults
-	// Timeout bounds each unary RPC, heartbeat and pipelined AppendEntries
-	// response; 0 means DefaultTransportTimeout. InstallSnapshot gets at
-	// least 10× as long, more for big snapshots (see snapshotTimeout).
+	// Timeout bounds each unary RPC, heartbeat batch and pipelined
+	// AppendEntries response; 0 means DefaultTransportTimeout.
+	// InstallSnapshot gets at least 10× as long, more for big snapshots
+	// (see snapshotTimeout).
 	Timeout time.Duration
+	// HeartbeatWindow is how long heartbeats to a peer wait for other
+	// groups' to go with them (transport_heartbeat.go); 0 means
+	// DefaultHeartbeatWindow, a negative value sends each at once.
+	HeartbeatWindow time.Duration
 }
 
 // Transport is a node's raft transport: one gRPC service, one connection
@@ -79,15 +84,23 @@ type TransportConfig struct {
 type Transport struct {
 	local   raft.ServerAddress
 	timeout time.Duration
+	window  atomic.Int64 // HeartbeatWindow in nanoseconds; tests change it
 	faults  *Faults
 	dial    []grpc.DialOption
 	// callCtx carries this node's address in the outgoing metadata; every
 	// call derives its context from it.
 	callCtx context.Context
 
-	mu     sync.RWMutex // guards closed, conns and writes to groups
-	closed bool
-	conns  map[raft.ServerAddress]*peerConn
+	// runCtx bounds the heartbeat batchers' goroutines, counted in wg;
+	// Close cancels it.
+	runCtx  context.Context
+	stopRun context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu       sync.RWMutex // guards closed, conns, batchers and writes to groups
+	closed   bool
+	conns    map[raft.ServerAddress]*peerConn
+	batchers map[raft.ServerAddress]*heartbeatBatcher
 	// groups is copied on write (registrations are rare) so the server's
 	// lookup on every RPC takes no lock.
 	groups atomic.Pointer[map[GroupID]*groupTransport]
@@ -105,15 +118,24 @@ func NewTransport(cfg TransportConfig) *Transport {
 	if timeout <= 0 {
 		timeout = DefaultTransportTimeout
 	}
+	window := cfg.HeartbeatWindow
+	if window == 0 {
+		window = DefaultHeartbeatWindow
+	}
+	runCtx, stopRun := context.WithCancel(context.Background())
 	t := &Transport{
-		local:   cfg.LocalAddr,
-		timeout: timeout,
-		faults:  cfg.Faults,
-		dial:    cfg.DialOptions,
-		callCtx: metadata.NewOutgoingContext(context.Background(), metadata.Pairs(fromMetadataKey, string(cfg.LocalAddr))),
-		conns:   make(map[raft.ServerAddress]*peerConn),
+		local:    cfg.LocalAddr,
+		timeout:  timeout,
+		faults:   cfg.Faults,
+		dial:     cfg.DialOptions,
+		callCtx:  metadata.NewOutgoingContext(context.Background(), metadata.Pairs(fromMetadataKey, string(cfg.LocalAddr))),
+		runCtx:   runCtx,
+		stopRun:  stopRun,
+		conns:    make(map[raft.ServerAddress]*peerConn),
+		batchers: make(map[raft.ServerAddress]*heartbeatBatcher),
 	}
 	t.groups.Store(&map[GroupID]*groupTransport{})
+	t.window.Store(int64(max(window, 0)))
 	return t
 }
 
@@ -146,7 +168,6 @@ func (t *Transport) Group(g GroupID) raft.Transport {
 		consumeCh:  make(chan raft.RPC),
 		shutdownCh: make(chan struct{}),
 		pipelines:  make(map[*pipeline]struct{}),
-		heartbeats: make(map[raft.ServerAddress]*heartbeatStream),
 	}
 	if t.closed {
 		v.close()
@@ -202,6 +223,8 @@ func (t *Transport) Close() error {
 	for _, v := range groups {
 		v.close()
 	}
+	t.stopRun()
+	t.wg.Wait()
 	var first error
 	for _, pc := range conns {
 		if err := pc.cc.Close(); err != nil && first == nil {
@@ -279,9 +302,11 @@ type groupTransport struct {
 	closeOnce  sync.Once
 	shutdownCh chan struct{}
 
-	mu         sync.Mutex
-	pipelines  map[*pipeline]struct{}                  // nil once closed
-	heartbeats map[raft.ServerAddress]*heartbeatStream // nil once closed
+	mu        sync.Mutex
+	pipelines map[*pipeline]struct{} // nil once closed
+
+	// verifying counts leadership checks under way (beginVerify).
+	verifying atomic.Int32
 
 	// Counters of what the server handed to this group, for tests.
 	received      atomic.Uint64 // RPCs, heartbeats and pipelined appends included
@@ -331,14 +356,11 @@ func (v *groupTransport) Close() error {
 func (v *groupTransport) close() {
 	v.closeOnce.Do(func() { close(v.shutdownCh) })
 	v.mu.Lock()
-	ps, hs := v.pipelines, v.heartbeats
-	v.pipelines, v.heartbeats = nil, nil
+	ps := v.pipelines
+	v.pipelines = nil
 	v.mu.Unlock()
 	for p := range ps {
 		_ = p.Close()
-	}
-	for _, h := range hs {
-		h.reset()
 	}
 }
 
@@ -363,14 +385,14 @@ func (v *groupTransport) Connect(peer raft.ServerAddress, _ raft.Transport) {
 	}
 }
 
-// Disconnect implements raft.WithPeers: it closes the group's streams
-// (pipelines, heartbeats) to peer. The connection, shared with the node's
-// other groups, stays.
+// Disconnect implements raft.WithPeers: it closes the group's pipelines
+// to peer. The connection and the heartbeat stream, shared with the
+// node's other groups, stay.
 func (v *groupTransport) Disconnect(peer raft.ServerAddress) {
 	v.closeStreams(func(addr raft.ServerAddress) bool { return addr == peer })
 }
 
-// DisconnectAll implements raft.WithPeers: it closes the group's streams.
+// DisconnectAll implements raft.WithPeers: it closes the group's pipelines.
 func (v *groupTransport) DisconnectAll() {
 	v.closeStreams(func(raft.ServerAddress) bool { return true })
 }
@@ -383,18 +405,9 @@ func (v *groupTransport) closeStreams(match func(raft.ServerAddress) bool) {
 			ps = append(ps, p)
 		}
 	}
-	var hs []*heartbeatStream
-	for addr, h := range v.heartbeats {
-		if match(addr) {
-			hs = append(hs, h)
-		}
-	}
 	v.mu.Unlock()
 	for _, p := range ps {
 		_ = p.Close()
-	}
-	for _, h := range hs {
-		h.reset()
 	}
 }
 
@@ -411,8 +424,8 @@ func (v *groupTransport) client(target raft.ServerAddress, timeout time.Duration
 	return c, ctx, cancel, nil
 }
 
-// AppendEntries implements raft.Transport.
-// Heartbeats go over a long-lived stream to target (transport_heartbeat.go).
+// AppendEntries implements raft.Transport. Heartbeats go with other
+// groups' (transport_heartbeat.go).
 func (v *groupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
 	if isHeartbeat(args) {
 		return v.heartbeat(target, args, resp)

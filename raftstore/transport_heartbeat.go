@@ -15,100 +15,221 @@ import (
 	pb "github.com/roostdb/roost/proto"
 )
 
-// heartbeatStream carries one group's heartbeats to one peer over an
-// AppendEntriesPipeline stream of their own. raft sends a heartbeat to
-// each follower of each group it leads every HeartbeatTimeout/10, so most
-// of an idle node's raft traffic is heartbeats; as messages on a long-lived
-// stream they cost about half of what unary calls do (no HTTP/2 stream,
-// headers or server goroutine per call). raft's heartbeat loop waits for
-// each answer before it sends the next, so the stream carries one at a time.
-// They do not share the group's replication pipeline, whose requests wait
-// behind the follower's disk writes.
-type heartbeatStream struct {
-	mu      sync.Mutex // held for a whole exchange
-	stream  grpc.BidiStreamingClient[pb.RaftAppendEntriesRequest, pb.RaftAppendEntriesResponse]
-	timer   *time.Timer // cancels an exchange that takes longer than the timeout
-	expired atomic.Bool
+// Heartbeats are most of an idle node's raft traffic: raft sends one to
+// each follower of each group it leads every HeartbeatTimeout/10 (50–100
+// ms), which for 64 groups on three nodes is thousands of messages a
+// second, each a gRPC message with its syscalls and goroutine wake-ups. So
+// the heartbeats of every group to one peer node go together: a
+// heartbeatBatcher per peer gathers those raft sends within
+// TransportConfig.HeartbeatWindow into one message on one long-lived
+// stream, and the peer answers them all in one message.
+//
+// Raft's heartbeat loop waits for each answer, so the window delays each
+// heartbeat by at most HeartbeatWindow: well inside the 250 ms lease and
+// the 500 ms heartbeat timeout. A leadership check (Group.VerifyLeader)
+// must not wait for the window, since reads wait for it: while one runs,
+// the group's heartbeats go at once, together with whatever is pending.
+// Sending early is always safe; what VerifyLeader needs is that a
+// follower answers after the check began, which holds for any heartbeat
+// sent after it.
 
-	cmu    sync.Mutex
-	cancel context.CancelFunc // of stream
+// DefaultHeartbeatWindow is TransportConfig.HeartbeatWindow's default.
+const DefaultHeartbeatWindow = 20 * time.Millisecond
+
+// heartbeatCall is one group's heartbeat waiting for its batch's answer.
+type heartbeatCall struct {
+	group GroupID
+	req   *pb.RaftAppendEntriesRequest
+	done  chan heartbeatResult // buffered: the batcher never waits on it
 }
 
-// reset cancels the current stream; the next heartbeat opens a new one.
-func (h *heartbeatStream) reset() {
-	h.cmu.Lock()
-	if h.cancel != nil {
-		h.cancel()
-	}
-	h.cmu.Unlock()
+type heartbeatResult struct {
+	resp *pb.RaftAppendEntriesResponse
+	err  error
 }
 
-func (h *heartbeatStream) expire() {
-	h.expired.Store(true)
-	h.reset()
+// heartbeatBatcher sends the heartbeats of every group of this node to
+// one peer. Its goroutine (run) owns the stream; mu guards what callers
+// add.
+type heartbeatBatcher struct {
+	t      *Transport
+	target raft.ServerAddress
+	kick   chan struct{} // capacity 1: something changed, look again
+
+	// Counters, for tests: streams opened and batches sent.
+	streams, batches atomic.Uint64
+
+	mu      sync.Mutex
+	pending []*heartbeatCall
+	first   time.Time // when the oldest pending call came
+	urgent  bool      // send without waiting for the window
+	stopped bool      // run has returned: fail new calls at once
 }
 
-// heartbeat sends a heartbeat AppendEntries to target and waits for the
-// answer, for at most the transport's Timeout.
-func (v *groupTransport) heartbeat(target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
-	v.mu.Lock()
-	if v.heartbeats == nil {
-		v.mu.Unlock()
-		return raft.ErrTransportShutdown
+// add queues call; urgent sends it, and all pending, without waiting for
+// the window.
+func (b *heartbeatBatcher) add(call *heartbeatCall, urgent bool) {
+	b.mu.Lock()
+	if b.stopped {
+		b.mu.Unlock()
+		call.done <- heartbeatResult{err: raft.ErrTransportShutdown}
+		return
 	}
-	h := v.heartbeats[target]
-	if h == nil {
-		h = &heartbeatStream{}
-		h.timer = time.AfterFunc(time.Hour, h.expire)
-		h.timer.Stop()
-		v.heartbeats[target] = h
+	if len(b.pending) == 0 {
+		b.first = time.Now()
 	}
-	v.mu.Unlock()
+	b.pending = append(b.pending, call)
+	b.urgent = b.urgent || urgent
+	b.mu.Unlock()
+	b.wake()
+}
 
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.stream != nil && h.stream.Context().Err() != nil {
-		h.stream = nil // reset, or expired after its last answer
+// hurry sends the pending heartbeats at once if one is group g's.
+func (b *heartbeatBatcher) hurry(g GroupID) {
+	b.mu.Lock()
+	found := false
+	for _, c := range b.pending {
+		if c.group == g {
+			found = true
+			break
+		}
 	}
-	if h.stream == nil {
-		c, err := v.t.peer(target)
+	b.urgent = b.urgent || found
+	b.mu.Unlock()
+	if found {
+		b.wake()
+	}
+}
+
+func (b *heartbeatBatcher) wake() {
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run sends batches until ctx ends, then fails what is still pending.
+func (b *heartbeatBatcher) run(ctx context.Context) {
+	var s batchStream
+	defer func() {
+		s.close()
+		b.mu.Lock()
+		b.stopped = true
+		left := b.pending
+		b.pending = nil
+		b.mu.Unlock()
+		for _, c := range left {
+			c.done <- heartbeatResult{err: raft.ErrTransportShutdown}
+		}
+	}()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		b.mu.Lock()
+		n, urgent, due := len(b.pending), b.urgent, time.Until(b.first.Add(time.Duration(b.t.window.Load())))
+		var batch []*heartbeatCall
+		if n > 0 && (urgent || due <= 0) {
+			batch, b.pending, b.urgent = b.pending, nil, false
+		}
+		b.mu.Unlock()
+		if batch == nil {
+			var fire <-chan time.Time
+			if n > 0 {
+				timer.Reset(due)
+				fire = timer.C
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-b.kick:
+			case <-fire:
+			}
+			timer.Stop()
+			continue
+		}
+		out, err := s.exchange(ctx, b, batch)
+		b.deliver(batch, out, err)
+	}
+}
+
+// deliver hands each call its result: the batch's error, or its own answer.
+func (b *heartbeatBatcher) deliver(batch []*heartbeatCall, out *pb.RaftHeartbeatBatchResponse, err error) {
+	if err == nil && len(out.Results) != len(batch) {
+		err = status.Errorf(codes.Internal, "raftstore: %s answered %d heartbeats with %d results", b.target, len(batch), len(out.Results))
+	}
+	for i, c := range batch {
+		switch {
+		case err != nil:
+			c.done <- heartbeatResult{err: err}
+		case out.Results[i].Code != uint32(codes.OK):
+			r := out.Results[i]
+			c.done <- heartbeatResult{err: status.Error(codes.Code(r.Code), r.Message)}
+		case out.Results[i].Response == nil:
+			c.done <- heartbeatResult{err: status.Errorf(codes.Internal, "raftstore: %s sent a heartbeat result without a response", b.target)}
+		default:
+			c.done <- heartbeatResult{resp: out.Results[i].Response}
+		}
+	}
+}
+
+// batchStream is a batcher's Heartbeats stream, opened on first use and
+// after each failure.
+type batchStream struct {
+	stream grpc.BidiStreamingClient[pb.RaftHeartbeatBatch, pb.RaftHeartbeatBatchResponse]
+	cancel context.CancelFunc
+}
+
+func (s *batchStream) close() {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.stream, s.cancel = nil, nil
+}
+
+// exchange sends batch and waits for its answer, for at most the
+// transport's Timeout; a failure closes the stream.
+func (s *batchStream) exchange(ctx context.Context, b *heartbeatBatcher, batch []*heartbeatCall) (*pb.RaftHeartbeatBatchResponse, error) {
+	if s.stream == nil {
+		c, err := b.t.peer(b.target)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		ctx, cancel := context.WithCancel(v.t.callCtx)
-		stream, err := c.AppendEntriesPipeline(ctx)
+		sctx, cancel := context.WithCancel(b.t.callCtx)
+		stop := context.AfterFunc(ctx, cancel)
+		stream, err := c.Heartbeats(sctx)
 		if err != nil {
+			stop()
 			cancel()
-			return err
+			return nil, err
 		}
-		h.cmu.Lock()
-		h.stream, h.cancel = stream, cancel
-		h.cmu.Unlock()
-		// A view closing meanwhile has reset the streams it knew of.
-		if v.isClosed() {
-			cancel()
-			return raft.ErrTransportShutdown
-		}
+		s.stream, s.cancel = stream, func() { stop(); cancel() }
+		b.streams.Add(1)
 	}
-
-	h.expired.Store(false)
-	h.timer.Reset(v.t.timeout)
-	out, err := exchange(h.stream, appendEntriesRequestToProto(v.id, args))
-	h.timer.Stop()
+	b.batches.Add(1)
+	reqs := make([]*pb.RaftAppendEntriesRequest, len(batch))
+	for i, c := range batch {
+		reqs[i] = c.req
+	}
+	var expired atomic.Bool
+	cancel := s.cancel
+	timer := time.AfterFunc(b.t.timeout, func() {
+		expired.Store(true)
+		cancel()
+	})
+	out, err := sendRecv(s.stream, &pb.RaftHeartbeatBatch{Requests: reqs})
+	timer.Stop()
 	if err != nil {
-		h.reset()
-		h.stream = nil
-		if h.expired.Load() {
-			return status.Errorf(codes.DeadlineExceeded, "raftstore: heartbeat to %s: no answer within %v", target, v.t.timeout)
+		s.close()
+		if expired.Load() {
+			return nil, status.Errorf(codes.DeadlineExceeded, "raftstore: heartbeats to %s: no answer within %v", b.target, b.t.timeout)
 		}
-		return err
+		return nil, err
 	}
-	appendEntriesResponseFromProto(out, resp)
-	return nil
+	return out, nil
 }
 
-// exchange sends req and receives its answer.
-func exchange(s grpc.BidiStreamingClient[pb.RaftAppendEntriesRequest, pb.RaftAppendEntriesResponse], req *pb.RaftAppendEntriesRequest) (*pb.RaftAppendEntriesResponse, error) {
+// sendRecv sends req on a stream and receives its answer.
+func sendRecv[Req, Resp any](s grpc.BidiStreamingClient[Req, Resp], req *Req) (*Resp, error) {
 	err := s.Send(req)
 	if err != nil && err != io.EOF {
 		return nil, err
@@ -117,12 +238,81 @@ func exchange(s grpc.BidiStreamingClient[pb.RaftAppendEntriesRequest, pb.RaftApp
 	out, rerr := s.Recv()
 	if rerr != nil {
 		if rerr == io.EOF {
-			rerr = status.Error(codes.Unavailable, "raftstore: heartbeat stream ended")
+			rerr = status.Error(codes.Unavailable, "raftstore: stream ended by the server")
 		}
 		return nil, rerr
 	}
 	if err != nil {
-		return nil, status.Error(codes.Unavailable, "raftstore: heartbeat stream ended")
+		return nil, status.Error(codes.Unavailable, "raftstore: stream ended by the server")
 	}
 	return out, nil
+}
+
+// batcher returns target's heartbeat batcher, starting it on first use.
+func (t *Transport) batcher(target raft.ServerAddress) (*heartbeatBatcher, error) {
+	t.mu.RLock()
+	b, closed := t.batchers[target], t.closed
+	t.mu.RUnlock()
+	if b != nil {
+		return b, nil
+	}
+	if closed {
+		return nil, raft.ErrTransportShutdown
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, raft.ErrTransportShutdown
+	}
+	if b := t.batchers[target]; b != nil {
+		return b, nil
+	}
+	b = &heartbeatBatcher{t: t, target: target, kick: make(chan struct{}, 1)}
+	t.batchers[target] = b
+	t.wg.Add(1)
+	go func() {
+		defer t.wg.Done()
+		b.run(t.runCtx)
+	}()
+	return b, nil
+}
+
+// heartbeat sends a heartbeat AppendEntries to target with the other
+// groups' and waits for its answer.
+func (v *groupTransport) heartbeat(target raft.ServerAddress, args *raft.AppendEntriesRequest, resp *raft.AppendEntriesResponse) error {
+	if v.isClosed() {
+		return raft.ErrTransportShutdown
+	}
+	b, err := v.t.batcher(target)
+	if err != nil {
+		return err
+	}
+	call := &heartbeatCall{group: v.id, req: appendEntriesRequestToProto(v.id, args), done: make(chan heartbeatResult, 1)}
+	b.add(call, v.verifying.Load() > 0)
+	select {
+	case r := <-call.done:
+		if r.err != nil {
+			return r.err
+		}
+		appendEntriesResponseFromProto(r.resp, resp)
+		return nil
+	case <-v.shutdownCh:
+		return raft.ErrTransportShutdown
+	}
+}
+
+// beginVerify marks a leadership check of the group under way until the
+// returned func is called: its heartbeats, pending and new, go at once.
+func (v *groupTransport) beginVerify() (end func()) {
+	v.verifying.Add(1)
+	v.t.mu.RLock()
+	bs := make([]*heartbeatBatcher, 0, len(v.t.batchers))
+	for _, b := range v.t.batchers {
+		bs = append(bs, b)
+	}
+	v.t.mu.RUnlock()
+	for _, b := range bs {
+		b.hurry(v.id)
+	}
+	return func() { v.verifying.Add(-1) }
 }

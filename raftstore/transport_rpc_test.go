@@ -513,8 +513,9 @@ func insecureCreds() credentials.TransportCredentials { return insecure.NewCrede
 
 func codesOf(err error) codes.Code { return status.Code(err) }
 
-// Heartbeats ride a long-lived stream per (group, peer): reused while it
-// works, replaced after a timeout, a cut or the peer's group going away.
+// Heartbeats to a peer ride one long-lived stream shared by every group:
+// reused while it works, replaced after a timeout or a cut; a group the
+// peer does not run fails alone.
 func TestTransportHeartbeatStream(t *testing.T) {
 	faults := &Faults{}
 	a := newTNode(t, "n1", faults)
@@ -530,10 +531,12 @@ func TestTransportHeartbeatStream(t *testing.T) {
 		}
 		return err
 	}
-	stream := func() any {
-		client.mu.Lock()
-		defer client.mu.Unlock()
-		return client.heartbeats[b.addr].stream
+	streams := func() uint64 {
+		bt, err := a.tr.batcher(b.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bt.streams.Load()
 	}
 
 	wantCode(t, "heartbeat to a group b does not run", beat(), codes.NotFound)
@@ -545,14 +548,10 @@ func TestTransportHeartbeatStream(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	first := stream()
-	if first == nil {
-		t.Fatal("no heartbeat stream")
+	if got := streams(); got != 1 {
+		t.Fatalf("%d streams for 21 heartbeats, want 1 (a group's NotFound does not end it)", got)
 	}
-	if err := beat(); err != nil || stream() != first {
-		t.Fatalf("heartbeat stream not reused: %v", err)
-	}
-	if got := v.(*groupTransport).received.Load(); got != 21 {
+	if got := v.(*groupTransport).received.Load(); got != 20 {
 		t.Fatalf("received %d heartbeats", got)
 	}
 
@@ -567,8 +566,8 @@ func TestTransportHeartbeatStream(t *testing.T) {
 	if err := beat(); err != nil {
 		t.Fatal(err)
 	}
-	if stream() == first {
-		t.Fatal("stream kept after a timeout")
+	if got := streams(); got != 2 {
+		t.Fatalf("%d streams after a timeout, want 2", got)
 	}
 
 	// A partition cuts the stream; Heal restores heartbeats.
@@ -585,14 +584,91 @@ func TestTransportHeartbeatStream(t *testing.T) {
 	if err := beat(); err != nil {
 		t.Fatal(err)
 	}
-	// Disconnect drops the stream; the next heartbeat opens another.
-	before := stream()
-	client.Disconnect(b.addr)
-	if err := beat(); err != nil || stream() == before {
-		t.Fatalf("after Disconnect: %v (same stream %v)", err, stream() == before)
-	}
 	_ = client.Close()
 	if err := beat(); err != raft.ErrTransportShutdown {
 		t.Fatalf("heartbeat from a closed view: %v", err)
+	}
+}
+
+// Heartbeats of many groups sent within the window go in one message; a
+// leadership check sends its group's at once, and the ones pending with
+// them.
+func TestTransportHeartbeatBatching(t *testing.T) {
+	a := newTNode(t, "n1", nil)
+	b := newTNode(t, "n2", nil)
+	const groups = 16
+	answer := func(rpc raft.RPC) { rpc.Respond(&raft.AppendEntriesResponse{Term: 2, Success: true}, nil) }
+	for g := GroupID(1); g <= groups; g++ {
+		b.tr.Group(g).SetHeartbeatHandler(answer)
+	}
+	beat := func(g GroupID) error {
+		var resp raft.AppendEntriesResponse
+		return a.tr.Group(g).AppendEntries("n2", b.addr, &raft.AppendEntriesRequest{RPCHeader: header("n1", a.addr), Term: 2, Leader: []byte(a.addr)}, &resp)
+	}
+	beatAll := func() {
+		t.Helper()
+		errs := make(chan error, groups)
+		for g := GroupID(1); g <= groups; g++ {
+			go func() { errs <- beat(g) }()
+		}
+		for range groups {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	a.tr.window.Store(int64(200 * time.Millisecond))
+	beatAll()
+	bt, _ := a.tr.batcher(b.addr)
+	if n := bt.batches.Load(); n > 2 {
+		t.Fatalf("%d heartbeats in %d batches, want them together", groups, n)
+	}
+
+	// With a window far longer than the test, only a leadership check
+	// gets a heartbeat through.
+	a.tr.window.Store(int64(time.Hour))
+	pending := make(chan error, 1)
+	go func() { pending <- beat(3) }()
+	select {
+	case err := <-pending:
+		t.Fatalf("a heartbeat did not wait for the window: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	end := a.tr.Group(5).(*groupTransport).beginVerify()
+	select {
+	case err := <-pending:
+		t.Fatalf("another group's check sent group 3's heartbeat: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := beat(5); err != nil { // goes at once, taking group 3's along
+		t.Fatal(err)
+	}
+	end()
+	if err := <-pending; err != nil {
+		t.Fatal(err)
+	}
+	go func() { pending <- beat(7) }()
+	time.Sleep(50 * time.Millisecond)
+	end = a.tr.Group(7).(*groupTransport).beginVerify() // hurries the pending one
+	defer end()
+	select {
+	case err := <-pending:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a leadership check did not hurry its group's pending heartbeat")
+	}
+
+	// Closing the transport fails what waits, and stops the batchers.
+	go func() { pending <- beat(9) }()
+	time.Sleep(50 * time.Millisecond)
+	_ = a.tr.Close()
+	if err := <-pending; err != raft.ErrTransportShutdown {
+		t.Fatalf("pending heartbeat after Close: %v", err)
+	}
+	if err := beat(9); err != raft.ErrTransportShutdown {
+		t.Fatalf("heartbeat after Close: %v", err)
 	}
 }

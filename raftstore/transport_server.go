@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 
 	"github.com/hashicorp/raft"
@@ -108,6 +109,12 @@ func wrongResponse(got any) error {
 }
 
 func (s *transportServer) AppendEntries(ctx context.Context, req *pb.RaftAppendEntriesRequest) (*pb.RaftAppendEntriesResponse, error) {
+	return s.appendEntries(ctx, req, false)
+}
+
+// appendEntries hands one AppendEntries to its group's raft, heartbeats
+// by the fast path; heartbeatOnly refuses anything else.
+func (s *transportServer) appendEntries(ctx context.Context, req *pb.RaftAppendEntriesRequest, heartbeatOnly bool) (*pb.RaftAppendEntriesResponse, error) {
 	v, err := s.group(ctx, req.GroupId)
 	if err != nil {
 		return nil, err
@@ -116,22 +123,33 @@ func (s *transportServer) AppendEntries(ctx context.Context, req *pb.RaftAppendE
 	if err != nil {
 		return nil, invalid(err)
 	}
-	out, err := v.dispatch(ctx, args, nil, isHeartbeat(args), true)
+	heartbeat := isHeartbeat(args)
+	if heartbeatOnly && !heartbeat {
+		return nil, invalid(errors.New("a heartbeat batch carries an AppendEntries that is not a heartbeat"))
+	}
+	resp, err := answer[*raft.AppendEntriesResponse](v.dispatch(ctx, args, nil, heartbeat, true))
 	if err != nil {
 		return nil, err
 	}
-	resp, ok := out.(*raft.AppendEntriesResponse)
-	if !ok {
-		return nil, wrongResponse(out)
-	}
 	return appendEntriesResponseToProto(resp), nil
+}
+
+// answer is raft's answer to an RPC as the response type R it must have.
+func answer[R any](out any, err error) (R, error) {
+	var zero R
+	if err != nil {
+		return zero, err
+	}
+	resp, ok := out.(R)
+	if !ok {
+		return zero, wrongResponse(out)
+	}
+	return resp, nil
 }
 
 // AppendEntriesPipeline answers each request before it reads the next, so
 // responses are in request order; raft handles a group's appends one at a
 // time anyway, and the client has the next request in flight meanwhile.
-// The client also sends each group's heartbeats to a peer over a stream of
-// their own, which take the heartbeat fast path here.
 func (s *transportServer) AppendEntriesPipeline(stream pb.RaftTransport_AppendEntriesPipelineServer) error {
 	ctx := stream.Context()
 	for {
@@ -142,23 +160,47 @@ func (s *transportServer) AppendEntriesPipeline(stream pb.RaftTransport_AppendEn
 		if err != nil {
 			return err
 		}
-		v, err := s.group(ctx, req.GroupId)
+		resp, err := s.appendEntries(ctx, req, false)
 		if err != nil {
 			return err
 		}
-		args, err := appendEntriesRequestFromProto(req)
-		if err != nil {
-			return invalid(err)
+		if err := stream.Send(resp); err != nil {
+			return err
 		}
-		out, err := v.dispatch(ctx, args, nil, isHeartbeat(args), true)
+	}
+}
+
+// maxHeartbeatBatch bounds the heartbeats of one batch: one per group of
+// the sending node, and a node runs at most a few thousand groups.
+const maxHeartbeatBatch = 1 << 16
+
+// Heartbeats answers each batch of heartbeats, in order, before it reads
+// the next. A group's failure (not running here, say) is that group's
+// result; the stream goes on.
+func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) error {
+	ctx := stream.Context()
+	for {
+		batch, err := stream.Recv()
+		if err == io.EOF {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		resp, ok := out.(*raft.AppendEntriesResponse)
-		if !ok {
-			return wrongResponse(out)
+		if n := len(batch.Requests); n > maxHeartbeatBatch {
+			return invalid(fmt.Errorf("a heartbeat batch of %d requests (at most %d)", n, maxHeartbeatBatch))
 		}
-		if err := stream.Send(appendEntriesResponseToProto(resp)); err != nil {
+		out := &pb.RaftHeartbeatBatchResponse{Results: make([]*pb.RaftHeartbeatResult, len(batch.Requests))}
+		for i, req := range batch.Requests {
+			resp, err := s.appendEntries(ctx, req, true)
+			if err != nil {
+				st := status.Convert(err)
+				out.Results[i] = &pb.RaftHeartbeatResult{Code: uint32(st.Code()), Message: st.Message()}
+				continue
+			}
+			out.Results[i] = &pb.RaftHeartbeatResult{Response: resp}
+		}
+		if err := stream.Send(out); err != nil {
 			return err
 		}
 	}
@@ -173,20 +215,16 @@ func (s *transportServer) RequestVote(ctx context.Context, req *pb.RaftRequestVo
 	if err != nil {
 		return nil, invalid(err)
 	}
-	out, err := v.dispatch(ctx, &raft.RequestVoteRequest{
+	resp, err := answer[*raft.RequestVoteResponse](v.dispatch(ctx, &raft.RequestVoteRequest{
 		RPCHeader:          h,
 		Term:               req.Term,
 		Candidate:          req.Candidate,
 		LastLogIndex:       req.LastLogIndex,
 		LastLogTerm:        req.LastLogTerm,
 		LeadershipTransfer: req.LeadershipTransfer,
-	}, nil, false, true)
+	}, nil, false, true))
 	if err != nil {
 		return nil, err
-	}
-	resp, ok := out.(*raft.RequestVoteResponse)
-	if !ok {
-		return nil, wrongResponse(out)
 	}
 	return &pb.RaftRequestVoteResponse{Header: headerToProto(resp.RPCHeader), Term: resp.Term, Peers: resp.Peers, Granted: resp.Granted}, nil
 }
@@ -200,18 +238,14 @@ func (s *transportServer) RequestPreVote(ctx context.Context, req *pb.RaftReques
 	if err != nil {
 		return nil, invalid(err)
 	}
-	out, err := v.dispatch(ctx, &raft.RequestPreVoteRequest{
+	resp, err := answer[*raft.RequestPreVoteResponse](v.dispatch(ctx, &raft.RequestPreVoteRequest{
 		RPCHeader:    h,
 		Term:         req.Term,
 		LastLogIndex: req.LastLogIndex,
 		LastLogTerm:  req.LastLogTerm,
-	}, nil, false, true)
+	}, nil, false, true))
 	if err != nil {
 		return nil, err
-	}
-	resp, ok := out.(*raft.RequestPreVoteResponse)
-	if !ok {
-		return nil, wrongResponse(out)
 	}
 	return &pb.RaftRequestPreVoteResponse{Header: headerToProto(resp.RPCHeader), Term: resp.Term, Granted: resp.Granted}, nil
 }
@@ -225,13 +259,9 @@ func (s *transportServer) TimeoutNow(ctx context.Context, req *pb.RaftTimeoutNow
 	if err != nil {
 		return nil, invalid(err)
 	}
-	out, err := v.dispatch(ctx, &raft.TimeoutNowRequest{RPCHeader: h}, nil, false, true)
+	resp, err := answer[*raft.TimeoutNowResponse](v.dispatch(ctx, &raft.TimeoutNowRequest{RPCHeader: h}, nil, false, true))
 	if err != nil {
 		return nil, err
-	}
-	resp, ok := out.(*raft.TimeoutNowResponse)
-	if !ok {
-		return nil, wrongResponse(out)
 	}
 	return &pb.RaftTimeoutNowResponse{Header: headerToProto(resp.RPCHeader)}, nil
 }
@@ -258,13 +288,9 @@ func (s *transportServer) InstallSnapshot(stream pb.RaftTransport_InstallSnapsho
 		return invalid(err)
 	}
 	r := &snapshotReader{s: s, ctx: ctx, stream: stream, v: v}
-	out, err := v.dispatch(ctx, args, io.LimitReader(r, args.Size), false, false)
+	resp, err := answer[*raft.InstallSnapshotResponse](v.dispatch(ctx, args, io.LimitReader(r, args.Size), false, false))
 	if err != nil {
 		return err
-	}
-	resp, ok := out.(*raft.InstallSnapshotResponse)
-	if !ok {
-		return wrongResponse(out)
 	}
 	return stream.SendAndClose(&pb.RaftInstallSnapshotResponse{Header: headerToProto(resp.RPCHeader), Term: resp.Term, Success: resp.Success})
 }
