@@ -94,6 +94,7 @@ cluster with 'roost node' on each machine, and operate it with 'roost status',
 		root.AddCommand(c)
 	}
 	root.AddCommand(
+		newCertsCommand(stdout),
 		newBenchCommand(stdout, stderr),
 		newVersionCommand(stdout),
 	)
