@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -539,7 +540,8 @@ func (c *cluster) ready() (bool, string) {
 	c.mu.Unlock()
 	if m.ClusterID == "" {
 		if p := c.joinErr.Load(); p != nil {
-			return false, fmt.Sprintf("cannot join the cluster through %v: %v%s", c.n.cfg.Join, *p, joinHint)
+			// memberlist's errors span lines; a reason is one.
+			return false, fmt.Sprintf("cannot join the cluster through %v: %s%s", c.n.cfg.Join, strings.Join(strings.Fields((*p).Error()), " "), joinHint)
 		}
 		return false, "waiting for the cluster to form (no cluster map yet)"
 	}
