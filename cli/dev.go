@@ -82,6 +82,9 @@ func devNotices(f *config.File) []string {
 			ignored = append(ignored, st.key)
 		}
 	}
+	if f != nil && f.Cluster.GossipKey != "" {
+		ignored = append(ignored, "cluster.gossip_key")
+	}
 	if len(ignored) > 0 {
 		out = append(out, "roost dev runs one node on its own, so it ignores "+strings.Join(ignored, ", "))
 	}

@@ -62,8 +62,27 @@ var (
 			field:    func(c *node.Config) any { return &c.DeadNodeGrace },
 			fromFile: func(f *config.File) any { return f.Cluster.DeadNodeGrace },
 		},
+		{
+			key: "cluster.tls_cert", flag: "tls-cert", env: "ROOST_TLS_CERT", usage: "PEM certificate of this node for mutual TLS between nodes (with --tls-key and --tls-ca)",
+			field:    func(c *node.Config) any { return &c.TLSCertFile },
+			fromFile: func(f *config.File) any { return f.Cluster.TLSCert },
+		},
+		{
+			key: "cluster.tls_key", flag: "tls-key", env: "ROOST_TLS_KEY", usage: "PEM private key of --tls-cert",
+			field:    func(c *node.Config) any { return &c.TLSKeyFile },
+			fromFile: func(f *config.File) any { return f.Cluster.TLSKey },
+		},
+		{
+			key: "cluster.tls_ca", flag: "tls-ca", env: "ROOST_TLS_CA", usage: "PEM certificate of the CA that signed every node's certificate",
+			field:    func(c *node.Config) any { return &c.TLSCAFile },
+			fromFile: func(f *config.File) any { return f.Cluster.TLSCA },
+		},
 	}
 )
+
+// gossipKeyEnv sets the gossip encryption key. The key has no flag, as the
+// admin token has none: a flag would show in process listings.
+const gossipKeyEnv = "ROOST_GOSSIP_KEY"
 
 // nodeSettings are all that `roost node` reads.
 var nodeSettings = append([]setting{
@@ -110,15 +129,29 @@ an address they can reach (listening on 0.0.0.0, or in a container), give
 
 Settings are read, each overriding the one before, from: the defaults shown
 below, roost.toml ([node] id/data_dir/http/admin/grpc/gossip/advertise/join,
-[cluster] bootstrap_expect/shards/replicas/dead_node_grace, [runtime]
-idle_timeout,
-[storage], [vars], [[durable_objects.bindings]]), the flags you give, and
-the environment variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN,
-ROOST_GRPC, ROOST_GOSSIP, ROOST_ADVERTISE, ROOST_JOIN (comma-separated),
-ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS, ROOST_REPLICAS, ROOST_DEAD_NODE_GRACE
-and ROOST_IDLE_TIMEOUT (empty ones are ignored). A relative data_dir in roost.toml is relative to
-the file; a relative --data-dir or ROOST_DATA_DIR is relative to the working
-directory.
+[cluster] bootstrap_expect/shards/replicas/dead_node_grace/tls_cert/tls_key/
+tls_ca/gossip_key, [runtime] idle_timeout, [storage], [vars],
+[[durable_objects.bindings]]), the flags you give, and the environment
+variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_GRPC,
+ROOST_GOSSIP, ROOST_ADVERTISE, ROOST_JOIN (comma-separated),
+ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS, ROOST_REPLICAS, ROOST_DEAD_NODE_GRACE,
+ROOST_TLS_CERT, ROOST_TLS_KEY, ROOST_TLS_CA, ROOST_GOSSIP_KEY and
+ROOST_IDLE_TIMEOUT (empty ones are ignored). A relative data_dir, tls_cert,
+tls_key or tls_ca in roost.toml is relative to the file; a relative path in a
+flag or variable is relative to the working directory.
+
+Security between nodes (docs/security.md): give all of --tls-cert,
+--tls-key and --tls-ca (PEM files; 'roost certs' makes a development CA and
+node certificates) and the grpc listener and every connection this node
+makes to another use mutual TLS: each side must show a certificate signed by
+the CA, and a node's certificate must name the host the others dial it at
+(--advertise, else the grpc listener's host) as a DNS name or IP SAN.
+Without them node-to-node gRPC is plaintext. Set [cluster] gossip_key or
+ROOST_GOSSIP_KEY (base64 of 16, 24 or 32 bytes; 'roost certs gossip-key'
+makes one) and gossip is encrypted and authenticated with AES-GCM; a node
+with another key, or none, cannot join. The key has no flag, so that it
+stays out of process listings. The app and admin listeners stay plaintext
+HTTP either way: put a TLS proxy in front of them.
 
 The app listener serves only the Worker, for objects on any node. The admin
 listener serves /healthz, /readyz, /metrics and /debug/pprof/, and the JSON
@@ -133,6 +166,10 @@ after in-flight requests finish; a second Ctrl-C stops it at once.`,
   roost node --id n2 --data-dir d2 --http 127.0.0.1:8702 --admin 127.0.0.1:8712 --grpc 127.0.0.1:8722 --gossip 127.0.0.1:8732 --bootstrap-expect 3 --join 127.0.0.1:8731
   roost node --id n3 --data-dir d3 --http 127.0.0.1:8703 --admin 127.0.0.1:8713 --grpc 127.0.0.1:8723 --gossip 127.0.0.1:8733 --bootstrap-expect 3 --join 127.0.0.1:8731
   curl http://127.0.0.1:8711/readyz    # 200 once n1 can serve
+
+  # n1 of three like those, with mutual TLS and encrypted gossip (make the files with 'roost certs')
+  export ROOST_GOSSIP_KEY=$(cat certs/gossip.key)
+  roost node --id n1 --data-dir s1 --http 127.0.0.1:8701 --admin 127.0.0.1:8711 --grpc 127.0.0.1:8721 --gossip 127.0.0.1:8731 --bootstrap-expect 3 --tls-cert certs/n1.crt --tls-key certs/n1.key --tls-ca certs/ca.crt
 
   # one node per machine, listening everywhere, configured by the environment
   ROOST_ID=n2 ROOST_ADVERTISE=10.0.0.2 ROOST_JOIN=10.0.0.1:7946,10.0.0.3:7946 \
@@ -156,7 +193,28 @@ func (c *nodeCommand) resolve() (node.Config, *config.File, error) {
 			return id, &usageError{cmd: c.cmd, err: errors.New("no node id: give each node its own with --id, ROOST_ID or id in [node] of roost.toml")}
 		}
 		return node.DefaultClusterConfig(id.NodeID), nil
-	})
+	}, c.resolveGossipKey)
+}
+
+// resolveGossipKey sets cfg.GossipKey from [cluster] gossip_key, then from
+// ROOST_GOSSIP_KEY. Errors name the source, never the key.
+func (c *nodeCommand) resolveGossipKey(cfg *node.Config, file *config.File) error {
+	raw, src := "", ""
+	if file != nil && file.Cluster.GossipKey != "" {
+		raw, src = file.Cluster.GossipKey, "cluster.gossip_key"
+	}
+	if v, ok := c.lookupEnv(gossipKeyEnv); ok && v != "" {
+		raw, src = v, gossipKeyEnv
+	}
+	if raw == "" {
+		return nil
+	}
+	key, err := config.ParseGossipKey(raw)
+	if err != nil {
+		return fmt.Errorf("%s: %v", src, err)
+	}
+	cfg.GossipKey = key
+	return nil
 }
 
 // nodeNotices lists what the file says that `roost node` does not act on,
@@ -205,10 +263,25 @@ func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings st
 		{"advertise", advertise},
 		{"join", join},
 		{"cluster", fmt.Sprintf("bootstrap-expect %d, replicas %d, shards %d", cfg.BootstrapExpect, cfg.Replicas, cfg.Shards)},
+		{"security", securityLine(cfg)},
 		{"data dir", absDir(cfg.DataDir)},
 		{"bindings", bindings},
 	},
 		fmt.Sprintf("Waiting for the cluster to form (a new one forms once %d nodes have met);", cfg.BootstrapExpect),
 		"http://"+admin+"/readyz answers 200 once this node can serve.",
 		"Press Ctrl-C to stop.")
+}
+
+// securityLine says in the banner what protects node-to-node traffic, so
+// that a node running plaintext by mistake is seen at once.
+func securityLine(cfg node.Config) string {
+	grpc := "grpc plaintext"
+	if cfg.TLS() {
+		grpc = "grpc mutual TLS (CA " + cfg.TLSCAFile + ")"
+	}
+	gossip := "gossip unencrypted"
+	if len(cfg.GossipKey) > 0 {
+		gossip = fmt.Sprintf("gossip AES-%d-GCM", len(cfg.GossipKey)*8)
+	}
+	return grpc + ", " + gossip + "; app and admin listeners plaintext HTTP"
 }

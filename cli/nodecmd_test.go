@@ -297,6 +297,12 @@ func TestNodeBadConfigExits(t *testing.T) {
 			want: []string{"roost: roost.toml: cluster.replicas must be at least 1"}},
 		{name: "replicas above bootstrap-expect in the file", file: "[cluster]\nbootstrap_expect = 1\n", code: exitFailure,
 			want: []string{"roost: invalid node configuration: ", "replicas (3) cannot exceed bootstrap-expect (1)"}},
+		{name: "half a TLS configuration", args: []string{"--tls-cert", "n1.crt", "--tls-ca", "ca.crt"}, code: exitFailure,
+			want: []string{"roost: invalid node configuration: ", "TLS needs all of tls cert, tls key and tls ca, or none"}},
+		{name: "missing TLS files", args: []string{"--tls-cert", "nope.crt", "--tls-key", "nope.key", "--tls-ca", "ca.crt"}, code: exitFailure,
+			want: []string{"roost: node: invalid TLS files: tls cert: ", "nope.crt", "no such file"}},
+		{name: "bad ROOST_GOSSIP_KEY", env: map[string]string{"ROOST_GOSSIP_KEY": "c2hvcnQ="}, code: exitFailure,
+			want: []string{"roost: ROOST_GOSSIP_KEY: the gossip key is 5 bytes; it must be 16, 24 or 32"}},
 		{name: "missing id", args: []string{}, code: exitUsage,
 			want: []string{"roost: no node id: give each node its own with --id, ROOST_ID or id in [node] of roost.toml"}},
 		{name: "empty ROOST_ID is no id", env: map[string]string{"ROOST_ID": ""}, code: exitUsage,
@@ -390,6 +396,7 @@ func TestNodeBanner(t *testing.T) {
 		"  advertise (the listeners' hosts)\n",
 		"  join      127.0.0.1:8731, 127.0.0.1:8733\n",
 		"  cluster   bootstrap-expect 5, replicas 3, shards 64\n",
+		"  security  grpc plaintext, gossip unencrypted; app and admin listeners plaintext HTTP\n",
 		"  data dir  " + cfg.DataDir + "\n",
 		"  bindings  COUNTER → Counter\n",
 		"Waiting for the cluster to form (a new one forms once 5 nodes have met)",
@@ -402,9 +409,11 @@ func TestNodeBanner(t *testing.T) {
 	}
 
 	cfg.Advertise, cfg.Join = "10.0.0.2", nil
+	cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile, cfg.GossipKey = "n2.crt", "n2.key", "certs/ca.crt", make([]byte, 32)
 	b.Reset()
 	writeNodeBanner(&b, cfg, "counter", "127.0.0.1:8702", "127.0.0.1:8712", "(none)")
-	for _, want := range []string{"  advertise 10.0.0.2\n", "  join      (none: other nodes join this one)\n"} {
+	for _, want := range []string{"  advertise 10.0.0.2\n", "  join      (none: other nodes join this one)\n",
+		"  security  grpc mutual TLS (CA certs/ca.crt), gossip AES-256-GCM; app and admin listeners plaintext HTTP\n"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, b.String())
 		}

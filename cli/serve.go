@@ -143,8 +143,9 @@ func runE(resolve func() (node.Config, *config.File, error), run func(context.Co
 
 // resolveWith builds the node configuration: base(file) < roost.toml < flags
 // the user gave < ROOST_* environment variables, then validates it. base
-// gives the defaults; it may read settings itself with apply.
-func (s *server) resolveWith(base func(file *config.File) (node.Config, error)) (node.Config, *config.File, error) {
+// gives the defaults; it may read settings itself with apply. extra, if
+// any, then sets what the settings table cannot (secrets with no flag).
+func (s *server) resolveWith(base func(file *config.File) (node.Config, error), extra ...func(*node.Config, *config.File) error) (node.Config, *config.File, error) {
 	file, err := s.loadFile()
 	if err != nil {
 		return node.Config{}, nil, err
@@ -169,6 +170,11 @@ func (s *server) resolveWith(base func(file *config.File) (node.Config, error)) 
 	}
 	if err := s.apply(&cfg, file, s.settings...); err != nil {
 		return cfg, nil, err
+	}
+	for _, set := range extra {
+		if err := set(&cfg, file); err != nil {
+			return cfg, nil, err
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, nil, err
@@ -292,9 +298,12 @@ func (s *server) loadFile() (*config.File, error) {
 		return nil, err
 	}
 	// As in wrangler, a path in the file is relative to the file, so that
-	// --config deploy/roost.toml means the same wherever it is run from.
-	if f.Node.DataDir != "" && !filepath.IsAbs(f.Node.DataDir) {
-		f.Node.DataDir = filepath.Join(filepath.Dir(path), f.Node.DataDir)
+	// --config deploy/roost.toml means the same wherever it is run from
+	// (the data dir and the TLS files alike).
+	for _, p := range []*string{&f.Node.DataDir, &f.Cluster.TLSCert, &f.Cluster.TLSKey, &f.Cluster.TLSCA} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(filepath.Dir(path), *p)
+		}
 	}
 	return f, nil
 }

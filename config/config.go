@@ -1,9 +1,11 @@
 package config
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/roostdb/roost/durable"
@@ -73,6 +75,14 @@ type Cluster struct {
 	// DeadNodeGrace: how long a node may be dead before its replicas are
 	// re-created elsewhere (positive; 0 means the file does not set it).
 	DeadNodeGrace time.Duration
+	// TLSCert, TLSKey and TLSCA are PEM file paths for mutual TLS between
+	// nodes, relative to the working directory as written here (the CLI
+	// makes them relative to the file, as it does data_dir). All three or
+	// none is checked where the other sources are merged.
+	TLSCert, TLSKey, TLSCA string
+	// GossipKey is the base64 text of the gossip encryption key, checked
+	// with ParseGossipKey.
+	GossipKey string
 }
 
 // Storage is the [storage] table.
@@ -153,4 +163,19 @@ func (e *Error) Unwrap() []error {
 		return []error{ErrInvalidConfig, e.err}
 	}
 	return []error{ErrInvalidConfig}
+}
+
+// ParseGossipKey decodes a gossip key: standard base64 (as `roost certs
+// gossip-key` prints it) of 16, 24 or 32 bytes, for AES-128, -192 or -256.
+// Surrounding spaces and newlines are ignored, so a key file may end in one.
+func ParseGossipKey(s string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, errors.New("the gossip key is not base64 (make one with `roost certs gossip-key`)")
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("the gossip key is %d bytes; it must be 16, 24 or 32 (base64 of an AES-128, -192 or -256 key; make one with `roost certs gossip-key`)", len(key))
 }

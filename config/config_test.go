@@ -116,6 +116,10 @@ bootstrap_expect = 3
 shards = 64
 replicas = 3
 dead_node_grace = "2m"
+tls_cert = "certs/n1.crt"
+tls_key = "certs/n1.key"
+tls_ca = "certs/ca.crt"
+gossip_key = "AAECAwQFBgcICQoLDA0ODw=="
 
 [storage]
 max_key_bytes = 1024
@@ -131,7 +135,8 @@ idle_timeout = "90s"
 					GRPC: "0.0.0.0:8790", Gossip: "[::]:7946", Advertise: "10.0.0.1",
 					Join: []string{"10.0.0.2:7946", "roost-3.internal:7946"},
 				},
-				Cluster: Cluster{BootstrapExpect: 3, Shards: 64, Replicas: 3, DeadNodeGrace: 2 * time.Minute},
+				Cluster: Cluster{BootstrapExpect: 3, Shards: 64, Replicas: 3, DeadNodeGrace: 2 * time.Minute,
+					TLSCert: "certs/n1.crt", TLSKey: "certs/n1.key", TLSCA: "certs/ca.crt", GossipKey: "AAECAwQFBgcICQoLDA0ODw=="},
 				Storage: Storage{MaxKeyBytes: 1024, MaxEntryBytes: 65536, MaxBatchKeys: 16},
 				Runtime: Runtime{IdleTimeout: 90 * time.Second},
 			},
@@ -205,6 +210,12 @@ func TestParseBad(t *testing.T) {
 		{"join without host", "[node]\njoin = [\":7946\"]", `roost.toml: node.join[0]: ":7946": other nodes connect to this address, so it needs a host and a port other than 0`},
 		{"bad join entry", "[node]\njoin = [\"a:1\", \"b\"]", `roost.toml: node.join[1]: "b" is not host:port`},
 		{"var with no JSON form", "[vars]\nX = nan", `roost.toml: vars.X: NaN has no JSON form`},
+		{"gossip key not base64", "[cluster]\ngossip_key = \"not base64!\"", "roost.toml: cluster.gossip_key: the gossip key is not base64 (make one with `roost certs gossip-key`)"},
+		{"gossip key too short", "[cluster]\ngossip_key = \"c2hvcnQ=\"", "roost.toml: cluster.gossip_key: the gossip key is 5 bytes; it must be 16, 24 or 32 (base64 of an AES-128, -192 or -256 key; make one with `roost certs gossip-key`)"},
+		{"empty gossip key", "[cluster]\ngossip_key = \"\"", `roost.toml: cluster.gossip_key is empty (leave it out for none)`},
+		{"empty tls cert", "[cluster]\ntls_cert = \"\"", `roost.toml: cluster.tls_cert is empty (leave it out for none)`},
+		{"tls key misspelt", "[cluster]\ntls_keys = \"k.pem\"", `roost.toml: unknown key "cluster.tls_keys" (did you mean "cluster.tls_key"?)`},
+		{"tls in node table", "[node]\ntls_ca = \"ca.crt\"", `roost.toml: unknown key "node.tls_ca"`},
 		{"all problems at once", "[cluster]\nshards = -1\nreplicas = -2", `roost.toml: cluster.shards must be at least 1, got -1; cluster.replicas must be at least 1, got -2`},
 	}
 	for _, tt := range tests {
@@ -324,5 +335,30 @@ func TestAdminToken(t *testing.T) {
 	}
 	if _, err := Parse([]byte("[admin]\ntokn = \"x\"\n")); err == nil || !strings.Contains(err.Error(), `admin.tokn`) {
 		t.Fatalf("misspelt key: %v", err)
+	}
+}
+
+func TestParseGossipKey(t *testing.T) {
+	for _, tt := range []struct {
+		in     string
+		n      int    // key length when valid
+		errHas string // else
+	}{
+		{in: "AAECAwQFBgcICQoLDA0ODw==", n: 16},
+		{in: "  AAECAwQFBgcICQoLDA0ODxAREhMUFRYX\n", n: 24},
+		{in: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", n: 32},
+		{in: "", errHas: "0 bytes"},
+		{in: "AAECAwQFBgcICQoLDA0O", errHas: "15 bytes"},
+		{in: "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8g", errHas: "33 bytes"},
+		{in: "AAECAwQFBgcICQoLDA0ODw", errHas: "not base64"}, // unpadded
+		{in: "AAECAwQFBgcICQoLDA0ODw==x", errHas: "not base64"},
+	} {
+		key, err := ParseGossipKey(tt.in)
+		switch {
+		case tt.errHas == "" && (err != nil || len(key) != tt.n):
+			t.Errorf("ParseGossipKey(%q) = %d bytes, %v; want %d bytes", tt.in, len(key), err, tt.n)
+		case tt.errHas != "" && (err == nil || !strings.Contains(err.Error(), tt.errHas)):
+			t.Errorf("ParseGossipKey(%q) = %v, want an error containing %q", tt.in, err, tt.errHas)
+		}
 	}
 }

@@ -67,6 +67,10 @@ type rawCluster struct {
 	Shards          int    `toml:"shards"`
 	Replicas        int    `toml:"replicas"`
 	DeadNodeGrace   string `toml:"dead_node_grace"`
+	TLSCert         string `toml:"tls_cert"`
+	TLSKey          string `toml:"tls_key"`
+	TLSCA           string `toml:"tls_ca"`
+	GossipKey       string `toml:"gossip_key"`
 }
 
 type rawStorage struct {
@@ -135,6 +139,20 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 		BootstrapExpect: positive(raw.Cluster.BootstrapExpect, "cluster", "bootstrap_expect"),
 		Shards:          positive(raw.Cluster.Shards, "cluster", "shards"),
 		Replicas:        positive(raw.Cluster.Replicas, "cluster", "replicas"),
+		TLSCert:         raw.Cluster.TLSCert,
+		TLSKey:          raw.Cluster.TLSKey,
+		TLSCA:           raw.Cluster.TLSCA,
+		GossipKey:       raw.Cluster.GossipKey,
+	}
+	// An empty string written out would silently mean "no TLS" or "no
+	// encryption": refuse it like an explicit zero.
+	for _, kv := range []struct{ key, v string }{
+		{"tls_cert", raw.Cluster.TLSCert}, {"tls_key", raw.Cluster.TLSKey},
+		{"tls_ca", raw.Cluster.TLSCA}, {"gossip_key", raw.Cluster.GossipKey},
+	} {
+		if kv.v == "" && md.IsDefined("cluster", kv.key) {
+			problems = append(problems, fmt.Sprintf("cluster.%s is empty (leave it out for none)", kv.key))
+		}
 	}
 	f.Storage = Storage{
 		MaxKeyBytes:   positive(raw.Storage.MaxKeyBytes, "storage", "max_key_bytes"),

@@ -96,6 +96,11 @@ func (f *File) problems() []string {
 	if k, e := f.Storage.MaxKeyBytes, f.Storage.MaxEntryBytes; k > 0 && e > 0 && e < k {
 		bad("storage.max_entry_bytes (%d) is below storage.max_key_bytes (%d): no key could be stored", e, k)
 	}
+	if f.Cluster.GossipKey != "" {
+		if _, err := ParseGossipKey(f.Cluster.GossipKey); err != nil {
+			bad("cluster.gossip_key: %v", err)
+		}
+	}
 	if f.Runtime.IdleTimeout < 0 {
 		bad("runtime.idle_timeout must be positive, got %s", f.Runtime.IdleTimeout)
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,11 @@ import (
 
 // metaGroup is the Raft group of the cluster map; shard i is group i+1.
 const metaGroup raftstore.GroupID = 0
+
+// joinHint follows a failed join: seeds that answer and still refuse the
+// join are most often nodes with another gossip key (or none), and
+// memberlist reports that only as a closed connection.
+const joinHint = " (are the seeds up, and do all nodes have the same gossip key?)"
 
 // joinPatience is how long a node keeps trying to join before it gives up:
 // seeds may start later than it, but not much later.
@@ -53,6 +59,9 @@ type cluster struct {
 	identity identity // what the data dir says about this node
 	// stopping is set when a planned stop begins (handOff).
 	stopping atomic.Bool
+	// joinErr is the last failed attempt to join, while the node retries:
+	// /readyz gives it as the reason.
+	joinErr atomic.Pointer[error]
 
 	mu     sync.Mutex
 	groups map[int]*localShard // shards with a replica on this node
@@ -132,12 +141,14 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 		return fmt.Errorf("grpc listener: %w", err)
 	}
 	c.advGRPC = advertised(c.grpcLn.Addr(), n.cfg.Advertise)
-	c.trans = raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: raft.ServerAddress(c.advGRPC), Faults: n.faults})
-	c.grpcSrv = grpc.NewServer(raftstore.TransportServerOptions()...)
+	// Every gRPC server and client of the node is built from n.peerTLS,
+	// so none of them can be left plaintext when TLS is on.
+	c.trans = raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: raft.ServerAddress(c.advGRPC), Faults: n.faults, DialOptions: n.peerTLS.grpcDialOptions()})
+	c.grpcSrv = grpc.NewServer(n.peerTLS.grpcServerOptions(n.log)...)
 	c.trans.Register(c.grpcSrv)
 	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus})
 	go c.grpcSrv.Serve(c.grpcLn)
-	n.manager.forwarder = newForwarder()
+	n.manager.forwarder = newForwarder(n.peerTLS.grpcDialOptions()...)
 	n.manager.router = c
 
 	gossipHost, gossipPort, err := splitPort(n.cfg.GossipAddr)
@@ -149,6 +160,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	if n.cfg.Advertise != "" {
 		mcfg.AdvertiseAddr = n.cfg.Advertise
 	}
+	mcfg.SecretKey = n.cfg.GossipKey
 	mcfg.Meta = placement.NodeMeta{GRPCAddr: c.advGRPC, HTTPAddr: advertised(n.appLn.Addr(), n.cfg.Advertise), AdminAddr: advertised(n.adminLn.Addr(), n.cfg.Advertise)}
 	mcfg.Logger = n.log
 	if c.members, err = placement.Start(mcfg); err != nil {
@@ -192,13 +204,15 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 		for {
 			_, err := c.members.Join(c.n.cfg.Join)
 			if err == nil {
+				c.joinErr.Store(nil)
 				break
 			}
 			if errors.Is(err, placement.ErrDuplicateNodeID) || time.Now().After(deadline) {
-				c.fail(fmt.Errorf("joining the cluster through %v: %w", c.n.cfg.Join, err))
+				c.fail(fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, joinHint))
 				return
 			}
-			log.Warn("joining the cluster; retrying", "join", c.n.cfg.Join, "err", err)
+			c.joinErr.Store(&err)
+			log.Warn("joining the cluster; retrying"+joinHint, "join", c.n.cfg.Join, "err", err)
 			if !sleepCtx(ctx, time.Second) {
 				return
 			}
@@ -530,6 +544,10 @@ func (c *cluster) ready() (bool, string) {
 	m := c.mapSeen
 	c.mu.Unlock()
 	if m.ClusterID == "" {
+		if p := c.joinErr.Load(); p != nil {
+			// memberlist's errors span lines; a reason is one.
+			return false, fmt.Sprintf("cannot join the cluster through %v: %s%s", c.n.cfg.Join, strings.Join(strings.Fields((*p).Error()), " "), joinHint)
+		}
 		return false, "waiting for the cluster to form (no cluster map yet)"
 	}
 	for i := range m.ShardMap {

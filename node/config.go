@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/roostdb/roost/durable"
@@ -72,7 +73,21 @@ type Config struct {
 	// meta leader re-creates its replicas on other nodes (docs/operations.md,
 	// "Automatic healing"). 0 turns automatic healing off.
 	DeadNodeGrace time.Duration
+
+	// TLSCertFile, TLSKeyFile and TLSCAFile are PEM files: this node's
+	// certificate and key, and the CA that signed every node's. Set all
+	// three and the gRPC listener and every gRPC call to another node use
+	// mutual TLS (docs/security.md); set none and they are plaintext.
+	// The certificate must name the host other nodes dial this node at.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
+	// GossipKey, when set (16, 24 or 32 bytes: AES-128, -192 or -256),
+	// encrypts and authenticates all gossip with AES-GCM; every node needs
+	// the same key, and a node with another key (or none) cannot join.
+	GossipKey []byte
 }
+
+// TLS reports whether node-to-node gRPC uses mutual TLS.
+func (c Config) TLS() bool { return c.TLSCertFile != "" }
 
 // Cluster reports whether the node runs as part of a cluster.
 func (c Config) Cluster() bool { return c.NodeID != "" }
@@ -166,6 +181,23 @@ func (c Config) Validate() error {
 	}
 	if c.Replicas > c.BootstrapExpect {
 		return bad("replicas (%d) cannot exceed bootstrap-expect (%d): the first nodes must hold every replica", c.Replicas, c.BootstrapExpect)
+	}
+	var set, unset []string
+	for _, f := range []struct{ name, v string }{{"tls cert", c.TLSCertFile}, {"tls key", c.TLSKeyFile}, {"tls ca", c.TLSCAFile}} {
+		if f.v != "" {
+			set = append(set, f.name)
+		} else {
+			unset = append(unset, f.name)
+		}
+	}
+	if len(set) > 0 && len(unset) > 0 {
+		// Half a TLS configuration must not quietly mean plaintext.
+		return bad("TLS needs all of tls cert, tls key and tls ca, or none: %s set but %s not", strings.Join(set, ", "), strings.Join(unset, ", "))
+	}
+	switch len(c.GossipKey) {
+	case 0, 16, 24, 32:
+	default:
+		return bad("gossip key is %d bytes; it must be 16, 24 or 32 (AES-128, -192 or -256)", len(c.GossipKey))
 	}
 	return nil
 }

@@ -47,6 +47,8 @@ type Node struct {
 	alarmBackoff time.Duration
 	// faults, when set (by tests), injects network faults into the Raft transport.
 	faults *raftstore.Faults
+	// peerTLS secures node-to-node gRPC; nil means plaintext (and dev mode).
+	peerTLS *peerTLS
 	// cluster is the cluster machinery; nil in dev mode.
 	cluster *cluster
 	// admin serves the /v1/ API and runs operations (rebalance, drain, heal).
@@ -55,7 +57,8 @@ type Node struct {
 	failed chan error
 }
 
-// New checks cfg and app and prepares a node; Start opens its data dir and listeners.
+// New checks cfg and app (and reads the TLS files cfg names) and prepares
+// a node; Start opens its data dir and listeners.
 func New(cfg Config, app *durable.App) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -74,7 +77,16 @@ func New(cfg Config, app *durable.App) (*Node, error) {
 		log = slog.Default()
 	}
 	cfg.Logger = log
-	n := &Node{cfg: cfg, app: app, log: log, alarmBackoff: 2 * time.Second, failed: make(chan error, 1)}
+	var pt *peerTLS
+	if cfg.Cluster() {
+		// Now, before anything is opened: a TLS file that cannot be used is
+		// a configuration error, not something to find at the first handshake.
+		var err error
+		if pt, err = loadPeerTLS(cfg); err != nil {
+			return nil, err
+		}
+	}
+	n := &Node{cfg: cfg, app: app, log: log, peerTLS: pt, alarmBackoff: 2 * time.Second, failed: make(chan error, 1)}
 	n.admin = newAdmin(n)
 	return n, nil
 }

@@ -43,7 +43,7 @@ var importRules = []rule{
 	// loadgen is a leaf: closed-loop load and its summary, for roost bench
 	// and the etcd load of make bench-compare.
 	{"loadgen", nil},
-	{"cli", []string{"node", "config", "durable", "loadgen"}},
+	{"cli", []string{"node", "config", "durable", "loadgen", "internal/devca"}},
 	{"cmd/...", []string{"cli", "durable", "examples/..."}},
 	// An example's own binaries (examples/<name>/cmd/...) wire it into cli.Run.
 	{"examples/*/cmd/...", []string{"durable", "cli", "examples/$1"}},
