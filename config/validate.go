@@ -142,17 +142,17 @@ func CheckHost(host string) error {
 	if _, port, err := net.SplitHostPort(host); err == nil && isDigits(port) {
 		return fmt.Errorf("%q: give the host alone, without a port (each listener keeps its own port)", host)
 	}
-	if !validHostname(host) {
+	if !IsHostname(host) {
 		return fmt.Errorf("%q is not an IP address or a host name", host)
 	}
 	return nil
 }
 
-// validHostname reports whether h is a DNS name: dot-separated labels of
+// IsHostname reports whether h is a DNS name: dot-separated labels of
 // letters, digits, '_' and inner hyphens, 1 to 63 bytes each, 253 in all.
 // '_' is not in RFC 1123, but Go's resolver and Docker's DNS accept it
 // (compose names containers project_service_1).
-func validHostname(h string) bool {
+func IsHostname(h string) bool {
 	h = strings.TrimSuffix(h, ".")
 	if h == "" || len(h) > 253 {
 		return false

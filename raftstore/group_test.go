@@ -266,7 +266,7 @@ func TestDefaultRaftConfig(t *testing.T) {
 	}
 	if !c.NoSnapshotRestoreOnStart || !c.BatchApplyCh || c.MaxAppendEntries != 256 ||
 		c.HeartbeatTimeout != 500*time.Millisecond || c.ElectionTimeout != 500*time.Millisecond ||
-		c.LeaderLeaseTimeout != 250*time.Millisecond || c.CommitTimeout != 50*time.Millisecond ||
+		c.LeaderLeaseTimeout != 250*time.Millisecond || c.CommitTimeout != time.Second ||
 		c.LocalID != "n1" || c.Logger == nil || c.Logger.IsInfo() {
 		t.Fatalf("unexpected defaults: %+v", c)
 	}

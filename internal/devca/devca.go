@@ -27,6 +27,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"github.com/roostdb/roost/config"
 )
 
 // ErrInvalid is wrapped by errors about the inputs: a bad host, an empty
@@ -120,7 +122,7 @@ func (ca *CA) Issue(name string, hosts []string, validFor time.Duration) (*x509.
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 			continue
 		}
-		if !validDNSName(h) {
+		if !config.IsHostname(strings.TrimPrefix(h, "*.")) { // a wildcard names the labels below it
 			return nil, nil, fmt.Errorf("%w: %q is neither an IP address nor a DNS name", ErrInvalid, h)
 		}
 		tmpl.DNSNames = append(tmpl.DNSNames, h)
@@ -205,24 +207,4 @@ func ParseKey(data []byte) (*ecdsa.PrivateKey, error) {
 // at most 20 octets, unique per CA).
 func newSerial() (*big.Int, error) {
 	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
-}
-
-// validDNSName accepts dot-separated labels of letters, digits, '-' and
-// '_' (Docker's names), optionally with a leading "*." wildcard.
-func validDNSName(h string) bool {
-	h = strings.TrimPrefix(strings.TrimSuffix(h, "."), "*.")
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for _, r := range label {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
