@@ -654,6 +654,28 @@ func TestAdminCluster(t *testing.T) {
 				t.Errorf("removed member %+v", mem)
 			}
 		}
+		// It leaves the meta group too, a voter replaced by a non-voter
+		// (unless it leads the group: it is the one to stop it then).
+		if leader := c.metaLeader(); leader.cfg.NodeID != victim {
+			deadline := time.Now().Add(20 * time.Second)
+			for {
+				var in bool
+				voters := 0
+				for _, s := range leader.cluster.meta.Raft().GetConfiguration().Configuration().Servers {
+					in = in || s.ID == victim
+					if s.Suffrage == raft.Voter {
+						voters++
+					}
+				}
+				if !in && voters >= 3 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("meta group after removing %s: still in it %v, %d voters", victim, in, voters)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
 		var e apiErrorJSON
 		if code := c.admin(other, "POST", "/v1/nodes/"+victim+"/drain", nil, &e); code != 409 {
 			t.Errorf("draining a removed node: %d %q, want 409", code, e.Error)

@@ -324,11 +324,26 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 	inRaft := map[raft.ServerID]bool{}
 	for _, s := range conf.Configuration().Servers {
 		inRaft[s.ID] = true
+		// A removed node leaves the meta group too, so that it counts
+		// towards no quorum. Never this node: it hands the leadership
+		// over first (a removed node is stopped by its operator).
+		if nd, ok := m.Nodes[placement.NodeID(s.ID)]; ok && nd.State == placement.NodeRemoved && s.ID != raft.ServerID(c.self) {
+			if s.Suffrage == raft.Voter {
+				c.promoteSpareMetaVoter(r, conf.Configuration().Servers, c.aliveIDs())
+			}
+			c.n.log.Info("taking a removed node out of the meta group", "node", s.ID)
+			r.RemoveServer(s.ID, 0, membershipTimeout)
+			return
+		}
 	}
 	for _, mem := range alive {
 		node := memberNode(mem)
-		if cur, ok := m.Nodes[node.ID]; !ok || cur.GRPCAddr != node.GRPCAddr || cur.HTTPAddr != node.HTTPAddr || cur.AdminAddr != node.AdminAddr {
-			if ok {
+		cur, known := m.Nodes[node.ID]
+		if known && cur.State == placement.NodeRemoved {
+			continue // removed for good: not re-registered, not given the map
+		}
+		if !known || cur.GRPCAddr != node.GRPCAddr || cur.HTTPAddr != node.HTTPAddr || cur.AdminAddr != node.AdminAddr {
+			if known {
 				node.State = cur.State
 			}
 			c.applyMeta(r, placement.Command{UpsertNode: &placement.UpsertNodeCmd{Node: node}})
