@@ -485,7 +485,7 @@ func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 	defer rf.DeregisterObserver(obs)
 	deadline = time.Now().Add(transferWait)
 	for {
-		err := rf.LeadershipTransferToServer(target.ID, target.Address).Error()
+		err := c.transferNow(ls, *target)
 		if err == nil {
 			break
 		}

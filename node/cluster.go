@@ -597,19 +597,34 @@ func (c *cluster) transfer(ls *localShard, target raft.Server) {
 	c.n.wg.Add(1)
 	go func() {
 		defer c.n.wg.Done()
-		ls.shard.quiesce(handOffQuiesce)
-		defer ls.shard.resume()
-		r := ls.group.Raft()
-		var f raft.Future
-		if target.ID == "" {
-			f = r.LeadershipTransfer()
-		} else {
-			f = r.LeadershipTransferToServer(target.ID, target.Address)
-		}
-		if err := f.Error(); err != nil {
+		if err := c.transferQuiesced(ls, target); err != nil {
 			c.n.log.Debug("leadership transfer", "shard", ls.shard.id.String(), "to", target.ID, "err", err)
 		}
 	}()
+}
+
+// transferNow is transfer that waits for the outcome, for the admin API.
+// A transfer of the shard already under way is raft's
+// ErrLeadershipTransferInProgress.
+func (c *cluster) transferNow(ls *localShard, target raft.Server) error {
+	if !ls.shard.handingOff.CompareAndSwap(false, true) {
+		return raft.ErrLeadershipTransferInProgress
+	}
+	return c.transferQuiesced(ls, target)
+}
+
+// transferQuiesced lets the shard's proposed commits finish (new requests
+// re-route meanwhile), then transfers its leadership to target, or to
+// any caught-up voter if target.ID is empty. The caller has set
+// handingOff; it is cleared on return.
+func (c *cluster) transferQuiesced(ls *localShard, target raft.Server) error {
+	ls.shard.quiesce(handOffQuiesce)
+	defer ls.shard.resume()
+	r := ls.group.Raft()
+	if target.ID == "" {
+		return r.LeadershipTransfer().Error()
+	}
+	return r.LeadershipTransferToServer(target.ID, target.Address).Error()
 }
 
 // handOff transfers the leadership of every group this node leads to
