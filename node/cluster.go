@@ -144,11 +144,11 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	// Every gRPC server and client of the node is built from n.peerTLS,
 	// so none of them can be left plaintext when TLS is on.
 	c.trans = raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: raft.ServerAddress(c.advGRPC), Faults: n.faults, DialOptions: n.peerTLS.grpcDialOptions()})
-	c.grpcSrv = grpc.NewServer(n.peerTLS.grpcServerOptions(n.log)...)
+	c.grpcSrv = grpc.NewServer(append(n.peerTLS.grpcServerOptions(n.log), keepaliveServerOption())...)
 	c.trans.Register(c.grpcSrv)
 	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus})
 	go c.grpcSrv.Serve(c.grpcLn)
-	n.manager.forwarder = newForwarder(n.peerTLS.grpcDialOptions()...)
+	n.manager.forwarder = newForwarder(append(n.peerTLS.grpcDialOptions(), keepaliveDialOption())...)
 	n.manager.router = c
 
 	gossipHost, gossipPort, err := splitPort(n.cfg.GossipAddr)

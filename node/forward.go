@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
 	"github.com/roostdb/roost/durable"
@@ -56,6 +58,21 @@ type forwarder struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+}
+
+// keepaliveDialOption pings a peer while requests are forwarded to it and
+// fails them if a ping goes unanswered: a peer cut off or frozen (docker
+// pause) would otherwise hold them as long as TCP keeps the connection,
+// since only a dead process resets its connections. Every 10 s is as often
+// as gRPC lets a client ping.
+func keepaliveDialOption() grpc.DialOption {
+	return grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 2 * time.Second})
+}
+
+// keepaliveServerOption lets peers ping that often (gRPC's default
+// answers pings more often than every 5 minutes with GOAWAY).
+func keepaliveServerOption() grpc.ServerOption {
+	return grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second})
 }
 
 func newForwarder(opts ...grpc.DialOption) *forwarder {

@@ -1,0 +1,127 @@
+package node
+
+import (
+	"context"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/roostdb/roost/proto"
+)
+
+// silentProxy relays TCP to target until freeze, after which it keeps the
+// connections open and passes nothing on: a peer cut off or frozen.
+type silentProxy struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	frozen bool
+}
+
+func newSilentProxy(t *testing.T, target string) *silentProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &silentProxy{ln: ln}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			t.Cleanup(func() { c.Close(); u.Close() })
+			go p.relay(u, c)
+			go p.relay(c, u)
+		}
+	}()
+	return p
+}
+
+func (p *silentProxy) relay(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		frozen := p.frozen
+		p.mu.Unlock()
+		if frozen {
+			continue // swallowed
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+func (p *silentProxy) freeze() {
+	p.mu.Lock()
+	p.frozen = true
+	p.mu.Unlock()
+}
+
+// stuckForward answers no Fetch: the object behind it runs forever.
+type stuckForward struct {
+	proto.UnimplementedForwardServer
+}
+
+func (stuckForward) Fetch(stream proto.Forward_FetchServer) error {
+	<-stream.Context().Done()
+	return stream.Context().Err()
+}
+
+// A request forwarded to a peer that stops answering fails once a
+// keepalive ping goes unanswered (10 s + 2 s), rather than never.
+func TestForwardToSilentPeerFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(keepaliveServerOption())
+	proto.RegisterForwardServer(srv, stuckForward{})
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	proxy := newSilentProxy(t, ln.Addr().String())
+
+	f := newForwarder(append((*peerTLS)(nil).grpcDialOptions(), keepaliveDialOption())...)
+	t.Cleanup(f.close)
+	cl, err := f.client(peer{id: "n2", addr: proxy.ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := cl.Fetch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: &proto.ForwardHead{Class: "Counter"}}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond) // a ping or two answered: the peer is alive, only slow
+	proxy.freeze()
+	frozen := time.Now()
+	_, err = stream.Recv()
+	took := time.Since(frozen)
+	if err == io.EOF || status.Code(err) != codes.Unavailable {
+		t.Fatalf("Recv from a silent peer: %v, want Unavailable", err)
+	}
+	if took > 15*time.Second {
+		t.Fatalf("a silent peer was noticed after %v", took)
+	}
+	t.Logf("silent peer noticed after %v: %v", took.Round(100*time.Millisecond), err)
+}
