@@ -204,7 +204,7 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	op.progress(len(placement.Plan(m)), 0)
-	a.launch(op, req.MaxConcurrent, placement.Plan)
+	a.launch(op, req.MaxConcurrent, a.n.cluster.toAlive(placement.Plan))
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
 }
@@ -260,9 +260,9 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 		setMapVersion(w, v)
 	}
 	op.progress(len(m.ShardsOf(id)), 0)
-	a.launch(op, req.MaxConcurrent, func(m placement.Map) []placement.Move {
+	a.launch(op, req.MaxConcurrent, a.n.cluster.toAlive(func(m placement.Map) []placement.Move {
 		return slices.DeleteFunc(placement.Plan(m), func(mv placement.Move) bool { return mv.Remove != id })
-	})
+	}))
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
 }
@@ -335,6 +335,16 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 // planFunc gives the moves an operation still has to make from map m, in
 // the order placement.Plan gives them.
 type planFunc func(m placement.Map) []placement.Move
+
+// toAlive drops from plan's moves those that would add a replica on a node
+// gossip does not see alive: it could not catch up, and the move would
+// wait out convergeTimeout. They are planned again once the node is back.
+func (c *cluster) toAlive(plan planFunc) planFunc {
+	return func(m placement.Map) []placement.Move {
+		alive := c.aliveIDs()
+		return slices.DeleteFunc(plan(m), func(mv placement.Move) bool { return mv.Add != "" && !alive[mv.Add] })
+	}
+}
 
 // launch runs op in the background, bounded by the node's lifetime.
 func (a *admin) launch(op *operation, maxConc int, plan planFunc) {

@@ -143,7 +143,8 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	c.advGRPC = advertised(c.grpcLn.Addr(), n.cfg.Advertise)
 	// Every gRPC server and client of the node is built from n.peerTLS,
 	// so none of them can be left plaintext when TLS is on.
-	c.trans = raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: raft.ServerAddress(c.advGRPC), Faults: n.faults, DialOptions: n.peerTLS.grpcDialOptions()})
+	c.trans = raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: raft.ServerAddress(c.advGRPC), Faults: n.faults,
+		DialOptions: n.peerTLS.grpcDialOptions(), PeerLost: c.hurryElections})
 	c.grpcSrv = grpc.NewServer(append(n.peerTLS.grpcServerOptions(n.log), keepaliveServerOption())...)
 	c.trans.Register(c.grpcSrv)
 	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus})
@@ -625,6 +626,34 @@ func (c *cluster) transferQuiesced(ls *localShard, target raft.Server) error {
 		return r.LeadershipTransfer().Error()
 	}
 	return r.LeadershipTransferToServer(target.ID, target.Address).Error()
+}
+
+// hurryElections runs when the heartbeat stream of the node at addr broke:
+// the groups here that it leads hurry their elections, so that failover
+// after a crash does not wait out the heartbeat timeout.
+func (c *cluster) hurryElections(addr raft.ServerAddress) {
+	if c.stopping.Load() {
+		return
+	}
+	c.mu.Lock()
+	groups := make([]*raftstore.Group, 0, len(c.groups)+1)
+	for _, ls := range c.groups {
+		groups = append(groups, ls.group)
+	}
+	if c.meta != nil {
+		groups = append(groups, c.meta)
+	}
+	c.mu.Unlock()
+	n := 0
+	for _, g := range groups {
+		if leader, _ := g.Raft().LeaderWithID(); leader == addr {
+			g.HurryElection()
+			n++
+		}
+	}
+	if n > 0 {
+		c.n.log.Info("a peer's connection broke: groups it led hurry their elections", "peer", addr, "groups", n)
+	}
 }
 
 // handOff transfers the leadership of every group this node leads to

@@ -129,7 +129,11 @@ func TestHealReplacesDeadNode(t *testing.T) {
 	c := newTestCluster(t, 4, 8, reg, func(cfg *Config) { cfg.DeadNodeGrace = 2 * time.Second })
 
 	// Give n4 replicas, so that every node holds some.
-	c.admin(0, "POST", "/v1/rebalance", map[string]any{}, nil) // may answer 202 or be forwarded; waitConverged below decides
+	// (Waiting for the operation to end: a rebalance still running would
+	// hold the heal back.)
+	if op := c.runOp(0, "/v1/rebalance", map[string]any{}, nil); op.State != "done" {
+		t.Fatalf("rebalance: %+v", op)
+	}
 	c.waitBalanced(60 * time.Second)
 
 	names := make([]string, 16)

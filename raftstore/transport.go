@@ -70,6 +70,11 @@ type TransportConfig struct {
 	// InstallSnapshot gets at least 10× as long, more for big snapshots
 	// (see snapshotTimeout).
 	Timeout time.Duration
+	// PeerLost, if set, is called (on its own goroutine) with the address of
+	// a peer whose stream of heartbeats to this node broke: its process
+	// most likely died, and the groups it led may hurry their elections
+	// (Group.HurryElection).
+	PeerLost func(raft.ServerAddress)
 	// HeartbeatWindow is how long heartbeats to a peer wait for other
 	// groups' to go with them (transport_heartbeat.go); 0 means
 	// DefaultHeartbeatWindow, a negative value sends each at once.
@@ -87,6 +92,7 @@ type Transport struct {
 	window  atomic.Int64 // HeartbeatWindow in nanoseconds; tests change it
 	faults  *Faults
 	dial    []grpc.DialOption
+	lost    func(raft.ServerAddress) // PeerLost
 	// callCtx carries this node's address in the outgoing metadata; every
 	// call derives its context from it.
 	callCtx context.Context
@@ -128,6 +134,7 @@ func NewTransport(cfg TransportConfig) *Transport {
 		timeout:  timeout,
 		faults:   cfg.Faults,
 		dial:     cfg.DialOptions,
+		lost:     cfg.PeerLost,
 		callCtx:  metadata.NewOutgoingContext(context.Background(), metadata.Pairs(fromMetadataKey, string(cfg.LocalAddr))),
 		runCtx:   runCtx,
 		stopRun:  stopRun,

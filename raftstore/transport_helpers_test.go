@@ -24,7 +24,7 @@ type tnode struct {
 	srv   *grpc.Server
 }
 
-func newTNode(t testing.TB, id string, faults *Faults) *tnode {
+func newTNode(t testing.TB, id string, faults *Faults, opts ...func(*TransportConfig)) *tnode {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -32,7 +32,11 @@ func newTNode(t testing.TB, id string, faults *Faults) *tnode {
 	}
 	n := &tnode{id: raft.ServerID(id), addr: raft.ServerAddress(lis.Addr().String())}
 	n.srv = grpc.NewServer(TransportServerOptions()...)
-	n.tr = NewTransport(TransportConfig{LocalAddr: n.addr, Faults: faults})
+	cfg := TransportConfig{LocalAddr: n.addr, Faults: faults}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n.tr = NewTransport(cfg)
 	n.tr.Register(n.srv)
 	served := make(chan struct{})
 	go func() {

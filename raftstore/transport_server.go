@@ -185,6 +185,9 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 			return nil
 		}
 		if err != nil {
+			if lost := s.t.lost; lost != nil && ctx.Err() != nil {
+				go lost(callerAddr(ctx)) // the caller's connection or stream broke
+			}
 			return err
 		}
 		if n := len(batch.Requests); n > maxHeartbeatBatch {
