@@ -147,7 +147,16 @@ func (c *cluster) balanceLeaders(m placement.Map) {
 		groups[i] = ls
 	}
 	c.mu.Unlock()
-	active := len(m.NodesIn(placement.NodeActive))
+	// Shares are counted over the active nodes gossip sees alive: while a
+	// node is down the others lead its shards, and passing those around
+	// between them only stalls writes.
+	alive := c.aliveIDs()
+	active := 0
+	for _, id := range m.NodesIn(placement.NodeActive) {
+		if alive[id] {
+			active++
+		}
+	}
 	if active == 0 {
 		return
 	}
