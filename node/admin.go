@@ -522,12 +522,7 @@ func (a *admin) members(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	alive := map[placement.NodeID]bool{c.self: true}
-	for _, mem := range c.members.Members() {
-		if mem.Alive {
-			alive[mem.ID] = true
-		}
-	}
+	alive := c.aliveIDs()
 	ctx, cancel := context.WithTimeout(r.Context(), statusFanoutTimeout)
 	defer cancel()
 	leaders := map[string]int{}

@@ -288,13 +288,7 @@ func (a *admin) move(w http.ResponseWriter, r *http.Request) error {
 			return r.Context().Err()
 		}
 	}
-	toAlive := false
-	for _, mem := range c.members.Members() {
-		if mem.ID == to && mem.Alive {
-			toAlive = true
-		}
-	}
-	if err := moveRefusal(view, s.Replicas, from, to, toAlive); err != nil {
+	if err := moveRefusal(view, s.Replicas, from, to, c.aliveIDs()[to]); err != nil {
 		return err
 	}
 	mv := placement.Move{Shard: sid, Add: to, Remove: from}

@@ -39,14 +39,7 @@ type healer struct {
 func (h *healer) observe(m placement.Map, alive map[placement.NodeID]bool, grace time.Duration, now time.Time) map[placement.NodeID]bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.downSince == nil {
-		h.downSince = map[placement.NodeID]time.Time{}
-	}
-	for id := range h.downSince {
-		if nd, ok := m.Nodes[id]; !ok || alive[id] || nd.State == placement.NodeRemoved {
-			delete(h.downSince, id)
-		}
-	}
+	down := map[placement.NodeID]time.Time{} // nodes back, removed or gone drop out
 	dead := map[placement.NodeID]bool{}
 	for id, nd := range m.Nodes {
 		if alive[id] || nd.State == placement.NodeRemoved {
@@ -54,13 +47,14 @@ func (h *healer) observe(m placement.Map, alive map[placement.NodeID]bool, grace
 		}
 		since, ok := h.downSince[id]
 		if !ok {
-			h.downSince[id] = now
 			since = now
 		}
+		down[id] = since
 		if now.Sub(since) >= grace {
 			dead[id] = true
 		}
 	}
+	h.downSince = down
 	return dead
 }
 

@@ -305,14 +305,12 @@ func (v *groupTransport) heartbeat(target raft.ServerAddress, args *raft.AppendE
 // returned func is called: its heartbeats, pending and new, go at once.
 func (v *groupTransport) beginVerify() (end func()) {
 	v.verifying.Add(1)
+	// Lock order: Transport.mu, then heartbeatBatcher.mu (nothing takes
+	// them the other way round).
 	v.t.mu.RLock()
-	bs := make([]*heartbeatBatcher, 0, len(v.t.batchers))
 	for _, b := range v.t.batchers {
-		bs = append(bs, b)
-	}
-	v.t.mu.RUnlock()
-	for _, b := range bs {
 		b.hurry(v.id)
 	}
+	v.t.mu.RUnlock()
 	return func() { v.verifying.Add(-1) }
 }
