@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/roostdb/roost/placement"
+	"github.com/roostdb/roost/raftstore"
 )
 
 // The JSON admin API (docs/admin-api.md) on the admin listener. Any node
@@ -389,6 +390,7 @@ func (a *admin) proposeMeta(cmd placement.Command) (uint64, error) {
 		}
 		return 0, errorf(http.StatusServiceUnavailable, "changing the cluster map: %v", err)
 	}
+	raftstore.PublishCommits(rf)
 	v, err := placement.ApplyResponse(f.Response())
 	if err != nil {
 		return 0, refusal(err)

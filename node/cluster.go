@@ -72,6 +72,8 @@ type cluster struct {
 	mapSeen   placement.Map
 
 	healer healer // on the meta leader: since when nodes have been dead
+
+	elect *elector // forces elections where no leader is alive (elect.go)
 }
 
 // localShard is a replica of a shard on this node.
@@ -143,8 +145,9 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	c.advGRPC = advertised(c.grpcLn.Addr(), n.cfg.Advertise)
 	// Every gRPC server and client of the node is built from n.peerTLS,
 	// so none of them can be left plaintext when TLS is on.
+	c.elect = newElector(c.self, c.electedGroups, c.aliveIDs, func(msg string, args ...any) { n.log.Info(msg, args...) })
 	c.trans = raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: raft.ServerAddress(c.advGRPC), Faults: n.faults,
-		DialOptions: n.peerTLS.grpcDialOptions(), PeerLost: c.hurryElections})
+		DialOptions: n.peerTLS.grpcDialOptions(), PeerLost: c.peerLost, HeartbeatWindow: raftstore.QuietHeartbeatWindow})
 	c.grpcSrv = grpc.NewServer(append(n.peerTLS.grpcServerOptions(n.log), keepaliveServerOption())...)
 	c.trans.Register(c.grpcSrv)
 	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus})
@@ -176,10 +179,14 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	if err != nil {
 		return err
 	}
-	n.wg.Add(1)
+	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
 		c.run(runCtx, hasState > 0)
+	}()
+	go func() {
+		defer n.wg.Done()
+		c.elect.run(runCtx)
 	}()
 	return nil
 }
@@ -231,7 +238,7 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 	}
 	g, err := c.n.store.StartGroup(raftstore.GroupConfig{
 		ID: metaGroup, LocalID: raft.ServerID(c.self), Transport: c.trans.Group(metaGroup),
-		Bootstrap: bootstrap, FSM: c.metaFSM,
+		Bootstrap: bootstrap, FSM: c.metaFSM, Tune: raftstore.QuietTiming,
 	})
 	if err != nil {
 		log.Error("starting the meta group", "err", err)
@@ -370,6 +377,7 @@ func (c *cluster) applyMeta(r *raft.Raft, cmd placement.Command) {
 		c.n.log.Warn("meta command not applied", "err", err)
 		return
 	}
+	raftstore.PublishCommits(r)
 	if err, ok := f.Response().(error); ok && err != nil {
 		c.n.log.Warn("meta command rejected", "err", err)
 	}
@@ -447,6 +455,7 @@ func (c *cluster) startShard(ctx context.Context, m placement.Map, s placement.S
 	}
 	g, err := c.n.store.StartGroup(raftstore.GroupConfig{
 		ID: gid, LocalID: raft.ServerID(c.self), Transport: c.trans.Group(gid), Bootstrap: bootstrap,
+		Tune: raftstore.QuietTiming,
 	})
 	if err != nil {
 		return err
@@ -628,32 +637,26 @@ func (c *cluster) transferQuiesced(ls *localShard, target raft.Server) error {
 	return r.LeadershipTransferToServer(target.ID, target.Address).Error()
 }
 
-// hurryElections runs when the heartbeat stream of the node at addr broke:
-// the groups here that it leads hurry their elections, so that failover
-// after a crash does not wait out the heartbeat timeout.
-func (c *cluster) hurryElections(addr raft.ServerAddress) {
-	if c.stopping.Load() {
-		return
+// peerLost is the transport's PeerLost: a peer's heartbeat stream broke
+// or went silent, so the groups it led may have no live leader now.
+func (c *cluster) peerLost(raft.ServerAddress) {
+	if !c.stopping.Load() {
+		c.elect.peerLost()
 	}
+}
+
+// electedGroups is every group this node runs, for the elector.
+func (c *cluster) electedGroups() []electedGroup {
 	c.mu.Lock()
-	groups := make([]*raftstore.Group, 0, len(c.groups)+1)
+	defer c.mu.Unlock()
+	groups := make([]electedGroup, 0, len(c.groups)+1)
 	for _, ls := range c.groups {
 		groups = append(groups, ls.group)
 	}
 	if c.meta != nil {
 		groups = append(groups, c.meta)
 	}
-	c.mu.Unlock()
-	n := 0
-	for _, g := range groups {
-		if leader, _ := g.Raft().LeaderWithID(); leader == addr {
-			g.HurryElection()
-			n++
-		}
-	}
-	if n > 0 {
-		c.n.log.Info("a peer's connection broke: groups it led hurry their elections", "peer", addr, "groups", n)
-	}
+	return groups
 }
 
 // handOff transfers the leadership of every group this node leads to

@@ -1239,6 +1239,105 @@ func (x *RaftInstallSnapshotResponse) GetSuccess() bool {
 	return false
 }
 
+type RaftLeaderCheckRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftLeaderCheckRequest) Reset() {
+	*x = RaftLeaderCheckRequest{}
+	mi := &file_proto_raft_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftLeaderCheckRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftLeaderCheckRequest) ProtoMessage() {}
+
+func (x *RaftLeaderCheckRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raft_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftLeaderCheckRequest.ProtoReflect.Descriptor instead.
+func (*RaftLeaderCheckRequest) Descriptor() ([]byte, []int) {
+	return file_proto_raft_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RaftLeaderCheckRequest) GetGroupId() uint64 {
+	if x != nil {
+		return x.GroupId
+	}
+	return 0
+}
+
+type RaftLeaderCheckResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// leader is the address of the replica this node's replica follows (its
+	// own when it leads); empty when it knows of none.
+	Leader string `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	// leader_alive: the leader is this node, or its node is alive to this one.
+	LeaderAlive   bool `protobuf:"varint,2,opt,name=leader_alive,json=leaderAlive,proto3" json:"leader_alive,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftLeaderCheckResponse) Reset() {
+	*x = RaftLeaderCheckResponse{}
+	mi := &file_proto_raft_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftLeaderCheckResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftLeaderCheckResponse) ProtoMessage() {}
+
+func (x *RaftLeaderCheckResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_raft_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftLeaderCheckResponse.ProtoReflect.Descriptor instead.
+func (*RaftLeaderCheckResponse) Descriptor() ([]byte, []int) {
+	return file_proto_raft_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RaftLeaderCheckResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *RaftLeaderCheckResponse) GetLeaderAlive() bool {
+	if x != nil {
+		return x.LeaderAlive
+	}
+	return false
+}
+
 var File_proto_raft_proto protoreflect.FileDescriptor
 
 const file_proto_raft_proto_rawDesc = "" +
@@ -1329,14 +1428,19 @@ const file_proto_raft_proto_rawDesc = "" +
 	"\x1bRaftInstallSnapshotResponse\x124\n" +
 	"\x06header\x18\x01 \x01(\v2\x1c.roost.raft.v1.RaftRPCHeaderR\x06header\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x18\n" +
-	"\asuccess\x18\x03 \x01(\bR\asuccess*\xcd\x01\n" +
+	"\asuccess\x18\x03 \x01(\bR\asuccess\"3\n" +
+	"\x16RaftLeaderCheckRequest\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"T\n" +
+	"\x17RaftLeaderCheckResponse\x12\x16\n" +
+	"\x06leader\x18\x01 \x01(\tR\x06leader\x12!\n" +
+	"\fleader_alive\x18\x02 \x01(\bR\vleaderAlive*\xcd\x01\n" +
 	"\vRaftLogType\x12\x19\n" +
 	"\x15RAFT_LOG_TYPE_COMMAND\x10\x00\x12\x16\n" +
 	"\x12RAFT_LOG_TYPE_NOOP\x10\x01\x12%\n" +
 	"!RAFT_LOG_TYPE_ADD_PEER_DEPRECATED\x10\x02\x12(\n" +
 	"$RAFT_LOG_TYPE_REMOVE_PEER_DEPRECATED\x10\x03\x12\x19\n" +
 	"\x15RAFT_LOG_TYPE_BARRIER\x10\x04\x12\x1f\n" +
-	"\x1bRAFT_LOG_TYPE_CONFIGURATION\x10\x052\xcd\x05\n" +
+	"\x1bRAFT_LOG_TYPE_CONFIGURATION\x10\x052\xab\x06\n" +
 	"\rRaftTransport\x12b\n" +
 	"\rAppendEntries\x12'.roost.raft.v1.RaftAppendEntriesRequest\x1a(.roost.raft.v1.RaftAppendEntriesResponse\x12n\n" +
 	"\x15AppendEntriesPipeline\x12'.roost.raft.v1.RaftAppendEntriesRequest\x1a(.roost.raft.v1.RaftAppendEntriesResponse(\x010\x01\x12^\n" +
@@ -1346,7 +1450,8 @@ const file_proto_raft_proto_rawDesc = "" +
 	"\x0eRequestPreVote\x12(.roost.raft.v1.RaftRequestPreVoteRequest\x1a).roost.raft.v1.RaftRequestPreVoteResponse\x12Y\n" +
 	"\n" +
 	"TimeoutNow\x12$.roost.raft.v1.RaftTimeoutNowRequest\x1a%.roost.raft.v1.RaftTimeoutNowResponse\x12h\n" +
-	"\x0fInstallSnapshot\x12'.roost.raft.v1.RaftInstallSnapshotChunk\x1a*.roost.raft.v1.RaftInstallSnapshotResponse(\x01B&Z$github.com/roostdb/roost/proto;protob\x06proto3"
+	"\x0fInstallSnapshot\x12'.roost.raft.v1.RaftInstallSnapshotChunk\x1a*.roost.raft.v1.RaftInstallSnapshotResponse(\x01\x12\\\n" +
+	"\vLeaderCheck\x12%.roost.raft.v1.RaftLeaderCheckRequest\x1a&.roost.raft.v1.RaftLeaderCheckResponseB&Z$github.com/roostdb/roost/proto;protob\x06proto3"
 
 var (
 	file_proto_raft_proto_rawDescOnce sync.Once
@@ -1361,7 +1466,7 @@ func file_proto_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_proto_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_proto_raft_proto_goTypes = []any{
 	(RaftLogType)(0),                    // 0: roost.raft.v1.RaftLogType
 	(*RaftRPCHeader)(nil),               // 1: roost.raft.v1.RaftRPCHeader
@@ -1380,11 +1485,13 @@ var file_proto_raft_proto_goTypes = []any{
 	(*RaftInstallSnapshotRequest)(nil),  // 14: roost.raft.v1.RaftInstallSnapshotRequest
 	(*RaftInstallSnapshotChunk)(nil),    // 15: roost.raft.v1.RaftInstallSnapshotChunk
 	(*RaftInstallSnapshotResponse)(nil), // 16: roost.raft.v1.RaftInstallSnapshotResponse
-	(*timestamppb.Timestamp)(nil),       // 17: google.protobuf.Timestamp
+	(*RaftLeaderCheckRequest)(nil),      // 17: roost.raft.v1.RaftLeaderCheckRequest
+	(*RaftLeaderCheckResponse)(nil),     // 18: roost.raft.v1.RaftLeaderCheckResponse
+	(*timestamppb.Timestamp)(nil),       // 19: google.protobuf.Timestamp
 }
 var file_proto_raft_proto_depIdxs = []int32{
 	0,  // 0: roost.raft.v1.RaftLog.type:type_name -> roost.raft.v1.RaftLogType
-	17, // 1: roost.raft.v1.RaftLog.appended_at:type_name -> google.protobuf.Timestamp
+	19, // 1: roost.raft.v1.RaftLog.appended_at:type_name -> google.protobuf.Timestamp
 	1,  // 2: roost.raft.v1.RaftAppendEntriesRequest.header:type_name -> roost.raft.v1.RaftRPCHeader
 	2,  // 3: roost.raft.v1.RaftAppendEntriesRequest.entries:type_name -> roost.raft.v1.RaftLog
 	1,  // 4: roost.raft.v1.RaftAppendEntriesResponse.header:type_name -> roost.raft.v1.RaftRPCHeader
@@ -1407,15 +1514,17 @@ var file_proto_raft_proto_depIdxs = []int32{
 	10, // 21: roost.raft.v1.RaftTransport.RequestPreVote:input_type -> roost.raft.v1.RaftRequestPreVoteRequest
 	12, // 22: roost.raft.v1.RaftTransport.TimeoutNow:input_type -> roost.raft.v1.RaftTimeoutNowRequest
 	15, // 23: roost.raft.v1.RaftTransport.InstallSnapshot:input_type -> roost.raft.v1.RaftInstallSnapshotChunk
-	4,  // 24: roost.raft.v1.RaftTransport.AppendEntries:output_type -> roost.raft.v1.RaftAppendEntriesResponse
-	4,  // 25: roost.raft.v1.RaftTransport.AppendEntriesPipeline:output_type -> roost.raft.v1.RaftAppendEntriesResponse
-	6,  // 26: roost.raft.v1.RaftTransport.Heartbeats:output_type -> roost.raft.v1.RaftHeartbeatBatchResponse
-	9,  // 27: roost.raft.v1.RaftTransport.RequestVote:output_type -> roost.raft.v1.RaftRequestVoteResponse
-	11, // 28: roost.raft.v1.RaftTransport.RequestPreVote:output_type -> roost.raft.v1.RaftRequestPreVoteResponse
-	13, // 29: roost.raft.v1.RaftTransport.TimeoutNow:output_type -> roost.raft.v1.RaftTimeoutNowResponse
-	16, // 30: roost.raft.v1.RaftTransport.InstallSnapshot:output_type -> roost.raft.v1.RaftInstallSnapshotResponse
-	24, // [24:31] is the sub-list for method output_type
-	17, // [17:24] is the sub-list for method input_type
+	17, // 24: roost.raft.v1.RaftTransport.LeaderCheck:input_type -> roost.raft.v1.RaftLeaderCheckRequest
+	4,  // 25: roost.raft.v1.RaftTransport.AppendEntries:output_type -> roost.raft.v1.RaftAppendEntriesResponse
+	4,  // 26: roost.raft.v1.RaftTransport.AppendEntriesPipeline:output_type -> roost.raft.v1.RaftAppendEntriesResponse
+	6,  // 27: roost.raft.v1.RaftTransport.Heartbeats:output_type -> roost.raft.v1.RaftHeartbeatBatchResponse
+	9,  // 28: roost.raft.v1.RaftTransport.RequestVote:output_type -> roost.raft.v1.RaftRequestVoteResponse
+	11, // 29: roost.raft.v1.RaftTransport.RequestPreVote:output_type -> roost.raft.v1.RaftRequestPreVoteResponse
+	13, // 30: roost.raft.v1.RaftTransport.TimeoutNow:output_type -> roost.raft.v1.RaftTimeoutNowResponse
+	16, // 31: roost.raft.v1.RaftTransport.InstallSnapshot:output_type -> roost.raft.v1.RaftInstallSnapshotResponse
+	18, // 32: roost.raft.v1.RaftTransport.LeaderCheck:output_type -> roost.raft.v1.RaftLeaderCheckResponse
+	25, // [25:33] is the sub-list for method output_type
+	17, // [17:25] is the sub-list for method input_type
 	17, // [17:17] is the sub-list for extension type_name
 	17, // [17:17] is the sub-list for extension extendee
 	0,  // [0:17] is the sub-list for field type_name
@@ -1436,7 +1545,7 @@ func file_proto_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_raft_proto_rawDesc), len(file_proto_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

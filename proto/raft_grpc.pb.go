@@ -40,6 +40,7 @@ const (
 	RaftTransport_RequestPreVote_FullMethodName        = "/roost.raft.v1.RaftTransport/RequestPreVote"
 	RaftTransport_TimeoutNow_FullMethodName            = "/roost.raft.v1.RaftTransport/TimeoutNow"
 	RaftTransport_InstallSnapshot_FullMethodName       = "/roost.raft.v1.RaftTransport/InstallSnapshot"
+	RaftTransport_LeaderCheck_FullMethodName           = "/roost.raft.v1.RaftTransport/LeaderCheck"
 )
 
 // RaftTransportClient is the client API for RaftTransport service.
@@ -69,6 +70,12 @@ type RaftTransportClient interface {
 	// InstallSnapshot: the first message carries the request, every later
 	// one a chunk of the snapshot's bytes (request.size bytes in all).
 	InstallSnapshot(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RaftInstallSnapshotChunk, RaftInstallSnapshotResponse], error)
+	// LeaderCheck says whom the node's replica of a group follows and whether
+	// that leader's node is alive to it (node liveness: its heartbeat stream
+	// is open and not silent). A follower that finds no live leader asks the
+	// other voters before it forces an election (docs/raftstore.md, "Quiet
+	// groups and node liveness").
+	LeaderCheck(ctx context.Context, in *RaftLeaderCheckRequest, opts ...grpc.CallOption) (*RaftLeaderCheckResponse, error)
 }
 
 type raftTransportClient struct {
@@ -158,6 +165,16 @@ func (c *raftTransportClient) InstallSnapshot(ctx context.Context, opts ...grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RaftTransport_InstallSnapshotClient = grpc.ClientStreamingClient[RaftInstallSnapshotChunk, RaftInstallSnapshotResponse]
 
+func (c *raftTransportClient) LeaderCheck(ctx context.Context, in *RaftLeaderCheckRequest, opts ...grpc.CallOption) (*RaftLeaderCheckResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RaftLeaderCheckResponse)
+	err := c.cc.Invoke(ctx, RaftTransport_LeaderCheck_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RaftTransportServer is the server API for RaftTransport service.
 // All implementations must embed UnimplementedRaftTransportServer
 // for forward compatibility.
@@ -185,6 +202,12 @@ type RaftTransportServer interface {
 	// InstallSnapshot: the first message carries the request, every later
 	// one a chunk of the snapshot's bytes (request.size bytes in all).
 	InstallSnapshot(grpc.ClientStreamingServer[RaftInstallSnapshotChunk, RaftInstallSnapshotResponse]) error
+	// LeaderCheck says whom the node's replica of a group follows and whether
+	// that leader's node is alive to it (node liveness: its heartbeat stream
+	// is open and not silent). A follower that finds no live leader asks the
+	// other voters before it forces an election (docs/raftstore.md, "Quiet
+	// groups and node liveness").
+	LeaderCheck(context.Context, *RaftLeaderCheckRequest) (*RaftLeaderCheckResponse, error)
 	mustEmbedUnimplementedRaftTransportServer()
 }
 
@@ -215,6 +238,9 @@ func (UnimplementedRaftTransportServer) TimeoutNow(context.Context, *RaftTimeout
 }
 func (UnimplementedRaftTransportServer) InstallSnapshot(grpc.ClientStreamingServer[RaftInstallSnapshotChunk, RaftInstallSnapshotResponse]) error {
 	return status.Error(codes.Unimplemented, "method InstallSnapshot not implemented")
+}
+func (UnimplementedRaftTransportServer) LeaderCheck(context.Context, *RaftLeaderCheckRequest) (*RaftLeaderCheckResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LeaderCheck not implemented")
 }
 func (UnimplementedRaftTransportServer) mustEmbedUnimplementedRaftTransportServer() {}
 func (UnimplementedRaftTransportServer) testEmbeddedByValue()                       {}
@@ -330,6 +356,24 @@ func _RaftTransport_InstallSnapshot_Handler(srv interface{}, stream grpc.ServerS
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type RaftTransport_InstallSnapshotServer = grpc.ClientStreamingServer[RaftInstallSnapshotChunk, RaftInstallSnapshotResponse]
 
+func _RaftTransport_LeaderCheck_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RaftLeaderCheckRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RaftTransportServer).LeaderCheck(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: RaftTransport_LeaderCheck_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RaftTransportServer).LeaderCheck(ctx, req.(*RaftLeaderCheckRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // RaftTransport_ServiceDesc is the grpc.ServiceDesc for RaftTransport service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -352,6 +396,10 @@ var RaftTransport_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TimeoutNow",
 			Handler:    _RaftTransport_TimeoutNow_Handler,
+		},
+		{
+			MethodName: "LeaderCheck",
+			Handler:    _RaftTransport_LeaderCheck_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -39,11 +39,9 @@ type GroupConfig struct {
 type Group struct {
 	s     *Store
 	id    GroupID
+	local raft.ServerID
 	raft  *raft.Raft
 	trans raft.Transport
-
-	hurryMu sync.Mutex
-	hurried bool // timeouts shortened by HurryElection
 
 	once sync.Once
 	err  error
@@ -54,45 +52,6 @@ func (g *Group) ID() GroupID { return g.id }
 
 // Raft returns the group's raft instance.
 func (g *Group) Raft() *raft.Raft { return g.raft }
-
-// Hurried elections: a follower whose leader's node is known to be gone
-// (its connections broke: the process died) need not wait out the
-// heartbeat timeout, which with pre-vote means waiting for the other
-// followers' too. HurryElection shortens the group's heartbeat and
-// election timeouts to hurriedTimeout for hurriedFor. hurriedTimeout stays
-// well above the 250 ms leader lease, so a leader that is in fact alive
-// but cut off has stepped down before anyone else can be elected.
-const (
-	hurriedTimeout = 400 * time.Millisecond
-	hurriedFor     = 5 * time.Second
-)
-
-// HurryElection makes this replica, if a follower, start an election once
-// it has heard nothing from a leader for hurriedTimeout instead of the
-// heartbeat timeout, for the next hurriedFor.
-func (g *Group) HurryElection() {
-	if g.raft.State() != raft.Follower {
-		return
-	}
-	g.hurryMu.Lock()
-	defer g.hurryMu.Unlock()
-	if g.hurried {
-		return
-	}
-	base := g.raft.ReloadableConfig()
-	rc := base
-	rc.HeartbeatTimeout, rc.ElectionTimeout = hurriedTimeout, hurriedTimeout
-	if rc.HeartbeatTimeout >= base.HeartbeatTimeout || g.raft.ReloadConfig(rc) != nil {
-		return
-	}
-	g.hurried = true
-	time.AfterFunc(hurriedFor, func() {
-		g.hurryMu.Lock()
-		defer g.hurryMu.Unlock()
-		_ = g.raft.ReloadConfig(base)
-		g.hurried = false
-	})
-}
 
 // verifyHurrier is a transport that can send a group's heartbeats at once
 // while its leadership is checked (groupTransport.beginVerify).
@@ -253,7 +212,10 @@ func (s *Store) StartGroup(cfg GroupConfig) (*Group, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: starting group %s: %w", cfg.ID, err)
 	}
-	g := &Group{s: s, id: cfg.ID, raft: r, trans: cfg.Transport}
+	if v, ok := cfg.Transport.(*groupTransport); ok {
+		v.attach(r)
+	}
+	g := &Group{s: s, id: cfg.ID, local: cfg.LocalID, raft: r, trans: cfg.Transport}
 	s.groups[cfg.ID] = g
 	return g, nil
 }

@@ -71,10 +71,21 @@ type TransportConfig struct {
 	// (see snapshotTimeout).
 	Timeout time.Duration
 	// PeerLost, if set, is called (on its own goroutine) with the address of
-	// a peer whose stream of heartbeats to this node broke: its process
-	// most likely died, and the groups it led may hurry their elections
-	// (Group.HurryElection).
+	// a peer whose stream of heartbeats to this node broke (its process
+	// most likely died) or stayed silent for SilenceTimeout (it hangs or is
+	// cut off): the groups it led may hurry their elections
+	// (Group.HurryElection). It may be called again for the same loss.
 	PeerLost func(raft.ServerAddress)
+	// LivenessInterval is how often a node sends a peer it heartbeats an
+	// empty batch when no heartbeat is due, so that the peer can tell it is
+	// alive however rarely its groups heartbeat (node liveness,
+	// transport_heartbeat.go); 0 means DefaultLivenessInterval, a negative
+	// value sends none.
+	LivenessInterval time.Duration
+	// SilenceTimeout is how long a peer's open heartbeat stream may carry
+	// nothing before PeerLost is called; 0 means DefaultSilenceTimeout, a
+	// negative value never calls it for silence (only for broken streams).
+	SilenceTimeout time.Duration
 	// HeartbeatWindow is how long heartbeats to a peer wait for other
 	// groups' to go with them (transport_heartbeat.go); 0 means
 	// DefaultHeartbeatWindow, a negative value sends each at once.
@@ -93,6 +104,8 @@ type Transport struct {
 	faults  *Faults
 	dial    []grpc.DialOption
 	lost    func(raft.ServerAddress) // PeerLost
+	ping    time.Duration            // LivenessInterval, 0 when off
+	silence time.Duration            // SilenceTimeout, 0 when off
 	// callCtx carries this node's address in the outgoing metadata; every
 	// call derives its context from it.
 	callCtx context.Context
@@ -102,6 +115,9 @@ type Transport struct {
 	runCtx  context.Context
 	stopRun context.CancelFunc
 	wg      sync.WaitGroup
+
+	livenessMu sync.RWMutex
+	liveness   map[raft.ServerAddress]*peerLiveness // what the server saw of each peer
 
 	mu       sync.RWMutex // guards closed, conns, batchers and writes to groups
 	closed   bool
@@ -124,12 +140,17 @@ func NewTransport(cfg TransportConfig) *Transport {
 	if timeout <= 0 {
 		timeout = DefaultTransportTimeout
 	}
-	window := cfg.HeartbeatWindow
-	if window == 0 {
-		window = DefaultHeartbeatWindow
-	}
 	runCtx, stopRun := context.WithCancel(context.Background())
+	orDefault := func(d, def time.Duration) time.Duration {
+		if d == 0 {
+			return def
+		}
+		return max(d, 0)
+	}
 	t := &Transport{
+		ping:     orDefault(cfg.LivenessInterval, DefaultLivenessInterval),
+		silence:  orDefault(cfg.SilenceTimeout, DefaultSilenceTimeout),
+		liveness: make(map[raft.ServerAddress]*peerLiveness),
 		local:    cfg.LocalAddr,
 		timeout:  timeout,
 		faults:   cfg.Faults,
@@ -142,7 +163,7 @@ func NewTransport(cfg TransportConfig) *Transport {
 		batchers: make(map[raft.ServerAddress]*heartbeatBatcher),
 	}
 	t.groups.Store(&map[GroupID]*groupTransport{})
-	t.window.Store(int64(max(window, 0)))
+	t.window.Store(int64(orDefault(cfg.HeartbeatWindow, DefaultHeartbeatWindow)))
 	return t
 }
 
@@ -314,6 +335,8 @@ type groupTransport struct {
 
 	// verifying counts leadership checks under way (beginVerify).
 	verifying atomic.Int32
+
+	raft atomic.Pointer[raft.Raft] // the group's raft once started (attach)
 
 	// Counters of what the server handed to this group, for tests.
 	received      atomic.Uint64 // RPCs, heartbeats and pipelined appends included

@@ -16,25 +16,47 @@ import (
 )
 
 // Heartbeats are most of an idle node's raft traffic: raft sends one to
-// each follower of each group it leads every HeartbeatTimeout/10 (50–100
-// ms), which for 64 groups on three nodes is thousands of messages a
-// second, each a gRPC message with its syscalls and goroutine wake-ups. So
-// the heartbeats of every group to one peer node go together: a
+// each follower of each group it leads every HeartbeatTimeout/10, which for
+// 64 groups on three nodes is hundreds to thousands of messages a second,
+// each a gRPC message with its syscalls and goroutine wake-ups. So the
+// heartbeats of every group to one peer node go together: a
 // heartbeatBatcher per peer gathers those raft sends within
 // TransportConfig.HeartbeatWindow into one message on one long-lived
 // stream, and the peer answers them all in one message.
 //
 // Raft's heartbeat loop waits for each answer, so the window delays each
-// heartbeat by at most HeartbeatWindow: well inside the 250 ms lease and
-// the 500 ms heartbeat timeout. A leadership check (Group.VerifyLeader)
-// must not wait for the window, since reads wait for it: while one runs,
-// the group's heartbeats go at once, together with whatever is pending.
-// Sending early is always safe; what VerifyLeader needs is that a
-// follower answers after the check began, which holds for any heartbeat
-// sent after it.
+// heartbeat by at most HeartbeatWindow: well inside the leader lease and
+// the heartbeat timeout. A leadership check (Group.VerifyLeader) must not
+// wait for the window, since reads wait for it: while one runs, the
+// group's heartbeats go at once, together with whatever is pending.
+// Sending early is always safe; what VerifyLeader needs is that a follower
+// answers after the check began, which holds for any heartbeat sent after
+// it.
+//
+// Node liveness. The same stream tells the peer that this node is alive:
+// when nothing has gone to it for LivenessInterval, the batcher sends an
+// empty batch, and the peer's server calls PeerLost when a stream breaks
+// or carries nothing for SilenceTimeout. That is a failure detector per
+// pair of nodes rather than per group, so groups can run with long
+// heartbeat timeouts (few heartbeats while idle) and still fail over
+// quickly: PeerLost hurries the elections of the groups the lost node led
+// (Group.HurryElection). A batcher pings only while its node's groups
+// heartbeat the peer (pingFor): a node that follows none of our groups
+// has no use for our liveness.
 
 // DefaultHeartbeatWindow is TransportConfig.HeartbeatWindow's default.
 const DefaultHeartbeatWindow = 20 * time.Millisecond
+
+// Defaults of TransportConfig.LivenessInterval and SilenceTimeout: a peer
+// misses three or four pings before it counts this node as lost.
+const (
+	DefaultLivenessInterval = 150 * time.Millisecond
+	DefaultSilenceTimeout   = 600 * time.Millisecond
+)
+
+// pingFor is how long after its last heartbeat to a peer a batcher keeps
+// pinging it.
+const pingFor = time.Minute
 
 // heartbeatCall is one group's heartbeat waiting for its batch's answer.
 type heartbeatCall struct {
@@ -59,11 +81,12 @@ type heartbeatBatcher struct {
 	// Counters, for tests: streams opened and batches sent.
 	streams, batches atomic.Uint64
 
-	mu      sync.Mutex
-	pending []*heartbeatCall
-	first   time.Time // when the oldest pending call came
-	urgent  bool      // send without waiting for the window
-	stopped bool      // run has returned: fail new calls at once
+	mu       sync.Mutex
+	pending  []*heartbeatCall
+	first    time.Time // when the oldest pending call came
+	lastCall time.Time // when the newest call came
+	urgent   bool      // send without waiting for the window
+	stopped  bool      // run has returned: fail new calls at once
 }
 
 // add queues call; urgent sends it, and all pending, without waiting for
@@ -75,8 +98,9 @@ func (b *heartbeatBatcher) add(call *heartbeatCall, urgent bool) {
 		call.done <- heartbeatResult{err: raft.ErrTransportShutdown}
 		return
 	}
+	b.lastCall = time.Now()
 	if len(b.pending) == 0 {
-		b.first = time.Now()
+		b.first = b.lastCall
 	}
 	b.pending = append(b.pending, call)
 	b.urgent = b.urgent || urgent
@@ -108,7 +132,9 @@ func (b *heartbeatBatcher) wake() {
 	}
 }
 
-// run sends batches until ctx ends, then fails what is still pending.
+// run sends batches until ctx ends, then fails what is still pending. A
+// batch is sent when its window is over or it is urgent, and an empty one
+// (a liveness ping) when nothing has been sent for the liveness interval.
 func (b *heartbeatBatcher) run(ctx context.Context) {
 	var s batchStream
 	defer func() {
@@ -124,18 +150,29 @@ func (b *heartbeatBatcher) run(ctx context.Context) {
 	}()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	var lastSent time.Time
 	for {
 		b.mu.Lock()
-		n, urgent, due := len(b.pending), b.urgent, time.Until(b.first.Add(time.Duration(b.t.window.Load())))
-		var batch []*heartbeatCall
-		if n > 0 && (urgent || due <= 0) {
-			batch, b.pending, b.urgent = b.pending, nil, false
+		var (
+			batch []*heartbeatCall
+			send  bool
+			wait  = time.Duration(-1) // how long until there is something to send; <0: nothing
+		)
+		switch {
+		case len(b.pending) > 0:
+			wait = time.Until(b.first.Add(time.Duration(b.t.window.Load())))
+			if b.urgent || wait <= 0 {
+				batch, b.pending, b.urgent, send = b.pending, nil, false, true
+			}
+		case b.t.ping > 0 && time.Since(b.lastCall) < pingFor:
+			wait = time.Until(lastSent.Add(b.t.ping))
+			send = wait <= 0
 		}
 		b.mu.Unlock()
-		if batch == nil {
+		if !send {
 			var fire <-chan time.Time
-			if n > 0 {
-				timer.Reset(due)
+			if wait >= 0 {
+				timer.Reset(wait)
 				fire = timer.C
 			}
 			select {
@@ -148,6 +185,7 @@ func (b *heartbeatBatcher) run(ctx context.Context) {
 			continue
 		}
 		out, err := s.exchange(ctx, b, batch)
+		lastSent = time.Now()
 		b.deliver(batch, out, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc/codes"
@@ -24,11 +25,13 @@ type transportServer struct {
 // group returns the open view of id or a NotFound status, after applying
 // Faults to the caller.
 func (s *transportServer) group(ctx context.Context, id uint64) (*groupTransport, error) {
+	caller := callerAddr(ctx)
 	if s.t.faults != nil {
-		if err := s.t.faults.cut(callerAddr(ctx), s.t.local); err != nil {
+		if err := s.t.faults.cut(caller, s.t.local); err != nil {
 			return nil, err
 		}
 	}
+	s.t.markHeard(caller) // any request shows the caller alive (a new leader's first append, say)
 	v := s.t.lookup(GroupID(id))
 	if v == nil {
 		return nil, status.Errorf(codes.NotFound, "raftstore: group %d is not running on %s", id, s.t.local)
@@ -176,19 +179,39 @@ const maxHeartbeatBatch = 1 << 16
 
 // Heartbeats answers each batch of heartbeats, in order, before it reads
 // the next. A group's failure (not running here, say) is that group's
-// result; the stream goes on.
+// result; the stream goes on. A stream that breaks, or carries no batch
+// (liveness pings, empty batches, count) for the transport's
+// SilenceTimeout, reports its sender lost.
 func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) error {
 	ctx := stream.Context()
+	peer := callerAddr(ctx)
+	reportLost := func() {
+		if lost := s.t.lost; lost != nil {
+			go lost(peer)
+		}
+	}
+	var silence *time.Timer
+	if s.t.silence > 0 {
+		silence = time.AfterFunc(s.t.silence, reportLost)
+		defer silence.Stop()
+	}
 	for {
 		batch, err := stream.Recv()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
-			if lost := s.t.lost; lost != nil && ctx.Err() != nil {
-				go lost(callerAddr(ctx)) // the caller's connection or stream broke
+			if ctx.Err() != nil { // the caller's connection or stream broke
+				s.t.markBroken(peer)
+				reportLost()
 			}
 			return err
+		}
+		if s.t.faults == nil || s.t.faults.cut(peer, s.t.local) == nil {
+			s.t.markHeard(peer)
+			if silence != nil {
+				silence.Reset(s.t.silence)
+			}
 		}
 		if n := len(batch.Requests); n > maxHeartbeatBatch {
 			return invalid(fmt.Errorf("a heartbeat batch of %d requests (at most %d)", n, maxHeartbeatBatch))

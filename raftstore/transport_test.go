@@ -71,63 +71,6 @@ func TestTransportThreeNodesFailover(t *testing.T) {
 	checkObjects(t, nodes[old].store, 1, workers, perWorker+4)
 }
 
-// When a leader's node goes away (its connections close, as when the
-// process dies), the followers hear of it through PeerLost, and a follower
-// told to hurry its election shortens its timeouts for a while.
-func TestTransportPeerLostHurriesElection(t *testing.T) {
-	lost := make(chan [2]raft.ServerAddress, 16) // {node told, peer lost}
-	nodes := make([]*tnode, 3)
-	for i := range nodes {
-		id := fmt.Sprintf("n%d", i+1)
-		nodes[i] = newTNode(t, id, nil, func(c *TransportConfig) {
-			c.PeerLost = func(addr raft.ServerAddress) { lost <- [2]raft.ServerAddress{c.LocalAddr, addr} }
-		})
-	}
-	groups := startAll(t, nodes, 1, nil) // the default 500 ms timeouts
-	li := leaderIndex(t, groups, -1, 10*time.Second)
-	groups[li].HurryElection() // a leader does not
-	if hb := groups[li].Raft().ReloadableConfig().HeartbeatTimeout; hb != 500*time.Millisecond {
-		t.Fatalf("a leader hurried: heartbeat timeout %v", hb)
-	}
-
-	for i, n := range nodes { // heartbeats flow: the leader has streams to break
-		if i != li {
-			waitFor(t, 5*time.Second, "heartbeats", func() bool { return n.tr.lookup(1).received.Load() > 5 })
-		}
-	}
-	_ = nodes[li].tr.Close() // the leader's node goes away: its connections close
-	nodes[li].srv.Stop()
-	told := map[raft.ServerAddress]bool{}
-	deadline := time.After(10 * time.Second)
-	for len(told) < 2 {
-		select {
-		case l := <-lost:
-			if l[1] == nodes[li].addr {
-				told[l[0]] = true
-			}
-		case <-deadline:
-			t.Fatalf("followers told of the lost leader: %v", told)
-		}
-	}
-	for i, g := range groups {
-		if i != li {
-			g.HurryElection()
-			if hb := g.Raft().ReloadableConfig().HeartbeatTimeout; hb != hurriedTimeout {
-				t.Fatalf("%s: heartbeat timeout %v after HurryElection, want %v", nodes[i].id, hb, hurriedTimeout)
-			}
-		}
-	}
-	leaderIndex(t, groups, li, 10*time.Second)
-	for i, g := range groups {
-		if i == li {
-			continue
-		}
-		waitFor(t, hurriedFor+5*time.Second, "the timeouts to be restored", func() bool {
-			return g.Raft().ReloadableConfig().HeartbeatTimeout == 500*time.Millisecond
-		})
-	}
-}
-
 // Two groups share each node's transport; a third view has no raft at
 // all. Nothing of one group reaches another.
 func TestTransportGroupsAreSeparate(t *testing.T) {

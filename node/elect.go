@@ -1,0 +1,206 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+	"github.com/roostdb/roost/raftstore"
+)
+
+// Forced elections. Cluster groups run with raftstore.QuietTiming: a
+// follower would wait 5–10 s to notice a dead leader. Instead the elector
+// watches, every electCheck and at once when the transport reports a peer
+// lost, each group this node runs as a follower voter. A group whose leader
+// has not been alive to this node (raftstore's node liveness) for
+// noLeaderGrace — or that has no leader at all, as at a cold start — gets a
+// forced election from one of its voters: the voters alive in gossip,
+// leader left out, are ranked by ID and the one ranked r acts after
+// noLeaderGrace + r×rankDelay, so one forces and the next steps in if that
+// one cannot win (a stale log, say). Acting is asking the other voters
+// whether they still have a live leader (raftstore Group.CheckLeader) and
+// forcing (Group.ForceElection) only when a quorum, this node counted, has
+// none: a follower cut off from a leader the others still hear changes
+// nothing.
+const (
+	electCheck         = 100 * time.Millisecond
+	noLeaderGrace      = 200 * time.Millisecond
+	rankDelay          = time.Second
+	forceEvery         = 2 * time.Second
+	leaderCheckTimeout = 500 * time.Millisecond
+)
+
+// electedGroup is the part of raftstore.Group the elector uses.
+type electedGroup interface {
+	ID() raftstore.GroupID
+	Raft() *raft.Raft
+	LiveLeader() (raft.ServerAddress, bool)
+	CheckLeader(ctx context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error)
+	ForceElection(ctx context.Context) error
+}
+
+var _ electedGroup = (*raftstore.Group)(nil)
+
+// elector forces elections in groups with no live leader. Its state is
+// owned by run's goroutine.
+type elector struct {
+	self   placement.NodeID
+	groups func() []electedGroup            // the groups this node runs
+	alive  func() map[placement.NodeID]bool // nodes alive in gossip
+	log    func(msg string, args ...any)
+	kick   chan struct{}
+
+	leaderless map[raftstore.GroupID]time.Time // since when no live leader
+	forced     map[raftstore.GroupID]time.Time // last forced election
+}
+
+func newElector(self placement.NodeID, groups func() []electedGroup, alive func() map[placement.NodeID]bool, log func(string, ...any)) *elector {
+	return &elector{self: self, groups: groups, alive: alive, log: log, kick: make(chan struct{}, 1),
+		leaderless: make(map[raftstore.GroupID]time.Time), forced: make(map[raftstore.GroupID]time.Time)}
+}
+
+// peerLost is the transport's PeerLost: look again now.
+func (e *elector) peerLost() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (e *elector) run(ctx context.Context) {
+	t := time.NewTicker(electCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-e.kick:
+		}
+		e.check(ctx, time.Now())
+	}
+}
+
+// check looks at every group once and forces the elections that are due,
+// concurrently (each waits for its leader checks).
+func (e *elector) check(ctx context.Context, now time.Time) {
+	seen := make(map[raftstore.GroupID]bool)
+	var wg sync.WaitGroup
+	for _, g := range e.groups() {
+		id := g.ID()
+		seen[id] = true
+		if st := g.Raft().State(); st != raft.Follower {
+			delete(e.leaderless, id)
+			continue
+		}
+		leader, alive := g.LiveLeader()
+		if alive {
+			delete(e.leaderless, id)
+			continue
+		}
+		since, ok := e.leaderless[id]
+		if !ok {
+			e.leaderless[id] = now
+			since = now
+		}
+		if now.Sub(e.forced[id]) < forceEvery {
+			continue
+		}
+		voters, rank, ok := e.rank(g, leader)
+		if !ok || now.Sub(since) < noLeaderGrace+time.Duration(rank)*rankDelay {
+			continue
+		}
+		e.forced[id] = now
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.force(ctx, g, voters)
+		}()
+	}
+	wg.Wait()
+	for id := range e.leaderless {
+		if !seen[id] {
+			delete(e.leaderless, id)
+		}
+	}
+	for id := range e.forced {
+		if !seen[id] {
+			delete(e.forced, id)
+		}
+	}
+}
+
+// rank returns the group's voters and this node's place among those that
+// could win now (alive in gossip, not the leader it lost), by ID; ok is
+// false when this node is not a voter.
+func (e *elector) rank(g electedGroup, leader raft.ServerAddress) ([]raft.Server, int, bool) {
+	f := g.Raft().GetConfiguration()
+	if f.Error() != nil {
+		return nil, 0, false
+	}
+	var voters []raft.Server
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, s)
+		}
+	}
+	alive := e.alive()
+	var ranked []placement.NodeID
+	for _, s := range voters {
+		id := placement.NodeID(s.ID)
+		if id == e.self || alive[id] && s.Address != leader {
+			ranked = append(ranked, id)
+		}
+	}
+	slices.Sort(ranked)
+	rank := slices.Index(ranked, e.self)
+	return voters, rank, rank >= 0
+}
+
+// force asks the other voters for their leader and forces an election when
+// a quorum, this node counted, has no live one.
+func (e *elector) force(ctx context.Context, g electedGroup, voters []raft.Server) {
+	ctx, cancel := context.WithTimeout(ctx, leaderCheckTimeout)
+	defer cancel()
+	type answer struct {
+		from   raft.ServerID
+		leader raft.ServerAddress
+		alive  bool
+		err    error
+	}
+	answers := make(chan answer, len(voters))
+	asked := 0
+	for _, s := range voters {
+		if placement.NodeID(s.ID) == e.self {
+			continue
+		}
+		asked++
+		go func() {
+			leader, alive, err := g.CheckLeader(ctx, s.Address)
+			answers <- answer{s.ID, leader, alive, err}
+		}()
+	}
+	without := 1 // this node
+	for range asked {
+		a := <-answers
+		if a.err == nil && !a.alive {
+			without++
+		}
+	}
+	quorum := len(voters)/2 + 1
+	if without < quorum {
+		return
+	}
+	if _, alive := g.LiveLeader(); alive { // a leader appeared meanwhile
+		return
+	}
+	if err := g.ForceElection(ctx); err != nil {
+		e.log("forcing an election failed", "group", g.ID().String(), "err", err)
+		return
+	}
+	e.log("no live leader: forced an election", "group", g.ID().String(), "voters_without_leader", without, "voters", len(voters))
+}

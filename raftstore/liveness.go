@@ -1,0 +1,217 @@
+package raftstore
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	pb "github.com/roostdb/roost/proto"
+)
+
+// Quiet groups and node liveness (docs/raftstore.md).
+//
+// hashicorp/raft detects a dead leader per group: every leader heartbeats
+// each follower every HeartbeatTimeout/10, and a follower that hears
+// nothing for HeartbeatTimeout campaigns. At 64 groups a node that is the
+// cheap half of the cost, and fast failover (500 ms timeouts) costs an idle
+// three-node cluster about half a core. QuietTiming gives groups long
+// timeouts instead, so an idle group heartbeats about once a second, and
+// failures are detected per pair of nodes: a node pings every peer that
+// follows one of its groups (transport_heartbeat.go), and a peer whose
+// stream breaks or goes silent is not alive (Transport.PeerAlive).
+//
+// A follower whose leader is not alive to it does not wait out the long
+// timeout. The node asks the group's other voters (LeaderCheck) whether
+// they still have a live leader; when a quorum of voters, itself counted,
+// has none, one of them forces an election at once (Group.ForceElection:
+// raft's TimeoutNow, the leadership-transfer election, which voters grant
+// although they still name a leader). A voter that still hears its leader
+// refuses, so a follower cut off from a live leader alone cannot unseat it,
+// and elections stay Raft's: forcing one is never unsafe, only disruptive.
+// Which voter forces, and when, is the caller's choice (node/elect.go).
+
+// QuietHeartbeatTimeout is the heartbeat and election timeout of
+// QuietTiming: an idle leader heartbeats each follower every 0.5–1 s.
+const QuietHeartbeatTimeout = 5 * time.Second
+
+// QuietHeartbeatWindow is the TransportConfig.HeartbeatWindow to use with
+// QuietTiming: heartbeats may wait far longer than with the default
+// timing's 250 ms lease.
+const QuietHeartbeatWindow = 100 * time.Millisecond
+
+// QuietTiming is a GroupConfig.Tune for groups whose failures are detected
+// by node liveness. The lease must cover a heartbeat interval (at most a
+// fifth of the heartbeat timeout) and the batching window; a leader cut off
+// from its followers steps down after it. Reads do not rely on the lease
+// (they verify leadership with a round of heartbeats).
+func QuietTiming(c *raft.Config) {
+	c.HeartbeatTimeout = QuietHeartbeatTimeout
+	c.ElectionTimeout = QuietHeartbeatTimeout
+	c.LeaderLeaseTimeout = 2 * time.Second
+	c.CommitTimeout = QuietHeartbeatTimeout
+}
+
+// PublishCommits makes the group's followers learn soon that what its
+// leader has committed so far is committed. A follower learns the commit
+// index from the leader's next AppendEntries, which with QuietTiming's long
+// CommitTimeout may be 5–10 s away when nothing else is written; PublishCommits
+// appends a barrier entry, whose replication carries the commit index at
+// once. Call it on the leader after a write that followers must apply
+// promptly (the meta group's map, which every node acts on).
+func PublishCommits(r *raft.Raft) {
+	_ = r.Barrier(0) // the future is not needed: replicating the entry is the point
+}
+
+// peerLiveness is what the transport's server has seen of a peer. Every
+// request marks it, so its fields are atomics read and written under
+// livenessMu's read lock.
+type peerLiveness struct {
+	heard  atomic.Int64 // unix nanoseconds of the last request or heartbeat batch (pings included)
+	broken atomic.Bool  // the heartbeat stream broke and nothing came since
+}
+
+func (t *Transport) peerState(addr raft.ServerAddress) *peerLiveness {
+	t.livenessMu.RLock()
+	l := t.liveness[addr]
+	t.livenessMu.RUnlock()
+	if l != nil {
+		return l
+	}
+	t.livenessMu.Lock()
+	defer t.livenessMu.Unlock()
+	if l = t.liveness[addr]; l == nil {
+		l = new(peerLiveness)
+		t.liveness[addr] = l
+	}
+	return l
+}
+
+func (t *Transport) markHeard(addr raft.ServerAddress) {
+	l := t.peerState(addr)
+	l.heard.Store(time.Now().UnixNano())
+	l.broken.Store(false)
+}
+
+func (t *Transport) markBroken(addr raft.ServerAddress) { t.peerState(addr).broken.Store(true) }
+
+// PeerAlive reports whether addr's node is alive to this one: a request or
+// heartbeat batch came from it within SilenceTimeout (or, with silence
+// detection off, the transport timeout) and its heartbeat stream has not
+// broken since. A peer never heard from is not alive: only a node that
+// leads a group this node follows pings it.
+func (t *Transport) PeerAlive(addr raft.ServerAddress) bool {
+	if addr == t.local {
+		return true
+	}
+	limit := t.silence
+	if limit <= 0 {
+		limit = t.timeout
+	}
+	t.livenessMu.RLock()
+	l := t.liveness[addr]
+	t.livenessMu.RUnlock()
+	return l != nil && !l.broken.Load() && time.Since(time.Unix(0, l.heard.Load())) <= limit
+}
+
+// attach gives the view its group's raft, for LeaderCheck.
+func (v *groupTransport) attach(r *raft.Raft) { v.raft.Store(r) }
+
+// leaderView is whom this replica follows and whether that leader is
+// alive to this node.
+func (v *groupTransport) leaderView() (raft.ServerAddress, bool) {
+	r := v.raft.Load()
+	if r == nil {
+		return "", false
+	}
+	if r.State() == raft.Leader {
+		return v.t.local, true
+	}
+	leader, _ := r.LeaderWithID()
+	return leader, leader != "" && v.t.PeerAlive(leader)
+}
+
+func (s *transportServer) LeaderCheck(ctx context.Context, req *pb.RaftLeaderCheckRequest) (*pb.RaftLeaderCheckResponse, error) {
+	v, err := s.group(ctx, req.GroupId)
+	if err != nil {
+		return nil, err
+	}
+	leader, alive := v.leaderView()
+	return &pb.RaftLeaderCheckResponse{Leader: string(leader), LeaderAlive: alive}, nil
+}
+
+// leaderCheck asks target's replica of the group for its leaderView.
+func (v *groupTransport) leaderCheck(ctx context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error) {
+	c, cctx, cancel, err := v.client(target, v.t.timeout)
+	if err != nil {
+		return "", false, err
+	}
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	out, err := c.LeaderCheck(cctx, &pb.RaftLeaderCheckRequest{GroupId: uint64(v.id)})
+	if err != nil {
+		return "", false, err
+	}
+	return raft.ServerAddress(out.Leader), out.LeaderAlive, nil
+}
+
+// livenessTransport is the part of groupTransport the liveness methods of
+// Group need; other transports (raft's in-memory one, in dev mode) have
+// no node liveness.
+type livenessTransport interface {
+	leaderView() (raft.ServerAddress, bool)
+	leaderCheck(ctx context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error)
+	forceElection(ctx context.Context, local raft.ServerID) error
+}
+
+var _ livenessTransport = (*groupTransport)(nil)
+
+// forceElection hands this replica's raft a TimeoutNow, as a leader
+// transferring its leadership would.
+func (v *groupTransport) forceElection(ctx context.Context, local raft.ServerID) error {
+	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
+		ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(local), Addr: []byte(v.t.local),
+	}}
+	_, err := answer[*raft.TimeoutNowResponse](v.dispatch(ctx, req, nil, false, true))
+	return err
+}
+
+// LiveLeader is whom this replica follows (itself when it leads) and
+// whether that leader is alive to this node. A group whose transport has
+// no node liveness reports its leader as alive.
+func (g *Group) LiveLeader() (raft.ServerAddress, bool) {
+	lt, ok := g.trans.(livenessTransport)
+	if !ok {
+		leader, _ := g.raft.LeaderWithID()
+		return leader, leader != ""
+	}
+	return lt.leaderView()
+}
+
+// CheckLeader asks the replica of this group at target whom it follows and
+// whether that leader is alive to it.
+func (g *Group) CheckLeader(ctx context.Context, target raft.ServerAddress) (leader raft.ServerAddress, alive bool, err error) {
+	lt, ok := g.trans.(livenessTransport)
+	if !ok {
+		return "", false, fmt.Errorf("%w: group %s has no node liveness", ErrInvalidConfig, g.id)
+	}
+	return lt.leaderCheck(ctx, target)
+}
+
+// ForceElection makes this replica start an election at once, skipping
+// pre-vote, with the leadership-transfer flag that makes voters grant their
+// vote although they know a leader. Call it only when a quorum of voters
+// has no live leader (see the comment at the top of this file).
+func (g *Group) ForceElection(ctx context.Context) error {
+	lt, ok := g.trans.(livenessTransport)
+	if !ok {
+		return fmt.Errorf("%w: group %s has no node liveness", ErrInvalidConfig, g.id)
+	}
+	if g.raft.State() != raft.Follower {
+		return nil
+	}
+	return lt.forceElection(ctx, g.local)
+}

@@ -1,0 +1,120 @@
+package raftstore
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// lostRecorder collects PeerLost calls: {node told, peer lost}.
+type lostRecorder chan [2]raft.ServerAddress
+
+func (l lostRecorder) option(c *TransportConfig) {
+	c.PeerLost = func(addr raft.ServerAddress) { l <- [2]raft.ServerAddress{c.LocalAddr, addr} }
+}
+
+// With QuietTiming a group heartbeats rarely, yet its followers see the
+// leader's node alive (its liveness pings), answer LeaderCheck with it, and
+// no one reports it lost. When the leader's node goes away they do, and a
+// forced election elects a new leader long before raft's own timeout.
+func TestQuietGroupFailsOverByNodeLiveness(t *testing.T) {
+	lost := make(lostRecorder, 64)
+	nodes := make([]*tnode, 3)
+	for i := range nodes {
+		nodes[i] = newTNode(t, string(rune('a'+i)), nil, lost.option)
+	}
+	groups := startAll(t, nodes, 1, QuietTiming)
+	// No one would campaign for 5-10 s: force the first election.
+	if err := groups[0].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	li := leaderIndex(t, groups, -1, 3*time.Second)
+	if li != 0 {
+		t.Fatalf("replica %d leads after the first replica forced an election", li)
+	}
+	followers := []int{1, 2}
+	for _, f := range followers {
+		waitFor(t, 3*time.Second, "the leader alive to a follower", func() bool {
+			leader, alive := groups[f].LiveLeader()
+			return alive && leader == nodes[li].addr
+		})
+	}
+	// Three silence timeouts with few heartbeats: the pings keep the
+	// leader's node alive.
+	time.Sleep(3 * DefaultSilenceTimeout)
+	for _, f := range followers {
+		if !nodes[f].tr.PeerAlive(nodes[li].addr) {
+			t.Fatalf("%s: the idle leader's node is not alive", nodes[f].id)
+		}
+		leader, alive, err := groups[1].CheckLeader(context.Background(), nodes[f].addr)
+		if err != nil || !alive || leader != nodes[li].addr {
+			t.Fatalf("LeaderCheck of %s: %q alive=%v err=%v", nodes[f].id, leader, alive, err)
+		}
+	}
+	select {
+	case l := <-lost:
+		t.Fatalf("%s reported %s lost while it was alive", l[0], l[1])
+	default:
+	}
+	_ = nodes[li].tr.Close() // the leader's node goes away
+	nodes[li].srv.Stop()
+	told := map[raft.ServerAddress]bool{}
+	deadline := time.After(5 * time.Second)
+	for len(told) < 2 {
+		select {
+		case l := <-lost:
+			if l[1] == nodes[li].addr {
+				told[l[0]] = true
+			}
+		case <-deadline:
+			t.Fatalf("followers told of the lost leader: %v", told)
+		}
+	}
+	for _, f := range followers {
+		if _, alive := groups[f].LiveLeader(); alive {
+			t.Fatalf("%s: the lost leader is still alive to it", nodes[f].id)
+		}
+	}
+	leader, alive, err := groups[1].CheckLeader(context.Background(), nodes[2].addr)
+	if err != nil || alive {
+		t.Fatalf("LeaderCheck after the loss: %q alive=%v err=%v", leader, alive, err)
+	}
+	start := time.Now()
+	if err := groups[1].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Well inside QuietHeartbeatTimeout, which raft would otherwise wait.
+	if got := leaderIndex(t, groups, li, QuietHeartbeatTimeout/2); got != 1 {
+		t.Fatalf("replica %d leads after replica 1 forced an election", got)
+	}
+	t.Logf("new leader %v after the forced election", time.Since(start))
+}
+
+// A peer that stops sending anything (no pings, its rare heartbeats too
+// far apart) is reported lost although its stream never broke, and comes
+// back alive with its next heartbeat.
+func TestSilentPeerIsLost(t *testing.T) {
+	lost := make(lostRecorder, 64)
+	leader := newTNode(t, "a", nil, func(c *TransportConfig) { c.LivenessInterval = -1 })
+	follower := newTNode(t, "b", nil, lost.option, func(c *TransportConfig) { c.SilenceTimeout = 200 * time.Millisecond })
+	nodes := []*tnode{leader, follower}
+	groups := startAll(t, nodes, 1, QuietTiming)
+	if err := groups[0].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	leaderIndex(t, groups, -1, 3*time.Second)
+	// QuietTiming heartbeats every 0.5-1 s: more than the 200 ms silence.
+	select {
+	case l := <-lost:
+		if l[1] != leader.addr {
+			t.Fatalf("%s reported lost, want %s", l[1], leader.addr)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a silent peer was not reported lost")
+	}
+	waitFor(t, 5*time.Second, "the silent peer alive again after a heartbeat", func() bool {
+		return follower.tr.PeerAlive(leader.addr)
+	})
+}
