@@ -11,33 +11,59 @@ import (
 	"github.com/roostdb/roost/raftstore"
 )
 
-// alarmReader finds a shard's due alarms; *raftstore.Store is one.
+// alarmReader finds a shard's due and next alarms; *raftstore.Store is one.
 type alarmReader interface {
 	DueAlarms(g raftstore.GroupID, notAfterMillis int64, limit int) ([]raftstore.DueAlarm, error)
+	NextAlarm(g raftstore.GroupID, afterMillis int64) (int64, bool, error)
 }
 
 var _ alarmReader = (*raftstore.Store)(nil)
 
 // Alarm delivery follows Workers: at least once, retried with exponential
-// backoff from alarmBackoff for at most alarmMaxRetries retries, then
-// dropped. The alarm stays in storage until it succeeds (or is dropped), so
-// a restart or failover delivers it again.
+// backoff for at most alarmMaxRetries retries, then dropped. The alarm
+// stays in storage until it succeeds (or is dropped), so a restart or
+// failover delivers it again.
 const (
-	alarmPollInterval = 250 * time.Millisecond
-	alarmMaxRetries   = 6
-	alarmBatch        = 128
+	alarmMaxRetries = 6
+	alarmBatch      = 128
 )
 
-// alarmScheduler fires one shard's due alarms while this node serves it.
-type alarmScheduler struct {
-	m       *manager
-	sh      *shard
-	reader  alarmReader
+// alarmSettings tune the alarm schedulers of a node; tests change them.
+type alarmSettings struct {
+	// backoff is the first retry delay of a failed alarm, and the delay
+	// before reading again after a failed read.
 	backoff time.Duration
+	// maxSleep bounds a scheduler's sleep when no wake-up comes: a safety
+	// net for a change no wake-up announces, such as the wall clock (which
+	// alarm times use) stepping forward under the monotonic timer.
+	maxSleep time.Duration
+	// wrapReader, when set, wraps the store the schedulers read.
+	wrapReader func(alarmReader) alarmReader
+}
+
+func defaultAlarmSettings() alarmSettings {
+	return alarmSettings{backoff: 2 * time.Second, maxSleep: 5 * time.Second}
+}
+
+// alarmScheduler fires one shard's due alarms while this node serves it.
+// It sleeps until the earliest of the shard's next alarm, the next retry
+// and maxSleep, unless woken (sh.alarmWake) by a committed write that sets
+// an alarm, by this node becoming the shard's leader, or by the end of a
+// delivery. An idle shard therefore costs one look per maxSleep.
+type alarmScheduler struct {
+	m        *manager
+	sh       *shard
+	reader   alarmReader
+	backoff  time.Duration
+	maxSleep time.Duration
 
 	mu      sync.Mutex
 	running map[[32]byte]bool
 	retries map[[32]byte]alarmRetry
+	// unknown holds alarms of objects of no registered class (object →
+	// alarm time), reported once and then left alone: nothing can deliver
+	// or delete them.
+	unknown map[[32]byte]int64
 }
 
 type alarmRetry struct {
@@ -46,38 +72,51 @@ type alarmRetry struct {
 	notBefore time.Time
 }
 
-func newAlarmScheduler(m *manager, sh *shard, reader alarmReader, backoff time.Duration) *alarmScheduler {
-	return &alarmScheduler{m: m, sh: sh, reader: reader, backoff: backoff,
-		running: make(map[[32]byte]bool), retries: make(map[[32]byte]alarmRetry)}
+func newAlarmScheduler(m *manager, sh *shard, reader alarmReader, set alarmSettings) *alarmScheduler {
+	if set.wrapReader != nil {
+		reader = set.wrapReader(reader)
+	}
+	return &alarmScheduler{m: m, sh: sh, reader: reader, backoff: set.backoff, maxSleep: set.maxSleep,
+		running: make(map[[32]byte]bool), retries: make(map[[32]byte]alarmRetry), unknown: make(map[[32]byte]int64)}
 }
 
-// run polls for due alarms until ctx ends.
+// run delivers due alarms until ctx ends. While this node does not serve
+// the shard it only waits for a wake-up: becoming ready sends one.
 func (a *alarmScheduler) run(ctx context.Context, wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		var fires sync.WaitGroup
 		defer fires.Wait()
-		t := time.NewTicker(alarmPollInterval)
-		defer t.Stop()
+		timer := time.NewTimer(a.maxSleep)
+		defer timer.Stop()
 		for {
+			var sleep <-chan time.Time
+			if a.sh.isReady() {
+				now := time.Now()
+				timer.Reset(a.poll(ctx, now, &fires).Sub(now))
+				sleep = timer.C
+			}
 			select {
 			case <-ctx.Done():
 				return
-			case now := <-t.C:
-				if a.sh.isReady() {
-					a.poll(ctx, now, &fires)
-				}
+			case <-a.sh.alarmWake:
+			case <-sleep:
 			}
 		}
 	}()
 }
 
-func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.WaitGroup) {
-	due, err := a.reader.DueAlarms(a.sh.id, now.UnixMilli(), alarmBatch)
+// poll starts the delivery of every due alarm that is neither running nor
+// waiting for its retry, and returns when to look again if nothing wakes
+// the scheduler sooner. Running deliveries wake it when they end.
+func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.WaitGroup) time.Time {
+	next := now.Add(a.maxSleep)
+	nowMs := now.UnixMilli()
+	due, err := a.reader.DueAlarms(a.sh.id, nowMs, alarmBatch)
 	if err != nil {
 		a.m.cfg.Logger.Warn("reading due alarms", "shard", a.sh.id.String(), "err", err)
-		return
+		return now.Add(a.backoff)
 	}
 	for _, d := range due {
 		a.mu.Lock()
@@ -86,8 +125,13 @@ func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.Wa
 			delete(a.retries, d.Object) // the object moved its alarm: start afresh
 			r, retrying = alarmRetry{}, false
 		}
-		if a.running[d.Object] || retrying && now.Before(r.notBefore) {
+		if at, ok := a.unknown[d.Object]; (ok && at == d.At) || a.running[d.Object] {
 			a.mu.Unlock()
+			continue
+		}
+		if retrying && now.Before(r.notBefore) {
+			a.mu.Unlock()
+			next = earlier(next, r.notBefore)
 			continue
 		}
 		a.running[d.Object] = true
@@ -98,25 +142,43 @@ func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.Wa
 			a.fire(ctx, d, r)
 		}()
 	}
+	// Alarms at nowMs or before are in due (or, past a full batch, are
+	// reached as the deliveries above end): wait for the first one after.
+	at, ok, err := a.reader.NextAlarm(a.sh.id, nowMs)
+	switch {
+	case err != nil:
+		a.m.cfg.Logger.Warn("reading the next alarm", "shard", a.sh.id.String(), "err", err)
+		next = earlier(next, now.Add(a.backoff))
+	case ok:
+		next = earlier(next, time.UnixMilli(at))
+	}
+	return next
 }
 
-// fire delivers one alarm and records the outcome for the next poll.
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// fire delivers one alarm, records the outcome for the next poll and wakes
+// the scheduler: a retry changes when to look next, and a due alarm skipped
+// while this one ran (the object set it anew meanwhile) can run now.
 func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarmRetry) {
-	defer func() {
-		a.mu.Lock()
-		delete(a.running, d.Object)
-		a.mu.Unlock()
-	}()
 	class, id, ok := a.m.classOf(d.Object)
 	if !ok {
-		a.m.cfg.Logger.Warn("alarm of an object of no registered class; dropping it", "shard", a.sh.id.String(), "object", durable.IDFromBytes(d.Object).String())
-		return
+		a.m.cfg.Logger.Warn("alarm of an object of no registered class; ignoring it", "shard", a.sh.id.String(), "object", durable.IDFromBytes(d.Object).String())
+		a.mu.Lock()
+		a.unknown[d.Object] = d.At
+		delete(a.running, d.Object)
+		a.mu.Unlock()
+		return // no wake-up: there is nothing new to do
 	}
 	info := durable.AlarmInfo{ScheduledTime: time.UnixMilli(d.At), RetryCount: r.count, IsRetry: r.count > 0}
 	giveUp := r.count >= alarmMaxRetries
 	err := a.m.deliverAlarm(ctx, a.sh, class, id, d.At, info, giveUp)
 	a.mu.Lock()
-	defer a.mu.Unlock()
 	switch {
 	case err == nil || giveUp:
 		delete(a.retries, d.Object)
@@ -128,6 +190,9 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 		a.m.cfg.Logger.Warn("alarm failed; will retry", "class", class, "id", id.String(), "retry", r.count+1, "err", err)
 		a.retries[d.Object] = alarmRetry{at: d.At, count: r.count + 1, notBefore: time.Now().Add(a.backoff << r.count)}
 	}
+	delete(a.running, d.Object)
+	a.mu.Unlock()
+	a.sh.wakeAlarms()
 }
 
 // classOf finds the class an object belongs to from its ID's mac.

@@ -7,10 +7,12 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/raftstore"
 )
 
 // alarmObject records deliveries in storage. /set?ms=N&fail=K&rearm=R sets
@@ -70,14 +72,26 @@ func alarmApp() *durable.App {
 
 func startAlarmNode(t *testing.T, dir string) *Node {
 	t.Helper()
+	return startAlarmNodeWith(t, dir, alarmApp(), nil)
+}
+
+// startAlarmNodeWith starts a node whose alarm schedulers never wake up on
+// their own (maxSleep is an hour): every alarm its tests see delivered was
+// found through a wake-up or the time of a known alarm or retry.
+func startAlarmNodeWith(t *testing.T, dir string, app *durable.App, tweak func(*Node)) *Node {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir, cfg.HTTPAddr, cfg.AdminAddr, cfg.Shards = dir, "127.0.0.1:0", "127.0.0.1:0", 4
 	cfg.Logger = quietLogger
-	n, err := New(cfg, alarmApp())
+	n, err := New(cfg, app)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.alarmBackoff = 20 * time.Millisecond
+	n.alarms.backoff = 20 * time.Millisecond
+	n.alarms.maxSleep = time.Hour
+	if tweak != nil {
+		tweak(n)
+	}
 	if err := n.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -130,4 +144,187 @@ func TestAlarmSurvivesRestart(t *testing.T) {
 	n = startAlarmNode(t, dir)
 	defer closeNode(t, n)
 	waitState(t, n, "R", "fired=1 retries=0 alarm=false")
+}
+
+// scanCounter counts the alarm reads of each shard's scheduler, once each
+// read has returned.
+type scanCounter struct {
+	mu    sync.Mutex
+	scans map[raftstore.GroupID]int
+}
+
+func (c *scanCounter) wrap(r alarmReader) alarmReader { return countingReader{r, c} }
+
+func (c *scanCounter) add(g raftstore.GroupID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.scans == nil {
+		c.scans = make(map[raftstore.GroupID]int)
+	}
+	c.scans[g]++
+}
+
+// total returns the reads so far and how many shards read at least min times.
+func (c *scanCounter) total(min int) (reads, shards int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range c.scans {
+		reads += n
+		if n >= min {
+			shards++
+		}
+	}
+	return reads, shards
+}
+
+type countingReader struct {
+	alarmReader
+	c *scanCounter
+}
+
+func (r countingReader) DueAlarms(g raftstore.GroupID, notAfter int64, limit int) ([]raftstore.DueAlarm, error) {
+	defer r.c.add(g)
+	return r.alarmReader.DueAlarms(g, notAfter, limit)
+}
+
+func (r countingReader) NextAlarm(g raftstore.GroupID, after int64) (int64, bool, error) {
+	defer r.c.add(g)
+	return r.alarmReader.NextAlarm(g, after)
+}
+
+// waitFirstScans waits until every shard's scheduler has finished its first
+// look at the shard (a due read and a next read).
+func waitFirstScans(t *testing.T, n *Node, c *scanCounter) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, shards := c.total(2); shards == n.cfg.Shards {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the alarm schedulers never looked at their shards")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestAlarmSchedulerSleepsWhileNoAlarmIsSet(t *testing.T) {
+	var c scanCounter
+	n := startAlarmNodeWith(t, t.TempDir(), alarmApp(), func(n *Node) { n.alarms.wrapReader = c.wrap })
+	defer closeNode(t, n)
+	waitFirstScans(t, n, &c)
+	// Writes that set no alarm commit on every shard without waking a scheduler.
+	for i := range 16 {
+		if code, body := get(t, n, "/increment", counterParams(fmt.Sprint("idle-", i))); code != 200 {
+			t.Fatalf("increment: %d %s", code, body)
+		}
+	}
+	time.Sleep(1500 * time.Millisecond)
+	// A scheduler looks once when its shard becomes ready, and once more if
+	// it started after that; polling every 250 ms would have read at least
+	// 6 times per shard by now, and more the longer the test ran.
+	if reads, _ := c.total(0); reads > 2*2*n.cfg.Shards {
+		t.Fatalf("%d alarm reads on %d idle shards, want at most %d", reads, n.cfg.Shards, 2*2*n.cfg.Shards)
+	}
+}
+
+func TestAlarmSetOnSleepingShardFires(t *testing.T) {
+	var c scanCounter
+	n := startAlarmNodeWith(t, t.TempDir(), alarmApp(), func(n *Node) { n.alarms.wrapReader = c.wrap })
+	defer closeNode(t, n)
+	waitFirstScans(t, n, &c)
+	// Every scheduler now sleeps for an hour: only the commit of the alarm
+	// can wake its shard's scheduler in time.
+	start := time.Now()
+	get(t, n, "/set", url.Values{"ns": {"ALARM"}, "name": {"W"}, "ms": {"100"}})
+	waitState(t, n, "W", "fired=1 retries=0 alarm=false")
+	t.Logf("alarm set for +100 ms fired and was seen after %v", time.Since(start))
+}
+
+// flakyAlarm sets an alarm for now on any request; its first fail
+// deliveries fail, and every delivery is recorded with its time.
+type flakyAlarm struct {
+	state *durable.State
+	fail  int
+	rec   *deliveries
+}
+
+type deliveries struct {
+	mu    sync.Mutex
+	times []time.Time
+	info  []durable.AlarmInfo
+	done  chan struct{} // closed at the first successful delivery
+}
+
+func (o *flakyAlarm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := o.state.Storage.SetAlarm(time.Now()); err != nil {
+		durable.WriteError(w, err)
+	}
+}
+
+func (o *flakyAlarm) Alarm(ctx context.Context, info durable.AlarmInfo) error {
+	o.rec.mu.Lock()
+	defer o.rec.mu.Unlock()
+	o.rec.times = append(o.rec.times, time.Now())
+	o.rec.info = append(o.rec.info, info)
+	if len(o.rec.times) <= o.fail {
+		return errors.New("injected alarm failure")
+	}
+	close(o.rec.done)
+	return nil
+}
+
+func TestAlarmRetriesBackOff(t *testing.T) {
+	const fail = 3
+	const backoff = 100 * time.Millisecond
+	rec := &deliveries{done: make(chan struct{})}
+	app := alarmApp()
+	app.Classes["Flaky"] = func(state *durable.State, _ *durable.Env) durable.Object {
+		return &flakyAlarm{state: state, fail: fail, rec: rec}
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "FLAKY", ClassName: "Flaky"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, func(n *Node) { n.alarms.backoff = backoff })
+	defer closeNode(t, n)
+	if code, body := get(t, n, "/arm", url.Values{"ns": {"FLAKY"}, "name": {"F"}}); code != 200 {
+		t.Fatalf("arm: %d %s", code, body)
+	}
+	select {
+	case <-rec.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the alarm never succeeded")
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.times) != fail+1 {
+		t.Fatalf("%d deliveries, want %d", len(rec.times), fail+1)
+	}
+	for i := 1; i < len(rec.times); i++ {
+		// A retry comes no sooner than its backoff after the failure,
+		// however slow the machine: wake-ups must not bring it forward.
+		if gap, min := rec.times[i].Sub(rec.times[i-1]), backoff<<(i-1); gap < min {
+			t.Errorf("retry %d came %v after delivery %d, want at least %v", i, gap, i-1, min)
+		}
+		if info := rec.info[i]; info.RetryCount != i || !info.IsRetry {
+			t.Errorf("delivery %d: %+v, want retry %d", i, info, i)
+		}
+	}
+}
+
+func TestAlarmOfUnknownClassIsLeftAlone(t *testing.T) {
+	dir := t.TempDir()
+	// An alarm that stays due: its deliveries fail, and retries wait long.
+	n := startAlarmNodeWith(t, dir, alarmApp(), func(n *Node) { n.alarms.backoff = time.Hour })
+	get(t, n, "/set", url.Values{"ns": {"ALARM"}, "name": {"U"}, "ms": {"0"}, "fail": {"100"}})
+	closeNode(t, n)
+
+	// The app no longer has the alarm's class: nothing can deliver or delete
+	// it, and the scheduler must not spin on it.
+	var c scanCounter
+	n = startAlarmNodeWith(t, dir, testApp(), func(n *Node) { n.alarms.wrapReader = c.wrap })
+	defer closeNode(t, n)
+	waitFirstScans(t, n, &c)
+	time.Sleep(time.Second)
+	if reads, _ := c.total(0); reads > 2*2*n.cfg.Shards {
+		t.Fatalf("%d alarm reads on %d shards with one undeliverable alarm, want at most %d", reads, n.cfg.Shards, 2*2*n.cfg.Shards)
+	}
 }

@@ -467,7 +467,7 @@ func (c *cluster) startShard(ctx context.Context, m placement.Map, s placement.S
 	sctx, cancel := context.WithCancel(ctx)
 	sh.run(sctx, &c.n.wg)
 	sh.watchLeadership(sctx, &c.n.wg, func() { c.n.manager.dropShard(sh) })
-	newAlarmScheduler(c.n.manager, sh, c.n.store, c.n.alarmBackoff).run(sctx, &c.n.wg)
+	newAlarmScheduler(c.n.manager, sh, c.n.store, c.n.alarms).run(sctx, &c.n.wg)
 	c.mu.Lock()
 	c.groups[i] = &localShard{group: g, shard: sh, stop: cancel}
 	c.mu.Unlock()

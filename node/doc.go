@@ -20,6 +20,15 @@
 //   - a failed commit resets the instance and fails every held response; the
 //     FSM's version fence rejects later batches built on the failed one.
 //
+// # Alarms
+//
+// Each shard has an alarm scheduler (alarms.go) that acts while this node
+// serves the shard. It reads the shard's due alarms and then sleeps until
+// its next alarm or retry, or until the shard wakes it: when a committed
+// entry set an alarm (shard.collect), when this node became ready to serve
+// the shard, and when a delivery ends. An idle shard is scanned only as a
+// safety net, every alarmSettings.maxSleep.
+//
 // # Lock order
 //
 // manager.mu → instance.mu → objectStorage.mu. The gate is not a mutex in

@@ -43,8 +43,8 @@ type Node struct {
 
 	// applyWrap, when set (by tests), wraps each shard's Raft applier.
 	applyWrap func(applier) applier
-	// alarmBackoff is the first retry delay of a failed alarm (tests shorten it).
-	alarmBackoff time.Duration
+	// alarms tunes the shards' alarm schedulers (tests change it).
+	alarms alarmSettings
 	// faults, when set (by tests), injects network faults into the Raft transport.
 	faults *raftstore.Faults
 	// peerTLS secures node-to-node gRPC; nil means plaintext (and dev mode).
@@ -86,7 +86,7 @@ func New(cfg Config, app *durable.App) (*Node, error) {
 			return nil, err
 		}
 	}
-	n := &Node{cfg: cfg, app: app, log: log, peerTLS: pt, alarmBackoff: 2 * time.Second, failed: make(chan error, 1)}
+	n := &Node{cfg: cfg, app: app, log: log, peerTLS: pt, alarms: defaultAlarmSettings(), failed: make(chan error, 1)}
 	n.admin = newAdmin(n)
 	return n, nil
 }
@@ -191,7 +191,7 @@ func (n *Node) startDevShards(ctx, runCtx context.Context) error {
 		n.shards = append(n.shards, sh)
 		sh.run(runCtx, &n.wg)
 		sh.watchLeadership(runCtx, &n.wg, func() { n.manager.dropShard(sh) })
-		newAlarmScheduler(n.manager, sh, n.store, n.alarmBackoff).run(runCtx, &n.wg)
+		newAlarmScheduler(n.manager, sh, n.store, n.alarms).run(runCtx, &n.wg)
 	}
 	n.manager.router = localRouter(n.shards)
 	wctx, wcancel := context.WithTimeout(ctx, startupWait)

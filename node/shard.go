@@ -50,6 +50,12 @@ type shard struct {
 	nextVerify *verifyBatch
 	verifying  bool
 
+	// alarmWake nudges the shard's alarm scheduler, which otherwise sleeps
+	// until the next alarm or retry it knows of: a committed write set an
+	// alarm, this node just became able to serve the shard, or a delivery
+	// ended.
+	alarmWake chan struct{}
+
 	// handingOff is set while this node hands the shard's leadership to
 	// another replica: new requests are re-routed instead of starting turns
 	// whose commits Raft would refuse during the transfer.
@@ -59,6 +65,9 @@ type shard struct {
 type proposal struct {
 	future  raft.ApplyFuture
 	commits []*commit
+	// setsAlarm: a batch of the entry sets an alarm, which may be earlier
+	// than the one the alarm scheduler sleeps until.
+	setsAlarm bool
 }
 
 type verifyBatch struct {
@@ -69,9 +78,10 @@ type verifyBatch struct {
 func newShard(id raftstore.GroupID, g *raftstore.Group, maxInflight int, m *metrics) *shard {
 	s := &shard{
 		id: id, group: g, maxInflight: maxInflight, metrics: m,
-		wake:    make(chan struct{}, 1),
-		results: make(chan proposal, maxInflight),
-		ready:   make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		results:   make(chan proposal, maxInflight),
+		ready:     make(chan struct{}),
+		alarmWake: make(chan struct{}, 1),
 	}
 	if g != nil {
 		s.raft = groupApplier{g.Raft(), g}
@@ -145,8 +155,10 @@ func (s *shard) propose(ctx context.Context) {
 			s.mu.Unlock()
 
 			entry := raftstore.Entry{Batches: make([]raftstore.ObjectBatch, len(commits))}
+			setsAlarm := false
 			for i, c := range commits {
 				entry.Batches[i] = c.batch
+				setsAlarm = setsAlarm || batchSetsAlarm(c.batch)
 			}
 			var err error
 			buf, err = entry.AppendBinary(buf[:0])
@@ -159,7 +171,7 @@ func (s *shard) propose(ctx context.Context) {
 			data := append([]byte(nil), buf...)
 			s.metrics.entries.Inc()
 			s.metrics.batchesPerEntry.Observe(float64(len(commits)))
-			s.results <- proposal{future: s.raft.Apply(data, applyTimeout), commits: commits}
+			s.results <- proposal{future: s.raft.Apply(data, applyTimeout), commits: commits, setsAlarm: setsAlarm}
 		}
 	}
 }
@@ -191,7 +203,35 @@ func (s *shard) collect() {
 				s.finishAll(p.commits, fmt.Errorf("%w: unexpected apply response %T", durable.ErrCommitFailed, resp))
 			}
 		}
+		// Woken after the outcome, so the scheduler reads the applied alarm.
+		// A failed entry wakes it too: "indeterminate" may have committed,
+		// and a needless wake costs one scan.
+		if p.setsAlarm {
+			s.wakeAlarms()
+		}
 		s.doneInflight()
+	}
+}
+
+// batchSetsAlarm reports whether b sets an alarm. Deleting one needs no
+// wake-up: the scheduler then wakes for an alarm that is gone and finds
+// nothing due.
+func batchSetsAlarm(b raftstore.ObjectBatch) bool {
+	for _, op := range b.Ops {
+		if op.Kind == raftstore.OpSetAlarm {
+			return true
+		}
+	}
+	return false
+}
+
+// wakeAlarms makes the shard's alarm scheduler look at the shard's alarms
+// now. A wake-up while it is already awake is kept for its next sleep, so
+// none is lost.
+func (s *shard) wakeAlarms() {
+	select {
+	case s.alarmWake <- struct{}{}:
+	default:
 	}
 }
 
@@ -331,6 +371,8 @@ func (s *shard) setReady(ready bool) {
 	default:
 		if ready {
 			close(s.ready)
+			// A new leader fires what came due while another node led.
+			s.wakeAlarms()
 		}
 	}
 }

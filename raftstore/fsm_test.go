@@ -3,6 +3,7 @@ package raftstore
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"testing"
 
@@ -211,6 +212,46 @@ func TestDueAlarms(t *testing.T) {
 	}
 	if got, _ := s.DueAlarms(2, 1<<62, 0); len(got) != 0 {
 		t.Fatalf("group 2 sees group 1's alarms: %v", got)
+	}
+}
+
+func TestNextAlarm(t *testing.T) {
+	s := openTest(t)
+	f := s.NewShardFSM(1)
+	var bs []ObjectBatch
+	for i, at := range []int64{50, -10, 50, 20, 1 << 50} {
+		bs = append(bs, batch(oid(i), 1, setAlarm(at)))
+	}
+	if r := f.Apply(cmdLog(t, 1, Entry{Batches: bs})); !reflect.DeepEqual(r, ApplyResult{}) {
+		t.Fatalf("Apply = %v", r)
+	}
+	check := func(after int64, want int64, wantOK bool) {
+		t.Helper()
+		at, ok, err := s.NextAlarm(1, after)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok != wantOK || at != want {
+			t.Errorf("NextAlarm(%d) = %d, %v; want %d, %v", after, at, ok, want, wantOK)
+		}
+	}
+	check(math.MinInt64, -10, true)
+	check(-11, -10, true)
+	check(-10, 20, true) // strictly later: an alarm at after is due, not next
+	check(20, 50, true)
+	check(49, 50, true)
+	check(50, 1<<50, true)
+	check(1<<50, 0, false)
+	check(math.MaxInt64, 0, false)
+
+	// The index follows moves and deletions.
+	moved := Entry{Batches: []ObjectBatch{batch(oid(1), 2, setAlarm(30)), batch(oid(3), 2, deleteAlarm())}}
+	if r := f.Apply(cmdLog(t, 2, moved)); !reflect.DeepEqual(r, ApplyResult{}) {
+		t.Fatalf("Apply = %v", r)
+	}
+	check(math.MinInt64, 30, true)
+	if _, ok, _ := s.NextAlarm(2, math.MinInt64); ok {
+		t.Fatal("group 2 sees group 1's alarms")
 	}
 }
 

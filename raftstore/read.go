@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/roostdb/roost/durable"
@@ -179,6 +180,37 @@ func (s *Store) DueAlarms(g GroupID, notAfterMillis int64, limit int) ([]DueAlar
 		return nil, fmt.Errorf("raftstore: alarm iterator: %w", err)
 	}
 	return out, nil
+}
+
+// NextAlarm returns the earliest alarm time of group g that is later than
+// afterMillis, if there is one: an alarm scheduler sleeps until then
+// instead of scanning for due alarms while none can be due.
+func (s *Store) NextAlarm(g GroupID, afterMillis int64) (atMillis int64, ok bool, err error) {
+	if afterMillis == math.MaxInt64 {
+		return 0, false, nil
+	}
+	if err := s.acquire(); err != nil {
+		return 0, false, err
+	}
+	defer s.mu.RUnlock()
+	ks := newKeyspace(g)
+	// timeIndexUpper(after) is the first index key of after+1: the lower bound.
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: ks.timeIndexUpper(afterMillis), UpperBound: ks.timeEnd})
+	if err != nil {
+		return 0, false, fmt.Errorf("raftstore: alarm iterator: %w", err)
+	}
+	if it.First() {
+		k := it.Key()[len(ks.timePrefix):]
+		if len(k) != 8+1+32 {
+			_ = it.Close()
+			return 0, false, fmt.Errorf("%w: alarm index key of %d bytes", ErrCorruptState, len(k))
+		}
+		atMillis, ok = decodeTime(k[:8]), true
+	}
+	if err := it.Close(); err != nil {
+		return 0, false, fmt.Errorf("raftstore: alarm iterator: %w", err)
+	}
+	return atMillis, ok, nil
 }
 
 // AppliedIndex returns the last raft index the group's FSM applied (0 if none).
