@@ -41,6 +41,12 @@ const joinPatience = 2 * time.Minute
 // every node reconciles its shard groups with the map.
 const controlInterval = 250 * time.Millisecond
 
+// controlIdleInterval is the control loop's period while every shard this
+// node leads has the configuration the map wants and every replica it
+// should run is running: only slow work (registering nodes, healing,
+// leader balancing) is left, and a map change wakes the loop at once.
+const controlIdleInterval = time.Second
+
 // cluster is what a node runs in cluster mode: the gRPC listener (Raft of
 // every group, forwarding), gossip membership, the meta group holding the
 // cluster map, the shard groups the map gives this node, and the router.
@@ -248,7 +254,7 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 	c.meta = g
 	c.mu.Unlock()
 
-	t := time.NewTicker(controlInterval)
+	t := time.NewTimer(controlInterval)
 	defer t.Stop()
 	for {
 		if g.Raft().State() == raft.Leader {
@@ -257,8 +263,13 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 		} else {
 			c.healer.forget()
 		}
-		c.reconcileShards(ctx)
-		c.balanceLeaders(c.metaFSM.Map())
+		settled := c.reconcileShards(ctx)
+		moved := c.balanceLeaders(c.metaFSM.Map())
+		if settled && !moved {
+			t.Reset(controlIdleInterval)
+		} else {
+			t.Reset(controlInterval)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -390,26 +401,28 @@ func newClusterID() string {
 }
 
 // reconcileShards starts the shard groups the map gives this node.
-func (c *cluster) reconcileShards(ctx context.Context) {
+func (c *cluster) reconcileShards(ctx context.Context) (settled bool) {
 	m := c.metaFSM.Map()
 	if m.ClusterID == "" {
-		return
+		return false
 	}
 	if err := c.checkClusterID(m); err != nil {
 		c.fail(err)
-		return
+		return false
 	}
 	c.rememberCluster(m)
+	settled = true
 	for _, s := range m.ShardMap {
 		i := int(s.ID)
 		c.mu.Lock()
 		ls, running := c.groups[i]
 		c.mu.Unlock()
 		if running && ls.group.Raft().State() == raft.Leader {
-			c.reconcileConfig(ctx, ls, s, m)
+			settled = c.reconcileConfig(ctx, ls, s, m) && settled
 		}
 		if !slices.Contains(s.Replicas, c.self) {
 			if running {
+				settled = false
 				c.stopIfRemoved(i, ls, s)
 			}
 			continue
@@ -417,10 +430,12 @@ func (c *cluster) reconcileShards(ctx context.Context) {
 		if running {
 			continue
 		}
+		settled = false
 		if err := c.startShard(ctx, m, s); err != nil {
 			c.n.log.Error("starting a shard", "shard", i, "err", err)
 		}
 	}
+	return settled
 }
 
 // rememberCluster records the cluster ID in the data dir the first time the

@@ -1,7 +1,10 @@
 package node
 
 import (
+	"cmp"
 	"context"
+	"encoding/binary"
+	"hash/fnv"
 	"slices"
 	"sync"
 	"time"
@@ -14,12 +17,14 @@ import (
 
 // Forced elections. Cluster groups run with raftstore.QuietTiming: a
 // follower would wait 5–10 s to notice a dead leader. Instead the elector
-// watches, every electCheck and at once when the transport reports a peer
-// lost, each group this node runs as a follower voter. A group whose leader
+// watches, every electIdle (every electCheck while a group waits) and at
+// once when the transport reports a peer lost, each group this node runs
+// as a follower voter. A group whose leader
 // has not been alive to this node (raftstore's node liveness) for
 // noLeaderGrace — or that has no leader at all, as at a cold start — gets a
 // forced election from one of its voters: the voters alive in gossip,
-// leader left out, are ranked by ID and the one ranked r acts after
+// leader left out, are ranked in an order of their own for each group (so
+// that the leaders chosen spread over the nodes) and the one ranked r acts after
 // noLeaderGrace + r×rankDelay, so one forces and the next steps in if that
 // one cannot win (a stale log, say). Acting is asking the other voters
 // whether they still have a live leader (raftstore Group.CheckLeader) and
@@ -27,6 +32,7 @@ import (
 // none: a follower cut off from a leader the others still hear changes
 // nothing.
 const (
+	electIdle          = time.Second
 	electCheck         = 100 * time.Millisecond
 	noLeaderGrace      = 200 * time.Millisecond
 	rankDelay          = time.Second
@@ -37,7 +43,8 @@ const (
 // electedGroup is the part of raftstore.Group the elector uses.
 type electedGroup interface {
 	ID() raftstore.GroupID
-	Raft() *raft.Raft
+	State() raft.RaftState
+	Voters() ([]raft.Server, error)
 	LiveLeader() (raft.ServerAddress, bool)
 	CheckLeader(ctx context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error)
 	ForceElection(ctx context.Context) error
@@ -72,7 +79,7 @@ func (e *elector) peerLost() {
 }
 
 func (e *elector) run(ctx context.Context) {
-	t := time.NewTicker(electCheck)
+	t := time.NewTimer(electIdle)
 	defer t.Stop()
 	for {
 		select {
@@ -81,19 +88,24 @@ func (e *elector) run(ctx context.Context) {
 		case <-t.C:
 		case <-e.kick:
 		}
-		e.check(ctx, time.Now())
+		if e.check(ctx, time.Now()) {
+			t.Reset(electCheck)
+		} else {
+			t.Reset(electIdle)
+		}
 	}
 }
 
 // check looks at every group once and forces the elections that are due,
-// concurrently (each waits for its leader checks).
-func (e *elector) check(ctx context.Context, now time.Time) {
+// concurrently (each waits for its leader checks). It reports whether a
+// group is waiting for a live leader.
+func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 	seen := make(map[raftstore.GroupID]bool)
 	var wg sync.WaitGroup
 	for _, g := range e.groups() {
 		id := g.ID()
 		seen[id] = true
-		if st := g.Raft().State(); st != raft.Follower {
+		if st := g.State(); st != raft.Follower {
 			delete(e.leaderless, id)
 			continue
 		}
@@ -122,6 +134,7 @@ func (e *elector) check(ctx context.Context, now time.Time) {
 		}()
 	}
 	wg.Wait()
+	waiting = len(e.leaderless) > 0
 	for id := range e.leaderless {
 		if !seen[id] {
 			delete(e.leaderless, id)
@@ -132,21 +145,16 @@ func (e *elector) check(ctx context.Context, now time.Time) {
 			delete(e.forced, id)
 		}
 	}
+	return waiting
 }
 
 // rank returns the group's voters and this node's place among those that
-// could win now (alive in gossip, not the leader it lost), by ID; ok is
-// false when this node is not a voter.
+// could win now (alive in gossip, not the leader it lost), in the group's
+// order (electionOrder); ok is false when this node is not a voter.
 func (e *elector) rank(g electedGroup, leader raft.ServerAddress) ([]raft.Server, int, bool) {
-	f := g.Raft().GetConfiguration()
-	if f.Error() != nil {
+	voters, err := g.Voters()
+	if err != nil {
 		return nil, 0, false
-	}
-	var voters []raft.Server
-	for _, s := range f.Configuration().Servers {
-		if s.Suffrage == raft.Voter {
-			voters = append(voters, s)
-		}
 	}
 	alive := e.alive()
 	var ranked []placement.NodeID
@@ -156,9 +164,23 @@ func (e *elector) rank(g electedGroup, leader raft.ServerAddress) ([]raft.Server
 			ranked = append(ranked, id)
 		}
 	}
-	slices.Sort(ranked)
+	slices.SortFunc(ranked, func(a, b placement.NodeID) int {
+		return cmp.Compare(electionOrder(g.ID(), a), electionOrder(g.ID(), b))
+	})
 	rank := slices.Index(ranked, e.self)
 	return voters, rank, rank >= 0
+}
+
+// electionOrder orders a group's voters: a hash of the group and the node,
+// so that every node computes the same order and groups put different
+// nodes first.
+func electionOrder(g raftstore.GroupID, node placement.NodeID) uint64 {
+	h := fnv.New64a()
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(g))
+	h.Write(b[:])
+	h.Write([]byte(node))
+	return h.Sum64()
 }
 
 // force asks the other voters for their leader and forces an election when

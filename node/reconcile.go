@@ -27,13 +27,14 @@ const catchUpLag = 64
 // membershipTimeout bounds one configuration change.
 const membershipTimeout = 5 * time.Second
 
-// reconcileConfig makes one step of shard s's configuration toward the map.
-// It runs on the shard's leader only.
-func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want placement.Shard, m placement.Map) {
+// reconcileConfig makes one step of shard s's configuration toward the map
+// and reports whether the configuration already matched it. It runs on the
+// shard's leader only.
+func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want placement.Shard, m placement.Map) (settled bool) {
 	r := ls.group.Raft()
 	cf := r.GetConfiguration()
 	if cf.Error() != nil {
-		return
+		return false
 	}
 	servers := cf.Configuration().Servers
 	inConf := make(map[raft.ServerID]raft.ServerSuffrage, len(servers))
@@ -53,13 +54,13 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 		case !present:
 			log.Info("adding replica as non-voter", "node", id)
 			r.AddNonvoter(sid, raft.ServerAddress(node.GRPCAddr), 0, membershipTimeout)
-			return
+			return false
 		case suffrage == raft.Nonvoter:
 			if c.caughtUp(ctx, node, ls.group.ID(), r.AppliedIndex()) {
 				log.Info("promoting caught-up replica to voter", "node", id)
 				r.AddVoter(sid, raft.ServerAddress(node.GRPCAddr), 0, membershipTimeout)
 			}
-			return // removals wait until every wanted replica votes
+			return false // removals wait until every wanted replica votes
 		}
 	}
 	for _, s := range servers {
@@ -69,12 +70,13 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 		if s.ID == raft.ServerID(c.self) {
 			log.Info("this node leaves the shard: handing leadership over")
 			c.transfer(ls, raft.Server{})
-			return
+			return false
 		}
 		log.Info("removing replica", "node", s.ID)
 		r.RemoveServer(s.ID, 0, membershipTimeout)
-		return
+		return false
 	}
+	return true
 }
 
 // caughtUp asks a replica how far it has applied the group's log.
@@ -140,7 +142,7 @@ func (c *cluster) stopIfRemoved(i int, ls *localShard, want placement.Shard) {
 
 // balanceLeaders hands one shard's leadership to a less loaded voter when
 // this node leads more than its share, so leaders spread evenly.
-func (c *cluster) balanceLeaders(m placement.Map) {
+func (c *cluster) balanceLeaders(m placement.Map) (moved bool) {
 	c.mu.Lock()
 	groups := make(map[int]*localShard, len(c.groups))
 	for i, ls := range c.groups {
@@ -158,7 +160,7 @@ func (c *cluster) balanceLeaders(m placement.Map) {
 		}
 	}
 	if active == 0 {
-		return
+		return false
 	}
 	share := (m.Shards + active - 1) / active
 	leads := map[raft.ServerID]int{}
@@ -166,7 +168,7 @@ func (c *cluster) balanceLeaders(m placement.Map) {
 	for i, ls := range groups {
 		_, id := ls.group.Raft().LeaderWithID()
 		if id == "" {
-			return // an election is under way: wait until it settles
+			return false // an election is under way: wait until it settles
 		}
 		leads[id]++
 		if id == raft.ServerID(c.self) {
@@ -174,7 +176,7 @@ func (c *cluster) balanceLeaders(m placement.Map) {
 		}
 	}
 	if len(mine) <= share {
-		return
+		return false
 	}
 	slices.Sort(mine)
 	for _, i := range mine {
@@ -205,9 +207,10 @@ func (c *cluster) balanceLeaders(m placement.Map) {
 			}
 			c.n.log.Debug("moving shard leadership to balance leaders", "shard", i, "to", s.ID)
 			c.transfer(groups[i], s)
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // handOffBackoff is how long a node waits before it considers handing the

@@ -179,6 +179,24 @@ func (v *groupTransport) forceElection(ctx context.Context, local raft.ServerID)
 	return err
 }
 
+// State is the replica's raft state.
+func (g *Group) State() raft.RaftState { return g.raft.State() }
+
+// Voters returns the voters of the group's latest configuration.
+func (g *Group) Voters() ([]raft.Server, error) {
+	f := g.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	var voters []raft.Server
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, s)
+		}
+	}
+	return voters, nil
+}
+
 // LiveLeader is whom this replica follows (itself when it leads) and
 // whether that leader is alive to this node. A group whose transport has
 // no node liveness reports its leader as alive.

@@ -73,8 +73,8 @@ type TransportConfig struct {
 	// PeerLost, if set, is called (on its own goroutine) with the address of
 	// a peer whose stream of heartbeats to this node broke (its process
 	// most likely died) or stayed silent for SilenceTimeout (it hangs or is
-	// cut off): the groups it led may hurry their elections
-	// (Group.HurryElection). It may be called again for the same loss.
+	// cut off): the groups it led may need an election (liveness.go). It
+	// may be called again for the same loss.
 	PeerLost func(raft.ServerAddress)
 	// LivenessInterval is how often a node sends a peer it heartbeats an
 	// empty batch when no heartbeat is due, so that the peer can tell it is

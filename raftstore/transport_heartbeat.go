@@ -39,8 +39,8 @@ import (
 // or carries nothing for SilenceTimeout. That is a failure detector per
 // pair of nodes rather than per group, so groups can run with long
 // heartbeat timeouts (few heartbeats while idle) and still fail over
-// quickly: PeerLost hurries the elections of the groups the lost node led
-// (Group.HurryElection). A batcher pings only while its node's groups
+// quickly: PeerLost tells the node, which forces elections in the groups
+// the lost node led (liveness.go). A batcher pings only while its node's groups
 // heartbeat the peer (pingFor): a node that follows none of our groups
 // has no use for our liveness.
 

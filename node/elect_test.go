@@ -1,0 +1,128 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+	"github.com/roostdb/roost/raftstore"
+)
+
+// fakeElected is a replica of group 7, with voters n1–n3 at addresses
+// a1–a3 unless the case says otherwise, as the elector sees it.
+type fakeElected struct {
+	state  raft.RaftState
+	leader raft.ServerAddress
+	alive  bool
+	voters []raft.Server
+	// answers: what each other voter says of its leader; an error when absent.
+	answers map[raft.ServerAddress]bool
+	forced  int
+}
+
+func (f *fakeElected) ID() raftstore.GroupID                  { return 7 }
+func (f *fakeElected) State() raft.RaftState                  { return f.state }
+func (f *fakeElected) Voters() ([]raft.Server, error)         { return f.voters, nil }
+func (f *fakeElected) LiveLeader() (raft.ServerAddress, bool) { return f.leader, f.alive }
+func (f *fakeElected) CheckLeader(_ context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error) {
+	alive, ok := f.answers[target]
+	if !ok {
+		return "", false, errors.New("unreachable")
+	}
+	return "a1", alive, nil
+}
+func (f *fakeElected) ForceElection(context.Context) error { f.forced++; return nil }
+
+var _ electedGroup = (*fakeElected)(nil)
+
+func threeVoters() []raft.Server {
+	return []raft.Server{
+		{Suffrage: raft.Voter, ID: "n1", Address: "a1"},
+		{Suffrage: raft.Voter, ID: "n2", Address: "a2"},
+		{Suffrage: raft.Voter, ID: "n3", Address: "a3"},
+	}
+}
+
+// selfRanked returns the node of n2, n3 that group 7's election order puts
+// first, and the other: with n1 (the leader) lost, the first forces at
+// once and the other a rankDelay later.
+func selfRanked() (first, second placement.NodeID) {
+	if electionOrder(7, "n2") < electionOrder(7, "n3") {
+		return "n2", "n3"
+	}
+	return "n3", "n2"
+}
+
+func TestElectorForcesOnlyWithAQuorumWithoutLeader(t *testing.T) {
+	first, second := selfRanked()
+	addr := map[placement.NodeID]raft.ServerAddress{"n1": "a1", "n2": "a2", "n3": "a3"}
+	allAlive := func() map[placement.NodeID]bool { return map[placement.NodeID]bool{"n1": true, "n2": true, "n3": true} }
+	cases := []struct {
+		name    string
+		self    placement.NodeID
+		group   fakeElected
+		alive   func() map[placement.NodeID]bool
+		elapsed time.Duration // since the group was first seen without a live leader
+		want    int
+	}{
+		{"the other follower lost the leader too", first,
+			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{addr[second]: false}}, allAlive, noLeaderGrace, 1},
+		{"the other follower still hears the leader", first,
+			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{addr[second]: true}}, allAlive, noLeaderGrace, 0},
+		{"the other follower does not answer", first,
+			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{}}, allAlive, noLeaderGrace, 0},
+		{"within the grace", first,
+			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{addr[second]: false}}, allAlive, noLeaderGrace / 2, 0},
+		{"second in rank waits", second,
+			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{addr[first]: false}}, allAlive, noLeaderGrace, 0},
+		{"second in rank steps in", second,
+			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{addr[first]: false}}, allAlive, noLeaderGrace + rankDelay, 1},
+		{"second in rank first when the first is dead in gossip", second,
+			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{addr[first]: false}},
+			func() map[placement.NodeID]bool { return map[placement.NodeID]bool{"n1": true, second: true} }, noLeaderGrace, 1},
+		{"the leader is alive", first,
+			fakeElected{state: raft.Follower, leader: "a1", alive: true, answers: map[raft.ServerAddress]bool{addr[second]: false}}, allAlive, noLeaderGrace, 0},
+		{"a leader does not force", first,
+			fakeElected{state: raft.Leader, answers: map[raft.ServerAddress]bool{addr[second]: false}}, allAlive, noLeaderGrace, 0},
+		{"a non-voter does not force", first,
+			fakeElected{state: raft.Follower, leader: "a1", voters: []raft.Server{{Suffrage: raft.Voter, ID: "n1", Address: "a1"}, {Suffrage: raft.Voter, ID: raft.ServerID(second), Address: addr[second]}},
+				answers: map[raft.ServerAddress]bool{addr[second]: false}}, allAlive, noLeaderGrace, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := tc.group
+			if g.voters == nil {
+				g.voters = threeVoters()
+			}
+			e := newElector(tc.self, func() []electedGroup { return []electedGroup{&g} }, tc.alive, func(string, ...any) {})
+			start := time.Now()
+			e.check(context.Background(), start)
+			e.check(context.Background(), start.Add(tc.elapsed))
+			if g.forced != tc.want {
+				t.Fatalf("forced %d elections, want %d", g.forced, tc.want)
+			}
+		})
+	}
+}
+
+// A group that keeps having no live leader is forced again, but not more
+// often than forceEvery.
+func TestElectorRetriesNoFasterThanForceEvery(t *testing.T) {
+	first, second := selfRanked()
+	addr := map[placement.NodeID]raft.ServerAddress{"n2": "a2", "n3": "a3"}
+	g := &fakeElected{state: raft.Follower, leader: "a1", voters: threeVoters(), answers: map[raft.ServerAddress]bool{addr[second]: false}}
+	e := newElector(first, func() []electedGroup { return []electedGroup{g} },
+		func() map[placement.NodeID]bool { return map[placement.NodeID]bool{"n1": true, "n2": true, "n3": true} }, func(string, ...any) {})
+	start := time.Now()
+	for d := time.Duration(0); d <= 5*time.Second; d += electCheck {
+		e.check(context.Background(), start.Add(d))
+	}
+	// Forced at the grace, then every forceEvery: at 0.2 s, 2.2 s and 4.2 s.
+	if g.forced != 3 {
+		t.Fatalf("forced %d elections in 5 s, want 3", g.forced)
+	}
+}
