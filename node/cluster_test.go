@@ -588,7 +588,8 @@ func TestLeftReplicaDataDeleted(t *testing.T) {
 		increment((x+i)%len(c.nodes), 9+i)
 	}
 	ref := c.nodeIndex(cur[1])
-	deadline = time.Now().Add(10 * time.Second)
+	// An idle follower learns the last commit with the leader's next append, seconds away.
+	deadline = time.Now().Add(30 * time.Second)
 	for {
 		want, _ := c.nodes[ref].store.List(gid, key, durable.ListOptions{})
 		got, _ := c.nodes[x].store.List(gid, key, durable.ListOptions{})
