@@ -339,10 +339,14 @@ type planFunc func(m placement.Map) []placement.Move
 // toAlive drops from plan's moves those that would add a replica on a node
 // gossip does not see alive: it could not catch up, and the move would
 // wait out convergeTimeout. They are planned again once the node is back.
-func (c *cluster) toAlive(plan planFunc) planFunc {
+func (c *cluster) toAlive(plan planFunc) planFunc { return onlyToAlive(plan, c.aliveIDs) }
+
+// onlyToAlive is toAlive with the alive set from alive, asked afresh at
+// every planning.
+func onlyToAlive(plan planFunc, alive func() map[placement.NodeID]bool) planFunc {
 	return func(m placement.Map) []placement.Move {
-		alive := c.aliveIDs()
-		return slices.DeleteFunc(plan(m), func(mv placement.Move) bool { return mv.Add != "" && !alive[mv.Add] })
+		up := alive()
+		return slices.DeleteFunc(plan(m), func(mv placement.Move) bool { return mv.Add != "" && !up[mv.Add] })
 	}
 }
 

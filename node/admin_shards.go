@@ -36,10 +36,12 @@ func withGroupConfig(r *raft.Raft, st *proto.ForwardGroupStatusResponse) *proto.
 }
 
 // groupStatusOf asks node id how far it has applied group gid (locally
-// for this node, over gRPC otherwise).
-func (c *cluster) groupStatusOf(ctx context.Context, m placement.Map, id placement.NodeID, gid raftstore.GroupID) (*proto.ForwardGroupStatusResponse, error) {
+// for this node, over gRPC otherwise); with confirm, a leader also says
+// whether the configuration it reports is committed.
+func (c *cluster) groupStatusOf(ctx context.Context, m placement.Map, id placement.NodeID, gid raftstore.GroupID, confirm bool) (*proto.ForwardGroupStatusResponse, error) {
+	req := &proto.ForwardGroupStatusRequest{GroupId: uint64(gid), ConfirmConfig: confirm}
 	if id == c.self {
-		return c.groupStatus(uint64(gid))
+		return c.groupStatus(req)
 	}
 	nd, ok := m.Nodes[id]
 	if !ok {
@@ -51,7 +53,7 @@ func (c *cluster) groupStatusOf(ctx context.Context, m placement.Map, id placeme
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	return cl.GroupStatus(ctx, &proto.ForwardGroupStatusRequest{GroupId: uint64(gid)})
+	return cl.GroupStatus(ctx, req)
 }
 
 // shardView is one shard in GET /v1/shards: the map's replica set and the
@@ -129,7 +131,7 @@ func (c *cluster) shardView(ctx context.Context, m placement.Map, s placement.Sh
 						return
 					}
 				}
-				st, err := c.groupStatusOf(ctx, m, id, gid)
+				st, err := c.groupStatusOf(ctx, m, id, gid, false)
 				if err != nil || !st.Running {
 					return
 				}

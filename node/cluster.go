@@ -76,6 +76,9 @@ type cluster struct {
 	// to another voter (balanceLeaders), so it does not retry at once.
 	handedOff map[int]time.Time
 	mapSeen   placement.Map
+	// leftovers are the shards whose data is on disk here while this node
+	// runs no replica of them (reclaim.go).
+	leftovers map[int]*leftover
 
 	healer healer // on the meta leader: since when nodes have been dead
 
@@ -142,9 +145,14 @@ func advertised(listen net.Addr, host string) string {
 // the cluster has formed: the meta group and shards start in the background
 // as the map arrives (/readyz tells when this node can serve).
 func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
-	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), hints: make(map[int]string), handedOff: make(map[int]time.Time)}
+	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), hints: make(map[int]string),
+		handedOff: make(map[int]time.Time), leftovers: make(map[int]*leftover)}
 	n.cluster = c
-	var err error
+	onDisk, err := n.store.Groups()
+	if err != nil {
+		return fmt.Errorf("listing the groups on disk: %w", err)
+	}
+	c.noteLeftovers(onDisk)
 	if c.grpcLn, err = net.Listen("tcp", n.cfg.GRPCAddr); err != nil {
 		return fmt.Errorf("grpc listener: %w", err)
 	}
@@ -424,6 +432,8 @@ func (c *cluster) reconcileShards(ctx context.Context) (settled bool) {
 			if running {
 				settled = false
 				c.stopIfRemoved(i, ls, s)
+			} else {
+				c.reclaim(ctx, m, s)
 			}
 			continue
 		}
@@ -485,6 +495,7 @@ func (c *cluster) startShard(ctx context.Context, m placement.Map, s placement.S
 	newAlarmScheduler(c.n.manager, sh, c.n.store, c.n.alarms).run(sctx, &c.n.wg)
 	c.mu.Lock()
 	c.groups[i] = &localShard{group: g, shard: sh, stop: cancel}
+	delete(c.leftovers, i) // its data is in use again
 	c.mu.Unlock()
 	return nil
 }
@@ -556,7 +567,8 @@ func (c *cluster) observe(i int, leaderHint string) {
 }
 
 // groupStatus answers GroupStatus for a group on this node.
-func (c *cluster) groupStatus(groupID uint64) (*proto.ForwardGroupStatusResponse, error) {
+func (c *cluster) groupStatus(req *proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error) {
+	groupID := req.GroupId
 	if c.stopping.Load() {
 		// A node on its way out must not be chosen to take leadership over.
 		return &proto.ForwardGroupStatusResponse{}, nil
@@ -573,8 +585,15 @@ func (c *cluster) groupStatus(groupID uint64) (*proto.ForwardGroupStatusResponse
 		return &proto.ForwardGroupStatusResponse{}, nil
 	}
 	r := g.Raft()
+	// The term and state come first: configCommitted needs this node to
+	// have led, in one term, from before the configuration is read.
+	term, state := r.CurrentTerm(), r.State()
 	applied := r.AppliedIndex()
-	return withGroupConfig(r, &proto.ForwardGroupStatusResponse{Running: true, AppliedIndex: applied, LastIndex: r.LastIndex(), State: r.State().String()}), nil
+	st := withGroupConfig(r, &proto.ForwardGroupStatusResponse{Running: true, AppliedIndex: applied, LastIndex: r.LastIndex(), State: state.String()})
+	if req.ConfirmConfig && state == raft.Leader {
+		st.ConfigCommitted = configCommitted(r, term)
+	}
+	return st, nil
 }
 
 // ready reports whether this node can serve: it has the map, and every

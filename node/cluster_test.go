@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/roostdb/roost/internal/linearize"
 	"github.com/roostdb/roost/internal/testnet"
 	"github.com/roostdb/roost/placement"
+	"github.com/roostdb/roost/proto"
 	"github.com/roostdb/roost/raftstore"
 )
 
@@ -353,6 +355,70 @@ func (c *testCluster) metaLeader() *Node {
 	return nil
 }
 
+// nodeIndex returns the index in c of the node with ID id.
+func (c *testCluster) nodeIndex(id placement.NodeID) int {
+	c.t.Helper()
+	for i, cfg := range c.cfgs {
+		if cfg.NodeID == string(id) {
+			return i
+		}
+	}
+	c.t.Fatalf("no node %s", id)
+	return -1
+}
+
+// localGroup returns node i's running replica of shard idx, or nil.
+func (c *testCluster) localGroup(i, idx int) *raftstore.Group {
+	nd := c.nodes[i]
+	if nd == nil {
+		return nil
+	}
+	nd.cluster.mu.Lock()
+	defer nd.cluster.mu.Unlock()
+	if ls := nd.cluster.groups[idx]; ls != nil {
+		return ls.group
+	}
+	return nil
+}
+
+// moveShard makes next, one safe change away from the current replicas,
+// shard idx's replica set in the map, and waits until the shard's group
+// has exactly next as its voters and done reports true.
+func (c *testCluster) moveShard(idx int, next []placement.NodeID, done func() bool) {
+	c.t.Helper()
+	leader := c.metaLeader()
+	cur := leader.cluster.metaFSM.Map().ShardMap[idx]
+	leader.cluster.applyMeta(leader.cluster.meta.Raft(), placement.Command{SetShardReplicas: &placement.SetShardReplicasCmd{
+		Shard: cur.ID, Replicas: next, ExpectedVersion: cur.Version}})
+	if got := leader.cluster.metaFSM.Map().ShardMap[idx].Replicas; !slices.Equal(got, next) {
+		c.t.Fatalf("shard %d: the map holds %v, not %v", idx, got, next)
+	}
+	want := slices.Sorted(slices.Values(toStrings(next)))
+	gid := groupOf(idx)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if li := c.leaderOf(gid); li >= 0 {
+			if g := c.localGroup(li, idx); g != nil {
+				var voters []string
+				servers := g.Raft().GetConfiguration().Configuration().Servers
+				for _, s := range servers {
+					if s.Suffrage == raft.Voter {
+						voters = append(voters, string(s.ID))
+					}
+				}
+				slices.Sort(voters)
+				if slices.Equal(voters, want) && len(servers) == len(want) && done() {
+					return
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("shard %d did not converge to %v", idx, next)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func TestShardMoveConvergesAndKeepsData(t *testing.T) {
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 4, 4, reg) // bootstrap-expect 3: n4 joins later and holds nothing
@@ -376,46 +442,15 @@ func TestShardMoveConvergesAndKeepsData(t *testing.T) {
 	}
 	removed := cur.Replicas[0]
 	next := append(slices.Clone(cur.Replicas[1:]), "n4")
-	leader.cluster.applyMeta(leader.cluster.meta.Raft(), placement.Command{SetShardReplicas: &placement.SetShardReplicasCmd{
-		Shard: cur.ID, Replicas: next, ExpectedVersion: cur.Version}})
-
 	// The shard's group converges to the new replica set, all voters, and
 	// n4 holds the object's data.
 	gid := groupOf(shardIdx)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		li := c.leaderOf(gid)
-		if li >= 0 {
-			cf := c.nodes[li].cluster.groups[shardIdx].group.Raft().GetConfiguration()
-			var voters []string
-			for _, s := range cf.Configuration().Servers {
-				if s.Suffrage == raft.Voter {
-					voters = append(voters, string(s.ID))
-				}
-			}
-			slices.Sort(voters)
-			want := []string{}
-			for _, id := range next {
-				want = append(want, string(id))
-			}
-			slices.Sort(want)
-			if slices.Equal(voters, want) && len(cf.Configuration().Servers) == len(want) {
-				if v, err := c.nodes[3].store.ObjectVersion(gid, key); err == nil && v >= 5 {
-					break
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("shard %d did not converge to %v", shardIdx, next)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.moveShard(shardIdx, next, func() bool {
+		v, err := c.nodes[3].store.ObjectVersion(gid, key)
+		return err == nil && v >= 5
+	})
 	// Without the replica that left, the object still has its count.
-	for i, cfg := range c.cfgs {
-		if cfg.NodeID == string(removed) {
-			c.stop(i)
-		}
-	}
+	c.stop(c.nodeIndex(removed))
 	for i := range c.nodes {
 		if c.nodes[i] == nil {
 			continue
@@ -424,5 +459,147 @@ func TestShardMoveConvergesAndKeepsData(t *testing.T) {
 		if err != nil || code != 200 {
 			t.Fatalf("after the move, via node %d: %d %q %v", i+1, code, body, err)
 		}
+	}
+}
+
+// TestLeftReplicaDataDeleted moves a shard off a node and checks that the
+// node deletes its data of the shard (and nothing else), then moves the
+// shard back and checks that the node starts empty, catches up by snapshot
+// and serves the object's count.
+func TestLeftReplicaDataDeleted(t *testing.T) {
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 4, 4, reg) // n4 joins later and holds nothing
+	increment := func(via, want int) {
+		t.Helper()
+		if code, body, err := c.doRetrying(via, "/increment", "left"); err != nil || code != 200 || body != strconv.Itoa(want) {
+			t.Fatalf("increment %d via node %d: %d %q %v", want, via+1, code, body, err)
+		}
+	}
+	for i := 1; i <= 5; i++ {
+		increment(0, i)
+	}
+	ns, _ := c.nodes[0].Env().Namespace("COUNTER")
+	key := ns.IDFromName("left").Bytes()
+	idx := shardOf(key, 4)
+	gid := groupOf(idx)
+	groupsOf := func(i int) []raftstore.GroupID {
+		t.Helper()
+		gs, err := c.nodes[i].store.Groups()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return gs
+	}
+	cur := c.metaLeader().cluster.metaFSM.Map().ShardMap[idx].Replicas
+	x := c.nodeIndex(cur[0])
+	// Only the shard's leader vouches for its configuration, and only when asked.
+	for vouched, deadline := false, time.Now().Add(10*time.Second); !vouched; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no replica of shard %d vouches for its configuration", idx)
+		}
+		for _, id := range cur {
+			i := c.nodeIndex(id)
+			st, err := c.nodes[i].cluster.groupStatus(&proto.ForwardGroupStatusRequest{GroupId: uint64(gid), ConfirmConfig: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.ConfigCommitted && st.State != raft.Leader.String() {
+				t.Fatalf("%s, a %s, answers config_committed", id, st.State)
+			}
+			vouched = vouched || st.ConfigCommitted
+			if st, _ := c.nodes[i].cluster.groupStatus(&proto.ForwardGroupStatusRequest{GroupId: uint64(gid)}); st.ConfigCommitted {
+				t.Fatalf("%s answers config_committed unasked", id)
+			}
+		}
+	}
+	before := groupsOf(x)
+	if !slices.Contains(before, gid) {
+		t.Fatalf("%s holds no data of shard %d: groups %v", cur[0], idx, before)
+	}
+
+	// Off x: once the group no longer has it, x deletes that group's data,
+	// and only that.
+	off := append(slices.Clone(cur[1:]), "n4")
+	c.moveShard(idx, off, func() bool {
+		v, err := c.nodes[3].store.ObjectVersion(gid, key)
+		return err == nil && v >= 5
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for slices.Contains(groupsOf(x), gid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still holds data of shard %d, which it left", cur[0], idx)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Deleted only once the group had removed x: a voter must keep its log.
+	for _, id := range off {
+		if g := c.localGroup(c.nodeIndex(id), idx); g != nil {
+			for _, s := range g.Raft().GetConfiguration().Configuration().Servers {
+				if s.ID == raft.ServerID(cur[0]) {
+					t.Fatalf("%s deleted its data of shard %d while %s still has it in the group as %v", cur[0], idx, id, s.Suffrage)
+				}
+			}
+		}
+	}
+	if got, want := groupsOf(x), slices.DeleteFunc(slices.Clone(before), func(g raftstore.GroupID) bool { return g == gid }); !slices.Equal(got, want) {
+		t.Fatalf("%s holds data of groups %v, want %v", cur[0], got, want)
+	}
+	if v, err := c.nodes[x].store.ObjectVersion(gid, key); err != nil || v != 0 {
+		t.Fatalf("%s still has the object's version: %d, %v", cur[0], v, err)
+	}
+
+	// More writes while x has nothing, then every replica snapshots and
+	// drops its whole log, so that x can only catch up by snapshot.
+	for i := 6; i <= 8; i++ {
+		increment(1, i)
+	}
+	for _, id := range off {
+		r := c.localGroup(c.nodeIndex(id), idx).Raft()
+		rc := r.ReloadableConfig()
+		rc.TrailingLogs = 0
+		if err := r.ReloadConfig(rc); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Snapshot().Error(); err != nil {
+			t.Fatalf("snapshot on %s: %v", id, err)
+		}
+	}
+
+	// Back onto x, in place of n4.
+	back := append(slices.Clone(cur[1:]), cur[0])
+	c.moveShard(idx, back, func() bool {
+		v, err := c.nodes[x].store.ObjectVersion(gid, key)
+		return err == nil && v >= 8
+	})
+	g := c.localGroup(x, idx)
+	if g == nil {
+		t.Fatalf("%s runs no replica of shard %d after it came back", cur[0], idx)
+	}
+	if snap := g.Raft().Stats()["last_snapshot_index"]; snap == "0" {
+		t.Fatalf("%s caught up without a snapshot", cur[0])
+	}
+	// x serves the count, leading the shard, and holds what the others hold.
+	if li := c.leaderOf(gid); li >= 0 && li != x {
+		if err := c.localGroup(li, idx).Raft().LeadershipTransferToServer(raft.ServerID(c.cfgs[x].NodeID), raft.ServerAddress(c.cfgs[x].GRPCAddr)).Error(); err != nil {
+			t.Fatalf("handing shard %d's leadership to %s: %v", idx, cur[0], err)
+		}
+	}
+	for i := range c.nodes {
+		increment((x+i)%len(c.nodes), 9+i)
+	}
+	ref := c.nodeIndex(cur[1])
+	// An idle follower learns the last commit with the leader's next append, seconds away.
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		want, _ := c.nodes[ref].store.List(gid, key, durable.ListOptions{})
+		got, _ := c.nodes[x].store.List(gid, key, durable.ListOptions{})
+		v, _ := c.nodes[x].store.ObjectVersion(gid, key)
+		if v == 12 && reflect.DeepEqual(got, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds version %d, %v; %s holds %v", cur[0], v, got, cur[1], want)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

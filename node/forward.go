@@ -321,7 +321,7 @@ type forwardServer struct {
 	proto.UnimplementedForwardServer
 	m *manager
 	// status reports a shard group's progress on this node (GroupStatus).
-	status func(groupID uint64) (*proto.ForwardGroupStatusResponse, error)
+	status func(req *proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error)
 }
 
 func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
@@ -366,5 +366,5 @@ func (s *forwardServer) GroupStatus(ctx context.Context, req *proto.ForwardGroup
 	if s.status == nil {
 		return nil, status.Error(codes.Unimplemented, "this node runs no shard groups")
 	}
-	return s.status(req.GroupId)
+	return s.status(req)
 }

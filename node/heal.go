@@ -21,7 +21,7 @@ import (
 // node stays active in the map, so a later `roost rebalance` gives it
 // replicas again once it is back; until then, a returning node stops the
 // replicas it lost (stopIfRemoved) rather than running them next to their
-// replacements. A dead voter of the meta group is likewise replaced by an
+// replacements, and deletes their data (reclaim.go). A dead voter of the meta group is likewise replaced by an
 // alive non-voter.
 //
 // The clock starts when this meta leader first sees the node dead: a new

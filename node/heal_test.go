@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/roostdb/roost/placement"
+	"github.com/roostdb/roost/raftstore"
 )
 
 func TestHealerObserve(t *testing.T) {
@@ -215,6 +216,20 @@ func TestHealReplacesDeadNode(t *testing.T) {
 	c.nodes[victim].cluster.mu.Unlock()
 	if running != 0 {
 		t.Fatalf("the returning %s runs %d shard groups", vid, running)
+	}
+	// It found their data on disk when it started, and deletes it: their
+	// groups have removed it.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		gs, err := c.nodes[victim].store.Groups()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Equal(gs, []raftstore.GroupID{metaGroup}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the returning %s still holds data of groups %v", vid, gs)
+		}
 	}
 	for _, name := range names {
 		if code, body, err := c.doRetrying(victim, "/increment", name); err != nil || code != 200 || body != "5" {

@@ -18,7 +18,8 @@ import (
 // tick: add a missing replica as a non-voter, promote it once it has caught
 // up, then remove replicas the map no longer names (handing leadership
 // away first if the leader itself is leaving). A node whose replica was
-// removed stops that group.
+// removed stops that group, and deletes its data once the group's
+// committed configuration leaves the node out (reclaim.go).
 
 // catchUpLag is how far behind the leader's applied index a non-voter may
 // be and still be promoted.
@@ -102,42 +103,59 @@ func (c *cluster) caughtUp(ctx context.Context, node placement.Node, g raftstore
 const orphanTimeout = 10 * time.Second
 
 // stopIfRemoved shuts this node's replica of a shard down once the map no
-// longer names it and the group no longer needs it: its configuration
-// dropped this node, or (as a follower) every replica the map names is
-// already a voter — the leader removes this node next, and a removed
-// follower is never told — or no leader has contacted it for
-// orphanTimeout. Its data stays in Pebble (deleting a group's range is not
-// built yet).
+// longer names it and the group no longer needs it (removedCanStop). Its
+// data stays until reclaim finds that it may go.
 func (c *cluster) stopIfRemoved(i int, ls *localShard, want placement.Shard) {
 	r := ls.group.Raft()
 	cf := r.GetConfiguration()
-	if cf.Error() != nil || r.State() == raft.Leader {
-		return // a leader that leaves hands leadership over first (reconcileConfig)
+	if cf.Error() != nil {
+		return
 	}
-	voters := map[raft.ServerID]bool{}
-	self := false
-	for _, s := range cf.Configuration().Servers {
-		if s.ID == raft.ServerID(c.self) {
-			self = true
-		}
-		if s.Suffrage == raft.Voter {
-			voters[raft.ServerID(s.ID)] = true
-		}
-	}
-	if self && time.Since(r.LastContact()) < orphanTimeout {
-		for _, id := range want.Replicas {
-			if !voters[raft.ServerID(id)] {
-				return // the new replicas are not all voting yet: keep helping the quorum
-			}
-		}
+	if !removedCanStop(raft.ServerID(c.self), r.State(), cf.Configuration().Servers, want.Replicas, time.Since(r.LastContact())) {
+		return
 	}
 	c.n.log.Info("this node's replica left the shard; stopping it", "shard", i)
 	c.mu.Lock()
 	delete(c.groups, i)
+	c.leftovers[i] = &leftover{}
 	c.mu.Unlock()
 	ls.stop()
 	c.n.manager.dropShard(ls.shard)
 	ls.group.Shutdown()
+}
+
+// removedCanStop is the rule for a replica the map no longer names: it
+// stops once its group no longer needs it. That is when the group's
+// configuration (as the replica has it) dropped self; or when, as a
+// follower, it sees every replica the map names (want) voting — the leader
+// removes self next, and a removed follower is never told; or when no
+// leader has contacted it for orphanTimeout (sinceContact), because a node
+// that was away while its replica was re-created elsewhere keeps its old
+// configuration: no leader talks to it any more. A leader never stops
+// itself: it hands leadership over first (reconcileConfig).
+func removedCanStop(self raft.ServerID, state raft.RaftState, servers []raft.Server, want []placement.NodeID, sinceContact time.Duration) bool {
+	if state == raft.Leader {
+		return false
+	}
+	voters := map[raft.ServerID]bool{}
+	in := false
+	for _, s := range servers {
+		if s.ID == self {
+			in = true
+		}
+		if s.Suffrage == raft.Voter {
+			voters[s.ID] = true
+		}
+	}
+	if !in || sinceContact >= orphanTimeout {
+		return true
+	}
+	for _, id := range want {
+		if !voters[raft.ServerID(id)] {
+			return false // the new replicas are not all voting yet: keep helping the quorum
+		}
+	}
+	return true
 }
 
 // balanceLeaders hands one shard's leadership to a less loaded voter when

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -139,7 +141,8 @@ func advertisedHost(cfg Config) string {
 func (p *peerTLS) grpcServerOptions(log *slog.Logger) []grpc.ServerOption {
 	opts := raftstore.TransportServerOptions()
 	if p != nil {
-		opts = append(opts, grpc.Creds(loggingCreds{credentials.NewTLS(p.server), log}))
+		limit := newLogLimiter(refusalLogInterval, maxRefusalHosts, time.Now)
+		opts = append(opts, grpc.Creds(loggingCreds{credentials.NewTLS(p.server), log, limit}))
 	}
 	return opts
 }
@@ -156,20 +159,102 @@ func (p *peerTLS) grpcDialOptions() []grpc.DialOption {
 // loggingCreds logs the connections the server refuses in the handshake
 // (plaintext, another CA, no client certificate), which grpc itself only
 // reports at a level it does not print by default: a node that cannot
-// reach its peers should say why on both ends.
+// reach its peers should say why on both ends. The lines are limited per
+// remote host: a peer of another CA retries every second or two, and
+// garbage sent to the port can come far faster.
 type loggingCreds struct {
 	credentials.TransportCredentials
-	log *slog.Logger
+	log   *slog.Logger
+	limit *logLimiter
 }
+
+// refusalLogInterval is how often at most a refused handshake is logged
+// per remote host.
+const refusalLogInterval = 10 * time.Second
+
+// maxRefusalHosts bounds how many remote hosts the refusal log keeps
+// count of.
+const maxRefusalHosts = 1024
 
 func (c loggingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	out, info, err := c.TransportCredentials.ServerHandshake(conn)
 	if err != nil {
-		c.log.Warn("refused a node-to-node connection: TLS handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
+		remote := conn.RemoteAddr().String()
+		// The host, not the address: every connection comes from a new port.
+		host := remote
+		if h, _, serr := net.SplitHostPort(remote); serr == nil {
+			host = h
+		}
+		if ok, held, elsewhere := c.limit.allow(host); ok {
+			attrs := []any{"remote", remote, "err", err, "not_logged", held, "log_interval", refusalLogInterval}
+			if elsewhere > 0 {
+				attrs = append(attrs, "not_logged_other_hosts", elsewhere)
+			}
+			c.log.Warn("refused a node-to-node connection: TLS handshake failed", attrs...)
+		}
 	}
 	return out, info, err
 }
 
 func (c loggingCreds) Clone() credentials.TransportCredentials {
-	return loggingCreds{c.TransportCredentials.Clone(), c.log}
+	return loggingCreds{c.TransportCredentials.Clone(), c.log, c.limit}
+}
+
+// logLimiter lets at most one line per key through per interval and
+// counts the ones it holds back: a key's next line says how many of its
+// own were held back, and how many of other keys that have no line of
+// their own to say it. It keeps count of at most maxKeys keys, forgetting
+// (into that second count) those whose interval has passed when it needs
+// room; while all are recent, a new key's lines are only counted.
+type logLimiter struct {
+	interval time.Duration
+	maxKeys  int
+	now      func() time.Time
+
+	mu        sync.Mutex
+	keys      map[string]*limited
+	elsewhere int // lines held back of keys no longer kept, or never kept
+}
+
+type limited struct {
+	last time.Time // when a line was last let through
+	held int       // lines held back since
+}
+
+func newLogLimiter(interval time.Duration, maxKeys int, now func() time.Time) *logLimiter {
+	return &logLimiter{interval: interval, maxKeys: maxKeys, now: now, keys: make(map[string]*limited)}
+}
+
+// allow reports whether a line for key may go out now and, if so, how
+// many lines of key were held back since its last line, and how many of
+// keys that will have no line to report them.
+func (l *logLimiter) allow(key string) (ok bool, held, elsewhere int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	e := l.keys[key]
+	switch {
+	case e != nil && now.Sub(e.last) < l.interval:
+		e.held++
+		return false, 0, 0
+	case e != nil:
+		held = e.held
+		e.last, e.held = now, 0
+	default:
+		if len(l.keys) >= l.maxKeys {
+			for k, old := range l.keys {
+				if now.Sub(old.last) >= l.interval {
+					l.elsewhere += old.held
+					delete(l.keys, k)
+				}
+			}
+		}
+		if len(l.keys) >= l.maxKeys {
+			l.elsewhere++
+			return false, 0, 0
+		}
+		l.keys[key] = &limited{last: now}
+	}
+	elsewhere, l.elsewhere = l.elsewhere, 0
+	return true, held, elsewhere
 }

@@ -462,8 +462,13 @@ func (*ForwardFrame_Result) isForwardFrame_Frame() {}
 func (*ForwardFrame_Body) isForwardFrame_Frame() {}
 
 type ForwardGroupStatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	GroupId       uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	GroupId uint64                 `protobuf:"varint,1,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	// Asks the group's leader to prove that the configuration it reports is
+	// committed (a Barrier after reading it), and to say so in
+	// config_committed. A node asks this before it deletes its data of a
+	// group it has left. Other replicas ignore it.
+	ConfirmConfig bool `protobuf:"varint,2,opt,name=confirm_config,json=confirmConfig,proto3" json:"confirm_config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -505,6 +510,13 @@ func (x *ForwardGroupStatusRequest) GetGroupId() uint64 {
 	return 0
 }
 
+func (x *ForwardGroupStatusRequest) GetConfirmConfig() bool {
+	if x != nil {
+		return x.ConfirmConfig
+	}
+	return false
+}
+
 type ForwardGroupStatusResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Running      bool                   `protobuf:"varint,1,opt,name=running,proto3" json:"running,omitempty"`
@@ -513,11 +525,15 @@ type ForwardGroupStatusResponse struct {
 	State        string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // raft state: Leader, Follower, Candidate, Shutdown
 	// The group as this node sees it (the latest configuration in its log):
 	// the leader's node ID ("" if unknown), and the voters and non-voters.
-	Leader        string   `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
-	Voters        []string `protobuf:"bytes,6,rep,name=voters,proto3" json:"voters,omitempty"`
-	Nonvoters     []string `protobuf:"bytes,7,rep,name=nonvoters,proto3" json:"nonvoters,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Leader    string   `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	Voters    []string `protobuf:"bytes,6,rep,name=voters,proto3" json:"voters,omitempty"`
+	Nonvoters []string `protobuf:"bytes,7,rep,name=nonvoters,proto3" json:"nonvoters,omitempty"`
+	// Only with confirm_config: this node leads the group, and voters and
+	// nonvoters are a committed configuration, so no later one can bring a
+	// replica it leaves out back as a voter without adding it anew.
+	ConfigCommitted bool `protobuf:"varint,8,opt,name=config_committed,json=configCommitted,proto3" json:"config_committed,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ForwardGroupStatusResponse) Reset() {
@@ -599,6 +615,13 @@ func (x *ForwardGroupStatusResponse) GetNonvoters() []string {
 	return nil
 }
 
+func (x *ForwardGroupStatusResponse) GetConfigCommitted() bool {
+	if x != nil {
+		return x.ConfigCommitted
+	}
+	return false
+}
+
 var File_proto_forward_proto protoreflect.FileDescriptor
 
 const file_proto_forward_proto_rawDesc = "" +
@@ -638,9 +661,10 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x04head\x18\x01 \x01(\v2\x1d.roost.forward.v1.ForwardHeadH\x00R\x04head\x129\n" +
 	"\x06result\x18\x02 \x01(\v2\x1f.roost.forward.v1.ForwardResultH\x00R\x06result\x12\x14\n" +
 	"\x04body\x18\x03 \x01(\fH\x00R\x04bodyB\a\n" +
-	"\x05frame\"6\n" +
+	"\x05frame\"]\n" +
 	"\x19ForwardGroupStatusRequest\x12\x19\n" +
-	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\"\xde\x01\n" +
+	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12%\n" +
+	"\x0econfirm_config\x18\x02 \x01(\bR\rconfirmConfig\"\x89\x02\n" +
 	"\x1aForwardGroupStatusResponse\x12\x18\n" +
 	"\arunning\x18\x01 \x01(\bR\arunning\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x1d\n" +
@@ -649,7 +673,8 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12\x16\n" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\x12\x16\n" +
 	"\x06voters\x18\x06 \x03(\tR\x06voters\x12\x1c\n" +
-	"\tnonvoters\x18\a \x03(\tR\tnonvoters2\xc0\x01\n" +
+	"\tnonvoters\x18\a \x03(\tR\tnonvoters\x12)\n" +
+	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted2\xc0\x01\n" +
 	"\aForward\x12K\n" +
 	"\x05Fetch\x12\x1e.roost.forward.v1.ForwardFrame\x1a\x1e.roost.forward.v1.ForwardFrame(\x010\x01\x12h\n" +
 	"\vGroupStatus\x12+.roost.forward.v1.ForwardGroupStatusRequest\x1a,.roost.forward.v1.ForwardGroupStatusResponseB&Z$github.com/roostdb/roost/proto;protob\x06proto3"

@@ -25,13 +25,15 @@
 //	s/<group8>/t/<time8>/<obj32>   alarm index by time (empty value)
 //	s/<group8>/applied             the last raft index the shard FSM applied
 //	s/<group8>/restoring           present while Restore is loading a snapshot
+//	d/<group8>                     present while DeleteGroup removes the group
 //
 // Because <group8> is fixed-width, the ranges r/<group8>/ and s/<group8>/ of
 // different groups never overlap: a group's whole state machine is the range
 // [s/<group8>/, s/<group8>0) ('0' is '/'+1), which is what snapshots copy,
 // and what Restore deletes. Snapshot streams carry keys relative to that
 // prefix, so a snapshot can be loaded into another group and can never write
-// outside the group it is restored into.
+// outside the group it is restored into. Likewise [r/<group8>/, r/<group8>0)
+// is the group's raft log and stable store; DeleteGroup deletes both ranges.
 //
 // # Invariants
 //
@@ -50,4 +52,10 @@
 //     the group's latest snapshot on start instead of trusting a half-loaded
 //     state. A failed FSM write likewise stops the FSM until a restart, since
 //     applying later entries would skip the failed one.
+//   - A group is deleted whole or not at all, as far as a later start can
+//     tell: DeleteGroup removes its Pebble ranges in one synced batch with
+//     the d/ marker, then its snapshot directory, then the marker, and Open
+//     finishes any deletion the marker says was interrupted. Leftover
+//     snapshots would otherwise make raft take their index as applied and
+//     their configuration as the group's, over an empty state machine.
 package raftstore

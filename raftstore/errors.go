@@ -24,7 +24,8 @@ var (
 	ErrInvalidGroupID = errors.New("raftstore: invalid group ID")
 	// ErrClosed: the Store was closed.
 	ErrClosed = errors.New("raftstore: store closed")
-	// ErrGroupRunning: StartGroup for a group that is already running on this Store.
+	// ErrGroupRunning: StartGroup for a group that is already running on
+	// this Store, or DeleteGroup for one that is running.
 	ErrGroupRunning = errors.New("raftstore: group already running")
 	// ErrInvalidConfig: a GroupConfig that lacks something required.
 	ErrInvalidConfig = errors.New("raftstore: invalid group config")

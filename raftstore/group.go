@@ -2,7 +2,6 @@ package raftstore
 
 import (
 	"fmt"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -30,9 +29,6 @@ type GroupConfig struct {
 	// Tune adjusts the raft config after the defaults (and after StartGroup's
 	// own adjustments, so it has the last word).
 	Tune func(*raft.Config)
-	// SnapshotDir is where the FileSnapshotStore lives; default
-	// <store dir>/snapshots/<group>.
-	SnapshotDir string
 }
 
 // Group is a running raft group.
@@ -133,7 +129,8 @@ func DefaultRaftConfig(local raft.ServerID) *raft.Config {
 }
 
 // StartGroup starts raft for cfg.ID on the Store. The group's logs and
-// stable state live in the Store; its snapshots in cfg.SnapshotDir.
+// stable state live in the Store; its snapshots in a FileSnapshotStore at
+// <store dir>/snapshots/<group>, which DeleteGroup removes with the rest.
 //
 // NoSnapshotRestoreOnStart is only right for a persistent FSM, so
 // StartGroup turns it off when cfg.FSM is not a ShardFSM (an in-memory FSM
@@ -179,11 +176,7 @@ func (s *Store) StartGroup(cfg GroupConfig) (*Group, error) {
 		cfg.Tune(conf)
 	}
 
-	dir := cfg.SnapshotDir
-	if dir == "" {
-		dir = filepath.Join(s.dir, "snapshots", cfg.ID.String())
-	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotsRetained, conf.Logger.Named("snapshots"))
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.snapshotDir(cfg.ID), snapshotsRetained, conf.Logger.Named("snapshots"))
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: group %s snapshot store: %w", cfg.ID, err)
 	}

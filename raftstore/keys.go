@@ -8,6 +8,8 @@ import (
 // keyspace holds the precomputed key prefixes of one group (see doc.go for
 // the layout). Building keys is then a single append of a prefix.
 type keyspace struct {
+	raftPrefix   []byte // r/<g>/ : everything raft's log and stable store own
+	raftEnd      []byte // r/<g>0
 	logPrefix    []byte // r/<g>/log/
 	logEnd       []byte // first key after every log key of the group
 	stablePrefix []byte // r/<g>/stable/
@@ -20,6 +22,7 @@ type keyspace struct {
 	timeEnd      []byte
 	applied      []byte // s/<g>/applied
 	restoring    []byte // s/<g>/restoring
+	deleting     []byte // d/<g> : DeleteGroup has not finished yet
 }
 
 func newKeyspace(g GroupID) keyspace {
@@ -31,6 +34,7 @@ func newKeyspace(g GroupID) keyspace {
 		return append(b, rest...)
 	}
 	ks := keyspace{
+		raftPrefix:   group('r', ""),
 		logPrefix:    group('r', "log/"),
 		stablePrefix: group('r', "stable/"),
 		statePrefix:  group('s', ""),
@@ -40,11 +44,21 @@ func newKeyspace(g GroupID) keyspace {
 		timePrefix:   group('s', "t/"),
 		applied:      group('s', "applied"),
 		restoring:    group('s', "restoring"),
+		deleting:     deletingKey(g),
 	}
+	ks.raftEnd = prefixEnd(ks.raftPrefix)
 	ks.logEnd = prefixEnd(ks.logPrefix)
 	ks.stateEnd = prefixEnd(ks.statePrefix)
 	ks.timeEnd = prefixEnd(ks.timePrefix)
 	return ks
+}
+
+// deletingPrefix holds one key per group whose DeleteGroup began and has
+// not finished: d/<group8>.
+const deletingPrefix = "d/"
+
+func deletingKey(g GroupID) []byte {
+	return binary.BigEndian.AppendUint64([]byte(deletingPrefix), uint64(g))
 }
 
 // prefixEnd returns the smallest key greater than every key that begins

@@ -1,8 +1,13 @@
 package raftstore
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 
@@ -71,7 +76,12 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: opening pebble in %s: %w", dir, err)
 	}
-	return &Store{dir: dir, logger: logger, db: db, groups: make(map[GroupID]*Group)}, nil
+	s := &Store{dir: dir, logger: logger, db: db, groups: make(map[GroupID]*Group)}
+	if err := s.finishDeletions(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 // Close shuts down any group still running on the Store, then closes Pebble.
@@ -103,6 +113,130 @@ func (s *Store) Close() error {
 		errs = append(errs, fmt.Errorf("raftstore: closing pebble: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// snapshotDir is where group g's FileSnapshotStore keeps its snapshots.
+func (s *Store) snapshotDir(g GroupID) string {
+	return filepath.Join(s.dir, "snapshots", g.String())
+}
+
+// DeleteGroup removes everything the Store holds of group g: its raft log
+// and stable store, its state machine's keys and its snapshots. A group
+// started afterwards starts empty, as if it had never run here. The group
+// must not be running (ErrGroupRunning); while DeleteGroup runs, StartGroup
+// of any group waits.
+//
+// Whether a replica's data may go is the caller's decision: a replica that
+// is still a voter of its group must keep its log and its vote, or the
+// group can lose committed entries.
+//
+// The group's Pebble ranges are deleted, and its deleting marker set, in one
+// synced batch; the snapshot directory goes next and the marker last. Open
+// finishes a deletion that a crash interrupted, so no later start of the
+// group meets snapshots of state that is gone: raft would take their index
+// as applied and their configuration as the group's.
+func (s *Store) DeleteGroup(g GroupID) error {
+	s.groupsMu.Lock()
+	defer s.groupsMu.Unlock()
+	if s.groups == nil {
+		return ErrClosed
+	}
+	if _, ok := s.groups[g]; ok {
+		return fmt.Errorf("%w: not deleting group %s", ErrGroupRunning, g)
+	}
+	if err := s.acquire(); err != nil {
+		return err
+	}
+	defer s.mu.RUnlock()
+	ks := newKeyspace(g)
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange(ks.raftPrefix, ks.raftEnd, nil); err != nil {
+		return fmt.Errorf("raftstore: deleting group %s: %w", g, err)
+	}
+	if err := b.DeleteRange(ks.statePrefix, ks.stateEnd, nil); err != nil {
+		return fmt.Errorf("raftstore: deleting group %s: %w", g, err)
+	}
+	if err := b.Set(ks.deleting, nil, nil); err != nil {
+		return fmt.Errorf("raftstore: deleting group %s: %w", g, err)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("raftstore: deleting group %s: %w", g, err)
+	}
+	return s.finishDelete(g)
+}
+
+// finishDelete removes group g's snapshot directory and then its deleting
+// marker. The caller holds acquire.
+func (s *Store) finishDelete(g GroupID) error {
+	if err := os.RemoveAll(s.snapshotDir(g)); err != nil {
+		return fmt.Errorf("raftstore: deleting the snapshots of group %s: %w", g, err)
+	}
+	// Synced, so that the marker cannot come back after a crash and take a
+	// later run's snapshots with it.
+	if err := s.db.Delete(deletingKey(g), pebble.Sync); err != nil {
+		return fmt.Errorf("raftstore: deleting group %s: %w", g, err)
+	}
+	return nil
+}
+
+// finishDeletions completes, at Open, every DeleteGroup a crash interrupted.
+func (s *Store) finishDeletions() error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte(deletingPrefix), UpperBound: prefixEnd([]byte(deletingPrefix))})
+	if err != nil {
+		return fmt.Errorf("raftstore: listing interrupted group deletions: %w", err)
+	}
+	var pending []GroupID
+	for ok := it.First(); ok; ok = it.Next() {
+		if k := it.Key(); len(k) == len(deletingPrefix)+8 {
+			pending = append(pending, GroupID(binary.BigEndian.Uint64(k[len(deletingPrefix):])))
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("raftstore: listing interrupted group deletions: %w", err)
+	}
+	for _, g := range pending {
+		s.logger.Warn("finishing the deletion of a group that a stop interrupted", "group", g.String())
+		if err := s.finishDelete(g); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Groups returns, in order, every group of which the Store holds a raft
+// log entry, a stable store key or a state machine key, running or not.
+func (s *Store) Groups() ([]GroupID, error) {
+	if err := s.acquire(); err != nil {
+		return nil, err
+	}
+	defer s.mu.RUnlock()
+	var out []GroupID
+	for _, kind := range []byte{'r', 's'} {
+		// Visit one key per group: after each, seek past the group's range.
+		it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{kind, '/'}, UpperBound: []byte{kind, '/' + 1}})
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: listing groups: %w", err)
+		}
+		for ok := it.First(); ok; {
+			k := it.Key()
+			if len(k) < 2+8 {
+				ok = it.Next()
+				continue
+			}
+			g := GroupID(binary.BigEndian.Uint64(k[2:10]))
+			out = append(out, g)
+			if g == math.MaxUint64 {
+				break
+			}
+			ok = it.SeekGE(binary.BigEndian.AppendUint64([]byte{kind, '/'}, uint64(g)+1))
+		}
+		if err := it.Close(); err != nil {
+			return nil, fmt.Errorf("raftstore: listing groups: %w", err)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // acquire takes the read side of mu and reports ErrClosed; on nil the caller

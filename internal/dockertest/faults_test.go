@@ -1,7 +1,6 @@
 package dockertest
 
 import (
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"regexp"
@@ -11,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roostdb/roost/internal/adminapi"
 	"github.com/roostdb/roost/internal/linearize"
 )
 
@@ -381,26 +381,17 @@ func (h *harness) waitReady(timeout time.Duration, phase string) time.Duration {
 	}
 }
 
-// member is a node as `roost members -o json` shows it.
-type member struct {
-	ID       string `json:"id"`
-	State    string `json:"state"`
-	Alive    bool   `json:"alive"`
-	Replicas int    `json:"replicas"`
-	Leaders  int    `json:"leaders"`
-}
-
 // members runs `roost members -o json` (the CLI built for the image, run
 // on the host against a live node's published admin port).
-func (h *harness) members() map[string]member {
+func (h *harness) members() map[string]adminapi.Member {
 	h.t.Helper()
 	out := h.roost(time.Minute, "members", "-o", "json")
-	var resp struct{ Members []member }
-	if err := json.Unmarshal([]byte(out), &resp); err != nil {
+	ms, err := adminapi.DecodeMembers([]byte(out))
+	if err != nil {
 		h.t.Fatalf("roost members -o json: %v\n%s", err, out)
 	}
-	byID := map[string]member{}
-	for _, m := range resp.Members {
+	byID := map[string]adminapi.Member{}
+	for _, m := range ms {
 		byID[m.ID] = m
 	}
 	return byID

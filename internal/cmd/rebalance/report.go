@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roostdb/roost/internal/adminapi"
 	"github.com/roostdb/roost/internal/localcluster"
 	"github.com/roostdb/roost/loadgen"
 )
@@ -20,24 +21,24 @@ import (
 const bucket = 100 * time.Millisecond
 
 type report struct {
-	Binary           string       `json:"binary"`
-	CPUs             int          `json:"cpus"`
-	LoadavgStart     string       `json:"loadavg_start"`
-	LoadavgEnd       string       `json:"loadavg_end"`
-	Objects          int          `json:"objects"`
-	Concurrency      int          `json:"concurrency"`
-	MaxConcurrent    int          `json:"max_concurrent"`
-	Shards           int          `json:"shards"`
-	TargetMs         float64      `json:"target_ms"`
-	FillSeconds      float64      `json:"fill_seconds"`
-	FillUnfilled     int          `json:"fill_unfilled"`
-	Started          string       `json:"rebalance_started"` // wall clock, to find in the node logs
-	RebalanceSeconds float64      `json:"rebalance_seconds"`
-	Operation        operation    `json:"operation"`
-	Restarts         []string     `json:"restarts,omitempty"` // why roost rebalance was started again
-	RebalanceError   string       `json:"rebalance_error,omitempty"`
-	Members          []member     `json:"members_after"`
-	Phases           []phaseStats `json:"phases"`
+	Binary           string            `json:"binary"`
+	CPUs             int               `json:"cpus"`
+	LoadavgStart     string            `json:"loadavg_start"`
+	LoadavgEnd       string            `json:"loadavg_end"`
+	Objects          int               `json:"objects"`
+	Concurrency      int               `json:"concurrency"`
+	MaxConcurrent    int               `json:"max_concurrent"`
+	Shards           int               `json:"shards"`
+	TargetMs         float64           `json:"target_ms"`
+	FillSeconds      float64           `json:"fill_seconds"`
+	FillUnfilled     int               `json:"fill_unfilled"`
+	Started          string            `json:"rebalance_started"` // wall clock, to find in the node logs
+	RebalanceSeconds float64           `json:"rebalance_seconds"`
+	Operation        operation         `json:"operation"`
+	Restarts         []string          `json:"restarts,omitempty"` // why roost rebalance was started again
+	RebalanceError   string            `json:"rebalance_error,omitempty"`
+	Members          []adminapi.Member `json:"members_after"`
+	Phases           []phaseStats      `json:"phases"`
 	// Successful writes per second of the load, second 0 starting with the
 	// rebalance (negative seconds before it).
 	FirstSecond int   `json:"first_second"`

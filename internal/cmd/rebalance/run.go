@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roostdb/roost/internal/adminapi"
 	"github.com/roostdb/roost/internal/localcluster"
 )
 
@@ -213,18 +214,9 @@ func (s *stampedLines) Write(p []byte) (int, error) {
 	}
 }
 
-// member is one entry of GET /v1/members.
-type member struct {
-	ID       string `json:"id"`
-	State    string `json:"state"`
-	Alive    bool   `json:"alive"`
-	Replicas int    `json:"replicas"`
-	Leaders  int    `json:"leaders"`
-}
-
 var adminClient = &http.Client{Timeout: 5 * time.Second}
 
-func members(admin string) ([]member, error) {
+func members(admin string) ([]adminapi.Member, error) {
 	resp, err := adminClient.Get("http://" + admin + "/v1/members")
 	if err != nil {
 		return nil, err
@@ -237,13 +229,11 @@ func members(admin string) ([]member, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET /v1/members: %d %s", resp.StatusCode, strings.TrimSpace(string(b)))
 	}
-	var m struct {
-		Members []member `json:"members"`
-	}
-	if err := json.Unmarshal(b, &m); err != nil {
+	ms, err := adminapi.DecodeMembers(b)
+	if err != nil {
 		return nil, fmt.Errorf("GET /v1/members: %w", err)
 	}
-	return m.Members, nil
+	return ms, nil
 }
 
 // waitActive waits until the members admin lists include id as an active,

@@ -1,0 +1,106 @@
+package node
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+)
+
+// TestRemovedCanStop is the rule for a replica the map no longer names
+// (self "a"; the map wants b, c and d).
+func TestRemovedCanStop(t *testing.T) {
+	voter := func(id string) raft.Server { return raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id)} }
+	nonvoter := func(id string) raft.Server { return raft.Server{Suffrage: raft.Nonvoter, ID: raft.ServerID(id)} }
+	conf := func(s ...raft.Server) []raft.Server { return s }
+	want := []placement.NodeID{"b", "c", "d"}
+	// Configurations as "a" has them: d being added, then voting, then a gone.
+	adding := conf(voter("a"), voter("b"), voter("c"), nonvoter("d"))
+	missing := conf(voter("a"), voter("b"), voter("c"))
+	allVote := conf(voter("a"), voter("b"), voter("c"), voter("d"))
+	gone := conf(voter("b"), voter("c"), voter("d"))
+	const recent = time.Second
+	tests := []struct {
+		name         string
+		state        raft.RaftState
+		servers      []raft.Server
+		sinceContact time.Duration
+		want         bool
+	}{
+		{"follower, new replica not yet voting", raft.Follower, adding, recent, false},
+		{"follower, new replica not yet added", raft.Follower, missing, recent, false},
+		{"follower, every wanted replica votes", raft.Follower, allVote, recent, true},
+		{"follower, removed from the configuration", raft.Follower, gone, recent, true},
+		{"follower, fresh, no configuration", raft.Follower, nil, recent, true},
+		{"follower, a non-voter itself, others voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true},
+		{"follower, a non-voter itself, d not voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), nonvoter("d")), recent, false},
+		// The orphan rule: no leader for orphanTimeout, whatever the
+		// configuration says.
+		{"follower, no leader for just under the orphan timeout", raft.Follower, adding, orphanTimeout - time.Millisecond, false},
+		{"follower, no leader for the orphan timeout", raft.Follower, adding, orphanTimeout, true},
+		{"follower, no leader for long", raft.Follower, missing, time.Hour, true},
+		{"candidate, no leader for long", raft.Candidate, adding, time.Hour, true},
+		{"candidate, recent leader", raft.Candidate, adding, recent, false},
+		// A leader hands leadership over first, whatever else holds.
+		{"leader, every wanted replica votes", raft.Leader, allVote, recent, false},
+		{"leader, removed", raft.Leader, gone, recent, false},
+		{"leader, orphaned", raft.Leader, adding, time.Hour, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := removedCanStop("a", tt.state, tt.servers, want, tt.sinceContact); got != tt.want {
+				t.Fatalf("removedCanStop = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestToAlive: an operation's moves onto nodes gossip does not see alive
+// are skipped, every other move kept in order, with the alive set read
+// afresh at every planning.
+func TestToAlive(t *testing.T) {
+	moves := []placement.Move{
+		{Shard: 0, Add: "b", Remove: "a"},
+		{Shard: 1, Remove: "c"}, // removes only: no node to reach
+		{Shard: 2, Add: "d"},
+		{Shard: 3, Add: "e", Remove: "b"},
+		{Shard: 4, Add: "b", Remove: "e"},
+	}
+	plan := func(placement.Map) []placement.Move { return slices.Clone(moves) }
+	alive := func(ids ...placement.NodeID) map[placement.NodeID]bool {
+		m := map[placement.NodeID]bool{}
+		for _, id := range ids {
+			m[id] = true
+		}
+		return m
+	}
+	tests := []struct {
+		name   string
+		alive  map[placement.NodeID]bool
+		shards []placement.ShardID
+	}{
+		{"all alive", alive("a", "b", "c", "d", "e"), []placement.ShardID{0, 1, 2, 3, 4}},
+		{"d down", alive("a", "b", "c", "e"), []placement.ShardID{0, 1, 3, 4}},
+		{"b and e down", alive("a", "c", "d"), []placement.ShardID{1, 2}},
+		{"the removed nodes down", alive("b", "d", "e"), []placement.ShardID{0, 1, 2, 3, 4}},
+		{"nobody alive", alive(), []placement.ShardID{1}},
+	}
+	var cur map[placement.NodeID]bool
+	p := onlyToAlive(plan, func() map[placement.NodeID]bool { return cur })
+	for _, tt := range tests {
+		cur = tt.alive // one planFunc throughout: the set is read at each call
+		var got []placement.ShardID
+		for _, mv := range p(placement.Map{}) {
+			if i := slices.IndexFunc(moves, func(m placement.Move) bool { return m.Shard == mv.Shard }); i < 0 || moves[i] != mv {
+				t.Fatalf("%s: move %s is not one the plan made", tt.name, mv)
+			}
+			got = append(got, mv.Shard)
+		}
+		if !slices.Equal(got, tt.shards) {
+			t.Errorf("%s: moves of shards %v, want %v", tt.name, got, tt.shards)
+		}
+	}
+}
