@@ -28,8 +28,12 @@ import (
 // maxHops bounds how often one request is re-routed (DESIGN §5).
 const maxHops = 3
 
-// forwardChunk is the size of the body chunks sent in each direction.
-const forwardChunk = 64 << 10
+// forwardChunk is the size of the body chunks sent in each direction;
+// firstChunk that of the first chunk of a body of unknown size.
+const (
+	forwardChunk = 64 << 10
+	firstChunk   = 4 << 10
+)
 
 // replayableBody is how much of a request body is kept in memory so the
 // request can be re-sent after a routing error; larger bodies stream and
@@ -172,21 +176,35 @@ func sendBody(stream proto.Forward_FetchClient, r io.Reader) error {
 	return stream.CloseSend()
 }
 
-// sendChunks sends r as body frames until it ends.
+// sendChunks sends r as body frames until it ends. Most bodies are small:
+// it reads into a small buffer first and takes a forwardChunk one only for
+// a body that fills it (a 64 KiB buffer per forwarded request was most of
+// the garbage of a node under load). gRPC has encoded a frame when Send
+// returns, so the buffer is reused for the next frame.
 func sendChunks(send func(*proto.ForwardFrame) error, r io.Reader) error {
-	buf := make([]byte, forwardChunk)
+	if br, ok := r.(*bytes.Reader); ok && br.Len() <= forwardChunk {
+		if br.Len() == 0 {
+			return nil
+		}
+		b := make([]byte, br.Len())
+		_, _ = br.Read(b)
+		return send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: b}})
+	}
+	buf := make([]byte, firstChunk)
 	for {
-		n, err := r.Read(buf)
+		n, err := r.Read(buf) // not ReadFull: a streamed body goes on as it comes
 		if n > 0 {
-			if serr := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: bytes.Clone(buf[:n])}}); serr != nil {
+			if serr := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: buf[:n]}}); serr != nil {
 				return serr
 			}
 		}
-		if err == io.EOF {
+		switch {
+		case err == io.EOF:
 			return nil
-		}
-		if err != nil {
+		case err != nil:
 			return err
+		case n == len(buf) && len(buf) < forwardChunk:
+			buf = make([]byte, forwardChunk)
 		}
 	}
 }
