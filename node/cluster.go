@@ -672,11 +672,15 @@ func (c *cluster) transferQuiesced(ls *localShard, target raft.Server) error {
 }
 
 // peerLost is the transport's PeerLost: a peer's heartbeat stream broke
-// or went silent, so the groups it led may have no live leader now.
-func (c *cluster) peerLost(raft.ServerAddress) {
-	if !c.stopping.Load() {
-		c.elect.peerLost()
+// or went silent, so the groups it led may have no live leader now, and
+// requests forwarded to it would only wait for gRPC's keepalive.
+func (c *cluster) peerLost(addr raft.ServerAddress) {
+	if c.stopping.Load() {
+		return
 	}
+	c.elect.peerLost()
+	// The raft transport and forwarding share the node's gRPC address.
+	c.n.manager.forwarder.peerLost(string(addr))
 }
 
 // electedGroups is every group this node runs, for the elector.

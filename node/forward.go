@@ -62,6 +62,42 @@ type forwarder struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	// alive holds, per peer address, a context that peerLost cancels (and
+	// replaces): the requests in flight to a peer the raft transport
+	// reported lost fail at once instead of waiting for gRPC's keepalive
+	// (a paused or cut-off peer does not reset its connections).
+	alive map[string]peerAlive
+}
+
+type peerAlive struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// errPeerLost is why requests in flight to a lost peer were abandoned.
+var errPeerLost = errors.New("the node stopped answering (its heartbeats broke off or went silent)")
+
+// peerContext is the context the requests forwarded to addr now run under.
+func (f *forwarder) peerContext(addr string) context.Context {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.alive[addr]
+	if !ok {
+		a.ctx, a.cancel = context.WithCancel(context.Background())
+		f.alive[addr] = a
+	}
+	return a.ctx
+}
+
+// peerLost fails every request in flight to addr.
+func (f *forwarder) peerLost(addr string) {
+	f.mu.Lock()
+	a, ok := f.alive[addr]
+	delete(f.alive, addr)
+	f.mu.Unlock()
+	if ok {
+		a.cancel()
+	}
 }
 
 // keepaliveDialOption pings a peer while requests are forwarded to it and
@@ -83,7 +119,7 @@ func newForwarder(opts ...grpc.DialOption) *forwarder {
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	return &forwarder{dialOpts: opts, conns: make(map[string]*grpc.ClientConn)}
+	return &forwarder{dialOpts: opts, conns: make(map[string]*grpc.ClientConn), alive: make(map[string]peerAlive)}
 }
 
 func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
@@ -107,6 +143,10 @@ func (f *forwarder) close() {
 		c.Close()
 		delete(f.conns, addr)
 	}
+	for addr, a := range f.alive {
+		a.cancel()
+		delete(f.alive, addr)
+	}
 }
 
 // client returns the Forward client of a peer.
@@ -124,7 +164,10 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 	if err != nil {
 		return nil, &routingError{msg: fmt.Sprintf("node %s (%s): %v", p.id, p.addr, err)}
 	}
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancelCtx := context.WithCancel(ctx)
+	peerCtx := f.peerContext(p.addr)
+	stopWatching := context.AfterFunc(peerCtx, cancelCtx)
+	cancel := func() { stopWatching(); cancelCtx() }
 	// Only a stream that never opened is certainly unseen by the peer: from
 	// the moment the head may have left, a failure leaves the outcome open,
 	// because the peer may have run the request before it died.
@@ -134,6 +177,9 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
 	}
 	unknown := func(err error) error {
+		if peerCtx.Err() != nil {
+			err = errPeerLost
+		}
 		return &durable.Error{Message: fmt.Sprintf("forwarding to node %s failed; the request may or may not have run: %v", p.id, err), Err: durable.ErrCommitIndeterminate}
 	}
 	idb := id.Bytes()

@@ -2,8 +2,11 @@ package node
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/proto"
 )
 
@@ -124,4 +128,58 @@ func TestForwardToSilentPeerFails(t *testing.T) {
 		t.Fatalf("a silent peer was noticed after %v", took)
 	}
 	t.Logf("silent peer noticed after %v: %v", took.Round(100*time.Millisecond), err)
+}
+
+// When the raft transport reports a peer lost, the requests in flight to
+// it fail at once, as of unknown outcome, instead of waiting for gRPC's
+// keepalive; requests forwarded afterwards open new streams as usual.
+func TestForwardFailsWhenPeerIsLost(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	proto.RegisterForwardServer(srv, stuckForward{})
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	f := newForwarder()
+	t.Cleanup(f.close)
+	p := peer{id: "n2", addr: ln.Addr().String()}
+
+	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
+	forwardOne := func() chan error {
+		done := make(chan error, 1)
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, "http://x/increment?name=A", nil)
+			body, _ := newBodyBuffer(nil)
+			_, err := f.forward(context.Background(), p, "Counter", id, req, body, 0)
+			done <- err
+		}()
+		return done
+	}
+	first := forwardOne()
+	select {
+	case err := <-first:
+		t.Fatalf("a request to a stuck peer returned: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	f.peerLost(p.addr)
+	select {
+	case err := <-first:
+		if !errors.Is(err, durable.ErrCommitIndeterminate) || !strings.Contains(err.Error(), errPeerLost.Error()) {
+			t.Fatalf("in-flight request after the peer was lost: %v, want an unknown outcome naming the loss", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the in-flight request did not fail when its peer was lost")
+	}
+	second := forwardOne() // a fresh request is not failed by the old loss
+	select {
+	case err := <-second:
+		t.Fatalf("a request after the loss returned: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	f.peerLost(p.addr)
+	if err := <-second; !errors.Is(err, durable.ErrCommitIndeterminate) {
+		t.Fatalf("second request: %v", err)
+	}
 }
