@@ -159,8 +159,23 @@ func (f *forwarder) client(p peer) (proto.ForwardClient, error) {
 }
 
 // forward sends req to p. A *routingError means the object did not run.
+// A request whose body is buffered and small goes as one Call; others
+// stream their body over Fetch, as do all to a peer that has no Call (an
+// older roost).
 func (f *forwarder) forward(ctx context.Context, p peer, class string, id durable.ID, req *http.Request, body *bodyBuffer, hops int) (*http.Response, error) {
-	c, err := f.client(p)
+	small := body.rest == nil && len(body.buf) <= forwardChunk
+	resp, err := f.forwardOnce(ctx, p, class, id, req, body, hops, small)
+	if small && errors.Is(err, errNoCall) {
+		return f.forwardOnce(ctx, p, class, id, req, body, hops, false)
+	}
+	return resp, err
+}
+
+// errNoCall: the peer does not serve Call, so it did not run the request.
+var errNoCall = errors.New("the peer does not serve Forward.Call")
+
+func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id durable.ID, req *http.Request, body *bodyBuffer, hops int, useCall bool) (*http.Response, error) {
+	cc, err := f.conn(p.addr)
 	if err != nil {
 		return nil, &routingError{msg: fmt.Sprintf("node %s (%s): %v", p.id, p.addr, err)}
 	}
@@ -168,14 +183,6 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 	peerCtx := f.peerContext(p.addr)
 	stopWatching := context.AfterFunc(peerCtx, cancelCtx)
 	cancel := func() { stopWatching(); cancelCtx() }
-	// Only a stream that never opened is certainly unseen by the peer: from
-	// the moment the head may have left, a failure leaves the outcome open,
-	// because the peer may have run the request before it died.
-	stream, err := c.Fetch(ctx)
-	if err != nil {
-		cancel()
-		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
-	}
 	unknown := func(err error) error {
 		if peerCtx.Err() != nil {
 			err = errPeerLost
@@ -184,16 +191,46 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 	}
 	idb := id.Bytes()
 	head := &proto.ForwardHead{Class: class, ObjectId: idb[:], Method: req.Method, Url: req.URL.RequestURI(), Headers: toForwardHeaders(req.Header), Hops: uint32(hops)}
-	if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head}}); err != nil {
-		cancel()
-		return nil, unknown(err)
-	}
-	sendErr := make(chan error, 1)
-	go func() { sendErr <- sendBody(stream, body.reader()) }()
 
-	first, err := stream.Recv()
+	// Only a stream that never opened is certainly unseen by the peer: from
+	// the moment the head may have left, a failure leaves the outcome open,
+	// because the peer may have run the request before it died.
+	var recv func() (*proto.ForwardFrame, error)
+	if useCall {
+		stream, err := cc.NewStream(ctx, &proto.Forward_ServiceDesc.Streams[1], proto.Forward_Call_FullMethodName)
+		if err != nil {
+			cancel()
+			return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
+		}
+		if err := stream.SendMsg(&proto.ForwardCall{Head: head, Body: body.buf}); err != nil {
+			cancel()
+			return nil, unknown(err)
+		}
+		_ = stream.CloseSend() // an error here shows up in RecvMsg
+		recv = func() (*proto.ForwardFrame, error) {
+			fr := new(proto.ForwardFrame)
+			return fr, stream.RecvMsg(fr)
+		}
+	} else {
+		stream, err := proto.NewForwardClient(cc).Fetch(ctx)
+		if err != nil {
+			cancel()
+			return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
+		}
+		if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head}}); err != nil {
+			cancel()
+			return nil, unknown(err)
+		}
+		go func() { _ = sendBody(stream, body.reader()) }() // a failure shows up in Recv
+		recv = stream.Recv
+	}
+
+	first, err := recv()
 	if err != nil {
 		cancel()
+		if useCall && status.Code(err) == codes.Unimplemented {
+			return nil, errNoCall
+		}
 		return nil, unknown(err)
 	}
 	res := first.GetResult()
@@ -205,12 +242,17 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 		cancel()
 		return nil, fromForwardError(res.Error)
 	}
-	pr := receiveBody(stream.Recv, cancel)
-	h := fromForwardHeaders(res.Headers)
-	return &http.Response{
+	resp := &http.Response{
 		Status: fmt.Sprintf("%d %s", res.Status, http.StatusText(int(res.Status))), StatusCode: int(res.Status),
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: h, Body: pr, ContentLength: -1,
-	}, nil
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: fromForwardHeaders(res.Headers), ContentLength: -1,
+	}
+	if res.BodyComplete {
+		cancel()
+		resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(res.Body)), int64(len(res.Body))
+		return resp, nil
+	}
+	resp.Body = receiveBody(recv, cancel)
+	return resp, nil
 }
 
 func sendBody(stream proto.Forward_FetchClient, r io.Reader) error {
@@ -397,8 +439,27 @@ func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
 	if head == nil {
 		return status.Error(codes.InvalidArgument, "the first frame of a forwarded request must be its head")
 	}
+	pr := receiveBody(stream.Recv, func() {})
+	defer pr.CloseWithError(io.ErrClosedPipe)
+	return s.serve(stream.Context(), head, pr, stream.Send, false)
+}
+
+func (s *forwardServer) Call(call *proto.ForwardCall, stream proto.Forward_CallServer) error {
+	if call.Head == nil {
+		return status.Error(codes.InvalidArgument, "a forwarded call needs a head")
+	}
+	var body io.ReadCloser = http.NoBody
+	if len(call.Body) > 0 {
+		body = io.NopCloser(bytes.NewReader(call.Body))
+	}
+	return s.serve(stream.Context(), call.Head, body, stream.Send, true)
+}
+
+// serve runs one forwarded request and sends its answer: a result frame,
+// then body frames, or (inline, for Call) a result holding a small body.
+func (s *forwardServer) serve(ctx context.Context, head *proto.ForwardHead, body io.ReadCloser, send func(*proto.ForwardFrame) error, inline bool) error {
 	reply := func(err error) error {
-		return stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{Error: toForwardError(err)}}})
+		return send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{Error: toForwardError(err)}}})
 	}
 	class, id, err := s.m.checkForwarded(head)
 	if err != nil {
@@ -408,22 +469,28 @@ func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
 	if err != nil {
 		return reply(fmt.Errorf("%w: forwarded URL %q: %v", durable.ErrInvalidID, head.Url, err))
 	}
-	pr := receiveBody(stream.Recv, func() {})
 	req := (&http.Request{
 		Method: head.Method, URL: u, RequestURI: head.Url, Header: fromForwardHeaders(head.Headers),
-		Body: pr, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: u.Host,
-	}).WithContext(stream.Context())
-	resp, err := s.m.fetchHere(stream.Context(), class, id, req, int(head.Hops))
-	pr.CloseWithError(io.ErrClosedPipe)
+		Body: body, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: u.Host,
+	}).WithContext(ctx)
+	resp, err := s.m.fetchHere(ctx, class, id, req, int(head.Hops))
 	if err != nil {
 		return reply(err)
 	}
 	defer resp.Body.Close()
-	if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{
-		Status: int32(resp.StatusCode), Headers: toForwardHeaders(resp.Header)}}}); err != nil {
+	result := &proto.ForwardResult{Status: int32(resp.StatusCode), Headers: toForwardHeaders(resp.Header)}
+	if inline && resp.ContentLength >= 0 && resp.ContentLength <= forwardChunk {
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return err
+		}
+		result.Body, result.BodyComplete = b, true
+		return send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: result}})
+	}
+	if err := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: result}}); err != nil {
 		return err
 	}
-	return sendChunks(stream.Send, resp.Body)
+	return sendChunks(send, resp.Body)
 }
 
 func (s *forwardServer) GroupStatus(ctx context.Context, req *proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error) {

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -78,9 +79,14 @@ func (p *silentProxy) freeze() {
 	p.mu.Unlock()
 }
 
-// stuckForward answers no Fetch: the object behind it runs forever.
+// stuckForward answers no Fetch or Call: the object behind it runs forever.
 type stuckForward struct {
 	proto.UnimplementedForwardServer
+}
+
+func (stuckForward) Call(_ *proto.ForwardCall, stream proto.Forward_CallServer) error {
+	<-stream.Context().Done()
+	return stream.Context().Err()
 }
 
 func (stuckForward) Fetch(stream proto.Forward_FetchServer) error {
@@ -181,5 +187,74 @@ func TestForwardFailsWhenPeerIsLost(t *testing.T) {
 	f.peerLost(p.addr)
 	if err := <-second; !errors.Is(err, durable.ErrCommitIndeterminate) {
 		t.Fatalf("second request: %v", err)
+	}
+}
+
+// Request and response bodies of every size cross a forward intact: empty,
+// small (one Call each way), at and just over the 64 KiB inline limit, and
+// over the 1 MiB replayable limit (streamed over Fetch).
+func TestForwardedBodiesOfEverySize(t *testing.T) {
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	sizes := []int{0, 10, forwardChunk, forwardChunk + 1, 300 << 10, replayableBody + 5000}
+	for _, size := range sizes {
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = byte(i*7 + size)
+		}
+		for i := range c.nodes { // two of the three are forwarded
+			u := "http://" + c.cfgs[i].HTTPAddr + "/echo?ns=PINGPONG&name=echo"
+			resp, err := http.Post(u, "application/octet-stream", bytes.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("size %d via node %d: %d %v", size, i+1, resp.StatusCode, err)
+			}
+			if !bytes.Equal(got, body) {
+				t.Fatalf("size %d via node %d: got %d bytes back, not the %d sent", size, i+1, len(got), len(body))
+			}
+		}
+	}
+}
+
+// oldForward is a peer from before Call: Fetch only, answering "old".
+type oldForward struct {
+	proto.UnimplementedForwardServer
+}
+
+func (oldForward) Fetch(stream proto.Forward_FetchServer) error {
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{Status: 200}}}); err != nil {
+		return err
+	}
+	return stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: []byte("old")}})
+}
+
+// A small request to a peer without Call goes over Fetch instead.
+func TestForwardFallsBackToFetch(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	proto.RegisterForwardServer(srv, oldForward{})
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	f := newForwarder()
+	t.Cleanup(f.close)
+	req, _ := http.NewRequest(http.MethodGet, "http://x/increment?name=A", nil)
+	body, _ := newBodyBuffer(nil)
+	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
+	resp, err := f.forward(context.Background(), peer{id: "n2", addr: ln.Addr().String()}, "Counter", id, req, body, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || string(b) != "old" {
+		t.Fatalf("body %q, %v", b, err)
 	}
 }

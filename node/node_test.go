@@ -86,6 +86,8 @@ func testPingPong(state *durable.State, env *durable.Env) durable.Object {
 			fmt.Fprint(w, "pong>"+body)
 		case "/leaf":
 			fmt.Fprint(w, "leaf")
+		case "/echo": // the request body back, for forwarding tests
+			io.Copy(w, r.Body)
 		case "/panic":
 			panic("boom")
 		}

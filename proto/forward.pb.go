@@ -304,10 +304,14 @@ func (x *ForwardError) GetIndeterminate() bool {
 }
 
 type ForwardResult struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Status        int32                  `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`
-	Headers       []*ForwardHeader       `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty"`
-	Error         *ForwardError          `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"` // set instead of a response
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Status  int32                  `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"`
+	Headers []*ForwardHeader       `protobuf:"bytes,2,rep,name=headers,proto3" json:"headers,omitempty"`
+	Error   *ForwardError          `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"` // set instead of a response
+	// Call only: the whole response body, when body_complete; no body
+	// frames follow then.
+	Body          []byte `protobuf:"bytes,4,opt,name=body,proto3" json:"body,omitempty"`
+	BodyComplete  bool   `protobuf:"varint,5,opt,name=body_complete,json=bodyComplete,proto3" json:"body_complete,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -363,6 +367,72 @@ func (x *ForwardResult) GetError() *ForwardError {
 	return nil
 }
 
+func (x *ForwardResult) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
+func (x *ForwardResult) GetBodyComplete() bool {
+	if x != nil {
+		return x.BodyComplete
+	}
+	return false
+}
+
+type ForwardCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Head          *ForwardHead           `protobuf:"bytes,1,opt,name=head,proto3" json:"head,omitempty"`
+	Body          []byte                 `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"` // the whole request body
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardCall) Reset() {
+	*x = ForwardCall{}
+	mi := &file_proto_forward_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardCall) ProtoMessage() {}
+
+func (x *ForwardCall) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_forward_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardCall.ProtoReflect.Descriptor instead.
+func (*ForwardCall) Descriptor() ([]byte, []int) {
+	return file_proto_forward_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ForwardCall) GetHead() *ForwardHead {
+	if x != nil {
+		return x.Head
+	}
+	return nil
+}
+
+func (x *ForwardCall) GetBody() []byte {
+	if x != nil {
+		return x.Body
+	}
+	return nil
+}
+
 type ForwardFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Frame:
@@ -377,7 +447,7 @@ type ForwardFrame struct {
 
 func (x *ForwardFrame) Reset() {
 	*x = ForwardFrame{}
-	mi := &file_proto_forward_proto_msgTypes[4]
+	mi := &file_proto_forward_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +459,7 @@ func (x *ForwardFrame) String() string {
 func (*ForwardFrame) ProtoMessage() {}
 
 func (x *ForwardFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_forward_proto_msgTypes[4]
+	mi := &file_proto_forward_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +472,7 @@ func (x *ForwardFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardFrame.ProtoReflect.Descriptor instead.
 func (*ForwardFrame) Descriptor() ([]byte, []int) {
-	return file_proto_forward_proto_rawDescGZIP(), []int{4}
+	return file_proto_forward_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ForwardFrame) GetFrame() isForwardFrame_Frame {
@@ -475,7 +545,7 @@ type ForwardGroupStatusRequest struct {
 
 func (x *ForwardGroupStatusRequest) Reset() {
 	*x = ForwardGroupStatusRequest{}
-	mi := &file_proto_forward_proto_msgTypes[5]
+	mi := &file_proto_forward_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +557,7 @@ func (x *ForwardGroupStatusRequest) String() string {
 func (*ForwardGroupStatusRequest) ProtoMessage() {}
 
 func (x *ForwardGroupStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_forward_proto_msgTypes[5]
+	mi := &file_proto_forward_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +570,7 @@ func (x *ForwardGroupStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardGroupStatusRequest.ProtoReflect.Descriptor instead.
 func (*ForwardGroupStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_forward_proto_rawDescGZIP(), []int{5}
+	return file_proto_forward_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ForwardGroupStatusRequest) GetGroupId() uint64 {
@@ -538,7 +608,7 @@ type ForwardGroupStatusResponse struct {
 
 func (x *ForwardGroupStatusResponse) Reset() {
 	*x = ForwardGroupStatusResponse{}
-	mi := &file_proto_forward_proto_msgTypes[6]
+	mi := &file_proto_forward_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +620,7 @@ func (x *ForwardGroupStatusResponse) String() string {
 func (*ForwardGroupStatusResponse) ProtoMessage() {}
 
 func (x *ForwardGroupStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_forward_proto_msgTypes[6]
+	mi := &file_proto_forward_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +633,7 @@ func (x *ForwardGroupStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardGroupStatusResponse.ProtoReflect.Descriptor instead.
 func (*ForwardGroupStatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_forward_proto_rawDescGZIP(), []int{6}
+	return file_proto_forward_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ForwardGroupStatusResponse) GetRunning() bool {
@@ -652,11 +722,16 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\n" +
 	"NOT_LEADER\x10\x01\x12\r\n" +
 	"\tNOT_READY\x10\x02\x12\v\n" +
-	"\aINVALID\x10\x03\"\x98\x01\n" +
+	"\aINVALID\x10\x03\"\xd1\x01\n" +
 	"\rForwardResult\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\x05R\x06status\x129\n" +
 	"\aheaders\x18\x02 \x03(\v2\x1f.roost.forward.v1.ForwardHeaderR\aheaders\x124\n" +
-	"\x05error\x18\x03 \x01(\v2\x1e.roost.forward.v1.ForwardErrorR\x05error\"\x9d\x01\n" +
+	"\x05error\x18\x03 \x01(\v2\x1e.roost.forward.v1.ForwardErrorR\x05error\x12\x12\n" +
+	"\x04body\x18\x04 \x01(\fR\x04body\x12#\n" +
+	"\rbody_complete\x18\x05 \x01(\bR\fbodyComplete\"T\n" +
+	"\vForwardCall\x121\n" +
+	"\x04head\x18\x01 \x01(\v2\x1d.roost.forward.v1.ForwardHeadR\x04head\x12\x12\n" +
+	"\x04body\x18\x02 \x01(\fR\x04body\"\x9d\x01\n" +
 	"\fForwardFrame\x123\n" +
 	"\x04head\x18\x01 \x01(\v2\x1d.roost.forward.v1.ForwardHeadH\x00R\x04head\x129\n" +
 	"\x06result\x18\x02 \x01(\v2\x1f.roost.forward.v1.ForwardResultH\x00R\x06result\x12\x14\n" +
@@ -674,9 +749,10 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\x12\x16\n" +
 	"\x06voters\x18\x06 \x03(\tR\x06voters\x12\x1c\n" +
 	"\tnonvoters\x18\a \x03(\tR\tnonvoters\x12)\n" +
-	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted2\xc0\x01\n" +
+	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted2\x89\x02\n" +
 	"\aForward\x12K\n" +
-	"\x05Fetch\x12\x1e.roost.forward.v1.ForwardFrame\x1a\x1e.roost.forward.v1.ForwardFrame(\x010\x01\x12h\n" +
+	"\x05Fetch\x12\x1e.roost.forward.v1.ForwardFrame\x1a\x1e.roost.forward.v1.ForwardFrame(\x010\x01\x12G\n" +
+	"\x04Call\x12\x1d.roost.forward.v1.ForwardCall\x1a\x1e.roost.forward.v1.ForwardFrame0\x01\x12h\n" +
 	"\vGroupStatus\x12+.roost.forward.v1.ForwardGroupStatusRequest\x1a,.roost.forward.v1.ForwardGroupStatusResponseB&Z$github.com/roostdb/roost/proto;protob\x06proto3"
 
 var (
@@ -692,33 +768,37 @@ func file_proto_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_proto_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_proto_forward_proto_goTypes = []any{
 	(ForwardError_Kind)(0),             // 0: roost.forward.v1.ForwardError.Kind
 	(*ForwardHeader)(nil),              // 1: roost.forward.v1.ForwardHeader
 	(*ForwardHead)(nil),                // 2: roost.forward.v1.ForwardHead
 	(*ForwardError)(nil),               // 3: roost.forward.v1.ForwardError
 	(*ForwardResult)(nil),              // 4: roost.forward.v1.ForwardResult
-	(*ForwardFrame)(nil),               // 5: roost.forward.v1.ForwardFrame
-	(*ForwardGroupStatusRequest)(nil),  // 6: roost.forward.v1.ForwardGroupStatusRequest
-	(*ForwardGroupStatusResponse)(nil), // 7: roost.forward.v1.ForwardGroupStatusResponse
+	(*ForwardCall)(nil),                // 5: roost.forward.v1.ForwardCall
+	(*ForwardFrame)(nil),               // 6: roost.forward.v1.ForwardFrame
+	(*ForwardGroupStatusRequest)(nil),  // 7: roost.forward.v1.ForwardGroupStatusRequest
+	(*ForwardGroupStatusResponse)(nil), // 8: roost.forward.v1.ForwardGroupStatusResponse
 }
 var file_proto_forward_proto_depIdxs = []int32{
-	1, // 0: roost.forward.v1.ForwardHead.headers:type_name -> roost.forward.v1.ForwardHeader
-	0, // 1: roost.forward.v1.ForwardError.kind:type_name -> roost.forward.v1.ForwardError.Kind
-	1, // 2: roost.forward.v1.ForwardResult.headers:type_name -> roost.forward.v1.ForwardHeader
-	3, // 3: roost.forward.v1.ForwardResult.error:type_name -> roost.forward.v1.ForwardError
-	2, // 4: roost.forward.v1.ForwardFrame.head:type_name -> roost.forward.v1.ForwardHead
-	4, // 5: roost.forward.v1.ForwardFrame.result:type_name -> roost.forward.v1.ForwardResult
-	5, // 6: roost.forward.v1.Forward.Fetch:input_type -> roost.forward.v1.ForwardFrame
-	6, // 7: roost.forward.v1.Forward.GroupStatus:input_type -> roost.forward.v1.ForwardGroupStatusRequest
-	5, // 8: roost.forward.v1.Forward.Fetch:output_type -> roost.forward.v1.ForwardFrame
-	7, // 9: roost.forward.v1.Forward.GroupStatus:output_type -> roost.forward.v1.ForwardGroupStatusResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	1,  // 0: roost.forward.v1.ForwardHead.headers:type_name -> roost.forward.v1.ForwardHeader
+	0,  // 1: roost.forward.v1.ForwardError.kind:type_name -> roost.forward.v1.ForwardError.Kind
+	1,  // 2: roost.forward.v1.ForwardResult.headers:type_name -> roost.forward.v1.ForwardHeader
+	3,  // 3: roost.forward.v1.ForwardResult.error:type_name -> roost.forward.v1.ForwardError
+	2,  // 4: roost.forward.v1.ForwardCall.head:type_name -> roost.forward.v1.ForwardHead
+	2,  // 5: roost.forward.v1.ForwardFrame.head:type_name -> roost.forward.v1.ForwardHead
+	4,  // 6: roost.forward.v1.ForwardFrame.result:type_name -> roost.forward.v1.ForwardResult
+	6,  // 7: roost.forward.v1.Forward.Fetch:input_type -> roost.forward.v1.ForwardFrame
+	5,  // 8: roost.forward.v1.Forward.Call:input_type -> roost.forward.v1.ForwardCall
+	7,  // 9: roost.forward.v1.Forward.GroupStatus:input_type -> roost.forward.v1.ForwardGroupStatusRequest
+	6,  // 10: roost.forward.v1.Forward.Fetch:output_type -> roost.forward.v1.ForwardFrame
+	6,  // 11: roost.forward.v1.Forward.Call:output_type -> roost.forward.v1.ForwardFrame
+	8,  // 12: roost.forward.v1.Forward.GroupStatus:output_type -> roost.forward.v1.ForwardGroupStatusResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_proto_forward_proto_init() }
@@ -726,7 +806,7 @@ func file_proto_forward_proto_init() {
 	if File_proto_forward_proto != nil {
 		return
 	}
-	file_proto_forward_proto_msgTypes[4].OneofWrappers = []any{
+	file_proto_forward_proto_msgTypes[5].OneofWrappers = []any{
 		(*ForwardFrame_Head)(nil),
 		(*ForwardFrame_Result)(nil),
 		(*ForwardFrame_Body)(nil),
@@ -737,7 +817,7 @@ func file_proto_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_forward_proto_rawDesc), len(file_proto_forward_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const _ = grpc.SupportPackageIsVersion9
 
 const (
 	Forward_Fetch_FullMethodName       = "/roost.forward.v1.Forward/Fetch"
+	Forward_Call_FullMethodName        = "/roost.forward.v1.Forward/Call"
 	Forward_GroupStatus_FullMethodName = "/roost.forward.v1.Forward/GroupStatus"
 )
 
@@ -43,6 +44,11 @@ type ForwardClient interface {
 	// not ready) is answered before the object runs, so the caller may retry
 	// elsewhere without running it twice.
 	Fetch(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardFrame, ForwardFrame], error)
+	// Call is Fetch for a request whose whole body is in the call (at most
+	// 64 KiB): the server answers as Fetch does, except that a response body
+	// of known length up to 64 KiB comes inside the result frame
+	// (body_complete), so a small request costs one message each way.
+	Call(ctx context.Context, in *ForwardCall, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ForwardFrame], error)
 	// GroupStatus reports how far this node has applied a shard's log, so a
 	// leader can tell when a new replica has caught up, and the group's
 	// leader and configuration as this node sees them (admin API).
@@ -70,6 +76,25 @@ func (c *forwardClient) Fetch(ctx context.Context, opts ...grpc.CallOption) (grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Forward_FetchClient = grpc.BidiStreamingClient[ForwardFrame, ForwardFrame]
 
+func (c *forwardClient) Call(ctx context.Context, in *ForwardCall, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ForwardFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Forward_ServiceDesc.Streams[1], Forward_Call_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ForwardCall, ForwardFrame]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Forward_CallClient = grpc.ServerStreamingClient[ForwardFrame]
+
 func (c *forwardClient) GroupStatus(ctx context.Context, in *ForwardGroupStatusRequest, opts ...grpc.CallOption) (*ForwardGroupStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ForwardGroupStatusResponse)
@@ -90,6 +115,11 @@ type ForwardServer interface {
 	// not ready) is answered before the object runs, so the caller may retry
 	// elsewhere without running it twice.
 	Fetch(grpc.BidiStreamingServer[ForwardFrame, ForwardFrame]) error
+	// Call is Fetch for a request whose whole body is in the call (at most
+	// 64 KiB): the server answers as Fetch does, except that a response body
+	// of known length up to 64 KiB comes inside the result frame
+	// (body_complete), so a small request costs one message each way.
+	Call(*ForwardCall, grpc.ServerStreamingServer[ForwardFrame]) error
 	// GroupStatus reports how far this node has applied a shard's log, so a
 	// leader can tell when a new replica has caught up, and the group's
 	// leader and configuration as this node sees them (admin API).
@@ -106,6 +136,9 @@ type UnimplementedForwardServer struct{}
 
 func (UnimplementedForwardServer) Fetch(grpc.BidiStreamingServer[ForwardFrame, ForwardFrame]) error {
 	return status.Error(codes.Unimplemented, "method Fetch not implemented")
+}
+func (UnimplementedForwardServer) Call(*ForwardCall, grpc.ServerStreamingServer[ForwardFrame]) error {
+	return status.Error(codes.Unimplemented, "method Call not implemented")
 }
 func (UnimplementedForwardServer) GroupStatus(context.Context, *ForwardGroupStatusRequest) (*ForwardGroupStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GroupStatus not implemented")
@@ -137,6 +170,17 @@ func _Forward_Fetch_Handler(srv interface{}, stream grpc.ServerStream) error {
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Forward_FetchServer = grpc.BidiStreamingServer[ForwardFrame, ForwardFrame]
+
+func _Forward_Call_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ForwardCall)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ForwardServer).Call(m, &grpc.GenericServerStream[ForwardCall, ForwardFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Forward_CallServer = grpc.ServerStreamingServer[ForwardFrame]
 
 func _Forward_GroupStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ForwardGroupStatusRequest)
@@ -174,6 +218,11 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 			Handler:       _Forward_Fetch_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Call",
+			Handler:       _Forward_Call_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "proto/forward.proto",
