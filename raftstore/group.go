@@ -86,6 +86,9 @@ func (f *hurriedFuture) Error() error {
 // owns). It is idempotent.
 func (g *Group) Shutdown() error {
 	g.once.Do(func() {
+		if v, ok := g.trans.(*groupTransport); ok {
+			v.stopWaiting() // see groupTransport.waiting
+		}
 		g.err = g.raft.Shutdown().Error()
 		g.s.groupsMu.Lock()
 		if g.s.groups[g.id] == g {

@@ -197,6 +197,7 @@ func (t *Transport) Group(g GroupID) raft.Transport {
 		shutdownCh: make(chan struct{}),
 		pipelines:  make(map[*pipeline]struct{}),
 	}
+	v.waiting, v.stopWaiting = context.WithCancel(context.Background())
 	if t.closed {
 		v.close()
 		return v
@@ -288,9 +289,12 @@ func (t *Transport) peer(target raft.ServerAddress) (pb.RaftTransportClient, err
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		// gRPC's default reconnect backoff grows to 120 s, which would keep
-		// a restarted peer out of its groups for minutes.
+		// a restarted peer out of its groups for minutes; heartbeats and
+		// appends wait for the connection (WaitForReady), so this is how
+		// long after a restart they reach the peer. A dial twice a second
+		// to a dead peer costs nothing.
 		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
 			MinConnectTimeout: t.timeout,
 		}),
 		grpc.WithInitialWindowSize(streamWindow),
@@ -338,6 +342,13 @@ type groupTransport struct {
 
 	raft atomic.Pointer[raft.Raft] // the group's raft once started (attach)
 
+	// waiting ends the calls that wait for a peer's connection
+	// (WaitForReady) when the group shuts down: raft waits for its
+	// replication goroutines before it closes the transport, and they
+	// would otherwise sit out the transport timeout.
+	waiting     context.Context
+	stopWaiting context.CancelFunc
+
 	// Counters of what the server handed to this group, for tests.
 	received      atomic.Uint64 // RPCs, heartbeats and pipelined appends included
 	snapshotBytes atomic.Uint64 // InstallSnapshot data bytes
@@ -384,6 +395,7 @@ func (v *groupTransport) Close() error {
 }
 
 func (v *groupTransport) close() {
+	v.stopWaiting()
 	v.closeOnce.Do(func() { close(v.shutdownCh) })
 	v.mu.Lock()
 	ps := v.pipelines
@@ -451,7 +463,8 @@ func (v *groupTransport) client(target raft.ServerAddress, timeout time.Duration
 		return nil, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(v.t.callCtx, timeout)
-	return c, ctx, cancel, nil
+	stop := context.AfterFunc(v.waiting, cancel)
+	return c, ctx, func() { stop(); cancel() }, nil
 }
 
 // AppendEntries implements raft.Transport. Heartbeats go with other
@@ -465,7 +478,13 @@ func (v *groupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 		return err
 	}
 	defer cancel()
-	out, err := c.AppendEntries(ctx, appendEntriesRequestToProto(v.id, args))
+	// Like heartbeats (batchStream.exchange), an append to a peer whose
+	// connection is down waits for it, up to the timeout, instead of
+	// failing at once: each failure lengthens raft's backoff before the
+	// next try (up to about 10 s), which a restarted follower would wait
+	// out before its leader sends it anything — the meta group's map
+	// included.
+	out, err := c.AppendEntries(ctx, appendEntriesRequestToProto(v.id, args), grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}

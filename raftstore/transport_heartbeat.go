@@ -234,7 +234,16 @@ func (s *batchStream) exchange(ctx context.Context, b *heartbeatBatcher, batch [
 		}
 		sctx, cancel := context.WithCancel(b.t.callCtx)
 		stop := context.AfterFunc(ctx, cancel)
-		stream, err := c.Heartbeats(sctx)
+		// A peer that is down (restarting) is waited for, up to the
+		// transport timeout, rather than failed at once: raft backs off
+		// after each failed heartbeat, up to half its heartbeat timeout, so
+		// failing fast while the connection is re-established would leave
+		// a restarted follower without word from its leaders for seconds.
+		opening := time.AfterFunc(b.t.timeout, cancel)
+		stream, err := c.Heartbeats(sctx, grpc.WaitForReady(true))
+		if !opening.Stop() && err == nil {
+			err = status.Errorf(codes.DeadlineExceeded, "raftstore: heartbeats to %s: no connection within %v", b.target, b.t.timeout)
+		}
 		if err != nil {
 			stop()
 			cancel()
@@ -335,6 +344,8 @@ func (v *groupTransport) heartbeat(target raft.ServerAddress, args *raft.AppendE
 		appendEntriesResponseFromProto(r.resp, resp)
 		return nil
 	case <-v.shutdownCh:
+		return raft.ErrTransportShutdown
+	case <-v.waiting.Done():
 		return raft.ErrTransportShutdown
 	}
 }
