@@ -211,11 +211,18 @@ func TestHealReplacesDeadNode(t *testing.T) {
 	if held := c.metaLeader().cluster.metaFSM.Map().ShardsOf(vid); len(held) != 0 {
 		t.Fatalf("the returning %s was given back shards %v", vid, held)
 	}
-	c.nodes[victim].cluster.mu.Lock()
-	running := len(c.nodes[victim].cluster.groups)
-	c.nodes[victim].cluster.mu.Unlock()
-	if running != 0 {
-		t.Fatalf("the returning %s runs %d shard groups", vid, running)
+	// Replicas it restarted from its old map stop once they learn they
+	// were removed, at the latest after orphanTimeout without a leader.
+	for deadline := time.Now().Add(orphanTimeout + 5*time.Second); ; time.Sleep(100 * time.Millisecond) {
+		c.nodes[victim].cluster.mu.Lock()
+		running := len(c.nodes[victim].cluster.groups)
+		c.nodes[victim].cluster.mu.Unlock()
+		if running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the returning %s runs %d shard groups", vid, running)
+		}
 	}
 	// It found their data on disk when it started, and deletes it: their
 	// groups have removed it.
