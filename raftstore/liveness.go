@@ -84,10 +84,19 @@ func (t *Transport) peerState(addr raft.ServerAddress) *peerLiveness {
 	defer t.livenessMu.Unlock()
 	if l = t.liveness[addr]; l == nil {
 		l = new(peerLiveness)
-		t.liveness[addr] = l
+		// The caller's address comes from its request metadata: a client
+		// making up addresses must not grow the map without bound. Past
+		// maxTrackedPeers a new address is tracked nowhere (never alive).
+		if len(t.liveness) < maxTrackedPeers {
+			t.liveness[addr] = l
+		}
 	}
 	return l
 }
+
+// maxTrackedPeers bounds the peers whose liveness a transport records; a
+// cluster has far fewer nodes.
+const maxTrackedPeers = 4096
 
 func (t *Transport) markHeard(addr raft.ServerAddress) {
 	l := t.peerState(addr)

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -117,4 +118,24 @@ func TestSilentPeerIsLost(t *testing.T) {
 	waitFor(t, 5*time.Second, "the silent peer alive again after a heartbeat", func() bool {
 		return follower.tr.PeerAlive(leader.addr)
 	})
+}
+
+// A caller that makes up a new address with every request does not grow
+// the liveness records without bound, and real peers stay tracked.
+func TestLivenessRecordsAreBounded(t *testing.T) {
+	tr := NewTransport(TransportConfig{LocalAddr: "self"})
+	defer tr.Close()
+	tr.markHeard("peer")
+	for i := range maxTrackedPeers + 100 {
+		tr.markHeard(raft.ServerAddress("made-up-" + strconv.Itoa(i)))
+	}
+	tr.livenessMu.RLock()
+	n := len(tr.liveness)
+	tr.livenessMu.RUnlock()
+	if n > maxTrackedPeers {
+		t.Fatalf("%d liveness records, want at most %d", n, maxTrackedPeers)
+	}
+	if !tr.PeerAlive("peer") {
+		t.Fatal("a peer tracked before the flood is no longer alive")
+	}
 }
