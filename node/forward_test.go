@@ -79,6 +79,21 @@ func (p *silentProxy) freeze() {
 	p.mu.Unlock()
 }
 
+// serveForward serves impl as the Forward service on a loopback port until
+// the test ends and returns the address.
+func serveForward(t *testing.T, impl proto.ForwardServer, opts ...grpc.ServerOption) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(opts...)
+	proto.RegisterForwardServer(srv, impl)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return ln.Addr().String()
+}
+
 // stuckForward answers no Fetch or Call: the object behind it runs forever.
 type stuckForward struct {
 	proto.UnimplementedForwardServer
@@ -97,15 +112,8 @@ func (stuckForward) Fetch(stream proto.Forward_FetchServer) error {
 // A request forwarded to a peer that stops answering fails once a
 // keepalive ping goes unanswered (10 s + 2 s), rather than never.
 func TestForwardToSilentPeerFails(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(keepaliveServerOption())
-	proto.RegisterForwardServer(srv, stuckForward{})
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	proxy := newSilentProxy(t, ln.Addr().String())
+	addr := serveForward(t, stuckForward{}, keepaliveServerOption())
+	proxy := newSilentProxy(t, addr)
 
 	f := newForwarder(append((*peerTLS)(nil).grpcDialOptions(), keepaliveDialOption())...)
 	t.Cleanup(f.close)
@@ -140,17 +148,10 @@ func TestForwardToSilentPeerFails(t *testing.T) {
 // it fail at once, as of unknown outcome, instead of waiting for gRPC's
 // keepalive; requests forwarded afterwards open new streams as usual.
 func TestForwardFailsWhenPeerIsLost(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	proto.RegisterForwardServer(srv, stuckForward{})
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
+	addr := serveForward(t, stuckForward{})
 	f := newForwarder()
 	t.Cleanup(f.close)
-	p := peer{id: "n2", addr: ln.Addr().String()}
+	p := peer{id: "n2", addr: addr}
 
 	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
 	forwardOne := func() chan error {
@@ -236,20 +237,13 @@ func (oldForward) Fetch(stream proto.Forward_FetchServer) error {
 
 // A small request to a peer without Call goes over Fetch instead.
 func TestForwardFallsBackToFetch(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	proto.RegisterForwardServer(srv, oldForward{})
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
+	addr := serveForward(t, oldForward{})
 	f := newForwarder()
 	t.Cleanup(f.close)
 	req, _ := http.NewRequest(http.MethodGet, "http://x/increment?name=A", nil)
 	body, _ := newBodyBuffer(nil)
 	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
-	resp, err := f.forward(context.Background(), peer{id: "n2", addr: ln.Addr().String()}, "Counter", id, req, body, 0)
+	resp, err := f.forward(context.Background(), peer{id: "n2", addr: addr}, "Counter", id, req, body, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
