@@ -139,3 +139,24 @@ func TestLivenessRecordsAreBounded(t *testing.T) {
 		t.Fatal("a peer tracked before the flood is no longer alive")
 	}
 }
+
+// A node that stops pinging a peer (none of its groups heartbeats it any
+// more) ends its stream cleanly: the peer does not report it lost.
+func TestPingsEndWithoutALoss(t *testing.T) {
+	lost := make(lostRecorder, 64)
+	leader := newTNode(t, "a", nil)
+	leader.tr.pingFor = 300 * time.Millisecond
+	follower := newTNode(t, "b", nil, lost.option, func(c *TransportConfig) { c.SilenceTimeout = 200 * time.Millisecond })
+	var resp raft.AppendEntriesResponse
+	hb := &raft.AppendEntriesRequest{RPCHeader: header("a", leader.addr), Term: 1}
+	// Group 5 runs nowhere: the heartbeat fails, but its batch opens the stream.
+	_ = leader.tr.Group(5).AppendEntries("b", follower.addr, hb, &resp)
+	select {
+	case l := <-lost:
+		t.Fatalf("%s reported %s lost after the pings ended", l[0], l[1])
+	case <-time.After(leader.tr.pingFor + 5*200*time.Millisecond):
+	}
+	if follower.tr.PeerAlive(leader.addr) {
+		t.Fatal("a peer that stopped pinging is still alive")
+	}
+}

@@ -105,6 +105,7 @@ type Transport struct {
 	dial    []grpc.DialOption
 	lost    func(raft.ServerAddress) // PeerLost
 	ping    time.Duration            // LivenessInterval, 0 when off
+	pingFor time.Duration            // defaultPingFor; tests shorten it
 	silence time.Duration            // SilenceTimeout, 0 when off
 	// callCtx carries this node's address in the outgoing metadata; every
 	// call derives its context from it.
@@ -149,6 +150,7 @@ func NewTransport(cfg TransportConfig) *Transport {
 	}
 	t := &Transport{
 		ping:     orDefault(cfg.LivenessInterval, DefaultLivenessInterval),
+		pingFor:  defaultPingFor,
 		silence:  orDefault(cfg.SilenceTimeout, DefaultSilenceTimeout),
 		liveness: make(map[raft.ServerAddress]*peerLiveness),
 		local:    cfg.LocalAddr,

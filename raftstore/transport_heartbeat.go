@@ -42,7 +42,8 @@ import (
 // quickly: PeerLost tells the node, which forces elections in the groups
 // the lost node led (liveness.go). A batcher pings only while its node's groups
 // heartbeat the peer (pingFor): a node that follows none of our groups
-// has no use for our liveness.
+// has no use for our liveness. When the pings stop, the batcher ends its
+// stream cleanly, so that the peer does not report the silence as a loss.
 
 // DefaultHeartbeatWindow is TransportConfig.HeartbeatWindow's default.
 const DefaultHeartbeatWindow = 20 * time.Millisecond
@@ -54,9 +55,9 @@ const (
 	DefaultSilenceTimeout   = 600 * time.Millisecond
 )
 
-// pingFor is how long after its last heartbeat to a peer a batcher keeps
-// pinging it.
-const pingFor = time.Minute
+// defaultPingFor is how long after its last heartbeat to a peer a batcher
+// keeps pinging it (Transport.pingFor; tests shorten it).
+const defaultPingFor = time.Minute
 
 // heartbeatCall is one group's heartbeat waiting for its batch's answer.
 type heartbeatCall struct {
@@ -164,16 +165,22 @@ func (b *heartbeatBatcher) run(ctx context.Context) {
 			if b.urgent || wait <= 0 {
 				batch, b.pending, b.urgent, send = b.pending, nil, false, true
 			}
-		case b.t.ping > 0 && time.Since(b.lastCall) < pingFor:
+		case b.t.ping > 0 && time.Since(b.lastCall) < b.t.pingFor:
 			wait = time.Until(lastSent.Add(b.t.ping))
 			send = wait <= 0
 		}
+		pingsOver := len(b.pending) == 0 && b.t.ping > 0 && wait < 0
 		b.mu.Unlock()
 		if !send {
 			var fire <-chan time.Time
 			if wait >= 0 {
 				timer.Reset(wait)
 				fire = timer.C
+			}
+			if pingsOver {
+				// End the stream cleanly, so that the peer does not take
+				// the silence that follows for this node's loss.
+				s.finish(b.t.timeout)
 			}
 			select {
 			case <-ctx.Done():
@@ -215,6 +222,21 @@ func (b *heartbeatBatcher) deliver(batch []*heartbeatCall, out *pb.RaftHeartbeat
 type batchStream struct {
 	stream grpc.BidiStreamingClient[pb.RaftHeartbeatBatch, pb.RaftHeartbeatBatchResponse]
 	cancel context.CancelFunc
+}
+
+// finish ends an open stream the way a stopping client should: it closes
+// its side and waits (at most timeout) for the server to end the stream,
+// which the server does without reporting this node lost.
+func (s *batchStream) finish(timeout time.Duration) {
+	if s.stream == nil {
+		return
+	}
+	if s.stream.CloseSend() == nil {
+		t := time.AfterFunc(timeout, s.cancel)
+		_, _ = s.stream.Recv() // io.EOF once the server has returned
+		t.Stop()
+	}
+	s.close()
 }
 
 func (s *batchStream) close() {
