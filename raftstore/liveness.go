@@ -34,13 +34,18 @@ import (
 // Which voter forces, and when, is the caller's choice (node/elect.go).
 
 // QuietHeartbeatTimeout is the heartbeat and election timeout of
-// QuietTiming: an idle leader heartbeats each follower every 0.5–1 s.
-const QuietHeartbeatTimeout = 5 * time.Second
+// QuietTiming: an idle leader heartbeats each follower every 1.5–3 s.
+const QuietHeartbeatTimeout = 15 * time.Second
+
+// QuietLeaderLease is QuietTiming's LeaderLeaseTimeout: it must exceed the
+// longest gap between two heartbeats (a fifth of QuietHeartbeatTimeout)
+// plus the batching window, with room for a busy machine.
+const QuietLeaderLease = 5 * time.Second
 
 // QuietHeartbeatWindow is the TransportConfig.HeartbeatWindow to use with
-// QuietTiming: heartbeats may wait far longer than with the default
-// timing's 250 ms lease.
-const QuietHeartbeatWindow = 100 * time.Millisecond
+// QuietTiming: the liveness interval, so that an idle node sends each peer
+// one message per interval, its groups' heartbeats riding on the ping.
+const QuietHeartbeatWindow = DefaultLivenessInterval
 
 // QuietTiming is a GroupConfig.Tune for groups whose failures are detected
 // by node liveness. The lease must cover a heartbeat interval (at most a
@@ -50,7 +55,7 @@ const QuietHeartbeatWindow = 100 * time.Millisecond
 func QuietTiming(c *raft.Config) {
 	c.HeartbeatTimeout = QuietHeartbeatTimeout
 	c.ElectionTimeout = QuietHeartbeatTimeout
-	c.LeaderLeaseTimeout = 2 * time.Second
+	c.LeaderLeaseTimeout = QuietLeaderLease
 	c.CommitTimeout = QuietHeartbeatTimeout
 }
 

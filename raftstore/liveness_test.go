@@ -144,7 +144,7 @@ func TestLivenessRecordsAreBounded(t *testing.T) {
 // more) ends its stream cleanly: the peer does not report it lost.
 func TestPingsEndWithoutALoss(t *testing.T) {
 	lost := make(lostRecorder, 64)
-	leader := newTNode(t, "a", nil)
+	leader := newTNode(t, "a", nil, func(c *TransportConfig) { c.LivenessInterval = 50 * time.Millisecond })
 	leader.tr.pingFor = 300 * time.Millisecond
 	follower := newTNode(t, "b", nil, lost.option, func(c *TransportConfig) { c.SilenceTimeout = 200 * time.Millisecond })
 	var resp raft.AppendEntriesResponse

@@ -86,9 +86,10 @@ type TransportConfig struct {
 	// nothing before PeerLost is called; 0 means DefaultSilenceTimeout, a
 	// negative value never calls it for silence (only for broken streams).
 	SilenceTimeout time.Duration
-	// HeartbeatWindow is how long heartbeats to a peer wait for other
-	// groups' to go with them (transport_heartbeat.go); 0 means
-	// DefaultHeartbeatWindow, a negative value sends each at once.
+	// HeartbeatWindow is the least time between two batches of heartbeats
+	// to one peer, so the longest a heartbeat waits for other groups' to go
+	// with it (transport_heartbeat.go); leadership checks do not wait. 0
+	// means DefaultHeartbeatWindow, a negative value sends each at once.
 	HeartbeatWindow time.Duration
 }
 
@@ -480,6 +481,7 @@ func (v *groupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 		return err
 	}
 	defer cancel()
+	v.t.leads(target)
 	// Like heartbeats (batchStream.exchange), an append to a peer whose
 	// connection is down waits for it, up to the timeout, instead of
 	// failing at once: each failure lengthens raft's backoff before the

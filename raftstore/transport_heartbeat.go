@@ -20,13 +20,15 @@ import (
 // 64 groups on three nodes is hundreds to thousands of messages a second,
 // each a gRPC message with its syscalls and goroutine wake-ups. So the
 // heartbeats of every group to one peer node go together: a
-// heartbeatBatcher per peer gathers those raft sends within
-// TransportConfig.HeartbeatWindow into one message on one long-lived
-// stream, and the peer answers them all in one message.
+// heartbeatBatcher per peer sends them on one long-lived stream, at most
+// one message per TransportConfig.HeartbeatWindow, and the peer answers
+// each message's heartbeats all in one message.
 //
 // Raft's heartbeat loop waits for each answer, so the window delays each
 // heartbeat by at most HeartbeatWindow: well inside the leader lease and
-// the heartbeat timeout. A leadership check (Group.VerifyLeader) must not
+// the heartbeat timeout. A heartbeat wakes the batcher only when it would
+// otherwise not look in time: at 64 groups, waking a goroutine per
+// heartbeat was a good part of an idle node's CPU. A leadership check (Group.VerifyLeader) must not
 // wait for the window, since reads wait for it: while one runs, the
 // group's heartbeats go at once, together with whatever is pending.
 // Sending early is always safe; what VerifyLeader needs is that a follower
@@ -51,8 +53,8 @@ const DefaultHeartbeatWindow = 20 * time.Millisecond
 // Defaults of TransportConfig.LivenessInterval and SilenceTimeout: a peer
 // misses three or four pings before it counts this node as lost.
 const (
-	DefaultLivenessInterval = 150 * time.Millisecond
-	DefaultSilenceTimeout   = 600 * time.Millisecond
+	DefaultLivenessInterval = 300 * time.Millisecond
+	DefaultSilenceTimeout   = 1200 * time.Millisecond
 )
 
 // defaultPingFor is how long after its last heartbeat to a peer a batcher
@@ -73,7 +75,14 @@ type heartbeatResult struct {
 
 // heartbeatBatcher sends the heartbeats of every group of this node to
 // one peer. Its goroutine (run) owns the stream; mu guards what callers
-// add.
+// add and when run means to send next.
+//
+// Batches to the peer go at most one per window (TransportConfig.HeartbeatWindow)
+// unless one is urgent: a heartbeat waits for the window's end, and with
+// it every other heartbeat that came meanwhile, and a liveness ping is a
+// batch that found none. With the window equal to the liveness interval,
+// an idle node sends each peer one message per interval, heartbeats and
+// pings together.
 type heartbeatBatcher struct {
 	t      *Transport
 	target raft.ServerAddress
@@ -84,14 +93,16 @@ type heartbeatBatcher struct {
 
 	mu       sync.Mutex
 	pending  []*heartbeatCall
-	first    time.Time // when the oldest pending call came
 	lastCall time.Time // when the newest call came
+	lastSent time.Time // when the last batch went
+	wakeAt   time.Time // when run looks again on its own; zero: only when kicked
 	urgent   bool      // send without waiting for the window
 	stopped  bool      // run has returned: fail new calls at once
 }
 
 // add queues call; urgent sends it, and all pending, without waiting for
-// the window.
+// the window. run is woken only when it would not look in time on its own:
+// most heartbeats wake nobody and go with the next batch.
 func (b *heartbeatBatcher) add(call *heartbeatCall, urgent bool) {
 	b.mu.Lock()
 	if b.stopped {
@@ -100,13 +111,25 @@ func (b *heartbeatBatcher) add(call *heartbeatCall, urgent bool) {
 		return
 	}
 	b.lastCall = time.Now()
-	if len(b.pending) == 0 {
-		b.first = b.lastCall
-	}
 	b.pending = append(b.pending, call)
 	b.urgent = b.urgent || urgent
+	due := b.lastSent.Add(time.Duration(b.t.window.Load()))
+	kick := urgent || b.wakeAt.IsZero() || due.Before(b.wakeAt)
 	b.mu.Unlock()
-	b.wake()
+	if kick {
+		b.wake()
+	}
+}
+
+// keepPinging starts or prolongs the pings, as a heartbeat does.
+func (b *heartbeatBatcher) keepPinging() {
+	b.mu.Lock()
+	b.lastCall = time.Now()
+	kick := b.wakeAt.IsZero() && !b.stopped
+	b.mu.Unlock()
+	if kick {
+		b.wake()
+	}
 }
 
 // hurry sends the pending heartbeats at once if one is group g's.
@@ -133,9 +156,30 @@ func (b *heartbeatBatcher) wake() {
 	}
 }
 
+// next decides, under b.mu, what run does now: send (batch may be empty:
+// a ping), or wait; wait < 0 means until kicked.
+func (b *heartbeatBatcher) next(now time.Time) (batch []*heartbeatCall, send bool, wait time.Duration) {
+	wait = -1
+	switch {
+	case len(b.pending) > 0:
+		wait = b.lastSent.Add(time.Duration(b.t.window.Load())).Sub(now)
+		if b.urgent || wait <= 0 {
+			batch, b.pending, b.urgent = b.pending, nil, false
+			return batch, true, 0
+		}
+	case b.t.ping > 0 && now.Sub(b.lastCall) < b.t.pingFor:
+		wait = b.lastSent.Add(b.t.ping).Sub(now)
+		if wait <= 0 {
+			return nil, true, 0
+		}
+	}
+	return nil, false, wait
+}
+
 // run sends batches until ctx ends, then fails what is still pending. A
-// batch is sent when its window is over or it is urgent, and an empty one
-// (a liveness ping) when nothing has been sent for the liveness interval.
+// batch is sent when the window since the last one is over and something
+// is pending, or at once when urgent, and an empty one (a liveness ping)
+// when nothing has been sent for the liveness interval.
 func (b *heartbeatBatcher) run(ctx context.Context) {
 	var s batchStream
 	defer func() {
@@ -151,25 +195,15 @@ func (b *heartbeatBatcher) run(ctx context.Context) {
 	}()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var lastSent time.Time
 	for {
+		now := time.Now()
 		b.mu.Lock()
-		var (
-			batch []*heartbeatCall
-			send  bool
-			wait  = time.Duration(-1) // how long until there is something to send; <0: nothing
-		)
-		switch {
-		case len(b.pending) > 0:
-			wait = time.Until(b.first.Add(time.Duration(b.t.window.Load())))
-			if b.urgent || wait <= 0 {
-				batch, b.pending, b.urgent, send = b.pending, nil, false, true
-			}
-		case b.t.ping > 0 && time.Since(b.lastCall) < b.t.pingFor:
-			wait = time.Until(lastSent.Add(b.t.ping))
-			send = wait <= 0
+		batch, send, wait := b.next(now)
+		b.wakeAt = time.Time{}
+		if !send && wait >= 0 {
+			b.wakeAt = now.Add(wait)
 		}
-		pingsOver := len(b.pending) == 0 && b.t.ping > 0 && wait < 0
+		pingsOver := !send && wait < 0 && b.t.ping > 0
 		b.mu.Unlock()
 		if !send {
 			var fire <-chan time.Time
@@ -191,8 +225,10 @@ func (b *heartbeatBatcher) run(ctx context.Context) {
 			timer.Stop()
 			continue
 		}
+		b.mu.Lock()
+		b.lastSent = now
+		b.mu.Unlock()
 		out, err := s.exchange(ctx, b, batch)
-		lastSent = time.Now()
 		b.deliver(batch, out, err)
 	}
 }
@@ -344,6 +380,19 @@ func (t *Transport) batcher(target raft.ServerAddress) (*heartbeatBatcher, error
 		b.run(t.runCtx)
 	}()
 	return b, nil
+}
+
+// leads notes that one of this node's groups sends target appends as its
+// leader, which needs target to see this node alive: the pings start then,
+// not with the group's first heartbeat, which QuietTiming sends seconds
+// after an election.
+func (t *Transport) leads(target raft.ServerAddress) {
+	if t.ping <= 0 {
+		return
+	}
+	if b, err := t.batcher(target); err == nil {
+		b.keepPinging()
+	}
 }
 
 // heartbeat sends a heartbeat AppendEntries to target with the other

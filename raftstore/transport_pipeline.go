@@ -32,6 +32,7 @@ func (v *groupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 	if err != nil {
 		return nil, err
 	}
+	v.t.leads(target)
 	ctx, cancel := context.WithCancel(v.t.callCtx)
 	stream, err := c.AppendEntriesPipeline(ctx)
 	if err != nil {
