@@ -505,11 +505,12 @@ func (a *admin) leaderOperation(r *http.Request, leader placement.NodeID) *opJSO
 	return st.Operation
 }
 
-// memberJSON is one member in GET /v1/members.
-type memberJSON struct {
+// Member is one member in GET /v1/members (docs/admin-api.md). It is
+// exported for the tools that decode the API (internal/adminapi).
+type Member struct {
 	ID       string `json:"id"`
-	State    string `json:"state"`
-	Alive    bool   `json:"alive"`
+	State    string `json:"state"` // active, draining or removed
+	Alive    bool   `json:"alive"` // as gossip sees it
 	GRPC     string `json:"grpc"`
 	HTTP     string `json:"http"`
 	Admin    string `json:"admin"`
@@ -533,15 +534,15 @@ func (a *admin) members(w http.ResponseWriter, r *http.Request) error {
 			leaders[v.Leader]++
 		}
 	}
-	out := make([]memberJSON, 0, len(m.Nodes))
+	out := make([]Member, 0, len(m.Nodes))
 	for id, nd := range m.Nodes {
-		out = append(out, memberJSON{
+		out = append(out, Member{
 			ID: string(id), State: nd.State.String(), Alive: alive[id],
 			GRPC: nd.GRPCAddr, HTTP: nd.HTTPAddr, Admin: nd.AdminAddr, Gossip: nd.GossipAddr,
 			Replicas: len(m.ShardsOf(id)), Leaders: leaders[string(id)],
 		})
 	}
-	slices.SortFunc(out, func(x, y memberJSON) int { return strings.Compare(x.ID, y.ID) })
+	slices.SortFunc(out, func(x, y Member) int { return strings.Compare(x.ID, y.ID) })
 	writeJSON(w, http.StatusOK, map[string]any{"members": out})
 	return nil
 }

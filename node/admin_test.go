@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/hashicorp/raft"
 
-	"github.com/roostdb/roost/internal/adminapi"
 	"github.com/roostdb/roost/placement"
 )
 
@@ -166,10 +163,10 @@ func (c *testCluster) shardViews(i int) []shardView {
 	return out.Shards
 }
 
-func (c *testCluster) members(i int) []memberJSON {
+func (c *testCluster) members(i int) []Member {
 	c.t.Helper()
 	var out struct {
-		Members []memberJSON `json:"members"`
+		Members []Member `json:"members"`
 	}
 	if code := c.admin(i, "GET", "/v1/members", nil, &out); code != 200 {
 		c.t.Fatalf("GET /v1/members: %d", code)
@@ -816,45 +813,5 @@ func TestOperationJSON(t *testing.T) {
 	op.finish(nil)
 	if j := op.json(); j.State != "done" || j.Total != 3 {
 		t.Fatalf("finished: %+v", j)
-	}
-}
-
-// TestMembersJSONMatchesAdminAPIPackage: internal/adminapi.Member, which the
-// tools under internal/ decode GET /v1/members with, has exactly the
-// fields the admin API writes, of the same types.
-func TestMembersJSONMatchesAdminAPIPackage(t *testing.T) {
-	sent := memberJSON{ID: "n1", State: "draining", Alive: true, GRPC: "g:1", HTTP: "h:2", Admin: "a:3", Gossip: "s:4", Replicas: 5, Leaders: 6}
-	rec := httptest.NewRecorder()
-	writeJSON(rec, http.StatusOK, map[string]any{"members": []memberJSON{sent}})
-	body := rec.Body.Bytes()
-
-	var strict struct {
-		Members []adminapi.Member `json:"members"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&strict); err != nil {
-		t.Fatalf("adminapi.Member lacks a field of the admin API's members: %v\n%s", err, body)
-	}
-	got, err := adminapi.DecodeMembers(body)
-	if err != nil || len(got) != 1 || got[0] != strict.Members[0] {
-		t.Fatalf("DecodeMembers = %+v, %v; strict decoding gave %+v", got, err, strict.Members)
-	}
-	// Encoded again, the member is what node sent: no field of adminapi's
-	// is extra, none is of another type.
-	back, err := json.Marshal(got[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	var want, have map[string]any
-	b, _ := json.Marshal(sent)
-	if err := json.Unmarshal(b, &want); err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(back, &have); err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(have, want) {
-		t.Fatalf("adminapi.Member round-trips to %v; node sent %v", have, want)
 	}
 }

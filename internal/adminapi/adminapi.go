@@ -1,28 +1,20 @@
 // Package adminapi decodes the admin API's JSON (docs/admin-api.md) for the
 // tools and tests under internal/ that read it: internal/cmd/rebalance over
 // HTTP, internal/dockertest through `roost members -o json`, which prints
-// the API's answer as it is. node encodes the API and cli has types of its
-// own (its import rule keeps it off internal/); a node test checks that
-// these types decode exactly what node encodes.
+// the API's answer as it is. The types are node's, which encodes the API
+// (cli has types of its own: its import rule keeps it off internal/).
 package adminapi
 
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/roostdb/roost/node"
 )
 
-// Member is one node in the answer to GET /v1/members.
-type Member struct {
-	ID       string `json:"id"`
-	State    string `json:"state"` // active, draining or removed
-	Alive    bool   `json:"alive"` // as gossip sees it
-	GRPC     string `json:"grpc"`
-	HTTP     string `json:"http"`
-	Admin    string `json:"admin"`
-	Gossip   string `json:"gossip"`
-	Replicas int    `json:"replicas"`
-	Leaders  int    `json:"leaders"`
-}
+// Member is one node in the answer to GET /v1/members: the type node
+// encodes it from.
+type Member = node.Member
 
 // DecodeMembers decodes the answer to GET /v1/members.
 func DecodeMembers(b []byte) ([]Member, error) {
