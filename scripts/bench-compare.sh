@@ -18,6 +18,10 @@
 #        spread: SPREAD_KEYS (1000) counters, round-robin, CLIENTS clients;
 #      and prints one table: ops/s, p50, p99 and errors of each, and the
 #      roost/etcd ratio of each column.
+#   4. prints under the table, per run, the CPU time the servers used
+#      (/proc/<pid>/stat) and the load generators used (the shell's
+#      `times`), in all and per operation, warmup included: on two shared
+#      cores the load generators' share bounds the rate too.
 #
 # The load on each side, every client with one operation in flight over a
 # kept-alive HTTP/1.1 connection:
@@ -342,6 +346,45 @@ jstr() {
 	sed -n "s/^ *\"$2\": *\"\(.*\)\",\{0,1\}\$/\1/p" "$1" | head -n1 | sed 's/\\"/"/g'
 }
 
+# proc_ticks PID... prints the CPU clock ticks (user + system) the running
+# processes have used so far.
+proc_ticks() {
+	local p sum=0
+	local -a f
+	for p in "$@"; do
+		read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
+		sum=$((sum + f[13] + f[14]))
+	done
+	echo "$sum"
+}
+
+# child_seconds sets CHILD_SECONDS to the CPU seconds (user + system) of
+# this shell's children that have exited and been waited for: the load
+# generators. It must run in this shell, not in a $(...) subshell, whose
+# children are others.
+child_seconds() {
+	times >"$work/times"
+	CHILD_SECONDS=$(awk 'NR == 2 {
+		s = 0
+		for (i = 1; i <= 2; i++) { split($i, t, /m|s/); s += t[1] * 60 + t[2] }
+		printf "%.2f\n", s
+	}' "$work/times")
+}
+
+# cpu_note WORKLOAD SYSTEM SERVER_TICKS LOAD_SECONDS REQUESTS adds where
+# the run's CPU went to the details: what the servers and the load
+# generators used, in all and per operation. The two share the cores, so a
+# load generator that costs as much as a server per operation bounds the
+# rate as surely as the server does.
+cpu_note() {
+	local tck
+	tck=$(getconf CLK_TCK)
+	details+=("$(awk -v wl="$1" -v sys="$2" -v t="$3" -v tck="$tck" -v l="$4" -v n="$5" 'BEGIN {
+		s = t / tck
+		printf "%-7s %-6s CPU: servers %.1f s, load generators %.1f s; per operation %.0f us + %.0f us", wl, sys, s, l, (n > 0 ? s / n * 1e6 : 0), (n > 0 ? l / n * 1e6 : 0)
+	}')")
+}
+
 split=()
 for i in 0 1 2; do
 	split+=($((CLIENTS / 3 + (i < CLIENTS % 3 ? 1 : 0))))
@@ -352,8 +395,11 @@ details=()
 
 # run_roost WORKLOAD KEYS: three roost bench processes, one per node.
 run_roost() {
-	local wl=$1 keys=$2 i
+	local wl=$1 keys=$2 i t0 c0
 	local -a bp=()
+	t0=$(proc_ticks "${roost_pids[@]}")
+	child_seconds
+	c0=$CHILD_SECONDS
 	for i in 0 1 2; do
 		"$ROOST_BIN" bench --url "http://127.0.0.1:${r_http[i]}" -c "${split[i]}" \
 			--names "$keys" --name-prefix "$wl-" -d "$DURATION" -o json \
@@ -362,7 +408,11 @@ run_roost() {
 		bp+=($!)
 	done
 	wait_all "${bp[@]}"
-	local ops=0 p50=0 p99=0 errs=0 reqs=0 f o a b e r
+	local ticks lsec
+	ticks=$(($(proc_ticks "${roost_pids[@]}") - t0))
+	child_seconds
+	lsec=$(awk -v a="$CHILD_SECONDS" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')
+	local ops=0 p50=0 p99=0 errs=0 reqs=0 all=0 f o a b e r
 	for i in 0 1 2; do
 		f=$work/out/roost-$wl-$i.json
 		[[ -s $f ]] || die "roost bench against n$((i + 1)) wrote no result" "$work/logs/roost-bench-$wl-$i.log"
@@ -371,6 +421,7 @@ run_roost() {
 		b=$(jnum "$f" p99)
 		e=$(jnum "$f" errors)
 		r=$(jnum "$f" requests)
+		all=$((all + r + $(jnum "$f" warmup_requests)))
 		read -r ops p50 p99 errs reqs < <(awk -v ops="$ops" -v p50="$p50" -v p99="$p99" -v errs="$errs" -v reqs="$reqs" \
 			-v o="$o" -v a="$a" -v b="$b" -v e="$e" -v r="$r" \
 			'BEGIN { printf "%.3f %.3f %.3f %d %d\n", ops + o, (a > p50 ? a : p50), (b > p99 ? b : p99), errs + e, reqs + r }')
@@ -380,6 +431,7 @@ run_roost() {
 		fi
 	done
 	results+=("$wl roost $keys $ops $p50 $p99 $errs $reqs")
+	cpu_note "$wl" roost "$ticks" "$lsec" "$all"
 	note "roost $wl: $(printf '%.1f' "$ops") ops/s, $errs errors"
 }
 
@@ -391,10 +443,18 @@ run_etcd() {
 		eps+="${eps:+,}http://127.0.0.1:${e_client[i]}"
 	done
 	f=$work/out/etcd-$wl.json
+	local t0 c0
+	t0=$(proc_ticks "${etcd_pids[@]}")
+	child_seconds
+	c0=$CHILD_SECONDS
 	"$work/etcdload" -endpoints "$eps" -c "$CLIENTS" -keys "$keys" -key-prefix "$wl-" \
 		-d "$DURATION" -o json >"$f" 2>"$work/logs/etcdload-$wl.log" &
 	pids+=($!)
 	wait_all $!
+	local ticks lsec
+	ticks=$(($(proc_ticks "${etcd_pids[@]}") - t0))
+	child_seconds
+	lsec=$(awk -v a="$CHILD_SECONDS" -v b="$c0" 'BEGIN { printf "%.2f", a - b }')
 	[[ -s $f ]] || die "etcdload wrote no result" "$work/logs/etcdload-$wl.log"
 	local ops p50 p99 errs reqs retries
 	ops=$(jnum "$f" ops_per_sec)
@@ -402,8 +462,10 @@ run_etcd() {
 	p99=$(jnum "$f" p99)
 	errs=$(jnum "$f" errors)
 	reqs=$(jnum "$f" requests)
+	local all=$((reqs + $(jnum "$f" warmup_requests)))
 	retries=$(jnum "$f" retries)
 	results+=("$wl etcd $keys $ops $p50 $p99 $errs $reqs")
+	cpu_note "$wl" etcd "$ticks" "$lsec" "$all"
 	details+=("$(printf '%-7s etcd   %d increments, %d compare-and-swap retries (%.2f per increment)' "$wl" "$reqs" "$retries" "$(awk -v r="$retries" -v n="$reqs" 'BEGIN { print (n > 0 ? r / n : 0) }')")")
 	if ((errs > 0)); then
 		details+=("        first error: $(jstr "$f" first_error)")
