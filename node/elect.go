@@ -184,17 +184,19 @@ func electionOrder(g raftstore.GroupID, node placement.NodeID) uint64 {
 }
 
 // force asks the other voters for their leader and forces an election when
-// a quorum, this node counted, has no live one.
+// a quorum, this node counted, has no live one. It acts as soon as the
+// answers make a quorum: a voter that does not answer (it is the node that
+// froze, say) must not hold the election up until the check times out.
 func (e *elector) force(ctx context.Context, g electedGroup, voters []raft.Server) {
-	ctx, cancel := context.WithTimeout(ctx, leaderCheckTimeout)
-	defer cancel()
+	checkCtx, cancelChecks := context.WithTimeout(ctx, leaderCheckTimeout)
+	defer cancelChecks() // ends the checks still waiting for an answer
 	type answer struct {
 		from   raft.ServerID
 		leader raft.ServerAddress
 		alive  bool
 		err    error
 	}
-	answers := make(chan answer, len(voters))
+	answers := make(chan answer, len(voters)) // buffered: no check waits on it
 	asked := 0
 	for _, s := range voters {
 		if placement.NodeID(s.ID) == e.self {
@@ -202,25 +204,26 @@ func (e *elector) force(ctx context.Context, g electedGroup, voters []raft.Serve
 		}
 		asked++
 		go func() {
-			leader, alive, err := g.CheckLeader(ctx, s.Address)
+			leader, alive, err := g.CheckLeader(checkCtx, s.Address)
 			answers <- answer{s.ID, leader, alive, err}
 		}()
 	}
+	quorum := len(voters)/2 + 1
 	without := 1 // this node
-	for range asked {
-		a := <-answers
-		if a.err == nil && !a.alive {
+	for got := 0; got < asked && without < quorum; got++ {
+		if a := <-answers; a.err == nil && !a.alive {
 			without++
 		}
 	}
-	quorum := len(voters)/2 + 1
 	if without < quorum {
 		return
 	}
 	if _, alive := g.LiveLeader(); alive { // a leader appeared meanwhile
 		return
 	}
-	if err := g.ForceElection(ctx); err != nil {
+	forceCtx, cancel := context.WithTimeout(ctx, leaderCheckTimeout)
+	defer cancel()
+	if err := g.ForceElection(forceCtx); err != nil {
 		e.log("forcing an election failed", "group", g.ID().String(), "err", err)
 		return
 	}

@@ -21,21 +21,33 @@ type fakeElected struct {
 	voters []raft.Server
 	// answers: what each other voter says of its leader; an error when absent.
 	answers map[raft.ServerAddress]bool
-	forced  int
+	// hangs: voters whose check answers only when it is given up.
+	hangs  map[raft.ServerAddress]bool
+	forced int
 }
 
 func (f *fakeElected) ID() raftstore.GroupID                  { return 7 }
 func (f *fakeElected) State() raft.RaftState                  { return f.state }
 func (f *fakeElected) Voters() ([]raft.Server, error)         { return f.voters, nil }
 func (f *fakeElected) LiveLeader() (raft.ServerAddress, bool) { return f.leader, f.alive }
-func (f *fakeElected) CheckLeader(_ context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error) {
+func (f *fakeElected) CheckLeader(ctx context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error) {
+	if f.hangs[target] {
+		<-ctx.Done()
+		return "", false, ctx.Err()
+	}
 	alive, ok := f.answers[target]
 	if !ok {
 		return "", false, errors.New("unreachable")
 	}
 	return "a1", alive, nil
 }
-func (f *fakeElected) ForceElection(context.Context) error { f.forced++; return nil }
+func (f *fakeElected) ForceElection(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	f.forced++
+	return nil
+}
 
 var _ electedGroup = (*fakeElected)(nil)
 
@@ -75,6 +87,8 @@ func TestElectorForcesOnlyWithAQuorumWithoutLeader(t *testing.T) {
 			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{addr[second]: true}}, allAlive, noLeaderGrace, 0},
 		{"the other follower does not answer", first,
 			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{}}, allAlive, noLeaderGrace, 0},
+		{"the lost leader's node hangs: the quorum is enough", first,
+			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{addr[second]: false}, hangs: map[raft.ServerAddress]bool{"a1": true}}, allAlive, noLeaderGrace, 1},
 		{"within the grace", first,
 			fakeElected{state: raft.Follower, leader: "a1", answers: map[raft.ServerAddress]bool{addr[second]: false}}, allAlive, noLeaderGrace / 2, 0},
 		{"second in rank waits", second,

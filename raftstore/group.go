@@ -209,7 +209,7 @@ func (s *Store) StartGroup(cfg GroupConfig) (*Group, error) {
 		return nil, fmt.Errorf("raftstore: starting group %s: %w", cfg.ID, err)
 	}
 	if v, ok := cfg.Transport.(*groupTransport); ok {
-		v.attach(r)
+		v.attach(r, conf.HeartbeatTimeout)
 	}
 	g := &Group{s: s, id: cfg.ID, local: cfg.LocalID, raft: r, trans: cfg.Transport}
 	s.groups[cfg.ID] = g

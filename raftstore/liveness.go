@@ -130,11 +130,19 @@ func (t *Transport) PeerAlive(addr raft.ServerAddress) bool {
 	return l != nil && !l.broken.Load() && time.Since(time.Unix(0, l.heard.Load())) <= limit
 }
 
-// attach gives the view its group's raft, for LeaderCheck.
-func (v *groupTransport) attach(r *raft.Raft) { v.raft.Store(r) }
+// attach gives the view its group's raft and heartbeat timeout, for
+// LeaderCheck.
+func (v *groupTransport) attach(r *raft.Raft, heartbeatTimeout time.Duration) {
+	v.heartbeatTimeout.Store(int64(heartbeatTimeout))
+	v.raft.Store(r)
+}
 
 // leaderView is whom this replica follows and whether that leader is
-// alive to this node.
+// alive to this node: its node is alive, and it has heartbeated this
+// replica lately. A leader that stepped down on a node that stays alive
+// (its lease ran out while the node was paused, say) names no successor;
+// its followers would keep naming it until raft's own timeout, 15–30 s
+// with QuietTiming, so silence of the group itself counts too.
 func (v *groupTransport) leaderView() (raft.ServerAddress, bool) {
 	r := v.raft.Load()
 	if r == nil {
@@ -144,7 +152,15 @@ func (v *groupTransport) leaderView() (raft.ServerAddress, bool) {
 		return v.t.local, true
 	}
 	leader, _ := r.LeaderWithID()
-	return leader, leader != "" && v.t.PeerAlive(leader)
+	return leader, leader != "" && v.t.PeerAlive(leader) && time.Since(r.LastContact()) <= v.leaderSilence()
+}
+
+// leaderSilence is how long a follower may go without a heartbeat or
+// append from its leader before it counts the leader as gone: the longest
+// gap between two heartbeats (a fifth of the heartbeat timeout), the
+// batching window, and a second to spare for a busy machine.
+func (v *groupTransport) leaderSilence() time.Duration {
+	return time.Duration(v.heartbeatTimeout.Load())/5 + time.Duration(v.t.window.Load()) + time.Second
 }
 
 func (s *transportServer) LeaderCheck(ctx context.Context, req *pb.RaftLeaderCheckRequest) (*pb.RaftLeaderCheckResponse, error) {

@@ -160,3 +160,54 @@ func TestPingsEndWithoutALoss(t *testing.T) {
 		t.Fatal("a peer that stopped pinging is still alive")
 	}
 }
+
+// A leader that stops leading on a node that stays alive (here its group
+// shuts down; in a cluster, its lease ran out while the node was paused)
+// names no successor, and raft's own timeout is 15-30 s with QuietTiming.
+// Its followers stop counting it as a live leader once the group has been
+// silent for leaderSilence, although its node still pings them, so a
+// forced election can replace it.
+func TestSilentGroupLeaderIsNotLive(t *testing.T) {
+	nodes := make([]*tnode, 3)
+	for i := range nodes {
+		nodes[i] = newTNode(t, string(rune('a'+i)), nil)
+	}
+	groups := startAll(t, nodes, 1, QuietTiming)
+	if err := groups[0].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
+		t.Fatalf("replica %d leads after the first replica forced an election", li)
+	}
+	for _, f := range []int{1, 2} {
+		waitFor(t, 3*time.Second, "the leader live to a follower", func() bool {
+			_, alive := groups[f].LiveLeader()
+			return alive
+		})
+	}
+	if err := groups[0].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	silence := groups[1].trans.(*groupTransport).leaderSilence()
+	start := time.Now()
+	for _, f := range []int{1, 2} {
+		waitFor(t, silence+3*time.Second, "a follower to count the silent leader as gone", func() bool {
+			_, alive := groups[f].LiveLeader()
+			return !alive
+		})
+	}
+	t.Logf("followers gave the leader up %v after it stopped (leaderSilence %v)", time.Since(start), silence)
+	if !nodes[1].tr.PeerAlive(nodes[0].addr) {
+		t.Fatal("the leader's node stopped pinging: this test no longer tests a silent group on a live node")
+	}
+	leader, alive, err := groups[1].CheckLeader(context.Background(), nodes[2].addr)
+	if err != nil || alive {
+		t.Fatalf("LeaderCheck of the other follower: %q alive=%v err=%v", leader, alive, err)
+	}
+	if err := groups[1].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := leaderIndex(t, groups[1:], -1, 5*time.Second); got != 0 {
+		t.Fatalf("replica %d leads after replica 1 forced an election", got+1)
+	}
+}

@@ -344,6 +344,9 @@ type groupTransport struct {
 	verifying atomic.Int32
 
 	raft atomic.Pointer[raft.Raft] // the group's raft once started (attach)
+	// heartbeatTimeout is the group's raft HeartbeatTimeout (attach): its
+	// leader heartbeats each follower at least every fifth of it.
+	heartbeatTimeout atomic.Int64
 
 	// waiting ends the calls that wait for a peer's connection
 	// (WaitForReady) when the group shuts down: raft waits for its
