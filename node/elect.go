@@ -63,11 +63,13 @@ type elector struct {
 
 	leaderless map[raftstore.GroupID]time.Time // since when no live leader
 	forced     map[raftstore.GroupID]time.Time // last forced election
+	asked      map[raftstore.GroupID]time.Time // last ask (without forcing) whom the voters follow
 }
 
 func newElector(self placement.NodeID, groups func() []electedGroup, alive func() map[placement.NodeID]bool, log func(string, ...any)) *elector {
 	return &elector{self: self, groups: groups, alive: alive, log: log, kick: make(chan struct{}, 1),
-		leaderless: make(map[raftstore.GroupID]time.Time), forced: make(map[raftstore.GroupID]time.Time)}
+		leaderless: make(map[raftstore.GroupID]time.Time), forced: make(map[raftstore.GroupID]time.Time),
+		asked: make(map[raftstore.GroupID]time.Time)}
 }
 
 // peerLost is the transport's PeerLost: look again now.
@@ -123,15 +125,30 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 			continue
 		}
 		voters, rank, ok := e.rank(g, leader)
-		if !ok || now.Sub(since) < noLeaderGrace+time.Duration(rank)*rankDelay {
+		if !ok || now.Sub(since) < noLeaderGrace {
 			continue
 		}
-		e.forced[id] = now
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.force(ctx, g, voters)
-		}()
+		if now.Sub(since) >= noLeaderGrace+time.Duration(rank)*rankDelay {
+			e.forced[id] = now
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e.force(ctx, g, voters)
+			}()
+			continue
+		}
+		if leader == "" && now.Sub(e.asked[id]) >= forceEvery {
+			// Not this node's turn to force, but a replica that knows no
+			// leader at all (it just restarted, say) asks the other voters
+			// whom they follow: a leader answers by heartbeating at once,
+			// which tells this replica, instead of in 1.5–3 s.
+			e.asked[id] = now
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				e.ask(ctx, g, voters)
+			}()
+		}
 	}
 	wg.Wait()
 	waiting = len(e.leaderless) > 0
@@ -143,6 +160,11 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 	for id := range e.forced {
 		if !seen[id] {
 			delete(e.forced, id)
+		}
+	}
+	for id := range e.asked {
+		if !seen[id] {
+			delete(e.asked, id)
 		}
 	}
 	return waiting
@@ -181,6 +203,25 @@ func electionOrder(g raftstore.GroupID, node placement.NodeID) uint64 {
 	h.Write(b[:])
 	h.Write([]byte(node))
 	return h.Sum64()
+}
+
+// ask asks the other voters whom they follow and ignores the answers: the
+// leader among them heartbeats this replica when asked.
+func (e *elector) ask(ctx context.Context, g electedGroup, voters []raft.Server) {
+	ctx, cancel := context.WithTimeout(ctx, leaderCheckTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, s := range voters {
+		if placement.NodeID(s.ID) == e.self {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, _ = g.CheckLeader(ctx, s.Address)
+		}()
+	}
+	wg.Wait()
 }
 
 // force asks the other voters for their leader and forces an election when

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,8 +23,9 @@ type fakeElected struct {
 	// answers: what each other voter says of its leader; an error when absent.
 	answers map[raft.ServerAddress]bool
 	// hangs: voters whose check answers only when it is given up.
-	hangs  map[raft.ServerAddress]bool
-	forced int
+	hangs   map[raft.ServerAddress]bool
+	forced  int
+	checked *atomic.Int32 // CheckLeader calls, when set
 }
 
 func (f *fakeElected) ID() raftstore.GroupID                  { return 7 }
@@ -31,6 +33,9 @@ func (f *fakeElected) State() raft.RaftState                  { return f.state }
 func (f *fakeElected) Voters() ([]raft.Server, error)         { return f.voters, nil }
 func (f *fakeElected) LiveLeader() (raft.ServerAddress, bool) { return f.leader, f.alive }
 func (f *fakeElected) CheckLeader(ctx context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error) {
+	if f.checked != nil {
+		f.checked.Add(1)
+	}
 	if f.hangs[target] {
 		<-ctx.Done()
 		return "", false, ctx.Err()
@@ -138,5 +143,49 @@ func TestElectorRetriesNoFasterThanForceEvery(t *testing.T) {
 	// Forced at the grace, then every forceEvery: at 0.2 s, 2.2 s and 4.2 s.
 	if g.forced != 3 {
 		t.Fatalf("forced %d elections in 5 s, want 3", g.forced)
+	}
+}
+
+// A replica that knows no leader at all (it just restarted) asks the other
+// voters whom they follow as soon as the grace is over, whatever its rank:
+// the leader heartbeats it when asked. It forces nothing before its turn,
+// and asks again no sooner than forceEvery.
+func TestElectorAsksForAnUnknownLeader(t *testing.T) {
+	// The voter group 7's election order puts last: its turn to force
+	// comes 2 × rankDelay after the grace.
+	last := placement.NodeID("n1")
+	for _, id := range []placement.NodeID{"n2", "n3"} {
+		if electionOrder(7, id) > electionOrder(7, last) {
+			last = id
+		}
+	}
+	g := &fakeElected{state: raft.Follower, voters: threeVoters(), answers: map[raft.ServerAddress]bool{"a1": true}, checked: new(atomic.Int32)}
+	allAlive := func() map[placement.NodeID]bool { return map[placement.NodeID]bool{"n1": true, "n2": true, "n3": true} }
+	e := newElector(last, func() []electedGroup { return []electedGroup{g} }, allAlive, func(string, ...any) {})
+	start := time.Now()
+	e.check(context.Background(), start)
+	if n := g.checked.Load(); n != 0 {
+		t.Fatalf("asked %d voters within the grace", n)
+	}
+	e.check(context.Background(), start.Add(noLeaderGrace))
+	if n := g.checked.Load(); n != 2 {
+		t.Fatalf("asked %d voters after the grace, want both others", n)
+	}
+	e.check(context.Background(), start.Add(noLeaderGrace+rankDelay))
+	if n := g.checked.Load(); n != 2 {
+		t.Fatalf("asked again within forceEvery: %d checks", n)
+	}
+	if g.forced != 0 {
+		t.Fatalf("forced %d elections out of turn", g.forced)
+	}
+
+	// A replica that names a leader, not alive to it, only forces in its turn.
+	named := &fakeElected{state: raft.Follower, leader: "a1", voters: threeVoters(), answers: map[raft.ServerAddress]bool{"a1": true}, checked: new(atomic.Int32)}
+	_, second := selfRanked()
+	e = newElector(second, func() []electedGroup { return []electedGroup{named} }, allAlive, func(string, ...any) {})
+	e.check(context.Background(), start)
+	e.check(context.Background(), start.Add(noLeaderGrace))
+	if n := named.checked.Load(); n != 0 {
+		t.Fatalf("a replica that names its leader asked %d voters out of turn", n)
 	}
 }

@@ -169,7 +169,28 @@ func (s *transportServer) LeaderCheck(ctx context.Context, req *pb.RaftLeaderChe
 		return nil, err
 	}
 	leader, alive := v.leaderView()
+	if leader == v.t.local {
+		v.heartbeatNow()
+	}
 	return &pb.RaftLeaderCheckResponse{Leader: string(leader), LeaderAlive: alive}, nil
+}
+
+// heartbeatNow makes the group's leader heartbeat its followers at once,
+// for a follower that asked whom it follows (LeaderCheck): one that knows
+// no leader (it just restarted, say) waits for a heartbeat to learn it,
+// and QuietTiming's come every 1.5–3 s. A leadership check sends them, and
+// a follower asks at most every few seconds.
+func (v *groupTransport) heartbeatNow() {
+	r := v.raft.Load()
+	if r == nil {
+		return
+	}
+	end := v.beginVerify()
+	f := r.VerifyLeader()
+	go func() { // the future resolves, at the latest when raft shuts down
+		_ = f.Error()
+		end()
+	}()
 }
 
 // leaderCheck asks target's replica of the group for its leaderView.
