@@ -584,7 +584,9 @@ func TestComposeCluster(t *testing.T) {
 	h.runPhase("drain-remove", "n4", func(p *phase) {
 		n4 := h.nodes["n4"]
 		p.markInjected()
+		t0 := time.Now()
 		starts := h.roostOperation(3*time.Minute, "drain", "n4")
+		tDrained := time.Now()
 		// n1 answers from its copy of the map, which may trail the meta
 		// leader's by the drain's last step.
 		deadline := time.Now().Add(10 * time.Second)
@@ -599,12 +601,16 @@ func TestComposeCluster(t *testing.T) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
+		tSeen := time.Now()
 		h.roost(time.Minute, "remove", "n4")
+		tRemoved := time.Now()
 		h.setUp(n4, false)
 		h.docker(time.Minute, "stop", n4.container)
 		h.forget(n4)
 		p.markHealed()
-		h.logf("roost drain n4 --wait (started %d times), roost remove n4, docker stop n4", starts)
+		h.logf("roost drain n4 --wait (started %d times) %v, n4 seen drained %v later, roost remove n4 %v, docker stop n4 %v",
+			starts, tDrained.Sub(t0).Round(100*time.Millisecond), tSeen.Sub(tDrained).Round(100*time.Millisecond),
+			tRemoved.Sub(tSeen).Round(100*time.Millisecond), time.Since(tRemoved).Round(100*time.Millisecond))
 	})
 
 	h.checkEarlierPhases()
