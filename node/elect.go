@@ -16,7 +16,7 @@ import (
 )
 
 // Forced elections. Cluster groups run with raftstore.QuietTiming: a
-// follower would wait 5–10 s to notice a dead leader. Instead the elector
+// follower would wait 15–30 s to notice a dead leader. Instead the elector
 // watches, every electIdle (every electCheck while a group waits) and at
 // once when the transport reports a peer lost, each group this node runs
 // as a follower voter. A group whose leader
@@ -30,7 +30,8 @@ import (
 // whether they still have a live leader (raftstore Group.CheckLeader) and
 // forcing (Group.ForceElection) only when a quorum, this node counted, has
 // none: a follower cut off from a leader the others still hear changes
-// nothing.
+// nothing. A replica that knows no leader at all asks the voters at once,
+// whatever its rank: the leader heartbeats it when asked (ask).
 const (
 	electIdle          = time.Second
 	electCheck         = 100 * time.Millisecond
