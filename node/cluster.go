@@ -45,7 +45,7 @@ const controlInterval = 250 * time.Millisecond
 // the map, and a node that restarts learns which of its meta log entries
 // are committed — the map it starts its shards from — only from the
 // leader's next AppendEntries. Heartbeats do not carry the commit index,
-// and with QuietTiming's 5 s that made a restarted node wait 5–10 s to
+// and with a 5 s CommitTimeout that made a restarted node wait 5–10 s to
 // become ready. One group's appends twice a second cost nothing measurable.
 func metaTiming(c *raft.Config) {
 	raftstore.QuietTiming(c)

@@ -62,7 +62,7 @@ func QuietTiming(c *raft.Config) {
 // PublishCommits makes the group's followers learn soon that what its
 // leader has committed so far is committed. A follower learns the commit
 // index from the leader's next AppendEntries, which with QuietTiming's long
-// CommitTimeout may be 5–10 s away when nothing else is written; PublishCommits
+// CommitTimeout may be 15–30 s away when nothing else is written; PublishCommits
 // appends a barrier entry, whose replication carries the commit index at
 // once. Call it on the leader after a write that followers must apply
 // promptly (the meta group's map, which every node acts on).

@@ -27,7 +27,7 @@ func TestQuietGroupFailsOverByNodeLiveness(t *testing.T) {
 		nodes[i] = newTNode(t, string(rune('a'+i)), nil, lost.option)
 	}
 	groups := startAll(t, nodes, 1, QuietTiming)
-	// No one would campaign for 5-10 s: force the first election.
+	// No one would campaign for 15-30 s: force the first election.
 	if err := groups[0].ForceElection(context.Background()); err != nil {
 		t.Fatal(err)
 	}
