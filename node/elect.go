@@ -206,23 +206,40 @@ func electionOrder(g raftstore.GroupID, node placement.NodeID) uint64 {
 	return h.Sum64()
 }
 
+// leaderAnswer is one voter's answer to a leader check.
+type leaderAnswer struct {
+	leader raft.ServerAddress
+	alive  bool
+	err    error
+}
+
+// checkVoters asks every other voter of g whom it follows, concurrently,
+// until ctx ends; the answers come on the returned channel, which is
+// buffered for all asked, so no check waits on it.
+func (e *elector) checkVoters(ctx context.Context, g electedGroup, voters []raft.Server) (answers <-chan leaderAnswer, asked int) {
+	ch := make(chan leaderAnswer, len(voters))
+	for _, s := range voters {
+		if placement.NodeID(s.ID) == e.self {
+			continue
+		}
+		asked++
+		go func() {
+			leader, alive, err := g.CheckLeader(ctx, s.Address)
+			ch <- leaderAnswer{leader, alive, err}
+		}()
+	}
+	return ch, asked
+}
+
 // ask asks the other voters whom they follow and ignores the answers: the
 // leader among them heartbeats this replica when asked.
 func (e *elector) ask(ctx context.Context, g electedGroup, voters []raft.Server) {
 	ctx, cancel := context.WithTimeout(ctx, leaderCheckTimeout)
 	defer cancel()
-	var wg sync.WaitGroup
-	for _, s := range voters {
-		if placement.NodeID(s.ID) == e.self {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, _, _ = g.CheckLeader(ctx, s.Address)
-		}()
+	answers, asked := e.checkVoters(ctx, g, voters)
+	for range asked {
+		<-answers
 	}
-	wg.Wait()
 }
 
 // force asks the other voters for their leader and forces an election when
@@ -232,24 +249,7 @@ func (e *elector) ask(ctx context.Context, g electedGroup, voters []raft.Server)
 func (e *elector) force(ctx context.Context, g electedGroup, voters []raft.Server) {
 	checkCtx, cancelChecks := context.WithTimeout(ctx, leaderCheckTimeout)
 	defer cancelChecks() // ends the checks still waiting for an answer
-	type answer struct {
-		from   raft.ServerID
-		leader raft.ServerAddress
-		alive  bool
-		err    error
-	}
-	answers := make(chan answer, len(voters)) // buffered: no check waits on it
-	asked := 0
-	for _, s := range voters {
-		if placement.NodeID(s.ID) == e.self {
-			continue
-		}
-		asked++
-		go func() {
-			leader, alive, err := g.CheckLeader(checkCtx, s.Address)
-			answers <- answer{s.ID, leader, alive, err}
-		}()
-	}
+	answers, asked := e.checkVoters(checkCtx, g, voters)
 	quorum := len(voters)/2 + 1
 	without := 1 // this node
 	for got := 0; got < asked && without < quorum; got++ {

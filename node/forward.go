@@ -197,7 +197,10 @@ func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id du
 	// because the peer may have run the request before it died.
 	var recv func() (*proto.ForwardFrame, error)
 	if useCall {
-		stream, err := cc.NewStream(ctx, &proto.Forward_ServiceDesc.Streams[1], proto.Forward_Call_FullMethodName)
+		// Not the generated client's Call: it opens the stream and sends
+		// the message in one, and a failure of the one (the peer never saw
+		// the request) must be told from a failure of the other.
+		stream, err := cc.NewStream(ctx, &grpc.StreamDesc{StreamName: "Call", ServerStreams: true}, proto.Forward_Call_FullMethodName)
 		if err != nil {
 			cancel()
 			return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}

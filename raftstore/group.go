@@ -49,24 +49,21 @@ func (g *Group) ID() GroupID { return g.id }
 // Raft returns the group's raft instance.
 func (g *Group) Raft() *raft.Raft { return g.raft }
 
-// verifyHurrier is a transport that can send a group's heartbeats at once
-// while its leadership is checked (groupTransport.beginVerify).
-type verifyHurrier interface {
-	beginVerify() (end func())
-}
-
-var _ verifyHurrier = (*groupTransport)(nil)
-
 // VerifyLeader is raft's VerifyLeader (a round of heartbeats a quorum must
 // answer), with the group's heartbeats sent at once rather than after the
 // transport's heartbeat window. Call Error on the result.
 func (g *Group) VerifyLeader() raft.Future {
-	h, ok := g.trans.(verifyHurrier)
-	if !ok {
-		return g.raft.VerifyLeader()
+	if v, ok := g.trans.(*groupTransport); ok {
+		return v.verifyLeader(g.raft)
 	}
-	end := h.beginVerify() // first, so that the heartbeats the check sends see it
-	return &hurriedFuture{Future: g.raft.VerifyLeader(), end: end}
+	return g.raft.VerifyLeader()
+}
+
+// verifyLeader runs r's leadership check with the group's heartbeats
+// hurried until its result is read.
+func (v *groupTransport) verifyLeader(r *raft.Raft) raft.Future {
+	end := v.beginVerify() // first, so that the heartbeats the check sends see it
+	return &hurriedFuture{Future: r.VerifyLeader(), end: end}
 }
 
 // hurriedFuture ends the hurry when its result is read.

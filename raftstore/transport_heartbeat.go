@@ -28,8 +28,9 @@ import (
 // heartbeat by at most HeartbeatWindow: well inside the leader lease and
 // the heartbeat timeout. A heartbeat wakes the batcher only when it would
 // otherwise not look in time: at 64 groups, waking a goroutine per
-// heartbeat was a good part of an idle node's CPU. A leadership check (Group.VerifyLeader) must not
-// wait for the window, since reads wait for it: while one runs, the
+// heartbeat was a good part of an idle node's CPU. A leadership check
+// (Group.VerifyLeader) must not wait for the window, since reads wait for
+// it: while one runs, the
 // group's heartbeats go at once, together with whatever is pending.
 // Sending early is always safe; what VerifyLeader needs is that a follower
 // answers after the check began, which holds for any heartbeat sent after
@@ -42,9 +43,9 @@ import (
 // pair of nodes rather than per group, so groups can run with long
 // heartbeat timeouts (few heartbeats while idle) and still fail over
 // quickly: PeerLost tells the node, which forces elections in the groups
-// the lost node led (liveness.go). A batcher pings only while its node's groups
-// heartbeat the peer (pingFor): a node that follows none of our groups
-// has no use for our liveness. When the pings stop, the batcher ends its
+// the lost node led (liveness.go). A batcher pings only while its node's
+// groups heartbeat or append to the peer (pingFor): a node that follows
+// none of our groups has no use for our liveness. When the pings stop, the batcher ends its
 // stream cleanly, so that the peer does not report the silence as a loss.
 
 // DefaultHeartbeatWindow is TransportConfig.HeartbeatWindow's default.
@@ -113,8 +114,7 @@ func (b *heartbeatBatcher) add(call *heartbeatCall, urgent bool) {
 	b.lastCall = time.Now()
 	b.pending = append(b.pending, call)
 	b.urgent = b.urgent || urgent
-	due := b.lastSent.Add(time.Duration(b.t.window.Load()))
-	kick := urgent || b.wakeAt.IsZero() || due.Before(b.wakeAt)
+	kick := urgent || b.wakeAt.IsZero() || b.windowEnd().Before(b.wakeAt)
 	b.mu.Unlock()
 	if kick {
 		b.wake()
@@ -156,13 +156,18 @@ func (b *heartbeatBatcher) wake() {
 	}
 }
 
+// windowEnd is when, under b.mu, the next batch may go unless urgent.
+func (b *heartbeatBatcher) windowEnd() time.Time {
+	return b.lastSent.Add(time.Duration(b.t.window.Load()))
+}
+
 // next decides, under b.mu, what run does now: send (batch may be empty:
 // a ping), or wait; wait < 0 means until kicked.
 func (b *heartbeatBatcher) next(now time.Time) (batch []*heartbeatCall, send bool, wait time.Duration) {
 	wait = -1
 	switch {
 	case len(b.pending) > 0:
-		wait = b.lastSent.Add(time.Duration(b.t.window.Load())).Sub(now)
+		wait = b.windowEnd().Sub(now)
 		if b.urgent || wait <= 0 {
 			batch, b.pending, b.urgent = b.pending, nil, false
 			return batch, true, 0
