@@ -70,6 +70,21 @@ func PublishCommits(r *raft.Raft) {
 	_ = r.Barrier(0) // the future is not needed: replicating the entry is the point
 }
 
+// PublishCommitsAfter is PublishCommits once f (a configuration change,
+// say) has committed, for callers that do not wait for it. The followers,
+// a replica just added among them, learn at once that f committed: the
+// steps of a rebalance or drain wait on that, and without it each waited
+// for the next AppendEntries (a drain of 51 moves over a loaded four-node
+// cluster took 86 s instead of 7 s). The goroutine ends when f does, at the
+// latest when the group shuts down.
+func PublishCommitsAfter(r *raft.Raft, f raft.Future) {
+	go func() {
+		if f.Error() == nil {
+			PublishCommits(r)
+		}
+	}()
+}
+
 // peerLiveness is what the transport's server has seen of a peer. Every
 // request marks it, so its fields are atomics read and written under
 // livenessMu's read lock.
@@ -185,12 +200,8 @@ func (v *groupTransport) heartbeatNow() {
 	if r == nil {
 		return
 	}
-	end := v.beginVerify()
-	f := r.VerifyLeader()
-	go func() { // the future resolves, at the latest when raft shuts down
-		_ = f.Error()
-		end()
-	}()
+	f := v.verifyLeader(r)
+	go func() { _ = f.Error() }() // resolves, at the latest when raft shuts down
 }
 
 // leaderCheck asks target's replica of the group for its leaderView.

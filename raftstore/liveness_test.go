@@ -211,3 +211,54 @@ func TestSilentGroupLeaderIsNotLive(t *testing.T) {
 		t.Fatalf("replica %d leads after replica 1 forced an election", got+1)
 	}
 }
+
+// quietLeader starts group 1 with QuietTiming on three nodes and makes
+// the first replica its leader.
+func quietLeader(t *testing.T) ([]*tnode, []*Group) {
+	t.Helper()
+	nodes := make([]*tnode, 3)
+	for i := range nodes {
+		nodes[i] = newTNode(t, string(rune('a'+i)), nil)
+	}
+	groups := startAll(t, nodes, 1, QuietTiming)
+	if err := groups[0].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
+		t.Fatalf("replica %d leads after the first replica forced an election", li)
+	}
+	return nodes, groups
+}
+
+// A leader asked LeaderCheck heartbeats its followers at once, not at its
+// next heartbeat, 1.5-3 s away with QuietTiming: a replica that knows no
+// leader learns it that way.
+func TestLeaderCheckHeartbeatsAtOnce(t *testing.T) {
+	nodes, groups := quietLeader(t)
+	follower := groups[1].trans.(*groupTransport)
+	// Wait for a heartbeat to arrive: the next comes no sooner than 1.5 s.
+	before := follower.received.Load()
+	waitFor(t, 5*time.Second, "a heartbeat at the follower", func() bool { return follower.received.Load() > before })
+	got := follower.received.Load()
+	if _, _, err := groups[1].CheckLeader(context.Background(), nodes[0].addr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 500*time.Millisecond, "the heartbeat the check prompts", func() bool { return follower.received.Load() > got })
+}
+
+// PublishCommitsAfter lets followers apply an entry as soon as it commits,
+// although with QuietTiming nothing would tell them for 15-30 s.
+func TestPublishCommitsAfter(t *testing.T) {
+	_, groups := quietLeader(t)
+	r := groups[0].Raft()
+	// A configuration change, as the node's reconciler makes: a non-voter
+	// that never answers, which commits without it.
+	f := r.AddNonvoter("x", "127.0.0.1:1", 0, 0)
+	PublishCommitsAfter(r, f)
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range groups[1:] {
+		waitFor(t, 3*time.Second, "a follower to apply the committed entry", func() bool { return g.Raft().AppliedIndex() >= f.Index() })
+	}
+}
