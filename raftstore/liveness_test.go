@@ -253,12 +253,24 @@ func TestPublishCommitsAfter(t *testing.T) {
 	r := groups[0].Raft()
 	// A configuration change, as the node's reconciler makes: a non-voter
 	// that never answers, which commits without it.
-	f := r.AddNonvoter("x", "127.0.0.1:1", 0, 0)
-	PublishCommitsAfter(r, f)
-	if err := f.Error(); err != nil {
-		t.Fatal(err)
-	}
+	// PublishCommitsAfter waits on the future itself (one waiter only): the
+	// entry's index comes from the leader's configuration.
+	PublishCommitsAfter(r, r.AddNonvoter("x", "127.0.0.1:1", 0, 0))
+	var index uint64
+	waitFor(t, 3*time.Second, "the configuration change at the leader", func() bool {
+		cf := r.GetConfiguration()
+		if cf.Error() != nil {
+			return false
+		}
+		for _, srv := range cf.Configuration().Servers {
+			if srv.ID == "x" {
+				index = cf.Index()
+				return true
+			}
+		}
+		return false
+	})
 	for _, g := range groups[1:] {
-		waitFor(t, 3*time.Second, "a follower to apply the committed entry", func() bool { return g.Raft().AppliedIndex() >= f.Index() })
+		waitFor(t, 3*time.Second, "a follower to apply the committed entry", func() bool { return g.Raft().AppliedIndex() >= index })
 	}
 }
