@@ -249,22 +249,20 @@ func TestLeaderCheckHeartbeatsAtOnce(t *testing.T) {
 // PublishCommitsAfter lets followers apply an entry as soon as it commits,
 // although with QuietTiming nothing would tell them for 15-30 s.
 func TestPublishCommitsAfter(t *testing.T) {
-	_, groups := quietLeader(t)
+	nodes, groups := quietLeader(t)
 	r := groups[0].Raft()
 	// A configuration change, as the node's reconciler makes: a non-voter
 	// that never answers, which commits without it.
 	// PublishCommitsAfter waits on the future itself (one waiter only): the
-	// entry's index comes from the leader's configuration.
+	// entry's index comes from the leader's log.
 	PublishCommitsAfter(r, r.AddNonvoter("x", "127.0.0.1:1", 0, 0))
 	var index uint64
-	waitFor(t, 3*time.Second, "the configuration change at the leader", func() bool {
-		cf := r.GetConfiguration()
-		if cf.Error() != nil {
-			return false
-		}
-		for _, srv := range cf.Configuration().Servers {
-			if srv.ID == "x" {
-				index = cf.Index()
+	logs := nodes[0].store.LogStore(1)
+	waitFor(t, 3*time.Second, "the configuration change in the leader's log", func() bool {
+		for i := r.LastIndex(); i > 1; i-- { // entry 1 is the bootstrap configuration
+			var l raft.Log
+			if logs.GetLog(i, &l) == nil && l.Type == raft.LogConfiguration {
+				index = i
 				return true
 			}
 		}
