@@ -168,17 +168,7 @@ func TestPingsEndWithoutALoss(t *testing.T) {
 // silent for leaderSilence, although its node still pings them, so a
 // forced election can replace it.
 func TestSilentGroupLeaderIsNotLive(t *testing.T) {
-	nodes := make([]*tnode, 3)
-	for i := range nodes {
-		nodes[i] = newTNode(t, string(rune('a'+i)), nil)
-	}
-	groups := startAll(t, nodes, 1, QuietTiming)
-	if err := groups[0].ForceElection(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
-		t.Fatalf("replica %d leads after the first replica forced an election", li)
-	}
+	nodes, groups := quietLeader(t)
 	for _, f := range []int{1, 2} {
 		waitFor(t, 3*time.Second, "the leader live to a follower", func() bool {
 			_, alive := groups[f].LiveLeader()
