@@ -217,6 +217,18 @@ func quietLeader(t *testing.T) ([]*tnode, []*Group) {
 	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
 		t.Fatalf("replica %d leads after the first replica forced an election", li)
 	}
+	// The new leader's first entry must reach both followers before a
+	// test stops it: a follower without it cannot win the next election
+	// (the other refuses its vote, as raft must), and with QuietTiming a
+	// lost append is sent again only 15-30 s later.
+	var last uint64
+	waitFor(t, 3*time.Second, "the leader's first entry", func() bool {
+		last = groups[0].Raft().LastIndex()
+		return last > 1 // entry 1 is the bootstrap configuration
+	})
+	for _, g := range groups[1:] {
+		waitFor(t, 3*time.Second, "the leader's first entry at a follower", func() bool { return g.Raft().LastIndex() >= last })
+	}
 	return nodes, groups
 }
 
