@@ -28,49 +28,46 @@ func (v *groupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 	if v.isClosed() {
 		return nil, raft.ErrTransportShutdown
 	}
-	c, err := v.t.peer(target)
-	if err != nil {
-		return nil, err
-	}
-	v.t.leads(target)
-	ctx, cancel := context.WithCancel(v.t.callCtx)
-	stream, err := c.AppendEntriesPipeline(ctx)
-	if err != nil {
-		cancel()
-		return nil, err
-	}
 	p := &pipeline{
 		v:          v,
 		target:     target,
-		stream:     stream,
-		cancel:     cancel,
-		queue:      make(chan *appendFuture, pipelineMaxInFlight-1),
+		queue:      make(chan *appendFuture, pipelineMaxInFlight),
 		doneCh:     make(chan raft.AppendFuture, pipelineMaxInFlight),
 		shutdownCh: make(chan struct{}),
 		timeout:    v.t.timeout,
 	}
+	ps, err := p.open()
+	if err != nil {
+		return nil, err
+	}
+	p.cur = ps
 	v.mu.Lock()
 	if v.pipelines == nil { // the view closed meanwhile
 		v.mu.Unlock()
-		cancel()
+		ps.cancel()
 		return nil, raft.ErrTransportShutdown
 	}
 	v.pipelines[p] = struct{}{}
 	v.mu.Unlock()
-	go p.receive()
+	go p.receive(ps)
 	return p, nil
 }
 
-// pipeline implements raft.AppendPipeline over one AppendEntriesPipeline
-// stream. AppendEntries queues a future and sends; receive takes the
-// futures in order, matches each with the next response and hands it to
-// Consumer. The queue's capacity is the back-pressure: a send blocks while
-// pipelineMaxInFlight requests await responses.
+// pipeline implements raft.AppendPipeline over an AppendEntriesPipeline
+// stream. AppendEntries counts a request in flight, queues its future and
+// sends; receive matches each response with the oldest future and hands it
+// to Consumer. The queue's capacity is the back-pressure: a send blocks
+// while pipelineMaxInFlight requests await responses.
+//
+// A stream that ends while nothing is in flight — its peer restarted, say —
+// is replaced by a new one at the next send. raft would otherwise give the
+// pipeline up at that send and resend the entry only on its next append to
+// the peer, which on a group with QuietTiming may be 15–30 s away. A stream
+// that fails with requests in flight fails the pipeline: raft then falls
+// back to single appends from the follower's last answered index.
 type pipeline struct {
 	v       *groupTransport
 	target  raft.ServerAddress
-	stream  grpc.BidiStreamingClient[pb.RaftAppendEntriesRequest, pb.RaftAppendEntriesResponse]
-	cancel  context.CancelFunc
 	timeout time.Duration
 
 	sendMu     sync.Mutex // raft sends from one goroutine; this makes it a rule
@@ -79,8 +76,39 @@ type pipeline struct {
 	closeOnce  sync.Once
 	shutdownCh chan struct{}
 
-	errMu sync.Mutex
-	err   error // why the stream failed, once it has
+	mu       sync.Mutex
+	cur      *pipeStream // changes only under sendMu too
+	inFlight int         // requests counted by AppendEntries, not yet matched by receive
+	ended    bool        // cur ended with nothing in flight: the next send opens another
+	err      error       // why the pipeline failed, once it has
+}
+
+// pipeStream is one stream of a pipeline.
+type pipeStream struct {
+	stream grpc.BidiStreamingClient[pb.RaftAppendEntriesRequest, pb.RaftAppendEntriesResponse]
+	cancel context.CancelFunc
+}
+
+// open starts a stream to the pipeline's target. Like other appends
+// (groupTransport.AppendEntries) it waits for a connection being
+// re-established, up to the timeout.
+func (p *pipeline) open() (*pipeStream, error) {
+	c, err := p.v.t.peer(p.target)
+	if err != nil {
+		return nil, err
+	}
+	p.v.t.leads(p.target)
+	ctx, cancel := context.WithCancel(p.v.t.callCtx)
+	opening := time.AfterFunc(p.timeout, cancel)
+	stream, err := c.AppendEntriesPipeline(ctx, grpc.WaitForReady(true))
+	if !opening.Stop() && err == nil {
+		err = fmt.Errorf("raftstore: pipeline to %s: no connection within %v", p.target, p.timeout)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &pipeStream{stream: stream, cancel: cancel}, nil
 }
 
 // AppendEntries implements raft.AppendPipeline.
@@ -89,17 +117,20 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 	req := appendEntriesRequestToProto(p.v.id, args)
 	p.sendMu.Lock()
 	defer p.sendMu.Unlock()
-	if err := p.failure(); err != nil {
+	ps, err := p.count()
+	if err != nil {
 		return nil, err
 	}
 	// Queue before sending, so that receive expects the response before
-	// it can arrive.
+	// it can arrive; the timer is set before, for receive stops it.
+	f.timer = time.AfterFunc(p.timeout, func() { p.fail(errPipelineTimeout) })
 	select {
 	case p.queue <- f:
 	case <-p.shutdownCh:
+		f.timer.Stop()
 		return nil, raft.ErrPipelineShutdown
 	}
-	if err := p.stream.Send(req); err != nil {
+	if err := ps.stream.Send(req); err != nil {
 		if err == io.EOF { // gRPC's way of saying the server ended the stream
 			err = errStreamEnded
 		}
@@ -108,6 +139,43 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return nil, fmt.Errorf("raftstore: pipeline to %s: %w", p.target, p.failure())
 	}
 	return f, nil
+}
+
+// count counts a request in flight on the current stream, first replacing
+// a stream that ended with nothing in flight. Checking and counting under
+// one lock is what makes the replacement safe: receive either sees the
+// request counted and fails it with the stream, or has marked the stream
+// ended before, and the request goes on a new one.
+func (p *pipeline) count() (*pipeStream, error) {
+	for {
+		p.mu.Lock()
+		if p.err != nil {
+			err := p.err
+			p.mu.Unlock()
+			return nil, err
+		}
+		if !p.ended {
+			p.inFlight++
+			ps := p.cur
+			p.mu.Unlock()
+			return ps, nil
+		}
+		p.mu.Unlock()
+		ps, err := p.open()
+		if err != nil {
+			p.fail(err)
+			return nil, fmt.Errorf("raftstore: pipeline to %s: %w", p.target, err)
+		}
+		p.mu.Lock()
+		if p.err != nil { // closed meanwhile
+			p.mu.Unlock()
+			ps.cancel()
+			continue
+		}
+		p.cur, p.ended = ps, false
+		p.mu.Unlock()
+		go p.receive(ps)
+	}
 }
 
 // Consumer implements raft.AppendPipeline.
@@ -126,38 +194,57 @@ func (p *pipeline) Close() error {
 	return nil
 }
 
-// fail records the first error and cancels the stream.
+// fail records the first error and cancels the current stream.
 func (p *pipeline) fail(err error) {
-	p.errMu.Lock()
+	p.mu.Lock()
 	if p.err == nil {
 		p.err = err
 	}
-	p.errMu.Unlock()
-	p.cancel()
+	ps := p.cur
+	p.mu.Unlock()
+	ps.cancel()
 }
 
 func (p *pipeline) failure() error {
-	p.errMu.Lock()
-	defer p.errMu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return p.err
 }
 
-func (p *pipeline) receive() {
-	timer := time.AfterFunc(time.Hour, func() { p.fail(errPipelineTimeout) })
-	timer.Stop()
-	defer timer.Stop()
+// receive reads ps's responses until it ends.
+func (p *pipeline) receive(ps *pipeStream) {
+	defer ps.cancel()
 	for {
+		out, err := ps.stream.Recv()
+		p.mu.Lock()
+		if p.inFlight == 0 {
+			switch {
+			case err == nil:
+				if p.err == nil {
+					p.err = fmt.Errorf("raftstore: pipeline to %s: a response to no request", p.target)
+				}
+			case p.err == nil:
+				p.ended = true
+			}
+			p.mu.Unlock()
+			return
+		}
+		p.inFlight--
+		if err != nil && p.err == nil {
+			if err == io.EOF {
+				err = errStreamEnded
+			}
+			p.err = err
+		}
+		p.mu.Unlock()
 		var f *appendFuture
 		select {
-		case f = <-p.queue:
+		case f = <-p.queue: // counted, so queued or about to be
 		case <-p.shutdownCh:
 			return
 		}
-		timer.Reset(p.timeout)
-		out, err := p.stream.Recv()
-		timer.Stop()
+		f.timer.Stop()
 		if err != nil {
-			p.fail(err)
 			// A response lost to a timeout or a Close surfaces as the
 			// stream's cancellation; report the reason instead.
 			f.respond(fmt.Errorf("raftstore: pipeline to %s: %w", p.target, p.failure()))
@@ -176,6 +263,7 @@ func (p *pipeline) receive() {
 // appendFuture implements raft.AppendFuture.
 type appendFuture struct {
 	start time.Time
+	timer *time.Timer // fails the pipeline if no response comes in time
 	args  *raft.AppendEntriesRequest
 	resp  *raft.AppendEntriesResponse
 	err   error

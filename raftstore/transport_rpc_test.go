@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net"
@@ -289,6 +290,88 @@ func TestTransportPipeline(t *testing.T) {
 	_ = p2.Close()
 	if _, err := p2.AppendEntries(&raft.AppendEntriesRequest{RPCHeader: header("n1", nodes[0].addr), Term: 3}, &raft.AppendEntriesResponse{}); err == nil {
 		t.Fatal("send on a closed pipeline succeeded")
+	}
+}
+
+// A pipeline whose stream ended while nothing was in flight (its peer
+// restarted) sends the next request on a new stream, instead of failing
+// it: raft would resend that entry only at its next append, 15-30 s away
+// with QuietTiming. A request in flight when a stream breaks still fails.
+func TestPipelineReplacesAStreamThatEndedIdle(t *testing.T) {
+	a := newTNode(t, "n1", nil)
+	b := newTNode(t, "n2", nil)
+	serveFake(t, b.tr.Group(1), func(rpc raft.RPC) {
+		cmd := rpc.Command.(*raft.AppendEntriesRequest)
+		if cmd.PrevLogEntry == 4 {
+			return // held: in flight when the stream breaks
+		}
+		rpc.Respond(&raft.AppendEntriesResponse{Term: cmd.Term, LastLog: cmd.PrevLogEntry, Success: true}, nil)
+	})
+	rp, err := a.tr.Group(1).AppendEntriesPipeline("n2", b.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rp.Close()
+	p := rp.(*pipeline)
+	send := func(i uint64) error {
+		f, err := p.AppendEntries(&raft.AppendEntriesRequest{RPCHeader: header("n1", a.addr), Term: 1, PrevLogEntry: i}, &raft.AppendEntriesResponse{})
+		if err != nil {
+			return err
+		}
+		select {
+		case done := <-p.Consumer():
+			if done != f || done.Error() != nil || done.Response().LastLog != i {
+				return fmt.Errorf("request %d answered %+v (%v)", i, done.Response(), done.Error())
+			}
+			return nil
+		case <-time.After(5 * time.Second):
+			return fmt.Errorf("no answer to request %d", i)
+		}
+	}
+	if err := send(1); err != nil {
+		t.Fatal(err)
+	}
+
+	// The peer's server restarts on the same address: every stream to it ends.
+	restart := func() {
+		b.srv.Stop()
+		lis, err := net.Listen("tcp", string(b.addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.srv = grpc.NewServer(TransportServerOptions()...) // the node's cleanup stops it
+		b.tr.Register(b.srv)
+		go func() { _ = b.srv.Serve(lis) }()
+	}
+	restart()
+	waitFor(t, 3*time.Second, "the pipeline to see its stream end", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.ended || p.err != nil
+	})
+	if err := send(2); err != nil {
+		t.Fatalf("after the peer restarted: %v", err)
+	}
+	if err := send(3); err != nil {
+		t.Fatal(err)
+	}
+
+	// A stream that breaks under a request in flight fails the request
+	// and the pipeline: raft resends from the follower's last answer.
+	if _, err := p.AppendEntries(&raft.AppendEntriesRequest{RPCHeader: header("n1", a.addr), Term: 1, PrevLogEntry: 4}, &raft.AppendEntriesResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	restart()
+	select {
+	case done := <-p.Consumer():
+		if done.Error() == nil {
+			t.Fatalf("a request in flight when the stream broke was answered: %+v", done.Response())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request in flight neither answered nor failed")
+	}
+	if err := send(5); err == nil {
+		t.Fatal("a pipeline whose stream broke under a request still sends")
 	}
 }
 
