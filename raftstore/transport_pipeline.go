@@ -98,8 +98,10 @@ func (p *pipeline) open() (*pipeStream, error) {
 		return nil, err
 	}
 	p.v.t.leads(p.target)
-	ctx, cancel := context.WithCancel(p.v.t.callCtx)
-	opening := time.AfterFunc(p.timeout, cancel)
+	ctx, cancelCtx := context.WithCancel(p.v.t.callCtx)
+	stop := context.AfterFunc(p.v.waiting, cancelCtx) // see groupTransport.waiting
+	cancel := func() { stop(); cancelCtx() }
+	opening := time.AfterFunc(p.timeout, cancelCtx)
 	stream, err := c.AppendEntriesPipeline(ctx, grpc.WaitForReady(true))
 	if !opening.Stop() && err == nil {
 		err = fmt.Errorf("raftstore: pipeline to %s: no connection within %v", p.target, p.timeout)
