@@ -11,8 +11,10 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/roostdb/roost/proto"
 )
@@ -471,6 +473,34 @@ func (v *groupTransport) client(target raft.ServerAddress, timeout time.Duration
 	ctx, cancel := context.WithTimeout(v.t.callCtx, timeout)
 	stop := context.AfterFunc(v.waiting, cancel)
 	return c, ctx, func() { stop(); cancel() }, nil
+}
+
+// openStream opens a stream to target with open (a method expression of
+// the client, such as pb.RaftTransportClient.Heartbeats). A peer whose
+// connection is down (it is restarting) is waited for, up to the
+// transport timeout, rather than failed at once, as appends and heartbeats
+// are. The stream lasts until the returned cancel is called, the transport
+// closes or until ends.
+func openStream[S any](t *Transport, target raft.ServerAddress, until context.Context, what string,
+	open func(pb.RaftTransportClient, context.Context, ...grpc.CallOption) (S, error)) (S, func(), error) {
+	var zero S
+	c, err := t.peer(target)
+	if err != nil {
+		return zero, nil, err
+	}
+	ctx, cancelCtx := context.WithCancel(t.callCtx)
+	stop := context.AfterFunc(until, cancelCtx)
+	cancel := func() { stop(); cancelCtx() }
+	opening := time.AfterFunc(t.timeout, cancelCtx)
+	stream, err := open(c, ctx, grpc.WaitForReady(true))
+	if !opening.Stop() && err == nil {
+		err = status.Errorf(codes.DeadlineExceeded, "raftstore: %s to %s: no connection within %v", what, target, t.timeout)
+	}
+	if err != nil {
+		cancel()
+		return zero, nil, err
+	}
+	return stream, cancel, nil
 }
 
 // AppendEntries implements raft.Transport. Heartbeats go with other

@@ -291,28 +291,16 @@ func (s *batchStream) close() {
 // transport's Timeout; a failure closes the stream.
 func (s *batchStream) exchange(ctx context.Context, b *heartbeatBatcher, batch []*heartbeatCall) (*pb.RaftHeartbeatBatchResponse, error) {
 	if s.stream == nil {
-		c, err := b.t.peer(b.target)
+		// A peer that is down (restarting) is waited for rather than failed
+		// at once: raft backs off after each failed heartbeat, up to half
+		// its heartbeat timeout, so failing fast while the connection is
+		// re-established would leave a restarted follower without word from
+		// its leaders for seconds.
+		stream, cancel, err := openStream(b.t, b.target, ctx, "heartbeats", pb.RaftTransportClient.Heartbeats)
 		if err != nil {
 			return nil, err
 		}
-		sctx, cancel := context.WithCancel(b.t.callCtx)
-		stop := context.AfterFunc(ctx, cancel)
-		// A peer that is down (restarting) is waited for, up to the
-		// transport timeout, rather than failed at once: raft backs off
-		// after each failed heartbeat, up to half its heartbeat timeout, so
-		// failing fast while the connection is re-established would leave
-		// a restarted follower without word from its leaders for seconds.
-		opening := time.AfterFunc(b.t.timeout, cancel)
-		stream, err := c.Heartbeats(sctx, grpc.WaitForReady(true))
-		if !opening.Stop() && err == nil {
-			err = status.Errorf(codes.DeadlineExceeded, "raftstore: heartbeats to %s: no connection within %v", b.target, b.t.timeout)
-		}
-		if err != nil {
-			stop()
-			cancel()
-			return nil, err
-		}
-		s.stream, s.cancel = stream, func() { stop(); cancel() }
+		s.stream, s.cancel = stream, cancel
 		b.streams.Add(1)
 	}
 	b.batches.Add(1)

@@ -36,6 +36,8 @@ func (v *groupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 		shutdownCh: make(chan struct{}),
 		timeout:    v.t.timeout,
 	}
+	p.timer = time.AfterFunc(time.Hour, func() { p.fail(errPipelineTimeout) })
+	p.timer.Stop()
 	ps, err := p.open()
 	if err != nil {
 		return nil, err
@@ -81,6 +83,10 @@ type pipeline struct {
 	inFlight int         // requests counted by AppendEntries, not yet matched by receive
 	ended    bool        // cur ended with nothing in flight: the next send opens another
 	err      error       // why the pipeline failed, once it has
+	// timer fails the pipeline when the oldest request in flight has had
+	// no response for the timeout: armed when a request is counted into an
+	// idle pipeline and at each response that leaves some in flight.
+	timer *time.Timer
 }
 
 // pipeStream is one stream of a pipeline.
@@ -89,25 +95,13 @@ type pipeStream struct {
 	cancel context.CancelFunc
 }
 
-// open starts a stream to the pipeline's target. Like other appends
-// (groupTransport.AppendEntries) it waits for a connection being
-// re-established, up to the timeout.
+// open starts a stream to the pipeline's target, waiting for a connection
+// being re-established as other appends do; it ends when the group shuts
+// down (groupTransport.waiting).
 func (p *pipeline) open() (*pipeStream, error) {
-	c, err := p.v.t.peer(p.target)
-	if err != nil {
-		return nil, err
-	}
 	p.v.t.leads(p.target)
-	ctx, cancelCtx := context.WithCancel(p.v.t.callCtx)
-	stop := context.AfterFunc(p.v.waiting, cancelCtx) // see groupTransport.waiting
-	cancel := func() { stop(); cancelCtx() }
-	opening := time.AfterFunc(p.timeout, cancelCtx)
-	stream, err := c.AppendEntriesPipeline(ctx, grpc.WaitForReady(true))
-	if !opening.Stop() && err == nil {
-		err = fmt.Errorf("raftstore: pipeline to %s: no connection within %v", p.target, p.timeout)
-	}
+	stream, cancel, err := openStream(p.v.t, p.target, p.v.waiting, "pipeline", pb.RaftTransportClient.AppendEntriesPipeline)
 	if err != nil {
-		cancel()
 		return nil, err
 	}
 	return &pipeStream{stream: stream, cancel: cancel}, nil
@@ -124,12 +118,10 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return nil, err
 	}
 	// Queue before sending, so that receive expects the response before
-	// it can arrive; the timer is set before, for receive stops it.
-	f.timer = time.AfterFunc(p.timeout, func() { p.fail(errPipelineTimeout) })
+	// it can arrive.
 	select {
 	case p.queue <- f:
 	case <-p.shutdownCh:
-		f.timer.Stop()
 		return nil, raft.ErrPipelineShutdown
 	}
 	if err := ps.stream.Send(req); err != nil {
@@ -157,6 +149,9 @@ func (p *pipeline) count() (*pipeStream, error) {
 			return nil, err
 		}
 		if !p.ended {
+			if p.inFlight == 0 {
+				p.timer.Reset(p.timeout)
+			}
 			p.inFlight++
 			ps := p.cur
 			p.mu.Unlock()
@@ -188,6 +183,7 @@ func (p *pipeline) Consumer() <-chan raft.AppendFuture { return p.doneCh }
 func (p *pipeline) Close() error {
 	p.closeOnce.Do(func() {
 		close(p.shutdownCh)
+		p.timer.Stop()
 		p.fail(raft.ErrPipelineShutdown)
 		p.v.mu.Lock()
 		delete(p.v.pipelines, p)
@@ -232,6 +228,11 @@ func (p *pipeline) receive(ps *pipeStream) {
 			return
 		}
 		p.inFlight--
+		if p.inFlight > 0 {
+			p.timer.Reset(p.timeout)
+		} else {
+			p.timer.Stop()
+		}
 		if err != nil && p.err == nil {
 			if err == io.EOF {
 				err = errStreamEnded
@@ -245,7 +246,6 @@ func (p *pipeline) receive(ps *pipeStream) {
 		case <-p.shutdownCh:
 			return
 		}
-		f.timer.Stop()
 		if err != nil {
 			// A response lost to a timeout or a Close surfaces as the
 			// stream's cancellation; report the reason instead.
@@ -265,7 +265,6 @@ func (p *pipeline) receive(ps *pipeStream) {
 // appendFuture implements raft.AppendFuture.
 type appendFuture struct {
 	start time.Time
-	timer *time.Timer // fails the pipeline if no response comes in time
 	args  *raft.AppendEntriesRequest
 	resp  *raft.AppendEntriesResponse
 	err   error
