@@ -94,6 +94,8 @@ type cluster struct {
 	healer healer // on the meta leader: since when nodes have been dead
 
 	elect *elector // forces elections where no leader is alive (elect.go)
+	// fenceKick asks the fence loop to look at once (fence.go).
+	fenceKick chan struct{}
 }
 
 // localShard is a replica of a shard on this node.
@@ -156,7 +158,7 @@ func advertised(listen net.Addr, host string) string {
 // the cluster has formed: the meta group and shards start in the background
 // as the map arrives (/readyz tells when this node can serve).
 func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
-	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), hints: make(map[int]string),
+	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), fenceKick: make(chan struct{}, 1), hints: make(map[int]string),
 		handedOff: make(map[int]time.Time), leftovers: make(map[int]*leftover)}
 	n.cluster = c
 	onDisk, err := n.store.Groups()
@@ -204,7 +206,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	if err != nil {
 		return err
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go func() {
 		defer n.wg.Done()
 		c.run(runCtx, hasState > 0)
@@ -212,6 +214,10 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	go func() {
 		defer n.wg.Done()
 		c.elect.run(runCtx)
+	}()
+	go func() {
+		defer n.wg.Done()
+		c.runFences(runCtx, c.fenceKick)
 	}()
 	return nil
 }
@@ -690,6 +696,10 @@ func (c *cluster) peerLost(addr raft.ServerAddress) {
 		return
 	}
 	c.elect.peerLost()
+	select {
+	case c.fenceKick <- struct{}{}:
+	default:
+	}
 	// The raft transport and forwarding share the node's gRPC address.
 	c.n.manager.forwarder.peerLost(string(addr))
 }

@@ -16,7 +16,7 @@ import (
 )
 
 // Forced elections. Cluster groups run with raftstore.QuietTiming: a
-// follower would wait 15–30 s to notice a dead leader. Instead the elector
+// follower would wait 30–60 s to notice a dead leader. Instead the elector
 // watches, every electIdle (every electCheck while a group waits) and at
 // once when the transport reports a peer lost, each group this node runs
 // as a follower voter. A group whose leader
@@ -142,7 +142,7 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 			// Not this node's turn to force, but a replica that knows no
 			// leader at all (it just restarted, say) asks the other voters
 			// whom they follow: a leader answers by heartbeating at once,
-			// which tells this replica, instead of in 1.5–3 s.
+			// which tells this replica, instead of in 3–6 s.
 			e.asked[id] = now
 			wg.Add(1)
 			go func() {

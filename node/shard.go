@@ -44,7 +44,11 @@ type shard struct {
 	results  chan proposal
 
 	readyMu sync.Mutex
-	ready   chan struct{} // closed while this node leads the shard and has applied its log
+	ready   chan struct{} // closed while leading && !fenced
+	leading bool          // this node leads the shard and has applied its log
+	fenced  bool          // this node leads it but cannot reach a quorum of its voters (fence.go)
+	// unfencing is set while a barrier that may lift the fence runs.
+	unfencing atomic.Bool
 
 	verifyMu   sync.Mutex
 	nextVerify *verifyBatch
@@ -360,33 +364,60 @@ func (s *shard) watchLeadership(ctx context.Context, wg *sync.WaitGroup, onLost 
 	}()
 }
 
-func (s *shard) setReady(ready bool) {
+// setReady records whether this node leads the shard with its log applied.
+func (s *shard) setReady(leading bool) {
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()
+	s.leading = leading
+	s.updateReadyLocked()
+}
+
+// setFenced records whether this node, as the shard's leader, is cut off
+// from a quorum of its voters (fence.go). It reports whether the shard
+// stopped being ready, in which case the caller drops its instances.
+func (s *shard) setFenced(fenced bool) (stopped bool) {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	was := s.isReadyLocked()
+	s.fenced = fenced
+	s.updateReadyLocked()
+	return was && !s.isReadyLocked()
+}
+
+func (s *shard) isFenced() bool {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	return s.fenced
+}
+
+// updateReadyLocked makes ready match leading && !fenced.
+func (s *shard) updateReadyLocked() {
+	want := s.leading && !s.fenced
+	if s.isReadyLocked() == want {
+		return
+	}
+	if !want {
+		s.ready = make(chan struct{})
+		return
+	}
+	close(s.ready)
+	// A new leader fires what came due while another node led.
+	s.wakeAlarms()
+}
+
+func (s *shard) isReadyLocked() bool {
 	select {
 	case <-s.ready:
-		if !ready {
-			s.ready = make(chan struct{})
-		}
+		return true
 	default:
-		if ready {
-			close(s.ready)
-			// A new leader fires what came due while another node led.
-			s.wakeAlarms()
-		}
+		return false
 	}
 }
 
 func (s *shard) isReady() bool {
 	s.readyMu.Lock()
-	ch := s.ready
-	s.readyMu.Unlock()
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
+	defer s.readyMu.Unlock()
+	return s.isReadyLocked()
 }
 
 // waitReady waits (bounded by ctx) until this node can serve the shard.

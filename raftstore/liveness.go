@@ -18,10 +18,15 @@ import (
 // nothing for HeartbeatTimeout campaigns. At 64 groups a node that is the
 // cheap half of the cost, and fast failover (500 ms timeouts) costs an idle
 // three-node cluster about half a core. QuietTiming gives groups long
-// timeouts instead, so an idle group heartbeats about once a second, and
+// timeouts instead, so an idle group heartbeats every few seconds, and
 // failures are detected per pair of nodes: a node pings every peer that
 // follows one of its groups (transport_heartbeat.go), and a peer whose
 // stream breaks or goes silent is not alive (Transport.PeerAlive).
+//
+// The long lease would let a leader cut off from its followers go on
+// believing it leads for seconds after the others elected a new one.
+// Group.QuorumReachable tells its node sooner, from the same pings, so that
+// it stops serving (node/fence.go).
 //
 // A follower whose leader is not alive to it does not wait out the long
 // timeout. The node asks the group's other voters (LeaderCheck) whether
@@ -34,13 +39,13 @@ import (
 // Which voter forces, and when, is the caller's choice (node/elect.go).
 
 // QuietHeartbeatTimeout is the heartbeat and election timeout of
-// QuietTiming: an idle leader heartbeats each follower every 1.5–3 s.
-const QuietHeartbeatTimeout = 15 * time.Second
+// QuietTiming: an idle leader heartbeats each follower every 3–6 s.
+const QuietHeartbeatTimeout = 30 * time.Second
 
 // QuietLeaderLease is QuietTiming's LeaderLeaseTimeout: it must exceed the
 // longest gap between two heartbeats (a fifth of QuietHeartbeatTimeout)
 // plus the batching window, with room for a busy machine.
-const QuietLeaderLease = 5 * time.Second
+const QuietLeaderLease = 10 * time.Second
 
 // QuietHeartbeatWindow is the TransportConfig.HeartbeatWindow to use with
 // QuietTiming: the liveness interval, so that an idle node sends each peer
@@ -62,7 +67,7 @@ func QuietTiming(c *raft.Config) {
 // PublishCommits makes the group's followers learn soon that what its
 // leader has committed so far is committed. A follower learns the commit
 // index from the leader's next AppendEntries, which with QuietTiming's long
-// CommitTimeout may be 15–30 s away when nothing else is written; PublishCommits
+// CommitTimeout may be 30–60 s away when nothing else is written; PublishCommits
 // appends a barrier entry, whose replication carries the commit index at
 // once. Call it on the leader after a write that followers must apply
 // promptly (the meta group's map, which every node acts on).
@@ -144,6 +149,34 @@ func (t *Transport) PeerAlive(addr raft.ServerAddress) bool {
 	l := t.liveness[addr]
 	t.livenessMu.RUnlock()
 	return l != nil && !l.broken.Load() && time.Since(time.Unix(0, l.heard.Load())) <= limit
+}
+
+// PeerReachable reports whether this node's leaders can count on addr's
+// node: the pings this node sends it were answered within SilenceTimeout
+// (or, with silence detection off, the transport timeout), and, if it
+// pings this node, its pings have not stopped. A peer this node has never
+// pinged is reachable as far as anyone knows. Group.QuorumReachable counts
+// it; a leader cut off from a quorum stops serving long before raft's lease
+// would step it down (node/fence.go).
+func (t *Transport) PeerReachable(addr raft.ServerAddress) bool {
+	if addr == t.local {
+		return true
+	}
+	limit := t.silence
+	if limit <= 0 {
+		limit = t.timeout
+	}
+	now := time.Now()
+	t.mu.RLock()
+	b := t.batchers[addr]
+	t.mu.RUnlock()
+	if b != nil && now.Sub(time.Unix(0, b.answered.Load())) > limit {
+		return false
+	}
+	t.livenessMu.RLock()
+	l := t.liveness[addr]
+	t.livenessMu.RUnlock()
+	return l == nil || (!l.broken.Load() && now.Sub(time.Unix(0, l.heard.Load())) <= limit)
 }
 
 // attach gives the view its group's raft and heartbeat timeout, for
@@ -228,6 +261,7 @@ type livenessTransport interface {
 	leaderView() (raft.ServerAddress, bool)
 	leaderCheck(ctx context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error)
 	forceElection(ctx context.Context, local raft.ServerID) error
+	peerReachable(addr raft.ServerAddress) bool
 }
 
 var _ livenessTransport = (*groupTransport)(nil)
@@ -241,6 +275,8 @@ func (v *groupTransport) forceElection(ctx context.Context, local raft.ServerID)
 	_, err := answer[*raft.TimeoutNowResponse](v.dispatch(ctx, req, nil, false, true))
 	return err
 }
+
+func (v *groupTransport) peerReachable(addr raft.ServerAddress) bool { return v.t.PeerReachable(addr) }
 
 // State is the replica's raft state.
 func (g *Group) State() raft.RaftState { return g.raft.State() }
@@ -258,6 +294,29 @@ func (g *Group) Voters() ([]raft.Server, error) {
 		}
 	}
 	return voters, nil
+}
+
+// QuorumReachable reports whether a quorum of the group's voters, this
+// replica counted, is reachable from this node (Transport.PeerReachable).
+// It asks raft for the configuration, so callers use it when something is
+// amiss, not on every request. A group whose transport has no node
+// liveness always has its quorum.
+func (g *Group) QuorumReachable() (bool, error) {
+	lt, ok := g.trans.(livenessTransport)
+	if !ok {
+		return true, nil
+	}
+	voters, err := g.Voters()
+	if err != nil {
+		return false, err
+	}
+	reachable := 0
+	for _, v := range voters {
+		if lt.peerReachable(v.Address) {
+			reachable++
+		}
+	}
+	return reachable > len(voters)/2, nil
 }
 
 // LiveLeader is whom this replica follows (itself when it leads) and

@@ -27,7 +27,7 @@ func TestQuietGroupFailsOverByNodeLiveness(t *testing.T) {
 		nodes[i] = newTNode(t, string(rune('a'+i)), nil, lost.option)
 	}
 	groups := startAll(t, nodes, 1, QuietTiming)
-	// No one would campaign for 15-30 s: force the first election.
+	// No one would campaign for 30-60 s: force the first election.
 	if err := groups[0].ForceElection(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +106,7 @@ func TestSilentPeerIsLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaderIndex(t, groups, -1, 3*time.Second)
-	// QuietTiming heartbeats every 0.5-1 s: more than the 200 ms silence.
+	// QuietTiming heartbeats every 3-6 s: more than the 200 ms silence.
 	select {
 	case l := <-lost:
 		if l[1] != leader.addr {
@@ -115,7 +115,8 @@ func TestSilentPeerIsLost(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a silent peer was not reported lost")
 	}
-	waitFor(t, 5*time.Second, "the silent peer alive again after a heartbeat", func() bool {
+	// The next heartbeat is at most a fifth of the heartbeat timeout away.
+	waitFor(t, QuietHeartbeatTimeout/5+2*time.Second, "the silent peer alive again after a heartbeat", func() bool {
 		return follower.tr.PeerAlive(leader.addr)
 	})
 }
@@ -163,7 +164,7 @@ func TestPingsEndWithoutALoss(t *testing.T) {
 
 // A leader that stops leading on a node that stays alive (here its group
 // shuts down; in a cluster, its lease ran out while the node was paused)
-// names no successor, and raft's own timeout is 15-30 s with QuietTiming.
+// names no successor, and raft's own timeout is 30-60 s with QuietTiming.
 // Its followers stop counting it as a live leader once the group has been
 // silent for leaderSilence, although its node still pings them, so a
 // forced election can replace it.
@@ -220,7 +221,7 @@ func quietLeader(t *testing.T) ([]*tnode, []*Group) {
 	// The new leader's first entry must reach both followers before a
 	// test stops it: a follower without it cannot win the next election
 	// (the other refuses its vote, as raft must), and with QuietTiming a
-	// lost append is sent again only 15-30 s later.
+	// lost append is sent again only 30-60 s later.
 	var last uint64
 	waitFor(t, 3*time.Second, "the leader's first entry", func() bool {
 		last = groups[0].Raft().LastIndex()
@@ -233,7 +234,7 @@ func quietLeader(t *testing.T) ([]*tnode, []*Group) {
 }
 
 // A leader asked LeaderCheck heartbeats its followers at once, not at its
-// next heartbeat, 1.5-3 s away with QuietTiming: a replica that knows no
+// next heartbeat, 3-6 s away with QuietTiming: a replica that knows no
 // leader learns it that way.
 func TestLeaderCheckHeartbeatsAtOnce(t *testing.T) {
 	nodes, groups := quietLeader(t)
@@ -249,7 +250,7 @@ func TestLeaderCheckHeartbeatsAtOnce(t *testing.T) {
 }
 
 // PublishCommitsAfter lets followers apply an entry as soon as it commits,
-// although with QuietTiming nothing would tell them for 15-30 s.
+// although with QuietTiming nothing would tell them for 30-60 s.
 func TestPublishCommitsAfter(t *testing.T) {
 	nodes, groups := quietLeader(t)
 	r := groups[0].Raft()
@@ -273,4 +274,51 @@ func TestPublishCommitsAfter(t *testing.T) {
 	for _, g := range groups[1:] {
 		waitFor(t, 3*time.Second, "a follower to apply the committed entry", func() bool { return g.Raft().AppliedIndex() >= index })
 	}
+}
+
+// A leader whose node is cut off from the others loses its reachable
+// quorum within about a silence timeout, long before raft's lease would
+// step it down, and has it again once the network heals; its followers,
+// which still reach each other, keep theirs.
+func TestQuorumReachableFollowsLiveness(t *testing.T) {
+	faults := &Faults{}
+	nodes := make([]*tnode, 3)
+	for i := range nodes {
+		nodes[i] = newTNode(t, string(rune('a'+i)), faults)
+	}
+	groups := startAll(t, nodes, 1, QuietTiming)
+	if err := groups[0].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
+		t.Fatalf("replica %d leads after the first replica forced an election", li)
+	}
+	quorum := func(i int) bool {
+		ok, err := groups[i].QuorumReachable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	// Three silence timeouts of pings answered.
+	time.Sleep(3 * DefaultSilenceTimeout)
+	for i := range groups {
+		if !quorum(i) {
+			t.Fatalf("replica %d: no reachable quorum on a healthy network", i)
+		}
+	}
+	faults.Isolate(nodes[0].addr)
+	start := time.Now()
+	waitFor(t, 3*DefaultSilenceTimeout, "the isolated leader to lose its quorum", func() bool { return !quorum(0) })
+	t.Logf("quorum lost %v after the isolation", time.Since(start))
+	if groups[0].State() != raft.Leader {
+		t.Fatalf("the isolated replica is %v, not the leader: raft's lease ran out first", groups[0].State())
+	}
+	for _, i := range []int{1, 2} {
+		if !quorum(i) {
+			t.Fatalf("replica %d: lost its quorum, though it reaches the other follower", i)
+		}
+	}
+	faults.Heal()
+	waitFor(t, 3*DefaultSilenceTimeout, "the healed leader to reach its quorum", func() bool { return quorum(0) })
 }

@@ -92,6 +92,10 @@ type heartbeatBatcher struct {
 	// Counters, for tests: streams opened and batches sent.
 	streams, batches atomic.Uint64
 
+	// answered is when (unix nanoseconds) the peer last answered a batch,
+	// or when the pings (re)started: PeerReachable.
+	answered atomic.Int64
+
 	mu       sync.Mutex
 	pending  []*heartbeatCall
 	lastCall time.Time // when the newest call came
@@ -99,6 +103,7 @@ type heartbeatBatcher struct {
 	wakeAt   time.Time // when run looks again on its own; zero: only when kicked
 	urgent   bool      // send without waiting for the window
 	stopped  bool      // run has returned: fail new calls at once
+	resting  bool      // the pings are over (pingFor); the next call restarts them
 }
 
 // add queues call; urgent sends it, and all pending, without waiting for
@@ -112,6 +117,7 @@ func (b *heartbeatBatcher) add(call *heartbeatCall, urgent bool) {
 		return
 	}
 	b.lastCall = time.Now()
+	b.restartLocked()
 	b.pending = append(b.pending, call)
 	b.urgent = b.urgent || urgent
 	kick := urgent || b.wakeAt.IsZero() || b.windowEnd().Before(b.wakeAt)
@@ -125,6 +131,7 @@ func (b *heartbeatBatcher) add(call *heartbeatCall, urgent bool) {
 func (b *heartbeatBatcher) keepPinging() {
 	b.mu.Lock()
 	b.lastCall = time.Now()
+	b.restartLocked()
 	kick := b.wakeAt.IsZero() && !b.stopped
 	b.mu.Unlock()
 	if kick {
@@ -146,6 +153,16 @@ func (b *heartbeatBatcher) hurry(g GroupID) {
 	b.mu.Unlock()
 	if found {
 		b.wake()
+	}
+}
+
+// restartLocked, under b.mu, starts the answered clock afresh when the
+// batcher was resting: a peer that was not pinged has not had a chance to
+// answer, which says nothing about whether it can.
+func (b *heartbeatBatcher) restartLocked() {
+	if b.resting {
+		b.resting = false
+		b.answered.Store(b.lastCall.UnixNano())
 	}
 }
 
@@ -209,6 +226,7 @@ func (b *heartbeatBatcher) run(ctx context.Context) {
 			b.wakeAt = now.Add(wait)
 		}
 		pingsOver := !send && wait < 0 && b.t.ping > 0
+		b.resting = pingsOver
 		b.mu.Unlock()
 		if !send {
 			var fire <-chan time.Time
@@ -234,6 +252,9 @@ func (b *heartbeatBatcher) run(ctx context.Context) {
 		b.lastSent = now
 		b.mu.Unlock()
 		out, err := s.exchange(ctx, b, batch)
+		if err == nil {
+			b.answered.Store(time.Now().UnixNano())
+		}
 		b.deliver(batch, out, err)
 	}
 }
@@ -366,6 +387,7 @@ func (t *Transport) batcher(target raft.ServerAddress) (*heartbeatBatcher, error
 		return b, nil
 	}
 	b = &heartbeatBatcher{t: t, target: target, kick: make(chan struct{}, 1)}
+	b.answered.Store(time.Now().UnixNano())
 	t.batchers[target] = b
 	t.wg.Add(1)
 	go func() {

@@ -64,7 +64,7 @@ func (v *groupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 // A stream that ends while nothing is in flight — its peer restarted, say —
 // is replaced by a new one at the next send. raft would otherwise give the
 // pipeline up at that send and resend the entry only on its next append to
-// the peer, which on a group with QuietTiming may be 15–30 s away. A stream
+// the peer, which on a group with QuietTiming may be 30–60 s away. A stream
 // that fails with requests in flight fails the pipeline: raft then falls
 // back to single appends from the follower's last answered index.
 type pipeline struct {

@@ -295,7 +295,7 @@ func TestTransportPipeline(t *testing.T) {
 
 // A pipeline whose stream ended while nothing was in flight (its peer
 // restarted) sends the next request on a new stream, instead of failing
-// it: raft would resend that entry only at its next append, 15-30 s away
+// it: raft would resend that entry only at its next append, 30-60 s away
 // with QuietTiming. A request in flight when a stream breaks still fails.
 func TestPipelineReplacesAStreamThatEndedIdle(t *testing.T) {
 	a := newTNode(t, "n1", nil)

@@ -1,0 +1,105 @@
+package node
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/raftstore"
+)
+
+// Liveness fences. Raft steps a leader down when it has not heard from a
+// quorum of its voters for its lease, which with raftstore.QuietTiming is
+// 10 s, while the other side of a partition elects a new leader within
+// about a second and a half (elect.go). Until the old leader steps down it
+// would go on running the shard's objects: two live instances of one
+// object, the old one unable to commit. The fence closes that window:
+// every fenceCheck, and at once when the transport reports a peer lost, the
+// node looks at each shard it leads, and one whose voters, itself counted,
+// are no longer reachable in a quorum (raftstore node liveness: its pings
+// are not answered, or the peer's stopped coming, for the silence timeout)
+// stops being ready and drops its instances, as on a leadership loss. It is
+// ready again when a quorum is reachable and a barrier commits, or, if
+// raft has stepped it down meanwhile, when it is elected again.
+//
+// The fence is a shorter lease decided by this node alone: it never makes
+// two nodes serve one shard, it only makes a cut-off leader stop sooner.
+const fenceCheck = time.Second
+
+// fencedShard is the part of a local shard the fence uses.
+type fencedShard interface {
+	State() raft.RaftState
+	QuorumReachable() (bool, error)
+	Barrier() error
+}
+
+var _ fencedShard = fenceGroup{}
+
+// fenceGroup is a shard's raftstore.Group as the fence sees it.
+type fenceGroup struct{ *raftstore.Group }
+
+// Barrier commits an entry and applies every one before it.
+func (g fenceGroup) Barrier() error { return g.Raft().Barrier(0).Error() }
+
+// runFences runs checkFence every fenceCheck and when kicked, until ctx ends.
+func (c *cluster) runFences(ctx context.Context, kick <-chan struct{}) {
+	t := time.NewTicker(fenceCheck)
+	defer t.Stop()
+	var unfencing sync.WaitGroup
+	defer unfencing.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-kick:
+		}
+		c.mu.Lock()
+		shards := make([]*localShard, 0, len(c.groups))
+		for _, ls := range c.groups {
+			shards = append(shards, ls)
+		}
+		c.mu.Unlock()
+		for _, ls := range shards {
+			checkFence(ls.shard, fenceGroup{ls.group}, c.n.manager.dropShard, &unfencing)
+		}
+	}
+}
+
+// checkFence fences sh when this node leads it without a reachable quorum,
+// and lifts the fence (in a goroutine counted in unfencing: a barrier waits
+// for a commit) when the quorum is back or this node no longer leads.
+func checkFence(sh *shard, g fencedShard, drop func(*shard), unfencing *sync.WaitGroup) {
+	if g.State() != raft.Leader {
+		// A follower serves nothing; if it is elected, watchLeadership
+		// makes it ready after its own barrier.
+		sh.setFenced(false)
+		return
+	}
+	ok, err := g.QuorumReachable()
+	if err != nil {
+		return
+	}
+	if !ok {
+		if sh.setFenced(true) {
+			drop(sh)
+		}
+		return
+	}
+	if !sh.isFenced() || !sh.unfencing.CompareAndSwap(false, true) {
+		return
+	}
+	// Everything committed before the fence must be applied before the
+	// shard serves reads again: the instances were dropped, and new ones
+	// read the FSM.
+	unfencing.Add(1)
+	go func() {
+		defer unfencing.Done()
+		defer sh.unfencing.Store(false)
+		if g.Barrier() == nil && g.State() == raft.Leader {
+			sh.setFenced(false)
+		}
+	}()
+}

@@ -1,0 +1,140 @@
+package node
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/raftstore"
+)
+
+type fakeFenceGroup struct {
+	state      raft.RaftState
+	quorum     bool
+	barrierErr error
+	barriers   int
+}
+
+func (g *fakeFenceGroup) State() raft.RaftState          { return g.state }
+func (g *fakeFenceGroup) QuorumReachable() (bool, error) { return g.quorum, nil }
+func (g *fakeFenceGroup) Barrier() error                 { g.barriers++; return g.barrierErr }
+
+var _ fencedShard = (*fakeFenceGroup)(nil)
+
+func TestCheckFence(t *testing.T) {
+	tests := []struct {
+		name                 string
+		leading, fenced      bool // the shard before the check
+		group                fakeFenceGroup
+		wantReady, wantFence bool
+		wantDrops, barriers  int
+	}{
+		{name: "leader with its quorum stays ready",
+			leading: true, group: fakeFenceGroup{state: raft.Leader, quorum: true},
+			wantReady: true},
+		{name: "leader cut off is fenced and its instances dropped",
+			leading: true, group: fakeFenceGroup{state: raft.Leader},
+			wantFence: true, wantDrops: 1},
+		{name: "fenced leader still cut off: nothing more",
+			leading: true, fenced: true, group: fakeFenceGroup{state: raft.Leader},
+			wantFence: true},
+		{name: "fenced leader with its quorum back: unfenced after a barrier",
+			leading: true, fenced: true, group: fakeFenceGroup{state: raft.Leader, quorum: true},
+			wantReady: true, barriers: 1},
+		{name: "fenced leader whose barrier fails stays fenced",
+			leading: true, fenced: true, group: fakeFenceGroup{state: raft.Leader, quorum: true, barrierErr: raft.ErrLeadershipLost},
+			wantFence: true, barriers: 1},
+		{name: "a follower is never fenced",
+			fenced: true, group: fakeFenceGroup{state: raft.Follower},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sh := newShard(groupOf(0), nil, 1, nil)
+			sh.setFenced(tt.fenced)
+			sh.setReady(tt.leading)
+			drops := 0
+			var wg sync.WaitGroup
+			checkFence(sh, &tt.group, func(got *shard) {
+				if got != sh {
+					t.Errorf("dropped another shard")
+				}
+				drops++
+			}, &wg)
+			wg.Wait()
+			if got := sh.isReady(); got != tt.wantReady {
+				t.Errorf("ready = %v, want %v", got, tt.wantReady)
+			}
+			if got := sh.isFenced(); got != tt.wantFence {
+				t.Errorf("fenced = %v, want %v", got, tt.wantFence)
+			}
+			if drops != tt.wantDrops {
+				t.Errorf("%d drops, want %d", drops, tt.wantDrops)
+			}
+			if tt.group.barriers != tt.barriers {
+				t.Errorf("%d barriers, want %d", tt.group.barriers, tt.barriers)
+			}
+		})
+	}
+}
+
+// A shard leader cut off from the other nodes stops serving within a few
+// seconds, long before raft's 10 s lease steps it down, and drops its
+// instances; once the network heals the cluster serves every shard again.
+func TestIsolatedLeaderIsFenced(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fault test skipped in -short mode")
+	}
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	// An instance on the leader of the shard that "a" lands on.
+	if code, body, err := c.doRetrying(0, "/increment", "a"); err != nil || code != 200 || body != "1" {
+		t.Fatalf("increment: %d %q %v, want 200 \"1\"", code, body, err)
+	}
+	var victim int
+	var sh *shard
+	var g *raftstore.Group
+	for i, nd := range c.nodes {
+		nd.manager.mu.Lock()
+		for _, in := range nd.manager.instances {
+			victim, sh = i, in.shard
+		}
+		nd.manager.mu.Unlock()
+	}
+	if sh == nil || !sh.isReady() {
+		t.Fatal("no ready shard with an instance after a request")
+	}
+	g = sh.group
+	c.faults.Isolate(raft.ServerAddress(c.cfgs[victim].GRPCAddr))
+	start := time.Now()
+	deadline := start.Add(5 * time.Second)
+	for sh.isReady() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the isolated leader of shard %s still serves after %v", sh.id, time.Since(start))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	fencedAfter := time.Since(start)
+	if st := g.State(); st != raft.Leader {
+		t.Fatalf("shard %s stopped serving as a %v: raft's lease, not the fence, stopped it", sh.id, st)
+	}
+	t.Logf("fenced %v after the isolation", fencedAfter)
+	nd := c.nodes[victim]
+	nd.manager.mu.Lock()
+	left := 0
+	for _, in := range nd.manager.instances {
+		if in.shard == sh && !in.retired.Load() {
+			left++
+		}
+	}
+	nd.manager.mu.Unlock()
+	if left > 0 {
+		t.Fatalf("%d live instances of the fenced shard", left)
+	}
+	c.faults.Heal()
+	c.waitReady()
+	if code, body, err := c.doRetrying(victim, "/increment", "a"); err != nil || code != 200 || body != "2" {
+		t.Fatalf("increment after the heal: %d %q %v, want 200 \"2\"", code, body, err)
+	}
+}
