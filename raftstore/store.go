@@ -72,6 +72,7 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 		// and soon deleted, and most of it should die in the memtable.
 		MemTableSize: 32 << 20,
 	}
+	popts.Experimental.CompactionScheduler = newCompactionScheduler()
 	db, err := pebble.Open(dir, popts)
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: opening pebble in %s: %w", dir, err)
