@@ -95,8 +95,9 @@ func PublishCommitsAfter(r *raft.Raft, f raft.Future) {
 // request marks it, so its fields are atomics read and written under
 // livenessMu's read lock.
 type peerLiveness struct {
-	heard  atomic.Int64 // unix nanoseconds of the last request or heartbeat batch (pings included)
-	broken atomic.Bool  // the heartbeat stream broke and nothing came since
+	heard   atomic.Int64 // unix nanoseconds of the last request or heartbeat batch (pings included)
+	broken  atomic.Bool  // the heartbeat stream broke and nothing came since
+	pinging atomic.Int32 // heartbeat streams from the peer now open: it pings this node
 }
 
 func (t *Transport) peerState(addr raft.ServerAddress) *peerLiveness {
@@ -153,8 +154,10 @@ func (t *Transport) PeerAlive(addr raft.ServerAddress) bool {
 
 // PeerReachable reports whether this node's leaders can count on addr's
 // node: the pings this node sends it were answered within SilenceTimeout
-// (or, with silence detection off, the transport timeout), and, if it
-// pings this node, its pings have not stopped. A peer this node has never
+// (or, with silence detection off, the transport timeout), its heartbeat
+// stream to this node did not break, and, while it pings this node, its
+// pings keep coming. A peer that ended its pings cleanly (it leads nothing
+// this node follows any more) is judged by the answers alone. A peer this node has never
 // pinged is reachable as far as anyone knows. Group.QuorumReachable counts
 // it; a leader cut off from a quorum stops serving long before raft's lease
 // would step it down (node/fence.go).
@@ -176,7 +179,16 @@ func (t *Transport) PeerReachable(addr raft.ServerAddress) bool {
 	t.livenessMu.RLock()
 	l := t.liveness[addr]
 	t.livenessMu.RUnlock()
-	return l == nil || (!l.broken.Load() && now.Sub(time.Unix(0, l.heard.Load())) <= limit)
+	switch {
+	case l == nil:
+		return true
+	case l.broken.Load():
+		return false
+	case l.pinging.Load() > 0:
+		return now.Sub(time.Unix(0, l.heard.Load())) <= limit
+	default: // it ended its pings cleanly, or never pinged: they say nothing
+		return true
+	}
 }
 
 // attach gives the view its group's raft and heartbeat timeout, for

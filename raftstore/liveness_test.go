@@ -160,6 +160,11 @@ func TestPingsEndWithoutALoss(t *testing.T) {
 	if follower.tr.PeerAlive(leader.addr) {
 		t.Fatal("a peer that stopped pinging is still alive")
 	}
+	// It is not alive as a leader, but nothing says it cannot be reached:
+	// a leader on this node must not fence itself off because of it.
+	if !follower.tr.PeerReachable(leader.addr) {
+		t.Fatal("a peer that ended its pings cleanly is unreachable")
+	}
 }
 
 // A leader that stops leading on a node that stays alive (here its group

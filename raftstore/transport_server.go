@@ -185,6 +185,9 @@ const maxHeartbeatBatch = 1 << 16
 func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) error {
 	ctx := stream.Context()
 	peer := callerAddr(ctx)
+	l := s.t.peerState(peer)
+	l.pinging.Add(1)
+	defer l.pinging.Add(-1)
 	reportLost := func() {
 		if lost := s.t.lost; lost != nil {
 			go lost(peer)
