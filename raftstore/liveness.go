@@ -173,7 +173,7 @@ func (t *Transport) PeerReachable(addr raft.ServerAddress) bool {
 	t.mu.RLock()
 	b := t.batchers[addr]
 	t.mu.RUnlock()
-	if b != nil && now.Sub(time.Unix(0, b.answered.Load())) > limit {
+	if b != nil && !b.isResting() && now.Sub(time.Unix(0, b.answered.Load())) > limit {
 		return false
 	}
 	t.livenessMu.RLock()

@@ -244,9 +244,9 @@ func quietLeader(t *testing.T) ([]*tnode, []*Group) {
 func TestLeaderCheckHeartbeatsAtOnce(t *testing.T) {
 	nodes, groups := quietLeader(t)
 	follower := groups[1].trans.(*groupTransport)
-	// Wait for a heartbeat to arrive: the next comes no sooner than 1.5 s.
+	// Wait for a heartbeat to arrive: the next comes no sooner than 3 s.
 	before := follower.received.Load()
-	waitFor(t, 5*time.Second, "a heartbeat at the follower", func() bool { return follower.received.Load() > before })
+	waitFor(t, QuietHeartbeatTimeout/5+2*time.Second, "a heartbeat at the follower", func() bool { return follower.received.Load() > before })
 	got := follower.received.Load()
 	if _, _, err := groups[1].CheckLeader(context.Background(), nodes[0].addr); err != nil {
 		t.Fatal(err)

@@ -166,6 +166,14 @@ func (b *heartbeatBatcher) restartLocked() {
 	}
 }
 
+// isResting reports whether the pings to the peer are over: its answers,
+// or their absence, say nothing then.
+func (b *heartbeatBatcher) isResting() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.resting
+}
+
 func (b *heartbeatBatcher) wake() {
 	select {
 	case b.kick <- struct{}{}:
