@@ -100,10 +100,9 @@ type peerLiveness struct {
 	pinging atomic.Int32 // heartbeat streams from the peer now open: it pings this node
 }
 
+// peerState is addr's liveness record, made on first use.
 func (t *Transport) peerState(addr raft.ServerAddress) *peerLiveness {
-	t.livenessMu.RLock()
-	l := t.liveness[addr]
-	t.livenessMu.RUnlock()
+	l := t.livenessRecord(addr)
 	if l != nil {
 		return l
 	}
@@ -142,33 +141,40 @@ func (t *Transport) PeerAlive(addr raft.ServerAddress) bool {
 	if addr == t.local {
 		return true
 	}
-	limit := t.silence
-	if limit <= 0 {
-		limit = t.timeout
+	l := t.livenessRecord(addr)
+	return l != nil && !l.broken.Load() && time.Since(time.Unix(0, l.heard.Load())) <= t.silenceLimit()
+}
+
+// silenceLimit is how long a peer may go unheard and still count as there:
+// SilenceTimeout, or with silence detection off, the transport timeout.
+func (t *Transport) silenceLimit() time.Duration {
+	if t.silence > 0 {
+		return t.silence
 	}
+	return t.timeout
+}
+
+// livenessRecord is what the server has seen of addr, nil if nothing.
+func (t *Transport) livenessRecord(addr raft.ServerAddress) *peerLiveness {
 	t.livenessMu.RLock()
-	l := t.liveness[addr]
-	t.livenessMu.RUnlock()
-	return l != nil && !l.broken.Load() && time.Since(time.Unix(0, l.heard.Load())) <= limit
+	defer t.livenessMu.RUnlock()
+	return t.liveness[addr]
 }
 
 // PeerReachable reports whether this node's leaders can count on addr's
 // node: the pings this node sends it were answered within SilenceTimeout
 // (or, with silence detection off, the transport timeout), its heartbeat
 // stream to this node did not break, and, while it pings this node, its
-// pings keep coming. A peer that ended its pings cleanly (it leads nothing
-// this node follows any more) is judged by the answers alone. A peer this node has never
-// pinged is reachable as far as anyone knows. Group.QuorumReachable counts
-// it; a leader cut off from a quorum stops serving long before raft's lease
-// would step it down (node/fence.go).
+// pings keep coming. A peer that ended its pings cleanly (it leads
+// nothing this node follows any more) is judged by the answers alone, and
+// one this node has never pinged is reachable as far as anyone knows.
+// Group.QuorumReachable counts it; a leader cut off from a quorum stops
+// serving long before raft's lease would step it down (node/fence.go).
 func (t *Transport) PeerReachable(addr raft.ServerAddress) bool {
 	if addr == t.local {
 		return true
 	}
-	limit := t.silence
-	if limit <= 0 {
-		limit = t.timeout
-	}
+	limit := t.silenceLimit()
 	now := time.Now()
 	t.mu.RLock()
 	b := t.batchers[addr]
@@ -176,9 +182,7 @@ func (t *Transport) PeerReachable(addr raft.ServerAddress) bool {
 	if b != nil && !b.isResting() && now.Sub(time.Unix(0, b.answered.Load())) > limit {
 		return false
 	}
-	t.livenessMu.RLock()
-	l := t.liveness[addr]
-	t.livenessMu.RUnlock()
+	l := t.livenessRecord(addr)
 	switch {
 	case l == nil:
 		return true
