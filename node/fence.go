@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -15,8 +14,8 @@ import (
 // 10 s, while the other side of a partition elects a new leader within
 // about a second and a half (elect.go). Until the old leader steps down it
 // would go on running the shard's objects: two live instances of one
-// object, the old one unable to commit. The fence closes that window:
-// every fenceCheck, and at once when the transport reports a peer lost, the
+// object, the old one unable to commit. The fence narrows that window to
+// about the silence timeout (1.2 s): every fenceCheck, and at once when the transport reports a peer lost, the
 // node looks at each shard it leads, and one whose voters, itself counted,
 // are no longer reachable in a quorum (raftstore node liveness: its pings
 // are not answered, or the peer's stopped coming, for the silence timeout)
@@ -24,8 +23,8 @@ import (
 // ready again when a quorum is reachable and a barrier commits, or, if
 // raft has stepped it down meanwhile, when it is elected again.
 //
-// The fence is a shorter lease decided by this node alone: it never makes
-// two nodes serve one shard, it only makes a cut-off leader stop sooner.
+// The fence is a shorter lease decided by this node alone: it only ever
+// makes a leader stop serving sooner, never serve where raft would not.
 const fenceCheck = time.Second
 
 // fencedShard is the part of a local shard the fence uses.
@@ -47,8 +46,6 @@ func (g fenceGroup) Barrier() error { return g.Raft().Barrier(0).Error() }
 func (c *cluster) runFences(ctx context.Context, kick <-chan struct{}) {
 	t := time.NewTicker(fenceCheck)
 	defer t.Stop()
-	var unfencing sync.WaitGroup
-	defer unfencing.Wait()
 	for {
 		select {
 		case <-ctx.Done():
@@ -63,43 +60,47 @@ func (c *cluster) runFences(ctx context.Context, kick <-chan struct{}) {
 		}
 		c.mu.Unlock()
 		for _, ls := range shards {
-			checkFence(ls.shard, fenceGroup{ls.group}, c.n.manager.dropShard, &unfencing)
+			if unfence := checkFence(ls.shard, fenceGroup{ls.group}, c.n.manager.dropShard); unfence != nil {
+				// A barrier waits for a commit: it ends at the latest
+				// when the group loses its leadership or shuts down, so
+				// the goroutine is not waited for at the node's stop.
+				go unfence()
+			}
 		}
 	}
 }
 
 // checkFence fences sh when this node leads it without a reachable quorum,
-// and lifts the fence (in a goroutine counted in unfencing: a barrier waits
-// for a commit) when the quorum is back or this node no longer leads.
-func checkFence(sh *shard, g fencedShard, drop func(*shard), unfencing *sync.WaitGroup) {
+// and lifts the fence when this node no longer leads; when the quorum is
+// back it returns the work that lifts it (a barrier, then the lift), for the
+// caller to run apart: the barrier waits for a commit.
+func checkFence(sh *shard, g fencedShard, drop func(*shard)) (unfence func()) {
 	if g.State() != raft.Leader {
 		// A follower serves nothing; if it is elected, watchLeadership
 		// makes it ready after its own barrier.
 		sh.setFenced(false)
-		return
+		return nil
 	}
 	ok, err := g.QuorumReachable()
 	if err != nil {
-		return
+		return nil
 	}
 	if !ok {
 		if sh.setFenced(true) {
 			drop(sh)
 		}
-		return
+		return nil
 	}
 	if !sh.isFenced() || !sh.unfencing.CompareAndSwap(false, true) {
-		return
+		return nil
 	}
 	// Everything committed before the fence must be applied before the
 	// shard serves reads again: the instances were dropped, and new ones
 	// read the FSM.
-	unfencing.Add(1)
-	go func() {
-		defer unfencing.Done()
+	return func() {
 		defer sh.unfencing.Store(false)
 		if g.Barrier() == nil && g.State() == raft.Leader {
 			sh.setFenced(false)
 		}
-	}()
+	}
 }

@@ -2,7 +2,6 @@ package node
 
 import (
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -57,14 +56,15 @@ func TestCheckFence(t *testing.T) {
 			sh.setFenced(tt.fenced)
 			sh.setReady(tt.leading)
 			drops := 0
-			var wg sync.WaitGroup
-			checkFence(sh, &tt.group, func(got *shard) {
+			unfence := checkFence(sh, &tt.group, func(got *shard) {
 				if got != sh {
 					t.Errorf("dropped another shard")
 				}
 				drops++
-			}, &wg)
-			wg.Wait()
+			})
+			if unfence != nil {
+				unfence()
+			}
 			if got := sh.isReady(); got != tt.wantReady {
 				t.Errorf("ready = %v, want %v", got, tt.wantReady)
 			}
