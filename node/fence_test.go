@@ -54,7 +54,7 @@ func TestCheckFence(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sh := newShard(groupOf(0), nil, 1, nil)
 			sh.setFenced(tt.fenced)
-			sh.setReady(tt.leading)
+			sh.setLeading(tt.leading)
 			drops := 0
 			unfence := checkFence(sh, &tt.group, func(got *shard) {
 				if got != sh {

@@ -349,7 +349,7 @@ func (s *shard) watchLeadership(ctx context.Context, wg *sync.WaitGroup, onLost 
 				return
 			case isLeader := <-leaderCh:
 				if !isLeader {
-					s.setReady(false)
+					s.setLeading(false)
 					onLost()
 					continue
 				}
@@ -358,14 +358,14 @@ func (s *shard) watchLeadership(ctx context.Context, wg *sync.WaitGroup, onLost 
 				if err := r.Barrier(0).Error(); err != nil {
 					continue
 				}
-				s.setReady(true)
+				s.setLeading(true)
 			}
 		}
 	}()
 }
 
-// setReady records whether this node leads the shard with its log applied.
-func (s *shard) setReady(leading bool) {
+// setLeading records whether this node leads the shard with its log applied.
+func (s *shard) setLeading(leading bool) {
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()
 	s.leading = leading

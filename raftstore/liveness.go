@@ -314,9 +314,10 @@ func (g *Group) Voters() ([]raft.Server, error) {
 
 // QuorumReachable reports whether a quorum of the group's voters, this
 // replica counted, is reachable from this node (Transport.PeerReachable).
-// It asks raft for the configuration, so callers use it when something is
-// amiss, not on every request. A group whose transport has no node
-// liveness always has its quorum.
+// It reads raft's latest configuration, which raft keeps in memory, and a
+// few atomics per voter: cheap enough for a periodic check, not meant for
+// the request path. A group whose transport has no node liveness always
+// has its quorum.
 func (g *Group) QuorumReachable() (bool, error) {
 	lt, ok := g.trans.(livenessTransport)
 	if !ok {
