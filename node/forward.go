@@ -67,6 +67,15 @@ type forwarder struct {
 	// reported lost fail at once instead of waiting for gRPC's keepalive
 	// (a paused or cut-off peer does not reset its connections).
 	alive map[string]peerAlive
+	// muxes holds the Calls stream of each peer address that has one;
+	// noCalls, until when a peer that answered Calls with Unimplemented (an
+	// older roost) is sent Call instead.
+	muxes   map[string]*callMux
+	noCalls map[string]time.Time
+	// opening holds a lock per peer address taken while a Calls stream
+	// is opened to it, so concurrent callers open one, not one each.
+	// Lock order: an opening lock, then mu.
+	opening map[string]*sync.Mutex
 }
 
 type peerAlive struct {
@@ -94,9 +103,14 @@ func (f *forwarder) peerLost(addr string) {
 	f.mu.Lock()
 	a, ok := f.alive[addr]
 	delete(f.alive, addr)
+	m := f.muxes[addr]
+	delete(f.muxes, addr)
 	f.mu.Unlock()
 	if ok {
 		a.cancel()
+	}
+	if m != nil {
+		m.fail(errPeerLost)
 	}
 }
 
@@ -119,7 +133,8 @@ func newForwarder(opts ...grpc.DialOption) *forwarder {
 	if len(opts) == 0 {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
-	return &forwarder{dialOpts: opts, conns: make(map[string]*grpc.ClientConn), alive: make(map[string]peerAlive)}
+	return &forwarder{dialOpts: opts, conns: make(map[string]*grpc.ClientConn), alive: make(map[string]peerAlive),
+		muxes: make(map[string]*callMux), noCalls: make(map[string]time.Time), opening: make(map[string]*sync.Mutex)}
 }
 
 func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
@@ -147,6 +162,71 @@ func (f *forwarder) close() {
 		a.cancel()
 		delete(f.alive, addr)
 	}
+	for addr, m := range f.muxes {
+		m.close()
+		delete(f.muxes, addr)
+	}
+}
+
+// noCallsFor is how long a peer that does not serve Calls is sent Call
+// instead before it is asked again (it may have been upgraded meanwhile).
+const noCallsFor = time.Minute
+
+// mux returns the Calls stream to p, opening one if it has none that works.
+// errNoCalls means p does not serve Calls.
+func (f *forwarder) mux(p peer) (*callMux, error) {
+	if m, err := f.openMux(p, false); m != nil || err != nil {
+		return m, err
+	}
+	f.mu.Lock()
+	opening := f.opening[p.addr]
+	if opening == nil {
+		opening = new(sync.Mutex)
+		f.opening[p.addr] = opening
+	}
+	f.mu.Unlock()
+	opening.Lock()
+	defer opening.Unlock()
+	if m, err := f.openMux(p, false); m != nil || err != nil {
+		return m, err // opened while this caller waited
+	}
+	return f.openMux(p, true)
+}
+
+// openMux returns p's working Calls stream, or errNoCalls if p has none,
+// or, if p has no stream yet, opens one if open is set and otherwise
+// returns nil, nil.
+func (f *forwarder) openMux(p peer, open bool) (*callMux, error) {
+	f.mu.Lock()
+	m := f.muxes[p.addr]
+	until, old := f.noCalls[p.addr]
+	f.mu.Unlock()
+	switch {
+	case m != nil && !m.failed():
+		return m, nil
+	case old && time.Now().Before(until):
+		return nil, errNoCalls
+	case !open:
+		return nil, nil
+	}
+	cc, err := f.conn(p.addr)
+	if err != nil {
+		return nil, err
+	}
+	if m, err = openCallMux(cc, p.id); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.muxes[p.addr] = m
+	return m, nil
+}
+
+// peerHasNoCalls notes that p answered Calls with Unimplemented.
+func (f *forwarder) peerHasNoCalls(p peer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.noCalls[p.addr] = time.Now().Add(noCallsFor)
 }
 
 // client returns the Forward client of a peer.
@@ -164,11 +244,106 @@ func (f *forwarder) client(p peer) (proto.ForwardClient, error) {
 // older roost).
 func (f *forwarder) forward(ctx context.Context, p peer, class string, id durable.ID, req *http.Request, body *bodyBuffer, hops int) (*http.Response, error) {
 	small := body.rest == nil && len(body.buf) <= forwardChunk
+	if small {
+		resp, err := f.forwardMuxed(ctx, p, forwardHead(class, id, req, hops), body.buf)
+		if !errors.Is(err, errNoCalls) {
+			return resp, err
+		}
+	}
 	resp, err := f.forwardOnce(ctx, p, class, id, req, body, hops, small)
 	if small && errors.Is(err, errNoCall) {
 		return f.forwardOnce(ctx, p, class, id, req, body, hops, false)
 	}
 	return resp, err
+}
+
+func forwardHead(class string, id durable.ID, req *http.Request, hops int) *proto.ForwardHead {
+	idb := id.Bytes()
+	return &proto.ForwardHead{Class: class, ObjectId: idb[:], Method: req.Method, Url: req.URL.RequestURI(), Headers: toForwardHeaders(req.Header), Hops: uint32(hops)}
+}
+
+// forwardMuxed sends a small request over p's Calls stream. errNoCalls
+// means p does not serve Calls and ran nothing.
+func (f *forwarder) forwardMuxed(ctx context.Context, p peer, head *proto.ForwardHead, body []byte) (*http.Response, error) {
+	m, err := f.mux(p)
+	if errors.Is(err, errNoCalls) {
+		return nil, err
+	}
+	if err != nil {
+		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s (%s): %v", p.id, p.addr, err)}
+	}
+	reply, err := m.call(ctx, &proto.ForwardCall{Head: head, Body: body})
+	var mf *muxFailure
+	switch {
+	case errors.As(err, &mf) && !mf.sent && errors.Is(err, errNoCalls):
+		f.peerHasNoCalls(p)
+		return nil, errNoCalls
+	case errors.As(err, &mf) && !mf.sent && ctx.Err() == nil:
+		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
+	case err != nil:
+		return nil, outcomeUnknown(p, err)
+	}
+	if reply.Collect == 0 {
+		return forwardedResponse(p, reply.Result, nil, func() {})
+	}
+	ctx, stop, peerCtx := f.watchPeer(ctx, p)
+	cl, err := f.client(p)
+	var stream grpc.ServerStreamingClient[proto.ForwardFrame]
+	if err == nil {
+		stream, err = cl.Collect(ctx, &proto.ForwardCollect{Token: reply.Collect})
+	}
+	if err != nil {
+		stop()
+		return nil, outcomeUnknown(p, peerLostOr(peerCtx, err))
+	}
+	return forwardedResponse(p, reply.Result, stream.Recv, stop)
+}
+
+// watchPeer returns ctx, also ended when p is reported lost, the function
+// that releases it, and the context of p's liveness it watches.
+func (f *forwarder) watchPeer(ctx context.Context, p peer) (context.Context, context.CancelFunc, context.Context) {
+	ctx, cancelCtx := context.WithCancel(ctx)
+	peerCtx := f.peerContext(p.addr)
+	stopWatching := context.AfterFunc(peerCtx, cancelCtx)
+	return ctx, func() { stopWatching(); cancelCtx() }, peerCtx
+}
+
+// peerLostOr is err, or errPeerLost if that is why it happened.
+func peerLostOr(peerCtx context.Context, err error) error {
+	if peerCtx.Err() != nil {
+		return errPeerLost
+	}
+	return err
+}
+
+// outcomeUnknown is the error of a request p may or may not have run.
+func outcomeUnknown(p peer, err error) error {
+	return &durable.Error{Message: fmt.Sprintf("forwarding to node %s failed; the request may or may not have run: %v", p.id, err), Err: durable.ErrCommitIndeterminate}
+}
+
+// forwardedResponse turns a forwarded result into the caller's response.
+// A result without its body inline takes the body from recv; done runs
+// when the response no longer needs recv.
+func forwardedResponse(p peer, res *proto.ForwardResult, recv func() (*proto.ForwardFrame, error), done func()) (*http.Response, error) {
+	if res == nil || (!res.BodyComplete && res.Error == nil && recv == nil) {
+		done()
+		return nil, fmt.Errorf("forwarding to node %s: protocol error: the answer is not a result with a body", p.id)
+	}
+	if res.Error != nil {
+		done()
+		return nil, fromForwardError(res.Error)
+	}
+	resp := &http.Response{
+		Status: fmt.Sprintf("%d %s", res.Status, http.StatusText(int(res.Status))), StatusCode: int(res.Status),
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: fromForwardHeaders(res.Headers), ContentLength: -1,
+	}
+	if res.BodyComplete {
+		done()
+		resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(res.Body)), int64(len(res.Body))
+		return resp, nil
+	}
+	resp.Body = receiveBody(recv, done)
+	return resp, nil
 }
 
 // errNoCall: the peer does not serve Call, so it did not run the request.
@@ -179,18 +354,9 @@ func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id du
 	if err != nil {
 		return nil, &routingError{msg: fmt.Sprintf("node %s (%s): %v", p.id, p.addr, err)}
 	}
-	ctx, cancelCtx := context.WithCancel(ctx)
-	peerCtx := f.peerContext(p.addr)
-	stopWatching := context.AfterFunc(peerCtx, cancelCtx)
-	cancel := func() { stopWatching(); cancelCtx() }
-	unknown := func(err error) error {
-		if peerCtx.Err() != nil {
-			err = errPeerLost
-		}
-		return &durable.Error{Message: fmt.Sprintf("forwarding to node %s failed; the request may or may not have run: %v", p.id, err), Err: durable.ErrCommitIndeterminate}
-	}
-	idb := id.Bytes()
-	head := &proto.ForwardHead{Class: class, ObjectId: idb[:], Method: req.Method, Url: req.URL.RequestURI(), Headers: toForwardHeaders(req.Header), Hops: uint32(hops)}
+	ctx, cancel, peerCtx := f.watchPeer(ctx, p)
+	unknown := func(err error) error { return outcomeUnknown(p, peerLostOr(peerCtx, err)) }
+	head := forwardHead(class, id, req, hops)
 
 	// Only a stream that never opened is certainly unseen by the peer: from
 	// the moment the head may have left, a failure leaves the outcome open,
@@ -236,26 +402,7 @@ func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id du
 		}
 		return nil, unknown(err)
 	}
-	res := first.GetResult()
-	if res == nil {
-		cancel()
-		return nil, fmt.Errorf("forwarding to node %s: protocol error: first answer frame is not a result", p.id)
-	}
-	if res.Error != nil {
-		cancel()
-		return nil, fromForwardError(res.Error)
-	}
-	resp := &http.Response{
-		Status: fmt.Sprintf("%d %s", res.Status, http.StatusText(int(res.Status))), StatusCode: int(res.Status),
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: fromForwardHeaders(res.Headers), ContentLength: -1,
-	}
-	if res.BodyComplete {
-		cancel()
-		resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(res.Body)), int64(len(res.Body))
-		return resp, nil
-	}
-	resp.Body = receiveBody(recv, cancel)
-	return resp, nil
+	return forwardedResponse(p, first.GetResult(), recv, cancel)
 }
 
 func sendBody(stream proto.Forward_FetchClient, r io.Reader) error {
@@ -431,6 +578,8 @@ type forwardServer struct {
 	m *manager
 	// status reports a shard group's progress on this node (GroupStatus).
 	status func(req *proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error)
+	// parked keeps the response bodies of Calls until they are collected.
+	parked parkedBodies
 }
 
 func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
@@ -461,16 +610,34 @@ func (s *forwardServer) Call(call *proto.ForwardCall, stream proto.Forward_CallS
 // serve runs one forwarded request and sends its answer: a result frame,
 // then body frames, or (inline, for Call) a result holding a small body.
 func (s *forwardServer) serve(ctx context.Context, head *proto.ForwardHead, body io.ReadCloser, send func(*proto.ForwardFrame) error, inline bool) error {
-	reply := func(err error) error {
-		return send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{Error: toForwardError(err)}}})
+	result, rest, err := s.answer(ctx, head, body, inline)
+	if err != nil {
+		return err
 	}
+	if err := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: result}}); err != nil || rest == nil {
+		if rest != nil {
+			rest.Close()
+		}
+		return err
+	}
+	defer rest.Close()
+	return sendChunks(send, rest)
+}
+
+// answer runs one forwarded request. The result holds the response's
+// status and headers, or the error; and, if inline and the body has a
+// known length up to forwardChunk, the body too (body_complete). Otherwise
+// rest is the body, for the caller to send and close. An error means the
+// response body could not be read.
+func (s *forwardServer) answer(ctx context.Context, head *proto.ForwardHead, body io.ReadCloser, inline bool) (result *proto.ForwardResult, rest io.ReadCloser, err error) {
+	failed := func(err error) *proto.ForwardResult { return &proto.ForwardResult{Error: toForwardError(err)} }
 	class, id, err := s.m.checkForwarded(head)
 	if err != nil {
-		return reply(err)
+		return failed(err), nil, nil
 	}
 	u, err := url.ParseRequestURI(head.Url)
 	if err != nil {
-		return reply(fmt.Errorf("%w: forwarded URL %q: %v", durable.ErrInvalidID, head.Url, err))
+		return failed(fmt.Errorf("%w: forwarded URL %q: %v", durable.ErrInvalidID, head.Url, err)), nil, nil
 	}
 	req := (&http.Request{
 		Method: head.Method, URL: u, RequestURI: head.Url, Header: fromForwardHeaders(head.Headers),
@@ -478,22 +645,110 @@ func (s *forwardServer) serve(ctx context.Context, head *proto.ForwardHead, body
 	}).WithContext(ctx)
 	resp, err := s.m.fetchHere(ctx, class, id, req, int(head.Hops))
 	if err != nil {
-		return reply(err)
+		return failed(err), nil, nil
+	}
+	result = &proto.ForwardResult{Status: int32(resp.StatusCode), Headers: toForwardHeaders(resp.Header)}
+	if !inline || resp.ContentLength < 0 || resp.ContentLength > forwardChunk {
+		return result, resp.Body, nil
 	}
 	defer resp.Body.Close()
-	result := &proto.ForwardResult{Status: int32(resp.StatusCode), Headers: toForwardHeaders(resp.Header)}
-	if inline && resp.ContentLength >= 0 && resp.ContentLength <= forwardChunk {
-		b, err := io.ReadAll(resp.Body)
+	if result.Body, err = io.ReadAll(resp.Body); err != nil {
+		return nil, nil, err
+	}
+	result.BodyComplete = true
+	return result, nil, nil
+}
+
+// Calls serves one peer's Calls stream: each call runs in a goroutine of
+// its own, under a context that ends with the stream or when the caller
+// cancels its tag; replies go out in batches from one writer.
+func (s *forwardServer) Calls(stream proto.Forward_CallsServer) error {
+	w := newReplyWriter(stream)
+	defer w.stop()
+	var mu sync.Mutex                              // guards running
+	running := make(map[uint64]context.CancelFunc) // the calls in flight, by tag
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, cancel := range running {
+			cancel()
+		}
+	}()
+	for {
+		batch, err := stream.Recv()
 		if err != nil {
+			if err == io.EOF {
+				return nil
+			}
 			return err
 		}
-		result.Body, result.BodyComplete = b, true
-		return send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: result}})
+		mu.Lock()
+		for _, tag := range batch.Cancelled {
+			if cancel, ok := running[tag]; ok {
+				cancel()
+			}
+		}
+		for _, c := range batch.Calls {
+			if _, dup := running[c.Tag]; dup || c.Call == nil || c.Call.Head == nil {
+				mu.Unlock()
+				return status.Errorf(codes.InvalidArgument, "call %d: a call needs a head and a tag not in flight", c.Tag)
+			}
+			// Not a child of the stream's context: a body kept for Collect
+			// outlives the stream's handler. The calls still running when
+			// it returns are cancelled by the deferred loop above.
+			ctx, cancel := context.WithCancel(context.WithoutCancel(stream.Context()))
+			running[c.Tag] = cancel
+			go func(c *proto.ForwardTaggedCall) {
+				w.add(s.answerTagged(ctx, cancel, c))
+				mu.Lock()
+				delete(running, c.Tag)
+				mu.Unlock()
+			}(c)
+		}
+		mu.Unlock()
 	}
-	if err := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: result}}); err != nil {
-		return err
+}
+
+// answerTagged runs one call of a Calls stream under ctx; a body that is
+// not inline is kept for Collect. done ends ctx: when the answer is made,
+// or, for a body kept, when the body is closed.
+func (s *forwardServer) answerTagged(ctx context.Context, done context.CancelFunc, c *proto.ForwardTaggedCall) *proto.ForwardTaggedReply {
+	var body io.ReadCloser = http.NoBody
+	if len(c.Call.Body) > 0 {
+		body = io.NopCloser(bytes.NewReader(c.Call.Body))
 	}
-	return sendChunks(send, resp.Body)
+	result, rest, err := s.answer(ctx, c.Call.Head, body, true)
+	if err != nil {
+		result = &proto.ForwardResult{Error: &proto.ForwardError{Kind: proto.ForwardError_EXCEPTION, Message: fmt.Sprintf("reading the response body: %v", err)}}
+	}
+	reply := &proto.ForwardTaggedReply{Tag: c.Tag, Result: result}
+	if rest == nil {
+		done()
+		return reply
+	}
+	reply.Collect = s.parked.park(closeAlso{rest, done})
+	return reply
+}
+
+// closeAlso is a body whose Close also runs done.
+type closeAlso struct {
+	io.ReadCloser
+	done func()
+}
+
+func (c closeAlso) Close() error {
+	defer c.done()
+	return c.ReadCloser.Close()
+}
+
+// Collect streams a body that Calls kept.
+func (s *forwardServer) Collect(req *proto.ForwardCollect, stream proto.Forward_CollectServer) error {
+	body := s.parked.take(req.Token)
+	if body == nil {
+		return status.Errorf(codes.NotFound, "no response body is kept under token %d (collected already, or closed after %v)", req.Token, parkFor)
+	}
+	defer body.Close()
+	return sendChunks(stream.Send, body)
 }
 
 func (s *forwardServer) GroupStatus(ctx context.Context, req *proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error) {

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,6 +102,19 @@ type stuckForward struct {
 	proto.UnimplementedForwardServer
 }
 
+// stuckCalls is stuckForward with a Calls stream that answers nothing.
+type stuckCalls struct {
+	stuckForward
+}
+
+func (stuckCalls) Calls(stream proto.Forward_CallsServer) error {
+	for {
+		if _, err := stream.Recv(); err != nil {
+			return err
+		}
+	}
+}
+
 func (stuckForward) Call(_ *proto.ForwardCall, stream proto.Forward_CallServer) error {
 	<-stream.Context().Done()
 	return stream.Context().Err()
@@ -146,9 +162,16 @@ func TestForwardToSilentPeerFails(t *testing.T) {
 
 // When the raft transport reports a peer lost, the requests in flight to
 // it fail at once, as of unknown outcome, instead of waiting for gRPC's
-// keepalive; requests forwarded afterwards open new streams as usual.
+// keepalive; requests forwarded afterwards open new streams as usual. So
+// on the Calls stream, and on Call streams to a peer without it.
 func TestForwardFailsWhenPeerIsLost(t *testing.T) {
-	addr := serveForward(t, stuckForward{})
+	for name, impl := range map[string]proto.ForwardServer{"calls": stuckCalls{}, "call": stuckForward{}} {
+		t.Run(name, func(t *testing.T) { testForwardFailsWhenPeerIsLost(t, impl) })
+	}
+}
+
+func testForwardFailsWhenPeerIsLost(t *testing.T, impl proto.ForwardServer) {
+	addr := serveForward(t, impl)
 	f := newForwarder()
 	t.Cleanup(f.close)
 	p := peer{id: "n2", addr: addr}
@@ -192,18 +215,23 @@ func TestForwardFailsWhenPeerIsLost(t *testing.T) {
 }
 
 // Request and response bodies of every size cross a forward intact: empty,
-// small (one Call each way), at and just over the 64 KiB inline limit, and
-// over the 1 MiB replayable limit (streamed over Fetch).
+// small (in one message of the Calls stream each way), at and just over
+// the 64 KiB inline limit (a small request's larger response is collected
+// apart), and over the 1 MiB replayable limit (streamed over Fetch).
 func TestForwardedBodiesOfEverySize(t *testing.T) {
 	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
-	sizes := []int{0, 10, forwardChunk, forwardChunk + 1, 300 << 10, replayableBody + 5000}
-	for _, size := range sizes {
-		body := make([]byte, size)
+	cases := []struct{ size, times int }{
+		{0, 1}, {10, 1}, {forwardChunk, 1}, {forwardChunk, 2}, {10 << 10, 30},
+		{forwardChunk + 1, 1}, {300 << 10, 1}, {replayableBody + 5000, 1},
+	}
+	for _, tc := range cases {
+		body := make([]byte, tc.size)
 		for i := range body {
-			body[i] = byte(i*7 + size)
+			body[i] = byte(i*7 + tc.size)
 		}
+		want := bytes.Repeat(body, tc.times)
 		for i := range c.nodes { // two of the three are forwarded
-			u := "http://" + c.cfgs[i].HTTPAddr + "/echo?ns=PINGPONG&name=echo"
+			u := fmt.Sprintf("http://%s/echo?ns=PINGPONG&name=echo&times=%d", c.cfgs[i].HTTPAddr, tc.times)
 			resp, err := http.Post(u, "application/octet-stream", bytes.NewReader(body))
 			if err != nil {
 				t.Fatal(err)
@@ -211,10 +239,10 @@ func TestForwardedBodiesOfEverySize(t *testing.T) {
 			got, err := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if err != nil || resp.StatusCode != http.StatusOK {
-				t.Fatalf("size %d via node %d: %d %v", size, i+1, resp.StatusCode, err)
+				t.Fatalf("size %d x %d via node %d: %d %v", tc.size, tc.times, i+1, resp.StatusCode, err)
 			}
-			if !bytes.Equal(got, body) {
-				t.Fatalf("size %d via node %d: got %d bytes back, not the %d sent", size, i+1, len(got), len(body))
+			if !bytes.Equal(got, want) {
+				t.Fatalf("size %d x %d via node %d: got %d bytes back, not the %d expected", tc.size, tc.times, i+1, len(got), len(want))
 			}
 		}
 	}
@@ -250,5 +278,119 @@ func TestForwardFallsBackToFetch(t *testing.T) {
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || string(b) != "old" {
 		t.Fatalf("body %q, %v", b, err)
+	}
+}
+
+// echoCalls answers every call of its Calls streams with the call's URL,
+// after a random delay, so replies come back out of order; a call to
+// /big is answered with a body to Collect. It counts the streams opened
+// and records the tags its callers cancelled.
+type echoCalls struct {
+	proto.UnimplementedForwardServer
+	streams   atomic.Int32
+	cancelled chan uint64
+	server    forwardServer // its parked bodies and Collect
+}
+
+func (e *echoCalls) Calls(stream proto.Forward_CallsServer) error {
+	e.streams.Add(1)
+	w := newReplyWriter(stream)
+	defer w.stop()
+	for {
+		b, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		for _, tag := range b.Cancelled {
+			e.cancelled <- tag
+		}
+		for _, c := range b.Calls {
+			go func() {
+				url := c.Call.Head.Url
+				if url == "/stuck" {
+					return
+				}
+				time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+				r := &proto.ForwardTaggedReply{Tag: c.Tag, Result: &proto.ForwardResult{Status: 200, Body: []byte(url), BodyComplete: true}}
+				if url == "/big" {
+					r.Result = &proto.ForwardResult{Status: 200}
+					r.Collect = e.server.parked.park(io.NopCloser(strings.NewReader(strings.Repeat("big", 100000))))
+				}
+				w.add(r)
+			}()
+		}
+	}
+}
+
+func (e *echoCalls) Collect(req *proto.ForwardCollect, stream proto.Forward_CollectServer) error {
+	return e.server.Collect(req, stream)
+}
+
+// Concurrent requests share one Calls stream, each gets its own reply
+// whatever order they come in, and a body kept apart is collected.
+func TestForwardCallsShareOneStream(t *testing.T) {
+	srv := &echoCalls{cancelled: make(chan uint64, 10)}
+	addr := serveForward(t, srv)
+	f := newForwarder()
+	t.Cleanup(f.close)
+	p := peer{id: "n2", addr: addr}
+	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
+	forwardGet := func(ctx context.Context, path string) (string, error) {
+		req, _ := http.NewRequest(http.MethodGet, "http://x"+path, nil)
+		body, _ := newBodyBuffer(nil)
+		resp, err := f.forward(ctx, p, "Counter", id, req, body, 0)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			path := fmt.Sprintf("/call/%d", i)
+			if got, err := forwardGet(context.Background(), path); err != nil || got != path {
+				t.Errorf("%s answered %q, %v", path, got, err)
+			}
+		})
+	}
+	wg.Wait()
+	if got, err := forwardGet(context.Background(), "/big"); err != nil || got != strings.Repeat("big", 100000) {
+		t.Errorf("/big answered %d bytes, %v", len(got), err)
+	}
+	if n := srv.streams.Load(); n != 1 {
+		t.Errorf("%d Calls streams opened, want 1", n)
+	}
+
+	// A caller that gives up cancels its call on the server.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := forwardGet(ctx, "/stuck"); !errors.Is(err, durable.ErrCommitIndeterminate) {
+		t.Errorf("a call given up after it was sent: %v, want an unknown outcome", err)
+	}
+	select {
+	case <-srv.cancelled:
+	case <-time.After(5 * time.Second):
+		t.Error("the server was not told of the cancelled call")
+	}
+}
+
+// A body kept for Collect is handed out once.
+func TestParkedBodiesAreTakenOnce(t *testing.T) {
+	var p parkedBodies
+	closed := false
+	token := p.park(closeAlso{io.NopCloser(strings.NewReader("x")), func() { closed = true }})
+	if token == 0 {
+		t.Fatal("token 0")
+	}
+	b := p.take(token)
+	if b == nil || p.take(token) != nil || p.take(token+1) != nil {
+		t.Fatal("a kept body was not taken exactly once")
+	}
+	b.Close()
+	if !closed {
+		t.Fatal("closing the body did not end its request")
 	}
 }

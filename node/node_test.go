@@ -86,8 +86,15 @@ func testPingPong(state *durable.State, env *durable.Env) durable.Object {
 			fmt.Fprint(w, "pong>"+body)
 		case "/leaf":
 			fmt.Fprint(w, "leaf")
-		case "/echo": // the request body back, for forwarding tests
-			io.Copy(w, r.Body)
+		case "/echo": // the request body back (?times=N: N times), for forwarding tests
+			b, _ := io.ReadAll(r.Body)
+			times, err := strconv.Atoi(r.URL.Query().Get("times"))
+			if err != nil {
+				times = 1
+			}
+			for range times {
+				w.Write(b)
+			}
 		case "/panic":
 			panic("boom")
 		}

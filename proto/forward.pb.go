@@ -433,6 +433,261 @@ func (x *ForwardCall) GetBody() []byte {
 	return nil
 }
 
+type ForwardTaggedCall struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tag           uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"` // unique among the stream's calls in flight
+	Call          *ForwardCall           `protobuf:"bytes,2,opt,name=call,proto3" json:"call,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardTaggedCall) Reset() {
+	*x = ForwardTaggedCall{}
+	mi := &file_proto_forward_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardTaggedCall) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardTaggedCall) ProtoMessage() {}
+
+func (x *ForwardTaggedCall) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_forward_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardTaggedCall.ProtoReflect.Descriptor instead.
+func (*ForwardTaggedCall) Descriptor() ([]byte, []int) {
+	return file_proto_forward_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ForwardTaggedCall) GetTag() uint64 {
+	if x != nil {
+		return x.Tag
+	}
+	return 0
+}
+
+func (x *ForwardTaggedCall) GetCall() *ForwardCall {
+	if x != nil {
+		return x.Call
+	}
+	return nil
+}
+
+type ForwardCallBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Calls []*ForwardTaggedCall   `protobuf:"bytes,1,rep,name=calls,proto3" json:"calls,omitempty"`
+	// Tags of calls whose callers gave up: their requests' contexts end.
+	Cancelled     []uint64 `protobuf:"varint,2,rep,packed,name=cancelled,proto3" json:"cancelled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardCallBatch) Reset() {
+	*x = ForwardCallBatch{}
+	mi := &file_proto_forward_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardCallBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardCallBatch) ProtoMessage() {}
+
+func (x *ForwardCallBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_forward_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardCallBatch.ProtoReflect.Descriptor instead.
+func (*ForwardCallBatch) Descriptor() ([]byte, []int) {
+	return file_proto_forward_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ForwardCallBatch) GetCalls() []*ForwardTaggedCall {
+	if x != nil {
+		return x.Calls
+	}
+	return nil
+}
+
+func (x *ForwardCallBatch) GetCancelled() []uint64 {
+	if x != nil {
+		return x.Cancelled
+	}
+	return nil
+}
+
+type ForwardTaggedReply struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tag    uint64                 `protobuf:"varint,1,opt,name=tag,proto3" json:"tag,omitempty"`
+	Result *ForwardResult         `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	// Nonzero when the result has headers but its body is not inline: the
+	// token to Collect the body with.
+	Collect       uint64 `protobuf:"varint,3,opt,name=collect,proto3" json:"collect,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardTaggedReply) Reset() {
+	*x = ForwardTaggedReply{}
+	mi := &file_proto_forward_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardTaggedReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardTaggedReply) ProtoMessage() {}
+
+func (x *ForwardTaggedReply) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_forward_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardTaggedReply.ProtoReflect.Descriptor instead.
+func (*ForwardTaggedReply) Descriptor() ([]byte, []int) {
+	return file_proto_forward_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ForwardTaggedReply) GetTag() uint64 {
+	if x != nil {
+		return x.Tag
+	}
+	return 0
+}
+
+func (x *ForwardTaggedReply) GetResult() *ForwardResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *ForwardTaggedReply) GetCollect() uint64 {
+	if x != nil {
+		return x.Collect
+	}
+	return 0
+}
+
+type ForwardReplyBatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Replies       []*ForwardTaggedReply  `protobuf:"bytes,1,rep,name=replies,proto3" json:"replies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardReplyBatch) Reset() {
+	*x = ForwardReplyBatch{}
+	mi := &file_proto_forward_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardReplyBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardReplyBatch) ProtoMessage() {}
+
+func (x *ForwardReplyBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_forward_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardReplyBatch.ProtoReflect.Descriptor instead.
+func (*ForwardReplyBatch) Descriptor() ([]byte, []int) {
+	return file_proto_forward_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ForwardReplyBatch) GetReplies() []*ForwardTaggedReply {
+	if x != nil {
+		return x.Replies
+	}
+	return nil
+}
+
+type ForwardCollect struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         uint64                 `protobuf:"varint,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardCollect) Reset() {
+	*x = ForwardCollect{}
+	mi := &file_proto_forward_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardCollect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardCollect) ProtoMessage() {}
+
+func (x *ForwardCollect) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_forward_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardCollect.ProtoReflect.Descriptor instead.
+func (*ForwardCollect) Descriptor() ([]byte, []int) {
+	return file_proto_forward_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ForwardCollect) GetToken() uint64 {
+	if x != nil {
+		return x.Token
+	}
+	return 0
+}
+
 type ForwardFrame struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Frame:
@@ -447,7 +702,7 @@ type ForwardFrame struct {
 
 func (x *ForwardFrame) Reset() {
 	*x = ForwardFrame{}
-	mi := &file_proto_forward_proto_msgTypes[5]
+	mi := &file_proto_forward_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +714,7 @@ func (x *ForwardFrame) String() string {
 func (*ForwardFrame) ProtoMessage() {}
 
 func (x *ForwardFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_forward_proto_msgTypes[5]
+	mi := &file_proto_forward_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +727,7 @@ func (x *ForwardFrame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardFrame.ProtoReflect.Descriptor instead.
 func (*ForwardFrame) Descriptor() ([]byte, []int) {
-	return file_proto_forward_proto_rawDescGZIP(), []int{5}
+	return file_proto_forward_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ForwardFrame) GetFrame() isForwardFrame_Frame {
@@ -545,7 +800,7 @@ type ForwardGroupStatusRequest struct {
 
 func (x *ForwardGroupStatusRequest) Reset() {
 	*x = ForwardGroupStatusRequest{}
-	mi := &file_proto_forward_proto_msgTypes[6]
+	mi := &file_proto_forward_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +812,7 @@ func (x *ForwardGroupStatusRequest) String() string {
 func (*ForwardGroupStatusRequest) ProtoMessage() {}
 
 func (x *ForwardGroupStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_forward_proto_msgTypes[6]
+	mi := &file_proto_forward_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +825,7 @@ func (x *ForwardGroupStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardGroupStatusRequest.ProtoReflect.Descriptor instead.
 func (*ForwardGroupStatusRequest) Descriptor() ([]byte, []int) {
-	return file_proto_forward_proto_rawDescGZIP(), []int{6}
+	return file_proto_forward_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ForwardGroupStatusRequest) GetGroupId() uint64 {
@@ -608,7 +863,7 @@ type ForwardGroupStatusResponse struct {
 
 func (x *ForwardGroupStatusResponse) Reset() {
 	*x = ForwardGroupStatusResponse{}
-	mi := &file_proto_forward_proto_msgTypes[7]
+	mi := &file_proto_forward_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +875,7 @@ func (x *ForwardGroupStatusResponse) String() string {
 func (*ForwardGroupStatusResponse) ProtoMessage() {}
 
 func (x *ForwardGroupStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_proto_forward_proto_msgTypes[7]
+	mi := &file_proto_forward_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +888,7 @@ func (x *ForwardGroupStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardGroupStatusResponse.ProtoReflect.Descriptor instead.
 func (*ForwardGroupStatusResponse) Descriptor() ([]byte, []int) {
-	return file_proto_forward_proto_rawDescGZIP(), []int{7}
+	return file_proto_forward_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ForwardGroupStatusResponse) GetRunning() bool {
@@ -731,7 +986,21 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\rbody_complete\x18\x05 \x01(\bR\fbodyComplete\"T\n" +
 	"\vForwardCall\x121\n" +
 	"\x04head\x18\x01 \x01(\v2\x1d.roost.forward.v1.ForwardHeadR\x04head\x12\x12\n" +
-	"\x04body\x18\x02 \x01(\fR\x04body\"\x9d\x01\n" +
+	"\x04body\x18\x02 \x01(\fR\x04body\"X\n" +
+	"\x11ForwardTaggedCall\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\x04R\x03tag\x121\n" +
+	"\x04call\x18\x02 \x01(\v2\x1d.roost.forward.v1.ForwardCallR\x04call\"k\n" +
+	"\x10ForwardCallBatch\x129\n" +
+	"\x05calls\x18\x01 \x03(\v2#.roost.forward.v1.ForwardTaggedCallR\x05calls\x12\x1c\n" +
+	"\tcancelled\x18\x02 \x03(\x04R\tcancelled\"y\n" +
+	"\x12ForwardTaggedReply\x12\x10\n" +
+	"\x03tag\x18\x01 \x01(\x04R\x03tag\x127\n" +
+	"\x06result\x18\x02 \x01(\v2\x1f.roost.forward.v1.ForwardResultR\x06result\x12\x18\n" +
+	"\acollect\x18\x03 \x01(\x04R\acollect\"S\n" +
+	"\x11ForwardReplyBatch\x12>\n" +
+	"\areplies\x18\x01 \x03(\v2$.roost.forward.v1.ForwardTaggedReplyR\areplies\"&\n" +
+	"\x0eForwardCollect\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\x04R\x05token\"\x9d\x01\n" +
 	"\fForwardFrame\x123\n" +
 	"\x04head\x18\x01 \x01(\v2\x1d.roost.forward.v1.ForwardHeadH\x00R\x04head\x129\n" +
 	"\x06result\x18\x02 \x01(\v2\x1f.roost.forward.v1.ForwardResultH\x00R\x06result\x12\x14\n" +
@@ -749,10 +1018,12 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\x12\x16\n" +
 	"\x06voters\x18\x06 \x03(\tR\x06voters\x12\x1c\n" +
 	"\tnonvoters\x18\a \x03(\tR\tnonvoters\x12)\n" +
-	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted2\x89\x02\n" +
+	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted2\xae\x03\n" +
 	"\aForward\x12K\n" +
 	"\x05Fetch\x12\x1e.roost.forward.v1.ForwardFrame\x1a\x1e.roost.forward.v1.ForwardFrame(\x010\x01\x12G\n" +
-	"\x04Call\x12\x1d.roost.forward.v1.ForwardCall\x1a\x1e.roost.forward.v1.ForwardFrame0\x01\x12h\n" +
+	"\x04Call\x12\x1d.roost.forward.v1.ForwardCall\x1a\x1e.roost.forward.v1.ForwardFrame0\x01\x12T\n" +
+	"\x05Calls\x12\".roost.forward.v1.ForwardCallBatch\x1a#.roost.forward.v1.ForwardReplyBatch(\x010\x01\x12M\n" +
+	"\aCollect\x12 .roost.forward.v1.ForwardCollect\x1a\x1e.roost.forward.v1.ForwardFrame0\x01\x12h\n" +
 	"\vGroupStatus\x12+.roost.forward.v1.ForwardGroupStatusRequest\x1a,.roost.forward.v1.ForwardGroupStatusResponseB&Z$github.com/roostdb/roost/proto;protob\x06proto3"
 
 var (
@@ -768,7 +1039,7 @@ func file_proto_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_proto_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_proto_forward_proto_goTypes = []any{
 	(ForwardError_Kind)(0),             // 0: roost.forward.v1.ForwardError.Kind
 	(*ForwardHeader)(nil),              // 1: roost.forward.v1.ForwardHeader
@@ -776,9 +1047,14 @@ var file_proto_forward_proto_goTypes = []any{
 	(*ForwardError)(nil),               // 3: roost.forward.v1.ForwardError
 	(*ForwardResult)(nil),              // 4: roost.forward.v1.ForwardResult
 	(*ForwardCall)(nil),                // 5: roost.forward.v1.ForwardCall
-	(*ForwardFrame)(nil),               // 6: roost.forward.v1.ForwardFrame
-	(*ForwardGroupStatusRequest)(nil),  // 7: roost.forward.v1.ForwardGroupStatusRequest
-	(*ForwardGroupStatusResponse)(nil), // 8: roost.forward.v1.ForwardGroupStatusResponse
+	(*ForwardTaggedCall)(nil),          // 6: roost.forward.v1.ForwardTaggedCall
+	(*ForwardCallBatch)(nil),           // 7: roost.forward.v1.ForwardCallBatch
+	(*ForwardTaggedReply)(nil),         // 8: roost.forward.v1.ForwardTaggedReply
+	(*ForwardReplyBatch)(nil),          // 9: roost.forward.v1.ForwardReplyBatch
+	(*ForwardCollect)(nil),             // 10: roost.forward.v1.ForwardCollect
+	(*ForwardFrame)(nil),               // 11: roost.forward.v1.ForwardFrame
+	(*ForwardGroupStatusRequest)(nil),  // 12: roost.forward.v1.ForwardGroupStatusRequest
+	(*ForwardGroupStatusResponse)(nil), // 13: roost.forward.v1.ForwardGroupStatusResponse
 }
 var file_proto_forward_proto_depIdxs = []int32{
 	1,  // 0: roost.forward.v1.ForwardHead.headers:type_name -> roost.forward.v1.ForwardHeader
@@ -786,19 +1062,27 @@ var file_proto_forward_proto_depIdxs = []int32{
 	1,  // 2: roost.forward.v1.ForwardResult.headers:type_name -> roost.forward.v1.ForwardHeader
 	3,  // 3: roost.forward.v1.ForwardResult.error:type_name -> roost.forward.v1.ForwardError
 	2,  // 4: roost.forward.v1.ForwardCall.head:type_name -> roost.forward.v1.ForwardHead
-	2,  // 5: roost.forward.v1.ForwardFrame.head:type_name -> roost.forward.v1.ForwardHead
-	4,  // 6: roost.forward.v1.ForwardFrame.result:type_name -> roost.forward.v1.ForwardResult
-	6,  // 7: roost.forward.v1.Forward.Fetch:input_type -> roost.forward.v1.ForwardFrame
-	5,  // 8: roost.forward.v1.Forward.Call:input_type -> roost.forward.v1.ForwardCall
-	7,  // 9: roost.forward.v1.Forward.GroupStatus:input_type -> roost.forward.v1.ForwardGroupStatusRequest
-	6,  // 10: roost.forward.v1.Forward.Fetch:output_type -> roost.forward.v1.ForwardFrame
-	6,  // 11: roost.forward.v1.Forward.Call:output_type -> roost.forward.v1.ForwardFrame
-	8,  // 12: roost.forward.v1.Forward.GroupStatus:output_type -> roost.forward.v1.ForwardGroupStatusResponse
-	10, // [10:13] is the sub-list for method output_type
-	7,  // [7:10] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	5,  // 5: roost.forward.v1.ForwardTaggedCall.call:type_name -> roost.forward.v1.ForwardCall
+	6,  // 6: roost.forward.v1.ForwardCallBatch.calls:type_name -> roost.forward.v1.ForwardTaggedCall
+	4,  // 7: roost.forward.v1.ForwardTaggedReply.result:type_name -> roost.forward.v1.ForwardResult
+	8,  // 8: roost.forward.v1.ForwardReplyBatch.replies:type_name -> roost.forward.v1.ForwardTaggedReply
+	2,  // 9: roost.forward.v1.ForwardFrame.head:type_name -> roost.forward.v1.ForwardHead
+	4,  // 10: roost.forward.v1.ForwardFrame.result:type_name -> roost.forward.v1.ForwardResult
+	11, // 11: roost.forward.v1.Forward.Fetch:input_type -> roost.forward.v1.ForwardFrame
+	5,  // 12: roost.forward.v1.Forward.Call:input_type -> roost.forward.v1.ForwardCall
+	7,  // 13: roost.forward.v1.Forward.Calls:input_type -> roost.forward.v1.ForwardCallBatch
+	10, // 14: roost.forward.v1.Forward.Collect:input_type -> roost.forward.v1.ForwardCollect
+	12, // 15: roost.forward.v1.Forward.GroupStatus:input_type -> roost.forward.v1.ForwardGroupStatusRequest
+	11, // 16: roost.forward.v1.Forward.Fetch:output_type -> roost.forward.v1.ForwardFrame
+	11, // 17: roost.forward.v1.Forward.Call:output_type -> roost.forward.v1.ForwardFrame
+	9,  // 18: roost.forward.v1.Forward.Calls:output_type -> roost.forward.v1.ForwardReplyBatch
+	11, // 19: roost.forward.v1.Forward.Collect:output_type -> roost.forward.v1.ForwardFrame
+	13, // 20: roost.forward.v1.Forward.GroupStatus:output_type -> roost.forward.v1.ForwardGroupStatusResponse
+	16, // [16:21] is the sub-list for method output_type
+	11, // [11:16] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_proto_forward_proto_init() }
@@ -806,7 +1090,7 @@ func file_proto_forward_proto_init() {
 	if File_proto_forward_proto != nil {
 		return
 	}
-	file_proto_forward_proto_msgTypes[5].OneofWrappers = []any{
+	file_proto_forward_proto_msgTypes[10].OneofWrappers = []any{
 		(*ForwardFrame_Head)(nil),
 		(*ForwardFrame_Result)(nil),
 		(*ForwardFrame_Body)(nil),
@@ -817,7 +1101,7 @@ func file_proto_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_forward_proto_rawDesc), len(file_proto_forward_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

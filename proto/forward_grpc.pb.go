@@ -31,6 +31,8 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	Forward_Fetch_FullMethodName       = "/roost.forward.v1.Forward/Fetch"
 	Forward_Call_FullMethodName        = "/roost.forward.v1.Forward/Call"
+	Forward_Calls_FullMethodName       = "/roost.forward.v1.Forward/Calls"
+	Forward_Collect_FullMethodName     = "/roost.forward.v1.Forward/Collect"
 	Forward_GroupStatus_FullMethodName = "/roost.forward.v1.Forward/GroupStatus"
 )
 
@@ -49,6 +51,17 @@ type ForwardClient interface {
 	// of known length up to 64 KiB comes inside the result frame
 	// (body_complete), so a small request costs one message each way.
 	Call(ctx context.Context, in *ForwardCall, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ForwardFrame], error)
+	// Calls carries Calls over one long-lived stream per peer: the client
+	// tags each request, the server runs them concurrently and answers each
+	// tag once, in any order, and each side puts whatever is ready into one
+	// message. A response body that does not fit its reply (unknown length
+	// or over 64 KiB) is kept on the server under a token for the client to
+	// stream with Collect. Routing errors are answered before the object
+	// runs, as for Fetch.
+	Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardCallBatch, ForwardReplyBatch], error)
+	// Collect streams a response body that Calls kept (body frames only).
+	// A body not collected within 30 s is closed and forgotten.
+	Collect(ctx context.Context, in *ForwardCollect, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ForwardFrame], error)
 	// GroupStatus reports how far this node has applied a shard's log, so a
 	// leader can tell when a new replica has caught up, and the group's
 	// leader and configuration as this node sees them (admin API).
@@ -95,6 +108,38 @@ func (c *forwardClient) Call(ctx context.Context, in *ForwardCall, opts ...grpc.
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Forward_CallClient = grpc.ServerStreamingClient[ForwardFrame]
 
+func (c *forwardClient) Calls(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ForwardCallBatch, ForwardReplyBatch], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Forward_ServiceDesc.Streams[2], Forward_Calls_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ForwardCallBatch, ForwardReplyBatch]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Forward_CallsClient = grpc.BidiStreamingClient[ForwardCallBatch, ForwardReplyBatch]
+
+func (c *forwardClient) Collect(ctx context.Context, in *ForwardCollect, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ForwardFrame], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Forward_ServiceDesc.Streams[3], Forward_Collect_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ForwardCollect, ForwardFrame]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Forward_CollectClient = grpc.ServerStreamingClient[ForwardFrame]
+
 func (c *forwardClient) GroupStatus(ctx context.Context, in *ForwardGroupStatusRequest, opts ...grpc.CallOption) (*ForwardGroupStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ForwardGroupStatusResponse)
@@ -120,6 +165,17 @@ type ForwardServer interface {
 	// of known length up to 64 KiB comes inside the result frame
 	// (body_complete), so a small request costs one message each way.
 	Call(*ForwardCall, grpc.ServerStreamingServer[ForwardFrame]) error
+	// Calls carries Calls over one long-lived stream per peer: the client
+	// tags each request, the server runs them concurrently and answers each
+	// tag once, in any order, and each side puts whatever is ready into one
+	// message. A response body that does not fit its reply (unknown length
+	// or over 64 KiB) is kept on the server under a token for the client to
+	// stream with Collect. Routing errors are answered before the object
+	// runs, as for Fetch.
+	Calls(grpc.BidiStreamingServer[ForwardCallBatch, ForwardReplyBatch]) error
+	// Collect streams a response body that Calls kept (body frames only).
+	// A body not collected within 30 s is closed and forgotten.
+	Collect(*ForwardCollect, grpc.ServerStreamingServer[ForwardFrame]) error
 	// GroupStatus reports how far this node has applied a shard's log, so a
 	// leader can tell when a new replica has caught up, and the group's
 	// leader and configuration as this node sees them (admin API).
@@ -139,6 +195,12 @@ func (UnimplementedForwardServer) Fetch(grpc.BidiStreamingServer[ForwardFrame, F
 }
 func (UnimplementedForwardServer) Call(*ForwardCall, grpc.ServerStreamingServer[ForwardFrame]) error {
 	return status.Error(codes.Unimplemented, "method Call not implemented")
+}
+func (UnimplementedForwardServer) Calls(grpc.BidiStreamingServer[ForwardCallBatch, ForwardReplyBatch]) error {
+	return status.Error(codes.Unimplemented, "method Calls not implemented")
+}
+func (UnimplementedForwardServer) Collect(*ForwardCollect, grpc.ServerStreamingServer[ForwardFrame]) error {
+	return status.Error(codes.Unimplemented, "method Collect not implemented")
 }
 func (UnimplementedForwardServer) GroupStatus(context.Context, *ForwardGroupStatusRequest) (*ForwardGroupStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GroupStatus not implemented")
@@ -182,6 +244,24 @@ func _Forward_Call_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Forward_CallServer = grpc.ServerStreamingServer[ForwardFrame]
 
+func _Forward_Calls_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ForwardServer).Calls(&grpc.GenericServerStream[ForwardCallBatch, ForwardReplyBatch]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Forward_CallsServer = grpc.BidiStreamingServer[ForwardCallBatch, ForwardReplyBatch]
+
+func _Forward_Collect_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ForwardCollect)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(ForwardServer).Collect(m, &grpc.GenericServerStream[ForwardCollect, ForwardFrame]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Forward_CollectServer = grpc.ServerStreamingServer[ForwardFrame]
+
 func _Forward_GroupStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ForwardGroupStatusRequest)
 	if err := dec(in); err != nil {
@@ -222,6 +302,17 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Call",
 			Handler:       _Forward_Call_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Calls",
+			Handler:       _Forward_Calls_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Collect",
+			Handler:       _Forward_Collect_Handler,
 			ServerStreams: true,
 		},
 	},
