@@ -72,10 +72,18 @@ type forwarder struct {
 	// older roost) is sent Call instead.
 	muxes   map[string]*callMux
 	noCalls map[string]time.Time
-	// opening holds a lock per peer address taken while a Calls stream
-	// is opened to it, so concurrent callers open one, not one each.
-	// Lock order: an opening lock, then mu.
-	opening map[string]*sync.Mutex
+	// opening holds the Calls streams being opened, by peer address, so
+	// that concurrent callers wait for one instead of opening one each.
+	opening map[string]*muxOpening
+	closed  bool
+}
+
+// muxOpening is a Calls stream being opened; m and err are set before
+// done is closed.
+type muxOpening struct {
+	done chan struct{}
+	m    *callMux
+	err  error
 }
 
 type peerAlive struct {
@@ -134,7 +142,7 @@ func newForwarder(opts ...grpc.DialOption) *forwarder {
 		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
 	return &forwarder{dialOpts: opts, conns: make(map[string]*grpc.ClientConn), alive: make(map[string]peerAlive),
-		muxes: make(map[string]*callMux), noCalls: make(map[string]time.Time), opening: make(map[string]*sync.Mutex)}
+		muxes: make(map[string]*callMux), noCalls: make(map[string]time.Time), opening: make(map[string]*muxOpening)}
 }
 
 func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
@@ -142,6 +150,9 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	defer f.mu.Unlock()
 	if c, ok := f.conns[addr]; ok {
 		return c, nil
+	}
+	if f.closed {
+		return nil, errors.New("the forwarder is closed (the node is stopping)")
 	}
 	c, err := grpc.NewClient(addr, f.dialOpts...)
 	if err != nil {
@@ -154,6 +165,7 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 func (f *forwarder) close() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.closed = true
 	for addr, c := range f.conns {
 		c.Close()
 		delete(f.conns, addr)
@@ -172,54 +184,59 @@ func (f *forwarder) close() {
 // instead before it is asked again (it may have been upgraded meanwhile).
 const noCallsFor = time.Minute
 
-// mux returns the Calls stream to p, opening one if it has none that works.
-// errNoCalls means p does not serve Calls.
-func (f *forwarder) mux(p peer) (*callMux, error) {
-	if m, err := f.openMux(p, false); m != nil || err != nil {
-		return m, err
-	}
-	f.mu.Lock()
-	opening := f.opening[p.addr]
-	if opening == nil {
-		opening = new(sync.Mutex)
-		f.opening[p.addr] = opening
-	}
-	f.mu.Unlock()
-	opening.Lock()
-	defer opening.Unlock()
-	if m, err := f.openMux(p, false); m != nil || err != nil {
-		return m, err // opened while this caller waited
-	}
-	return f.openMux(p, true)
-}
-
-// openMux returns p's working Calls stream, or errNoCalls if p has none,
-// or, if p has no stream yet, opens one if open is set and otherwise
-// returns nil, nil.
-func (f *forwarder) openMux(p peer, open bool) (*callMux, error) {
+// mux returns the Calls stream to p, opening one if it has none that works;
+// it waits for the opening at most until ctx ends. errNoCalls means p does
+// not serve Calls.
+func (f *forwarder) mux(ctx context.Context, p peer) (*callMux, error) {
 	f.mu.Lock()
 	m := f.muxes[p.addr]
 	until, old := f.noCalls[p.addr]
-	f.mu.Unlock()
+	o := f.opening[p.addr]
 	switch {
 	case m != nil && !m.failed():
+		f.mu.Unlock()
 		return m, nil
 	case old && time.Now().Before(until):
+		f.mu.Unlock()
 		return nil, errNoCalls
-	case !open:
-		return nil, nil
+	case f.closed:
+		f.mu.Unlock()
+		return nil, fmt.Errorf("forwarding to node %s stopped", p.id)
+	case o == nil:
+		o = &muxOpening{done: make(chan struct{})}
+		f.opening[p.addr] = o
+		go f.openMux(p, o)
 	}
+	f.mu.Unlock()
+	select {
+	case <-o.done:
+		return o.m, o.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// openMux opens a Calls stream to p for o. Not under any caller's context:
+// the stream serves every caller, and opening it waits while the
+// connection to p is being made.
+func (f *forwarder) openMux(p peer, o *muxOpening) {
 	cc, err := f.conn(p.addr)
-	if err != nil {
-		return nil, err
+	if err == nil {
+		o.m, err = openCallMux(cc, p.id)
 	}
-	if m, err = openCallMux(cc, p.id); err != nil {
-		return nil, err
-	}
+	o.err = err
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.muxes[p.addr] = m
-	return m, nil
+	delete(f.opening, p.addr)
+	closed := f.closed
+	if o.m != nil && !closed {
+		f.muxes[p.addr] = o.m
+	}
+	f.mu.Unlock()
+	if o.m != nil && closed {
+		o.m.close()
+		o.m, o.err = nil, fmt.Errorf("forwarding to node %s stopped", p.id)
+	}
+	close(o.done)
 }
 
 // peerHasNoCalls notes that p answered Calls with Unimplemented.
@@ -265,7 +282,7 @@ func forwardHead(class string, id durable.ID, req *http.Request, hops int) *prot
 // forwardMuxed sends a small request over p's Calls stream. errNoCalls
 // means p does not serve Calls and ran nothing.
 func (f *forwarder) forwardMuxed(ctx context.Context, p peer, head *proto.ForwardHead, body []byte) (*http.Response, error) {
-	m, err := f.mux(p)
+	m, err := f.mux(ctx, p)
 	if errors.Is(err, errNoCalls) {
 		return nil, err
 	}

@@ -394,3 +394,42 @@ func TestParkedBodiesAreTakenOnce(t *testing.T) {
 		t.Fatal("closing the body did not end its request")
 	}
 }
+
+// A caller waits for a Calls stream being opened no longer than its own
+// context allows, even while the connection to the peer hangs (the peer
+// accepts TCP but never speaks HTTP/2, like a host behind a partition
+// that drops packets after the handshake).
+func TestForwardOpeningHonoursTheCallersContext(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	f := newForwarder()
+	t.Cleanup(f.close)
+	req, _ := http.NewRequest(http.MethodGet, "http://x/increment?name=A", nil)
+	body, _ := newBodyBuffer(nil)
+	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
+	for range 2 { // the second caller finds the opening under way
+		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+		start := time.Now()
+		_, err := f.forward(ctx, peer{id: "n2", addr: ln.Addr().String()}, "Counter", id, req, body, 0)
+		cancel()
+		var re *routingError
+		if !errors.As(err, &re) {
+			t.Fatalf("forward to a hanging peer: %v, want a routing error (nothing was sent)", err)
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Fatalf("forward waited %v for a hanging peer with a 300 ms context", took)
+		}
+	}
+}
