@@ -198,17 +198,24 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 		silence = time.AfterFunc(s.t.silence, reportLost)
 		defer silence.Stop()
 	}
+	// broke ends the stream with err, reporting the caller lost if its
+	// connection or stream broke. Either a Recv or a Send can be the
+	// first to see that: a caller that dies while this node answers its
+	// batch fails the Send.
+	broke := func(err error) error {
+		if ctx.Err() != nil {
+			s.t.markBroken(peer)
+			reportLost()
+		}
+		return err
+	}
 	for {
 		batch, err := stream.Recv()
 		if err == io.EOF {
 			return nil
 		}
 		if err != nil {
-			if ctx.Err() != nil { // the caller's connection or stream broke
-				s.t.markBroken(peer)
-				reportLost()
-			}
-			return err
+			return broke(err)
 		}
 		if s.t.faults == nil || s.t.faults.cut(peer, s.t.local) == nil {
 			s.t.markHeard(peer)
@@ -230,7 +237,7 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 			out.Results[i] = &pb.RaftHeartbeatResult{Response: resp}
 		}
 		if err := stream.Send(out); err != nil {
-			return err
+			return broke(err)
 		}
 	}
 }
