@@ -75,7 +75,7 @@ func (d *devCommand) resolve() (node.Config, *config.File, error) {
 // devNotices lists what the file says that `roost dev` does not act on,
 // so a setting never seems to be ignored silently.
 func devNotices(f *config.File) []string {
-	out := fileNotices(f, "dev")
+	out := fileNotices(f)
 	var ignored []string
 	for _, st := range clusterSettings {
 		if st.inFile(f) {

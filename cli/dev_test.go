@@ -215,15 +215,22 @@ replicas = 3
 tag = "v1"
 `)
 	d := newDev(testApp(), io.Discard, io.Discard, func(string) (string, bool) { return "", false })
-	_, file, err := d.resolve()
+	cfg, file, err := d.resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := strings.Join(devNotices(file), "\n")
-	for _, want := range []string{"[[migrations]]", "ignores node.join, cluster.replicas", "kv_namespaces (CACHE)"} {
+	for _, want := range []string{"[[migrations]]", "ignores node.join, cluster.replicas"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("notices lack %q:\n%s", want, got)
 		}
+	}
+	// KV namespaces are served: no notice, and the node gets the binding.
+	if strings.Contains(got, "kv_namespaces") {
+		t.Errorf("notices mention the KV namespaces, which are served:\n%s", got)
+	}
+	if len(cfg.KVNamespaces) != 1 || cfg.KVNamespaces[0] != (durable.KVBinding{Binding: "CACHE", ID: "1"}) {
+		t.Errorf("KV namespaces %v, want CACHE → 1", cfg.KVNamespaces)
 	}
 	if n := devNotices(nil); n != nil {
 		t.Errorf("notices without a file: %v", n)

@@ -220,7 +220,7 @@ func (c *nodeCommand) resolveGossipKey(cfg *node.Config, file *config.File) erro
 // nodeNotices lists what the file says that `roost node` does not act on,
 // and settings that will not let other nodes reach this one.
 func nodeNotices(cfg node.Config, f *config.File) []string {
-	out := fileNotices(f, "node")
+	out := fileNotices(f)
 	if cfg.Advertise == "" {
 		host, _, err := net.SplitHostPort(cfg.GRPCAddr)
 		if ip := net.ParseIP(host); err == nil && (host == "" || ip != nil && ip.IsUnspecified()) {

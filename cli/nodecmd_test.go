@@ -434,7 +434,7 @@ func TestNodeNotices(t *testing.T) {
 	}{
 		{name: "nothing to say", grpc: "127.0.0.1:8790"},
 		{name: "from the file", grpc: "127.0.0.1:8790", file: file,
-			want: []string{"[[migrations]] (1 entry) ignored", "kv_namespaces (CACHE) are not served by this version of roost node"}},
+			want: []string{"[[migrations]] (1 entry) ignored"}},
 		{name: "every interface, no advertise", grpc: "0.0.0.0:8790",
 			want: []string{`grpc address "0.0.0.0:8790" is every interface, which other nodes cannot dial: set --advertise (ROOST_ADVERTISE) to the host they should use`}},
 		{name: "no host, no advertise", grpc: ":8790",

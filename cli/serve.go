@@ -162,6 +162,9 @@ func (s *server) resolveWith(base func(file *config.File) (node.Config, error), 
 		if len(file.Vars) > 0 {
 			cfg.Vars = file.Vars
 		}
+		for _, kv := range file.KVNamespaces {
+			cfg.KVNamespaces = append(cfg.KVNamespaces, durable.KVBinding{Binding: kv.Binding, ID: kv.ID})
+		}
 		cfg.AdminToken = file.Admin.Token
 	}
 	// The admin token has no flag: a flag would show in process listings.
@@ -309,19 +312,11 @@ func (s *server) loadFile() (*config.File, error) {
 }
 
 // fileNotices lists what the file says that no command acts on yet.
-func fileNotices(f *config.File, command string) []string {
+func fileNotices(f *config.File) []string {
 	if f == nil {
 		return nil
 	}
-	out := append([]string(nil), f.Notices...)
-	if len(f.KVNamespaces) > 0 {
-		names := make([]string, len(f.KVNamespaces))
-		for i, kv := range f.KVNamespaces {
-			names[i] = kv.Binding
-		}
-		out = append(out, "kv_namespaces ("+strings.Join(names, ", ")+") are not served by this version of roost "+command)
-	}
-	return out
+	return append([]string(nil), f.Notices...)
 }
 
 // appName is the name the banner shows: the file's, else the app's.

@@ -85,27 +85,44 @@ type Binding struct {
 // binding name, and vars.
 type Env struct {
 	namespaces map[string]*Namespace
+	kv         map[string]KVBinding // by binding name
+	kvNS       *Namespace           // of KVClassName, reached by every KV binding
 	vars       map[string]string
 }
 
 // EnvConfig is what the runtime builds an Env from.
 type EnvConfig struct {
-	Bindings   []Binding
-	Keys       map[string]NamespaceKey // class name → key; missing classes get DeriveNamespaceKey(class, "")
-	Vars       map[string]string
-	Dispatcher Dispatcher
+	Bindings     []Binding
+	KVNamespaces []KVBinding
+	Keys         map[string]NamespaceKey // class name → key; missing classes get DeriveNamespaceKey(class, "")
+	Vars         map[string]string
+	Dispatcher   Dispatcher
+}
+
+// KVBinding binds a KV namespace ([[kv_namespaces]]): bindings with the
+// same ID share their keys.
+type KVBinding struct {
+	Binding string
+	ID      string
 }
 
 // NewEnv builds an Env; the runtime calls it.
 func NewEnv(cfg EnvConfig) *Env {
-	e := &Env{namespaces: make(map[string]*Namespace, len(cfg.Bindings)), vars: cfg.Vars}
-	for _, b := range cfg.Bindings {
-		key, ok := cfg.Keys[b.ClassName]
+	e := &Env{namespaces: make(map[string]*Namespace, len(cfg.Bindings)), kv: make(map[string]KVBinding, len(cfg.KVNamespaces)), vars: cfg.Vars}
+	namespace := func(binding, class string) *Namespace {
+		key, ok := cfg.Keys[class]
 		if !ok {
-			key = DeriveNamespaceKey(b.ClassName, "")
+			key = DeriveNamespaceKey(class, "")
 		}
-		e.namespaces[b.Name] = &Namespace{binding: b.Name, class: b.ClassName, key: key, d: cfg.Dispatcher}
+		return &Namespace{binding: binding, class: class, key: key, d: cfg.Dispatcher}
 	}
+	for _, b := range cfg.Bindings {
+		e.namespaces[b.Name] = namespace(b.Name, b.ClassName)
+	}
+	for _, b := range cfg.KVNamespaces {
+		e.kv[b.Binding] = b
+	}
+	e.kvNS = namespace("", KVClassName)
 	return e
 }
 
@@ -113,13 +130,31 @@ func NewEnv(cfg EnvConfig) *Env {
 // gives each instance its own, so a call out of an object opens that
 // object's input gate while it waits.
 func (e *Env) WithDispatcher(d Dispatcher) *Env {
-	c := &Env{namespaces: make(map[string]*Namespace, len(e.namespaces)), vars: e.vars}
+	c := &Env{namespaces: make(map[string]*Namespace, len(e.namespaces)), kv: e.kv, vars: e.vars}
 	for name, ns := range e.namespaces {
 		n := *ns
 		n.d = d
 		c.namespaces[name] = &n
 	}
+	kvNS := *e.kvNS
+	kvNS.d = d
+	c.kvNS = &kvNS
 	return c
+}
+
+// KV returns the KV namespace bound to binding; an unknown binding wraps
+// ErrUnknownBinding and lists the known ones.
+func (e *Env) KV(binding string) (*KVNamespace, error) {
+	b, ok := e.kv[binding]
+	if !ok {
+		known := make([]string, 0, len(e.kv))
+		for name := range e.kv {
+			known = append(known, name)
+		}
+		sort.Strings(known)
+		return nil, fmt.Errorf("%w: no KV namespace is bound to %q (bound: %v)", ErrUnknownBinding, binding, known)
+	}
+	return &KVNamespace{binding: b.Binding, id: b.ID, stub: e.kvNS.Get(e.kvNS.IDFromName(b.ID))}, nil
 }
 
 // Namespace returns the Durable Object namespace bound to binding; an

@@ -247,14 +247,18 @@ func (s *mapRW) DeleteMany(keys []string) (int, error) {
 	return n, nil
 }
 
+// List honours Prefix, StartAfter, End and Limit (not Start or Reverse).
 func (s *mapRW) List(opts ListOptions) ([]KV, error) {
 	var out []KV
 	for k, v := range s.m {
-		if strings.HasPrefix(k, opts.Prefix) {
+		if strings.HasPrefix(k, opts.Prefix) && k > opts.StartAfter && (opts.End == "" || k < opts.End) {
 			out = append(out, KV{k, bytes.Clone(v)})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	if opts.Limit > 0 && len(out) > opts.Limit {
+		out = out[:opts.Limit]
+	}
 	return out, nil
 }
 

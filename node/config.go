@@ -38,6 +38,9 @@ type Config struct {
 	Limits durable.Limits
 	// Bindings maps binding names to classes. Empty means the app's defaults.
 	Bindings []durable.Binding
+	// KVNamespaces are the KV namespaces the Worker and objects reach with
+	// Env.KV ([[kv_namespaces]]).
+	KVNamespaces []durable.KVBinding
 	// Vars are the [vars] the Worker and objects read with Env.Var.
 	Vars map[string]string
 	// Logger receives the node's logs; nil means slog.Default().
@@ -150,6 +153,16 @@ func (c Config) Validate() error {
 	}
 	if err := c.Limits.Validate(); err != nil {
 		return bad("%v", err)
+	}
+	seenKV := make(map[string]bool, len(c.KVNamespaces))
+	for _, kv := range c.KVNamespaces {
+		switch {
+		case kv.Binding == "" || kv.ID == "":
+			return bad("a KV namespace needs a binding and an id, got %q and %q", kv.Binding, kv.ID)
+		case seenKV[kv.Binding]:
+			return bad("KV binding %q is declared twice", kv.Binding)
+		}
+		seenKV[kv.Binding] = true
 	}
 	if !c.Cluster() {
 		return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -133,16 +134,22 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}()
 
 	n.metrics = newMetrics(func() float64 { return float64(n.manager.count()) })
+	// The app's classes and the one that keeps KV namespaces, unless the
+	// app brings its own (a test does, to set the clock).
+	classes := maps.Clone(n.app.Classes)
+	if _, ok := classes[durable.KVClassName]; !ok {
+		classes[durable.KVClassName] = durable.NewKVClass(time.Now)
+	}
 	n.manager = &manager{
-		ctx: runCtx, cfg: n.cfg, classes: n.app.Classes, reader: store, metrics: n.metrics,
+		ctx: runCtx, cfg: n.cfg, classes: classes, reader: store, metrics: n.metrics,
 		nshards:   n.cfg.Shards,
 		instances: make(map[[32]byte]*instance),
-		keys:      make(map[string]durable.NamespaceKey, len(n.app.Classes)),
+		keys:      make(map[string]durable.NamespaceKey, len(classes)),
 	}
-	for class := range n.app.Classes {
+	for class := range classes {
 		n.manager.keys[class] = durable.DeriveNamespaceKey(class, "")
 	}
-	n.manager.env = durable.NewEnv(durable.EnvConfig{Bindings: n.cfg.Bindings, Vars: n.cfg.Vars, Dispatcher: n.manager})
+	n.manager.env = durable.NewEnv(durable.EnvConfig{Bindings: n.cfg.Bindings, KVNamespaces: n.cfg.KVNamespaces, Vars: n.cfg.Vars, Dispatcher: n.manager})
 	n.manager.runEviction(runCtx, &n.wg)
 
 	if !n.cfg.Cluster() {

@@ -1,0 +1,288 @@
+package durable
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// alarmStorage is a mapRW with an alarm: enough Storage for the KV object.
+type alarmStorage struct {
+	*mapRW
+	alarm time.Time
+}
+
+func (s *alarmStorage) DeleteAll() error {
+	s.m = map[string][]byte{}
+	s.alarm = time.Time{}
+	return nil
+}
+func (s *alarmStorage) Transaction(fn func(tx Txn) error) error { panic("not used") }
+func (s *alarmStorage) Sync(context.Context) error              { return nil }
+func (s *alarmStorage) GetAlarm() (time.Time, bool, error)      { return s.alarm, !s.alarm.IsZero(), nil }
+func (s *alarmStorage) SetAlarm(t time.Time) error              { s.alarm = t; return nil }
+func (s *alarmStorage) DeleteAlarm() error                      { s.alarm = time.Time{}; return nil }
+
+var _ Storage = (*alarmStorage)(nil)
+
+// kvHarness drives a KV object directly with a clock the test moves.
+type kvHarness struct {
+	t       *testing.T
+	storage *alarmStorage
+	now     time.Time
+	obj     *kvObject
+}
+
+func newKVHarness(t *testing.T) *kvHarness {
+	h := &kvHarness{t: t, storage: &alarmStorage{mapRW: newMapRW()}, now: time.Unix(1_800_000_000, 0)}
+	h.obj = NewKVClass(func() time.Time { return h.now })(&State{Storage: h.storage}, nil).(*kvObject)
+	return h
+}
+
+func (h *kvHarness) do(method, op string, q url.Values, meta string, body string) *http.Response {
+	req := httptest.NewRequest(method, "http://kv/"+op+"?"+q.Encode(), strings.NewReader(body))
+	if meta != "" {
+		req.Header.Set(kvMetadataHeader, base64.StdEncoding.EncodeToString([]byte(meta)))
+	}
+	w := httptest.NewRecorder()
+	h.obj.ServeHTTP(w, req)
+	return w.Result()
+}
+
+// fire delivers the alarm as the runtime does: the handler runs, and the
+// alarm is deleted unless the handler moved it.
+func (h *kvHarness) fire() {
+	delivered := h.storage.alarm
+	if err := h.obj.Alarm(context.Background(), AlarmInfo{ScheduledTime: delivered}); err != nil {
+		h.t.Fatal(err)
+	}
+	if h.storage.alarm.Equal(delivered) {
+		h.storage.alarm = time.Time{}
+	}
+}
+
+func (h *kvHarness) put(key, value string, exp int64) {
+	q := url.Values{"key": {key}}
+	if exp != 0 {
+		q.Set("expiration", strconv.FormatInt(exp, 10))
+	}
+	if resp := h.do(http.MethodPut, "put", q, "", value); resp.StatusCode != http.StatusNoContent {
+		b, _ := io.ReadAll(resp.Body)
+		h.t.Fatalf("put %s: %d %s", key, resp.StatusCode, b)
+	}
+}
+
+func (h *kvHarness) get(key string) (string, bool) {
+	resp := h.do(http.MethodGet, "get", url.Values{"key": {key}}, "", "")
+	b, _ := io.ReadAll(resp.Body)
+	return string(b), resp.StatusCode == http.StatusOK
+}
+
+func (h *kvHarness) list(q url.Values) KVListResult {
+	resp := h.do(http.MethodGet, "list", q, "", "")
+	var page KVListResult
+	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil {
+		h.t.Fatalf("list %v: %d %v", q, resp.StatusCode, err)
+	}
+	return page
+}
+
+func names(page KVListResult) string {
+	var out []string
+	for _, k := range page.Keys {
+		out = append(out, k.Name)
+	}
+	return strings.Join(out, ",")
+}
+
+// Expired keys vanish from Get and List at once, and the alarm deletes
+// them and moves on to the next expiration; replacing or deleting a key
+// takes it out of the expiration index.
+func TestKVObjectExpiration(t *testing.T) {
+	h := newKVHarness(t)
+	t0 := h.now.Unix()
+	h.put("soon", "1", t0+100)
+	h.put("later", "2", t0+200)
+	h.put("kept", "3", 0)
+	h.put("replaced", "4", t0+100)
+	h.put("replaced", "5", 0) // no longer expires
+	h.put("deleted", "6", t0+100)
+	if resp := h.do(http.MethodDelete, "delete", url.Values{"key": {"deleted"}}, "", ""); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete: %d", resp.StatusCode)
+	}
+	if !h.storage.alarm.Equal(time.Unix(t0+100, 0)) {
+		t.Fatalf("alarm at %v, want the earliest expiration", h.storage.alarm)
+	}
+	if got := names(h.list(nil)); got != "kept,later,replaced,soon" {
+		t.Fatalf("list before expiry: %s", got)
+	}
+
+	h.now = time.Unix(t0+150, 0)
+	if _, ok := h.get("soon"); ok {
+		t.Fatal("an expired key is still served")
+	}
+	if got := names(h.list(nil)); got != "kept,later,replaced" {
+		t.Fatalf("list after the first expiry: %s", got)
+	}
+	h.fire()
+	if _, ok := h.storage.m["ksoon"]; ok {
+		t.Fatal("the alarm left an expired key")
+	}
+	if v, ok := h.get("replaced"); !ok || v != "5" {
+		t.Fatalf("replaced key: %q %v", v, ok)
+	}
+	if !h.storage.alarm.Equal(time.Unix(t0+200, 0)) {
+		t.Fatalf("alarm moved to %v, want the next expiration", h.storage.alarm)
+	}
+
+	h.now = time.Unix(t0+300, 0)
+	h.fire()
+	var left []string
+	for k := range h.storage.m {
+		left = append(left, k)
+	}
+	sort.Strings(left)
+	if strings.Join(left, ",") != "kkept,kreplaced" {
+		t.Fatalf("storage after every expiry: %v, want only the keys without expiration", left)
+	}
+	if !h.storage.alarm.IsZero() {
+		t.Fatalf("alarm left at %v with nothing to expire", h.storage.alarm)
+	}
+}
+
+// Many keys due at once are deleted a batch per alarm, the alarm coming
+// back at once for the rest.
+func TestKVObjectPurgesInBatches(t *testing.T) {
+	h := newKVHarness(t)
+	t0 := h.now.Unix()
+	for i := range kvPurgeBatch + 5 {
+		h.put("k"+strconv.Itoa(i), "v", t0+100)
+	}
+	h.now = time.Unix(t0+101, 0)
+	h.fire()
+	if !h.storage.alarm.After(h.now) || h.storage.alarm.After(h.now.Add(time.Second)) {
+		t.Fatalf("alarm at %v after a full batch, want at once", h.storage.alarm)
+	}
+	h.fire()
+	if len(h.storage.m) != 0 {
+		t.Fatalf("%d keys left after two alarms", len(h.storage.m))
+	}
+}
+
+// List pages through the keys in order with the cursor, honours the
+// prefix, and returns metadata.
+func TestKVObjectList(t *testing.T) {
+	h := newKVHarness(t)
+	for _, k := range []string{"a/1", "a/2", "a/3", "b/1"} {
+		h.put(k, "v", 0)
+	}
+	if resp := h.do(http.MethodPut, "put", url.Values{"key": {"a/0"}}, `{"n":1}`, "v"); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("put with metadata: %d", resp.StatusCode)
+	}
+	first := h.list(url.Values{"prefix": {"a/"}, "limit": {"2"}})
+	if names(first) != "a/0,a/1" || first.ListComplete || first.Cursor == "" {
+		t.Fatalf("first page: %+v", first)
+	}
+	if string(first.Keys[0].Metadata) != `{"n":1}` {
+		t.Fatalf("metadata in list: %s", first.Keys[0].Metadata)
+	}
+	second := h.list(url.Values{"prefix": {"a/"}, "limit": {"2"}, "cursor": {first.Cursor}})
+	if names(second) != "a/2,a/3" {
+		t.Fatalf("second page: %+v", second)
+	}
+	third := h.list(url.Values{"prefix": {"a/"}, "limit": {"2"}, "cursor": {second.Cursor}})
+	if len(third.Keys) != 0 || !third.ListComplete {
+		t.Fatalf("third page: %+v", third)
+	}
+}
+
+// Bad input is refused with its kind and changes nothing.
+func TestKVObjectRefusesBadInput(t *testing.T) {
+	h := newKVHarness(t)
+	h.put("x", "old", 0)
+	before := len(h.storage.m)
+	cases := []struct {
+		name, method, op string
+		q                url.Values
+		meta             string
+		kind             string
+	}{
+		{"empty key", http.MethodPut, "put", url.Values{"key": {""}}, "", "invalid-option"},
+		{"dot key", http.MethodPut, "put", url.Values{"key": {".."}}, "", "invalid-option"},
+		{"long key", http.MethodPut, "put", url.Values{"key": {strings.Repeat("k", KVMaxKeyBytes+1)}}, "", "key-too-large"},
+		{"past expiration", http.MethodPut, "put", url.Values{"key": {"x"}, "expiration": {strconv.FormatInt(h.now.Unix()-1, 10)}}, "", "invalid-option"},
+		{"garbage expiration", http.MethodPut, "put", url.Values{"key": {"x"}, "expiration": {"soon"}}, "", "invalid-option"},
+		{"metadata not JSON", http.MethodPut, "put", url.Values{"key": {"x"}}, "{", "invalid-option"},
+		{"metadata too large", http.MethodPut, "put", url.Values{"key": {"x"}}, `"` + strings.Repeat("m", KVMaxMetadataBytes) + `"`, "value-too-large"},
+		{"bad cursor", http.MethodGet, "list", url.Values{"cursor": {"!!"}}, "", "invalid-option"},
+		{"limit too big", http.MethodGet, "list", url.Values{"limit": {"1001"}}, "", "invalid-option"},
+		{"unknown operation", http.MethodGet, "scan", nil, "", "invalid-option"},
+	}
+	for _, tc := range cases {
+		resp := h.do(tc.method, tc.op, tc.q, tc.meta, "new")
+		if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(kvErrorHeader) != tc.kind {
+			t.Errorf("%s: %d %q, want 400 %q", tc.name, resp.StatusCode, resp.Header.Get(kvErrorHeader), tc.kind)
+		}
+	}
+	if v, _ := h.get("x"); v != "old" || len(h.storage.m) != before {
+		t.Fatalf("bad input changed the namespace: x=%q, %d keys (were %d)", v, len(h.storage.m), before)
+	}
+}
+
+// The client checks what it can before sending anything.
+func TestCheckKVPut(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	cases := []struct {
+		name string
+		key  string
+		opts KVPutOptions
+		want error
+	}{
+		{"plain", "k", KVPutOptions{}, nil},
+		{"ttl", "k", KVPutOptions{ExpirationTTL: time.Minute}, nil},
+		{"ttl too short", "k", KVPutOptions{ExpirationTTL: 59 * time.Second}, ErrInvalidOption},
+		{"both", "k", KVPutOptions{ExpirationTTL: time.Hour, Expiration: now.Add(time.Hour)}, ErrInvalidOption},
+		{"absolute", "k", KVPutOptions{Expiration: now.Add(time.Hour)}, nil},
+		{"metadata", "k", KVPutOptions{Metadata: map[string]int{"a": 1}}, nil},
+		{"metadata not JSON", "k", KVPutOptions{Metadata: func() {}}, ErrInvalidOption},
+		{"metadata too large", "k", KVPutOptions{Metadata: strings.Repeat("m", KVMaxMetadataBytes)}, ErrValueTooLarge},
+		{"key too large", strings.Repeat("k", KVMaxKeyBytes+1), KVPutOptions{}, ErrKeyTooLarge},
+		{"key not UTF-8", "\xff", KVPutOptions{}, ErrInvalidOption},
+	}
+	for _, tc := range cases {
+		exp, _, err := checkKVPut(tc.key, tc.opts, now)
+		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
+		}
+		if tc.name == "ttl" && exp != now.Add(time.Minute).Unix() {
+			t.Errorf("ttl: expiration %d", exp)
+		}
+	}
+}
+
+// FuzzKVEntry decodes arbitrary stored bytes: no panic, and what decodes
+// encodes back to the same bytes.
+func FuzzKVEntry(f *testing.F) {
+	f.Add(kvEntry{expiration: 5, metadata: []byte(`{}`), value: []byte("v")}.encode())
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := decodeKVEntry(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(e.encode(), b) {
+			t.Fatalf("entry %x decodes and encodes to %x", b, e.encode())
+		}
+	})
+}

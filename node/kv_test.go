@@ -1,0 +1,129 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// kvUser is an object that writes to a KV namespace and reads it back,
+// as in the seed "Use KV from Durable Objects".
+func kvUser(state *durable.State, env *durable.Env) durable.Object {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kv, err := env.KV("CACHE")
+		if err != nil {
+			durable.WriteError(w, err)
+			return
+		}
+		key := r.URL.Query().Get("name")
+		if err := kv.Put(r.Context(), key, []byte("written by "+state.ID.String()[:8]), durable.KVPutOptions{}); err != nil {
+			durable.WriteError(w, err)
+			return
+		}
+		v, found, err := kv.Get(r.Context(), key)
+		if err != nil || !found {
+			durable.WriteError(w, fmt.Errorf("read back: found=%v err=%v", found, err))
+			return
+		}
+		w.Write(v)
+	})
+}
+
+// startKVNode starts a dev node with the KV namespace CACHE (id cache-1),
+// a second binding SAME of the same id, OTHER of another, and the KVUSER
+// class.
+func startKVNode(t *testing.T, dir string) *Node {
+	return startNode(t, dir, func(cfg *Config, n *Node) {
+		cfg.KVNamespaces = []durable.KVBinding{{Binding: "CACHE", ID: "cache-1"}, {Binding: "SAME", ID: "cache-1"}, {Binding: "OTHER", ID: "other"}}
+		n.app.Classes["KVUser"] = kvUser
+		cfg.Bindings = append(cfg.Bindings, durable.Binding{Name: "KVUSER", ClassName: "KVUser"})
+	})
+}
+
+// KV over the real runtime and storage: the API round-trips, bindings of
+// one id share keys and others do not, bad input is refused and changes
+// nothing, values past the storage limit are refused, an object can use
+// KV, and everything survives a restart.
+func TestKVNamespaces(t *testing.T) {
+	dir := t.TempDir()
+	n := startKVNode(t, dir)
+	ctx := context.Background()
+	env := n.Env()
+	cache, err := env.KV("CACHE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.KV("NOPE"); !errors.Is(err, durable.ErrUnknownBinding) || !strings.Contains(err.Error(), "CACHE") {
+		t.Fatalf("unknown binding: %v", err)
+	}
+
+	if err := cache.Put(ctx, "todo/1", []byte("write docs"), durable.KVPutOptions{Metadata: map[string]string{"by": "ann"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Put(ctx, "todo/2", []byte("ship"), durable.KVPutOptions{ExpirationTTL: 3600e9}); err != nil {
+		t.Fatal(err)
+	}
+	v, meta, found, err := cache.GetWithMetadata(ctx, "todo/1")
+	if err != nil || !found || string(v) != "write docs" || string(meta) != `{"by":"ann"}` {
+		t.Fatalf("GetWithMetadata: %q %s %v %v", v, meta, found, err)
+	}
+	if _, found, err := cache.Get(ctx, "todo/3"); err != nil || found {
+		t.Fatalf("missing key: found=%v err=%v", found, err)
+	}
+	page, err := cache.List(ctx, durable.KVListOptions{Prefix: "todo/"})
+	if err != nil || len(page.Keys) != 2 || !page.ListComplete || page.Keys[1].Expiration == 0 {
+		t.Fatalf("List: %+v %v", page, err)
+	}
+
+	same, _ := env.KV("SAME")
+	other, _ := env.KV("OTHER")
+	if v, found, _ := same.Get(ctx, "todo/1"); !found || string(v) != "write docs" {
+		t.Fatalf("a binding of the same id does not see the key: %q %v", v, found)
+	}
+	if _, found, _ := other.Get(ctx, "todo/1"); found {
+		t.Fatal("a binding of another id sees the key")
+	}
+
+	bad := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"empty key", cache.Put(ctx, "", []byte("x"), durable.KVPutOptions{}), durable.ErrInvalidOption},
+		{"long key", cache.Put(ctx, strings.Repeat("k", 513), []byte("x"), durable.KVPutOptions{}), durable.ErrKeyTooLarge},
+		{"short ttl", cache.Put(ctx, "todo/1", []byte("x"), durable.KVPutOptions{ExpirationTTL: 1e9}), durable.ErrInvalidOption},
+		{"value over the storage limit", cache.Put(ctx, "todo/1", make([]byte, 2<<20), durable.KVPutOptions{}), durable.ErrValueTooLarge},
+	}
+	for _, b := range bad {
+		if !errors.Is(b.err, b.want) {
+			t.Errorf("%s: %v, want %v", b.name, b.err, b.want)
+		}
+	}
+	if v, _, _ := cache.Get(ctx, "todo/1"); string(v) != "write docs" {
+		t.Fatalf("bad input changed todo/1 to %q", v)
+	}
+
+	// From inside an object, through the Worker.
+	code, body := get(t, n, "/", url.Values{"ns": {"KVUSER"}, "name": {"from-object"}})
+	if code != http.StatusOK || !strings.HasPrefix(body, "written by ") {
+		t.Fatalf("object using KV: %d %q", code, body)
+	}
+
+	if err := cache.Delete(ctx, "todo/2"); err != nil {
+		t.Fatal(err)
+	}
+	closeNode(t, n)
+	n = startKVNode(t, dir)
+	defer closeNode(t, n)
+	cache, _ = n.Env().KV("CACHE")
+	page, err = cache.List(ctx, durable.KVListOptions{})
+	if err != nil || len(page.Keys) != 2 || page.Keys[0].Name != "from-object" || page.Keys[1].Name != "todo/1" {
+		t.Fatalf("after a restart: %+v %v", page, err)
+	}
+}
