@@ -32,9 +32,10 @@ storage behave as they will in production and survive restarts.
 
 Settings are read, each overriding the one before, from: the defaults shown
 below, roost.toml ([node] data_dir/http/admin, [cluster] shards, [runtime]
-idle_timeout, [storage], [vars], [[durable_objects.bindings]]), the flags you
-give, and the environment variables ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN,
-ROOST_SHARDS and ROOST_IDLE_TIMEOUT (empty ones are ignored).
+idle_timeout, [storage], [vars], [[durable_objects.bindings]],
+[[kv_namespaces]]), the flags you give, and the environment variables
+ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_SHARDS and ROOST_IDLE_TIMEOUT
+(empty ones are ignored).
 
 A relative data_dir in roost.toml is relative to the file; a relative
 --data-dir or ROOST_DATA_DIR is relative to the working directory.

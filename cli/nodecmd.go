@@ -131,8 +131,8 @@ Settings are read, each overriding the one before, from: the defaults shown
 below, roost.toml ([node] id/data_dir/http/admin/grpc/gossip/advertise/join,
 [cluster] bootstrap_expect/shards/replicas/dead_node_grace/tls_cert/tls_key/
 tls_ca/gossip_key, [runtime] idle_timeout, [storage], [vars],
-[[durable_objects.bindings]]), the flags you give, and the environment
-variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_GRPC,
+[[durable_objects.bindings]], [[kv_namespaces]]), the flags you give, and the
+environment variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_GRPC,
 ROOST_GOSSIP, ROOST_ADVERTISE, ROOST_JOIN (comma-separated),
 ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS, ROOST_REPLICAS, ROOST_DEAD_NODE_GRACE,
 ROOST_TLS_CERT, ROOST_TLS_KEY, ROOST_TLS_CA, ROOST_GOSSIP_KEY and

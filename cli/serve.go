@@ -340,6 +340,13 @@ func (s *server) bindingList(cfg node.Config) string {
 	for i, b := range bindings {
 		bs[i] = b.Name + " → " + b.ClassName
 	}
+	kvs := cfg.KVNamespaces
+	if len(kvs) == 0 {
+		kvs = s.app.KVNamespaces
+	}
+	for _, kv := range kvs {
+		bs = append(bs, kv.Binding+" → KV "+kv.ID)
+	}
 	sort.Strings(bs)
 	if len(bs) == 0 {
 		return "(none)"

@@ -230,12 +230,14 @@ func (s *Stub) Fetch(req *http.Request) (*http.Response, error) {
 type Worker func(w http.ResponseWriter, r *http.Request, env *Env)
 
 // App is what a roost binary serves: a Worker, the classes it can run, and
-// the bindings used when roost.toml declares none.
+// the bindings used when roost.toml declares none (Durable Object and KV
+// bindings each).
 type App struct {
-	Name     string
-	Worker   Worker
-	Classes  map[string]Class
-	Bindings []Binding
+	Name         string
+	Worker       Worker
+	Classes      map[string]Class
+	Bindings     []Binding
+	KVNamespaces []KVBinding
 }
 
 // Validate checks that the app has a Worker and that every binding names a registered class.

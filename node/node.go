@@ -61,14 +61,17 @@ type Node struct {
 // New checks cfg and app (and reads the TLS files cfg names) and prepares
 // a node; Start opens its data dir and listeners.
 func New(cfg Config, app *durable.App) (*Node, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
 	if err := app.Validate(); err != nil {
 		return nil, fmt.Errorf("app %q: %w", app.Name, err)
 	}
 	if len(cfg.Bindings) == 0 {
 		cfg.Bindings = app.Bindings
+	}
+	if len(cfg.KVNamespaces) == 0 {
+		cfg.KVNamespaces = app.KVNamespaces
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if err := durable.CheckBindings(cfg.Bindings, app.Classes); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidConfig, err)

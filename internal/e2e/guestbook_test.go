@@ -38,3 +38,35 @@ func TestWritingObjectsExample(t *testing.T) {
 		t.Fatalf("no book: status %d", code)
 	}
 }
+
+// TestKVReaderExample builds examples/kvreader/cmd/kvreader (the seed "Use
+// KV from Durable Objects") and uses it: objects write to and read from
+// the KV namespace its default binding names.
+func TestKVReaderExample(t *testing.T) {
+	bin := buildBinary(t, "github.com/roostdb/roost/examples/kvreader/cmd/kvreader")
+	p := startDevBinary(t, bin, t.TempDir())
+	if code, got := p.mustGet("/?roomId=A"); code != 200 || got != "null\n" {
+		t.Fatalf("before some-other-key is put: %d %q", code, got)
+	}
+	put := func(key, value string) int {
+		req, _ := http.NewRequest(http.MethodPut, "http://"+p.http+"/?roomId=A&key="+key, strings.NewReader(value))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := put("some-other-key", "hello"); code != http.StatusNoContent {
+		t.Fatalf("put: %d", code)
+	}
+	if code, got := p.mustGet("/?roomId=B"); code != 200 || got != "\"hello\"\n" {
+		t.Fatalf("another room reads what room A put: %d %q", code, got)
+	}
+	if code := put("", "x"); code != http.StatusBadRequest {
+		t.Fatalf("put with an empty key: %d, want 400", code)
+	}
+	if code, _ := p.mustGet("/"); code != http.StatusBadRequest {
+		t.Fatalf("no room: %d, want 400", code)
+	}
+}

@@ -1,0 +1,115 @@
+// Package kvreader is the seed "Use KV from Durable Objects" in Go: a
+// Worker sends each room to its Durable Object, and the object writes to a
+// KV namespace and reads from it, so that writes to KV are serialized per
+// room and one read can be shared by everyone in the room.
+//
+// GET /?roomId=R → the object of room R puts "some-key" (the room's ID
+// and the time of the last visit, metadata {"room": R}) and answers the
+// JSON value of "some-other-key": null until something puts it, as in the
+// seed. PUT /?roomId=R&key=K with a body puts K (any room may), so
+// "some-other-key" can be set. Without roomId: 400.
+//
+// cmd/kvreader serves it; its default bindings are the seed's
+// YOUR_KV_NAMESPACE (id "kvreader") and YOUR_DO_CLASS.
+package kvreader
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// App is what cmd/kvreader serves.
+func App() *durable.App {
+	return &durable.App{
+		Name:         "kvreader",
+		Worker:       Worker,
+		Classes:      map[string]durable.Class{"YourDurableObject": NewRoom},
+		Bindings:     []durable.Binding{{Name: "YOUR_DO_CLASS", ClassName: "YourDurableObject"}},
+		KVNamespaces: []durable.KVBinding{{Binding: "YOUR_KV_NAMESPACE", ID: "kvreader"}},
+	}
+}
+
+// Worker sends the request to the room's object.
+func Worker(w http.ResponseWriter, r *http.Request, env *durable.Env) {
+	room := r.URL.Query().Get("roomId")
+	if room == "" {
+		http.Error(w, "name a room: ?roomId=ROOM", http.StatusBadRequest)
+		return
+	}
+	ns, err := env.Namespace("YOUR_DO_CLASS")
+	if err != nil {
+		durable.WriteError(w, err)
+		return
+	}
+	resp, err := ns.Get(ns.IDFromName(room)).Fetch(r)
+	if err != nil {
+		durable.WriteError(w, err)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
+}
+
+// Room is the object of one room.
+type Room struct {
+	id  durable.ID
+	env *durable.Env
+}
+
+// NewRoom is the class constructor.
+func NewRoom(state *durable.State, env *durable.Env) durable.Object {
+	return &Room{id: state.ID, env: env}
+}
+
+func (o *Room) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	kv, err := o.env.KV("YOUR_KV_NAMESPACE")
+	if err != nil {
+		durable.WriteError(w, err)
+		return
+	}
+	ctx := r.Context()
+	room := r.URL.Query().Get("roomId")
+	if r.Method == http.MethodPut {
+		value, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		if err == nil {
+			err = kv.Put(ctx, r.URL.Query().Get("key"), value, durable.KVPutOptions{})
+		}
+		switch {
+		case errors.Is(err, durable.ErrInvalidOption), errors.Is(err, durable.ErrKeyTooLarge), errors.Is(err, durable.ErrValueTooLarge):
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		case err != nil:
+			durable.WriteError(w, err)
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+		return
+	}
+	// Write to KV.
+	visit := fmt.Sprintf("%s visited at %s", o.id, time.Now().UTC().Format(time.RFC3339))
+	if err := kv.Put(ctx, "some-key", []byte(visit), durable.KVPutOptions{Metadata: map[string]string{"room": room}}); err != nil {
+		durable.WriteError(w, err)
+		return
+	}
+	// Fetch from KV.
+	val, found, err := kv.Get(ctx, "some-other-key")
+	if err != nil {
+		durable.WriteError(w, err)
+		return
+	}
+	var out any // null when the key is not there, as Response.json(null)
+	if found {
+		out = string(val)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(out)
+}
