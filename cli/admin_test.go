@@ -440,6 +440,14 @@ func TestAdminUsageErrors(t *testing.T) {
 		{"bad ROOST_ADDR", map[string]string{envAdminAddr: "http://"}, []string{"status"}, `ROOST_ADDR "http://": no host`},
 		{"argument to status", nil, []string{"status", "n1"}, `unknown command "n1" for "roost status"`},
 		{"unknown shards command", nil, []string{"shards", "lst"}, `unknown command "lst" for "roost shards"`},
+		{"kv without --binding", nil, []string{"kv", "get", "k"}, "--binding is required"},
+		{"kv get without key", nil, []string{"kv", "get", "--binding", "B"}, "missing KEY"},
+		{"kv put without value", nil, []string{"kv", "put", "k", "--binding", "B"}, "give the value as VALUE or with --file"},
+		{"kv put value twice", nil, []string{"kv", "put", "k", "v", "--file", "f", "--binding", "B"}, "give the value as VALUE or with --file"},
+		{"kv put ttl and expiration", nil, []string{"kv", "put", "k", "v", "--ttl", "1h", "--expiration", "9999999999", "--binding", "B"}, "--ttl or --expiration, not both"},
+		{"kv put fractional ttl", nil, []string{"kv", "put", "k", "v", "--ttl", "90.5s", "--binding", "B"}, "whole seconds"},
+		{"kv put bad metadata", nil, []string{"kv", "put", "k", "v", "--metadata", "{", "--binding", "B"}, `--metadata "{" is not JSON`},
+		{"kv list bad limit", nil, []string{"kv", "list", "--limit", "1001", "--binding", "B"}, "--limit 1001: 1 to 1000"},
 	}
 	srv := newFakeAdmin(t, nil)
 	for _, tt := range tests {

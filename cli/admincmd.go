@@ -47,6 +47,7 @@ func newAdminCommands(stdout, stderr io.Writer, lookupEnv func(string) (string, 
 		e.newRebalanceCommand(),
 		e.newDrainCommand(),
 		e.newRemoveCommand(),
+		e.newKVCommand(),
 	}
 }
 

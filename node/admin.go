@@ -119,6 +119,10 @@ func (n *Node) adminAPI() http.Handler {
 	handle("POST /v1/nodes/{id}/drain", a.drain)
 	handle("POST /v1/nodes/{id}/remove", a.remove)
 	handle("GET /v1/operations/{id}", a.operation)
+	handle("GET /v1/kv/{binding}/keys", a.kvList)
+	handle("GET /v1/kv/{binding}/values/{key...}", a.kvGet)
+	handle("PUT /v1/kv/{binding}/values/{key...}", a.kvPut)
+	handle("DELETE /v1/kv/{binding}/values/{key...}", a.kvDelete)
 	handle("/v1/", func(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusNotFound, "no admin call %s %s (see docs/admin-api.md)", r.Method, r.URL.Path)
 	})
@@ -152,10 +156,11 @@ func (a *admin) auth(next http.Handler) http.Handler {
 	})
 }
 
-// devGuard answers every call but /v1/status with 409 in dev mode.
+// devGuard answers every call but /v1/status and the KV calls with 409 in
+// dev mode: the others are about the cluster.
 func (a *admin) devGuard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.n.cluster == nil && r.URL.Path != "/v1/status" {
+		if a.n.cluster == nil && r.URL.Path != "/v1/status" && !strings.HasPrefix(r.URL.Path, "/v1/kv/") {
 			writeAPIError(w, errorf(http.StatusConflict, "roost dev runs no cluster"))
 			return
 		}

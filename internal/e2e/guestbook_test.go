@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bytes"
+	"errors"
 	"io"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -68,5 +71,56 @@ func TestKVReaderExample(t *testing.T) {
 	}
 	if code, _ := p.mustGet("/"); code != http.StatusBadRequest {
 		t.Fatalf("no room: %d, want 400", code)
+	}
+}
+
+// TestKVCommand drives `roost kv` (here the kvreader binary's, which binds
+// YOUR_KV_NAMESPACE) against a running node: what it puts, the objects
+// read, and what they put, it reads; bad input is refused with exit 1 and
+// a clear message.
+func TestKVCommand(t *testing.T) {
+	bin := buildBinary(t, "github.com/roostdb/roost/examples/kvreader/cmd/kvreader")
+	p := startDevBinary(t, bin, t.TempDir())
+	kv := func(args ...string) (string, string, int) {
+		cmd := exec.Command(bin, append(append([]string{"kv"}, args...), "--addr", p.admin, "--binding", "YOUR_KV_NAMESPACE")...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return stdout.String(), stderr.String(), code
+	}
+	if out, errOut, code := kv("put", "some-other-key", "from the CLI", "--metadata", `{"by":"cli"}`); code != 0 || out != "put some-other-key (12 bytes)\n" {
+		t.Fatalf("put: %d %q %q", code, out, errOut)
+	}
+	if code, got := p.mustGet("/?roomId=A"); code != 200 || got != "\"from the CLI\"\n" {
+		t.Fatalf("the object reads what the CLI put: %d %q", code, got)
+	}
+	if out, errOut, code := kv("get", "some-key"); code != 0 || !strings.Contains(out, "visited at") {
+		t.Fatalf("get what the object put: %d %q %q", code, out, errOut)
+	}
+	out, errOut, code := kv("list")
+	if code != 0 || !strings.Contains(out, "some-key") || !strings.Contains(out, `{"room":"A"}`) || !strings.Contains(out, `{"by":"cli"}`) {
+		t.Fatalf("list: %d %q %q", code, out, errOut)
+	}
+	if out, _, code := kv("list", "--limit", "1"); code != 0 || !strings.Contains(out, "more keys: --cursor ") {
+		t.Fatalf("list one page: %d %q", code, out)
+	}
+	if _, errOut, code := kv("put", "k", "v", "--ttl", "10s"); code != 1 || !strings.Contains(errOut, "less than 1m0s in the future") {
+		t.Fatalf("put with a short ttl: %d %q", code, errOut)
+	}
+	if _, _, code := kv("delete", "some-other-key"); code != 0 {
+		t.Fatalf("delete: %d", code)
+	}
+	if _, errOut, code := kv("get", "some-other-key"); code != 1 || !strings.Contains(errOut, `has no key "some-other-key"`) {
+		t.Fatalf("get after delete: %d %q", code, errOut)
+	}
+	if code, got := p.mustGet("/?roomId=A"); code != 200 || got != "null\n" {
+		t.Fatalf("after the delete: %d %q", code, got)
 	}
 }

@@ -1,0 +1,267 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// `roost kv`: the KV namespaces a node binds, through its admin API's KV
+// calls (docs/admin-api.md, "KV"), in dev mode and in a cluster alike.
+
+const kvHelp = `
+
+--binding names the namespace as the node's configuration binds it
+([[kv_namespaces]] in roost.toml, or the app's defaults). roost dev's admin
+listener serves these calls too.`
+
+// kvOptions are the flags every kv subcommand has.
+type kvOptions struct {
+	*adminOptions
+	binding string
+}
+
+func (e adminEnv) kvOptions(cmd *cobra.Command) *kvOptions {
+	o := &kvOptions{adminOptions: e.options()}
+	cmd.Flags().StringVar(&o.binding, "binding", "", "the KV namespace's binding name (required)")
+	o.register(cmd)
+	return o
+}
+
+// client checks --binding and builds the admin client.
+func (o *kvOptions) client(cmd *cobra.Command) (*adminClient, error) {
+	if o.binding == "" {
+		return nil, &usageError{cmd: cmd, err: errors.New("--binding is required: the KV namespace's binding name")}
+	}
+	return o.adminOptions.client(cmd)
+}
+
+func (o *kvOptions) valuePath(key string) string {
+	return "/v1/kv/" + url.PathEscape(o.binding) + "/values/" + url.PathEscape(key)
+}
+
+// newKVCommand is `roost kv` and its subcommands.
+func (e adminEnv) newKVCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "kv",
+		Short: "Read and write the KV namespaces",
+		Long: `Read and write a KV namespace, as a Worker does with Env.KV: get, put, delete
+and list keys.` + kvHelp,
+		Args: noArgs,
+	}
+	cmd.AddCommand(e.newKVGetCommand(), e.newKVPutCommand(), e.newKVDeleteCommand(), e.newKVListCommand())
+	return cmd
+}
+
+func (e adminEnv) newKVGetCommand() *cobra.Command {
+	var o *kvOptions
+	cmd := &cobra.Command{
+		Use:   "get KEY --binding NAME",
+		Short: "Print a key's value",
+		Long: `Print the value of KEY as it is stored, with nothing added (no newline). A key
+that does not exist is an error. -o json prints the key, the value (base64)
+and the metadata.` + kvHelp + adminConnectHelp,
+		Example: `  roost kv get config/theme --binding SETTINGS`,
+		Args:    exactArgs("KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				Value []byte `json:"value"`
+			}
+			raw, err := c.call(cmd.Context(), http.MethodGet, o.valuePath(args[0]), nil, &resp)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			_, err = e.stdout.Write(resp.Value)
+			return err
+		},
+	}
+	o = e.kvOptions(cmd)
+	return cmd
+}
+
+func (e adminEnv) newKVPutCommand() *cobra.Command {
+	var o *kvOptions
+	var file, metadata string
+	var ttl time.Duration
+	var expiration int64
+	cmd := &cobra.Command{
+		Use:   "put KEY [VALUE] --binding NAME",
+		Short: "Set a key's value",
+		Long: `Set KEY to VALUE, or to the contents of --file (- for standard input),
+replacing its value, metadata and expiration. --ttl or --expiration (not
+both) make the key expire, at least 60 seconds from now; --metadata stores a
+JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
+		Example: `  roost kv put config/theme dark --binding SETTINGS
+  roost kv put session/42 --file session.json --ttl 1h --binding SESSIONS
+  echo hello | roost kv put greeting --file - --metadata '{"lang":"en"}' --binding SETTINGS`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case len(args) == 0:
+				return &usageError{cmd: cmd, err: errors.New("missing KEY")}
+			case len(args) > 2:
+				return &usageError{cmd: cmd, err: fmt.Errorf("KEY and VALUE expected, got %d arguments", len(args))}
+			case (len(args) == 2) == (file != ""):
+				return &usageError{cmd: cmd, err: errors.New("give the value as VALUE or with --file, one of the two")}
+			case ttl != 0 && expiration != 0:
+				return &usageError{cmd: cmd, err: errors.New("give --ttl or --expiration, not both")}
+			case ttl%time.Second != 0 || ttl < 0:
+				return &usageError{cmd: cmd, err: fmt.Errorf("--ttl %s: whole seconds, positive", ttl)}
+			case metadata != "" && !json.Valid([]byte(metadata)):
+				return &usageError{cmd: cmd, err: fmt.Errorf("--metadata %q is not JSON", metadata)}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			var value []byte
+			switch {
+			case len(args) == 2:
+				value = []byte(args[1])
+			case file == "-":
+				value, err = io.ReadAll(cmd.InOrStdin())
+			default:
+				value, err = os.ReadFile(file)
+			}
+			if err != nil {
+				return fmt.Errorf("reading the value: %w", err)
+			}
+			body := struct {
+				Value         []byte          `json:"value"`
+				ExpirationTTL int64           `json:"expiration_ttl,omitempty"`
+				Expiration    int64           `json:"expiration,omitempty"`
+				Metadata      json.RawMessage `json:"metadata,omitempty"`
+			}{Value: value, ExpirationTTL: int64(ttl / time.Second), Expiration: expiration}
+			if metadata != "" {
+				body.Metadata = json.RawMessage(metadata)
+			}
+			raw, err := c.call(cmd.Context(), http.MethodPut, o.valuePath(args[0]), body, nil)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			fmt.Fprintf(e.stdout, "put %s (%d bytes)\n", args[0], len(value))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&file, "file", "", "read the value from this file (- for standard input)")
+	f.DurationVar(&ttl, "ttl", 0, "expire the key this long from now (at least 60s)")
+	f.Int64Var(&expiration, "expiration", 0, "expire the key at this Unix time (seconds)")
+	f.StringVar(&metadata, "metadata", "", "JSON stored with the key")
+	o = e.kvOptions(cmd)
+	return cmd
+}
+
+func (e adminEnv) newKVDeleteCommand() *cobra.Command {
+	var o *kvOptions
+	cmd := &cobra.Command{
+		Use:   "delete KEY --binding NAME",
+		Short: "Delete a key",
+		Long: `Delete KEY. Deleting a key that does not exist is not an error.` + kvHelp + adminConnectHelp,
+		Example: `  roost kv delete session/42 --binding SESSIONS`,
+		Args:    exactArgs("KEY"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			raw, err := c.call(cmd.Context(), http.MethodDelete, o.valuePath(args[0]), nil, nil)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			fmt.Fprintf(e.stdout, "deleted %s\n", args[0])
+			return nil
+		},
+	}
+	o = e.kvOptions(cmd)
+	return cmd
+}
+
+func (e adminEnv) newKVListCommand() *cobra.Command {
+	var o *kvOptions
+	var prefix, cursor string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "list --binding NAME",
+		Short: "List keys in byte order",
+		Long: `List the keys (not the values) in byte order, with their expiration and
+metadata: at most --limit (1 to 1000, default 1000) of them, starting after
+the page that --cursor continues. When there are more, the last line gives
+the --cursor of the next page.` + kvHelp + adminConnectHelp,
+		Example: `  roost kv list --binding SESSIONS --prefix session/ --limit 100`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if limit < 0 || limit > 1000 {
+				return &usageError{cmd: cmd, err: fmt.Errorf("--limit %d: 1 to 1000", limit)}
+			}
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			q := url.Values{"prefix": {prefix}, "cursor": {cursor}}
+			if limit > 0 {
+				q.Set("limit", strconv.Itoa(limit))
+			}
+			var page struct {
+				Keys []struct {
+					Name       string          `json:"name"`
+					Expiration int64           `json:"expiration"`
+					Metadata   json.RawMessage `json:"metadata"`
+				} `json:"keys"`
+				ListComplete bool   `json:"list_complete"`
+				Cursor       string `json:"cursor"`
+			}
+			raw, err := c.call(cmd.Context(), http.MethodGet, "/v1/kv/"+url.PathEscape(o.binding)+"/keys?"+q.Encode(), nil, &page)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			tw := newTable(e.stdout)
+			fmt.Fprintln(tw, "KEY\tEXPIRES\tMETADATA")
+			for _, k := range page.Keys {
+				exp := "-"
+				if k.Expiration != 0 {
+					exp = time.Unix(k.Expiration, 0).UTC().Format(time.RFC3339)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", cell(k.Name), exp, cell(strings.TrimSpace(string(k.Metadata))))
+			}
+			tw.Flush()
+			if !page.ListComplete {
+				fmt.Fprintf(e.stdout, "more keys: --cursor %s\n", page.Cursor)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&prefix, "prefix", "", "only keys that start with this")
+	f.IntVar(&limit, "limit", 0, "at most this many keys (1 to 1000; default 1000)")
+	f.StringVar(&cursor, "cursor", "", "continue after the page that printed it")
+	o = e.kvOptions(cmd)
+	return cmd
+}

@@ -1,0 +1,129 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// The admin API's KV calls (docs/admin-api.md, "KV"): the same operations
+// as a Worker's Env.KV, on the namespaces this node's configuration binds,
+// in dev mode and in a cluster alike. Values travel as base64 in JSON.
+
+// maxKVAdminBody bounds a put's body: a value of the largest storage entry
+// (2 MiB by default), base64-encoded, with room for the rest.
+const maxKVAdminBody = 4 << 20
+
+type kvValueAnswer struct {
+	Key      string          `json:"key"`
+	Value    []byte          `json:"value"`
+	Metadata json.RawMessage `json:"metadata,omitempty"`
+}
+
+type kvPutBody struct {
+	Value         []byte          `json:"value"`
+	ExpirationTTL int64           `json:"expiration_ttl,omitempty"` // seconds from now
+	Expiration    int64           `json:"expiration,omitempty"`     // Unix seconds
+	Metadata      json.RawMessage `json:"metadata,omitempty"`
+}
+
+// kvNamespace is the namespace of the call's {binding}.
+func (a *admin) kvNamespace(r *http.Request) (*durable.KVNamespace, error) {
+	kv, err := a.n.Env().KV(r.PathValue("binding"))
+	if err != nil {
+		return nil, errorf(http.StatusNotFound, "%v", err)
+	}
+	return kv, nil
+}
+
+// kvError maps an error of a KV operation to the API's status.
+func kvError(err error) error {
+	switch {
+	case errors.Is(err, durable.ErrInvalidOption), errors.Is(err, durable.ErrKeyTooLarge), errors.Is(err, durable.ErrValueTooLarge):
+		return &apiError{code: http.StatusBadRequest, msg: err.Error(), err: err}
+	case durable.HTTPStatus(err) == http.StatusServiceUnavailable:
+		return &apiError{code: http.StatusServiceUnavailable, msg: err.Error(), err: err}
+	}
+	return err
+}
+
+func (a *admin) kvList(w http.ResponseWriter, r *http.Request) error {
+	kv, err := a.kvNamespace(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	opts := durable.KVListOptions{Prefix: q.Get("prefix"), Cursor: q.Get("cursor")}
+	if s := q.Get("limit"); s != "" {
+		if opts.Limit, err = strconv.Atoi(s); err != nil {
+			return errorf(http.StatusBadRequest, "limit %q is not a number", s)
+		}
+	}
+	page, err := kv.List(r.Context(), opts)
+	if err != nil {
+		return kvError(err)
+	}
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+func (a *admin) kvGet(w http.ResponseWriter, r *http.Request) error {
+	kv, err := a.kvNamespace(r)
+	if err != nil {
+		return err
+	}
+	key := r.PathValue("key")
+	value, meta, found, err := kv.GetWithMetadata(r.Context(), key)
+	if err != nil {
+		return kvError(err)
+	}
+	if !found {
+		return errorf(http.StatusNotFound, "KV %s has no key %q", kv.Binding(), key)
+	}
+	writeJSON(w, http.StatusOK, kvValueAnswer{Key: key, Value: value, Metadata: meta})
+	return nil
+}
+
+func (a *admin) kvPut(w http.ResponseWriter, r *http.Request) error {
+	kv, err := a.kvNamespace(r)
+	if err != nil {
+		return err
+	}
+	var body kvPutBody
+	r.Body = http.MaxBytesReader(w, r.Body, maxKVAdminBody)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil {
+		return errorf(http.StatusBadRequest, "malformed JSON body: %v", err)
+	}
+	opts := durable.KVPutOptions{ExpirationTTL: time.Duration(body.ExpirationTTL) * time.Second}
+	if body.Expiration != 0 {
+		opts.Expiration = time.Unix(body.Expiration, 0)
+	}
+	if body.Metadata != nil {
+		opts.Metadata = body.Metadata
+	}
+	key := r.PathValue("key")
+	if err := kv.Put(r.Context(), key, body.Value, opts); err != nil {
+		return kvError(err)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"key": key})
+	return nil
+}
+
+func (a *admin) kvDelete(w http.ResponseWriter, r *http.Request) error {
+	kv, err := a.kvNamespace(r)
+	if err != nil {
+		return err
+	}
+	key := r.PathValue("key")
+	if err := kv.Delete(r.Context(), key); err != nil {
+		return kvError(err)
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"key": key})
+	return nil
+}
