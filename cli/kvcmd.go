@@ -176,9 +176,9 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 func (e adminEnv) newKVDeleteCommand() *cobra.Command {
 	var o *kvOptions
 	cmd := &cobra.Command{
-		Use:   "delete KEY --binding NAME",
-		Short: "Delete a key",
-		Long: `Delete KEY. Deleting a key that does not exist is not an error.` + kvHelp + adminConnectHelp,
+		Use:     "delete KEY --binding NAME",
+		Short:   "Delete a key",
+		Long:    `Delete KEY. Deleting a key that does not exist is not an error.` + kvHelp + adminConnectHelp,
 		Example: `  roost kv delete session/42 --binding SESSIONS`,
 		Args:    exactArgs("KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
