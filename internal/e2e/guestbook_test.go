@@ -2,12 +2,14 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestWritingObjectsExample builds the binary of docs/writing-objects.md
@@ -122,5 +124,58 @@ func TestKVCommand(t *testing.T) {
 	}
 	if code, got := p.mustGet("/?roomId=A"); code != 200 || got != "null\n" {
 		t.Fatalf("after the delete: %d %q", code, got)
+	}
+}
+
+// TestJobQueueExample builds examples/jobqueue/cmd/jobqueue (the seeds'
+// alarm example) and uses it: jobs queued with a 1 s delay are processed
+// together when the queue's alarm fires, and a job queued afterwards sets a
+// new alarm.
+func TestJobQueueExample(t *testing.T) {
+	bin := buildBinary(t, "github.com/roostdb/roost/examples/jobqueue/cmd/jobqueue")
+	p := startDevBinary(t, bin, t.TempDir())
+	enqueue := func(job string) string {
+		resp, err := http.Post("http://"+p.http+"/?queue=q&delay=1s", "text/plain", strings.NewReader(job))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	type state struct {
+		Queued int `json:"queued"`
+		Done   []struct {
+			Job string `json:"job"`
+		} `json:"done"`
+	}
+	waitDone := func(n int) state {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			_, body := p.mustGet("/?queue=q")
+			var s state
+			if err := json.Unmarshal([]byte(body), &s); err != nil {
+				t.Fatalf("GET: %q: %v", body, err)
+			}
+			if len(s.Done) >= n || time.Now().After(deadline) {
+				return s
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	for _, job := range []string{"resize 1.png", "resize 2.png"} {
+		if got := enqueue(job); got != "Job queued!\n" {
+			t.Fatalf("enqueue %q: %q", job, got)
+		}
+	}
+	if s := waitDone(2); s.Queued != 0 || len(s.Done) != 2 || s.Done[0].Job != "resize 1.png" || s.Done[1].Job != "resize 2.png" {
+		t.Fatalf("after the alarm: %+v", s)
+	}
+	enqueue("resize 3.png")
+	if s := waitDone(3); s.Queued != 0 || len(s.Done) != 3 {
+		t.Fatalf("after the second alarm: %+v", s)
+	}
+	if code, _ := p.mustGet("/"); code != http.StatusBadRequest {
+		t.Fatalf("no queue: %d, want 400", code)
 	}
 }
