@@ -127,3 +127,41 @@ func TestKVNamespaces(t *testing.T) {
 		t.Fatalf("after a restart: %+v %v", page, err)
 	}
 }
+
+// In a cluster a KV namespace is one object like any other: what one node
+// puts, every node reads (forwarded to the object's shard leader), with its
+// metadata; a missing key is missing everywhere.
+func TestKVAcrossTheCluster(t *testing.T) {
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}}, func(cfg *Config) {
+		cfg.KVNamespaces = []durable.KVBinding{{Binding: "CACHE", ID: "cache-1"}}
+	})
+	ctx := context.Background()
+	kvOf := func(i int) *durable.KVNamespace {
+		kv, err := c.nodes[i].Env().KV("CACHE")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kv
+	}
+	for i := range c.nodes {
+		key := fmt.Sprintf("from-n%d", i+1)
+		if err := kvOf(i).Put(ctx, key, []byte(key), durable.KVPutOptions{Metadata: i}); err != nil {
+			t.Fatalf("put via node %d: %v", i+1, err)
+		}
+	}
+	for i := range c.nodes {
+		for j := range c.nodes {
+			key := fmt.Sprintf("from-n%d", j+1)
+			v, meta, found, err := kvOf(i).GetWithMetadata(ctx, key)
+			if err != nil || !found || string(v) != key || string(meta) != fmt.Sprint(j) {
+				t.Fatalf("node %d reads %s: %q %s %v %v", i+1, key, v, meta, found, err)
+			}
+		}
+		if _, found, err := kvOf(i).Get(ctx, "never-put"); err != nil || found {
+			t.Fatalf("node %d reads a missing key: found=%v err=%v", i+1, found, err)
+		}
+		if page, err := kvOf(i).List(ctx, durable.KVListOptions{}); err != nil || len(page.Keys) != 3 {
+			t.Fatalf("node %d lists: %+v %v", i+1, page, err)
+		}
+	}
+}
