@@ -26,6 +26,7 @@ BENCHCOUNT ?= 1
 
 # Fuzz targets as package:FuzzFunc; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS ?= ./durable:FuzzParseID \
+                ./durable:FuzzKVEntry \
                 ./config:FuzzParse \
                 ./raftstore:FuzzDecodeEntry \
                 ./raftstore:FuzzDecodeLog \
