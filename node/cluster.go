@@ -180,6 +180,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus})
 	go c.grpcSrv.Serve(c.grpcLn)
 	n.manager.forwarder = newForwarder(append(n.peerTLS.grpcDialOptions(), keepaliveDialOption())...)
+	n.manager.forwarder.metrics = n.metrics
 	n.manager.router = c
 
 	gossipHost, gossipPort, err := splitPort(n.cfg.GossipAddr)

@@ -76,6 +76,8 @@ type forwarder struct {
 	// that concurrent callers wait for one instead of opening one each.
 	opening map[string]*muxOpening
 	closed  bool
+
+	metrics *metrics // nil in tests that make a forwarder alone
 }
 
 // muxOpening is a Calls stream being opened; m and err are set before
@@ -222,7 +224,11 @@ func (f *forwarder) mux(ctx context.Context, p peer) (*callMux, error) {
 func (f *forwarder) openMux(p peer, o *muxOpening) {
 	cc, err := f.conn(p.addr)
 	if err == nil {
-		o.m, err = openCallMux(cc, p.id)
+		var sent func(int)
+		if f.metrics != nil {
+			sent = func(n int) { f.metrics.callsPerSend.Observe(float64(n)) }
+		}
+		o.m, err = openCallMux(cc, p.id, sent)
 	}
 	o.err = err
 	f.mu.Lock()
@@ -264,14 +270,28 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 	if small {
 		resp, err := f.forwardMuxed(ctx, p, forwardHead(class, id, req, hops), body.buf)
 		if !errors.Is(err, errNoCalls) {
+			f.count("calls")
 			return resp, err
 		}
 	}
 	resp, err := f.forwardOnce(ctx, p, class, id, req, body, hops, small)
 	if small && errors.Is(err, errNoCall) {
+		f.count("fetch")
 		return f.forwardOnce(ctx, p, class, id, req, body, hops, false)
 	}
+	if small {
+		f.count("call")
+	} else {
+		f.count("fetch")
+	}
 	return resp, err
+}
+
+// count adds a forwarded request to the metrics.
+func (f *forwarder) count(via string) {
+	if f.metrics != nil {
+		f.metrics.forwarded.WithLabelValues(via).Inc()
+	}
 }
 
 func forwardHead(class string, id durable.ID, req *http.Request, hops int) *proto.ForwardHead {

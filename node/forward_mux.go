@@ -32,6 +32,7 @@ import (
 // mux takes no more calls; the forwarder opens a new one.
 type callMux struct {
 	peerID string
+	sent   func(calls int) // observes each batch sent; may be nil
 	stream grpc.BidiStreamingClient[proto.ForwardCallBatch, proto.ForwardReplyBatch]
 	end    context.CancelFunc // ends the stream
 
@@ -79,7 +80,7 @@ const maxMuxBatch = 1 << 20
 
 // openCallMux opens a Calls stream on cc. The stream lives until the mux
 // fails or close is called, whatever ctx of the caller who opened it.
-func openCallMux(cc *grpc.ClientConn, peerID string) (*callMux, error) {
+func openCallMux(cc *grpc.ClientConn, peerID string, sent func(calls int)) (*callMux, error) {
 	ctx, end := context.WithCancel(context.Background())
 	stream, err := proto.NewForwardClient(cc).Calls(ctx)
 	if err != nil {
@@ -87,7 +88,7 @@ func openCallMux(cc *grpc.ClientConn, peerID string) (*callMux, error) {
 		return nil, err
 	}
 	m := &callMux{
-		peerID: peerID, stream: stream, end: end,
+		peerID: peerID, sent: sent, stream: stream, end: end,
 		pending: make(map[uint64]*muxCall),
 		wake:    make(chan struct{}, 1), done: make(chan struct{}),
 	}
@@ -153,6 +154,9 @@ func (m *callMux) write() {
 			batch := m.takeBatch()
 			if batch == nil {
 				break
+			}
+			if m.sent != nil && len(batch.Calls) > 0 {
+				m.sent(len(batch.Calls))
 			}
 			if err := m.stream.Send(batch); err != nil {
 				// io.EOF: the server ended the stream, and read gets

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -332,6 +333,7 @@ func TestForwardCallsShareOneStream(t *testing.T) {
 	srv := &echoCalls{cancelled: make(chan uint64, 10)}
 	addr := serveForward(t, srv)
 	f := newForwarder()
+	f.metrics = newMetrics(func() float64 { return 0 })
 	t.Cleanup(f.close)
 	p := peer{id: "n2", addr: addr}
 	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
@@ -363,6 +365,18 @@ func TestForwardCallsShareOneStream(t *testing.T) {
 	if n := srv.streams.Load(); n != 1 {
 		t.Errorf("%d Calls streams opened, want 1", n)
 	}
+	var h, c dto.Metric
+	if err := f.metrics.callsPerSend.Write(&h); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.metrics.forwarded.WithLabelValues("calls").Write(&c); err != nil {
+		t.Fatal(err)
+	}
+	sends, calls := h.GetHistogram().GetSampleCount(), h.GetHistogram().GetSampleSum()
+	if got := c.GetCounter().GetValue(); got != 201 || calls != 201 {
+		t.Errorf("metrics: %v requests forwarded via calls, %v calls in the sends; want 201 each", got, calls)
+	}
+	t.Logf("201 calls went in %d messages", sends)
 
 	// A caller that gives up cancels its call on the server.
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

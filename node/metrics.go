@@ -18,6 +18,8 @@ type metrics struct {
 	commitFailures  prometheus.Counter
 	alarmsFired     prometheus.Counter
 	alarmFailures   prometheus.Counter
+	forwarded       *prometheus.CounterVec
+	callsPerSend    prometheus.Histogram
 }
 
 func newMetrics(instances func() float64) *metrics {
@@ -56,7 +58,17 @@ func newMetrics(instances func() float64) *metrics {
 		alarmFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roost_alarm_failures_total", Help: "Alarm deliveries that failed and will be retried.",
 		}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "roost_forwarded_requests_total",
+			Help: `Requests sent to the node that leads their shard, by how: "calls" (on the peer's shared Calls stream), "call" (a stream each, to a peer without Calls), "fetch" (streamed bodies).`,
+		}, []string{"via"}),
+		callsPerSend: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "roost_forward_calls_per_send", Help: "Requests sent together in one message of a Calls stream.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+		}),
 	}
+	f(m.forwarded)
+	f(m.callsPerSend)
 	f(m.alarmsFired)
 	f(m.alarmFailures)
 	f(m.requests)
