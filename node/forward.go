@@ -700,7 +700,11 @@ func (s *forwardServer) answer(ctx context.Context, head *proto.ForwardHead, bod
 // its own, under a context that ends with the stream or when the caller
 // cancels its tag; replies go out in batches from one writer.
 func (s *forwardServer) Calls(stream proto.Forward_CallsServer) error {
-	w := newReplyWriter(stream)
+	var sent func(int)
+	if s.m != nil && s.m.metrics != nil {
+		sent = func(n int) { s.m.metrics.repliesPerSend.Observe(float64(n)) }
+	}
+	w := newReplyWriter(stream, sent)
 	defer w.stop()
 	var mu sync.Mutex                              // guards running
 	running := make(map[uint64]context.CancelFunc) // the calls in flight, by tag

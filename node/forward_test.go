@@ -295,7 +295,7 @@ type echoCalls struct {
 
 func (e *echoCalls) Calls(stream proto.Forward_CallsServer) error {
 	e.streams.Add(1)
-	w := newReplyWriter(stream)
+	w := newReplyWriter(stream, nil)
 	defer w.stop()
 	for {
 		b, err := stream.Recv()

@@ -20,6 +20,7 @@ type metrics struct {
 	alarmFailures   prometheus.Counter
 	forwarded       *prometheus.CounterVec
 	callsPerSend    prometheus.Histogram
+	repliesPerSend  prometheus.Histogram
 }
 
 func newMetrics(instances func() float64) *metrics {
@@ -67,8 +68,13 @@ func newMetrics(instances func() float64) *metrics {
 			Buckets: prometheus.ExponentialBuckets(1, 2, 9),
 		}),
 	}
+	m.repliesPerSend = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "roost_forward_replies_per_send", Help: "Replies sent together in one message of a Calls stream (the serving side).",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 9),
+	})
 	f(m.forwarded)
 	f(m.callsPerSend)
+	f(m.repliesPerSend)
 	f(m.alarmsFired)
 	f(m.alarmFailures)
 	f(m.requests)
