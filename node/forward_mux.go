@@ -10,11 +10,10 @@ import (
 	"sync"
 	"time"
 
-	gproto "google.golang.org/protobuf/proto"
-
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/roostdb/roost/proto"
 )
