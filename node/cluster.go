@@ -533,6 +533,13 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 	if ls != nil {
 		r := ls.group.Raft()
 		if r.State() == raft.Leader {
+			if c.stopping.Load() {
+				// A leadership this node won after handOff (a peer's
+				// leader spreading can move one here meanwhile) would
+				// fail its commits when the groups shut down: re-route
+				// instead, before anything runs.
+				return nil, peer{}, errStopping
+			}
 			return ls.shard, peer{}, nil
 		}
 		if _, id := r.LeaderWithID(); id != "" {
@@ -718,6 +725,9 @@ func (c *cluster) electedGroups() []electedGroup {
 	}
 	return groups
 }
+
+// errStopping: this node is in a planned stop and serves no shard.
+var errStopping = fmt.Errorf("%w: this node is stopping", errNotReady)
 
 // handOff transfers the leadership of every group this node leads to
 // another replica before a planned stop, so requests move over in

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -602,4 +603,36 @@ func TestLeftReplicaDataDeleted(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// A node in a planned stop serves no shard, even one it leads (say one a
+// peer's leader spreading moved to it after its hand-off): a request gets
+// a routing error before anything runs, so the sender tries elsewhere
+// instead of seeing its commit fail when the groups shut down.
+func TestStoppingNodeServesNoShard(t *testing.T) {
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	key := durable.DeriveNamespaceKey("Counter", "")
+	for i, nd := range c.nodes {
+		for idx := range 4 {
+			if sh, _, err := nd.cluster.route(idx); err != nil || sh == nil {
+				continue // not the leader here
+			}
+			var id durable.ID
+			for n := 0; ; n++ {
+				if id = durable.IDFromName(key, fmt.Sprint(n)); shardOf(id.Bytes(), 4) == idx {
+					break
+				}
+			}
+			req, _ := http.NewRequest(http.MethodGet, "http://x/increment", nil)
+			nd.cluster.stopping.Store(true)
+			_, err := nd.manager.fetchHere(context.Background(), "Counter", id, req, 1)
+			nd.cluster.stopping.Store(false)
+			var re *routingError
+			if !errors.As(err, &re) || !re.notReady {
+				t.Fatalf("node %d, shard %d it leads, while stopping: %v, want a not-ready routing error", i+1, idx, err)
+			}
+			return
+		}
+	}
+	t.Fatal("no node leads a shard")
 }
