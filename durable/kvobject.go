@@ -17,7 +17,7 @@ import (
 
 // NewKVClass returns the class of the objects that keep KV namespaces
 // (KVClassName), reading the time from now. The runtime registers
-// NewKVClass(time.Now); a test may register its own under KVClassName.
+// NewKVClass(time.Now); tests drive it with a clock of their own.
 //
 // Storage layout of one namespace's object:
 //

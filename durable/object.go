@@ -245,6 +245,9 @@ func (a *App) Validate() error {
 	if a == nil || a.Worker == nil {
 		return fmt.Errorf("app has no Worker")
 	}
+	if _, ok := a.Classes[KVClassName]; ok {
+		return fmt.Errorf("class name %q is the runtime's own (it keeps the KV namespaces); give the class another name", KVClassName)
+	}
 	return CheckBindings(a.Bindings, a.Classes)
 }
 

@@ -123,6 +123,10 @@ func TestAppValidate(t *testing.T) {
 	if err := bad.Validate(); err == nil {
 		t.Error("app with a binding to a missing class is valid")
 	}
+	taken := &App{Name: "x", Worker: worker, Classes: map[string]Class{KVClassName: nopClass}}
+	if err := taken.Validate(); err == nil || !strings.Contains(err.Error(), "runtime's own") {
+		t.Errorf("app with a class named %s: %v", KVClassName, err)
+	}
 }
 
 // recordingDispatcher records what Stub.Fetch hands the runtime.

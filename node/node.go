@@ -137,12 +137,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}()
 
 	n.metrics = newMetrics(func() float64 { return float64(n.manager.count()) })
-	// The app's classes and the one that keeps KV namespaces, unless the
-	// app brings its own (a test does, to set the clock).
+	// The app's classes and the one that keeps KV namespaces (App.Validate
+	// keeps its name free).
 	classes := maps.Clone(n.app.Classes)
-	if _, ok := classes[durable.KVClassName]; !ok {
-		classes[durable.KVClassName] = durable.NewKVClass(time.Now)
-	}
+	classes[durable.KVClassName] = durable.NewKVClass(time.Now)
 	n.manager = &manager{
 		ctx: runCtx, cfg: n.cfg, classes: classes, reader: store, metrics: n.metrics,
 		nshards:   n.cfg.Shards,
