@@ -734,6 +734,9 @@ var errStopping = fmt.Errorf("%w: this node is stopping", errNotReady)
 // milliseconds instead of waiting out an election timeout.
 func (c *cluster) handOff(ctx context.Context) {
 	c.stopping.Store(true)
+	if c.trans != nil {
+		c.trans.DeclineLeadership()
+	}
 	c.mu.Lock()
 	var led []*raft.Raft
 	var shards []*shard

@@ -113,6 +113,8 @@ type Transport struct {
 	// callCtx carries this node's address in the outgoing metadata; every
 	// call derives its context from it.
 	callCtx context.Context
+	// declining is set by DeclineLeadership: TimeoutNow is refused.
+	declining atomic.Bool
 
 	// runCtx bounds the heartbeat batchers' goroutines, counted in wg;
 	// Close cancels it.
@@ -241,6 +243,12 @@ func (t *Transport) unregister(v *groupTransport) {
 // Close closes every group view (their RPCs then fail, incoming ones with
 // codes.NotFound) and every peer connection. Shut the groups down first.
 // It does not stop the gRPC server. It is idempotent.
+// DeclineLeadership makes this node refuse leadership transfers to it
+// from now on (raft's TimeoutNow fails, so the leader that asked keeps its
+// leadership): a node about to stop calls it, since a leadership it won
+// would last only until its groups shut down. Elections are not affected.
+func (t *Transport) DeclineLeadership() { t.declining.Store(true) }
+
 func (t *Transport) Close() error {
 	t.mu.Lock()
 	if t.closed {

@@ -755,3 +755,27 @@ func TestTransportHeartbeatBatching(t *testing.T) {
 		t.Fatalf("heartbeat after Close: %v", err)
 	}
 }
+
+// A node that declines leadership (it is about to stop) refuses a
+// transfer to it, and the leader keeps its leadership; a transfer to
+// another node still works.
+func TestDeclinedLeadershipTransfer(t *testing.T) {
+	nodes := newCluster(t, 3, nil)
+	groups := startAll(t, nodes, 1, testTiming)
+	li := leaderIndex(t, groups, -1, 10*time.Second)
+	stopping, other := (li+1)%3, (li+2)%3
+	nodes[stopping].tr.DeclineLeadership()
+	r := groups[li].Raft()
+	if err := r.LeadershipTransferToServer(nodes[stopping].id, nodes[stopping].addr).Error(); err == nil {
+		t.Fatal("a transfer to a node that declines leadership succeeded")
+	}
+	if groups[stopping].Raft().State() == raft.Leader {
+		t.Fatal("the declining node leads")
+	}
+	if err := r.LeadershipTransferToServer(nodes[other].id, nodes[other].addr).Error(); err != nil {
+		t.Fatalf("transfer to a willing node: %v", err)
+	}
+	if got := leaderIndex(t, groups, -1, 10*time.Second); got != other {
+		t.Fatalf("replica %d leads after the transfer to %d", got, other)
+	}
+}

@@ -287,6 +287,9 @@ func (s *transportServer) RequestPreVote(ctx context.Context, req *pb.RaftReques
 }
 
 func (s *transportServer) TimeoutNow(ctx context.Context, req *pb.RaftTimeoutNowRequest) (*pb.RaftTimeoutNowResponse, error) {
+	if s.t.declining.Load() {
+		return nil, status.Errorf(codes.FailedPrecondition, "raftstore: %s declines leadership transfers (it is stopping)", s.t.local)
+	}
 	v, err := s.group(ctx, req.GroupId)
 	if err != nil {
 		return nil, err
