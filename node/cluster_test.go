@@ -612,27 +612,36 @@ func TestLeftReplicaDataDeleted(t *testing.T) {
 func TestStoppingNodeServesNoShard(t *testing.T) {
 	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
 	key := durable.DeriveNamespaceKey("Counter", "")
-	for i, nd := range c.nodes {
-		for idx := range 4 {
-			if sh, _, err := nd.cluster.route(idx); err != nil || sh == nil {
-				continue // not the leader here
-			}
-			var id durable.ID
-			for n := 0; ; n++ {
-				if id = durable.IDFromName(key, fmt.Sprint(n)); shardOf(id.Bytes(), 4) == idx {
-					break
+	// Leaders may be moving (leader spreading after the cluster formed):
+	// look until some node leads some shard.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, nd := range c.nodes {
+			for idx := range 4 {
+				if sh, _, err := nd.cluster.route(idx); err != nil || sh == nil {
+					continue // not the leader here
 				}
+				var id durable.ID
+				for n := 0; ; n++ {
+					if id = durable.IDFromName(key, fmt.Sprint(n)); shardOf(id.Bytes(), 4) == idx {
+						break
+					}
+				}
+				req, _ := http.NewRequest(http.MethodGet, "http://x/increment", nil)
+				nd.cluster.stopping.Store(true)
+				_, err := nd.manager.fetchHere(context.Background(), "Counter", id, req, 1)
+				nd.cluster.stopping.Store(false)
+				var re *routingError
+				if errors.As(err, &re) && !re.notReady {
+					continue // its leadership moved away meanwhile: NOT_LEADER
+				}
+				if !errors.As(err, &re) {
+					t.Fatalf("node %d, shard %d it leads, while stopping: %v, want a not-ready routing error", i+1, idx, err)
+				}
+				return
 			}
-			req, _ := http.NewRequest(http.MethodGet, "http://x/increment", nil)
-			nd.cluster.stopping.Store(true)
-			_, err := nd.manager.fetchHere(context.Background(), "Counter", id, req, 1)
-			nd.cluster.stopping.Store(false)
-			var re *routingError
-			if !errors.As(err, &re) || !re.notReady {
-				t.Fatalf("node %d, shard %d it leads, while stopping: %v, want a not-ready routing error", i+1, idx, err)
-			}
-			return
 		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatal("no node leads a shard")
+	t.Fatal("no node led a shard within 10 s")
 }
