@@ -274,12 +274,13 @@ func (f *forwarder) forward(ctx context.Context, p peer, class string, id durabl
 			return resp, err
 		}
 	}
-	resp, err := f.forwardOnce(ctx, p, class, id, req, body, hops, small)
-	if small && errors.Is(err, errNoCall) {
-		f.count("fetch")
-		return f.forwardOnce(ctx, p, class, id, req, body, hops, false)
+	useCall := small
+	resp, err := f.forwardOnce(ctx, p, class, id, req, body, hops, useCall)
+	if useCall && errors.Is(err, errNoCall) {
+		useCall = false
+		resp, err = f.forwardOnce(ctx, p, class, id, req, body, hops, false)
 	}
-	if small {
+	if useCall {
 		f.count("call")
 	} else {
 		f.count("fetch")
@@ -315,7 +316,9 @@ func (f *forwarder) forwardMuxed(ctx context.Context, p peer, head *proto.Forwar
 	case errors.As(err, &mf) && !mf.sent && errors.Is(err, errNoCalls):
 		f.peerHasNoCalls(p)
 		return nil, errNoCalls
-	case errors.As(err, &mf) && !mf.sent && ctx.Err() == nil:
+	case errors.As(err, &mf) && !mf.sent:
+		// Never seen by the peer (a caller that gave up meanwhile stops
+		// at manager.Fetch's check of its context).
 		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
 	case err != nil:
 		return nil, outcomeUnknown(p, err)
@@ -651,13 +654,12 @@ func (s *forwardServer) serve(ctx context.Context, head *proto.ForwardHead, body
 	if err != nil {
 		return err
 	}
+	if rest != nil {
+		defer rest.Close()
+	}
 	if err := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: result}}); err != nil || rest == nil {
-		if rest != nil {
-			rest.Close()
-		}
 		return err
 	}
-	defer rest.Close()
 	return sendChunks(send, rest)
 }
 
