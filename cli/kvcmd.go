@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/roostdb/roost/durable"
 )
 
 // `roost kv`: the KV namespaces a node binds, through its admin API's KV
@@ -37,12 +39,40 @@ func (e adminEnv) kvOptions(cmd *cobra.Command) *kvOptions {
 	return o
 }
 
-// client checks --binding and builds the admin client.
-func (o *kvOptions) client(cmd *cobra.Command) (*adminClient, error) {
+// check checks the flags, --binding first.
+func (o *kvOptions) check(cmd *cobra.Command) error {
 	if o.binding == "" {
-		return nil, &usageError{cmd: cmd, err: errors.New("--binding is required: the KV namespace's binding name")}
+		return &usageError{cmd: cmd, err: errors.New("--binding is required: the KV namespace's binding name")}
+	}
+	_, err := o.adminOptions.client(cmd)
+	return err
+}
+
+// client checks the flags and builds the admin client.
+func (o *kvOptions) client(cmd *cobra.Command) (*adminClient, error) {
+	if err := o.check(cmd); err != nil {
+		return nil, err
 	}
 	return o.adminOptions.client(cmd)
+}
+
+// do makes one call of the admin API's KV calls: with -o json it prints
+// the answer as it came, otherwise it decodes it into out and prints it
+// with show.
+func (o *kvOptions) do(cmd *cobra.Command, stdout io.Writer, method, path string, body, out any, show func()) error {
+	c, err := o.client(cmd)
+	if err != nil {
+		return err
+	}
+	raw, err := c.call(cmd.Context(), method, path, body, out)
+	if err != nil {
+		return err
+	}
+	if o.json() {
+		return writeJSON(stdout, raw)
+	}
+	show()
+	return nil
 }
 
 func (o *kvOptions) valuePath(key string) string {
@@ -73,22 +103,10 @@ and the metadata.` + kvHelp + adminConnectHelp,
 		Example: `  roost kv get config/theme --binding SETTINGS`,
 		Args:    exactArgs("KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client(cmd)
-			if err != nil {
-				return err
-			}
 			var resp struct {
 				Value []byte `json:"value"`
 			}
-			raw, err := c.call(cmd.Context(), http.MethodGet, o.valuePath(args[0]), nil, &resp)
-			if err != nil {
-				return err
-			}
-			if o.json() {
-				return writeJSON(e.stdout, raw)
-			}
-			_, err = e.stdout.Write(resp.Value)
-			return err
+			return o.do(cmd, e.stdout, http.MethodGet, o.valuePath(args[0]), nil, &resp, func() { e.stdout.Write(resp.Value) })
 		},
 	}
 	o = e.kvOptions(cmd)
@@ -128,11 +146,12 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client(cmd)
-			if err != nil {
+			// The flags first: reading the value may wait on stdin.
+			if err := o.check(cmd); err != nil {
 				return err
 			}
 			var value []byte
+			var err error
 			switch {
 			case len(args) == 2:
 				value = []byte(args[1])
@@ -153,15 +172,9 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 			if metadata != "" {
 				body.Metadata = json.RawMessage(metadata)
 			}
-			raw, err := c.call(cmd.Context(), http.MethodPut, o.valuePath(args[0]), body, nil)
-			if err != nil {
-				return err
-			}
-			if o.json() {
-				return writeJSON(e.stdout, raw)
-			}
-			fmt.Fprintf(e.stdout, "put %s (%d bytes)\n", args[0], len(value))
-			return nil
+			return o.do(cmd, e.stdout, http.MethodPut, o.valuePath(args[0]), body, nil, func() {
+				fmt.Fprintf(e.stdout, "put %s (%d bytes)\n", args[0], len(value))
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -182,19 +195,9 @@ func (e adminEnv) newKVDeleteCommand() *cobra.Command {
 		Example: `  roost kv delete session/42 --binding SESSIONS`,
 		Args:    exactArgs("KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.client(cmd)
-			if err != nil {
-				return err
-			}
-			raw, err := c.call(cmd.Context(), http.MethodDelete, o.valuePath(args[0]), nil, nil)
-			if err != nil {
-				return err
-			}
-			if o.json() {
-				return writeJSON(e.stdout, raw)
-			}
-			fmt.Fprintf(e.stdout, "deleted %s\n", args[0])
-			return nil
+			return o.do(cmd, e.stdout, http.MethodDelete, o.valuePath(args[0]), nil, nil, func() {
+				fmt.Fprintf(e.stdout, "deleted %s\n", args[0])
+			})
 		},
 	}
 	o = e.kvOptions(cmd)
@@ -218,44 +221,26 @@ the --cursor of the next page.` + kvHelp + adminConnectHelp,
 			if limit < 0 || limit > 1000 {
 				return &usageError{cmd: cmd, err: fmt.Errorf("--limit %d: 1 to 1000", limit)}
 			}
-			c, err := o.client(cmd)
-			if err != nil {
-				return err
-			}
 			q := url.Values{"prefix": {prefix}, "cursor": {cursor}}
 			if limit > 0 {
 				q.Set("limit", strconv.Itoa(limit))
 			}
-			var page struct {
-				Keys []struct {
-					Name       string          `json:"name"`
-					Expiration int64           `json:"expiration"`
-					Metadata   json.RawMessage `json:"metadata"`
-				} `json:"keys"`
-				ListComplete bool   `json:"list_complete"`
-				Cursor       string `json:"cursor"`
-			}
-			raw, err := c.call(cmd.Context(), http.MethodGet, "/v1/kv/"+url.PathEscape(o.binding)+"/keys?"+q.Encode(), nil, &page)
-			if err != nil {
-				return err
-			}
-			if o.json() {
-				return writeJSON(e.stdout, raw)
-			}
-			tw := newTable(e.stdout)
-			fmt.Fprintln(tw, "KEY\tEXPIRES\tMETADATA")
-			for _, k := range page.Keys {
-				exp := "-"
-				if k.Expiration != 0 {
-					exp = time.Unix(k.Expiration, 0).UTC().Format(time.RFC3339)
+			var page durable.KVListResult
+			return o.do(cmd, e.stdout, http.MethodGet, "/v1/kv/"+url.PathEscape(o.binding)+"/keys?"+q.Encode(), nil, &page, func() {
+				tw := newTable(e.stdout)
+				fmt.Fprintln(tw, "KEY\tEXPIRES\tMETADATA")
+				for _, k := range page.Keys {
+					exp := "-"
+					if k.Expiration != 0 {
+						exp = time.Unix(k.Expiration, 0).UTC().Format(time.RFC3339)
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", cell(k.Name), exp, cell(strings.TrimSpace(string(k.Metadata))))
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", cell(k.Name), exp, cell(strings.TrimSpace(string(k.Metadata))))
-			}
-			tw.Flush()
-			if !page.ListComplete {
-				fmt.Fprintf(e.stdout, "more keys: --cursor %s\n", page.Cursor)
-			}
-			return nil
+				tw.Flush()
+				if !page.ListComplete {
+					fmt.Fprintf(e.stdout, "more keys: --cursor %s\n", page.Cursor)
+				}
+			})
 		},
 	}
 	f := cmd.Flags()

@@ -192,8 +192,7 @@ func (k *KVNamespace) call(ctx context.Context, method, op string, q url.Values,
 	if err != nil {
 		return nil, k.wrap(op, err)
 	}
-	switch {
-	case resp.StatusCode < 300, resp.StatusCode == http.StatusNotFound && op == "get":
+	if resp.StatusCode < 300 || resp.StatusCode == http.StatusNotFound && op == "get" {
 		return resp, nil
 	}
 	defer resp.Body.Close()
@@ -211,9 +210,8 @@ var errKVUnexpected = errors.New("unexpected answer from the KV namespace")
 
 // The KV protocol between KVNamespace and the namespace's object.
 const (
-	kvMetadataHeader = "X-Roost-Kv-Metadata"   // base64 of the metadata JSON
-	kvErrorHeader    = "X-Roost-Kv-Error"      // the kind of a 400
-	kvExpirationHdr  = "X-Roost-Kv-Expiration" // Unix seconds, on get
+	kvMetadataHeader = "X-Roost-Kv-Metadata" // base64 of the metadata JSON
+	kvErrorHeader    = "X-Roost-Kv-Error"    // the kind of a 400
 )
 
 // kvErrorKinds maps kvErrorHeader values to sentinel errors.

@@ -129,9 +129,6 @@ func (o *kvObject) get(w http.ResponseWriter, key string) error {
 	if e.metadata != nil {
 		w.Header().Set(kvMetadataHeader, base64.StdEncoding.EncodeToString(e.metadata))
 	}
-	if e.expiration != 0 {
-		w.Header().Set(kvExpirationHdr, strconv.FormatInt(e.expiration, 10))
-	}
 	w.Header().Set("Content-Length", strconv.Itoa(len(e.value)))
 	_, _ = w.Write(e.value)
 	return nil

@@ -85,8 +85,8 @@ type Binding struct {
 // binding name, and vars.
 type Env struct {
 	namespaces map[string]*Namespace
-	kv         map[string]KVBinding // by binding name
-	kvNS       *Namespace           // of KVClassName, reached by every KV binding
+	kv         map[string]kvBound // by binding name
+	kvNS       *Namespace         // of KVClassName, reached by every KV binding
 	vars       map[string]string
 }
 
@@ -106,9 +106,16 @@ type KVBinding struct {
 	ID      string
 }
 
+// kvBound is a KV binding and the ID of the object that keeps its
+// namespace, derived once rather than at every Env.KV.
+type kvBound struct {
+	KVBinding
+	object ID
+}
+
 // NewEnv builds an Env; the runtime calls it.
 func NewEnv(cfg EnvConfig) *Env {
-	e := &Env{namespaces: make(map[string]*Namespace, len(cfg.Bindings)), kv: make(map[string]KVBinding, len(cfg.KVNamespaces)), vars: cfg.Vars}
+	e := &Env{namespaces: make(map[string]*Namespace, len(cfg.Bindings)), kv: make(map[string]kvBound, len(cfg.KVNamespaces)), vars: cfg.Vars}
 	namespace := func(binding, class string) *Namespace {
 		key, ok := cfg.Keys[class]
 		if !ok {
@@ -119,10 +126,10 @@ func NewEnv(cfg EnvConfig) *Env {
 	for _, b := range cfg.Bindings {
 		e.namespaces[b.Name] = namespace(b.Name, b.ClassName)
 	}
-	for _, b := range cfg.KVNamespaces {
-		e.kv[b.Binding] = b
-	}
 	e.kvNS = namespace("", KVClassName)
+	for _, b := range cfg.KVNamespaces {
+		e.kv[b.Binding] = kvBound{KVBinding: b, object: e.kvNS.IDFromName(b.ID)}
+	}
 	return e
 }
 
@@ -154,7 +161,7 @@ func (e *Env) KV(binding string) (*KVNamespace, error) {
 		sort.Strings(known)
 		return nil, fmt.Errorf("%w: no KV namespace is bound to %q (bound: %v)", ErrUnknownBinding, binding, known)
 	}
-	return &KVNamespace{binding: b.Binding, id: b.ID, stub: e.kvNS.Get(e.kvNS.IDFromName(b.ID))}, nil
+	return &KVNamespace{binding: b.Binding, id: b.ID, stub: e.kvNS.Get(b.object)}, nil
 }
 
 // Namespace returns the Durable Object namespace bound to binding; an
