@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -98,58 +96,27 @@ func runLoad(ctx context.Context, cfg loadConfig, onProgress func(loadProgress))
 	if err := cfg.validate(); err != nil {
 		return loadResult{}, err
 	}
-	transport := &http.Transport{
-		// A benchmark measures the server, not a proxy the environment names.
-		Proxy:       nil,
-		DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		// One connection per worker, kept alive: dialing per request would
-		// measure the TCP handshake. The cap matters too: a worker's next
-		// request can start before its connection is back in the idle
-		// pool, and without MaxConnsPerHost the transport dials another.
-		MaxIdleConns:        cfg.Concurrency,
-		MaxIdleConnsPerHost: cfg.Concurrency,
-		MaxConnsPerHost:     cfg.Concurrency,
-		IdleConnTimeout:     90 * time.Second,
-		// Compression would measure gzip on both sides.
-		DisableCompression: true,
+	client, err := loadgen.NewHTTPClient(ctx, cfg.URL, cfg.Concurrency)
+	if err != nil {
+		return loadResult{}, fmt.Errorf("%w: %w", errInvalidLoad, err)
 	}
-	defer transport.CloseIdleConnections()
-	client := &http.Client{
-		Transport: transport,
-		Timeout:   cfg.Timeout,
-		// A redirect is an answer other than 200, not something to follow.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	defer client.Close()
 
 	target := cfg.target()
 	names := int64(cfg.Names)
-	op := func(ctx context.Context, _ int, seq int64) (int64, error) {
-		return 0, get(ctx, client, target(int(seq%names))) // round-robin over the names
+	bodies := make([][]byte, cfg.Concurrency) // each worker's answer buffer
+	op := func(_ context.Context, w int, seq int64) (int64, error) {
+		u := target(int(seq % names)) // round-robin over the names
+		status, body, err := client.Do(loadgen.Request{URL: u}, time.Now().Add(cfg.Timeout), bodies[w])
+		bodies[w] = body
+		if err != nil || status == http.StatusOK {
+			return 0, err
+		}
+		msg := fmt.Sprintf("GET %s: %d %s", u, status, http.StatusText(status))
+		if b := strings.TrimSpace(string(body[:min(len(body), 200)])); b != "" {
+			msg += ": " + strings.Join(strings.Fields(b), " ")
+		}
+		return 0, errors.New(msg)
 	}
 	return loadgen.Run(ctx, loadgen.Config{Concurrency: cfg.Concurrency, Duration: cfg.Duration, Warmup: cfg.Warmup}, op, onProgress), nil
-}
-
-// get fetches u and reads the whole body, which lets the connection be
-// reused. Any status but 200 is an error carrying the start of the body.
-func get(ctx context.Context, client *http.Client, u string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusOK {
-		_, err := io.Copy(io.Discard, resp.Body)
-		return err
-	}
-	head, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-	io.Copy(io.Discard, resp.Body)
-	msg := fmt.Sprintf("GET %s: %s", u, resp.Status)
-	if b := strings.TrimSpace(string(head)); b != "" {
-		msg += ": " + strings.Join(strings.Fields(b), " ")
-	}
-	return errors.New(msg)
 }

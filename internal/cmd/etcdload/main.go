@@ -34,7 +34,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -42,7 +41,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -97,9 +95,9 @@ type (
 	progress = loadgen.Progress
 )
 
-// client sends the gateway's requests.
+// client sends the gateway's requests, one HTTP client per member.
 type client struct {
-	hc *http.Client
+	hcs map[string]*loadgen.HTTPClient // by endpoint
 }
 
 // int64s is an int64 that the gateway may encode as a JSON string (as it
@@ -123,29 +121,32 @@ func (c *client) post(ctx context.Context, endpoint, path string, body, out any)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint+path, bytes.NewReader(b))
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(time.Minute)
+	}
+	status, answer, err := c.hcs[endpoint].Do(loadgen.Request{
+		Method: http.MethodPost, URL: endpoint + path, ContentType: "application/json", Body: b,
+	}, deadline, nil)
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+		}
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		head, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		io.Copy(io.Discard, resp.Body)
-		msg := fmt.Sprintf("POST %s%s: %s", endpoint, path, resp.Status)
-		if s := strings.TrimSpace(string(head)); s != "" {
+	if status != http.StatusOK {
+		msg := fmt.Sprintf("POST %s%s: %d %s", endpoint, path, status, http.StatusText(status))
+		if s := strings.TrimSpace(string(answer[:min(len(answer), 200)])); s != "" {
 			msg += ": " + strings.Join(strings.Fields(s), " ")
 		}
 		return errors.New(msg)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+	if err := json.Unmarshal(answer, out); err != nil {
 		return fmt.Errorf("POST %s%s: decoding the answer: %w", endpoint, path, err)
 	}
-	io.Copy(io.Discard, resp.Body) // lets the connection be reused
 	return nil
 }
 
@@ -223,26 +224,23 @@ func (c *client) increment(ctx context.Context, endpoint, key string) (retries i
 // run puts the load on the cluster until the warmup and the duration have
 // passed, then waits for the increments in flight. Cancelling ctx ends the
 // run early; increments it cuts short are not counted.
-func run(ctx context.Context, cfg config, onProgress func(progress)) result {
-	transport := &http.Transport{
-		Proxy:               nil, // measure etcd, not a proxy the environment names
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        cfg.Concurrency,
-		MaxIdleConnsPerHost: cfg.Concurrency,
-		MaxConnsPerHost:     cfg.Concurrency,
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-	}
-	defer transport.CloseIdleConnections()
-	c := &client{hc: &http.Client{Transport: transport}}
-
+func run(ctx context.Context, cfg config, onProgress func(progress)) (result, error) {
 	keys := make([]string, cfg.Keys)
 	for i := range keys {
 		keys[i] = base64.StdEncoding.EncodeToString([]byte(cfg.KeyPrefix + strconv.Itoa(i)))
 	}
 	endpoints := make([]string, len(cfg.Endpoints))
+	c := &client{hcs: make(map[string]*loadgen.HTTPClient)}
 	for i, e := range cfg.Endpoints {
 		endpoints[i] = strings.TrimSuffix(e, "/")
+		// Workers use the members round-robin: a member gets this many.
+		workers := (cfg.Concurrency + len(cfg.Endpoints) - 1) / len(cfg.Endpoints)
+		hc, err := loadgen.NewHTTPClient(ctx, endpoints[i], workers)
+		if err != nil {
+			return result{}, err
+		}
+		defer hc.Close()
+		c.hcs[endpoints[i]] = hc
 	}
 	op := func(ctx context.Context, w int, seq int64) (int64, error) {
 		endpoint := endpoints[w%len(endpoints)]
@@ -254,7 +252,7 @@ func run(ctx context.Context, cfg config, onProgress func(progress)) result {
 		}
 		return retries, err
 	}
-	return loadgen.Run(ctx, loadgen.Config{Concurrency: cfg.Concurrency, Duration: cfg.Duration, Warmup: cfg.Warmup}, op, onProgress)
+	return loadgen.Run(ctx, loadgen.Config{Concurrency: cfg.Concurrency, Duration: cfg.Duration, Warmup: cfg.Warmup}, op, onProgress), nil
 }
 
 // resultJSON is the -o json document, shaped like `roost bench -o json`.
@@ -352,7 +350,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var prev int64
-	res := run(ctx, cfg, func(p progress) {
+	res, err := run(ctx, cfg, func(p progress) {
 		if p.Warmup {
 			fmt.Fprintf(stderr, "%4.0fs  warming up: %d increments\n", p.Elapsed.Seconds(), p.Requests)
 			return
@@ -360,6 +358,10 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%4.0fs  %d increments (%d in the last second)  %d errors\n", p.Elapsed.Seconds(), p.Requests, p.Requests-prev, p.Errors)
 		prev = p.Requests
 	})
+	if err != nil {
+		fmt.Fprintf(stderr, "etcdload: %v\n", err)
+		return 2
+	}
 	if output == "json" {
 		if err := writeJSON(stdout, cfg, res); err != nil {
 			fmt.Fprintf(stderr, "etcdload: %v\n", err)
