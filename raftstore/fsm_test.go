@@ -1,8 +1,10 @@
 package raftstore
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"reflect"
 	"testing"
@@ -414,5 +416,71 @@ func TestClosedStore(t *testing.T) {
 	}
 	if _, err := s.StartGroup(GroupConfig{ID: 1, LocalID: "n", Transport: newTransport(t, "n")}); !errors.Is(err, ErrClosed) {
 		t.Fatalf("StartGroup after Close = %v", err)
+	}
+}
+
+// The FSM caches the versions it wrote; a Restore replaces the group's
+// state under it, so the cache must go with it: here the object's next
+// version after the restore is 6, not 2.
+func TestFSMVersionsAfterRestore(t *testing.T) {
+	obj := oid(9)
+	write := func(t *testing.T, f *ShardFSM, index, version uint64) ApplyResult {
+		t.Helper()
+		r, ok := f.Apply(cmdLog(t, index, Entry{Batches: []ObjectBatch{batch(obj, version, put("v", fmt.Sprint(version)))}})).(ApplyResult)
+		if !ok {
+			t.Fatalf("Apply of version %d at index %d did not apply", version, index)
+		}
+		return r
+	}
+	src := openTest(t)
+	sf := src.NewShardFSM(1)
+	for i := uint64(1); i <= 5; i++ {
+		write(t, sf, i, i)
+	}
+	snap, err := sf.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	data := persist(t, snap)
+
+	dst := openTest(t)
+	f := dst.NewShardFSM(1)
+	if r := write(t, f, 1, 1); len(r.Rejected) != 0 {
+		t.Fatalf("version 1 on an empty group rejected")
+	}
+	if err := f.Restore(io.NopCloser(bytes.NewReader(data))); err != nil {
+		t.Fatal(err)
+	}
+	if r := write(t, f, 6, 2); len(r.Rejected) != 1 {
+		t.Fatalf("version 2 accepted after restoring version 5")
+	}
+	if r := write(t, f, 7, 6); len(r.Rejected) != 0 {
+		t.Fatalf("version 6 rejected after restoring version 5")
+	}
+}
+
+// The version cache stays bounded, and an object whose version was evicted
+// from it is checked against the store.
+func TestFSMVersionCacheBounded(t *testing.T) {
+	s := openTest(t)
+	f := s.NewShardFSM(1)
+	n := versionCacheSize + 100
+	var logs []*raft.Log
+	for i := 0; i < n; i++ {
+		logs = append(logs, cmdLog(t, uint64(i+1), Entry{Batches: []ObjectBatch{batch(oid(i), 1, put("k", "v"))}}))
+	}
+	f.ApplyBatch(logs)
+	if len(f.versions) > versionCacheSize {
+		t.Fatalf("%d cached versions, bound %d", len(f.versions), versionCacheSize)
+	}
+	logs = logs[:0]
+	for i := 0; i < n; i++ {
+		logs = append(logs, cmdLog(t, uint64(n+i+1), Entry{Batches: []ObjectBatch{batch(oid(i), 2, put("k", "w")), batch(oid(i), 2, put("k", "x"))}}))
+	}
+	for i, r := range f.ApplyBatch(logs) {
+		if res, ok := r.(ApplyResult); !ok || !reflect.DeepEqual(res.Rejected, []int{1}) {
+			t.Fatalf("object %d: %v; want its first version 2 accepted and the second rejected", i, r)
+		}
 	}
 }
