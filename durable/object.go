@@ -41,6 +41,8 @@ type Class func(state *State, env *Env) Object
 type StateRuntime interface {
 	BlockConcurrencyWhile(fn func() error) error
 	WaitUntil(fn func(ctx context.Context))
+	AcceptWebSocket(w http.ResponseWriter, r *http.Request, tags []string) (*WebSocket, error)
+	WebSockets(tag string) []*WebSocket
 }
 
 // State is an instance's view of itself: its ID, its storage and its gates.
@@ -65,6 +67,22 @@ func (s *State) BlockConcurrencyWhile(fn func() error) error {
 // WaitUntil runs fn in the background; the instance is not evicted while fn
 // runs, and fn's context ends when the instance is shut down.
 func (s *State) WaitUntil(fn func(ctx context.Context)) { s.rt.WaitUntil(fn) }
+
+// AcceptWebSocket accepts the WebSocket r asks for, from ServeHTTP: it
+// answers the request (101 Switching Protocols; write nothing more to w)
+// and returns the socket, which the object keeps as it likes. The object
+// must implement WebSocketHandler; the client's messages arrive there.
+// Tags (at most 10, each 1 to 256 bytes) let GetWebSockets find it. The
+// socket lives as long as this instance; see WebSocket.
+//
+// The Worker hands the stub's response to its client with WriteResponse.
+func (s *State) AcceptWebSocket(w http.ResponseWriter, r *http.Request, tags ...string) (*WebSocket, error) {
+	return s.rt.AcceptWebSocket(w, r, tags)
+}
+
+// GetWebSockets returns the open sockets accepted with tag, or all of them
+// if tag is "", in the order they were accepted.
+func (s *State) GetWebSockets(tag string) []*WebSocket { return s.rt.WebSockets(tag) }
 
 // Dispatcher delivers a request to an object; the runtime implements it.
 type Dispatcher interface {

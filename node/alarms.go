@@ -236,6 +236,7 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		in.unlock()
 		return errInstanceReset
 	}
+	in.openOutbox()
 	var handlerErr error
 	exc := in.runTurn(func() error {
 		if err := in.activate(); err != nil {
@@ -258,6 +259,7 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		}
 	}
 	last := in.storage.flush()
+	in.releaseOutbox(last)
 	if exc != nil {
 		in.retire(exc)
 	}

@@ -266,6 +266,10 @@ func (f *forwarder) client(p peer) (proto.ForwardClient, error) {
 // stream their body over Fetch, as do all to a peer that has no Call (an
 // older roost).
 func (f *forwarder) forward(ctx context.Context, p peer, class string, id durable.ID, req *http.Request, body *bodyBuffer, hops int) (*http.Response, error) {
+	if durable.IsWebSocketUpgrade(req) {
+		f.count("tunnel")
+		return f.forwardTunnel(ctx, p, forwardHead(class, id, req, hops))
+	}
 	small := body.rest == nil && len(body.buf) <= forwardChunk
 	if small {
 		resp, err := f.forwardMuxed(ctx, p, forwardHead(class, id, req, hops), body.buf)
@@ -443,6 +447,89 @@ func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id du
 		return nil, unknown(err)
 	}
 	return forwardedResponse(p, first.GetResult(), recv, cancel)
+}
+
+// forwardTunnel sends a WebSocket upgrade request to p over Fetch and, if
+// the object accepts, keeps the stream as the socket's byte tunnel: the
+// 101 response's Body reads what the object sends and writes what the
+// client sends. The tunnel outlives the request that opened it; it ends
+// when either side closes it or p is lost.
+func (f *forwarder) forwardTunnel(ctx context.Context, p peer, head *proto.ForwardHead) (*http.Response, error) {
+	cc, err := f.conn(p.addr)
+	if err != nil {
+		return nil, &routingError{msg: fmt.Sprintf("node %s (%s): %v", p.id, p.addr, err)}
+	}
+	tctx, cancel, peerCtx := f.watchPeer(context.WithoutCancel(ctx), p)
+	stop := context.AfterFunc(ctx, cancel) // until the answer: the caller may give up
+	stream, err := proto.NewForwardClient(cc).Fetch(tctx)
+	if err != nil {
+		stop()
+		cancel()
+		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
+	}
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		cancel()
+		return nil, outcomeUnknown(p, peerLostOr(peerCtx, err))
+	}
+	if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head}}); err != nil {
+		return fail(err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return fail(err)
+	}
+	if !stop() {
+		cancel()
+		return nil, ctx.Err()
+	}
+	res := first.GetResult()
+	if res == nil || res.Error != nil || res.Status != http.StatusSwitchingProtocols {
+		_ = stream.CloseSend()
+		return forwardedResponse(p, res, stream.Recv, cancel)
+	}
+	resp := &http.Response{
+		Status: "101 Switching Protocols", StatusCode: http.StatusSwitchingProtocols,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: fromForwardHeaders(res.Headers), ContentLength: -1,
+	}
+	resp.Body = &tunnelBody{r: receiveBody(stream.Recv, cancel), stream: stream, cancel: cancel}
+	return resp, nil
+}
+
+// tunnelBody is the client end of a forwarded WebSocket's byte tunnel.
+type tunnelBody struct {
+	r      *io.PipeReader
+	mu     sync.Mutex // one sender at a time: gRPC's rule for a stream
+	stream proto.Forward_FetchClient
+	cancel context.CancelFunc
+	closed bool
+}
+
+func (t *tunnelBody) Read(p []byte) (int, error) { return t.r.Read(p) }
+
+func (t *tunnelBody) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return 0, io.ErrClosedPipe
+	}
+	// gRPC has encoded the frame when Send returns: p may be reused.
+	if err := t.stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: p}}); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (t *tunnelBody) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.closed = true
+		_ = t.stream.CloseSend()
+		t.cancel()
+		t.r.Close()
+	}
+	return nil
 }
 
 func sendBody(stream proto.Forward_FetchClient, r io.Reader) error {
@@ -633,7 +720,34 @@ func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
 	}
 	pr := receiveBody(stream.Recv, func() {})
 	defer pr.CloseWithError(io.ErrClosedPipe)
+	if durable.IsWebSocketUpgrade(&http.Request{Header: fromForwardHeaders(head.Headers)}) {
+		return s.tunnel(stream.Context(), head, pr, stream.Send)
+	}
 	return s.serve(stream.Context(), head, pr, stream.Send, false)
+}
+
+// tunnel runs a forwarded WebSocket upgrade request. If the object accepts
+// (101), the stream stays open as the socket's byte tunnel: what the client
+// sends (from) goes to the object's end, and what the object sends goes
+// back as body frames, until either side closes.
+func (s *forwardServer) tunnel(ctx context.Context, head *proto.ForwardHead, from io.Reader, send func(*proto.ForwardFrame) error) error {
+	result, rest, err := s.answer(ctx, head, http.NoBody, false)
+	if err != nil {
+		return err
+	}
+	if rest != nil {
+		defer rest.Close()
+	}
+	if err := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: result}}); err != nil || rest == nil {
+		return err
+	}
+	if to, ok := rest.(io.Writer); ok && result.Status == http.StatusSwitchingProtocols {
+		go func() {
+			_, _ = io.Copy(to, from)
+			rest.Close() // the client closed its side: the object's end sees the socket end
+		}()
+	}
+	return sendChunks(send, rest)
 }
 
 func (s *forwardServer) Call(call *proto.ForwardCall, stream proto.Forward_CallServer) error {
@@ -685,6 +799,11 @@ func (s *forwardServer) answer(ctx context.Context, head *proto.ForwardHead, bod
 	resp, err := s.m.fetchHere(ctx, class, id, req, int(head.Hops))
 	if err != nil {
 		return failed(err), nil, nil
+	}
+	if inline && resp.StatusCode == http.StatusSwitchingProtocols {
+		// A socket needs the byte tunnel of Fetch; a peer sends upgrades there.
+		resp.Body.Close()
+		return failed(errors.New("a WebSocket upgrade must be forwarded over Fetch, not Call")), nil, nil
 	}
 	result = &proto.ForwardResult{Status: int32(resp.StatusCode), Headers: toForwardHeaders(resp.Header)}
 	if !inline || resp.ContentLength < 0 || resp.ContentLength > forwardChunk {

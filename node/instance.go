@@ -50,6 +50,18 @@ type instance struct {
 	retired atomic.Bool
 	drained chan struct{} // closed when a retired instance has no commit in flight
 
+	// WebSockets (websocket.go). Lock order: the gate, then outMu or wsMu;
+	// outMu and wsMu are never held together.
+	wsMu    sync.Mutex
+	sockets []*socket // open, in the order accepted
+
+	outMu        sync.Mutex
+	inTurn       bool          // a turn is running: sends go to outbox
+	outbox       []pendingSend // what the running turn sent
+	releases     []sendBatch   // turns' sends waiting for their output gate, in order
+	releaseWake  chan struct{}
+	releaserOnce sync.Once
+
 	// Owned by manager.mu.
 	refs     int
 	lastUsed int64 // unix nanoseconds
@@ -62,7 +74,8 @@ func newInstance(m *manager, key [32]byte, id durable.ID, class string, ctor dur
 	in := &instance{
 		m: m, key: key, id: id, class: class, ctor: ctor, shard: sh,
 		gate: make(chan struct{}, 1), ctx: ctx, cancel: cancel, drained: make(chan struct{}),
-		storage: newObjectStorage(sh.id, key, m.reader, sh, m.cfg.Limits),
+		releaseWake: make(chan struct{}, 1),
+		storage:     newObjectStorage(sh.id, key, m.reader, sh, m.cfg.Limits),
 	}
 	in.storage.onBroken = in.retire
 	return in
@@ -104,6 +117,7 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 	}
 	rec := newResponseBuffer()
 	turnCtx := context.WithValue(ctx, turnKey{}, &turnMark{inst: in})
+	in.openOutbox()
 	exc := in.runTurn(func() error {
 		if err := in.activate(); err != nil {
 			return err
@@ -112,6 +126,7 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 		return nil
 	})
 	last := in.storage.flush()
+	in.releaseOutbox(last)
 	wroteNothingNew := last == nil || last.isDone()
 	if exc != nil {
 		// A Go panic may leave the object's memory half-updated: start
@@ -121,7 +136,16 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 	}
 	in.unlock()
 
-	// Output gate: nothing this turn may have seen leaves before it is durable.
+	resp, err := in.outputGate(ctx, last, wroteNothingNew, exc, rec)
+	if err != nil && rec.socket != nil {
+		rec.socket.abort() // the client never learns of the socket
+	}
+	return resp, err
+}
+
+// outputGate holds a turn's response until nothing it may have seen can
+// be lost.
+func (in *instance) outputGate(ctx context.Context, last *commit, wroteNothingNew bool, exc error, rec *responseBuffer) (*http.Response, error) {
 	if last != nil {
 		if err := last.wait(ctx); err != nil {
 			return nil, storageFailure(err)
@@ -257,6 +281,7 @@ type responseBuffer struct {
 	header http.Header
 	status int
 	body   bytes.Buffer
+	socket *socket // the WebSocket the turn accepted: the response is its 101
 }
 
 func newResponseBuffer() *responseBuffer { return &responseBuffer{header: make(http.Header)} }
@@ -275,6 +300,13 @@ func (b *responseBuffer) Write(p []byte) (int, error) {
 }
 
 func (b *responseBuffer) response() *http.Response {
+	if b.socket != nil {
+		return &http.Response{
+			Status: "101 Switching Protocols", StatusCode: http.StatusSwitchingProtocols,
+			Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: b.header,
+			Body: b.socket.peer, ContentLength: -1,
+		}
+	}
 	status := b.status
 	if status == 0 {
 		status = http.StatusOK

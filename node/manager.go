@@ -232,14 +232,15 @@ func (m *manager) release(in *instance) {
 }
 
 // evictIdle drops instances that have been idle for longer than
-// cfg.IdleTimeout and have nothing running, queued or in flight.
+// cfg.IdleTimeout and have nothing running, queued or in flight, and no
+// WebSocket open.
 func (m *manager) evictIdle(now time.Time) int {
 	cutoff := now.Add(-m.cfg.IdleTimeout).UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	n := 0
 	for key, in := range m.instances {
-		if in.refs > 0 || in.lastUsed > cutoff || in.bgCount.Load() > 0 || !in.storage.idle() {
+		if in.refs > 0 || in.lastUsed > cutoff || in.bgCount.Load() > 0 || !in.storage.idle() || in.openSockets() > 0 {
 			continue
 		}
 		delete(m.instances, key)

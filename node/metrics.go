@@ -7,20 +7,22 @@ import (
 
 // metrics are the node's Prometheus series, on the node's own registry.
 type metrics struct {
-	registry        *prometheus.Registry
-	requests        *prometheus.CounterVec
-	activations     prometheus.Counter
-	evictions       prometheus.Counter
-	resets          prometheus.Counter
-	overloaded      prometheus.Counter
-	entries         prometheus.Counter
-	batchesPerEntry prometheus.Histogram
-	commitFailures  prometheus.Counter
-	alarmsFired     prometheus.Counter
-	alarmFailures   prometheus.Counter
-	forwarded       *prometheus.CounterVec
-	callsPerSend    prometheus.Histogram
-	repliesPerSend  prometheus.Histogram
+	registry          *prometheus.Registry
+	requests          *prometheus.CounterVec
+	activations       prometheus.Counter
+	evictions         prometheus.Counter
+	resets            prometheus.Counter
+	overloaded        prometheus.Counter
+	entries           prometheus.Counter
+	batchesPerEntry   prometheus.Histogram
+	commitFailures    prometheus.Counter
+	alarmsFired       prometheus.Counter
+	alarmFailures     prometheus.Counter
+	forwarded         *prometheus.CounterVec
+	callsPerSend      prometheus.Histogram
+	repliesPerSend    prometheus.Histogram
+	websockets        prometheus.Gauge
+	websocketMessages *prometheus.CounterVec
 }
 
 func newMetrics(instances func() float64) *metrics {
@@ -72,6 +74,14 @@ func newMetrics(instances func() float64) *metrics {
 		Name: "roost_forward_replies_per_send", Help: "Replies sent together in one message of a Calls stream (the serving side).",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 9),
 	})
+	m.websockets = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "roost_websockets", Help: "WebSockets open on objects of this node.",
+	})
+	m.websocketMessages = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "roost_websocket_messages_total", Help: `WebSocket messages of objects of this node, by direction: "received" from clients, "sent" to them.`,
+	}, []string{"direction"})
+	f(m.websockets)
+	f(m.websocketMessages)
 	f(m.forwarded)
 	f(m.callsPerSend)
 	f(m.repliesPerSend)

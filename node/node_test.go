@@ -123,18 +123,16 @@ func testWorker(w http.ResponseWriter, r *http.Request, env *durable.Env) {
 		durable.WriteError(w, err)
 		return
 	}
-	defer resp.Body.Close()
-	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
+	durable.WriteResponse(w, resp)
 }
 
 func testApp() *durable.App {
 	return &durable.App{
 		Name:    "test",
 		Worker:  testWorker,
-		Classes: map[string]durable.Class{"Counter": testCounter, "PingPong": testPingPong},
+		Classes: map[string]durable.Class{"Counter": testCounter, "PingPong": testPingPong, "Room": testRoom},
 		Bindings: []durable.Binding{
-			{Name: "COUNTER", ClassName: "Counter"}, {Name: "PINGPONG", ClassName: "PingPong"},
+			{Name: "COUNTER", ClassName: "Counter"}, {Name: "PINGPONG", ClassName: "PingPong"}, {Name: "ROOM", ClassName: "Room"},
 		},
 	}
 }

@@ -231,6 +231,10 @@ type nopRuntime struct{}
 
 func (nopRuntime) BlockConcurrencyWhile(fn func() error) error { return fn() }
 func (nopRuntime) WaitUntil(fn func(ctx context.Context))      { go fn(context.Background()) }
+func (nopRuntime) AcceptWebSocket(http.ResponseWriter, *http.Request, []string) (*durable.WebSocket, error) {
+	return nil, errors.New("the counter takes no WebSockets")
+}
+func (nopRuntime) WebSockets(string) []*durable.WebSocket { return nil }
 
 // fakeDispatcher is a one-process runtime: one instance and one memStorage
 // per object ID, one request at a time per object (an input gate).

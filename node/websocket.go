@@ -1,0 +1,470 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// WebSockets (docs/websockets.md). An object accepts a socket in a turn;
+// the socket's object end is a coder/websocket server connection over one
+// end of a net.Pipe, whose other end becomes the body of the turn's 101
+// response. The Worker splices that body to its client's connection
+// (durable.WriteResponse), directly when this node runs the Worker, or
+// through a forwarded Fetch stream that stays open as a byte tunnel.
+//
+// The client's messages are turns of the instance, through its input gate.
+// What the object sends obeys the output gate: a message leaves once every
+// write made before it is durable (and, after a read-only turn, once this
+// node is confirmed to still lead the shard), in the order sent. Sockets
+// live with their instance: a reset, a lost leadership or a node stop
+// closes them with 1012, and an instance with open sockets is not evicted.
+
+// maxSocketsPerObject bounds the sockets one instance holds (Cloudflare's
+// limit for an object).
+const maxSocketsPerObject = 32768
+
+// socketQueue bounds the messages waiting to be written to one socket; a
+// client that falls this far behind is disconnected (1013).
+const socketQueue = 1024
+
+// closeWait bounds a closing handshake: how long a closing socket waits
+// for the client's close frame.
+const closeWait = 5 * time.Second
+
+// socket is one WebSocket an instance accepted.
+type socket struct {
+	in   *instance
+	ws   *durable.WebSocket
+	conn *websocket.Conn
+	peer net.Conn // the other end of the pipe: the 101 response's body
+
+	out       chan outFrame // to the writer, in order
+	closing   atomic.Bool   // the object closed it, or the instance is going: no more events or sends
+	dead      chan struct{} // closed by abort: the connection is gone
+	abortOnce sync.Once
+	done      chan struct{} // closed when the writer has finished
+}
+
+// outFrame is a message to write, or (close set) the closing handshake.
+type outFrame struct {
+	msg    durable.WebSocketMessage
+	close  bool
+	code   websocket.StatusCode
+	reason string
+}
+
+var _ durable.WebSocketConn = (*socket)(nil)
+
+// hijackWriter lets coder/websocket's Accept answer into the turn's
+// response buffer and take the object end of the pipe as its connection.
+type hijackWriter struct {
+	*responseBuffer
+	conn net.Conn
+}
+
+func (h hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return h.conn, bufio.NewReadWriter(bufio.NewReader(h.conn), bufio.NewWriter(h.conn)), nil
+}
+
+// AcceptWebSocket implements durable.StateRuntime.
+func (in *instance) AcceptWebSocket(w http.ResponseWriter, r *http.Request, tags []string) (*durable.WebSocket, error) {
+	if _, ok := in.obj.(durable.WebSocketHandler); !ok {
+		return nil, fmt.Errorf("class %s accepts a WebSocket but has no WebSocketMessage method (durable.WebSocketHandler)", in.class)
+	}
+	if !durable.IsWebSocketUpgrade(r) {
+		return nil, fmt.Errorf("%w: %s %s", durable.ErrNotWebSocketUpgrade, r.Method, r.URL.Path)
+	}
+	if err := durable.CheckWebSocketTags(tags); err != nil {
+		return nil, err
+	}
+	rb := unwrapResponseBuffer(w)
+	if rb == nil {
+		return nil, errors.New("AcceptWebSocket needs the ResponseWriter ServeHTTP was given")
+	}
+	if rb.socket != nil {
+		return nil, errors.New("this request's WebSocket is accepted already")
+	}
+	in.wsMu.Lock()
+	n := len(in.sockets)
+	in.wsMu.Unlock()
+	if n >= maxSocketsPerObject {
+		return nil, &durable.Error{Message: fmt.Sprintf("Durable Object has %d WebSockets open, the most it may", n), Overloaded: true}
+	}
+	objEnd, peerEnd := net.Pipe()
+	// The origin check is the object's to make, as in Workers.
+	conn, err := websocket.Accept(hijackWriter{rb, objEnd}, r, &websocket.AcceptOptions{OriginPatterns: []string{"*"}})
+	if err != nil {
+		objEnd.Close()
+		peerEnd.Close()
+		return nil, fmt.Errorf("%w: %v", durable.ErrNotWebSocketUpgrade, err)
+	}
+	conn.SetReadLimit(durable.MaxWebSocketMessage)
+	s := &socket{in: in, conn: conn, peer: peerEnd, out: make(chan outFrame, socketQueue), dead: make(chan struct{}), done: make(chan struct{})}
+	s.ws = durable.NewWebSocket(s, append([]string(nil), tags...))
+	rb.socket = s
+	in.wsMu.Lock()
+	in.sockets = append(in.sockets, s)
+	in.wsMu.Unlock()
+	in.m.metrics.websockets.Inc()
+	in.startReleaser()
+	go s.write()
+	go s.read()
+	go func() { // the instance going closes the socket
+		select {
+		case <-in.ctx.Done():
+			s.shut(websocket.StatusServiceRestart, "Durable Object restarted")
+		case <-s.done:
+		}
+	}()
+	return s.ws, nil
+}
+
+func unwrapResponseBuffer(w http.ResponseWriter) *responseBuffer {
+	for {
+		switch t := w.(type) {
+		case *responseBuffer:
+			return t
+		case interface{ Unwrap() http.ResponseWriter }:
+			w = t.Unwrap()
+		default:
+			return nil
+		}
+	}
+}
+
+// WebSockets implements durable.StateRuntime.
+func (in *instance) WebSockets(tag string) []*durable.WebSocket {
+	in.wsMu.Lock()
+	defer in.wsMu.Unlock()
+	var out []*durable.WebSocket
+	for _, s := range in.sockets {
+		if !s.closing.Load() && (tag == "" || s.ws.HasTag(tag)) {
+			out = append(out, s.ws)
+		}
+	}
+	return out
+}
+
+// openSockets is how many sockets the instance holds.
+func (in *instance) openSockets() int {
+	in.wsMu.Lock()
+	defer in.wsMu.Unlock()
+	return len(in.sockets)
+}
+
+// Send implements durable.WebSocketConn.
+func (s *socket) Send(msg durable.WebSocketMessage) error {
+	if s.closing.Load() {
+		return durable.ErrWebSocketClosed
+	}
+	s.in.queueSend(s, outFrame{msg: durable.WebSocketMessage{Text: msg.Text, Data: append([]byte(nil), msg.Data...)}})
+	return nil
+}
+
+// Close implements durable.WebSocketConn: the close frame follows the
+// messages sent before it, through the output gate like them.
+func (s *socket) Close(code int, reason string) error {
+	if len(reason) > 123 {
+		return fmt.Errorf("WebSocket close reason of %d bytes; at most 123", len(reason))
+	}
+	if code != 1000 && (code < 3000 || code > 4999) {
+		return fmt.Errorf("WebSocket close code %d; use 1000 or 3000-4999", code)
+	}
+	if s.closing.Swap(true) {
+		return nil
+	}
+	s.in.queueSend(s, outFrame{close: true, code: websocket.StatusCode(code), reason: reason})
+	return nil
+}
+
+// enqueue hands f to the writer; a client too far behind is disconnected.
+func (s *socket) enqueue(f outFrame) {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	if f.close {
+		s.closing.Store(true)
+	}
+	select {
+	case s.out <- f:
+	default:
+		go s.shut(websocket.StatusTryAgainLater, "client too slow: message queue full")
+	}
+}
+
+// write sends the queued frames in order until the socket closes.
+func (s *socket) write() {
+	defer close(s.done)
+	defer s.remove()
+	for {
+		var f outFrame
+		select {
+		case f = <-s.out:
+		case <-s.dead:
+			return
+		}
+		if f.close {
+			s.closeHandshake(f.code, f.reason)
+			return
+		}
+		typ := websocket.MessageBinary
+		if f.msg.Text {
+			typ = websocket.MessageText
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), closeWait)
+		err := s.conn.Write(ctx, typ, f.msg.Data)
+		cancel()
+		if err != nil {
+			s.abort()
+			return
+		}
+		s.in.m.metrics.websocketMessages.WithLabelValues("sent").Inc()
+	}
+}
+
+// shut closes the socket from the runtime's side (the instance is going,
+// or the client is too slow): no handler runs for it.
+func (s *socket) shut(code websocket.StatusCode, reason string) {
+	s.closing.Store(true)
+	select {
+	case s.out <- outFrame{close: true, code: code, reason: reason}:
+	default:
+		s.abort() // the queue is full: no room for a polite close
+	}
+}
+
+func (s *socket) closeHandshake(code websocket.StatusCode, reason string) {
+	// Close waits for the client's close frame (read by s.read) for up to
+	// 5 s, then closes the connection.
+	_ = s.conn.Close(code, reason)
+	s.abort()
+}
+
+// abort drops the connection without a closing handshake.
+func (s *socket) abort() {
+	s.closing.Store(true)
+	s.abortOnce.Do(func() {
+		close(s.dead)
+		_ = s.conn.CloseNow()
+		_ = s.peer.Close()
+	})
+}
+
+// remove takes the socket off its instance (the writer's last act).
+func (s *socket) remove() {
+	in := s.in
+	in.wsMu.Lock()
+	for i, o := range in.sockets {
+		if o == s {
+			in.sockets = append(in.sockets[:i], in.sockets[i+1:]...)
+			break
+		}
+	}
+	in.wsMu.Unlock()
+	in.m.metrics.websockets.Dec()
+}
+
+// read delivers the client's messages as turns, then its close.
+func (s *socket) read() {
+	for {
+		typ, data, err := s.conn.Read(context.Background())
+		if err != nil {
+			s.readEnded(err)
+			return
+		}
+		s.in.m.metrics.websocketMessages.WithLabelValues("received").Inc()
+		msg := durable.WebSocketMessage{Text: typ == websocket.MessageText, Data: data}
+		if !s.deliver(func(ctx context.Context, obj durable.Object) error {
+			return obj.(durable.WebSocketHandler).WebSocketMessage(ctx, s.ws, msg)
+		}) {
+			return
+		}
+	}
+}
+
+// readEnded tells the object how the socket ended, unless the runtime or
+// the object ended it.
+func (s *socket) readEnded(err error) {
+	defer s.abort()
+	if s.closing.Load() {
+		return
+	}
+	code, reason, clean := websocket.StatusAbnormalClosure, "", false
+	var ce websocket.CloseError
+	switch {
+	case errors.As(err, &ce):
+		code, reason, clean = ce.Code, ce.Reason, true
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrClosedPipe), errors.Is(err, net.ErrClosed):
+	default:
+		s.deliver(func(ctx context.Context, obj durable.Object) error {
+			if h, ok := obj.(durable.WebSocketErrorHandler); ok {
+				return h.WebSocketError(ctx, s.ws, err)
+			}
+			return nil
+		})
+	}
+	s.closing.Store(true)
+	s.deliver(func(ctx context.Context, obj durable.Object) error {
+		if h, ok := obj.(durable.WebSocketCloseHandler); ok {
+			return h.WebSocketClose(ctx, s.ws, int(code), reason, clean)
+		}
+		return nil
+	})
+}
+
+// deliver runs event as a turn of the instance. It reports false if the
+// instance is gone (the socket closes with it).
+func (s *socket) deliver(event func(ctx context.Context, obj durable.Object) error) bool {
+	in := s.in
+	if err := in.lock(in.ctx); err != nil {
+		return false
+	}
+	if in.retired.Load() {
+		in.unlock()
+		return false
+	}
+	in.openOutbox()
+	var handlerErr error
+	exc := in.runTurn(func() error {
+		handlerErr = event(context.WithValue(in.ctx, turnKey{}, &turnMark{inst: in}), in.obj)
+		return nil
+	})
+	in.endTurn(exc)
+	if handlerErr != nil {
+		in.m.cfg.Logger.Warn("WebSocket handler failed; closing the socket", "class", in.class, "id", in.id.String(), "error", handlerErr)
+		if !s.closing.Swap(true) {
+			in.queueSend(s, outFrame{close: true, code: websocket.StatusInternalError, reason: "Durable Object WebSocket handler failed"})
+		}
+	}
+	return exc == nil
+}
+
+// pendingSend is a frame an object sent, waiting for the output gate.
+type pendingSend struct {
+	s *socket
+	f outFrame
+}
+
+// sendBatch is what one turn sent, released once after is durable (and,
+// if verify, this node confirmed as the shard's leader).
+type sendBatch struct {
+	after  *commit
+	verify bool
+	sends  []pendingSend
+}
+
+// openOutbox starts collecting a turn's sends (caller holds the gate).
+func (in *instance) openOutbox() {
+	in.outMu.Lock()
+	in.inTurn = true
+	in.outMu.Unlock()
+}
+
+// endTurn ends a turn that was not an HTTP request's (caller holds the
+// gate, which it releases): its writes are committed, and what it sent
+// follows them through the output gate.
+func (in *instance) endTurn(exc error) {
+	last := in.storage.flush()
+	in.releaseOutbox(last)
+	if exc != nil {
+		in.retire(exc)
+	}
+	in.unlock()
+}
+
+// releaseOutbox closes the turn's outbox and queues what it holds behind
+// last, the turn's commit (nil if it wrote nothing).
+func (in *instance) releaseOutbox(last *commit) {
+	in.outMu.Lock()
+	in.inTurn = false
+	sends := in.outbox
+	in.outbox = nil
+	in.outMu.Unlock()
+	if len(sends) > 0 {
+		in.pushBatch(sendBatch{after: last, verify: last == nil || last.isDone(), sends: sends})
+	}
+}
+
+// queueSend sends f on s through the output gate: inside a turn, with the
+// turn's other sends; outside one (WaitUntil work), behind the writes made
+// so far.
+func (in *instance) queueSend(s *socket, f outFrame) {
+	in.outMu.Lock()
+	if in.inTurn {
+		in.outbox = append(in.outbox, pendingSend{s, f})
+		in.outMu.Unlock()
+		return
+	}
+	in.outMu.Unlock()
+	last := in.storage.flush()
+	in.pushBatch(sendBatch{after: last, verify: last == nil || last.isDone(), sends: []pendingSend{{s, f}}})
+}
+
+func (in *instance) pushBatch(b sendBatch) {
+	in.outMu.Lock()
+	in.releases = append(in.releases, b)
+	in.outMu.Unlock()
+	select {
+	case in.releaseWake <- struct{}{}:
+	default:
+	}
+}
+
+// startReleaser starts the goroutine that releases sent frames in order,
+// once per instance (at its first socket); it ends with the instance.
+func (in *instance) startReleaser() {
+	in.releaserOnce.Do(func() { go in.runReleaser() })
+}
+
+func (in *instance) runReleaser() {
+	for {
+		in.outMu.Lock()
+		batches := in.releases
+		in.releases = nil
+		in.outMu.Unlock()
+		for _, b := range batches {
+			if !in.release(b) {
+				return
+			}
+		}
+		select {
+		case <-in.releaseWake:
+		case <-in.ctx.Done():
+			return
+		}
+	}
+}
+
+// release waits for b's gate and hands its frames to their sockets. It
+// reports false when the instance is gone; a batch whose commit failed is
+// dropped (the failure resets the instance, which closes its sockets).
+func (in *instance) release(b sendBatch) bool {
+	if b.after != nil {
+		if err := b.after.wait(in.ctx); err != nil {
+			return in.ctx.Err() == nil
+		}
+	}
+	if b.verify {
+		if err := in.shard.verifyLeader(in.ctx); err != nil {
+			return in.ctx.Err() == nil
+		}
+	}
+	for _, p := range b.sends {
+		p.s.enqueue(p.f)
+	}
+	return true
+}

@@ -1,0 +1,324 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// room is the test class for WebSockets: "inc" counts in storage and tells
+// every socket the new count; "close", "fail" and "panic" end the socket
+// the object's way, by a handler error and by an exception; "later" sends
+// from WaitUntil. Closes are recorded in storage and told to the others.
+type room struct {
+	state *durable.State
+}
+
+func testRoom(state *durable.State, _ *durable.Env) durable.Object { return &room{state: state} }
+
+func (o *room) count() int {
+	n, _, _ := durable.GetJSON[int](o.state.Storage, "n")
+	return n
+}
+
+func (o *room) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/ws":
+		ws, err := o.state.AcceptWebSocket(w, r, r.URL.Query()["tag"]...)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		ws.SendText("welcome " + strconv.Itoa(o.count()))
+	case "/sockets":
+		fmt.Fprint(w, len(o.state.GetWebSockets(r.URL.Query().Get("tag"))))
+	case "/closed":
+		v, _, _ := o.state.Storage.Get("closed")
+		w.Write(v)
+	default:
+		fmt.Fprint(w, o.count())
+	}
+}
+
+func (o *room) WebSocketMessage(ctx context.Context, ws *durable.WebSocket, msg durable.WebSocketMessage) error {
+	switch string(msg.Data) {
+	case "inc":
+		n := o.count() + 1
+		if err := durable.PutJSON(o.state.Storage, "n", n); err != nil {
+			return err
+		}
+		for _, s := range o.state.GetWebSockets("") {
+			s.SendText("n=" + strconv.Itoa(n))
+		}
+	case "close":
+		return ws.Close(4000, "bye")
+	case "fail":
+		return errors.New("handler failed")
+	case "panic":
+		panic("boom")
+	case "later":
+		o.state.WaitUntil(func(context.Context) {
+			time.Sleep(20 * time.Millisecond)
+			ws.SendText("later")
+		})
+	default:
+		return ws.SendText("echo " + string(msg.Data))
+	}
+	return nil
+}
+
+func (o *room) WebSocketClose(ctx context.Context, ws *durable.WebSocket, code int, reason string, clean bool) error {
+	note := fmt.Sprintf("closed %d %s %v", code, reason, clean)
+	if err := o.state.Storage.Put("closed", []byte(note)); err != nil {
+		return err
+	}
+	for _, s := range o.state.GetWebSockets("") {
+		if s != ws {
+			s.SendText(note)
+		}
+	}
+	return nil
+}
+
+// dialRoom opens a WebSocket to room name through the node at addr.
+func dialRoom(t *testing.T, addr, name string, tags ...string) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws?"+url.Values{"ns": {"ROOM"}, "name": {name}, "tag": tags}.Encode(), nil)
+	if err != nil {
+		t.Fatalf("dialing room %s via %s: %v", name, addr, err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+func readText(t *testing.T, c *websocket.Conn) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	typ, b, err := c.Read(ctx)
+	if err != nil {
+		t.Fatalf("reading: %v", err)
+	}
+	if typ != websocket.MessageText {
+		t.Fatalf("a %v message: %q", typ, b)
+	}
+	return string(b)
+}
+
+func sendText(t *testing.T, c *websocket.Conn, s string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Write(ctx, websocket.MessageText, []byte(s)); err != nil {
+		t.Fatalf("sending %q: %v", s, err)
+	}
+}
+
+// readClose reads until the socket closes and returns how.
+func readClose(t *testing.T, c *websocket.Conn) (websocket.StatusCode, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for {
+		_, _, err := c.Read(ctx)
+		if err == nil {
+			continue
+		}
+		var ce websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code, ce.Reason
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the socket did not close within 15 s")
+		}
+		return -1, err.Error()
+	}
+}
+
+func TestWebSocketsOnOneNode(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	addr := n.HTTPAddr().String()
+
+	a := dialRoom(t, addr, "r1", "blue")
+	if got := readText(t, a); got != "welcome 0" {
+		t.Fatalf("first message: %q", got)
+	}
+	b := dialRoom(t, addr, "r1", "red")
+	readText(t, b)
+	for i := 1; i <= 3; i++ {
+		sendText(t, a, "inc")
+		for _, c := range []*websocket.Conn{a, b} {
+			if got, want := readText(t, c), "n="+strconv.Itoa(i); got != want {
+				t.Fatalf("broadcast %d: %q, want %q", i, got, want)
+			}
+		}
+	}
+	// What the sockets were told is what storage holds.
+	if _, body := get(t, n, "/", url.Values{"ns": {"ROOM"}, "name": {"r1"}}); body != "3" {
+		t.Fatalf("stored count %q after three increments", body)
+	}
+	for tag, want := range map[string]string{"": "2", "blue": "1", "red": "1", "green": "0"} {
+		if _, body := get(t, n, "/sockets", url.Values{"ns": {"ROOM"}, "name": {"r1"}, "tag": {tag}}); body != want {
+			t.Errorf("GetWebSockets(%q) = %s sockets, want %s", tag, body, want)
+		}
+	}
+	sendText(t, b, "later")
+	if got := readText(t, b); got != "later" {
+		t.Fatalf("WaitUntil send: %q", got)
+	}
+
+	// The client closes: the object hears it, the others are told.
+	a.Close(websocket.StatusNormalClosure, "done")
+	if got := readText(t, b); got != "closed 1000 done true" {
+		t.Fatalf("the other socket heard %q", got)
+	}
+	// The object closes.
+	sendText(t, b, "close")
+	if code, reason := readClose(t, b); code != 4000 || reason != "bye" {
+		t.Fatalf("object's close: %d %q", code, reason)
+	}
+	// A handler error closes that socket with 1011.
+	c := dialRoom(t, addr, "r1")
+	readText(t, c)
+	sendText(t, c, "fail")
+	if code, _ := readClose(t, c); code != websocket.StatusInternalError {
+		t.Fatalf("handler error: close code %d, want 1011", code)
+	}
+	// An exception resets the object: every socket closes with 1012.
+	d, e := dialRoom(t, addr, "r1"), dialRoom(t, addr, "r1")
+	readText(t, d)
+	readText(t, e)
+	sendText(t, d, "panic")
+	for _, c := range []*websocket.Conn{d, e} {
+		if code, _ := readClose(t, c); code != websocket.StatusServiceRestart {
+			t.Fatalf("after an exception: close code %d, want 1012", code)
+		}
+	}
+	// The state survived the reset; a new socket sees it.
+	f := dialRoom(t, addr, "r1")
+	if got := readText(t, f); got != "welcome 3" {
+		t.Fatalf("after the reset: %q", got)
+	}
+	// A message over the limit closes the socket with 1009.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = f.Write(ctx, websocket.MessageBinary, make([]byte, durable.MaxWebSocketMessage+1))
+	if code, _ := readClose(t, f); code != websocket.StatusMessageTooBig {
+		t.Fatalf("oversized message: close code %d, want 1009", code)
+	}
+}
+
+func TestWebSocketBadRequests(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	// Not an upgrade: AcceptWebSocket refuses, the object answers 400.
+	code, body := get(t, n, "/ws", url.Values{"ns": {"ROOM"}, "name": {"r2"}})
+	if code != http.StatusBadRequest || !strings.Contains(body, "not a WebSocket upgrade") {
+		t.Fatalf("plain GET of the socket endpoint: %d %q", code, body)
+	}
+	// Too many tags.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tags := make([]string, durable.MaxWebSocketTags+1)
+	for i := range tags {
+		tags[i] = "t" + strconv.Itoa(i)
+	}
+	_, resp, err := websocket.Dial(ctx, "ws://"+n.HTTPAddr().String()+"/ws?"+url.Values{"ns": {"ROOM"}, "name": {"r2"}, "tag": tags}.Encode(), nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("11 tags: err %v, response %v", err, resp)
+	}
+	// A class without WebSocketMessage cannot accept.
+	if _, body := get(t, n, "/", url.Values{"ns": {"ROOM"}, "name": {"r2"}}); body != "0" {
+		t.Fatalf("the refused sockets changed the room: %q", body)
+	}
+}
+
+// A socket entering at a node that does not lead the room's shard is
+// tunnelled to the leader; every member hears every other, whichever node
+// it entered at. When the leader goes, the sockets close and clients
+// reconnect to the room's new leader with its state intact.
+func TestWebSocketsAcrossTheCluster(t *testing.T) {
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	var conns []*websocket.Conn
+	for i := range c.nodes {
+		ws := dialRoom(t, c.cfgs[i].HTTPAddr, "hall")
+		readText(t, ws)
+		conns = append(conns, ws)
+	}
+	for i, from := range conns {
+		sendText(t, from, "inc")
+		for j, to := range conns {
+			if got, want := readText(t, to), "n="+strconv.Itoa(i+1); got != want {
+				t.Fatalf("member via node %d heard %q from node %d's, want %q", j+1, got, i+1, want)
+			}
+		}
+	}
+	// Two of the three entered at a node that does not lead the room.
+	tunnels := 0.0
+	for _, nd := range c.nodes {
+		var m dto.Metric
+		if err := nd.metrics.forwarded.WithLabelValues("tunnel").Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		tunnels += m.GetCounter().GetValue()
+	}
+	if tunnels != 2 {
+		t.Fatalf("%v sockets tunnelled to the room's leader, want 2", tunnels)
+	}
+	// Stop the node that leads the room's shard.
+	leader := -1
+	for i, nd := range c.nodes {
+		if local, _, err := nd.manager.router.route(shardOf(roomID(t, nd, "hall").Bytes(), 4)); err == nil && local != nil {
+			leader = i
+		}
+	}
+	if leader < 0 {
+		t.Fatal("no node leads the room's shard")
+	}
+	c.stop(leader)
+	for i, ws := range conns {
+		if code, reason := readClose(t, ws); code != websocket.StatusServiceRestart && code != websocket.StatusGoingAway && code != -1 {
+			t.Fatalf("member via node %d: closed %d %q after its room's leader stopped", i+1, code, reason)
+		}
+	}
+	other := (leader + 1) % 3
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ws, _, err := websocket.Dial(ctx, "ws://"+c.cfgs[other].HTTPAddr+"/ws?"+url.Values{"ns": {"ROOM"}, "name": {"hall"}}.Encode(), nil)
+		cancel()
+		if err == nil {
+			defer ws.CloseNow()
+			if got := readText(t, ws); got != "welcome 3" {
+				t.Fatalf("after failover: %q", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no socket to the room 20 s after its leader stopped: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func roomID(t *testing.T, n *Node, name string) durable.ID {
+	ns, err := n.Env().Namespace("ROOM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns.IDFromName(name)
+}
