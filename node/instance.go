@@ -55,9 +55,13 @@ type instance struct {
 	wsMu    sync.Mutex
 	sockets []*socket // open, in the order accepted
 
-	outMu        sync.Mutex
-	inTurn       bool          // a turn is running: sends go to outbox
-	outbox       []pendingSend // what the running turn sent
+	outMu sync.Mutex
+	// turns counts the turns begun and not ended: more than one while a
+	// turn awaits a Stub.Fetch with the gate open. Sends go to outbox
+	// while any runs; the first to end takes them (its commit follows
+	// every write made before them).
+	turns        int
+	outbox       []pendingSend // what the running turns sent
 	releases     []sendBatch   // turns' sends waiting for their output gate, in order
 	releaseWake  chan struct{}
 	releaserOnce sync.Once

@@ -63,7 +63,7 @@ func newMetrics(instances func() float64) *metrics {
 		}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "roost_forwarded_requests_total",
-			Help: `Requests sent to the node that leads their shard, by how: "calls" (on the peer's shared Calls stream), "call" (a stream each, to a peer without Calls), "fetch" (streamed bodies).`,
+			Help: `Requests sent to the node that leads their shard, by how: "calls" (on the peer's shared Calls stream), "call" (a stream each, to a peer without Calls), "fetch" (streamed bodies), "tunnel" (WebSocket upgrades, whose stream carries the socket).`,
 		}, []string{"via"}),
 		callsPerSend: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "roost_forward_calls_per_send", Help: "Requests sent together in one message of a Calls stream.",

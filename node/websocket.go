@@ -370,7 +370,7 @@ type sendBatch struct {
 // openOutbox starts collecting a turn's sends (caller holds the gate).
 func (in *instance) openOutbox() {
 	in.outMu.Lock()
-	in.inTurn = true
+	in.turns++
 	in.outMu.Unlock()
 }
 
@@ -390,7 +390,7 @@ func (in *instance) endTurn(exc error) {
 // last, the turn's commit (nil if it wrote nothing).
 func (in *instance) releaseOutbox(last *commit) {
 	in.outMu.Lock()
-	in.inTurn = false
+	in.turns--
 	sends := in.outbox
 	in.outbox = nil
 	in.outMu.Unlock()
@@ -404,7 +404,7 @@ func (in *instance) releaseOutbox(last *commit) {
 // so far.
 func (in *instance) queueSend(s *socket, f outFrame) {
 	in.outMu.Lock()
-	if in.inTurn {
+	if in.turns > 0 {
 		in.outbox = append(in.outbox, pendingSend{s, f})
 		in.outMu.Unlock()
 		return
