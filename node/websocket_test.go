@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -321,4 +323,92 @@ func roomID(t *testing.T, n *Node, name string) durable.ID {
 		t.Fatal(err)
 	}
 	return ns.IDFromName(name)
+}
+
+// No message leaves before the writes made before it are durable: while
+// several sockets increment the room's count as fast as they can, a
+// commit fails (injected), which resets the room and closes every socket.
+// Every count an observer was told must be at most the count committed,
+// read back afterwards.
+func TestWebSocketSendsWaitForTheirCommit(t *testing.T) {
+	var armed atomic.Bool
+	n := startNode(t, t.TempDir(), func(_ *Config, n *Node) {
+		n.applyWrap = func(a applier) applier {
+			return failingApplier{applier: a, fail: func() bool { return armed.CompareAndSwap(true, false) }}
+		}
+	})
+	defer closeNode(t, n)
+	addr := n.HTTPAddr().String()
+	for round := range 3 {
+		observer := dialRoom(t, addr, "gate")
+		var seen []int
+		if w := readText(t, observer); w != "welcome "+strconv.Itoa(countOf(t, n)) {
+			t.Fatalf("round %d: %q", round, w)
+		}
+		var wg sync.WaitGroup
+		for range 8 {
+			s := dialRoom(t, addr, "gate")
+			readText(t, s)
+			wg.Go(func() { // discard what it is told, until it closes
+				for {
+					if _, _, err := s.Read(context.Background()); err != nil {
+						return
+					}
+				}
+			})
+			wg.Go(func() {
+				for {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					err := s.Write(ctx, websocket.MessageText, []byte("inc"))
+					cancel()
+					if err != nil {
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			})
+		}
+		time.Sleep(100 * time.Millisecond)
+		armed.Store(true)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		for {
+			_, b, err := observer.Read(ctx)
+			if err != nil {
+				if websocket.CloseStatus(err) != websocket.StatusServiceRestart {
+					t.Fatalf("round %d: the observer's socket ended with %v, want 1012 after the failed commit", round, err)
+				}
+				break
+			}
+			v, err := strconv.Atoi(strings.TrimPrefix(string(b), "n="))
+			if err != nil {
+				t.Fatalf("round %d: %q", round, b)
+			}
+			seen = append(seen, v)
+		}
+		cancel()
+		wg.Wait()
+		committed := countOf(t, n)
+		if len(seen) == 0 {
+			t.Fatalf("round %d: the observer was told nothing before the failure", round)
+		}
+		for i, v := range seen {
+			if v > committed || (i > 0 && v != seen[i-1]+1) {
+				t.Fatalf("round %d: message %d of %d told %d (after %v), but %d is committed: a count that was never committed leaked, or one was skipped", round, i+1, len(seen), v, seen[max(i-3, 0):i], committed)
+			}
+		}
+		if armed.Load() {
+			t.Fatalf("round %d: no commit failed", round)
+		}
+	}
+}
+
+// countOf reads the gate room's stored count.
+func countOf(t *testing.T, n *Node) int {
+	t.Helper()
+	_, body := get(t, n, "/", url.Values{"ns": {"ROOM"}, "name": {"gate"}})
+	v, err := strconv.Atoi(body)
+	if err != nil {
+		t.Fatalf("count %q", body)
+	}
+	return v
 }
