@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"strings"
 	"syscall"
@@ -96,5 +97,118 @@ func TestChatExample(t *testing.T) {
 	}
 	if code, _ := p.mustGet("/rooms/lobby/ws?user=dan"); code != 426 {
 		t.Fatalf("a plain GET of the socket endpoint: %d, want 426", code)
+	}
+}
+
+// TestChatAcrossClusterSIGKILL runs the chat example as three real `chat
+// node` processes: members entering at different nodes hear each other
+// (the sockets of all but one are tunnelled to the room's leader); after a
+// SIGKILL of one node, every member whose socket broke reconnects through
+// a live node, finds what was said in the backlog, and the room goes on.
+func TestChatAcrossClusterSIGKILL(t *testing.T) {
+	bin := buildBinary(t, "github.com/roostdb/roost/examples/chat/cmd/chat")
+	var specs []nodeSpec
+	var procs []*process
+	for i := range 3 {
+		var join []string
+		if i > 0 {
+			join = []string{specs[0].gossip}
+		}
+		s := newNodeSpec(t, fmt.Sprintf("n%d", i+1), 3, 8, join...)
+		s.bin = bin
+		specs = append(specs, s)
+	}
+	for i, s := range specs {
+		procs = append(procs, launchNode(t, "chat node "+s.id, specs[i]))
+	}
+	for _, p := range procs {
+		p.waitReady(60 * time.Second)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	type member struct {
+		name string
+		via  int
+		conn *websocket.Conn
+	}
+	join := func(m *member) error {
+		c, _, err := websocket.Dial(ctx, "ws://"+specs[m.via].http+"/rooms/hall/ws?user="+m.name, nil)
+		if err != nil {
+			return err
+		}
+		m.conn = c
+		t.Cleanup(func() { c.CloseNow() })
+		return nil
+	}
+	// waitFor reads m's events until one has text (a message), returning
+	// the backlog seen on the way.
+	waitFor := func(m *member, text string) error {
+		for {
+			_, b, err := m.conn.Read(ctx)
+			if err != nil {
+				return err
+			}
+			var ev struct {
+				Text    string `json:"text"`
+				Backlog []struct {
+					Text string `json:"text"`
+				} `json:"backlog"`
+			}
+			if err := json.Unmarshal(b, &ev); err != nil {
+				return err
+			}
+			if ev.Text == text {
+				return nil
+			}
+			for _, m := range ev.Backlog {
+				if m.Text == text {
+					return nil
+				}
+			}
+		}
+	}
+	members := []*member{{name: "ann", via: 0}, {name: "bob", via: 1}, {name: "cyd", via: 2}}
+	for _, m := range members {
+		if err := join(m); err != nil {
+			t.Fatalf("%s joining via node %d: %v", m.name, m.via+1, err)
+		}
+	}
+	if err := members[0].conn.Write(ctx, websocket.MessageText, []byte("before the kill")); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if err := waitFor(m, "before the kill"); err != nil {
+			t.Fatalf("%s (via node %d) did not hear ann: %v", m.name, m.via+1, err)
+		}
+	}
+
+	procs[2].stop(syscall.SIGKILL) // its exit status says it was killed
+	// Who lost their socket learns it by reading; cyd's (via the dead
+	// node) certainly broke. Everyone rejoins through node 1 or 2 and must
+	// find the message in the backlog.
+	for i, m := range members {
+		m.conn.CloseNow()
+		m.via = i % 2
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			err := join(m)
+			if err == nil {
+				if err = waitFor(m, "before the kill"); err == nil {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s could not rejoin via node %d within 30 s of the kill: %v", m.name, m.via+1, err)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	}
+	if err := members[1].conn.Write(ctx, websocket.MessageText, []byte("after the kill")); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range members {
+		if err := waitFor(m, "after the kill"); err != nil {
+			t.Fatalf("%s did not hear bob after the kill: %v", m.name, err)
+		}
 	}
 }

@@ -172,6 +172,7 @@ type nodeSpec struct {
 	http, admin, grpc, gossip string
 	join                      []string
 	bootstrapExpect, shards   int
+	bin                       string // the binary to run; "" is roost
 }
 
 // newNodeSpec gives node id its own data dir and free loopback ports.
@@ -198,7 +199,11 @@ func (s nodeSpec) args() []string {
 // is ready only once enough nodes have met (see waitReady).
 func launchNode(t *testing.T, name string, s nodeSpec) *process {
 	t.Helper()
-	p := launch(t, name, roostBinary(t), s.args()...)
+	bin := s.bin
+	if bin == "" {
+		bin = roostBinary(t)
+	}
+	p := launch(t, name, bin, s.args()...)
 	p.dataDir, p.http, p.admin = s.dataDir, s.http, s.admin
 	return p
 }
