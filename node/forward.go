@@ -721,33 +721,11 @@ func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
 	pr := receiveBody(stream.Recv, func() {})
 	defer pr.CloseWithError(io.ErrClosedPipe)
 	if durable.IsWebSocketUpgrade(&http.Request{Header: fromForwardHeaders(head.Headers)}) {
-		return s.tunnel(stream.Context(), head, pr, stream.Send)
+		// If the object accepts (101), the stream stays open as the
+		// socket's byte tunnel until either side closes.
+		return s.serve(stream.Context(), head, http.NoBody, stream.Send, false, pr)
 	}
-	return s.serve(stream.Context(), head, pr, stream.Send, false)
-}
-
-// tunnel runs a forwarded WebSocket upgrade request. If the object accepts
-// (101), the stream stays open as the socket's byte tunnel: what the client
-// sends (from) goes to the object's end, and what the object sends goes
-// back as body frames, until either side closes.
-func (s *forwardServer) tunnel(ctx context.Context, head *proto.ForwardHead, from io.Reader, send func(*proto.ForwardFrame) error) error {
-	result, rest, err := s.answer(ctx, head, http.NoBody, false)
-	if err != nil {
-		return err
-	}
-	if rest != nil {
-		defer rest.Close()
-	}
-	if err := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: result}}); err != nil || rest == nil {
-		return err
-	}
-	if to, ok := rest.(io.Writer); ok && result.Status == http.StatusSwitchingProtocols {
-		go func() {
-			_, _ = io.Copy(to, from)
-			rest.Close() // the client closed its side: the object's end sees the socket end
-		}()
-	}
-	return sendChunks(send, rest)
+	return s.serve(stream.Context(), head, pr, stream.Send, false, nil)
 }
 
 func (s *forwardServer) Call(call *proto.ForwardCall, stream proto.Forward_CallServer) error {
@@ -758,12 +736,15 @@ func (s *forwardServer) Call(call *proto.ForwardCall, stream proto.Forward_CallS
 	if len(call.Body) > 0 {
 		body = io.NopCloser(bytes.NewReader(call.Body))
 	}
-	return s.serve(stream.Context(), call.Head, body, stream.Send, true)
+	return s.serve(stream.Context(), call.Head, body, stream.Send, true, nil)
 }
 
 // serve runs one forwarded request and sends its answer: a result frame,
 // then body frames, or (inline, for Call) a result holding a small body.
-func (s *forwardServer) serve(ctx context.Context, head *proto.ForwardHead, body io.ReadCloser, send func(*proto.ForwardFrame) error, inline bool) error {
+// For a WebSocket the object accepted (101), the body is the socket's
+// bytes, and what arrives from tunnelIn (the client's bytes) goes to the
+// object's end until the client closes its side.
+func (s *forwardServer) serve(ctx context.Context, head *proto.ForwardHead, body io.ReadCloser, send func(*proto.ForwardFrame) error, inline bool, tunnelIn io.Reader) error {
 	result, rest, err := s.answer(ctx, head, body, inline)
 	if err != nil {
 		return err
@@ -773,6 +754,12 @@ func (s *forwardServer) serve(ctx context.Context, head *proto.ForwardHead, body
 	}
 	if err := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: result}}); err != nil || rest == nil {
 		return err
+	}
+	if to, ok := rest.(io.Writer); ok && tunnelIn != nil && result.Status == http.StatusSwitchingProtocols {
+		go func() {
+			_, _ = io.Copy(to, tunnelIn)
+			rest.Close() // the object's end sees the socket end
+		}()
 	}
 	return sendChunks(send, rest)
 }
