@@ -229,14 +229,9 @@ func (m *manager) deliverAlarm(ctx context.Context, sh *shard, class string, id 
 
 // alarm runs one alarm delivery as a turn of the instance.
 func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo, giveUp bool) error {
-	if err := in.lock(ctx); err != nil {
+	if err := in.beginTurn(ctx); err != nil {
 		return err
 	}
-	if in.retired.Load() {
-		in.unlock()
-		return errInstanceReset
-	}
-	in.openOutbox()
 	var handlerErr error
 	exc := in.runTurn(func() error {
 		if err := in.activate(); err != nil {
@@ -258,12 +253,7 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 			handlerErr = in.storage.DeleteAlarm()
 		}
 	}
-	last := in.storage.flush()
-	in.releaseOutbox(last)
-	if exc != nil {
-		in.retire(exc)
-	}
-	in.unlock()
+	last, _ := in.endTurn(exc)
 	if last != nil {
 		if err := last.wait(ctx); err != nil {
 			return storageFailure(err)

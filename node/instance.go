@@ -102,6 +102,20 @@ func (in *instance) lock(ctx context.Context) error {
 
 func (in *instance) unlock() { <-in.gate }
 
+// beginTurn takes the gate for a turn and opens its outbox; it fails with
+// errInstanceReset if the instance was retired meanwhile.
+func (in *instance) beginTurn(ctx context.Context) error {
+	if err := in.lock(ctx); err != nil {
+		return err
+	}
+	if in.retired.Load() {
+		in.unlock()
+		return errInstanceReset
+	}
+	in.openOutbox()
+	return nil
+}
+
 // fetch runs req as one turn and returns its response once the output gate
 // lets it go.
 func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Response, error) {
@@ -110,18 +124,13 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 		in.m.metrics.overloaded.Inc()
 		return nil, &durable.Error{Message: fmt.Sprintf("Durable Object is overloaded: %d requests queued", n-1), Overloaded: true, Retryable: true, Err: durable.ErrOverloaded}
 	}
-	err := in.lock(ctx)
+	err := in.beginTurn(ctx)
 	in.waiting.Add(-1)
 	if err != nil {
 		return nil, err
 	}
-	if in.retired.Load() {
-		in.unlock()
-		return nil, errInstanceReset
-	}
 	rec := newResponseBuffer()
 	turnCtx := context.WithValue(ctx, turnKey{}, &turnMark{inst: in})
-	in.openOutbox()
 	exc := in.runTurn(func() error {
 		if err := in.activate(); err != nil {
 			return err
@@ -129,16 +138,7 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 		in.obj.ServeHTTP(rec, req.WithContext(turnCtx))
 		return nil
 	})
-	last := in.storage.flush()
-	in.releaseOutbox(last)
-	wroteNothingNew := last == nil || last.isDone()
-	if exc != nil {
-		// A Go panic may leave the object's memory half-updated: start
-		// afresh. The writes it made before panicking still commit, as a
-		// Workers object's do.
-		in.retire(exc)
-	}
-	in.unlock()
+	last, wroteNothingNew := in.endTurn(exc)
 
 	resp, err := in.outputGate(ctx, last, wroteNothingNew, exc, rec)
 	if err != nil && rec.socket != nil {
@@ -165,6 +165,23 @@ func (in *instance) outputGate(ctx context.Context, last *commit, wroteNothingNe
 		return nil, exc
 	}
 	return rec.response(), nil
+}
+
+// endTurn ends a turn begun with beginTurn and releases the gate: the
+// turn's writes are committed (last, nil if there are none in flight;
+// readOnly if the turn added none), what it sent follows them through the
+// output gate, and an exception retires the instance — a Go panic may
+// leave the object's memory half-updated, so it starts afresh, while the
+// writes made before the panic still commit, as a Workers object's do.
+func (in *instance) endTurn(exc error) (last *commit, readOnly bool) {
+	last = in.storage.flush()
+	readOnly = last == nil || last.isDone()
+	in.releaseOutbox(last, readOnly)
+	if exc != nil {
+		in.retire(exc)
+	}
+	in.unlock()
+	return last, readOnly
 }
 
 // storageFailure turns a commit failure into the exception the caller sees.

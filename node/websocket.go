@@ -330,14 +330,9 @@ func (s *socket) readEnded(err error) {
 // instance is gone (the socket closes with it).
 func (s *socket) deliver(event func(ctx context.Context, obj durable.Object) error) bool {
 	in := s.in
-	if err := in.lock(in.ctx); err != nil {
+	if err := in.beginTurn(in.ctx); err != nil {
 		return false
 	}
-	if in.retired.Load() {
-		in.unlock()
-		return false
-	}
-	in.openOutbox()
 	var handlerErr error
 	exc := in.runTurn(func() error {
 		handlerErr = event(context.WithValue(in.ctx, turnKey{}, &turnMark{inst: in}), in.obj)
@@ -374,28 +369,19 @@ func (in *instance) openOutbox() {
 	in.outMu.Unlock()
 }
 
-// endTurn ends a turn that was not an HTTP request's (caller holds the
-// gate, which it releases): its writes are committed, and what it sent
-// follows them through the output gate.
-func (in *instance) endTurn(exc error) {
-	last := in.storage.flush()
-	in.releaseOutbox(last)
-	if exc != nil {
-		in.retire(exc)
-	}
-	in.unlock()
-}
+
 
 // releaseOutbox closes the turn's outbox and queues what it holds behind
-// last, the turn's commit (nil if it wrote nothing).
-func (in *instance) releaseOutbox(last *commit) {
+// last, the turn's commit (nil if none is in flight), and, if the turn
+// wrote nothing (readOnly), a check that this node still leads.
+func (in *instance) releaseOutbox(last *commit, readOnly bool) {
 	in.outMu.Lock()
 	in.turns--
 	sends := in.outbox
 	in.outbox = nil
 	in.outMu.Unlock()
 	if len(sends) > 0 {
-		in.pushBatch(sendBatch{after: last, verify: last == nil || last.isDone(), sends: sends})
+		in.pushBatch(sendBatch{after: last, verify: readOnly, sends: sends})
 	}
 }
 
