@@ -369,8 +369,6 @@ func (in *instance) openOutbox() {
 	in.outMu.Unlock()
 }
 
-
-
 // releaseOutbox closes the turn's outbox and queues what it holds behind
 // last, the turn's commit (nil if none is in flight), and, if the turn
 // wrote nothing (readOnly), a check that this node still leads.
