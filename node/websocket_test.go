@@ -22,7 +22,8 @@ import (
 // room is the test class for WebSockets: "inc" counts in storage and tells
 // every socket the new count; "close", "fail" and "panic" end the socket
 // the object's way, by a handler error and by an exception; "later" sends
-// from WaitUntil. Closes are recorded in storage and told to the others.
+// from WaitUntil; "write" counts and tells only the sender; anything else
+// is echoed (a read-only turn). Closes are recorded in storage and told to the others.
 type room struct {
 	state *durable.State
 }
@@ -69,6 +70,12 @@ func (o *room) WebSocketMessage(ctx context.Context, ws *durable.WebSocket, msg 
 		return errors.New("handler failed")
 	case "panic":
 		panic("boom")
+	case "write": // a durable write, answered to the sender only
+		n := o.count() + 1
+		if err := durable.PutJSON(o.state.Storage, "n", n); err != nil {
+			return err
+		}
+		return ws.SendText("n=" + strconv.Itoa(n))
 	case "later":
 		o.state.WaitUntil(func(context.Context) {
 			time.Sleep(20 * time.Millisecond)
@@ -412,3 +419,48 @@ func countOf(t *testing.T, n *Node) int {
 	}
 	return v
 }
+
+// benchWebSocket sends msg from 64 sockets into one room, each waiting for
+// its answer before the next (closed loop), through a dev node's app
+// listener.
+func benchWebSocket(b *testing.B, msg string) {
+	n := startNode(b, b.TempDir(), nil)
+	defer closeNode(b, n)
+	const clients = 64
+	conns := make([]*websocket.Conn, clients)
+	ctx := context.Background()
+	for i := range conns {
+		c, _, err := websocket.Dial(ctx, "ws://"+n.HTTPAddr().String()+"/ws?"+url.Values{"ns": {"ROOM"}, "name": {"bench"}}.Encode(), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.CloseNow()
+		if _, _, err := c.Read(ctx); err != nil { // the welcome
+			b.Fatal(err)
+		}
+		conns[i] = c
+	}
+	var next atomic.Int64
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+					b.Error(err)
+					return
+				}
+				if _, _, err := c.Read(ctx); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "messages/s")
+}
+
+// One room, 64 members: a durable write per message, and a read-only echo.
+func BenchmarkWebSocketWrite(b *testing.B) { benchWebSocket(b, "write") }
+func BenchmarkWebSocketEcho(b *testing.B)  { benchWebSocket(b, "echo") }
