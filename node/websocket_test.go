@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -464,3 +465,53 @@ func benchWebSocket(b *testing.B, msg string) {
 // One room, 64 members: a durable write per message, and a read-only echo.
 func BenchmarkWebSocketWrite(b *testing.B) { benchWebSocket(b, "write") }
 func BenchmarkWebSocketEcho(b *testing.B)  { benchWebSocket(b, "echo") }
+
+// socketGoroutines counts the goroutines of sockets and of instances'
+// send releasers.
+func socketGoroutines() int {
+	buf := make([]byte, 1<<22)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	n := 0
+	for _, g := range strings.Split(stacks, "\n\n") {
+		if strings.Contains(g, "node.(*socket)") || strings.Contains(g, "node.(*instance).runReleaser") || strings.Contains(g, "node.(*instance).AcceptWebSocket.func") {
+			n++
+		}
+	}
+	return n
+}
+
+// Every goroutine a socket starts ends when it closes, whoever closes it,
+// and the instance's releaser ends with the node.
+func TestWebSocketGoroutinesEnd(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	addr := n.HTTPAddr().String()
+	var conns []*websocket.Conn
+	for range 5 {
+		c := dialRoom(t, addr, "leaks")
+		readText(t, c)
+		sendText(t, c, "write")
+		readText(t, c)
+		conns = append(conns, c)
+	}
+	waitFor := func(want int, what string) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for socketGoroutines() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d socket goroutines, want %d", what, socketGoroutines(), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor(5*3+1, "five sockets open") // reader, writer, watcher each; one releaser
+	conns[0].Close(websocket.StatusNormalClosure, "")
+	conns[1].CloseNow() // no close frame: the connection just ends
+	sendText(t, conns[2], "close")
+	readClose(t, conns[2])
+	sendText(t, conns[3], "fail")
+	readClose(t, conns[3])
+	waitFor(1*3+1, "one socket open")
+	closeNode(t, n)
+	readClose(t, conns[4])
+	waitFor(0, "the node closed")
+}
