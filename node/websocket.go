@@ -102,9 +102,16 @@ func (in *instance) AcceptWebSocket(w http.ResponseWriter, r *http.Request, tags
 	if n >= maxSocketsPerObject {
 		return nil, &durable.Error{Message: fmt.Sprintf("Durable Object has %d WebSockets open, the most it may", n), Overloaded: true}
 	}
+	// The origin check is the object's to make, as in Workers. A
+	// subprotocol the object chose (the Sec-WebSocket-Protocol response
+	// header) is answered only if the client offered it.
+	opts := &websocket.AcceptOptions{OriginPatterns: []string{"*"}}
+	if p := rb.header.Get("Sec-WebSocket-Protocol"); p != "" {
+		opts.Subprotocols = []string{p}
+		rb.header.Del("Sec-WebSocket-Protocol")
+	}
 	objEnd, peerEnd := net.Pipe()
-	// The origin check is the object's to make, as in Workers.
-	conn, err := websocket.Accept(hijackWriter{rb, objEnd}, r, &websocket.AcceptOptions{OriginPatterns: []string{"*"}})
+	conn, err := websocket.Accept(hijackWriter{rb, objEnd}, r, opts)
 	if err != nil {
 		objEnd.Close()
 		peerEnd.Close()

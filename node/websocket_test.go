@@ -39,6 +39,9 @@ func (o *room) count() int {
 func (o *room) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/ws":
+		if p := r.URL.Query().Get("proto"); p != "" {
+			w.Header().Set("Sec-WebSocket-Protocol", p)
+		}
 		ws, err := o.state.AcceptWebSocket(w, r, r.URL.Query()["tag"]...)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -251,7 +254,20 @@ func TestWebSocketBadRequests(t *testing.T) {
 	if err == nil || resp == nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("11 tags: err %v, response %v", err, resp)
 	}
-	// A class without WebSocketMessage cannot accept.
+	// A subprotocol the object chooses is answered if the client offered
+	// it, and not otherwise.
+	for offered, want := range map[string]string{"chat.v1": "chat.v1", "other": ""} {
+		c, _, err := websocket.Dial(ctx, "ws://"+n.HTTPAddr().String()+"/ws?"+url.Values{"ns": {"ROOM"}, "name": {"r2"}, "proto": {"chat.v1"}}.Encode(),
+			&websocket.DialOptions{Subprotocols: []string{"x", offered}})
+		if err != nil {
+			t.Fatalf("offering %s: %v", offered, err)
+		}
+		if got := c.Subprotocol(); got != want {
+			t.Errorf("offering %s: subprotocol %q, want %q", offered, got, want)
+		}
+		c.CloseNow()
+	}
+	// The refused sockets wrote nothing.
 	if _, body := get(t, n, "/", url.Values{"ns": {"ROOM"}, "name": {"r2"}}); body != "0" {
 		t.Fatalf("the refused sockets changed the room: %q", body)
 	}
