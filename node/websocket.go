@@ -36,11 +36,12 @@ import (
 const maxSocketsPerObject = 32768
 
 // socketQueue bounds the messages waiting to be written to one socket; a
-// client that falls this far behind is disconnected (1013).
+// client that falls this far behind and takes nothing more for closeWait
+// is disconnected.
 const socketQueue = 1024
 
-// closeWait bounds a closing handshake: how long a closing socket waits
-// for the client's close frame.
+// closeWait bounds a closing handshake (how long a closing socket waits
+// for the client's close frame) and the writing of one message.
 const closeWait = 5 * time.Second
 
 // socket is one WebSocket an instance accepted.
@@ -196,7 +197,8 @@ func (s *socket) Close(code int, reason string) error {
 	return nil
 }
 
-// enqueue hands f to the writer; a client too far behind is disconnected.
+// enqueue hands f to the writer (the releaser's call); a client too far
+// behind is disconnected.
 func (s *socket) enqueue(f outFrame) {
 	select {
 	case <-s.done:
@@ -208,8 +210,20 @@ func (s *socket) enqueue(f outFrame) {
 	}
 	select {
 	case s.out <- f:
+		return
 	default:
-		go s.shut(websocket.StatusTryAgainLater, "client too slow: message queue full")
+	}
+	// A burst larger than the queue waits for the writer, as long as the
+	// client keeps taking messages; one that takes none for closeWait is
+	// dropped (no close frame could get past the queue either). The wait
+	// holds up the instance's other sends, for closeWait at most.
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case s.out <- f:
+	case <-s.dead:
+	case <-t.C:
+		s.abort()
 	}
 }
 
@@ -243,8 +257,8 @@ func (s *socket) write() {
 	}
 }
 
-// shut closes the socket from the runtime's side (the instance is going,
-// or the client is too slow): no handler runs for it.
+// shut closes the socket from the runtime's side (the instance is going):
+// no handler runs for it.
 func (s *socket) shut(code websocket.StatusCode, reason string) {
 	s.closing.Store(true)
 	select {

@@ -80,6 +80,11 @@ func (o *room) WebSocketMessage(ctx context.Context, ws *durable.WebSocket, msg 
 			return err
 		}
 		return ws.SendText("n=" + strconv.Itoa(n))
+	case "flood": // more than a client that does not read can hold
+		chunk := strings.Repeat("f", 16<<10)
+		for range 4000 {
+			ws.SendText(chunk)
+		}
 	case "later":
 		o.state.WaitUntil(func(context.Context) {
 			time.Sleep(20 * time.Millisecond)
@@ -530,4 +535,43 @@ func TestWebSocketGoroutinesEnd(t *testing.T) {
 	closeNode(t, n)
 	readClose(t, conns[4])
 	waitFor(0, "the node closed")
+}
+
+// A burst larger than a socket's queue reaches a client that reads; a
+// client that stops reading is disconnected once its queue has been full
+// for closeWait, instead of holding the object's memory without bound.
+func TestWebSocketSlowClientIsDropped(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	drain := func(c *websocket.Conn) int {
+		got := 0
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		for got < 4000 {
+			if _, _, err := c.Read(ctx); err != nil {
+				if ctx.Err() != nil {
+					t.Fatalf("still reading after 30 s (%d messages)", got)
+				}
+				break
+			}
+			got++
+		}
+		return got
+	}
+	fast := dialRoom(t, n.HTTPAddr().String(), "burst")
+	readText(t, fast)
+	sendText(t, fast, "flood")
+	if got := drain(fast); got != 4000 {
+		t.Fatalf("a client that reads got %d of 4000 messages", got)
+	}
+
+	slow := dialRoom(t, n.HTTPAddr().String(), "slow")
+	readText(t, slow)
+	sendText(t, slow, "flood")
+	time.Sleep(closeWait + 2*time.Second) // not reading while the room sends
+	if got := drain(slow); got >= 4000 {
+		t.Fatalf("the client that did not read got all %d messages: nothing bounds a socket's queue", got)
+	} else {
+		t.Logf("the client that did not read got %d of 4000 messages before it was dropped", got)
+	}
 }
