@@ -42,9 +42,7 @@ func Worker(w http.ResponseWriter, r *http.Request, env *durable.Env) {
 		durable.WriteError(w, err) // 500 with the object's message, 503 if overloaded
 		return
 	}
-	defer resp.Body.Close()
-	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
+	durable.WriteResponse(w, resp)
 }
 
 // Book is one guest book.

@@ -52,12 +52,7 @@ func Worker(w http.ResponseWriter, r *http.Request, env *durable.Env) {
 		durable.WriteError(w, err)
 		return
 	}
-	defer resp.Body.Close()
-	for k, v := range resp.Header {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
+	durable.WriteResponse(w, resp)
 }
 
 // Room is the object of one room.
