@@ -15,13 +15,14 @@ var _ raft.LogStore = (*LogStore)(nil)
 // r/<group8>/log/<index8>. It keeps no state of its own, so any number of
 // views of the same group see the same log.
 type LogStore struct {
-	s  *Store
-	ks keyspace
+	s     *Store
+	group GroupID
+	ks    keyspace
 }
 
 // LogStore returns the raft.LogStore of group g.
 func (s *Store) LogStore(g GroupID) *LogStore {
-	return &LogStore{s: s, ks: newKeyspace(g)}
+	return &LogStore{s: s, group: g, ks: newKeyspace(g)}
 }
 
 // FirstIndex returns the lowest stored index, 0 when the log is empty.
@@ -111,6 +112,9 @@ func (l *LogStore) StoreLogs(logs []*raft.Log) error {
 		if err := b.Set(key, val, nil); err != nil {
 			return fmt.Errorf("raftstore: storing log %d: %w", lg.Index, err)
 		}
+	}
+	if w := l.s.syncWindow; w != nil {
+		w.noteSyncedWrite(l.group)
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("raftstore: storing logs %d-%d: %w", logs[0].Index, logs[len(logs)-1].Index, err)

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -23,6 +24,11 @@ type Options struct {
 	// Logger receives raftstore's, Pebble's and raft's messages; nil means
 	// warnings and errors to stderr.
 	Logger hclog.Logger
+	// SyncWindow is how long Pebble holds a WAL sync back after the previous
+	// one while several groups are writing, so that their synced writes
+	// share one fdatasync (see syncWindow). 0 means 500µs; negative turns
+	// the window off, every synced write then syncs as soon as it can.
+	SyncWindow time.Duration
 }
 
 const defaultCacheSize = 64 << 20
@@ -42,6 +48,8 @@ type Store struct {
 
 	groupsMu sync.Mutex
 	groups   map[GroupID]*Group // running groups; nil once Close began
+
+	syncWindow *syncWindow // nil when Options.SyncWindow turned it off
 }
 
 // Open opens (creating if needed) the node's Pebble database in dir.
@@ -73,11 +81,21 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 		MemTableSize: 32 << 20,
 	}
 	popts.Experimental.CompactionScheduler = newCompactionScheduler()
+	var window *syncWindow
+	switch {
+	case opts.SyncWindow == 0:
+		window = &syncWindow{window: defaultSyncWindow}
+	case opts.SyncWindow > 0:
+		window = &syncWindow{window: opts.SyncWindow}
+	}
+	if window != nil {
+		popts.WALMinSyncInterval = window.next
+	}
 	db, err := pebble.Open(dir, popts)
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: opening pebble in %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, logger: logger, db: db, groups: make(map[GroupID]*Group)}
+	s := &Store{dir: dir, logger: logger, db: db, groups: make(map[GroupID]*Group), syncWindow: window}
 	if err := s.finishDeletions(); err != nil {
 		_ = db.Close()
 		return nil, err
