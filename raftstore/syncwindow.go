@@ -20,8 +20,8 @@ const defaultSyncWindow = 500 * time.Microsecond
 // loop stores a batch, then replicates it; a follower stores an append
 // before it answers), so with one busy group — every request on one object —
 // a window would only add its length to every commit. So the window applies
-// only after a sync during which synced writes came from more than one
-// group: at least two switches between groups since the previous sync.
+// only after a sync during which some synced write came from another group
+// than the synced write before it; one group alone never switches.
 //
 // Pebble calls next under its WAL flusher's mutex; it only touches atomics.
 type syncWindow struct {
