@@ -618,6 +618,52 @@ func TestRebalanceWaitRestartsAfterMetaLeaderChange(t *testing.T) {
 	}
 }
 
+// An operation the new meta leader carries on (same ID, running again
+// after its old leader reported it lost) is followed, not started again.
+func TestRebalanceWaitFollowsACarriedOnOperation(t *testing.T) {
+	fastPolls(t)
+	op := func(state string, done int, errMsg string) string {
+		return fmt.Sprintf(`{"operation":{"id":"op-1","kind":"rebalance","state":%q,"total":4,"done":%d,"started":"2026-12-02T00:00:00Z","eta_seconds":null,"error":%q}}`, state, done, errMsg)
+	}
+	var mu sync.Mutex
+	posts, gets := 0, 0
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{
+		"POST /v1/rebalance": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			posts++
+			mu.Unlock()
+			canned(http.StatusAccepted, op("running", 0, ""))(w, r)
+		},
+		"GET /v1/operations/op-1": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			gets++
+			n := gets
+			mu.Unlock()
+			switch n {
+			case 1:
+				canned(http.StatusOK, op("failed", 1, "this node (n2) lost the meta leadership (now n3)"))(w, r)
+			case 2:
+				canned(http.StatusOK, op("running", 1, ""))(w, r)
+			default:
+				canned(http.StatusOK, op("done", 4, ""))(w, r)
+			}
+		},
+	})
+	code, stdout, stderr := runAdmin(t, nil, "rebalance", "--wait", "--addr", srv.addr())
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if posts != 1 {
+		t.Fatalf("%d POSTs, want 1: the carried-on operation must be followed", posts)
+	}
+	if want := "roost: operation op-1 (rebalance) ended with the meta leadership (this node (n2) lost the meta leadership (now n3)); the new meta leader carries it on\n"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	}
+	if want := "Operation op-1 (rebalance) done: 4/4 moves done (100%).\n"; stdout != want {
+		t.Errorf("stdout = %q, want %q", stdout, want)
+	}
+}
+
 func TestDrainWaitJSON(t *testing.T) {
 	fastPolls(t)
 	op := &fakeOperation{kind: "drain", total: 2, end: opDone}

@@ -513,7 +513,8 @@ Without --wait the command prints the operation it started and returns;
 'roost status' shows its progress. With --wait it shows progress on stderr
 (moves done of the total, and the estimated time left) and exits 0 once the
 operation is done, or 1 if it failed. Ctrl-C stops waiting, not the
-operation.` + adminConnectHelp,
+operation. If the meta leadership moves, the new meta leader carries the
+operation on and --wait follows it.` + adminConnectHelp,
 		Example: `  # what would move?
   roost rebalance --dry-run
 
@@ -601,7 +602,8 @@ Without --wait the command prints the operation it started and returns;
 'roost status' shows its progress. With --wait it shows progress on stderr
 (moves done of the total, and the estimated time left) and exits 0 once the
 node is drained, or 1 if the drain failed. Ctrl-C stops waiting, not the
-drain.` + adminConnectHelp,
+drain. If the meta leadership moves, the new meta leader carries the drain
+on and --wait follows it.` + adminConnectHelp,
 		Example: `  # empty n3, then take it out of the cluster
   roost drain n3 --wait && roost remove n3`,
 		Args: exactArgs("NODE"),
@@ -698,14 +700,21 @@ func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOpt
 		if lost == "" || restarts == maxOperationRestarts || ctx.Err() != nil {
 			break
 		}
-		// Operations live in the meta leader's memory, and plan from the
-		// map each step: starting one again on the new meta leader picks
-		// up where the lost one stopped.
 		name := op.name()
-		fmt.Fprintf(e.stderr, "roost: %s ended with the meta leadership (%s); starting it again on the new meta leader\n", name, lost)
 		if !sleepUntilRestart(ctx) {
 			break
 		}
+		// The meta group records a rebalance or drain, and a new meta
+		// leader carries it on under the same ID: follow it there.
+		if cur, curRaw, gerr := getOperation(ctx, c, op.ID.String()); gerr == nil && lostWithMetaLeader(cur, nil) == "" {
+			fmt.Fprintf(e.stderr, "roost: %s ended with the meta leadership (%s); the new meta leader carries it on\n", name, lost)
+			op, raw, err = cur, curRaw, nil
+			continue
+		}
+		// Otherwise (a node that does not record operations) start it
+		// again: operations plan from the map each step, so the new one
+		// picks up where the lost one stopped.
+		fmt.Fprintf(e.stderr, "roost: %s ended with the meta leadership (%s); starting it again on the new meta leader\n", name, lost)
 		if op, raw, err = postOperation(ctx, c, path, body); err != nil {
 			return fmt.Errorf("starting %s again after a meta leader change: %w", name, err)
 		}
@@ -780,7 +789,6 @@ func waitOperation(ctx context.Context, c *adminClient, stderr io.Writer, op api
 		failing time.Time
 		lastErr string
 	)
-	path := "/v1/operations/" + url.PathEscape(op.ID.String())
 	for {
 		p.show(op)
 		if op.finished() {
@@ -792,13 +800,7 @@ func waitOperation(ctx context.Context, c *adminClient, stderr io.Writer, op api
 		if sleepCtx(ctx, adminPollInterval) != nil {
 			return stopped()
 		}
-		var resp struct {
-			Operation *apiOperation `json:"operation"`
-		}
-		r, err := c.call(ctx, http.MethodGet, path, nil, &resp)
-		if err == nil && resp.Operation == nil {
-			err = fmt.Errorf("GET %s%s answered without an operation", c.base, path)
-		}
+		cur, r, err := getOperation(ctx, c, op.ID.String())
 		if err != nil {
 			if ctx.Err() != nil {
 				return stopped()
@@ -810,8 +812,24 @@ func waitOperation(ctx context.Context, c *adminClient, stderr io.Writer, op api
 			}
 		}
 		failing, lastErr = time.Time{}, ""
-		op, raw = *resp.Operation, r
+		op, raw = cur, r
 	}
+}
+
+// getOperation asks for operation id with GET /v1/operations/{id}.
+func getOperation(ctx context.Context, c *adminClient, id string) (apiOperation, json.RawMessage, error) {
+	path := "/v1/operations/" + url.PathEscape(id)
+	var resp struct {
+		Operation *apiOperation `json:"operation"`
+	}
+	raw, err := c.call(ctx, http.MethodGet, path, nil, &resp)
+	if err == nil && resp.Operation == nil {
+		err = fmt.Errorf("GET %s%s answered without an operation", c.base, path)
+	}
+	if err != nil {
+		return apiOperation{}, nil, err
+	}
+	return *resp.Operation, raw, nil
 }
 
 // retryPoll decides what a --wait does about a failed poll: it retries

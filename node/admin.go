@@ -68,6 +68,9 @@ type admin struct {
 	client *http.Client // forwarding to other nodes' admin listeners
 	proxy  *http.Transport
 
+	// resumeMu serializes resumeRecorded. Lock order: resumeMu, then mu.
+	resumeMu sync.Mutex
+
 	mu      sync.Mutex
 	running *operation            // the operation under way on this node, if any
 	ops     map[string]*operation // recent operations by ID
@@ -422,7 +425,8 @@ func refusal(err error) error {
 		return &apiError{code: http.StatusServiceUnavailable, msg: msg, err: err}
 	case errors.Is(err, placement.ErrUnsafe), errors.Is(err, placement.ErrStaleVersion),
 		errors.Is(err, placement.ErrNodeRemoved), errors.Is(err, placement.ErrNodeNotActive),
-		errors.Is(err, placement.ErrInvalidNodeState), errors.Is(err, placement.ErrInvalidMap):
+		errors.Is(err, placement.ErrInvalidNodeState), errors.Is(err, placement.ErrInvalidMap),
+		errors.Is(err, placement.ErrOperationRunning):
 		return &apiError{code: http.StatusConflict, msg: "refused: " + msg, err: err}
 	}
 	return err

@@ -21,8 +21,13 @@ import (
 // goes one safe step at a time (placement.Move.Steps): the step is written
 // to the map, then the operation waits until the shard's group has
 // converged to it (a leader, every replica a voter, the dropped replica
-// gone) before the next step. One operation runs at a time; it lives in the
-// meta leader's memory and ends (failed) if that node loses the leadership.
+// gone) before the next step. One operation runs at a time, on the meta
+// leader. A rebalance or drain is also recorded in the meta group
+// (placement.BeginOperationCmd) until it ends: when its node loses the meta
+// leadership or stops, the operation fails there, and the new meta leader
+// carries it on under the same ID (resumeRecorded), planning afresh from
+// the map. A heal is not recorded: a new meta leader starts one itself once
+// it has seen a node dead for the grace.
 
 // defaultMaxConcurrent is how many shards an operation moves at once
 // unless the caller says otherwise.
@@ -44,12 +49,24 @@ const convergePoll = 200 * time.Millisecond
 // map changed under it before it gives up.
 const maxReplans = 50
 
-// operation is a rebalance or drain under way (or finished).
+// errLostMetaLeadership and errNodeStopping end an operation that another
+// meta leader carries on if it is recorded (the CLI's --wait recognises
+// the first's text).
+var (
+	errLostMetaLeadership = errors.New("lost the meta leadership")
+	errNodeStopping       = errors.New("the node is shutting down")
+)
+
+// operation is a rebalance, drain or heal under way (or finished).
 type operation struct {
 	id      string
 	kind    string
 	node    placement.NodeID // the node a drain empties
 	started time.Time
+	maxConc int
+	// recorded: the meta group records the operation (rebalance, drain),
+	// and its end must clear the record.
+	recorded bool
 
 	mu       sync.Mutex
 	state    string
@@ -117,28 +134,114 @@ func (a *admin) current() *opJSON {
 }
 
 // startOp registers a new operation, or refuses with 409 while one runs.
-func (a *admin) startOp(kind string, node placement.NodeID) (*operation, error) {
+func (a *admin) startOp(kind string, node placement.NodeID, maxConc int) (*operation, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if op := a.running; op != nil {
-		j := op.json()
-		return nil, errorf(http.StatusConflict, "operation %s (%s, %d of %d moves done) is running; one operation runs at a time", j.ID, j.Kind, j.Done, j.Total)
-	}
 	a.seq++
 	now := time.Now()
-	op := &operation{id: fmt.Sprintf("%s-%s-%d", kind, now.UTC().Format("20060102t150405"), a.seq), kind: kind, node: node, started: now, state: "running"}
+	op := &operation{id: fmt.Sprintf("%s-%s-%d", kind, now.UTC().Format("20060102t150405"), a.seq), kind: kind, node: node, started: now, maxConc: maxConc, state: "running"}
+	if err := a.registerLocked(op); err != nil {
+		return nil, err
+	}
+	return op, nil
+}
+
+// registerLocked makes op the running operation, or refuses with 409 while
+// another runs. a.mu is held.
+func (a *admin) registerLocked(op *operation) error {
+	if cur := a.running; cur != nil {
+		j := cur.json()
+		return errorf(http.StatusConflict, "operation %s (%s, %d of %d moves done) is running; one operation runs at a time", j.ID, j.Kind, j.Done, j.Total)
+	}
 	a.running = op
+	if _, known := a.ops[op.id]; known { // a resumed operation replaces its failed self
+		a.order = slices.DeleteFunc(a.order, func(id string) bool { return id == op.id })
+	}
 	a.ops[op.id] = op
 	a.order = append(a.order, op.id)
 	if len(a.order) > keptOperations {
 		delete(a.ops, a.order[0])
 		a.order = a.order[1:]
 	}
-	return op, nil
+	return nil
 }
 
-// endOp records the end of the running operation.
+// record writes op to the meta group, so that a new meta leader carries it
+// on; on failure op ends with the error.
+func (a *admin) record(op *operation) error {
+	rec := placement.Operation{ID: op.id, Kind: op.kind, Node: op.node, MaxConcurrent: op.maxConc, Started: op.started.UTC().Round(0)}
+	if _, err := a.proposeMeta(placement.Command{BeginOperation: &placement.BeginOperationCmd{Operation: rec}}); err != nil {
+		a.endOp(op, err)
+		return err
+	}
+	op.mu.Lock()
+	op.recorded = true
+	op.mu.Unlock()
+	return nil
+}
+
+// resumeRecorded starts, on the meta leader, the operation the meta group
+// records if this node is not running it: its previous meta leader lost the
+// leadership or stopped before it ended. It runs under the recorded ID,
+// kind and concurrency, and plans its remaining moves from the map. While
+// another operation runs here (a heal), it waits for the next call.
+func (a *admin) resumeRecorded() {
+	c := a.n.cluster
+	rf := c.metaRaft()
+	if rf == nil || rf.State() != raft.Leader {
+		return
+	}
+	a.resumeMu.Lock()
+	defer a.resumeMu.Unlock()
+	if _, ok := c.metaFSM.Operation(); !ok || a.current() != nil {
+		return
+	}
+	// What this replica has applied may lag what the old leader
+	// committed (an EndOperation, say): catch up first.
+	if err := rf.Barrier(metaLeaderGrace).Error(); err != nil {
+		return
+	}
+	rec, ok := c.metaFSM.Operation()
+	if !ok {
+		return
+	}
+	op := &operation{id: rec.ID, kind: rec.Kind, node: rec.Node, started: rec.Started, maxConc: rec.MaxConcurrent, state: "running", recorded: true}
+	a.mu.Lock()
+	err := a.registerLocked(op)
+	a.mu.Unlock()
+	if err != nil {
+		return
+	}
+	a.n.log.Info("admin: carrying on an operation a previous meta leader started", "op", op.id, "kind", op.kind)
+	a.launch(op, op.maxConc, a.planOf(op))
+}
+
+// planOf returns the planner of a recorded operation's kind.
+func (a *admin) planOf(op *operation) planFunc {
+	plan := placement.Plan
+	if op.kind == placement.OperationDrain {
+		drained := op.node
+		plan = func(m placement.Map) []placement.Move {
+			return slices.DeleteFunc(placement.Plan(m), func(mv placement.Move) bool { return mv.Remove != drained })
+		}
+	}
+	return a.n.cluster.toAlive(plan)
+}
+
+// endOp records the end of the running operation, and clears the meta
+// group's record of it unless another meta leader is to carry it on.
 func (a *admin) endOp(op *operation, err error) {
+	op.mu.Lock()
+	recorded := op.recorded
+	op.mu.Unlock()
+	if recorded && !errors.Is(err, errLostMetaLeadership) && !errors.Is(err, errNodeStopping) {
+		// If this fails (the leadership just moved), the new meta leader
+		// carries the operation on: it plans from the map, so a finished
+		// one ends at once.
+		if _, perr := a.proposeMeta(placement.Command{EndOperation: &placement.EndOperationCmd{ID: op.id}}); perr != nil {
+			a.n.log.Warn("admin: clearing the record of an operation", "op", op.id, "err", perr)
+		}
+	}
 	op.finish(err)
 	a.mu.Lock()
 	if a.running == op {
@@ -199,12 +302,16 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 		writeJSON(w, http.StatusOK, map[string]any{"moves": moves})
 		return nil
 	}
-	op, err := a.startOp("rebalance", "")
+	a.resumeRecorded()
+	op, err := a.startOp(placement.OperationRebalance, "", req.MaxConcurrent)
 	if err != nil {
 		return err
 	}
+	if err := a.record(op); err != nil {
+		return err
+	}
 	op.progress(len(placement.Plan(m)), 0)
-	a.launch(op, req.MaxConcurrent, a.n.cluster.toAlive(placement.Plan))
+	a.launch(op, req.MaxConcurrent, a.planOf(op))
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
 }
@@ -247,8 +354,12 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 	if held := m.ShardsOf(id); len(held) > 0 && others == 0 {
 		return errorf(http.StatusConflict, "%s holds replicas of %d shards and no other node is active to take them", id, len(held))
 	}
-	op, err := a.startOp("drain", id)
+	a.resumeRecorded()
+	op, err := a.startOp(placement.OperationDrain, id, req.MaxConcurrent)
 	if err != nil {
+		return err
+	}
+	if err := a.record(op); err != nil {
 		return err
 	}
 	if nd.State != placement.NodeDraining {
@@ -260,9 +371,7 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 		setMapVersion(w, v)
 	}
 	op.progress(len(m.ShardsOf(id)), 0)
-	a.launch(op, req.MaxConcurrent, a.n.cluster.toAlive(func(m placement.Map) []placement.Move {
-		return slices.DeleteFunc(placement.Plan(m), func(mv placement.Move) bool { return mv.Remove != id })
-	}))
+	a.launch(op, req.MaxConcurrent, a.planOf(op))
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
 }
@@ -322,11 +431,14 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := r.PathValue("id")
+	if rec, ok := a.n.cluster.metaFSM.Operation(); ok && rec.ID == id {
+		a.resumeRecorded() // if this meta leader has not yet
+	}
 	a.mu.Lock()
 	op := a.ops[id]
 	a.mu.Unlock()
 	if op == nil {
-		return errorf(http.StatusBadRequest, "unknown operation %q: the meta leader (%s) has no record of it (operations live in the memory of the meta leader that runs them)", id, a.n.cfg.NodeID)
+		return errorf(http.StatusBadRequest, "unknown operation %q: the meta leader (%s) has no record of it (it keeps the last %d; a heal is not carried over from a previous meta leader)", id, a.n.cfg.NodeID, keptOperations)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"operation": op.json()})
 	return nil
@@ -380,7 +492,7 @@ func (a *admin) runOp(ctx context.Context, op *operation, maxConc int, plan plan
 	for {
 		if failure == nil {
 			if err := ctx.Err(); err != nil {
-				failure = fmt.Errorf("the node is shutting down")
+				failure = errNodeStopping
 			} else if err := a.stillMetaLeader(ctx); err != nil {
 				failure = err
 			}
@@ -455,10 +567,10 @@ func (a *admin) stillMetaLeader(ctx context.Context) error {
 			if leader == "" {
 				leader = "no node"
 			}
-			return fmt.Errorf("this node (%s) lost the meta leadership (now %s); start the operation again", c.self, leader)
+			return fmt.Errorf("this node (%s) %w (now %s)", c.self, errLostMetaLeadership, leader)
 		}
 		if !sleepCtx(ctx, 20*time.Millisecond) {
-			return fmt.Errorf("the node is shutting down")
+			return errNodeStopping
 		}
 	}
 }

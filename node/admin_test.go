@@ -571,26 +571,52 @@ func TestAdminCluster(t *testing.T) {
 		c.waitConverged(other, 30*time.Second)
 	})
 
+	// The rebalance is carried on by a new meta leader: the meta group
+	// records it, and the meta leadership moves while it runs.
 	t.Run("rebalance", func(t *testing.T) {
-		final := c.runOp(other, "/v1/rebalance", map[string]any{"max_concurrent": 2}, func(op opJSON) {
-			if op.Kind != "rebalance" || op.ID == "" || op.Total == 0 || op.State != "running" {
-				t.Fatalf("operation %+v", op)
-			}
-			// A second operation is refused while this one runs.
-			var e apiErrorJSON
-			if code := c.admin(other, "POST", "/v1/nodes/n1/drain", nil, &e); code != 409 || !strings.Contains(e.Error, op.ID) {
-				t.Errorf("second operation: %d %q, want 409 naming %s", code, e.Error, op.ID)
-			}
-			var st statusJSON
-			if c.admin(other, "GET", "/v1/status", nil, &st); st.Operation == nil || st.Operation.ID != op.ID {
-				t.Errorf("status while rebalancing shows operation %+v", st.Operation)
-			}
-		})
-		if final.State != "done" || final.Done != final.Total || final.Total == 0 || final.Error != "" ||
+		var started struct {
+			Operation opJSON `json:"operation"`
+			Error     string `json:"error"`
+		}
+		if code := c.admin(other, "POST", "/v1/rebalance", map[string]any{"max_concurrent": 2}, &started); code != 202 {
+			t.Fatalf("POST /v1/rebalance: %d %s", code, started.Error)
+		}
+		op := started.Operation
+		if op.Kind != "rebalance" || op.ID == "" || op.Total == 0 || op.State != "running" {
+			t.Fatalf("operation %+v", op)
+		}
+		// A second operation is refused while this one runs.
+		var e apiErrorJSON
+		if code := c.admin(other, "POST", "/v1/nodes/n1/drain", nil, &e); code != 409 || !strings.Contains(e.Error, op.ID) {
+			t.Errorf("second operation: %d %q, want 409 naming %s", code, e.Error, op.ID)
+		}
+		var st statusJSON
+		if c.admin(other, "GET", "/v1/status", nil, &st); st.Operation == nil || st.Operation.ID != op.ID {
+			t.Errorf("status while rebalancing shows operation %+v", st.Operation)
+		}
+		oldLeader := c.metaLeader()
+		if rec, ok := oldLeader.cluster.metaFSM.Operation(); !ok || rec.ID != op.ID || rec.MaxConcurrent != 2 {
+			t.Fatalf("the meta group records %+v (%v), want %s", rec, ok, op.ID)
+		}
+		if err := oldLeader.cluster.metaRaft().LeadershipTransfer().Error(); err != nil {
+			t.Fatalf("moving the meta leadership off %s: %v", oldLeader.cfg.NodeID, err)
+		}
+		final, lost := c.waitOp(other, op.ID, 2*time.Minute)
+		if lost {
+			t.Fatalf("the rebalance was lost with the meta leadership: %+v", final)
+		}
+		newLeader := c.metaLeader()
+		if newLeader == oldLeader {
+			t.Fatalf("the meta leadership is still on %s", oldLeader.cfg.NodeID)
+		}
+		if rec, ok := newLeader.cluster.metaFSM.Operation(); ok {
+			t.Errorf("the meta group still records %+v after the rebalance ended", rec)
+		}
+		if final.ID != op.ID || final.State != "done" || final.Done != final.Total || final.Total == 0 || final.Error != "" ||
 			final.ETASeconds == nil || *final.ETASeconds != 0 {
 			t.Fatalf("rebalance ended as %+v", final)
 		}
-		t.Logf("rebalance: %d moves in %s", final.Total, time.Since(final.Started).Round(time.Millisecond))
+		t.Logf("rebalance: %d moves in %s, carried on by %s", final.Total, time.Since(final.Started).Round(time.Millisecond), newLeader.cfg.NodeID)
 		var dry struct {
 			Moves []moveJSON `json:"moves"`
 		}

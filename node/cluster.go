@@ -285,6 +285,7 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 	for {
 		if g.Raft().State() == raft.Leader {
 			c.controlMeta(ctx, g.Raft())
+			c.n.admin.resumeRecorded()
 			c.heal(g.Raft())
 		} else {
 			c.healer.forget()

@@ -118,7 +118,7 @@ func (c *cluster) heal(r *raft.Raft) {
 		return
 	}
 	a := c.n.admin
-	op, err := a.startOp("heal", "")
+	op, err := a.startOp("heal", "", defaultMaxConcurrent)
 	if err != nil {
 		return // another operation runs; try again when it has ended
 	}

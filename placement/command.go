@@ -25,6 +25,8 @@ type Command struct {
 	UpsertNode       *UpsertNodeCmd       `json:"upsert_node,omitempty"`
 	SetNodeState     *SetNodeStateCmd     `json:"set_node_state,omitempty"`
 	SetShardReplicas *SetShardReplicasCmd `json:"set_shard_replicas,omitempty"`
+	BeginOperation   *BeginOperationCmd   `json:"begin_operation,omitempty"`
+	EndOperation     *EndOperationCmd     `json:"end_operation,omitempty"`
 }
 
 // BootstrapCmd writes the first map (see InitialMap): cluster ID, shard
@@ -60,6 +62,20 @@ type SetShardReplicasCmd struct {
 	ExpectedVersion uint64   `json:"expected_version"`
 }
 
+// BeginOperationCmd records an operation under way. It is refused
+// (ErrOperationRunning) while another is recorded, and changes nothing when
+// the same one is. A drain's node must be in the map. The map's version
+// does not change.
+type BeginOperationCmd struct {
+	Operation Operation `json:"operation"`
+}
+
+// EndOperationCmd clears the recorded operation if its ID is ID, and
+// changes nothing otherwise (it ended before, or another is recorded).
+type EndOperationCmd struct {
+	ID string `json:"id"`
+}
+
 // name returns the name of the command's operation, or an error unless
 // exactly one is set.
 func (c Command) name() (string, error) {
@@ -75,6 +91,12 @@ func (c Command) name() (string, error) {
 	}
 	if c.SetShardReplicas != nil {
 		names = append(names, "set_shard_replicas")
+	}
+	if c.BeginOperation != nil {
+		names = append(names, "begin_operation")
+	}
+	if c.EndOperation != nil {
+		names = append(names, "end_operation")
 	}
 	switch len(names) {
 	case 1:
@@ -165,6 +187,14 @@ func (c Command) check() error {
 	case c.SetShardReplicas != nil:
 		if n := len(c.SetShardReplicas.Replicas); n > MaxReplicas+1 {
 			return fmt.Errorf("%w: set_shard_replicas: %d replicas, at most %d", ErrBadCommand, n, MaxReplicas+1)
+		}
+	case c.BeginOperation != nil:
+		if err := c.BeginOperation.Operation.validate(); err != nil {
+			return fmt.Errorf("begin_operation: %w", err)
+		}
+	case c.EndOperation != nil:
+		if c.EndOperation.ID == "" || len(c.EndOperation.ID) > MaxOperationIDLen {
+			return fmt.Errorf("%w: end_operation: id must be 1 to %d characters long", ErrBadCommand, MaxOperationIDLen)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -18,6 +19,9 @@ func sampleCommands() []Command {
 		{SetNodeState: &SetNodeStateCmd{ID: "n04", State: NodeRemoved}},
 		{SetShardReplicas: &SetShardReplicasCmd{Shard: 3, Replicas: ids("n01", "n02", "n04"), ExpectedVersion: 1}},
 		{SetShardReplicas: &SetShardReplicasCmd{Shard: 0, Replicas: ids("n01", "n02", "n03", "n04"), ExpectedVersion: 1}},
+		{BeginOperation: &BeginOperationCmd{Operation: Operation{ID: "rebalance-20261203t071500-1", Kind: OperationRebalance, MaxConcurrent: 4, Started: time.Date(2026, 12, 3, 7, 15, 0, 0, time.UTC)}}},
+		{BeginOperation: &BeginOperationCmd{Operation: Operation{ID: "drain-1", Kind: OperationDrain, Node: "n02", MaxConcurrent: 1, Started: time.Date(2026, 12, 3, 7, 15, 0, 5, time.UTC)}}},
+		{EndOperation: &EndOperationCmd{ID: "drain-1"}},
 	}
 }
 
@@ -64,6 +68,16 @@ func TestDecodeCommandStrict(t *testing.T) {
 		"too many replicas": "\x01{\"set_shard_replicas\":{\"shard\":0,\"replicas\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\"],\"expected_version\":1}}",
 		"not an object":     "\x01[1,2]",
 		"truncated":         "\x01{\"set_node_state\":{\"id\":\"a\"",
+		"operation kind":    "\x01{\"begin_operation\":{\"operation\":{\"id\":\"x\",\"kind\":\"heal\",\"max_concurrent\":1}}}",
+		"rebalance of node": "\x01{\"begin_operation\":{\"operation\":{\"id\":\"x\",\"kind\":\"rebalance\",\"node\":\"a\",\"max_concurrent\":1}}}",
+		"drain of nothing":  "\x01{\"begin_operation\":{\"operation\":{\"id\":\"x\",\"kind\":\"drain\",\"max_concurrent\":1}}}",
+		"drain of bad node": "\x01{\"begin_operation\":{\"operation\":{\"id\":\"x\",\"kind\":\"drain\",\"node\":\"A\",\"max_concurrent\":1}}}",
+		"no concurrency":    "\x01{\"begin_operation\":{\"operation\":{\"id\":\"x\",\"kind\":\"rebalance\",\"max_concurrent\":0}}}",
+		"no operation id":   "\x01{\"begin_operation\":{\"operation\":{\"id\":\"\",\"kind\":\"rebalance\",\"max_concurrent\":1}}}",
+		"id with a slash":   "\x01{\"begin_operation\":{\"operation\":{\"id\":\"a/b\",\"kind\":\"rebalance\",\"max_concurrent\":1}}}",
+		"id with a space":   "\x01{\"begin_operation\":{\"operation\":{\"id\":\"a b\",\"kind\":\"rebalance\",\"max_concurrent\":1}}}",
+		"bad start time":    "\x01{\"begin_operation\":{\"operation\":{\"id\":\"x\",\"kind\":\"rebalance\",\"max_concurrent\":1,\"started\":\"noon\"}}}",
+		"end without id":    "\x01{\"end_operation\":{\"id\":\"\"}}",
 	} {
 		if c, err := DecodeCommand([]byte(in)); err == nil {
 			t.Errorf("%s: decoded %q as %+v", name, in, c)

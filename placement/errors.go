@@ -33,6 +33,9 @@ var (
 	// ErrUnsafe: the change could lose committed data or leave a node that
 	// still holds replicas out of the map (see SafeChange).
 	ErrUnsafe = errors.New("placement: unsafe change")
+	// ErrOperationRunning: the meta group already records another
+	// operation; one runs at a time.
+	ErrOperationRunning = errors.New("placement: another operation is running")
 	// ErrBadCommand: a meta command or snapshot could not be decoded.
 	ErrBadCommand = errors.New("placement: malformed meta command")
 	// ErrInvalidConfig: a MembershipConfig fails Validate.

@@ -21,7 +21,8 @@ import (
 type FSM struct {
 	mu    sync.Mutex
 	m     Map           // zero until bootstrapped
-	watch chan struct{} // closed and replaced on every change
+	op    *Operation    // the recorded operation, if any
+	watch chan struct{} // closed and replaced on every change of m
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -49,6 +50,16 @@ func (f *FSM) MapAndWatch() (Map, <-chan struct{}) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.m.Clone(), f.watch
+}
+
+// Operation returns the recorded operation, if any (BeginOperationCmd).
+func (f *FSM) Operation() (Operation, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.op == nil {
+		return Operation{}, false
+	}
+	return *f.op, true
 }
 
 // Apply implements raft.FSM.
@@ -90,6 +101,12 @@ func (f *FSM) ApplyCommand(c Command) (uint64, error) {
 		changed, err = f.setNodeState(c.SetNodeState)
 	case c.SetShardReplicas != nil:
 		changed, err = f.setShardReplicas(c.SetShardReplicas)
+	case c.BeginOperation != nil:
+		err = f.beginOperation(c.BeginOperation)
+	case c.EndOperation != nil:
+		if f.op != nil && f.op.ID == c.EndOperation.ID {
+			f.op = nil
+		}
 	}
 	if err != nil {
 		return 0, err
@@ -175,6 +192,23 @@ func (f *FSM) setNodeState(c *SetNodeStateCmd) (bool, error) {
 	return true, nil
 }
 
+func (f *FSM) beginOperation(c *BeginOperationCmd) error {
+	op := c.Operation
+	if f.op != nil {
+		if f.op.ID == op.ID {
+			return nil
+		}
+		return fmt.Errorf("%w: %s (%s) is recorded", ErrOperationRunning, f.op.ID, f.op.Kind)
+	}
+	if op.Kind == OperationDrain {
+		if _, ok := f.m.Nodes[op.Node]; !ok {
+			return fmt.Errorf("%w: drain of %q", ErrUnknownNode, op.Node)
+		}
+	}
+	f.op = &op
+	return nil
+}
+
 func (f *FSM) setShardReplicas(c *SetShardReplicasCmd) (bool, error) {
 	if int64(c.Shard) >= int64(len(f.m.ShardMap)) {
 		return false, fmt.Errorf("%w: %d (the cluster has %d)", ErrUnknownShard, c.Shard, len(f.m.ShardMap))
@@ -207,10 +241,11 @@ func (f *FSM) setShardReplicas(c *SetShardReplicasCmd) (bool, error) {
 const snapshotFormat = 1
 
 // snapshotDoc is what a snapshot holds: the whole map, or none before
-// bootstrap.
+// bootstrap, and the recorded operation.
 type snapshotDoc struct {
-	Format int  `json:"format"`
-	Map    *Map `json:"map"`
+	Format    int        `json:"format"`
+	Map       *Map       `json:"map"`
+	Operation *Operation `json:"operation,omitempty"`
 }
 
 // Snapshot implements raft.FSM.
@@ -221,6 +256,10 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if f.m.Bootstrapped() {
 		m := f.m.Clone()
 		doc.Map = &m
+	}
+	if f.op != nil {
+		op := *f.op
+		doc.Operation = &op
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {
@@ -254,9 +293,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			return fmt.Errorf("placement: meta snapshot: %w", err)
 		}
 	}
+	if doc.Operation != nil {
+		if err := doc.Operation.validate(); err != nil {
+			return fmt.Errorf("placement: meta snapshot: %w", err)
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.m = m
+	f.op = doc.Operation
 	close(f.watch)
 	f.watch = make(chan struct{})
 	return nil

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -429,5 +430,76 @@ func TestFSMRestoreRejectsBadSnapshots(t *testing.T) {
 		if !reflect.DeepEqual(before, f.Map()) {
 			t.Errorf("%s: a failed Restore changed the map", name)
 		}
+	}
+}
+
+func TestFSMOperations(t *testing.T) {
+	f := bootstrapped(t, 3, 8, 3)
+	rebalance := Operation{ID: "rebalance-1", Kind: OperationRebalance, MaxConcurrent: 2, Started: time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC)}
+	drain := Operation{ID: "drain-2", Kind: OperationDrain, Node: "n02", MaxConcurrent: 1}
+	begin := func(op Operation) Command { return Command{BeginOperation: &BeginOperationCmd{Operation: op}} }
+	end := func(id string) Command { return Command{EndOperation: &EndOperationCmd{ID: id}} }
+	recorded := func(want *Operation) {
+		t.Helper()
+		got, ok := f.Operation()
+		switch {
+		case want == nil && ok:
+			t.Fatalf("recorded operation %+v, want none", got)
+		case want != nil && (!ok || got != *want):
+			t.Fatalf("recorded operation %+v (%v), want %+v", got, ok, *want)
+		}
+	}
+
+	recorded(nil)
+	w := f.Watch()
+	steps := []struct {
+		name string
+		cmd  Command
+		want error
+		then *Operation
+	}{
+		{"begin", begin(rebalance), nil, &rebalance},
+		{"begin the same again", begin(rebalance), nil, &rebalance},
+		{"begin another", begin(drain), ErrOperationRunning, &rebalance},
+		{"end another", end("drain-2"), nil, &rebalance},
+		{"end", end("rebalance-1"), nil, nil},
+		{"end again", end("rebalance-1"), nil, nil},
+		{"drain of an unknown node", begin(Operation{ID: "d", Kind: OperationDrain, Node: "n09", MaxConcurrent: 1}), ErrUnknownNode, nil},
+		{"drain", begin(drain), nil, &drain},
+	}
+	for _, st := range steps {
+		v, err := apply(f, st.cmd)
+		if !errors.Is(err, st.want) || (st.want == nil) != (err == nil) {
+			t.Fatalf("%s: %v, want %v", st.name, err, st.want)
+		}
+		if err == nil && v != 1 {
+			t.Fatalf("%s: map version %d, want 1 (operations do not change the map)", st.name, v)
+		}
+		recorded(st.then)
+	}
+	select {
+	case <-w:
+		t.Fatal("recording operations fired the map's watch")
+	default:
+	}
+
+	// The recorded operation is part of the snapshot, and restoring one
+	// without it clears it.
+	g := NewFSM()
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := g.Operation(); !ok || got != drain {
+		t.Fatalf("restored operation %+v (%v), want %+v", got, ok, drain)
+	}
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, bootstrapped(t, 3, 8, 3))))); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := g.Operation(); ok {
+		t.Fatalf("restoring a snapshot without an operation kept %+v", got)
+	}
+	bad := bytes.Replace(snapshotBytes(t, f), []byte(`"kind":"drain"`), []byte(`"kind":"heal"`), 1)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(bad))); !errors.Is(err, ErrBadCommand) {
+		t.Fatalf("restoring a snapshot with an unknown operation kind: %v", err)
 	}
 }

@@ -100,8 +100,9 @@ func run(ctx context.Context) error {
 	}
 	progress("rebalancing after %v of load…", *before)
 	moveStart := c.since()
-	// An operation lives in the meta leader's memory: if the meta
-	// leadership moves, it is lost, and an operator starts it again.
+	// A new meta leader carries the rebalance on and `roost rebalance
+	// --wait` follows it; if it still fails (--wait gave up, say), an
+	// operator would start it again.
 	var rebalanceErr error
 	for try := 0; try <= *restarts && ctx.Err() == nil; try++ {
 		if rebalanceErr != nil {

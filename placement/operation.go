@@ -1,0 +1,57 @@
+package placement
+
+import (
+	"fmt"
+	"time"
+)
+
+// Operation kinds the meta group records.
+const (
+	OperationRebalance = "rebalance"
+	OperationDrain     = "drain"
+)
+
+// MaxOperationIDLen bounds Operation.ID.
+const MaxOperationIDLen = 128
+
+// Operation is a rebalance or drain under way, as the meta group records it
+// (BeginOperationCmd) so that a new meta leader carries it on where the old
+// one stopped: the moves themselves are planned afresh from the map at
+// every step, so what to do is all an operation needs to remember. At most
+// one is recorded at a time; EndOperationCmd clears it.
+type Operation struct {
+	ID   string `json:"id"`
+	Kind string `json:"kind"` // OperationRebalance or OperationDrain
+	// Node is the node a drain empties; empty for a rebalance.
+	Node          NodeID    `json:"node,omitempty"`
+	MaxConcurrent int       `json:"max_concurrent"`
+	Started       time.Time `json:"started"`
+}
+
+// validate checks what can be checked without the map.
+func (o Operation) validate() error {
+	if o.ID == "" || len(o.ID) > MaxOperationIDLen {
+		return fmt.Errorf("%w: operation id must be 1 to %d characters long", ErrBadCommand, MaxOperationIDLen)
+	}
+	for i := 0; i < len(o.ID); i++ {
+		if c := o.ID[i]; c <= ' ' || c > '~' || c == '/' {
+			return fmt.Errorf("%w: operation id %q has %q at offset %d", ErrBadCommand, o.ID, c, i)
+		}
+	}
+	switch o.Kind {
+	case OperationRebalance:
+		if o.Node != "" {
+			return fmt.Errorf("%w: a rebalance names no node (got %q)", ErrBadCommand, o.Node)
+		}
+	case OperationDrain:
+		if err := o.Node.Validate(); err != nil {
+			return fmt.Errorf("%w: drain: %w", ErrBadCommand, err)
+		}
+	default:
+		return fmt.Errorf("%w: unknown operation kind %q (want %s or %s)", ErrBadCommand, o.Kind, OperationRebalance, OperationDrain)
+	}
+	if o.MaxConcurrent < 1 {
+		return fmt.Errorf("%w: max_concurrent must be at least 1, got %d", ErrBadCommand, o.MaxConcurrent)
+	}
+	return nil
+}
