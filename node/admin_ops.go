@@ -64,6 +64,9 @@ type operation struct {
 	node    placement.NodeID // the node a drain empties
 	started time.Time
 	maxConc int
+	// since is when this node began counting done moves (started, or when
+	// it carried the operation on): the ETA's clock.
+	since time.Time
 	// recorded: the meta group records the operation (rebalance, drain),
 	// and its end must clear the record.
 	recorded bool
@@ -97,7 +100,7 @@ func (op *operation) json() *opJSON {
 		zero := 0
 		j.ETASeconds = &zero
 	case op.done > 0:
-		perMove := time.Since(op.started).Seconds() / float64(op.done)
+		perMove := time.Since(op.since).Seconds() / float64(op.done)
 		eta := int(math.Ceil(perMove * float64(max(op.total-op.done, 0))))
 		j.ETASeconds = &eta
 	}
@@ -139,7 +142,7 @@ func (a *admin) startOp(kind string, node placement.NodeID, maxConc int) (*opera
 	defer a.mu.Unlock()
 	a.seq++
 	now := time.Now()
-	op := &operation{id: fmt.Sprintf("%s-%s-%d", kind, now.UTC().Format("20060102t150405"), a.seq), kind: kind, node: node, started: now, maxConc: maxConc, state: "running"}
+	op := &operation{id: fmt.Sprintf("%s-%s-%d", kind, now.UTC().Format("20060102t150405"), a.seq), kind: kind, node: node, started: now, since: now, maxConc: maxConc, state: "running"}
 	if err := a.registerLocked(op); err != nil {
 		return nil, err
 	}
@@ -205,7 +208,7 @@ func (a *admin) resumeRecorded() {
 	if !ok {
 		return
 	}
-	op := &operation{id: rec.ID, kind: rec.Kind, node: rec.Node, started: rec.Started, maxConc: rec.MaxConcurrent, state: "running", recorded: true}
+	op := &operation{id: rec.ID, kind: rec.Kind, node: rec.Node, started: rec.Started, since: time.Now(), maxConc: rec.MaxConcurrent, state: "running", recorded: true}
 	a.mu.Lock()
 	err := a.registerLocked(op)
 	a.mu.Unlock()
@@ -213,7 +216,9 @@ func (a *admin) resumeRecorded() {
 		return
 	}
 	a.n.log.Info("admin: carrying on an operation a previous meta leader started", "op", op.id, "kind", op.kind)
-	a.launch(op, op.maxConc, a.planOf(op))
+	plan := a.planOf(op)
+	op.progress(len(plan(c.metaFSM.Map())), 0)
+	a.launch(op, op.maxConc, plan)
 }
 
 // planOf returns the planner of a recorded operation's kind.
@@ -234,7 +239,10 @@ func (a *admin) endOp(op *operation, err error) {
 	op.mu.Lock()
 	recorded := op.recorded
 	op.mu.Unlock()
-	if recorded && !errors.Is(err, errLostMetaLeadership) && !errors.Is(err, errNodeStopping) {
+	// A stopping node's moves fail with their cancelled context, whatever
+	// the error says.
+	stopping := a.n.manager.ctx.Err() != nil
+	if recorded && !stopping && !errors.Is(err, errLostMetaLeadership) && !errors.Is(err, errNodeStopping) {
 		// If this fails (the leadership just moved), the new meta leader
 		// carries the operation on: it plans from the map, so a finished
 		// one ends at once.

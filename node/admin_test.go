@@ -818,7 +818,9 @@ func TestOperationJSON(t *testing.T) {
 		wantTotal, wantDn int
 	}{
 		{"nothing done yet: no estimate", &operation{state: "running", total: 4, started: now.Add(-10 * time.Second)}, -1, 4, 0},
-		{"half done", &operation{state: "running", total: 4, done: 2, started: now.Add(-10 * time.Second)}, 10, 4, 2},
+		{"half done", &operation{state: "running", total: 4, done: 2, started: now.Add(-10 * time.Second), since: now.Add(-10 * time.Second)}, 10, 4, 2},
+		// Carried on by a new meta leader 4 s ago: its moves count from then.
+		{"half done since carried on", &operation{state: "running", total: 4, done: 2, started: now.Add(-60 * time.Second), since: now.Add(-4 * time.Second)}, 4, 4, 2},
 		{"done", &operation{state: "done", total: 4, done: 4, started: now.Add(-10 * time.Second)}, 0, 4, 4},
 		{"failed", &operation{state: "failed", total: 4, done: 1, err: "x", started: now}, 0, 4, 1},
 	} {

@@ -424,10 +424,11 @@ func (h *harness) roost(timeout time.Duration, args ...string) string {
 
 // roostOperation runs a rebalance or drain with --wait, starting it again
 // when it fails, until it succeeds or timeout has passed, and returns how
-// many times it was started. An operation lives in the meta leader's
-// memory and fails (or is lost) when that leadership moves, which a loaded
-// machine makes likely; started again it plans from the current map, so
-// each start takes up where the last one stopped (docs/admin-api.md).
+// many times it was started. A new meta leader carries a running
+// operation on and --wait follows it, but a --wait can still fail on a
+// loaded machine (it gives up after 30 s of unanswered polls); started
+// again the operation plans from the current map, so each start takes up
+// where the last one stopped (docs/admin-api.md).
 func (h *harness) roostOperation(timeout time.Duration, args ...string) int {
 	h.t.Helper()
 	deadline := time.Now().Add(timeout)
