@@ -25,7 +25,12 @@ type transportServer struct {
 // group returns the open view of id or a NotFound status, after applying
 // Faults to the caller.
 func (s *transportServer) group(ctx context.Context, id uint64) (*groupTransport, error) {
-	caller := callerAddr(ctx)
+	return s.groupFor(callerAddr(ctx), id)
+}
+
+// groupFor is group for a request of caller (a stream reads its caller
+// from the metadata once: FromIncomingContext copies the metadata).
+func (s *transportServer) groupFor(caller raft.ServerAddress, id uint64) (*groupTransport, error) {
 	if s.t.faults != nil {
 		if err := s.t.faults.cut(caller, s.t.local); err != nil {
 			return nil, err
@@ -112,13 +117,13 @@ func wrongResponse(got any) error {
 }
 
 func (s *transportServer) AppendEntries(ctx context.Context, req *pb.RaftAppendEntriesRequest) (*pb.RaftAppendEntriesResponse, error) {
-	return s.appendEntries(ctx, req, false)
+	return s.appendEntries(ctx, callerAddr(ctx), req, false)
 }
 
 // appendEntries hands one AppendEntries to its group's raft, heartbeats
 // by the fast path; heartbeatOnly refuses anything else.
-func (s *transportServer) appendEntries(ctx context.Context, req *pb.RaftAppendEntriesRequest, heartbeatOnly bool) (*pb.RaftAppendEntriesResponse, error) {
-	v, err := s.group(ctx, req.GroupId)
+func (s *transportServer) appendEntries(ctx context.Context, caller raft.ServerAddress, req *pb.RaftAppendEntriesRequest, heartbeatOnly bool) (*pb.RaftAppendEntriesResponse, error) {
+	v, err := s.groupFor(caller, req.GroupId)
 	if err != nil {
 		return nil, err
 	}
@@ -155,6 +160,7 @@ func answer[R any](out any, err error) (R, error) {
 // time anyway, and the client has the next request in flight meanwhile.
 func (s *transportServer) AppendEntriesPipeline(stream pb.RaftTransport_AppendEntriesPipelineServer) error {
 	ctx := stream.Context()
+	caller := callerAddr(ctx)
 	for {
 		req, err := stream.Recv()
 		if err == io.EOF {
@@ -163,7 +169,7 @@ func (s *transportServer) AppendEntriesPipeline(stream pb.RaftTransport_AppendEn
 		if err != nil {
 			return err
 		}
-		resp, err := s.appendEntries(ctx, req, false)
+		resp, err := s.appendEntries(ctx, caller, req, false)
 		if err != nil {
 			return err
 		}
@@ -228,7 +234,7 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 		}
 		out := &pb.RaftHeartbeatBatchResponse{Results: make([]*pb.RaftHeartbeatResult, len(batch.Requests))}
 		for i, req := range batch.Requests {
-			resp, err := s.appendEntries(ctx, req, true)
+			resp, err := s.appendEntries(ctx, peer, req, true)
 			if err != nil {
 				st := status.Convert(err)
 				out.Results[i] = &pb.RaftHeartbeatResult{Code: uint32(st.Code()), Message: st.Message()}
