@@ -246,7 +246,11 @@ func (a *admin) endOp(op *operation, err error) {
 		// If this fails (the leadership just moved), the new meta leader
 		// carries the operation on: it plans from the map, so a finished
 		// one ends at once.
-		if _, perr := a.proposeMeta(placement.Command{EndOperation: &placement.EndOperationCmd{ID: op.id}}); perr != nil {
+		end := &placement.EndOperationCmd{ID: op.id, State: placement.OperationDone, Done: op.json().Done, Finished: time.Now().UTC()}
+		if err != nil {
+			end.State, end.Error = placement.OperationFailed, truncate(err.Error(), placement.MaxOperationErrorLen)
+		}
+		if _, perr := a.proposeMeta(placement.Command{EndOperation: end}); perr != nil {
 			a.n.log.Warn("admin: clearing the record of an operation", "op", op.id, "err", perr)
 		}
 	}
@@ -445,11 +449,24 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 	a.mu.Lock()
 	op := a.ops[id]
 	a.mu.Unlock()
-	if op == nil {
-		return errorf(http.StatusBadRequest, "unknown operation %q: the meta leader (%s) has no record of it (it keeps the last %d; a heal is not carried over from a previous meta leader)", id, a.n.cfg.NodeID, keptOperations)
+	if op != nil && op.json().State == "running" {
+		writeJSON(w, http.StatusOK, map[string]any{"operation": op.json()})
+		return nil
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"operation": op.json()})
-	return nil
+	// How the meta group saw it end wins over this node's own account,
+	// which may be that it lost the operation with the meta leadership
+	// before another meta leader finished it.
+	if e, ok := a.n.cluster.metaFSM.LastEnded(); ok && e.ID == id {
+		zero := 0
+		writeJSON(w, http.StatusOK, map[string]any{"operation": &opJSON{ID: e.ID, Kind: e.Kind, State: e.State,
+			Total: e.Done, Done: e.Done, Started: e.Started, ETASeconds: &zero, Error: e.Error}})
+		return nil
+	}
+	if op != nil {
+		writeJSON(w, http.StatusOK, map[string]any{"operation": op.json()})
+		return nil
+	}
+	return errorf(http.StatusBadRequest, "unknown operation %q: the meta leader (%s) has no record of it (it keeps the last %d it ran, and the last that ended; a heal is not carried over from a previous meta leader)", id, a.n.cfg.NodeID, keptOperations)
 }
 
 // planFunc gives the moves an operation still has to make from map m, in
@@ -639,4 +656,12 @@ func (a *admin) waitConverged(ctx context.Context, sid placement.ShardID, replic
 			return ctx.Err()
 		}
 	}
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
 }

@@ -616,6 +616,20 @@ func TestAdminCluster(t *testing.T) {
 			final.ETASeconds == nil || *final.ETASeconds != 0 {
 			t.Fatalf("rebalance ended as %+v", final)
 		}
+		// A later meta leader, which did not finish it (and may have lost
+		// it), answers how it ended from the meta group's record.
+		if err := newLeader.cluster.metaRaft().LeadershipTransfer().Error(); err != nil {
+			t.Fatalf("moving the meta leadership off %s: %v", newLeader.cfg.NodeID, err)
+		}
+		var again struct {
+			Operation opJSON `json:"operation"`
+			Error     string `json:"error"`
+		}
+		if code := c.admin(other, "GET", "/v1/operations/"+op.ID, nil, &again); code != 200 ||
+			again.Operation.State != "done" || again.Operation.Done != final.Done || again.Operation.Kind != "rebalance" {
+			t.Errorf("after another meta leader change (to %s): %d %+v %s, want done with %d moves",
+				c.metaLeader().cfg.NodeID, code, again.Operation, again.Error, final.Done)
+		}
 		t.Logf("rebalance: %d moves in %s, carried on by %s", final.Total, time.Since(final.Started).Round(time.Millisecond), newLeader.cfg.NodeID)
 		var dry struct {
 			Moves []moveJSON `json:"moves"`

@@ -2,6 +2,7 @@ package placement
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -20,9 +21,10 @@ import (
 // stays identical whatever the log holds.
 type FSM struct {
 	mu    sync.Mutex
-	m     Map           // zero until bootstrapped
-	op    *Operation    // the recorded operation, if any
-	watch chan struct{} // closed and replaced on every change of m
+	m     Map             // zero until bootstrapped
+	op    *Operation      // the recorded operation, if any
+	ended *EndedOperation // the last operation that ended, if any
+	watch chan struct{}   // closed and replaced on every change of m
 }
 
 var _ raft.FSM = (*FSM)(nil)
@@ -60,6 +62,16 @@ func (f *FSM) Operation() (Operation, bool) {
 		return Operation{}, false
 	}
 	return *f.op, true
+}
+
+// LastEnded returns the last operation that ended (EndOperationCmd), if any.
+func (f *FSM) LastEnded() (EndedOperation, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ended == nil {
+		return EndedOperation{}, false
+	}
+	return *f.ended, true
 }
 
 // Apply implements raft.FSM.
@@ -104,7 +116,8 @@ func (f *FSM) ApplyCommand(c Command) (uint64, error) {
 	case c.BeginOperation != nil:
 		err = f.beginOperation(c.BeginOperation)
 	case c.EndOperation != nil:
-		if f.op != nil && f.op.ID == c.EndOperation.ID {
+		if e := c.EndOperation; f.op != nil && f.op.ID == e.ID {
+			f.ended = &EndedOperation{Operation: *f.op, State: e.State, Done: e.Done, Error: e.Error, Finished: e.Finished}
 			f.op = nil
 		}
 	}
@@ -243,9 +256,10 @@ const snapshotFormat = 1
 // snapshotDoc is what a snapshot holds: the whole map, or none before
 // bootstrap, and the recorded operation.
 type snapshotDoc struct {
-	Format    int        `json:"format"`
-	Map       *Map       `json:"map"`
-	Operation *Operation `json:"operation,omitempty"`
+	Format    int             `json:"format"`
+	Map       *Map            `json:"map"`
+	Operation *Operation      `json:"operation,omitempty"`
+	LastEnded *EndedOperation `json:"last_ended,omitempty"`
 }
 
 // Snapshot implements raft.FSM.
@@ -260,6 +274,10 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	if f.op != nil {
 		op := *f.op
 		doc.Operation = &op
+	}
+	if f.ended != nil {
+		e := *f.ended
+		doc.LastEnded = &e
 	}
 	b, err := json.Marshal(doc)
 	if err != nil {
@@ -298,10 +316,17 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 			return fmt.Errorf("placement: meta snapshot: %w", err)
 		}
 	}
+	if e := doc.LastEnded; e != nil {
+		end := EndOperationCmd{ID: e.ID, State: e.State, Done: e.Done, Error: e.Error}
+		if err := errors.Join(e.Operation.validate(), end.validate()); err != nil {
+			return fmt.Errorf("placement: meta snapshot: last ended operation: %w", err)
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.m = m
 	f.op = doc.Operation
+	f.ended = doc.LastEnded
 	close(f.watch)
 	f.watch = make(chan struct{})
 	return nil

@@ -438,7 +438,9 @@ func TestFSMOperations(t *testing.T) {
 	rebalance := Operation{ID: "rebalance-1", Kind: OperationRebalance, MaxConcurrent: 2, Started: time.Date(2026, 12, 3, 7, 0, 0, 0, time.UTC)}
 	drain := Operation{ID: "drain-2", Kind: OperationDrain, Node: "n02", MaxConcurrent: 1}
 	begin := func(op Operation) Command { return Command{BeginOperation: &BeginOperationCmd{Operation: op}} }
-	end := func(id string) Command { return Command{EndOperation: &EndOperationCmd{ID: id}} }
+	end := func(id string) Command {
+		return Command{EndOperation: &EndOperationCmd{ID: id, State: OperationDone, Done: 7, Finished: time.Date(2026, 12, 3, 7, 5, 0, 0, time.UTC)}}
+	}
 	recorded := func(want *Operation) {
 		t.Helper()
 		got, ok := f.Operation()
@@ -482,6 +484,12 @@ func TestFSMOperations(t *testing.T) {
 		t.Fatal("recording operations fired the map's watch")
 	default:
 	}
+	// The rebalance's end is kept, with how it ended; ends of operations
+	// not recorded ("drain-2" while the rebalance was) are not.
+	wantEnded := EndedOperation{Operation: rebalance, State: OperationDone, Done: 7, Finished: time.Date(2026, 12, 3, 7, 5, 0, 0, time.UTC)}
+	if got, ok := f.LastEnded(); !ok || got != wantEnded {
+		t.Fatalf("last ended %+v (%v), want %+v", got, ok, wantEnded)
+	}
 
 	// The recorded operation is part of the snapshot, and restoring one
 	// without it clears it.
@@ -492,14 +500,25 @@ func TestFSMOperations(t *testing.T) {
 	if got, ok := g.Operation(); !ok || got != drain {
 		t.Fatalf("restored operation %+v (%v), want %+v", got, ok, drain)
 	}
+	if got, ok := g.LastEnded(); !ok || got != wantEnded {
+		t.Fatalf("restored last ended %+v (%v), want %+v", got, ok, wantEnded)
+	}
 	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, bootstrapped(t, 3, 8, 3))))); err != nil {
 		t.Fatal(err)
 	}
 	if got, ok := g.Operation(); ok {
 		t.Fatalf("restoring a snapshot without an operation kept %+v", got)
 	}
-	bad := bytes.Replace(snapshotBytes(t, f), []byte(`"kind":"drain"`), []byte(`"kind":"heal"`), 1)
-	if err := g.Restore(io.NopCloser(bytes.NewReader(bad))); !errors.Is(err, ErrBadCommand) {
-		t.Fatalf("restoring a snapshot with an unknown operation kind: %v", err)
+	if got, ok := g.LastEnded(); ok {
+		t.Fatalf("restoring a snapshot without an ended operation kept %+v", got)
+	}
+	for _, c := range []struct{ from, to string }{
+		{`"kind":"drain"`, `"kind":"heal"`},
+		{`"state":"done"`, `"state":"paused"`},
+	} {
+		bad := bytes.Replace(snapshotBytes(t, f), []byte(c.from), []byte(c.to), 1)
+		if err := g.Restore(io.NopCloser(bytes.NewReader(bad))); !errors.Is(err, ErrBadCommand) {
+			t.Fatalf("restoring a snapshot with %s: %v", c.to, err)
+		}
 	}
 }

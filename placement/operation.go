@@ -28,6 +28,25 @@ type Operation struct {
 	Started       time.Time `json:"started"`
 }
 
+// Operation outcomes, EndOperationCmd.State.
+const (
+	OperationDone   = "done"
+	OperationFailed = "failed"
+)
+
+// MaxOperationErrorLen bounds EndOperationCmd.Error.
+const MaxOperationErrorLen = 1024
+
+// EndedOperation is the last operation that ended, kept so that a new meta
+// leader can still tell how an operation it did not run ended.
+type EndedOperation struct {
+	Operation
+	State    string    `json:"state"` // OperationDone or OperationFailed
+	Done     int       `json:"done"`  // moves made by the meta leader that ended it
+	Error    string    `json:"error,omitempty"`
+	Finished time.Time `json:"finished"`
+}
+
 // validate checks what can be checked without the map.
 func (o Operation) validate() error {
 	if o.ID == "" || len(o.ID) > MaxOperationIDLen {
