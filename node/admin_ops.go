@@ -246,7 +246,7 @@ func (a *admin) endOp(op *operation, err error) {
 		// If this fails (the leadership just moved), the new meta leader
 		// carries the operation on: it plans from the map, so a finished
 		// one ends at once.
-		end := &placement.EndOperationCmd{ID: op.id, State: placement.OperationDone, Done: op.json().Done, Finished: time.Now().UTC()}
+		end := &placement.EndOperationCmd{ID: op.id, OperationOutcome: placement.OperationOutcome{State: placement.OperationDone, Done: op.json().Done, Finished: time.Now().UTC()}}
 		if err != nil {
 			end.State, end.Error = placement.OperationFailed, truncate(err.Error(), placement.MaxOperationErrorLen)
 		}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 )
 
 // commandFormat is the first byte of every encoded command. A node that
@@ -75,25 +74,8 @@ type BeginOperationCmd struct {
 // how it ended as the FSM's LastEnded, and changes nothing otherwise (it
 // ended before, or another is recorded).
 type EndOperationCmd struct {
-	ID       string    `json:"id"`
-	State    string    `json:"state"` // OperationDone or OperationFailed
-	Done     int       `json:"done"`
-	Error    string    `json:"error,omitempty"`
-	Finished time.Time `json:"finished"`
-}
-
-func (c *EndOperationCmd) validate() error {
-	switch {
-	case c.ID == "" || len(c.ID) > MaxOperationIDLen:
-		return fmt.Errorf("%w: end_operation: id must be 1 to %d characters long", ErrBadCommand, MaxOperationIDLen)
-	case c.State != OperationDone && c.State != OperationFailed:
-		return fmt.Errorf("%w: end_operation: state %q (want %s or %s)", ErrBadCommand, c.State, OperationDone, OperationFailed)
-	case c.Done < 0:
-		return fmt.Errorf("%w: end_operation: done %d", ErrBadCommand, c.Done)
-	case len(c.Error) > MaxOperationErrorLen:
-		return fmt.Errorf("%w: end_operation: error of %d bytes (at most %d)", ErrBadCommand, len(c.Error), MaxOperationErrorLen)
-	}
-	return nil
+	ID string `json:"id"`
+	OperationOutcome
 }
 
 // name returns the name of the command's operation, or an error unless
@@ -213,8 +195,11 @@ func (c Command) check() error {
 			return fmt.Errorf("begin_operation: %w", err)
 		}
 	case c.EndOperation != nil:
+		if id := c.EndOperation.ID; id == "" || len(id) > MaxOperationIDLen {
+			return fmt.Errorf("%w: end_operation: id must be 1 to %d characters long", ErrBadCommand, MaxOperationIDLen)
+		}
 		if err := c.EndOperation.validate(); err != nil {
-			return err
+			return fmt.Errorf("end_operation: %w", err)
 		}
 	}
 	return nil

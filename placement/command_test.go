@@ -21,8 +21,8 @@ func sampleCommands() []Command {
 		{SetShardReplicas: &SetShardReplicasCmd{Shard: 0, Replicas: ids("n01", "n02", "n03", "n04"), ExpectedVersion: 1}},
 		{BeginOperation: &BeginOperationCmd{Operation: Operation{ID: "rebalance-20261203t071500-1", Kind: OperationRebalance, MaxConcurrent: 4, Started: time.Date(2026, 12, 3, 7, 15, 0, 0, time.UTC)}}},
 		{BeginOperation: &BeginOperationCmd{Operation: Operation{ID: "drain-1", Kind: OperationDrain, Node: "n02", MaxConcurrent: 1, Started: time.Date(2026, 12, 3, 7, 15, 0, 5, time.UTC)}}},
-		{EndOperation: &EndOperationCmd{ID: "drain-1", State: OperationFailed, Done: 3, Error: "shard 4: timed out", Finished: time.Date(2026, 12, 3, 7, 16, 0, 0, time.UTC)}},
-		{EndOperation: &EndOperationCmd{ID: "rebalance-2", State: OperationDone, Done: 12}},
+		{EndOperation: &EndOperationCmd{ID: "drain-1", OperationOutcome: OperationOutcome{State: OperationFailed, Done: 3, Error: "shard 4: timed out", Finished: time.Date(2026, 12, 3, 7, 16, 0, 0, time.UTC)}}},
+		{EndOperation: &EndOperationCmd{ID: "rebalance-2", OperationOutcome: OperationOutcome{State: OperationDone, Done: 12}}},
 	}
 }
 

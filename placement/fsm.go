@@ -117,7 +117,7 @@ func (f *FSM) ApplyCommand(c Command) (uint64, error) {
 		err = f.beginOperation(c.BeginOperation)
 	case c.EndOperation != nil:
 		if e := c.EndOperation; f.op != nil && f.op.ID == e.ID {
-			f.ended = &EndedOperation{Operation: *f.op, State: e.State, Done: e.Done, Error: e.Error, Finished: e.Finished}
+			f.ended = &EndedOperation{Operation: *f.op, OperationOutcome: e.OperationOutcome}
 			f.op = nil
 		}
 	}
@@ -317,8 +317,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		}
 	}
 	if e := doc.LastEnded; e != nil {
-		end := EndOperationCmd{ID: e.ID, State: e.State, Done: e.Done, Error: e.Error}
-		if err := errors.Join(e.Operation.validate(), end.validate()); err != nil {
+		if err := errors.Join(e.Operation.validate(), e.OperationOutcome.validate()); err != nil {
 			return fmt.Errorf("placement: meta snapshot: last ended operation: %w", err)
 		}
 	}

@@ -439,7 +439,7 @@ func TestFSMOperations(t *testing.T) {
 	drain := Operation{ID: "drain-2", Kind: OperationDrain, Node: "n02", MaxConcurrent: 1}
 	begin := func(op Operation) Command { return Command{BeginOperation: &BeginOperationCmd{Operation: op}} }
 	end := func(id string) Command {
-		return Command{EndOperation: &EndOperationCmd{ID: id, State: OperationDone, Done: 7, Finished: time.Date(2026, 12, 3, 7, 5, 0, 0, time.UTC)}}
+		return Command{EndOperation: &EndOperationCmd{ID: id, OperationOutcome: OperationOutcome{State: OperationDone, Done: 7, Finished: time.Date(2026, 12, 3, 7, 5, 0, 0, time.UTC)}}}
 	}
 	recorded := func(want *Operation) {
 		t.Helper()
@@ -486,7 +486,7 @@ func TestFSMOperations(t *testing.T) {
 	}
 	// The rebalance's end is kept, with how it ended; ends of operations
 	// not recorded ("drain-2" while the rebalance was) are not.
-	wantEnded := EndedOperation{Operation: rebalance, State: OperationDone, Done: 7, Finished: time.Date(2026, 12, 3, 7, 5, 0, 0, time.UTC)}
+	wantEnded := EndedOperation{Operation: rebalance, OperationOutcome: OperationOutcome{State: OperationDone, Done: 7, Finished: time.Date(2026, 12, 3, 7, 5, 0, 0, time.UTC)}}
 	if got, ok := f.LastEnded(); !ok || got != wantEnded {
 		t.Fatalf("last ended %+v (%v), want %+v", got, ok, wantEnded)
 	}

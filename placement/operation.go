@@ -37,14 +37,31 @@ const (
 // MaxOperationErrorLen bounds EndOperationCmd.Error.
 const MaxOperationErrorLen = 1024
 
-// EndedOperation is the last operation that ended, kept so that a new meta
-// leader can still tell how an operation it did not run ended.
-type EndedOperation struct {
-	Operation
+// OperationOutcome is how an operation ended.
+type OperationOutcome struct {
 	State    string    `json:"state"` // OperationDone or OperationFailed
 	Done     int       `json:"done"`  // moves made by the meta leader that ended it
 	Error    string    `json:"error,omitempty"`
 	Finished time.Time `json:"finished"`
+}
+
+func (o OperationOutcome) validate() error {
+	switch {
+	case o.State != OperationDone && o.State != OperationFailed:
+		return fmt.Errorf("%w: state %q (want %s or %s)", ErrBadCommand, o.State, OperationDone, OperationFailed)
+	case o.Done < 0:
+		return fmt.Errorf("%w: done %d", ErrBadCommand, o.Done)
+	case len(o.Error) > MaxOperationErrorLen:
+		return fmt.Errorf("%w: error of %d bytes (at most %d)", ErrBadCommand, len(o.Error), MaxOperationErrorLen)
+	}
+	return nil
+}
+
+// EndedOperation is the last operation that ended, kept so that a new meta
+// leader can still tell how an operation it did not run ended.
+type EndedOperation struct {
+	Operation
+	OperationOutcome
 }
 
 // validate checks what can be checked without the map.
