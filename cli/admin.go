@@ -43,7 +43,8 @@ var (
 	// repeated, so that a long wait shows it is still alive.
 	adminProgressEvery = 15 * time.Second
 	// operationRestartDelay is how long a --wait lets a new meta leader
-	// settle before it starts an operation lost with the old one again.
+	// settle (and carry on the operation) before it asks for the operation
+	// again, or starts it again if the new leader does not know it.
 	operationRestartDelay = time.Second
 )
 
