@@ -51,7 +51,7 @@ const maxReplans = 50
 
 // errLostMetaLeadership and errNodeStopping end an operation that another
 // meta leader carries on if it is recorded (the CLI's --wait recognises
-// the first's text).
+// the first's text; endOp tells the second by the node's context).
 var (
 	errLostMetaLeadership = errors.New("lost the meta leadership")
 	errNodeStopping       = errors.New("the node is shutting down")
@@ -68,7 +68,8 @@ type operation struct {
 	// it carried the operation on): the ETA's clock.
 	since time.Time
 	// recorded: the meta group records the operation (rebalance, drain),
-	// and its end must clear the record.
+	// and its end must clear the record. Set before the operation is
+	// launched, and only read after.
 	recorded bool
 
 	mu       sync.Mutex
@@ -177,9 +178,7 @@ func (a *admin) record(op *operation) error {
 		a.endOp(op, err)
 		return err
 	}
-	op.mu.Lock()
 	op.recorded = true
-	op.mu.Unlock()
 	return nil
 }
 
@@ -218,7 +217,7 @@ func (a *admin) resumeRecorded() {
 	a.n.log.Info("admin: carrying on an operation a previous meta leader started", "op", op.id, "kind", op.kind)
 	plan := a.planOf(op)
 	op.progress(len(plan(c.metaFSM.Map())), 0)
-	a.launch(op, op.maxConc, plan)
+	a.launch(op, plan)
 }
 
 // planOf returns the planner of a recorded operation's kind.
@@ -236,13 +235,10 @@ func (a *admin) planOf(op *operation) planFunc {
 // endOp records the end of the running operation, and clears the meta
 // group's record of it unless another meta leader is to carry it on.
 func (a *admin) endOp(op *operation, err error) {
-	op.mu.Lock()
-	recorded := op.recorded
-	op.mu.Unlock()
 	// A stopping node's moves fail with their cancelled context, whatever
 	// the error says.
 	stopping := a.n.manager.ctx.Err() != nil
-	if recorded && !stopping && !errors.Is(err, errLostMetaLeadership) && !errors.Is(err, errNodeStopping) {
+	if op.recorded && !stopping && !errors.Is(err, errLostMetaLeadership) {
 		// If this fails (the leadership just moved), the new meta leader
 		// carries the operation on: it plans from the map, so a finished
 		// one ends at once.
@@ -323,7 +319,7 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	op.progress(len(placement.Plan(m)), 0)
-	a.launch(op, req.MaxConcurrent, a.planOf(op))
+	a.launch(op, a.planOf(op))
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
 }
@@ -383,7 +379,7 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 		setMapVersion(w, v)
 	}
 	op.progress(len(m.ShardsOf(id)), 0)
-	a.launch(op, req.MaxConcurrent, a.planOf(op))
+	a.launch(op, a.planOf(op))
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
 }
@@ -449,8 +445,12 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 	a.mu.Lock()
 	op := a.ops[id]
 	a.mu.Unlock()
-	if op != nil && op.json().State == "running" {
-		writeJSON(w, http.StatusOK, map[string]any{"operation": op.json()})
+	var j *opJSON
+	if op != nil {
+		j = op.json()
+	}
+	if j != nil && j.State == "running" {
+		writeJSON(w, http.StatusOK, map[string]any{"operation": j})
 		return nil
 	}
 	// How the meta group saw it end wins over this node's own account,
@@ -462,8 +462,8 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 			Total: e.Done, Done: e.Done, Started: e.Started, ETASeconds: &zero, Error: e.Error}})
 		return nil
 	}
-	if op != nil {
-		writeJSON(w, http.StatusOK, map[string]any{"operation": op.json()})
+	if j != nil {
+		writeJSON(w, http.StatusOK, map[string]any{"operation": j})
 		return nil
 	}
 	return errorf(http.StatusBadRequest, "unknown operation %q: the meta leader (%s) has no record of it (it keeps the last %d it ran, and the last that ended; a heal is not carried over from a previous meta leader)", id, a.n.cfg.NodeID, keptOperations)
@@ -488,12 +488,12 @@ func onlyToAlive(plan planFunc, alive func() map[placement.NodeID]bool) planFunc
 }
 
 // launch runs op in the background, bounded by the node's lifetime.
-func (a *admin) launch(op *operation, maxConc int, plan planFunc) {
+func (a *admin) launch(op *operation, plan planFunc) {
 	ctx := a.n.manager.ctx
 	a.n.wg.Add(1)
 	go func() {
 		defer a.n.wg.Done()
-		a.endOp(op, a.runOp(ctx, op, maxConc, plan))
+		a.endOp(op, a.runOp(ctx, op, plan))
 	}()
 }
 
@@ -501,8 +501,8 @@ func (a *admin) launch(op *operation, maxConc int, plan planFunc) {
 var errReplan = errors.New("the shard changed under the move")
 
 // runOp carries out the moves plan gives, planning again from the map
-// after each, until none is left, at most maxConc shards at a time.
-func (a *admin) runOp(ctx context.Context, op *operation, maxConc int, plan planFunc) error {
+// after each, until none is left, at most op.maxConc shards at a time.
+func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 	c := a.n.cluster
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -541,7 +541,7 @@ func (a *admin) runOp(ctx context.Context, op *operation, maxConc int, plan plan
 			}
 			seen := map[placement.ShardID]bool{}
 			for _, mv := range pending {
-				if len(inflight) >= maxConc {
+				if len(inflight) >= op.maxConc {
 					break
 				}
 				// One move per shard at a time: a shard's later moves

@@ -206,8 +206,8 @@ func (c *testCluster) waitConverged(i int, timeout time.Duration) []shardView {
 }
 
 // waitOp polls an operation until it is no longer running. lost reports
-// that it ended because its node lost the meta leadership (a stalled test
-// process can make a leader step down; the operation lives in its memory).
+// that it ended because its node lost the meta leadership and no other
+// meta leader carried it on (a heal, which the meta group does not record).
 func (c *testCluster) waitOp(i int, id string, timeout time.Duration) (op opJSON, lost bool) {
 	c.t.Helper()
 	deadline := time.Now().Add(timeout)

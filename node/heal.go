@@ -123,7 +123,7 @@ func (c *cluster) heal(r *raft.Raft) {
 		return // another operation runs; try again when it has ended
 	}
 	c.n.log.Warn("re-creating the replicas of dead nodes elsewhere", "dead", joinIDs(slices.Sorted(maps.Keys(dead))), "grace", grace, "op", op.id)
-	a.launch(op, defaultMaxConcurrent, func(m placement.Map) []placement.Move {
+	a.launch(op, func(m placement.Map) []placement.Move {
 		alive := c.aliveIDs()
 		return healMoves(m, alive, c.healer.observe(m, alive, grace, time.Now()))
 	})

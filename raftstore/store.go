@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -82,13 +83,8 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 	}
 	popts.Experimental.CompactionScheduler = newCompactionScheduler()
 	var window *syncWindow
-	switch {
-	case opts.SyncWindow == 0:
-		window = &syncWindow{window: defaultSyncWindow}
-	case opts.SyncWindow > 0:
-		window = &syncWindow{window: opts.SyncWindow}
-	}
-	if window != nil {
+	if d := cmp.Or(opts.SyncWindow, defaultSyncWindow); d > 0 {
+		window = &syncWindow{window: d}
 		popts.WALMinSyncInterval = window.next
 	}
 	db, err := pebble.Open(dir, popts)
