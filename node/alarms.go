@@ -187,6 +187,11 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 		if err == nil {
 			a.m.metrics.alarmsFired.Inc()
 		}
+	case errors.As(err, new(*routingError)):
+		// Refused before it ran (the shard's leadership is moving): not a
+		// failed delivery. The next leader delivers it, or this node again
+		// if the hand-over fails.
+		a.retries[d.Object] = alarmRetry{at: d.At, count: r.count, notBefore: time.Now().Add(a.backoff)}
 	default:
 		a.m.metrics.alarmFailures.Inc()
 		a.m.cfg.Logger.Warn("alarm failed; will retry", "class", class, "id", id.String(), "retry", r.count+1, "err", err)
@@ -229,7 +234,7 @@ func (m *manager) deliverAlarm(ctx context.Context, sh *shard, class string, id 
 
 // alarm runs one alarm delivery as a turn of the instance.
 func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo, giveUp bool) error {
-	if err := in.beginTurn(ctx); err != nil {
+	if err := in.beginTurn(ctx, true); err != nil {
 		return err
 	}
 	var handlerErr error

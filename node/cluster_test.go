@@ -50,7 +50,8 @@ func (r *turnRegistry) exit(obj, node string) {
 	}
 }
 
-// clusterApp is the counter whose turns report to reg.
+// clusterApp is the counter whose turns report to reg; a request's "hold"
+// parameter (a duration) keeps its turn running that long first.
 func clusterApp(reg *turnRegistry) *durable.App {
 	app := testApp()
 	app.Classes["Counter"] = func(state *durable.State, env *durable.Env) durable.Object {
@@ -60,6 +61,9 @@ func clusterApp(reg *turnRegistry) *durable.App {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			reg.enter(obj, node)
 			defer reg.exit(obj, node)
+			if hold, err := time.ParseDuration(r.URL.Query().Get("hold")); err == nil {
+				time.Sleep(hold) // a slow turn: ?hold=30ms
+			}
 			inner.ServeHTTP(w, r)
 		})
 	}

@@ -103,14 +103,22 @@ func (in *instance) lock(ctx context.Context) error {
 func (in *instance) unlock() { <-in.gate }
 
 // beginTurn takes the gate for a turn and opens its outbox; it fails with
-// errInstanceReset if the instance was retired meanwhile.
-func (in *instance) beginTurn(ctx context.Context) error {
+// errInstanceReset if the instance was retired meanwhile. The turn counts
+// on its shard until endTurn, so a leadership hand-over waits for it
+// (shard.quiesce). A movable turn — a request or an alarm, which their
+// callers retry at the next leader — is refused before it runs if a
+// hand-over has begun: its commit would be refused.
+func (in *instance) beginTurn(ctx context.Context, movable bool) error {
 	if err := in.lock(ctx); err != nil {
 		return err
 	}
 	if in.retired.Load() {
 		in.unlock()
 		return errInstanceReset
+	}
+	if err := in.shard.enterTurn(movable); err != nil {
+		in.unlock()
+		return err
 	}
 	in.openOutbox()
 	return nil
@@ -124,7 +132,7 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 		in.m.metrics.overloaded.Inc()
 		return nil, &durable.Error{Message: fmt.Sprintf("Durable Object is overloaded: %d requests queued", n-1), Overloaded: true, Retryable: true, Err: durable.ErrOverloaded}
 	}
-	err := in.beginTurn(ctx)
+	err := in.beginTurn(ctx, true)
 	in.waiting.Add(-1)
 	if err != nil {
 		return nil, err
@@ -175,6 +183,7 @@ func (in *instance) outputGate(ctx context.Context, last *commit, wroteNothingNe
 // writes made before the panic still commit, as a Workers object's do.
 func (in *instance) endTurn(exc error) (last *commit, readOnly bool) {
 	last = in.storage.flush()
+	in.shard.exitTurn() // after flush: the turn's writes are queued on the shard now
 	readOnly = last == nil || last.isDone()
 	in.releaseOutbox(last, readOnly)
 	if exc != nil {

@@ -155,7 +155,7 @@ func (m *manager) fetchLocal(ctx context.Context, class string, id durable.ID, r
 	key := id.Bytes()
 	for attempt := 0; ; attempt++ {
 		if sh.handingOff.Load() {
-			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %s: leadership is moving to another node", sh.id)}
+			return nil, sh.handOffRefusal()
 		}
 		if err := m.waitShard(ctx, sh); err != nil {
 			return nil, err

@@ -64,6 +64,12 @@ type shard struct {
 	// another replica: new requests are re-routed instead of starting turns
 	// whose commits Raft would refuse during the transfer.
 	handingOff atomic.Bool
+	// turns counts the turns running on the shard's instances (enterTurn,
+	// exitTurn), so a hand-over waits for the commits of turns that began
+	// before it. A turn counts itself before it reads handingOff and
+	// quiesce sets handingOff before it reads turns, so either the turn is
+	// refused or quiesce waits for it.
+	turns atomic.Int64
 }
 
 type proposal struct {
@@ -257,22 +263,45 @@ func (s *shard) doneInflight() {
 }
 
 // quiesce stops new turns on the shard and waits, at most max, until the
-// commits already proposed have their outcome; call it before a leadership
-// transfer, and resume after.
+// turns already running have ended and their commits have their outcome;
+// call it before a leadership transfer, and resume after.
 func (s *shard) quiesce(max time.Duration) {
 	s.handingOff.Store(true)
 	deadline := time.Now().Add(max)
-	for quiet := 0; quiet < 2 && time.Now().Before(deadline); {
-		s.mu.Lock()
-		idle := len(s.queue) == 0 && s.inflight == 0
-		s.mu.Unlock()
-		if idle {
-			quiet++ // twice in a row: a turn that was just finishing has submitted too
-		} else {
-			quiet = 0
-		}
-		time.Sleep(5 * time.Millisecond)
+	for !s.idle() && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// idle says no turn runs on the shard and no commit awaits its outcome.
+// It reads turns first: a turn queues its commit before it stops counting.
+func (s *shard) idle() bool {
+	if s.turns.Load() > 0 {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.queue) == 0 && s.inflight == 0
+}
+
+// enterTurn counts a turn starting on the shard. A movable turn is
+// refused, uncounted, once a hand-over has begun (see turns).
+func (s *shard) enterTurn(movable bool) error {
+	s.turns.Add(1)
+	if movable && s.handingOff.Load() {
+		s.turns.Add(-1)
+		return s.handOffRefusal()
+	}
+	return nil
+}
+
+// exitTurn counts a turn's end, once its commit (if any) is queued.
+func (s *shard) exitTurn() { s.turns.Add(-1) }
+
+// handOffRefusal is the routing error of a request refused because the
+// shard's leadership is moving: it did not run, so it may be retried.
+func (s *shard) handOffRefusal() error {
+	return &routingError{notReady: true, msg: fmt.Sprintf("shard %s: leadership is moving to another node", s.id)}
 }
 
 // resume lets requests start turns on the shard again.

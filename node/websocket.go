@@ -351,7 +351,7 @@ func (s *socket) readEnded(err error) {
 // instance is gone (the socket closes with it).
 func (s *socket) deliver(event func(ctx context.Context, obj durable.Object) error) bool {
 	in := s.in
-	if err := in.beginTurn(in.ctx); err != nil {
+	if err := in.beginTurn(in.ctx, false); err != nil {
 		return false
 	}
 	var handlerErr error
