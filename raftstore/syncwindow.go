@@ -31,6 +31,8 @@ type syncWindow struct {
 	// switches counts changes of group between consecutive synced writes
 	// since next last ran.
 	switches atomic.Uint32
+	// syncs counts the WAL syncs (the calls of next), for benchmarks.
+	syncs atomic.Uint64
 }
 
 // noteSyncedWrite records that group g is about to commit a synced write.
@@ -43,6 +45,7 @@ func (w *syncWindow) noteSyncedWrite(g GroupID) {
 // next is Pebble's WALMinSyncInterval: how long after the sync that just
 // ended the next one must wait.
 func (w *syncWindow) next() time.Duration {
+	w.syncs.Add(1)
 	if w.switches.Swap(0) >= 1 {
 		return w.window
 	}
