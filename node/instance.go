@@ -223,7 +223,8 @@ func (in *instance) runTurn(fn func() error) (exc error) {
 	return nil
 }
 
-// activate builds the object in its first turn (under the gate).
+// activate builds the object in its first turn, and in the first after it
+// hibernated (under the gate).
 func (in *instance) activate() error {
 	if in.obj != nil {
 		return nil
@@ -240,6 +241,30 @@ func (in *instance) activate() error {
 	}
 	in.obj = obj
 	return nil
+}
+
+// hibernate drops the object from memory — the Object, its State and Env,
+// and the storage cache — while the instance and its WebSockets stay, as
+// Cloudflare hibernates an object whose sockets are open: the next event
+// (a socket message or close, a request, an alarm) constructs the object
+// again, as a cold start would, and its handlers find the sockets with
+// GetWebSockets, their tags and attachments unchanged. It does nothing,
+// and reports false, unless the gate is free and the object is quiet: not
+// already hibernated or retired, no BlockConcurrencyWhile under way, no
+// write pending or in flight. The caller holds m.mu and has checked that
+// no request holds a reference and no WaitUntil work runs.
+func (in *instance) hibernate() bool {
+	select {
+	case in.gate <- struct{}{}:
+	default:
+		return false // a turn runs
+	}
+	defer in.unlock()
+	if in.obj == nil || in.retired.Load() || in.blockDepth.Load() > 0 || !in.storage.forget() {
+		return false
+	}
+	in.obj, in.state, in.env = nil, nil, nil
+	return true
 }
 
 // retire stops the instance taking turns. Its in-flight commits finish

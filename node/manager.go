@@ -232,23 +232,39 @@ func (m *manager) release(in *instance) {
 }
 
 // evictIdle drops instances that have been idle for longer than
-// cfg.IdleTimeout and have nothing running, queued or in flight, and no
-// WebSocket open.
+// cfg.IdleTimeout and have nothing running, queued or in flight; such an
+// instance with WebSockets open hibernates instead (instance.hibernate).
+// It returns how many instances left memory either way.
 func (m *manager) evictIdle(now time.Time) int {
 	cutoff := now.Add(-m.cfg.IdleTimeout).UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n := 0
+	evicted, hibernated := 0, 0
 	for key, in := range m.instances {
-		if in.refs > 0 || in.lastUsed > cutoff || in.bgCount.Load() > 0 || !in.storage.idle() || in.openSockets() > 0 {
+		if in.refs > 0 || in.lastUsed > cutoff || in.bgCount.Load() > 0 || !in.storage.idle() {
+			continue
+		}
+		if in.openSockets() > 0 {
+			if in.hibernate() {
+				hibernated++
+			}
 			continue
 		}
 		delete(m.instances, key)
 		in.cancel()
-		n++
+		evicted++
 	}
-	m.metrics.evictions.Add(float64(n))
-	return n
+	m.metrics.evictions.Add(float64(evicted))
+	m.metrics.hibernations.Add(float64(hibernated))
+	return evicted + hibernated
+}
+
+// touch marks in as used now: an event that did not come through acquire
+// (a WebSocket message) keeps the instance from hibernating too.
+func (m *manager) touch(in *instance) {
+	m.mu.Lock()
+	in.lastUsed = time.Now().UnixNano()
+	m.mu.Unlock()
 }
 
 // releaseAfterEviction is how many instances one sweep must evict before

@@ -11,6 +11,7 @@ type metrics struct {
 	requests          *prometheus.CounterVec
 	activations       prometheus.Counter
 	evictions         prometheus.Counter
+	hibernations      prometheus.Counter
 	resets            prometheus.Counter
 	overloaded        prometheus.Counter
 	entries           prometheus.Counter
@@ -35,6 +36,9 @@ func newMetrics(instances func() float64) *metrics {
 		}, []string{"code"}),
 		activations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roost_instance_activations_total", Help: "Object instances constructed.",
+		}),
+		hibernations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "roost_instance_hibernations_total", Help: "Idle object instances with open WebSockets whose object left memory (the sockets stay open).",
 		}),
 		evictions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "roost_instance_evictions_total", Help: "Idle object instances evicted from memory.",
@@ -90,6 +94,7 @@ func newMetrics(instances func() float64) *metrics {
 	f(m.requests)
 	f(m.activations)
 	f(m.evictions)
+	f(m.hibernations)
 	f(m.resets)
 	f(m.overloaded)
 	f(m.entries)

@@ -614,6 +614,20 @@ func (s *objectStorage) seal(reason error) *commit {
 	return s.last
 }
 
+// forget empties the cache of committed state when nothing is pending or
+// in flight, for a hibernating object; it reports whether it did. What
+// was cached is read again from the store when asked for.
+func (s *objectStorage) forget() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending != nil || len(s.inflight) > 0 {
+		return false
+	}
+	s.cache = make(map[string]cachedValue)
+	s.alarm = nil
+	return true
+}
+
 // idle reports whether nothing is pending or in flight.
 func (s *objectStorage) idle() bool {
 	s.mu.Lock()

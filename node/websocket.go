@@ -29,7 +29,8 @@ import (
 // write made before it is durable (and, after a read-only turn, once this
 // node is confirmed to still lead the shard), in the order sent. Sockets
 // live with their instance: a reset, a lost leadership or a node stop
-// closes them with 1012, and an instance with open sockets is not evicted.
+// closes them with 1012. An idle instance with open sockets is not evicted
+// but hibernates: its object leaves memory, its sockets stay (hibernate).
 
 // maxSocketsPerObject bounds the sockets one instance holds (Cloudflare's
 // limit for an object).
@@ -356,10 +357,14 @@ func (s *socket) deliver(event func(ctx context.Context, obj durable.Object) err
 	}
 	var handlerErr error
 	exc := in.runTurn(func() error {
+		if err := in.activate(); err != nil { // the object may have hibernated
+			return err
+		}
 		handlerErr = event(context.WithValue(in.ctx, turnKey{}, &turnMark{inst: in}), in.obj)
 		return nil
 	})
 	in.endTurn(exc)
+	in.m.touch(in)
 	if handlerErr != nil {
 		in.m.cfg.Logger.Warn("WebSocket handler failed; closing the socket", "class", in.class, "id", in.id.String(), "error", handlerErr)
 		if !s.closing.Swap(true) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/roostdb/roost/durable"
@@ -23,10 +24,14 @@ import (
 // room is the test class for WebSockets: "inc" counts in storage and tells
 // every socket the new count; "close", "fail" and "panic" end the socket
 // the object's way, by a handler error and by an exception; "later" sends
-// from WaitUntil; "write" counts and tells only the sender; anything else
-// is echoed (a read-only turn). Closes are recorded in storage and told to the others.
+// from WaitUntil; "write" counts and tells only the sender; "mem" counts
+// in memory (since the object was constructed) and tells the sender; "att"
+// answers the socket's attachment (the ?att= it was accepted with);
+// anything else is echoed (a read-only turn). Closes are recorded in
+// storage and told to the others.
 type room struct {
 	state *durable.State
+	mem   int
 }
 
 func testRoom(state *durable.State, _ *durable.Env) durable.Object { return &room{state: state} }
@@ -47,6 +52,7 @@ func (o *room) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
+		ws.SetAttachment(r.URL.Query().Get("att"))
 		ws.SendText("welcome " + strconv.Itoa(o.count()))
 	case "/sockets":
 		fmt.Fprint(w, len(o.state.GetWebSockets(r.URL.Query().Get("tag"))))
@@ -70,6 +76,11 @@ func (o *room) WebSocketMessage(ctx context.Context, ws *durable.WebSocket, msg 
 		}
 	case "close":
 		return ws.Close(4000, "bye")
+	case "mem":
+		o.mem++
+		return ws.SendText("mem=" + strconv.Itoa(o.mem))
+	case "att":
+		return ws.SendText(fmt.Sprintf("att=%v", ws.Attachment()))
 	case "fail":
 		return errors.New("handler failed")
 	case "panic":
@@ -112,11 +123,17 @@ func (o *room) WebSocketClose(ctx context.Context, ws *durable.WebSocket, code i
 // dialRoom opens a WebSocket to room name through the node at addr.
 func dialRoom(t *testing.T, addr, name string, tags ...string) *websocket.Conn {
 	t.Helper()
+	return dialRoomWith(t, addr, url.Values{"ns": {"ROOM"}, "name": {name}, "tag": tags})
+}
+
+// dialRoomWith opens a WebSocket to the room that params (ns, name) name.
+func dialRoomWith(t *testing.T, addr string, params url.Values) *websocket.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws?"+url.Values{"ns": {"ROOM"}, "name": {name}, "tag": tags}.Encode(), nil)
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws?"+params.Encode(), nil)
 	if err != nil {
-		t.Fatalf("dialing room %s via %s: %v", name, addr, err)
+		t.Fatalf("dialing room %s via %s: %v", params.Get("name"), addr, err)
 	}
 	t.Cleanup(func() { c.CloseNow() })
 	return c
@@ -574,4 +591,98 @@ func TestWebSocketSlowClientIsDropped(t *testing.T) {
 	} else {
 		t.Logf("the client that did not read got %d of 4000 messages before it was dropped", got)
 	}
+}
+
+// TestWebSocketHibernation: an idle object whose sockets are open leaves
+// memory while they stay connected; the next event constructs it again
+// (its in-memory state starts afresh, storage, tags and attachments are as
+// they were), events keep it awake, and a client's close wakes it too.
+func TestWebSocketHibernation(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	n := startNode(t, t.TempDir(), func(c *Config, _ *Node) { c.IdleTimeout = idle })
+	defer closeNode(t, n)
+	addr := n.HTTPAddr().String()
+	room := url.Values{"ns": {"ROOM"}, "name": {"sleepy"}}
+	hibernations := func() int { return int(counterValue(t, n.metrics.hibernations)) }
+	waitHibernations := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for hibernations() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d hibernations, want %d", hibernations(), want)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	a := dialRoomWith(t, addr, url.Values{"ns": room["ns"], "name": room["name"], "tag": {"blue"}, "att": {"alice"}})
+	readText(t, a)
+	b := dialRoomWith(t, addr, url.Values{"ns": room["ns"], "name": room["name"], "att": {"bob"}})
+	readText(t, b)
+	sendText(t, a, "inc")
+	readText(t, a)
+	readText(t, b)
+	for i := 1; i <= 2; i++ {
+		sendText(t, a, "mem")
+		if got, want := readText(t, a), fmt.Sprintf("mem=%d", i); got != want {
+			t.Fatalf("before hibernating: %q, want %q", got, want)
+		}
+	}
+	activations := counterValue(t, n.metrics.activations)
+
+	// Messages keep the object awake: one every idle/4 for three idle timeouts.
+	for range 12 {
+		sendText(t, b, "echo")
+		readText(t, b)
+		time.Sleep(idle / 4)
+	}
+	if h := hibernations(); h != 0 {
+		t.Fatalf("the object hibernated %d times while its sockets were busy", h)
+	}
+
+	waitHibernations(1)
+	if got := n.manager.count(); got != 1 {
+		t.Fatalf("%d instances in memory; a hibernated one stays listed", got)
+	}
+	// The sockets are still open; the next message constructs the object.
+	sendText(t, a, "mem")
+	if got := readText(t, a); got != "mem=1" {
+		t.Fatalf("after hibernating: %q, want mem=1 (a new object)", got)
+	}
+	if got := counterValue(t, n.metrics.activations); got != activations+1 {
+		t.Fatalf("activations %v → %v, want one more", activations, got)
+	}
+	sendText(t, b, "att")
+	if got := readText(t, b); got != "att=bob" {
+		t.Fatalf("attachment after hibernating: %q", got)
+	}
+	sendText(t, b, "inc") // storage as it was; both sockets hear it
+	for _, c := range []*websocket.Conn{a, b} {
+		if got := readText(t, c); got != "n=2" {
+			t.Fatalf("broadcast after hibernating: %q, want n=2", got)
+		}
+	}
+	if _, body := get(t, n, "/sockets", url.Values{"ns": room["ns"], "name": room["name"], "tag": {"blue"}}); body != "1" {
+		t.Fatalf("GetWebSockets(blue) after hibernating: %s", body)
+	}
+
+	// A client's close wakes a hibernated object for WebSocketClose.
+	waitHibernations(2)
+	a.Close(websocket.StatusNormalClosure, "done")
+	if got := readText(t, b); got != "closed 1000 done true" {
+		t.Fatalf("the other member heard %q", got)
+	}
+	if _, body := get(t, n, "/closed", room); body != "closed 1000 done true" {
+		t.Fatalf("stored close %q", body)
+	}
+}
+
+// counterValue reads a counter's value.
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
