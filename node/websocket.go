@@ -106,8 +106,12 @@ func (in *instance) AcceptWebSocket(w http.ResponseWriter, r *http.Request, tags
 	}
 	// The origin check is the object's to make, as in Workers. A
 	// subprotocol the object chose (the Sec-WebSocket-Protocol response
-	// header) is answered only if the client offered it.
-	opts := &websocket.AcceptOptions{OriginPatterns: []string{"*"}}
+	// header) is answered only if the client offered it. permessage-deflate
+	// is accepted when the client offers it, without context takeover: each
+	// message is compressed on its own (over 512 bytes) with pooled
+	// compressors, so an idle socket holds no compression window — an object
+	// may hold 32,768 sockets.
+	opts := &websocket.AcceptOptions{OriginPatterns: []string{"*"}, CompressionMode: websocket.CompressionNoContextTakeover}
 	if p := rb.header.Get("Sec-WebSocket-Protocol"); p != "" {
 		opts.Subprotocols = []string{p}
 		rb.header.Del("Sec-WebSocket-Protocol")

@@ -686,3 +686,42 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestWebSocketCompression: a client that offers permessage-deflate gets
+// it, messages cross compressed both ways, and a compressed message that
+// inflates past the 1 MiB limit closes the socket with 1009 (a small
+// frame cannot smuggle a large message in).
+func TestWebSocketCompression(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u := "ws://" + n.HTTPAddr().String() + "/ws?" + url.Values{"ns": {"ROOM"}, "name": {"squeezed"}}.Encode()
+	c, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(1 << 20)
+	if ext := resp.Header.Get("Sec-WebSocket-Extensions"); !strings.Contains(ext, "permessage-deflate") {
+		t.Fatalf("Sec-WebSocket-Extensions %q: compression not negotiated", ext)
+	}
+	readText(t, c)
+	big := strings.Repeat("compressible ", 10_000) // 130 kB
+	sendText(t, c, big)
+	if got := readText(t, c); got != "echo "+big {
+		t.Fatalf("echo of %d bytes: %d bytes back", len(big), len(got))
+	}
+	// A client without compression still gets plain frames.
+	plain := dialRoom(t, n.HTTPAddr().String(), "squeezed")
+	readText(t, plain)
+	sendText(t, plain, "hi")
+	if got := readText(t, plain); got != "echo hi" {
+		t.Fatalf("uncompressed echo: %q", got)
+	}
+	// 4 MiB of zeros compress to a few kB; inflated they are over the limit.
+	_ = c.Write(ctx, websocket.MessageBinary, make([]byte, 4*durable.MaxWebSocketMessage))
+	if code, _ := readClose(t, c); code != websocket.StatusMessageTooBig {
+		t.Fatalf("inflating past the limit: close code %d, want 1009", code)
+	}
+}
