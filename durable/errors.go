@@ -19,6 +19,11 @@ var (
 	ErrKeyTooLarge = errors.New("storage key too large")
 	// ErrValueTooLarge: a key and value together exceed Limits.MaxEntryBytes.
 	ErrValueTooLarge = errors.New("storage value too large")
+	// ErrTurnTooLarge: the writes not yet committed — a turn's, since its
+	// last Sync — would exceed what one replicated commit carries (16 MiB
+	// encoded). The write is refused; Sync commits what is pending so more
+	// can follow.
+	ErrTurnTooLarge = errors.New("storage writes of one turn too large")
 	// ErrTooManyKeys: a multi-key operation names more than Limits.MaxBatchKeys keys.
 	ErrTooManyKeys = errors.New("too many keys in one storage operation")
 	// ErrInvalidOption: an option value makes no sense (say Start and StartAfter together).

@@ -154,6 +154,9 @@ func (c Config) Validate() error {
 	if err := c.Limits.Validate(); err != nil {
 		return bad("%v", err)
 	}
+	if c.Limits.MaxEntryBytes > maxStorageEntryBytes {
+		return bad("storage limits: max entry bytes %d is over %d, the most one commit carries", c.Limits.MaxEntryBytes, maxStorageEntryBytes)
+	}
 	seenKV := make(map[string]bool, len(c.KVNamespaces))
 	for _, kv := range c.KVNamespaces {
 		switch {

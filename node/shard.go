@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -159,8 +160,7 @@ func (s *shard) propose(ctx context.Context) {
 				s.mu.Unlock()
 				break
 			}
-			commits := s.queue
-			s.queue = nil
+			commits := s.takeEntry()
 			s.inflight++
 			s.mu.Unlock()
 
@@ -179,11 +179,40 @@ func (s *shard) propose(ctx context.Context) {
 			}
 			// Raft keeps the slice until the entry is stored: hand it a copy.
 			data := append([]byte(nil), buf...)
+			if cap(buf) > 1<<20 {
+				buf = nil // an entry of large writes: do not keep its size for every later one
+			}
 			s.metrics.entries.Inc()
 			s.metrics.batchesPerEntry.Observe(float64(len(commits)))
 			s.results <- proposal{future: s.raft.Apply(data, applyTimeout), commits: commits, setsAlarm: setsAlarm}
 		}
 	}
+}
+
+// takeEntry takes from the queue the commits of the next entry: as many,
+// oldest first, as fit in raftstore.MaxEntryBytes (at least one; a commit's
+// batch fits alone, see writeSet.fits). Callers hold s.mu.
+func (s *shard) takeEntry() []*commit {
+	if len(s.queue) == 1 {
+		commits := s.queue
+		s.queue = nil
+		return commits
+	}
+	n, size := 0, 0
+	for ; n < len(s.queue); n++ {
+		b := s.queue[n].batch.EncodedLen()
+		if n > 0 && raftstore.EntryLen(n+1, size+b) > raftstore.MaxEntryBytes {
+			break
+		}
+		size += b
+	}
+	commits := s.queue[:n:n]
+	if n == len(s.queue) {
+		s.queue = nil
+	} else {
+		s.queue = slices.Clone(s.queue[n:])
+	}
+	return commits
 }
 
 // collect waits for each entry's outcome, in order, and finishes its commits.

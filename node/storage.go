@@ -3,7 +3,10 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"iter"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -96,9 +99,79 @@ type writeSet struct {
 	deleteAll bool
 	keys      map[string]cachedValue
 	alarm     *alarmValue
+	keyBytes  int // the encoded length of the ops of keys (keyOpLen)
 }
 
 func newWriteSet() *writeSet { return &writeSet{keys: make(map[string]cachedValue)} }
+
+// keyOpLen is the encoded length of the op that writes v to key.
+func keyOpLen(key string, v cachedValue) int {
+	op := raftstore.Op{Kind: raftstore.OpDelete, Key: key}
+	if v.exists {
+		op = raftstore.Op{Kind: raftstore.OpPut, Key: key, Value: v.value}
+	}
+	return op.EncodedLen()
+}
+
+// batchOverhead bounds what a batch adds to its key ops: the object, the
+// version and op count, a DeleteAll and an alarm op.
+const batchOverhead = 32 + 2*binary.MaxVarintLen64 + 1 + 1 + binary.MaxVarintLen64
+
+// maxStorageEntryBytes is the largest Limits.MaxEntryBytes: a put of that
+// many bytes of key and value must make a batch on its own.
+const maxStorageEntryBytes = raftstore.MaxBatchBytes - batchOverhead - 1 - 2*binary.MaxVarintLen64
+
+// fits checks that ws (nil: an empty set) with changes applied still makes
+// a batch of at most raftstore.MaxBatchBytes, so that its commit fits in
+// one Raft entry.
+func (ws *writeSet) fits(changes iter.Seq2[string, cachedValue]) error {
+	n := 0
+	if ws != nil {
+		n = ws.keyBytes
+	}
+	for k, v := range changes {
+		if ws != nil {
+			if old, ok := ws.keys[k]; ok {
+				n -= keyOpLen(k, old)
+			}
+		}
+		n += keyOpLen(k, v)
+	}
+	if n+batchOverhead > raftstore.MaxBatchBytes {
+		return fmt.Errorf("%w: the writes since the last commit would encode to %d bytes, over the %d bytes one commit carries; await Storage.Sync to commit part of them first", durable.ErrTurnTooLarge, n+batchOverhead, raftstore.MaxBatchBytes)
+	}
+	return nil
+}
+
+// puts and deletes are changes for fits.
+func puts(entries map[string][]byte) iter.Seq2[string, cachedValue] {
+	return func(yield func(string, cachedValue) bool) {
+		for k, v := range entries {
+			if !yield(k, cachedValue{value: v, exists: true}) {
+				return
+			}
+		}
+	}
+}
+
+func deletes(keys []string) iter.Seq2[string, cachedValue] {
+	return func(yield func(string, cachedValue) bool) {
+		for _, k := range keys {
+			if !yield(k, cachedValue{}) {
+				return
+			}
+		}
+	}
+}
+
+// set writes v to key in the set.
+func (ws *writeSet) set(key string, v cachedValue) {
+	if old, ok := ws.keys[key]; ok {
+		ws.keyBytes -= keyOpLen(key, old)
+	}
+	ws.keys[key] = v
+	ws.keyBytes += keyOpLen(key, v)
+}
 
 // lookup says what the set knows of key: its value, whether it exists, and
 // whether the set decides it at all.
@@ -113,12 +186,13 @@ func (ws *writeSet) lookup(key string) (cachedValue, bool) {
 }
 
 func (ws *writeSet) put(key string, value []byte) {
-	ws.keys[key] = cachedValue{value: value, exists: true}
+	ws.set(key, cachedValue{value: value, exists: true})
 }
-func (ws *writeSet) del(key string) { ws.keys[key] = cachedValue{} }
+func (ws *writeSet) del(key string) { ws.set(key, cachedValue{}) }
 
 func (ws *writeSet) clearAll() {
 	clear(ws.keys)
+	ws.keyBytes = 0
 	ws.deleteAll = true
 	ws.alarm = &alarmValue{}
 }
@@ -276,6 +350,9 @@ func (s *objectStorage) PutMany(entries map[string][]byte) error {
 	if err := s.usable(); err != nil {
 		return err
 	}
+	if err := s.pending.fits(puts(entries)); err != nil {
+		return err
+	}
 	ws := s.writable()
 	for k, v := range entries {
 		ws.put(k, bytes.Clone(v))
@@ -311,6 +388,9 @@ func (s *objectStorage) DeleteMany(keys []string) (int, error) {
 		if v.exists {
 			n++
 		}
+	}
+	if err := s.pending.fits(deletes(keys)); err != nil {
+		return 0, err
 	}
 	ws := s.writable()
 	for _, k := range keys {
@@ -456,9 +536,12 @@ func (s *objectStorage) Transaction(fn func(tx durable.Txn) error) (err error) {
 	if err := s.usable(); err != nil {
 		return err
 	}
+	if err := s.pending.fits(maps.All(tx.writes.keys)); err != nil {
+		return err
+	}
 	ws := s.writable()
 	for k, v := range tx.writes.keys {
-		ws.keys[k] = v
+		ws.set(k, v)
 	}
 	return nil
 }
@@ -694,6 +777,9 @@ func (t *txn) PutMany(entries map[string][]byte) error {
 	if err := t.s.checkEntries(entries); err != nil {
 		return err
 	}
+	if err := t.writes.fits(puts(entries)); err != nil {
+		return err
+	}
 	for k, v := range entries {
 		t.writes.put(k, bytes.Clone(v))
 	}
@@ -707,6 +793,9 @@ func (t *txn) Delete(key string) (bool, error) {
 
 func (t *txn) DeleteMany(keys []string) (int, error) {
 	if err := t.s.checkKeys(keys); err != nil {
+		return 0, err
+	}
+	if err := t.writes.fits(deletes(keys)); err != nil {
 		return 0, err
 	}
 	n := 0

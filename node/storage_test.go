@@ -1423,3 +1423,97 @@ func TestStorageFlushAfterShardStopped(t *testing.T) {
 			"and its onDone (objectStorage.committed) locks objectStorage.mu, which flush holds")
 	}
 }
+
+// TestStorageTurnSize: the writes of a turn since its last commit must fit
+// in one Raft entry (raftstore.MaxBatchBytes). A write that would go over
+// is refused with ErrTurnTooLarge and changes nothing; Sync commits what is
+// pending, and the writes go on.
+func TestStorageTurnSize(t *testing.T) {
+	n := storageTestNode(t)
+	lim := n.cfg.Limits
+	value := func(b byte) []byte { return bytes.Repeat([]byte{b}, lim.MaxEntryBytes-10) }
+	ctx := context.Background()
+
+	st := openTestStorage(t, n, storageTestObject(t), nil)
+	// Overwriting one key does not add up.
+	for range 20 {
+		checkErr(t, "Put over the same key", st.Put("same", value('s')), nil)
+	}
+	fitted := 0
+	var err error
+	for ; err == nil && fitted < 20; fitted++ {
+		err = st.Put(fmt.Sprintf("p%02d", fitted), value(byte('a'+fitted)))
+	}
+	fitted-- // the last Put failed
+	checkErr(t, "the Put over the limit", err, durable.ErrTurnTooLarge)
+	if want := raftstore.MaxBatchBytes / lim.MaxEntryBytes; fitted < want-2 {
+		t.Fatalf("%d puts of %d bytes fitted in a turn; want about %d", fitted, lim.MaxEntryBytes, want)
+	}
+	refused := fmt.Sprintf("p%02d", fitted)
+	checkGet(t, "the refused key", st, refused, "", false)
+	big := map[string][]byte{}
+	for i := range 3 {
+		big[fmt.Sprintf("m%d", i)] = value('m')
+	}
+	checkErr(t, "PutMany over the limit", st.PutMany(big), durable.ErrTurnTooLarge)
+	checkGet(t, "a key of the refused PutMany", st, "m0", "", false)
+	checkErr(t, "Transaction over the limit", st.Transaction(func(tx durable.Txn) error {
+		return tx.PutMany(big)
+	}), durable.ErrTurnTooLarge)
+	checkGet(t, "a key of the refused transaction", st, "m1", "", false)
+
+	if err := st.Sync(ctx); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	checkErr(t, "the refused Put after Sync", st.Put(refused, value('z')), nil)
+	commitStorage(t, st)
+	fresh := openTestStorage(t, n, storageTestObject(t), nil)
+	for i := range fitted {
+		if v, ok, err := fresh.Get(fmt.Sprintf("p%02d", i)); err != nil || !ok || !bytes.Equal(v, value(byte('a'+i))) {
+			t.Fatalf("p%02d after commit: %d bytes, %v, %v", i, len(v), ok, err)
+		}
+	}
+	if v, ok, err := fresh.Get(refused); err != nil || !ok || v[0] != 'z' {
+		t.Fatalf("%s after commit: %v, %v", refused, ok, err)
+	}
+}
+
+// TestTakeEntry: the proposer puts the queued commits into entries of at
+// most raftstore.MaxEntryBytes, oldest first, a commit larger than half
+// alone.
+func TestTakeEntry(t *testing.T) {
+	commitOf := func(valueBytes int) *commit {
+		return newCommit(raftstore.ObjectBatch{Version: 1, Ops: []raftstore.Op{{Kind: raftstore.OpPut, Key: "k", Value: make([]byte, valueBytes)}}}, nil, nil)
+	}
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		sizes []int // value bytes of each queued commit
+		want  []int // commits in each entry taken
+	}{
+		{[]int{10}, []int{1}},
+		{[]int{10, 10, 10}, []int{3}},
+		{[]int{9 * mib, 9 * mib, 9 * mib}, []int{1, 1, 1}},
+		{[]int{6 * mib, 6 * mib, 6 * mib, 1}, []int{2, 2}},
+		{[]int{raftstore.MaxEntryBytes - 100, 100}, []int{1, 1}},
+	} {
+		s := &shard{}
+		for _, size := range tc.sizes {
+			s.queue = append(s.queue, commitOf(size))
+		}
+		var got []int
+		for len(s.queue) > 0 {
+			commits := s.takeEntry()
+			got = append(got, len(commits))
+			size := 0
+			for _, c := range commits {
+				size += c.batch.EncodedLen()
+			}
+			if n := raftstore.EntryLen(len(commits), size); len(commits) > 1 && n > raftstore.MaxEntryBytes {
+				t.Errorf("sizes %v: an entry of %d bytes", tc.sizes, n)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("sizes %v: entries of %v commits, want %v", tc.sizes, got, tc.want)
+		}
+	}
+}

@@ -65,6 +65,70 @@ type ApplyResult struct {
 	Rejected []int
 }
 
+// MaxEntryBytes bounds the data of a log entry (an Entry's encoding) that a
+// group's leader may propose; MaxBatchBytes bounds one ObjectBatch, so that
+// a batch alone always makes an entry. With MaxAppendEntries they keep every
+// AppendEntries within MaxRaftMessageSize, the receive limit of a peer's
+// gRPC server: raft sends a follower that has fallen behind up to
+// MaxAppendEntries entries at once, and an AppendEntries over the limit
+// would be refused at every retry, leaving that follower behind for good.
+const (
+	MaxEntryBytes = 16 << 20
+	MaxBatchBytes = MaxEntryBytes - 1 - binary.MaxVarintLen64 // the entry's format byte and batch count
+
+	// appendFraming bounds what an AppendEntries adds to its entries (the
+	// header, term, indexes, group), entryFraming what each entry adds to
+	// its data (index, term, type, time, field tags and lengths).
+	appendFraming = 4 << 10
+	entryFraming  = 1 << 10
+)
+
+// appendEntriesWithin is the most entries of up to entryBytes each that an
+// AppendEntries of at most messageSize bytes can carry: raft's
+// MaxAppendEntries (DefaultRaftConfig uses MaxRaftMessageSize and
+// MaxEntryBytes: 15).
+func appendEntriesWithin(messageSize, entryBytes int) int {
+	return max(1, (messageSize-appendFraming)/(entryBytes+entryFraming))
+}
+
+// EncodedLen is the length of b's encoding in an Entry.
+func (b *ObjectBatch) EncodedLen() int {
+	n := len(b.Object) + uvarintLen(b.Version) + uvarintLen(uint64(len(b.Ops)))
+	for i := range b.Ops {
+		n += b.Ops[i].EncodedLen()
+	}
+	return n
+}
+
+// EncodedLen is the length of op's encoding in an ObjectBatch.
+func (op *Op) EncodedLen() int {
+	n := 1
+	switch op.Kind {
+	case OpPut:
+		n += uvarintLen(uint64(len(op.Key))) + len(op.Key) + uvarintLen(uint64(len(op.Value))) + len(op.Value)
+	case OpDelete:
+		n += uvarintLen(uint64(len(op.Key))) + len(op.Key)
+	case OpSetAlarm:
+		n += binary.PutVarint(make([]byte, binary.MaxVarintLen64), op.AlarmAt)
+	}
+	return n
+}
+
+// EntryLen is the length of the encoding of an Entry of batches whose
+// EncodedLen add up to batchBytes.
+func EntryLen(batches, batchBytes int) int {
+	return 1 + uvarintLen(uint64(batches)) + batchBytes
+}
+
+func uvarintLen(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
 // entryFormatV1 is the first byte of an encoded Entry.
 //
 // Layout v1:

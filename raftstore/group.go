@@ -108,6 +108,9 @@ func (g *Group) Shutdown() error {
 // catch-up check allows 64 entries of lag). At 50 ms those appends were
 // about half of an idle cluster's CPU once heartbeats were batched
 // (docs/raftstore.md).
+//
+// MaxAppendEntries is as many entries of MaxEntryBytes as fit in one
+// AppendEntries of MaxRaftMessageSize (15): raft batches by count only.
 func DefaultRaftConfig(local raft.ServerID) *raft.Config {
 	c := raft.DefaultConfig()
 	c.LocalID = local
@@ -115,7 +118,7 @@ func DefaultRaftConfig(local raft.ServerID) *raft.Config {
 	c.ElectionTimeout = 500 * time.Millisecond
 	c.LeaderLeaseTimeout = 250 * time.Millisecond
 	c.CommitTimeout = time.Second
-	c.MaxAppendEntries = 256
+	c.MaxAppendEntries = appendEntriesWithin(MaxRaftMessageSize, MaxEntryBytes)
 	c.BatchApplyCh = true
 	c.NoSnapshotRestoreOnStart = true
 	// A snapshot is a cheap Pebble snapshot plus a copy of the group's

@@ -24,8 +24,8 @@ const (
 	DefaultTransportTimeout = 5 * time.Second
 
 	// MaxRaftMessageSize is the largest raft message the transport
-	// exchanges: an AppendEntries carries up to MaxAppendEntries (256)
-	// entries, which can be far more than gRPC's 4 MiB default. The node's
+	// exchanges: an AppendEntries carries up to MaxAppendEntries entries of
+	// up to MaxEntryBytes, far more than gRPC's 4 MiB default. The node's
 	// gRPC server must accept it: see TransportServerOptions.
 	MaxRaftMessageSize = 256 << 20
 

@@ -26,12 +26,19 @@ type tnode struct {
 
 func newTNode(t testing.TB, id string, faults *Faults, opts ...func(*TransportConfig)) *tnode {
 	t.Helper()
+	return newTNodeServing(t, id, faults, nil, opts...)
+}
+
+// newTNodeServing is newTNode with serverOpts after the transport's own
+// (a smaller receive limit, say).
+func newTNodeServing(t testing.TB, id string, faults *Faults, serverOpts []grpc.ServerOption, opts ...func(*TransportConfig)) *tnode {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := &tnode{id: raft.ServerID(id), addr: raft.ServerAddress(lis.Addr().String())}
-	n.srv = grpc.NewServer(TransportServerOptions()...)
+	n.srv = grpc.NewServer(append(TransportServerOptions(), serverOpts...)...)
 	cfg := TransportConfig{LocalAddr: n.addr, Faults: faults}
 	for _, o := range opts {
 		o(&cfg)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -445,4 +446,69 @@ func processCPU() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestLargeEntriesReachALaggingFollower: a follower that fell behind while
+// large entries were committed catches up, because an AppendEntries never
+// carries more entries than fit in the peer's receive limit
+// (appendEntriesWithin). Scaled down: a 1 MiB limit and entries of
+// 128 KiB, 40 of them. With raft's count alone (256 entries an append) the
+// first append to the follower carries all 40 (5 MiB), is refused at
+// every retry, and the follower never catches up.
+func TestLargeEntriesReachALaggingFollower(t *testing.T) {
+	const limit, entryBytes, entries = 1 << 20, 128 << 10, 40
+	faults := &Faults{}
+	nodes := make([]*tnode, 3)
+	for i := range nodes {
+		nodes[i] = newTNodeServing(t, fmt.Sprintf("n%d", i+1), faults, []grpc.ServerOption{grpc.MaxRecvMsgSize(limit)})
+	}
+	groups := startAll(t, nodes, 1, func(c *raft.Config) {
+		testTiming(c)
+		c.MaxAppendEntries = appendEntriesWithin(limit, entryBytes)
+	})
+	li := leaderIndex(t, groups, -1, 10*time.Second)
+	lagging := (li + 1) % len(nodes)
+	faults.Isolate(nodes[lagging].addr)
+	waitFor(t, 5*time.Second, "a leader without the isolated follower", func() bool {
+		return groups[li].Raft().State() == raft.Leader
+	})
+	value := strings.Repeat("v", entryBytes-100)
+	for v := uint64(1); v <= entries; v++ {
+		e := Entry{Batches: []ObjectBatch{batch(oid(1), v, put("big", value))}}
+		if n := EntryLen(1, e.Batches[0].EncodedLen()); n > entryBytes {
+			t.Fatalf("entry of %d bytes, over %d", n, entryBytes)
+		}
+		data, err := e.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := groups[li].Raft().Apply(data, 10*time.Second).Error(); err != nil {
+			t.Fatalf("version %d: %v", v, err)
+		}
+	}
+	faults.Heal()
+	waitApplied(t, nodes, nodes[li], 1)
+	if got, err := nodes[lagging].store.ObjectVersion(1, oid(1)); err != nil || got != entries {
+		t.Fatalf("the lagging follower has version %d (%v), want %d", got, err, entries)
+	}
+}
+
+func TestEncodedLen(t *testing.T) {
+	for _, b := range []ObjectBatch{
+		batch(oid(1), 1),
+		batch(oid(2), 300, put("k", "v"), del("gone"), setAlarm(1_700_000_000_000), deleteAlarm(), deleteAll()),
+		batch(oid(3), 1<<40, put(strings.Repeat("k", 200), strings.Repeat("v", 70_000)), setAlarm(-5)),
+	} {
+		e := Entry{Batches: []ObjectBatch{b, b}}
+		data, err := e.AppendBinary(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := EntryLen(2, 2*b.EncodedLen()); got != len(data) {
+			t.Errorf("batch of version %d: EntryLen %d, encoding %d bytes", b.Version, got, len(data))
+		}
+	}
+	if n := appendEntriesWithin(MaxRaftMessageSize, MaxEntryBytes); n < 8 || n*(MaxEntryBytes+entryFraming)+appendFraming > MaxRaftMessageSize {
+		t.Fatalf("%d entries of %d bytes an append, within %d bytes", n, MaxEntryBytes, MaxRaftMessageSize)
+	}
 }
