@@ -20,7 +20,7 @@ var (
 	// ErrValueTooLarge: a key and value together exceed Limits.MaxEntryBytes.
 	ErrValueTooLarge = errors.New("storage value too large")
 	// ErrTurnTooLarge: the writes not yet committed — a turn's, since its
-	// last Sync — would exceed what one replicated commit carries (16 MiB
+	// last Sync — would exceed what one replicated commit carries (5 MiB
 	// encoded). The write is refused; Sync commits what is pending so more
 	// can follow.
 	ErrTurnTooLarge = errors.New("storage writes of one turn too large")

@@ -1485,15 +1485,15 @@ func TestTakeEntry(t *testing.T) {
 	commitOf := func(valueBytes int) *commit {
 		return newCommit(raftstore.ObjectBatch{Version: 1, Ops: []raftstore.Op{{Kind: raftstore.OpPut, Key: "k", Value: make([]byte, valueBytes)}}}, nil, nil)
 	}
-	const mib = 1 << 20
+	const over, under = raftstore.MaxEntryBytes * 9 / 16, raftstore.MaxEntryBytes * 3 / 8 // two of these fit, not of those
 	for _, tc := range []struct {
 		sizes []int // value bytes of each queued commit
 		want  []int // commits in each entry taken
 	}{
 		{[]int{10}, []int{1}},
 		{[]int{10, 10, 10}, []int{3}},
-		{[]int{9 * mib, 9 * mib, 9 * mib}, []int{1, 1, 1}},
-		{[]int{6 * mib, 6 * mib, 6 * mib, 1}, []int{2, 2}},
+		{[]int{over, over, over}, []int{1, 1, 1}},
+		{[]int{under, under, under, 1}, []int{2, 2}},
 		{[]int{raftstore.MaxEntryBytes - 100, 100}, []int{1, 1}},
 	} {
 		s := &shard{}

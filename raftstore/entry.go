@@ -73,7 +73,7 @@ type ApplyResult struct {
 // MaxAppendEntries entries at once, and an AppendEntries over the limit
 // would be refused at every retry, leaving that follower behind for good.
 const (
-	MaxEntryBytes = 16 << 20
+	MaxEntryBytes = 5 << 20
 	MaxBatchBytes = MaxEntryBytes - 1 - binary.MaxVarintLen64 // the entry's format byte and batch count
 
 	// appendFraming bounds what an AppendEntries adds to its entries (the
@@ -86,7 +86,7 @@ const (
 // appendEntriesWithin is the most entries of up to entryBytes each that an
 // AppendEntries of at most messageSize bytes can carry: raft's
 // MaxAppendEntries (DefaultRaftConfig uses MaxRaftMessageSize and
-// MaxEntryBytes: 15).
+// MaxEntryBytes: 204).
 func appendEntriesWithin(messageSize, entryBytes int) int {
 	return max(1, (messageSize-appendFraming)/(entryBytes+entryFraming))
 }

@@ -110,7 +110,7 @@ func (g *Group) Shutdown() error {
 // (docs/raftstore.md).
 //
 // MaxAppendEntries is as many entries of MaxEntryBytes as fit in one
-// AppendEntries of MaxRaftMessageSize (15): raft batches by count only.
+// AppendEntries of MaxRaftMessageSize (204): raft batches by count only.
 func DefaultRaftConfig(local raft.ServerID) *raft.Config {
 	c := raft.DefaultConfig()
 	c.LocalID = local

@@ -264,7 +264,7 @@ func TestDefaultRaftConfig(t *testing.T) {
 	if err := raft.ValidateConfig(c); err != nil {
 		t.Fatal(err)
 	}
-	if !c.NoSnapshotRestoreOnStart || !c.BatchApplyCh || c.MaxAppendEntries != 15 ||
+	if !c.NoSnapshotRestoreOnStart || !c.BatchApplyCh || c.MaxAppendEntries != 204 ||
 		c.HeartbeatTimeout != 500*time.Millisecond || c.ElectionTimeout != 500*time.Millisecond ||
 		c.LeaderLeaseTimeout != 250*time.Millisecond || c.CommitTimeout != time.Second ||
 		c.LocalID != "n1" || c.Logger == nil || c.Logger.IsInfo() {

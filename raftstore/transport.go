@@ -27,7 +27,7 @@ const (
 	// exchanges: an AppendEntries carries up to MaxAppendEntries entries of
 	// up to MaxEntryBytes, far more than gRPC's 4 MiB default. The node's
 	// gRPC server must accept it: see TransportServerOptions.
-	MaxRaftMessageSize = 256 << 20
+	MaxRaftMessageSize = 1 << 30
 
 	// snapshotChunkSize is the size of the data messages of InstallSnapshot.
 	snapshotChunkSize = 256 << 10
