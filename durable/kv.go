@@ -26,12 +26,11 @@ import (
 // runtime registers it; an app may not register a class of this name.
 const KVClassName = "roost.KV"
 
-// KV limits. Keys and metadata follow Cloudflare's; a value may be as large
-// as the storage limits allow for one entry (2 MiB by default, less the key
-// and the metadata), not Cloudflare's 25 MiB.
+// KV limits, Cloudflare's.
 const (
 	KVMaxKeyBytes      = 512
 	KVMaxMetadataBytes = 1024
+	KVMaxValueBytes    = 25 << 20
 	// KVMinExpiration is how far in the future an expiration must be.
 	KVMinExpiration = 60 * time.Second
 	// KVMaxListLimit is the most keys one List returns (and its default).

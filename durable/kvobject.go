@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -26,6 +27,22 @@ import (
 //	                                   metadata length (2 bytes), metadata,
 //	                                   value
 //	"x" + expiration (20 digits) + "/" + key → "" (keys by expiration)
+//	"c" + len(key) (3 digits) + key + gen (16 hex) + index (4 digits)
+//	                                 → a chunk of a large value
+//	"p" + key                        → gen (8 bytes) and chunk count (4):
+//	                                   a large value being written
+//
+// A value over kvChunkBytes is kept in chunks of kvChunkBytes, so that no
+// storage entry, and no commit, holds all of a value of up to 25 MiB: its
+// entry then holds, instead of the value, the high bit of the metadata
+// length set and, after the metadata, the chunks' generation (8 bytes),
+// their count (4) and the value's length (8). A put writes the chunks in
+// commits of kvChunksPerCommit, the first with a "p" record naming them,
+// and then, in one commit, the entry, the removal of the value it replaces
+// and of the "p" record. A put that fails midway leaves its "p" record, and
+// the next put or delete of any key removes the chunks it names (the input
+// gate keeps a put's turn whole, so a "p" record seen at the start of a
+// turn is always such a leftover).
 //
 // The alarm is set for the earliest expiration; it deletes what has expired
 // and moves itself to the next. Until then an expired key is hidden from
@@ -71,17 +88,45 @@ func (o *kvObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, err.Error(), status)
 }
 
+// Large values: kept in chunks of kvChunkBytes, kvChunksPerCommit chunks
+// committed at a time (a turn's uncommitted writes must stay within one
+// commit: ErrTurnTooLarge).
+const (
+	kvChunkBytes      = 1 << 20
+	kvChunksPerCommit = 3
+)
+
 type kvEntry struct {
 	expiration int64
 	metadata   []byte
-	value      []byte
+	value      []byte // nil when chunked
+	chunked    *kvChunks
 }
 
+// kvChunks names the chunks of a large value.
+type kvChunks struct {
+	gen   uint64
+	count uint32
+	size  int64 // the value's length
+}
+
+// kvChunkedFlag, set in the stored metadata length, marks a chunked value.
+const kvChunkedFlag = 0x8000
+
 func (e kvEntry) encode() []byte {
-	b := make([]byte, 10, 10+len(e.metadata)+len(e.value))
+	b := make([]byte, 10, 10+len(e.metadata)+len(e.value)+20)
 	binary.BigEndian.PutUint64(b, uint64(e.expiration))
-	binary.BigEndian.PutUint16(b[8:], uint16(len(e.metadata)))
+	n := uint16(len(e.metadata))
+	if e.chunked != nil {
+		n |= kvChunkedFlag
+	}
+	binary.BigEndian.PutUint16(b[8:], n)
 	b = append(b, e.metadata...)
+	if c := e.chunked; c != nil {
+		b = binary.BigEndian.AppendUint64(b, c.gen)
+		b = binary.BigEndian.AppendUint32(b, c.count)
+		return binary.BigEndian.AppendUint64(b, uint64(c.size))
+	}
 	return append(b, e.value...)
 }
 
@@ -90,10 +135,93 @@ func decodeKVEntry(b []byte) (kvEntry, error) {
 		return kvEntry{}, fmt.Errorf("kv: stored entry of %d bytes is too short", len(b))
 	}
 	n := int(binary.BigEndian.Uint16(b[8:]))
+	chunked := n&kvChunkedFlag != 0
+	n &^= kvChunkedFlag
 	if len(b) < 10+n {
 		return kvEntry{}, fmt.Errorf("kv: stored entry's metadata runs past its end")
 	}
-	return kvEntry{expiration: int64(binary.BigEndian.Uint64(b)), metadata: b[10 : 10+n], value: b[10+n:]}, nil
+	e := kvEntry{expiration: int64(binary.BigEndian.Uint64(b)), metadata: b[10 : 10+n]}
+	rest := b[10+n:]
+	if !chunked {
+		e.value = rest
+		return e, nil
+	}
+	if len(rest) != 20 {
+		return kvEntry{}, fmt.Errorf("kv: stored chunked entry has %d bytes after its metadata, not 20", len(rest))
+	}
+	c := &kvChunks{gen: binary.BigEndian.Uint64(rest), count: binary.BigEndian.Uint32(rest[8:]), size: int64(binary.BigEndian.Uint64(rest[12:]))}
+	if c.size <= 0 || c.size > KVMaxValueBytes || int64(c.count) != (c.size+kvChunkBytes-1)/kvChunkBytes {
+		return kvEntry{}, fmt.Errorf("kv: stored chunked entry of %d bytes in %d chunks", c.size, c.count)
+	}
+	e.chunked = c
+	return e, nil
+}
+
+func kvChunkKey(key string, gen uint64, i uint32) string {
+	return fmt.Sprintf("c%03d%s%016x%04d", len(key), key, gen, i)
+}
+
+// kvPendingKey is the "p" record of a large value of key being written.
+func kvPendingKey(key string) string { return "p" + key }
+
+// deleteChunks deletes the chunks c names.
+func (o *kvObject) deleteChunks(key string, c *kvChunks) error {
+	keys := make([]string, 0, min(c.count, 128))
+	for i := uint32(0); i < c.count; i++ {
+		keys = append(keys, kvChunkKey(key, c.gen, i))
+		if len(keys) == cap(keys) || i == c.count-1 {
+			if _, err := o.storage.DeleteMany(keys); err != nil {
+				return err
+			}
+			keys = keys[:0]
+		}
+	}
+	return nil
+}
+
+// sweep removes the chunks of puts that failed midway (their "p" records).
+func (o *kvObject) sweep() error {
+	for {
+		left, err := o.storage.List(ListOptions{Prefix: "p", Limit: 16})
+		if err != nil || len(left) == 0 {
+			return err
+		}
+		for _, kv := range left {
+			if len(kv.Value) != 12 {
+				return fmt.Errorf("kv: malformed pending record %q", kv.Key)
+			}
+			c := &kvChunks{gen: binary.BigEndian.Uint64(kv.Value), count: binary.BigEndian.Uint32(kv.Value[8:])}
+			if err := o.deleteChunks(kv.Key[1:], c); err != nil {
+				return err
+			}
+			if _, err := o.storage.Delete(kv.Key); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// writeChunks stores value in chunks under a new generation, committing
+// all but the last kvChunksPerCommit as it goes, and returns them. The "p" record naming them is the caller's to
+// delete, in the commit that stores the entry.
+func (o *kvObject) writeChunks(ctx context.Context, key string, value []byte) (*kvChunks, error) {
+	c := &kvChunks{gen: rand.Uint64(), count: uint32((len(value) + kvChunkBytes - 1) / kvChunkBytes), size: int64(len(value))}
+	pending := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, c.gen), c.count)
+	if err := o.storage.Put(kvPendingKey(key), pending); err != nil {
+		return nil, err
+	}
+	for i := uint32(0); i < c.count; i++ {
+		if i > 0 && i%kvChunksPerCommit == 0 {
+			if err := o.storage.Sync(ctx); err != nil {
+				return nil, err
+			}
+		}
+		chunk := value[int(i)*kvChunkBytes : min(len(value), int(i+1)*kvChunkBytes)]
+		if err := o.storage.Put(kvChunkKey(key, c.gen, i), chunk); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil // the last chunks commit with the entry
 }
 
 func kvExpiryKey(exp int64, key string) string { return fmt.Sprintf("x%020d/%s", exp, key) }
@@ -129,8 +257,36 @@ func (o *kvObject) get(w http.ResponseWriter, key string) error {
 	if e.metadata != nil {
 		w.Header().Set(kvMetadataHeader, base64.StdEncoding.EncodeToString(e.metadata))
 	}
-	w.Header().Set("Content-Length", strconv.Itoa(len(e.value)))
-	_, _ = w.Write(e.value)
+	c := e.chunked
+	if c == nil {
+		w.Header().Set("Content-Length", strconv.Itoa(len(e.value)))
+		_, _ = w.Write(e.value)
+		return nil
+	}
+	// Read every chunk before answering, so a missing one is an error,
+	// not a short value.
+	chunks := make([][]byte, c.count)
+	var n int64
+	for i := range chunks {
+		b, ok, err := o.storage.Get(kvChunkKey(key, c.gen, uint32(i)))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("kv: chunk %d of %q is missing", i, key)
+		}
+		chunks[i] = b
+		n += int64(len(b))
+	}
+	if n != c.size {
+		return fmt.Errorf("kv: the chunks of %q hold %d bytes, not %d", key, n, c.size)
+	}
+	w.Header().Set("Content-Length", strconv.FormatInt(c.size, 10))
+	for _, b := range chunks {
+		if _, err := w.Write(b); err != nil {
+			return nil // the caller went away
+		}
+	}
 	return nil
 }
 
@@ -157,12 +313,27 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 		}
 		e.metadata = meta
 	}
-	value, err := io.ReadAll(r.Body)
+	value, err := io.ReadAll(io.LimitReader(r.Body, KVMaxValueBytes+1))
 	if err != nil {
 		return err
 	}
-	e.value = value
-	if err := o.unindex(key); err != nil {
+	if len(value) > KVMaxValueBytes {
+		return fmt.Errorf("%w: a KV value may be at most %d bytes", ErrValueTooLarge, KVMaxValueBytes)
+	}
+	if err := o.sweep(); err != nil {
+		return err
+	}
+	if len(value) > kvChunkBytes {
+		if e.chunked, err = o.writeChunks(r.Context(), key, value); err != nil {
+			return err
+		}
+		if _, err := o.storage.Delete(kvPendingKey(key)); err != nil {
+			return err
+		}
+	} else {
+		e.value = value
+	}
+	if err := o.drop(key); err != nil {
 		return err
 	}
 	if err := o.storage.Put("k"+key, e.encode()); err != nil {
@@ -185,17 +356,25 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 	return nil
 }
 
-// unindex removes key's entry from the expiration index, if it is there.
-func (o *kvObject) unindex(key string) error {
+// drop removes what key's current entry keeps besides itself: its place
+// in the expiration index and the chunks of a large value.
+func (o *kvObject) drop(key string) error {
 	b, ok, err := o.storage.Get("k" + key)
 	if err != nil || !ok {
 		return err
 	}
 	old, err := decodeKVEntry(b)
-	if err != nil || old.expiration == 0 {
+	if err != nil {
 		return err
 	}
-	_, err = o.storage.Delete(kvExpiryKey(old.expiration, key))
+	if old.chunked != nil {
+		if err := o.deleteChunks(key, old.chunked); err != nil {
+			return err
+		}
+	}
+	if old.expiration != 0 {
+		_, err = o.storage.Delete(kvExpiryKey(old.expiration, key))
+	}
 	return err
 }
 
@@ -203,7 +382,10 @@ func (o *kvObject) delete(w http.ResponseWriter, key string) error {
 	if err := checkKVKey(key); err != nil {
 		return err
 	}
-	if err := o.unindex(key); err != nil {
+	if err := o.sweep(); err != nil {
+		return err
+	}
+	if err := o.drop(key); err != nil {
 		return err
 	}
 	if _, err := o.storage.Delete("k" + key); err != nil {
@@ -272,6 +454,11 @@ func (o *kvObject) Alarm(ctx context.Context, _ AlarmInfo) error {
 			// The index is kept in step with the entries; check anyway
 			// that this is the entry the index key was made for.
 			if e, err := decodeKVEntry(b); err == nil && e.expiration == exp {
+				if e.chunked != nil {
+					if err := o.deleteChunks(key, e.chunked); err != nil {
+						return err
+					}
+				}
 				if _, err := o.storage.Delete("k" + key); err != nil {
 					return err
 				}

@@ -18,9 +18,12 @@ import (
 )
 
 // alarmStorage is a mapRW with an alarm: enough Storage for the KV object.
+// syncErr, if set, is what Sync returns.
 type alarmStorage struct {
 	*mapRW
-	alarm time.Time
+	alarm   time.Time
+	syncs   int
+	syncErr func(n int) error // n: the Sync's number, from 1
 }
 
 func (s *alarmStorage) DeleteAll() error {
@@ -29,7 +32,13 @@ func (s *alarmStorage) DeleteAll() error {
 	return nil
 }
 func (s *alarmStorage) Transaction(fn func(tx Txn) error) error { panic("not used") }
-func (s *alarmStorage) Sync(context.Context) error              { return nil }
+func (s *alarmStorage) Sync(context.Context) error {
+	s.syncs++
+	if s.syncErr != nil {
+		return s.syncErr(s.syncs)
+	}
+	return nil
+}
 func (s *alarmStorage) GetAlarm() (time.Time, bool, error)      { return s.alarm, !s.alarm.IsZero(), nil }
 func (s *alarmStorage) SetAlarm(t time.Time) error              { s.alarm = t; return nil }
 func (s *alarmStorage) DeleteAlarm() error                      { s.alarm = time.Time{}; return nil }
@@ -275,6 +284,7 @@ func TestCheckKVPut(t *testing.T) {
 // encodes back to the same bytes.
 func FuzzKVEntry(f *testing.F) {
 	f.Add(kvEntry{expiration: 5, metadata: []byte(`{}`), value: []byte("v")}.encode())
+	f.Add(kvEntry{metadata: []byte(`1`), chunked: &kvChunks{gen: 7, count: 2, size: kvChunkBytes + 1}}.encode())
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := decodeKVEntry(b)
@@ -285,4 +295,114 @@ func FuzzKVEntry(f *testing.F) {
 			t.Fatalf("entry %x decodes and encodes to %x", b, e.encode())
 		}
 	})
+}
+
+// keysWithPrefix counts the stored keys that start with prefix.
+func (h *kvHarness) keysWithPrefix(prefix string) int {
+	n := 0
+	for k := range h.storage.m {
+		if strings.HasPrefix(k, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// A value over kvChunkBytes is kept in chunks, committed kvChunksPerCommit
+// at a time; replacing, deleting or expiring it removes them; a value over
+// KVMaxValueBytes is refused and changes nothing.
+func TestKVObjectLargeValues(t *testing.T) {
+	h := newKVHarness(t)
+	value := func(n int, seed byte) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = seed + byte(i%251)
+		}
+		return string(b)
+	}
+	big := value(3*kvChunkBytes+5, 1) // four chunks
+	h.put("big", big, 0)
+	if v, ok := h.get("big"); !ok || v != big {
+		t.Fatalf("get: %d bytes, %v", len(v), ok)
+	}
+	if n := h.keysWithPrefix("c"); n != 4 {
+		t.Fatalf("%d chunks, want 4", n)
+	}
+	if n := h.keysWithPrefix("p"); n != 0 {
+		t.Fatalf("%d pending records after a put", n)
+	}
+	if h.storage.syncs != 1 {
+		t.Fatalf("%d commits before the last, want 1 (after %d chunks)", h.storage.syncs, kvChunksPerCommit)
+	}
+	if page := h.list(nil); names(page) != "big" {
+		t.Fatalf("list: %s", names(page))
+	}
+	exact := value(kvChunkBytes, 9) // the largest value kept whole
+	h.put("exact", exact, 0)
+	if v, _ := h.get("exact"); v != exact || h.keysWithPrefix("c") != 4 {
+		t.Fatalf("a value of kvChunkBytes: %d bytes back, %d chunks", len(v), h.keysWithPrefix("c"))
+	}
+
+	bigger := value(KVMaxValueBytes, 3)
+	h.put("big", bigger, 0)
+	if v, _ := h.get("big"); v != bigger {
+		t.Fatalf("get after replacing: %d bytes", len(v))
+	}
+	if n, want := h.keysWithPrefix("c"), KVMaxValueBytes/kvChunkBytes; n != want {
+		t.Fatalf("%d chunks after replacing, want %d (the old ones gone)", n, want)
+	}
+	before := len(h.storage.m)
+	resp := h.do(http.MethodPut, "put", url.Values{"key": {"big"}}, "", value(KVMaxValueBytes+1, 5))
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(kvErrorHeader) != "value-too-large" {
+		t.Fatalf("a value over %d bytes: %d %q", KVMaxValueBytes, resp.StatusCode, resp.Header.Get(kvErrorHeader))
+	}
+	if v, _ := h.get("big"); v != bigger || len(h.storage.m) != before {
+		t.Fatal("a refused put changed the namespace")
+	}
+	h.put("big", "small", 0)
+	if h.keysWithPrefix("c") != 0 {
+		t.Fatalf("%d chunks left after a small value replaced a large one", h.keysWithPrefix("c"))
+	}
+	h.put("big", big, 0)
+	if resp := h.do(http.MethodDelete, "delete", url.Values{"key": {"big"}}, "", ""); resp.StatusCode != http.StatusNoContent || h.keysWithPrefix("c") != 0 {
+		t.Fatalf("delete: %d, %d chunks left", resp.StatusCode, h.keysWithPrefix("c"))
+	}
+	// Expiring a large value removes its chunks.
+	h.put("fleeting", big, h.now.Unix()+120)
+	h.now = h.now.Add(121 * time.Second)
+	h.fire()
+	if _, ok := h.get("fleeting"); ok || h.keysWithPrefix("c") != 0 {
+		t.Fatalf("after expiring: found %v, %d chunks", ok, h.keysWithPrefix("c"))
+	}
+}
+
+// A put that fails midway (a commit of its chunks fails) leaves the old
+// value as it was; the next put or delete removes the chunks it left.
+func TestKVObjectFailedLargePut(t *testing.T) {
+	h := newKVHarness(t)
+	h.put("doc", "old", 0)
+	h.storage.syncErr = func(n int) error {
+		if n == 2 {
+			return errors.New("commit failed")
+		}
+		return nil
+	}
+	resp := h.do(http.MethodPut, "put", url.Values{"key": {"doc"}}, "", strings.Repeat("n", 8*kvChunkBytes))
+	if resp.StatusCode != http.StatusInternalServerError {
+		t.Fatalf("a put whose commit failed: %d", resp.StatusCode)
+	}
+	if v, _ := h.get("doc"); v != "old" {
+		t.Fatalf("after the failed put: %q", v)
+	}
+	if h.keysWithPrefix("p") != 1 || h.keysWithPrefix("c") == 0 {
+		t.Fatalf("the failed put left %d pending records and %d chunks; the test expects some", h.keysWithPrefix("p"), h.keysWithPrefix("c"))
+	}
+	h.storage.syncErr = nil
+	h.put("other", "x", 0)
+	if h.keysWithPrefix("p") != 0 || h.keysWithPrefix("c") != 0 {
+		t.Fatalf("after the next put: %d pending records, %d chunks", h.keysWithPrefix("p"), h.keysWithPrefix("c"))
+	}
+	if v, _ := h.get("doc"); v != "old" {
+		t.Fatalf("doc after the sweep: %q", v)
+	}
 }

@@ -14,9 +14,9 @@ import (
 // as a Worker's Env.KV, on the namespaces this node's configuration binds,
 // in dev mode and in a cluster alike. Values travel as base64 in JSON.
 
-// maxKVAdminBody bounds a put's body: a value of the largest storage entry
-// (2 MiB by default), base64-encoded, with room for the rest.
-const maxKVAdminBody = 4 << 20
+// maxKVAdminBody bounds a put's body: a value of KVMaxValueBytes,
+// base64-encoded, with room for the rest.
+const maxKVAdminBody = durable.KVMaxValueBytes/3*4 + 1<<20
 
 type kvValueAnswer struct {
 	Key      string          `json:"key"`

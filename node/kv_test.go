@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -98,7 +99,7 @@ func TestKVNamespaces(t *testing.T) {
 		{"empty key", cache.Put(ctx, "", []byte("x"), durable.KVPutOptions{}), durable.ErrInvalidOption},
 		{"long key", cache.Put(ctx, strings.Repeat("k", 513), []byte("x"), durable.KVPutOptions{}), durable.ErrKeyTooLarge},
 		{"short ttl", cache.Put(ctx, "todo/1", []byte("x"), durable.KVPutOptions{ExpirationTTL: 1e9}), durable.ErrInvalidOption},
-		{"value over the storage limit", cache.Put(ctx, "todo/1", make([]byte, 2<<20), durable.KVPutOptions{}), durable.ErrValueTooLarge},
+		{"value over 25 MiB", cache.Put(ctx, "todo/1", make([]byte, durable.KVMaxValueBytes+1), durable.KVPutOptions{}), durable.ErrValueTooLarge},
 	}
 	for _, b := range bad {
 		if !errors.Is(b.err, b.want) {
@@ -107,6 +108,40 @@ func TestKVNamespaces(t *testing.T) {
 	}
 	if v, _, _ := cache.Get(ctx, "todo/1"); string(v) != "write docs" {
 		t.Fatalf("bad input changed todo/1 to %q", v)
+	}
+
+	// A value of 25 MiB, kept in chunks committed as the put goes; a
+	// smaller value replaces it and its chunks go.
+	big := make([]byte, durable.KVMaxValueBytes)
+	for i := range big {
+		big[i] = byte(i * 7 / 5)
+	}
+	if err := cache.Put(ctx, "blob", big, durable.KVPutOptions{Metadata: "big"}); err != nil {
+		t.Fatalf("put of %d bytes: %v", len(big), err)
+	}
+	if v, meta, found, err := cache.GetWithMetadata(ctx, "blob"); err != nil || !found || !bytes.Equal(v, big) || string(meta) != `"big"` {
+		t.Fatalf("get of the 25 MiB value: %d bytes, %s, %v, %v", len(v), meta, found, err)
+	}
+	if err := cache.Put(ctx, "blob", []byte("small now"), durable.KVPutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := cache.Get(ctx, "blob"); err != nil || string(v) != "small now" {
+		t.Fatalf("after replacing the large value: %q %v", v, err)
+	}
+	if left := kvChunkKeys(t, n, "CACHE"); left != 0 {
+		t.Fatalf("%d chunks left after the large value was replaced", left)
+	}
+	if err := cache.Put(ctx, "blob", big[:3<<20], durable.KVPutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := kvChunkKeys(t, n, "CACHE"); got != 3 {
+		t.Fatalf("a 3 MiB value in %d chunks, want 3", got)
+	}
+	if err := cache.Delete(ctx, "blob"); err != nil {
+		t.Fatal(err)
+	}
+	if left := kvChunkKeys(t, n, "CACHE"); left != 0 {
+		t.Fatalf("%d chunks left after the large value was deleted", left)
 	}
 
 	// From inside an object, through the Worker.
@@ -164,4 +199,23 @@ func TestKVAcrossTheCluster(t *testing.T) {
 			t.Fatalf("node %d lists: %+v %v", i+1, page, err)
 		}
 	}
+}
+
+// kvChunkKeys counts the chunk keys ("c" prefix) in the storage of the
+// object that keeps KV binding's namespace on node n.
+func kvChunkKeys(t *testing.T, n *Node, binding string) int {
+	t.Helper()
+	var id string
+	for _, kv := range n.cfg.KVNamespaces {
+		if kv.Binding == binding {
+			id = kv.ID
+		}
+	}
+	obj := durable.IDFromName(durable.DeriveNamespaceKey(durable.KVClassName, ""), id).Bytes()
+	sh := n.shards[shardOf(obj, len(n.shards))]
+	kvs, err := n.store.List(sh.id, obj, durable.ListOptions{Prefix: "c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(kvs)
 }
