@@ -163,7 +163,7 @@ func (s *server) resolveWith(base func(file *config.File) (node.Config, error), 
 			cfg.Vars = file.Vars
 		}
 		for _, kv := range file.KVNamespaces {
-			cfg.KVNamespaces = append(cfg.KVNamespaces, durable.KVBinding{Binding: kv.Binding, ID: kv.ID})
+			cfg.KVNamespaces = append(cfg.KVNamespaces, durable.KVBinding{Binding: kv.Binding, ID: kv.ID, Objects: kv.Objects})
 		}
 		cfg.AdminToken = file.Admin.Token
 	}

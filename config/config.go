@@ -53,6 +53,10 @@ type KVNamespace struct {
 	Binding   string
 	ID        string
 	PreviewID string
+	// Objects is how many objects keep the namespace's keys (objects =
+	// 1–64; 0, unset, is 1): more spread its load over more shards. It
+	// cannot change once the namespace holds keys (docs/kv.md).
+	Objects int
 }
 
 // Node is the [node] table.

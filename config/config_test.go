@@ -57,8 +57,9 @@ bindings = [
 binding = "CACHE"
 id = "abc"
 preview_id = "def"
+objects = 8
 `,
-			want: File{KVNamespaces: []KVNamespace{{Binding: "CACHE", ID: "abc", PreviewID: "def"}}},
+			want: File{KVNamespaces: []KVNamespace{{Binding: "CACHE", ID: "abc", PreviewID: "def", Objects: 8}}},
 		},
 		{
 			name: "kv namespaces inline",
@@ -195,6 +196,8 @@ func TestParseBad(t *testing.T) {
 		{"duplicate binding", "durable_objects.bindings = [{name = \"A\", class_name = \"X\"}, {name = \"A\", class_name = \"Y\"}]", `roost.toml: durable_objects.bindings: "A" is bound twice`},
 		{"kv without id", "kv_namespaces = [{binding = \"CACHE\"}]", `roost.toml: kv_namespaces[0] ("CACHE") has no id`},
 		{"duplicate kv", "kv_namespaces = [{binding = \"C\", id = \"1\"}, {binding = \"C\", id = \"2\"}]", `roost.toml: kv_namespaces: "C" is bound twice`},
+		{"kv objects out of range", "kv_namespaces = [{binding = \"C\", id = \"1\", objects = 65}]", `roost.toml: kv_namespaces[0] ("C"): objects = 65 is not between 1 and 64`},
+		{"kv objects disagree", "kv_namespaces = [{binding = \"C\", id = \"1\", objects = 4}, {binding = \"D\", id = \"1\"}]", `roost.toml: kv_namespaces[1] ("D"): id "1" is bound with objects = 4 and 1; bindings of one namespace must agree`},
 		{"bad duration", "[runtime]\nidle_timeout = \"60\"", `roost.toml: runtime.idle_timeout: "60" is not a duration (write it like "60s" or "5m")`},
 		{"zero duration", "[runtime]\nidle_timeout = \"0s\"", `roost.toml: runtime.idle_timeout must be positive (leave it out for the default)`},
 		{"negative duration", "[runtime]\nidle_timeout = \"-5s\"", `roost.toml: runtime.idle_timeout must be positive, got -5s`},

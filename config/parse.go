@@ -49,6 +49,7 @@ type rawKV struct {
 	Binding   string `toml:"binding"`
 	ID        string `toml:"id"`
 	PreviewID string `toml:"preview_id"`
+	Objects   int    `toml:"objects"`
 }
 
 type rawNode struct {
@@ -124,7 +125,7 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 		f.Bindings = append(f.Bindings, durable.Binding{Name: b.Name, ClassName: b.ClassName})
 	}
 	for _, kv := range raw.KVNamespaces {
-		f.KVNamespaces = append(f.KVNamespaces, KVNamespace{Binding: kv.Binding, ID: kv.ID, PreviewID: kv.PreviewID})
+		f.KVNamespaces = append(f.KVNamespaces, KVNamespace{Binding: kv.Binding, ID: kv.ID, PreviewID: kv.PreviewID, Objects: kv.Objects})
 	}
 
 	// A key written as 0 is a mistake, not a request for the default: say so

@@ -5,6 +5,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/roostdb/roost/durable"
 )
 
 // Validate reports every setting that cannot work, in one error wrapping
@@ -37,6 +39,7 @@ func (f *File) problems() []string {
 		}
 	}
 	seenKV := make(map[string]bool, len(f.KVNamespaces))
+	objectsOf := make(map[string]int, len(f.KVNamespaces)) // by id
 	for i, kv := range f.KVNamespaces {
 		switch {
 		case kv.Binding == "":
@@ -48,6 +51,13 @@ func (f *File) problems() []string {
 		if kv.ID == "" {
 			bad("kv_namespaces[%d] (%q) has no id", i, kv.Binding)
 		}
+		objects := max(kv.Objects, 1)
+		if kv.Objects < 0 || kv.Objects > durable.KVMaxObjects {
+			bad("kv_namespaces[%d] (%q): objects = %d is not between 1 and %d", i, kv.Binding, kv.Objects, durable.KVMaxObjects)
+		} else if n, ok := objectsOf[kv.ID]; ok && n != objects {
+			bad("kv_namespaces[%d] (%q): id %q is bound with objects = %d and %d; bindings of one namespace must agree", i, kv.Binding, kv.ID, n, objects)
+		}
+		objectsOf[kv.ID] = objects
 	}
 
 	// Listeners may leave the host out (":8787", every interface) or ask

@@ -2,15 +2,20 @@ package durable
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -72,11 +77,68 @@ type KVListResult struct {
 }
 
 // KVNamespace is a KV namespace bound to the Worker ([[kv_namespaces]]).
-// Every method sends one request to the namespace's object; ctx bounds it.
+// Its keys are kept by one object, or spread by a hash of the key over
+// KVBinding.Objects objects; Get, Put and Delete send one request to the
+// key's object, List one to each object and merges their pages. ctx bounds
+// each call.
+//
+// The number of objects must not change once the namespace holds keys
+// (a key would be looked for in another object): the first object records
+// it, and the first call of a process checks it; a mismatch fails every
+// call with ErrInvalidOption.
 type KVNamespace struct {
 	binding string
 	id      string
-	stub    *Stub
+	stubs   []*Stub
+	check   *kvObjectsCheck
+}
+
+// KVMaxObjects bounds KVBinding.Objects.
+const KVMaxObjects = 64
+
+// kvObjectIDs are the IDs of the objects that keep b's namespace. The
+// first is the one a namespace of one object has always had, so a
+// namespace can be spread when it is new, from that first object.
+func kvObjectIDs(ns *Namespace, b KVBinding) []ID {
+	ids := []ID{ns.IDFromName(b.ID)}
+	for i := 1; i < b.Objects; i++ {
+		ids = append(ids, ns.IDFromName(b.ID+"\x00"+strconv.Itoa(i)))
+	}
+	return ids
+}
+
+// kvObjectsCheck remembers that the namespace's first object agreed to the
+// binding's number of objects.
+type kvObjectsCheck struct {
+	mu sync.Mutex
+	ok bool
+}
+
+// verify asks the first object once (per process) to record or confirm
+// the number of objects.
+func (k *KVNamespace) verify(ctx context.Context) error {
+	k.check.mu.Lock()
+	defer k.check.mu.Unlock()
+	if k.check.ok {
+		return nil
+	}
+	resp, err := k.send(ctx, k.stubs[0], http.MethodPost, "objects", url.Values{"n": {strconv.Itoa(len(k.stubs))}}, nil, nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	k.check.ok = true
+	return nil
+}
+
+// stubFor is the stub of the object that keeps key.
+func (k *KVNamespace) stubFor(key string) *Stub {
+	if len(k.stubs) == 1 {
+		return k.stubs[0]
+	}
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	return k.stubs[h.Sum64()%uint64(len(k.stubs))]
 }
 
 // Binding returns the binding name the namespace was reached by.
@@ -94,7 +156,7 @@ func (k *KVNamespace) GetWithMetadata(ctx context.Context, key string) (value []
 	if err := checkKVKey(key); err != nil {
 		return nil, nil, false, k.wrap("get", err)
 	}
-	resp, err := k.call(ctx, http.MethodGet, "get", url.Values{"key": {key}}, nil, nil)
+	resp, err := k.call(ctx, key, http.MethodGet, "get", url.Values{"key": {key}}, nil, nil)
 	if err != nil {
 		return nil, nil, false, err
 	}
@@ -127,7 +189,7 @@ func (k *KVNamespace) Put(ctx context.Context, key string, value []byte, opts KV
 	if meta != nil {
 		h.Set(kvMetadataHeader, base64.StdEncoding.EncodeToString(meta))
 	}
-	resp, err := k.call(ctx, http.MethodPut, "put", q, h, value)
+	resp, err := k.call(ctx, key, http.MethodPut, "put", q, h, value)
 	if err != nil {
 		return err
 	}
@@ -140,7 +202,7 @@ func (k *KVNamespace) Delete(ctx context.Context, key string) error {
 	if err := checkKVKey(key); err != nil {
 		return k.wrap("delete", err)
 	}
-	resp, err := k.call(ctx, http.MethodDelete, "delete", url.Values{"key": {key}}, nil, nil)
+	resp, err := k.call(ctx, key, http.MethodDelete, "delete", url.Values{"key": {key}}, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -156,11 +218,27 @@ func (k *KVNamespace) List(ctx context.Context, opts KVListOptions) (KVListResul
 	if _, err := decodeKVCursor(opts.Cursor); err != nil {
 		return KVListResult{}, k.wrap("list", err)
 	}
-	q := url.Values{"prefix": {opts.Prefix}, "cursor": {opts.Cursor}}
-	if opts.Limit > 0 {
-		q.Set("limit", strconv.Itoa(opts.Limit))
+	if err := k.verify(ctx); err != nil {
+		return KVListResult{}, err
 	}
-	resp, err := k.call(ctx, http.MethodGet, "list", q, nil, nil)
+	limit := cmp.Or(opts.Limit, KVMaxListLimit)
+	q := url.Values{"prefix": {opts.Prefix}, "cursor": {opts.Cursor}, "limit": {strconv.Itoa(limit)}}
+	pages := make([]KVListResult, len(k.stubs))
+	errs := make([]error, len(k.stubs))
+	var wg sync.WaitGroup
+	for i, stub := range k.stubs {
+		wg.Go(func() { pages[i], errs[i] = k.listOne(ctx, stub, q) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return KVListResult{}, err
+	}
+	return mergeKVPages(pages, limit), nil
+}
+
+// listOne lists one object's keys.
+func (k *KVNamespace) listOne(ctx context.Context, stub *Stub, q url.Values) (KVListResult, error) {
+	resp, err := k.send(ctx, stub, http.MethodGet, "list", q, nil, nil)
 	if err != nil {
 		return KVListResult{}, err
 	}
@@ -172,14 +250,67 @@ func (k *KVNamespace) List(ctx context.Context, opts KVListOptions) (KVListResul
 	return page, nil
 }
 
+// mergeKVPages merges the pages the objects of a namespace answered to one
+// List call (the same cursor and limit; their keys are disjoint) into its
+// page. An object whose page is not complete may hold keys after its page's
+// cursor, so the merged page ends there at the latest (the smallest such
+// cursor); its own cursor is its last key, or that bound if it holds none.
+func mergeKVPages(pages []KVListResult, limit int) KVListResult {
+	if len(pages) == 1 {
+		return pages[0]
+	}
+	bound, bounded := "", false
+	var keys []KVKey
+	for _, p := range pages {
+		keys = append(keys, p.Keys...)
+		if !p.ListComplete {
+			c, _ := decodeKVCursor(p.Cursor) // the object's own cursor: well formed
+			if !bounded || c < bound {
+				bound, bounded = c, true
+			}
+		}
+	}
+	slices.SortFunc(keys, func(a, b KVKey) int { return strings.Compare(a.Name, b.Name) })
+	if bounded {
+		n, _ := slices.BinarySearchFunc(keys, bound, func(k KVKey, b string) int { return strings.Compare(k.Name, b) })
+		if n < len(keys) && keys[n].Name == bound {
+			n++
+		}
+		keys = keys[:n]
+	}
+	out := KVListResult{Keys: keys, ListComplete: !bounded && len(keys) <= limit}
+	if len(keys) > limit {
+		out.Keys = keys[:limit]
+	}
+	if !out.ListComplete {
+		last := bound
+		if len(out.Keys) > 0 {
+			last = out.Keys[len(out.Keys)-1].Name
+		}
+		out.Cursor = encodeKVCursor(last)
+	}
+	if out.Keys == nil {
+		out.Keys = []KVKey{}
+	}
+	return out
+}
+
 func (k *KVNamespace) wrap(op string, err error) error {
 	return fmt.Errorf("kv %s (namespace %s): %s: %w", k.binding, k.id, op, err)
 }
 
-// call sends one operation to the namespace's object. An answer of 400
-// carries the kind of the bad input in kvErrorHeader and becomes the
+// call sends one operation on key to the object that keeps it.
+func (k *KVNamespace) call(ctx context.Context, key, method, op string, q url.Values, h http.Header, body []byte) (*http.Response, error) {
+	if err := k.verify(ctx); err != nil {
+		return nil, err
+	}
+	return k.send(ctx, k.stubFor(key), method, op, q, h, body)
+}
+
+// send sends one operation to one of the namespace's objects. An answer of
+// 400 carries the kind of the bad input in kvErrorHeader and becomes the
 // matching sentinel error; 404 is for the caller to read.
-func (k *KVNamespace) call(ctx context.Context, method, op string, q url.Values, h http.Header, body []byte) (*http.Response, error) {
+func (k *KVNamespace) send(ctx context.Context, stub *Stub, method, op string, q url.Values, h http.Header, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://kv/"+op+"?"+q.Encode(), bytes.NewReader(body))
 	if err != nil {
 		return nil, k.wrap(op, err)
@@ -187,7 +318,7 @@ func (k *KVNamespace) call(ctx context.Context, method, op string, q url.Values,
 	for name, v := range h {
 		req.Header[name] = v
 	}
-	resp, err := k.stub.Fetch(req)
+	resp, err := stub.Fetch(req)
 	if err != nil {
 		return nil, k.wrap(op, err)
 	}

@@ -31,6 +31,8 @@ import (
 //	                                 → a chunk of a large value
 //	"p" + key                        → gen (8 bytes) and chunk count (4):
 //	                                   a large value being written
+//	"o"                              → how many objects keep the
+//	                                   namespace (its first object only)
 //
 // A value over kvChunkBytes is kept in chunks of kvChunkBytes, so that no
 // storage entry, and no commit, holds all of a value of up to 25 MiB: its
@@ -74,6 +76,8 @@ func (o *kvObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = o.delete(w, q.Get("key"))
 	case "/list":
 		err = o.list(w, q)
+	case "/objects":
+		err = o.objects(w, q.Get("n"))
 	default:
 		err = fmt.Errorf("%w: no KV operation %q", ErrInvalidOption, r.URL.Path)
 	}
@@ -390,6 +394,32 @@ func (o *kvObject) delete(w http.ResponseWriter, key string) error {
 	}
 	if _, err := o.storage.Delete("k" + key); err != nil {
 		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// kvObjectsKey holds, in a namespace's first object, how many objects
+// keep its keys (decimal).
+const kvObjectsKey = "o"
+
+// objects records how many objects keep the namespace's keys, the first
+// time it is asked, and refuses another number later: the keys of a
+// namespace spread over n objects are only found with n.
+func (o *kvObject) objects(w http.ResponseWriter, n string) error {
+	if v, err := strconv.Atoi(n); err != nil || v < 1 || v > KVMaxObjects {
+		return fmt.Errorf("%w: number of objects %q is not between 1 and %d", ErrInvalidOption, n, KVMaxObjects)
+	}
+	b, ok, err := o.storage.Get(kvObjectsKey)
+	switch {
+	case err != nil:
+		return err
+	case !ok:
+		if err := o.storage.Put(kvObjectsKey, []byte(n)); err != nil {
+			return err
+		}
+	case string(b) != n:
+		return fmt.Errorf("%w: this KV namespace keeps its keys in %s objects; its binding says %s (the number cannot change once the namespace is used)", ErrInvalidOption, b, n)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -39,9 +39,9 @@ func (s *alarmStorage) Sync(context.Context) error {
 	}
 	return nil
 }
-func (s *alarmStorage) GetAlarm() (time.Time, bool, error)      { return s.alarm, !s.alarm.IsZero(), nil }
-func (s *alarmStorage) SetAlarm(t time.Time) error              { s.alarm = t; return nil }
-func (s *alarmStorage) DeleteAlarm() error                      { s.alarm = time.Time{}; return nil }
+func (s *alarmStorage) GetAlarm() (time.Time, bool, error) { return s.alarm, !s.alarm.IsZero(), nil }
+func (s *alarmStorage) SetAlarm(t time.Time) error         { s.alarm = t; return nil }
+func (s *alarmStorage) DeleteAlarm() error                 { s.alarm = time.Time{}; return nil }
 
 var _ Storage = (*alarmStorage)(nil)
 
@@ -404,5 +404,69 @@ func TestKVObjectFailedLargePut(t *testing.T) {
 	}
 	if v, _ := h.get("doc"); v != "old" {
 		t.Fatalf("doc after the sweep: %q", v)
+	}
+}
+
+// The first object of a namespace records how many objects keep it and
+// refuses another number.
+func TestKVObjectRecordsItsObjects(t *testing.T) {
+	h := newKVHarness(t)
+	for _, tc := range []struct {
+		n    string
+		code int
+		kind string
+	}{
+		{"4", http.StatusNoContent, ""},
+		{"4", http.StatusNoContent, ""},
+		{"1", http.StatusBadRequest, "invalid-option"},
+		{"0", http.StatusBadRequest, "invalid-option"},
+		{"65", http.StatusBadRequest, "invalid-option"},
+		{"many", http.StatusBadRequest, "invalid-option"},
+	} {
+		resp := h.do(http.MethodPost, "objects", url.Values{"n": {tc.n}}, "", "")
+		if resp.StatusCode != tc.code || resp.Header.Get(kvErrorHeader) != tc.kind {
+			t.Errorf("objects %s: %d %q, want %d %q", tc.n, resp.StatusCode, resp.Header.Get(kvErrorHeader), tc.code, tc.kind)
+		}
+	}
+	if string(h.storage.m[kvObjectsKey]) != "4" {
+		t.Fatalf("recorded %q", h.storage.m[kvObjectsKey])
+	}
+}
+
+func TestMergeKVPages(t *testing.T) {
+	keys := func(names ...string) []KVKey {
+		out := []KVKey{}
+		for _, n := range names {
+			out = append(out, KVKey{Name: n})
+		}
+		return out
+	}
+	complete := func(names ...string) KVListResult { return KVListResult{Keys: keys(names...), ListComplete: true} }
+	partial := func(cursor string, names ...string) KVListResult {
+		return KVListResult{Keys: keys(names...), Cursor: encodeKVCursor(cursor)}
+	}
+	for _, tc := range []struct {
+		name       string
+		pages      []KVListResult
+		limit      int
+		want       string // names
+		complete   bool
+		wantCursor string
+	}{
+		{"all complete, under the limit", []KVListResult{complete("a", "d"), complete("b"), complete()}, 10, "a,b,d", true, ""},
+		{"all complete, over the limit", []KVListResult{complete("a", "d"), complete("b", "c")}, 3, "a,b,c", false, "c"},
+		{"an incomplete page bounds the rest", []KVListResult{partial("c", "a", "c"), complete("b", "d", "e")}, 2, "a,b", false, "b"},
+		{"bounded below the limit", []KVListResult{partial("b", "a", "b"), complete("c", "d")}, 3, "a,b", false, "b"},
+		{"an incomplete page of expired keys only", []KVListResult{partial("m"), complete("a", "z")}, 5, "a", false, "a"},
+		{"nothing before the bound", []KVListResult{partial("m"), complete("z")}, 5, "", false, "m"},
+	} {
+		got := mergeKVPages(tc.pages, tc.limit)
+		if names(got) != tc.want || got.ListComplete != tc.complete {
+			t.Errorf("%s: %q complete=%v, want %q complete=%v", tc.name, names(got), got.ListComplete, tc.want, tc.complete)
+		}
+		cursor, _ := decodeKVCursor(got.Cursor)
+		if cursor != tc.wantCursor {
+			t.Errorf("%s: cursor %q, want %q", tc.name, cursor, tc.wantCursor)
+		}
 	}
 }

@@ -118,17 +118,21 @@ type EnvConfig struct {
 }
 
 // KVBinding binds a KV namespace ([[kv_namespaces]]): bindings with the
-// same ID share their keys.
+// same ID share their keys. Objects is how many objects keep the
+// namespace's keys (0 means 1, at most KVMaxObjects); it is fixed when the
+// namespace is first used (see KVNamespace).
 type KVBinding struct {
 	Binding string
 	ID      string
+	Objects int
 }
 
-// kvBound is a KV binding and the ID of the object that keeps its
+// kvBound is a KV binding and the IDs of the objects that keep its
 // namespace, derived once rather than at every Env.KV.
 type kvBound struct {
 	KVBinding
-	object ID
+	objects []ID
+	check   *kvObjectsCheck // shared by every Env of the binding
 }
 
 // NewEnv builds an Env; the runtime calls it.
@@ -146,7 +150,7 @@ func NewEnv(cfg EnvConfig) *Env {
 	}
 	e.kvNS = namespace("", KVClassName)
 	for _, b := range cfg.KVNamespaces {
-		e.kv[b.Binding] = kvBound{KVBinding: b, object: e.kvNS.IDFromName(b.ID)}
+		e.kv[b.Binding] = kvBound{KVBinding: b, objects: kvObjectIDs(e.kvNS, b), check: new(kvObjectsCheck)}
 	}
 	return e
 }
@@ -179,7 +183,11 @@ func (e *Env) KV(binding string) (*KVNamespace, error) {
 		sort.Strings(known)
 		return nil, fmt.Errorf("%w: no KV namespace is bound to %q (bound: %v)", ErrUnknownBinding, binding, known)
 	}
-	return &KVNamespace{binding: b.Binding, id: b.ID, stub: e.kvNS.Get(b.object)}, nil
+	stubs := make([]*Stub, len(b.objects))
+	for i, id := range b.objects {
+		stubs[i] = e.kvNS.Get(id)
+	}
+	return &KVNamespace{binding: b.Binding, id: b.ID, stubs: stubs, check: b.check}, nil
 }
 
 // Namespace returns the Durable Object namespace bound to binding; an

@@ -164,6 +164,8 @@ func (c Config) Validate() error {
 			return bad("a KV namespace needs a binding and an id, got %q and %q", kv.Binding, kv.ID)
 		case seenKV[kv.Binding]:
 			return bad("KV binding %q is declared twice", kv.Binding)
+		case kv.Objects < 0 || kv.Objects > durable.KVMaxObjects:
+			return bad("KV binding %q: %d objects, not between 1 and %d", kv.Binding, kv.Objects, durable.KVMaxObjects)
 		}
 		seenKV[kv.Binding] = true
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -218,4 +219,85 @@ func kvChunkKeys(t *testing.T, n *Node, binding string) int {
 		t.Fatal(err)
 	}
 	return len(kvs)
+}
+
+// A namespace spread over several objects: keys land in every object,
+// List pages through all of them in order, and a restart with another
+// number of objects is refused rather than losing sight of keys.
+func TestKVSpreadNamespace(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	start := func(objects int) (*Node, *durable.KVNamespace) {
+		n := startNode(t, dir, func(cfg *Config, _ *Node) {
+			cfg.KVNamespaces = []durable.KVBinding{{Binding: "SPREAD", ID: "spread-1", Objects: objects}}
+		})
+		kv, err := n.Env().KV("SPREAD")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n, kv
+	}
+	n, kv := start(4)
+	const count = 300
+	for i := range count {
+		key := fmt.Sprintf("k%03d", i)
+		if err := kv.Put(ctx, key, []byte(key), durable.KVPutOptions{}); err != nil {
+			t.Fatalf("put %s: %v", key, err)
+		}
+	}
+	key := durable.DeriveNamespaceKey(durable.KVClassName, "")
+	for i := range 4 {
+		name := "spread-1"
+		if i > 0 {
+			name += "\x00" + fmt.Sprint(i)
+		}
+		obj := durable.IDFromName(key, name).Bytes()
+		kvs, err := n.store.List(n.shards[shardOf(obj, len(n.shards))].id, obj, durable.ListOptions{Prefix: "k"})
+		if err != nil || len(kvs) < count/8 {
+			t.Fatalf("object %d keeps %d of %d keys (%v)", i, len(kvs), count, err)
+		}
+	}
+	var listed []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		page, err := kv.List(ctx, durable.KVListOptions{Limit: 7, Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range page.Keys {
+			listed = append(listed, k.Name)
+		}
+		if page.ListComplete {
+			break
+		}
+		if pages > count {
+			t.Fatal("List does not end")
+		}
+		cursor = page.Cursor
+	}
+	if len(listed) != count || !slices.IsSorted(listed) || listed[0] != "k000" || listed[count-1] != fmt.Sprintf("k%03d", count-1) {
+		t.Fatalf("listed %d keys (sorted: %v), want %d", len(listed), slices.IsSorted(listed), count)
+	}
+	if v, found, err := kv.Get(ctx, "k123"); err != nil || !found || string(v) != "k123" {
+		t.Fatalf("get: %q %v %v", v, found, err)
+	}
+	closeNode(t, n)
+
+	n, kv = start(1)
+	if _, _, err := kv.Get(ctx, "k123"); !errors.Is(err, durable.ErrInvalidOption) || !strings.Contains(err.Error(), "4 objects") {
+		t.Fatalf("get with another number of objects: %v", err)
+	}
+	if err := kv.Put(ctx, "k999", []byte("x"), durable.KVPutOptions{}); !errors.Is(err, durable.ErrInvalidOption) {
+		t.Fatalf("put with another number of objects: %v", err)
+	}
+	closeNode(t, n)
+
+	n, kv = start(4)
+	defer closeNode(t, n)
+	if v, found, err := kv.Get(ctx, "k299"); err != nil || !found || string(v) != "k299" {
+		t.Fatalf("get after returning to 4 objects: %q %v %v", v, found, err)
+	}
+	if _, found, _ := kv.Get(ctx, "k999"); found {
+		t.Fatal("the refused put wrote")
+	}
 }
