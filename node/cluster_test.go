@@ -160,9 +160,13 @@ func (c *testCluster) waitReady() {
 	}
 }
 
-// increment sends /increment for name to node i.
+// do sends path for the counter name to node i.
 func (c *testCluster) do(ctx context.Context, i int, path, name string) (int, string, error) {
-	u := "http://" + c.cfgs[i].HTTPAddr + path + "?" + url.Values{"ns": {"COUNTER"}, "name": {name}}.Encode()
+	return getBody(ctx, "http://"+c.cfgs[i].HTTPAddr+path+"?"+url.Values{"ns": {"COUNTER"}, "name": {name}}.Encode())
+}
+
+// getBody GETs u and returns the status and body.
+func getBody(ctx context.Context, u string) (int, string, error) {
 	req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"sync"
 	"testing"
@@ -94,16 +92,4 @@ func TestPlannedTransferFailsNoRequest(t *testing.T) {
 		}
 	}
 	t.Logf("acknowledged %v", acked)
-}
-
-// getBody GETs u and returns the status and body.
-func getBody(ctx context.Context, u string) (int, string, error) {
-	req, _ := http.NewRequestWithContext(ctx, "GET", u, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
 }
