@@ -250,8 +250,9 @@ func (in *instance) activate() error {
 // again, as a cold start would, and its handlers find the sockets with
 // GetWebSockets, their tags and attachments unchanged. It does nothing,
 // and reports false, unless the gate is free and the object is quiet: not
-// already hibernated or retired, no BlockConcurrencyWhile under way, no
-// write pending or in flight. The caller holds m.mu and has checked that
+// already hibernated or retired, no turn begun (one awaiting a Stub.Fetch
+// leaves the gate open), no BlockConcurrencyWhile under way, no write
+// pending or in flight. The caller holds m.mu and has checked that
 // no request holds a reference and no WaitUntil work runs.
 func (in *instance) hibernate() bool {
 	select {
@@ -260,7 +261,10 @@ func (in *instance) hibernate() bool {
 		return false // a turn runs
 	}
 	defer in.unlock()
-	if in.obj == nil || in.retired.Load() || in.blockDepth.Load() > 0 || !in.storage.forget() {
+	in.outMu.Lock()
+	running := in.turns > 0 // a turn awaiting a Stub.Fetch leaves the gate open
+	in.outMu.Unlock()
+	if running || in.obj == nil || in.retired.Load() || in.blockDepth.Load() > 0 || !in.storage.forget() {
 		return false
 	}
 	in.obj, in.state, in.env = nil, nil, nil

@@ -97,6 +97,10 @@ func testPingPong(state *durable.State, env *durable.Env) durable.Object {
 			}
 		case "/panic":
 			panic("boom")
+		case "/sleep": // answers after ?d= (a duration)
+			d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+			time.Sleep(d)
+			fmt.Fprint(w, "slept")
 		}
 	})
 }

@@ -31,10 +31,13 @@ import (
 // storage and told to the others.
 type room struct {
 	state *durable.State
+	env   *durable.Env
 	mem   int
 }
 
-func testRoom(state *durable.State, _ *durable.Env) durable.Object { return &room{state: state} }
+func testRoom(state *durable.State, env *durable.Env) durable.Object {
+	return &room{state: state, env: env}
+}
 
 func (o *room) count() int {
 	n, _, _ := durable.GetJSON[int](o.state.Storage, "n")
@@ -81,6 +84,19 @@ func (o *room) WebSocketMessage(ctx context.Context, ws *durable.WebSocket, msg 
 		return ws.SendText("mem=" + strconv.Itoa(o.mem))
 	case "att":
 		return ws.SendText(fmt.Sprintf("att=%v", ws.Attachment()))
+	case "call": // a turn that awaits a slow Stub.Fetch (the gate opens meanwhile)
+		ns, err := o.env.Namespace("PINGPONG")
+		if err != nil {
+			return err
+		}
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://do/sleep?d=700ms", nil)
+		resp, err := ns.Get(ns.IDFromName("sleeper")).Fetch(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		o.mem++
+		return ws.SendText("called mem=" + strconv.Itoa(o.mem))
 	case "fail":
 		return errors.New("handler failed")
 	case "panic":
@@ -666,8 +682,24 @@ func TestWebSocketHibernation(t *testing.T) {
 		t.Fatalf("GetWebSockets(blue) after hibernating: %s", body)
 	}
 
-	// A client's close wakes a hibernated object for WebSocketClose.
+	// A turn awaiting a Stub.Fetch keeps its object, though the gate is
+	// open and the wait is longer than the idle timeout.
 	waitHibernations(2)
+	sendText(t, a, "mem")
+	if got := readText(t, a); got != "mem=1" {
+		t.Fatalf("after the second hibernation: %q", got)
+	}
+	sendText(t, a, "call")
+	if got := readText(t, a); got != "called mem=2" {
+		t.Fatalf("a turn that awaited a fetch across the idle timeout: %q, want called mem=2", got)
+	}
+	sendText(t, a, "mem")
+	if got := readText(t, a); got != "mem=3" {
+		t.Fatalf("after a turn that awaited a fetch: %q, want mem=3 (the object kept through it)", got)
+	}
+
+	// A client's close wakes a hibernated object for WebSocketClose.
+	waitHibernations(3)
 	a.Close(websocket.StatusNormalClosure, "done")
 	if got := readText(t, b); got != "closed 1000 done true" {
 		t.Fatalf("the other member heard %q", got)
