@@ -173,6 +173,7 @@ type nodeSpec struct {
 	join                      []string
 	bootstrapExpect, shards   int
 	bin                       string // the binary to run; "" is roost
+	config                    string // roost.toml to read; "" for none
 }
 
 // newNodeSpec gives node id its own data dir and free loopback ports.
@@ -188,7 +189,7 @@ func newNodeSpec(t *testing.T, id string, bootstrapExpect, shards int, join ...s
 func (s nodeSpec) args() []string {
 	args := []string{"node", "--id", s.id, "--data-dir", s.dataDir,
 		"--http", s.http, "--admin", s.admin, "--grpc", s.grpc, "--gossip", s.gossip,
-		"--bootstrap-expect", fmt.Sprint(s.bootstrapExpect), "--shards", fmt.Sprint(s.shards), "--config", ""}
+		"--bootstrap-expect", fmt.Sprint(s.bootstrapExpect), "--shards", fmt.Sprint(s.shards), "--config", s.config}
 	for _, j := range s.join {
 		args = append(args, "--join", j)
 	}
