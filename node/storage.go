@@ -34,9 +34,14 @@ type committer interface {
 	submit(c *commit) error
 }
 
-// maxCachedKeys bounds an instance's cache of committed values; past it the
-// cache starts over (a simple bound is enough: Pebble's block cache is behind it).
-const maxCachedKeys = 4096
+// maxCachedKeys and maxCachedBytes bound an instance's cache of committed
+// values; past either the cache starts over (a simple bound is enough:
+// Pebble's block cache is behind it). The byte bound keeps an object that
+// reads large values (a KV namespace's chunks) from holding gigabytes.
+const (
+	maxCachedKeys  = 4096
+	maxCachedBytes = 16 << 20
+)
 
 // objectStorage is one instance's durable.Storage. Reads see, newest first:
 // the current turn's pending writes, the batches in flight (proposed, not yet
@@ -50,15 +55,16 @@ type objectStorage struct {
 	// onBroken is called (outside mu) once, when a commit fails.
 	onBroken func(error)
 
-	mu       sync.Mutex
-	pending  *writeSet
-	inflight []*commit // oldest first
-	last     *commit   // the newest commit made, done or not
-	version  uint64    // version of the newest batch made
-	cache    map[string]cachedValue
-	alarm    *alarmValue // committed alarm, if known
-	broken   error
-	inTxn    bool
+	mu         sync.Mutex
+	pending    *writeSet
+	inflight   []*commit // oldest first
+	last       *commit   // the newest commit made, done or not
+	version    uint64    // version of the newest batch made
+	cache      map[string]cachedValue
+	cacheBytes int         // the values' bytes in cache
+	alarm      *alarmValue // committed alarm, if known
+	broken     error
+	inTxn      bool
 }
 
 var _ durable.Storage = (*objectStorage)(nil)
@@ -250,10 +256,14 @@ func (s *objectStorage) get(key string) (cachedValue, error) {
 }
 
 func (s *objectStorage) remember(key string, v cachedValue) {
-	if len(s.cache) >= maxCachedKeys {
-		clear(s.cache)
+	if len(s.cache) >= maxCachedKeys || s.cacheBytes+len(v.value) > maxCachedBytes {
+		s.clearCache()
+	}
+	if old, ok := s.cache[key]; ok {
+		s.cacheBytes -= len(old.value)
 	}
 	s.cache[key] = v
+	s.cacheBytes += len(v.value)
 }
 
 // writable returns the pending set, creating it; callers hold s.mu.
@@ -661,11 +671,11 @@ func (s *objectStorage) committed(c *commit) {
 			s.broken = c.err
 			broke = c.err
 		}
-		clear(s.cache)
+		s.clearCache()
 	} else {
 		ws := c.writes
 		if ws.deleteAll {
-			clear(s.cache)
+			s.clearCache()
 		}
 		for k, v := range ws.keys {
 			s.remember(k, v)
@@ -706,9 +716,16 @@ func (s *objectStorage) forget() bool {
 	if s.pending != nil || len(s.inflight) > 0 {
 		return false
 	}
-	s.cache = make(map[string]cachedValue)
+	s.cache = make(map[string]cachedValue) // a new map: clear keeps the old one's buckets
+	s.cacheBytes = 0
 	s.alarm = nil
 	return true
+}
+
+// clearCache empties the cache of committed values; callers hold s.mu.
+func (s *objectStorage) clearCache() {
+	clear(s.cache)
+	s.cacheBytes = 0
 }
 
 // idle reports whether nothing is pending or in flight.

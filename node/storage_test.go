@@ -1517,3 +1517,34 @@ func TestTakeEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestStorageCacheBytes: the cache of committed values starts over before
+// it holds more than maxCachedBytes, however large the values read.
+func TestStorageCacheBytes(t *testing.T) {
+	n := storageTestNode(t)
+	obj := storageTestObject(t)
+	value := bytes.Repeat([]byte{'v'}, 2<<20-16)
+	st := openTestStorage(t, n, obj, nil)
+	for i := range 12 {
+		checkErr(t, "Put", st.Put(fmt.Sprintf("k%02d", i), value), nil)
+		if i%2 == 1 {
+			commitStorage(t, st) // two values a commit: within one entry
+		}
+	}
+	fresh := openTestStorage(t, n, obj, nil)
+	for i := range 12 {
+		if v, ok, err := fresh.Get(fmt.Sprintf("k%02d", i)); err != nil || !ok || len(v) != len(value) {
+			t.Fatalf("k%02d: %d bytes, %v, %v", i, len(v), ok, err)
+		}
+		fresh.mu.Lock()
+		held := 0
+		for _, v := range fresh.cache {
+			held += len(v.value)
+		}
+		if held != fresh.cacheBytes || held > maxCachedBytes || held == 0 {
+			fresh.mu.Unlock()
+			t.Fatalf("after %d reads the cache holds %d bytes (counted %d), bound %d", i+1, held, fresh.cacheBytes, maxCachedBytes)
+		}
+		fresh.mu.Unlock()
+	}
+}
