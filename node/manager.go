@@ -30,6 +30,9 @@ type manager struct {
 	reader    committedReader
 	metrics   *metrics
 
+	// mu guards instances and each instance's refs and lastUsed. Lock
+	// order: mu, then an instance's gate (only tried, never waited for:
+	// hibernate), then its outMu or its storage's mu.
 	mu        sync.Mutex
 	instances map[[32]byte]*instance
 }
