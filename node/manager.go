@@ -32,7 +32,7 @@ type manager struct {
 
 	// mu guards instances and each instance's refs and lastUsed. Lock
 	// order: mu, then an instance's gate (only tried, never waited for:
-	// hibernate), then its outMu or its storage's mu.
+	// hibernate), then its outMu, its wsMu or its storage's mu.
 	mu        sync.Mutex
 	instances map[[32]byte]*instance
 }
