@@ -58,20 +58,23 @@ func (f *FSM) MapAndWatch() (Map, <-chan struct{}) {
 func (f *FSM) Operation() (Operation, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.op == nil {
-		return Operation{}, false
-	}
-	return *f.op, true
+	return copyOf(f.op)
 }
 
 // LastEnded returns the last operation that ended (EndOperationCmd), if any.
 func (f *FSM) LastEnded() (EndedOperation, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.ended == nil {
-		return EndedOperation{}, false
+	return copyOf(f.ended)
+}
+
+// copyOf returns a copy of *p, and whether p was set.
+func copyOf[T any](p *T) (T, bool) {
+	if p == nil {
+		var zero T
+		return zero, false
 	}
-	return *f.ended, true
+	return *p, true
 }
 
 // Apply implements raft.FSM.
