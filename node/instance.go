@@ -67,8 +67,11 @@ type instance struct {
 	releaserOnce sync.Once
 
 	// Owned by manager.mu.
-	refs     int
-	lastUsed int64 // unix nanoseconds
+	refs int
+
+	// lastUsed is when the instance last served (unix nanoseconds): set
+	// by release and, without manager.mu, by socket events (touch).
+	lastUsed atomic.Int64
 }
 
 var _ durable.StateRuntime = (*instance)(nil)

@@ -30,7 +30,7 @@ type manager struct {
 	reader    committedReader
 	metrics   *metrics
 
-	// mu guards instances and each instance's refs and lastUsed. Lock
+	// mu guards instances and each instance's refs. Lock
 	// order: mu, then an instance's gate (only tried, never waited for:
 	// hibernate), then its outMu, its wsMu or its storage's mu.
 	mu        sync.Mutex
@@ -221,7 +221,7 @@ func (m *manager) acquire(ctx context.Context, key [32]byte, id durable.ID, clas
 			return nil, fmt.Errorf("%w: object %s belongs to class %s, not %s", durable.ErrWrongNamespace, id, in.class, class)
 		}
 		in.refs++
-		in.lastUsed = time.Now().UnixNano()
+		in.lastUsed.Store(time.Now().UnixNano())
 		m.mu.Unlock()
 		return in, nil
 	}
@@ -230,7 +230,7 @@ func (m *manager) acquire(ctx context.Context, key [32]byte, id durable.ID, clas
 func (m *manager) release(in *instance) {
 	m.mu.Lock()
 	in.refs--
-	in.lastUsed = time.Now().UnixNano()
+	in.lastUsed.Store(time.Now().UnixNano())
 	m.mu.Unlock()
 }
 
@@ -244,7 +244,7 @@ func (m *manager) evictIdle(now time.Time) int {
 	defer m.mu.Unlock()
 	evicted, hibernated := 0, 0
 	for key, in := range m.instances {
-		if in.refs > 0 || in.lastUsed > cutoff || in.bgCount.Load() > 0 || !in.storage.idle() {
+		if in.refs > 0 || in.lastUsed.Load() > cutoff || in.bgCount.Load() > 0 || !in.storage.idle() {
 			continue
 		}
 		if in.openSockets() > 0 {
@@ -264,11 +264,7 @@ func (m *manager) evictIdle(now time.Time) int {
 
 // touch marks in as used now: an event that did not come through acquire
 // (a WebSocket message) keeps the instance from hibernating too.
-func (m *manager) touch(in *instance) {
-	m.mu.Lock()
-	in.lastUsed = time.Now().UnixNano()
-	m.mu.Unlock()
-}
+func (m *manager) touch(in *instance) { in.lastUsed.Store(time.Now().UnixNano()) }
 
 // releaseAfterEviction is how many instances one sweep must evict before
 // the memory they held is handed back to the OS at once. An idle node does
