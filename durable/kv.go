@@ -80,7 +80,8 @@ type KVListResult struct {
 // Its keys are kept by one object, or spread by a hash of the key over
 // KVBinding.Objects objects; Get, Put and Delete send one request to the
 // key's object, List one to each object and merges their pages. ctx bounds
-// each call.
+// each call. Get and List are sent again (kvReadAttempts in all) when an
+// answer is lost on the way; Put and Delete report it (ErrCommitIndeterminate).
 //
 // The number of objects must not change once the namespace holds keys
 // (a key would be looked for in another object): the first object records
@@ -156,6 +157,14 @@ func (k *KVNamespace) GetWithMetadata(ctx context.Context, key string) (value []
 	if err := checkKVKey(key); err != nil {
 		return nil, nil, false, k.wrap("get", err)
 	}
+	err = retryRead(ctx, func() error {
+		value, metadata, found, err = k.getOnce(ctx, key)
+		return err
+	})
+	return value, metadata, found, err
+}
+
+func (k *KVNamespace) getOnce(ctx context.Context, key string) (value []byte, metadata json.RawMessage, found bool, err error) {
 	resp, err := k.call(ctx, key, http.MethodGet, "get", url.Values{"key": {key}}, nil, nil)
 	if err != nil {
 		return nil, nil, false, err
@@ -165,7 +174,7 @@ func (k *KVNamespace) GetWithMetadata(ctx context.Context, key string) (value []
 		return nil, nil, false, nil
 	}
 	if value, err = io.ReadAll(resp.Body); err != nil {
-		return nil, nil, false, k.wrap("get", err)
+		return nil, nil, false, k.wrap("get", fmt.Errorf("%w: %v", errKVAnswerCut, err))
 	}
 	if m := resp.Header.Get(kvMetadataHeader); m != "" {
 		if metadata, err = base64.StdEncoding.DecodeString(m); err != nil {
@@ -173,6 +182,32 @@ func (k *KVNamespace) GetWithMetadata(ctx context.Context, key string) (value []
 		}
 	}
 	return value, metadata, true, nil
+}
+
+// kvReadAttempts is how many times a read (Get, List) is sent when its
+// answer is lost on the way: a forwarded request whose outcome is unknown
+// (the connection to the node running the object broke, say), or a body
+// cut off. A read changes nothing, so sending it again is safe; a write's
+// unknown outcome goes to the caller, who knows whether to repeat it.
+const kvReadAttempts = 3
+
+// errKVAnswerCut: the answer's body broke off before its end.
+var errKVAnswerCut = errors.New("the answer broke off")
+
+// retryRead runs read, again after a short pause while its answer was
+// lost, kvReadAttempts times at most.
+func retryRead(ctx context.Context, read func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := read()
+		if err == nil || attempt == kvReadAttempts || !errors.Is(err, ErrCommitIndeterminate) && !errors.Is(err, errKVAnswerCut) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+		}
+	}
 }
 
 // Put sets key to value, replacing any value, metadata and expiration it had.
@@ -227,7 +262,12 @@ func (k *KVNamespace) List(ctx context.Context, opts KVListOptions) (KVListResul
 	errs := make([]error, len(k.stubs))
 	var wg sync.WaitGroup
 	for i, stub := range k.stubs {
-		wg.Go(func() { pages[i], errs[i] = k.listOne(ctx, stub, q) })
+		wg.Go(func() {
+			errs[i] = retryRead(ctx, func() (err error) {
+				pages[i], err = k.listOne(ctx, stub, q)
+				return err
+			})
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

@@ -470,3 +470,78 @@ func TestMergeKVPages(t *testing.T) {
 		}
 	}
 }
+
+// lossyKVDispatcher runs one KV object in-process and loses the answers of
+// the first `lose` requests of each operation in ops, after running them,
+// as a broken connection to the node running the object does.
+type lossyKVDispatcher struct {
+	h     *kvHarness
+	lose  int
+	ops   map[string]bool
+	calls map[string]int
+}
+
+func (d *lossyKVDispatcher) Fetch(_ context.Context, _ string, _ ID, req *http.Request) (*http.Response, error) {
+	w := httptest.NewRecorder()
+	d.h.obj.ServeHTTP(w, req)
+	op := strings.TrimPrefix(req.URL.Path, "/")
+	d.calls[op]++
+	if d.ops[op] && d.calls[op] <= d.lose {
+		return nil, &Error{Message: "forwarding failed; the request may or may not have run: EOF", Err: ErrCommitIndeterminate}
+	}
+	return w.Result(), nil
+}
+
+// A read whose answer is lost is sent again; a write's lost answer goes to
+// the caller, who alone knows whether repeating it is right.
+func TestKVNamespaceRetriesLostReads(t *testing.T) {
+	cases := []struct {
+		name      string
+		lose      int
+		wantErr   bool
+		wantCalls int
+	}{
+		{"one lost answer", 1, false, 2},
+		{"two lost answers", 2, false, 3},
+		{"every answer lost", kvReadAttempts, true, kvReadAttempts},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d := &lossyKVDispatcher{h: newKVHarness(t), calls: map[string]int{}}
+			env := NewEnv(EnvConfig{KVNamespaces: []KVBinding{{Binding: "KV", ID: "ns"}}, Dispatcher: d})
+			kv, err := env.KV("KV")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if err := kv.Put(ctx, "k", []byte("v"), KVPutOptions{}); err != nil {
+				t.Fatal(err)
+			}
+
+			d.ops, d.lose = map[string]bool{"get": true, "list": true}, tc.lose
+			value, found, err := kv.Get(ctx, "k")
+			if tc.wantErr != (err != nil) || !tc.wantErr && (!found || string(value) != "v") {
+				t.Fatalf("Get: %q %v %v; want an error: %v", value, found, err, tc.wantErr)
+			}
+			if tc.wantErr && !errors.Is(err, ErrCommitIndeterminate) {
+				t.Fatalf("Get failed with %v, want ErrCommitIndeterminate", err)
+			}
+			page, err := kv.List(ctx, KVListOptions{})
+			if tc.wantErr != (err != nil) || !tc.wantErr && names(page) != "k" {
+				t.Fatalf("List: %q %v; want an error: %v", names(page), err, tc.wantErr)
+			}
+			if d.calls["get"] != tc.wantCalls || d.calls["list"] != tc.wantCalls {
+				t.Fatalf("sent get %d and list %d times, want %d each", d.calls["get"], d.calls["list"], tc.wantCalls)
+			}
+
+			d.ops = map[string]bool{"put": true, "delete": true}
+			d.calls = map[string]int{}
+			if err := kv.Put(ctx, "k", []byte("w"), KVPutOptions{}); !errors.Is(err, ErrCommitIndeterminate) || d.calls["put"] != 1 {
+				t.Fatalf("Put with its answer lost: %v after %d sends; want ErrCommitIndeterminate after one", err, d.calls["put"])
+			}
+			if err := kv.Delete(ctx, "k"); !errors.Is(err, ErrCommitIndeterminate) || d.calls["delete"] != 1 {
+				t.Fatalf("Delete with its answer lost: %v after %d sends; want ErrCommitIndeterminate after one", err, d.calls["delete"])
+			}
+		})
+	}
+}

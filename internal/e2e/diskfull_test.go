@@ -76,7 +76,7 @@ func TestDiskFull(t *testing.T) {
 	t.Logf("n3 stopped on a full disk; %d puts of 4 MiB acknowledged", len(acked))
 	for _, key := range acked {
 		if code, got := kvAdmin(t, n1.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
-			t.Fatalf("acknowledged %s read through n1 with n3 down: %d, %d bytes", key, code, len(got))
+			t.Fatalf("acknowledged %s read through n1 with n3 down: %d, %s", key, code, describe(code, got))
 		}
 	}
 
@@ -101,7 +101,7 @@ func TestDiskFull(t *testing.T) {
 	}
 	for _, key := range acked {
 		if code, got := kvAdmin(t, n3.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
-			t.Fatalf("acknowledged %s read through n3, leading every shard after its restart: %d, %d bytes", key, code, len(got))
+			t.Fatalf("acknowledged %s read through n3, leading every shard after its restart: %d, %s", key, code, describe(code, got))
 		}
 	}
 }
@@ -147,6 +147,15 @@ func adminJSON(t *testing.T, addr, method, path string, body, out any) int {
 	defer resp.Body.Close()
 	_ = json.NewDecoder(resp.Body).Decode(out)
 	return resp.StatusCode
+}
+
+// describe is a KV answer for a failure message: the error's text, or the
+// value's length.
+func describe(code int, body []byte) string {
+	if code != http.StatusOK {
+		return string(body)
+	}
+	return fmt.Sprintf("%d bytes", len(body))
 }
 
 // lastLines is the last n lines of s.
