@@ -104,7 +104,7 @@ func (d *devCommand) run(ctx context.Context, cfg node.Config, file *config.File
 	return d.serve(ctx, cfg, devNotices(file), devHints, func(n *node.Node) {
 		writeBanner(d.stdout, "roost dev: serving "+d.appName(file), [][2]string{
 			{"app", "http://" + urlHost(n.HTTPAddr()) + "/"},
-			{"admin", "http://" + urlHost(n.AdminAddr()) + "/  (/healthz /readyz /metrics /debug/pprof/)"},
+			{"admin", "http://" + urlHost(n.AdminAddr()) + "/  (/ui/ dashboard, /healthz /readyz /metrics /debug/pprof/)"},
 			{"data dir", absDir(cfg.DataDir)},
 			{"bindings", d.bindingList(cfg)},
 		}, "Press Ctrl-C to stop.")

@@ -257,7 +257,7 @@ func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings st
 	}
 	writeBanner(w, fmt.Sprintf("roost node %s: serving %s", cfg.NodeID, name), [][2]string{
 		{"app", "http://" + app + "/"},
-		{"admin", "http://" + admin + "/  (/healthz /readyz /metrics /debug/pprof/)"},
+		{"admin", "http://" + admin + "/  (/ui/ dashboard, /healthz /readyz /metrics /debug/pprof/)"},
 		{"grpc", cfg.GRPCAddr},
 		{"gossip", cfg.GossipAddr},
 		{"advertise", advertise},

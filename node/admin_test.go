@@ -93,6 +93,7 @@ func TestAdminAuth(t *testing.T) {
 		{"readyz is open", tokenAddr, "/readyz", "", 200, ""},
 		{"metrics is open", tokenAddr, "/metrics", "", 200, ""},
 		{"pprof is open", tokenAddr, "/debug/pprof/", "", 200, ""},
+		{"the dashboard is open", tokenAddr, "/ui/", "", 200, ""},
 		{"no token configured: open", openAddr, "/v1/status", "", 200, ""},
 		{"no token configured: any header", openAddr, "/v1/status", "Bearer whatever", 200, ""},
 	} {
