@@ -43,6 +43,10 @@ type StateRuntime interface {
 	WaitUntil(fn func(ctx context.Context))
 	AcceptWebSocket(w http.ResponseWriter, r *http.Request, tags []string) (*WebSocket, error)
 	WebSockets(tag string) []*WebSocket
+	// SetWebSocketAutoResponse sets (nil: removes) the object's
+	// auto-response; the State has checked it.
+	SetWebSocketAutoResponse(a *WebSocketAutoResponse)
+	WebSocketAutoResponse() *WebSocketAutoResponse
 }
 
 // State is an instance's view of itself: its ID, its storage and its gates.
@@ -83,6 +87,45 @@ func (s *State) AcceptWebSocket(w http.ResponseWriter, r *http.Request, tags ...
 // GetWebSockets returns the open sockets accepted with tag, or all of them
 // if tag is "", in the order they were accepted.
 func (s *State) GetWebSockets(tag string) []*WebSocket { return s.rt.WebSockets(tag) }
+
+// SetWebSocketAutoResponse makes the runtime answer every text message
+// equal to a.Request, on any socket of this object, with a.Response by
+// itself: the object is not woken (a hibernated one stays asleep), no
+// handler runs, and the reply does not wait for the output gate (it shows
+// nothing of the object's state, so it may overtake messages the object
+// sent that wait for their writes). It holds until it is replaced, or
+// removed with nil, while the object lives on this node; an object that
+// restarts (a reset, another node taking over its shard) sets it again,
+// in its constructor as a rule. Each of the two strings may be
+// MaxWebSocketAutoResponse bytes; a longer one, or an empty request, is
+// an ErrInvalidOption and changes nothing.
+func (s *State) SetWebSocketAutoResponse(a *WebSocketAutoResponse) error {
+	if a != nil {
+		if err := a.check(); err != nil {
+			return err
+		}
+		a = &WebSocketAutoResponse{Request: a.Request, Response: a.Response}
+	}
+	s.rt.SetWebSocketAutoResponse(a)
+	return nil
+}
+
+// WebSocketAutoResponse returns the auto-response set, or nil.
+func (s *State) WebSocketAutoResponse() *WebSocketAutoResponse {
+	a := s.rt.WebSocketAutoResponse()
+	if a == nil {
+		return nil
+	}
+	return &WebSocketAutoResponse{Request: a.Request, Response: a.Response}
+}
+
+// WebSocketAutoResponseTimestamp returns when the runtime last answered
+// ws's auto-response request; false if it never did.
+func (s *State) WebSocketAutoResponseTimestamp(ws *WebSocket) (time.Time, bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	return ws.autoResponded, !ws.autoResponded.IsZero()
+}
 
 // Dispatcher delivers a request to an object; the runtime implements it.
 type Dispatcher interface {

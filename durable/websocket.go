@@ -21,6 +21,9 @@ const (
 	// MaxWebSocketMessage is the largest message a client may send, in
 	// bytes; a larger one closes its socket with code 1009.
 	MaxWebSocketMessage = 1 << 20
+	// MaxWebSocketAutoResponse is the longest request and the longest
+	// response of a WebSocketAutoResponse, in bytes.
+	MaxWebSocketAutoResponse = 2048
 )
 
 var (
@@ -84,8 +87,9 @@ type WebSocket struct {
 	conn WebSocketConn
 	tags []string
 
-	mu         sync.Mutex
-	attachment any
+	mu            sync.Mutex
+	attachment    any
+	autoResponded time.Time // when the runtime last sent the auto-response; zero: never
 }
 
 // NewWebSocket is called by the runtime when an object accepts a socket.
@@ -127,7 +131,8 @@ func (ws *WebSocket) HasTag(tag string) bool {
 
 // SetAttachment keeps v with the socket (a user name, say), for as long as
 // the socket is open. Cloudflare serializes attachments to survive
-// hibernation; roost does not hibernate, so any value will do.
+// hibernation; roost keeps a hibernated object's sockets in the node's
+// memory, so any value will do.
 func (ws *WebSocket) SetAttachment(v any) {
 	ws.mu.Lock()
 	ws.attachment = v
@@ -139,6 +144,34 @@ func (ws *WebSocket) Attachment() any {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	return ws.attachment
+}
+
+// RecordAutoResponse notes that the runtime answered the socket's
+// auto-response request at t (State.WebSocketAutoResponseTimestamp).
+func (ws *WebSocket) RecordAutoResponse(t time.Time) {
+	ws.mu.Lock()
+	ws.autoResponded = t
+	ws.mu.Unlock()
+}
+
+// WebSocketAutoResponse is a message and the reply the runtime sends to it
+// by itself, without waking the object: a keep-alive ping a client sends
+// every few seconds then costs the object nothing, and a hibernated one
+// stays asleep (State.SetWebSocketAutoResponse).
+type WebSocketAutoResponse struct {
+	Request  string // a text message equal to it is answered
+	Response string // with this text message
+}
+
+// check returns an error wrapping ErrInvalidOption if a breaks a limit.
+func (a *WebSocketAutoResponse) check() error {
+	switch {
+	case a.Request == "":
+		return fmt.Errorf("%w: a WebSocket auto-response needs a request", ErrInvalidOption)
+	case len(a.Request) > MaxWebSocketAutoResponse || len(a.Response) > MaxWebSocketAutoResponse:
+		return fmt.Errorf("%w: a WebSocket auto-response's request and response may be %d bytes each (%d and %d)", ErrInvalidOption, MaxWebSocketAutoResponse, len(a.Request), len(a.Response))
+	}
+	return nil
 }
 
 // CheckWebSocketTags returns an error wrapping ErrInvalidWebSocketTags if

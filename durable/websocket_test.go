@@ -110,3 +110,24 @@ func TestWriteResponseRefusesA101WithoutConnection(t *testing.T) {
 		t.Fatalf("err %v, code %d", err, rec.Code)
 	}
 }
+
+func TestWebSocketAutoResponseCheck(t *testing.T) {
+	long := strings.Repeat("x", MaxWebSocketAutoResponse+1)
+	for _, tc := range []struct {
+		name string
+		a    WebSocketAutoResponse
+		ok   bool
+	}{
+		{"ping and pong", WebSocketAutoResponse{"ping", "pong"}, true},
+		{"an empty response", WebSocketAutoResponse{"ping", ""}, true},
+		{"both at the limit", WebSocketAutoResponse{long[1:], long[1:]}, true},
+		{"no request", WebSocketAutoResponse{"", "pong"}, false},
+		{"request too long", WebSocketAutoResponse{long, "pong"}, false},
+		{"response too long", WebSocketAutoResponse{"ping", long}, false},
+	} {
+		err := tc.a.check()
+		if tc.ok != (err == nil) || err != nil && !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}

@@ -54,6 +54,9 @@ type instance struct {
 	// outMu and wsMu are never held together.
 	wsMu    sync.Mutex
 	sockets []*socket // open, in the order accepted
+	// autoResponse is what the sockets' readers answer by themselves
+	// (State.SetWebSocketAutoResponse); it outlives hibernation.
+	autoResponse atomic.Pointer[durable.WebSocketAutoResponse]
 
 	outMu sync.Mutex
 	// turns counts the turns begun and not ended: more than one while a

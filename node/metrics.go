@@ -24,6 +24,9 @@ type metrics struct {
 	repliesPerSend    prometheus.Histogram
 	websockets        prometheus.Gauge
 	websocketMessages *prometheus.CounterVec
+	// websocketAutoResponses counts the messages the runtime answered by
+	// itself (State.SetWebSocketAutoResponse).
+	websocketAutoResponses prometheus.Counter
 }
 
 func newMetrics(instances func() float64) *metrics {
@@ -84,8 +87,12 @@ func newMetrics(instances func() float64) *metrics {
 	m.websocketMessages = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "roost_websocket_messages_total", Help: `WebSocket messages of objects of this node, by direction: "received" from clients, "sent" to them.`,
 	}, []string{"direction"})
+	m.websocketAutoResponses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "roost_websocket_auto_responses_total", Help: "WebSocket messages answered by the runtime with the object's auto-response, without waking the object (also counted as received and sent).",
+	})
 	f(m.websockets)
 	f(m.websocketMessages)
+	f(m.websocketAutoResponses)
 	f(m.forwarded)
 	f(m.callsPerSend)
 	f(m.repliesPerSend)

@@ -313,6 +313,10 @@ func (s *socket) read() {
 			return
 		}
 		s.in.m.metrics.websocketMessages.WithLabelValues("received").Inc()
+		if a := s.in.autoResponse.Load(); a != nil && typ == websocket.MessageText && string(data) == a.Request {
+			s.autoRespond(a)
+			continue
+		}
 		msg := durable.WebSocketMessage{Text: typ == websocket.MessageText, Data: data}
 		if !s.deliver(func(ctx context.Context, obj durable.Object) error {
 			return obj.(durable.WebSocketHandler).WebSocketMessage(ctx, s.ws, msg)
@@ -320,6 +324,29 @@ func (s *socket) read() {
 			return
 		}
 	}
+}
+
+// autoRespond answers the auto-response's request on s without waking
+// the object: no turn, no output gate (the reply shows nothing of the
+// object's state), and the object's idle clock is not reset, so a
+// client's keep-alive pings let it hibernate.
+func (s *socket) autoRespond(a *durable.WebSocketAutoResponse) {
+	if s.closing.Load() {
+		return
+	}
+	s.ws.RecordAutoResponse(time.Now())
+	s.in.m.metrics.websocketAutoResponses.Inc()
+	s.enqueue(outFrame{msg: durable.WebSocketMessage{Text: true, Data: []byte(a.Response)}})
+}
+
+// SetWebSocketAutoResponse implements durable.StateRuntime.
+func (in *instance) SetWebSocketAutoResponse(a *durable.WebSocketAutoResponse) {
+	in.autoResponse.Store(a)
+}
+
+// WebSocketAutoResponse implements durable.StateRuntime.
+func (in *instance) WebSocketAutoResponse() *durable.WebSocketAutoResponse {
+	return in.autoResponse.Load()
 }
 
 // readEnded tells the object how the socket ended, unless the runtime or

@@ -68,7 +68,24 @@ func (o *room) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (o *room) WebSocketMessage(ctx context.Context, ws *durable.WebSocket, msg durable.WebSocketMessage) error {
+	if pair, ok := strings.CutPrefix(string(msg.Data), "auto "); ok { // "auto <request> <response>"
+		req, resp, _ := strings.Cut(pair, " ")
+		return o.setAutoResponse(ws, &durable.WebSocketAutoResponse{Request: req, Response: resp})
+	}
 	switch string(msg.Data) {
+	case "auto-long":
+		return o.setAutoResponse(ws, &durable.WebSocketAutoResponse{Request: strings.Repeat("x", durable.MaxWebSocketAutoResponse+1), Response: "y"})
+	case "auto-off":
+		return o.setAutoResponse(ws, nil)
+	case "auto?":
+		a, at := o.state.WebSocketAutoResponse(), "never"
+		if ts, ok := o.state.WebSocketAutoResponseTimestamp(ws); ok {
+			at = "at " + ts.Format(time.RFC3339Nano)
+		}
+		if a == nil {
+			return ws.SendText("auto=none answered " + at)
+		}
+		return ws.SendText("auto=" + a.Request + "/" + a.Response + " answered " + at)
 	case "inc":
 		n := o.count() + 1
 		if err := durable.PutJSON(o.state.Storage, "n", n); err != nil {
@@ -121,6 +138,14 @@ func (o *room) WebSocketMessage(ctx context.Context, ws *durable.WebSocket, msg 
 		return ws.SendText("echo " + string(msg.Data))
 	}
 	return nil
+}
+
+// setAutoResponse sets a (nil: removes it) and tells ws how that went.
+func (o *room) setAutoResponse(ws *durable.WebSocket, a *durable.WebSocketAutoResponse) error {
+	if err := o.state.SetWebSocketAutoResponse(a); err != nil {
+		return ws.SendText("err=" + err.Error())
+	}
+	return ws.SendText("auto set")
 }
 
 func (o *room) WebSocketClose(ctx context.Context, ws *durable.WebSocket, code int, reason string, clean bool) error {
@@ -755,5 +780,98 @@ func TestWebSocketCompression(t *testing.T) {
 	_ = c.Write(ctx, websocket.MessageBinary, make([]byte, 4*durable.MaxWebSocketMessage))
 	if code, _ := readClose(t, c); code != websocket.StatusMessageTooBig {
 		t.Fatalf("inflating past the limit: close code %d, want 1009", code)
+	}
+}
+
+// An auto-response answers its request on every socket of the object
+// without waking it: pings neither keep it awake nor construct it again
+// once it hibernated; the pair and each socket's last answer survive
+// hibernation; anything else (another text, the same bytes as binary)
+// still reaches the object; bad input changes nothing; nil removes it.
+func TestWebSocketAutoResponse(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	n := startNode(t, t.TempDir(), func(c *Config, _ *Node) { c.IdleTimeout = idle })
+	defer closeNode(t, n)
+	addr := n.HTTPAddr().String()
+	a := dialRoom(t, addr, "pinged")
+	readText(t, a)
+	b := dialRoom(t, addr, "pinged")
+	readText(t, b)
+	ask := func(c *websocket.Conn, msg string) string {
+		t.Helper()
+		sendText(t, c, msg)
+		return readText(t, c)
+	}
+
+	if got := ask(a, "auto?"); got != "auto=none answered never" {
+		t.Fatalf("before any is set: %q", got)
+	}
+	if got := ask(a, "auto ping pong"); got != "auto set" {
+		t.Fatalf("setting it: %q", got)
+	}
+	activations := counterValue(t, n.metrics.activations)
+	start := time.Now()
+	for time.Since(start) < 4*idle { // pings every idle/4 for four idle timeouts
+		for _, c := range []*websocket.Conn{a, b} {
+			if got := ask(c, "ping"); got != "pong" {
+				t.Fatalf("ping answered %q, want pong", got)
+			}
+		}
+		time.Sleep(idle / 4)
+	}
+	if h := counterValue(t, n.metrics.hibernations); h < 1 {
+		t.Fatal("the object never hibernated while its clients only pinged")
+	}
+	if got := counterValue(t, n.metrics.activations); got != activations {
+		t.Fatalf("activations %v → %v while clients only pinged: a ping woke the object", activations, got)
+	}
+	pongs := counterValue(t, n.metrics.websocketAutoResponses)
+	if pongs < 8 {
+		t.Fatalf("%v auto-responses counted", pongs)
+	}
+
+	// The next other message wakes the object: the pair and the time of
+	// a's last answer are still known.
+	got := ask(a, "auto?")
+	if !strings.HasPrefix(got, "auto=ping/pong answered at ") {
+		t.Fatalf("after hibernating: %q", got)
+	}
+	if ts, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(got, "auto=ping/pong answered at ")); err != nil || ts.Before(start) || time.Since(ts) > time.Minute {
+		t.Fatalf("last answer %q: %v", got, err)
+	}
+	if got := counterValue(t, n.metrics.activations); got != activations+1 {
+		t.Fatalf("activations %v → %v: the object was not constructed again", activations, got)
+	}
+	for _, msg := range []string{"ping ", "Ping", "pong"} {
+		if got := ask(a, msg); got != "echo "+msg {
+			t.Fatalf("%q answered %q; only the exact request is answered by the runtime", msg, got)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.Write(ctx, websocket.MessageBinary, []byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readText(t, a); got != "echo ping" {
+		t.Fatalf("a binary ping answered %q; want the object's echo", got)
+	}
+
+	if got := ask(a, "auto-long"); !strings.HasPrefix(got, "err=") || !strings.Contains(got, "2048 bytes each") {
+		t.Fatalf("a request over the limit: %q", got)
+	}
+	if got := ask(b, "ping"); got != "pong" {
+		t.Fatalf("after a refused change: %q, want pong", got)
+	}
+	if got := ask(b, "auto?"); !strings.HasPrefix(got, "auto=ping/pong answered at") {
+		t.Fatalf("b after its ping: %q", got)
+	}
+	if got := ask(a, "auto-off"); got != "auto set" {
+		t.Fatalf("removing it: %q", got)
+	}
+	if got := ask(b, "ping"); got != "echo ping" {
+		t.Fatalf("ping after removing it: %q, want the object's echo", got)
+	}
+	if got := counterValue(t, n.metrics.websocketAutoResponses); got != pongs+1 {
+		t.Fatalf("auto-responses %v → %v, want one more (b's)", pongs, got)
 	}
 }
