@@ -285,6 +285,10 @@ func (n *Namespace) IDFromString(s string) (ID, error) {
 // Get returns the stub of the object id.
 func (n *Namespace) Get(id ID) *Stub { return &Stub{ns: n, id: id} }
 
+// GetByName returns the stub of the object called name: Get(IDFromName(name)),
+// as Cloudflare's getByName.
+func (n *Namespace) GetByName(name string) *Stub { return n.Get(n.IDFromName(name)) }
+
 // Stub sends requests to one object, wherever in the cluster it lives.
 type Stub struct {
 	ns *Namespace

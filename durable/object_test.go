@@ -153,6 +153,12 @@ func TestStubFetchAndWithDispatcher(t *testing.T) {
 	if !stub.ID().Equal(id) {
 		t.Fatalf("stub.ID() = %s", stub.ID())
 	}
+	if byName := ns.GetByName("A"); !byName.ID().Equal(id) {
+		t.Fatalf("GetByName(A) reaches %s, IDFromName(A) is %s", byName.ID(), id)
+	}
+	if ns.GetByName("B").ID().Equal(id) {
+		t.Fatal("GetByName(B) reaches A's object")
+	}
 	type ctxKey struct{}
 	ctx := context.WithValue(context.Background(), ctxKey{}, "v")
 	req := httptest.NewRequest("GET", "http://do/increment", nil).WithContext(ctx)
