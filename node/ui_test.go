@@ -1,12 +1,17 @@
 package node
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The dashboard's files are served with their types and a CSP, the admin
@@ -63,6 +68,82 @@ func TestDashboard(t *testing.T) {
 		var e apiErrorJSON
 		if code := adminDo(t, addr, testAdminToken, "GET", p, nil, &e); code != 200 && code != http.StatusConflict {
 			t.Fatalf("GET %s: %d %s", p, code, e.Error)
+		}
+	}
+}
+
+// The dashboard's script, run under Node.js (when the machine has it)
+// against a fake admin API that answers with the real handlers' types,
+// shows the cluster, the running operation, the nodes and the shards, and
+// asks for the token until it is given one that works.
+func TestDashboardRenders(t *testing.T) {
+	nodeJS, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("skipped: no Node.js (node) on PATH to run the dashboard's script")
+	}
+	const token = "dash-token"
+	eta := 34
+	answers := map[string]any{
+		"/v1/status": statusJSON{NodeID: "n1", ClusterID: "c0ffee", Mode: "cluster", Ready: true, MetaLeader: "n2", MapVersion: 14, Nodes: 2, Shards: 2, Replicas: 2,
+			Operation: &opJSON{ID: "rebalance-1", Kind: "rebalance", State: "running", Total: 51, Done: 5, ETASeconds: &eta}},
+		"/v1/members": map[string]any{"members": []Member{
+			{ID: "n1", State: "active", Alive: true, GRPC: "g1", HTTP: "h1", Admin: "a1", Gossip: "s1", Replicas: 2, Leaders: 1},
+			{ID: "n2", State: "draining", Alive: false, GRPC: "g2", HTTP: "h2", Admin: "a2", Gossip: "s2", Replicas: 1, Leaders: 0},
+		}},
+		"/v1/shards": map[string]any{"shards": []shardView{
+			{ID: 0, Replicas: []string{"n1", "n2"}, Leader: "n1", Voters: []string{"n1", "n2"}, AppliedIndex: 42, ReplicaLag: map[string]int64{"n1": 0, "n2": 3}},
+			{ID: 1, Replicas: []string{"n1", "n2"}, Voters: []string{"n1"}, Nonvoters: []string{"n2"}, AppliedIndex: 7, ReplicaLag: map[string]int64{"n1": 0, "n2": -1}},
+		}},
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /ui/", uiHandler())
+	mux.HandleFunc("GET /v1/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer "+token {
+			writeAPIError(w, errorf(http.StatusUnauthorized, "wrong admin token"))
+			return
+		}
+		writeJSON(w, http.StatusOK, answers[r.URL.Path])
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer // warnings of older Node.js versions go there
+	cmd := exec.CommandContext(ctx, nodeJS, "testdata/render_dashboard.mjs", srv.URL, "ui", token)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("running the dashboard's script: %v\n%s%s", err, out, stderr.Bytes())
+	}
+	shown := map[string]string{} // "stage id" → "shown|hidden<TAB>text"
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.SplitN(line, "\t", 4)
+		if len(f) != 4 {
+			t.Fatalf("unexpected output line %q in:\n%s", line, out)
+		}
+		shown[f[0]+" "+f[1]] = f[2] + "\t" + f[3]
+	}
+	for _, want := range []struct{ key, state, has string }{
+		{"first login", "shown", ""}, // no token yet: the API answered 401
+		{"first status", "", ""},
+		{"token login", "hidden", ""},
+		{"token error", "hidden", ""},
+		{"token status", "shown", "answering node | n1 | mode | cluster | ready | yes | cluster | c0ffee | meta leader | n2 | map version | 14"},
+		{"token operation", "shown", ""},
+		{"token operation-title", "shown", "Operation rebalance-1: rebalance (running)"},
+		{"token operation-text", "shown", "5 of 51 moves, about 34 s left"},
+		{"token members", "shown", "n1 | active | yes | 2 | 1 | h1 | a1 | g1 | s1 | n2 | draining | no | 1 | 0 | h2 | a2 | g2 | s2"},
+		{"token shards-summary", "shown", "2 shards, 1 without a leader, 1 with a replica not answering"},
+		{"token shards", "shown", "0 | n1 | n1, n2 | n1, n2 | — | 42 | 3 entries | 1 | none | n1, n2 | n1 | n2 | 7 | no answer from n2"},
+	} {
+		got, ok := shown[want.key]
+		if !ok {
+			t.Fatalf("the output has no %q:\n%s", want.key, out)
+		}
+		state, text, _ := strings.Cut(got, "\t")
+		if want.state != "" && state != want.state || !strings.Contains(text, want.has) {
+			t.Errorf("%s: %s %q; want %s, containing %q", want.key, state, text, want.state, want.has)
 		}
 	}
 }

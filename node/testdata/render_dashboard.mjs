@@ -1,0 +1,53 @@
+// Runs the dashboard's script (ui/app.js) under Node.js against a live
+// admin API, with just enough of a DOM for it, and prints what the page
+// shows: one "id<TAB>hidden<TAB>text" line per element of interest, after
+// a first refresh and, if a token is given, after submitting it.
+//
+//   node render_dashboard.mjs <base URL> <ui dir> [token]
+import fs from "fs";
+
+const [base, dir, token] = process.argv.slice(2);
+
+class Element {
+  constructor(tag) { this.tag = tag; this.children = []; this.text = ""; this.hidden = false; this.className = ""; this.listeners = {}; this.value = ""; this.max = 0; }
+  set textContent(v) { this.text = String(v); this.children = []; }
+  get textContent() { return [this.text, ...this.children.map((c) => c.textContent)].filter((t) => t !== "").join(" | "); }
+  replaceChildren() { this.children = []; this.text = ""; }
+  appendChild(c) { this.children.push(c); return c; }
+  append(...cs) { this.children.push(...cs); }
+  addEventListener(event, fn) { this.listeners[event] = fn; }
+}
+
+// The page's elements with an id, hidden as the markup says.
+const byID = {};
+for (const m of fs.readFileSync(dir + "/index.html", "utf8").matchAll(/<(\w+)([^>]*)\bid="([^"]+)"([^>]*)>/g)) {
+  const el = new Element(m[1]);
+  el.hidden = /\bhidden\b/.test(m[2] + m[4]);
+  byID[m[3]] = el;
+}
+globalThis.document = {
+  getElementById: (id) => { if (!byID[id]) throw new Error("the script uses #" + id + ", which the page lacks"); return byID[id]; },
+  createElement: (tag) => new Element(tag),
+};
+const stored = {};
+globalThis.sessionStorage = { getItem: (k) => stored[k] ?? null, setItem: (k, v) => { stored[k] = String(v); } };
+const realFetch = globalThis.fetch;
+globalThis.fetch = (path, opts) => realFetch(base + path, opts);
+globalThis.setInterval = () => {};
+
+const settle = () => new Promise((r) => setTimeout(r, 500));
+const show = (stage) => {
+  for (const id of ["login", "error", "status", "operation", "operation-title", "operation-text", "members", "shards-summary", "shards"]) {
+    console.log([stage, id, byID[id].hidden ? "hidden" : "shown", byID[id].textContent].join("\t"));
+  }
+};
+
+(0, eval)(fs.readFileSync(dir + "/app.js", "utf8"));
+await settle();
+show("first");
+if (token) {
+  byID["token"].value = token;
+  byID["token-form"].listeners.submit({ preventDefault() {} });
+  await settle();
+  show("token");
+}
