@@ -43,6 +43,12 @@ type StateRuntime interface {
 	WaitUntil(fn func(ctx context.Context))
 	AcceptWebSocket(w http.ResponseWriter, r *http.Request, tags []string) (*WebSocket, error)
 	WebSockets(tag string) []*WebSocket
+}
+
+// WebSocketAutoResponder is what a StateRuntime that answers WebSocket
+// auto-responses adds (roost's does); apart from StateRuntime, so that a
+// runtime written for tests need not have it.
+type WebSocketAutoResponder interface {
 	// SetWebSocketAutoResponse sets (nil: removes) the object's
 	// auto-response; the State has checked it.
 	SetWebSocketAutoResponse(a *WebSocketAutoResponse)
@@ -99,20 +105,31 @@ func (s *State) GetWebSockets(tag string) []*WebSocket { return s.rt.WebSockets(
 // in its constructor as a rule. Each of the two strings may be
 // MaxWebSocketAutoResponse bytes; a longer one, or an empty request, is
 // an ErrInvalidOption and changes nothing.
+//
+// A runtime that is not a WebSocketAutoResponder (a test's) refuses it
+// with ErrNoAutoResponse.
 func (s *State) SetWebSocketAutoResponse(a *WebSocketAutoResponse) error {
+	r, ok := s.rt.(WebSocketAutoResponder)
+	if !ok {
+		return ErrNoAutoResponse
+	}
 	if a != nil {
 		if err := a.check(); err != nil {
 			return err
 		}
 		a = &WebSocketAutoResponse{Request: a.Request, Response: a.Response}
 	}
-	s.rt.SetWebSocketAutoResponse(a)
+	r.SetWebSocketAutoResponse(a)
 	return nil
 }
 
 // WebSocketAutoResponse returns the auto-response set, or nil.
 func (s *State) WebSocketAutoResponse() *WebSocketAutoResponse {
-	a := s.rt.WebSocketAutoResponse()
+	r, ok := s.rt.(WebSocketAutoResponder)
+	if !ok {
+		return nil
+	}
+	a := r.WebSocketAutoResponse()
 	if a == nil {
 		return nil
 	}

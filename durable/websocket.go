@@ -36,6 +36,9 @@ var (
 	// ErrInvalidWebSocketTags is returned by AcceptWebSocket for too many
 	// or too long tags.
 	ErrInvalidWebSocketTags = errors.New("invalid WebSocket tags")
+	// ErrNoAutoResponse is returned by State.SetWebSocketAutoResponse when
+	// the runtime behind the State answers no auto-responses (a test's).
+	ErrNoAutoResponse = errors.New("this runtime answers no WebSocket auto-responses")
 )
 
 // WebSocketMessage is one message: a text frame (Text; Data is UTF-8) or

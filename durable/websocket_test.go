@@ -2,6 +2,7 @@ package durable
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCheckWebSocketTags(t *testing.T) {
@@ -129,5 +131,63 @@ func TestWebSocketAutoResponseCheck(t *testing.T) {
 		if tc.ok != (err == nil) || err != nil && !errors.Is(err, ErrInvalidOption) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
+	}
+}
+
+// plainRuntime is a StateRuntime without auto-responses, as a test's may be.
+type plainRuntime struct{}
+
+func (plainRuntime) BlockConcurrencyWhile(fn func() error) error { return fn() }
+func (plainRuntime) WaitUntil(func(context.Context))             {}
+func (plainRuntime) AcceptWebSocket(http.ResponseWriter, *http.Request, []string) (*WebSocket, error) {
+	return nil, ErrNotWebSocketUpgrade
+}
+func (plainRuntime) WebSockets(string) []*WebSocket { return nil }
+
+// autoRuntime keeps the auto-response, as roost's runtime does.
+type autoRuntime struct {
+	plainRuntime
+	a *WebSocketAutoResponse
+}
+
+func (r *autoRuntime) SetWebSocketAutoResponse(a *WebSocketAutoResponse) { r.a = a }
+func (r *autoRuntime) WebSocketAutoResponse() *WebSocketAutoResponse     { return r.a }
+
+func TestStateWebSocketAutoResponse(t *testing.T) {
+	plain := NewState(ID{}, nil, plainRuntime{})
+	if err := plain.SetWebSocketAutoResponse(&WebSocketAutoResponse{"ping", "pong"}); !errors.Is(err, ErrNoAutoResponse) {
+		t.Fatalf("a runtime without auto-responses: %v", err)
+	}
+	if a := plain.WebSocketAutoResponse(); a != nil {
+		t.Fatalf("a runtime without auto-responses has %+v", a)
+	}
+
+	rt := &autoRuntime{}
+	st := NewState(ID{}, nil, rt)
+	pair := &WebSocketAutoResponse{"ping", "pong"}
+	if err := st.SetWebSocketAutoResponse(pair); err != nil {
+		t.Fatal(err)
+	}
+	pair.Response = "changed by its caller"
+	if got := st.WebSocketAutoResponse(); got == nil || *got != (WebSocketAutoResponse{"ping", "pong"}) {
+		t.Fatalf("after setting ping/pong and changing the caller's copy: %+v", got)
+	}
+	if err := st.SetWebSocketAutoResponse(&WebSocketAutoResponse{"", "pong"}); !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("an empty request: %v", err)
+	}
+	if got := st.WebSocketAutoResponse(); got == nil || got.Request != "ping" {
+		t.Fatalf("a refused change changed it: %+v", got)
+	}
+	ws := NewWebSocket(nil, nil)
+	if _, ok := st.WebSocketAutoResponseTimestamp(ws); ok {
+		t.Fatal("a socket never answered has a timestamp")
+	}
+	at := time.Unix(1_800_000_000, 0)
+	ws.RecordAutoResponse(at)
+	if got, ok := st.WebSocketAutoResponseTimestamp(ws); !ok || !got.Equal(at) {
+		t.Fatalf("timestamp %v %v, want %v", got, ok, at)
+	}
+	if err := st.SetWebSocketAutoResponse(nil); err != nil || st.WebSocketAutoResponse() != nil {
+		t.Fatalf("removing it: %v, left %+v", err, st.WebSocketAutoResponse())
 	}
 }

@@ -77,7 +77,10 @@ type instance struct {
 	lastUsed atomic.Int64
 }
 
-var _ durable.StateRuntime = (*instance)(nil)
+var (
+	_ durable.StateRuntime           = (*instance)(nil)
+	_ durable.WebSocketAutoResponder = (*instance)(nil)
+)
 
 func newInstance(m *manager, key [32]byte, id durable.ID, class string, ctor durable.Class, sh *shard) *instance {
 	ctx, cancel := context.WithCancel(m.ctx)
