@@ -12,9 +12,11 @@
 // apply in flight each; an apply writes the value, the object's version
 // and the group's applied index, on every node. It prints applies/s, the
 // process's CPU per apply, WAL syncs per apply (all three nodes) and how
-// many groups' work a synced round carried.
+// many groups' work a synced round carried. -send-per-group and
+// -apply-per-group switch the message and the apply batching off (the one
+// loop and its one synced write stay), to tell what each saves.
 //
-//	go run ./internal/cmd/multiraftbench [-n 30000] [-groups 48] [-proposers 64]
+//	go run ./internal/cmd/multiraftbench [-n 30000] [-groups 48] [-proposers 64] [-send-per-group] [-apply-per-group]
 //	go test -run XXX -bench TransportSpread -benchtime 30000x ./raftstore
 //
 // It is a measurement, not an engine: raft's log lives in memory
@@ -143,6 +145,10 @@ type node struct {
 	syncs   atomic.Uint64
 	readies atomic.Uint64 // groups with a Ready, summed over the loop's rounds that synced
 	server  *grpc.Server
+	// Batching switched off, to tell what each kind saves: one frame per
+	// group's messages instead of one per peer; one apply batch per group
+	// instead of one per round.
+	sendPerGroup, applyPerGroup bool
 }
 
 // close stops the node's server and closes its Pebble; its loop has
@@ -319,19 +325,28 @@ func (n *node) ready() {
 		if last > 0 {
 			_ = ab.Set(key(r.g.id, 4), key(last), nil)
 		}
-	}
-	if ab.Count() > 0 {
-		if err := ab.Commit(pebble.NoSync); err != nil {
-			log.Fatal(err)
+		if n.applyPerGroup {
+			commitApplied(ab)
+			ab = n.db.NewBatch()
 		}
 	}
-	ab.Close()
+	commitApplied(ab)
 	for _, ch := range done {
 		close(ch)
 	}
 	for _, r := range rds {
 		r.g.rn.Advance(r.rd)
 	}
+}
+
+// commitApplied commits (without a sync) and closes an apply batch.
+func commitApplied(b *pebble.Batch) {
+	if b.Count() > 0 {
+		if err := b.Commit(pebble.NoSync); err != nil {
+			log.Fatal(err)
+		}
+	}
+	b.Close()
 }
 
 // batchStream is the one gRPC stream each node opens to each peer.
@@ -390,14 +405,34 @@ func (n *node) connect(ctx context.Context, to uint64, addr string) error {
 			if len(envs) == 0 {
 				continue
 			}
-			b := encodeEnvelopes(envs)
-			if err := stream.SendMsg(&b); err != nil {
-				log.Printf("send to %d: %v", to, err)
-				return
+			frames := [][]envelope{envs}
+			if n.sendPerGroup {
+				frames = splitByGroup(envs)
+			}
+			for _, f := range frames {
+				b := encodeEnvelopes(f)
+				if err := stream.SendMsg(&b); err != nil {
+					if ctx.Err() == nil { // not the run's end
+						log.Printf("send to %d: %v", to, err)
+					}
+					return
+				}
 			}
 		}
 	}()
 	return nil
+}
+
+// splitByGroup splits envs into runs of one group's messages, in order.
+func splitByGroup(envs []envelope) [][]envelope {
+	var out [][]envelope
+	for i, e := range envs {
+		if i == 0 || e.group != envs[i-1].group {
+			out = append(out, nil)
+		}
+		out[len(out)-1] = append(out[len(out)-1], e)
+	}
+	return out
 }
 
 // quietPebble keeps Pebble's routine messages out of the output.
@@ -437,6 +472,8 @@ func main() {
 	flag.IntVar(&cfg.groups, "groups", 48, "Raft groups, each with a voter on all three nodes")
 	flag.IntVar(&cfg.proposers, "proposers", 64, "proposers, one apply in flight each")
 	flag.IntVar(&cfg.applies, "n", 30000, "applies to measure")
+	flag.BoolVar(&cfg.sendPerGroup, "send-per-group", false, "send each group's messages to a peer as a frame of their own")
+	flag.BoolVar(&cfg.applyPerGroup, "apply-per-group", false, "apply each group's committed entries in a batch of their own")
 	flag.Parse()
 	res, err := measure(cfg)
 	if err != nil {
@@ -445,7 +482,10 @@ func main() {
 	fmt.Println(res)
 }
 
-type config struct{ groups, proposers, applies int }
+type config struct {
+	groups, proposers, applies  int
+	sendPerGroup, applyPerGroup bool
+}
 
 // result is what one run measured.
 type result struct {
@@ -489,6 +529,7 @@ func measure(cfg config) (res result, err error) {
 		if nodes[i], err = newNode(uint64(i+1), fmt.Sprintf("%s/n%d", dir, i+1), cfg.groups); err != nil {
 			return res, err
 		}
+		nodes[i].sendPerGroup, nodes[i].applyPerGroup = cfg.sendPerGroup, cfg.applyPerGroup
 		lis, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return res, err
