@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/roostdb/roost/durable"
 )
 
 // This file is what the operator commands (status, members, shards,
@@ -49,8 +51,9 @@ var (
 )
 
 // maxAnswer bounds how much of an answer is read: a shard list of a large
-// cluster is well under a megabyte.
-const maxAnswer = 32 << 20
+// cluster is well under a megabyte; the largest answer is a KV value of
+// durable.KVMaxValueBytes in base64, with room for its key and metadata.
+const maxAnswer = durable.KVMaxValueBytes/3*4 + 1<<20
 
 // adminConnectHelp ends the help of every operator command.
 const adminConnectHelp = `

@@ -88,7 +88,7 @@ func (e adminEnv) newKVCommand() *cobra.Command {
 and list keys.` + kvHelp,
 		Args: noArgs,
 	}
-	cmd.AddCommand(e.newKVGetCommand(), e.newKVPutCommand(), e.newKVDeleteCommand(), e.newKVListCommand())
+	cmd.AddCommand(e.newKVGetCommand(), e.newKVPutCommand(), e.newKVDeleteCommand(), e.newKVListCommand(), e.newKVCopyCommand())
 	return cmd
 }
 
@@ -249,4 +249,118 @@ the --cursor of the next page.` + kvHelp + adminConnectHelp,
 	f.StringVar(&cursor, "cursor", "", "continue after the page that printed it")
 	o = e.kvOptions(cmd)
 	return cmd
+}
+
+// kvCopied is what `roost kv copy` did.
+type kvCopied struct {
+	Copied   int `json:"copied"`
+	Expiring int `json:"skipped_expiring"` // expire within durable.KVMinExpiration: not copied
+	Vanished int `json:"skipped_vanished"` // deleted between the list and the get
+}
+
+func (e adminEnv) newKVCopyCommand() *cobra.Command {
+	var o *kvOptions
+	var to, prefix string
+	cmd := &cobra.Command{
+		Use:   "copy --binding FROM --to TO",
+		Short: "Copy every key of one namespace into another",
+		Long: `Copy every key of the namespace bound as --binding (only those starting with
+--prefix, if given) into the one bound as --to, with its value, metadata and
+expiration, page by page through the admin API. A key that expires within
+60 seconds is left out (a put may not set so close an expiration), as is one
+deleted while the copy runs; the summary counts both. Keys already in --to
+are overwritten; keys written to --binding during the copy may be missed,
+so stop writing first.
+
+This is how a namespace changes its number of objects ([[kv_namespaces]]
+objects = N, fixed once the namespace holds keys): bind a new id with the
+new N next to the old one on every node, copy, then give the new id the old
+binding's name.` + kvHelp + adminConnectHelp,
+		Example: `  roost kv copy --binding SESSIONS --to SESSIONS_NEW`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if to == "" {
+				return &usageError{cmd: cmd, err: errors.New("--to is required: the binding to copy into")}
+			}
+			if to == o.binding {
+				return &usageError{cmd: cmd, err: fmt.Errorf("--to %s is --binding: nothing to copy", to)}
+			}
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			done, err := kvCopy(cmd, c, o.binding, to, prefix, e.stderr)
+			if err != nil {
+				return fmt.Errorf("%w (%d keys copied before it)", err, done.Copied)
+			}
+			if o.json() {
+				b, err := json.Marshal(done)
+				if err != nil {
+					return err
+				}
+				return writeJSON(e.stdout, b)
+			}
+			fmt.Fprintf(e.stdout, "copied %d keys from %s to %s", done.Copied, o.binding, to)
+			if done.Expiring+done.Vanished > 0 {
+				fmt.Fprintf(e.stdout, " (left out: %d expiring within a minute, %d deleted meanwhile)", done.Expiring, done.Vanished)
+			}
+			fmt.Fprintln(e.stdout)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&to, "to", "", "the binding of the namespace to copy into (required)")
+	f.StringVar(&prefix, "prefix", "", "only keys that start with this")
+	o = e.kvOptions(cmd)
+	return cmd
+}
+
+// kvCopy copies the keys of binding from (with prefix) into binding to,
+// printing its progress to progress every 1000 keys.
+func kvCopy(cmd *cobra.Command, c *adminClient, from, to, prefix string, progress io.Writer) (kvCopied, error) {
+	var done kvCopied
+	keyPath := func(binding, key string) string {
+		return "/v1/kv/" + url.PathEscape(binding) + "/values/" + url.PathEscape(key)
+	}
+	for cursor := ""; ; {
+		q := url.Values{"prefix": {prefix}, "cursor": {cursor}}
+		var page durable.KVListResult
+		if _, err := c.call(cmd.Context(), http.MethodGet, "/v1/kv/"+url.PathEscape(from)+"/keys?"+q.Encode(), nil, &page); err != nil {
+			return done, err
+		}
+		for _, k := range page.Keys {
+			if k.Expiration != 0 && time.Until(time.Unix(k.Expiration, 0)) < durable.KVMinExpiration {
+				done.Expiring++
+				continue
+			}
+			var v struct {
+				Value    []byte          `json:"value"`
+				Metadata json.RawMessage `json:"metadata,omitempty"`
+			}
+			if _, err := c.call(cmd.Context(), http.MethodGet, keyPath(from, k.Name), nil, &v); err != nil {
+				var ae *apiError
+				if errors.As(err, &ae) && ae.status == http.StatusNotFound {
+					done.Vanished++
+					continue
+				}
+				return done, fmt.Errorf("reading %q: %w", k.Name, err)
+			}
+			body := struct {
+				Value      []byte          `json:"value"`
+				Expiration int64           `json:"expiration,omitempty"`
+				Metadata   json.RawMessage `json:"metadata,omitempty"`
+			}{v.Value, k.Expiration, v.Metadata}
+			if _, err := c.call(cmd.Context(), http.MethodPut, keyPath(to, k.Name), body, nil); err != nil {
+				return done, fmt.Errorf("writing %q: %w", k.Name, err)
+			}
+			done.Copied++
+			if done.Copied%1000 == 0 {
+				fmt.Fprintf(progress, "copied %d keys…\n", done.Copied)
+			}
+		}
+		if page.ListComplete {
+			return done, nil
+		}
+		cursor = page.Cursor
+	}
 }
