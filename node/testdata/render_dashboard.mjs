@@ -31,11 +31,33 @@ globalThis.document = {
 };
 const stored = {};
 globalThis.sessionStorage = { getItem: (k) => stored[k] ?? null, setItem: (k, v) => { stored[k] = String(v); } };
+// fetch reads the whole answer before it resolves, and counts the calls in
+// flight, so that settle can wait for the page's refresh to finish however
+// slow the machine is, rather than for a fixed time.
 const realFetch = globalThis.fetch;
-globalThis.fetch = (path, opts) => realFetch(base + path, opts);
+let inflight = 0;
+let started = 0;
+globalThis.fetch = async (path, opts) => {
+  inflight++;
+  started++;
+  try {
+    const resp = await realFetch(base + path, opts);
+    const text = await resp.text();
+    return { ok: resp.ok, status: resp.status, statusText: resp.statusText, json: async () => JSON.parse(text) };
+  } finally {
+    inflight--;
+  }
+};
 globalThis.setInterval = () => {};
 
-const settle = () => new Promise((r) => setTimeout(r, 500));
+// settle waits until a call was made and none is in flight: the script's
+// follow-up calls start in microtasks, before any timer fires.
+const tick = () => new Promise((r) => setTimeout(r, 20));
+const settle = async (after) => {
+  const deadline = Date.now() + 20000;
+  while ((started <= after || inflight > 0) && Date.now() < deadline) await tick();
+  await tick();
+};
 const show = (stage) => {
   for (const id of ["login", "error", "status", "operation", "operation-title", "operation-text", "members", "shards-summary", "shards"]) {
     console.log([stage, id, byID[id].hidden ? "hidden" : "shown", byID[id].textContent].join("\t"));
@@ -43,11 +65,12 @@ const show = (stage) => {
 };
 
 (0, eval)(fs.readFileSync(dir + "/app.js", "utf8"));
-await settle();
+await settle(0);
 show("first");
 if (token) {
+  const before = started;
   byID["token"].value = token;
   byID["token-form"].listeners.submit({ preventDefault() {} });
-  await settle();
+  await settle(before);
   show("token");
 }
