@@ -182,7 +182,10 @@ func newNode(id uint64, dir string, ngroups int) (*node, error) {
 		if err := st.ApplySnapshot(raftpb.Snapshot{Metadata: raftpb.SnapshotMetadata{Index: 1, Term: 1, ConfState: raftpb.ConfState{Voters: []uint64{1, 2, 3}}}}); err != nil {
 			return nil, err
 		}
-		rn, err := raft.NewRawNode(&raft.Config{ID: id, ElectionTick: 10, HeartbeatTick: 1, Storage: st,
+		// Heartbeats every 100 ms tick, as raftstore's default timing; a
+		// 5 s election timeout, so a loop starved on a busy machine does
+		// not start an election that would drop proposals mid-run.
+		rn, err := raft.NewRawNode(&raft.Config{ID: id, ElectionTick: 50, HeartbeatTick: 1, Storage: st,
 			MaxSizePerMsg: 1 << 20, MaxInflightMsgs: 256, PreVote: true, Logger: discardLogger{}})
 		if err != nil {
 			return nil, err
