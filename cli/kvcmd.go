@@ -75,8 +75,24 @@ func (o *kvOptions) do(cmd *cobra.Command, stdout io.Writer, method, path string
 	return nil
 }
 
-func (o *kvOptions) valuePath(key string) string {
-	return "/v1/kv/" + url.PathEscape(o.binding) + "/values/" + url.PathEscape(key)
+func (o *kvOptions) valuePath(key string) string { return kvValuePath(o.binding, key) }
+
+// kvValuePath is the admin API's path of key's value in binding's namespace.
+func kvValuePath(binding, key string) string {
+	return "/v1/kv/" + url.PathEscape(binding) + "/values/" + url.PathEscape(key)
+}
+
+// kvKeysPath is the admin API's path of a page of binding's keys.
+func kvKeysPath(binding string, q url.Values) string {
+	return "/v1/kv/" + url.PathEscape(binding) + "/keys?" + q.Encode()
+}
+
+// kvPutBody is the body of the admin API's put.
+type kvPutBody struct {
+	Value         []byte          `json:"value"`
+	ExpirationTTL int64           `json:"expiration_ttl,omitempty"`
+	Expiration    int64           `json:"expiration,omitempty"`
+	Metadata      json.RawMessage `json:"metadata,omitempty"`
 }
 
 // newKVCommand is `roost kv` and its subcommands.
@@ -85,7 +101,7 @@ func (e adminEnv) newKVCommand() *cobra.Command {
 		Use:   "kv",
 		Short: "Read and write the KV namespaces",
 		Long: `Read and write a KV namespace, as a Worker does with Env.KV: get, put, delete
-and list keys.` + kvHelp,
+and list keys; copy one namespace into another.` + kvHelp,
 		Args: noArgs,
 	}
 	cmd.AddCommand(e.newKVGetCommand(), e.newKVPutCommand(), e.newKVDeleteCommand(), e.newKVListCommand(), e.newKVCopyCommand())
@@ -163,12 +179,7 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 			if err != nil {
 				return fmt.Errorf("reading the value: %w", err)
 			}
-			body := struct {
-				Value         []byte          `json:"value"`
-				ExpirationTTL int64           `json:"expiration_ttl,omitempty"`
-				Expiration    int64           `json:"expiration,omitempty"`
-				Metadata      json.RawMessage `json:"metadata,omitempty"`
-			}{Value: value, ExpirationTTL: int64(ttl / time.Second), Expiration: expiration}
+			body := kvPutBody{Value: value, ExpirationTTL: int64(ttl / time.Second), Expiration: expiration}
 			if metadata != "" {
 				body.Metadata = json.RawMessage(metadata)
 			}
@@ -226,7 +237,7 @@ the --cursor of the next page.` + kvHelp + adminConnectHelp,
 				q.Set("limit", strconv.Itoa(limit))
 			}
 			var page durable.KVListResult
-			return o.do(cmd, e.stdout, http.MethodGet, "/v1/kv/"+url.PathEscape(o.binding)+"/keys?"+q.Encode(), nil, &page, func() {
+			return o.do(cmd, e.stdout, http.MethodGet, kvKeysPath(o.binding, q), nil, &page, func() {
 				tw := newTable(e.stdout)
 				fmt.Fprintln(tw, "KEY\tEXPIRES\tMETADATA")
 				for _, k := range page.Keys {
@@ -319,13 +330,10 @@ binding's name.` + kvHelp + adminConnectHelp,
 // printing its progress to progress every 1000 keys.
 func kvCopy(cmd *cobra.Command, c *adminClient, from, to, prefix string, progress io.Writer) (kvCopied, error) {
 	var done kvCopied
-	keyPath := func(binding, key string) string {
-		return "/v1/kv/" + url.PathEscape(binding) + "/values/" + url.PathEscape(key)
-	}
 	for cursor := ""; ; {
 		q := url.Values{"prefix": {prefix}, "cursor": {cursor}}
 		var page durable.KVListResult
-		if _, err := c.call(cmd.Context(), http.MethodGet, "/v1/kv/"+url.PathEscape(from)+"/keys?"+q.Encode(), nil, &page); err != nil {
+		if _, err := c.call(cmd.Context(), http.MethodGet, kvKeysPath(from, q), nil, &page); err != nil {
 			return done, err
 		}
 		for _, k := range page.Keys {
@@ -337,7 +345,7 @@ func kvCopy(cmd *cobra.Command, c *adminClient, from, to, prefix string, progres
 				Value    []byte          `json:"value"`
 				Metadata json.RawMessage `json:"metadata,omitempty"`
 			}
-			if _, err := c.call(cmd.Context(), http.MethodGet, keyPath(from, k.Name), nil, &v); err != nil {
+			if _, err := c.call(cmd.Context(), http.MethodGet, kvValuePath(from, k.Name), nil, &v); err != nil {
 				var ae *apiError
 				if errors.As(err, &ae) && ae.status == http.StatusNotFound {
 					done.Vanished++
@@ -345,12 +353,8 @@ func kvCopy(cmd *cobra.Command, c *adminClient, from, to, prefix string, progres
 				}
 				return done, fmt.Errorf("reading %q: %w", k.Name, err)
 			}
-			body := struct {
-				Value      []byte          `json:"value"`
-				Expiration int64           `json:"expiration,omitempty"`
-				Metadata   json.RawMessage `json:"metadata,omitempty"`
-			}{v.Value, k.Expiration, v.Metadata}
-			if _, err := c.call(cmd.Context(), http.MethodPut, keyPath(to, k.Name), body, nil); err != nil {
+			body := kvPutBody{Value: v.Value, Expiration: k.Expiration, Metadata: v.Metadata}
+			if _, err := c.call(cmd.Context(), http.MethodPut, kvValuePath(to, k.Name), body, nil); err != nil {
 				return done, fmt.Errorf("writing %q: %w", k.Name, err)
 			}
 			done.Copied++
