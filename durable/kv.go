@@ -80,8 +80,9 @@ type KVListResult struct {
 // Its keys are kept by one object, or spread by a hash of the key over
 // KVBinding.Objects objects; Get, Put and Delete send one request to the
 // key's object, List one to each object and merges their pages. ctx bounds
-// each call. Get and List are sent again (kvReadAttempts in all) when an
-// answer is lost on the way; Put and Delete report it (ErrCommitIndeterminate).
+// each call. Get and List (and the first call's check of the number of
+// objects) are sent again, kvReadAttempts times in all, when an answer is
+// lost on the way; Put and Delete report it (ErrCommitIndeterminate).
 //
 // The number of objects must not change once the namespace holds keys
 // (a key would be looked for in another object): the first object records
@@ -116,20 +117,23 @@ type kvObjectsCheck struct {
 }
 
 // verify asks the first object once (per process) to record or confirm
-// the number of objects.
+// the number of objects. Asking twice records nothing new, so a lost
+// answer is asked again as a read's is (retryRead).
 func (k *KVNamespace) verify(ctx context.Context) error {
 	k.check.mu.Lock()
 	defer k.check.mu.Unlock()
 	if k.check.ok {
 		return nil
 	}
-	resp, err := k.send(ctx, k.stubs[0], http.MethodPost, "objects", url.Values{"n": {strconv.Itoa(len(k.stubs))}}, nil, nil)
-	if err != nil {
+	err := retryRead(ctx, func() error {
+		resp, err := k.send(ctx, k.stubs[0], http.MethodPost, "objects", url.Values{"n": {strconv.Itoa(len(k.stubs))}}, nil, nil)
+		if err == nil {
+			resp.Body.Close()
+		}
 		return err
-	}
-	resp.Body.Close()
-	k.check.ok = true
-	return nil
+	})
+	k.check.ok = err == nil
+	return err
 }
 
 // stubFor is the stub of the object that keeps key.

@@ -545,3 +545,26 @@ func TestKVNamespaceRetriesLostReads(t *testing.T) {
 		})
 	}
 }
+
+// The first call's check of the number of objects records nothing new when
+// asked again, so a lost answer is asked again like a read's; a check that
+// failed every time is made again by the next call.
+func TestKVNamespaceRetriesLostObjectsCheck(t *testing.T) {
+	d := &lossyKVDispatcher{h: newKVHarness(t), calls: map[string]int{}, ops: map[string]bool{"objects": true}, lose: kvReadAttempts}
+	env := NewEnv(EnvConfig{KVNamespaces: []KVBinding{{Binding: "KV", ID: "ns"}}, Dispatcher: d})
+	kv, err := env.KV("KV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := kv.Put(ctx, "k", []byte("v"), KVPutOptions{}); !errors.Is(err, ErrCommitIndeterminate) || d.calls["objects"] != kvReadAttempts || d.calls["put"] != 0 {
+		t.Fatalf("every check's answer lost: %v after %d checks and %d puts; want ErrCommitIndeterminate after %d checks and no put", err, d.calls["objects"], d.calls["put"], kvReadAttempts)
+	}
+	d.lose = kvReadAttempts + 1 // the next call's first check is lost too, its second answered
+	if err := kv.Put(ctx, "k", []byte("v"), KVPutOptions{}); err != nil || d.calls["objects"] != kvReadAttempts+2 || d.calls["put"] != 1 {
+		t.Fatalf("next call: %v after %d checks and %d puts", err, d.calls["objects"], d.calls["put"])
+	}
+	if _, _, err := kv.Get(ctx, "k"); err != nil || d.calls["objects"] != kvReadAttempts+2 {
+		t.Fatalf("after a check that succeeded: %v, %d checks; want no more", err, d.calls["objects"])
+	}
+}
