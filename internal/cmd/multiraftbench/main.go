@@ -71,7 +71,8 @@ type envelope struct {
 	msg   raftpb.Message
 }
 
-// encodeEnvelopes frames envs as (uvarint group, uvarint length, message)...
+// encodeEnvelopes frames envs as a run of (uvarint group, uvarint length,
+// marshalled message); decodeEnvelopes reads it back.
 func encodeEnvelopes(envs []envelope) []byte {
 	var b []byte
 	for _, e := range envs {
