@@ -33,7 +33,11 @@ var (
 	// ErrCommitIndeterminate: the write may or may not have been committed
 	// (leadership was lost while it was in flight); the object was reset.
 	ErrCommitIndeterminate = errors.New("storage commit outcome unknown")
-	// ErrCommitFailed: the write was not committed; the object was reset.
+	// ErrCommitFailed: the turn certainly left nothing in storage, so
+	// retrying is safe as far as storage goes: its write was not committed
+	// (the object was reset), or it wrote nothing and its response was
+	// withheld because the node could not confirm it still led the
+	// object's shard (what it read may have been stale).
 	ErrCommitFailed = errors.New("storage commit failed")
 	// ErrOverloaded: the object or node cannot take more work now; retry later.
 	ErrOverloaded = errors.New("Durable Object is overloaded")

@@ -190,8 +190,9 @@ func (k *KVNamespace) getOnce(ctx context.Context, key string) (value []byte, me
 
 // kvReadAttempts is how many times a read (Get, List) is sent when its
 // answer is lost on the way: a forwarded request whose outcome is unknown
-// (the connection to the node running the object broke, say), or a body
-// cut off. A read changes nothing, so sending it again is safe; a write's
+// (the connection to the node running the object broke, say), an answer
+// withheld because leadership moved while it was read (ErrCommitFailed),
+// or a body cut off. A read changes nothing, so sending it again is safe; a write's
 // unknown outcome goes to the caller, who knows whether to repeat it.
 const kvReadAttempts = 3
 
@@ -203,7 +204,8 @@ var errKVAnswerCut = errors.New("the answer broke off")
 func retryRead(ctx context.Context, read func() error) error {
 	for attempt := 1; ; attempt++ {
 		err := read()
-		if err == nil || attempt == kvReadAttempts || !errors.Is(err, ErrCommitIndeterminate) && !errors.Is(err, errKVAnswerCut) {
+		lost := errors.Is(err, ErrCommitIndeterminate) || errors.Is(err, ErrCommitFailed) || errors.Is(err, errKVAnswerCut)
+		if err == nil || attempt == kvReadAttempts || !lost {
 			return err
 		}
 		select {

@@ -479,6 +479,9 @@ type lossyKVDispatcher struct {
 	lose  int
 	ops   map[string]bool
 	calls map[string]int
+	// withheld: the answers are lost as a read's withheld for a leadership
+	// move is (ErrCommitFailed), not as an unknown outcome.
+	withheld bool
 }
 
 func (d *lossyKVDispatcher) Fetch(_ context.Context, _ string, _ ID, req *http.Request) (*http.Response, error) {
@@ -487,6 +490,9 @@ func (d *lossyKVDispatcher) Fetch(_ context.Context, _ string, _ ID, req *http.R
 	op := strings.TrimPrefix(req.URL.Path, "/")
 	d.calls[op]++
 	if d.ops[op] && d.calls[op] <= d.lose {
+		if d.withheld {
+			return nil, &Error{Message: "response withheld: leadership moved", Retryable: true, Err: ErrCommitFailed}
+		}
 		return nil, &Error{Message: "forwarding failed; the request may or may not have run: EOF", Err: ErrCommitIndeterminate}
 	}
 	return w.Result(), nil
@@ -504,10 +510,11 @@ func TestKVNamespaceRetriesLostReads(t *testing.T) {
 		{"one lost answer", 1, false, 2},
 		{"two lost answers", 2, false, 3},
 		{"every answer lost", kvReadAttempts, true, kvReadAttempts},
+		{"one answer withheld", 1, false, 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			d := &lossyKVDispatcher{h: newKVHarness(t), calls: map[string]int{}}
+			d := &lossyKVDispatcher{h: newKVHarness(t), calls: map[string]int{}, withheld: strings.Contains(tc.name, "withheld")}
 			env := NewEnv(EnvConfig{KVNamespaces: []KVBinding{{Binding: "KV", ID: "ns"}}, Dispatcher: d})
 			kv, err := env.KV("KV")
 			if err != nil {
@@ -536,6 +543,7 @@ func TestKVNamespaceRetriesLostReads(t *testing.T) {
 
 			d.ops = map[string]bool{"put": true, "delete": true}
 			d.calls = map[string]int{}
+			d.withheld = false
 			if err := kv.Put(ctx, "k", []byte("w"), KVPutOptions{}); !errors.Is(err, ErrCommitIndeterminate) || d.calls["put"] != 1 {
 				t.Fatalf("Put with its answer lost: %v after %d sends; want ErrCommitIndeterminate after one", err, d.calls["put"])
 			}

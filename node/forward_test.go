@@ -447,3 +447,23 @@ func TestForwardOpeningHonoursTheCallersContext(t *testing.T) {
 		}
 	}
 }
+
+// A read-only turn whose leadership check failed is withheld as a
+// retryable ErrCommitFailed (503): locally, and after crossing a forward.
+func TestUnconfirmedReadIsRetryable(t *testing.T) {
+	cause := fmt.Errorf("%w: shard 2: leadership check: node is not the leader", errNotReady)
+	local := unconfirmedRead(cause)
+	forwarded := fromForwardError(toForwardError(local))
+	for name, err := range map[string]error{"local": local, "forwarded": forwarded} {
+		if !errors.Is(err, durable.ErrCommitFailed) || !durable.IsRetryable(err) || durable.HTTPStatus(err) != http.StatusServiceUnavailable {
+			t.Errorf("%s: %v: ErrCommitFailed %v, retryable %v, status %d; want a retryable 503", name, err,
+				errors.Is(err, durable.ErrCommitFailed), durable.IsRetryable(err), durable.HTTPStatus(err))
+		}
+		if !strings.Contains(err.Error(), "response withheld") || !strings.Contains(err.Error(), "node is not the leader") {
+			t.Errorf("%s: message %q", name, err)
+		}
+	}
+	if err := unconfirmedRead(context.Canceled); err != context.Canceled {
+		t.Errorf("a caller that gave up: %v", err)
+	}
+}

@@ -175,13 +175,29 @@ func (in *instance) outputGate(ctx context.Context, last *commit, wroteNothingNe
 	if wroteNothingNew {
 		// A read-only answer: linearizable only if we still lead the shard.
 		if err := in.shard.verifyLeader(ctx); err != nil {
-			return nil, err
+			return nil, unconfirmedRead(err)
 		}
 	}
 	if exc != nil {
 		return nil, exc
 	}
 	return rec.response(), nil
+}
+
+// unconfirmedRead is the error of a turn that wrote nothing and whose
+// leadership check failed (leadership moved while it ran): its response
+// may have been stale, so it is withheld; nothing of the turn reached
+// storage, so it is a retryable ErrCommitFailed, a 503, as a write that
+// certainly did not commit is.
+func unconfirmedRead(err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &durable.Error{
+		Message:   "Durable Object response withheld: this node could not confirm it still leads the object's shard, so what the object read may be stale; the request wrote nothing and may be retried: " + err.Error(),
+		Retryable: true,
+		Err:       fmt.Errorf("%w: %w", durable.ErrCommitFailed, err),
+	}
 }
 
 // endTurn ends a turn begun with beginTurn and releases the gate: the
