@@ -31,6 +31,7 @@ FUZZ_TARGETS ?= ./durable:FuzzParseID \
                 ./raftstore:FuzzDecodeEntry \
                 ./raftstore:FuzzDecodeLog \
                 ./raftstore:FuzzTransportDecode \
+                ./multiraft:FuzzDecodeFrame \
                 ./placement:FuzzDecodeCommand \
                 ./node:FuzzForwardHead
 FUZZTIME     ?= 20s
