@@ -334,7 +334,7 @@ func (e *Engine) handleReadies() {
 			continue
 		}
 		rd := g.rn.Ready()
-		if err := g.persist(b, &rd); err != nil {
+		if err := g.persist(e.cfg.DB, b, &rd); err != nil {
 			g.fail(e, fmt.Errorf("writing group %s's log: %w", g.id, err))
 			continue
 		}
@@ -440,9 +440,10 @@ func (e *Engine) apply(rds []groupReady) {
 		}
 		n := len(resolved)
 		var err error
-		if resolved, err = g.applyEntries(b, r.rd.CommittedEntries, resolved); err != nil {
-			resolved = resolved[:n]
-			g.fail(e, fmt.Errorf("applying group %s's entries: %w", g.id, err))
+		if resolved, err = g.applyEntries(e.cfg.DB, b, r.rd.CommittedEntries, resolved); err != nil {
+			err = fmt.Errorf("applying group %s's entries: %w", g.id, err)
+			failResolutions(resolved[n:], err)
+			g.fail(e, err)
 			continue
 		}
 		applied = append(applied, g)
@@ -454,8 +455,13 @@ func (e *Engine) apply(rds []groupReady) {
 		return
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
+		err = fmt.Errorf("applying the round's entries: %w", err)
+		failResolutions(resolved, err)
+		for _, r := range resolved {
+			r.done <- r.res
+		}
 		for _, g := range applied {
-			g.fail(e, fmt.Errorf("applying group %s's entries: %w", g.id, err))
+			g.fail(e, err)
 		}
 		return
 	}
@@ -467,6 +473,15 @@ func (e *Engine) apply(rds []groupReady) {
 	}
 	for _, g := range applied {
 		g.handle.applied.Store(g.st.applied)
+	}
+}
+
+// failResolutions turns the results of proposals whose effects were not
+// written into errors: their outcome is unknown (other replicas may have
+// applied them).
+func failResolutions(rs []resolution, cause error) {
+	for i := range rs {
+		rs[i].res = result{err: fmt.Errorf("%w: %w", ErrLeadershipLost, cause)}
 	}
 }
 

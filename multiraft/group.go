@@ -70,11 +70,18 @@ type readBatch struct {
 	done  []chan<- error
 }
 
-// persist writes what rd asks to store into b.
-func (g *group) persist(b *pebble.Batch, rd *raft.Ready) error {
+// persist writes what rd asks to store into b. A restore is written to a
+// batch of its own first, so that a snapshot that fails halfway leaves
+// nothing in b, which holds other groups' writes too.
+func (g *group) persist(db *pebble.DB, b *pebble.Batch, rd *raft.Ready) error {
 	if !raft.IsEmptySnap(rd.Snapshot) {
-		if err := g.sm.Restore(b, rd.Snapshot.Data); err != nil {
+		restore := db.NewBatch()
+		defer restore.Close()
+		if err := g.sm.Restore(restore, rd.Snapshot.Data); err != nil {
 			return fmt.Errorf("restoring a snapshot at index %d: %w", rd.Snapshot.Metadata.Index, err)
+		}
+		if err := b.Apply(restore, nil); err != nil {
+			return err
 		}
 		if err := writeSnapshot(b, g.keys, rd.Snapshot.Metadata); err != nil {
 			return err
@@ -166,9 +173,21 @@ func decodeConfChange(e raftpb.Entry) (raftpb.ConfChangeI, error) {
 }
 
 // applyEntries hands committed entries to the state machine, in order,
-// applies configuration changes, and writes the applied index; the
-// proposers' results are appended to resolved.
-func (g *group) applyEntries(b *pebble.Batch, ents []raftpb.Entry, resolved []resolution) ([]resolution, error) {
+// applies configuration changes, and writes the applied index, all to a
+// batch of the group's own that joins b only whole: a state machine that
+// fails halfway leaves nothing in b, which holds other groups' writes too.
+// The proposers' results are appended to resolved.
+func (g *group) applyEntries(db *pebble.DB, b *pebble.Batch, ents []raftpb.Entry, resolved []resolution) ([]resolution, error) {
+	own := db.NewBatch()
+	defer own.Close()
+	resolved, err := g.applyEntriesTo(own, ents, resolved)
+	if err != nil {
+		return resolved, err
+	}
+	return resolved, b.Apply(own, nil)
+}
+
+func (g *group) applyEntriesTo(b *pebble.Batch, ents []raftpb.Entry, resolved []resolution) ([]resolution, error) {
 	var (
 		cmds []Command
 		ids  []uint64

@@ -173,6 +173,37 @@ func (f *ShardFSM) restore(rc io.Reader) error {
 	}
 	b.Close()
 
+	b = f.s.db.NewBatch()
+	defer func() { b.Close() }()
+	err := readSnapshotStream(rc, &f.ks, func(key, val []byte) error {
+		if err := b.Set(key, val, nil); err != nil {
+			return err
+		}
+		if b.Len() < restoreBatchBytes {
+			return nil
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return err
+		}
+		b.Close()
+		b = f.s.db.NewBatch()
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// The marker goes with the last records, synced: from here the state
+	// is complete and durable.
+	if err := b.Delete(f.ks.restoring, nil); err != nil {
+		return err
+	}
+	return b.Commit(pebble.Sync)
+}
+
+// readSnapshotStream reads a snapshot stream, handing set each key (made
+// absolute in ks's group) and value, then checks the record count and the
+// checksum. set must copy what it keeps.
+func readSnapshotStream(rc io.Reader, ks *keyspace, set func(key, val []byte) error) error {
 	r := &crcReader{r: bufio.NewReaderSize(rc, 64<<10), crc: crc32.New(crc32.MakeTable(crc32.Castagnoli))}
 	var magic [len(snapshotMagic)]byte
 	if _, err := io.ReadFull(r, magic[:]); err != nil {
@@ -181,8 +212,6 @@ func (f *ShardFSM) restore(rc io.Reader) error {
 	if magic != snapshotMagic {
 		return fmt.Errorf("%w: bad header %q", ErrCorruptSnapshot, magic[:])
 	}
-	b = f.s.db.NewBatch()
-	defer func() { b.Close() }()
 	var n uint64
 	var key, val []byte
 	for {
@@ -196,9 +225,9 @@ func (f *ShardFSM) restore(rc io.Reader) error {
 		if klen > maxSnapshotKey {
 			return fmt.Errorf("%w: key of %d bytes", ErrCorruptSnapshot, klen)
 		}
-		key = append(key[:0], f.ks.statePrefix...)
+		key = append(key[:0], ks.statePrefix...)
 		key = append(key, make([]byte, klen)...)
-		if _, err := io.ReadFull(r, key[len(f.ks.statePrefix):]); err != nil {
+		if _, err := io.ReadFull(r, key[len(ks.statePrefix):]); err != nil {
 			return corruptSnapshot(err)
 		}
 		vlen, err := binary.ReadUvarint(r)
@@ -215,17 +244,10 @@ func (f *ShardFSM) restore(rc io.Reader) error {
 		if _, err := io.ReadFull(r, val); err != nil {
 			return corruptSnapshot(err)
 		}
-		if err := b.Set(key, val, nil); err != nil {
+		if err := set(key, val); err != nil {
 			return err
 		}
 		n++
-		if b.Len() >= restoreBatchBytes {
-			if err := b.Commit(pebble.NoSync); err != nil {
-				return err
-			}
-			b.Close()
-			b = f.s.db.NewBatch()
-		}
 	}
 	count, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -245,12 +267,7 @@ func (f *ShardFSM) restore(rc io.Reader) error {
 	if extra, _ := r.r.Read(make([]byte, 1)); extra != 0 {
 		return fmt.Errorf("%w: bytes after the checksum", ErrCorruptSnapshot)
 	}
-	// The marker goes with the last records, synced: from here the state
-	// is complete and durable.
-	if err := b.Delete(f.ks.restoring, nil); err != nil {
-		return err
-	}
-	return b.Commit(pebble.Sync)
+	return nil
 }
 
 func corruptSnapshot(err error) error {

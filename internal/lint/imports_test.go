@@ -36,7 +36,7 @@ var importRules = []rule{
 	// Generated RPC code may be split into several packages under proto/;
 	// they may import one another and nothing else of roost.
 	{"proto/...", []string{"proto/..."}},
-	{"raftstore", []string{"durable", "proto/..."}},
+	{"raftstore", []string{"durable", "multiraft", "proto/..."}},
 	// multiraft is the engine being built to run the shard groups
 	// (docs/multiraft.md); it knows nothing of objects.
 	{"multiraft", []string{"proto/..."}},
