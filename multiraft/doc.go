@@ -29,8 +29,11 @@
 // Every key of a group begins with m/<group8>/ (big-endian group id), so a
 // group's keys are one range and never overlap raftstore's r/, s/ and d/:
 //
-//	m/<group8>/h          raft HardState (term, vote, commit)
-//	m/<group8>/c          ConfState as of the applied index
+//	m/<group8>/h          raft HardState (term, vote, commit), written when
+//	                      the term or vote changes; the commit index is
+//	                      raised to the applied index when it is loaded
+//	m/<group8>/c          ConfState as of the applied index (written with
+//	                      the configuration changes and snapshots)
 //	m/<group8>/a          applied index (8 bytes)
 //	m/<group8>/s          SnapshotMetadata of the log's start: the entry
 //	                      before the first one kept (index, term, ConfState)

@@ -96,8 +96,13 @@ func (g *group) persist(db *pebble.DB, b *pebble.Batch, rd *raft.Ready) error {
 			return err
 		}
 	}
-	if !raft.IsEmptyHardState(rd.HardState) {
-		if err := setProto(b, g.keys.hardState(), &rd.HardState); err != nil {
+	// A hard state is stored when its term or vote changes, not for each
+	// new commit index: raft does not need the commit index back after a
+	// restart (it learns it again), loadGroup raises it to the applied
+	// index, and writing it every round would be one more memtable insert
+	// a group a round (which are most of Pebble's cost here).
+	if hs := rd.HardState; !raft.IsEmptyHardState(hs) && (hs.Term != g.hs.Term || hs.Vote != g.hs.Vote) {
+		if err := setProto(b, g.keys.hardState(), &hs); err != nil {
 			return err
 		}
 	}
@@ -189,8 +194,9 @@ func (g *group) applyEntries(db *pebble.DB, b *pebble.Batch, ents []raftpb.Entry
 
 func (g *group) applyEntriesTo(b *pebble.Batch, ents []raftpb.Entry, resolved []resolution) ([]resolution, error) {
 	var (
-		cmds []Command
-		ids  []uint64
+		cmds        []Command
+		ids         []uint64
+		confChanged bool
 	)
 	flush := func() error {
 		if len(cmds) == 0 {
@@ -235,6 +241,7 @@ func (g *group) applyEntriesTo(b *pebble.Batch, ents []raftpb.Entry, resolved []
 				return resolved, fmt.Errorf("%w: configuration change at %d: %v", ErrCorruptState, e.Index, err)
 			}
 			g.st.conf = *g.rn.ApplyConfChange(cc)
+			confChanged = true
 			if id := confChangeID(e); id != 0 {
 				if w, ok := g.waiters[id]; ok {
 					delete(g.waiters, id)
@@ -251,7 +258,11 @@ func (g *group) applyEntriesTo(b *pebble.Batch, ents []raftpb.Entry, resolved []
 	if err := flush(); err != nil {
 		return resolved, err
 	}
-	return resolved, writeApplied(b, g.keys, g.st.applied, &g.st.conf)
+	var conf *raftpb.ConfState
+	if confChanged {
+		conf = &g.st.conf
+	}
+	return resolved, writeApplied(b, g.keys, g.st.applied, conf)
 }
 
 // compactTo adds to b the compaction of a log that holds more than twice

@@ -111,12 +111,12 @@ func loadGroup(db pebble.Reader, k groupKeys) (st *groupStorage, found bool, err
 			return nil, false, err
 		}
 	}
+	var hs raftpb.HardState
 	if err := get(k.hardState(), func(v []byte) error {
-		var hs raftpb.HardState
 		if err := hs.Unmarshal(v); err != nil {
 			return fmt.Errorf("%w: hard state: %v", ErrCorruptState, err)
 		}
-		return st.SetHardState(hs)
+		return nil
 	}); err != nil {
 		return nil, false, err
 	}
@@ -159,6 +159,14 @@ func loadGroup(db pebble.Reader, k groupKeys) (st *groupStorage, found bool, err
 			return nil, false, fmt.Errorf("%w: log: %v", ErrCorruptState, err)
 		}
 	}
+	// The stored commit index is written only with a new term or vote
+	// (group.persist); everything applied was committed.
+	hs.Commit = max(hs.Commit, st.applied)
+	if !raft.IsEmptyHardState(hs) {
+		if err := st.SetHardState(hs); err != nil {
+			return nil, false, err
+		}
+	}
 	if first, _ := st.FirstIndex(); st.applied < first-1 {
 		return nil, false, fmt.Errorf("%w: applied index %d is before the log's start %d", ErrCorruptState, st.applied, first-1)
 	}
@@ -194,10 +202,14 @@ func logStartValue(index, term uint64) []byte {
 	return binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, index), term)
 }
 
-// writeApplied records the applied index and the configuration as of it.
+// writeApplied records the applied index and, if it changed (conf not
+// nil), the configuration as of it.
 func writeApplied(b *pebble.Batch, k groupKeys, applied uint64, conf *raftpb.ConfState) error {
 	if err := b.Set(k.applied(), binary.BigEndian.AppendUint64(nil, applied), nil); err != nil {
 		return err
+	}
+	if conf == nil {
+		return nil
 	}
 	return setProto(b, k.confState(), conf)
 }
