@@ -343,6 +343,26 @@ func (f *forwarder) forwardMuxed(ctx context.Context, p peer, head *proto.Forwar
 	return forwardedResponse(p, reply.Result, stream.Recv, stop)
 }
 
+// streamStatus is err, a send error of a client-streaming gRPC stream,
+// unless it is io.EOF: gRPC's sign that the server ended the stream before
+// taking the message, whose reason RecvMsg returns. Without it a refused
+// Fetch failed with a bare "EOF". (A stream that does not stream from the
+// client, as Call and Collect, never returns io.EOF from a send: its
+// failure shows in RecvMsg.)
+func streamStatus(stream grpc.ClientStream, err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	rerr := stream.RecvMsg(new(proto.ForwardFrame))
+	switch {
+	case rerr == nil:
+		return errors.New("the peer answered a request it had not taken")
+	case errors.Is(rerr, io.EOF):
+		return errors.New("the peer ended the stream before taking the request")
+	}
+	return rerr
+}
+
 // watchPeer returns ctx, also ended when p is reported lost, the function
 // that releases it, and the context of p's liveness it watches.
 func (f *forwarder) watchPeer(ctx context.Context, p peer) (context.Context, context.CancelFunc, context.Context) {
@@ -432,7 +452,7 @@ func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id du
 		}
 		if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head}}); err != nil {
 			cancel()
-			return nil, unknown(err)
+			return nil, unknown(streamStatus(stream, err))
 		}
 		go func() { _ = sendBody(stream, body.reader()) }() // a failure shows up in Recv
 		recv = stream.Recv
@@ -473,7 +493,7 @@ func (f *forwarder) forwardTunnel(ctx context.Context, p peer, head *proto.Forwa
 		return nil, outcomeUnknown(p, peerLostOr(peerCtx, err))
 	}
 	if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head}}); err != nil {
-		return fail(err)
+		return fail(streamStatus(stream, err))
 	}
 	first, err := stream.Recv()
 	if err != nil {

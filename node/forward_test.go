@@ -467,3 +467,46 @@ func TestUnconfirmedReadIsRetryable(t *testing.T) {
 		t.Errorf("a caller that gave up: %v", err)
 	}
 }
+
+// A stream the peer refuses before taking the request reports the peer's
+// status, not the bare io.EOF gRPC's send returns.
+func TestRefusedStreamReportsThePeersStatus(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+		return status.Error(codes.Unavailable, "draining for a test")
+	}))
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	f := newForwarder()
+	defer f.close()
+	p := peer{id: "n9", addr: lis.Addr().String()}
+	cc, err := f.conn(p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The send sees the refusal only once it has arrived: try a few
+	// streams, waiting longer each time.
+	var stream grpc.ClientStream
+	var sendErr error
+	for wait := 10 * time.Millisecond; wait < 2*time.Second && !errors.Is(sendErr, io.EOF); wait *= 2 {
+		stream, err = cc.NewStream(context.Background(), &grpc.StreamDesc{StreamName: "Fetch", ClientStreams: true, ServerStreams: true}, proto.Forward_Fetch_FullMethodName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = stream.Header()
+		time.Sleep(wait)
+		sendErr = stream.SendMsg(&proto.ForwardFrame{})
+	}
+	if !errors.Is(sendErr, io.EOF) {
+		t.Fatalf("SendMsg on a refused stream = %v; the test expects gRPC's io.EOF", sendErr)
+	}
+	if err := streamStatus(stream, sendErr); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "draining for a test") {
+		t.Fatalf("streamStatus = %v, want the peer's Unavailable status", err)
+	}
+	if err := streamStatus(stream, errors.New("other")); err.Error() != "other" {
+		t.Fatalf("streamStatus changed a non-EOF error: %v", err)
+	}
+}
