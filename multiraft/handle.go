@@ -148,19 +148,11 @@ func (h *Group) submit(ctx context.Context, p *proposal) (any, error) {
 // leadership before a quorum answered.
 func (h *Group) ReadIndex(ctx context.Context) error {
 	done := make(chan error, 1)
-	var errNoGroup error
-	if err := h.e.do(func() {
-		g, ok := h.e.groups[h.id]
-		if !ok {
-			errNoGroup = fmt.Errorf("%w: %s", ErrNoGroup, h.id)
-			return
-		}
+	if err := h.inLoop(func(g *group) error {
 		g.newReads = append(g.newReads, done)
+		return nil
 	}); err != nil {
 		return err
-	}
-	if errNoGroup != nil {
-		return errNoGroup
 	}
 	select {
 	case err := <-done:
@@ -177,22 +169,13 @@ func (h *Group) ReadIndex(ctx context.Context) error {
 // a learner does not stand.
 func (h *Group) TransferLeadership(ctx context.Context, to uint64) error {
 	changed := h.Changed()
-	var err error
-	if derr := h.e.do(func() {
-		g, ok := h.e.groups[h.id]
-		if !ok {
-			err = fmt.Errorf("%w: %s", ErrNoGroup, h.id)
-			return
-		}
+	if err := h.inLoop(func(g *group) error {
 		if st := g.rn.BasicStatus(); st.RaftState != raft.StateLeader {
-			err = fmt.Errorf("%w of group %s (leader: %d)", ErrNotLeader, h.id, st.Lead)
-			return
+			return fmt.Errorf("%w of group %s (leader: %d)", ErrNotLeader, h.id, st.Lead)
 		}
 		g.rn.TransferLeader(to)
-	}); derr != nil {
-		return derr
-	}
-	if err != nil {
+		return nil
+	}); err != nil {
 		return err
 	}
 	timeout := time.NewTimer(2 * time.Duration(h.e.cfg.ElectionTicks) * h.e.cfg.TickInterval)
@@ -219,6 +202,13 @@ func (h *Group) TransferLeadership(ctx context.Context, to uint64) error {
 // Campaign makes this node stand for election in the group now rather
 // than after an election timeout.
 func (h *Group) Campaign() error {
+	return h.inLoop(func(g *group) error { return g.rn.Campaign() })
+}
+
+// inLoop runs f in the engine's loop on the group's state and returns its
+// error; ErrNoGroup if the group does not run, ErrClosed if the engine
+// does not.
+func (h *Group) inLoop(f func(g *group) error) error {
 	var err error
 	if derr := h.e.do(func() {
 		g, ok := h.e.groups[h.id]
@@ -226,7 +216,7 @@ func (h *Group) Campaign() error {
 			err = fmt.Errorf("%w: %s", ErrNoGroup, h.id)
 			return
 		}
-		err = g.rn.Campaign()
+		err = f(g)
 	}); derr != nil {
 		return derr
 	}

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,33 +176,8 @@ func BenchmarkEngineSpread(b *testing.B) {
 	for g := range ngroups {
 		groups[g] = startEngineGroup(b, nodes, GroupID(g+1), g%len(nodes))
 	}
-	var next atomic.Int64
-	procs := runtime.GOMAXPROCS(0)
-	b.SetParallelism((proposers + procs - 1) / procs)
-	cpu0 := processCPU()
-	b.ResetTimer()
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		p := int(next.Add(1))
-		g := p % ngroups
-		obj := oid(p)
-		v := uint64(1)
-		ctx := context.Background()
-		for pb.Next() {
-			data, err := (&Entry{Batches: []ObjectBatch{batch(obj, v, put("counter", fmt.Sprint(v)))}}).AppendBinary(nil)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			if _, err := groups[g][g%len(nodes)].Propose(ctx, data); err != nil {
-				b.Errorf("group %d: %v (leaders must not move in this benchmark)", g+1, err)
-				return
-			}
-			v++
-		}
+	runSpread(b, ngroups, proposers, func(g int, data []byte) error {
+		_, err := groups[g][g%len(nodes)].Propose(context.Background(), data)
+		return err
 	})
-	b.StopTimer()
-	elapsed := time.Since(start)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "applies/s")
-	b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-us/apply")
 }
