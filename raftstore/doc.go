@@ -3,6 +3,10 @@
 // group's replicated object storage (keys, versions, alarms), plus the
 // machinery to run a group (StartGroup) on hashicorp/raft.
 //
+// Store.NewEngine and ShardFSM.Machine run shard groups on the multiraft
+// engine instead (docs/multiraft.md); nothing uses that path yet but its
+// tests and benchmarks.
+//
 // # Why one Pebble
 //
 // A node hosts many groups. One database means one write-ahead log: the raft
