@@ -34,6 +34,13 @@ type Config struct {
 	MaxMsgBytes uint64
 	// MaxInflightMsgs bounds the append messages in flight to one follower.
 	MaxInflightMsgs int
+	// RoundInterval holds a round back until this long after the last
+	// synced round that carried several groups' work, so that the next
+	// round gathers more of it and its one sync and Send a peer serve more
+	// groups (the engine's group commit; raftstore's SyncWindow is
+	// hashicorp/raft's). A round after one that carried a single group is
+	// not held back: one busy group alone waits for nothing. 0 turns it off.
+	RoundInterval time.Duration
 	// LogRetention is how many applied entries a group keeps in its log
 	// (and in memory) so that a lagging follower can catch up from the log
 	// rather than a snapshot. The log is compacted when it holds twice that.
@@ -54,6 +61,7 @@ func DefaultConfig() Config {
 		MaxEntryBytes:   8 << 20,
 		MaxMsgBytes:     1 << 20,
 		MaxInflightMsgs: 256,
+		RoundInterval:   500 * time.Microsecond,
 		LogRetention:    1024,
 	}
 }
@@ -79,6 +87,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: MaxMsgBytes must be at least 1", ErrInvalidConfig)
 	case c.MaxInflightMsgs < 1:
 		return fmt.Errorf("%w: MaxInflightMsgs must be at least 1, not %d", ErrInvalidConfig, c.MaxInflightMsgs)
+	case c.RoundInterval < 0:
+		return fmt.Errorf("%w: RoundInterval must not be negative, not %v", ErrInvalidConfig, c.RoundInterval)
 	case c.LogRetention < 1:
 		return fmt.Errorf("%w: LogRetention must be at least 1", ErrInvalidConfig)
 	}

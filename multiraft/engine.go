@@ -264,8 +264,16 @@ func (e *Engine) run() {
 	defer close(e.done)
 	ticker := time.NewTicker(e.cfg.TickInterval)
 	defer ticker.Stop()
+	// held is armed while the groups' work waits for RoundInterval to pass
+	// since the last shared synced round (see Config.RoundInterval).
+	held := time.NewTimer(time.Hour)
+	held.Stop()
+	holding := false
+	var lastShared time.Time // when the last synced round of several groups was
 	for {
 		select {
+		case <-held.C:
+			holding = false
 		case <-e.stop:
 			for _, g := range e.groups {
 				g.stop(fmt.Errorf("%w (%w)", ErrLeadershipLost, ErrClosed))
@@ -295,10 +303,20 @@ func (e *Engine) run() {
 				break drain
 			}
 		}
+		if holding {
+			continue
+		}
+		if wait := e.cfg.RoundInterval - time.Since(lastShared); wait > 0 {
+			holding = true
+			held.Reset(wait)
+			continue
+		}
 		for _, g := range e.groups {
 			g.askReads(e)
 		}
-		e.handleReadies()
+		if synced, groups := e.handleReadies(); synced && groups > 1 {
+			lastShared = time.Now()
+		}
 	}
 }
 
@@ -323,8 +341,9 @@ type groupReady struct {
 // handleReadies does a round's work: every group's entries, hard state
 // and snapshots in one batch (synced if raft needs it), then every
 // group's messages (one Send a peer), then every group's committed
-// entries in one batch, then Advance.
-func (e *Engine) handleReadies() {
+// entries in one batch, then Advance. It reports whether the round synced
+// and how many groups' work it carried.
+func (e *Engine) handleReadies() (synced bool, groups int) {
 	var rds []groupReady
 	b := e.cfg.DB.NewBatch()
 	defer b.Close()
@@ -342,7 +361,7 @@ func (e *Engine) handleReadies() {
 		rds = append(rds, groupReady{g, rd})
 	}
 	if len(rds) == 0 {
-		return
+		return false, 0
 	}
 	if !b.Empty() {
 		opts := pebble.NoSync
@@ -353,8 +372,9 @@ func (e *Engine) handleReadies() {
 			for _, r := range rds {
 				r.g.fail(e, fmt.Errorf("writing group %s's log: %w", r.g.id, err))
 			}
-			return
+			return false, len(rds)
 		}
+		synced = mustSync
 	}
 	for _, r := range rds {
 		if err := r.g.stored(&r.rd); err != nil {
@@ -374,6 +394,7 @@ func (e *Engine) handleReadies() {
 		r.g.rn.Advance(r.rd)
 		r.g.advanced(&r.rd)
 	}
+	return synced, len(rds)
 }
 
 // send hands every group's messages of the round to the transport, one

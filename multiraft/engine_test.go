@@ -27,6 +27,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no entry bytes", func(c *Config) { c.MaxEntryBytes = 0 }},
 		{"no inflight", func(c *Config) { c.MaxInflightMsgs = 0 }},
 		{"no retention", func(c *Config) { c.LogRetention = 0 }},
+		{"negative round interval", func(c *Config) { c.RoundInterval = -time.Millisecond }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := valid
