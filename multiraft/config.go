@@ -27,7 +27,8 @@ type Config struct {
 	// a leader before it campaigns; raft randomises it over
 	// [ElectionTicks, 2*ElectionTicks). It must exceed HeartbeatTicks.
 	ElectionTicks int
-	// MaxEntryBytes bounds a proposal's size.
+	// MaxEntryBytes bounds a proposal's size. The peers' transport must
+	// take a message of MaxMsgBytes plus one such entry (ServerOptions).
 	MaxEntryBytes int
 	// MaxMsgBytes bounds the entries one append message carries (one entry
 	// is always sent, whatever its size).

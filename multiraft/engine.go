@@ -449,9 +449,13 @@ type resolution struct {
 func (e *Engine) apply(rds []groupReady) {
 	b := e.cfg.DB.NewBatch()
 	defer b.Close()
+	type compaction struct {
+		g     *group
+		index uint64
+	}
 	var (
 		resolved  []resolution
-		compacted []*group
+		compacted []compaction
 		applied   []*group
 	)
 	for _, r := range rds {
@@ -468,8 +472,8 @@ func (e *Engine) apply(rds []groupReady) {
 			continue
 		}
 		applied = append(applied, g)
-		if g.compactTo(b, e.cfg.LogRetention) {
-			compacted = append(compacted, g)
+		if index := g.compactTo(b, e.cfg.LogRetention); index > 0 {
+			compacted = append(compacted, compaction{g, index})
 		}
 	}
 	if b.Empty() {
@@ -486,8 +490,8 @@ func (e *Engine) apply(rds []groupReady) {
 		}
 		return
 	}
-	for _, g := range compacted {
-		g.compacted()
+	for _, c := range compacted {
+		_ = c.g.st.Compact(c.index)
 	}
 	for _, r := range resolved {
 		r.done <- r.res

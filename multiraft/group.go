@@ -19,9 +19,8 @@ type group struct {
 	sm     StateMachine
 	handle *Group
 
-	hs           raftpb.HardState // as last stored
-	lastIndex    uint64           // of the stored log
-	compactIndex uint64           // where the round's compaction cuts the log
+	hs        raftpb.HardState // as raft last handed it (stored only when term or vote change)
+	lastIndex uint64           // of the stored log
 
 	// waiters are the proposals of this node not yet applied, by id.
 	waiters map[uint64]waiter
@@ -266,28 +265,23 @@ func (g *group) applyEntriesTo(b *pebble.Batch, ents []raftpb.Entry, resolved []
 }
 
 // compactTo adds to b the compaction of a log that holds more than twice
-// retention applied entries, down to retention of them, and says whether
-// it did.
-func (g *group) compactTo(b *pebble.Batch, retention uint64) bool {
+// retention applied entries, down to retention of them, and returns the
+// index it cuts the log at (0: none); once b is committed, the in-memory
+// log is compacted to it.
+func (g *group) compactTo(b *pebble.Batch, retention uint64) uint64 {
 	first, _ := g.st.FirstIndex()
 	if g.st.applied < first || g.st.applied-first+1 <= 2*retention {
-		return false
+		return 0
 	}
 	index := g.st.applied - retention
 	term, err := g.st.Term(index)
 	if err != nil {
-		return false
+		return 0
 	}
 	if err := writeCompaction(b, g.keys, first, index, term); err != nil {
-		return false
+		return 0
 	}
-	g.compactIndex = index
-	return true
-}
-
-// compacted drops from memory what compactTo dropped from the database.
-func (g *group) compacted() {
-	_ = g.st.Compact(g.compactIndex)
+	return index
 }
 
 // advanced follows a round's Advance: a change of role or term fails the

@@ -99,6 +99,15 @@ func NewGRPCTransport(cfg GRPCConfig) (*GRPCTransport, error) {
 // they are dropped.
 func (t *GRPCTransport) Attach(e *Engine) { t.engine.Store(e) }
 
+// ServerOptions are the options the gRPC server that serves the transport
+// needs for engines with cfg: a receive limit that takes the largest
+// message they send — an append of MaxMsgBytes of entries plus one entry
+// of up to MaxEntryBytes — with room for the framing. (A snapshot goes in
+// one message too, so a group's state must fit it; see docs/multiraft.md.)
+func ServerOptions(cfg Config) []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(int(cfg.MaxMsgBytes) + cfg.MaxEntryBytes + 64<<10)}
+}
+
 // Register serves the MultiRaft service on s.
 func (t *GRPCTransport) Register(s grpc.ServiceRegistrar) { pb.RegisterMultiRaftServer(s, t) }
 

@@ -61,11 +61,11 @@ func startGRPCNode(t testing.TB, id uint64, fs vfs.FS, book *grpcBook, groups ..
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	cfg := DefaultConfig()
+	cfg.NodeID, cfg.DB, cfg.Transport = id, db, tr // the default timing: an 8 MiB entry under -race outlasts short election timeouts
+	srv := grpc.NewServer(ServerOptions(cfg)...)
 	tr.Register(srv)
 	go func() { _ = srv.Serve(lis) }()
-	cfg := DefaultConfig()
-	cfg.NodeID, cfg.DB, cfg.Transport, cfg.TickInterval = id, db, tr, 10*time.Millisecond
 	e, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +121,20 @@ func incrementOn(t testing.TB, nodes []*grpcNode, g GroupID, name string) uint64
 	return 0
 }
 
+// leaderOf waits for a node that leads group g.
+func leaderOf(t testing.TB, nodes []*grpcNode, g GroupID) *grpcNode {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, n := range nodes {
+			if n != nil && n.groups[g].Status().Role == Leader {
+				return n
+			}
+		}
+	}
+	t.Fatalf("group %s: no leader in 10 s", g)
+	return nil
+}
+
 // Three engines over real gRPC: many groups' messages share each peer's
 // stream, a node restarts on a new port and catches up.
 func TestGRPCTransport(t *testing.T) {
@@ -144,6 +158,26 @@ func TestGRPCTransport(t *testing.T) {
 				t.Fatalf("group %s increment %d returned %d", g, i, v)
 			}
 		}
+	}
+	// The largest entry a proposal may make crosses the transport (the
+	// servers take it: ServerOptions); committed means a follower has it.
+	big := make([]byte, DefaultConfig().MaxEntryBytes)
+	big[0] = '='
+	var bigErr error
+	for range 5 { // a leadership may still move on a loaded machine
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var v any
+		v, bigErr = leaderOf(t, nodes, groups[0]).groups[groups[0]].Propose(ctx, big)
+		cancel()
+		if bigErr == nil {
+			if v.(uint64) != uint64(len(big)) {
+				t.Fatalf("a %d-byte entry applied as %v", len(big), v)
+			}
+			break
+		}
+	}
+	if bigErr != nil {
+		t.Fatalf("a %d-byte entry: %v", len(big), bigErr)
 	}
 	nodes[1].stop(t)
 	nodes[1] = nil

@@ -46,7 +46,7 @@ func (n *MemNetwork) Detach(id uint64) {
 	delete(n.engines, id)
 }
 
-// Isolate cuts every link to and from node id.
+// Isolate cuts the links between node id and each of others, both ways.
 func (n *MemNetwork) Isolate(id uint64, others ...uint64) {
 	for _, o := range others {
 		n.Cut(id, o)

@@ -339,12 +339,12 @@ func (s *socket) autoRespond(a *durable.WebSocketAutoResponse) {
 	s.enqueue(outFrame{msg: durable.WebSocketMessage{Text: true, Data: []byte(a.Response)}})
 }
 
-// SetWebSocketAutoResponse implements durable.StateRuntime.
+// SetWebSocketAutoResponse implements durable.WebSocketAutoResponder.
 func (in *instance) SetWebSocketAutoResponse(a *durable.WebSocketAutoResponse) {
 	in.autoResponse.Store(a)
 }
 
-// WebSocketAutoResponse implements durable.StateRuntime.
+// WebSocketAutoResponse implements durable.WebSocketAutoResponder.
 func (in *instance) WebSocketAutoResponse() *durable.WebSocketAutoResponse {
 	return in.autoResponse.Load()
 }

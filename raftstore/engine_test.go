@@ -50,11 +50,11 @@ func newEngineCluster(t testing.TB, size int) []*enode {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := grpc.NewServer()
-		tr.Register(srv)
-		go func() { _ = srv.Serve(lis) }()
 		cfg := multiraft.DefaultConfig()
 		cfg.NodeID, cfg.Transport = n.id, tr
+		srv := grpc.NewServer(multiraft.ServerOptions(cfg)...)
+		tr.Register(srv)
+		go func() { _ = srv.Serve(lis) }()
 		if n.engine, err = n.store.NewEngine(cfg); err != nil {
 			t.Fatal(err)
 		}
