@@ -59,7 +59,7 @@ func DefaultConfig() Config {
 		TickInterval:    50 * time.Millisecond,
 		HeartbeatTicks:  1,
 		ElectionTicks:   10,
-		MaxEntryBytes:   8 << 20,
+		MaxEntryBytes:   5 << 20, // raftstore's bound on a shard entry
 		MaxMsgBytes:     1 << 20,
 		MaxInflightMsgs: 256,
 		RoundInterval:   500 * time.Microsecond,

@@ -62,7 +62,11 @@ func startGRPCNode(t testing.TB, id uint64, fs vfs.FS, book *grpcBook, groups ..
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
-	cfg.NodeID, cfg.DB, cfg.Transport = id, db, tr // the default timing: an 8 MiB entry under -race outlasts short election timeouts
+	cfg.NodeID, cfg.DB, cfg.Transport = id, db, tr
+	// Elections after 2-4 s: the loop that encodes, writes and syncs a
+	// largest entry under -race on a loaded machine (make test) can be
+	// busy longer than the default 0.5-1 s (docs/multiraft.md).
+	cfg.ElectionTicks = 40
 	srv := grpc.NewServer(ServerOptions(cfg)...)
 	tr.Register(srv)
 	go func() { _ = srv.Serve(lis) }()
