@@ -384,6 +384,7 @@ type apiMember struct {
 	Gossip   string   `json:"gossip"`
 	Replicas flexible `json:"replicas"`
 	Leaders  flexible `json:"leaders"`
+	Meta     string   `json:"meta"`
 }
 
 type apiShard struct {

@@ -182,10 +182,10 @@ func writeMembersTable(w io.Writer, members []apiMember) {
 	members = slices.Clone(members)
 	sort.SliceStable(members, func(i, j int) bool { return members[i].ID < members[j].ID })
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tSTATE\tALIVE\tREPLICAS\tLEADERS\tADMIN\tHTTP\tGRPC\tGOSSIP")
+	fmt.Fprintln(tw, "ID\tSTATE\tALIVE\tREPLICAS\tLEADERS\tMETA\tADMIN\tHTTP\tGRPC\tGOSSIP")
 	for _, m := range members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(m.ID), cell(m.State), yesNo(m.Alive),
-			cell(m.Replicas.count()), cell(m.Leaders.count()), cell(m.Admin), cell(m.HTTP), cell(m.GRPC), cell(m.Gossip))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(m.ID), cell(m.State), yesNo(m.Alive),
+			cell(m.Replicas.count()), cell(m.Leaders.count()), cell(m.Meta), cell(m.Admin), cell(m.HTTP), cell(m.GRPC), cell(m.Gossip))
 	}
 	tw.Flush()
 }

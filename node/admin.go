@@ -526,6 +526,7 @@ type Member struct {
 	Gossip   string `json:"gossip"`
 	Replicas int    `json:"replicas"`
 	Leaders  int    `json:"leaders"`
+	Meta     string `json:"meta"` // voter, nonvoter, or "" if not in the meta group
 }
 
 func (a *admin) members(w http.ResponseWriter, r *http.Request) error {
@@ -543,12 +544,13 @@ func (a *admin) members(w http.ResponseWriter, r *http.Request) error {
 			leaders[v.Leader]++
 		}
 	}
+	suffrage := c.metaSuffrage()
 	out := make([]Member, 0, len(m.Nodes))
 	for id, nd := range m.Nodes {
 		out = append(out, Member{
 			ID: string(id), State: nd.State.String(), Alive: alive[id],
 			GRPC: nd.GRPCAddr, HTTP: nd.HTTPAddr, Admin: nd.AdminAddr, Gossip: nd.GossipAddr,
-			Replicas: len(m.ShardsOf(id)), Leaders: leaders[string(id)],
+			Replicas: len(m.ShardsOf(id)), Leaders: leaders[string(id)], Meta: suffrage[id],
 		})
 	}
 	slices.SortFunc(out, func(x, y Member) int { return strings.Compare(x.ID, y.ID) })

@@ -287,6 +287,7 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 			c.controlMeta(ctx, g.Raft())
 			c.n.admin.resumeRecorded()
 			c.heal(g.Raft())
+			c.growMeta(ctx, g.Raft())
 		} else {
 			c.healer.forget()
 		}

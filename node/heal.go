@@ -1,7 +1,6 @@
 package node
 
 import (
-	"cmp"
 	"maps"
 	"slices"
 	"sync"
@@ -127,50 +126,4 @@ func (c *cluster) heal(r *raft.Raft) {
 		alive := c.aliveIDs()
 		return healMoves(m, alive, c.healer.observe(m, alive, grace, time.Now()))
 	})
-}
-
-// healMeta replaces one dead voter of the meta group by an alive
-// non-voter, adding the new voter before removing the dead one.
-func (c *cluster) healMeta(r *raft.Raft, alive, dead map[placement.NodeID]bool) {
-	cf := r.GetConfiguration()
-	if cf.Error() != nil {
-		return
-	}
-	servers := cf.Configuration().Servers
-	for _, s := range servers {
-		if s.Suffrage == raft.Voter && dead[placement.NodeID(s.ID)] {
-			if !c.promoteSpareMetaVoter(r, servers, alive) {
-				return // no spare: the dead voter stays, still one of a quorum
-			}
-			c.n.log.Warn("removing a dead voter of the meta group", "node", s.ID)
-			if err := r.RemoveServer(s.ID, 0, membershipTimeout).Error(); err != nil {
-				c.n.log.Warn("removing a dead meta voter", "node", s.ID, "err", err)
-			}
-			return
-		}
-	}
-}
-
-// promoteSpareMetaVoter makes the first alive non-voter of the meta group
-// (by ID) a voter, before a voter leaves, and reports whether it did.
-func (c *cluster) promoteSpareMetaVoter(r *raft.Raft, servers []raft.Server, alive map[placement.NodeID]bool) bool {
-	var spare []raft.Server
-	for _, s := range servers {
-		if s.Suffrage == raft.Nonvoter && alive[placement.NodeID(s.ID)] {
-			if nd, ok := c.metaFSM.Map().Nodes[placement.NodeID(s.ID)]; ok && nd.State == placement.NodeRemoved {
-				continue
-			}
-			spare = append(spare, s)
-		}
-	}
-	if len(spare) == 0 {
-		return false
-	}
-	slices.SortFunc(spare, func(a, b raft.Server) int { return cmp.Compare(a.ID, b.ID) })
-	c.n.log.Info("promoting a meta non-voter to voter", "node", spare[0].ID)
-	if err := r.AddVoter(spare[0].ID, spare[0].Address, 0, membershipTimeout).Error(); err != nil {
-		c.n.log.Warn("promoting a meta non-voter", "node", spare[0].ID, "err", err)
-		return false
-	}
-	return true
 }

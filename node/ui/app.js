@@ -78,6 +78,7 @@ function renderMembers(members) {
     cell(tr, m.alive ? "yes" : "no", m.alive ? "good" : "bad");
     cell(tr, String(m.replicas));
     cell(tr, String(m.leaders));
+    cell(tr, m.meta || "—");
     cell(tr, m.http || "—");
     cell(tr, m.admin || "—");
     cell(tr, m.grpc || "—");

@@ -1,0 +1,157 @@
+package node
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+)
+
+// The meta group's voters. The first BootstrapExpect nodes bootstrap it
+// as voters; every later node runs it as a non-voter, so that it has the
+// map. The meta leader keeps the voters up:
+//
+//   - growMeta: as nodes join, alive, active, caught-up non-voters are
+//     promoted, one a control tick, until the group has the largest odd
+//     number of voters up to maxMetaVoters that it can have. An odd count,
+//     because a fourth voter would need three of four for a quorum and
+//     survive no more failures than three;
+//   - healMeta: a voter dead past DeadNodeGrace is replaced by an alive
+//     non-voter, added before the dead one is removed;
+//   - controlMeta (cluster.go): a removed node leaves the group, a voter
+//     after a spare took its vote.
+//
+// Voters are never taken away only to reach an odd count: a cluster
+// bootstrapped with four keeps four.
+
+// maxMetaVoters is how many voters the meta group grows to. Five survive
+// two failures; more would make every map change wait on more nodes for
+// little gain.
+const maxMetaVoters = 5
+
+// growMeta promotes one non-voter of the meta group when the group has
+// fewer voters than metaVoterTarget allows and enough caught-up non-voters
+// to reach it. It runs on the meta leader each control tick.
+func (c *cluster) growMeta(ctx context.Context, r *raft.Raft) {
+	cf := r.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	m := c.metaFSM.Map()
+	alive := c.aliveIDs()
+	voters := 0
+	var spares []raft.Server
+	for _, s := range cf.Configuration().Servers {
+		switch s.Suffrage {
+		case raft.Voter:
+			voters++
+		case raft.Nonvoter:
+			if nd, ok := m.Nodes[placement.NodeID(s.ID)]; ok && nd.State == placement.NodeActive && alive[nd.ID] {
+				spares = append(spares, s)
+			}
+		}
+	}
+	target := metaVoterTarget(voters, len(spares))
+	if voters >= target {
+		return
+	}
+	slices.SortFunc(spares, func(a, b raft.Server) int { return cmp.Compare(a.ID, b.ID) })
+	applied := r.AppliedIndex()
+	var ready []raft.Server
+	for _, s := range spares {
+		if voters+len(ready) >= target {
+			break
+		}
+		if c.caughtUp(ctx, m.Nodes[placement.NodeID(s.ID)], metaGroup, applied) {
+			ready = append(ready, s)
+		}
+	}
+	if voters+len(ready) < target {
+		return // not yet enough caught up to reach an odd count: wait
+	}
+	c.n.log.Info("adding a voter to the meta group", "node", ready[0].ID, "voters", voters+1, "target", target)
+	if err := r.AddVoter(ready[0].ID, ready[0].Address, 0, membershipTimeout).Error(); err != nil {
+		c.n.log.Warn("promoting a meta non-voter", "node", ready[0].ID, "err", err)
+	}
+}
+
+// metaSuffrage returns each member of the meta group's configuration, as
+// this node knows it, with "voter" or "nonvoter".
+func (c *cluster) metaSuffrage() map[placement.NodeID]string {
+	c.mu.Lock()
+	g := c.meta
+	c.mu.Unlock()
+	out := map[placement.NodeID]string{}
+	if g == nil {
+		return out
+	}
+	cf := g.Raft().GetConfiguration()
+	if cf.Error() != nil {
+		return out
+	}
+	for _, s := range cf.Configuration().Servers {
+		out[placement.NodeID(s.ID)] = strings.ToLower(s.Suffrage.String())
+	}
+	return out
+}
+
+// metaVoterTarget is how many voters a meta group with voters voters and
+// spares promotable non-voters should have: the largest odd number up to
+// maxMetaVoters that they make, and never fewer than it has.
+func metaVoterTarget(voters, spares int) int {
+	target := min(maxMetaVoters, voters+spares)
+	if target%2 == 0 {
+		target--
+	}
+	return max(target, voters)
+}
+
+// healMeta replaces one dead voter of the meta group by an alive
+// non-voter, adding the new voter before removing the dead one.
+func (c *cluster) healMeta(r *raft.Raft, alive, dead map[placement.NodeID]bool) {
+	cf := r.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	servers := cf.Configuration().Servers
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter && dead[placement.NodeID(s.ID)] {
+			if !c.promoteSpareMetaVoter(r, servers, alive) {
+				return // no spare: the dead voter stays, still one of a quorum
+			}
+			c.n.log.Warn("removing a dead voter of the meta group", "node", s.ID)
+			if err := r.RemoveServer(s.ID, 0, membershipTimeout).Error(); err != nil {
+				c.n.log.Warn("removing a dead meta voter", "node", s.ID, "err", err)
+			}
+			return
+		}
+	}
+}
+
+// promoteSpareMetaVoter makes the first alive non-voter of the meta group
+// (by ID) a voter, before a voter leaves, and reports whether it did.
+func (c *cluster) promoteSpareMetaVoter(r *raft.Raft, servers []raft.Server, alive map[placement.NodeID]bool) bool {
+	var spare []raft.Server
+	for _, s := range servers {
+		if s.Suffrage == raft.Nonvoter && alive[placement.NodeID(s.ID)] {
+			if nd, ok := c.metaFSM.Map().Nodes[placement.NodeID(s.ID)]; ok && nd.State == placement.NodeRemoved {
+				continue
+			}
+			spare = append(spare, s)
+		}
+	}
+	if len(spare) == 0 {
+		return false
+	}
+	slices.SortFunc(spare, func(a, b raft.Server) int { return cmp.Compare(a.ID, b.ID) })
+	c.n.log.Info("promoting a meta non-voter to voter", "node", spare[0].ID)
+	if err := r.AddVoter(spare[0].ID, spare[0].Address, 0, membershipTimeout).Error(); err != nil {
+		c.n.log.Warn("promoting a meta non-voter", "node", spare[0].ID, "err", err)
+		return false
+	}
+	return true
+}
