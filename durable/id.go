@@ -6,6 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
+	"io"
+	"sync"
 )
 
 // IDKind says how an ID was made; it is the first byte of the ID.
@@ -52,48 +55,115 @@ type ID struct {
 
 // IDFromName derives the ID of the object called name in the namespace with
 // key k: the same name and namespace always give the same ID.
-func IDFromName(k NamespaceKey, name string) ID {
+func IDFromName(k NamespaceKey, name string) ID { return NewIDKeyring(k).FromName(name) }
+
+// NewUniqueID returns a random ID in the namespace with key k; it has never
+// been returned before and cannot be guessed.
+func NewUniqueID(k NamespaceKey) ID { return NewIDKeyring(k).NewUnique() }
+
+// ParseID parses an ID's string form and checks that it belongs to the
+// namespace with key k. A malformed string wraps ErrInvalidID; a well-formed
+// ID whose mac does not match k wraps ErrWrongNamespace.
+func ParseID(k NamespaceKey, s string) (ID, error) { return NewIDKeyring(k).Parse(s) }
+
+// IDFromBytes rebuilds an ID from its 32 raw bytes without checking its
+// namespace; the runtime uses it for IDs it stored itself.
+func IDFromBytes(b [32]byte) ID { return ID{b: b} }
+
+// IDKeyring makes and checks the IDs of one namespace, as IDFromName,
+// NewUniqueID and ParseID do, for code that does so at every request: it
+// keeps the key's HMAC state, which costs as much to set up (hmac.New) as
+// the MAC of a short name does to compute, and allocates a kilobyte.
+// Safe for concurrent use.
+type IDKeyring struct {
+	key  NamespaceKey
+	macs sync.Pool // of hash.Hash: HMAC-SHA256 keyed with key
+}
+
+// NewIDKeyring returns the keyring of the namespace with key k.
+func NewIDKeyring(k NamespaceKey) *IDKeyring { return &IDKeyring{key: k} }
+
+// FromName is IDFromName in the keyring's namespace.
+func (r *IDKeyring) FromName(name string) ID {
 	var id ID
 	id.b[0] = byte(KindName)
-	m := hmac.New(sha256.New, k[:])
-	m.Write([]byte("name\x00"))
-	m.Write([]byte(name))
-	copy(id.b[1:1+payloadLen], m.Sum(nil))
-	id.seal(k)
+	h := r.hmac()
+	h.Write([]byte("name\x00"))
+	io.WriteString(h, name)
+	var sum [sha256.Size]byte
+	copy(id.b[1:1+payloadLen], h.Sum(sum[:0]))
+	r.seal(h, &id)
+	r.macs.Put(h)
 	id.name = name
 	return id
 }
 
-// NewUniqueID returns a random ID in the namespace with key k; it has never
-// been returned before and cannot be guessed.
-func NewUniqueID(k NamespaceKey) ID {
+// NewUnique is NewUniqueID in the keyring's namespace.
+func (r *IDKeyring) NewUnique() ID {
 	var id ID
 	id.b[0] = byte(KindUnique)
 	if _, err := rand.Read(id.b[1 : 1+payloadLen]); err != nil {
 		// crypto/rand never fails on supported platforms (Go 1.24+ panics itself).
 		panic(fmt.Sprintf("durable: crypto/rand: %v", err))
 	}
-	id.seal(k)
+	h := r.hmac()
+	r.seal(h, &id)
+	r.macs.Put(h)
 	return id
 }
 
-// ParseID parses an ID's string form and checks that it belongs to the
-// namespace with key k. A malformed string wraps ErrInvalidID; a well-formed
-// ID whose mac does not match k wraps ErrWrongNamespace.
-func ParseID(k NamespaceKey, s string) (ID, error) {
+// Parse is ParseID in the keyring's namespace.
+func (r *IDKeyring) Parse(s string) (ID, error) {
 	id, err := parseIDBytes(s)
 	if err != nil {
 		return ID{}, err
 	}
-	if !hmac.Equal(id.b[1+payloadLen:], id.mac(k)) {
+	if !r.valid(&id) {
 		return ID{}, fmt.Errorf("%w: %q was not made by this namespace (it belongs to another namespace or was not made by roost)", ErrWrongNamespace, s)
 	}
 	return id, nil
 }
 
-// IDFromBytes rebuilds an ID from its 32 raw bytes without checking its
-// namespace; the runtime uses it for IDs it stored itself.
-func IDFromBytes(b [32]byte) ID { return ID{b: b} }
+// Check is Parse for an ID's 32 raw bytes, as another node sends them.
+func (r *IDKeyring) Check(b [32]byte) (ID, error) {
+	id := ID{b: b}
+	if k := id.Kind(); k != KindName && k != KindUnique {
+		return ID{}, fmt.Errorf("%w: unknown kind %d", ErrInvalidID, k)
+	}
+	if !r.valid(&id) {
+		return ID{}, fmt.Errorf("%w: %s was not made by this namespace (it belongs to another namespace or was not made by roost)", ErrWrongNamespace, id)
+	}
+	return id, nil
+}
+
+// hmac returns a reset HMAC keyed with the namespace key; Put it back.
+func (r *IDKeyring) hmac() hash.Hash {
+	if h, ok := r.macs.Get().(hash.Hash); ok {
+		h.Reset()
+		return h
+	}
+	return hmac.New(sha256.New, r.key[:])
+}
+
+// mac is the MAC of id's kind and payload, which seals it to the namespace.
+func (r *IDKeyring) mac(h hash.Hash, id *ID, sum *[sha256.Size]byte) []byte {
+	h.Reset()
+	h.Write([]byte("mac\x00"))
+	h.Write(id.b[:1+payloadLen])
+	return h.Sum(sum[:0])[:macLen]
+}
+
+func (r *IDKeyring) seal(h hash.Hash, id *ID) {
+	var sum [sha256.Size]byte
+	copy(id.b[1+payloadLen:], r.mac(h, id, &sum))
+}
+
+func (r *IDKeyring) valid(id *ID) bool {
+	h := r.hmac()
+	defer r.macs.Put(h)
+	var sum [sha256.Size]byte
+	return hmac.Equal(id.b[1+payloadLen:], r.mac(h, id, &sum))
+}
 
 func parseIDBytes(s string) (ID, error) {
 	if len(s) != IDStringLen {
@@ -107,15 +177,6 @@ func parseIDBytes(s string) (ID, error) {
 		return ID{}, fmt.Errorf("%w: unknown kind %d", ErrInvalidID, k)
 	}
 	return id, nil
-}
-
-func (id *ID) seal(k NamespaceKey) { copy(id.b[1+payloadLen:], id.mac(k)) }
-
-func (id *ID) mac(k NamespaceKey) []byte {
-	m := hmac.New(sha256.New, k[:])
-	m.Write([]byte("mac\x00"))
-	m.Write(id.b[:1+payloadLen])
-	return m.Sum(nil)[:macLen]
 }
 
 // String returns the 64 lowercase hex digits of the ID.

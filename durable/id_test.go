@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -135,7 +136,8 @@ func TestParseID(t *testing.T) {
 		b := IDFromName(k, "A").Bytes()
 		b[0] = kind
 		id := IDFromBytes(b)
-		id.seal(k)
+		r := NewIDKeyring(k)
+		r.seal(r.hmac(), &id)
 		return id.String()
 	}
 
@@ -296,6 +298,81 @@ func FuzzParseID(f *testing.F) {
 		again, err := ParseID(k, id.String())
 		if err != nil || !again.Equal(id) {
 			t.Fatalf("reparse of %s = %v, %v", id, again, err)
+		}
+	})
+}
+
+// TestIDKeyring: a keyring makes the IDs the free functions make, checks
+// raw bytes as ParseID checks strings, and keeps working when used from
+// many goroutines at once (its HMAC state is pooled, never shared).
+func TestIDKeyring(t *testing.T) {
+	k := DeriveNamespaceKey("Counter", "")
+	r := NewIDKeyring(k)
+	other := NewIDKeyring(DeriveNamespaceKey("Chat", ""))
+
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				name := fmt.Sprintf("obj-%d-%d", g, i)
+				id := r.FromName(name)
+				if want := IDFromName(k, name); id != want {
+					t.Errorf("FromName(%q) = %s, IDFromName gives %s", name, id, want)
+					return
+				}
+				if got, err := r.Check(id.Bytes()); err != nil || !got.Equal(id) {
+					t.Errorf("Check(%s) = %s, %v", id, got, err)
+					return
+				}
+				if _, err := other.Check(id.Bytes()); !errors.Is(err, ErrWrongNamespace) {
+					t.Errorf("another namespace's Check(%s) = %v, want ErrWrongNamespace", id, err)
+					return
+				}
+				u := r.NewUnique()
+				if got, err := ParseID(k, u.String()); err != nil || !got.Equal(u) {
+					t.Errorf("ParseID(NewUnique %s) = %s, %v", u, got, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	id := r.FromName("A").Bytes()
+	tampered := id
+	tampered[5] ^= 1
+	badKind := id
+	badKind[0] = 9
+	for _, tc := range []struct {
+		desc string
+		b    [32]byte
+		want error
+	}{
+		{"payload changed", tampered, ErrWrongNamespace},
+		{"unknown kind", badKind, ErrInvalidID},
+		{"all zero", [32]byte{}, ErrInvalidID},
+	} {
+		if _, err := r.Check(tc.b); !errors.Is(err, tc.want) {
+			t.Errorf("%s: Check = %v, want %v", tc.desc, err, tc.want)
+		}
+	}
+}
+
+func BenchmarkIDFromName(b *testing.B) {
+	r := NewIDKeyring(DeriveNamespaceKey("Counter", ""))
+	b.Run("keyring", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r.FromName("bench-1")
+		}
+	})
+	b.Run("free function", func(b *testing.B) {
+		k := DeriveNamespaceKey("Counter", "")
+		b.ReportAllocs()
+		for b.Loop() {
+			IDFromName(k, "bench-1")
 		}
 	})
 }

@@ -203,7 +203,7 @@ func NewEnv(cfg EnvConfig) *Env {
 		if !ok {
 			key = DeriveNamespaceKey(class, "")
 		}
-		return &Namespace{binding: binding, class: class, key: key, d: cfg.Dispatcher}
+		return &Namespace{binding: binding, class: class, ids: NewIDKeyring(key), d: cfg.Dispatcher}
 	}
 	for _, b := range cfg.Bindings {
 		e.namespaces[b.Name] = namespace(b.Name, b.ClassName)
@@ -274,7 +274,7 @@ func (e *Env) Var(name string) (string, bool) {
 type Namespace struct {
 	binding string
 	class   string
-	key     NamespaceKey
+	ids     *IDKeyring // shared by the copies WithDispatcher makes
 	d       Dispatcher
 }
 
@@ -285,14 +285,14 @@ func (n *Namespace) Binding() string { return n.binding }
 func (n *Namespace) ClassName() string { return n.class }
 
 // IDFromName derives the ID of the object called name.
-func (n *Namespace) IDFromName(name string) ID { return IDFromName(n.key, name) }
+func (n *Namespace) IDFromName(name string) ID { return n.ids.FromName(name) }
 
 // NewUniqueID returns a fresh random ID.
-func (n *Namespace) NewUniqueID() ID { return NewUniqueID(n.key) }
+func (n *Namespace) NewUniqueID() ID { return n.ids.NewUnique() }
 
 // IDFromString parses an ID made by this namespace (ErrInvalidID, ErrWrongNamespace).
 func (n *Namespace) IDFromString(s string) (ID, error) {
-	id, err := ParseID(n.key, s)
+	id, err := n.ids.Parse(s)
 	if err != nil {
 		return ID{}, fmt.Errorf("namespace %s: %w", n.binding, err)
 	}

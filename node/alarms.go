@@ -204,9 +204,8 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 
 // classOf finds the class an object belongs to from its ID's mac.
 func (m *manager) classOf(obj [32]byte) (string, durable.ID, bool) {
-	hex := durable.IDFromBytes(obj).String()
 	for class, key := range m.keys {
-		if id, err := durable.ParseID(key, hex); err == nil {
+		if id, err := key.Check(obj); err == nil {
 			return class, id, true
 		}
 	}

@@ -26,7 +26,7 @@ func FuzzForwardHead(f *testing.F) {
 	batch, _ := gproto.Marshal(&proto.ForwardCallBatch{Calls: []*proto.ForwardTaggedCall{{Tag: 1, Call: &proto.ForwardCall{
 		Head: &proto.ForwardHead{Class: "Counter", ObjectId: id[:], Method: "GET", Url: "/increment?name=A"}}}}, Cancelled: []uint64{3}})
 	f.Add(batch)
-	m := &manager{keys: map[string]durable.NamespaceKey{"Counter": key}}
+	m := &manager{keys: map[string]*durable.IDKeyring{"Counter": durable.NewIDKeyring(key)}}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// The same bytes as a Fetch frame and as a batch of a Calls stream.
 		var heads []*proto.ForwardHead

@@ -21,7 +21,7 @@ type manager struct {
 	ctx     context.Context // ends at shutdown
 	cfg     Config
 	classes map[string]durable.Class
-	keys    map[string]durable.NamespaceKey // class → namespace key, to find an ID's class
+	keys    map[string]*durable.IDKeyring // class → its namespace's keyring, to check an ID's class
 	env     *durable.Env
 	nshards int
 	router  router
@@ -132,7 +132,7 @@ func (m *manager) checkForwarded(h *proto.ForwardHead) (string, durable.ID, erro
 	if h.Hops > maxHops {
 		return "", durable.ID{}, fmt.Errorf("%w: request forwarded %d times", durable.ErrInvalidID, h.Hops)
 	}
-	id, err := durable.ParseID(key, durable.IDFromBytes([32]byte(h.ObjectId)).String())
+	id, err := key.Check([32]byte(h.ObjectId))
 	if err != nil {
 		return "", durable.ID{}, err
 	}

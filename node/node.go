@@ -145,10 +145,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ctx: runCtx, cfg: n.cfg, classes: classes, reader: store, metrics: n.metrics,
 		nshards:   n.cfg.Shards,
 		instances: make(map[[32]byte]*instance),
-		keys:      make(map[string]durable.NamespaceKey, len(classes)),
+		keys:      make(map[string]*durable.IDKeyring, len(classes)),
 	}
 	for class := range classes {
-		n.manager.keys[class] = durable.DeriveNamespaceKey(class, "")
+		n.manager.keys[class] = durable.NewIDKeyring(durable.DeriveNamespaceKey(class, ""))
 	}
 	n.manager.env = durable.NewEnv(durable.EnvConfig{Bindings: n.cfg.Bindings, KVNamespaces: n.cfg.KVNamespaces, Vars: n.cfg.Vars, Dispatcher: n.manager})
 	n.manager.runEviction(runCtx, &n.wg)
