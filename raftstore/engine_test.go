@@ -194,16 +194,29 @@ func BenchmarkEngineSpread(b *testing.B) {
 func BenchmarkEngineIdle(b *testing.B) {
 	const ngroups = 64
 	nodes := newEngineCluster(b, 3)
+	var groups [][]*multiraft.Group
 	for g := range ngroups {
-		startEngineGroup(b, nodes, GroupID(g+1), g%len(nodes))
+		groups = append(groups, startEngineGroup(b, nodes, GroupID(g+1), g%len(nodes)))
+	}
+	// terms sums the terms every replica is in: it grows with every
+	// election, so an idle cluster whose leaders churn shows it.
+	terms := func() (sum uint64) {
+		for _, hs := range groups {
+			for _, h := range hs {
+				sum += h.Status().Term
+			}
+		}
+		return sum
 	}
 	time.Sleep(5 * time.Second)
 	b.ResetTimer()
 	var cores float64 // summed over the iterations
+	term0 := terms()
 	for range b.N {
 		cpu0, start := processCPU(), time.Now()
 		time.Sleep(10 * time.Second)
 		cores += (processCPU() - cpu0).Seconds() / time.Since(start).Seconds()
 	}
 	b.ReportMetric(100*cores/float64(b.N), "cpu-%-of-a-core")
+	b.ReportMetric(float64(terms()-term0)/float64(b.N), "term-changes/op")
 }
