@@ -3,6 +3,7 @@
 #
 #   make bench-compare                 # DURATION=10s
 #   make bench-compare DURATION=30s
+#   make bench-compare ROUNDS=3        # three rounds and the median ratio
 #   DURATION=5s scripts/bench-compare.sh   # needs bin/roost (make build)
 #
 # What it does:
@@ -53,7 +54,13 @@
 # header of the table gives the load average before the runs: other work
 # on the machine shows in the numbers.
 #
-# Settings (environment): DURATION (10s), CLIENTS (64), SPREAD_KEYS (1000),
+# ROUNDS=N (default 1) repeats step 3's runs N times, each round on a fresh
+# roost cluster (the etcd cluster stays up), and prints every round's table
+# and, per workload, each round's roost/etcd ratio and their median: this
+# machine's speed drifts between runs, so a ratio of runs minutes apart
+# varies less than either rate, and the median of several less still.
+#
+# Settings (environment): DURATION (10s), ROUNDS (1), CLIENTS (64), SPREAD_KEYS (1000),
 # ROOST_BIN (bin/roost), ETCD_BIN (etcd on PATH), GO (go), READY_TIMEOUT
 # (seconds to wait for each cluster, 120). Everything it starts is stopped,
 # and its temp dir removed, when it exits, Ctrl-C included.
@@ -62,6 +69,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-1}
 CLIENTS=${CLIENTS:-64}
 SPREAD_KEYS=${SPREAD_KEYS:-1000}
 ROOST_BIN=${ROOST_BIN:-bin/roost}
@@ -153,6 +161,7 @@ die() {
 
 [[ $DURATION =~ ^([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$ ]] ||
 	die "DURATION=$DURATION is not a Go duration such as 10s or 1m30s"
+[[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 20)) || die "ROUNDS=$ROUNDS must be a number from 1 to 20"
 [[ $CLIENTS =~ ^[0-9]+$ ]] && ((CLIENTS >= 3)) || die "CLIENTS=$CLIENTS must be a number of at least 3"
 [[ $SPREAD_KEYS =~ ^[0-9]+$ ]] && ((SPREAD_KEYS >= 1)) || die "SPREAD_KEYS=$SPREAD_KEYS must be a positive number"
 [[ -x $ROOST_BIN ]] || die "$ROOST_BIN not found: run 'make build' first (or use 'make bench-compare')"
@@ -239,22 +248,30 @@ http_code() {
 
 # ---------------------------------------------------------------- roost
 
-log "starting roost: 3 nodes, --shards 64 --bootstrap-expect 3 ($("$ROOST_BIN" version 2>/dev/null | head -n1))"
-roost_pids=()
-for i in 0 1 2; do
-	id=n$((i + 1))
-	args=(node --config "" --id "$id" --data-dir "$work/roost/$id"
-		--http "127.0.0.1:${r_http[i]}" --admin "127.0.0.1:${r_admin[i]}"
-		--grpc "127.0.0.1:${r_grpc[i]}" --gossip "127.0.0.1:${r_gossip[i]}"
-		--shards 64 --bootstrap-expect 3)
-	if ((i > 0)); then
-		args+=(--join "127.0.0.1:${r_gossip[0]}")
-	fi
-	"$ROOST_BIN" "${args[@]}" >"$work/logs/roost-$id.log" 2>&1 &
-	pids+=($!)
-	roost_pids+=($!)
-	note "$id: app 127.0.0.1:${r_http[i]}  admin 127.0.0.1:${r_admin[i]}  grpc ${r_grpc[i]}  gossip ${r_gossip[i]}  (pid $!)"
-done
+# start_roost ROUND starts a fresh 3-node cluster (new data dirs; the logs
+# of the round before are overwritten) and waits until it is ready.
+start_roost() {
+	local round=$1 i id
+	local -a args
+	log "starting roost (round $round): 3 nodes, --shards 64 --bootstrap-expect 3 ($("$ROOST_BIN" version 2>/dev/null | head -n1))"
+	roost_pids=()
+	for i in 0 1 2; do
+		id=n$((i + 1))
+		args=(node --config "" --id "$id" --data-dir "$work/roost-$round/$id"
+			--http "127.0.0.1:${r_http[i]}" --admin "127.0.0.1:${r_admin[i]}"
+			--grpc "127.0.0.1:${r_grpc[i]}" --gossip "127.0.0.1:${r_gossip[i]}"
+			--shards 64 --bootstrap-expect 3)
+		if ((i > 0)); then
+			args+=(--join "127.0.0.1:${r_gossip[0]}")
+		fi
+		"$ROOST_BIN" "${args[@]}" >"$work/logs/roost-$id.log" 2>&1 &
+		pids+=($!)
+		roost_pids+=($!)
+		note "$id: app 127.0.0.1:${r_http[i]}  admin 127.0.0.1:${r_admin[i]}  grpc ${r_grpc[i]}  gossip ${r_gossip[i]}  (pid $!)"
+	done
+	wait_ready "roost" roost_ready "http://127.0.0.1:%s/readyz" \
+		"${r_admin[@]}" "${roost_pids[@]}" "$work"/logs/roost-n{1,2,3}.log
+}
 
 # wait_ready WHAT CHECK URL-FORMAT PORT*3 PID*3 LOG*3: polls until CHECK
 # succeeds on the URL of every member (URL-FORMAT with its port), failing
@@ -286,8 +303,8 @@ wait_ready() {
 	done
 	note "$what ready in $((SECONDS - start))s"
 }
-wait_ready "roost" roost_ready "http://127.0.0.1:%s/readyz" \
-	"${r_admin[@]}" "${roost_pids[@]}" "$work"/logs/roost-n{1,2,3}.log
+
+start_roost 1
 
 # ---------------------------------------------------------------- etcd
 
@@ -390,7 +407,7 @@ for i in 0 1 2; do
 	split+=($((CLIENTS / 3 + (i < CLIENTS % 3 ? 1 : 0))))
 done
 
-results=() # lines: workload system keys ops p50 p99 errors requests
+results=() # lines: round workload system keys ops p50 p99 errors requests
 details=()
 
 # run_roost WORKLOAD KEYS: three roost bench processes, one per node.
@@ -430,7 +447,7 @@ run_roost() {
 			details+=("        first error: $(jstr "$f" first_error)")
 		fi
 	done
-	results+=("$wl roost $keys $ops $p50 $p99 $errs $reqs")
+	results+=("$round $wl roost $keys $ops $p50 $p99 $errs $reqs")
 	cpu_note "$wl" roost "$ticks" "$lsec" "$all"
 	note "roost $wl: $(printf '%.1f' "$ops") ops/s, $errs errors"
 }
@@ -464,7 +481,7 @@ run_etcd() {
 	reqs=$(jnum "$f" requests)
 	local all=$((reqs + $(jnum "$f" warmup_requests)))
 	retries=$(jnum "$f" retries)
-	results+=("$wl etcd $keys $ops $p50 $p99 $errs $reqs")
+	results+=("$round $wl etcd $keys $ops $p50 $p99 $errs $reqs")
 	cpu_note "$wl" etcd "$ticks" "$lsec" "$all"
 	details+=("$(printf '%-7s etcd   %d increments, %d compare-and-swap retries (%.2f per increment)' "$wl" "$reqs" "$retries" "$(awk -v r="$retries" -v n="$reqs" 'BEGIN { print (n > 0 ? r / n : 0) }')")")
 	if ((errs > 0)); then
@@ -491,52 +508,80 @@ check_alive() {
 keys_of() { if [[ $1 == spread ]]; then echo "$SPREAD_KEYS"; else echo 1; fi; }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+steps=$((4 * ROUNDS))
 step=0
-for wl in single spread; do
-	keys=$(keys_of "$wl")
-	step=$((step + 1))
-	log "[$step/4] $wl on roost: $CLIENTS clients (${split[0]}+${split[1]}+${split[2]} over n1..n3), $keys object(s), $DURATION after 1s warmup"
-	check_alive roost "before the $wl run"
-	check_alive etcd "while roost was measured"
-	run_roost "$wl" "$keys"
-	check_alive roost "during the $wl run"
-done
+for ((round = 1; round <= ROUNDS; round++)); do
+	((ROUNDS > 1)) && details+=("round $round:")
+	if ((round > 1)); then
+		start_roost "$round"
+	fi
+	for wl in single spread; do
+		keys=$(keys_of "$wl")
+		step=$((step + 1))
+		log "[$step/$steps] $wl on roost: $CLIENTS clients (${split[0]}+${split[1]}+${split[2]} over n1..n3), $keys object(s), $DURATION after 1s warmup"
+		check_alive roost "before the $wl run"
+		check_alive etcd "while roost was measured"
+		run_roost "$wl" "$keys"
+		check_alive roost "during the $wl run"
+	done
 
-# An idle roost cluster is not free: its 64 shards' Raft groups (3 replicas
-# each) and gossip keep about a third of a core busy here, where an idle etcd
-# takes a few percent. So roost is stopped before etcd is measured.
-log "stopping the roost cluster so that it takes no CPU from etcd's runs"
-stop_procs "${roost_pids[@]}"
+	# An idle roost cluster is not free: its 64 shards' Raft groups (3
+	# replicas each) and gossip keep a share of a core busy, where an idle
+	# etcd takes a few percent. So roost is stopped before etcd is measured.
+	log "stopping the roost cluster so that it takes no CPU from etcd's runs"
+	stop_procs "${roost_pids[@]}"
 
-for wl in single spread; do
-	keys=$(keys_of "$wl")
-	step=$((step + 1))
-	log "[$step/4] $wl on etcd: $CLIENTS clients over e1..e3, $keys key(s), $DURATION after 1s warmup"
-	check_alive etcd "before the $wl run"
-	run_etcd "$wl" "$keys"
-	check_alive etcd "during the $wl run"
+	for wl in single spread; do
+		keys=$(keys_of "$wl")
+		step=$((step + 1))
+		log "[$step/$steps] $wl on etcd: $CLIENTS clients over e1..e3, $keys key(s), $DURATION after 1s warmup"
+		check_alive etcd "before the $wl run"
+		run_etcd "$wl" "$keys"
+		check_alive etcd "during the $wl run"
+	done
 done
 
 # ---------------------------------------------------------------- table
 
 echo
-echo "roost vs etcd: 3 nodes each on 127.0.0.1, $(nproc) cores, $CLIENTS clients, $DURATION per run"
+echo "roost vs etcd: 3 nodes each on 127.0.0.1, $(nproc) cores, $CLIENTS clients, $DURATION per run, $ROUNDS round(s)"
 echo "roost $("$ROOST_BIN" version 2>/dev/null | head -n1 | sed 's/^roost //'); etcd ${etcd_version:-?}; load average before the runs: $load_before"
-echo
-for wl in single spread; do
-	printf '%s\n' "${results[@]}" | grep "^$wl roost "
-	printf '%s\n' "${results[@]}" | grep "^$wl etcd "
-done | awk '
-	function ratio(a, b) { return b > 0 ? sprintf("%.2fx", a / b) : "n/a" }
-	{ wl[NR] = $1; sys[NR] = $2; keys[NR] = $3; ops[NR] = $4; p50[NR] = $5; p99[NR] = $6; errs[NR] = $7 }
-	END {
-		printf "%-8s %-12s %6s %12s %11s %11s %8s\n", "workload", "system", "keys", "ops/s", "p50 ms", "p99 ms", "errors"
-		for (i = 1; i <= NR; i += 2) {
-			for (j = i; j <= i + 1; j++)
-				printf "%-8s %-12s %6d %12.1f %11.2f %11.2f %8d\n", wl[j], sys[j], keys[j], ops[j], p50[j], p99[j], errs[j]
-			printf "%-8s %-12s %6s %12s %11s %11s %8s\n", wl[i], "roost/etcd", "", ratio(ops[i], ops[i+1]), ratio(p50[i], p50[i+1]), ratio(p99[i], p99[i+1]), ""
-		}
-	}'
+for ((round = 1; round <= ROUNDS; round++)); do
+	echo
+	((ROUNDS > 1)) && echo "round $round"
+	for wl in single spread; do
+		printf '%s\n' "${results[@]}" | grep "^$round $wl roost "
+		printf '%s\n' "${results[@]}" | grep "^$round $wl etcd "
+	done | awk '
+		function ratio(a, b) { return b > 0 ? sprintf("%.2fx", a / b) : "n/a" }
+		{ wl[NR] = $2; sys[NR] = $3; keys[NR] = $4; ops[NR] = $5; p50[NR] = $6; p99[NR] = $7; errs[NR] = $8 }
+		END {
+			printf "%-8s %-12s %6s %12s %11s %11s %8s\n", "workload", "system", "keys", "ops/s", "p50 ms", "p99 ms", "errors"
+			for (i = 1; i <= NR; i += 2) {
+				for (j = i; j <= i + 1; j++)
+					printf "%-8s %-12s %6d %12.1f %11.2f %11.2f %8d\n", wl[j], sys[j], keys[j], ops[j], p50[j], p99[j], errs[j]
+				printf "%-8s %-12s %6s %12s %11s %11s %8s\n", wl[i], "roost/etcd", "", ratio(ops[i], ops[i+1]), ratio(p50[i], p50[i+1]), ratio(p99[i], p99[i+1]), ""
+			}
+		}'
+done
+if ((ROUNDS > 1)); then
+	# The ratio of each round (roost and etcd measured minutes apart) and
+	# their median: this machine's speed drifts between runs, and a ratio
+	# of runs close in time drifts less than either rate.
+	echo
+	for wl in single spread; do
+		printf '%s\n' "${results[@]}" | awk -v wl="$wl" -v rounds="$ROUNDS" '
+			$2 == wl && $3 == "roost" { r[$1] = $5 }
+			$2 == wl && $3 == "etcd" { e[$1] = $5 }
+			END {
+				n = 0
+				for (k = 1; k <= rounds; k++) if (e[k] > 0) { v[++n] = r[k] / e[k]; line = line sprintf(" %.2fx", r[k] / e[k]) }
+				for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+				med = (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2)
+				printf "%-8s roost/etcd ops/s by round:%s; median %.2fx\n", wl, line, med
+			}'
+	done
+fi
 echo
 echo "roost ops/s and errors are the sums of three bench processes (one per node); its p50/p99"
 echo "are the largest of the three processes' values, an upper bound on the merged percentiles."
