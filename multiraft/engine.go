@@ -343,11 +343,25 @@ type groupReady struct {
 // group's messages (one Send a peer), then every group's committed
 // entries in one batch, then Advance. It reports whether the round synced
 // and how many groups' work it carried.
+//
+// When every group of the round is led here, the messages go out before
+// the sync instead, so that followers write an entry while the leader
+// does (the Raft thesis, section 10.2.1; etcd-io/raft's doc, "Usage",
+// step 2; etcd's server does the same): a round's commit then waits for
+// one sync, not two in a row. It is safe because a leader counts its own
+// copy of an entry only when Advance tells raft it is stored, after the
+// sync, and because what a leader sends does not rest on its unsynced
+// hard state: its term and vote were synced before it could win, and a
+// commit index may be learnt again. Other groups' messages (votes, append
+// answers) promise what the node has stored, so they wait for the sync;
+// a round with both sends after it, in one Send a peer, since a second
+// Send costs more CPU than the overlap saves when the rounds carry many
+// groups (TestPowerCutUnderLoad; docs/multiraft.md).
 func (e *Engine) handleReadies() (synced bool, groups int) {
 	var rds []groupReady
 	b := e.cfg.DB.NewBatch()
 	defer b.Close()
-	mustSync := false
+	mustSync, allLead := false, true
 	for _, g := range e.groups {
 		if g.failed != nil || !g.rn.HasReady() {
 			continue
@@ -358,10 +372,14 @@ func (e *Engine) handleReadies() (synced bool, groups int) {
 			continue
 		}
 		mustSync = mustSync || !raft.IsEmptySnap(rd.Snapshot) || raft.MustSync(rd.HardState, g.hs, len(rd.Entries))
+		allLead = allLead && g.rn.BasicStatus().RaftState == raft.StateLeader
 		rds = append(rds, groupReady{g, rd})
 	}
 	if len(rds) == 0 {
 		return false, 0
+	}
+	if allLead {
+		e.send(rds)
 	}
 	if !b.Empty() {
 		opts := pebble.NoSync
@@ -381,7 +399,9 @@ func (e *Engine) handleReadies() (synced bool, groups int) {
 			r.g.fail(e, err)
 		}
 	}
-	e.send(rds)
+	if !allLead {
+		e.send(rds)
+	}
 	for _, r := range rds {
 		r.g.readStates(r.rd.ReadStates)
 	}

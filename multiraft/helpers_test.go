@@ -9,6 +9,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -132,6 +133,9 @@ type cluster struct {
 	sms     map[uint64]map[GroupID]*counters
 	groups  map[uint64]map[GroupID]*Group
 	config  func(*Config)
+	// syncDelays (nanoseconds, by node id) slow every sync of a node's
+	// files, to widen the window between a write and its sync.
+	syncDelays [8]atomic.Int64
 }
 
 func newCluster(t testing.TB, nodes int, config func(*Config)) *cluster {
@@ -157,7 +161,7 @@ func (c *cluster) start(id uint64) {
 	if c.fs[id] == nil {
 		c.fs[id] = vfs.NewCrashableMem()
 	}
-	db, err := pebble.Open("db", &pebble.Options{FS: c.fs[id], Logger: quietPebble{}})
+	db, err := pebble.Open("db", &pebble.Options{FS: slowSyncFS{c.fs[id], &c.syncDelays[id]}, Logger: quietPebble{}})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -203,6 +207,67 @@ func (c *cluster) crash(id uint64) {
 	c.fs[id] = crashed
 	delete(c.engines, id)
 	delete(c.dbs, id)
+}
+
+// powerCut cuts the power of every running node at once, engines still
+// running: each loses what it had not synced when its copy was taken,
+// whatever it has acknowledged since.
+func (c *cluster) powerCut() {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := slices.Sorted(maps.Keys(c.engines))
+	crashed := map[uint64]*vfs.MemFS{}
+	for _, id := range ids {
+		crashed[id] = c.fs[id].CrashClone(vfs.CrashCloneCfg{})
+	}
+	for _, id := range ids {
+		c.net.Detach(id)
+		c.engines[id].Close()
+		_ = c.dbs[id].Close()
+		c.fs[id] = crashed[id]
+		delete(c.engines, id)
+		delete(c.dbs, id)
+	}
+}
+
+// slowSyncFS delays every sync of its files by *delay nanoseconds.
+type slowSyncFS struct {
+	vfs.FS
+	delay *atomic.Int64
+}
+
+func (fs slowSyncFS) wrap(f vfs.File, err error) (vfs.File, error) {
+	if err != nil {
+		return nil, err
+	}
+	return slowSyncFile{f, fs.delay}, nil
+}
+
+func (fs slowSyncFS) Create(name string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+	return fs.wrap(fs.FS.Create(name, cat))
+}
+
+func (fs slowSyncFS) OpenReadWrite(name string, cat vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	return fs.wrap(fs.FS.OpenReadWrite(name, cat, opts...))
+}
+
+func (fs slowSyncFS) ReuseForWrite(oldname, newname string, cat vfs.DiskWriteCategory) (vfs.File, error) {
+	return fs.wrap(fs.FS.ReuseForWrite(oldname, newname, cat))
+}
+
+type slowSyncFile struct {
+	vfs.File
+	delay *atomic.Int64
+}
+
+func (f slowSyncFile) wait() { time.Sleep(time.Duration(f.delay.Load())) }
+
+func (f slowSyncFile) Sync() error     { f.wait(); return f.File.Sync() }
+func (f slowSyncFile) SyncData() error { f.wait(); return f.File.SyncData() }
+func (f slowSyncFile) SyncTo(length int64) (bool, error) {
+	f.wait()
+	return f.File.SyncTo(length)
 }
 
 // startGroup starts group g on node id with the given founding voters

@@ -182,6 +182,22 @@ func BenchmarkEngineSpread(b *testing.B) {
 	})
 }
 
+// BenchmarkEngineOneGroup is one group's commits on the engine, 8
+// proposers with one apply in flight each: bound by how long an entry
+// takes to commit (the leader's and the followers' synced writes, the
+// messages), not by CPU, as under load on one object.
+//
+//	go test -run XXX -bench EngineOneGroup -benchtime 5000x ./raftstore
+func BenchmarkEngineOneGroup(b *testing.B) {
+	const proposers = 8
+	nodes := newEngineCluster(b, 3)
+	group := startEngineGroup(b, nodes, 1, 0)
+	runSpread(b, 1, proposers, func(_ int, data []byte) error {
+		_, err := group[0].Propose(context.Background(), data)
+		return err
+	})
+}
+
 // BenchmarkEngineIdle measures what three engines with 64 idle groups
 // (leaders spread, no proposals) cost: the share of one core the process
 // uses over 10 s after a 5 s settle, for each iteration. The figure to
