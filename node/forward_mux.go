@@ -226,11 +226,20 @@ func splitBatch[T any](items []T, size func(T) int) (batch, rest []T) {
 	return batch, append(items[:0], items[n:]...)
 }
 
+// errMuxEnded: the peer ended the Calls stream with status OK, which its
+// handler does only when the stream's client half-closes (and a callMux
+// never does): gRPC reports it as a bare io.EOF, which said nothing to
+// whoever read the call's error.
+var errMuxEnded = errors.New("the peer ended the Calls stream without an error, before answering")
+
 // read hands each reply to its caller until the stream fails.
 func (m *callMux) read() {
 	for {
 		b, err := m.stream.Recv()
 		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = errMuxEnded
+			}
 			m.fail(err)
 			return
 		}

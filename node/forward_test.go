@@ -510,3 +510,38 @@ func TestRefusedStreamReportsThePeersStatus(t *testing.T) {
 		t.Fatalf("streamStatus changed a non-EOF error: %v", err)
 	}
 }
+
+// TestMuxEndedByPeerSaysSo: a peer whose Calls handler returns without an
+// error ends the stream with status OK, which gRPC reports to the reader
+// as a bare io.EOF; the waiting call's error says what happened instead,
+// as an outcome the caller cannot know.
+func TestMuxEndedByPeerSaysSo(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+		// Take the first batch, then end the stream with status OK.
+		return stream.RecvMsg(new(proto.ForwardCallBatch))
+	}))
+	go func() { _ = srv.Serve(lis) }()
+	defer srv.Stop()
+	f := newForwarder()
+	defer f.close()
+	cc, err := f.conn(lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := openCallMux(cc, "n9", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = m.call(ctx, &proto.ForwardCall{Head: &proto.ForwardHead{Class: "Counter", Method: "GET", Url: "/"}})
+	var mf *muxFailure
+	if !errors.As(err, &mf) || !errors.Is(err, errMuxEnded) || !mf.sent {
+		t.Fatalf("call on a stream the peer ended = %v, want errMuxEnded with the outcome unknown", err)
+	}
+}
