@@ -420,6 +420,11 @@ type apiOperation struct {
 	Started    flexible `json:"started"`
 	ETASeconds *float64 `json:"eta_seconds"`
 	Error      string   `json:"error"`
+	Waiting    []struct {
+		Shard   flexible `json:"shard"`
+		Seconds float64  `json:"seconds"`
+		Reason  string   `json:"reason"`
+	} `json:"waiting"`
 }
 
 // Operation states.
@@ -447,6 +452,26 @@ func (op apiOperation) progress() string {
 		return fmt.Sprintf("%d moves done", op.Done)
 	}
 	return fmt.Sprintf("%d/%d moves done (%d%%)", op.Done, op.Total, op.Done*100/op.Total)
+}
+
+// stallShown is how long a shard's step must have waited before the
+// progress lines name it: most converge within a second or two.
+const stallShown = 10 * time.Second
+
+// stall is ", waiting over 40s on shard 5: it has no leader" for the
+// shard the running op has waited on longest, if that is at least
+// stallShown; "" otherwise. The time is in steps of stallShown, so that
+// the progress line changes only that often.
+func (op apiOperation) stall() string {
+	if op.State != opRunning || len(op.Waiting) == 0 {
+		return ""
+	}
+	w := op.Waiting[0] // the server lists the longest first
+	waited := time.Duration(w.Seconds * float64(time.Second)).Truncate(stallShown)
+	if waited < stallShown {
+		return ""
+	}
+	return fmt.Sprintf(", waiting over %s on shard %s: %s", waited, w.Shard, w.Reason)
 }
 
 // serverETA is the server's estimate of the time left, if it gave one.

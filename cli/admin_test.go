@@ -828,3 +828,29 @@ func TestAdminHelp(t *testing.T) {
 		})
 	}
 }
+
+func TestOperationStall(t *testing.T) {
+	op := func(state, waiting string) apiOperation {
+		var o apiOperation
+		if err := json.Unmarshal([]byte(`{"id":"op-1","kind":"rebalance","state":"`+state+`","waiting":`+waiting+`}`), &o); err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	for _, tc := range []struct {
+		desc string
+		op   apiOperation
+		want string
+	}{
+		{"nothing waited on", op("running", `[]`), ""},
+		{"no list (an older server)", op("running", `null`), ""},
+		{"a short wait", op("running", `[{"shard":5,"seconds":9,"reason":"it has no leader"}]`), ""},
+		{"a long wait", op("running", `[{"shard":5,"seconds":42,"reason":"it has no leader"}]`), ", waiting over 40s on shard 5: it has no leader"},
+		{"the longest, listed first", op("running", `[{"shard":7,"seconds":75,"reason":"its group has voters [n1]"},{"shard":2,"seconds":12,"reason":"x"}]`), ", waiting over 1m10s on shard 7: its group has voters [n1]"},
+		{"an ended operation", op("failed", `[{"shard":5,"seconds":42,"reason":"it has no leader"}]`), ""},
+	} {
+		if got := tc.op.stall(); got != tc.want {
+			t.Errorf("%s: stall() = %q, want %q", tc.desc, got, tc.want)
+		}
+	}
+}

@@ -134,6 +134,7 @@ func describeOperation(op apiOperation) string {
 		if eta, ok := op.serverETA(); ok {
 			s += ", ETA " + formatETA(eta)
 		}
+		s += op.stall()
 	}
 	if started := startedText(op.Started); started != "" {
 		s += ", started " + started
@@ -883,6 +884,7 @@ func (p *progressLine) show(op apiOperation) {
 			line += ", ETA unknown yet"
 		}
 	}
+	line += op.stall()
 	if line == p.last && now.Sub(p.shown) < adminProgressEvery {
 		return
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -78,6 +79,14 @@ type operation struct {
 	done     int
 	finished time.Time
 	err      string
+	// waiting: the shards whose current step has not converged yet, with
+	// since when and why not (shardView.converged).
+	waiting map[placement.ShardID]stepWait
+}
+
+type stepWait struct {
+	since  time.Time
+	reason string
 }
 
 // opJSON is an operation as the API shows it.
@@ -90,12 +99,29 @@ type opJSON struct {
 	Started    time.Time `json:"started"`
 	ETASeconds *int      `json:"eta_seconds"` // null until a move has finished
 	Error      string    `json:"error"`
+	// Waiting lists, longest first, the shards whose current step has not
+	// converged yet and why; empty once the operation has ended.
+	Waiting []opWaitJSON `json:"waiting"`
+}
+
+type opWaitJSON struct {
+	Shard   placement.ShardID `json:"shard"`
+	Seconds int               `json:"seconds"`
+	Reason  string            `json:"reason"`
 }
 
 func (op *operation) json() *opJSON {
 	op.mu.Lock()
 	defer op.mu.Unlock()
-	j := &opJSON{ID: op.id, Kind: op.kind, State: op.state, Total: op.total, Done: op.done, Started: op.started, Error: op.err}
+	j := &opJSON{ID: op.id, Kind: op.kind, State: op.state, Total: op.total, Done: op.done, Started: op.started, Error: op.err, Waiting: []opWaitJSON{}}
+	if op.state == "running" {
+		for sid, w := range op.waiting {
+			j.Waiting = append(j.Waiting, opWaitJSON{Shard: sid, Seconds: int(time.Since(w.since).Seconds()), Reason: w.reason})
+		}
+		slices.SortFunc(j.Waiting, func(a, b opWaitJSON) int {
+			return cmp.Or(cmp.Compare(b.Seconds, a.Seconds), cmp.Compare(a.Shard, b.Shard))
+		})
+	}
 	switch {
 	case op.state != "running":
 		zero := 0
@@ -106,6 +132,24 @@ func (op *operation) json() *opJSON {
 		j.ETASeconds = &eta
 	}
 	return j
+}
+
+// waitingOn records that shard sid's step, waited for since since, has
+// not converged because of reason.
+func (op *operation) waitingOn(sid placement.ShardID, since time.Time, reason string) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	if op.waiting == nil {
+		op.waiting = map[placement.ShardID]stepWait{}
+	}
+	op.waiting[sid] = stepWait{since: since, reason: reason}
+}
+
+// doneWaiting records that shard sid's step is no longer waited for.
+func (op *operation) doneWaiting(sid placement.ShardID) {
+	op.mu.Lock()
+	defer op.mu.Unlock()
+	delete(op.waiting, sid)
 }
 
 func (op *operation) progress(total, done int) {
@@ -552,7 +596,7 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 				seen[mv.Shard] = true
 				inflight[mv.Shard] = true
 				go func() {
-					results <- result{mv.Shard, a.execMove(ctx, mv)}
+					results <- result{mv.Shard, a.execMove(ctx, op, mv)}
 				}()
 			}
 		}
@@ -602,7 +646,7 @@ func (a *admin) stillMetaLeader(ctx context.Context) error {
 
 // execMove carries out one move: each step is written to the map, then
 // the shard's group must converge to it before the next.
-func (a *admin) execMove(ctx context.Context, mv placement.Move) error {
+func (a *admin) execMove(ctx context.Context, op *operation, mv placement.Move) error {
 	c := a.n.cluster
 	m := c.metaFSM.Map()
 	s := m.ShardMap[mv.Shard]
@@ -623,7 +667,7 @@ func (a *admin) execMove(ctx context.Context, mv placement.Move) error {
 			}
 			return fmt.Errorf("%s: %w", mv, err)
 		}
-		if err := a.waitConverged(ctx, mv.Shard, next); err != nil {
+		if err := a.waitConverged(ctx, op, mv.Shard, next); err != nil {
 			return fmt.Errorf("%s: %w", mv, err)
 		}
 		prev = next
@@ -633,9 +677,11 @@ func (a *admin) execMove(ctx context.Context, mv placement.Move) error {
 
 // waitConverged waits until shard sid's group is configured as replicas:
 // a leader, every replica a voter, nothing else.
-func (a *admin) waitConverged(ctx context.Context, sid placement.ShardID, replicas []placement.NodeID) error {
+func (a *admin) waitConverged(ctx context.Context, op *operation, sid placement.ShardID, replicas []placement.NodeID) error {
 	c := a.n.cluster
-	deadline := time.Now().Add(convergeTimeout)
+	start := time.Now()
+	deadline := start.Add(convergeTimeout)
+	defer op.doneWaiting(sid)
 	for {
 		m := c.metaFSM.Map()
 		s := m.ShardMap[sid]
@@ -649,6 +695,7 @@ func (a *admin) waitConverged(ctx context.Context, sid placement.ShardID, replic
 		if ok {
 			return nil
 		}
+		op.waitingOn(sid, start, why)
 		if time.Now().After(deadline) {
 			return fmt.Errorf("shard %d did not converge to [%s] within %s: %s", sid, joinIDs(replicas), convergeTimeout, why)
 		}

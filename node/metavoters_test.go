@@ -115,3 +115,57 @@ func TestMetaGrowsToFiveVoters(t *testing.T) {
 		}
 	}
 }
+
+// TestOperationShowsWhatItWaitsOn: a rebalance whose moves cannot
+// converge — every shard lost two of its three replicas — says, while it
+// runs, which shards it waits on and why. (Five nodes, so that the meta
+// group has five voters and keeps its quorum with two nodes down.)
+func TestOperationShowsWhatItWaitsOn(t *testing.T) {
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 5, 4, reg)
+	deadline := time.Now().Add(60 * time.Second)
+	for len(c.metaVoters()) < 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the meta group has voters %v, want all five nodes", c.metaVoters())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// Every shard is on n1..n3 (nothing was rebalanced onto n4 and n5).
+	// Keep the meta leadership off the two nodes about to stop.
+	if ld := c.metaLeader(); ld.cfg.NodeID == "n2" || ld.cfg.NodeID == "n3" {
+		if err := ld.cluster.meta.Raft().LeadershipTransferToServer("n4", raft.ServerAddress(c.cfgs[3].GRPCAddr)).Error(); err != nil {
+			t.Fatalf("moving the meta leadership to n4: %v", err)
+		}
+	}
+	c.stop(1)
+	c.stop(2)
+
+	var out struct {
+		Operation opJSON `json:"operation"`
+		Error     string `json:"error"`
+	}
+	if code := c.admin(0, "POST", "/v1/rebalance", map[string]any{}, &out); code != 202 {
+		t.Fatalf("POST /v1/rebalance: %d %s", code, out.Error)
+	}
+	id := out.Operation.ID
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if code := c.admin(0, "GET", "/v1/operations/"+id, nil, &out); code != 200 {
+			t.Fatalf("GET /v1/operations/%s: %d %s", id, code, out.Error)
+		}
+		op := out.Operation
+		if op.State != "running" {
+			t.Fatalf("the rebalance ended while its shards have no leader: %+v", op)
+		}
+		if len(op.Waiting) > 0 && op.Waiting[0].Seconds >= 2 {
+			w := op.Waiting[0]
+			if w.Reason != "it has no leader" || w.Shard < 0 || int(w.Shard) >= 4 {
+				t.Fatalf("waiting on %+v, want a shard with no leader", w)
+			}
+			t.Logf("%s waits on %d shard(s), the longest: shard %d for %ds, %s", id, len(op.Waiting), w.Shard, w.Seconds, w.Reason)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s the rebalance says it waits on nothing: %+v", op)
+		}
+	}
+}
