@@ -49,6 +49,18 @@ func (c *testCluster) metaVoters() []string {
 	return voters
 }
 
+// waitMetaVoters waits until the meta group has n voters.
+func (c *testCluster) waitMetaVoters(n int, timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for len(c.metaVoters()) < n {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("the meta group has voters %v, want %d", c.metaVoters(), n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // TestMetaGrowsToFiveVoters: a cluster bootstrapped with three nodes that
 // grows to five gives the meta group five voters, so that it survives the
 // loss of two of them — its leader among them — and still changes the map.
@@ -58,14 +70,9 @@ func TestMetaGrowsToFiveVoters(t *testing.T) {
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 5, 4, reg)
 
-	deadline := time.Now().Add(60 * time.Second)
-	for len(c.metaVoters()) < 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the meta group has voters %v, want all five nodes", c.metaVoters())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitMetaVoters(5, 60*time.Second)
 	t.Logf("meta voters: %v", c.metaVoters())
+	deadline := time.Now().Add(30 * time.Second)
 	// A follower learns the configuration a moment after its leader.
 	for shown := c.members(1); ; shown = c.members(1) {
 		voters := 0
@@ -123,13 +130,7 @@ func TestMetaGrowsToFiveVoters(t *testing.T) {
 func TestOperationShowsWhatItWaitsOn(t *testing.T) {
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 5, 4, reg)
-	deadline := time.Now().Add(60 * time.Second)
-	for len(c.metaVoters()) < 5 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the meta group has voters %v, want all five nodes", c.metaVoters())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	c.waitMetaVoters(5, 60*time.Second)
 	// Every shard is on n1..n3 (nothing was rebalanced onto n4 and n5).
 	// Keep the meta leadership off the two nodes about to stop.
 	if ld := c.metaLeader(); ld.cfg.NodeID == "n2" || ld.cfg.NodeID == "n3" {
