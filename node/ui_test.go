@@ -85,7 +85,8 @@ func TestDashboardRenders(t *testing.T) {
 	eta := 34
 	answers := map[string]any{
 		"/v1/status": statusJSON{NodeID: "n1", ClusterID: "c0ffee", Mode: "cluster", Ready: true, MetaLeader: "n2", MapVersion: 14, Nodes: 2, Shards: 2, Replicas: 2,
-			Operation: &opJSON{ID: "rebalance-1", Kind: "rebalance", State: "running", Total: 51, Done: 5, ETASeconds: &eta}},
+			Operation: &opJSON{ID: "rebalance-1", Kind: "rebalance", State: "running", Total: 51, Done: 5, ETASeconds: &eta,
+				Waiting: []opWaitJSON{{Shard: 7, Seconds: 42, Reason: "it has no leader"}, {Shard: 2, Seconds: 3, Reason: "x"}}}},
 		"/v1/members": map[string]any{"members": []Member{
 			{ID: "n1", State: "active", Alive: true, GRPC: "g1", HTTP: "h1", Admin: "a1", Gossip: "s1", Replicas: 2, Leaders: 1, Meta: "voter"},
 			{ID: "n2", State: "draining", Alive: false, GRPC: "g2", HTTP: "h2", Admin: "a2", Gossip: "s2", Replicas: 1, Leaders: 0, Meta: "nonvoter"},
@@ -132,7 +133,7 @@ func TestDashboardRenders(t *testing.T) {
 		{"token status", "shown", "answering node | n1 | mode | cluster | ready | yes | cluster | c0ffee | meta leader | n2 | map version | 14"},
 		{"token operation", "shown", ""},
 		{"token operation-title", "shown", "Operation rebalance-1: rebalance (running)"},
-		{"token operation-text", "shown", "5 of 51 moves, about 34 s left"},
+		{"token operation-text", "shown", "5 of 51 moves, about 34 s left; waiting 42 s on shard 7: it has no leader"},
 		{"token members", "shown", "n1 | active | yes | 2 | 1 | voter | h1 | a1 | g1 | s1 | n2 | draining | no | 1 | 0 | nonvoter | h2 | a2 | g2 | s2"},
 		{"token shards-summary", "shown", "2 shards, 1 without a leader, 1 with a replica not answering"},
 		{"token shards", "shown", "0 | n1 | n1, n2 | n1, n2 | — | 42 | 3 entries | 1 | none | n1, n2 | n1 | n2 | 7 | no answer from n2"},

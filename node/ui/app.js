@@ -63,6 +63,8 @@ function renderStatus(st) {
     $("operation-progress").value = op.done;
     let text = op.done + " of " + op.total + " moves";
     if (op.eta_seconds) text += ", about " + Math.round(op.eta_seconds) + " s left";
+    const w = (op.waiting || [])[0]; // the longest wait comes first
+    if (w && w.seconds >= 10) text += "; waiting " + w.seconds + " s on shard " + w.shard + ": " + w.reason;
     if (op.error) text += " — " + op.error;
     $("operation-text").textContent = text;
   }
