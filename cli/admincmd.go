@@ -152,7 +152,9 @@ func (e adminEnv) newMembersCommand() *cobra.Command {
 		Short: "List the cluster's nodes, their state and addresses",
 		Long: `List every node in the cluster map, sorted by id: its state (active, draining
 or removed), whether gossip finds it alive, how many shard replicas it holds
-and leads, and its admin, app (http), grpc and gossip addresses.` + adminConnectHelp,
+and leads, whether it is a voter or a non-voter of the meta group (which holds
+the cluster map; "-" if it is in neither), and its admin, app (http), grpc and
+gossip addresses.` + adminConnectHelp,
 		Example: `  roost members
   roost members --addr 10.0.0.5:8789 -o json`,
 		Args: noArgs,

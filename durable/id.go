@@ -92,6 +92,7 @@ func (r *IDKeyring) FromName(name string) ID {
 	io.WriteString(h, name)
 	var sum [sha256.Size]byte
 	copy(id.b[1:1+payloadLen], h.Sum(sum[:0]))
+	h.Reset()
 	r.seal(h, &id)
 	r.macs.Put(h)
 	id.name = name
@@ -145,9 +146,9 @@ func (r *IDKeyring) hmac() hash.Hash {
 	return hmac.New(sha256.New, r.key[:])
 }
 
-// mac is the MAC of id's kind and payload, which seals it to the namespace.
+// mac is the MAC of id's kind and payload, which seals it to the
+// namespace, computed with h, which must be reset.
 func (r *IDKeyring) mac(h hash.Hash, id *ID, sum *[sha256.Size]byte) []byte {
-	h.Reset()
 	h.Write([]byte("mac\x00"))
 	h.Write(id.b[:1+payloadLen])
 	return h.Sum(sum[:0])[:macLen]

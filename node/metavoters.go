@@ -42,24 +42,18 @@ func (c *cluster) growMeta(ctx context.Context, r *raft.Raft) {
 		return
 	}
 	m := c.metaFSM.Map()
-	alive := c.aliveIDs()
+	servers := cf.Configuration().Servers
 	voters := 0
-	var spares []raft.Server
-	for _, s := range cf.Configuration().Servers {
-		switch s.Suffrage {
-		case raft.Voter:
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
 			voters++
-		case raft.Nonvoter:
-			if nd, ok := m.Nodes[placement.NodeID(s.ID)]; ok && nd.State == placement.NodeActive && alive[nd.ID] {
-				spares = append(spares, s)
-			}
 		}
 	}
+	spares := c.metaSpares(servers, c.aliveIDs())
 	target := metaVoterTarget(voters, len(spares))
 	if voters >= target {
 		return
 	}
-	slices.SortFunc(spares, func(a, b raft.Server) int { return cmp.Compare(a.ID, b.ID) })
 	applied := r.AppliedIndex()
 	var ready []raft.Server
 	for _, s := range spares {
@@ -132,22 +126,29 @@ func (c *cluster) healMeta(r *raft.Raft, alive, dead map[placement.NodeID]bool) 
 	}
 }
 
-// promoteSpareMetaVoter makes the first alive non-voter of the meta group
-// (by ID) a voter, before a voter leaves, and reports whether it did.
-func (c *cluster) promoteSpareMetaVoter(r *raft.Raft, servers []raft.Server, alive map[placement.NodeID]bool) bool {
-	var spare []raft.Server
+// metaSpares returns, sorted by ID, the non-voters of the meta group
+// (servers) that may become voters: alive, and active in the map — not a
+// node being drained or removed, which would soon need replacing itself.
+func (c *cluster) metaSpares(servers []raft.Server, alive map[placement.NodeID]bool) []raft.Server {
+	m := c.metaFSM.Map()
+	var spares []raft.Server
 	for _, s := range servers {
-		if s.Suffrage == raft.Nonvoter && alive[placement.NodeID(s.ID)] {
-			if nd, ok := c.metaFSM.Map().Nodes[placement.NodeID(s.ID)]; ok && nd.State == placement.NodeRemoved {
-				continue
-			}
-			spare = append(spare, s)
+		id := placement.NodeID(s.ID)
+		if nd, ok := m.Nodes[id]; s.Suffrage == raft.Nonvoter && alive[id] && ok && nd.State == placement.NodeActive {
+			spares = append(spares, s)
 		}
 	}
+	slices.SortFunc(spares, func(a, b raft.Server) int { return cmp.Compare(a.ID, b.ID) })
+	return spares
+}
+
+// promoteSpareMetaVoter makes the first of metaSpares a voter, before a
+// voter leaves, and reports whether it did.
+func (c *cluster) promoteSpareMetaVoter(r *raft.Raft, servers []raft.Server, alive map[placement.NodeID]bool) bool {
+	spare := c.metaSpares(servers, alive)
 	if len(spare) == 0 {
 		return false
 	}
-	slices.SortFunc(spare, func(a, b raft.Server) int { return cmp.Compare(a.ID, b.ID) })
 	c.n.log.Info("promoting a meta non-voter to voter", "node", spare[0].ID)
 	if err := r.AddVoter(spare[0].ID, spare[0].Address, 0, membershipTimeout).Error(); err != nil {
 		c.n.log.Warn("promoting a meta non-voter", "node", spare[0].ID, "err", err)

@@ -507,6 +507,24 @@ check_alive() {
 
 keys_of() { if [[ $1 == spread ]]; then echo "$SPREAD_KEYS"; else echo 1; fi; }
 
+# measure SYSTEM CLIENTS-TEXT KEYS-TEXT: both workloads on SYSTEM (roost or
+# etcd) with run_SYSTEM, checking that its servers stay up (and, while
+# roost is measured, that the idle etcd cluster does too).
+measure() {
+	local sys=$1 wl keys
+	for wl in single spread; do
+		keys=$(keys_of "$wl")
+		step=$((step + 1))
+		log "[$step/$steps] $wl on $sys: $CLIENTS $2, $keys $3, $DURATION after 1s warmup"
+		check_alive "$sys" "before the $wl run"
+		if [[ $sys == roost ]]; then
+			check_alive etcd "while roost was measured"
+		fi
+		"run_$sys" "$wl" "$keys"
+		check_alive "$sys" "during the $wl run"
+	done
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 steps=$((4 * ROUNDS))
 step=0
@@ -515,15 +533,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	if ((round > 1)); then
 		start_roost "$round"
 	fi
-	for wl in single spread; do
-		keys=$(keys_of "$wl")
-		step=$((step + 1))
-		log "[$step/$steps] $wl on roost: $CLIENTS clients (${split[0]}+${split[1]}+${split[2]} over n1..n3), $keys object(s), $DURATION after 1s warmup"
-		check_alive roost "before the $wl run"
-		check_alive etcd "while roost was measured"
-		run_roost "$wl" "$keys"
-		check_alive roost "during the $wl run"
-	done
+	measure roost "clients (${split[0]}+${split[1]}+${split[2]} over n1..n3)" "object(s)"
 
 	# An idle roost cluster is not free: its 64 shards' Raft groups (3
 	# replicas each) and gossip keep a share of a core busy, where an idle
@@ -531,14 +541,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	log "stopping the roost cluster so that it takes no CPU from etcd's runs"
 	stop_procs "${roost_pids[@]}"
 
-	for wl in single spread; do
-		keys=$(keys_of "$wl")
-		step=$((step + 1))
-		log "[$step/$steps] $wl on etcd: $CLIENTS clients over e1..e3, $keys key(s), $DURATION after 1s warmup"
-		check_alive etcd "before the $wl run"
-		run_etcd "$wl" "$keys"
-		check_alive etcd "during the $wl run"
-	done
+	measure etcd "clients over e1..e3" "key(s)"
 done
 
 # ---------------------------------------------------------------- table
