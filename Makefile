@@ -49,7 +49,7 @@ help:
 	@echo "make proto    regenerate the gRPC code in proto/ (needs protoc and the Go plugins)"
 	@echo "make image    build the FROM scratch image roost:dev (deploy/Dockerfile)"
 	@echo "make docker-test     the docker-compose fleet test (needs a Docker daemon)"
-	@echo "make bench-compare   3-node roost vs 3-member etcd, same load (DURATION=10s ROUNDS=1)"
+	@echo "make bench-compare   3-node roost vs 3-member etcd, same load (DURATION=10s ROUNDS=1 SHARDS=64)"
 	@echo "make bench-failover  failover times, planned moves, idle CPU of a 3-node cluster"
 	@echo "make bench-rebalance rebalance onto a 4th node under load: time, write gaps, no lost write"
 	@echo "make clean    remove bin/ (the dev data directory .roost is left alone)"
@@ -103,9 +103,10 @@ clean:
 # the same load, one table (see scripts/bench-compare.sh).
 DURATION ?= 10s
 ROUNDS ?= 1
+SHARDS ?= 64
 
 bench-compare: build
-	DURATION=$(DURATION) ROUNDS=$(ROUNDS) ROOST_BIN=$(BIN) GO=$(GO) scripts/bench-compare.sh
+	DURATION=$(DURATION) ROUNDS=$(ROUNDS) SHARDS=$(SHARDS) ROOST_BIN=$(BIN) GO=$(GO) scripts/bench-compare.sh
 
 # Failover time after SIGKILL, idle CPU and failed writes during planned
 # leadership moves (SIGTERM) of a 3-node cluster of $(BIN) on 127.0.0.1

@@ -89,7 +89,7 @@ var nodeSettings = append([]setting{
 	dataDirSetting.withUsage("directory for this node's data; every node needs its own"),
 	httpSetting,
 	adminSetting,
-	shardsSetting.withUsage("number of shards in the cluster; fixed when the cluster first forms"),
+	shardsSetting.withUsage("number of shards in the cluster; fixed when the cluster first forms (fewer: less CPU per write over many objects; more: finer placement; docs/operations.md)"),
 	idleTimeoutSetting,
 }, clusterSettings...)
 

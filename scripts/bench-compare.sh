@@ -8,7 +8,7 @@
 #
 # What it does:
 #   1. starts a 3-node roost cluster on 127.0.0.1 (real `bin/roost node`
-#      processes, --shards 64 --bootstrap-expect 3, temp data dirs, free
+#      processes, --shards SHARDS (64) --bootstrap-expect 3, temp data dirs, free
 #      ports) and waits for GET /readyz = 200 on all three admin listeners;
 #   2. starts a 3-member etcd cluster on 127.0.0.1 (Debian's etcd-server,
 #      installed with apt-get if `etcd` is missing; temp data dirs, free
@@ -60,7 +60,11 @@
 # machine's speed drifts between runs, so a ratio of runs minutes apart
 # varies less than either rate, and the median of several less still.
 #
-# Settings (environment): DURATION (10s), ROUNDS (1), CLIENTS (64), SPREAD_KEYS (1000),
+# SHARDS=N (default 64, roost's default) sets the roost cluster's --shards.
+# Fewer shards put more of the spread load's increments in each shard's
+# Raft entries (docs/operations.md, "Choosing --shards").
+#
+# Settings (environment): DURATION (10s), ROUNDS (1), SHARDS (64), CLIENTS (64), SPREAD_KEYS (1000),
 # ROOST_BIN (bin/roost), ETCD_BIN (etcd on PATH), GO (go), READY_TIMEOUT
 # (seconds to wait for each cluster, 120). Everything it starts is stopped,
 # and its temp dir removed, when it exits, Ctrl-C included.
@@ -70,6 +74,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-1}
+SHARDS=${SHARDS:-64}
 CLIENTS=${CLIENTS:-64}
 SPREAD_KEYS=${SPREAD_KEYS:-1000}
 ROOST_BIN=${ROOST_BIN:-bin/roost}
@@ -162,6 +167,7 @@ die() {
 [[ $DURATION =~ ^([0-9]+(\.[0-9]*)?(ns|us|µs|ms|s|m|h))+$ ]] ||
 	die "DURATION=$DURATION is not a Go duration such as 10s or 1m30s"
 [[ $ROUNDS =~ ^[0-9]+$ ]] && ((ROUNDS >= 1 && ROUNDS <= 20)) || die "ROUNDS=$ROUNDS must be a number from 1 to 20"
+[[ $SHARDS =~ ^[0-9]+$ ]] && ((SHARDS >= 1)) || die "SHARDS=$SHARDS must be a positive number"
 [[ $CLIENTS =~ ^[0-9]+$ ]] && ((CLIENTS >= 3)) || die "CLIENTS=$CLIENTS must be a number of at least 3"
 [[ $SPREAD_KEYS =~ ^[0-9]+$ ]] && ((SPREAD_KEYS >= 1)) || die "SPREAD_KEYS=$SPREAD_KEYS must be a positive number"
 [[ -x $ROOST_BIN ]] || die "$ROOST_BIN not found: run 'make build' first (or use 'make bench-compare')"
@@ -253,14 +259,14 @@ http_code() {
 start_roost() {
 	local round=$1 i id
 	local -a args
-	log "starting roost (round $round): 3 nodes, --shards 64 --bootstrap-expect 3 ($("$ROOST_BIN" version 2>/dev/null | head -n1))"
+	log "starting roost (round $round): 3 nodes, --shards $SHARDS --bootstrap-expect 3 ($("$ROOST_BIN" version 2>/dev/null | head -n1))"
 	roost_pids=()
 	for i in 0 1 2; do
 		id=n$((i + 1))
 		args=(node --config "" --id "$id" --data-dir "$work/roost-$round/$id"
 			--http "127.0.0.1:${r_http[i]}" --admin "127.0.0.1:${r_admin[i]}"
 			--grpc "127.0.0.1:${r_grpc[i]}" --gossip "127.0.0.1:${r_gossip[i]}"
-			--shards 64 --bootstrap-expect 3)
+			--shards "$SHARDS" --bootstrap-expect 3)
 		if ((i > 0)); then
 			args+=(--join "127.0.0.1:${r_gossip[0]}")
 		fi
