@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -42,6 +43,11 @@ const keptOperations = 16
 
 // convergeTimeout bounds the wait for one step's convergence.
 var convergeTimeout = 2 * time.Minute
+
+// quorumLossGrace is how long a step waits on a shard that has lost its
+// live quorum (its nodes died after the step began) before it leaves the
+// shard to the end of the operation: long enough for a node that restarts.
+var quorumLossGrace = 10 * time.Second
 
 // convergePoll is how often a step's convergence is checked.
 const convergePoll = 200 * time.Millisecond
@@ -266,14 +272,19 @@ func (a *admin) resumeRecorded() {
 
 // planOf returns the planner of a recorded operation's kind.
 func (a *admin) planOf(op *operation) planFunc {
+	c := a.n.cluster
 	plan := placement.Plan
 	if op.kind == placement.OperationDrain {
+		// The drained node's replicas go to nodes that are alive: planned
+		// as if the dead were draining too, a replica is not sent to a dead
+		// node (toAlive would drop that move, and the drain would end with
+		// the replica still there). Only the drained node's moves are kept.
 		drained := op.node
 		plan = func(m placement.Map) []placement.Move {
-			return slices.DeleteFunc(placement.Plan(m), func(mv placement.Move) bool { return mv.Remove != drained })
+			return slices.DeleteFunc(placement.Plan(deadAsDraining(m, c.aliveIDs())), func(mv placement.Move) bool { return mv.Remove != drained })
 		}
 	}
-	return a.n.cluster.toAlive(plan)
+	return c.toAlive(plan)
 }
 
 // endOp records the end of the running operation, and clears the meta
@@ -531,6 +542,49 @@ func onlyToAlive(plan planFunc, alive func() map[placement.NodeID]bool) planFunc
 	}
 }
 
+// errNoLiveQuorum: a shard's replicas on nodes gossip sees alive are fewer
+// than a quorum, so its group can make no configuration change; an
+// operation leaves such a shard as it is and names it when it ends.
+var errNoLiveQuorum = errors.New("too few of its replicas are alive to change it")
+
+// withoutLiveQuorum returns the shards of moves that have fewer replicas on
+// alive nodes than a quorum of the map's replica set, with why. Its group
+// cannot elect a leader or commit a change, so a step written to the map
+// for it could only wait out convergeTimeout.
+func withoutLiveQuorum(m placement.Map, moves []placement.Move, alive map[placement.NodeID]bool) map[placement.ShardID]error {
+	var held map[placement.ShardID]error
+	for _, mv := range moves {
+		if int(mv.Shard) >= len(m.ShardMap) || held[mv.Shard] != nil {
+			continue
+		}
+		s := m.ShardMap[mv.Shard]
+		var up, down []placement.NodeID
+		for _, id := range s.Replicas {
+			if alive[id] {
+				up = append(up, id)
+			} else {
+				down = append(down, id)
+			}
+		}
+		if need := placement.Quorum(len(s.Replicas)); len(up) < need {
+			if held == nil {
+				held = map[placement.ShardID]error{}
+			}
+			held[mv.Shard] = fmt.Errorf("shard %d: %w: %d of its replicas [%s] are alive (%s down), and a change needs %d",
+				mv.Shard, errNoLiveQuorum, len(up), joinIDs(s.Replicas), joinIDs(down), need)
+		}
+	}
+	return held
+}
+
+// heldError is how an operation ends that left shards without a live
+// quorum unchanged.
+func heldError(held map[placement.ShardID]error) error {
+	ids := slices.Sorted(maps.Keys(held))
+	return fmt.Errorf("left %d shard(s) unchanged (%s): too few of their replicas are alive to change them; start the operation again once their nodes are back; %w",
+		len(ids), shardList(ids), held[ids[0]])
+}
+
 // launch runs op in the background, bounded by the node's lifetime.
 func (a *admin) launch(op *operation, plan planFunc) {
 	ctx := a.n.manager.ctx
@@ -575,13 +629,26 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 			m := c.metaFSM.Map()
 			pending := plan(m)
 			op.progress(done+len(pending), done)
+			// Shards without a live quorum are left as they are: a step
+			// for them would be written to the map and never carried out.
+			held := withoutLiveQuorum(m, pending, c.aliveIDs())
+			pending = slices.DeleteFunc(pending, func(mv placement.Move) bool { return held[mv.Shard] != nil })
 			if len(pending) == 0 && len(inflight) == 0 {
+				var err error
+				if len(held) > 0 {
+					err = heldError(held)
+				}
 				if op.kind == "drain" {
-					if held := m.ShardsOf(op.node); len(held) > 0 {
-						return fmt.Errorf("%s still holds replicas of shards %s, but the planner has no move for them", op.node, shardList(held))
+					left := slices.DeleteFunc(m.ShardsOf(op.node), func(sid placement.ShardID) bool { return held[sid] != nil })
+					if len(left) > 0 {
+						stuck := fmt.Errorf("%s still holds replicas of shards %s, but the planner has no move for them", op.node, shardList(left))
+						if err == nil {
+							return stuck
+						}
+						return fmt.Errorf("%w; %w", stuck, err)
 					}
 				}
-				return nil
+				return err
 			}
 			seen := map[placement.ShardID]bool{}
 			for _, mv := range pending {
@@ -606,6 +673,8 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 		case res.err == nil:
 			done++
 			replans = 0
+		case errors.Is(res.err, errNoLiveQuorum):
+			// Planned again, the shard is held back, and named at the end.
 		case errors.Is(res.err, errReplan):
 			if replans++; replans > maxReplans && failure == nil {
 				failure = fmt.Errorf("the map kept changing under the operation (%d re-plans in a row); last: %v", replans, res.err)
@@ -681,6 +750,7 @@ func (a *admin) waitConverged(ctx context.Context, op *operation, sid placement.
 	c := a.n.cluster
 	start := time.Now()
 	deadline := start.Add(convergeTimeout)
+	var lostSince time.Time // when the shard was first seen without a live quorum
 	defer op.doneWaiting(sid)
 	for {
 		m := c.metaFSM.Map()
@@ -694,6 +764,15 @@ func (a *admin) waitConverged(ctx context.Context, op *operation, sid placement.
 		ok, why := view.converged()
 		if ok {
 			return nil
+		}
+		if held := withoutLiveQuorum(m, []placement.Move{{Shard: sid}}, c.aliveIDs()); held != nil {
+			if lostSince.IsZero() {
+				lostSince = time.Now()
+			} else if time.Since(lostSince) >= quorumLossGrace {
+				return held[sid]
+			}
+		} else {
+			lostSince = time.Time{}
 		}
 		op.waitingOn(sid, start, why)
 		if time.Now().After(deadline) {

@@ -73,6 +73,15 @@ func healMoves(m placement.Map, alive, dead map[placement.NodeID]bool) []placeme
 	if len(dead) == 0 {
 		return nil
 	}
+	return slices.DeleteFunc(placement.Plan(deadAsDraining(m, alive)), func(mv placement.Move) bool {
+		return mv.Add == "" || !dead[mv.Remove]
+	})
+}
+
+// deadAsDraining returns m with every active node that is not in alive
+// made draining (m itself is not changed): a plan over it places nothing on
+// a node gossip does not see alive, and moves replicas off such nodes.
+func deadAsDraining(m placement.Map, alive map[placement.NodeID]bool) placement.Map {
 	view := m
 	view.Nodes = maps.Clone(m.Nodes)
 	for id, nd := range view.Nodes {
@@ -81,9 +90,7 @@ func healMoves(m placement.Map, alive, dead map[placement.NodeID]bool) []placeme
 			view.Nodes[id] = nd
 		}
 	}
-	return slices.DeleteFunc(placement.Plan(view), func(mv placement.Move) bool {
-		return mv.Add == "" || !dead[mv.Remove]
-	})
+	return view
 }
 
 // aliveIDs is the set of nodes gossip sees alive, this one included.
@@ -113,7 +120,11 @@ func (c *cluster) heal(r *raft.Raft) {
 		return
 	}
 	c.healMeta(r, alive, dead)
-	if len(healMoves(m, alive, dead)) == 0 {
+	// A shard without a live quorum cannot be healed: starting on it alone
+	// would only end in an error at every control tick.
+	moves := healMoves(m, alive, dead)
+	held := withoutLiveQuorum(m, moves, alive)
+	if !slices.ContainsFunc(moves, func(mv placement.Move) bool { return held[mv.Shard] == nil }) {
 		return
 	}
 	a := c.n.admin
