@@ -553,7 +553,7 @@ done
 # ---------------------------------------------------------------- table
 
 echo
-echo "roost vs etcd: 3 nodes each on 127.0.0.1, $(nproc) cores, $CLIENTS clients, $DURATION per run, $ROUNDS round(s)"
+echo "roost vs etcd: 3 nodes each on 127.0.0.1, $(nproc) cores, $CLIENTS clients, $DURATION per run, $ROUNDS round(s), roost --shards $SHARDS"
 echo "roost $("$ROOST_BIN" version 2>/dev/null | head -n1 | sed 's/^roost //'); etcd ${etcd_version:-?}; load average before the runs: $load_before"
 for ((round = 1; round <= ROUNDS; round++)); do
 	echo
