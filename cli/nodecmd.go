@@ -59,8 +59,9 @@ var (
 		},
 		{
 			key: "cluster.dead_node_grace", flag: "dead-node-grace", env: "ROOST_DEAD_NODE_GRACE", usage: "re-create the replicas of a node dead this long on other nodes; 0 never does",
-			field:    func(c *node.Config) any { return &c.DeadNodeGrace },
-			fromFile: func(f *config.File) any { return f.Cluster.DeadNodeGrace },
+			field:      func(c *node.Config) any { return &c.DeadNodeGrace },
+			fromFile:   func(f *config.File) any { return f.Cluster.DeadNodeGrace },
+			zeroInFile: func(f *config.File) bool { return f.Cluster.NoHealing },
 		},
 		{
 			key: "cluster.tls_cert", flag: "tls-cert", env: "ROOST_TLS_CERT", usage: "PEM certificate of this node for mutual TLS between nodes (with --tls-key and --tls-ca)",

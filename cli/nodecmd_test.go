@@ -113,6 +113,12 @@ func TestNodePrecedence(t *testing.T) {
 			file: source{file: `dead_node_grace = "5m"`}, flag: source{args: []string{"--dead-node-grace", "10s"}}, env: source{env: "0s"},
 			wantFile: 5 * time.Minute, wantFlag: 10 * time.Second, wantEnv: time.Duration(0),
 		},
+		{
+			// 0 in the file turns healing off, where an unset key means the default.
+			setting: "dead node grace off in the file", table: "cluster", envName: "ROOST_DEAD_NODE_GRACE", get: func(c node.Config) any { return c.DeadNodeGrace }, def: def.DeadNodeGrace,
+			file: source{file: `dead_node_grace = "0s"`}, flag: source{args: []string{"--dead-node-grace", "10s"}}, env: source{env: "1m"},
+			wantFile: time.Duration(0), wantFlag: 10 * time.Second, wantEnv: time.Minute,
+		},
 	}
 	for _, tt := range tests {
 		// Every combination of the three sources; the last one present wins.

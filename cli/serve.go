@@ -49,6 +49,9 @@ type setting struct {
 	// type; its zero value means the file does not set it.
 	field    func(c *node.Config) any
 	fromFile func(f *config.File) any
+	// zeroInFile, if set, reports that the file sets the setting to its
+	// zero value, which then means something (dead_node_grace = "0s").
+	zeroInFile func(f *config.File) bool
 	// check, if set, vets each value from a flag or variable (each element
 	// of a list) that node.Config.Validate would let through; the file's
 	// values were checked by package config.
@@ -225,6 +228,9 @@ func (s *server) apply(cfg *node.Config, file *config.File, settings ...setting)
 func (st setting) inFile(file *config.File) bool {
 	if file == nil {
 		return false
+	}
+	if st.zeroInFile != nil && st.zeroInFile(file) {
+		return true
 	}
 	v := reflect.ValueOf(st.fromFile(file))
 	return !v.IsZero() && !(v.Kind() == reflect.Slice && v.Len() == 0)

@@ -79,6 +79,9 @@ type Cluster struct {
 	// DeadNodeGrace: how long a node may be dead before its replicas are
 	// re-created elsewhere (positive; 0 means the file does not set it).
 	DeadNodeGrace time.Duration
+	// NoHealing: the file says dead_node_grace = "0s", which turns
+	// automatic healing off (DeadNodeGrace stays 0).
+	NoHealing bool
 	// TLSCert, TLSKey and TLSCA are PEM file paths for mutual TLS between
 	// nodes, relative to the working directory as written here (the CLI
 	// makes them relative to the file, as it does data_dir). All three or

@@ -101,6 +101,11 @@ renamed_classes = [{from = "A", to = "B"}]
 			want: File{Notices: []string{"[[migrations]] (2 entries) ignored: roost serves the classes the binary registers, so there is nothing to migrate"}},
 		},
 		{
+			name: "healing off",
+			in:   "[cluster]\ndead_node_grace = \"0s\"",
+			want: File{Cluster: Cluster{NoHealing: true}},
+		},
+		{
 			name: "every roost table",
 			in: `[node]
 id = "n1"
@@ -202,8 +207,7 @@ func TestParseBad(t *testing.T) {
 		{"zero duration", "[runtime]\nidle_timeout = \"0s\"", `roost.toml: runtime.idle_timeout must be positive (leave it out for the default)`},
 		{"negative duration", "[runtime]\nidle_timeout = \"-5s\"", `roost.toml: runtime.idle_timeout must be positive, got -5s`},
 		{"bad grace", "[cluster]\ndead_node_grace = \"soon\"", `roost.toml: cluster.dead_node_grace: "soon" is not a duration (write it like "60s" or "5m")`},
-		{"zero grace", "[cluster]\ndead_node_grace = \"0s\"", `roost.toml: cluster.dead_node_grace must be positive (leave it out for the default)`},
-		{"negative grace", "[cluster]\ndead_node_grace = \"-1m\"", `roost.toml: cluster.dead_node_grace must be positive, got -1m0s`},
+		{"negative grace", "[cluster]\ndead_node_grace = \"-1m\"", `roost.toml: cluster.dead_node_grace must be positive, or "0s" for no automatic healing, got -1m0s`},
 		{"no port", "[node]\nhttp = \"localhost\"", `roost.toml: node.http: "localhost" is not host:port`},
 		{"port not a number", "[node]\nadmin = \"localhost:http\"", `roost.toml: node.admin: "localhost:http": port "http" is not a number from 0 to 65535`},
 		{"port too big", "[node]\ngrpc = \":70000\"", `roost.toml: node.grpc: ":70000": port "70000" is not a number from 0 to 65535`},

@@ -161,7 +161,8 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 		MaxBatchKeys:  positive(raw.Storage.MaxBatchKeys, "storage", "max_batch_keys"),
 	}
 	f.Admin.Token = raw.Admin.Token
-	duration := func(s string, key ...string) time.Duration {
+	// zeroOK: 0 is a setting of its own (the caller tells it from unset).
+	duration := func(s string, zeroOK bool, key ...string) time.Duration {
 		if !md.IsDefined(key...) {
 			return 0
 		}
@@ -169,13 +170,14 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 		switch {
 		case err != nil:
 			problems = append(problems, fmt.Sprintf("%s: %q is not a duration (write it like \"60s\" or \"5m\")", toml.Key(key), s))
-		case d == 0:
+		case d == 0 && !zeroOK:
 			problems = append(problems, fmt.Sprintf("%s must be positive (leave it out for the default)", toml.Key(key)))
 		}
 		return d // a negative one is reported by problems()
 	}
-	f.Runtime.IdleTimeout = duration(raw.Runtime.IdleTimeout, "runtime", "idle_timeout")
-	f.Cluster.DeadNodeGrace = duration(raw.Cluster.DeadNodeGrace, "cluster", "dead_node_grace")
+	f.Runtime.IdleTimeout = duration(raw.Runtime.IdleTimeout, false, "runtime", "idle_timeout")
+	f.Cluster.DeadNodeGrace = duration(raw.Cluster.DeadNodeGrace, true, "cluster", "dead_node_grace")
+	f.Cluster.NoHealing = md.IsDefined("cluster", "dead_node_grace") && f.Cluster.DeadNodeGrace == 0
 
 	if raw.Vars != nil {
 		f.Vars = make(map[string]string, len(raw.Vars))

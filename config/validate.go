@@ -115,7 +115,7 @@ func (f *File) problems() []string {
 		bad("runtime.idle_timeout must be positive, got %s", f.Runtime.IdleTimeout)
 	}
 	if f.Cluster.DeadNodeGrace < 0 {
-		bad("cluster.dead_node_grace must be positive, got %s", f.Cluster.DeadNodeGrace)
+		bad("cluster.dead_node_grace must be positive, or \"0s\" for no automatic healing, got %s", f.Cluster.DeadNodeGrace)
 	}
 	return p
 }
