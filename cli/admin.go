@@ -268,7 +268,8 @@ func (c *adminClient) refusal(resp *http.Response, raw []byte) *apiError {
 	var body struct {
 		Error string `json:"error"`
 	}
-	if json.Unmarshal(raw, &body) == nil && body.Error != "" {
+	fromAPI := json.Unmarshal(raw, &body) == nil && body.Error != ""
+	if fromAPI {
 		e.msg = body.Error
 	} else {
 		e.msg = fmt.Sprintf("%s %s answered %s", resp.Request.Method, resp.Request.URL, resp.Status)
@@ -284,6 +285,9 @@ func (c *adminClient) refusal(resp *http.Response, raw []byte) *apiError {
 			e.hint = "the token from " + c.tokenFrom + " was refused: check --token or " + envAdminToken
 		}
 	case http.StatusNotFound:
+		if fromAPI {
+			break // the API's own answer (no such key, say): nothing to fix here
+		}
 		e.hint = "is " + c.base + " a node's admin listener, of a roost with the admin API? point --addr or " + envAdminAddr + " at one"
 	}
 	return e

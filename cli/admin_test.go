@@ -346,6 +346,12 @@ func TestAdminErrors(t *testing.T) {
 			want:   "roost: no meta leader: cluster not formed (2 of 3 nodes have met)\n",
 		},
 		{
+			name: "404 from the API itself", route: "GET /v1/kv/B/values/nope",
+			answer: canned(404, `{"error":"KV B has no key \"nope\""}`),
+			args:   []string{"kv", "get", "nope", "--binding", "B"},
+			want:   "roost: KV B has no key \"nope\"\n",
+		},
+		{
 			name: "not the admin API", // answer nil: a server that knows no /v1/
 			args: []string{"status"},
 			want: "roost: GET {URL}/v1/status answered 404 Not Found: 404 page not found (is {URL} a node's admin listener, of a roost with the admin API? point --addr or ROOST_ADDR at one)\n",
@@ -734,7 +740,7 @@ func TestShardsMoveWait(t *testing.T) {
 	if stderr != wantErr {
 		t.Errorf("stderr\n%s\nwant\n%s", stderr, wantErr)
 	}
-	wantOut := "shard 7: moving a replica from n1 to n4 (map version 43)\nshard 7: moved; its voters are the map's replicas\n"
+	wantOut := "shard 7: moving a replica from n1 to n4 (shard version 43)\nshard 7: moved; its voters are the map's replicas\n"
 	if stdout != wantOut {
 		t.Errorf("stdout\n%s\nwant\n%s", stdout, wantOut)
 	}
@@ -751,7 +757,7 @@ func TestShardsMoveWaitOverridden(t *testing.T) {
 			"voters":["n1","n2","n3"],"nonvoters":[],"applied_index":10,"replica_lag":{}}]}`),
 	})
 	code, _, stderr := runAdmin(t, nil, "shards", "move", "7", "--to", "n4", "--wait", "--addr", srv.addr())
-	if want := "roost: shard 7's placement changed again (map version 44) and no longer has a replica on n4\n"; code != exitFailure || stderr != want {
+	if want := "roost: shard 7's placement changed again (shard version 44) and no longer has a replica on n4\n"; code != exitFailure || stderr != want {
 		t.Errorf("exit %d, stderr %q; want 1, %q", code, stderr, want)
 	}
 }
@@ -770,7 +776,7 @@ func TestShardsMoveAndTransferLeader(t *testing.T) {
 		wantStdout func(string) bool
 	}{
 		{args: []string{"shards", "move", "12", "--to", "n5"}, path: "/v1/shards/12/move", body: `{"to":"n5"}`,
-			stdout: "shard 12: moving a replica from n3 to n5 (map version 50)\nThe shard's leader converges now: 'roost shards list' shows it, or pass --wait next time.\n"},
+			stdout: "shard 12: moving a replica from n3 to n5 (shard version 50)\nThe shard's leader converges now: 'roost shards list' shows it, or pass --wait next time.\n"},
 		{args: []string{"shards", "move", "12", "--to", "n5", "-o", "json"}, path: "/v1/shards/12/move", body: `{"to":"n5"}`,
 			stdout: "{\n  \"from\": \"n3\",\n  \"shard\": 12,\n  \"to\": \"n5\",\n  \"version\": 50\n}\n"},
 		{args: []string{"shards", "transfer-leader", "7", "--to", "n2"}, path: "/v1/shards/7/transfer-leader", body: `{"to":"n2"}`,

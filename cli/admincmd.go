@@ -61,8 +61,8 @@ it is ready to serve (and why not), the meta group's leader, the version of
 the cluster map, how many nodes, shards and replicas there are, and the
 rebalance or drain that is running, if any.
 
-'roost dev' answers this command too; the other operator commands need a
-cluster.` + adminConnectHelp,
+'roost dev' answers this command and 'roost kv' too; the other operator
+commands need a cluster.` + adminConnectHelp,
 		Example: `  # the local node
   roost status
 
@@ -348,7 +348,7 @@ not the move).` + adminConnectHelp,
 				m.Shard, m.To = shard, to
 			}
 			if !o.json() {
-				fmt.Fprintf(e.stdout, "shard %d: moving a replica from %s to %s (map version %d)\n", m.Shard, cell(m.From), m.To, m.Version)
+				fmt.Fprintf(e.stdout, "shard %d: moving a replica from %s to %s (shard version %d)\n", m.Shard, cell(m.From), m.To, m.Version)
 			}
 			if wait {
 				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -425,9 +425,9 @@ func moveStage(s apiShard, m apiMove) (stage string, done bool, err error) {
 	inRaft := func(id string) bool { return slices.Contains(s.Voters, id) || slices.Contains(s.NonVoters, id) }
 	switch {
 	case s.Version < m.Version:
-		return fmt.Sprintf("waiting for map version %d (this node has %d)", m.Version, s.Version), false, nil
+		return fmt.Sprintf("waiting for shard version %d (this node has %d)", m.Version, s.Version), false, nil
 	case !slices.Contains(s.Replicas, m.To):
-		return "", false, fmt.Errorf("shard %d's placement changed again (map version %d) and no longer has a replica on %s", s.ID, s.Version, m.To)
+		return "", false, fmt.Errorf("shard %d's placement changed again (shard version %d) and no longer has a replica on %s", s.ID, s.Version, m.To)
 	case s.Leader == "":
 		return "waiting for a leader", false, nil
 	case slices.Contains(s.NonVoters, m.To):
@@ -596,10 +596,13 @@ func (e adminEnv) newDrainCommand() *cobra.Command {
 		Use:   "drain NODE",
 		Short: "Move every replica off a node before it is removed",
 		Long: `Mark NODE draining, so that nothing new is placed on it, and move its replicas
-to the other active nodes, at most --max-concurrent at a time. The cluster
-refuses a drain that would leave a shard without enough nodes, and runs one
-rebalance or drain at a time. Once a node holds nothing, 'roost remove NODE'
-takes it out of the cluster.
+to the other active nodes that are alive, at most --max-concurrent at a time.
+The cluster refuses a drain only when no other active node can take the
+replicas; with fewer active nodes left than --replicas, shards keep fewer
+replicas. A shard with too few replicas alive to change (two of three nodes
+down) is left as it is, and the drain fails naming it once the rest is
+moved. One rebalance or drain runs at a time. Once a node holds nothing,
+'roost remove NODE' takes it out of the cluster.
 
 Without --wait the command prints the operation it started and returns;
 'roost status' shows its progress. With --wait it shows progress on stderr

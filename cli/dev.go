@@ -32,10 +32,10 @@ storage behave as they will in production and survive restarts.
 
 Settings are read, each overriding the one before, from: the defaults shown
 below, roost.toml ([node] data_dir/http/admin, [cluster] shards, [runtime]
-idle_timeout, [storage], [vars], [[durable_objects.bindings]],
+idle_timeout, [storage], [admin] token, [vars], [[durable_objects.bindings]],
 [[kv_namespaces]]), the flags you give, and the environment variables
-ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_SHARDS and ROOST_IDLE_TIMEOUT
-(empty ones are ignored).
+ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_SHARDS, ROOST_IDLE_TIMEOUT and
+ROOST_ADMIN_TOKEN (empty ones are ignored).
 
 A relative data_dir in roost.toml is relative to the file; a relative
 --data-dir or ROOST_DATA_DIR is relative to the working directory.
@@ -45,8 +45,9 @@ compiled into this binary. The shard count is fixed when the data directory
 is first used.
 
 The app listener serves only the Worker. The admin listener serves /healthz,
-/readyz, /metrics, /debug/pprof/ and /v1/status (the rest of the admin API
-needs a cluster). Ctrl-C (or SIGTERM) stops the node after
+/readyz, /metrics, /debug/pprof/, /v1/status, the KV calls (/v1/kv/..., which
+'roost kv' uses) and the dashboard at /ui/; the rest of the admin API needs a
+cluster and answers 409. Ctrl-C (or SIGTERM) stops the node after
 in-flight requests finish; a second Ctrl-C stops it at once.`,
 		Example: `  # serve on the default ports, reading ./roost.toml if it exists
   roost dev
@@ -54,8 +55,8 @@ in-flight requests finish; a second Ctrl-C stops it at once.`,
   # a throwaway data directory on other ports
   roost dev --data-dir /tmp/roost --http 127.0.0.1:9000 --admin 127.0.0.1:9001
 
-  # the environment wins over flags and file
-  ROOST_HTTP=0.0.0.0:8787 roost dev --config deploy/roost.toml`,
+  # your own config file; the environment wins over flags and file
+  ROOST_HTTP=0.0.0.0:8787 roost dev --config staging.toml`,
 		Args: noArgs,
 		RunE: runE(d.resolve, d.run),
 	}

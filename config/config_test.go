@@ -59,7 +59,8 @@ id = "abc"
 preview_id = "def"
 objects = 8
 `,
-			want: File{KVNamespaces: []KVNamespace{{Binding: "CACHE", ID: "abc", PreviewID: "def", Objects: 8}}},
+			want: File{KVNamespaces: []KVNamespace{{Binding: "CACHE", ID: "abc", PreviewID: "def", Objects: 8}},
+				Notices: []string{"[[kv_namespaces]] CACHE: preview_id ignored: roost has no preview namespaces, so the binding always uses id"}},
 		},
 		{
 			name: "kv namespaces inline",

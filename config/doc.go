@@ -10,9 +10,10 @@
 // Parsing is strict on purpose. A misspelt key in a config file otherwise
 // fails silently: the setting keeps its default and the operator finds out
 // in production. So every key roost does not know is an error that names its
-// full path, and every error wraps ErrInvalidConfig. The one exception is
-// [[migrations]], which wrangler files routinely carry and which means
-// nothing to roost; it is accepted and reported in File.Notices.
+// full path, and every error wraps ErrInvalidConfig. The exceptions are
+// [[migrations]] and a namespace's preview_id, which wrangler files
+// routinely carry and which mean nothing to roost; they are accepted and
+// reported in File.Notices.
 //
 // The package only reads and checks the file. A zero value in File means
 // "not set": defaults belong to whoever consumes the file (the node's

@@ -190,6 +190,12 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 			f.Vars[k] = v
 		}
 	}
+	for _, kv := range raw.KVNamespaces {
+		if kv.PreviewID != "" {
+			f.Notices = append(f.Notices, fmt.Sprintf(
+				"[[kv_namespaces]] %s: preview_id ignored: roost has no preview namespaces, so the binding always uses id", kv.Binding))
+		}
+	}
 	if n := len(raw.Migrations); n > 0 {
 		f.Notices = append(f.Notices, fmt.Sprintf(
 			"[[migrations]] (%d entries) ignored: roost serves the classes the binary registers, so there is nothing to migrate", n))

@@ -193,8 +193,11 @@ func (c *cluster) shardView(ctx context.Context, m placement.Map, s placement.Sh
 	}
 	if ref != nil {
 		v.AppliedIndex = ref.AppliedIndex
-		v.Voters = slices.Sorted(slices.Values(append([]string{}, ref.Voters...)))
-		v.Nonvoters = slices.Sorted(slices.Values(append([]string{}, ref.Nonvoters...)))
+		// Sorted copies, never nil: the API answers [] for none.
+		v.Voters = append([]string{}, ref.Voters...)
+		slices.Sort(v.Voters)
+		v.Nonvoters = append([]string{}, ref.Nonvoters...)
+		slices.Sort(v.Nonvoters)
 		for _, id := range ref.Voters {
 			members[id] = true
 		}

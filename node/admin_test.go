@@ -356,6 +356,16 @@ func TestAdminCluster(t *testing.T) {
 				t.Errorf("shard %d: applied_index 0", i)
 			}
 		}
+		// Empty lists are [], not null.
+		var raw struct {
+			Shards []map[string]any `json:"shards"`
+		}
+		c.admin(other, "GET", "/v1/shards", nil, &raw)
+		for _, s := range raw.Shards {
+			if nv, ok := s["nonvoters"].([]any); !ok || len(nv) != 0 {
+				t.Errorf("shard %v: nonvoters %#v, want []", s["id"], s["nonvoters"])
+			}
+		}
 		// The leader it names is the one leading the group (leaders move
 		// while the balancer spreads them: they must agree once settled).
 		deadline := time.Now().Add(10 * time.Second)
