@@ -197,12 +197,17 @@ func writeAPIError(w http.ResponseWriter, err error) {
 // decodeBody decodes a JSON request body strictly into v. An empty body
 // leaves v as it is when the body is optional.
 func decodeBody(r *http.Request, v any, optional bool) error {
-	b, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	return decodeBodyUpTo(r, v, optional, maxAdminBody)
+}
+
+// decodeBodyUpTo is decodeBody for bodies of up to limit bytes.
+func decodeBodyUpTo(r *http.Request, v any, optional bool, limit int) error {
+	b, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 	if err != nil {
 		return errorf(http.StatusBadRequest, "reading the request body: %v", err)
 	}
-	if len(b) > maxAdminBody {
-		return errorf(http.StatusBadRequest, "request body larger than %d bytes", maxAdminBody)
+	if len(b) > limit {
+		return errorf(http.StatusBadRequest, "request body larger than %d bytes", limit)
 	}
 	if len(strings.TrimSpace(string(b))) == 0 {
 		if optional {

@@ -24,6 +24,13 @@ type kvValueAnswer struct {
 	Metadata json.RawMessage `json:"metadata,omitempty"`
 }
 
+// The largest expiration_ttl and expiration a put takes: a century from
+// now, and the last second of year 9999.
+const (
+	maxKVExpirationSeconds = 100 * 365 * 24 * 60 * 60
+	maxKVExpirationUnix    = 253402300799
+)
+
 type kvPutBody struct {
 	Value         []byte          `json:"value"`
 	ExpirationTTL int64           `json:"expiration_ttl,omitempty"` // seconds from now
@@ -94,17 +101,25 @@ func (a *admin) kvPut(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	var body kvPutBody
-	r.Body = http.MaxBytesReader(w, r.Body, maxKVAdminBody)
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&body); err != nil {
-		return errorf(http.StatusBadRequest, "malformed JSON body: %v", err)
+	if err := decodeBodyUpTo(r, &body, false, maxKVAdminBody); err != nil {
+		return err
+	}
+	if body.Value == nil {
+		return errorf(http.StatusBadRequest, `the body needs "value" (base64; "" for an empty value)`)
+	}
+	// Bounded so that the arithmetic below cannot wrap around into a near
+	// expiry: a century is more than any cache needs.
+	if body.ExpirationTTL < 0 || body.ExpirationTTL > maxKVExpirationSeconds {
+		return errorf(http.StatusBadRequest, "expiration_ttl %d is out of range: give seconds from now, up to %d", body.ExpirationTTL, int64(maxKVExpirationSeconds))
+	}
+	if body.Expiration < 0 || body.Expiration > maxKVExpirationUnix {
+		return errorf(http.StatusBadRequest, "expiration %d is out of range: give Unix seconds, up to %d", body.Expiration, int64(maxKVExpirationUnix))
 	}
 	opts := durable.KVPutOptions{ExpirationTTL: time.Duration(body.ExpirationTTL) * time.Second}
 	if body.Expiration != 0 {
 		opts.Expiration = time.Unix(body.Expiration, 0)
 	}
-	if body.Metadata != nil {
+	if body.Metadata != nil && string(body.Metadata) != "null" {
 		opts.Metadata = body.Metadata
 	}
 	key := r.PathValue("key")

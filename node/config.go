@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -134,10 +136,31 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return bad("data dir is empty")
 	}
-	for name, addr := range map[string]string{"http": c.HTTPAddr, "admin": c.AdminAddr} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+	listeners := [][2]string{{"http", c.HTTPAddr}, {"admin", c.AdminAddr}}
+	if c.Cluster() {
+		listeners = append(listeners, [2]string{"grpc", c.GRPCAddr}, [2]string{"gossip", c.GossipAddr})
+	}
+	// Checked before anything is written to the data dir, so that a typo
+	// in an address does not leave the dir claimed by a node that never ran.
+	taken := map[string]string{}
+	for _, l := range listeners {
+		name, addr := l[0], l[1]
+		_, port, err := net.SplitHostPort(addr)
+		if err != nil {
 			return bad("%s address %q: %v", name, addr, err)
 		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return bad("%s address %q: the port must be a number from 0 to 65535", name, addr)
+		} else if p == 0 {
+			continue // any free port: never the same as another
+		}
+		if other, ok := taken[addr]; ok {
+			return bad("%s and %s both listen on %s; give each its own address", other, name, addr)
+		}
+		taken[addr] = name
+	}
+	if strings.TrimSpace(c.AdminToken) != c.AdminToken {
+		return bad("the admin token has spaces around it; clients' tokens are trimmed, so it could never match")
 	}
 	if c.Shards < 1 || c.Shards > 4096 {
 		return bad("shards must be between 1 and 4096, got %d", c.Shards)
@@ -164,6 +187,8 @@ func (c Config) Validate() error {
 			return bad("a KV namespace needs a binding and an id, got %q and %q", kv.Binding, kv.ID)
 		case seenKV[kv.Binding]:
 			return bad("KV binding %q is declared twice", kv.Binding)
+		case slices.ContainsFunc(c.Bindings, func(b durable.Binding) bool { return b.Name == kv.Binding }):
+			return bad("%q is both a Durable Object binding and a KV binding; give each its own name", kv.Binding)
 		case kv.Objects < 0 || kv.Objects > durable.KVMaxObjects:
 			return bad("KV binding %q: %d objects, not between 1 and %d", kv.Binding, kv.Objects, durable.KVMaxObjects)
 		}
@@ -174,11 +199,6 @@ func (c Config) Validate() error {
 	}
 	if !validNodeID(c.NodeID) {
 		return bad("node id %q: use 1 to 64 of a-z, 0-9, '-', '_' and '.'", c.NodeID)
-	}
-	for name, addr := range map[string]string{"grpc": c.GRPCAddr, "gossip": c.GossipAddr} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return bad("%s address %q: %v", name, addr, err)
-		}
 	}
 	for _, j := range c.Join {
 		if _, _, err := net.SplitHostPort(j); err != nil {

@@ -151,6 +151,28 @@ func TestKVNamespaces(t *testing.T) {
 		t.Fatalf("object using KV: %d %q", code, body)
 	}
 
+	// Through the admin API, a put with a bad body is refused and stores
+	// nothing.
+	for _, tc := range []struct{ name, body, want string }{
+		{"no value", `{}`, `needs "value"`},
+		{"null", `null`, `needs "value"`},
+		{"data after the JSON", `{"value":"aGk="} more`, "data after the JSON value"},
+		{"ttl that would wrap around", `{"value":"aGk=","expiration_ttl":18446744134}`, "expiration_ttl 18446744134 is out of range"},
+		{"ttl past a century", `{"value":"aGk=","expiration_ttl":9223372037}`, "expiration_ttl 9223372037 is out of range"},
+		{"negative ttl", `{"value":"aGk=","expiration_ttl":-5}`, "out of range"},
+		{"expiration past year 9999", `{"value":"aGk=","expiration":9223372036854775807}`, "expiration 9223372036854775807 is out of range"},
+	} {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if code := adminDo(t, n.AdminAddr().String(), "", "PUT", "/v1/kv/CACHE/values/bad", tc.body, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("admin put, %s: %d %q, want 400 with %q", tc.name, code, e.Error, tc.want)
+		}
+	}
+	if _, found, err := cache.Get(ctx, "bad"); err != nil || found {
+		t.Fatalf("a refused admin put stored the key: found=%v err=%v", found, err)
+	}
+
 	if err := cache.Delete(ctx, "todo/2"); err != nil {
 		t.Fatal(err)
 	}
