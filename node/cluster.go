@@ -166,9 +166,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 		return fmt.Errorf("listing the groups on disk: %w", err)
 	}
 	c.noteLeftovers(onDisk)
-	if c.grpcLn, err = net.Listen("tcp", n.cfg.GRPCAddr); err != nil {
-		return fmt.Errorf("grpc listener: %w", err)
-	}
+	c.grpcLn = n.grpcLn
 	c.advGRPC = advertised(c.grpcLn.Addr(), n.cfg.Advertise)
 	// Every gRPC server and client of the node is built from n.peerTLS,
 	// so none of them can be left plaintext when TLS is on.

@@ -1,7 +1,12 @@
 package node
 
 import (
+	"context"
 	"errors"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -41,6 +46,56 @@ func TestConfigValidateInput(t *testing.T) {
 			}
 			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Validate = %v, want ErrInvalidConfig saying %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestFailedStartLeavesDataDirAlone: a node whose listener cannot be
+// opened (another process holds the port) fails before it writes its
+// identity and layout, so a second start with other settings is not
+// refused as a different node's data dir.
+func TestFailedStartLeavesDataDirAlone(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	for _, which := range []string{"app", "admin", "grpc"} {
+		t.Run(which, func(t *testing.T) {
+			cfg := DefaultClusterConfig("typo")
+			cfg.DataDir = filepath.Join(t.TempDir(), "data")
+			cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+			cfg.Logger = quietLogger
+			switch which {
+			case "app":
+				cfg.HTTPAddr = held.Addr().String()
+			case "admin":
+				cfg.AdminAddr = held.Addr().String()
+			case "grpc":
+				cfg.GRPCAddr = held.Addr().String()
+			}
+			n, err := New(cfg, clusterApp(&turnRegistry{active: map[string]string{}}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := n.Start(context.Background()); err == nil || !strings.Contains(err.Error(), which+" listener") {
+				n.Close(context.Background())
+				t.Fatalf("Start with the %s port taken: %v", which, err)
+			}
+			if _, err := os.Stat(cfg.DataDir); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("the failed start left %s behind (%v)", cfg.DataDir, err)
+			}
+			// The listeners it opened are closed again.
+			for _, addr := range []string{cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr} {
+				if addr == held.Addr().String() {
+					continue
+				}
+				ln, err := net.Listen("tcp", addr)
+				if err != nil {
+					t.Fatalf("%s still held after the failed start: %v", addr, err)
+				}
+				ln.Close()
 			}
 		})
 	}

@@ -37,6 +37,7 @@ type Node struct {
 	metrics *metrics
 
 	appLn, adminLn   net.Listener
+	grpcLn           net.Listener // a cluster node's, taken over by its cluster
 	appSrv, adminSrv *http.Server
 
 	cancel context.CancelFunc
@@ -109,6 +110,17 @@ const startupWait = 30 * time.Second
 // listeners are bound; the cluster forms in the background and /readyz
 // says when this node can serve.
 func (n *Node) Start(ctx context.Context) (err error) {
+	// The listeners first: an address another process holds fails the
+	// start before anything is written to the data dir (a first start
+	// writes the node's identity and shard count there for good).
+	if err := n.listen(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			n.closeListeners()
+		}
+	}()
 	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
@@ -158,12 +170,6 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	if n.appLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("app listener: %w", err)
-	}
-	if n.adminLn, err = net.Listen("tcp", n.cfg.AdminAddr); err != nil {
-		return fmt.Errorf("admin listener: %w", err)
-	}
 	if n.cfg.Cluster() {
 		if err := n.startCluster(ctx, runCtx, ident); err != nil {
 			return err
@@ -175,6 +181,37 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	go n.adminSrv.Serve(n.adminLn)
 	n.log.Info("roost node serving", "node", n.cfg.NodeID, "app", n.appLn.Addr().String(), "admin", n.adminLn.Addr().String(), "shards", n.cfg.Shards, "data_dir", n.cfg.DataDir)
 	return nil
+}
+
+// listen opens the node's TCP listeners (the gossip one is memberlist's).
+func (n *Node) listen() (err error) {
+	defer func() {
+		if err != nil {
+			n.closeListeners()
+		}
+	}()
+	if n.appLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("app listener: %w", err)
+	}
+	if n.adminLn, err = net.Listen("tcp", n.cfg.AdminAddr); err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	if n.cfg.Cluster() {
+		if n.grpcLn, err = net.Listen("tcp", n.cfg.GRPCAddr); err != nil {
+			return fmt.Errorf("grpc listener: %w", err)
+		}
+	}
+	return nil
+}
+
+// closeListeners closes the listeners of a start that failed; their
+// servers, if any started, were stopped by Close.
+func (n *Node) closeListeners() {
+	for _, ln := range []net.Listener{n.appLn, n.adminLn, n.grpcLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
 }
 
 // startDevShards runs every shard as a single-voter group and waits until
