@@ -88,7 +88,7 @@ are accepted too.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.URL, "url", "http://127.0.0.1:8787", "base URL of the app")
 	f.StringVar(&cfg.Path, "path", "/increment", "path to request (a query is allowed; name= is added)")
-	f.IntVarP(&cfg.Concurrency, "concurrency", "c", 64, "workers, each with one request in flight")
+	f.IntVarP(&cfg.Concurrency, "concurrency", "c", 64, "workers, each with one request in flight (1 to 10000)")
 	f.IntVar(&cfg.Names, "names", 1, "distinct object names to spread requests over")
 	f.StringVar(&cfg.NamePrefix, "name-prefix", "bench-", "object names are this prefix followed by 0, 1, …")
 	f.DurationVarP(&cfg.Duration, "duration", "d", 10*time.Second, "how long to measure")

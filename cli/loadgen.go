@@ -14,10 +14,14 @@ import (
 )
 
 // loadConfig is one `roost bench` run.
+// maxConcurrency bounds --concurrency: each worker holds a connection and
+// a buffer, and more than this many would measure the load generator.
+const maxConcurrency = 10000
+
 type loadConfig struct {
 	URL         string        // base URL of the app, e.g. http://127.0.0.1:8787
 	Path        string        // path requested under URL
-	Concurrency int           // workers, each with one request in flight
+	Concurrency int           // workers, each with one request in flight; at most maxConcurrency
 	Names       int           // distinct object names, used round-robin
 	NamePrefix  string        // names are NamePrefix + 0 … NamePrefix + Names-1
 	Duration    time.Duration // measured part of the run
@@ -49,8 +53,8 @@ func (c loadConfig) validate() error {
 	if !strings.HasPrefix(c.Path, "/") {
 		return bad("--path %q must start with /", c.Path)
 	}
-	if c.Concurrency < 1 {
-		return bad("--concurrency must be at least 1, got %d", c.Concurrency)
+	if c.Concurrency < 1 || c.Concurrency > maxConcurrency {
+		return bad("--concurrency must be from 1 to %d, got %d", maxConcurrency, c.Concurrency)
 	}
 	if c.Names < 1 {
 		return bad("--names must be at least 1, got %d", c.Names)

@@ -377,7 +377,10 @@ func (k *KVNamespace) send(ctx context.Context, stub *Stub, method, op string, q
 	if e, ok := kvErrorKinds[resp.Header.Get(kvErrorHeader)]; ok {
 		kind = e
 	}
-	return nil, k.wrap(op, fmt.Errorf("%w: %s", kind, bytes.TrimSpace(msg)))
+	// The object's message starts with the sentinel's own text: say it once.
+	text := string(bytes.TrimSpace(msg))
+	text = strings.TrimPrefix(text, kind.Error()+": ")
+	return nil, k.wrap(op, fmt.Errorf("%w: %s", kind, text))
 }
 
 // errKVUnexpected: the namespace's object answered in a way the client

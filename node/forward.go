@@ -671,6 +671,10 @@ func fromForwardHeaders(hs []*proto.ForwardHeader) http.Header {
 }
 
 // toForwardError encodes an error of the local path for the sender.
+// errInvalidForward: a forwarded call that no node would send (a bad URL,
+// too many hops); answered as INVALID, like a bad ID.
+var errInvalidForward = errors.New("invalid forwarded call")
+
 func toForwardError(err error) *proto.ForwardError {
 	var re *routingError
 	if errors.As(err, &re) {
@@ -680,7 +684,7 @@ func toForwardError(err error) *proto.ForwardError {
 		}
 		return &proto.ForwardError{Kind: kind, Message: re.msg, LeaderHint: re.hint, Retryable: true}
 	}
-	if errors.Is(err, durable.ErrInvalidID) || errors.Is(err, durable.ErrWrongNamespace) {
+	if errors.Is(err, durable.ErrInvalidID) || errors.Is(err, durable.ErrWrongNamespace) || errors.Is(err, errInvalidForward) {
 		return &proto.ForwardError{Kind: proto.ForwardError_INVALID, Message: err.Error()}
 	}
 	fe := &proto.ForwardError{Kind: proto.ForwardError_EXCEPTION, Message: err.Error(),
@@ -797,7 +801,7 @@ func (s *forwardServer) answer(ctx context.Context, head *proto.ForwardHead, bod
 	}
 	u, err := url.ParseRequestURI(head.Url)
 	if err != nil {
-		return failed(fmt.Errorf("%w: forwarded URL %q: %v", durable.ErrInvalidID, head.Url, err)), nil, nil
+		return failed(fmt.Errorf("%w: URL %q: %v", errInvalidForward, head.Url, err)), nil, nil
 	}
 	req := (&http.Request{
 		Method: head.Method, URL: u, RequestURI: head.Url, Header: fromForwardHeaders(head.Headers),

@@ -106,6 +106,9 @@ func TestKVNamespaces(t *testing.T) {
 		if !errors.Is(b.err, b.want) {
 			t.Errorf("%s: %v, want %v", b.name, b.err, b.want)
 		}
+		if strings.Count(b.err.Error(), b.want.Error()) != 1 {
+			t.Errorf("%s: %q says %q other than once", b.name, b.err, b.want)
+		}
 	}
 	if v, _, _ := cache.Get(ctx, "todo/1"); string(v) != "write docs" {
 		t.Fatalf("bad input changed todo/1 to %q", v)

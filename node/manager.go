@@ -130,7 +130,7 @@ func (m *manager) checkForwarded(h *proto.ForwardHead) (string, durable.ID, erro
 		return "", durable.ID{}, fmt.Errorf("%w: forwarded ID of %d bytes", durable.ErrInvalidID, len(h.ObjectId))
 	}
 	if h.Hops > maxHops {
-		return "", durable.ID{}, fmt.Errorf("%w: request forwarded %d times", durable.ErrInvalidID, h.Hops)
+		return "", durable.ID{}, fmt.Errorf("%w: forwarded %d times (at most %d)", errInvalidForward, h.Hops, maxHops)
 	}
 	id, err := key.Check([32]byte(h.ObjectId))
 	if err != nil {
