@@ -466,7 +466,8 @@ func encodeKVCursor(lastKey string) string {
 
 func decodeKVCursor(c string) (string, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err != nil || len(b) > KVMaxKeyBytes {
+	// A cursor holds a key, so it is UTF-8 (checkKVKey): most garbage is not.
+	if err != nil || len(b) > KVMaxKeyBytes || !utf8.Valid(b) {
 		return "", fmt.Errorf("%w: %q is not a cursor of this namespace's List", ErrInvalidOption, c)
 	}
 	return string(b), nil

@@ -235,6 +235,7 @@ func TestKVObjectRefusesBadInput(t *testing.T) {
 		{"metadata not JSON", http.MethodPut, "put", url.Values{"key": {"x"}}, "{", "invalid-option"},
 		{"metadata too large", http.MethodPut, "put", url.Values{"key": {"x"}}, `"` + strings.Repeat("m", KVMaxMetadataBytes) + `"`, "value-too-large"},
 		{"bad cursor", http.MethodGet, "list", url.Values{"cursor": {"!!"}}, "", "invalid-option"},
+		{"cursor of no key", http.MethodGet, "list", url.Values{"cursor": {"garbage"}}, "", "invalid-option"},
 		{"limit too big", http.MethodGet, "list", url.Values{"limit": {"1001"}}, "", "invalid-option"},
 		{"unknown operation", http.MethodGet, "scan", nil, "", "invalid-option"},
 	}

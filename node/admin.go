@@ -129,9 +129,7 @@ func (n *Node) adminAPI() http.Handler {
 	handle("/v1/", func(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusNotFound, "no admin call %s %s (see docs/admin-api.md)", r.Method, r.URL.Path)
 	})
-	var h http.Handler = mux
-	h = a.devGuard(h)
-	return a.auth(h)
+	return a.auth(a.devGuard(mux))
 }
 
 // auth requires the admin token on every call when one is set. Both
@@ -160,9 +158,15 @@ func (a *admin) auth(next http.Handler) http.Handler {
 }
 
 // devGuard answers every call but /v1/status and the KV calls with 409 in
-// dev mode: the others are about the cluster.
-func (a *admin) devGuard(next http.Handler) http.Handler {
+// dev mode: the others are about the cluster. A call that does not exist
+// (or a wrong method) gets the mux's own 404 (405), as on a cluster.
+func (a *admin) devGuard(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next := http.Handler(mux)
+		if _, pattern := mux.Handler(r); pattern == "" || pattern == "/v1/" {
+			next.ServeHTTP(w, r)
+			return
+		}
 		if a.n.cluster == nil && r.URL.Path != "/v1/status" && !strings.HasPrefix(r.URL.Path, "/v1/kv/") {
 			writeAPIError(w, errorf(http.StatusConflict, "roost dev runs no cluster"))
 			return

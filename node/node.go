@@ -175,13 +175,26 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
-	n.appSrv = &http.Server{Handler: n.appHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
-	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	// Idle keep-alive connections are closed after idleConnTimeout. The app
+	// listener has no whole-request deadline: request bodies stream to
+	// objects and WebSockets stay open for hours. The admin listener's
+	// calls are short, bar a KV put of a large value: adminReadTimeout
+	// bounds a client that stops sending its body.
+	n.appSrv = &http.Server{Handler: n.appHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleConnTimeout,
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: adminReadTimeout, IdleTimeout: idleConnTimeout,
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	go n.appSrv.Serve(n.appLn)
 	go n.adminSrv.Serve(n.adminLn)
 	n.log.Info("roost node serving", "node", n.cfg.NodeID, "app", n.appLn.Addr().String(), "admin", n.adminLn.Addr().String(), "shards", n.cfg.Shards, "data_dir", n.cfg.DataDir)
 	return nil
 }
+
+// Timeouts of the app and admin HTTP servers (see Start).
+const (
+	idleConnTimeout  = 2 * time.Minute
+	adminReadTimeout = 5 * time.Minute
+)
 
 // listen opens the node's TCP listeners (the gossip one is memberlist's).
 func (n *Node) listen() (err error) {
