@@ -13,15 +13,25 @@ import (
 	"github.com/roostdb/roost/durable"
 )
 
-// TestConfigValidateInput: settings that would fail only once the node
-// ran (after it had claimed its data dir) are refused by Validate.
-func TestConfigValidateInput(t *testing.T) {
+// TestConfigValidate: Validate refuses what cannot work, among it settings
+// that would fail only once the node ran (after it had claimed its data
+// dir), and the security settings given by halves.
+func TestConfigValidate(t *testing.T) {
 	for _, tt := range []struct {
 		name    string
 		mutate  func(*Config)
 		wantErr string // "" means valid
 	}{
 		{"defaults", func(*Config) {}, ""},
+		{"all three", func(c *Config) { c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile = "c", "k", "ca" }, ""},
+		{"cert only", func(c *Config) { c.TLSCertFile = "c" }, "tls cert set but tls key, tls ca not"},
+		{"no ca", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "c", "k" }, "tls cert, tls key set but tls ca not"},
+		{"ca only", func(c *Config) { c.TLSCAFile = "ca" }, "tls ca set but tls cert, tls key not"},
+		{"16-byte key", func(c *Config) { c.GossipKey = make([]byte, 16) }, ""},
+		{"24-byte key", func(c *Config) { c.GossipKey = make([]byte, 24) }, ""},
+		{"32-byte key", func(c *Config) { c.GossipKey = make([]byte, 32) }, ""},
+		{"15-byte key", func(c *Config) { c.GossipKey = make([]byte, 15) }, "gossip key is 15 bytes"},
+		{"64-byte key", func(c *Config) { c.GossipKey = make([]byte, 64) }, "gossip key is 64 bytes"},
 		{"port out of range", func(c *Config) { c.HTTPAddr = "127.0.0.1:99999" }, `http address "127.0.0.1:99999": the port must be a number from 0 to 65535`},
 		{"port not a number", func(c *Config) { c.GossipAddr = "127.0.0.1:gossip" }, `gossip address "127.0.0.1:gossip": the port must be a number`},
 		{"no port", func(c *Config) { c.AdminAddr = "127.0.0.1" }, `admin address "127.0.0.1"`},

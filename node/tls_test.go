@@ -93,40 +93,6 @@ func (p *testPKI) peer(name string, hosts ...string) *peerTLS {
 	return pt
 }
 
-func TestConfigValidateSecurity(t *testing.T) {
-	for _, tt := range []struct {
-		name    string
-		mutate  func(*Config)
-		wantErr string // "" means valid
-	}{
-		{"none", func(*Config) {}, ""},
-		{"all three", func(c *Config) { c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile = "c", "k", "ca" }, ""},
-		{"cert only", func(c *Config) { c.TLSCertFile = "c" }, "tls cert set but tls key, tls ca not"},
-		{"no ca", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "c", "k" }, "tls cert, tls key set but tls ca not"},
-		{"ca only", func(c *Config) { c.TLSCAFile = "ca" }, "tls ca set but tls cert, tls key not"},
-		{"16-byte key", func(c *Config) { c.GossipKey = make([]byte, 16) }, ""},
-		{"24-byte key", func(c *Config) { c.GossipKey = make([]byte, 24) }, ""},
-		{"32-byte key", func(c *Config) { c.GossipKey = make([]byte, 32) }, ""},
-		{"15-byte key", func(c *Config) { c.GossipKey = make([]byte, 15) }, "gossip key is 15 bytes"},
-		{"64-byte key", func(c *Config) { c.GossipKey = make([]byte, 64) }, "gossip key is 64 bytes"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			c := DefaultClusterConfig("n1")
-			tt.mutate(&c)
-			err := c.Validate()
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("Validate: %v", err)
-				}
-				return
-			}
-			if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Fatalf("Validate = %v, want ErrInvalidConfig saying %q", err, tt.wantErr)
-			}
-		})
-	}
-}
-
 // TestLoadPeerTLSRefuses checks that files that cannot work are refused
 // when the node starts, with an error naming the file.
 func TestLoadPeerTLSRefuses(t *testing.T) {
