@@ -581,7 +581,7 @@ func withoutLiveQuorum(m placement.Map, moves []placement.Move, alive map[placem
 // quorum unchanged.
 func heldError(held map[placement.ShardID]error) error {
 	ids := slices.Sorted(maps.Keys(held))
-	return fmt.Errorf("left %d shard(s) unchanged (%s): too few of their replicas are alive to change them; start the operation again once their nodes are back; %w",
+	return fmt.Errorf("did not move %d shard(s) (%s): too few of their replicas are alive to change them; start the operation again once their nodes are back; %w",
 		len(ids), shardList(ids), held[ids[0]])
 }
 

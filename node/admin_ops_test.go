@@ -61,7 +61,7 @@ func TestWithoutLiveQuorum(t *testing.T) {
 		})
 	}
 	err := heldError(withoutLiveQuorum(m, []placement.Move{{Shard: 0}, {Shard: 1}}, map[placement.NodeID]bool{"n3": true}))
-	if !errors.Is(err, errNoLiveQuorum) || !strings.Contains(err.Error(), "left 2 shard(s) unchanged (0, 1)") ||
+	if !errors.Is(err, errNoLiveQuorum) || !strings.Contains(err.Error(), "did not move 2 shard(s) (0, 1)") ||
 		!strings.Contains(err.Error(), "shard 0: too few of its replicas are alive to change it: 1 of its replicas [n1, n2, n3] are alive (n1, n2 down), and a change needs 2") {
 		t.Fatalf("heldError: %v", err)
 	}
@@ -144,7 +144,7 @@ func TestOperationLeavesShardsWithoutQuorum(t *testing.T) {
 			}
 		}
 	}
-	if want := "unchanged (" + strings.Join(held, ", ") + ")"; !strings.Contains(op.Error, want) {
+	if want := "shard(s) (" + strings.Join(held, ", ") + ")"; !strings.Contains(op.Error, want) {
 		t.Errorf("error %q does not name the shards %s", op.Error, want)
 	}
 	t.Logf("drain of %s: %s", victim, op.Error)
