@@ -46,7 +46,9 @@ var convergeTimeout = 2 * time.Minute
 
 // quorumLossGrace is how long a step waits on a shard that has lost its
 // live quorum (its nodes died after the step began) before it leaves the
-// shard to the end of the operation: long enough for a node that restarts.
+// shard to the end of the operation, and how long an operation with only
+// such shards left waits for their nodes before it fails: long enough for
+// a node that restarts.
 var quorumLossGrace = 10 * time.Second
 
 // convergePoll is how often a step's convergence is checked.
@@ -612,6 +614,7 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 	inflight := map[placement.ShardID]bool{}
 	done, replans := 0, 0
 	var failure error
+	var heldSince time.Time // since when only shards without a live quorum are left
 	for {
 		if failure == nil {
 			if err := ctx.Err(); err != nil {
@@ -633,6 +636,20 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 			// for them would be written to the map and never carried out.
 			held := withoutLiveQuorum(m, pending, c.aliveIDs())
 			pending = slices.DeleteFunc(pending, func(mv placement.Move) bool { return held[mv.Shard] != nil })
+			if len(held) == 0 || len(pending) > 0 || len(inflight) > 0 {
+				heldSince = time.Time{}
+			} else if heldSince.IsZero() || time.Since(heldSince) < quorumLossGrace {
+				// Only held shards are left: give their nodes the grace
+				// to come back (a restart, or gossip that was only slow)
+				// before the operation fails for them.
+				if heldSince.IsZero() {
+					heldSince = time.Now()
+				}
+				if !sleepCtx(ctx, convergePoll) {
+					failure = errNodeStopping
+				}
+				continue
+			}
 			if len(pending) == 0 && len(inflight) == 0 {
 				var err error
 				if len(held) > 0 {
