@@ -148,6 +148,27 @@ func TestOperationLeavesShardsWithoutQuorum(t *testing.T) {
 		t.Errorf("error %q does not name the shards %s", op.Error, want)
 	}
 	t.Logf("drain of %s: %s", victim, op.Error)
+
+	// Once the two are back, the same drain finishes: the shards it left
+	// were not left half-changed.
+	c.start(a)
+	c.start(b)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		alive := c.metaLeader().cluster.aliveIDs()
+		if alive[victim] && alive[other] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gossip does not see %s and %s back", victim, other)
+		}
+	}
+	li = c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	if op := c.runOp(li, "/v1/nodes/"+string(victim)+"/drain", nil, nil); op.State != "done" {
+		t.Fatalf("drain of %s with every node back: %s %q", victim, op.State, op.Error)
+	}
+	if held := c.metaLeader().cluster.metaFSM.Map().ShardsOf(victim); len(held) > 0 {
+		t.Fatalf("%s still holds shards %v after its drain", victim, held)
+	}
 }
 
 // TestOperationShowsWhatItWaitsOn: a rebalance whose move cannot converge
