@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -405,4 +407,50 @@ func TestOutputGateHidesFailedCommits(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestStalledBodyHoldsUpOnlyItsRequest: a client that stops sending its
+// request body half-way does not block the object's other requests (the
+// body is read before the turn, not in it).
+func TestStalledBodyHoldsUpOnlyItsRequest(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	const path = "/echo?ns=PINGPONG&name=stalled"
+	if code, body := postBody(t, n, path, "warm"); code != 200 || body != "warm" {
+		t.Fatalf("echo: %d %q", code, body)
+	}
+	conn, err := net.Dial("tcp", n.HTTPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// 100 bytes announced, 3 sent.
+	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: roost\r\nContent-Length: 100\r\n\r\nabc", path)
+	time.Sleep(200 * time.Millisecond) // its request reaches the object
+	done := make(chan string, 1)
+	go func() {
+		code, body := postBody(t, n, path, "next")
+		done <- fmt.Sprintf("%d %s", code, body)
+	}()
+	select {
+	case got := <-done:
+		if got != "200 next" {
+			t.Fatalf("the request after the stalled one: %s", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a client stalled in its body blocks the object's other requests")
+	}
+}
+
+// postBody sends POST path with body through the node's app listener.
+func postBody(t *testing.T, n *Node, path, body string) (int, string) {
+	t.Helper()
+	resp, err := http.Post("http://"+n.HTTPAddr().String()+path, "text/plain", strings.NewReader(body))
+	if err != nil {
+		t.Error(err)
+		return 0, ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
