@@ -162,16 +162,13 @@ func (a *admin) auth(next http.Handler) http.Handler {
 // (or a wrong method) gets the mux's own 404 (405), as on a cluster.
 func (a *admin) devGuard(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next := http.Handler(mux)
-		if _, pattern := mux.Handler(r); pattern == "" || pattern == "/v1/" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		if a.n.cluster == nil && r.URL.Path != "/v1/status" && !strings.HasPrefix(r.URL.Path, "/v1/kv/") {
+		_, pattern := mux.Handler(r)
+		known := pattern != "" && pattern != "/v1/"
+		if known && a.n.cluster == nil && r.URL.Path != "/v1/status" && !strings.HasPrefix(r.URL.Path, "/v1/kv/") {
 			writeAPIError(w, errorf(http.StatusConflict, "roost dev runs no cluster"))
 			return
 		}
-		next.ServeHTTP(w, r)
+		mux.ServeHTTP(w, r)
 	})
 }
 

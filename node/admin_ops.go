@@ -549,31 +549,38 @@ func onlyToAlive(plan planFunc, alive func() map[placement.NodeID]bool) planFunc
 // operation leaves such a shard as it is and names it when it ends.
 var errNoLiveQuorum = errors.New("too few of its replicas are alive to change it")
 
-// withoutLiveQuorum returns the shards of moves that have fewer replicas on
-// alive nodes than a quorum of the map's replica set, with why. Its group
-// cannot elect a leader or commit a change, so a step written to the map
-// for it could only wait out convergeTimeout.
+// liveQuorumErr is an errNoLiveQuorum saying why if s has fewer replicas
+// on alive nodes than a quorum of its replica set, else nil. Such a
+// shard's group cannot elect a leader or commit a change, so a step
+// written to the map for it could only wait out convergeTimeout.
+func liveQuorumErr(s placement.Shard, alive map[placement.NodeID]bool) error {
+	var down []placement.NodeID
+	for _, id := range s.Replicas {
+		if !alive[id] {
+			down = append(down, id)
+		}
+	}
+	up, need := len(s.Replicas)-len(down), placement.Quorum(len(s.Replicas))
+	if up >= need {
+		return nil
+	}
+	return fmt.Errorf("shard %d: %w: %d of its replicas [%s] are alive (%s down), and a change needs %d",
+		s.ID, errNoLiveQuorum, up, joinIDs(s.Replicas), joinIDs(down), need)
+}
+
+// withoutLiveQuorum returns, with liveQuorumErr's reason, the shards of
+// moves that lack a live quorum (nil if none does).
 func withoutLiveQuorum(m placement.Map, moves []placement.Move, alive map[placement.NodeID]bool) map[placement.ShardID]error {
 	var held map[placement.ShardID]error
 	for _, mv := range moves {
 		if int(mv.Shard) >= len(m.ShardMap) || held[mv.Shard] != nil {
 			continue
 		}
-		s := m.ShardMap[mv.Shard]
-		var up, down []placement.NodeID
-		for _, id := range s.Replicas {
-			if alive[id] {
-				up = append(up, id)
-			} else {
-				down = append(down, id)
-			}
-		}
-		if need := placement.Quorum(len(s.Replicas)); len(up) < need {
+		if err := liveQuorumErr(m.ShardMap[mv.Shard], alive); err != nil {
 			if held == nil {
 				held = map[placement.ShardID]error{}
 			}
-			held[mv.Shard] = fmt.Errorf("shard %d: %w: %d of its replicas [%s] are alive (%s down), and a change needs %d",
-				mv.Shard, errNoLiveQuorum, len(up), joinIDs(s.Replicas), joinIDs(down), need)
+			held[mv.Shard] = err
 		}
 	}
 	return held
@@ -782,11 +789,11 @@ func (a *admin) waitConverged(ctx context.Context, op *operation, sid placement.
 		if ok {
 			return nil
 		}
-		if held := withoutLiveQuorum(m, []placement.Move{{Shard: sid}}, c.aliveIDs()); held != nil {
+		if err := liveQuorumErr(s, c.aliveIDs()); err != nil {
 			if lostSince.IsZero() {
 				lostSince = time.Now()
 			} else if time.Since(lostSince) >= quorumLossGrace {
-				return held[sid]
+				return err
 			}
 		} else {
 			lostSince = time.Time{}

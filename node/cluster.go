@@ -66,7 +66,6 @@ type cluster struct {
 	self    placement.NodeID
 	advGRPC string
 
-	grpcLn  net.Listener
 	grpcSrv *grpc.Server
 	trans   *raftstore.Transport
 	members *placement.Membership
@@ -166,8 +165,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 		return fmt.Errorf("listing the groups on disk: %w", err)
 	}
 	c.noteLeftovers(onDisk)
-	c.grpcLn = n.grpcLn
-	c.advGRPC = advertised(c.grpcLn.Addr(), n.cfg.Advertise)
+	c.advGRPC = advertised(n.grpcLn.Addr(), n.cfg.Advertise)
 	// Every gRPC server and client of the node is built from n.peerTLS,
 	// so none of them can be left plaintext when TLS is on.
 	c.elect = newElector(c.self, c.electedGroups, c.aliveIDs, func(msg string, args ...any) { n.log.Info(msg, args...) })
@@ -176,7 +174,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	c.grpcSrv = grpc.NewServer(append(n.peerTLS.grpcServerOptions(n.log), keepaliveServerOption())...)
 	c.trans.Register(c.grpcSrv)
 	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus})
-	go c.grpcSrv.Serve(c.grpcLn)
+	go c.grpcSrv.Serve(n.grpcLn)
 	n.manager.forwarder = newForwarder(append(n.peerTLS.grpcDialOptions(), keepaliveDialOption())...)
 	n.manager.forwarder.metrics = n.metrics
 	n.manager.router = c

@@ -136,15 +136,16 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		return bad("data dir is empty")
 	}
-	listeners := [][2]string{{"http", c.HTTPAddr}, {"admin", c.AdminAddr}}
+	type listener struct{ name, addr string }
+	listeners := []listener{{"http", c.HTTPAddr}, {"admin", c.AdminAddr}}
 	if c.Cluster() {
-		listeners = append(listeners, [2]string{"grpc", c.GRPCAddr}, [2]string{"gossip", c.GossipAddr})
+		listeners = append(listeners, listener{"grpc", c.GRPCAddr}, listener{"gossip", c.GossipAddr})
 	}
 	// Checked before anything is written to the data dir, so that a typo
 	// in an address does not leave the dir claimed by a node that never ran.
 	taken := map[string]string{}
 	for _, l := range listeners {
-		name, addr := l[0], l[1]
+		name, addr := l.name, l.addr
 		_, port, err := net.SplitHostPort(addr)
 		if err != nil {
 			return bad("%s address %q: %v", name, addr, err)

@@ -618,6 +618,20 @@ func receiveBody(recv func() (*proto.ForwardFrame, error), done func()) *io.Pipe
 	return pr
 }
 
+// memBody is a request body held whole in memory: reading it cannot stall,
+// so an instance need not read it ahead of the turn (instance.fetch).
+type memBody struct{ *bytes.Reader }
+
+func (memBody) Close() error { return nil }
+
+// newMemBody is the body of b: http.NoBody if it is empty.
+func newMemBody(b []byte) io.ReadCloser {
+	if len(b) == 0 {
+		return http.NoBody
+	}
+	return memBody{bytes.NewReader(b)}
+}
+
 // bodyBuffer lets a request body be sent more than once if it is small.
 type bodyBuffer struct {
 	buf        []byte
@@ -649,6 +663,14 @@ func (b *bodyBuffer) reader() io.Reader {
 	}
 	b.sentStream = true
 	return io.MultiReader(bytes.NewReader(b.buf), b.rest)
+}
+
+// readCloser is reader as a request body: a memBody when buf is all of it.
+func (b *bodyBuffer) readCloser() io.ReadCloser {
+	if b.rest == nil {
+		return newMemBody(b.buf)
+	}
+	return io.NopCloser(b.reader())
 }
 
 // replayable reports whether the body can be sent again.
@@ -756,11 +778,7 @@ func (s *forwardServer) Call(call *proto.ForwardCall, stream proto.Forward_CallS
 	if call.Head == nil {
 		return status.Error(codes.InvalidArgument, "a forwarded call needs a head")
 	}
-	var body io.ReadCloser = http.NoBody
-	if len(call.Body) > 0 {
-		body = io.NopCloser(bytes.NewReader(call.Body))
-	}
-	return s.serve(stream.Context(), call.Head, body, stream.Send, true, nil)
+	return s.serve(stream.Context(), call.Head, newMemBody(call.Body), stream.Send, true, nil)
 }
 
 // serve runs one forwarded request and sends its answer: a result frame,
@@ -886,11 +904,7 @@ func (s *forwardServer) Calls(stream proto.Forward_CallsServer) error {
 // not inline is kept for Collect. done ends ctx: when the answer is made,
 // or, for a body kept, when the body is closed.
 func (s *forwardServer) answerTagged(ctx context.Context, done context.CancelFunc, c *proto.ForwardTaggedCall) *proto.ForwardTaggedReply {
-	var body io.ReadCloser = http.NoBody
-	if len(c.Call.Body) > 0 {
-		body = io.NopCloser(bytes.NewReader(c.Call.Body))
-	}
-	result, rest, err := s.answer(ctx, c.Call.Head, body, true)
+	result, rest, err := s.answer(ctx, c.Call.Head, newMemBody(c.Call.Body), true)
 	if err != nil {
 		result = &proto.ForwardResult{Error: &proto.ForwardError{Kind: proto.ForwardError_EXCEPTION, Message: fmt.Sprintf("reading the response body: %v", err)}}
 	}

@@ -37,7 +37,7 @@ type Node struct {
 	metrics *metrics
 
 	appLn, adminLn   net.Listener
-	grpcLn           net.Listener // a cluster node's, taken over by its cluster
+	grpcLn           net.Listener // a cluster node's, served by its cluster
 	appSrv, adminSrv *http.Server
 
 	cancel context.CancelFunc
@@ -113,14 +113,14 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// The listeners first: an address another process holds fails the
 	// start before anything is written to the data dir (a first start
 	// writes the node's identity and shard count there for good).
-	if err := n.listen(); err != nil {
-		return err
-	}
 	defer func() {
 		if err != nil {
 			n.closeListeners()
 		}
 	}()
+	if err := n.listen(); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
@@ -176,8 +176,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 	// Idle keep-alive connections are closed after idleConnTimeout. The app
-	// listener has no whole-request deadline: request bodies stream to
-	// objects and WebSockets stay open for hours. The admin listener's
+	// listener has no whole-request deadline: bodies past their first MiB
+	// stream to objects, and WebSockets stay open for hours. The admin listener's
 	// calls are short, bar a KV put of a large value: adminReadTimeout
 	// bounds a client that stops sending its body.
 	n.appSrv = &http.Server{Handler: n.appHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleConnTimeout,
@@ -196,13 +196,9 @@ const (
 	adminReadTimeout = 5 * time.Minute
 )
 
-// listen opens the node's TCP listeners (the gossip one is memberlist's).
+// listen opens the node's TCP listeners (the gossip one is memberlist's);
+// Start closes those it opened if it fails.
 func (n *Node) listen() (err error) {
-	defer func() {
-		if err != nil {
-			n.closeListeners()
-		}
-	}()
 	if n.appLn, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
 		return fmt.Errorf("app listener: %w", err)
 	}
