@@ -113,7 +113,9 @@ Start a node on every machine (or several on one machine, each with its own
 the gossip address of another node with --join; the first node may join
 nobody. Once --bootstrap-expect nodes have met, they form the cluster and
 place the shards, each held by --replicas nodes. A node that restarts or
-joins later takes its place in the cluster that exists.
+joins later takes its place in the cluster that exists; one that restarts
+finds the others again even if its --join does not answer (every node keeps
+reaching out to the nodes of the cluster it does not see).
 
 The node prints where it serves as soon as its listeners are bound, which is
 before the cluster has formed: GET /readyz on the admin listener answers 503

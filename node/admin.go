@@ -339,7 +339,9 @@ func (a *admin) onMetaLeader(w http.ResponseWriter, r *http.Request) (bool, erro
 func (a *admin) forward(w http.ResponseWriter, r *http.Request, id placement.NodeID, role string) error {
 	h := hops(r)
 	if h >= maxAdminHops {
-		return errorf(http.StatusServiceUnavailable, "this node (%s) was sent the call as the %s, but %s is now (leadership is moving); retry", a.n.cfg.NodeID, role, id)
+		// A client may set the header too; the message says what the
+		// node saw, not who sent it.
+		return errorf(http.StatusServiceUnavailable, "the call reached this node (%s) forwarded %d time(s) already (%s), and the %s is now %s: leadership is moving; retry", a.n.cfg.NodeID, h, forwardedHeader, role, id)
 	}
 	m := a.n.cluster.metaFSM.Map()
 	nd, ok := m.Nodes[id]

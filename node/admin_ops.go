@@ -42,14 +42,14 @@ const maxMaxConcurrent = 64
 const keptOperations = 16
 
 // convergeTimeout bounds the wait for one step's convergence.
-var convergeTimeout = 2 * time.Minute
+const convergeTimeout = 2 * time.Minute
 
 // quorumLossGrace is how long a step waits on a shard that has lost its
 // live quorum (its nodes died after the step began) before it leaves the
 // shard to the end of the operation, and how long an operation with only
 // such shards left waits for their nodes before it fails: long enough for
 // a node that restarts.
-var quorumLossGrace = 10 * time.Second
+const quorumLossGrace = 10 * time.Second
 
 // convergePoll is how often a step's convergence is checked.
 const convergePoll = 200 * time.Millisecond

@@ -1,10 +1,13 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -216,5 +219,148 @@ func TestOperationShowsWhatItWaitsOn(t *testing.T) {
 	c.faults.Heal()
 	if op, _ := c.waitOp(li, id, 2*time.Minute); op.State != "done" || len(op.Waiting) > 0 {
 		t.Fatalf("after n4 was reachable again the rebalance ended %+v", op)
+	}
+}
+
+// TestStepGivesUpWhenItsShardLosesQuorum: a rebalance step already
+// written and waiting for its shard's group — here a new replica that
+// cannot catch up — gives the shard up once two of its three old
+// replicas die, instead of waiting out convergeTimeout, and the operation
+// ends naming it. Once the nodes are back, a rebalance finishes the shard
+// left half-way through its move.
+func TestStepGivesUpWhenItsShardLosesQuorum(t *testing.T) {
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 5, 8, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
+	// Five meta voters, so that the meta group keeps its quorum with two
+	// nodes down. The shards are on the three nodes that formed the
+	// cluster; the other two hold nothing until the rebalance.
+	c.waitMetaVoters(5, 60*time.Second)
+	m := c.metaLeader().cluster.metaFSM.Map()
+	var old, fresh []int
+	for i, cfg := range c.cfgs {
+		if len(m.ShardsOf(placement.NodeID(cfg.NodeID))) > 0 {
+			old = append(old, i)
+		} else {
+			fresh = append(fresh, i)
+		}
+	}
+	if len(old) != 3 || len(fresh) != 2 {
+		t.Fatalf("shards on nodes %v, none on %v; want them on three nodes", old, fresh)
+	}
+	// stuck never catches up: it is cut off from the old nodes' Raft
+	// groups (gossip still sees it alive). boss leads the meta group and
+	// runs the rebalance; it reaches every node, and with stuck and one
+	// old node it is a quorum of the meta group.
+	stuck, boss := fresh[0], fresh[1]
+	stuckID := placement.NodeID(c.cfgs[stuck].NodeID)
+	if ld := c.metaLeader(); ld.cfg.NodeID != c.cfgs[boss].NodeID {
+		if err := ld.cluster.meta.Raft().LeadershipTransferToServer(raft.ServerID(c.cfgs[boss].NodeID), raft.ServerAddress(c.cfgs[boss].GRPCAddr)).Error(); err != nil {
+			t.Fatalf("moving the meta leadership to %s: %v", c.cfgs[boss].NodeID, err)
+		}
+	}
+	if ld := c.metaLeader(); ld.cfg.NodeID != c.cfgs[boss].NodeID {
+		t.Fatalf("the meta leader is %s, want %s", ld.cfg.NodeID, c.cfgs[boss].NodeID)
+	}
+	// A replica that far behind is promoted without catching up
+	// (reconcile.go): every shard's log must be longer first.
+	c.fillLogs(catchUpLag + 40)
+	for _, o := range old {
+		c.faults.Partition(raft.ServerAddress(c.cfgs[stuck].GRPCAddr), raft.ServerAddress(c.cfgs[o].GRPCAddr))
+	}
+	defer c.faults.Heal()
+
+	var out struct {
+		Operation opJSON `json:"operation"`
+		Error     string `json:"error"`
+	}
+	if code := c.admin(boss, "POST", "/v1/rebalance", map[string]any{}, &out); code != 202 {
+		t.Fatalf("POST /v1/rebalance: %d %s", code, out.Error)
+	}
+	id := out.Operation.ID
+	var waited opWaitJSON
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if code := c.admin(boss, "GET", "/v1/operations/"+id, nil, &out); code != 200 {
+			t.Fatalf("GET /v1/operations/%s: %d %s", id, code, out.Error)
+		}
+		if op := out.Operation; op.State != "running" {
+			t.Fatalf("the rebalance ended while %s cannot catch up: %+v", stuckID, op)
+		}
+		if w := out.Operation.Waiting; len(w) > 0 && w[0].Seconds >= 1 && strings.Contains(w[0].Reason, string(stuckID)) {
+			waited = w[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s the rebalance waits on no step onto %s: %+v", stuckID, out.Operation)
+		}
+	}
+	// Two of the waiting shard's three old replicas die; with stuck it
+	// has two of four replicas alive, short of a quorum.
+	c.stop(old[0])
+	c.stop(old[1])
+	start := time.Now()
+	op, _ := c.waitOp(boss, id, convergeTimeout+time.Minute)
+	t.Logf("rebalance %s, waiting on shard %d (%s), ended %s after %s: %s", id, waited.Shard, waited.Reason, op.State, time.Since(start).Round(time.Second), op.Error)
+	if op.State != "failed" || !strings.Contains(op.Error, "too few of their replicas are alive") || strings.Contains(op.Error, "did not converge") {
+		t.Fatalf("the rebalance ended %s: %q, want failed for shards without a quorum, not for a step that timed out", op.State, op.Error)
+	}
+	held := c.metaLeader().cluster.metaFSM.Map().ShardMap[waited.Shard]
+	if !slices.Contains(held.Replicas, stuckID) || !strings.Contains(op.Error, fmt.Sprintf("shard %d:", waited.Shard)) {
+		t.Fatalf("shard %d is %v and the error %q, want it left with its step onto %s and named", waited.Shard, held.Replicas, op.Error, stuckID)
+	}
+
+	// Everything back: a rebalance carries the half-moved shard through.
+	c.faults.Heal()
+	c.start(old[0])
+	c.start(old[1])
+	c.waitReady()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		alive := c.metaLeader().cluster.aliveIDs()
+		if alive[placement.NodeID(c.cfgs[old[0]].NodeID)] && alive[placement.NodeID(c.cfgs[old[1]].NodeID)] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gossip does not see %s and %s back", c.cfgs[old[0]].NodeID, c.cfgs[old[1]].NodeID)
+		}
+	}
+	if op := c.runOp(boss, "/v1/rebalance", map[string]any{}, nil); op.State != "done" {
+		t.Fatalf("rebalance with every node back: %s %q", op.State, op.Error)
+	}
+	if s := c.metaLeader().cluster.metaFSM.Map().ShardMap[waited.Shard]; len(s.Replicas) != 3 {
+		t.Fatalf("shard %d has replicas %v after the rebalance, want three", waited.Shard, s.Replicas)
+	}
+}
+
+// fillLogs increments counters until every shard's log has at least n
+// applied entries on some replica.
+func (c *testCluster) fillLogs(n uint64) {
+	c.t.Helper()
+	shortest := func() uint64 {
+		low := uint64(math.MaxUint64)
+		for idx := range c.cfgs[0].Shards {
+			var most uint64
+			for i := range c.nodes {
+				if g := c.localGroup(i, idx); g != nil {
+					most = max(most, g.Raft().AppliedIndex())
+				}
+			}
+			low = min(low, most)
+		}
+		return low
+	}
+	for round := 0; shortest() < n; round++ {
+		if round > 100 {
+			c.t.Fatalf("after %d rounds of increments a shard has %d entries, want %d", round, shortest(), n)
+		}
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				for k := range 8 {
+					ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+					c.do(ctx, w%len(c.nodes), "/increment", fmt.Sprintf("fill-%d", w*8+k))
+					cancel()
+				}
+			})
+		}
+		wg.Wait()
 	}
 }

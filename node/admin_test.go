@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -434,6 +435,21 @@ func TestAdminCluster(t *testing.T) {
 					}
 				}
 			})
+		}
+		// A call that claims to have been forwarded maxAdminHops times is
+		// not forwarded again (a client may send the header too), and the
+		// answer says what the node saw.
+		req, _ := http.NewRequest("POST", "http://"+c.cfgs[other].AdminAddr+"/v1/nodes/n4/drain", nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminToken)
+		req.Header.Set(forwardedHeader, strconv.Itoa(maxAdminHops))
+		if resp, err := http.DefaultClient.Do(req); err != nil {
+			t.Fatal(err)
+		} else {
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if want := fmt.Sprintf("forwarded %d time(s) already (%s)", maxAdminHops, forwardedHeader); resp.StatusCode != 503 || !strings.Contains(string(raw), want) {
+				t.Errorf("drain sent to n%d as forwarded %d times: %d %s, want 503 saying %q", other+1, maxAdminHops, resp.StatusCode, raw, want)
+			}
 		}
 		if after := c.metaLeader().cluster.metaFSM.Map(); after.Version != m.Version {
 			t.Errorf("a refused call changed the map: version %d → %d", m.Version, after.Version)

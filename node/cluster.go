@@ -203,10 +203,14 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	if err != nil {
 		return err
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go func() {
 		defer n.wg.Done()
 		c.run(runCtx, hasState > 0)
+	}()
+	go func() {
+		defer n.wg.Done()
+		c.rejoin(runCtx)
 	}()
 	go func() {
 		defer n.wg.Done()

@@ -1,0 +1,88 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/roostdb/roost/placement"
+)
+
+// rejoinInterval is how often a node reaches out, through gossip, to one
+// node of the map that gossip does not show alive.
+const rejoinInterval = 5 * time.Second
+
+// rejoin keeps gossip in one piece. memberlist gossips only with members
+// it sees alive, so two sides that each hold the other dead stay apart
+// for good, while Raft, over gRPC, still connects them: a node restarted
+// with no --join that answers (the first node, which joins nobody, or one
+// whose seed is down), or the two halves of a partition that lasted past
+// memberlist's gossip to the dead. Healing would then move replicas off
+// nodes that are alive. So, as serf's reconnect does, every rejoinInterval
+// this node joins the gossip address of the next node of the map (removed
+// nodes aside) that it does not see alive.
+//
+// A join can wait for memberlist's TCP timeout (10 s) on a node that does
+// not answer. It runs on its own goroutine, which rejoin does not wait
+// for when ctx ends: that goroutine ends by itself within the timeout,
+// and Close is not held up.
+func (c *cluster) rejoin(ctx context.Context) {
+	t := time.NewTicker(rejoinInterval)
+	defer t.Stop()
+	var last placement.NodeID // the node tried last; the next try goes to the one after it
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		id, addr := c.nextToRejoin(last)
+		if addr == "" {
+			continue
+		}
+		last = id
+		done := make(chan error, 1)
+		go func() {
+			_, err := c.members.Join([]string{addr})
+			done <- err
+		}()
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-done:
+			switch {
+			case err == nil:
+				c.n.log.Info("gossip: rejoined a node of the map that gossip saw as gone", "node", id, "gossip", addr)
+			case errors.Is(err, placement.ErrShutdown):
+				return
+			default:
+				c.n.log.Debug("gossip: rejoining a node of the map", "node", id, "gossip", addr, "err", err)
+			}
+		}
+	}
+}
+
+// nextToRejoin returns the first node after last, in ID order, that the
+// map lists (not removed, with a gossip address) and gossip does not show
+// alive; an empty addr if there is none.
+func (c *cluster) nextToRejoin(last placement.NodeID) (placement.NodeID, string) {
+	m := c.metaFSM.Map()
+	alive := c.aliveIDs()
+	var gone []placement.NodeID
+	for id, nd := range m.Nodes {
+		if !alive[id] && nd.State != placement.NodeRemoved && nd.GossipAddr != "" {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) == 0 {
+		return "", ""
+	}
+	slices.Sort(gone)
+	i, _ := slices.BinarySearch(gone, last)
+	if i < len(gone) && gone[i] == last {
+		i++
+	}
+	id := gone[i%len(gone)]
+	return id, m.Nodes[id].GossipAddr
+}

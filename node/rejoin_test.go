@@ -1,0 +1,40 @@
+package node
+
+import (
+	"testing"
+	"time"
+
+	"github.com/roostdb/roost/placement"
+)
+
+// TestRestartedSeedRejoinsGossip: the first node joins nobody. Stopped
+// gracefully, it leaves gossip, and memberlist gossips no more with a node
+// that left; restarted, it contacts nobody either. Without rejoin the two
+// sides would never meet again in gossip, though Raft connects them.
+func TestRestartedSeedRejoinsGossip(t *testing.T) {
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 3, 4, reg)
+	seed := placement.NodeID(c.cfgs[0].NodeID)
+	if len(c.cfgs[0].Join) > 0 {
+		t.Fatalf("the first node joins %v, want nobody", c.cfgs[0].Join)
+	}
+	sees := func(i int, id placement.NodeID) bool { return c.nodes[i].cluster.aliveIDs()[id] }
+	c.stop(0)
+	for deadline := time.Now().Add(30 * time.Second); sees(1, seed) || sees(2, seed); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gossip still shows %s alive after it stopped", seed)
+		}
+	}
+	c.start(0)
+	start := time.Now()
+	for deadline := start.Add(4 * rejoinInterval); ; time.Sleep(50 * time.Millisecond) {
+		if sees(1, seed) && sees(2, seed) && sees(0, placement.NodeID(c.cfgs[1].NodeID)) && sees(0, placement.NodeID(c.cfgs[2].NodeID)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s restarted %s ago: n2 sees it %v, n3 %v; it sees %v", seed, time.Since(start).Round(time.Second), sees(1, seed), sees(2, seed), c.nodes[0].cluster.aliveIDs())
+		}
+	}
+	t.Logf("%s and the others see each other again %s after its restart", seed, time.Since(start).Round(100*time.Millisecond))
+	c.waitReady()
+}
