@@ -142,7 +142,13 @@ func (c *testCluster) stop(i int) {
 
 func (c *testCluster) waitReady() {
 	c.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	c.waitReadyWithin(30 * time.Second)
+}
+
+// waitReadyWithin is waitReady with its own bound.
+func (c *testCluster) waitReadyWithin(timeout time.Duration) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
 	for i, nd := range c.nodes {
 		if nd == nil {
 			continue

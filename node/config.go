@@ -36,6 +36,12 @@ type Config struct {
 	// MaxQueuedPerObject bounds the requests waiting for one object's input
 	// gate; past it the object answers 503 (overloaded).
 	MaxQueuedPerObject int
+	// BodyStallTimeout bounds how long a request body on the app listener
+	// may go without a byte arriving; past it, reading the body fails. A
+	// body's first MiB is read before its object's turn, the rest during
+	// it, so a client that stalls there holds up every request to the
+	// object: for this long at most.
+	BodyStallTimeout time.Duration
 	// Limits bounds storage keys, values and multi-key calls.
 	Limits durable.Limits
 	// Bindings maps binding names to classes. Empty means the app's defaults.
@@ -107,6 +113,7 @@ func DefaultConfig() Config {
 		IdleTimeout:         60 * time.Second,
 		MaxInflightPerShard: 1,
 		MaxQueuedPerObject:  10000,
+		BodyStallTimeout:    30 * time.Second,
 		Limits:              durable.DefaultLimits(),
 		GRPCAddr:            "127.0.0.1:8790",
 		GossipAddr:          "127.0.0.1:7946",
@@ -171,6 +178,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInflightPerShard < 1 {
 		return bad("max inflight per shard must be at least 1, got %d", c.MaxInflightPerShard)
+	}
+	if c.BodyStallTimeout <= 0 {
+		return bad("body stall timeout must be positive, got %s", c.BodyStallTimeout)
 	}
 	if c.MaxQueuedPerObject < 1 {
 		return bad("max queued per object must be at least 1, got %d", c.MaxQueuedPerObject)

@@ -1,11 +1,15 @@
 package node
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -27,8 +31,42 @@ func (n *Node) appHandler() http.Handler {
 			}
 			n.metrics.requests.WithLabelValues(statusClass(sw.status)).Inc()
 		}()
+		// Not for an upgrade: a deadline left on a connection that becomes
+		// a WebSocket would end it.
+		if r.Body != nil && r.Body != http.NoBody && r.Header.Get("Upgrade") == "" {
+			r.Body = &stallGuard{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: n.cfg.BodyStallTimeout}
+		}
 		worker(sw, r, env)
 	})
+}
+
+// stallGuard fails a request body read that waits longer than timeout
+// for the client (Config.BodyStallTimeout): each read gets a deadline on
+// the connection, cleared once the body has ended.
+type stallGuard struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	timeout time.Duration
+	ended   bool
+}
+
+func (g *stallGuard) Read(p []byte) (int, error) {
+	if g.ended {
+		return g.ReadCloser.Read(p)
+	}
+	// No deadline where the server cannot set one: the read is as before.
+	deadlineSet := g.rc.SetReadDeadline(time.Now().Add(g.timeout)) == nil
+	n, err := g.ReadCloser.Read(p)
+	if err != nil {
+		g.ended = true
+		if deadlineSet {
+			g.rc.SetReadDeadline(time.Time{})
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			err = fmt.Errorf("request body: no byte from the client for %s: %w", g.timeout, err)
+		}
+	}
+	return n, err
 }
 
 func statusClass(code int) string {

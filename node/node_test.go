@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -409,36 +410,51 @@ func TestOutputGateHidesFailedCommits(t *testing.T) {
 	}
 }
 
-// TestStalledBodyHoldsUpOnlyItsRequest: a client that stops sending its
-// request body half-way does not block the object's other requests (the
-// body is read before the turn, not in it).
+// TestStalledBodyHoldsUpOnlyItsRequest: a client that stalls half-way
+// through its request body holds up no other request to the object for
+// long. A small body is read before the object's turn, so the stall holds
+// up its own request only; the rest of a body past its first MiB is read
+// during the turn, which then ends once the body has gone BodyStallTimeout
+// without a byte.
 func TestStalledBodyHoldsUpOnlyItsRequest(t *testing.T) {
-	n := startNode(t, t.TempDir(), nil)
-	defer closeNode(t, n)
-	const path = "/echo?ns=PINGPONG&name=stalled"
-	if code, body := postBody(t, n, path, "warm"); code != 200 || body != "warm" {
-		t.Fatalf("echo: %d %q", code, body)
-	}
-	conn, err := net.Dial("tcp", n.HTTPAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	// 100 bytes announced, 3 sent.
-	fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: roost\r\nContent-Length: 100\r\n\r\nabc", path)
-	time.Sleep(200 * time.Millisecond) // its request reaches the object
-	done := make(chan string, 1)
-	go func() {
-		code, body := postBody(t, n, path, "next")
-		done <- fmt.Sprintf("%d %s", code, body)
-	}()
-	select {
-	case got := <-done:
-		if got != "200 next" {
-			t.Fatalf("the request after the stalled one: %s", got)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("a client stalled in its body blocks the object's other requests")
+	for _, tc := range []struct {
+		name            string
+		announced, sent int
+	}{
+		{"small body, read before the turn", 100, 3},
+		{"large body, its rest read in the turn", 2 << 20, 3 << 19},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := startNode(t, t.TempDir(), func(cfg *Config, _ *Node) { cfg.BodyStallTimeout = time.Second })
+			defer closeNode(t, n)
+			const path = "/echo?ns=PINGPONG&name=stalled"
+			if code, body := postBody(t, n, path, "warm"); code != 200 || body != "warm" {
+				t.Fatalf("echo: %d %q", code, body)
+			}
+			conn, err := net.Dial("tcp", n.HTTPAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: roost\r\nContent-Length: %d\r\n\r\n", path, tc.announced)
+			if _, err := conn.Write(bytes.Repeat([]byte("a"), tc.sent)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond) // its request reaches the object
+			done := make(chan string, 1)
+			go func() {
+				code, body := postBody(t, n, path, "next")
+				done <- fmt.Sprintf("%d %s", code, body)
+			}()
+			select {
+			case got := <-done:
+				if got != "200 next" {
+					t.Fatalf("the request after the stalled one: %s", got)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("a client stalled in its body blocks the object's other requests")
+			}
+		})
 	}
 }
 
