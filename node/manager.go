@@ -74,11 +74,16 @@ const routeWait = 5 * time.Second
 
 // Fetch implements durable.Dispatcher.
 func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *http.Request) (*http.Response, error) {
-	if _, ok := m.classes[class]; !ok {
+	key, ok := m.keys[class]
+	if !ok {
 		return nil, fmt.Errorf("%w: class %q is not registered in this binary", durable.ErrUnknownBinding, class)
 	}
-	if id.IsZero() {
-		return nil, fmt.Errorf("%w: zero ID", durable.ErrInvalidID)
+	// An ID another namespace made must not reach this class's object of
+	// the same ID: the class would run on the other's storage. Checked
+	// here, before routing, so that it does not depend on whether the
+	// object's leader is this node (checkForwarded checks it there too).
+	if _, err := key.Check(id.Bytes()); err != nil {
+		return nil, fmt.Errorf("namespace of class %s: %w", class, err)
 	}
 	idx := shardOf(id.Bytes(), m.nshards)
 	deadline := time.Now().Add(routeWait)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -469,4 +470,46 @@ func postBody(t *testing.T, n *Node, path, body string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestStubRefusesAnotherNamespacesID: a stub of one namespace given an ID
+// another namespace made is refused before any object runs; before, the
+// stub's class ran on the other object's storage whenever the object's
+// shard was led by the calling node.
+func TestStubRefusesAnotherNamespacesID(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	counters, err := n.manager.env.Namespace("COUNTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pings, err := n.manager.env.Namespace("PINGPONG")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := counters.IDFromName("zz")
+	req := httptest.NewRequest("GET", "http://do/echo", nil)
+	resp, err := pings.Get(foreign).Fetch(req)
+	if err == nil {
+		resp.Body.Close()
+		t.Fatalf("PINGPONG's stub ran a COUNTER ID: %d", resp.StatusCode)
+	}
+	if !errors.Is(err, durable.ErrWrongNamespace) {
+		t.Fatalf("PINGPONG's stub with a COUNTER ID: %v, want ErrWrongNamespace", err)
+	}
+	n.manager.mu.Lock()
+	_, running := n.manager.instances[foreign.Bytes()]
+	n.manager.mu.Unlock()
+	if running {
+		t.Fatal("an instance of the foreign ID was activated")
+	}
+	// The ID's own namespace still reaches its object.
+	resp, err = counters.Get(foreign).Fetch(httptest.NewRequest("GET", "http://do/increment", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("COUNTER's own stub: %d", resp.StatusCode)
+	}
 }
