@@ -178,15 +178,23 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 		return // no wake-up: there is nothing new to do
 	}
 	info := durable.AlarmInfo{ScheduledTime: time.UnixMilli(d.At), RetryCount: r.count, IsRetry: r.count > 0}
-	giveUp := r.count >= alarmMaxRetries
-	err := a.m.deliverAlarm(ctx, a.sh, class, id, d.At, info, giveUp)
+	// Deliveries 0..alarmMaxRetries run the handler; the last of them
+	// deletes the alarm even if the handler fails. Only a last delivery
+	// that panicked (its turn discarded, the alarm with it) leaves one
+	// more pass, which deletes without running the handler.
+	run, last := r.count <= alarmMaxRetries, r.count >= alarmMaxRetries
+	err := a.m.deliverAlarm(ctx, a.sh, class, id, d.At, info, run, last)
 	a.mu.Lock()
 	switch {
-	case err == nil || giveUp:
+	case err == nil:
 		delete(a.retries, d.Object)
-		if err == nil {
+		if run {
 			a.m.metrics.alarmsFired.Inc()
 		}
+	case errors.Is(err, errAlarmDropped):
+		delete(a.retries, d.Object)
+		a.m.metrics.alarmFailures.Inc()
+		a.m.cfg.Logger.Warn("alarm failed on its last retry; dropped", "class", class, "id", id.String(), "retries", r.count, "err", err)
 	case errors.As(err, new(*routingError)):
 		// Refused before it ran (the shard's leadership is moving): not a
 		// failed delivery. The next leader delivers it, or this node again
@@ -194,8 +202,15 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 		a.retries[d.Object] = alarmRetry{at: d.At, count: r.count, notBefore: time.Now().Add(a.backoff)}
 	default:
 		a.m.metrics.alarmFailures.Inc()
-		a.m.cfg.Logger.Warn("alarm failed; will retry", "class", class, "id", id.String(), "retry", r.count+1, "err", err)
-		a.retries[d.Object] = alarmRetry{at: d.At, count: r.count + 1, notBefore: time.Now().Add(a.backoff << r.count)}
+		next := r.count + 1
+		delay := a.backoff << r.count
+		if !run {
+			next, delay = r.count, a.backoff // the deleting pass failed: again soon
+		} else if last {
+			delay = a.backoff // only the deleting pass is left
+		}
+		a.m.cfg.Logger.Warn("alarm failed; will retry", "class", class, "id", id.String(), "retry", next, "err", err)
+		a.retries[d.Object] = alarmRetry{at: d.At, count: next, notBefore: time.Now().Add(delay)}
 	}
 	delete(a.running, d.Object)
 	a.mu.Unlock()
@@ -212,17 +227,23 @@ func (m *manager) classOf(obj [32]byte) (string, durable.ID, bool) {
 	return "", durable.ID{}, false
 }
 
-// deliverAlarm runs the object's Alarm handler as a turn scheduled for at.
-// On success, or when giveUp, the alarm is deleted unless the handler set a
-// new one. It returns once that deletion is committed.
-func (m *manager) deliverAlarm(ctx context.Context, sh *shard, class string, id durable.ID, at int64, info durable.AlarmInfo, giveUp bool) error {
+// errAlarmDropped: the alarm's last delivery failed, and the alarm was
+// deleted all the same.
+var errAlarmDropped = errors.New("alarm dropped")
+
+// deliverAlarm runs the object's Alarm handler (if run) as a turn
+// scheduled for at. On success, or on the last try whatever the handler
+// returned, the alarm is deleted unless the handler set a new one. It
+// returns once that deletion is committed; a handler error after which the
+// alarm was deleted wraps errAlarmDropped.
+func (m *manager) deliverAlarm(ctx context.Context, sh *shard, class string, id durable.ID, at int64, info durable.AlarmInfo, run, lastTry bool) error {
 	key := id.Bytes()
 	for attempt := 0; ; attempt++ {
 		in, err := m.acquire(ctx, key, id, class, m.classes[class], sh)
 		if err != nil {
 			return err
 		}
-		err = in.alarm(ctx, at, info, giveUp)
+		err = in.alarm(ctx, at, info, run, lastTry)
 		m.release(in)
 		if errors.Is(err, errInstanceReset) && attempt < maxResets {
 			continue
@@ -231,8 +252,8 @@ func (m *manager) deliverAlarm(ctx context.Context, sh *shard, class string, id 
 	}
 }
 
-// alarm runs one alarm delivery as a turn of the instance.
-func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo, giveUp bool) error {
+// alarm runs one alarm delivery as a turn of the instance (deliverAlarm).
+func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo, run, lastTry bool) error {
 	if err := in.beginTurn(ctx, true); err != nil {
 		return err
 	}
@@ -241,7 +262,7 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		if err := in.activate(); err != nil {
 			return err
 		}
-		if giveUp {
+		if !run {
 			return nil
 		}
 		if h, ok := in.obj.(durable.Alarmer); ok {
@@ -251,11 +272,15 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		}
 		return nil
 	})
-	if exc == nil && handlerErr == nil {
+	dropped := false // the handler failed and the alarm is deleted all the same
+	if exc == nil && (handlerErr == nil || lastTry) {
 		// Delete the alarm we delivered, unless the handler moved it.
-		if cur, ok, err := in.storage.GetAlarm(); err == nil && ok && cur.UnixMilli() == at {
-			handlerErr = in.storage.DeleteAlarm()
+		var err error
+		if cur, ok, gerr := in.storage.GetAlarm(); gerr == nil && ok && cur.UnixMilli() == at {
+			err = in.storage.DeleteAlarm()
 		}
+		dropped = handlerErr != nil && err == nil
+		handlerErr = errors.Join(handlerErr, err)
 	}
 	last, _ := in.endTurn(exc)
 	if last != nil {
@@ -265,6 +290,9 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 	}
 	if exc != nil {
 		return exc
+	}
+	if handlerErr != nil && dropped {
+		return fmt.Errorf("%w: alarm handler of %s %s: %w", errAlarmDropped, in.class, in.id, handlerErr)
 	}
 	if handlerErr != nil {
 		return fmt.Errorf("alarm handler of %s %s: %w", in.class, in.id, handlerErr)

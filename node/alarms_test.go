@@ -244,9 +244,10 @@ func TestAlarmSetOnSleepingShardFires(t *testing.T) {
 // flakyAlarm sets an alarm for now on any request; its first fail
 // deliveries fail, and every delivery is recorded with its time.
 type flakyAlarm struct {
-	state *durable.State
-	fail  int
-	rec   *deliveries
+	state  *durable.State
+	fail   int
+	panics bool // a failing delivery panics instead of returning an error
+	rec    *deliveries
 }
 
 type deliveries struct {
@@ -256,7 +257,16 @@ type deliveries struct {
 	done  chan struct{} // closed at the first successful delivery
 }
 
+// ServeHTTP arms the alarm; /alarm answers whether one is set.
 func (o *flakyAlarm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/alarm" {
+		_, ok, err := o.state.Storage.GetAlarm()
+		if err != nil {
+			durable.WriteError(w, err)
+		}
+		fmt.Fprint(w, ok)
+		return
+	}
 	if err := o.state.Storage.SetAlarm(time.Now()); err != nil {
 		durable.WriteError(w, err)
 	}
@@ -264,13 +274,19 @@ func (o *flakyAlarm) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (o *flakyAlarm) Alarm(ctx context.Context, info durable.AlarmInfo) error {
 	o.rec.mu.Lock()
-	defer o.rec.mu.Unlock()
 	o.rec.times = append(o.rec.times, time.Now())
 	o.rec.info = append(o.rec.info, info)
-	if len(o.rec.times) <= o.fail {
+	failing := len(o.rec.times) <= o.fail
+	if !failing {
+		close(o.rec.done)
+	}
+	o.rec.mu.Unlock()
+	switch {
+	case failing && o.panics:
+		panic("injected alarm panic")
+	case failing:
 		return errors.New("injected alarm failure")
 	}
-	close(o.rec.done)
 	return nil
 }
 
@@ -326,5 +342,47 @@ func TestAlarmOfUnknownClassIsLeftAlone(t *testing.T) {
 	time.Sleep(time.Second)
 	if reads, _ := c.total(0); reads > 2*2*n.cfg.Shards {
 		t.Fatalf("%d alarm reads on %d shards with one undeliverable alarm, want at most %d", reads, n.cfg.Shards, 2*2*n.cfg.Shards)
+	}
+}
+
+// TestAlarmGivesUpAfterItsLastRetry: an alarm that always fails is
+// delivered once and retried alarmMaxRetries times, as Workers does (up to
+// 6 retries), and then deleted, whether its handler returns an error or
+// panics.
+func TestAlarmGivesUpAfterItsLastRetry(t *testing.T) {
+	for _, panics := range []bool{false, true} {
+		t.Run(fmt.Sprintf("panics=%v", panics), func(t *testing.T) {
+			rec := &deliveries{done: make(chan struct{})}
+			app := alarmApp()
+			app.Classes["Flaky"] = func(state *durable.State, _ *durable.Env) durable.Object {
+				return &flakyAlarm{state: state, fail: 1000, panics: panics, rec: rec}
+			}
+			app.Bindings = append(app.Bindings, durable.Binding{Name: "FLAKY", ClassName: "Flaky"})
+			n := startAlarmNodeWith(t, t.TempDir(), app, func(n *Node) { n.alarms.backoff = 5 * time.Millisecond })
+			defer closeNode(t, n)
+			params := url.Values{"ns": {"FLAKY"}, "name": {"F"}}
+			if code, body := get(t, n, "/arm", params); code != 200 {
+				t.Fatalf("arm: %d %s", code, body)
+			}
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if _, body := get(t, n, "/alarm", params); body == "false" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the failing alarm is still set after 20 s")
+				}
+			}
+			time.Sleep(5 * time.Millisecond << (alarmMaxRetries + 1)) // longer than any backoff: no delivery after the deletion
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if len(rec.info) != 1+alarmMaxRetries {
+				t.Fatalf("%d deliveries, want 1 + %d retries", len(rec.info), alarmMaxRetries)
+			}
+			for i, info := range rec.info {
+				if info.RetryCount != i {
+					t.Errorf("delivery %d: %+v", i, info)
+				}
+			}
+		})
 	}
 }
