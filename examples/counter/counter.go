@@ -84,7 +84,9 @@ func (c *Counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		durable.WriteError(w, err)
 		return
 	}
-	switch r.URL.Path {
+	// The path as sent, as a URL's pathname in Workers: /%69ncrement is
+	// not /increment.
+	switch r.URL.EscapedPath() {
 	case "/increment":
 		value++
 	case "/decrement":

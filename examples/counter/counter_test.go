@@ -410,6 +410,11 @@ func TestUnknownPath(t *testing.T) {
 	if code != http.StatusOK || body != "Durable Object 'A' count: Not found" {
 		t.Fatalf("GET /increment/?name=A = %d %q", code, body)
 	}
+	// A URL's pathname keeps its escapes: /%69ncrement is not /increment.
+	code, body = get(t, srv, "/%69ncrement?name=A")
+	if code != http.StatusOK || body != "Durable Object 'A' count: Not found" {
+		t.Fatalf("GET /%%69ncrement?name=A = %d %q", code, body)
+	}
 	if code, body = get(t, srv, "/increment?name=A"); body != "Durable Object 'A' count: 1" {
 		t.Fatalf("increment after unknown paths = %d %q", code, body)
 	}

@@ -14,6 +14,7 @@
 package kvreader
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,6 +106,15 @@ func (o *Room) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if found {
 		out = string(val)
 	}
+	// The bytes of JSON.stringify, as Response.json sends: no HTML
+	// escaping, no newline at the end.
+	var body bytes.Buffer
+	enc := json.NewEncoder(&body)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(out); err != nil {
+		durable.WriteError(w, err)
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(out)
+	w.Write(bytes.TrimSuffix(body.Bytes(), []byte("\n")))
 }

@@ -52,7 +52,7 @@ func TestWritingObjectsExample(t *testing.T) {
 func TestKVReaderExample(t *testing.T) {
 	bin := buildBinary(t, "github.com/roostdb/roost/examples/kvreader/cmd/kvreader")
 	p := startDevBinary(t, bin, t.TempDir())
-	if code, got := p.mustGet("/?roomId=A"); code != 200 || got != "null\n" {
+	if code, got := p.mustGet("/?roomId=A"); code != 200 || got != "null" {
 		t.Fatalf("before some-other-key is put: %d %q", code, got)
 	}
 	put := func(key, value string) int {
@@ -67,8 +67,15 @@ func TestKVReaderExample(t *testing.T) {
 	if code := put("some-other-key", "hello"); code != http.StatusNoContent {
 		t.Fatalf("put: %d", code)
 	}
-	if code, got := p.mustGet("/?roomId=B"); code != 200 || got != "\"hello\"\n" {
+	if code, got := p.mustGet("/?roomId=B"); code != 200 || got != "\"hello\"" {
 		t.Fatalf("another room reads what room A put: %d %q", code, got)
+	}
+	// The bytes JSON.stringify makes: no HTML escapes.
+	if code := put("some-other-key", "a<b&c>"); code != http.StatusNoContent {
+		t.Fatalf("put: %d", code)
+	}
+	if code, got := p.mustGet("/?roomId=B"); code != 200 || got != `"a<b&c>"` {
+		t.Fatalf("a value with < & >: %d %q", code, got)
 	}
 	if code := put("", "x"); code != http.StatusBadRequest {
 		t.Fatalf("put with an empty key: %d, want 400", code)
@@ -102,7 +109,7 @@ func TestKVCommand(t *testing.T) {
 	if out, errOut, code := kv("put", "some-other-key", "from the CLI", "--metadata", `{"by":"cli"}`); code != 0 || out != "put some-other-key (12 bytes)\n" {
 		t.Fatalf("put: %d %q %q", code, out, errOut)
 	}
-	if code, got := p.mustGet("/?roomId=A"); code != 200 || got != "\"from the CLI\"\n" {
+	if code, got := p.mustGet("/?roomId=A"); code != 200 || got != "\"from the CLI\"" {
 		t.Fatalf("the object reads what the CLI put: %d %q", code, got)
 	}
 	if out, errOut, code := kv("get", "some-key"); code != 0 || !strings.Contains(out, "visited at") {
@@ -124,7 +131,7 @@ func TestKVCommand(t *testing.T) {
 	if _, errOut, code := kv("get", "some-other-key"); code != 1 || !strings.Contains(errOut, `has no key "some-other-key"`) {
 		t.Fatalf("get after delete: %d %q", code, errOut)
 	}
-	if code, got := p.mustGet("/?roomId=A"); code != 200 || got != "null\n" {
+	if code, got := p.mustGet("/?roomId=A"); code != 200 || got != "null" {
 		t.Fatalf("after the delete: %d %q", code, got)
 	}
 }
