@@ -439,7 +439,10 @@ func checkKVPut(key string, opts KVPutOptions, now time.Time) (int64, []byte, er
 	case opts.ExpirationTTL != 0:
 		exp = now.Add(opts.ExpirationTTL)
 	}
-	if !exp.IsZero() && exp.Sub(now) < KVMinExpiration {
+	// In whole seconds, as Workers counts an expiration (seconds since the
+	// epoch): floor(now) + 60 s is far enough ahead however far into its
+	// second now is.
+	if !exp.IsZero() && exp.Unix()-now.Unix() < int64(KVMinExpiration/time.Second) {
 		return 0, nil, fmt.Errorf("%w: expiration %s is less than %v in the future", ErrInvalidOption, exp.UTC().Format(time.RFC3339), KVMinExpiration)
 	}
 	var unix int64

@@ -279,6 +279,19 @@ func TestCheckKVPut(t *testing.T) {
 			t.Errorf("ttl: expiration %d", exp)
 		}
 	}
+	// An absolute expiration counts in whole seconds, however far into its
+	// second now is.
+	late := now.Add(700 * time.Millisecond)
+	for _, tc := range []struct {
+		ahead int64 // whole seconds after late's
+		nanos int64
+		want  error
+	}{{60, 0, nil}, {59, 999_999_999, ErrInvalidOption}} {
+		_, _, err := checkKVPut("k", KVPutOptions{Expiration: time.Unix(late.Unix()+tc.ahead, tc.nanos)}, late)
+		if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+			t.Errorf("expiration %d s %d ns after the second of now: %v, want %v", tc.ahead, tc.nanos, err, tc.want)
+		}
+	}
 }
 
 // FuzzKVEntry decodes arbitrary stored bytes: no panic, and what decodes
