@@ -188,34 +188,11 @@ func TestOperationShowsWhatItWaitsOn(t *testing.T) {
 	defer c.faults.Heal()
 	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
 
-	var out struct {
-		Operation opJSON `json:"operation"`
-		Error     string `json:"error"`
+	id, w := c.rebalanceWaitingOn(li, "n4", 2)
+	if w.Shard < 0 || int(w.Shard) >= 4 {
+		t.Fatalf("waiting on %+v, want one of the 4 shards", w)
 	}
-	if code := c.admin(li, "POST", "/v1/rebalance", map[string]any{}, &out); code != 202 {
-		t.Fatalf("POST /v1/rebalance: %d %s", code, out.Error)
-	}
-	id := out.Operation.ID
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if code := c.admin(li, "GET", "/v1/operations/"+id, nil, &out); code != 200 {
-			t.Fatalf("GET /v1/operations/%s: %d %s", id, code, out.Error)
-		}
-		op := out.Operation
-		if op.State != "running" {
-			t.Fatalf("the rebalance ended while n4 cannot catch up: %+v", op)
-		}
-		if len(op.Waiting) > 0 && op.Waiting[0].Seconds >= 2 {
-			w := op.Waiting[0]
-			if !strings.Contains(w.Reason, "n4") || w.Shard < 0 || int(w.Shard) >= 4 {
-				t.Fatalf("waiting on %+v, want a shard waiting for n4", w)
-			}
-			t.Logf("%s waits on %d shard(s), the longest: shard %d for %ds, %s", id, len(op.Waiting), w.Shard, w.Seconds, w.Reason)
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s the rebalance says it waits on nothing: %+v", op)
-		}
-	}
+	t.Logf("%s waits on shard %d for %ds: %s", id, w.Shard, w.Seconds, w.Reason)
 	c.faults.Heal()
 	if op, _ := c.waitOp(li, id, 2*time.Minute); op.State != "done" || len(op.Waiting) > 0 {
 		t.Fatalf("after n4 was reachable again the rebalance ended %+v", op)
@@ -269,30 +246,7 @@ func TestStepGivesUpWhenItsShardLosesQuorum(t *testing.T) {
 	}
 	defer c.faults.Heal()
 
-	var out struct {
-		Operation opJSON `json:"operation"`
-		Error     string `json:"error"`
-	}
-	if code := c.admin(boss, "POST", "/v1/rebalance", map[string]any{}, &out); code != 202 {
-		t.Fatalf("POST /v1/rebalance: %d %s", code, out.Error)
-	}
-	id := out.Operation.ID
-	var waited opWaitJSON
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if code := c.admin(boss, "GET", "/v1/operations/"+id, nil, &out); code != 200 {
-			t.Fatalf("GET /v1/operations/%s: %d %s", id, code, out.Error)
-		}
-		if op := out.Operation; op.State != "running" {
-			t.Fatalf("the rebalance ended while %s cannot catch up: %+v", stuckID, op)
-		}
-		if w := out.Operation.Waiting; len(w) > 0 && w[0].Seconds >= 1 && strings.Contains(w[0].Reason, string(stuckID)) {
-			waited = w[0]
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s the rebalance waits on no step onto %s: %+v", stuckID, out.Operation)
-		}
-	}
+	id, waited := c.rebalanceWaitingOn(boss, stuckID, 1)
 	// Two of the waiting shard's three old replicas die; with stuck it
 	// has two of four replicas alive, short of a quorum.
 	c.stop(old[0])
@@ -329,6 +283,39 @@ func TestStepGivesUpWhenItsShardLosesQuorum(t *testing.T) {
 	}
 	if s := c.metaLeader().cluster.metaFSM.Map().ShardMap[waited.Shard]; len(s.Replicas) != 3 {
 		t.Fatalf("shard %d has replicas %v after the rebalance, want three", waited.Shard, s.Replicas)
+	}
+}
+
+// rebalanceWaitingOn starts a rebalance through node i and returns its ID
+// once it has waited at least minSeconds on a step for node (the longest
+// wait it shows); it fails the test if the rebalance ends first, or after
+// 30 s without such a wait.
+func (c *testCluster) rebalanceWaitingOn(i int, node placement.NodeID, minSeconds int) (string, opWaitJSON) {
+	c.t.Helper()
+	var out struct {
+		Operation opJSON `json:"operation"`
+		Error     string `json:"error"`
+	}
+	if code := c.admin(i, "POST", "/v1/rebalance", map[string]any{}, &out); code != 202 {
+		c.t.Fatalf("POST /v1/rebalance: %d %s", code, out.Error)
+	}
+	id := out.Operation.ID
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if code := c.admin(i, "GET", "/v1/operations/"+id, nil, &out); code != 200 {
+			c.t.Fatalf("GET /v1/operations/%s: %d %s", id, code, out.Error)
+		}
+		op := out.Operation
+		if op.State != "running" {
+			c.t.Fatalf("the rebalance ended while %s cannot catch up: %+v", node, op)
+		}
+		if len(op.Waiting) > 0 && op.Waiting[0].Seconds >= minSeconds {
+			if w := op.Waiting[0]; strings.Contains(w.Reason, string(node)) {
+				return id, w
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("after 30 s the rebalance waits on no step for %s: %+v", node, op)
+		}
 	}
 }
 
