@@ -231,6 +231,7 @@ func (c *testCluster) finalValues(keys []string) map[string]int {
 	out := map[string]int{}
 	for _, k := range keys {
 		deadline := time.Now().Add(20 * time.Second)
+		var last string // the last failed read's answer, for the failure message
 		for {
 			i := rand.IntN(len(c.nodes))
 			if c.nodes[i] != nil {
@@ -239,9 +240,10 @@ func (c *testCluster) finalValues(keys []string) map[string]int {
 					out[k], _ = strconv.Atoi(body)
 					break
 				}
+				last = fmt.Sprintf("through n%d: %d %q %v", i+1, code, body, err)
 			}
 			if time.Now().After(deadline) {
-				c.t.Fatalf("cannot read %s after the run", k)
+				c.t.Fatalf("cannot read %s after the run; last: %s", k, last)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
