@@ -237,25 +237,19 @@ func splitPort(addr string) (string, int, error) {
 
 // run joins the cluster, starts the meta group and then reconciles until ctx ends.
 func (c *cluster) run(ctx context.Context, hasMetaState bool) {
-	log := c.n.log
-	// Join: retry until some seed answers (seeds may start after us).
 	if len(c.n.cfg.Join) > 0 {
-		deadline := time.Now().Add(joinPatience)
-		for {
-			_, err := c.members.Join(c.n.cfg.Join)
-			if err == nil {
-				c.joinErr.Store(nil)
-				break
-			}
-			if errors.Is(err, placement.ErrDuplicateNodeID) || time.Now().After(deadline) {
-				c.fail(fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, joinHint))
-				return
-			}
-			c.joinErr.Store(&err)
-			log.Warn("joining the cluster; retrying"+joinHint, "join", c.n.cfg.Join, "err", err)
-			if !sleepCtx(ctx, time.Second) {
-				return
-			}
+		if hasMetaState {
+			// A node of a cluster that exists needs no seed to serve: its
+			// map names the other nodes, and rejoin reaches them. Waiting
+			// for a seed that is down kept such a node from serving, and
+			// with it the shards it makes a quorum of.
+			c.n.wg.Add(1)
+			go func() {
+				defer c.n.wg.Done()
+				c.joinSeeds(ctx, false)
+			}()
+		} else if !c.joinSeeds(ctx, true) {
+			return
 		}
 	}
 	var bootstrap []raft.Server
@@ -273,7 +267,7 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 		Bootstrap: bootstrap, FSM: c.metaFSM, Tune: metaTiming,
 	})
 	if err != nil {
-		log.Error("starting the meta group", "err", err)
+		c.n.log.Error("starting the meta group", "err", err)
 		return
 	}
 	c.mu.Lock()
@@ -303,6 +297,41 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 			return
 		case <-t.C:
 		case <-c.metaFSM.Watch():
+		}
+	}
+}
+
+// joinSeeds joins the gossip of the nodes --join names, retrying every
+// second (seeds may start after this node) and reports whether it did.
+// A node that must join (it has no state: the seeds are how it finds the
+// cluster) gives up after joinPatience, failing the node, and shows the
+// last failure in /readyz meanwhile; one that need not stops quietly once
+// gossip shows it another node, or after joinPatience. Either way a seed
+// that says another live node has this node's ID fails the node.
+func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
+	log := c.n.log
+	deadline := time.Now().Add(joinPatience)
+	for {
+		_, err := c.members.Join(c.n.cfg.Join)
+		if err == nil {
+			c.joinErr.Store(nil)
+			return true
+		}
+		if errors.Is(err, placement.ErrDuplicateNodeID) || must && time.Now().After(deadline) {
+			c.fail(fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, joinHint))
+			return false
+		}
+		if !must {
+			if len(c.aliveMembers()) > 1 || time.Now().After(deadline) {
+				log.Info("gossip: not joined through --join; the cluster's nodes are reached through its map", "join", c.n.cfg.Join, "err", err)
+				return false
+			}
+		} else {
+			c.joinErr.Store(&err)
+			log.Warn("joining the cluster; retrying"+joinHint, "join", c.n.cfg.Join, "err", err)
+		}
+		if !sleepCtx(ctx, time.Second) {
+			return false
 		}
 	}
 }
@@ -389,7 +418,7 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 		if known && cur.State == placement.NodeRemoved {
 			continue // removed for good: not re-registered, not given the map
 		}
-		if !known || cur.GRPCAddr != node.GRPCAddr || cur.HTTPAddr != node.HTTPAddr || cur.AdminAddr != node.AdminAddr {
+		if !known || cur.GRPCAddr != node.GRPCAddr || cur.HTTPAddr != node.HTTPAddr || cur.AdminAddr != node.AdminAddr || cur.GossipAddr != node.GossipAddr {
 			if known {
 				node.State = cur.State
 			}

@@ -38,3 +38,27 @@ func TestRestartedSeedRejoinsGossip(t *testing.T) {
 	t.Logf("%s and the others see each other again %s after its restart", seed, time.Since(start).Round(100*time.Millisecond))
 	c.waitReady()
 }
+
+// TestRestartedNodeServesWithItsSeedDown: a node of a cluster that exists
+// restarts while the seed its --join names is down. It does not wait for
+// the seed: with the third node it is a quorum of every group, and it
+// becomes ready. Before, it kept retrying the seed, never ready, and gave
+// up after joinPatience.
+func TestRestartedNodeServesWithItsSeedDown(t *testing.T) {
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 3, 4, reg)
+	if len(c.cfgs[1].Join) != 1 || c.cfgs[1].Join[0] != c.cfgs[0].GossipAddr {
+		t.Fatalf("n2 joins %v, want n1's gossip address", c.cfgs[1].Join)
+	}
+	c.stop(0)
+	c.stop(1)
+	c.start(1)
+	start := time.Now()
+	c.waitReadyWithin(joinPatience / 2)
+	t.Logf("n2 and n3 ready %s after n2's restart, with n1 down", time.Since(start).Round(100*time.Millisecond))
+	select {
+	case err := <-c.nodes[1].failed:
+		t.Fatalf("n2 failed: %v", err)
+	default:
+	}
+}
