@@ -32,6 +32,8 @@ type fencedShard interface {
 	State() raft.RaftState
 	QuorumReachable() (bool, error)
 	Barrier() error
+	// Uncommitted reports whether the log holds entries not yet applied.
+	Uncommitted() bool
 }
 
 var _ fencedShard = fenceGroup{}
@@ -41,6 +43,9 @@ type fenceGroup struct{ *raftstore.Group }
 
 // Barrier commits an entry and applies every one before it.
 func (g fenceGroup) Barrier() error { return g.Raft().Barrier(0).Error() }
+
+// Uncommitted implements fencedShard.
+func (g fenceGroup) Uncommitted() bool { return g.Raft().AppliedIndex() < g.Raft().LastIndex() }
 
 // runFences runs checkFence every fenceCheck and when kicked, until ctx ends.
 func (c *cluster) runFences(ctx context.Context, kick <-chan struct{}) {
@@ -60,11 +65,14 @@ func (c *cluster) runFences(ctx context.Context, kick <-chan struct{}) {
 		}
 		c.mu.Unlock()
 		for _, ls := range shards {
+			// A barrier waits for a commit: it ends at the latest when
+			// the group loses its leadership or shuts down, so neither
+			// goroutine is waited for at the node's stop.
 			if unfence := checkFence(ls.shard, fenceGroup{ls.group}, c.n.manager.dropShard); unfence != nil {
-				// A barrier waits for a commit: it ends at the latest
-				// when the group loses its leadership or shuts down, so
-				// the goroutine is not waited for at the node's stop.
 				go unfence()
+			}
+			if nudge := nudgeStalled(ls.shard, fenceGroup{ls.group}, time.Now()); nudge != nil {
+				go nudge()
 			}
 		}
 	}
@@ -102,5 +110,42 @@ func checkFence(sh *shard, g fencedShard, drop func(*shard)) (unfence func()) {
 		if g.Barrier() == nil && g.State() == raft.Leader {
 			sh.setFenced(false)
 		}
+	}
+}
+
+// stalledAfter is how long a shard this node leads may hold entries it
+// has not committed, with a quorum of its voters reachable, before
+// nudgeStalled wakes its replication.
+const stalledAfter = 2 * time.Second
+
+// nudgeStalled returns a barrier to run when sh's group, led here, has
+// held uncommitted entries for stalledAfter although a quorum of its
+// voters is reachable. hashicorp/raft retries a failed append to a
+// follower only when a new entry is written or after CommitTimeout, which
+// QuietTiming makes 30-60 s: an append that failed because the follower's
+// node was restarting (its replica not running yet) left the entry, and
+// every turn of its objects behind it, waiting that long when the
+// follower was needed for the quorum. A new entry wakes the replication at
+// once. Called from the fence loop only (it owns sh.stalledSince).
+func nudgeStalled(sh *shard, g fencedShard, now time.Time) (nudge func()) {
+	if g.State() != raft.Leader || !g.Uncommitted() {
+		sh.stalledSince = time.Time{}
+		return nil
+	}
+	if ok, err := g.QuorumReachable(); err != nil || !ok {
+		sh.stalledSince = time.Time{} // the fence's business
+		return nil
+	}
+	if sh.stalledSince.IsZero() {
+		sh.stalledSince = now
+		return nil
+	}
+	if now.Sub(sh.stalledSince) < stalledAfter || !sh.nudging.CompareAndSwap(false, true) {
+		return nil
+	}
+	sh.stalledSince = time.Time{}
+	return func() {
+		defer sh.nudging.Store(false)
+		g.Barrier()
 	}
 }

@@ -11,15 +11,17 @@ import (
 )
 
 type fakeFenceGroup struct {
-	state      raft.RaftState
-	quorum     bool
-	barrierErr error
-	barriers   int
+	state       raft.RaftState
+	quorum      bool
+	uncommitted bool
+	barrierErr  error
+	barriers    int
 }
 
 func (g *fakeFenceGroup) State() raft.RaftState          { return g.state }
 func (g *fakeFenceGroup) QuorumReachable() (bool, error) { return g.quorum, nil }
 func (g *fakeFenceGroup) Barrier() error                 { g.barriers++; return g.barrierErr }
+func (g *fakeFenceGroup) Uncommitted() bool              { return g.uncommitted }
 
 var _ fencedShard = (*fakeFenceGroup)(nil)
 
@@ -147,5 +149,39 @@ func TestIsolatedLeaderIsFenced(t *testing.T) {
 			t.Fatalf("increment after the heal: %d %q %v, want 200 \"2\"", code, body, err)
 		}
 		return
+	}
+}
+
+// TestNudgeStalled: a leader holding uncommitted entries with its quorum
+// reachable gets one barrier once that has lasted stalledAfter, and none
+// otherwise.
+func TestNudgeStalled(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	stalled := fakeFenceGroup{state: raft.Leader, quorum: true, uncommitted: true}
+	for _, tt := range []struct {
+		name     string
+		group    fakeFenceGroup
+		checks   []time.Duration // when nudgeStalled runs, after t0
+		barriers int
+	}{
+		{"stalled long enough: one barrier", stalled, []time.Duration{0, stalledAfter}, 1},
+		{"not yet long enough", stalled, []time.Duration{0, stalledAfter - time.Millisecond}, 0},
+		{"stalled again after a nudge: another", stalled, []time.Duration{0, stalledAfter, stalledAfter + time.Second, 2*stalledAfter + time.Second}, 2},
+		{"nothing uncommitted", fakeFenceGroup{state: raft.Leader, quorum: true}, []time.Duration{0, time.Minute}, 0},
+		{"quorum unreachable: the fence's business", fakeFenceGroup{state: raft.Leader, uncommitted: true}, []time.Duration{0, time.Minute}, 0},
+		{"a follower", fakeFenceGroup{state: raft.Follower, quorum: true, uncommitted: true}, []time.Duration{0, time.Minute}, 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sh := newShard(groupOf(0), nil, 1, nil)
+			g := tt.group
+			for _, at := range tt.checks {
+				if nudge := nudgeStalled(sh, &g, t0.Add(at)); nudge != nil {
+					nudge()
+				}
+			}
+			if g.barriers != tt.barriers {
+				t.Fatalf("%d barriers, want %d", g.barriers, tt.barriers)
+			}
+		})
 	}
 }

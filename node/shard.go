@@ -50,6 +50,11 @@ type shard struct {
 	fenced  bool          // this node leads it but cannot reach a quorum of its voters (fence.go)
 	// unfencing is set while a barrier that may lift the fence runs.
 	unfencing atomic.Bool
+	// nudging is set while a barrier that wakes stalled replication runs
+	// (fence.go, nudgeStalled); stalledSince, owned by the fence loop, is
+	// since when this node, leading, has held entries it has not committed.
+	nudging      atomic.Bool
+	stalledSince time.Time
 
 	verifyMu   sync.Mutex
 	nextVerify *verifyBatch
