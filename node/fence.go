@@ -32,8 +32,9 @@ type fencedShard interface {
 	State() raft.RaftState
 	QuorumReachable() (bool, error)
 	Barrier() error
-	// Uncommitted reports whether the log holds entries not yet applied.
-	Uncommitted() bool
+	// Progress returns the index of the last entry applied and of the
+	// last entry in the log, committed or not.
+	Progress() (applied, last uint64)
 }
 
 var _ fencedShard = fenceGroup{}
@@ -44,8 +45,10 @@ type fenceGroup struct{ *raftstore.Group }
 // Barrier commits an entry and applies every one before it.
 func (g fenceGroup) Barrier() error { return g.Raft().Barrier(0).Error() }
 
-// Uncommitted implements fencedShard.
-func (g fenceGroup) Uncommitted() bool { return g.Raft().AppliedIndex() < g.Raft().LastIndex() }
+// Progress implements fencedShard.
+func (g fenceGroup) Progress() (applied, last uint64) {
+	return g.Raft().AppliedIndex(), g.Raft().LastIndex()
+}
 
 // runFences runs checkFence every fenceCheck and when kicked, until ctx ends.
 func (c *cluster) runFences(ctx context.Context, kick <-chan struct{}) {
@@ -114,21 +117,24 @@ func checkFence(sh *shard, g fencedShard, drop func(*shard)) (unfence func()) {
 }
 
 // stalledAfter is how long a shard this node leads may hold entries it
-// has not committed, with a quorum of its voters reachable, before
-// nudgeStalled wakes its replication.
+// has not committed, applying nothing meanwhile, with a quorum of its
+// voters reachable, before nudgeStalled wakes its replication.
 const stalledAfter = 2 * time.Second
 
 // nudgeStalled returns a barrier to run when sh's group, led here, has
-// held uncommitted entries for stalledAfter although a quorum of its
-// voters is reachable. hashicorp/raft retries a failed append to a
-// follower only when a new entry is written or after CommitTimeout, which
-// QuietTiming makes 30-60 s: an append that failed because the follower's
-// node was restarting (its replica not running yet) left the entry, and
-// every turn of its objects behind it, waiting that long when the
-// follower was needed for the quorum. A new entry wakes the replication at
-// once. Called from the fence loop only (it owns sh.stalledSince).
+// held uncommitted entries and applied nothing for stalledAfter although a
+// quorum of its voters is reachable. hashicorp/raft retries a failed
+// append to a follower only when a new entry is written or after
+// CommitTimeout, which QuietTiming makes 30-60 s: an append that failed
+// because the follower's node was restarting (its replica not running
+// yet) left the entry, and every turn of its objects behind it, waiting
+// that long when the follower was needed for the quorum. A new entry
+// wakes the replication at once. A shard under load, whose applied index
+// moves, is not stalled. Called from the fence loop only (it owns
+// sh.stalledSince and sh.stalledApplied).
 func nudgeStalled(sh *shard, g fencedShard, now time.Time) (nudge func()) {
-	if g.State() != raft.Leader || !g.Uncommitted() {
+	applied, last := g.Progress()
+	if g.State() != raft.Leader || applied >= last {
 		sh.stalledSince = time.Time{}
 		return nil
 	}
@@ -136,8 +142,8 @@ func nudgeStalled(sh *shard, g fencedShard, now time.Time) (nudge func()) {
 		sh.stalledSince = time.Time{} // the fence's business
 		return nil
 	}
-	if sh.stalledSince.IsZero() {
-		sh.stalledSince = now
+	if sh.stalledSince.IsZero() || applied != sh.stalledApplied {
+		sh.stalledSince, sh.stalledApplied = now, applied
 		return nil
 	}
 	if now.Sub(sh.stalledSince) < stalledAfter || !sh.nudging.CompareAndSwap(false, true) {

@@ -11,17 +11,17 @@ import (
 )
 
 type fakeFenceGroup struct {
-	state       raft.RaftState
-	quorum      bool
-	uncommitted bool
-	barrierErr  error
-	barriers    int
+	state         raft.RaftState
+	quorum        bool
+	applied, last uint64
+	barrierErr    error
+	barriers      int
 }
 
 func (g *fakeFenceGroup) State() raft.RaftState          { return g.state }
 func (g *fakeFenceGroup) QuorumReachable() (bool, error) { return g.quorum, nil }
 func (g *fakeFenceGroup) Barrier() error                 { g.barriers++; return g.barrierErr }
-func (g *fakeFenceGroup) Uncommitted() bool              { return g.uncommitted }
+func (g *fakeFenceGroup) Progress() (uint64, uint64)     { return g.applied, g.last }
 
 var _ fencedShard = (*fakeFenceGroup)(nil)
 
@@ -152,24 +152,26 @@ func TestIsolatedLeaderIsFenced(t *testing.T) {
 	}
 }
 
-// TestNudgeStalled: a leader holding uncommitted entries with its quorum
-// reachable gets one barrier once that has lasted stalledAfter, and none
-// otherwise.
+// TestNudgeStalled: a leader holding uncommitted entries, applying
+// nothing, with its quorum reachable gets one barrier once that has lasted
+// stalledAfter, and none otherwise.
 func TestNudgeStalled(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	stalled := fakeFenceGroup{state: raft.Leader, quorum: true, uncommitted: true}
+	stalled := fakeFenceGroup{state: raft.Leader, quorum: true, applied: 5, last: 6}
 	for _, tt := range []struct {
 		name     string
 		group    fakeFenceGroup
 		checks   []time.Duration // when nudgeStalled runs, after t0
+		progress bool            // the applied index moves between checks
 		barriers int
 	}{
-		{"stalled long enough: one barrier", stalled, []time.Duration{0, stalledAfter}, 1},
-		{"not yet long enough", stalled, []time.Duration{0, stalledAfter - time.Millisecond}, 0},
-		{"stalled again after a nudge: another", stalled, []time.Duration{0, stalledAfter, stalledAfter + time.Second, 2*stalledAfter + time.Second}, 2},
-		{"nothing uncommitted", fakeFenceGroup{state: raft.Leader, quorum: true}, []time.Duration{0, time.Minute}, 0},
-		{"quorum unreachable: the fence's business", fakeFenceGroup{state: raft.Leader, uncommitted: true}, []time.Duration{0, time.Minute}, 0},
-		{"a follower", fakeFenceGroup{state: raft.Follower, quorum: true, uncommitted: true}, []time.Duration{0, time.Minute}, 0},
+		{"stalled long enough: one barrier", stalled, []time.Duration{0, stalledAfter}, false, 1},
+		{"not yet long enough", stalled, []time.Duration{0, stalledAfter - time.Millisecond}, false, 0},
+		{"stalled again after a nudge: another", stalled, []time.Duration{0, stalledAfter, stalledAfter + time.Second, 2*stalledAfter + time.Second}, false, 2},
+		{"under load, applying: none", stalled, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second, time.Minute}, true, 0},
+		{"nothing uncommitted", fakeFenceGroup{state: raft.Leader, quorum: true, applied: 6, last: 6}, []time.Duration{0, time.Minute}, false, 0},
+		{"quorum unreachable: the fence's business", fakeFenceGroup{state: raft.Leader, applied: 5, last: 6}, []time.Duration{0, time.Minute}, false, 0},
+		{"a follower", fakeFenceGroup{state: raft.Follower, quorum: true, applied: 5, last: 6}, []time.Duration{0, time.Minute}, false, 0},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			sh := newShard(groupOf(0), nil, 1, nil)
@@ -177,6 +179,10 @@ func TestNudgeStalled(t *testing.T) {
 			for _, at := range tt.checks {
 				if nudge := nudgeStalled(sh, &g, t0.Add(at)); nudge != nil {
 					nudge()
+				}
+				if tt.progress {
+					g.applied++
+					g.last++
 				}
 			}
 			if g.barriers != tt.barriers {

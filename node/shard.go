@@ -51,10 +51,12 @@ type shard struct {
 	// unfencing is set while a barrier that may lift the fence runs.
 	unfencing atomic.Bool
 	// nudging is set while a barrier that wakes stalled replication runs
-	// (fence.go, nudgeStalled); stalledSince, owned by the fence loop, is
-	// since when this node, leading, has held entries it has not committed.
-	nudging      atomic.Bool
-	stalledSince time.Time
+	// (fence.go, nudgeStalled). stalledSince and stalledApplied, owned by
+	// the fence loop: since when this node, leading, has held entries it
+	// has not committed while its applied index stayed stalledApplied.
+	nudging        atomic.Bool
+	stalledSince   time.Time
+	stalledApplied uint64
 
 	verifyMu   sync.Mutex
 	nextVerify *verifyBatch
