@@ -114,15 +114,7 @@ func TestOperationLeavesShardsWithoutQuorum(t *testing.T) {
 	victim, other := placement.NodeID(c.cfgs[a].NodeID), placement.NodeID(c.cfgs[b].NodeID)
 	c.stop(a)
 	c.stop(b)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		alive := c.metaLeader().cluster.aliveIDs()
-		if !alive[victim] && !alive[other] {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gossip still sees %s or %s alive", victim, other)
-		}
-	}
+	c.waitMetaLeaderSees(false, a, b)
 
 	before := c.metaLeader().cluster.metaFSM.Map()
 	li := c.nodeIndex(leader)
@@ -156,15 +148,7 @@ func TestOperationLeavesShardsWithoutQuorum(t *testing.T) {
 	// were not left half-changed.
 	c.start(a)
 	c.start(b)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		alive := c.metaLeader().cluster.aliveIDs()
-		if alive[victim] && alive[other] {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gossip does not see %s and %s back", victim, other)
-		}
-	}
+	c.waitMetaLeaderSees(true, a, b)
 	li = c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
 	if op := c.runOp(li, "/v1/nodes/"+string(victim)+"/drain", nil, nil); op.State != "done" {
 		t.Fatalf("drain of %s with every node back: %s %q", victim, op.State, op.Error)
@@ -273,20 +257,28 @@ func TestStepGivesUpWhenItsShardLosesQuorum(t *testing.T) {
 	// Shards left with two of three voters down elect once they are back,
 	// which takes longer than a start under this package's load.
 	c.waitReadyWithin(2 * time.Minute)
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		alive := c.metaLeader().cluster.aliveIDs()
-		if alive[placement.NodeID(c.cfgs[old[0]].NodeID)] && alive[placement.NodeID(c.cfgs[old[1]].NodeID)] {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gossip does not see %s and %s back", c.cfgs[old[0]].NodeID, c.cfgs[old[1]].NodeID)
-		}
-	}
+	c.waitMetaLeaderSees(true, old[0], old[1])
 	if op := c.runOp(boss, "/v1/rebalance", map[string]any{}, nil); op.State != "done" {
 		t.Fatalf("rebalance with every node back: %s %q", op.State, op.Error)
 	}
 	if s := c.metaLeader().cluster.metaFSM.Map().ShardMap[waited.Shard]; len(s.Replicas) != 3 {
 		t.Fatalf("shard %d has replicas %v after the rebalance, want three", waited.Shard, s.Replicas)
+	}
+}
+
+// waitMetaLeaderSees waits (30 s at most) until the meta leader's gossip
+// shows every node of nodes (indexes in c) alive, or every one gone.
+func (c *testCluster) waitMetaLeaderSees(alive bool, nodes ...int) {
+	c.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		seen := c.metaLeader().cluster.aliveIDs()
+		wrong := slices.DeleteFunc(slices.Clone(nodes), func(i int) bool { return seen[placement.NodeID(c.cfgs[i].NodeID)] == alive })
+		if len(wrong) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("after 30 s the meta leader's gossip still shows %s alive: %v", c.cfgs[wrong[0]].NodeID, !alive)
+		}
 	}
 }
 

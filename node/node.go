@@ -177,7 +177,8 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	}
 	// Idle keep-alive connections are closed after idleConnTimeout. The app
 	// listener has no whole-request deadline: bodies past their first MiB
-	// stream to objects, and WebSockets stay open for hours. The admin listener's
+	// stream to objects, and WebSockets stay open for hours; a body that
+	// stalls fails after BodyStallTimeout instead (stallGuard, http.go). The admin listener's
 	// calls are short, bar a KV put of a large value: adminReadTimeout
 	// bounds a client that stops sending its body.
 	n.appSrv = &http.Server{Handler: n.appHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleConnTimeout,
