@@ -78,6 +78,9 @@ type cluster struct {
 	// joinErr is the last failed attempt to join, while the node retries:
 	// /readyz gives it as the reason.
 	joinErr atomic.Pointer[error]
+	// firstStartWait says why a node without state has not started its
+	// meta group yet (firststart.go), for /readyz.
+	firstStartWait atomic.Pointer[string]
 
 	mu     sync.Mutex
 	groups map[int]*localShard // shards with a replica on this node
@@ -108,6 +111,9 @@ type localShard struct {
 type identity struct {
 	NodeID    string `json:"node_id"`
 	ClusterID string `json:"cluster_id,omitempty"`
+	// DataID is random, made with the data dir: the map records it, so a
+	// node back under its ID with a new data dir is told apart (firststart.go).
+	DataID string `json:"data_id,omitempty"`
 }
 
 // checkIdentity binds a data dir to one node ID: a data dir of another node
@@ -119,7 +125,7 @@ func checkIdentity(dir, nodeID string) (identity, error) {
 		if _, serr := os.Stat(filepath.Join(dir, "pebble")); serr == nil {
 			return identity{}, fmt.Errorf("%w: %s holds data but no node identity (a dev-mode data dir?); use an empty data dir for node %s", ErrDataDirMismatch, dir, nodeID)
 		}
-		id := identity{NodeID: nodeID}
+		id := identity{NodeID: nodeID, DataID: newRandomID()}
 		return id, writeIdentity(dir, id)
 	}
 	if err != nil {
@@ -131,6 +137,10 @@ func checkIdentity(dir, nodeID string) (identity, error) {
 	}
 	if id.NodeID != nodeID {
 		return identity{}, fmt.Errorf("%w: %s belongs to node %q, not %q", ErrDataDirMismatch, dir, id.NodeID, nodeID)
+	}
+	if id.DataID == "" { // a data dir from before data dir IDs
+		id.DataID = newRandomID()
+		return id, writeIdentity(dir, id)
 	}
 	return id, nil
 }
@@ -165,6 +175,8 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 		return fmt.Errorf("listing the groups on disk: %w", err)
 	}
 	c.noteLeftovers(onDisk)
+	// Before the gRPC server: Member answers from the meta FSM.
+	c.metaFSM = placement.NewFSM()
 	c.advGRPC = advertised(n.grpcLn.Addr(), n.cfg.Advertise)
 	// Every gRPC server and client of the node is built from n.peerTLS,
 	// so none of them can be left plaintext when TLS is on.
@@ -173,9 +185,9 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 		DialOptions: n.peerTLS.grpcDialOptions(), PeerLost: c.peerLost, HeartbeatWindow: raftstore.QuietHeartbeatWindow})
 	c.grpcSrv = grpc.NewServer(append(n.peerTLS.grpcServerOptions(n.log), keepaliveServerOption())...)
 	c.trans.Register(c.grpcSrv)
-	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus})
+	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus, member: c.member})
 	go c.grpcSrv.Serve(n.grpcLn)
-	n.manager.forwarder = newForwarder(append(n.peerTLS.grpcDialOptions(), keepaliveDialOption())...)
+	n.manager.forwarder = newForwarder(forwarderDialOptions(n.peerTLS)...)
 	n.manager.forwarder.metrics = n.metrics
 	n.manager.router = c
 
@@ -189,7 +201,8 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 		mcfg.AdvertiseAddr = n.cfg.Advertise
 	}
 	mcfg.SecretKey = n.cfg.GossipKey
-	mcfg.Meta = placement.NodeMeta{GRPCAddr: c.advGRPC, HTTPAddr: advertised(n.appLn.Addr(), n.cfg.Advertise), AdminAddr: advertised(n.adminLn.Addr(), n.cfg.Advertise)}
+	mcfg.Meta = placement.NodeMeta{GRPCAddr: c.advGRPC, HTTPAddr: advertised(n.appLn.Addr(), n.cfg.Advertise), AdminAddr: advertised(n.adminLn.Addr(), n.cfg.Advertise),
+		DataID: id.DataID}
 	mcfg.Logger = n.log
 	if c.members, err = placement.Start(mcfg); err != nil {
 		return fmt.Errorf("gossip: %w", err)
@@ -198,7 +211,6 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	// The meta group: every node runs it (the first BootstrapExpect as
 	// voters, later ones as non-voters the leader adds), so every node has
 	// the map locally.
-	c.metaFSM = placement.NewFSM()
 	hasState, err := n.store.LogStore(metaGroup).LastIndex()
 	if err != nil {
 		return err
@@ -254,13 +266,11 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 	}
 	var bootstrap []raft.Server
 	if !hasMetaState {
-		voters, ok := c.waitForBootstrapSet(ctx)
-		if !ok {
+		var ok bool
+		if bootstrap, ok = c.firstStart(ctx); !ok {
 			return
 		}
-		if slices.ContainsFunc(voters, func(s raft.Server) bool { return s.ID == raft.ServerID(c.self) }) {
-			bootstrap = voters
-		}
+		c.firstStartWait.Store(nil)
 	}
 	g, err := c.n.store.StartGroup(raftstore.GroupConfig{
 		ID: metaGroup, LocalID: raft.ServerID(c.self), Transport: c.trans.Group(metaGroup),
@@ -336,25 +346,6 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 	}
 }
 
-// waitForBootstrapSet waits until BootstrapExpect nodes are alive in gossip
-// and returns the first that many by ID: every node computes the same set.
-func (c *cluster) waitForBootstrapSet(ctx context.Context) ([]raft.Server, bool) {
-	want := c.n.cfg.BootstrapExpect
-	for {
-		alive := c.aliveMembers()
-		if len(alive) >= want {
-			servers := make([]raft.Server, 0, want)
-			for _, m := range alive[:want] {
-				servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.Meta.GRPCAddr)})
-			}
-			return servers, true
-		}
-		if !sleepCtx(ctx, 200*time.Millisecond) {
-			return nil, false
-		}
-	}
-}
-
 // aliveMembers returns the alive gossip members sorted by ID.
 func (c *cluster) aliveMembers() []placement.Member {
 	var alive []placement.Member
@@ -389,7 +380,7 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 		if len(nodes) < c.n.cfg.BootstrapExpect {
 			return // wait until gossip shows every initial voter
 		}
-		initial := placement.InitialMap(newClusterID(), nodes, c.n.cfg.Shards, c.n.cfg.Replicas)
+		initial := placement.InitialMap(newRandomID(), nodes, c.n.cfg.Shards, c.n.cfg.Replicas)
 		c.applyMeta(r, placement.Command{Bootstrap: &placement.BootstrapCmd{Map: initial}})
 		return
 	}
@@ -418,7 +409,13 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 		if known && cur.State == placement.NodeRemoved {
 			continue // removed for good: not re-registered, not given the map
 		}
-		if !known || cur.GRPCAddr != node.GRPCAddr || cur.HTTPAddr != node.HTTPAddr || cur.AdminAddr != node.AdminAddr || cur.GossipAddr != node.GossipAddr {
+		if known && cur.DataID != "" && node.DataID != "" && node.DataID != cur.DataID {
+			// Back with another data dir: it refuses to start
+			// (firststart.go); meanwhile it is not given the map.
+			continue
+		}
+		if !known || cur.GRPCAddr != node.GRPCAddr || cur.HTTPAddr != node.HTTPAddr || cur.AdminAddr != node.AdminAddr || cur.GossipAddr != node.GossipAddr ||
+			cur.DataID == "" && node.DataID != "" {
 			if known {
 				node.State = cur.State
 			}
@@ -431,7 +428,8 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 }
 
 func memberNode(m placement.Member) placement.Node {
-	return placement.Node{ID: m.ID, GRPCAddr: m.Meta.GRPCAddr, HTTPAddr: m.Meta.HTTPAddr, AdminAddr: m.Meta.AdminAddr, GossipAddr: m.Addr, State: placement.NodeActive}
+	return placement.Node{ID: m.ID, GRPCAddr: m.Meta.GRPCAddr, HTTPAddr: m.Meta.HTTPAddr, AdminAddr: m.Meta.AdminAddr, GossipAddr: m.Addr, State: placement.NodeActive,
+		DataID: m.Meta.DataID}
 }
 
 func (c *cluster) applyMeta(r *raft.Raft, cmd placement.Command) {
@@ -451,7 +449,8 @@ func (c *cluster) applyMeta(r *raft.Raft, cmd placement.Command) {
 	}
 }
 
-func newClusterID() string {
+// newRandomID makes a cluster or data dir ID: 16 random hex digits.
+func newRandomID() string {
 	var b [8]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])
@@ -663,6 +662,9 @@ func (c *cluster) ready() (bool, string) {
 			// memberlist's errors span lines; a reason is one.
 			return false, fmt.Sprintf("cannot join the cluster through %v: %s%s", c.n.cfg.Join, strings.Join(strings.Fields((*p).Error()), " "), joinHint)
 		}
+		if p := c.firstStartWait.Load(); p != nil {
+			return false, "not started yet: " + *p
+		}
 		return false, "waiting for the cluster to form (no cluster map yet)"
 	}
 	for i := range m.ShardMap {
@@ -674,9 +676,14 @@ func (c *cluster) ready() (bool, string) {
 		c.mu.Unlock()
 		// A replica the map no longer gives this node may never hear of its
 		// removal; only replicas it is meant to hold speak for readiness.
+		// Raft's own leader name outlives a dead leader by the quiet
+		// timing's 30-60 s; the node's liveness view does not.
 		if ls != nil && slices.Contains(m.ShardMap[i].Replicas, c.self) {
-			if _, id := ls.group.Raft().LeaderWithID(); id == "" {
-				return false, fmt.Sprintf("shard %d has no leader yet", i)
+			if ls.shard.isFenced() {
+				return false, fmt.Sprintf("shard %d: this node leads it but cannot reach a quorum of its replicas", i)
+			}
+			if _, alive := ls.group.LiveLeader(); !alive {
+				return false, fmt.Sprintf("shard %d has no live leader", i)
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -660,4 +661,64 @@ func TestStoppingNodeServesNoShard(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("no node led a shard within 10 s")
+}
+
+// TestReadyFollowsLiveLeaders: a node cut off from the others stops being
+// ready within seconds, although raft's own view of its shards' leaders
+// stays as it was for the quiet timing's 30-60 s; the others are ready
+// again once they have elected leaders for its shards, and it is once it
+// is back. n1 leads no shard when it is cut off, so what it notices is
+// that the leaders it follows are gone (a leader's fence has its own
+// tests).
+func TestReadyFollowsLiveLeaders(t *testing.T) {
+	c := newTestCluster(t, 3, 6, &turnRegistry{active: map[string]string{}})
+	cut := c.nodes[0].cluster
+	led := func() []*localShard {
+		cut.mu.Lock()
+		defer cut.mu.Unlock()
+		var mine []*localShard
+		for _, ls := range cut.groups {
+			if ls.group.Raft().State() == raft.Leader {
+				mine = append(mine, ls)
+			}
+		}
+		return mine
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mine := led()
+		if len(mine) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n1 still leads %d shards", len(mine))
+		}
+		for _, ls := range mine {
+			if err := cut.transferNow(ls, raft.Server{}); err != nil {
+				t.Logf("handing a shard off: %v", err)
+			}
+		}
+	}
+	c.faults.Isolate(raft.ServerAddress(c.cfgs[0].GRPCAddr))
+	defer c.faults.Heal()
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		ok, why := cut.ready()
+		if !ok {
+			if !strings.Contains(why, "no live leader") {
+				t.Fatalf("n1 cut off: not ready, but because %q", why)
+			}
+			t.Logf("n1 cut off: not ready: %s", why)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("n1 is ready 8 s after it was cut off from every other node")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	saved := c.nodes[0]
+	c.nodes[0] = nil // waitReady skips it
+	c.waitReadyWithin(20 * time.Second)
+	c.nodes[0] = saved
+	c.faults.Heal()
+	c.waitReadyWithin(30 * time.Second)
 }

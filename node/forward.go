@@ -19,6 +19,7 @@ import (
 
 	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/proto"
+	"github.com/roostdb/roost/raftstore"
 )
 
 // Forwarding carries a request to the node that leads its object's shard
@@ -131,6 +132,14 @@ func (f *forwarder) peerLost(addr string) {
 // as gRPC lets a client ping.
 func keepaliveDialOption() grpc.DialOption {
 	return grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 2 * time.Second})
+}
+
+// forwarderDialOptions are how a node dials the peers it forwards to:
+// with the keepalive above, and redialing a lost peer within half a second
+// as the Raft transport does, where gRPC's default backoff (up to 120 s)
+// failed requests forwarded to a restarted peer long after it was back.
+func forwarderDialOptions(pt *peerTLS) []grpc.DialOption {
+	return append(pt.grpcDialOptions(), keepaliveDialOption(), grpc.WithConnectParams(raftstore.PeerConnectParams(20*time.Second)))
 }
 
 // keepaliveServerOption lets peers ping that often (gRPC's default
@@ -751,6 +760,8 @@ type forwardServer struct {
 	m *manager
 	// status reports a shard group's progress on this node (GroupStatus).
 	status func(req *proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error)
+	// member says what this node's map has of a node (Member).
+	member func(req *proto.ForwardMemberRequest) (*proto.ForwardMemberResponse, error)
 	// parked keeps the response bodies of Calls until they are collected.
 	parked parkedBodies
 }
@@ -936,6 +947,13 @@ func (s *forwardServer) Collect(req *proto.ForwardCollect, stream proto.Forward_
 	}
 	defer body.Close()
 	return sendChunks(stream.Send, body)
+}
+
+func (s *forwardServer) Member(ctx context.Context, req *proto.ForwardMemberRequest) (*proto.ForwardMemberResponse, error) {
+	if s.member == nil {
+		return nil, status.Error(codes.Unimplemented, "this node keeps no cluster map")
+	}
+	return s.member(req)
 }
 
 func (s *forwardServer) GroupStatus(ctx context.Context, req *proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error) {

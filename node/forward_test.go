@@ -545,3 +545,49 @@ func TestMuxEndedByPeerSaysSo(t *testing.T) {
 		t.Fatalf("call on a stream the peer ended = %v, want errMuxEnded with the outcome unknown", err)
 	}
 }
+
+// TestForwarderRedialsARestartedPeer: a peer that was down for a while is
+// reached within about a second of coming back. gRPC's default backoff
+// would by then wait about 10 s between dials.
+func TestForwarderRedialsARestartedPeer(t *testing.T) {
+	addr := freeAddr(t)
+	f := newForwarder(forwarderDialOptions(nil)...)
+	t.Cleanup(f.close)
+	cl, err := f.client(peer{id: "n2", addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ask := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		_, err := cl.GroupStatus(ctx, &proto.ForwardGroupStatusRequest{GroupId: 1})
+		return err
+	}
+	for down := time.Now(); time.Since(down) < 12*time.Second; time.Sleep(200 * time.Millisecond) {
+		if ask() == nil {
+			t.Fatal("answered with no server listening")
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	proto.RegisterForwardServer(srv, &forwardServer{status: func(*proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error) {
+		return &proto.ForwardGroupStatusResponse{Running: true}, nil
+	}})
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	back := time.Now()
+	for {
+		err := ask()
+		if err == nil {
+			break
+		}
+		if time.Since(back) > 1500*time.Millisecond {
+			t.Fatalf("the peer is not reached %v after it came back: %v", time.Since(back).Round(time.Millisecond), err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("reached %v after it came back", time.Since(back).Round(time.Millisecond))
+}

@@ -18,6 +18,9 @@ var (
 	// ErrNodeRemoved: a command would use, change or re-register a node
 	// that has been removed. A removed ID is never reused.
 	ErrNodeRemoved = errors.New("placement: node has been removed")
+	// ErrDataDirReplaced: a node came back under an ID the map has with
+	// another data dir (Node.DataID): its Raft state is gone.
+	ErrDataDirReplaced = errors.New("placement: node's data dir was replaced")
 	// ErrNodeNotActive: a command would give a new replica to a node that
 	// is draining.
 	ErrNodeNotActive = errors.New("placement: node is not active")

@@ -166,8 +166,13 @@ func (f *FSM) upsertNode(c *UpsertNodeCmd) (bool, error) {
 	switch {
 	case ok && cur.State == NodeRemoved:
 		return false, fmt.Errorf("%w: %s cannot be registered again; give the node a new id", ErrNodeRemoved, n.ID)
+	case ok && n.DataID != "" && cur.DataID != "" && n.DataID != cur.DataID:
+		return false, fmt.Errorf("%w: %s is registered with data dir %s, not %s", ErrDataDirReplaced, n.ID, cur.DataID, n.DataID)
 	case ok:
 		n.State = cur.State
+		if n.DataID == "" {
+			n.DataID = cur.DataID
+		}
 		if n == cur {
 			return false, nil
 		}

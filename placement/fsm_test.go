@@ -6,6 +6,7 @@ import (
 	"io"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,6 +71,19 @@ func TestFSMCommands(t *testing.T) {
 			if n := m.Nodes["n01"]; n.State != NodeDraining || n.GRPCAddr != "10.0.0.1:1" {
 				t.Fatalf("n01 = %+v", n)
 			}
+		}},
+		{name: "a data dir ID is recorded once and never replaced", steps: []step{
+			{upsert(Node{ID: "n05", GRPCAddr: "a:1"}), nil},
+			{upsert(Node{ID: "n05", GRPCAddr: "a:1", DataID: "d1"}), nil},
+			{upsert(Node{ID: "n05", GRPCAddr: "a:2"}), nil},
+			{upsert(Node{ID: "n05", GRPCAddr: "a:3", DataID: "d2"}), ErrDataDirReplaced},
+		}, check: func(t *testing.T, m Map) {
+			if n := m.Nodes["n05"]; n.DataID != "d1" || n.GRPCAddr != "a:2" {
+				t.Fatalf("n05 = %+v, want data dir d1 at a:2", n)
+			}
+		}},
+		{name: "register with an oversized data dir ID", steps: []step{
+			{upsert(Node{ID: "n09", GRPCAddr: "a:1", DataID: strings.Repeat("d", 65)}), ErrInvalidNode},
 		}},
 		{name: "register as removed", steps: []step{
 			{upsert(Node{ID: "n09", GRPCAddr: "a:1", State: NodeRemoved}), ErrInvalidNodeState},

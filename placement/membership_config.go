@@ -19,6 +19,8 @@ type NodeMeta struct {
 	GRPCAddr  string `json:"g,omitempty"`
 	HTTPAddr  string `json:"h,omitempty"`
 	AdminAddr string `json:"a,omitempty"`
+	// DataID names the node's data dir (Node.DataID).
+	DataID string `json:"d,omitempty"`
 }
 
 // Validate checks that every address set is host:port.
@@ -30,6 +32,9 @@ func (m NodeMeta) Validate() error {
 		if err := validateHostPort(a.v); err != nil {
 			return fmt.Errorf("%s address %q: %v", a.name, a.v, err)
 		}
+	}
+	if len(m.DataID) > maxDataIDLen {
+		return fmt.Errorf("data dir ID is %d bytes, more than %d", len(m.DataID), maxDataIDLen)
 	}
 	return nil
 }

@@ -121,6 +121,11 @@ type Node struct {
 	AdminAddr  string    `json:"admin_addr,omitempty"`  // admin listener
 	GossipAddr string    `json:"gossip_addr,omitempty"` // memberlist
 	State      NodeState `json:"state,omitempty"`
+	// DataID names the data dir the node was registered with (random,
+	// made with the dir). Once recorded it never changes: a node back
+	// under its ID with another data dir has lost the Raft state its
+	// replicas voted with, and is refused (ErrDataDirReplaced).
+	DataID string `json:"data_id,omitempty"`
 }
 
 // validateAddrs checks the node's ID and addresses (not its state).
@@ -130,6 +135,9 @@ func (n Node) validateAddrs() error {
 	}
 	if n.GRPCAddr == "" {
 		return fmt.Errorf("%w: node %s has no grpc address", ErrInvalidNode, n.ID)
+	}
+	if len(n.DataID) > maxDataIDLen {
+		return fmt.Errorf("%w: node %s data dir ID is %d bytes, more than %d", ErrInvalidNode, n.ID, len(n.DataID), maxDataIDLen)
 	}
 	for _, a := range []struct{ name, v string }{
 		{"grpc", n.GRPCAddr}, {"http", n.HTTPAddr}, {"admin", n.AdminAddr}, {"gossip", n.GossipAddr},
@@ -157,6 +165,9 @@ func (n Node) Validate() error {
 
 // maxAddrLen bounds an address string (a DNS name is at most 253 bytes).
 const maxAddrLen = 300
+
+// maxDataIDLen bounds a node's data dir ID (roost makes 16 hex digits).
+const maxDataIDLen = 64
 
 func validateHostPort(s string) error {
 	if len(s) > maxAddrLen {

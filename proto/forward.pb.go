@@ -947,6 +947,131 @@ func (x *ForwardGroupStatusResponse) GetConfigCommitted() bool {
 	return false
 }
 
+type ForwardMemberRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NodeId        string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardMemberRequest) Reset() {
+	*x = ForwardMemberRequest{}
+	mi := &file_proto_forward_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardMemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardMemberRequest) ProtoMessage() {}
+
+func (x *ForwardMemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_forward_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardMemberRequest.ProtoReflect.Descriptor instead.
+func (*ForwardMemberRequest) Descriptor() ([]byte, []int) {
+	return file_proto_forward_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ForwardMemberRequest) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+type ForwardMemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The cluster of this node's map; "" while it has none.
+	ClusterId string `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The map lists node_id, with this data dir ID ("" if not recorded)
+	// and state (active, draining, removed).
+	Listed bool   `protobuf:"varint,2,opt,name=listed,proto3" json:"listed,omitempty"`
+	DataId string `protobuf:"bytes,3,opt,name=data_id,json=dataId,proto3" json:"data_id,omitempty"`
+	State  string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// The last index of this node's meta group log: above 1 (the first
+	// configuration), a cluster exists even while the map is not loaded.
+	MetaLastIndex uint64 `protobuf:"varint,5,opt,name=meta_last_index,json=metaLastIndex,proto3" json:"meta_last_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardMemberResponse) Reset() {
+	*x = ForwardMemberResponse{}
+	mi := &file_proto_forward_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardMemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardMemberResponse) ProtoMessage() {}
+
+func (x *ForwardMemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_forward_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardMemberResponse.ProtoReflect.Descriptor instead.
+func (*ForwardMemberResponse) Descriptor() ([]byte, []int) {
+	return file_proto_forward_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ForwardMemberResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ForwardMemberResponse) GetListed() bool {
+	if x != nil {
+		return x.Listed
+	}
+	return false
+}
+
+func (x *ForwardMemberResponse) GetDataId() string {
+	if x != nil {
+		return x.DataId
+	}
+	return ""
+}
+
+func (x *ForwardMemberResponse) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ForwardMemberResponse) GetMetaLastIndex() uint64 {
+	if x != nil {
+		return x.MetaLastIndex
+	}
+	return 0
+}
+
 var File_proto_forward_proto protoreflect.FileDescriptor
 
 const file_proto_forward_proto_rawDesc = "" +
@@ -1018,13 +1143,23 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\x12\x16\n" +
 	"\x06voters\x18\x06 \x03(\tR\x06voters\x12\x1c\n" +
 	"\tnonvoters\x18\a \x03(\tR\tnonvoters\x12)\n" +
-	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted2\xae\x03\n" +
+	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted\"/\n" +
+	"\x14ForwardMemberRequest\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xa5\x01\n" +
+	"\x15ForwardMemberResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
+	"\x06listed\x18\x02 \x01(\bR\x06listed\x12\x17\n" +
+	"\adata_id\x18\x03 \x01(\tR\x06dataId\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12&\n" +
+	"\x0fmeta_last_index\x18\x05 \x01(\x04R\rmetaLastIndex2\x89\x04\n" +
 	"\aForward\x12K\n" +
 	"\x05Fetch\x12\x1e.roost.forward.v1.ForwardFrame\x1a\x1e.roost.forward.v1.ForwardFrame(\x010\x01\x12G\n" +
 	"\x04Call\x12\x1d.roost.forward.v1.ForwardCall\x1a\x1e.roost.forward.v1.ForwardFrame0\x01\x12T\n" +
 	"\x05Calls\x12\".roost.forward.v1.ForwardCallBatch\x1a#.roost.forward.v1.ForwardReplyBatch(\x010\x01\x12M\n" +
 	"\aCollect\x12 .roost.forward.v1.ForwardCollect\x1a\x1e.roost.forward.v1.ForwardFrame0\x01\x12h\n" +
-	"\vGroupStatus\x12+.roost.forward.v1.ForwardGroupStatusRequest\x1a,.roost.forward.v1.ForwardGroupStatusResponseB&Z$github.com/roostdb/roost/proto;protob\x06proto3"
+	"\vGroupStatus\x12+.roost.forward.v1.ForwardGroupStatusRequest\x1a,.roost.forward.v1.ForwardGroupStatusResponse\x12Y\n" +
+	"\x06Member\x12&.roost.forward.v1.ForwardMemberRequest\x1a'.roost.forward.v1.ForwardMemberResponseB&Z$github.com/roostdb/roost/proto;protob\x06proto3"
 
 var (
 	file_proto_forward_proto_rawDescOnce sync.Once
@@ -1039,7 +1174,7 @@ func file_proto_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_proto_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_proto_forward_proto_goTypes = []any{
 	(ForwardError_Kind)(0),             // 0: roost.forward.v1.ForwardError.Kind
 	(*ForwardHeader)(nil),              // 1: roost.forward.v1.ForwardHeader
@@ -1055,6 +1190,8 @@ var file_proto_forward_proto_goTypes = []any{
 	(*ForwardFrame)(nil),               // 11: roost.forward.v1.ForwardFrame
 	(*ForwardGroupStatusRequest)(nil),  // 12: roost.forward.v1.ForwardGroupStatusRequest
 	(*ForwardGroupStatusResponse)(nil), // 13: roost.forward.v1.ForwardGroupStatusResponse
+	(*ForwardMemberRequest)(nil),       // 14: roost.forward.v1.ForwardMemberRequest
+	(*ForwardMemberResponse)(nil),      // 15: roost.forward.v1.ForwardMemberResponse
 }
 var file_proto_forward_proto_depIdxs = []int32{
 	1,  // 0: roost.forward.v1.ForwardHead.headers:type_name -> roost.forward.v1.ForwardHeader
@@ -1073,13 +1210,15 @@ var file_proto_forward_proto_depIdxs = []int32{
 	7,  // 13: roost.forward.v1.Forward.Calls:input_type -> roost.forward.v1.ForwardCallBatch
 	10, // 14: roost.forward.v1.Forward.Collect:input_type -> roost.forward.v1.ForwardCollect
 	12, // 15: roost.forward.v1.Forward.GroupStatus:input_type -> roost.forward.v1.ForwardGroupStatusRequest
-	11, // 16: roost.forward.v1.Forward.Fetch:output_type -> roost.forward.v1.ForwardFrame
-	11, // 17: roost.forward.v1.Forward.Call:output_type -> roost.forward.v1.ForwardFrame
-	9,  // 18: roost.forward.v1.Forward.Calls:output_type -> roost.forward.v1.ForwardReplyBatch
-	11, // 19: roost.forward.v1.Forward.Collect:output_type -> roost.forward.v1.ForwardFrame
-	13, // 20: roost.forward.v1.Forward.GroupStatus:output_type -> roost.forward.v1.ForwardGroupStatusResponse
-	16, // [16:21] is the sub-list for method output_type
-	11, // [11:16] is the sub-list for method input_type
+	14, // 16: roost.forward.v1.Forward.Member:input_type -> roost.forward.v1.ForwardMemberRequest
+	11, // 17: roost.forward.v1.Forward.Fetch:output_type -> roost.forward.v1.ForwardFrame
+	11, // 18: roost.forward.v1.Forward.Call:output_type -> roost.forward.v1.ForwardFrame
+	9,  // 19: roost.forward.v1.Forward.Calls:output_type -> roost.forward.v1.ForwardReplyBatch
+	11, // 20: roost.forward.v1.Forward.Collect:output_type -> roost.forward.v1.ForwardFrame
+	13, // 21: roost.forward.v1.Forward.GroupStatus:output_type -> roost.forward.v1.ForwardGroupStatusResponse
+	15, // 22: roost.forward.v1.Forward.Member:output_type -> roost.forward.v1.ForwardMemberResponse
+	17, // [17:23] is the sub-list for method output_type
+	11, // [11:17] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1101,7 +1240,7 @@ func file_proto_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_forward_proto_rawDesc), len(file_proto_forward_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -34,6 +34,7 @@ const (
 	Forward_Calls_FullMethodName       = "/roost.forward.v1.Forward/Calls"
 	Forward_Collect_FullMethodName     = "/roost.forward.v1.Forward/Collect"
 	Forward_GroupStatus_FullMethodName = "/roost.forward.v1.Forward/GroupStatus"
+	Forward_Member_FullMethodName      = "/roost.forward.v1.Forward/Member"
 )
 
 // ForwardClient is the client API for Forward service.
@@ -66,6 +67,12 @@ type ForwardClient interface {
 	// leader can tell when a new replica has caught up, and the group's
 	// leader and configuration as this node sees them (admin API).
 	GroupStatus(ctx context.Context, in *ForwardGroupStatusRequest, opts ...grpc.CallOption) (*ForwardGroupStatusResponse, error)
+	// Member tells a node that starts without cluster state what this
+	// node's copy of the cluster map says about it, before that node runs
+	// any Raft group: whether a cluster exists (then it must not bootstrap
+	// one) and whether the map already lists its ID with another data dir
+	// (then its data was lost, and it must not vote with an empty log).
+	Member(ctx context.Context, in *ForwardMemberRequest, opts ...grpc.CallOption) (*ForwardMemberResponse, error)
 }
 
 type forwardClient struct {
@@ -150,6 +157,16 @@ func (c *forwardClient) GroupStatus(ctx context.Context, in *ForwardGroupStatusR
 	return out, nil
 }
 
+func (c *forwardClient) Member(ctx context.Context, in *ForwardMemberRequest, opts ...grpc.CallOption) (*ForwardMemberResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForwardMemberResponse)
+	err := c.cc.Invoke(ctx, Forward_Member_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ForwardServer is the server API for Forward service.
 // All implementations must embed UnimplementedForwardServer
 // for forward compatibility.
@@ -180,6 +197,12 @@ type ForwardServer interface {
 	// leader can tell when a new replica has caught up, and the group's
 	// leader and configuration as this node sees them (admin API).
 	GroupStatus(context.Context, *ForwardGroupStatusRequest) (*ForwardGroupStatusResponse, error)
+	// Member tells a node that starts without cluster state what this
+	// node's copy of the cluster map says about it, before that node runs
+	// any Raft group: whether a cluster exists (then it must not bootstrap
+	// one) and whether the map already lists its ID with another data dir
+	// (then its data was lost, and it must not vote with an empty log).
+	Member(context.Context, *ForwardMemberRequest) (*ForwardMemberResponse, error)
 	mustEmbedUnimplementedForwardServer()
 }
 
@@ -204,6 +227,9 @@ func (UnimplementedForwardServer) Collect(*ForwardCollect, grpc.ServerStreamingS
 }
 func (UnimplementedForwardServer) GroupStatus(context.Context, *ForwardGroupStatusRequest) (*ForwardGroupStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GroupStatus not implemented")
+}
+func (UnimplementedForwardServer) Member(context.Context, *ForwardMemberRequest) (*ForwardMemberResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Member not implemented")
 }
 func (UnimplementedForwardServer) mustEmbedUnimplementedForwardServer() {}
 func (UnimplementedForwardServer) testEmbeddedByValue()                 {}
@@ -280,6 +306,24 @@ func _Forward_GroupStatus_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Forward_Member_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForwardMemberRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ForwardServer).Member(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Forward_Member_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ForwardServer).Member(ctx, req.(*ForwardMemberRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Forward_ServiceDesc is the grpc.ServiceDesc for Forward service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -290,6 +334,10 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GroupStatus",
 			Handler:    _Forward_GroupStatus_Handler,
+		},
+		{
+			MethodName: "Member",
+			Handler:    _Forward_Member_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

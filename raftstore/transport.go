@@ -175,6 +175,17 @@ func NewTransport(cfg TransportConfig) *Transport {
 }
 
 // LocalAddr is this node's advertised address.
+// PeerConnectParams is how a node dials its peers: gRPC's default backoff
+// grows to 120 s, which would keep a restarted peer out of its groups, and
+// out of the requests forwarded to it, for minutes. A dial twice a second
+// to a dead peer costs nothing.
+func PeerConnectParams(minConnectTimeout time.Duration) grpc.ConnectParams {
+	return grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
+		MinConnectTimeout: minConnectTimeout,
+	}
+}
+
 func (t *Transport) LocalAddr() raft.ServerAddress { return t.local }
 
 // Register serves the RaftTransport service on s, the node's gRPC server
@@ -301,15 +312,9 @@ func (t *Transport) peer(target raft.ServerAddress) (pb.RaftTransportClient, err
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		// gRPC's default reconnect backoff grows to 120 s, which would keep
-		// a restarted peer out of its groups for minutes; heartbeats and
-		// appends wait for the connection (WaitForReady), so this is how
-		// long after a restart they reach the peer. A dial twice a second
-		// to a dead peer costs nothing.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
-			MinConnectTimeout: t.timeout,
-		}),
+		// Heartbeats and appends wait for the connection (WaitForReady),
+		// so the backoff is how long after a restart they reach the peer.
+		grpc.WithConnectParams(PeerConnectParams(t.timeout)),
 		grpc.WithInitialWindowSize(streamWindow),
 		grpc.WithInitialConnWindowSize(connWindow),
 	}

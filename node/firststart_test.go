@@ -1,0 +1,160 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+	"github.com/roostdb/roost/proto"
+)
+
+func TestDecideFirstStart(t *testing.T) {
+	member := func(id string) placement.Member {
+		return placement.Member{ID: placement.NodeID(id), Meta: placement.NodeMeta{GRPCAddr: id + ":1"}, Alive: true}
+	}
+	members := func(ids ...string) []placement.Member {
+		var ms []placement.Member
+		for _, id := range ids {
+			ms = append(ms, member(id))
+		}
+		return ms
+	}
+	none := memberAnswer{resp: &proto.ForwardMemberResponse{}}
+	forming := memberAnswer{resp: &proto.ForwardMemberResponse{MetaLastIndex: 1}}
+	restarted := memberAnswer{resp: &proto.ForwardMemberResponse{MetaLastIndex: 900}}
+	mapWithout := memberAnswer{resp: &proto.ForwardMemberResponse{ClusterId: "c1", MetaLastIndex: 900}}
+	mapWith := func(dataID, state string) memberAnswer {
+		return memberAnswer{resp: &proto.ForwardMemberResponse{ClusterId: "c1", Listed: true, DataId: dataID, State: state, MetaLastIndex: 900}}
+	}
+	unreachable := memberAnswer{err: errors.New("connection refused")}
+
+	for _, tc := range []struct {
+		name      string
+		self      string
+		alive     []placement.Member
+		answers   map[placement.NodeID]memberAnswer
+		bootstrap []string // voters to bootstrap with
+		wait      string   // part of the reason to wait
+		err       error
+	}{
+		{name: "founders meet", self: "n1", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n2": none, "n3": forming}, bootstrap: []string{"n1", "n2", "n3"}},
+		{name: "too few alive", self: "n1", alive: members("n1", "n2"),
+			answers: map[placement.NodeID]memberAnswer{"n2": none}, wait: "2 alive"},
+		{name: "a fourth fresh node is not a founder", self: "n4", alive: members("n1", "n2", "n3", "n4"),
+			answers: map[placement.NodeID]memberAnswer{"n1": none, "n2": none, "n3": none}},
+		{name: "a new node meets the cluster with a founder down", self: "n4", alive: members("n2", "n3", "n4"),
+			answers: map[placement.NodeID]memberAnswer{"n2": mapWithout, "n3": mapWithout}},
+		{name: "a new node already registered with its own data dir", self: "n4", alive: members("n2", "n3", "n4"),
+			answers: map[placement.NodeID]memberAnswer{"n2": mapWith("d4", "active"), "n3": mapWithout}},
+		{name: "a map recorded before data dir IDs", self: "n3", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n1": mapWith("", "active"), "n2": mapWith("", "active")}},
+		{name: "a lost data dir", self: "n3", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n1": mapWith("d3-old", "active"), "n2": restarted}, err: placement.ErrDataDirReplaced},
+		{name: "a lost data dir seen by one map of two", self: "n3", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n1": mapWithout, "n2": mapWith("d3-old", "draining")}, err: placement.ErrDataDirReplaced},
+		{name: "a removed node", self: "n3", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n1": mapWith("d4", "removed")}, err: placement.ErrNodeRemoved},
+		{name: "a cluster restarting has not loaded its map", self: "n3", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n1": restarted, "n2": none}, wait: "no map loaded yet"},
+		{name: "an alive member does not answer", self: "n1", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n2": none, "n3": unreachable}, wait: "connection refused"},
+		{name: "a map answers for the silent", self: "n4", alive: members("n1", "n2", "n4"),
+			answers: map[placement.NodeID]memberAnswer{"n1": unreachable, "n2": mapWithout}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bootstrap, wait, err := decideFirstStart(placement.NodeID(tc.self), "d4", 3, tc.alive, tc.answers)
+			if tc.err != nil {
+				if !errors.Is(err, tc.err) {
+					t.Fatalf("err = %v, want %v", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.wait != "" {
+				if !strings.Contains(wait, tc.wait) {
+					t.Fatalf("wait = %q, want it to say %q", wait, tc.wait)
+				}
+				return
+			}
+			if wait != "" {
+				t.Fatalf("waits: %s", wait)
+			}
+			var got []string
+			for _, s := range bootstrap {
+				got = append(got, string(s.ID))
+				if s.Suffrage != raft.Voter || string(s.Address) != string(s.ID)+":1" {
+					t.Fatalf("bootstrap server %+v", s)
+				}
+			}
+			if !slices.Equal(got, tc.bootstrap) {
+				t.Fatalf("bootstrap = %v, want %v", got, tc.bootstrap)
+			}
+		})
+	}
+}
+
+// TestLostDataDirIsRefused: a node whose data dir is lost, started again
+// under its ID, refuses to start (its empty log, term and vote could help
+// elect a leader lacking acknowledged writes); the cluster serves on, and
+// neither the node's map entry nor the groups' configurations change.
+func TestLostDataDirIsRefused(t *testing.T) {
+	tc := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, name := range []string{"a", "b", "c", "d"} {
+		if code, body, err := tc.do(ctx, 0, "/increment", name); err != nil || code != 200 {
+			t.Fatalf("increment %s: %d %q %v", name, code, body, err)
+		}
+	}
+	before := tc.nodes[0].cluster.metaFSM.Map().Nodes["n3"]
+	if before.DataID == "" {
+		t.Fatal("the map records no data dir ID for n3")
+	}
+
+	tc.stop(2)
+	entries, err := os.ReadDir(tc.cfgs[2].DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(tc.cfgs[2].DataDir, e.Name())); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tc.start(2)
+	select {
+	case err := <-tc.nodes[2].Failed():
+		if !errors.Is(err, placement.ErrDataDirReplaced) || !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "Restore the node's data dir") {
+			t.Fatalf("n3 failed with %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("n3 started on a new data dir under its old ID")
+	}
+	tc.nodes[2].cluster.mu.Lock()
+	meta, groups := tc.nodes[2].cluster.meta, len(tc.nodes[2].cluster.groups)
+	tc.nodes[2].cluster.mu.Unlock()
+	if meta != nil || groups != 0 {
+		t.Fatalf("the refused node runs Raft groups: meta %v, %d shard groups", meta != nil, groups)
+	}
+	tc.stop(2)
+
+	if after := tc.nodes[0].cluster.metaFSM.Map().Nodes["n3"]; after != before {
+		t.Fatalf("n3's map entry changed: %+v → %+v", before, after)
+	}
+	for _, name := range []string{"a", "b", "c", "d"} {
+		if code, body, err := tc.do(ctx, 1, "/increment", name); err != nil || code != 200 || body != "2" {
+			t.Fatalf("increment %s after: %d %q %v", name, code, body, err)
+		}
+	}
+}
