@@ -39,6 +39,10 @@ var (
 	// withheld because the node could not confirm it still led the
 	// object's shard (what it read may have been stale).
 	ErrCommitFailed = errors.New("storage commit failed")
+	// ErrBadRequestBody: the client's request body broke off or was
+	// malformed (a bad chunk, fewer bytes than its Content-Length) before
+	// any object saw the request.
+	ErrBadRequestBody = errors.New("request body could not be read")
 	// ErrOverloaded: the object or node cannot take more work now; retry later.
 	ErrOverloaded = errors.New("Durable Object is overloaded")
 )
@@ -73,13 +77,14 @@ func IsOverloaded(err error) bool {
 }
 
 // HTTPStatus maps an error reaching the edge to an HTTP status: a malformed
-// ID or one of another namespace is the client's fault (400); overload and
+// ID, one of another namespace or a broken request body is the client's
+// fault (400); overload and
 // a write that certainly did not commit (ErrCommitFailed) are 503, both
 // safe to retry; anything else (an exception an object threw, an unknown
 // binding, which is a deployment mistake, a commit of unknown outcome) is 500.
 func HTTPStatus(err error) int {
 	switch {
-	case errors.Is(err, ErrInvalidID), errors.Is(err, ErrWrongNamespace):
+	case errors.Is(err, ErrInvalidID), errors.Is(err, ErrWrongNamespace), errors.Is(err, ErrBadRequestBody):
 		return http.StatusBadRequest
 	case IsOverloaded(err), errors.Is(err, ErrCommitFailed):
 		// Both mean the request had no effect and may be retried.

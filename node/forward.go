@@ -654,7 +654,7 @@ func newBodyBuffer(body io.Reader) (*bodyBuffer, error) {
 	}
 	buf, err := io.ReadAll(io.LimitReader(body, replayableBody+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading request body: %w", err)
+		return nil, fmt.Errorf("%w: %w", durable.ErrBadRequestBody, err)
 	}
 	if len(buf) <= replayableBody {
 		return &bodyBuffer{buf: buf}, nil

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -454,6 +455,39 @@ func TestStalledBodyHoldsUpOnlyItsRequest(t *testing.T) {
 				}
 			case <-time.After(10 * time.Second):
 				t.Fatal("a client stalled in its body blocks the object's other requests")
+			}
+		})
+	}
+}
+
+// A request whose body breaks off or is malformed is the client's fault:
+// 400, and the object never runs it.
+func TestBrokenRequestBodyIs400(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	for _, tc := range []struct{ name, head, body string }{
+		{"a malformed chunk", "Transfer-Encoding: chunked", "zz\r\nabc\r\n0\r\n\r\n"},
+		{"a chunk cut short", "Transfer-Encoding: chunked", "10\r\nabc\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", n.HTTPAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST /echo?ns=PINGPONG&name=broken HTTP/1.1\r\nHost: roost\r\n%s\r\n\r\n%s", tc.head, tc.body)
+			if strings.HasPrefix(tc.body, "10") {
+				_ = conn.(*net.TCPConn).CloseWrite() // the rest never comes
+			}
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "request body") {
+				t.Fatalf("%d %q, want 400 naming the request body", resp.StatusCode, b)
 			}
 		})
 	}

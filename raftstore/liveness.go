@@ -111,13 +111,30 @@ func (t *Transport) peerState(addr raft.ServerAddress) *peerLiveness {
 	if l = t.liveness[addr]; l == nil {
 		l = new(peerLiveness)
 		// The caller's address comes from its request metadata: a client
-		// making up addresses must not grow the map without bound. Past
-		// maxTrackedPeers a new address is tracked nowhere (never alive).
+		// making up addresses must not grow the map without bound. At
+		// maxTrackedPeers the records of peers silent past the silence
+		// limit go (a real peer that comes back is tracked anew); if none
+		// is, a new address is tracked nowhere (never alive) until some are.
+		if len(t.liveness) >= maxTrackedPeers {
+			t.forgetSilentPeersLocked()
+		}
 		if len(t.liveness) < maxTrackedPeers {
 			t.liveness[addr] = l
 		}
 	}
 	return l
+}
+
+// forgetSilentPeersLocked drops the records of peers that are not alive
+// and do not ping this node. The caller holds livenessMu.
+func (t *Transport) forgetSilentPeersLocked() {
+	limit := t.silenceLimit()
+	now := time.Now()
+	for addr, l := range t.liveness {
+		if l.pinging.Load() == 0 && now.Sub(time.Unix(0, l.heard.Load())) > limit {
+			delete(t.liveness, addr)
+		}
+	}
 }
 
 // maxTrackedPeers bounds the peers whose liveness a transport records; a

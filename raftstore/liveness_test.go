@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -143,6 +144,36 @@ func TestLivenessRecordsAreBounded(t *testing.T) {
 	}
 	if !tr.PeerAlive("peer") {
 		t.Fatal("a peer tracked before the flood is no longer alive")
+	}
+	// Once the made-up addresses fall silent, a new real peer is tracked
+	// again: the silent records make room for it.
+	tr.livenessMu.RLock()
+	for addr, l := range tr.liveness {
+		if addr != "peer" {
+			l.heard.Store(time.Now().Add(-time.Hour).UnixNano())
+		}
+	}
+	tr.livenessMu.RUnlock()
+	tr.markHeard("newcomer")
+	if !tr.PeerAlive("newcomer") {
+		t.Fatal("a peer first heard after a flood of silent addresses is not alive")
+	}
+	if !tr.PeerAlive("peer") {
+		t.Fatal("a live peer was forgotten to make room")
+	}
+}
+
+// A request to a group this node does not run says nothing of its caller:
+// a forged caller address cannot make a dead peer look alive that way.
+func TestRequestToNoGroupDoesNotMarkItsCaller(t *testing.T) {
+	n := newTNode(t, "a", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ctx = metadata.AppendToOutgoingContext(ctx, fromMetadataKey, "dead-peer:1")
+	_, err := rawClient(t, n.addr).RequestVote(ctx, &pb.RaftRequestVoteRequest{GroupId: 99, Header: &pb.RaftRPCHeader{}})
+	wantCode(t, "RequestVote to group 99", err, codes.NotFound)
+	if n.tr.PeerAlive("dead-peer:1") {
+		t.Fatal("a request to no group marked its caller alive")
 	}
 }
 

@@ -36,11 +36,13 @@ func (s *transportServer) groupFor(caller raft.ServerAddress, id uint64) (*group
 			return nil, err
 		}
 	}
-	s.t.markHeard(caller) // any request shows the caller alive (a new leader's first append, say)
 	v := s.t.lookup(GroupID(id))
 	if v == nil {
 		return nil, status.Errorf(codes.NotFound, "raftstore: group %d is not running on %s", id, s.t.local)
 	}
+	// Any request to a group running here shows the caller alive (a new
+	// leader's first append, say); one to no group shows nothing of it.
+	s.t.markHeard(caller)
 	return v, nil
 }
 

@@ -67,6 +67,10 @@ func NewRoom(state *durable.State, env *durable.Env) durable.Object {
 	return &Room{id: state.ID, env: env}
 }
 
+// maxPutValue bounds the values PUT stores: a larger body is refused
+// whole, never cut short.
+const maxPutValue = 64 << 10
+
 func (o *Room) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	kv, err := o.env.KV("YOUR_KV_NAMESPACE")
 	if err != nil {
@@ -76,7 +80,11 @@ func (o *Room) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	room := r.URL.Query().Get("roomId")
 	if r.Method == http.MethodPut {
-		value, err := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+		value, err := io.ReadAll(io.LimitReader(r.Body, maxPutValue+1))
+		if err == nil && len(value) > maxPutValue {
+			http.Error(w, fmt.Sprintf("this example stores values of at most %d bytes", maxPutValue), http.StatusRequestEntityTooLarge)
+			return
+		}
 		if err == nil {
 			err = kv.Put(ctx, r.URL.Query().Get("key"), value, durable.KVPutOptions{})
 		}

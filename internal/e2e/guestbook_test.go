@@ -80,6 +80,13 @@ func TestKVReaderExample(t *testing.T) {
 	if code := put("", "x"); code != http.StatusBadRequest {
 		t.Fatalf("put with an empty key: %d, want 400", code)
 	}
+	// A value over the example's bound is refused whole, not cut short.
+	if code := put("some-other-key", strings.Repeat("v", 64<<10+1)); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("put of a value over 64 KiB: %d, want 413", code)
+	}
+	if code, got := p.mustGet("/?roomId=B"); code != 200 || got != `"a<b&c>"` {
+		t.Fatalf("after a refused put: %d %q", code, got)
+	}
 	if code, _ := p.mustGet("/"); code != http.StatusBadRequest {
 		t.Fatalf("no room: %d, want 400", code)
 	}
