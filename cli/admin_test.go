@@ -454,6 +454,11 @@ func TestAdminUsageErrors(t *testing.T) {
 		{"kv put fractional ttl", nil, []string{"kv", "put", "k", "v", "--ttl", "90.5s", "--binding", "B"}, "whole seconds"},
 		{"kv put bad metadata", nil, []string{"kv", "put", "k", "v", "--metadata", "{", "--binding", "B"}, `--metadata "{" is not JSON`},
 		{"kv list bad limit", nil, []string{"kv", "list", "--limit", "1001", "--binding", "B"}, "--limit 1001: 1 to 1000"},
+		{"kv list limit 0", nil, []string{"kv", "list", "--limit", "0", "--binding", "B"}, "--limit 0: 1 to 1000"},
+		{"kv put ttl 0", nil, []string{"kv", "put", "k", "v", "--ttl", "0s", "--binding", "B"}, "at least 1m0s"},
+		{"kv put short ttl", nil, []string{"kv", "put", "k", "v", "--ttl", "10s", "--binding", "B"}, "--ttl 10s: whole seconds, at least 1m0s"},
+		{"kv put expiration 0", nil, []string{"kv", "put", "k", "v", "--expiration", "0", "--binding", "B"}, "--expiration 0: a Unix time"},
+		{"kv put ttl 0 and expiration", nil, []string{"kv", "put", "k", "v", "--ttl", "0s", "--expiration", "9999999999", "--binding", "B"}, "not both"},
 	}
 	srv := newFakeAdmin(t, nil)
 	for _, tt := range tests {

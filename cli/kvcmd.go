@@ -88,6 +88,9 @@ func kvKeysPath(binding string, q url.Values) string {
 }
 
 // kvPutBody is the body of the admin API's put.
+// minKVTTL is the shortest expiration_ttl KV takes, as in Workers KV.
+const minKVTTL = 60 * time.Second
+
 type kvPutBody struct {
 	Value         []byte          `json:"value"`
 	ExpirationTTL int64           `json:"expiration_ttl,omitempty"`
@@ -152,10 +155,12 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 				return &usageError{cmd: cmd, err: fmt.Errorf("KEY and VALUE expected, got %d arguments", len(args))}
 			case (len(args) == 2) == (file != ""):
 				return &usageError{cmd: cmd, err: errors.New("give the value as VALUE or with --file, one of the two")}
-			case ttl != 0 && expiration != 0:
+			case cmd.Flags().Changed("ttl") && cmd.Flags().Changed("expiration"):
 				return &usageError{cmd: cmd, err: errors.New("give --ttl or --expiration, not both")}
-			case ttl%time.Second != 0 || ttl < 0:
-				return &usageError{cmd: cmd, err: fmt.Errorf("--ttl %s: whole seconds, positive", ttl)}
+			case cmd.Flags().Changed("ttl") && (ttl%time.Second != 0 || ttl < minKVTTL):
+				return &usageError{cmd: cmd, err: fmt.Errorf("--ttl %s: whole seconds, at least %s", ttl, minKVTTL)}
+			case cmd.Flags().Changed("expiration") && expiration <= 0:
+				return &usageError{cmd: cmd, err: fmt.Errorf("--expiration %d: a Unix time in seconds, at least 60 seconds from now", expiration)}
 			case metadata != "" && !json.Valid([]byte(metadata)):
 				return &usageError{cmd: cmd, err: fmt.Errorf("--metadata %q is not JSON", metadata)}
 			}
@@ -229,13 +234,10 @@ the --cursor of the next page.` + kvHelp + adminConnectHelp,
 		Example: `  roost kv list --binding SESSIONS --prefix session/ --limit 100`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if limit < 0 || limit > 1000 {
+			if limit < 1 || limit > 1000 {
 				return &usageError{cmd: cmd, err: fmt.Errorf("--limit %d: 1 to 1000", limit)}
 			}
-			q := url.Values{"prefix": {prefix}, "cursor": {cursor}}
-			if limit > 0 {
-				q.Set("limit", strconv.Itoa(limit))
-			}
+			q := url.Values{"prefix": {prefix}, "cursor": {cursor}, "limit": {strconv.Itoa(limit)}}
 			var page durable.KVListResult
 			return o.do(cmd, e.stdout, http.MethodGet, kvKeysPath(o.binding, q), nil, &page, func() {
 				tw := newTable(e.stdout)
@@ -256,7 +258,7 @@ the --cursor of the next page.` + kvHelp + adminConnectHelp,
 	}
 	f := cmd.Flags()
 	f.StringVar(&prefix, "prefix", "", "only keys that start with this")
-	f.IntVar(&limit, "limit", 0, "at most this many keys (1 to 1000; default 1000)")
+	f.IntVar(&limit, "limit", 1000, "at most this many keys (1 to 1000)")
 	f.StringVar(&cursor, "cursor", "", "continue after the page that printed it")
 	o = e.kvOptions(cmd)
 	return cmd

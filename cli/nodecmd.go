@@ -39,7 +39,12 @@ var (
 			key: "node.advertise", flag: "advertise", env: "ROOST_ADVERTISE", usage: `host (no port) other nodes reach this one at; "" means the listeners' own host`,
 			field:    func(c *node.Config) any { return &c.Advertise },
 			fromFile: func(f *config.File) any { return f.Node.Advertise },
-			check:    config.CheckHost,
+			check: func(host string) error {
+				if host == "" {
+					return nil // the listeners' own host, as the usage says
+				}
+				return config.CheckHost(host)
+			},
 		},
 		{
 			key: "node.join", flag: "join", env: "ROOST_JOIN", usage: "gossip host:port of a node to join; repeat the flag or separate with commas",

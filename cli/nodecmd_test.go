@@ -203,6 +203,12 @@ func TestNodeConfigBuiltFromClusterDefaults(t *testing.T) {
 	if err != nil || cfg.Shards != 64 || cfg.GRPCAddr != "127.0.0.1:8790" {
 		t.Errorf("shards %d grpc %q err %v; want the flags' 64 and 127.0.0.1:8790", cfg.Shards, cfg.GRPCAddr, err)
 	}
+	// --advertise "" is the listeners' own host, as its usage says: it
+	// undoes the file's advertise.
+	cfg, _, err = resolveNode(t, "[node]\nadvertise = \"10.0.0.1\"\n", []string{"--id", "n1", "--advertise", ""}, nil)
+	if err != nil || cfg.Advertise != "" {
+		t.Errorf("--advertise \"\": advertise %q err %v; want none", cfg.Advertise, err)
+	}
 }
 
 func TestNodeJoinParsing(t *testing.T) {

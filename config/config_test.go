@@ -344,6 +344,9 @@ func TestAdminToken(t *testing.T) {
 	if _, err := Parse([]byte("[admin]\ntokn = \"x\"\n")); err == nil || !strings.Contains(err.Error(), `admin.tokn`) {
 		t.Fatalf("misspelt key: %v", err)
 	}
+	if _, err := Parse([]byte("[admin]\ntoken = \"\"\n")); err == nil || !strings.Contains(err.Error(), "admin.token is empty") {
+		t.Fatalf("empty token: %v", err)
+	}
 }
 
 func TestParseGossipKey(t *testing.T) {

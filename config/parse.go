@@ -161,6 +161,10 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 		MaxBatchKeys:  positive(raw.Storage.MaxBatchKeys, "storage", "max_batch_keys"),
 	}
 	f.Admin.Token = raw.Admin.Token
+	if raw.Admin.Token == "" && md.IsDefined("admin", "token") {
+		// It would silently leave the admin API open.
+		problems = append(problems, "admin.token is empty (leave it out for no token)")
+	}
 	// zeroOK: 0 is a setting of its own (the caller tells it from unset).
 	duration := func(s string, zeroOK bool, key ...string) time.Duration {
 		if !md.IsDefined(key...) {

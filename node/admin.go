@@ -216,6 +216,10 @@ func decodeBodyUpTo(r *http.Request, v any, optional bool, limit int) error {
 		}
 		return errorf(http.StatusBadRequest, "this call needs a JSON body")
 	}
+	if strings.TrimSpace(string(b)) == "null" {
+		// Decoding null leaves v as it was, so it would read as {}.
+		return errorf(http.StatusBadRequest, "malformed JSON body: an object is expected, not null")
+	}
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {

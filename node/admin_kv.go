@@ -33,8 +33,8 @@ const (
 
 type kvPutBody struct {
 	Value         []byte          `json:"value"`
-	ExpirationTTL int64           `json:"expiration_ttl,omitempty"` // seconds from now
-	Expiration    int64           `json:"expiration,omitempty"`     // Unix seconds
+	ExpirationTTL *int64          `json:"expiration_ttl,omitempty"` // seconds from now
+	Expiration    *int64          `json:"expiration,omitempty"`     // Unix seconds
 	Metadata      json.RawMessage `json:"metadata,omitempty"`
 }
 
@@ -66,8 +66,8 @@ func (a *admin) kvList(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	opts := durable.KVListOptions{Prefix: q.Get("prefix"), Cursor: q.Get("cursor")}
 	if s := q.Get("limit"); s != "" {
-		if opts.Limit, err = strconv.Atoi(s); err != nil {
-			return errorf(http.StatusBadRequest, "limit %q is not a number", s)
+		if opts.Limit, err = strconv.Atoi(s); err != nil || opts.Limit < 1 {
+			return errorf(http.StatusBadRequest, "limit %q: give a number of keys from 1 (leave it out for 1000)", s)
 		}
 	}
 	page, err := kv.List(r.Context(), opts)
@@ -109,15 +109,20 @@ func (a *admin) kvPut(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Bounded so that the arithmetic below cannot wrap around into a near
 	// expiry: a century is more than any cache needs.
-	if body.ExpirationTTL < 0 || body.ExpirationTTL > maxKVExpirationSeconds {
-		return errorf(http.StatusBadRequest, "expiration_ttl %d is out of range: give seconds from now, up to %d", body.ExpirationTTL, int64(maxKVExpirationSeconds))
+	// A field given as 0 is refused, not read as "no expiration": leave it
+	// out for that.
+	var opts durable.KVPutOptions
+	if ttl := body.ExpirationTTL; ttl != nil {
+		if *ttl <= 0 || *ttl > maxKVExpirationSeconds {
+			return errorf(http.StatusBadRequest, "expiration_ttl %d is out of range: give seconds from now, 60 to %d (leave it out for no expiration)", *ttl, int64(maxKVExpirationSeconds))
+		}
+		opts.ExpirationTTL = time.Duration(*ttl) * time.Second
 	}
-	if body.Expiration < 0 || body.Expiration > maxKVExpirationUnix {
-		return errorf(http.StatusBadRequest, "expiration %d is out of range: give Unix seconds, up to %d", body.Expiration, int64(maxKVExpirationUnix))
-	}
-	opts := durable.KVPutOptions{ExpirationTTL: time.Duration(body.ExpirationTTL) * time.Second}
-	if body.Expiration != 0 {
-		opts.Expiration = time.Unix(body.Expiration, 0)
+	if exp := body.Expiration; exp != nil {
+		if *exp <= 0 || *exp > maxKVExpirationUnix {
+			return errorf(http.StatusBadRequest, "expiration %d is out of range: give Unix seconds, up to %d (leave it out for no expiration)", *exp, int64(maxKVExpirationUnix))
+		}
+		opts.Expiration = time.Unix(*exp, 0)
 	}
 	if body.Metadata != nil && string(body.Metadata) != "null" {
 		opts.Metadata = body.Metadata

@@ -324,17 +324,18 @@ func (a *admin) endOp(op *operation, err error) {
 // opRequest is the body of POST /v1/rebalance and /v1/nodes/{id}/drain.
 type opRequest struct {
 	DryRun        bool `json:"dry_run"`
-	MaxConcurrent int  `json:"max_concurrent"`
+	MaxConcurrent *int `json:"max_concurrent"` // nil: defaultMaxConcurrent
 }
 
-func (req *opRequest) check() error {
-	if req.MaxConcurrent == 0 {
-		req.MaxConcurrent = defaultMaxConcurrent
+// maxConcurrent is the checked max_concurrent of req.
+func (req *opRequest) maxConcurrent() (int, error) {
+	if req.MaxConcurrent == nil {
+		return defaultMaxConcurrent, nil
 	}
-	if req.MaxConcurrent < 1 || req.MaxConcurrent > maxMaxConcurrent {
-		return errorf(http.StatusBadRequest, "max_concurrent must be between 1 and %d, got %d", maxMaxConcurrent, req.MaxConcurrent)
+	if n := *req.MaxConcurrent; n < 1 || n > maxMaxConcurrent {
+		return 0, errorf(http.StatusBadRequest, "max_concurrent must be between 1 and %d, got %d (leave it out for %d)", maxMaxConcurrent, n, defaultMaxConcurrent)
 	}
-	return nil
+	return *req.MaxConcurrent, nil
 }
 
 // moveJSON is one planned move in a dry run.
@@ -352,7 +353,8 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(r, &req, true); err != nil {
 		return err
 	}
-	if err := req.check(); err != nil {
+	maxConc, err := req.maxConcurrent()
+	if err != nil {
 		return err
 	}
 	m, err := a.clusterMap()
@@ -368,7 +370,7 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	a.resumeRecorded()
-	op, err := a.startOp(placement.OperationRebalance, "", req.MaxConcurrent)
+	op, err := a.startOp(placement.OperationRebalance, "", maxConc)
 	if err != nil {
 		return err
 	}
@@ -404,7 +406,8 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 	if req.DryRun {
 		return errorf(http.StatusBadRequest, "drain has no dry run; POST /v1/rebalance with dry_run after draining shows the plan")
 	}
-	if err := req.check(); err != nil {
+	maxConc, err := req.maxConcurrent()
+	if err != nil {
 		return err
 	}
 	if nd.State == placement.NodeRemoved {
@@ -420,7 +423,7 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusConflict, "%s holds replicas of %d shards and no other node is active to take them", id, len(held))
 	}
 	a.resumeRecorded()
-	op, err := a.startOp(placement.OperationDrain, id, req.MaxConcurrent)
+	op, err := a.startOp(placement.OperationDrain, id, maxConc)
 	if err != nil {
 		return err
 	}

@@ -425,6 +425,9 @@ func TestAdminCluster(t *testing.T) {
 			{"transfer of an unknown shard", "POST", "/v1/shards/8/transfer-leader", `{"to":"n1"}`, 400, "unknown shard 8"},
 			{"unknown operation", "GET", "/v1/operations/nope", nil, 400, "unknown operation"},
 			{"rebalance with a bad max_concurrent", "POST", "/v1/rebalance", `{"max_concurrent":-1}`, 400, "max_concurrent"},
+			{"rebalance with max_concurrent 0", "POST", "/v1/rebalance", `{"max_concurrent":0}`, 400, "max_concurrent"},
+			{"drain with max_concurrent 0", "POST", "/v1/nodes/n4/drain", `{"max_concurrent":0}`, 400, "max_concurrent"},
+			{"rebalance with a null body", "POST", "/v1/rebalance", `null`, 400, "not null"},
 			{"wrong method", "DELETE", "/v1/status", nil, 404, "no admin call"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {

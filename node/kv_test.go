@@ -158,7 +158,9 @@ func TestKVNamespaces(t *testing.T) {
 	// nothing.
 	for _, tc := range []struct{ name, body, want string }{
 		{"no value", `{}`, `needs "value"`},
-		{"null", `null`, `needs "value"`},
+		{"null", `null`, `not null`},
+		{"ttl of 0", `{"value":"aGk=","expiration_ttl":0}`, "expiration_ttl 0 is out of range"},
+		{"expiration of 0", `{"value":"aGk=","expiration":0}`, "expiration 0 is out of range"},
 		{"data after the JSON", `{"value":"aGk="} more`, "data after the JSON value"},
 		{"ttl that would wrap around", `{"value":"aGk=","expiration_ttl":18446744134}`, "expiration_ttl 18446744134 is out of range"},
 		{"ttl past a century", `{"value":"aGk=","expiration_ttl":9223372037}`, "expiration_ttl 9223372037 is out of range"},
@@ -170,6 +172,14 @@ func TestKVNamespaces(t *testing.T) {
 		}
 		if code := adminDo(t, n.AdminAddr().String(), "", "PUT", "/v1/kv/CACHE/values/bad", tc.body, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, tc.want) {
 			t.Errorf("admin put, %s: %d %q, want 400 with %q", tc.name, code, e.Error, tc.want)
+		}
+	}
+	for _, limit := range []string{"0", "-1", "x"} {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if code := adminDo(t, n.AdminAddr().String(), "", "GET", "/v1/kv/CACHE/keys?limit="+limit, nil, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, "limit") {
+			t.Errorf("admin list with limit=%s: %d %q, want 400 naming the limit", limit, code, e.Error)
 		}
 	}
 	if _, found, err := cache.Get(ctx, "bad"); err != nil || found {
