@@ -316,10 +316,10 @@ func TestAdminErrors(t *testing.T) {
 			want:   "roost: drain op-2 of n3 is running; one operation runs at a time\n",
 		},
 		{
-			name: "409 remove", route: "POST /v1/nodes/n3/remove",
-			answer: canned(409, `{"error":"n3 still holds 5 replicas"}`),
+			name: "409 remove on roost dev: no advice to drain", route: "POST /v1/nodes/n3/remove",
+			answer: canned(409, `{"error":"roost dev runs no cluster"}`),
 			args:   []string{"remove", "n3"},
-			want:   "roost: n3 still holds 5 replicas (drain it first: roost drain n3 --wait)\n",
+			want:   "roost: roost dev runs no cluster\n",
 		},
 		{
 			name: "409 remove, server says what to do", route: "POST /v1/nodes/n3/remove",

@@ -661,10 +661,6 @@ node's process afterwards.` + adminConnectHelp,
 				State string `json:"state"`
 			}
 			raw, err := c.call(cmd.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(id)+"/remove", nil, &resp)
-			var ae *apiError
-			if errors.As(err, &ae) && ae.status == http.StatusConflict && ae.hint == "" && !strings.Contains(ae.msg, "drain") {
-				ae.hint = "drain it first: roost drain " + id + " --wait"
-			}
 			if err != nil {
 				return err
 			}

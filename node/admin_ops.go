@@ -118,6 +118,14 @@ type opWaitJSON struct {
 	Reason  string            `json:"reason"`
 }
 
+// endedOpJSON is the meta group's record of an ended operation as the API
+// shows it.
+func endedOpJSON(e placement.EndedOperation) *opJSON {
+	zero := 0
+	return &opJSON{ID: e.ID, Kind: e.Kind, State: e.State, Total: e.Done, Done: e.Done, Started: e.Started,
+		ETASeconds: &zero, Error: e.Error, Waiting: []opWaitJSON{}}
+}
+
 func (op *operation) json() *opJSON {
 	op.mu.Lock()
 	defer op.mu.Unlock()
@@ -465,7 +473,7 @@ func (a *admin) remove(w http.ResponseWriter, r *http.Request) error {
 	}
 	if nd.State != placement.NodeRemoved {
 		if held := m.ShardsOf(id); len(held) > 0 {
-			return errorf(http.StatusConflict, "%s still holds replicas of %d shards (%s); drain it first (POST /v1/nodes/%s/drain)", id, len(held), shardList(held), id)
+			return errorf(http.StatusConflict, "%s still holds replicas of %d shards (%s); drain it first (roost drain %s --wait, or POST /v1/nodes/%s/drain and wait for the operation)", id, len(held), shardList(held), id, id)
 		}
 		v, err := a.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: id, State: placement.NodeRemoved}})
 		if err != nil {
@@ -517,9 +525,7 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 	// which may be that it lost the operation with the meta leadership
 	// before another meta leader finished it.
 	if e, ok := a.n.cluster.metaFSM.LastEnded(); ok && e.ID == id {
-		zero := 0
-		writeJSON(w, http.StatusOK, map[string]any{"operation": &opJSON{ID: e.ID, Kind: e.Kind, State: e.State,
-			Total: e.Done, Done: e.Done, Started: e.Started, ETASeconds: &zero, Error: e.Error}})
+		writeJSON(w, http.StatusOK, map[string]any{"operation": endedOpJSON(e)})
 		return nil
 	}
 	if j != nil {

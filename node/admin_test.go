@@ -880,6 +880,23 @@ func TestOperationJSON(t *testing.T) {
 			}
 		})
 	}
+	// Every form an operation takes in the API lists what it waits for as
+	// an array, [] when nothing.
+	ended := placement.EndedOperation{Operation: placement.Operation{ID: "op-1", Kind: placement.OperationDrain}}
+	ended.State, ended.Done = "done", 3
+	for name, j := range map[string]*opJSON{
+		"ended, from the meta group": endedOpJSON(ended),
+		"ended, from this node":      (&operation{state: "done"}).json(),
+		"running":                    (&operation{state: "running"}).json(),
+	} {
+		raw, err := json.Marshal(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(raw), `"waiting":[]`) || !strings.Contains(string(raw), `"eta_seconds":`) {
+			t.Errorf("%s: %s, want waiting [] and an eta", name, raw)
+		}
+	}
 	// finish makes the total what was done (the plan may shrink meanwhile).
 	op := &operation{state: "running", total: 5, done: 3}
 	op.finish(nil)
