@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -749,6 +750,36 @@ func TestAdminCluster(t *testing.T) {
 		var e apiErrorJSON
 		if code := c.admin(other, "POST", "/v1/nodes/"+victim+"/drain", nil, &e); code != 409 {
 			t.Errorf("draining a removed node: %d %q, want 409", code, e.Error)
+		}
+
+		// The removed node is not ready, and says why; started again with
+		// its data dir, it does not wait for a map that never comes.
+		vi := c.nodeIndex(victim)
+		waitRemovedReason := func(what string) {
+			t.Helper()
+			deadline := time.Now().Add(3*removalCheckInterval + metaSilenceBeforeAsking)
+			for {
+				ok, why := c.nodes[vi].cluster.ready()
+				if !ok && strings.Contains(why, "was removed from cluster") {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s: ready %v %q, want not ready as removed", what, ok, why)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		waitRemovedReason("the removed node")
+		c.stop(vi)
+		c.start(vi)
+		waitRemovedReason("the removed node started again")
+		select {
+		case err := <-c.nodes[vi].Failed():
+			if !errors.Is(err, placement.ErrNodeRemoved) {
+				t.Fatalf("the removed node started again failed with %v, want ErrNodeRemoved", err)
+			}
+		default: // its own map told it: it stays up, not ready, until stopped
+			t.Log("the removed node learnt of its removal from its own map")
 		}
 	})
 }

@@ -81,6 +81,9 @@ type cluster struct {
 	// firstStartWait says why a node without state has not started its
 	// meta group yet (firststart.go), for /readyz.
 	firstStartWait atomic.Pointer[string]
+	// removed says why this node no longer belongs to the cluster
+	// (removed.go), for /readyz; nil while it does.
+	removed atomic.Pointer[string]
 
 	mu     sync.Mutex
 	groups map[int]*localShard // shards with a replica on this node
@@ -215,10 +218,14 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	if err != nil {
 		return err
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
 	go func() {
 		defer n.wg.Done()
 		c.run(runCtx, hasState > 0)
+	}()
+	go func() {
+		defer n.wg.Done()
+		c.watchRemoval(runCtx, id.ClusterID) // id: c.identity is run's to update
 	}()
 	go func() {
 		defer n.wg.Done()
@@ -654,6 +661,9 @@ func (c *cluster) groupStatus(req *proto.ForwardGroupStatusRequest) (*proto.Forw
 // ready reports whether this node can serve: it has the map, and every
 // shard has a leader somewhere that this node knows of.
 func (c *cluster) ready() (bool, string) {
+	if p := c.removed.Load(); p != nil {
+		return false, *p
+	}
 	c.mu.Lock()
 	m := c.mapSeen
 	c.mu.Unlock()

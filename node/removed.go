@@ -1,0 +1,90 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/placement"
+)
+
+// A node removed from the cluster (roost remove) runs on until its
+// operator stops it, and one that was down when it was removed may be
+// started again with its data dir. Neither belongs to the cluster any
+// more: the meta group no longer sends it the map, so what it knows goes
+// stale, and its ID is not used again. watchRemoval finds out and says so:
+//
+//   - A node whose own map marks it removed (it was running when it was
+//     removed) turns /readyz 503 with that reason, and logs it once.
+//   - A node that hears nothing from the meta group (no map yet after a
+//     restart, or no leader contact for metaSilenceBeforeAsking) asks the
+//     other nodes what their maps say of it (the Member RPC, as a node
+//     without state does when it first starts); if one marks it removed,
+//     the node fails with placement.ErrNodeRemoved, since it would
+//     otherwise wait for a map that never comes.
+
+// removalCheckInterval is how often watchRemoval looks.
+const removalCheckInterval = 5 * time.Second
+
+// metaSilenceBeforeAsking is how long a meta follower goes without contact
+// from a leader before it asks the other nodes whether it was removed; an
+// idle meta leader contacts its followers every 3-6 s (QuietTiming).
+const metaSilenceBeforeAsking = 20 * time.Second
+
+// watchRemoval checks every removalCheckInterval whether this node was
+// removed from the cluster, until it finds it was or ctx ends. clusterID
+// is the cluster the data dir belongs to ("" if not known yet).
+func (c *cluster) watchRemoval(ctx context.Context, clusterID string) {
+	t := time.NewTicker(removalCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if c.checkRemoval(ctx, clusterID) {
+			return
+		}
+	}
+}
+
+// checkRemoval is one look of watchRemoval; it reports whether the node
+// was found removed.
+func (c *cluster) checkRemoval(ctx context.Context, clusterID string) bool {
+	m := c.metaFSM.Map()
+	if nd, ok := m.Nodes[c.self]; ok && nd.State == placement.NodeRemoved {
+		reason := fmt.Sprintf("node %s was removed from cluster %s (roost remove): it holds no replica and receives no map any more; stop it (its ID is not used again)", c.self, m.ClusterID)
+		c.removed.Store(&reason)
+		c.n.log.Error(reason)
+		return true
+	}
+	if m.ClusterID != "" {
+		c.mu.Lock()
+		meta := c.meta
+		c.mu.Unlock()
+		if meta == nil {
+			return false
+		}
+		if r := meta.Raft(); r.State() == raft.Leader || time.Since(r.LastContact()) < metaSilenceBeforeAsking {
+			return false
+		}
+		clusterID = m.ClusterID
+	}
+	answers := c.askMembers(ctx, c.aliveMembers())
+	for id, a := range answers {
+		r := a.resp
+		if r == nil || !r.Listed || r.State != placement.NodeRemoved.String() || clusterID != "" && r.ClusterId != clusterID {
+			continue
+		}
+		err := fmt.Errorf("%w: node %s was removed from cluster %s while it was away (so says %s) and its ID is not used again: start it with a new --id and an empty data dir",
+			placement.ErrNodeRemoved, c.self, r.ClusterId, id)
+		reason := err.Error()
+		c.removed.Store(&reason)
+		c.fail(err)
+		return true
+	}
+	return false
+}
