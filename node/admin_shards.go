@@ -472,6 +472,9 @@ func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 	if target == nil {
 		return errorf(http.StatusConflict, "%s is not a voter of shard %d (voters: %s): only a voter can lead it", to, sid, strings.Join(voters, ", "))
 	}
+	if !c.aliveIDs()[to] || !c.trans.PeerReachable(target.Address) {
+		return errorf(http.StatusConflict, "%s is down or unreachable from %s, the leader of shard %d: it cannot take the leadership; pick another voter (%s) or retry once it is back", to, c.self, sid, strings.Join(voters, ", "))
+	}
 	// Watch the leaders this replica learns of: the leader balancer may
 	// hand the shard on soon after the target took over, and the transfer
 	// has happened even if the target no longer leads when we look.

@@ -784,6 +784,23 @@ func TestAdminCluster(t *testing.T) {
 	})
 }
 
+// Handing a shard's leadership to a voter that is down is refused at
+// once with the reason, not tried and failed with raft's error.
+func TestTransferLeaderToADownVoter(t *testing.T) {
+	c := newTestCluster(t, 3, 2, &turnRegistry{active: map[string]string{}})
+	views := c.waitConverged(0, 30*time.Second)
+	down := 2
+	if views[0].Leader == c.cfgs[down].NodeID {
+		down = 1
+	}
+	c.stop(down)
+	var e apiErrorJSON
+	code := c.admin(0, "POST", "/v1/shards/0/transfer-leader", map[string]string{"to": c.cfgs[down].NodeID}, &e)
+	if code != http.StatusConflict || !strings.Contains(e.Error, "down or unreachable") {
+		t.Fatalf("transfer to the stopped %s: %d %q, want 409 saying it is down", c.cfgs[down].NodeID, code, e.Error)
+	}
+}
+
 func toStrings(ids []placement.NodeID) []string {
 	out := make([]string, len(ids))
 	for i, id := range ids {
