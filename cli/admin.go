@@ -418,6 +418,7 @@ type apiPlannedMove struct {
 type apiOperation struct {
 	ID         flexible `json:"id"`
 	Kind       string   `json:"kind"`
+	Node       string   `json:"node"` // a drain's
 	State      string   `json:"state"`
 	Total      int      `json:"total"`
 	Done       int      `json:"done"`
@@ -446,6 +447,9 @@ func (op apiOperation) name() string {
 	kind := op.Kind
 	if kind == "" {
 		kind = "operation"
+	}
+	if op.Node != "" {
+		kind += " of " + op.Node
 	}
 	return fmt.Sprintf("operation %s (%s)", op.ID, kind)
 }

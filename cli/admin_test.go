@@ -490,6 +490,7 @@ func TestAdminUsageErrors(t *testing.T) {
 type fakeOperation struct {
 	mu          sync.Mutex
 	kind, end   string
+	node        string // a drain's
 	total, done int
 	failAt      int
 	errMsg      string
@@ -507,8 +508,8 @@ func (o *fakeOperation) json() string {
 		state = opDone
 	}
 	eta := (o.total - o.done) * 10
-	return fmt.Sprintf(`{"operation":{"id":"op-9","kind":%q,"state":%q,"total":%d,"done":%d,"started":"2026-03-01T10:00:00Z","eta_seconds":%d,"error":%q}}`,
-		o.kind, state, o.total, o.done, eta, errMsg)
+	return fmt.Sprintf(`{"operation":{"id":"op-9","kind":%q,"node":%q,"state":%q,"total":%d,"done":%d,"started":"2026-03-01T10:00:00Z","eta_seconds":%d,"error":%q}}`,
+		o.kind, o.node, state, o.total, o.done, eta, errMsg)
 }
 
 func (o *fakeOperation) routes(start string) map[string]http.HandlerFunc {
@@ -694,6 +695,78 @@ func TestDrainWaitJSON(t *testing.T) {
 	}
 }
 
+// A drain --wait run again while its drain runs (the first --wait was
+// interrupted) follows the running drain; another operation running is
+// still a refusal.
+func TestDrainWaitFollowsTheSameRunningDrain(t *testing.T) {
+	fastPolls(t)
+	op := &fakeOperation{kind: "drain", node: "n3", total: 3, end: opDone}
+	routes := op.routes("GET /v1/status")
+	routes["POST /v1/nodes/n3/drain"] = canned(409, `{"error":"operation op-9 (drain, 0 of 3 moves done) is running; one operation runs at a time"}`)
+	routes["POST /v1/nodes/n2/drain"] = routes["POST /v1/nodes/n3/drain"]
+	srv := newFakeAdmin(t, routes)
+	code, stdout, stderr := runAdmin(t, nil, "drain", "n3", "--wait", "--addr", srv.addr())
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "roost: operation op-9 (drain of n3) is already running; following it\n") {
+		t.Errorf("stderr does not say it follows the running drain:\n%s", stderr)
+	}
+	if want := "Operation op-9 (drain of n3) done: 3/3 moves done (100%).\n"; stdout != want {
+		t.Errorf("stdout = %q, want %q", stdout, want)
+	}
+
+	op.mu.Lock()
+	op.done = 0
+	op.mu.Unlock()
+	code, _, stderr = runAdmin(t, nil, "drain", "n2", "--wait", "--addr", srv.addr())
+	if code != exitFailure || !strings.Contains(stderr, "is running; one operation runs at a time") {
+		t.Errorf("drain n2 --wait while a drain of n3 runs: exit %d, stderr:\n%s", code, stderr)
+	}
+	code, _, stderr = runAdmin(t, nil, "drain", "n3", "--addr", srv.addr())
+	if code != exitFailure || !strings.Contains(stderr, "is running") {
+		t.Errorf("drain n3 without --wait while it runs: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+func TestOperationCommand(t *testing.T) {
+	fastPolls(t)
+	op := &fakeOperation{kind: "rebalance", total: 2, end: opDone}
+	routes := op.routes("GET /v1/status")
+	srv := newFakeAdmin(t, routes)
+	// Without an ID: the running one, on one line.
+	code, stdout, stderr := runAdmin(t, nil, "operation", "--addr", srv.addr())
+	if code != exitOK || !strings.HasPrefix(stdout, "rebalance op-9: running, 1/2 moves done (50%), ETA 10s") {
+		t.Fatalf("operation: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	// By ID, waiting for it to end.
+	code, stdout, stderr = runAdmin(t, nil, "operation", "op-9", "--wait", "--addr", srv.addr())
+	if code != exitOK || stdout != "Operation op-9 (rebalance) done: 2/2 moves done (100%).\n" || !strings.Contains(stderr, "2/2 moves done (100%), done") {
+		t.Fatalf("operation op-9 --wait: exit %d, stdout %q, stderr:\n%s", code, stdout, stderr)
+	}
+	// A failed one exits 1 with its error.
+	failed := &fakeOperation{kind: "drain", node: "n3", total: 2, end: opFailed, failAt: 1, errMsg: "shard 1: no quorum"}
+	srv = newFakeAdmin(t, failed.routes("GET /v1/status"))
+	code, _, stderr = runAdmin(t, nil, "operation", "op-9", "--wait", "--addr", srv.addr())
+	if code != exitFailure || !strings.Contains(stderr, "roost: operation op-9 (drain of n3) failed after 1/2 moves done (50%): shard 1: no quorum") {
+		t.Fatalf("failed operation --wait: exit %d, stderr:\n%s", code, stderr)
+	}
+	// Nothing running.
+	srv = newFakeAdmin(t, map[string]http.HandlerFunc{"GET /v1/status": canned(200, `{"node_id":"n1","operation":null}`)})
+	code, stdout, _ = runAdmin(t, nil, "operation", "--addr", srv.addr())
+	if code != exitOK || stdout != "No rebalance, drain or heal is running.\n" {
+		t.Fatalf("operation with none running: exit %d, stdout %q", code, stdout)
+	}
+	code, stdout, _ = runAdmin(t, nil, "operation", "-o", "json", "--addr", srv.addr())
+	if code != exitOK || strings.Join(strings.Fields(stdout), "") != `{"operation":null}` {
+		t.Fatalf("operation -o json with none running: exit %d, stdout %q", code, stdout)
+	}
+	// Two IDs are a usage error.
+	if code, _, stderr := runAdmin(t, nil, "operation", "a", "b", "--addr", srv.addr()); code != exitUsage || !strings.Contains(stderr, "one ID expected") {
+		t.Fatalf("two IDs: exit %d, stderr %q", code, stderr)
+	}
+}
+
 func TestOperationWithoutWait(t *testing.T) {
 	op := &fakeOperation{kind: "drain", total: 6, end: opDone}
 	srv := newFakeAdmin(t, op.routes("POST /v1/nodes/n3/drain"))
@@ -701,7 +774,7 @@ func TestOperationWithoutWait(t *testing.T) {
 	if code != exitOK || stderr != "" {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
 	}
-	want := "Started operation op-9 (drain): 0/6 moves done (0%).\nIt runs in the cluster: 'roost status' shows its progress.\n"
+	want := "Started operation op-9 (drain): 0/6 moves done (0%).\nIt runs in the cluster: 'roost operation op-9 --wait' follows it.\n"
 	if stdout != want {
 		t.Errorf("stdout = %q, want %q", stdout, want)
 	}
@@ -823,6 +896,7 @@ func TestAdminHelp(t *testing.T) {
 		{[]string{"rebalance", "--help"}, append([]string{"--dry-run", "--max-concurrent", "(default 4)", "--wait", "exits 0 once"}, common...)},
 		{[]string{"drain", "--help"}, append([]string{"drain NODE", "--max-concurrent", "--wait", "roost remove"}, common...)},
 		{[]string{"remove", "--help"}, append([]string{"remove NODE", "drain it first"}, common...)},
+		{[]string{"operation", "--help"}, append([]string{"operation [ID]", "--wait", "exits 0 once"}, common...)},
 		{[]string{"shards"}, []string{"list", "move", "transfer-leader"}},
 	}
 	for _, tt := range tests {

@@ -48,6 +48,7 @@ func newAdminCommands(stdout, stderr io.Writer, lookupEnv func(string) (string, 
 		e.newDrainCommand(),
 		e.newRemoveCommand(),
 		e.newKVCommand(),
+		e.newOperationCommand(),
 	}
 }
 
@@ -513,11 +514,12 @@ the cluster refuses a second and says which one is running.
 replica on, the one to REMOVE it from) and changes nothing.
 
 Without --wait the command prints the operation it started and returns;
-'roost status' shows its progress. With --wait it shows progress on stderr
-(moves done of the total, and the estimated time left) and exits 0 once the
-operation is done, or 1 if it failed. Ctrl-C stops waiting, not the
-operation. If the meta leadership moves, the new meta leader carries the
-operation on and --wait follows it.` + adminConnectHelp,
+'roost operation' shows its progress. With --wait it shows progress on
+stderr (moves done of the total, and the estimated time left) and
+exits 0 once the operation is done, or 1 if it failed. Ctrl-C stops waiting, not the
+operation; 'roost operation ID --wait', or this command with --wait again,
+follows it again. If the meta leadership moves, the new meta leader carries
+the operation on and --wait follows it.` + adminConnectHelp,
 		Example: `  # what would move?
   roost rebalance --dry-run
 
@@ -553,7 +555,7 @@ operation on and --wait follows it.` + adminConnectHelp,
 				writePlanTable(e.stdout, plan.Moves)
 				return nil
 			}
-			return e.startOperation(cmd, c, o, "/v1/rebalance", body, wait)
+			return e.startOperation(cmd, c, o, "/v1/rebalance", body, wait, "rebalance", "")
 		},
 	}
 	f := cmd.Flags()
@@ -605,11 +607,12 @@ moved. One rebalance or drain runs at a time. Once a node holds nothing,
 'roost remove NODE' takes it out of the cluster.
 
 Without --wait the command prints the operation it started and returns;
-'roost status' shows its progress. With --wait it shows progress on stderr
-(moves done of the total, and the estimated time left) and exits 0 once the
-node is drained, or 1 if the drain failed. Ctrl-C stops waiting, not the
-drain. If the meta leadership moves, the new meta leader carries the drain
-on and --wait follows it.` + adminConnectHelp,
+'roost operation' shows its progress. With --wait it shows progress on
+stderr (moves done of the total, and the estimated time left) and exits 0
+once the node is drained, or 1 if the drain failed. Ctrl-C stops waiting,
+not the drain; 'roost operation ID --wait', or this command with --wait
+again, follows it again. If the meta leadership moves, the new meta leader
+carries the drain on and --wait follows it.` + adminConnectHelp,
 		Example: `  # empty n3, then take it out of the cluster
   roost drain n3 --wait && roost remove n3`,
 		Args: exactArgs("NODE"),
@@ -627,7 +630,7 @@ on and --wait follows it.` + adminConnectHelp,
 			body := struct {
 				MaxConcurrent int `json:"max_concurrent"`
 			}{maxConcurrent}
-			return e.startOperation(cmd, c, o, "/v1/nodes/"+url.PathEscape(args[0])+"/drain", body, wait)
+			return e.startOperation(cmd, c, o, "/v1/nodes/"+url.PathEscape(args[0])+"/drain", body, wait, "drain", args[0])
 		},
 	}
 	f := cmd.Flags()
@@ -678,11 +681,19 @@ node's process afterwards.` + adminConnectHelp,
 	return cmd
 }
 
-// startOperation posts body to path, which starts a rebalance or drain and
-// answers 202 {"operation": …}, then prints it, or with wait follows it to
-// the end.
-func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOptions, path string, body any, wait bool) error {
+// startOperation posts body to path, which starts a rebalance or drain
+// (kind, of node for a drain) and answers 202 {"operation": …}, then prints
+// it, or with wait follows it to the end. With wait, the same operation
+// already running (a --wait interrupted and run again) is followed instead
+// of refused.
+func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOptions, path string, body any, wait bool, kind, node string) error {
 	op, raw, err := postOperation(cmd.Context(), c, path, body)
+	if err != nil && wait {
+		if cur, curRaw, ok := sameOperationRunning(cmd.Context(), c, err, kind, node); ok {
+			fmt.Fprintf(e.stderr, "roost: %s is already running; following it\n", cur.name())
+			op, raw, err = cur, curRaw, nil
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -691,11 +702,48 @@ func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOpt
 			return writeJSON(e.stdout, raw)
 		}
 		fmt.Fprintf(e.stdout, "Started %s: %s.\n", op.name(), op.progress())
-		fmt.Fprintln(e.stdout, "It runs in the cluster: 'roost status' shows its progress.")
+		fmt.Fprintf(e.stdout, "It runs in the cluster: 'roost operation %s --wait' follows it.\n", op.ID)
 		return nil
 	}
+	return e.followOperation(cmd, c, o, op, raw, func(ctx context.Context) (apiOperation, json.RawMessage, error) {
+		return postOperation(ctx, c, path, body)
+	})
+}
+
+// sameOperationRunning reports, for err refusing a new operation, whether
+// the one running is of kind (and node) too, and returns it if so.
+func sameOperationRunning(ctx context.Context, c *adminClient, err error, kind, node string) (apiOperation, json.RawMessage, bool) {
+	var ae *apiError
+	if !errors.As(err, &ae) || ae.status != http.StatusConflict {
+		return apiOperation{}, nil, false
+	}
+	cur, rerr := runningOperation(ctx, c)
+	if rerr != nil || cur == nil || cur.Kind != kind || cur.Node != node {
+		return apiOperation{}, nil, false
+	}
+	op, raw, gerr := getOperation(ctx, c, cur.ID.String())
+	return op, raw, gerr == nil && !op.finished()
+}
+
+// runningOperation is the operation the cluster is running (nil if none),
+// from GET /v1/status, which asks the meta leader.
+func runningOperation(ctx context.Context, c *adminClient) (*apiOperation, error) {
+	var st apiStatus
+	if _, err := c.call(ctx, http.MethodGet, "/v1/status", nil, &st); err != nil {
+		return nil, err
+	}
+	return st.Operation, nil
+}
+
+// followOperation waits for op to end, showing progress on stderr, and
+// reports how it ended (exit 1 if it failed). If the operation ends with
+// the meta leadership and the new meta leader has no record of it, it is
+// started again with restart, if not nil.
+func (e adminEnv) followOperation(cmd *cobra.Command, c *adminClient, o *adminOptions, op apiOperation, raw json.RawMessage,
+	restart func(context.Context) (apiOperation, json.RawMessage, error)) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var err error
 	for restarts := 0; ; restarts++ {
 		op, raw, err = waitOperation(ctx, c, e.stderr, op, raw)
 		lost := lostWithMetaLeader(op, err)
@@ -713,11 +761,14 @@ func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOpt
 			op, raw, err = cur, curRaw, nil
 			continue
 		}
+		if restart == nil {
+			break
+		}
 		// Otherwise (a node that does not record operations) start it
 		// again: operations plan from the map each step, so the new one
 		// picks up where the lost one stopped.
 		fmt.Fprintf(e.stderr, "roost: %s ended with the meta leadership (%s); starting it again on the new meta leader\n", name, lost)
-		if op, raw, err = postOperation(ctx, c, path, body); err != nil {
+		if op, raw, err = restart(ctx); err != nil {
 			return fmt.Errorf("starting %s again after a meta leader change: %w", name, err)
 		}
 	}
@@ -740,6 +791,73 @@ func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOpt
 		fmt.Fprintf(e.stdout, "%s done: %s.\n", capitalize(op.name()), op.progress())
 	}
 	return nil
+}
+
+func (e adminEnv) newOperationCommand() *cobra.Command {
+	o := e.options()
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "operation [ID]",
+		Short: "Show a rebalance, drain or heal, or wait for it to end",
+		Long: `Show operation ID (a rebalance, drain or heal), or without ID the one the
+cluster is running now: its state, the moves done of the total, the estimated
+time left, and the error it failed with.
+
+--wait follows it until it ends, showing progress on stderr as the --wait of
+rebalance and drain does, and exits 0 once it is done, or 1 if it failed.
+Ctrl-C stops waiting, not the operation. The meta leader keeps the last
+operations it ran; after a meta leader change only the last one that ended
+is known.` + adminConnectHelp,
+		Example: `  # what is running now
+  roost operation
+
+  # wait again for a drain whose --wait was interrupted
+  roost operation drain-20261204t081500-3 --wait`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 1 {
+				return &usageError{cmd: cmd, err: fmt.Errorf("one ID expected, got %d arguments: %s", len(args), strings.Join(args, " "))}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			var id string
+			if len(args) == 1 {
+				id = args[0]
+			} else {
+				cur, err := runningOperation(cmd.Context(), c)
+				if err != nil {
+					return err
+				}
+				if cur == nil {
+					if o.json() {
+						return writeJSON(e.stdout, json.RawMessage(`{"operation":null}`))
+					}
+					fmt.Fprintln(e.stdout, "No rebalance, drain or heal is running.")
+					return nil
+				}
+				id = cur.ID.String()
+			}
+			op, raw, err := getOperation(cmd.Context(), c, id)
+			if err != nil {
+				return err
+			}
+			if wait {
+				return e.followOperation(cmd, c, o, op, raw, nil)
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			fmt.Fprintln(e.stdout, describeOperation(op))
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until the operation ends, showing progress on stderr")
+	o.register(cmd)
+	return cmd
 }
 
 // maxOperationRestarts bounds how often a --wait starts an operation again
@@ -797,7 +915,7 @@ func waitOperation(ctx context.Context, c *adminClient, stderr io.Writer, op api
 			return op, raw, nil
 		}
 		stopped := func() (apiOperation, json.RawMessage, error) {
-			return op, raw, fmt.Errorf("stopped waiting; %s goes on in the cluster at %s ('roost status' shows it)", op.name(), op.progress())
+			return op, raw, fmt.Errorf("stopped waiting; %s goes on in the cluster at %s ('roost operation %s --wait' follows it again)", op.name(), op.progress(), op.ID)
 		}
 		if sleepCtx(ctx, adminPollInterval) != nil {
 			return stopped()

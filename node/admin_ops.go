@@ -101,6 +101,7 @@ type stepWait struct {
 type opJSON struct {
 	ID         string    `json:"id"`
 	Kind       string    `json:"kind"`
+	Node       string    `json:"node,omitempty"` // a drain's node
 	State      string    `json:"state"`
 	Total      int       `json:"total"`
 	Done       int       `json:"done"`
@@ -122,14 +123,14 @@ type opWaitJSON struct {
 // shows it.
 func endedOpJSON(e placement.EndedOperation) *opJSON {
 	zero := 0
-	return &opJSON{ID: e.ID, Kind: e.Kind, State: e.State, Total: e.Done, Done: e.Done, Started: e.Started,
+	return &opJSON{ID: e.ID, Kind: e.Kind, Node: string(e.Node), State: e.State, Total: e.Done, Done: e.Done, Started: e.Started,
 		ETASeconds: &zero, Error: e.Error, Waiting: []opWaitJSON{}}
 }
 
 func (op *operation) json() *opJSON {
 	op.mu.Lock()
 	defer op.mu.Unlock()
-	j := &opJSON{ID: op.id, Kind: op.kind, State: op.state, Total: op.total, Done: op.done, Started: op.started, Error: op.err, Waiting: []opWaitJSON{}}
+	j := &opJSON{ID: op.id, Kind: op.kind, Node: string(op.node), State: op.state, Total: op.total, Done: op.done, Started: op.started, Error: op.err, Waiting: []opWaitJSON{}}
 	if op.state == "running" {
 		for sid, w := range op.waiting {
 			j.Waiting = append(j.Waiting, opWaitJSON{Shard: sid, Seconds: int(time.Since(w.since).Seconds()), Reason: w.reason})
