@@ -446,6 +446,8 @@ func TestAdminUsageErrors(t *testing.T) {
 		{"bad ROOST_ADDR", map[string]string{envAdminAddr: "http://"}, []string{"status"}, `ROOST_ADDR "http://": no host`},
 		{"argument to status", nil, []string{"status", "n1"}, `unknown command "n1" for "roost status"`},
 		{"unknown shards command", nil, []string{"shards", "lst"}, `unknown command "lst" for "roost shards"`},
+		{"unknown shards command with flags", nil, []string{"shards", "lst", "--to", "n4"}, `unknown command "lst" for "roost shards"`},
+		{"unknown kv command with flags", nil, []string{"kv", "gte", "k", "--binding", "B"}, `unknown command "gte" for "roost kv"`},
 		{"kv without --binding", nil, []string{"kv", "get", "k"}, "--binding is required"},
 		{"kv get without key", nil, []string{"kv", "get", "--binding", "B"}, "missing KEY"},
 		{"kv put without value", nil, []string{"kv", "put", "k", "--binding", "B"}, "give the value as VALUE or with --file"},

@@ -204,11 +204,8 @@ of a shard to another node, or make another replica the shard's leader.`,
 		Example: `  roost shards list
   roost shards move 7 --to n4 --wait
   roost shards transfer-leader 7 --to n2`,
-		Args: noArgs,
-		// Runnable only so that `roost shards bogus` is a usage error
-		// rather than help; without a subcommand it shows the help.
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	asGroup(cmd)
 	cmd.AddCommand(e.newShardsListCommand(), e.newShardsMoveCommand(), e.newTransferLeaderCommand())
 	return cmd
 }

@@ -56,9 +56,8 @@ certificates from your own PKI; roost only reads PEM files.`,
 
   # containers that dial each other by service name (docker-compose)
   roost certs node n1 --dir certs --hosts n1`,
-		Args: noArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	asGroup(cmd)
 	cmd.AddCommand(newCertsCACommand(stdout), newCertsNodeCommand(stdout), newCertsGossipKeyCommand(stdout))
 	return cmd
 }

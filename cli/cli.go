@@ -121,6 +121,17 @@ func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
 // noArgs is cobra.NoArgs reported as a usage error.
+// asGroup makes cmd, a command that only holds subcommands, answer a
+// mistyped subcommand as one ("unknown command"), flags or not, and show
+// its help when run alone. (A command that cannot run shows help for
+// anything; one that parses flags fails on the subcommand's flags first.)
+func asGroup(cmd *cobra.Command) *cobra.Command {
+	cmd.Args = noArgs
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	cmd.FParseErrWhitelist = cobra.FParseErrWhitelist{UnknownFlags: true}
+	return cmd
+}
+
 func noArgs(cmd *cobra.Command, args []string) error {
 	if err := cobra.NoArgs(cmd, args); err != nil {
 		return &usageError{cmd: cmd, err: err}

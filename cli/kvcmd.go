@@ -100,13 +100,12 @@ type kvPutBody struct {
 
 // newKVCommand is `roost kv` and its subcommands.
 func (e adminEnv) newKVCommand() *cobra.Command {
-	cmd := &cobra.Command{
+	cmd := asGroup(&cobra.Command{
 		Use:   "kv",
 		Short: "Read and write the KV namespaces",
 		Long: `Read and write a KV namespace, as a Worker does with Env.KV: get, put, delete
 and list keys; copy one namespace into another.` + kvHelp,
-		Args: noArgs,
-	}
+	})
 	cmd.AddCommand(e.newKVGetCommand(), e.newKVPutCommand(), e.newKVDeleteCommand(), e.newKVListCommand(), e.newKVCopyCommand())
 	return cmd
 }

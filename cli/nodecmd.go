@@ -248,13 +248,14 @@ var nodeHints = hints{
 // run serves until a signal, with the node's notices and banner.
 func (c *nodeCommand) run(ctx context.Context, cfg node.Config, file *config.File) error {
 	return c.serve(ctx, cfg, nodeNotices(cfg, file), nodeHints, func(n *node.Node) {
-		writeNodeBanner(c.stdout, cfg, c.appName(file), urlHost(n.HTTPAddr()), urlHost(n.AdminAddr()), c.bindingList(cfg))
+		writeNodeBanner(c.stdout, cfg, c.appName(file), urlHost(n.HTTPAddr()), urlHost(n.AdminAddr()), c.bindingList(cfg), n.RejoinsCluster())
 	})
 }
 
 // writeNodeBanner says who the node is, where it listens, whom it joins
 // and that the cluster may not have formed yet.
-func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings string) {
+// rejoins is the cluster the node's data dir belongs to ("" if none yet).
+func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings, rejoins string) {
 	advertise := cfg.Advertise
 	if advertise == "" {
 		advertise = "(the listeners' hosts)"
@@ -262,6 +263,10 @@ func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings st
 	join := strings.Join(cfg.Join, ", ")
 	if join == "" {
 		join = "(none: other nodes join this one)"
+	}
+	waiting := fmt.Sprintf("Waiting for the cluster to form (a new one forms once %d nodes have met);", cfg.BootstrapExpect)
+	if rejoins != "" {
+		waiting = fmt.Sprintf("Rejoining cluster %s with the state in the data dir;", rejoins)
 	}
 	writeBanner(w, fmt.Sprintf("roost node %s: serving %s", cfg.NodeID, name), [][2]string{
 		{"app", "http://" + app + "/"},
@@ -275,7 +280,7 @@ func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings st
 		{"data dir", absDir(cfg.DataDir)},
 		{"bindings", bindings},
 	},
-		fmt.Sprintf("Waiting for the cluster to form (a new one forms once %d nodes have met);", cfg.BootstrapExpect),
+		waiting,
 		"http://"+admin+"/readyz answers 200 once this node can serve.",
 		"Press Ctrl-C to stop.")
 }

@@ -397,7 +397,7 @@ func TestNodeBanner(t *testing.T) {
 	cfg.Join = []string{"127.0.0.1:8731", "127.0.0.1:8733"}
 	cfg.BootstrapExpect, cfg.Replicas = 5, 3
 	var b bytes.Buffer
-	writeNodeBanner(&b, cfg, "counter", "127.0.0.1:8702", "127.0.0.1:8712", "COUNTER → Counter")
+	writeNodeBanner(&b, cfg, "counter", "127.0.0.1:8702", "127.0.0.1:8712", "COUNTER → Counter", "")
 	got := b.String()
 	for _, want := range []string{
 		"roost node n2: serving counter\n",
@@ -423,8 +423,9 @@ func TestNodeBanner(t *testing.T) {
 	cfg.Advertise, cfg.Join = "10.0.0.2", nil
 	cfg.TLSCertFile, cfg.TLSKeyFile, cfg.TLSCAFile, cfg.GossipKey = "n2.crt", "n2.key", "certs/ca.crt", make([]byte, 32)
 	b.Reset()
-	writeNodeBanner(&b, cfg, "counter", "127.0.0.1:8702", "127.0.0.1:8712", "(none)")
+	writeNodeBanner(&b, cfg, "counter", "127.0.0.1:8702", "127.0.0.1:8712", "(none)", "5f0c1a2b")
 	for _, want := range []string{"  advertise 10.0.0.2\n", "  join      (none: other nodes join this one)\n",
+		"Rejoining cluster 5f0c1a2b with the state in the data dir;",
 		"  security  grpc mutual TLS (CA certs/ca.crt), gossip AES-256-GCM; app and admin listeners plaintext HTTP\n"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, b.String())

@@ -88,6 +88,9 @@ type apiError struct {
 func (e *apiError) Error() string { return e.msg }
 func (e *apiError) Unwrap() error { return e.err }
 
+// errBodyTooLarge: a request body over the call's limit.
+var errBodyTooLarge = errors.New("request body too large")
+
 func errorf(code int, format string, args ...any) error {
 	return &apiError{code: code, msg: fmt.Sprintf(format, args...)}
 }
@@ -208,7 +211,7 @@ func decodeBodyUpTo(r *http.Request, v any, optional bool, limit int) error {
 		return errorf(http.StatusBadRequest, "reading the request body: %v", err)
 	}
 	if len(b) > limit {
-		return errorf(http.StatusBadRequest, "request body larger than %d bytes", limit)
+		return &apiError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", limit), err: errBodyTooLarge}
 	}
 	if len(strings.TrimSpace(string(b))) == 0 {
 		if optional {

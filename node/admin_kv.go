@@ -3,6 +3,7 @@ package node
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -102,6 +103,10 @@ func (a *admin) kvPut(w http.ResponseWriter, r *http.Request) error {
 	}
 	var body kvPutBody
 	if err := decodeBodyUpTo(r, &body, false, maxKVAdminBody); err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			return &apiError{code: http.StatusRequestEntityTooLarge, err: err,
+				msg: fmt.Sprintf("the value is larger than a KV value may be (%d bytes; the body holds it in base64, at most %d bytes in all)", durable.KVMaxValueBytes, maxKVAdminBody)}
+		}
 		return err
 	}
 	if body.Value == nil {

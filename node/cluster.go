@@ -173,6 +173,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), fenceKick: make(chan struct{}, 1), hints: make(map[int]string),
 		handedOff: make(map[int]time.Time), leftovers: make(map[int]*leftover)}
 	n.cluster = c
+	n.rejoins = id.ClusterID
 	onDisk, err := n.store.Groups()
 	if err != nil {
 		return fmt.Errorf("listing the groups on disk: %w", err)
@@ -293,7 +294,14 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 
 	t := time.NewTimer(controlInterval)
 	defer t.Stop()
+	announcedReady := false
 	for {
+		if !announcedReady {
+			if ok, _ := c.ready(); ok {
+				announcedReady = true
+				c.n.log.Info("node ready: /readyz answers 200", "shards", len(c.metaFSM.Map().ShardMap))
+			}
+		}
 		if g.Raft().State() == raft.Leader {
 			c.controlMeta(ctx, g.Raft())
 			c.n.admin.resumeRecorded()

@@ -174,6 +174,15 @@ func TestKVNamespaces(t *testing.T) {
 			t.Errorf("admin put, %s: %d %q, want 400 with %q", tc.name, code, e.Error, tc.want)
 		}
 	}
+	// A value too large for KV to take is refused as that, whatever its
+	// encoding made of the body's size.
+	huge := `{"value":"` + strings.Repeat("A", maxKVAdminBody) + `"}`
+	var tooLarge struct {
+		Error string `json:"error"`
+	}
+	if code := adminDo(t, n.AdminAddr().String(), "", "PUT", "/v1/kv/CACHE/values/bad", huge, &tooLarge); code != http.StatusRequestEntityTooLarge || !strings.Contains(tooLarge.Error, "larger than a KV value may be") {
+		t.Errorf("admin put of a value over the limit: %d %q, want 413 naming the value limit", code, tooLarge.Error)
+	}
 	for _, limit := range []string{"0", "-1", "x"} {
 		var e struct {
 			Error string `json:"error"`

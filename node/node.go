@@ -53,6 +53,9 @@ type Node struct {
 	peerTLS *peerTLS
 	// cluster is the cluster machinery; nil in dev mode.
 	cluster *cluster
+	// rejoins is the cluster the data dir said this node belongs to at
+	// start (RejoinsCluster).
+	rejoins string
 	// admin serves the /v1/ API and runs operations (rebalance, drain, heal).
 	admin *admin
 	// failed carries an error that stops the node from serving (see Failed).
@@ -341,6 +344,11 @@ func (n *Node) Run(ctx context.Context) error {
 // cluster after Start returned (it could not join, or its data dir belongs
 // to another cluster). The caller should Close the node and exit.
 func (n *Node) Failed() <-chan error { return n.failed }
+
+// RejoinsCluster is the ID of the cluster whose member this node's data
+// dir was when the node started ("" for a node new to any cluster, and in
+// dev mode). Valid after Start.
+func (n *Node) RejoinsCluster() string { return n.rejoins }
 
 // HTTPAddr is the bound app listener address (valid after Start).
 func (n *Node) HTTPAddr() net.Addr { return n.appLn.Addr() }
