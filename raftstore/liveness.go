@@ -96,7 +96,7 @@ func PublishCommitsAfter(r *raft.Raft, f raft.Future) {
 // livenessMu's read lock.
 type peerLiveness struct {
 	heard   atomic.Int64 // unix nanoseconds of the last request or heartbeat batch (pings included)
-	broken  atomic.Bool  // the heartbeat stream broke and nothing came since
+	broken  atomic.Int64 // unix nanoseconds when the heartbeat stream broke, 0 if something came since
 	pinging atomic.Int32 // heartbeat streams from the peer now open: it pings this node
 }
 
@@ -144,10 +144,12 @@ const maxTrackedPeers = 4096
 func (t *Transport) markHeard(addr raft.ServerAddress) {
 	l := t.peerState(addr)
 	l.heard.Store(time.Now().UnixNano())
-	l.broken.Store(false)
+	l.broken.Store(0)
 }
 
-func (t *Transport) markBroken(addr raft.ServerAddress) { t.peerState(addr).broken.Store(true) }
+func (t *Transport) markBroken(addr raft.ServerAddress) {
+	t.peerState(addr).broken.Store(time.Now().UnixNano())
+}
 
 // PeerAlive reports whether addr's node is alive to this one: a request or
 // heartbeat batch came from it within SilenceTimeout (or, with silence
@@ -159,7 +161,7 @@ func (t *Transport) PeerAlive(addr raft.ServerAddress) bool {
 		return true
 	}
 	l := t.livenessRecord(addr)
-	return l != nil && !l.broken.Load() && time.Since(time.Unix(0, l.heard.Load())) <= t.silenceLimit()
+	return l != nil && l.broken.Load() == 0 && time.Since(time.Unix(0, l.heard.Load())) <= t.silenceLimit()
 }
 
 // silenceLimit is how long a peer may go unheard and still count as there:
@@ -181,8 +183,9 @@ func (t *Transport) livenessRecord(addr raft.ServerAddress) *peerLiveness {
 // PeerReachable reports whether this node's leaders can count on addr's
 // node: the pings this node sends it were answered within SilenceTimeout
 // (or, with silence detection off, the transport timeout), its heartbeat
-// stream to this node did not break, and, while it pings this node, its
-// pings keep coming. A peer that ended its pings cleanly (it leads
+// stream to this node did not break (or this node's pings were answered
+// since: a peer that restarted and leads nothing here opens no new
+// stream), and, while it pings this node, its pings keep coming. A peer that ended its pings cleanly (it leads
 // nothing this node follows any more) is judged by the answers alone, and
 // one this node has never pinged is reachable as far as anyone knows.
 // Group.QuorumReachable counts it; a leader cut off from a quorum stops
@@ -203,7 +206,7 @@ func (t *Transport) PeerReachable(addr raft.ServerAddress) bool {
 	switch {
 	case l == nil:
 		return true
-	case l.broken.Load():
+	case l.broken.Load() != 0 && (b == nil || b.reallyAnswered.Load() <= l.broken.Load()):
 		return false
 	case l.pinging.Load() > 0:
 		return now.Sub(time.Unix(0, l.heard.Load())) <= limit

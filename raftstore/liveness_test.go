@@ -418,3 +418,21 @@ func TestPeerDyingDuringAnAnswerIsLost(t *testing.T) {
 		t.Fatal("a caller whose stream broke is still alive")
 	}
 }
+
+// A peer whose heartbeat stream to this node broke (it died) and that
+// came back leading nothing here opens no new stream; once it answers this
+// node's pings it is reachable again. Before, it stayed unreachable until
+// it sent a request, and a leader counting on it stayed fenced.
+func TestAnsweredPingsOutweighABrokenStream(t *testing.T) {
+	a := newTNode(t, "a", nil)
+	b := newTNode(t, "b", nil)
+	a.tr.markBroken(b.addr)
+	if a.tr.PeerReachable(b.addr) {
+		t.Fatal("a peer whose stream broke is reachable before it answered anything")
+	}
+	var resp raft.AppendEntriesResponse
+	hb := &raft.AppendEntriesRequest{RPCHeader: header("a", a.addr), Term: 1}
+	// Group 5 runs nowhere: the heartbeat fails, but b answers the batch.
+	_ = a.tr.Group(5).AppendEntries("b", b.addr, hb, &resp)
+	waitFor(t, 2*time.Second, "b reachable once it answered a's pings", func() bool { return a.tr.PeerReachable(b.addr) })
+}

@@ -95,6 +95,8 @@ type heartbeatBatcher struct {
 	// answered is when (unix nanoseconds) the peer last answered a batch,
 	// or when the pings (re)started: PeerReachable.
 	answered atomic.Int64
+	// reallyAnswered is when the peer last answered a batch, and only that.
+	reallyAnswered atomic.Int64
 
 	mu       sync.Mutex
 	pending  []*heartbeatCall
@@ -261,7 +263,9 @@ func (b *heartbeatBatcher) run(ctx context.Context) {
 		b.mu.Unlock()
 		out, err := s.exchange(ctx, b, batch)
 		if err == nil {
-			b.answered.Store(time.Now().UnixNano())
+			now := time.Now().UnixNano()
+			b.answered.Store(now)
+			b.reallyAnswered.Store(now)
 		}
 		b.deliver(batch, out, err)
 	}
