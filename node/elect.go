@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"hash/fnv"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -105,6 +106,10 @@ func (e *elector) run(ctx context.Context) {
 func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 	seen := make(map[raftstore.GroupID]bool)
 	var wg sync.WaitGroup
+	// One log line per check, not per group: at a cold start every group
+	// of the node forces an election at once.
+	var forcedMu sync.Mutex
+	var forced []string
 	for _, g := range e.groups() {
 		id := g.ID()
 		seen[id] = true
@@ -134,7 +139,11 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				e.force(ctx, g, voters)
+				if e.force(ctx, g, voters) {
+					forcedMu.Lock()
+					forced = append(forced, g.ID().String())
+					forcedMu.Unlock()
+				}
 			}()
 			continue
 		}
@@ -152,6 +161,10 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 		}
 	}
 	wg.Wait()
+	if len(forced) > 0 {
+		slices.Sort(forced)
+		e.log("no live leader: forced elections", "groups", len(forced), "ids", strings.Join(forced, ","))
+	}
 	waiting = len(e.leaderless) > 0
 	for id := range e.leaderless {
 		if !seen[id] {
@@ -246,7 +259,8 @@ func (e *elector) ask(ctx context.Context, g electedGroup, voters []raft.Server)
 // a quorum, this node counted, has no live one. It acts as soon as the
 // answers make a quorum: a voter that does not answer (it is the node that
 // froze, say) must not hold the election up until the check times out.
-func (e *elector) force(ctx context.Context, g electedGroup, voters []raft.Server) {
+// It reports whether it forced one.
+func (e *elector) force(ctx context.Context, g electedGroup, voters []raft.Server) bool {
 	checkCtx, cancelChecks := context.WithTimeout(ctx, leaderCheckTimeout)
 	defer cancelChecks() // ends the checks still waiting for an answer
 	answers, asked := e.checkVoters(checkCtx, g, voters)
@@ -258,16 +272,16 @@ func (e *elector) force(ctx context.Context, g electedGroup, voters []raft.Serve
 		}
 	}
 	if without < quorum {
-		return
+		return false
 	}
 	if _, alive := g.LiveLeader(); alive { // a leader appeared meanwhile
-		return
+		return false
 	}
 	forceCtx, cancel := context.WithTimeout(ctx, leaderCheckTimeout)
 	defer cancel()
 	if err := g.ForceElection(forceCtx); err != nil {
 		e.log("forcing an election failed", "group", g.ID().String(), "err", err)
-		return
+		return false
 	}
-	e.log("no live leader: forced an election", "group", g.ID().String(), "voters_without_leader", without, "voters", len(voters))
+	return true
 }

@@ -3,6 +3,9 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -117,12 +120,22 @@ func TestElectorForcesOnlyWithAQuorumWithoutLeader(t *testing.T) {
 			if g.voters == nil {
 				g.voters = threeVoters()
 			}
-			e := newElector(tc.self, func() []electedGroup { return []electedGroup{&g} }, tc.alive, func(string, ...any) {})
+			var mu sync.Mutex
+			var logged []string
+			e := newElector(tc.self, func() []electedGroup { return []electedGroup{&g} }, tc.alive, func(msg string, args ...any) {
+				mu.Lock()
+				defer mu.Unlock()
+				logged = append(logged, fmt.Sprint(append([]any{msg}, args...)...))
+			})
 			start := time.Now()
 			e.check(context.Background(), start)
 			e.check(context.Background(), start.Add(tc.elapsed))
 			if g.forced != tc.want {
 				t.Fatalf("forced %d elections, want %d", g.forced, tc.want)
+			}
+			// A check logs the elections it forced in one line.
+			if len(logged) != tc.want || tc.want == 1 && !strings.Contains(logged[0], "forced elections") {
+				t.Fatalf("logged %q for %d forced elections", logged, tc.want)
 			}
 		})
 	}
