@@ -109,7 +109,7 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 	// One log line per check, not per group: at a cold start every group
 	// of the node forces an election at once.
 	var forcedMu sync.Mutex
-	var forced []string
+	var forced []raftstore.GroupID
 	for _, g := range e.groups() {
 		id := g.ID()
 		seen[id] = true
@@ -141,7 +141,7 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 				defer wg.Done()
 				if e.force(ctx, g, voters) {
 					forcedMu.Lock()
-					forced = append(forced, g.ID().String())
+					forced = append(forced, g.ID())
 					forcedMu.Unlock()
 				}
 			}()
@@ -163,7 +163,11 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 	wg.Wait()
 	if len(forced) > 0 {
 		slices.Sort(forced)
-		e.log("no live leader: forced elections", "groups", len(forced), "ids", strings.Join(forced, ","))
+		ids := make([]string, len(forced))
+		for i, id := range forced {
+			ids[i] = id.String()
+		}
+		e.log("no live leader: forced elections", "groups", len(forced), "ids", strings.Join(ids, ","))
 	}
 	waiting = len(e.leaderless) > 0
 	for id := range e.leaderless {
