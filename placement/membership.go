@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -342,6 +343,10 @@ func (w logWriter) Write(p []byte) (int, error) {
 	}
 	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
 		s = s[:len(s)-1]
+	}
+	if strings.Contains(s, "use of closed network connection") {
+		// Memberlist's probes racing its own shutdown: not a fault.
+		level = slog.LevelDebug
 	}
 	w.l.Log(context.Background(), level, s)
 	return len(p), nil

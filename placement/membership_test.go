@@ -446,10 +446,11 @@ func TestLogWriterLevels(t *testing.T) {
 	w := logWriter{slog.New(sink)}
 	for _, line := range []string{
 		"[DEBUG] memberlist: d1\n", "[INFO] memberlist: i1\n", "[WARN] memberlist: w1\n", "[ERR] memberlist: e1\n", "plain\n",
+		"[ERR] memberlist: Failed to send indirect UDP ping: write udp 127.0.0.1:1->127.0.0.1:2: use of closed network connection\n",
 	} {
 		w.Write([]byte(line))
 	}
-	for _, want := range []string{"DEBUG d1", "INFO i1", "WARN w1", "ERROR e1", "INFO plain"} {
+	for _, want := range []string{"DEBUG d1", "INFO i1", "WARN w1", "ERROR e1", "INFO plain", "DEBUG Failed to send indirect UDP ping"} {
 		if !sink.contains(want) {
 			t.Errorf("no %q in %v", want, sink.recs)
 		}
