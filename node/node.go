@@ -276,14 +276,32 @@ func devRaftTuning(c *raft.Config) {
 // hclogTo sends hashicorp/raft's and raftstore's logs to the node's
 // logger, one line per message, from level up.
 func hclogTo(log *slog.Logger, level hclog.Level) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{Name: "raftstore", Level: level, Output: slogWriter{log}, IndependentLevels: true})
+	return hclog.New(&hclog.LoggerOptions{Name: "raftstore", Level: level, Output: slogWriter{log}, IndependentLevels: true, DisableTime: true})
 }
 
-// slogWriter writes each line it is given as a warning.
+// slogWriter logs each line hclog writes ("[WARN]  raftstore.raft: …") at
+// its level, but raft's reports of a follower catching up, which every
+// replica added to a group makes, at info.
 type slogWriter struct{ log *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
-	w.log.Warn(strings.TrimSpace(string(p)))
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelWarn
+	for _, lv := range []struct {
+		prefix string
+		level  slog.Level
+	}{{"[TRACE]", slog.LevelDebug}, {"[DEBUG]", slog.LevelDebug}, {"[INFO]", slog.LevelInfo}, {"[WARN]", slog.LevelWarn}, {"[ERROR]", slog.LevelError}} {
+		if rest, ok := strings.CutPrefix(line, lv.prefix); ok {
+			line, level = strings.TrimSpace(rest), lv.level
+			break
+		}
+	}
+	// Warnings a follower behind its leader causes: the leader walks back
+	// to the entries the follower lacks.
+	if level == slog.LevelWarn && (strings.Contains(line, "failed to get previous log") || strings.Contains(line, "appendEntries rejected, sending older logs")) {
+		level = slog.LevelInfo
+	}
+	w.log.Log(context.Background(), level, line)
 	return len(p), nil
 }
 

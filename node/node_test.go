@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
 	"github.com/roostdb/roost/durable"
@@ -545,5 +546,37 @@ func TestStubRefusesAnotherNamespacesID(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Fatalf("COUNTER's own stub: %d", resp.StatusCode)
+	}
+}
+
+// raft's lines reach the node's log at their own level, and the warnings a
+// follower catching up causes at info.
+func TestRaftLogLevels(t *testing.T) {
+	for _, tc := range []struct {
+		line, want string
+	}{
+		{"[WARN]  raftstore.raft: heartbeat timeout reached: last-leader-addr=a", "level=WARN msg=\"raftstore.raft: heartbeat timeout reached"},
+		{"[ERROR] raftstore.raft: failed to appendEntries to: peer=x", "level=ERROR msg=\"raftstore.raft: failed to appendEntries"},
+		{"[WARN]  raftstore.raft: failed to get previous log: group=0 previous-index=7", "level=INFO msg=\"raftstore.raft: failed to get previous log"},
+		{"[WARN]  raftstore.raft: appendEntries rejected, sending older logs: next=1", "level=INFO msg=\"raftstore.raft: appendEntries rejected"},
+		{"[INFO]  raftstore: opened", "level=INFO msg=\"raftstore: opened\""},
+		{"no level at all", "level=WARN msg=\"no level at all\""},
+	} {
+		var b strings.Builder
+		w := slogWriter{slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+		w.Write([]byte(tc.line + "\n"))
+		if !strings.Contains(b.String(), tc.want) {
+			t.Errorf("%q logged as %q, want %q", tc.line, b.String(), tc.want)
+		}
+	}
+	// As hclog writes them.
+	var b strings.Builder
+	l := hclogTo(slog.New(slog.NewTextHandler(&b, nil)), hclog.Info).Named("raft")
+	l.Warn("failed to get previous log", "previous-index", 7)
+	l.Error("failed to appendEntries to", "peer", "x")
+	for _, want := range []string{`level=INFO msg="raftstore.raft: failed to get previous log: previous-index=7"`, `level=ERROR msg="raftstore.raft: failed to appendEntries to: peer=x"`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("hclog's lines logged as %q, want %q", b.String(), want)
+		}
 	}
 }
