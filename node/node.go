@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -280,8 +281,8 @@ func hclogTo(log *slog.Logger, level hclog.Level) hclog.Logger {
 }
 
 // slogWriter logs each line hclog writes ("[WARN]  raftstore.raft: …") at
-// its level, but raft's reports of a follower catching up, which every
-// replica added to a group makes, at info.
+// its level, but the warnings and errors that adding a replica or stopping
+// the node always cause at info.
 type slogWriter struct{ log *slog.Logger }
 
 func (w slogWriter) Write(p []byte) (int, error) {
@@ -296,9 +297,16 @@ func (w slogWriter) Write(p []byte) (int, error) {
 			break
 		}
 	}
-	// Warnings a follower behind its leader causes: the leader walks back
-	// to the entries the follower lacks.
-	if level == slog.LevelWarn && (strings.Contains(line, "failed to get previous log") || strings.Contains(line, "appendEntries rejected, sending older logs")) {
+	if level >= slog.LevelWarn && slices.ContainsFunc([]string{
+		// A follower behind its leader: the leader walks back to the
+		// entries it lacks.
+		"failed to get previous log", "appendEntries rejected, sending older logs",
+		// A replica just added, whose node starts its group once it sees
+		// the map, or one being stopped; the leader retries.
+		"is not running on", "is shutting down on",
+		// This node stopping.
+		"transport shutdown",
+	}, func(m string) bool { return strings.Contains(line, m) }) {
 		level = slog.LevelInfo
 	}
 	w.log.Log(context.Background(), level, line)

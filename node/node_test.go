@@ -560,6 +560,8 @@ func TestRaftLogLevels(t *testing.T) {
 		{"[WARN]  raftstore.raft: failed to get previous log: group=0 previous-index=7", "level=INFO msg=\"raftstore.raft: failed to get previous log"},
 		{"[WARN]  raftstore.raft: appendEntries rejected, sending older logs: next=1", "level=INFO msg=\"raftstore.raft: appendEntries rejected"},
 		{"[INFO]  raftstore: opened", "level=INFO msg=\"raftstore: opened\""},
+		{"[ERROR] raftstore.raft: failed to appendEntries to: group=9 error=\"rpc error: code = NotFound desc = raftstore: group 9 is not running on a:1\"", "level=INFO"},
+		{"[ERROR] raftstore.raft: failed to heartbeat to: group=14 error=\"transport shutdown\"", "level=INFO"},
 		{"no level at all", "level=WARN msg=\"no level at all\""},
 	} {
 		var b strings.Builder
