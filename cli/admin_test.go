@@ -753,15 +753,37 @@ func TestOperationCommand(t *testing.T) {
 	if code != exitFailure || !strings.Contains(stderr, "roost: operation op-9 (drain of n3) failed after 1/2 moves done (50%): shard 1: no quorum") {
 		t.Fatalf("failed operation --wait: exit %d, stderr:\n%s", code, stderr)
 	}
-	// Nothing running.
+	// Nothing running, from a node that lists no operations (an older one).
 	srv = newFakeAdmin(t, map[string]http.HandlerFunc{"GET /v1/status": canned(200, `{"node_id":"n1","operation":null}`)})
 	code, stdout, _ = runAdmin(t, nil, "operation", "--addr", srv.addr())
 	if code != exitOK || stdout != "No rebalance, drain or heal is running.\n" {
 		t.Fatalf("operation with none running: exit %d, stdout %q", code, stdout)
 	}
 	code, stdout, _ = runAdmin(t, nil, "operation", "-o", "json", "--addr", srv.addr())
-	if code != exitOK || strings.Join(strings.Fields(stdout), "") != `{"operation":null}` {
+	if code != exitOK || strings.Join(strings.Fields(stdout), "") != `{"operation":null,"recent":[]}` {
 		t.Fatalf("operation -o json with none running: exit %d, stdout %q", code, stdout)
+	}
+	// Nothing running: the last ones that ended, newest first.
+	srv = newFakeAdmin(t, map[string]http.HandlerFunc{
+		"GET /v1/status": canned(200, `{"node_id":"n1","operation":null}`),
+		"GET /v1/operations": canned(200, `{"operations":[
+			{"id":"drain-2","kind":"drain","node":"n4","state":"done","total":11,"done":11,"started":"2026-12-04T09:11:46Z","eta_seconds":0,"error":"","waiting":[]},
+			{"id":"rebalance-1","kind":"rebalance","state":"failed","total":4,"done":1,"started":"2026-12-04T09:01:00Z","eta_seconds":0,"error":"shard 3: no quorum","waiting":[]}]}`),
+	})
+	code, stdout, _ = runAdmin(t, nil, "operation", "--addr", srv.addr())
+	want := "No rebalance, drain or heal is running.\nRecent ones, newest first:\n" +
+		"  drain drain-2: done, 11/11 moves done (100%), started 2026-12-04T09:11:46Z\n" +
+		"  rebalance rebalance-1: failed, 1/4 moves done (25%), started 2026-12-04T09:01:00Z: shard 3: no quorum\n"
+	if code != exitOK || stdout != want {
+		t.Fatalf("operation with recent ones: exit %d, stdout\n%s\nwant\n%s", code, stdout, want)
+	}
+	code, stdout, _ = runAdmin(t, nil, "operation", "-o", "json", "--addr", srv.addr())
+	var out struct {
+		Operation *apiOperation  `json:"operation"`
+		Recent    []apiOperation `json:"recent"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); code != exitOK || err != nil || out.Operation != nil || len(out.Recent) != 2 || out.Recent[0].Node != "n4" {
+		t.Fatalf("operation -o json with recent ones: exit %d, %v, stdout %q", code, err, stdout)
 	}
 	// Two IDs are a usage error.
 	if code, _, stderr := runAdmin(t, nil, "operation", "a", "b", "--addr", srv.addr()); code != exitUsage || !strings.Contains(stderr, "one ID expected") {

@@ -790,6 +790,9 @@ func (e adminEnv) followOperation(cmd *cobra.Command, c *adminClient, o *adminOp
 	return nil
 }
 
+// maxRecentShown bounds the ended operations 'roost operation' lists.
+const maxRecentShown = 5
+
 func (e adminEnv) newOperationCommand() *cobra.Command {
 	o := e.options()
 	var wait bool
@@ -797,8 +800,9 @@ func (e adminEnv) newOperationCommand() *cobra.Command {
 		Use:   "operation [ID]",
 		Short: "Show a rebalance, drain or heal, or wait for it to end",
 		Long: `Show operation ID (a rebalance, drain or heal), or without ID the one the
-cluster is running now: its state, the moves done of the total, the estimated
-time left, and the error it failed with.
+cluster is running now (or, if none is, the last few that ended): its state,
+the moves done of the total, the estimated time left, and the error it
+failed with.
 
 --wait follows it until it ends, showing progress on stderr as the --wait of
 rebalance and drain does, and exits 0 once it is done, or 1 if it failed.
@@ -830,10 +834,31 @@ is known.` + adminConnectHelp,
 					return err
 				}
 				if cur == nil {
+					// The recent ones say how the last ended; a node
+					// without the list (an older one) answers without it.
+					var list struct {
+						Operations []json.RawMessage `json:"operations"`
+					}
+					_, _ = c.call(cmd.Context(), http.MethodGet, "/v1/operations", nil, &list)
+					recent := list.Operations[:min(len(list.Operations), maxRecentShown)]
 					if o.json() {
-						return writeJSON(e.stdout, json.RawMessage(`{"operation":null}`))
+						raw, err := json.Marshal(map[string]any{"operation": nil, "recent": append([]json.RawMessage{}, recent...)})
+						if err != nil {
+							return err
+						}
+						return writeJSON(e.stdout, raw)
 					}
 					fmt.Fprintln(e.stdout, "No rebalance, drain or heal is running.")
+					if len(recent) > 0 {
+						fmt.Fprintln(e.stdout, "Recent ones, newest first:")
+					}
+					for _, raw := range recent {
+						var op apiOperation
+						if err := json.Unmarshal(raw, &op); err != nil {
+							return fmt.Errorf("GET /v1/operations: %w", err)
+						}
+						fmt.Fprintln(e.stdout, "  "+describeOperation(op))
+					}
 					return nil
 				}
 				id = cur.ID.String()

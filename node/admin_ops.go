@@ -503,6 +503,43 @@ func shardList(ids []placement.ShardID) string {
 	return b.String()
 }
 
+// operations answers GET /v1/operations: the operations the meta leader
+// knows, newest first — those it ran (the last keptOperations) and the
+// last the meta group saw end, which a previous meta leader may have run.
+func (a *admin) operations(w http.ResponseWriter, r *http.Request) error {
+	if here, err := a.onMetaLeader(w, r); !here {
+		return err
+	}
+	if _, ok := a.n.cluster.metaFSM.Operation(); ok {
+		a.resumeRecorded() // a recorded one this meta leader has not yet carried on
+	}
+	a.mu.Lock()
+	ops := make([]*operation, 0, len(a.order))
+	for i := len(a.order) - 1; i >= 0; i-- {
+		ops = append(ops, a.ops[a.order[i]])
+	}
+	a.mu.Unlock()
+	list := make([]*opJSON, 0, len(ops)+1)
+	ended, hasEnded := a.n.cluster.metaFSM.LastEnded()
+	for _, op := range ops {
+		j := op.json()
+		if hasEnded && j.ID == ended.ID && j.State != "running" {
+			j = endedOpJSON(ended) // how the meta group saw it end wins, as in operation
+		}
+		list = append(list, j)
+	}
+	if hasEnded && !slices.ContainsFunc(list, func(j *opJSON) bool { return j.ID == ended.ID }) {
+		j := endedOpJSON(ended)
+		at := slices.IndexFunc(list, func(o *opJSON) bool { return o.Started.Before(j.Started) })
+		if at < 0 {
+			at = len(list)
+		}
+		list = slices.Insert(list, at, j)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"operations": list})
+	return nil
+}
+
 func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 	if here, err := a.onMetaLeader(w, r); !here {
 		return err

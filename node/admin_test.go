@@ -700,6 +700,20 @@ func TestAdminCluster(t *testing.T) {
 		if left := c.metaLeader().cluster.metaFSM.Map().ShardsOf(victim); len(left) > 0 {
 			t.Fatalf("%s still holds shards %v after the drain", victim, left)
 		}
+		// The list of operations, newest first: the drain, then the
+		// rebalance before it.
+		var list struct {
+			Operations []opJSON `json:"operations"`
+		}
+		if code := c.admin(other, "GET", "/v1/operations", nil, &list); code != 200 || len(list.Operations) < 2 {
+			t.Fatalf("GET /v1/operations: %d %+v", code, list)
+		}
+		if first := list.Operations[0]; first.ID != final.ID || first.State != "done" || first.Kind != "drain" || first.Node != victim {
+			t.Errorf("newest operation %+v, want the drain %s of %s, done", first, final.ID, victim)
+		}
+		if !slices.ContainsFunc(list.Operations[1:], func(o opJSON) bool { return o.Kind == "rebalance" }) {
+			t.Errorf("operations %+v lack the rebalance before the drain", list.Operations)
+		}
 		views := c.waitConverged(other, 30*time.Second)
 		for _, v := range views {
 			if slices.Contains(v.Voters, victim) || slices.Contains(v.Replicas, victim) || len(v.Voters) != 3 {

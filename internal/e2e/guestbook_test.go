@@ -129,8 +129,13 @@ func TestKVCommand(t *testing.T) {
 	if out, _, code := kv("list", "--limit", "1"); code != 0 || !strings.Contains(out, "more keys: --cursor ") {
 		t.Fatalf("list one page: %d %q", code, out)
 	}
-	if _, errOut, code := kv("put", "k", "v", "--ttl", "10s"); code != 1 || !strings.Contains(errOut, "less than 1m0s in the future") {
+	// A ttl under KV's minute is a usage error, refused before any request.
+	if _, errOut, code := kv("put", "k", "v", "--ttl", "10s"); code != 2 || !strings.Contains(errOut, "--ttl 10s: whole seconds, at least 1m0s") {
 		t.Fatalf("put with a short ttl: %d %q", code, errOut)
+	}
+	// An expiration in the past is the node's to refuse.
+	if _, errOut, code := kv("put", "k", "v", "--expiration", "1000"); code != 1 || !strings.Contains(errOut, "less than 1m0s in the future") {
+		t.Fatalf("put with a past expiration: %d %q", code, errOut)
 	}
 	if _, _, code := kv("delete", "some-other-key"); code != 0 {
 		t.Fatalf("delete: %d", code)
