@@ -448,6 +448,7 @@ func TestAdminUsageErrors(t *testing.T) {
 		{"unknown shards command", nil, []string{"shards", "lst"}, `unknown command "lst" for "roost shards"`},
 		{"unknown shards command with flags", nil, []string{"shards", "lst", "--to", "n4"}, `unknown command "lst" for "roost shards"`},
 		{"unknown kv command with flags", nil, []string{"kv", "gte", "k", "--binding", "B"}, `unknown command "gte" for "roost kv"`},
+		{"unknown flag of a group", nil, []string{"shards", "--bogus"}, "unknown flag: --bogus"},
 		{"kv without --binding", nil, []string{"kv", "get", "k"}, "--binding is required"},
 		{"kv get without key", nil, []string{"kv", "get", "--binding", "B"}, "missing KEY"},
 		{"kv put without value", nil, []string{"kv", "put", "k", "--binding", "B"}, "give the value as VALUE or with --file"},

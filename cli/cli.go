@@ -128,7 +128,14 @@ func (e *usageError) Unwrap() error { return e.err }
 func asGroup(cmd *cobra.Command) *cobra.Command {
 	cmd.Args = noArgs
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
-	cmd.FParseErrWhitelist = cobra.FParseErrWhitelist{UnknownFlags: true}
+	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		// The words before the flag that failed: a mistyped subcommand
+		// whose flags the group does not have.
+		if args := c.Flags().Args(); len(args) > 0 {
+			return noArgs(c, args)
+		}
+		return &usageError{cmd: c, err: err}
+	})
 	return cmd
 }
 
