@@ -966,3 +966,44 @@ func TestOperationJSON(t *testing.T) {
 		t.Fatalf("finished: %+v", j)
 	}
 }
+
+// Removing the node that leads the meta group as its only voter: it
+// promotes the other node and hands the leadership over, and the cluster
+// keeps a meta leader. Before, it kept leading until stopped, and then
+// no node could lead the meta group.
+func TestRemovingTheLoneMetaVoter(t *testing.T) {
+	c := newTestCluster(t, 2, 2, &turnRegistry{active: map[string]string{}}, func(cfg *Config) {
+		cfg.BootstrapExpect, cfg.Replicas = 1, 1
+	})
+	if op := c.runOp(1, "/v1/nodes/n1/drain", nil, nil); op.State != "done" {
+		t.Fatalf("drain of n1: %+v", op)
+	}
+	var rm struct {
+		State string `json:"state"`
+	}
+	if code := c.admin(1, "POST", "/v1/nodes/n1/remove", nil, &rm); code != 200 || rm.State != "removed" {
+		t.Fatalf("remove n1: %d %+v", code, rm)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n2 := c.nodes[1].cluster.meta.Raft()
+		inConfig := false
+		for _, s := range n2.GetConfiguration().Configuration().Servers {
+			inConfig = inConfig || s.ID == "n1"
+		}
+		if n2.State() == raft.Leader && !inConfig {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("n2 meta state %v, n1 still in the meta group: %v", n2.State(), inConfig)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	c.stop(0)
+	var st struct {
+		MetaLeader string `json:"meta_leader"`
+	}
+	if code := c.admin(1, "GET", "/v1/status", nil, &st); code != 200 || st.MetaLeader != "n2" {
+		t.Fatalf("status after n1 stopped: %d %+v", code, st)
+	}
+}

@@ -403,6 +403,23 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 	if conf.Error() != nil {
 		return
 	}
+	if nd, ok := m.Nodes[c.self]; ok && nd.State == placement.NodeRemoved {
+		// This node was removed while it leads the meta group: it hands
+		// the leadership to another voter, promoting a spare first if it
+		// is the only voter, and the new leader takes it out of the group.
+		// Waiting for its operator's SIGTERM left a lone voter's cluster
+		// without a meta leader for good.
+		servers := conf.Configuration().Servers
+		if !slices.ContainsFunc(servers, func(s raft.Server) bool { return s.Suffrage == raft.Voter && s.ID != raft.ServerID(c.self) }) {
+			c.promoteSpareMetaVoter(r, servers, c.aliveIDs())
+			return
+		}
+		c.n.log.Info("this node was removed: handing the meta leadership over")
+		if err := r.LeadershipTransfer().Error(); err != nil {
+			c.n.log.Warn("handing the meta leadership over", "err", err)
+		}
+		return
+	}
 	inRaft := map[raft.ServerID]bool{}
 	for _, s := range conf.Configuration().Servers {
 		inRaft[s.ID] = true
