@@ -802,7 +802,9 @@ func (e adminEnv) newOperationCommand() *cobra.Command {
 		Long: `Show operation ID (a rebalance, drain or heal), or without ID the one the
 cluster is running now (or, if none is, the last few that ended): its state,
 the moves done of the total, the estimated time left, and the error it
-failed with.
+failed with. With -o json and no ID, when none is running, it prints
+{"operation": null, "recent": [...]}, the recent ones as GET /v1/operations
+gives them.
 
 --wait follows it until it ends, showing progress on stderr as the --wait of
 rebalance and drain does, and exits 0 once it is done, or 1 if it failed.

@@ -79,7 +79,17 @@ func (o *kvOptions) valuePath(key string) string { return kvValuePath(o.binding,
 
 // kvValuePath is the admin API's path of key's value in binding's namespace.
 func kvValuePath(binding, key string) string {
-	return "/v1/kv/" + url.PathEscape(binding) + "/values/" + url.PathEscape(key)
+	return "/v1/kv/" + url.PathEscape(binding) + "/values/" + pathSegment(key)
+}
+
+// pathSegment escapes s as one path segment. PathEscape leaves "." and
+// ".." as they are, which the server's path cleaning would take as the
+// segment itself or its parent, answering another call.
+func pathSegment(s string) string {
+	if s == "." || s == ".." {
+		return strings.Repeat("%2E", len(s))
+	}
+	return url.PathEscape(s)
 }
 
 // kvKeysPath is the admin API's path of a page of binding's keys.

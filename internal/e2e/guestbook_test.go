@@ -133,6 +133,12 @@ func TestKVCommand(t *testing.T) {
 	if _, errOut, code := kv("put", "k", "v", "--ttl", "10s"); code != 2 || !strings.Contains(errOut, "--ttl 10s: whole seconds, at least 1m0s") {
 		t.Fatalf("put with a short ttl: %d %q", code, errOut)
 	}
+	// Keys that are path segments of their own reach the node as keys.
+	for _, key := range []string{".", ".."} {
+		if _, errOut, code := kv("put", key, "v"); code != 1 || !strings.Contains(errOut, "may not be \""+key+"\"") {
+			t.Fatalf("put of key %q: %d %q", key, code, errOut)
+		}
+	}
 	// An expiration in the past is the node's to refuse.
 	if _, errOut, code := kv("put", "k", "v", "--expiration", "1000"); code != 1 || !strings.Contains(errOut, "less than 1m0s in the future") {
 		t.Fatalf("put with a past expiration: %d %q", code, errOut)
