@@ -224,6 +224,7 @@ func TestNodeJoinParsing(t *testing.T) {
 		{name: "one", env: "a:1", want: []string{"a:1"}},
 		{name: "several", env: "a:1,b.example:2,10.0.0.3:7946", want: []string{"a:1", "b.example:2", "10.0.0.3:7946"}},
 		{name: "spaces and stray commas", env: " a:1 , b:2 ,", want: []string{"a:1", "b:2"}},
+		{name: "commas alone", env: " , ", errHas: `ROOST_JOIN=" , ": no entry in the list`},
 		{name: "IPv6", env: "[fd00::1]:7946,[fd00::2]:7946", want: []string{"[fd00::1]:7946", "[fd00::2]:7946"}},
 		{name: "empty is unset", file: "[node]\njoin = [\"f:1\"]\n", env: "", want: []string{"f:1"}},
 		{name: "replaces the file's list", file: "[node]\njoin = [\"f:1\", \"f:2\"]\n", env: "e:1", want: []string{"e:1"}},

@@ -272,7 +272,12 @@ func parseEnv(st setting, like any, raw string) (any, error) {
 		}
 		return t, nil
 	case []string:
-		return splitList(raw), nil
+		list := splitList(raw)
+		if len(list) == 0 && strings.TrimSpace(raw) != "" {
+			// "," names nothing: a typo, not a way to unset the list.
+			return nil, fmt.Errorf("%s=%q: no entry in the list (leave it empty or unset for none)", st.env, raw)
+		}
+		return list, nil
 	}
 	panic(fmt.Sprintf("cli: setting %s has a field of type %T", st.flag, like))
 }
