@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/roostdb/roost/config"
 	"github.com/roostdb/roost/internal/devca"
 )
 
@@ -140,6 +141,11 @@ name like n1 a DNS name; both kinds may be given.`,
 			hosts = splitList(strings.Join(hosts, ","))
 			if len(hosts) == 0 {
 				return &usageError{cmd: cmd, err: errors.New("give --hosts: the DNS names and IPs other nodes dial this node at (e.g. --hosts 127.0.0.1, or --hosts n1 in docker-compose)")}
+			}
+			for _, h := range hosts {
+				if err := config.CheckHost(h); err != nil {
+					return &usageError{cmd: cmd, err: fmt.Errorf("--hosts %s: %w", h, err)}
+				}
 			}
 			if days < 1 {
 				return &usageError{cmd: cmd, err: fmt.Errorf("--days must be at least 1, got %d", days)}

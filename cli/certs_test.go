@@ -132,7 +132,8 @@ func TestCertsRefusals(t *testing.T) {
 		want string
 	}{
 		{"no hosts", []string{"node", "n1", "--dir", dir}, exitUsage, "give --hosts"},
-		{"bad host", []string{"node", "n1", "--dir", dir, "--hosts", "127.0.0.1:8790"}, exitFailure, `"127.0.0.1:8790" is neither an IP address nor a DNS name`},
+		{"bad host", []string{"node", "n1", "--dir", dir, "--hosts", "127.0.0.1:8790"}, exitUsage, `"127.0.0.1:8790": give the host alone, without a port`},
+		{"every interface", []string{"node", "n1", "--dir", dir, "--hosts", "n1,0.0.0.0"}, exitUsage, `"0.0.0.0" means every interface`},
 		{"no name", []string{"node", "--dir", dir, "--hosts", "n1"}, exitUsage, "give one node name"},
 		{"name ca", []string{"node", "ca", "--dir", dir, "--hosts", "n1"}, exitUsage, `"ca" would overwrite the CA's files`},
 		{"name with a slash", []string{"node", "../n1", "--dir", dir, "--hosts", "n1"}, exitUsage, `node name "../n1"`},
