@@ -503,6 +503,17 @@ func shardList(ids []placement.ShardID) string {
 	return b.String()
 }
 
+// shownOp is j, this node's account of an operation, as the API shows
+// it: once it is not running, how the meta group saw it end (ended, if
+// hasEnded) wins, since this node may have lost it with the meta
+// leadership before another meta leader finished it.
+func shownOp(j *opJSON, ended placement.EndedOperation, hasEnded bool) *opJSON {
+	if hasEnded && j.ID == ended.ID && j.State != "running" {
+		return endedOpJSON(ended)
+	}
+	return j
+}
+
 // operations answers GET /v1/operations: the operations the meta leader
 // knows, newest first — those it ran (the last keptOperations) and the
 // last the meta group saw end, which a previous meta leader may have run.
@@ -522,11 +533,7 @@ func (a *admin) operations(w http.ResponseWriter, r *http.Request) error {
 	list := make([]*opJSON, 0, len(ops)+1)
 	ended, hasEnded := a.n.cluster.metaFSM.LastEnded()
 	for _, op := range ops {
-		j := op.json()
-		if hasEnded && j.ID == ended.ID && j.State != "running" {
-			j = endedOpJSON(ended) // how the meta group saw it end wins, as in operation
-		}
-		list = append(list, j)
+		list = append(list, shownOp(op.json(), ended, hasEnded))
 	}
 	if hasEnded && !slices.ContainsFunc(list, func(j *opJSON) bool { return j.ID == ended.ID }) {
 		j := endedOpJSON(ended)
@@ -551,20 +558,12 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 	a.mu.Lock()
 	op := a.ops[id]
 	a.mu.Unlock()
+	ended, hasEnded := a.n.cluster.metaFSM.LastEnded()
 	var j *opJSON
 	if op != nil {
-		j = op.json()
-	}
-	if j != nil && j.State == "running" {
-		writeJSON(w, http.StatusOK, map[string]any{"operation": j})
-		return nil
-	}
-	// How the meta group saw it end wins over this node's own account,
-	// which may be that it lost the operation with the meta leadership
-	// before another meta leader finished it.
-	if e, ok := a.n.cluster.metaFSM.LastEnded(); ok && e.ID == id {
-		writeJSON(w, http.StatusOK, map[string]any{"operation": endedOpJSON(e)})
-		return nil
+		j = shownOp(op.json(), ended, hasEnded)
+	} else if hasEnded && ended.ID == id {
+		j = endedOpJSON(ended)
 	}
 	if j != nil {
 		writeJSON(w, http.StatusOK, map[string]any{"operation": j})

@@ -959,6 +959,16 @@ func TestOperationJSON(t *testing.T) {
 			t.Errorf("%s: %s, want waiting [] and an eta", name, raw)
 		}
 	}
+	// How the meta group saw an operation end wins over a node's account
+	// once it is not running there.
+	lost := (&operation{id: "op-1", state: "failed", err: "lost the meta leadership"}).json()
+	if got := shownOp(lost, placement.EndedOperation{Operation: placement.Operation{ID: "op-1"}, OperationOutcome: placement.OperationOutcome{State: "done", Done: 3}}, true); got.State != "done" || got.Done != 3 {
+		t.Errorf("shownOp of a lost operation the meta group saw done: %+v", got)
+	}
+	running := (&operation{id: "op-1", state: "running"}).json()
+	if got := shownOp(running, ended, true); got != running {
+		t.Errorf("shownOp of a running operation: %+v", got)
+	}
 	// finish makes the total what was done (the plan may shrink meanwhile).
 	op := &operation{state: "running", total: 5, done: 3}
 	op.finish(nil)
