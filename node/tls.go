@@ -3,6 +3,7 @@ package node
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,9 +69,9 @@ func loadPeerTLS(cfg Config) (*peerTLS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: tls cert %s with tls key %s: %v", ErrInvalidTLS, cfg.TLSCertFile, cfg.TLSKeyFile, err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("%w: tls ca %s: no PEM certificate in it", ErrInvalidTLS, cfg.TLSCAFile)
+	pool, err := caPool(cfg.TLSCAFile, caPEM)
+	if err != nil {
+		return nil, err
 	}
 	leaf := pair.Leaf
 	if leaf == nil {
@@ -111,6 +112,38 @@ func loadPeerTLS(cfg Config) (*peerTLS, error) {
 			RootCAs:      pool,
 		},
 	}, nil
+}
+
+// caPool reads the certificates of a tls ca file. Each must be a CA
+// certificate: Go accepts a leaf that is itself in the root pool, so a
+// node's own certificate given as the CA would verify that node and no
+// other, and the cluster would fail only at its peers' handshakes.
+func caPool(file string, caPEM []byte) (*x509.CertPool, error) {
+	pool, n := x509.NewCertPool(), 0
+	for rest := caPEM; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tls ca %s: %v", ErrInvalidTLS, file, err)
+		}
+		if !c.BasicConstraintsValid || !c.IsCA {
+			return nil, fmt.Errorf("%w: tls ca %s: certificate %q is not a CA certificate; give the CA that signed the nodes' certificates (roost certs ca), not a node's certificate",
+				ErrInvalidTLS, file, c.Subject.CommonName)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%w: tls ca %s: no PEM certificate in it", ErrInvalidTLS, file)
+	}
+	return pool, nil
 }
 
 func usageName(u x509.ExtKeyUsage) string {

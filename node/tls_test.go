@@ -114,6 +114,7 @@ func TestLoadPeerTLSRefuses(t *testing.T) {
 		{name: "missing ca", cert: cert, key: key, ca: filepath.Join(p.dir, "nope-ca.crt"), want: []string{"tls ca", "nope-ca.crt"}},
 		{name: "garbage cert", cert: garbage, key: key, ca: p.caFile(), want: []string{"garbage.pem"}},
 		{name: "garbage ca", cert: cert, key: key, ca: garbage, want: []string{"tls ca", "garbage.pem", "no PEM certificate"}},
+		{name: "node cert as ca", cert: cert, key: key, ca: cert, want: []string{"tls ca", cert, "not a CA certificate"}},
 		{name: "key of another cert", cert: cert, key: otherKey, ca: p.caFile(), want: []string{cert, otherKey}},
 		{name: "cert of another CA", cert: otherCert, key: otherKey, ca: p.caFile(), want: []string{otherCert, "does not verify against tls ca", p.caFile()}},
 		{name: "server auth only", cert: serverOnlyCert, key: serverOnlyKey, ca: p.caFile(), want: []string{serverOnlyCert, "client auth"}},
