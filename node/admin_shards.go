@@ -212,7 +212,10 @@ func (c *cluster) shardView(ctx context.Context, m placement.Map, s placement.Sh
 			continue
 		}
 		v.answered[placement.NodeID(id)] = true
-		v.ReplicaLag[id] = max(int64(ref.AppliedIndex)-int64(st.AppliedIndex), 0)
+		// Log entries, not applied ones: a follower learns the commit
+		// index of the last entry only with the next append, so an idle
+		// group's followers stay an entry or two behind in applying.
+		v.ReplicaLag[id] = max(int64(ref.LastIndex)-int64(st.LastIndex), 0)
 	}
 	return v
 }
