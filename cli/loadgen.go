@@ -53,6 +53,16 @@ func (c loadConfig) validate() error {
 	if !strings.HasPrefix(c.Path, "/") {
 		return bad("--path %q must start with /", c.Path)
 	}
+	// bench appends name=<prefix><i>; a name of its own in --path comes
+	// first in the query, and the worker reads the first, so every
+	// request would reach that one object.
+	if _, query, ok := strings.Cut(c.Path, "?"); ok {
+		if q, err := url.ParseQuery(query); err != nil {
+			return bad("--path %q: %v", c.Path, err)
+		} else if q.Has("name") {
+			return bad("--path %q has a name parameter; bench adds name=<--name-prefix><i> itself (--names 1 benchmarks one object, <--name-prefix>0)", c.Path)
+		}
+	}
 	if c.Concurrency < 1 || c.Concurrency > maxConcurrency {
 		return bad("--concurrency must be from 1 to %d, got %d", maxConcurrency, c.Concurrency)
 	}
