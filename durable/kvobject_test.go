@@ -236,6 +236,9 @@ func TestKVObjectRefusesBadInput(t *testing.T) {
 		{"metadata too large", http.MethodPut, "put", url.Values{"key": {"x"}}, `"` + strings.Repeat("m", KVMaxMetadataBytes) + `"`, "value-too-large"},
 		{"bad cursor", http.MethodGet, "list", url.Values{"cursor": {"!!"}}, "", "invalid-option"},
 		{"cursor of no key", http.MethodGet, "list", url.Values{"cursor": {"garbage"}}, "", "invalid-option"},
+		{"prefix not UTF-8", http.MethodGet, "list", url.Values{"prefix": {"\xff"}}, "", "invalid-option"},
+		{"prefix longer than a key", http.MethodGet, "list", url.Values{"prefix": {strings.Repeat("p", KVMaxKeyBytes+1)}}, "", "invalid-option"},
+		{"cursor of another prefix", http.MethodGet, "list", url.Values{"prefix": {"y"}, "cursor": {encodeKVCursor("x")}}, "", "invalid-option"},
 		{"limit too big", http.MethodGet, "list", url.Values{"limit": {"1001"}}, "", "invalid-option"},
 		{"unknown operation", http.MethodGet, "scan", nil, "", "invalid-option"},
 	}

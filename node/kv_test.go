@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -189,6 +190,20 @@ func TestKVNamespaces(t *testing.T) {
 		}
 		if code := adminDo(t, n.AdminAddr().String(), "", "GET", "/v1/kv/CACHE/keys?limit="+limit, nil, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, "limit") {
 			t.Errorf("admin list with limit=%s: %d %q, want 400 naming the limit", limit, code, e.Error)
+		}
+	}
+	// A prefix no key can have, or a cursor of another listing, is refused
+	// rather than answered with an empty page.
+	otherCursor := base64.RawURLEncoding.EncodeToString([]byte("todo/1"))
+	for _, tc := range []struct{ name, query, want string }{
+		{"prefix not UTF-8", "prefix=%ff", "prefix must be UTF-8"},
+		{"cursor of another prefix", "prefix=from&cursor=" + otherCursor, "another prefix"},
+	} {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if code := adminDo(t, n.AdminAddr().String(), "", "GET", "/v1/kv/CACHE/keys?"+tc.query, nil, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("admin list, %s: %d %q, want 400 with %q", tc.name, code, e.Error, tc.want)
 		}
 	}
 	if _, found, err := cache.Get(ctx, "bad"); err != nil || found {
