@@ -96,7 +96,7 @@ func devNotices(f *config.File) []string {
 // devHints are the likely fixes for the ways `roost dev` fails to start.
 var devHints = hints{
 	addrInUse: "is another roost dev running? choose other addresses with --http and --admin",
-	dataDir:   "use the shard count the data dir was created with, or another --data-dir",
+	dataDir:   "give roost dev a data dir of its own with --data-dir",
 	dirLocked: "is another roost using this data dir? choose another with --data-dir",
 }
 

@@ -487,6 +487,7 @@ func TestStartHints(t *testing.T) {
 		{"node, data dir of another node", nodeHints, fmt.Errorf("%w: d1 belongs to node \"n1\", not \"n2\"", node.ErrDataDirMismatch), "give every node a data dir of its own"},
 		{"node, data dir locked", nodeHints, fmt.Errorf("opening storage: %w", syscall.EWOULDBLOCK), "give every node its own with --data-dir"},
 		{"dev, port in use", devHints, inUse, "is another roost dev running?"},
+		{"dev, data dir of a cluster node", devHints, fmt.Errorf("%w: d1 belongs to a cluster node; roost dev needs a data dir of its own", node.ErrDataDirMismatch), "give roost dev a data dir of its own with --data-dir"},
 		{"no hint", nodeHints, errors.New("disk full"), ""},
 	}
 	for _, tt := range tests {
