@@ -283,8 +283,7 @@ func (c *testCluster) waitMetaLeaderSees(alive bool, nodes ...int) {
 }
 
 // rebalanceWaitingOn starts a rebalance through node i and returns its ID
-// once it has waited at least minSeconds on a step for node (the longest
-// wait it shows); it fails the test if the rebalance ends first, or after
+// once it has waited at least minSeconds on a step for node; it fails the test if the rebalance ends first, or after
 // 30 s without such a wait.
 func (c *testCluster) rebalanceWaitingOn(i int, node placement.NodeID, minSeconds int) (string, opWaitJSON) {
 	c.t.Helper()
