@@ -353,13 +353,16 @@ func (in *instance) WaitUntil(fn func(ctx context.Context)) {
 
 // instanceDispatcher is the Dispatcher of an instance's Env: while a turn
 // awaits an outgoing fetch, the instance's gate opens (unless
-// BlockConcurrencyWhile holds it), so A→B→A does not deadlock.
+// BlockConcurrencyWhile holds it, or a transaction is open), so A→B→A does
+// not deadlock. A transaction keeps the gate shut because its reads and
+// writes must not interleave with another turn's: it is one object-wide
+// unit, as a turn is.
 type instanceDispatcher struct{ in *instance }
 
 func (d instanceDispatcher) Fetch(ctx context.Context, class string, id durable.ID, req *http.Request) (*http.Response, error) {
 	in := d.in
 	mark, _ := ctx.Value(turnKey{}).(*turnMark)
-	if mark == nil || mark.inst != in || in.blockDepth.Load() > 0 {
+	if mark == nil || mark.inst != in || in.blockDepth.Load() > 0 || in.storage.transactionOpen() {
 		return in.m.Fetch(ctx, class, id, req)
 	}
 	// Writes made so far are committed as their own batch: they happened

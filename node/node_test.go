@@ -92,6 +92,23 @@ func testPingPong(state *durable.State, env *durable.Env) durable.Object {
 			fmt.Fprint(w, "pong>"+body)
 		case "/leaf":
 			fmt.Fprint(w, "leaf")
+		case "/txn": // a transaction writing ?k; with ?sleep=D it awaits B's /sleep inside it
+			err := state.Storage.Transaction(func(tx durable.Txn) error {
+				if err := durable.PutJSON(tx, r.URL.Query().Get("k"), "before"); err != nil {
+					return err
+				}
+				if d := r.URL.Query().Get("sleep"); d != "" {
+					if _, err := call(r, ns.IDFromName("B"), "/sleep?d="+d); err != nil {
+						return err
+					}
+				}
+				return durable.PutJSON(tx, r.URL.Query().Get("k"), "after")
+			})
+			if err != nil {
+				durable.WriteError(w, err)
+				return
+			}
+			fmt.Fprint(w, "committed")
 		case "/echo": // the request body back (?times=N: N times), for forwarding tests
 			b, _ := io.ReadAll(r.Body)
 			times, err := strconv.Atoi(r.URL.Query().Get("times"))
@@ -271,6 +288,35 @@ func TestReentrantStubCallsDoNotDeadlock(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("A→B→A deadlocked")
+	}
+}
+
+// A transaction that awaits another object keeps its object's gate shut:
+// a second request's transaction waits for it rather than failing as if
+// it nested, and never runs between the first one's reads and writes.
+func TestTransactionHoldsTheGateAcrossAnAwait(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	type answer struct {
+		code int
+		body string
+	}
+	first := make(chan answer, 1)
+	start := time.Now()
+	go func() {
+		code, body := get(t, n, "/txn", url.Values{"ns": {"PINGPONG"}, "name": {"A"}, "k": {"a"}, "sleep": {"700ms"}})
+		first <- answer{code, body}
+	}()
+	time.Sleep(200 * time.Millisecond) // the first transaction is awaiting B
+	code, body := get(t, n, "/txn", url.Values{"ns": {"PINGPONG"}, "name": {"A"}, "k": {"b"}})
+	secondAfter := time.Since(start)
+	a := <-first
+	if a.code != 200 || code != 200 {
+		t.Fatalf("first transaction %d %q, second %d %q; want both committed", a.code, a.body, code, body)
+	}
+	// The first transaction held the gate until B's 700 ms sleep ended.
+	if secondAfter < 700*time.Millisecond {
+		t.Fatalf("the second transaction was answered %s after the first began, inside the first one's await", secondAfter)
 	}
 }
 

@@ -519,6 +519,14 @@ func (s *objectStorage) DeleteAll() error {
 	return nil
 }
 
+// transactionOpen reports whether a Transaction is running: its turn keeps
+// the instance's gate shut across awaits (instanceDispatcher).
+func (s *objectStorage) transactionOpen() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inTxn
+}
+
 // Transaction implements durable.Storage: fn's writes collect in their own
 // set and join the turn's pending writes only if fn succeeds.
 func (s *objectStorage) Transaction(fn func(tx durable.Txn) error) (err error) {
