@@ -258,6 +258,7 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		return err
 	}
 	var handlerErr error
+	alarmWrites := in.storage.alarmWriteCount()
 	exc := in.runTurn(func() error {
 		if err := in.activate(); err != nil {
 			return err
@@ -274,10 +275,14 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 	})
 	dropped := false // the handler failed and the alarm is deleted all the same
 	if exc == nil && (handlerErr == nil || lastTry) {
-		// Delete the alarm we delivered, unless the handler moved it.
+		// Delete the alarm we delivered, unless it was set again while it
+		// ran: a handler that sets it for now re-arms it, though "now" may
+		// be the very millisecond it was delivered for.
 		var err error
-		if cur, ok, gerr := in.storage.GetAlarm(); gerr == nil && ok && cur.UnixMilli() == at {
-			err = in.storage.DeleteAlarm()
+		if in.storage.alarmWriteCount() == alarmWrites {
+			if cur, ok, gerr := in.storage.GetAlarm(); gerr == nil && ok && cur.UnixMilli() == at {
+				err = in.storage.DeleteAlarm()
+			}
 		}
 		dropped = handlerErr != nil && err == nil
 		handlerErr = errors.Join(handlerErr, err)

@@ -34,6 +34,7 @@ func (o *alarmObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rearm, _ := strconv.Atoi(q.Get("rearm"))
 		durable.PutJSON(s, "fail", fail)
 		durable.PutJSON(s, "rearm", rearm)
+		durable.PutJSON(s, "same", q.Get("same") != "")
 		if err := s.SetAlarm(time.Now().Add(time.Duration(ms) * time.Millisecond)); err != nil {
 			durable.WriteError(w, err)
 			return
@@ -58,6 +59,11 @@ func (o *alarmObject) Alarm(ctx context.Context, info durable.AlarmInfo) error {
 	durable.PutJSON(s, "retries", info.RetryCount)
 	if rearm, _, _ := durable.GetJSON[int](s, "rearm"); rearm > 0 {
 		durable.PutJSON(s, "rearm", rearm-1)
+		if same, _, _ := durable.GetJSON[bool](s, "same"); same {
+			// Re-armed for the time just delivered: as a handler that
+			// sets it for time.Now() within the same millisecond.
+			return s.SetAlarm(info.ScheduledTime)
+		}
 		return s.SetAlarm(time.Now().Add(50 * time.Millisecond))
 	}
 	return nil
@@ -123,6 +129,7 @@ func TestAlarms(t *testing.T) {
 		{"fires once and is deleted", "ms=100", "fired=1 retries=0 alarm=false"},
 		{"retries failures with backoff", "ms=0&fail=2", "fired=1 retries=2 alarm=false"},
 		{"handler may set the next alarm", "ms=0&rearm=2", "fired=3 retries=0 alarm=false"},
+		{"handler may set it again for the time it fired for", "ms=0&rearm=2&same=1", "fired=3 retries=0 alarm=false"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			q, _ := url.ParseQuery(tc.set)

@@ -65,6 +65,10 @@ type objectStorage struct {
 	alarm      *alarmValue // committed alarm, if known
 	broken     error
 	inTxn      bool
+	// alarmWrites counts SetAlarm, DeleteAlarm and DeleteAll calls, so an
+	// alarm delivery can tell whether its alarm was set again while it
+	// ran, even to the very time it was delivered for.
+	alarmWrites uint64
 }
 
 var _ durable.Storage = (*objectStorage)(nil)
@@ -516,7 +520,15 @@ func (s *objectStorage) DeleteAll() error {
 		return err
 	}
 	s.writable().clearAll()
+	s.alarmWrites++
 	return nil
+}
+
+// alarmWriteCount is the number of alarm writes made so far (alarmWrites).
+func (s *objectStorage) alarmWriteCount() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.alarmWrites
 }
 
 // transactionOpen reports whether a Transaction is running: its turn keeps
@@ -623,6 +635,7 @@ func (s *objectStorage) SetAlarm(t time.Time) error {
 		return err
 	}
 	s.writable().alarm = &alarmValue{at: t.UnixMilli(), exists: true}
+	s.alarmWrites++
 	return nil
 }
 
@@ -634,6 +647,7 @@ func (s *objectStorage) DeleteAlarm() error {
 		return err
 	}
 	s.writable().alarm = &alarmValue{}
+	s.alarmWrites++
 	return nil
 }
 
