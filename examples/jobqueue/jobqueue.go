@@ -4,8 +4,10 @@
 //
 // POST /?queue=Q with a body enqueues a job; if no alarm is set, one is set
 // for --delay from now (?delay=2s; default 60s as in the seed, 1s to 1h)
-// and the answer says "Job queued!". When the alarm fires, every queued job
-// is processed — here: moved to the done list with the time — in one turn,
+// and the answer says "Job queued!". When the alarm fires, the oldest
+// queued jobs (up to jobsPerAlarm) are processed — here: moved to the done
+// list with the time — in one turn, and if more remain the alarm is set
+// again for now. A job's move is one put and one delete in the same turn,
 // so a job is processed once even if the alarm is retried. GET /?queue=Q
 // answers {"queued": N, "done": [{"job", "queued_at", "done_at"}]}.
 package jobqueue
@@ -49,10 +51,7 @@ func Worker(w http.ResponseWriter, r *http.Request, env *durable.Env) {
 		durable.WriteError(w, err)
 		return
 	}
-	defer resp.Body.Close()
-	w.Header().Set("Content-Type", resp.Header.Get("Content-Type"))
-	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
+	durable.WriteResponse(w, resp)
 }
 
 // Queue is one job queue.
@@ -75,6 +74,10 @@ type Job struct {
 const (
 	defaultDelay = 60 * time.Second
 	maxJob       = 16 << 10
+	// jobsPerAlarm bounds one alarm turn's writes well inside what a turn
+	// may commit (5 MiB): a done entry is a job in JSON, at most about six
+	// times its bytes (\u00XX escapes), so 32 of them stay under 3.1 MiB.
+	jobsPerAlarm = 32
 	// keyTime is RFC 3339 with every digit of the nanoseconds kept, so
 	// that the keys sort in time order (RFC3339Nano drops trailing zeros).
 	keyTime = "2006-01-02T15:04:05.000000000Z07:00"
@@ -126,14 +129,23 @@ func (q *Queue) enqueue(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "Job queued!\n")
 }
 
-// Alarm processes every queued job in one turn: they all move to the done
-// list, or (on an error) none does and the runtime retries the alarm.
+// Alarm processes the oldest jobsPerAlarm queued jobs in one turn and, if
+// more are queued, sets the alarm again for now. The writes of a turn are
+// committed even when the handler returns an error (as a fetch handler's
+// are), and the runtime then retries the alarm, which takes up the jobs
+// still queued.
 func (q *Queue) Alarm(ctx context.Context, info durable.AlarmInfo) error {
-	jobs, err := q.storage.List(durable.ListOptions{Prefix: "queued:"})
+	jobs, err := q.storage.List(durable.ListOptions{Prefix: "queued:", Limit: jobsPerAlarm + 1})
 	if err != nil {
 		return err
 	}
 	now := time.Now().UTC()
+	if len(jobs) > jobsPerAlarm {
+		jobs = jobs[:jobsPerAlarm]
+		if err := q.storage.SetAlarm(now); err != nil {
+			return err
+		}
+	}
 	for _, kv := range jobs {
 		queuedAt, _ := time.Parse(keyTime, strings.TrimPrefix(kv.Key, "queued:"))
 		done, err := json.Marshal(Job{Job: string(kv.Value), QueuedAt: queuedAt, DoneAt: now})

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -157,12 +158,14 @@ func TestKVCommand(t *testing.T) {
 // TestJobQueueExample builds examples/jobqueue/cmd/jobqueue (the seeds'
 // alarm example) and uses it: jobs queued with a 1 s delay are processed
 // together when the queue's alarm fires, and a job queued afterwards sets a
-// new alarm.
+// new alarm. A backlog larger than one turn may commit is processed in
+// batches, every job once.
 func TestJobQueueExample(t *testing.T) {
 	bin := buildBinary(t, "github.com/roostdb/roost/examples/jobqueue/cmd/jobqueue")
 	p := startDevBinary(t, bin, t.TempDir())
+	queue := "q"
 	enqueue := func(job string) string {
-		resp, err := http.Post("http://"+p.http+"/?queue=q&delay=1s", "text/plain", strings.NewReader(job))
+		resp, err := http.Post("http://"+p.http+"/?queue="+queue+"&delay=1s", "text/plain", strings.NewReader(job))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -177,9 +180,9 @@ func TestJobQueueExample(t *testing.T) {
 		} `json:"done"`
 	}
 	waitDone := func(n int) state {
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for {
-			_, body := p.mustGet("/?queue=q")
+			_, body := p.mustGet("/?queue=" + queue)
 			var s state
 			if err := json.Unmarshal([]byte(body), &s); err != nil {
 				t.Fatalf("GET: %q: %v", body, err)
@@ -204,6 +207,34 @@ func TestJobQueueExample(t *testing.T) {
 	}
 	if code, _ := p.mustGet("/"); code != http.StatusBadRequest {
 		t.Fatalf("no queue: %d, want 400", code)
+	}
+	// The Worker passes the object's whole answer on, headers included.
+	resp, err := http.Head("http://" + p.http + "/?queue=q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("HEAD: %d %v, want 405 with the object's headers", resp.StatusCode, resp.Header)
+	}
+
+	// 400 jobs of 16 KiB: 6.4 MiB, more than one turn may commit (5 MiB).
+	queue = "backlog"
+	const backlog = 400
+	for i := range backlog {
+		job := fmt.Sprintf("%04d", i) + strings.Repeat("x", 16<<10-4)
+		if got := enqueue(job); got != "Job queued!\n" {
+			t.Fatalf("enqueue %d: %q", i, got)
+		}
+	}
+	s := waitDone(backlog)
+	if s.Queued != 0 || len(s.Done) != backlog {
+		t.Fatalf("after the backlog's alarms: %d queued, %d done; want 0 and %d", s.Queued, len(s.Done), backlog)
+	}
+	for i, d := range s.Done {
+		if !strings.HasPrefix(d.Job, fmt.Sprintf("%04d", i)) {
+			t.Fatalf("done job %d is %.8q…, want each job once, in order", i, d.Job)
+		}
 	}
 }
 
