@@ -207,12 +207,19 @@ func decodeBody(r *http.Request, v any, optional bool) error {
 
 // decodeBodyUpTo is decodeBody for bodies of up to limit bytes.
 func decodeBodyUpTo(r *http.Request, v any, optional bool, limit int) error {
+	tooLarge := &apiError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", limit), err: errBodyTooLarge}
+	// Refused before a byte is read when the length says so: a client that
+	// waits for "100 Continue" then sends nothing, and one that does not
+	// reads the answer instead of a reset after part of its upload.
+	if r.ContentLength > int64(limit) {
+		return tooLarge
+	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
 	if err != nil {
 		return errorf(http.StatusBadRequest, "reading the request body: %v", err)
 	}
 	if len(b) > limit {
-		return &apiError{code: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body larger than %d bytes", limit), err: errBodyTooLarge}
+		return tooLarge
 	}
 	if len(strings.TrimSpace(string(b))) == 0 {
 		if optional {

@@ -101,16 +101,24 @@ func (a *admin) kvPut(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// A value over the limit is 413 whether the body that carries it is
+	// over its own limit or not (base64 makes it a third larger).
+	valueTooLarge := func(err error) error {
+		return &apiError{code: http.StatusRequestEntityTooLarge, err: err,
+			msg: fmt.Sprintf("the value is larger than a KV value may be (%d bytes; the body holds it in base64, at most %d bytes in all)", durable.KVMaxValueBytes, maxKVAdminBody)}
+	}
 	var body kvPutBody
 	if err := decodeBodyUpTo(r, &body, false, maxKVAdminBody); err != nil {
 		if errors.Is(err, errBodyTooLarge) {
-			return &apiError{code: http.StatusRequestEntityTooLarge, err: err,
-				msg: fmt.Sprintf("the value is larger than a KV value may be (%d bytes; the body holds it in base64, at most %d bytes in all)", durable.KVMaxValueBytes, maxKVAdminBody)}
+			return valueTooLarge(err)
 		}
 		return err
 	}
 	if body.Value == nil {
 		return errorf(http.StatusBadRequest, `the body needs "value" (base64; "" for an empty value)`)
+	}
+	if len(body.Value) > durable.KVMaxValueBytes {
+		return valueTooLarge(durable.ErrValueTooLarge)
 	}
 	// Bounded so that the arithmetic below cannot wrap around into a near
 	// expiry: a century is more than any cache needs.

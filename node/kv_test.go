@@ -184,6 +184,14 @@ func TestKVNamespaces(t *testing.T) {
 	if code := adminDo(t, n.AdminAddr().String(), "", "PUT", "/v1/kv/CACHE/values/bad", huge, &tooLarge); code != http.StatusRequestEntityTooLarge || !strings.Contains(tooLarge.Error, "larger than a KV value may be") {
 		t.Errorf("admin put of a value over the limit: %d %q, want 413 naming the value limit", code, tooLarge.Error)
 	}
+	// A value one byte over, in a body under the body's limit: 413 too.
+	justOver := `{"value":"` + base64.StdEncoding.EncodeToString(make([]byte, durable.KVMaxValueBytes+1)) + `"}`
+	if len(justOver) > maxKVAdminBody {
+		t.Fatalf("the test's body of %d bytes is over the limit %d", len(justOver), maxKVAdminBody)
+	}
+	if code := adminDo(t, n.AdminAddr().String(), "", "PUT", "/v1/kv/CACHE/values/bad", justOver, &tooLarge); code != http.StatusRequestEntityTooLarge || !strings.Contains(tooLarge.Error, "larger than a KV value may be") {
+		t.Errorf("admin put of a value one byte over the limit: %d %q, want 413 naming the value limit", code, tooLarge.Error)
+	}
 	for _, limit := range []string{"0", "-1", "x"} {
 		var e struct {
 			Error string `json:"error"`
