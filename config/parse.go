@@ -49,7 +49,7 @@ type rawKV struct {
 	Binding   string `toml:"binding"`
 	ID        string `toml:"id"`
 	PreviewID string `toml:"preview_id"`
-	Objects   int    `toml:"objects"`
+	Objects   *int   `toml:"objects"` // nil: left out; IsDefined cannot tell array elements apart
 }
 
 type rawNode struct {
@@ -124,8 +124,25 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 	for _, b := range raw.DurableObjects.Bindings {
 		f.Bindings = append(f.Bindings, durable.Binding{Name: b.Name, ClassName: b.ClassName})
 	}
-	for _, kv := range raw.KVNamespaces {
-		f.KVNamespaces = append(f.KVNamespaces, KVNamespace{Binding: kv.Binding, ID: kv.ID, PreviewID: kv.PreviewID, Objects: kv.Objects})
+	for i, kv := range raw.KVNamespaces {
+		ns := KVNamespace{Binding: kv.Binding, ID: kv.ID, PreviewID: kv.PreviewID}
+		if kv.Objects != nil {
+			if ns.Objects = *kv.Objects; ns.Objects == 0 {
+				problems = append(problems, fmt.Sprintf("kv_namespaces[%d].objects must be at least 1 (leave it out for the default)", i))
+			}
+		}
+		f.KVNamespaces = append(f.KVNamespaces, ns)
+	}
+	// An empty address or directory written out would silently mean the
+	// default one; an empty id, no id. (advertise = "" is a setting: the
+	// listeners' own host.)
+	for _, kv := range []struct{ key, v string }{
+		{"id", raw.Node.ID}, {"data_dir", raw.Node.DataDir}, {"http", raw.Node.HTTP},
+		{"admin", raw.Node.Admin}, {"grpc", raw.Node.GRPC}, {"gossip", raw.Node.Gossip},
+	} {
+		if kv.v == "" && md.IsDefined("node", kv.key) {
+			problems = append(problems, fmt.Sprintf("node.%s is empty (leave it out for the default)", kv.key))
+		}
 	}
 
 	// A key written as 0 is a mistake, not a request for the default: say so
