@@ -755,7 +755,7 @@ func TestOperationCommand(t *testing.T) {
 		t.Fatalf("failed operation --wait: exit %d, stderr:\n%s", code, stderr)
 	}
 	// Nothing running, from a node that lists no operations (an older one).
-	srv = newFakeAdmin(t, map[string]http.HandlerFunc{"GET /v1/status": canned(200, `{"node_id":"n1","operation":null}`)})
+	srv = newFakeAdmin(t, map[string]http.HandlerFunc{"GET /v1/status": canned(200, `{"node_id":"n1","operation":null}`), "GET /v1/operations": http.NotFound})
 	code, stdout, _ = runAdmin(t, nil, "operation", "--addr", srv.addr())
 	if code != exitOK || stdout != "No rebalance, drain or heal is running.\n" {
 		t.Fatalf("operation with none running: exit %d, stdout %q", code, stdout)
@@ -763,6 +763,14 @@ func TestOperationCommand(t *testing.T) {
 	code, stdout, _ = runAdmin(t, nil, "operation", "-o", "json", "--addr", srv.addr())
 	if code != exitOK || strings.Join(strings.Fields(stdout), "") != `{"operation":null,"recent":[]}` {
 		t.Fatalf("operation -o json with none running: exit %d, stdout %q", code, stdout)
+	}
+	// A node that cannot list them says why: roost dev runs no cluster.
+	srv = newFakeAdmin(t, map[string]http.HandlerFunc{
+		"GET /v1/status":     canned(200, `{"node_id":"dev","operation":null}`),
+		"GET /v1/operations": canned(409, `{"error":"roost dev runs no cluster"}`),
+	})
+	if code, stdout, stderr := runAdmin(t, nil, "operation", "--addr", srv.addr()); code != exitFailure || stdout != "" || !strings.Contains(stderr, "roost dev runs no cluster") {
+		t.Fatalf("operation against roost dev: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 	// Nothing running: the last ones that ended, newest first.
 	srv = newFakeAdmin(t, map[string]http.HandlerFunc{

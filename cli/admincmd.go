@@ -837,11 +837,16 @@ is known.` + adminConnectHelp,
 				}
 				if cur == nil {
 					// The recent ones say how the last ended; a node
-					// without the list (an older one) answers without it.
+					// without the list (an older one) answers 404 for it.
+					// Any other failure, roost dev's 409 included, is said.
 					var list struct {
 						Operations []json.RawMessage `json:"operations"`
 					}
-					_, _ = c.call(cmd.Context(), http.MethodGet, "/v1/operations", nil, &list)
+					if _, err := c.call(cmd.Context(), http.MethodGet, "/v1/operations", nil, &list); err != nil {
+						if ae := (*apiError)(nil); !errors.As(err, &ae) || ae.status != http.StatusNotFound {
+							return err
+						}
+					}
 					recent := list.Operations[:min(len(list.Operations), maxRecentShown)]
 					if o.json() {
 						raw, err := json.Marshal(map[string]any{"operation": nil, "recent": append([]json.RawMessage{}, recent...)})
