@@ -456,6 +456,7 @@ func TestAdminUsageErrors(t *testing.T) {
 		{"kv put ttl and expiration", nil, []string{"kv", "put", "k", "v", "--ttl", "1h", "--expiration", "9999999999", "--binding", "B"}, "--ttl or --expiration, not both"},
 		{"kv put fractional ttl", nil, []string{"kv", "put", "k", "v", "--ttl", "90.5s", "--binding", "B"}, "whole seconds"},
 		{"kv put bad metadata", nil, []string{"kv", "put", "k", "v", "--metadata", "{", "--binding", "B"}, `--metadata "{" is not JSON`},
+		{"kv put empty metadata", nil, []string{"kv", "put", "k", "v", "--metadata", "", "--binding", "B"}, `--metadata is empty`},
 		{"kv list bad limit", nil, []string{"kv", "list", "--limit", "1001", "--binding", "B"}, "--limit 1001: 1 to 1000"},
 		{"kv list limit 0", nil, []string{"kv", "list", "--limit", "0", "--binding", "B"}, "--limit 0: 1 to 1000"},
 		{"kv put ttl 0", nil, []string{"kv", "put", "k", "v", "--ttl", "0s", "--binding", "B"}, "at least 1m0s"},

@@ -170,6 +170,8 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 				return &usageError{cmd: cmd, err: fmt.Errorf("--ttl %s: whole seconds, at least %s", ttl, minKVTTL)}
 			case cmd.Flags().Changed("expiration") && expiration <= 0:
 				return &usageError{cmd: cmd, err: fmt.Errorf("--expiration %d: a Unix time in seconds, at least 60 seconds from now", expiration)}
+			case cmd.Flags().Changed("metadata") && metadata == "":
+				return &usageError{cmd: cmd, err: errors.New("--metadata is empty: give JSON, or leave it out for none")}
 			case metadata != "" && !json.Valid([]byte(metadata)):
 				return &usageError{cmd: cmd, err: fmt.Errorf("--metadata %q is not JSON", metadata)}
 			}

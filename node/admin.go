@@ -271,7 +271,7 @@ func knownNode(m placement.Map, what string, id placement.NodeID) (placement.Nod
 // parseShard parses the {id} of a shard path against m.
 func parseShard(m placement.Map, s string) (placement.ShardID, error) {
 	v, err := strconv.ParseUint(s, 10, 32)
-	if err != nil {
+	if err != nil || strconv.FormatUint(v, 10) != s { // "01" is not how a shard is named
 		return 0, errorf(http.StatusBadRequest, "shard %q: not a shard number", s)
 	}
 	if v >= uint64(len(m.ShardMap)) {

@@ -440,6 +440,7 @@ func TestAdminCluster(t *testing.T) {
 			{"move without a body", "POST", "/v1/shards/0/move", nil, 400, "JSON body"},
 			{"move of an unknown shard", "POST", "/v1/shards/99/move", `{"to":"n4"}`, 400, "unknown shard 99"},
 			{"move of a shard that is not a number", "POST", "/v1/shards/x/move", `{"to":"n4"}`, 400, "not a shard number"},
+			{"move of a shard with a leading zero", "POST", "/v1/shards/01/move", `{"to":"n4"}`, 400, "not a shard number"},
 			{"move to a replica it has", "POST", "/v1/shards/0/move", fmt.Sprintf(`{"to":%q}`, holder), 409, "already holds"},
 			{"move from a node without a replica", "POST", fmt.Sprintf("/v1/shards/%d/move", notN4[0]), `{"to":"n4","from":"n4"}`, 409, "holds no replica"},
 			{"remove a node with replicas", "POST", "/v1/nodes/" + holder + "/remove", nil, 409, "drain it first"},
