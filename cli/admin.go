@@ -257,6 +257,12 @@ func (c *adminClient) transportFailure(ctx, rctx context.Context, method, path s
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
+	// What a listener that does not speak HTTP gives: a node's gRPC port
+	// answers with HTTP/2 frames, its gossip port closes the connection.
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "malformed HTTP response") {
+		return &transportError{fmt.Errorf("%s %s: %v (is %s a node's admin listener? the gRPC and gossip ports do not speak HTTP; point --addr or %s at the admin one)",
+			method, c.base+path, err, c.base, envAdminAddr)}
+	}
 	return &transportError{fmt.Errorf("%s %s: %v", method, c.base+path, err)}
 }
 

@@ -386,6 +386,42 @@ func TestAdminErrors(t *testing.T) {
 	}
 }
 
+// Pointed at a port that does not speak HTTP (a node's gossip port closes
+// the connection, its gRPC port answers with HTTP/2 frames), the CLI says
+// to point --addr at the admin listener.
+func TestAdminAtANonHTTPPort(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		reply []byte
+	}{
+		{"closes the connection", nil},
+		{"answers binary frames", []byte("\x00\x00\x0c\x04\x00\x00\x00\x00\x00\x00\x05\x00\x00\x40\x00\n")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			go func() {
+				for {
+					conn, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					conn.Read(make([]byte, 4096))
+					conn.Write(tt.reply)
+					conn.Close()
+				}
+			}()
+			code, _, stderr := runAdmin(t, nil, "members", "--addr", ln.Addr().String())
+			if code != exitFailure || !strings.Contains(stderr, "a node's admin listener? the gRPC and gossip ports do not speak HTTP") {
+				t.Fatalf("exit %d, stderr %q", code, stderr)
+			}
+		})
+	}
+}
+
 func TestAdminConnectionRefused(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
