@@ -33,6 +33,15 @@ const metaGroup raftstore.GroupID = 0
 // memberlist reports that only as a closed connection.
 const joinHint = " (are the seeds up, and do all nodes have the same gossip key?)"
 
+// joinHintFor is joinHint, unless err shows that a seed answered with
+// something other than gossip: then --join names another listener.
+func joinHintFor(err error) string {
+	if strings.Contains(err.Error(), "invalid msgType") {
+		return " (a seed answered with something other than gossip: --join takes the address of a node's --gossip listener, not its app, admin or gRPC one)"
+	}
+	return joinHint
+}
+
 // joinPatience is how long a node keeps trying to join before it gives up:
 // seeds may start later than it, but not much later.
 const joinPatience = 2 * time.Minute
@@ -69,8 +78,11 @@ type cluster struct {
 	grpcSrv *grpc.Server
 	trans   *raftstore.Transport
 	members *placement.Membership
-	metaFSM *placement.FSM
-	meta    *raftstore.Group
+	// gossipMeta is what this node gossips about itself; rememberCluster
+	// (on the reconcile goroutine) adds the cluster ID once it is known.
+	gossipMeta placement.NodeMeta
+	metaFSM    *placement.FSM
+	meta       *raftstore.Group
 
 	identity identity // what the data dir says about this node
 	// stopping is set when a planned stop begins (handOff).
@@ -206,7 +218,8 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	}
 	mcfg.SecretKey = n.cfg.GossipKey
 	mcfg.Meta = placement.NodeMeta{GRPCAddr: c.advGRPC, HTTPAddr: advertised(n.appLn.Addr(), n.cfg.Advertise), AdminAddr: advertised(n.adminLn.Addr(), n.cfg.Advertise),
-		DataID: id.DataID}
+		DataID: id.DataID, ClusterID: id.ClusterID, Shards: n.cfg.Shards}
+	c.gossipMeta = mcfg.Meta
 	mcfg.Logger = n.log
 	if c.members, err = placement.Start(mcfg); err != nil {
 		return fmt.Errorf("gossip: %w", err)
@@ -342,8 +355,21 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 			c.joinErr.Store(nil)
 			return true
 		}
-		if errors.Is(err, placement.ErrDuplicateNodeID) || must && time.Now().After(deadline) {
-			c.fail(fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, joinHint))
+		if errors.Is(err, placement.ErrOtherCluster) {
+			c.fail(fmt.Errorf("%w: joining the cluster through %v: %w (give this node the cluster's --shards and an empty data dir, or --join a node of its own cluster)",
+				ErrDataDirMismatch, c.n.cfg.Join, err))
+			return false
+		}
+		if errors.Is(err, placement.ErrDuplicateNodeID) {
+			hint := ""
+			if must { // a new data dir, which node.json now binds to this ID
+				hint = fmt.Sprintf(" (%s is now bound to node %q: start the node under another id with an empty data dir)", c.n.cfg.DataDir, c.self)
+			}
+			c.fail(fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, hint))
+			return false
+		}
+		if must && time.Now().After(deadline) {
+			c.fail(fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, joinHintFor(err)))
 			return false
 		}
 		if !must {
@@ -353,7 +379,7 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 			}
 		} else {
 			c.joinErr.Store(&err)
-			log.Warn("joining the cluster; retrying"+joinHint, "join", c.n.cfg.Join, "err", err)
+			log.Warn("joining the cluster; retrying"+joinHintFor(err), "join", c.n.cfg.Join, "err", err)
 		}
 		if !sleepCtx(ctx, time.Second) {
 			return false
@@ -435,7 +461,11 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 			return
 		}
 	}
+	mapMeta := placement.NodeMeta{ClusterID: m.ClusterID, Shards: m.Shards}
 	for _, mem := range alive {
+		if ok, _ := mapMeta.Compatible(mem.Meta); !ok {
+			continue // gossip refuses it too; it fails on its own (joinSeeds)
+		}
 		node := memberNode(mem)
 		cur, known := m.Nodes[node.ID]
 		if known && cur.State == placement.NodeRemoved {
@@ -498,6 +528,13 @@ func (c *cluster) reconcileShards(ctx context.Context) (settled bool) {
 		c.fail(err)
 		return false
 	}
+	if m.Shards != c.n.cfg.Shards {
+		// Routing by another count would put objects in other shards
+		// than the cluster does: two live instances of one object.
+		c.fail(fmt.Errorf("%w: the cluster has %d shards, this node was started with %d; start it with --shards %d and an empty data dir",
+			ErrDataDirMismatch, m.Shards, c.n.cfg.Shards, m.Shards))
+		return false
+	}
 	c.rememberCluster(m)
 	settled = true
 	for _, s := range m.ShardMap {
@@ -539,6 +576,15 @@ func (c *cluster) rememberCluster(m placement.Map) {
 		if err := writeIdentity(c.n.cfg.DataDir, c.identity); err != nil {
 			c.n.log.Warn("recording the cluster ID in the data dir", "err", err)
 		}
+		// Gossip it, so that a node of another cluster is refused at
+		// its join (placement.NodeMeta.Compatible).
+		c.gossipMeta.ClusterID = m.ClusterID
+		meta := c.gossipMeta
+		go func() {
+			if err := c.members.UpdateMeta(meta, 5*time.Second); err != nil {
+				c.n.log.Debug("gossiping the cluster ID", "err", err)
+			}
+		}()
 	}
 }
 
@@ -695,7 +741,7 @@ func (c *cluster) ready() (bool, string) {
 	if m.ClusterID == "" {
 		if p := c.joinErr.Load(); p != nil {
 			// memberlist's errors span lines; a reason is one.
-			return false, fmt.Sprintf("cannot join the cluster through %v: %s%s", c.n.cfg.Join, strings.Join(strings.Fields((*p).Error()), " "), joinHint)
+			return false, fmt.Sprintf("cannot join the cluster through %v: %s%s", c.n.cfg.Join, strings.Join(strings.Fields((*p).Error()), " "), joinHintFor(*p))
 		}
 		if p := c.firstStartWait.Load(); p != nil {
 			return false, "not started yet: " + *p

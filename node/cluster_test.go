@@ -722,3 +722,20 @@ func TestReadyFollowsLiveLeaders(t *testing.T) {
 	c.faults.Heal()
 	c.waitReadyWithin(30 * time.Second)
 }
+
+// A seed that answers with something other than gossip (--join at an app,
+// admin or gRPC port) gets a hint naming the gossip listener, not the
+// gossip key.
+func TestJoinHintFor(t *testing.T) {
+	for _, tt := range []struct {
+		err  string
+		want string
+	}{
+		{"failed to join 127.0.0.1:8789: received invalid msgType (72), expected pushPullMsg (6)", "--join takes the address of a node's --gossip listener"},
+		{"failed to join 127.0.0.1:7946: EOF", joinHint},
+	} {
+		if got := joinHintFor(errors.New(tt.err)); !strings.Contains(got, tt.want) {
+			t.Errorf("joinHintFor(%q) = %q, want it to contain %q", tt.err, got, tt.want)
+		}
+	}
+}

@@ -158,3 +158,59 @@ func TestLostDataDirIsRefused(t *testing.T) {
 		}
 	}
 }
+
+// A node started with another shard count than the cluster's, or with the
+// data dir of another cluster, is refused when it joins: it fails saying
+// why, and the cluster's map never lists it. (Before, one with another
+// count was admitted and routed objects by its own count: two live
+// instances of one object.)
+func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
+	tc := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	for _, tt := range []struct {
+		name, id    string
+		shards      int
+		clusterID   string // written into the data dir before the start
+		wantErr     error
+		wantInError string
+	}{
+		{"another shard count", "n4", 8, "", placement.ErrOtherCluster, "has 4 shards, this node 8"},
+		{"another cluster's data dir", "n5", 4, "feedfacefeedface", placement.ErrOtherCluster, "this node to cluster feedfacefeedface"},
+		// Not another cluster, but refused at the join too; its new data
+		// dir is now bound to the ID, and the error says so.
+		{"a live member's id", "n2", 4, "", placement.ErrDuplicateNodeID, "is now bound to node \"n2\": start the node under another id with an empty data dir"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultClusterConfig(tt.id)
+			cfg.DataDir = t.TempDir()
+			cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+			cfg.Shards, cfg.Logger = tt.shards, quietLogger
+			cfg.Join = []string{tc.cfgs[0].GossipAddr}
+			if tt.clusterID != "" {
+				if err := writeIdentity(cfg.DataDir, identity{NodeID: tt.id, ClusterID: tt.clusterID, DataID: newRandomID()}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			nd, err := New(cfg, tc.app)
+			if err != nil {
+				t.Fatal(err)
+			}
+			nd.faults = tc.faults
+			if err := nd.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			defer closeNode(t, nd)
+			select {
+			case err := <-nd.Failed():
+				if !errors.Is(err, tt.wantErr) || tt.wantErr == placement.ErrOtherCluster && !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), tt.wantInError) {
+					t.Fatalf("%s failed with %v", tt.id, err)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatalf("%s was not refused", tt.id)
+			}
+			time.Sleep(500 * time.Millisecond)
+			if nd, listed := tc.metaLeader().cluster.metaFSM.Map().Nodes[placement.NodeID(tt.id)]; listed && nd.GRPCAddr == cfg.GRPCAddr {
+				t.Fatalf("the map lists %s at the refused node's address", tt.id)
+			}
+		})
+	}
+}

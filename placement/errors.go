@@ -45,6 +45,9 @@ var (
 	ErrInvalidConfig = errors.New("placement: invalid membership config")
 	// ErrDuplicateNodeID: another live gossip member uses this node's ID.
 	ErrDuplicateNodeID = errors.New("placement: duplicate node id")
+	// ErrOtherCluster: a gossip peer belongs to another cluster, or to one
+	// with another shard count (NodeMeta.Compatible).
+	ErrOtherCluster = errors.New("placement: member of another cluster")
 	// ErrShutdown: the Membership has been shut down.
 	ErrShutdown = errors.New("placement: membership shut down")
 )

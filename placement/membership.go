@@ -131,7 +131,7 @@ func Start(cfg MembershipConfig) (*Membership, error) {
 		mc.SuspicionMult = cfg.SuspicionMult
 	}
 	mc.Logger = log.New(logWriter{m.log}, "", 0)
-	d := &delegate{m: m, meta: meta}
+	d := &delegate{m: m, meta: meta, selfMeta: cfg.Meta}
 	m.del = d
 	mc.Delegate = d
 	mc.Events = d
@@ -192,7 +192,9 @@ func (m *Membership) Addr() string { return m.list.LocalNode().Address() }
 // means 7946) and merges their view of the cluster. It returns how many
 // answered. If a live member already uses this node's ID (or the contacted
 // side knows another live process under an ID this side knows too) the
-// merge is refused and the error wraps ErrDuplicateNodeID.
+// merge is refused and the error wraps ErrDuplicateNodeID; if a member
+// belongs to another cluster or has another shard count, it wraps
+// ErrOtherCluster.
 func (m *Membership) Join(addrs []string) (int, error) {
 	if m.isClosed() {
 		return 0, ErrShutdown
@@ -264,7 +266,7 @@ func (m *Membership) UpdateMeta(meta NodeMeta, timeout time.Duration) error {
 	if m.isClosed() {
 		return ErrShutdown
 	}
-	m.del.setMeta(b)
+	m.del.setMeta(meta, b)
 	return m.list.UpdateNode(timeout)
 }
 

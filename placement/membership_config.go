@@ -21,6 +21,27 @@ type NodeMeta struct {
 	AdminAddr string `json:"a,omitempty"`
 	// DataID names the node's data dir (Node.DataID).
 	DataID string `json:"d,omitempty"`
+	// ClusterID is the cluster the node's data dir belongs to, "" while
+	// it has none (a new node before it sees the map).
+	ClusterID string `json:"c,omitempty"`
+	// Shards is the node's shard count (0: not said, an older node).
+	Shards int `json:"s,omitempty"`
+}
+
+// Compatible reports, with the reason, whether a node gossiping peer can
+// be in one cluster with the node gossiping m: the same cluster ID and
+// the same shard count, where both say. A node routing by another shard
+// count would put objects in other shards than its peers do (two live
+// instances of one object); one of another cluster would mix the two
+// clusters' Raft logs.
+func (m NodeMeta) Compatible(peer NodeMeta) (bool, string) {
+	switch {
+	case m.ClusterID != "" && peer.ClusterID != "" && m.ClusterID != peer.ClusterID:
+		return false, fmt.Sprintf("it belongs to cluster %s, this node to cluster %s", peer.ClusterID, m.ClusterID)
+	case m.Shards != 0 && peer.Shards != 0 && m.Shards != peer.Shards:
+		return false, fmt.Sprintf("it has %d shards, this node %d (the count is fixed when a cluster forms)", peer.Shards, m.Shards)
+	}
+	return true, ""
 }
 
 // Validate checks that every address set is host:port.
@@ -35,6 +56,12 @@ func (m NodeMeta) Validate() error {
 	}
 	if len(m.DataID) > maxDataIDLen {
 		return fmt.Errorf("data dir ID is %d bytes, more than %d", len(m.DataID), maxDataIDLen)
+	}
+	if len(m.ClusterID) > maxDataIDLen {
+		return fmt.Errorf("cluster ID is %d bytes, more than %d", len(m.ClusterID), maxDataIDLen)
+	}
+	if m.Shards < 0 {
+		return fmt.Errorf("shard count %d is negative", m.Shards)
 	}
 	return nil
 }

@@ -13,8 +13,9 @@ import (
 type delegate struct {
 	m *Membership
 
-	metaMu sync.Mutex
-	meta   []byte
+	metaMu   sync.Mutex
+	meta     []byte
+	selfMeta NodeMeta // meta, decoded
 }
 
 var (
@@ -25,10 +26,22 @@ var (
 	_ memberlist.AliveDelegate    = (*delegate)(nil)
 )
 
-func (d *delegate) setMeta(b []byte) {
+func (d *delegate) setMeta(meta NodeMeta, b []byte) {
 	d.metaMu.Lock()
-	d.meta = b
+	d.meta, d.selfMeta = b, meta
 	d.metaMu.Unlock()
+}
+
+// incompatible returns an error wrapping ErrOtherCluster if peer cannot
+// be in this node's cluster (NodeMeta.Compatible), nil otherwise.
+func (d *delegate) incompatible(name, addr string, peer NodeMeta) error {
+	d.metaMu.Lock()
+	self := d.selfMeta
+	d.metaMu.Unlock()
+	if ok, why := self.Compatible(peer); !ok {
+		return fmt.Errorf("%w: member %s at %s cannot be in this node's cluster: %s", ErrOtherCluster, name, addr, why)
+	}
+	return nil
 }
 
 // NodeMeta implements memberlist.Delegate.
@@ -53,16 +66,18 @@ func (d *delegate) NotifyAlive(n *memberlist.Node) error {
 	if err := NodeID(n.Name).Validate(); err != nil {
 		return err
 	}
-	if _, err := decodeNodeMeta(n.Meta); err != nil {
+	meta, err := decodeNodeMeta(n.Meta)
+	if err != nil {
 		return fmt.Errorf("member %s: %v", n.Name, err)
 	}
-	return nil
+	return d.incompatible(n.Name, n.Address(), meta)
 }
 
 // NotifyMerge implements memberlist.MergeDelegate. It runs on both sides of
 // a join (before either merges the other's view) and refuses the merge when
-// the other side has a live member under an ID that this side knows as a
-// live member at another address — two processes with one node ID.
+// the other side has a live member of another cluster or shard count
+// (ErrOtherCluster), or one under an ID that this side knows as a live
+// member at another address — two processes with one node ID.
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	m := d.m
 	m.mu.Lock()
@@ -70,6 +85,14 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	for _, p := range peers {
 		if p.State != memberlist.StateAlive && p.State != memberlist.StateSuspect {
 			continue
+		}
+		if meta, err := decodeNodeMeta(p.Meta); err == nil {
+			if err := d.incompatible(p.Name, p.Address(), meta); err != nil {
+				m.log.Error("refusing to merge gossip state", "err", err)
+				m.rejected.Add(1)
+				m.lastRej.Store(&err)
+				return err
+			}
 		}
 		known, ok := m.members[NodeID(p.Name)]
 		if !ok || !known.Alive || known.Addr == p.Address() {

@@ -464,3 +464,43 @@ func TestEventKindString(t *testing.T) {
 		}
 	}
 }
+
+// A node of another cluster, or with another shard count, is refused at
+// the join, and neither side takes the other's members; a node with no
+// cluster yet and the same shard count joins.
+func TestMembershipRefusesOtherClusters(t *testing.T) {
+	withMeta := func(id NodeID, cluster string, shards int) MembershipConfig {
+		cfg := testConfig(id)
+		cfg.Meta.ClusterID, cfg.Meta.Shards = cluster, shards
+		return cfg
+	}
+	a := startMember(t, withMeta("a1", "c-one", 16))
+	for _, tc := range []struct {
+		name string
+		cfg  MembershipConfig
+		want string
+	}{
+		{"another shard count", withMeta("b2", "", 12), "has 16 shards, this node 12"},
+		{"another cluster", withMeta("c3", "c-two", 16), "belongs to cluster c-one, this node to cluster c-two"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			other := startMember(t, tc.cfg)
+			_, err := other.Join([]string{a.Addr()})
+			if !errors.Is(err, ErrOtherCluster) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("join: %v, want ErrOtherCluster saying %q", err, tc.want)
+			}
+			time.Sleep(300 * time.Millisecond)
+			if _, ok := a.member(tc.cfg.NodeID); ok {
+				t.Fatalf("a1 took %s as a member", tc.cfg.NodeID)
+			}
+			if got := other.Members(); len(got) != 1 {
+				t.Fatalf("%s merged a1's members: %+v", tc.cfg.NodeID, got)
+			}
+		})
+	}
+	fresh := startMember(t, withMeta("d4", "", 16))
+	if _, err := fresh.Join([]string{a.Addr()}); err != nil {
+		t.Fatalf("a new node with the cluster's shard count: %v", err)
+	}
+	eventually(t, "d4 to join", 5*time.Second, func() bool { _, ok := a.member("d4"); return ok })
+}
