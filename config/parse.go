@@ -124,6 +124,15 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 	for _, b := range raw.DurableObjects.Bindings {
 		f.Bindings = append(f.Bindings, durable.Binding{Name: b.Name, ClassName: b.ClassName})
 	}
+	// emptySet reports keys of section written out as "": they would
+	// silently mean the default (or, for TLS and gossip keys, none).
+	emptySet := func(section, leaveOut string, keys ...[2]string) {
+		for _, kv := range keys {
+			if kv[1] == "" && md.IsDefined(section, kv[0]) {
+				problems = append(problems, fmt.Sprintf("%s.%s is empty (leave it out for %s)", section, kv[0], leaveOut))
+			}
+		}
+	}
 	for i, kv := range raw.KVNamespaces {
 		ns := KVNamespace{Binding: kv.Binding, ID: kv.ID, PreviewID: kv.PreviewID}
 		if kv.Objects != nil {
@@ -133,17 +142,9 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 		}
 		f.KVNamespaces = append(f.KVNamespaces, ns)
 	}
-	// An empty address or directory written out would silently mean the
-	// default one; an empty id, no id. (advertise = "" is a setting: the
-	// listeners' own host.)
-	for _, kv := range []struct{ key, v string }{
-		{"id", raw.Node.ID}, {"data_dir", raw.Node.DataDir}, {"http", raw.Node.HTTP},
-		{"admin", raw.Node.Admin}, {"grpc", raw.Node.GRPC}, {"gossip", raw.Node.Gossip},
-	} {
-		if kv.v == "" && md.IsDefined("node", kv.key) {
-			problems = append(problems, fmt.Sprintf("node.%s is empty (leave it out for the default)", kv.key))
-		}
-	}
+	// advertise = "" is a setting of its own: the listeners' own host.
+	emptySet("node", "the default", [2]string{"id", raw.Node.ID}, [2]string{"data_dir", raw.Node.DataDir}, [2]string{"http", raw.Node.HTTP},
+		[2]string{"admin", raw.Node.Admin}, [2]string{"grpc", raw.Node.GRPC}, [2]string{"gossip", raw.Node.Gossip})
 
 	// A key written as 0 is a mistake, not a request for the default: say so
 	// rather than silently using 16 shards when the file says 0.
@@ -162,26 +163,15 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 		TLSCA:           raw.Cluster.TLSCA,
 		GossipKey:       raw.Cluster.GossipKey,
 	}
-	// An empty string written out would silently mean "no TLS" or "no
-	// encryption": refuse it like an explicit zero.
-	for _, kv := range []struct{ key, v string }{
-		{"tls_cert", raw.Cluster.TLSCert}, {"tls_key", raw.Cluster.TLSKey},
-		{"tls_ca", raw.Cluster.TLSCA}, {"gossip_key", raw.Cluster.GossipKey},
-	} {
-		if kv.v == "" && md.IsDefined("cluster", kv.key) {
-			problems = append(problems, fmt.Sprintf("cluster.%s is empty (leave it out for none)", kv.key))
-		}
-	}
+	emptySet("cluster", "none", [2]string{"tls_cert", raw.Cluster.TLSCert}, [2]string{"tls_key", raw.Cluster.TLSKey},
+		[2]string{"tls_ca", raw.Cluster.TLSCA}, [2]string{"gossip_key", raw.Cluster.GossipKey})
 	f.Storage = Storage{
 		MaxKeyBytes:   positive(raw.Storage.MaxKeyBytes, "storage", "max_key_bytes"),
 		MaxEntryBytes: positive(raw.Storage.MaxEntryBytes, "storage", "max_entry_bytes"),
 		MaxBatchKeys:  positive(raw.Storage.MaxBatchKeys, "storage", "max_batch_keys"),
 	}
 	f.Admin.Token = raw.Admin.Token
-	if raw.Admin.Token == "" && md.IsDefined("admin", "token") {
-		// It would silently leave the admin API open.
-		problems = append(problems, "admin.token is empty (leave it out for no token)")
-	}
+	emptySet("admin", "no token", [2]string{"token", raw.Admin.Token}) // "" would leave the API open
 	// zeroOK: 0 is a setting of its own (the caller tells it from unset).
 	duration := func(s string, zeroOK bool, key ...string) time.Duration {
 		if !md.IsDefined(key...) {

@@ -256,7 +256,7 @@ func (k *KVNamespace) List(ctx context.Context, opts KVListOptions) (KVListResul
 	if opts.Limit < 0 || opts.Limit > KVMaxListLimit {
 		return KVListResult{}, k.wrap("list", fmt.Errorf("%w: limit %d is not between 1 and %d", ErrInvalidOption, opts.Limit, KVMaxListLimit))
 	}
-	if err := checkKVListPage(opts.Prefix, opts.Cursor); err != nil {
+	if _, err := checkKVListPage(opts.Prefix, opts.Cursor); err != nil {
 		return KVListResult{}, k.wrap("list", err)
 	}
 	if err := k.verify(ctx); err != nil {
@@ -424,25 +424,25 @@ func checkKVKey(key string) error {
 	return nil
 }
 
-// checkKVListPage checks a List's prefix and cursor. A prefix no key can
-// have (not UTF-8, longer than a key) would list nothing, and a cursor of
-// a listing with another prefix would skip or repeat keys: both are
-// refused rather than answered with a page that looks right.
-func checkKVListPage(prefix, cursor string) error {
+// checkKVListPage checks a List's prefix and cursor and returns the key
+// the cursor continues after ("" for none). A prefix no key can have (not
+// UTF-8, longer than a key) would list nothing, and a cursor of a listing
+// with another prefix would skip or repeat keys: both are refused rather
+// than answered with a page that looks right.
+func checkKVListPage(prefix, cursor string) (after string, err error) {
 	switch {
 	case len(prefix) > KVMaxKeyBytes:
-		return fmt.Errorf("%w: a prefix of %d bytes is longer than any KV key (at most %d)", ErrInvalidOption, len(prefix), KVMaxKeyBytes)
+		return "", fmt.Errorf("%w: a prefix of %d bytes is longer than any KV key (at most %d)", ErrInvalidOption, len(prefix), KVMaxKeyBytes)
 	case !utf8.ValidString(prefix):
-		return fmt.Errorf("%w: the prefix must be UTF-8, as KV keys are", ErrInvalidOption)
+		return "", fmt.Errorf("%w: the prefix must be UTF-8, as KV keys are", ErrInvalidOption)
 	}
-	after, err := decodeKVCursor(cursor)
-	if err != nil {
-		return err
+	if after, err = decodeKVCursor(cursor); err != nil {
+		return "", err
 	}
 	if cursor != "" && !strings.HasPrefix(after, prefix) {
-		return fmt.Errorf("%w: cursor %q continues a listing with another prefix; give the prefix it came with", ErrInvalidOption, cursor)
+		return "", fmt.Errorf("%w: cursor %q continues a listing with another prefix; give the prefix it came with", ErrInvalidOption, cursor)
 	}
-	return nil
+	return after, nil
 }
 
 // checkKVPut checks a Put and returns its expiration (Unix seconds, 0 for

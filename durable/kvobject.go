@@ -434,10 +434,10 @@ func (o *kvObject) list(w http.ResponseWriter, q url.Values) error {
 		}
 		limit = n
 	}
-	if err := checkKVListPage(q.Get("prefix"), q.Get("cursor")); err != nil {
+	after, err := checkKVListPage(q.Get("prefix"), q.Get("cursor"))
+	if err != nil {
 		return err
 	}
-	after, _ := decodeKVCursor(q.Get("cursor")) // checked just above
 	opts := ListOptions{Prefix: "k" + q.Get("prefix"), Limit: limit}
 	if after != "" {
 		opts.StartAfter = "k" + after
