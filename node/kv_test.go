@@ -1,16 +1,19 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/roostdb/roost/durable"
 )
@@ -183,6 +186,19 @@ func TestKVNamespaces(t *testing.T) {
 	}
 	if code := adminDo(t, n.AdminAddr().String(), "", "PUT", "/v1/kv/CACHE/values/bad", huge, &tooLarge); code != http.StatusRequestEntityTooLarge || !strings.Contains(tooLarge.Error, "larger than a KV value may be") {
 		t.Errorf("admin put of a value over the limit: %d %q, want 413 naming the value limit", code, tooLarge.Error)
+	}
+	// A body whose Content-Length is over the limit is answered before
+	// any of it is sent: the client gets the 413, not a reset mid-upload.
+	conn, err := net.Dial("tcp", n.AdminAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(conn, "PUT /v1/kv/CACHE/values/bad HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", maxKVAdminBody+1)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	early, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	conn.Close()
+	if err != nil || early.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("a body announced over the limit, none of it sent: %v %v, want 413 at once", early, err)
 	}
 	// A value one byte over, in a body under the body's limit: 413 too.
 	justOver := `{"value":"` + base64.StdEncoding.EncodeToString(make([]byte, durable.KVMaxValueBytes+1)) + `"}`
