@@ -204,6 +204,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus, member: c.member})
 	go c.grpcSrv.Serve(n.grpcLn)
 	n.manager.forwarder = newForwarder(forwarderDialOptions(n.peerTLS)...)
+	n.manager.forwarder.faults, n.manager.forwarder.local = n.faults, raft.ServerAddress(c.advGRPC)
 	n.manager.forwarder.metrics = n.metrics
 	n.manager.router = c
 

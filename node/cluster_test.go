@@ -715,12 +715,24 @@ func TestReadyFollowsLiveLeaders(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// n1 leads nothing, so it would forward: a partition cuts forwarded
+	// requests too, and it must answer without the object running.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	code, body, err := c.do(ctx, 0, "/increment", "cut-off")
+	cancel()
+	if err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("an increment at n1, cut off from every other node: %d %q %v, want a 503", code, body, err)
+	}
+	t.Logf("an increment at n1, cut off: %d %s", code, strings.TrimSpace(body))
 	saved := c.nodes[0]
 	c.nodes[0] = nil // waitReady skips it
 	c.waitReadyWithin(20 * time.Second)
 	c.nodes[0] = saved
 	c.faults.Heal()
 	c.waitReadyWithin(30 * time.Second)
+	if code, body, err := c.doRetrying(0, "/increment", "cut-off"); err != nil || code != http.StatusOK || strings.TrimSpace(body) != "1" {
+		t.Fatalf("the first increment of cut-off after the heal: %d %q %v, want 200 and 1 (the one at the cut-off node must not have run)", code, body, err)
+	}
 }
 
 // A seed that answers with something other than gossip (--join at an app,

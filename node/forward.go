@@ -8,9 +8,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -60,6 +62,10 @@ type peer struct {
 // forwarder sends requests to other nodes, one gRPC connection per peer.
 type forwarder struct {
 	dialOpts []grpc.DialOption
+	// faults and local, set by tests, put the forwarded requests under the
+	// same injected faults as the Raft transport (raftstore.Faults).
+	faults *raftstore.Faults
+	local  raft.ServerAddress
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -165,7 +171,7 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	if f.closed {
 		return nil, errors.New("the forwarder is closed (the node is stopping)")
 	}
-	c, err := grpc.NewClient(addr, f.dialOpts...)
+	c, err := grpc.NewClient(addr, append(slices.Clip(f.dialOpts), f.faults.DialOptions(f.local, raft.ServerAddress(addr))...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,9 @@ import (
 // Faults is a kill switch for the raft transport, for tests only: it cuts,
 // drops and delays raft messages between nodes, identified by their
 // advertised addresses (TransportConfig.LocalAddr). Pass one Faults to the
-// Transport of every node of an in-process cluster.
+// Transport of every node of an in-process cluster, and dial the node's
+// other gRPC clients with DialOptions, so that a partition cuts forwarded
+// requests as a real one would.
 //
 // Closing hashicorp/raft's NetworkTransport does not cut a leader off
 // (pooled connections keep heartbeating; DESIGN.md §7), so fault tests need
@@ -121,6 +123,20 @@ func (f *Faults) send(ctx context.Context, from, to raft.ServerAddress) error {
 		return f.cut(from, to)
 	}
 	return nil
+}
+
+// DialOptions are the gRPC dial options that apply f to every call and
+// stream a client at from makes to to. The node's other gRPC clients (its
+// forwarder, GroupStatus) dial with them too, so a partition cuts all of
+// a node's traffic, not only Raft's. A nil f gives none.
+func (f *Faults) DialOptions(from, to raft.ServerAddress) []grpc.DialOption {
+	if f == nil {
+		return nil
+	}
+	return []grpc.DialOption{
+		grpc.WithChainUnaryInterceptor(f.unaryInterceptor(from, to)),
+		grpc.WithChainStreamInterceptor(f.streamInterceptor(from, to)),
+	}
 }
 
 func (f *Faults) unaryInterceptor(from, to raft.ServerAddress) grpc.UnaryClientInterceptor {

@@ -318,11 +318,7 @@ func (t *Transport) peer(target raft.ServerAddress) (pb.RaftTransportClient, err
 		grpc.WithInitialWindowSize(streamWindow),
 		grpc.WithInitialConnWindowSize(connWindow),
 	}
-	if t.faults != nil {
-		opts = append(opts,
-			grpc.WithChainUnaryInterceptor(t.faults.unaryInterceptor(t.local, target)),
-			grpc.WithChainStreamInterceptor(t.faults.streamInterceptor(t.local, target)))
-	}
+	opts = append(opts, t.faults.DialOptions(t.local, target)...)
 	opts = append(opts, t.dial...)
 	cc, err := grpc.NewClient(string(target), opts...)
 	if err != nil {
