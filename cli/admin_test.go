@@ -477,6 +477,8 @@ func TestAdminUsageErrors(t *testing.T) {
 		{"bad timeout", nil, []string{"members", "--timeout", "0s"}, "--timeout must be positive"},
 		{"bad max-concurrent", nil, []string{"rebalance", "--max-concurrent", "0"}, "--max-concurrent must be at least 1, got 0"},
 		{"drain max-concurrent", nil, []string{"drain", "n3", "--max-concurrent", "-2"}, "--max-concurrent must be at least 1, got -2"},
+		{"max-concurrent over the API's bound", nil, []string{"rebalance", "--max-concurrent", "65"}, "--max-concurrent must be from 1 to 64, got 65"},
+		{"drain max-concurrent over the bound", nil, []string{"drain", "n3", "--max-concurrent", "100", "--wait"}, "--max-concurrent must be from 1 to 64, got 100"},
 		{"dry run and wait", nil, []string{"rebalance", "--dry-run", "--wait"}, "--dry-run starts nothing to --wait for"},
 		{"bad --addr", nil, []string{"status", "--addr", "ftp://x"}, `--addr "ftp://x": scheme "ftp"`},
 		{"bad ROOST_ADDR", map[string]string{envAdminAddr: "http://"}, []string{"status"}, `ROOST_ADDR "http://": no host`},

@@ -524,8 +524,8 @@ the operation on and --wait follows it.` + adminConnectHelp,
   roost rebalance --max-concurrent 2 --wait`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if maxConcurrent < 1 {
-				return &usageError{cmd: cmd, err: fmt.Errorf("--max-concurrent must be at least 1, got %d", maxConcurrent)}
+			if err := checkMaxConcurrent(cmd, maxConcurrent); err != nil {
+				return err
 			}
 			if dryRun && wait {
 				return &usageError{cmd: cmd, err: errors.New("--dry-run starts nothing to --wait for")}
@@ -557,7 +557,7 @@ the operation on and --wait follows it.` + adminConnectHelp,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&dryRun, "dry-run", false, "print the planned moves without making them")
-	f.IntVar(&maxConcurrent, "max-concurrent", 4, "most moves in progress at once")
+	f.IntVar(&maxConcurrent, "max-concurrent", 4, "most moves in progress at once (1 to 64)")
 	f.BoolVar(&wait, "wait", false, "wait until the rebalance is done, showing progress on stderr")
 	o.register(cmd)
 	return cmd
@@ -617,8 +617,8 @@ carries the drain on and --wait follows it.` + adminConnectHelp,
 			if err := checkNodeID(cmd, "NODE", args[0]); err != nil {
 				return err
 			}
-			if maxConcurrent < 1 {
-				return &usageError{cmd: cmd, err: fmt.Errorf("--max-concurrent must be at least 1, got %d", maxConcurrent)}
+			if err := checkMaxConcurrent(cmd, maxConcurrent); err != nil {
+				return err
 			}
 			c, err := o.client(cmd)
 			if err != nil {
@@ -631,7 +631,7 @@ carries the drain on and --wait follows it.` + adminConnectHelp,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&maxConcurrent, "max-concurrent", 4, "most moves in progress at once")
+	f.IntVar(&maxConcurrent, "max-concurrent", 4, "most moves in progress at once (1 to 64)")
 	f.BoolVar(&wait, "wait", false, "wait until the node is drained, showing progress on stderr")
 	o.register(cmd)
 	return cmd
@@ -1038,6 +1038,22 @@ func (p *progressLine) show(op apiOperation) {
 	}
 	fmt.Fprintln(p.w, line)
 	p.last, p.shown = line, now
+}
+
+// maxMaxConcurrent is the most moves at once the admin API takes
+// (max_concurrent, docs/admin-api.md).
+const maxMaxConcurrent = 64
+
+// checkMaxConcurrent vets --max-concurrent against the API's bounds, so
+// that a value the cluster would refuse is a usage error, not a request.
+func checkMaxConcurrent(cmd *cobra.Command, n int) error {
+	if n < 1 {
+		return &usageError{cmd: cmd, err: fmt.Errorf("--max-concurrent must be at least 1, got %d", n)}
+	}
+	if n > maxMaxConcurrent {
+		return &usageError{cmd: cmd, err: fmt.Errorf("--max-concurrent must be from 1 to %d, got %d", maxMaxConcurrent, n)}
+	}
+	return nil
 }
 
 // exactArgs requires one argument, named what in messages.
