@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 
@@ -304,6 +305,9 @@ func (s *socket) remove() {
 	in.m.metrics.websockets.Dec()
 }
 
+// errInvalidUTF8 is the protocol error of a text message that is not UTF-8.
+var errInvalidUTF8 = errors.New("WebSocket text message is not valid UTF-8")
+
 // read delivers the client's messages as turns, then its close.
 func (s *socket) read() {
 	for {
@@ -313,6 +317,14 @@ func (s *socket) read() {
 			return
 		}
 		s.in.m.metrics.websocketMessages.WithLabelValues("received").Inc()
+		if typ == websocket.MessageText && !utf8.Valid(data) {
+			// RFC 6455, 8.1: a text message that is not UTF-8 fails the
+			// connection (1007); the object hears a protocol error, as
+			// for a message over the limit, and never gets it as text.
+			_ = s.conn.Close(websocket.StatusInvalidFramePayloadData, "text message is not UTF-8")
+			s.readEnded(errInvalidUTF8)
+			return
+		}
 		if a := s.in.autoResponse.Load(); a != nil && typ == websocket.MessageText && string(data) == a.Request {
 			s.autoRespond(a)
 			continue

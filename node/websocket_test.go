@@ -877,3 +877,42 @@ func TestWebSocketAutoResponse(t *testing.T) {
 		t.Fatalf("auto-responses %v → %v, want one more (b's)", pongs, got)
 	}
 }
+
+// A text message that is not UTF-8 fails the connection with 1007 (RFC
+// 6455, 8.1) rather than reaching the object as text: the object hears a
+// protocol error and an unclean close, and the same bytes as a binary
+// message are delivered as usual.
+func TestWebSocketInvalidUTF8(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	addr := n.HTTPAddr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	bad := []byte{'x', 0xff, 0xfe}
+
+	a := dialRoom(t, addr, "utf8")
+	readText(t, a)
+	if err := a.Write(ctx, websocket.MessageBinary, bad); err != nil {
+		t.Fatal(err)
+	}
+	if typ, b, err := a.Read(ctx); err != nil || typ != websocket.MessageText || string(b) != "echo "+string(bad) {
+		t.Fatalf("a binary message: %v %q %v", typ, b, err)
+	}
+	if err := a.Write(ctx, websocket.MessageText, bad); err != nil {
+		t.Fatal(err)
+	}
+	if code, reason := readClose(t, a); code != websocket.StatusInvalidFramePayloadData {
+		t.Fatalf("a text message that is not UTF-8: close %d %q, want 1007", code, reason)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, body := get(t, n, "/closed", url.Values{"ns": {"ROOM"}, "name": {"utf8"}})
+		if body == "closed 1006  false" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the object heard the close as %q, want an unclean 1006", body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
