@@ -325,6 +325,13 @@ func (s *socket) read() {
 			s.readEnded(errInvalidUTF8)
 			return
 		}
+		if s.closing.Load() {
+			// The object closed the socket (or a handler failed, or the
+			// instance is going): what the client sent before it saw the
+			// close is no event any more. Reading on lets the closing
+			// handshake finish.
+			continue
+		}
 		if a := s.in.autoResponse.Load(); a != nil && typ == websocket.MessageText && string(data) == a.Request {
 			s.autoRespond(a)
 			continue

@@ -916,3 +916,22 @@ func TestWebSocketInvalidUTF8(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Once the object has closed a socket, what the client still sends before
+// it answers the close is not delivered: the object runs no more events for
+// a socket it closed.
+func TestWebSocketNoEventsAfterTheObjectCloses(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	addr := n.HTTPAddr().String()
+	c := dialRoom(t, addr, "closed-early")
+	readText(t, c)
+	sendText(t, c, "close")
+	sendText(t, c, "inc") // in flight before the client sees the close
+	if code, reason := readClose(t, c); code != 4000 || reason != "bye" {
+		t.Fatalf("object's close: %d %q", code, reason)
+	}
+	if _, body := get(t, n, "/", url.Values{"ns": {"ROOM"}, "name": {"closed-early"}}); body != "0" {
+		t.Fatalf("a message sent after the object closed the socket ran as an event: count %s, want 0", body)
+	}
+}
