@@ -80,8 +80,14 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 	return true
 }
 
-// caughtUp asks a replica how far it has applied the group's log.
+// caughtUp asks a replica how far it has applied the group's log. One the
+// transport already finds unreachable is not asked: over a network that
+// drops packets the question would hold the control loop for its whole
+// timeout, once for every shard with a replica there.
 func (c *cluster) caughtUp(ctx context.Context, node placement.Node, g raftstore.GroupID, leaderApplied uint64) bool {
+	if !c.trans.PeerReachable(raft.ServerAddress(node.GRPCAddr)) {
+		return false
+	}
 	cl, err := c.n.manager.forwarder.client(peer{id: string(node.ID), addr: node.GRPCAddr})
 	if err != nil {
 		return false
