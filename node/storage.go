@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"iter"
 	"maps"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -624,10 +625,21 @@ func (s *objectStorage) currentAlarm() (alarmValue, error) {
 	return *s.alarm, nil
 }
 
+// The earliest and latest alarm times: those Unix milliseconds hold.
+var (
+	minAlarmTime = time.UnixMilli(math.MinInt64)
+	maxAlarmTime = time.UnixMilli(math.MaxInt64)
+)
+
 // SetAlarm implements durable.Storage.
 func (s *objectStorage) SetAlarm(t time.Time) error {
 	if t.IsZero() {
 		return fmt.Errorf("%w: alarm time is zero", durable.ErrInvalidOption)
+	}
+	if t.Before(minAlarmTime) || t.After(maxAlarmTime) {
+		// Unix milliseconds, which the alarm is kept in, cannot hold it:
+		// it would wrap round into another time, maybe one due at once.
+		return fmt.Errorf("%w: alarm time %v is out of range", durable.ErrInvalidOption, t)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1548,3 +1548,28 @@ func TestStorageCacheBytes(t *testing.T) {
 		fresh.mu.Unlock()
 	}
 }
+
+// TestStorageSetAlarmOutOfRange: an alarm time that Unix milliseconds
+// cannot hold is refused (ErrInvalidOption) and records nothing, rather
+// than stored as another time (a far-future alarm wrapping round into one
+// due at once).
+func TestStorageSetAlarmOutOfRange(t *testing.T) {
+	n := storageTestNode(t)
+	obj := storageTestObject(t)
+	st := openTestStorage(t, n, obj, nil)
+	for _, at := range []time.Time{
+		time.Date(300_000_000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Unix(1<<62, 0),
+		time.Date(-300_000_000, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		err := st.SetAlarm(at)
+		if got, ok, _ := st.GetAlarm(); ok && !got.Equal(at) {
+			t.Errorf("SetAlarm(%v) = %v; GetAlarm = %v: the alarm was stored as another time", at, err, got.UTC())
+		}
+		if !errors.Is(err, durable.ErrInvalidOption) {
+			t.Errorf("SetAlarm(%v) = %v, want ErrInvalidOption", at, err)
+		}
+	}
+	commitStorage(t, st)
+	checkAlarm(t, "after commit", openTestStorage(t, n, obj, nil), time.Time{})
+}
