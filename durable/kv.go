@@ -40,6 +40,10 @@ const (
 	KVMinExpiration = 60 * time.Second
 	// KVMaxListLimit is the most keys one List returns (and its default).
 	KVMaxListLimit = 1000
+	// KVMaxExpirationUnix is the latest expiration a key may have (Unix
+	// seconds): the last second of year 9999. Later ones would overflow
+	// the alarm time (Unix milliseconds) that purges the key.
+	KVMaxExpirationUnix = 253402300799
 )
 
 // KVPutOptions are the options of KVNamespace.Put. At most one of
@@ -465,6 +469,9 @@ func checkKVPut(key string, opts KVPutOptions, now time.Time) (int64, []byte, er
 	// second now is.
 	if !exp.IsZero() && exp.Unix()-now.Unix() < int64(KVMinExpiration/time.Second) {
 		return 0, nil, fmt.Errorf("%w: expiration %s is less than %v in the future", ErrInvalidOption, exp.UTC().Format(time.RFC3339), KVMinExpiration)
+	}
+	if !exp.IsZero() && exp.Unix() > KVMaxExpirationUnix {
+		return 0, nil, fmt.Errorf("%w: expiration %s is after the last one a key may have (year 9999)", ErrInvalidOption, exp.UTC().Format(time.RFC3339))
 	}
 	var unix int64
 	if !exp.IsZero() {

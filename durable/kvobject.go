@@ -302,7 +302,7 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 	var e kvEntry
 	if s := q.Get("expiration"); s != "" {
 		exp, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || exp <= o.now().Unix() {
+		if err != nil || exp <= o.now().Unix() || exp > KVMaxExpirationUnix {
 			return fmt.Errorf("%w: expiration %q is not a Unix time in the future", ErrInvalidOption, s)
 		}
 		e.expiration = exp

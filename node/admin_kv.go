@@ -29,7 +29,7 @@ type kvValueAnswer struct {
 // now, and the last second of year 9999.
 const (
 	maxKVExpirationSeconds = 100 * 365 * 24 * 60 * 60
-	maxKVExpirationUnix    = 253402300799
+	maxKVExpirationUnix    = durable.KVMaxExpirationUnix
 )
 
 type kvPutBody struct {

@@ -384,3 +384,33 @@ func TestKVSpreadNamespace(t *testing.T) {
 		t.Fatal("the refused put wrote")
 	}
 }
+
+// TestKVFarExpirationDoesNotSpin: a KV key put with an expiration far in
+// the future must not make the namespace's alarm fire over and over.
+func TestKVFarExpirationDoesNotSpin(t *testing.T) {
+	n := startKVNode(t, t.TempDir())
+	defer closeNode(t, n)
+	ctx := context.Background()
+	cache, err := n.Env().KV("CACHE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cache.Put(ctx, "far", []byte("v"), durable.KVPutOptions{Expiration: time.Unix(1<<62, 0)})
+	if err != nil {
+		t.Logf("put refused: %v", err)
+	}
+	before := counterValue(t, n.metrics.alarmsFired)
+	time.Sleep(time.Second)
+	if fired := counterValue(t, n.metrics.alarmsFired) - before; fired > 2 {
+		t.Fatalf("%v alarm deliveries in one second after a put with a far expiration (err %v)", fired, err)
+	}
+	v, found, gerr := cache.Get(ctx, "far")
+	switch {
+	case gerr != nil:
+		t.Fatalf("get: %v", gerr)
+	case err != nil && found:
+		t.Fatalf("the put was refused (%v) but stored its value %q", err, v)
+	case err == nil && (!found || string(v) != "v"):
+		t.Fatalf("the put succeeded but get finds %q, %v", v, found)
+	}
+}
