@@ -14,6 +14,7 @@ import (
 // alarmReader finds a shard's due and next alarms; *raftstore.Store is one.
 type alarmReader interface {
 	DueAlarms(g raftstore.GroupID, notAfterMillis int64, limit int) ([]raftstore.DueAlarm, error)
+	DueAlarmsAfter(g raftstore.GroupID, after raftstore.DueAlarm, notAfterMillis int64, limit int) ([]raftstore.DueAlarm, error)
 	NextAlarm(g raftstore.GroupID, afterMillis int64) (int64, bool, error)
 }
 
@@ -110,39 +111,53 @@ func (a *alarmScheduler) run(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 // poll starts the delivery of every due alarm that is neither running nor
-// waiting for its retry, and returns when to look again if nothing wakes
-// the scheduler sooner. Running deliveries wake it when they end.
+// waiting for its retry (at most alarmBatch at a time), and returns when to
+// look again if nothing wakes the scheduler sooner. Running deliveries wake
+// it when they end. Due alarms it skips (running, waiting for a retry, of
+// no registered class) do not count: it reads on past them, so that they
+// cannot keep the alarms after them from being delivered.
 func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.WaitGroup) time.Time {
 	next := now.Add(a.maxSleep)
 	nowMs := now.UnixMilli()
+	started := 0
 	due, err := a.reader.DueAlarms(a.sh.id, nowMs, alarmBatch)
+	for err == nil && len(due) > 0 {
+		for _, d := range due {
+			if started == alarmBatch {
+				break
+			}
+			a.mu.Lock()
+			r, retrying := a.retries[d.Object]
+			if retrying && r.at != d.At {
+				delete(a.retries, d.Object) // the object moved its alarm: start afresh
+				r, retrying = alarmRetry{}, false
+			}
+			if at, ok := a.unknown[d.Object]; (ok && at == d.At) || a.running[d.Object] {
+				a.mu.Unlock()
+				continue
+			}
+			if retrying && now.Before(r.notBefore) {
+				a.mu.Unlock()
+				next = earlier(next, r.notBefore)
+				continue
+			}
+			a.running[d.Object] = true
+			a.mu.Unlock()
+			started++
+			fires.Add(1)
+			go func() {
+				defer fires.Done()
+				a.fire(ctx, d, r)
+			}()
+		}
+		if started == alarmBatch || len(due) < alarmBatch {
+			break // the rest are reached as the deliveries started end
+		}
+		due, err = a.reader.DueAlarmsAfter(a.sh.id, due[len(due)-1], nowMs, alarmBatch)
+	}
 	if err != nil {
 		a.m.cfg.Logger.Warn("reading due alarms", "shard", a.sh.id.String(), "err", err)
-		return now.Add(a.backoff)
-	}
-	for _, d := range due {
-		a.mu.Lock()
-		r, retrying := a.retries[d.Object]
-		if retrying && r.at != d.At {
-			delete(a.retries, d.Object) // the object moved its alarm: start afresh
-			r, retrying = alarmRetry{}, false
-		}
-		if at, ok := a.unknown[d.Object]; (ok && at == d.At) || a.running[d.Object] {
-			a.mu.Unlock()
-			continue
-		}
-		if retrying && now.Before(r.notBefore) {
-			a.mu.Unlock()
-			next = earlier(next, r.notBefore)
-			continue
-		}
-		a.running[d.Object] = true
-		a.mu.Unlock()
-		fires.Add(1)
-		go func() {
-			defer fires.Done()
-			a.fire(ctx, d, r)
-		}()
+		return earlier(next, now.Add(a.backoff))
 	}
 	// Alarms at nowMs or before are in due (or, past a full batch, are
 	// reached as the deliveries above end): wait for the first one after.

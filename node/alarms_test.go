@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net/http"
@@ -392,4 +393,31 @@ func TestAlarmGivesUpAfterItsLastRetry(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAlarmNotStarvedByUndeliverableAlarms: a shard holding more due
+// alarms of objects of no registered class than the scheduler reads at a
+// time (alarmBatch) still delivers the alarms of the objects it can.
+func TestAlarmNotStarvedByUndeliverableAlarms(t *testing.T) {
+	n := startAlarmNode(t, t.TempDir())
+	defer closeNode(t, n)
+	ns, err := n.Env().Namespace("ALARM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "S"
+	target := shardOf(ns.IDFromName(name).Bytes(), len(n.shards))
+	past := time.Now().Add(-time.Hour)
+	for i, seeded := 0, 0; seeded < alarmBatch+1; i++ {
+		obj := sha256.Sum256([]byte(fmt.Sprintf("unknown class %d", i)))
+		if shardOf(obj, len(n.shards)) != target {
+			continue
+		}
+		seedStorage(t, n, obj, []storageOp{opSetAlarm(past.Add(time.Duration(seeded) * time.Millisecond))})
+		seeded++
+	}
+	if _, body := get(t, n, "/set", url.Values{"ns": {"ALARM"}, "name": {name}, "ms": {"0"}}); body != "set" {
+		t.Fatalf("set: %q", body)
+	}
+	waitState(t, n, name, "fired=1 retries=0 alarm=false")
 }

@@ -215,6 +215,27 @@ func TestDueAlarms(t *testing.T) {
 	if got, _ := s.DueAlarms(2, 1<<62, 0); len(got) != 0 {
 		t.Fatalf("group 2 sees group 1's alarms: %v", got)
 	}
+	after := []struct {
+		after    DueAlarm
+		notAfter int64
+		limit    int
+		want     []DueAlarm
+	}{
+		{DueAlarm{oid(1), -10}, 50, 0, []DueAlarm{{oid(3), 20}, {oid(0), 50}, {oid(2), 50}}},
+		{DueAlarm{oid(0), 50}, 50, 0, []DueAlarm{{oid(2), 50}}}, // a tie: by object
+		{DueAlarm{oid(3), 20}, 50, 1, []DueAlarm{{oid(0), 50}}},
+		{DueAlarm{oid(2), 50}, 50, 0, nil},
+		{DueAlarm{oid(2), 50}, 20, 0, nil}, // after the bound
+	}
+	for _, c := range after {
+		got, err := s.DueAlarmsAfter(1, c.after, c.notAfter, c.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("DueAlarmsAfter(%v, %d, %d) = %v, want %v", c.after, c.notAfter, c.limit, got, c.want)
+		}
+	}
 }
 
 func TestNextAlarm(t *testing.T) {

@@ -155,12 +155,31 @@ type DueAlarm struct {
 // earliest first (ties by object ID), at most limit of them (limit <= 0:
 // all).
 func (s *Store) DueAlarms(g GroupID, notAfterMillis int64, limit int) ([]DueAlarm, error) {
+	return s.dueAlarms(g, nil, notAfterMillis, limit)
+}
+
+// DueAlarmsAfter is DueAlarms continued after the alarm after (one it
+// returned): the due alarms that come after it, in the same order.
+func (s *Store) DueAlarmsAfter(g GroupID, after DueAlarm, notAfterMillis int64, limit int) ([]DueAlarm, error) {
+	return s.dueAlarms(g, &after, notAfterMillis, limit)
+}
+
+func (s *Store) dueAlarms(g GroupID, after *DueAlarm, notAfterMillis int64, limit int) ([]DueAlarm, error) {
 	if err := s.acquire(); err != nil {
 		return nil, err
 	}
 	defer s.mu.RUnlock()
 	ks := newKeyspace(g)
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: ks.timePrefix, UpperBound: ks.timeIndexUpper(notAfterMillis)})
+	lower := ks.timePrefix
+	if after != nil {
+		// The smallest index key after after's own.
+		lower = append(ks.alarmIndexKey(after.At, &after.Object), 0)
+	}
+	upper := ks.timeIndexUpper(notAfterMillis)
+	if bytes.Compare(lower, upper) >= 0 {
+		return nil, nil
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: alarm iterator: %w", err)
 	}
