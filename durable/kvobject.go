@@ -324,6 +324,21 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 	if len(value) > KVMaxValueBytes {
 		return fmt.Errorf("%w: a KV value may be at most %d bytes", ErrValueTooLarge, KVMaxValueBytes)
 	}
+	// The longest storage key the put writes must be one storage takes
+	// ([storage] max_key_bytes may be set below what a KV key needs):
+	// refused now, before anything is written, rather than midway, which
+	// would leave the key half replaced or a "p" record whose chunks no
+	// sweep can name.
+	longest := "k" + key
+	switch {
+	case len(value) > kvChunkBytes:
+		longest = kvChunkKey(key, 0, 0)
+	case e.expiration != 0:
+		longest = kvExpiryKey(e.expiration, key)
+	}
+	if _, _, err := o.storage.Get(longest); err != nil {
+		return err
+	}
 	if err := o.sweep(); err != nil {
 		return err
 	}

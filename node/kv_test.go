@@ -414,3 +414,61 @@ func TestKVFarExpirationDoesNotSpin(t *testing.T) {
 		t.Fatalf("the put succeeded but get finds %q, %v", v, found)
 	}
 }
+
+// TestKVPutRefusedByStorageLimitsChangesNothing: with [storage]
+// max_key_bytes below what the KV object's own keys need, a put the
+// storage refuses (ErrKeyTooLarge) leaves the key as it was.
+func TestKVPutRefusedByStorageLimitsChangesNothing(t *testing.T) {
+	n := startNode(t, t.TempDir(), func(cfg *Config, n *Node) {
+		cfg.KVNamespaces = []durable.KVBinding{{Binding: "CACHE", ID: "cache-1"}}
+		cfg.Limits.MaxKeyBytes = 100
+	})
+	defer closeNode(t, n)
+	ctx := context.Background()
+	cache, err := n.Env().KV("CACHE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.Repeat("k", 90) // "k"+key fits in 100 bytes, its expiration index key does not
+	if err := cache.Put(ctx, key, []byte("old"), durable.KVPutOptions{}); err != nil {
+		t.Fatalf("plain put: %v", err)
+	}
+	err = cache.Put(ctx, key, []byte("new"), durable.KVPutOptions{ExpirationTTL: time.Hour})
+	if err == nil {
+		t.Skip("the put with an expiration was taken")
+	}
+	t.Logf("put with an expiration: %v", err)
+	v, found, gerr := cache.Get(ctx, key)
+	if gerr != nil || !found || string(v) != "old" {
+		t.Fatalf("after a refused put: %q, %v, %v; want the old value", v, found, gerr)
+	}
+	page, err := cache.List(ctx, durable.KVListOptions{})
+	if err != nil || len(page.Keys) != 1 || page.Keys[0].Expiration != 0 {
+		t.Fatalf("after a refused put, list: %+v, %v", page, err)
+	}
+}
+
+// TestKVLargePutRefusedByStorageLimitsLeavesNamespaceUsable: a large put
+// whose chunk keys [storage] max_key_bytes refuses fails, and the
+// namespace's other puts still work afterwards.
+func TestKVLargePutRefusedByStorageLimitsLeavesNamespaceUsable(t *testing.T) {
+	n := startNode(t, t.TempDir(), func(cfg *Config, n *Node) {
+		cfg.KVNamespaces = []durable.KVBinding{{Binding: "CACHE", ID: "cache-1"}}
+		cfg.Limits.MaxKeyBytes = 100
+	})
+	defer closeNode(t, n)
+	ctx := context.Background()
+	cache, err := n.Env().KV("CACHE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := strings.Repeat("k", 90) // "p"+key fits in 100 bytes, its chunks' keys do not
+	err = cache.Put(ctx, key, make([]byte, 1<<20+1), durable.KVPutOptions{})
+	t.Logf("large put: %v", err)
+	if err := cache.Put(ctx, "other", []byte("v"), durable.KVPutOptions{}); err != nil {
+		t.Fatalf("a put after the refused large put: %v", err)
+	}
+	if err := cache.Delete(ctx, "other"); err != nil {
+		t.Fatalf("a delete after the refused large put: %v", err)
+	}
+}
