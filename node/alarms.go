@@ -111,7 +111,7 @@ func (a *alarmScheduler) run(ctx context.Context, wg *sync.WaitGroup) {
 }
 
 // poll starts the delivery of every due alarm that is neither running nor
-// waiting for its retry (at most alarmBatch at a time), and returns when to
+// waiting for its retry (at most alarmBatch running at a time), and returns when to
 // look again if nothing wakes the scheduler sooner. Running deliveries wake
 // it when they end. Due alarms it skips (running, waiting for a retry, of
 // no registered class) do not count: it reads on past them, so that they
@@ -119,11 +119,20 @@ func (a *alarmScheduler) run(ctx context.Context, wg *sync.WaitGroup) {
 func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.WaitGroup) time.Time {
 	next := now.Add(a.maxSleep)
 	nowMs := now.UnixMilli()
+	// At most alarmBatch deliveries run at a time: those running now
+	// count against this poll's.
+	a.mu.Lock()
+	budget := alarmBatch - len(a.running)
+	a.mu.Unlock()
 	started := 0
-	due, err := a.reader.DueAlarms(a.sh.id, nowMs, alarmBatch)
+	var due []raftstore.DueAlarm
+	var err error
+	if budget > 0 {
+		due, err = a.reader.DueAlarms(a.sh.id, nowMs, alarmBatch)
+	}
 	for err == nil && len(due) > 0 {
 		for _, d := range due {
-			if started == alarmBatch {
+			if started == budget {
 				break
 			}
 			a.mu.Lock()
@@ -150,7 +159,7 @@ func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.Wa
 				a.fire(ctx, d, r)
 			}()
 		}
-		if started == alarmBatch || len(due) < alarmBatch {
+		if started == budget || len(due) < alarmBatch {
 			break // the rest are reached as the deliveries started end
 		}
 		due, err = a.reader.DueAlarmsAfter(a.sh.id, due[len(due)-1], nowMs, alarmBatch)
