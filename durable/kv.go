@@ -226,6 +226,9 @@ func (k *KVNamespace) Put(ctx context.Context, key string, value []byte, opts KV
 	if err != nil {
 		return k.wrap("put", err)
 	}
+	if len(value) > KVMaxValueBytes {
+		return k.wrap("put", fmt.Errorf("%w: a KV value may be at most %d bytes", ErrValueTooLarge, KVMaxValueBytes))
+	}
 	q := url.Values{"key": {key}}
 	if exp != 0 {
 		q.Set("expiration", strconv.FormatInt(exp, 10))

@@ -597,3 +597,21 @@ func TestKVNamespaceRetriesLostObjectsCheck(t *testing.T) {
 		t.Fatalf("after a check that succeeded: %v, %d checks; want no more", err, d.calls["objects"])
 	}
 }
+
+// A value over KVMaxValueBytes is refused by the client, as its other bad
+// input is, before anything is sent (docs/kv.md).
+func TestKVNamespacePutRefusesOversizedValueLocally(t *testing.T) {
+	d := &lossyKVDispatcher{h: newKVHarness(t), calls: map[string]int{}}
+	env := NewEnv(EnvConfig{KVNamespaces: []KVBinding{{Binding: "KV", ID: "ns"}}, Dispatcher: d})
+	kv, err := env.KV("KV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = kv.Put(context.Background(), "k", make([]byte, KVMaxValueBytes+1), KVPutOptions{})
+	if !errors.Is(err, ErrValueTooLarge) {
+		t.Fatalf("Put of %d bytes: %v, want ErrValueTooLarge", KVMaxValueBytes+1, err)
+	}
+	if d.calls["put"] != 0 {
+		t.Fatalf("the oversized value was sent to the namespace's object (%d puts)", d.calls["put"])
+	}
+}
