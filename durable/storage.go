@@ -70,6 +70,9 @@ type Storage interface {
 	// Sync waits until every write made so far is durable on a quorum.
 	Sync(ctx context.Context) error
 	// GetAlarm returns the time the object's alarm is set for, if any.
+	// While an alarm's handler runs that alarm is not set any more (as
+	// Cloudflare's getAlarm): GetAlarm reports none until the object sets
+	// the alarm again. One whose handler failed is set until its retry.
 	GetAlarm() (time.Time, bool, error)
 	// SetAlarm sets (or moves) the object's single alarm.
 	SetAlarm(t time.Time) error

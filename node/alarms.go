@@ -291,6 +291,7 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 			return nil
 		}
 		if h, ok := in.obj.(durable.Alarmer); ok {
+			defer in.storage.deliveringAlarm(at)()
 			// A panic here reaches runTurn: the instance is reset and the
 			// alarm retried; a returned error only retries.
 			handlerErr = h.Alarm(context.WithValue(ctx, turnKey{}, &turnMark{inst: in}), info)

@@ -46,11 +46,17 @@ func (o *alarmObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		retries, _, _ := durable.GetJSON[int](s, "retries")
 		_, set, _ := s.GetAlarm()
 		fmt.Fprintf(w, "fired=%d retries=%d alarm=%v", fired, retries, set)
+	case "/seen":
+		during, _, _ := durable.GetJSON[bool](s, "seenDuring")
+		afterSet, _, _ := durable.GetJSON[bool](s, "seenAfterSet")
+		fmt.Fprintf(w, "during=%v afterSet=%v", during, afterSet)
 	}
 }
 
 func (o *alarmObject) Alarm(ctx context.Context, info durable.AlarmInfo) error {
 	s := o.st.Storage
+	_, during, _ := s.GetAlarm() // the alarm being delivered is not set any more
+	durable.PutJSON(s, "seenDuring", during)
 	if fail, _, _ := durable.GetJSON[int](s, "fail"); fail > 0 {
 		durable.PutJSON(s, "fail", fail-1)
 		return errors.New("injected alarm failure")
@@ -60,12 +66,17 @@ func (o *alarmObject) Alarm(ctx context.Context, info durable.AlarmInfo) error {
 	durable.PutJSON(s, "retries", info.RetryCount)
 	if rearm, _, _ := durable.GetJSON[int](s, "rearm"); rearm > 0 {
 		durable.PutJSON(s, "rearm", rearm-1)
+		at := time.Now().Add(50 * time.Millisecond)
 		if same, _, _ := durable.GetJSON[bool](s, "same"); same {
 			// Re-armed for the time just delivered: as a handler that
 			// sets it for time.Now() within the same millisecond.
-			return s.SetAlarm(info.ScheduledTime)
+			at = info.ScheduledTime
 		}
-		return s.SetAlarm(time.Now().Add(50 * time.Millisecond))
+		if err := s.SetAlarm(at); err != nil {
+			return err
+		}
+		_, afterSet, _ := s.GetAlarm()
+		durable.PutJSON(s, "seenAfterSet", afterSet)
 	}
 	return nil
 }
@@ -141,6 +152,18 @@ func TestAlarms(t *testing.T) {
 			}
 			waitState(t, n, tc.name, tc.want)
 		})
+	}
+	// As Cloudflare's getAlarm: while an alarm's handler runs the alarm is
+	// no longer set, unless the handler sets it again (for any time, the
+	// one being delivered included).
+	for _, tc := range []struct{ name, want string }{
+		{"fires once and is deleted", "during=false afterSet=false"},
+		{"handler may set the next alarm", "during=false afterSet=true"},
+		{"handler may set it again for the time it fired for", "during=false afterSet=true"},
+	} {
+		if _, body := get(t, n, "/seen", url.Values{"ns": {"ALARM"}, "name": {tc.name}}); body != tc.want {
+			t.Errorf("%s: GetAlarm in the handler: %s, want %s", tc.name, body, tc.want)
+		}
 	}
 }
 

@@ -70,6 +70,16 @@ type objectStorage struct {
 	// alarm delivery can tell whether its alarm was set again while it
 	// ran, even to the very time it was delivered for.
 	alarmWrites uint64
+	// delivering, while an Alarm handler runs, is the alarm it was
+	// delivered for and alarmWrites when it began: until the object sets
+	// or deletes its alarm, GetAlarm answers that none is set, as
+	// Cloudflare's getAlarm does while an alarm runs.
+	delivering *alarmDelivery
+}
+
+type alarmDelivery struct {
+	at     int64 // unix ms
+	writes uint64
 }
 
 var _ durable.Storage = (*objectStorage)(nil)
@@ -602,7 +612,23 @@ func (s *objectStorage) GetAlarm() (time.Time, bool, error) {
 	if err != nil || !a.exists {
 		return time.Time{}, false, err
 	}
+	if d := s.delivering; d != nil && d.writes == s.alarmWrites && d.at == a.at {
+		return time.Time{}, false, nil // the alarm running now
+	}
 	return time.UnixMilli(a.at), true, nil
+}
+
+// deliveringAlarm marks the alarm set for at as running (GetAlarm hides
+// it); the function it returns ends the mark.
+func (s *objectStorage) deliveringAlarm(at int64) (done func()) {
+	s.mu.Lock()
+	s.delivering = &alarmDelivery{at: at, writes: s.alarmWrites}
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		s.delivering = nil
+		s.mu.Unlock()
+	}
 }
 
 func (s *objectStorage) currentAlarm() (alarmValue, error) {
