@@ -75,7 +75,10 @@ func (s *State) BlockConcurrencyWhile(fn func() error) error {
 }
 
 // WaitUntil runs fn in the background; the instance is not evicted while fn
-// runs, and fn's context ends when the instance is shut down.
+// runs, and fn's context ends when the instance is shut down. fn runs
+// outside the input gate, alongside the object's turns: a storage write it
+// makes joins the batch of the turn running then, and those left are
+// committed, between turns, when fn returns.
 func (s *State) WaitUntil(fn func(ctx context.Context)) { s.rt.WaitUntil(fn) }
 
 // AcceptWebSocket accepts the WebSocket r asks for, from ServeHTTP: it

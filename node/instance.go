@@ -347,7 +347,13 @@ func (in *instance) WaitUntil(fn func(ctx context.Context)) {
 		defer in.background.Done()
 		defer in.bgCount.Add(-1)
 		_ = in.runTurn(func() error { fn(in.ctx); return nil })
-		in.storage.flush()
+		// What fn wrote is committed now, but between turns: a flush in
+		// the middle of one would split its writes into two batches. (A
+		// retired instance's context is done, and its storage sealed.)
+		if in.lock(in.ctx) == nil {
+			in.storage.flush()
+			in.unlock()
+		}
 	}()
 }
 
