@@ -32,7 +32,8 @@ func App() *durable.App {
 // Worker routes the request to the Counter named by ?name= and wraps the
 // object's answer in a sentence.
 func Worker(w http.ResponseWriter, r *http.Request, env *durable.Env) {
-	name := r.URL.Query().Get("name")
+	// url.searchParams.get("name"), read as a Worker reads it (url.go).
+	name, _ := searchParam(r.URL.RawQuery, "name")
 	if name == "" {
 		writeText(w, http.StatusOK, noName)
 		return
@@ -84,9 +85,9 @@ func (c *Counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		durable.WriteError(w, err)
 		return
 	}
-	// The path as sent, as a URL's pathname in Workers: /%69ncrement is
-	// not /increment.
-	switch r.URL.EscapedPath() {
+	// The path as a URL's pathname in Workers: escapes kept (/%69ncrement
+	// is not /increment), dot segments removed (/a/../increment is).
+	switch pathname(r.URL.EscapedPath()) {
 	case "/increment":
 		value++
 	case "/decrement":

@@ -528,3 +528,64 @@ func TestErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestURLAsWorkersParseIt: the seed reads ?name= with URLSearchParams and
+// the path with URL.pathname, so the counter reads a URL as the WHATWG URL
+// Standard does, not as Go's url.ParseQuery (which drops a pair holding a
+// ';' or a bad escape) and not as the raw request path (dot segments).
+func TestURLAsWorkersParseIt(t *testing.T) {
+	srv, _ := newTestApp(t)
+	for _, s := range []struct{ path, want string }{
+		// A ';' is part of the value, not a separator.
+		{"/increment?name=A;B", "Durable Object 'A;B' count: 1"},
+		// A '%' that starts no escape is kept as it is.
+		{"/increment?name=%ZZ", "Durable Object '%ZZ' count: 1"},
+		{"/increment?name=50%", "Durable Object '50%' count: 1"},
+		{"/increment?x=%&name=C", "Durable Object 'C' count: 1"},
+		// Bytes that are not UTF-8 decode to U+FFFD, one per maximal subpart.
+		{"/increment?name=%FF%E2%9C", "Durable Object '\uFFFD\uFFFD' count: 1"},
+		{"/increment?name=%E2%9C%93", "Durable Object '\u2713' count: 1"},
+		// The first pair of that name wins, empty or not.
+		{"/increment?name=&name=X", noNameBody},
+		{"/increment?name=D&name=X", "Durable Object 'D' count: 1"},
+		// A pathname has its dot segments removed, "%2e" counting as ".".
+		{"/a/../increment?name=E", "Durable Object 'E' count: 1"},
+		{"/./increment?name=E", "Durable Object 'E' count: 2"},
+		{"/x/%2E%2e/decrement?name=E", "Durable Object 'E' count: 1"},
+		{"/increment/..?name=E", "Durable Object 'E' count: 1"},
+		{"/increment/.?name=E", "Durable Object 'E' count: Not found"},
+		// ... but an empty segment stays.
+		{"//increment?name=E", "Durable Object 'E' count: Not found"},
+	} {
+		code, body := get(t, srv, s.path)
+		if code != http.StatusOK || body != s.want {
+			t.Errorf("GET %s = %d %q, want 200 %q", s.path, code, body, s.want)
+		}
+	}
+}
+
+func TestSearchParamAndPathname(t *testing.T) {
+	for _, s := range []struct {
+		query, want string
+		found       bool
+	}{
+		{"", "", false},
+		{"name", "", true},
+		{"a=1&&name=x+y%20z", "x y z", true},
+		{"na%6De=v", "v", true},
+		{"name=a=b", "a=b", true},
+		{"other=1", "", false},
+	} {
+		if got, found := searchParam(s.query, "name"); got != s.want || found != s.found {
+			t.Errorf("searchParam(%q) = %q, %v; want %q, %v", s.query, got, found, s.want, s.found)
+		}
+	}
+	for in, want := range map[string]string{
+		"/": "/", "": "/", "/..": "/", "/a/b/../../..": "/", "/a/.%2E": "/",
+		"/a/./b": "/a/b", "/a/": "/a/", "//a": "//a", "/%69ncrement": "/%69ncrement",
+	} {
+		if got := pathname(in); got != want {
+			t.Errorf("pathname(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
