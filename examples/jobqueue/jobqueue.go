@@ -3,7 +3,8 @@
 // the jobs it is given and processes them in batches when its alarm fires.
 //
 // POST /?queue=Q with a body enqueues a job; if no alarm is set, one is set
-// for --delay from now (?delay=2s; default 60s as in the seed, 1s to 1h)
+// for the delay ?delay= gives from now (such as ?delay=2s; default 60s as
+// in the seed, 1s to 1h; there is no --delay flag)
 // and the answer says "Job queued!". When the alarm fires, the oldest
 // queued jobs (up to jobsPerAlarm) are processed — here: moved to the done
 // list with the time — in one turn, and if more remain the alarm is set
