@@ -429,7 +429,7 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if held := m.ShardsOf(id); len(held) > 0 && others == 0 {
-		return errorf(http.StatusConflict, "%s holds replicas of %d shards and no other node is active to take them", id, len(held))
+		return errorf(http.StatusConflict, "%s holds replicas of %s and no other node is active to take them", id, shardCount(len(held)))
 	}
 	a.resumeRecorded()
 	op, err := a.startOp(placement.OperationDrain, id, maxConc)
@@ -474,7 +474,7 @@ func (a *admin) remove(w http.ResponseWriter, r *http.Request) error {
 	}
 	if nd.State != placement.NodeRemoved {
 		if held := m.ShardsOf(id); len(held) > 0 {
-			return errorf(http.StatusConflict, "%s still holds replicas of %d shards (%s); drain it first (roost drain %s --wait, or POST /v1/nodes/%s/drain and wait for the operation)", id, len(held), shardList(held), id, id)
+			return errorf(http.StatusConflict, "%s still holds replicas of %s (%s); drain it first (roost drain %s --wait, or POST /v1/nodes/%s/drain and wait for the operation)", id, shardCount(len(held)), shardList(held), id, id)
 		}
 		v, err := a.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: id, State: placement.NodeRemoved}})
 		if err != nil {
@@ -485,6 +485,14 @@ func (a *admin) remove(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "state": placement.NodeRemoved.String()})
 	return nil
+}
+
+// shardCount is "1 shard" or "N shards".
+func shardCount(n int) string {
+	if n == 1 {
+		return "1 shard"
+	}
+	return fmt.Sprintf("%d shards", n)
 }
 
 func shardList(ids []placement.ShardID) string {
