@@ -415,27 +415,34 @@ func TestKVFarExpirationDoesNotSpin(t *testing.T) {
 	}
 }
 
-// TestKVPutRefusedByStorageLimitsChangesNothing: with [storage]
-// max_key_bytes below what the KV object's own keys need, a put the
-// storage refuses (ErrKeyTooLarge) leaves the key as it was.
-func TestKVPutRefusedByStorageLimitsChangesNothing(t *testing.T) {
+// startKVNodeWithKeyLimit starts a node whose storage keys may be at most
+// maxKeyBytes, and returns its KV namespace CACHE; the node stops with t.
+func startKVNodeWithKeyLimit(t *testing.T, maxKeyBytes int) *durable.KVNamespace {
 	n := startNode(t, t.TempDir(), func(cfg *Config, n *Node) {
 		cfg.KVNamespaces = []durable.KVBinding{{Binding: "CACHE", ID: "cache-1"}}
-		cfg.Limits.MaxKeyBytes = 100
+		cfg.Limits.MaxKeyBytes = maxKeyBytes
 	})
-	defer closeNode(t, n)
-	ctx := context.Background()
+	t.Cleanup(func() { closeNode(t, n) })
 	cache, err := n.Env().KV("CACHE")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cache
+}
+
+// TestKVPutRefusedByStorageLimitsChangesNothing: with [storage]
+// max_key_bytes below what the KV object's own keys need, a put the
+// storage refuses (ErrKeyTooLarge) leaves the key as it was.
+func TestKVPutRefusedByStorageLimitsChangesNothing(t *testing.T) {
+	cache := startKVNodeWithKeyLimit(t, 100)
+	ctx := context.Background()
 	key := strings.Repeat("k", 90) // "k"+key fits in 100 bytes, its expiration index key does not
 	if err := cache.Put(ctx, key, []byte("old"), durable.KVPutOptions{}); err != nil {
 		t.Fatalf("plain put: %v", err)
 	}
-	err = cache.Put(ctx, key, []byte("new"), durable.KVPutOptions{ExpirationTTL: time.Hour})
-	if err == nil {
-		t.Skip("the put with an expiration was taken")
+	err := cache.Put(ctx, key, []byte("new"), durable.KVPutOptions{ExpirationTTL: time.Hour})
+	if !errors.Is(err, durable.ErrKeyTooLarge) {
+		t.Fatalf("a put whose expiration index key is over the limit: %v, want ErrKeyTooLarge", err)
 	}
 	t.Logf("put with an expiration: %v", err)
 	v, found, gerr := cache.Get(ctx, key)
@@ -452,18 +459,10 @@ func TestKVPutRefusedByStorageLimitsChangesNothing(t *testing.T) {
 // whose chunk keys [storage] max_key_bytes refuses fails, and the
 // namespace's other puts still work afterwards.
 func TestKVLargePutRefusedByStorageLimitsLeavesNamespaceUsable(t *testing.T) {
-	n := startNode(t, t.TempDir(), func(cfg *Config, n *Node) {
-		cfg.KVNamespaces = []durable.KVBinding{{Binding: "CACHE", ID: "cache-1"}}
-		cfg.Limits.MaxKeyBytes = 100
-	})
-	defer closeNode(t, n)
+	cache := startKVNodeWithKeyLimit(t, 100)
 	ctx := context.Background()
-	cache, err := n.Env().KV("CACHE")
-	if err != nil {
-		t.Fatal(err)
-	}
 	key := strings.Repeat("k", 90) // "p"+key fits in 100 bytes, its chunks' keys do not
-	err = cache.Put(ctx, key, make([]byte, 1<<20+1), durable.KVPutOptions{})
+	err := cache.Put(ctx, key, make([]byte, 1<<20+1), durable.KVPutOptions{})
 	t.Logf("large put: %v", err)
 	if err := cache.Put(ctx, "other", []byte("v"), durable.KVPutOptions{}); err != nil {
 		t.Fatalf("a put after the refused large put: %v", err)
