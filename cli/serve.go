@@ -171,7 +171,7 @@ func (s *server) resolveWith(base func(file *config.File) (node.Config, error), 
 		cfg.AdminToken = file.Admin.Token
 	}
 	// The admin token has no flag: a flag would show in process listings.
-	if tok := os.Getenv("ROOST_ADMIN_TOKEN"); tok != "" {
+	if tok, _ := s.lookupEnv("ROOST_ADMIN_TOKEN"); tok != "" {
 		cfg.AdminToken = tok
 	}
 	if err := s.apply(&cfg, file, s.settings...); err != nil {
