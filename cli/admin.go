@@ -285,9 +285,12 @@ func (c *adminClient) refusal(resp *http.Response, raw []byte) *apiError {
 	}
 	switch resp.StatusCode {
 	case http.StatusUnauthorized:
-		if c.tokenFrom == "" {
+		switch {
+		case c.tokenFrom == "":
 			e.hint = "the cluster has an admin token: set " + envAdminToken + " or pass --token"
-		} else {
+		case c.token == "":
+			e.hint = "the cluster has an admin token and --token is empty: pass the token"
+		default:
 			e.hint = "the token from " + c.tokenFrom + " was refused: check --token or " + envAdminToken
 		}
 	case http.StatusNotFound:

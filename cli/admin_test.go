@@ -304,6 +304,12 @@ func TestAdminErrors(t *testing.T) {
 			want:   "roost: wrong admin token (the token from ROOST_ADMIN_TOKEN was refused: check --token or ROOST_ADMIN_TOKEN)\n",
 		},
 		{
+			name: "401 with --token empty", route: "GET /v1/members",
+			answer: canned(401, `{"error":"missing admin token"}`),
+			args:   []string{"members", "--token", ""},
+			want:   "roost: missing admin token (the cluster has an admin token and --token is empty: pass the token)\n",
+		},
+		{
 			name: "409 refusal", route: "POST /v1/shards/7/move",
 			answer: canned(409, `{"error":"shard 7 would lose its quorum: n2 is not alive"}`),
 			args:   []string{"shards", "move", "7", "--to", "n4", "--from", "n1"},
