@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -77,6 +78,44 @@ func (f *ShardFSM) restoreIncomplete() (bool, error) {
 	defer f.s.mu.RUnlock()
 	_, ok, err := f.s.get(f.ks.restoring)
 	return ok, err
+}
+
+// behindSnapshot reports whether the group's latest snapshot in snaps
+// covers command entries this state machine has not applied. raft's
+// installSnapshot finalizes a leader's snapshot in the snapshot store
+// before it hands it to Restore, so a crash in between leaves a snapshot
+// newer than the state machine and no restoring marker; raft, with
+// NoSnapshotRestoreOnStart, would then take the snapshot's index as applied
+// and never apply what it stands for. A snapshot ahead of the applied index
+// by entries raft never hands the FSM (no-ops, barriers) is no sign of
+// that: those entries, still in the log, tell the two cases apart.
+func (f *ShardFSM) behindSnapshot(snaps raft.SnapshotStore, logs raft.LogStore) (bool, error) {
+	metas, err := snaps.List()
+	if err != nil {
+		return false, fmt.Errorf("listing snapshots: %w", err)
+	}
+	if len(metas) == 0 {
+		return false, nil
+	}
+	applied, err := f.s.AppliedIndex(f.g)
+	if err != nil {
+		return false, err
+	}
+	for i := applied + 1; i <= metas[0].Index; i++ {
+		var l raft.Log
+		err := logs.GetLog(i, &l)
+		if errors.Is(err, raft.ErrLogNotFound) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			// The FSM is handed both kinds, and advances its index over them.
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Apply applies one log entry; see ApplyBatch for what it returns.

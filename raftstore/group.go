@@ -139,6 +139,8 @@ func DefaultRaftConfig(local raft.ServerID) *raft.Config {
 // StartGroup turns it off when cfg.FSM is not a ShardFSM (an in-memory FSM
 // such as the meta group's must be rebuilt from its snapshot), and when a
 // ShardFSM's last Restore was interrupted. cfg.Tune can still override it.
+// It is also turned off, whatever Tune says, when a ShardFSM is behind the
+// group's latest snapshot (see ShardFSM.behindSnapshot).
 func (s *Store) StartGroup(cfg GroupConfig) (*Group, error) {
 	if cfg.LocalID == "" {
 		return nil, fmt.Errorf("%w: group %s: LocalID is empty", ErrInvalidConfig, cfg.ID)
@@ -184,6 +186,16 @@ func (s *Store) StartGroup(cfg GroupConfig) (*Group, error) {
 		return nil, fmt.Errorf("raftstore: group %s snapshot store: %w", cfg.ID, err)
 	}
 	logs, stable := s.LogStore(cfg.ID), s.StableStore(cfg.ID)
+	if sf, ok := fsm.(*ShardFSM); ok && conf.NoSnapshotRestoreOnStart {
+		behind, err := sf.behindSnapshot(snaps, logs)
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: starting group %s: %w", cfg.ID, err)
+		}
+		if behind {
+			s.logger.Warn("group's state machine is behind its latest snapshot (a snapshot install was interrupted); restoring it", "group", cfg.ID.String())
+			conf.NoSnapshotRestoreOnStart = false
+		}
+	}
 
 	if len(cfg.Bootstrap) > 0 {
 		has, err := raft.HasExistingState(logs, stable, snaps)
