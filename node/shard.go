@@ -244,7 +244,16 @@ func (s *shard) collect() {
 					}
 				}
 			case error:
-				s.finishAll(p.commits, fmt.Errorf("%w: %v", durable.ErrCommitFailed, resp))
+				if errors.Is(resp, raftstore.ErrFSMFailed) {
+					// Raft committed the entry; only this replica's state
+					// machine failed to write it. Every healthy replica
+					// applies it, and this one does after a restart: it
+					// is not a commit that left nothing in storage.
+					s.finishAll(p.commits, fmt.Errorf("%w: shard %s: committed, but not applied here: %v", durable.ErrCommitIndeterminate, s.id, resp))
+				} else {
+					// An entry no replica can decode: committed, and a no-op everywhere.
+					s.finishAll(p.commits, fmt.Errorf("%w: %v", durable.ErrCommitFailed, resp))
+				}
 			default:
 				s.finishAll(p.commits, fmt.Errorf("%w: unexpected apply response %T", durable.ErrCommitFailed, resp))
 			}

@@ -8,7 +8,9 @@ import (
 	"math"
 	"reflect"
 	"testing"
+	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/raft"
 )
@@ -503,5 +505,44 @@ func TestFSMVersionCacheBounded(t *testing.T) {
 		if res, ok := r.(ApplyResult); !ok || !reflect.DeepEqual(res.Rejected, []int{1}) {
 			t.Fatalf("object %d: %v; want its first version 2 accepted and the second rejected", i, r)
 		}
+	}
+}
+
+// An entry the FSM fails to write is committed all the same: raft's future
+// succeeds with the failure as its response, and the entry is applied from
+// the log after a restart. ErrFSMFailed is not a failed commit.
+func TestFSMFailureLeavesTheEntryCommitted(t *testing.T) {
+	dir := t.TempDir()
+	s := openAt(t, dir)
+	g := startSingle(t, s, 3, newTransport(t, "n1"), func(c *GroupConfig) { c.Tune = fast })
+	// A transient storage failure: object 1's version cannot be read.
+	ks := newKeyspace(3)
+	o1 := oid(1)
+	if err := s.db.Set(ks.versionKey(&o1), []byte("bad"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	f := g.Raft().Apply(encode(t, Entry{Batches: []ObjectBatch{batch(oid(1), 1, put("k", "v"))}}), 5*time.Second)
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	if err, ok := f.Response().(error); !ok || !errors.Is(err, ErrFSMFailed) {
+		t.Fatalf("response %v, want ErrFSMFailed", f.Response())
+	}
+	if err := g.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.Delete(ks.versionKey(&o1), pebble.Sync); err != nil { // the failure passed
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openAt(t, dir)
+	g2 := startSingle(t, s2, 3, newTransport(t, "n1"), func(c *GroupConfig) { c.Tune = fast })
+	if err := g2.Raft().Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	if st := readObject(t, s2, 3, oid(1)); st.Version != 1 || st.Keys["k"] != "v" {
+		t.Fatalf("after restart: %+v; the entry the FSM failed was committed and must apply", st)
 	}
 }
