@@ -96,6 +96,11 @@ func appendEntriesRequestFromProto(req *pb.RaftAppendEntriesRequest) (*raft.Appe
 			if pl.Type < pb.RaftLogType_RAFT_LOG_TYPE_COMMAND || pl.Type > pb.RaftLogType_RAFT_LOG_TYPE_CONFIGURATION {
 				return nil, fmt.Errorf("entry %d (index %d): unknown log type %d", i, pl.Index, pl.Type)
 			}
+			if pl.Type == pb.RaftLogType_RAFT_LOG_TYPE_CONFIGURATION {
+				if err := checkConfiguration(pl.Data); err != nil {
+					return nil, fmt.Errorf("entry %d (index %d): %w", i, pl.Index, err)
+				}
+			}
 			l := &logs[i]
 			l.Index, l.Term, l.Type = pl.Index, pl.Term, raft.LogType(pl.Type)
 			l.Data, l.Extensions = pl.Data, pl.Extensions
@@ -136,6 +141,11 @@ func installSnapshotRequestFromProto(req *pb.RaftInstallSnapshotRequest) (*raft.
 	if req.Size < 0 {
 		return nil, fmt.Errorf("negative snapshot size %d", req.Size)
 	}
+	if req.SnapshotVersion > 0 {
+		if err := checkConfiguration(req.Configuration); err != nil {
+			return nil, err
+		}
+	}
 	return &raft.InstallSnapshotRequest{
 		RPCHeader:          h,
 		SnapshotVersion:    raft.SnapshotVersion(req.SnapshotVersion),
@@ -148,4 +158,18 @@ func installSnapshotRequestFromProto(req *pb.RaftInstallSnapshotRequest) (*raft.
 		ConfigurationIndex: req.ConfigurationIndex,
 		Size:               req.Size,
 	}, nil
+}
+
+// checkConfiguration reports whether b is not an encoded raft.Configuration.
+// raft decodes configuration entries and an InstallSnapshot's configuration
+// with DecodeConfiguration, which panics on anything else: one malformed
+// message would stop the node (a stored entry at every start, too).
+func checkConfiguration(b []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("malformed configuration: %v", r)
+		}
+	}()
+	raft.DecodeConfiguration(b)
+	return nil
 }

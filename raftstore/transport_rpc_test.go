@@ -38,6 +38,9 @@ func fullAppend(addr raft.ServerAddress, first uint64, n int) *raft.AppendEntrie
 	types := []raft.LogType{raft.LogCommand, raft.LogNoop, raft.LogAddPeerDeprecated, raft.LogRemovePeerDeprecated, raft.LogBarrier, raft.LogConfiguration}
 	for i := range n {
 		l := &raft.Log{Index: first + uint64(i), Term: 7, Type: types[i%len(types)], Data: []byte{byte(i), 1, 2}}
+		if l.Type == raft.LogConfiguration { // the transport refuses one that does not decode
+			l.Data = raft.EncodeConfiguration(raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(fmt.Sprint("n", i)), Address: addr}}})
+		}
 		if i%2 == 0 { // odd entries keep the zero time and no extensions
 			l.Extensions = []byte("ext")
 			l.AppendedAt = time.Unix(1700000000, int64(i)*1000+123)
@@ -106,7 +109,7 @@ func TestTransportRoundTrip(t *testing.T) {
 		t.Fatalf("TimeoutNow response %+v", tnr)
 	}
 	is := &raft.InstallSnapshotRequest{RPCHeader: header("n1", nodes[0].addr), SnapshotVersion: 1, Term: 7, Leader: []byte("l"), LastLogIndex: 99,
-		LastLogTerm: 6, Peers: []byte("p"), Configuration: []byte("conf"), ConfigurationIndex: 50, Size: int64(len(snapData))}
+		LastLogTerm: 6, Peers: []byte("p"), Configuration: raft.EncodeConfiguration(raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: "a"}}}), ConfigurationIndex: 50, Size: int64(len(snapData))}
 	var isr raft.InstallSnapshotResponse
 	if err := client.InstallSnapshot("n2", target, is, &isr, bytes.NewReader(snapData)); err != nil {
 		t.Fatal(err)
@@ -567,13 +570,21 @@ func FuzzTransportDecode(f *testing.F) {
 					if l.Type > raft.LogConfiguration {
 						t.Fatalf("accepted log type %d", l.Type)
 					}
+					if l.Type == raft.LogConfiguration {
+						raft.DecodeConfiguration(l.Data) // raft does, and panics on garbage
+					}
 				}
 			}
 		}
 		var is pb.RaftInstallSnapshotChunk
 		if gproto.Unmarshal(b, &is) == nil && is.GetRequest() != nil {
-			if r, err := installSnapshotRequestFromProto(is.GetRequest()); err == nil && r.Size < 0 {
-				t.Fatal("accepted a negative size")
+			if r, err := installSnapshotRequestFromProto(is.GetRequest()); err == nil {
+				if r.Size < 0 {
+					t.Fatal("accepted a negative size")
+				}
+				if r.SnapshotVersion > 0 {
+					raft.DecodeConfiguration(r.Configuration)
+				}
 			}
 		}
 	})

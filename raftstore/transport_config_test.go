@@ -1,0 +1,93 @@
+package raftstore
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	pb "github.com/roostdb/roost/proto"
+)
+
+// garbageConfigurationEnv makes the test binary, run again by
+// TestMalformedConfigurationDoesNotCrashTheNode, do the crash-prone part.
+const garbageConfigurationEnv = "RAFTSTORE_GARBAGE_CONFIGURATION"
+
+// hashicorp/raft decodes a configuration entry's data, and an
+// InstallSnapshot's configuration, with DecodeConfiguration, which panics
+// on bytes that are not one: a single malformed message from the network
+// would take the whole node down (and a stored configuration entry would
+// do it again at every start). The transport refuses them instead.
+func TestMalformedConfigurationDoesNotCrashTheNode(t *testing.T) {
+	if mode := os.Getenv(garbageConfigurationEnv); mode != "" {
+		sendGarbageConfiguration(t, mode)
+		return
+	}
+	for _, mode := range []string{"append", "snapshot"} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMalformedConfigurationDoesNotCrashTheNode$", "-test.count=1")
+		cmd.Env = append(os.Environ(), garbageConfigurationEnv+"="+mode)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: a malformed configuration crashed the node: %v\n%s", mode, err, lastLines(out, 15))
+		}
+	}
+}
+
+func lastLines(b []byte, n int) string {
+	lines := 0
+	for i := len(b) - 1; i >= 0; i-- {
+		if b[i] == '\n' {
+			if lines++; lines > n {
+				return string(b[i+1:])
+			}
+		}
+	}
+	return string(b)
+}
+
+func sendGarbageConfiguration(t *testing.T, mode string) {
+	n := newTNode(t, "n1", nil)
+	g := n.start(t, 1, []raft.Server{{Suffrage: raft.Voter, ID: n.id, Address: n.addr}}, testTiming)
+	waitLeader(t, g.Raft())
+	c := rawClient(t, n.addr)
+	h := headerToProto(header("n9", "127.0.0.1:1"))
+	term := g.Raft().CurrentTerm() + 10
+	last := g.Raft().LastIndex()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	garbage := []byte{0xc1, 0xff, 0x00, 0x13}
+	switch mode {
+	case "append":
+		var lastTerm uint64
+		var l raft.Log
+		if err := n.store.LogStore(1).GetLog(last, &l); err == nil {
+			lastTerm = l.Term
+		}
+		_, err := c.AppendEntries(ctx, &pb.RaftAppendEntriesRequest{
+			GroupId: 1, Header: h, Term: term, Leader: []byte("127.0.0.1:1"),
+			PrevLogEntry: last, PrevLogTerm: lastTerm,
+			Entries: []*pb.RaftLog{{Index: last + 1, Term: term, Type: pb.RaftLogType_RAFT_LOG_TYPE_CONFIGURATION, Data: garbage}},
+		})
+		t.Logf("AppendEntries: %v", err)
+	case "snapshot":
+		st, err := c.InstallSnapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := &pb.RaftInstallSnapshotRequest{GroupId: 1, Header: h, SnapshotVersion: int64(raft.SnapshotVersionMax), Term: term,
+			Leader: []byte("127.0.0.1:1"), LastLogIndex: last + 100, LastLogTerm: term, Configuration: garbage, ConfigurationIndex: last + 100, Size: 0}
+		if err := st.Send(&pb.RaftInstallSnapshotChunk{Msg: &pb.RaftInstallSnapshotChunk_Request{Request: req}}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.CloseAndRecv()
+		t.Logf("InstallSnapshot: %v", err)
+	}
+	// Give raft the time to act on it; the node must still be up.
+	time.Sleep(500 * time.Millisecond)
+	if err := g.Raft().GetConfiguration().Error(); err != nil {
+		t.Fatal(err)
+	}
+}
