@@ -31,6 +31,7 @@ FUZZ_TARGETS ?= ./durable:FuzzParseID \
                 ./raftstore:FuzzDecodeEntry \
                 ./raftstore:FuzzDecodeLog \
                 ./raftstore:FuzzTransportDecode \
+                ./raftstore:FuzzSnapshotStream \
                 ./multiraft:FuzzDecodeFrame \
                 ./placement:FuzzDecodeCommand \
                 ./node:FuzzForwardHead
