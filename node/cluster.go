@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 
@@ -162,11 +163,8 @@ func checkIdentity(dir, nodeID string) (identity, error) {
 
 func writeIdentity(dir string, id identity) error {
 	b, _ := json.Marshal(id)
-	path := filepath.Join(dir, "node.json")
-	if err := os.WriteFile(path+".tmp", b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(path+".tmp", path)
+	// Synced, as layout.json (checkLayout).
+	return renameio.WriteFile(filepath.Join(dir, "node.json"), b, 0o644)
 }
 
 // advertised replaces the host of a listener address with the advertised host.

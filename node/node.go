@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/renameio/v2"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 
@@ -399,11 +400,13 @@ func checkLayout(dir string, shards int) error {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		b, _ = json.Marshal(layout{Shards: shards})
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		// Synced, file and directory: Pebble syncs what it writes, and a
+		// power cut must not leave the data without the file that says
+		// how to read it.
+		if err := renameio.WriteFile(path, b, 0o644); err != nil {
 			return fmt.Errorf("writing %s: %w", path, err)
 		}
-		return os.Rename(tmp, path)
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", path, err)
