@@ -140,7 +140,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := checkLayout(n.cfg.DataDir, n.cfg.Shards); err != nil {
 		return err
 	}
-	store, err := raftstore.Open(filepath.Join(n.cfg.DataDir, "pebble"), raftstore.Options{Logger: hclogTo(n.log, hclog.Warn)})
+	store, err := raftstore.Open(filepath.Join(n.cfg.DataDir, "pebble"), raftstore.Options{Logger: hclogTo(n.log, hclog.Warn),
+		OnFSMFailure: func(g raftstore.GroupID, err error) {
+			// Its replica would lag from here on, and could still be
+			// elected and serve what it has: the node stops, and a
+			// restart applies the rest of the group's log.
+			n.fail(fmt.Errorf("group %s could not apply a committed entry: %w", g, err))
+		}})
 	if err != nil {
 		return fmt.Errorf("opening storage in %s: %w", n.cfg.DataDir, err)
 	}
@@ -367,9 +373,20 @@ func (n *Node) Run(ctx context.Context) error {
 	return errors.Join(failure, n.Close(cctx))
 }
 
-// Failed delivers an error that stops the node from taking part in its
-// cluster after Start returned (it could not join, or its data dir belongs
-// to another cluster). The caller should Close the node and exit.
+// fail stops the node: Failed delivers err (only the first failure is
+// kept), and Run closes the node.
+func (n *Node) fail(err error) {
+	n.log.Error("node cannot continue", "err", err)
+	select {
+	case n.failed <- err:
+	default:
+	}
+}
+
+// Failed delivers an error that stops the node after Start returned (it
+// could not join, its data dir belongs to another cluster, or a shard's
+// state machine failed to apply a committed entry). The caller should
+// Close the node and exit.
 func (n *Node) Failed() <-chan error { return n.failed }
 
 // RejoinsCluster is the ID of the cluster whose member this node's data

@@ -243,13 +243,7 @@ const handOffBackoff = 10 * time.Second
 
 // fail reports an error that stops this node from taking part in the
 // cluster; Node.Failed delivers it.
-func (c *cluster) fail(err error) {
-	c.n.log.Error("node cannot continue", "err", err)
-	select {
-	case c.n.failed <- err:
-	default:
-	}
-}
+func (c *cluster) fail(err error) { c.n.fail(err) }
 
 // checkClusterID refuses a map of another cluster than the one this data
 // dir belongs to.

@@ -144,6 +144,9 @@ func (f *ShardFSM) ApplyBatch(logs []*raft.Log) []any {
 		if f.failed == nil {
 			f.failed = fmt.Errorf("%w: group %s: %w", ErrFSMFailed, f.g, err)
 			f.s.logger.Error("shard FSM failed; refusing further entries until restart", "group", f.g.String(), "error", err)
+			if h := f.s.onFSMFailure; h != nil {
+				go h(f.g, f.failed)
+			}
 		}
 		for i := range resp {
 			resp[i] = f.failed

@@ -514,6 +514,10 @@ func TestFSMVersionCacheBounded(t *testing.T) {
 func TestFSMFailureLeavesTheEntryCommitted(t *testing.T) {
 	dir := t.TempDir()
 	s := openAt(t, dir)
+	// The store's owner hears of the failure, once: its replica has to
+	// leave service (node stops).
+	failures := make(chan error, 2)
+	s.onFSMFailure = func(g GroupID, err error) { failures <- fmt.Errorf("group %s: %w", g, err) }
 	g := startSingle(t, s, 3, newTransport(t, "n1"), func(c *GroupConfig) { c.Tune = fast })
 	// A transient storage failure: object 1's version cannot be read.
 	ks := newKeyspace(3)
@@ -527,6 +531,24 @@ func TestFSMFailureLeavesTheEntryCommitted(t *testing.T) {
 	}
 	if err, ok := f.Response().(error); !ok || !errors.Is(err, ErrFSMFailed) {
 		t.Fatalf("response %v, want ErrFSMFailed", f.Response())
+	}
+	select {
+	case err := <-failures:
+		if !errors.Is(err, ErrFSMFailed) {
+			t.Fatalf("OnFSMFailure got %v, want ErrFSMFailed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("OnFSMFailure was not called")
+	}
+	// A later entry fails too, without a second call.
+	f = g.Raft().Apply(encode(t, Entry{Batches: []ObjectBatch{batch(oid(2), 1, put("k", "v"))}}), 5*time.Second)
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-failures:
+		t.Fatalf("OnFSMFailure called again: %v", err)
+	case <-time.After(100 * time.Millisecond):
 	}
 	if err := g.Shutdown(); err != nil {
 		t.Fatal(err)

@@ -30,6 +30,12 @@ type Options struct {
 	// share one fdatasync (see syncWindow). 0 means 500µs; negative turns
 	// the window off, every synced write then syncs as soon as it can.
 	SyncWindow time.Duration
+	// OnFSMFailure, if set, is called (on a goroutine of its own) when a
+	// group's ShardFSM fails to apply an entry. From then on that replica
+	// applies nothing until its group restarts, though its raft still
+	// votes and may be elected: a replica whose data stopped at the
+	// failure must leave service, and a restart re-applies the log.
+	OnFSMFailure func(g GroupID, err error)
 }
 
 const defaultCacheSize = 64 << 20
@@ -51,6 +57,8 @@ type Store struct {
 	groups   map[GroupID]*Group // running groups; nil once Close began
 
 	syncWindow *syncWindow // nil when Options.SyncWindow turned it off
+	// onFSMFailure is Options.OnFSMFailure.
+	onFSMFailure func(GroupID, error)
 }
 
 // Open opens (creating if needed) the node's Pebble database in dir.
@@ -91,7 +99,7 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: opening pebble in %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, logger: logger, db: db, groups: make(map[GroupID]*Group), syncWindow: window}
+	s := &Store{dir: dir, logger: logger, db: db, groups: make(map[GroupID]*Group), syncWindow: window, onFSMFailure: opts.OnFSMFailure}
 	if err := s.finishDeletions(); err != nil {
 		_ = db.Close()
 		return nil, err
