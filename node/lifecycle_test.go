@@ -107,3 +107,129 @@ func TestCloseDoesNotSplitARunningTurn(t *testing.T) {
 		t.Fatalf("the alarm's turn committed as %d batches, want 1", v-1)
 	}
 }
+
+// heldRoom is a WebSocket object whose "hold" message closes its own
+// socket, then awaits a slow Stub.Fetch (the gate opens meanwhile) and,
+// once that returns, waits for release: a turn that runs on after its
+// socket is gone.
+type heldRoom struct {
+	st  *durable.State
+	env *durable.Env
+	h   *heldHooks
+}
+
+type heldHooks struct {
+	constructed atomic.Int32
+	awaiting    chan struct{}
+	fetchErr    chan error
+	release     chan struct{}
+}
+
+func (o *heldRoom) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/ws":
+		if _, err := o.st.AcceptWebSocket(w, r); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+	default:
+		fmt.Fprint(w, "poked")
+	}
+}
+
+func (o *heldRoom) WebSocketMessage(ctx context.Context, ws *durable.WebSocket, msg durable.WebSocketMessage) error {
+	if string(msg.Data) != "hold" {
+		return nil
+	}
+	if err := ws.Close(1000, "bye"); err != nil {
+		return err
+	}
+	close(o.h.awaiting)
+	ns, err := o.env.Namespace("PINGPONG")
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://do/sleep?d=3s", nil)
+	resp, err := ns.Get(ns.IDFromName("held-sleeper")).Fetch(req)
+	if err == nil {
+		resp.Body.Close()
+	}
+	o.h.fetchErr <- err
+	<-o.h.release
+	return nil
+}
+
+// An instance is not evicted while a WebSocket event's turn runs, even
+// once that socket is gone: eviction would cancel the turn's context and
+// let the next request construct a second live instance of the object
+// while the first one's turn still runs.
+func TestNoEvictionDuringASocketEvent(t *testing.T) {
+	h := &heldHooks{awaiting: make(chan struct{}), fetchErr: make(chan error, 1), release: make(chan struct{})}
+	app := testApp()
+	app.Classes["Held"] = func(st *durable.State, env *durable.Env) durable.Object {
+		h.constructed.Add(1)
+		return &heldRoom{st: st, env: env, h: h}
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "HELD", ClassName: "Held"})
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.HTTPAddr, cfg.AdminAddr, cfg.Shards = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", 4
+	cfg.Logger = quietLogger
+	cfg.IdleTimeout = time.Hour // evictions below are the test's own
+	n, err := New(cfg, app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	defer func() {
+		if !released {
+			close(h.release)
+		}
+		closeNode(t, n)
+	}()
+	q := url.Values{"ns": {"HELD"}, "name": {"e"}}
+	c := dialRoomWith(t, n.HTTPAddr().String(), q)
+	sendText(t, c, "hold")
+	<-h.awaiting
+	closedBy := make(chan int, 1)
+	go func() {
+		code, _ := readClose(t, c)
+		closedBy <- int(code)
+	}()
+	// Any turn's end releases the object's close of the socket.
+	if code, body := get(t, n, "/poke", q); code != http.StatusOK {
+		t.Fatalf("/poke: %d %s", code, body)
+	}
+	if code := <-closedBy; code != 1000 {
+		t.Fatalf("the socket closed with %d, want 1000", code)
+	}
+	ns, _ := n.Env().Namespace("HELD")
+	key := ns.IDFromName("e").Bytes()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n.manager.mu.Lock()
+		in := n.manager.instances[key]
+		n.manager.mu.Unlock()
+		if in != nil && in.openSockets() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the closed socket stays on its instance")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	// The hold turn still awaits its fetch.
+	evicted := n.manager.evictIdle(time.Now().Add(2 * time.Hour))
+	if code, body := get(t, n, "/poke", q); code != http.StatusOK {
+		t.Fatalf("/poke: %d %s", code, body)
+	}
+	constructed := h.constructed.Load()
+	ferr := <-h.fetchErr
+	close(h.release)
+	released = true
+	if evicted != 0 || constructed != 1 || ferr != nil {
+		t.Fatalf("while a socket event's turn ran: %d instances evicted, the object constructed %d times, the turn's fetch answered %v; want 0, 1, nil", evicted, constructed, ferr)
+	}
+}

@@ -232,6 +232,19 @@ func (m *manager) acquire(ctx context.Context, key [32]byte, id durable.ID, clas
 	}
 }
 
+// hold takes a reference on in, as acquire does, if it is still its
+// object's instance here (false: it was evicted or replaced). A socket
+// event holds one for its turn.
+func (m *manager) hold(in *instance) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.instances[in.key] != in {
+		return false
+	}
+	in.refs++
+	return true
+}
+
 func (m *manager) release(in *instance) {
 	m.mu.Lock()
 	in.refs--

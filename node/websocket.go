@@ -402,6 +402,13 @@ func (s *socket) readEnded(err error) {
 // instance is gone (the socket closes with it).
 func (s *socket) deliver(event func(ctx context.Context, obj durable.Object) error) bool {
 	in := s.in
+	// A reference, as a request holds one: eviction must not take the
+	// instance while its event waits or runs — the socket may be gone by
+	// then (the object closed it), so open sockets do not keep it.
+	if !in.m.hold(in) {
+		return false
+	}
+	defer in.m.release(in)
 	if err := in.beginTurn(in.ctx, false); err != nil {
 		return false
 	}
