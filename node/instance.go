@@ -91,7 +91,26 @@ func newInstance(m *manager, key [32]byte, id durable.ID, class string, ctor dur
 		storage:     newObjectStorage(sh.id, key, m.reader, sh, m.cfg.Limits),
 	}
 	in.storage.onBroken = in.retire
+	in.storage.betweenTurns = in.flushBetweenTurns
 	return in
+}
+
+// backgroundKey marks the context WaitUntil work is given.
+type backgroundKey struct{}
+
+// flushBetweenTurns is Storage.Sync's flush: called from WaitUntil work
+// (with the context it was given), it takes the gate first, as the work's
+// closing flush does, so that it does not commit half of a running turn's
+// writes; called from a turn, it flushes at once (the turn holds the gate).
+func (in *instance) flushBetweenTurns(ctx context.Context, flush func() *commit) (*commit, error) {
+	if ctx.Value(backgroundKey{}) != in {
+		return flush(), nil
+	}
+	if err := in.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer in.unlock()
+	return flush(), nil
 }
 
 // turnKey marks a request context as belonging to a turn of an instance,
@@ -346,7 +365,7 @@ func (in *instance) WaitUntil(fn func(ctx context.Context)) {
 	go func() {
 		defer in.background.Done()
 		defer in.bgCount.Add(-1)
-		_ = in.runTurn(func() error { fn(in.ctx); return nil })
+		_ = in.runTurn(func() error { fn(context.WithValue(in.ctx, backgroundKey{}, in)); return nil })
 		// What fn wrote is committed now, but between turns: a flush in
 		// the middle of one would split its writes into two batches. (A
 		// retired instance's context is done, and its storage sealed.)

@@ -233,3 +233,64 @@ func TestNoEvictionDuringASocketEvent(t *testing.T) {
 		t.Fatalf("while a socket event's turn ran: %d instances evicted, the object constructed %d times, the turn's fetch answered %v; want 0, 1, nil", evicted, constructed, ferr)
 	}
 }
+
+// syncSplitObject: /bg starts WaitUntil work that calls Storage.Sync once
+// told to; /split writes "a", tells it, waits, then writes "b".
+type syncSplitObject struct {
+	st   *durable.State
+	go_  chan struct{}
+	done chan struct{}
+}
+
+func (o *syncSplitObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := o.st.Storage
+	switch r.URL.Path {
+	case "/bg":
+		o.st.WaitUntil(func(ctx context.Context) {
+			<-o.go_
+			_ = s.Sync(ctx)
+			close(o.done)
+		})
+		fmt.Fprint(w, "started")
+	case "/split":
+		if err := s.Put("a", []byte("1")); err != nil {
+			durable.WriteError(w, err)
+			return
+		}
+		close(o.go_)
+		time.Sleep(100 * time.Millisecond) // the work's Sync runs meanwhile
+		if err := s.Put("b", []byte("1")); err != nil {
+			durable.WriteError(w, err)
+			return
+		}
+		fmt.Fprint(w, "written")
+	}
+}
+
+// Storage.Sync called by WaitUntil work while a turn runs must not commit
+// the turn's writes made so far as a batch of their own.
+func TestWaitUntilSyncDoesNotSplitATurn(t *testing.T) {
+	app := testApp()
+	var obj *syncSplitObject
+	app.Classes["SyncSplit"] = func(st *durable.State, _ *durable.Env) durable.Object {
+		obj = &syncSplitObject{st: st, go_: make(chan struct{}), done: make(chan struct{})}
+		return obj
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "SYNCSPLIT", ClassName: "SyncSplit"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	defer closeNode(t, n)
+	q := url.Values{"ns": {"SYNCSPLIT"}, "name": {"s"}}
+	if code, body := get(t, n, "/bg", q); code != http.StatusOK {
+		t.Fatalf("/bg: %d %s", code, body)
+	}
+	if code, body := get(t, n, "/split", q); code != http.StatusOK || body != "written" {
+		t.Fatalf("/split: %d %s", code, body)
+	}
+	<-obj.done
+	ns, _ := n.Env().Namespace("SYNCSPLIT")
+	key := ns.IDFromName("s").Bytes()
+	v, err := n.store.ObjectVersion(groupOf(shardOf(key, len(n.shards))), key)
+	if err != nil || v != 1 {
+		t.Fatalf("the object's version after one turn's writes: %d (%v), want 1: one batch", v, err)
+	}
+}

@@ -55,6 +55,10 @@ type objectStorage struct {
 	limits durable.Limits
 	// onBroken is called (outside mu) once, when a commit fails.
 	onBroken func(error)
+	// betweenTurns, if set, is how Sync called with ctx flushes: WaitUntil
+	// work (its ctx says so) waits for the instance's gate, so that its
+	// Sync does not split a running turn's writes into two batches.
+	betweenTurns func(ctx context.Context, flush func() *commit) (*commit, error)
 
 	mu         sync.Mutex
 	pending    *writeSet
@@ -589,7 +593,15 @@ func (s *objectStorage) Transaction(fn func(tx durable.Txn) error) (err error) {
 
 // Sync implements durable.Storage: it commits what is pending and waits.
 func (s *objectStorage) Sync(ctx context.Context) error {
-	c := s.flush()
+	var c *commit
+	if s.betweenTurns != nil {
+		var err error
+		if c, err = s.betweenTurns(ctx, s.flush); err != nil {
+			return err
+		}
+	} else {
+		c = s.flush()
+	}
 	if c == nil {
 		return nil
 	}
