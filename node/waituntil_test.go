@@ -11,19 +11,28 @@ import (
 	"github.com/roostdb/roost/durable"
 )
 
-// splitObject runs WaitUntil work that ends while another turn is half
-// way through its writes: /bg starts the work, /split writes "a", lets the
-// work end, then writes "b".
+// splitObject runs WaitUntil work that acts while another turn is half way
+// through its writes: /bg?sync=1 starts the work, which waits to be
+// released, then calls Storage.Sync if sync is set, and ends; /split
+// writes "a", releases the work, waits, then writes "b".
 type splitObject struct {
 	st      *durable.State
 	release chan struct{}
+	done    chan struct{}
 }
 
 func (o *splitObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := o.st.Storage
 	switch r.URL.Path {
 	case "/bg":
-		o.st.WaitUntil(func(context.Context) { <-o.release })
+		sync := r.URL.Query().Get("sync") != ""
+		o.st.WaitUntil(func(ctx context.Context) {
+			defer close(o.done)
+			<-o.release
+			if sync {
+				_ = s.Sync(ctx)
+			}
+		})
 		fmt.Fprint(w, "started")
 	case "/split":
 		if err := s.Put("a", []byte("1")); err != nil {
@@ -31,7 +40,7 @@ func (o *splitObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		close(o.release)
-		time.Sleep(100 * time.Millisecond) // the work ends meanwhile
+		time.Sleep(100 * time.Millisecond) // the work acts meanwhile
 		if err := s.Put("b", []byte("1")); err != nil {
 			durable.WriteError(w, err)
 			return
@@ -42,30 +51,50 @@ func (o *splitObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // The writes a turn makes without an await are one batch, committed
 // together or not at all (a crash between two batches would keep the one),
-// even when WaitUntil work of the object ends while the turn runs: the
-// work's closing flush must not commit the turn's writes made so far.
+// even when WaitUntil work of the object acts while the turn runs: neither
+// the work's closing flush nor its Storage.Sync may commit the turn's
+// writes made so far as a batch of their own.
 func TestWaitUntilDoesNotSplitATurn(t *testing.T) {
 	app := testApp()
+	objs := make(chan *splitObject, 2)
 	app.Classes["Split"] = func(st *durable.State, _ *durable.Env) durable.Object {
-		return &splitObject{st: st, release: make(chan struct{})}
+		o := &splitObject{st: st, release: make(chan struct{}), done: make(chan struct{})}
+		objs <- o
+		return o
 	}
 	app.Bindings = append(app.Bindings, durable.Binding{Name: "SPLIT", ClassName: "Split"})
 	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
 	defer closeNode(t, n)
-	q := url.Values{"ns": {"SPLIT"}, "name": {"s"}}
-	if code, body := get(t, n, "/bg", q); code != http.StatusOK {
-		t.Fatalf("/bg: %d %s", code, body)
-	}
-	if code, body := get(t, n, "/split", q); code != http.StatusOK || body != "written" {
-		t.Fatalf("/split: %d %s", code, body)
-	}
 	ns, err := n.Env().Namespace("SPLIT")
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := ns.IDFromName("s").Bytes()
-	v, err := n.store.ObjectVersion(groupOf(shardOf(key, len(n.shards))), key)
-	if err != nil || v != 1 {
-		t.Fatalf("the object's version after one turn's writes: %d (%v), want 1: one batch", v, err)
+	for _, tc := range []struct {
+		name string
+		sync bool
+	}{
+		{"the work ends", false},
+		{"the work calls Sync", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := url.Values{"ns": {"SPLIT"}, "name": {tc.name}}
+			bg := url.Values{"ns": {"SPLIT"}, "name": {tc.name}}
+			if tc.sync {
+				bg.Set("sync", "1")
+			}
+			if code, body := get(t, n, "/bg", bg); code != http.StatusOK {
+				t.Fatalf("/bg: %d %s", code, body)
+			}
+			obj := <-objs
+			if code, body := get(t, n, "/split", q); code != http.StatusOK || body != "written" {
+				t.Fatalf("/split: %d %s", code, body)
+			}
+			<-obj.done
+			key := ns.IDFromName(tc.name).Bytes()
+			v, err := n.store.ObjectVersion(groupOf(shardOf(key, len(n.shards))), key)
+			if err != nil || v != 1 {
+				t.Fatalf("the object's version after one turn's writes: %d (%v), want 1: one batch", v, err)
+			}
+		})
 	}
 }
