@@ -290,12 +290,46 @@ func (a *admin) planOf(op *operation) planFunc {
 		// as if the dead were draining too, a replica is not sent to a dead
 		// node (toAlive would drop that move, and the drain would end with
 		// the replica still there). Only the drained node's moves are kept.
+		// The drained node is planned as removed, so that its replica
+		// is the first one the planner takes off a shard and is paired
+		// with the replica the shard gains: planned as draining, like
+		// the dead, the planner may pair the new replica with the dead
+		// node's and leave the drained one to a bare removal, which
+		// left the shard with its dead replica and one live one.
 		drained := op.node
 		plan = func(m placement.Map) []placement.Move {
-			return slices.DeleteFunc(placement.Plan(deadAsDraining(m, c.aliveIDs())), func(mv placement.Move) bool { return mv.Remove != drained })
+			view := deadAsDraining(m, c.aliveIDs())
+			if nd, ok := view.Nodes[drained]; ok && m.Nodes[drained].State == placement.NodeDraining {
+				nd.State = placement.NodeRemoved
+				view.Nodes[drained] = nd
+			}
+			return slices.DeleteFunc(placement.Plan(view), func(mv placement.Move) bool { return mv.Remove != drained })
 		}
 	}
-	return c.toAlive(plan)
+	return keepLiveQuorum(c.toAlive(plan), c.aliveIDs)
+}
+
+// keepLiveQuorum drops from plan's moves the bare removals that would
+// leave their shard with fewer replicas on nodes gossip sees alive than a
+// quorum: the group could not commit the removal, and the shard would be
+// left unavailable until the dead nodes came back. (A move that adds a
+// replica keeps the live ones it had, plus the new one.)
+func keepLiveQuorum(plan planFunc, alive func() map[placement.NodeID]bool) planFunc {
+	return func(m placement.Map) []placement.Move {
+		moves := plan(m)
+		up := alive()
+		return slices.DeleteFunc(moves, func(mv placement.Move) bool {
+			if mv.Add != "" || int(mv.Shard) >= len(m.ShardMap) {
+				return false
+			}
+			s := m.ShardMap[mv.Shard]
+			if liveQuorumErr(s, up) != nil {
+				return false // held back whole, and named, by runOp
+			}
+			s.Replicas = mv.Apply(s.Replicas)
+			return liveQuorumErr(s, up) != nil
+		})
+	}
 }
 
 // endOp records the end of the running operation, and clears the meta
