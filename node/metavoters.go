@@ -142,17 +142,25 @@ func (c *cluster) metaSpares(servers []raft.Server, alive map[placement.NodeID]b
 	return spares
 }
 
-// promoteSpareMetaVoter makes the first of metaSpares a voter, before a
-// voter leaves, and reports whether it did.
+// promoteSpareMetaVoter makes the first of metaSpares that has caught up
+// a voter, before a voter leaves, and reports whether it did. A spare that
+// has not caught up (one alive in gossip but cut off from Raft, say) is
+// not promoted: as a voter it would count towards every quorum without
+// answering, and with the voter it replaces dead, the group would have
+// two voters missing of four, without a quorum, where it had one of three.
 func (c *cluster) promoteSpareMetaVoter(r *raft.Raft, servers []raft.Server, alive map[placement.NodeID]bool) bool {
-	spare := c.metaSpares(servers, alive)
-	if len(spare) == 0 {
-		return false
+	m := c.metaFSM.Map()
+	applied := r.AppliedIndex()
+	for _, s := range c.metaSpares(servers, alive) {
+		if !c.caughtUp(context.Background(), m.Nodes[placement.NodeID(s.ID)], metaGroup, applied) {
+			continue
+		}
+		c.n.log.Info("promoting a meta non-voter to voter", "node", s.ID)
+		if err := r.AddVoter(s.ID, s.Address, 0, membershipTimeout).Error(); err != nil {
+			c.n.log.Warn("promoting a meta non-voter", "node", s.ID, "err", err)
+			return false
+		}
+		return true
 	}
-	c.n.log.Info("promoting a meta non-voter to voter", "node", spare[0].ID)
-	if err := r.AddVoter(spare[0].ID, spare[0].Address, 0, membershipTimeout).Error(); err != nil {
-		c.n.log.Warn("promoting a meta non-voter", "node", spare[0].ID, "err", err)
-		return false
-	}
-	return true
+	return false
 }

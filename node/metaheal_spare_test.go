@@ -1,0 +1,64 @@
+package node
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// TestDeadMetaVoterNotReplacedByUnreachableSpare: a meta voter dead past
+// the grace is replaced by a non-voter only if that one has caught up. The
+// spare here, n4, is alive in gossip but cut off from Raft: promoted, it
+// would make the meta group four voters of which two answer, and the map
+// could no longer change — where the two voters left were a quorum.
+func TestDeadMetaVoterNotReplacedByUnreachableSpare(t *testing.T) {
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 4, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 2 * time.Second })
+	c.waitMetaVoters(3, 60*time.Second)
+	if v := c.metaVoters(); slices.Contains(v, "n4") {
+		t.Fatalf("meta voters %v: n4 is one", v)
+	}
+	leader := c.metaLeader().cfg.NodeID
+	victim := -1
+	for i := range 3 {
+		if c.cfgs[i].NodeID != leader {
+			victim = i
+			break
+		}
+	}
+	c.faults.Isolate(raft.ServerAddress(c.cfgs[3].GRPCAddr))
+	defer c.faults.Heal()
+	c.stop(victim)
+	c.waitMetaLeaderSees(false, victim)
+	time.Sleep(2*time.Second + 5*time.Second) // the grace, and a few control ticks
+
+	// The meta group still commits.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var err error
+		for _, nd := range c.nodes {
+			if nd == nil {
+				continue
+			}
+			r := nd.cluster.meta.Raft()
+			if r.State() != raft.Leader {
+				continue
+			}
+			if err = r.Barrier(2 * time.Second).Error(); err == nil {
+				cf := r.GetConfiguration().Configuration()
+				for _, s := range cf.Servers {
+					if s.ID == "n4" && s.Suffrage == raft.Voter {
+						t.Fatalf("n4, cut off from Raft, was made a meta voter: %+v", cf.Servers)
+					}
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with %s dead and n4 cut off, the meta group commits nothing (last: %v)", c.cfgs[victim].NodeID, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
