@@ -416,26 +416,44 @@ func (s *shard) watchLeadership(ctx context.Context, wg *sync.WaitGroup, onLost 
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		leaderCh := r.LeaderCh()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case isLeader := <-leaderCh:
-				if !isLeader {
-					s.setLeading(false)
-					onLost()
-					continue
-				}
-				// Reads come from the FSM: make sure it holds every entry
-				// committed under earlier terms before serving any.
-				if err := r.Barrier(0).Error(); err != nil {
-					continue
-				}
-				s.setLeading(true)
-			}
-		}
+		s.followLeadership(ctx, r.LeaderCh(), r.CurrentTerm, func() error { return r.Barrier(0).Error() }, onLost)
 	}()
+}
+
+// followLeadership is watchLeadership's loop, on raft's leadership
+// notifications, its current term and a barrier.
+func (s *shard) followLeadership(ctx context.Context, leaderCh <-chan bool, term func() uint64, barrier func() error, onLost func()) {
+	var ledIn uint64 // the term this node became ready to lead in; 0: not leading
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case isLeader := <-leaderCh:
+			if !isLeader {
+				ledIn = 0
+				s.setLeading(false)
+				onLost()
+				continue
+			}
+			if ledIn != 0 && term() != ledIn {
+				// raft keeps only the newest notification: a loss and a
+				// new win between two reads arrive as one "true". The
+				// instances of the old term go as on a loss: another node
+				// may have led, and written, in between.
+				ledIn = 0
+				s.setLeading(false)
+				onLost()
+			}
+			// Reads come from the FSM: make sure it holds every entry
+			// committed under earlier terms before serving any.
+			t := term()
+			if err := barrier(); err != nil {
+				continue
+			}
+			ledIn = t
+			s.setLeading(true)
+		}
+	}
 }
 
 // setLeading records whether this node leads the shard with its log applied.
