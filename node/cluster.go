@@ -647,9 +647,16 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 				// instead, before anything runs.
 				return nil, peer{}, errStopping
 			}
-			return ls.shard, peer{}, nil
-		}
-		if _, id := r.LeaderWithID(); id != "" {
+			if !ls.shard.isFenced() {
+				return ls.shard, peer{}, nil
+			}
+			// Fenced: cut off from a quorum of its voters, this node
+			// serves nothing while raft's lease keeps it leader, and
+			// the other replicas may have elected a leader already.
+			// Route as a follower would (below), so that a forwarded
+			// request is refused at once and its sender tries
+			// elsewhere, instead of waiting here for shardWait.
+		} else if _, id := r.LeaderWithID(); id != "" {
 			leader = string(id)
 		}
 	}

@@ -165,6 +165,11 @@ func (m *manager) fetchLocal(ctx context.Context, class string, id durable.ID, r
 		if sh.handingOff.Load() {
 			return nil, sh.handOffRefusal()
 		}
+		if sh.isFenced() {
+			// Cut off from its quorum (fence.go): route elsewhere now
+			// rather than wait for the fence to lift.
+			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %s: this node leads it but cannot reach a quorum of its replicas", sh.id)}
+		}
 		if err := m.waitShard(ctx, sh); err != nil {
 			return nil, err
 		}
