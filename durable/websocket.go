@@ -246,6 +246,33 @@ func WriteResponse(w http.ResponseWriter, resp *http.Response) error {
 	return splice(conn, brw.Reader, upstream)
 }
 
+// spliceStall bounds how long one write to a WebSocket client may wait for
+// the client to take it. The object drops a socket whose client takes no
+// message for 5 s; without a bound here, the splice of a client that
+// stopped reading (and never closed) stayed blocked in the write forever,
+// holding the connection and, for a forwarded socket, the tunnel to the
+// object's node, though the object had dropped the socket.
+const spliceStall = 10 * time.Second
+
+// stallLimited is w, whose every write fails once it has waited spliceStall
+// for the client, if w is a connection with deadlines.
+func stallLimited(w io.Writer) io.Writer {
+	if d, ok := w.(interface{ SetWriteDeadline(time.Time) error }); ok {
+		return deadlineWriter{w, d}
+	}
+	return w
+}
+
+type deadlineWriter struct {
+	w io.Writer
+	d interface{ SetWriteDeadline(time.Time) error }
+}
+
+func (d deadlineWriter) Write(p []byte) (int, error) {
+	_ = d.d.SetWriteDeadline(time.Now().Add(spliceStall))
+	return d.w.Write(p)
+}
+
 // splice carries bytes between a client connection (bytes it already
 // buffered first) and upstream until either direction ends, then closes
 // both.
@@ -256,7 +283,7 @@ func splice(client io.ReadWriteCloser, buffered *bufio.Reader, upstream io.ReadW
 		errc <- err
 	}()
 	go func() {
-		_, err := io.Copy(client, upstream)
+		_, err := io.Copy(stallLimited(client), upstream)
 		errc <- err
 	}()
 	err := <-errc

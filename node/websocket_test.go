@@ -935,3 +935,42 @@ func TestWebSocketNoEventsAfterTheObjectCloses(t *testing.T) {
 		t.Fatalf("a message sent after the object closed the socket ran as an event: count %s, want 0", body)
 	}
 }
+
+// spliceGoroutines counts the goroutines that carry a socket's bytes
+// between a client and the object: the entry node's splice and its
+// tunnel's receiver, the leader's forwarded Fetch, and the socket's own.
+func spliceGoroutines() int {
+	buf := make([]byte, 1<<24)
+	stacks := string(buf[:runtime.Stack(buf, true)])
+	n := 0
+	for _, g := range strings.Split(stacks, "\n\n") {
+		for _, k := range []string{"durable.splice", "node.receiveBody", "node.(*forwardServer).Fetch", "node.(*socket)"} {
+			if strings.Contains(g, k) {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
+
+// A tunnelled client that never reads (nor closes) while its room floods
+// it is dropped, and everything its socket held is released, at the entry
+// node and at the leader alike. Before, the entry node's splice waited
+// forever to write to the client, so its tunnel was never read again; the
+// leader's forwarded Fetch, blocked sending into the full stream, stayed
+// too, though the object had dropped the socket.
+func TestWebSocketTunnelSlowClientReleased(t *testing.T) {
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	li := c.leaderOf(groupOf(shardOf(roomID(t, c.nodes[0], "stuck").Bytes(), 4)))
+	ws := dialRoom(t, c.cfgs[(li+1)%3].HTTPAddr, "stuck")
+	readText(t, ws)
+	sendText(t, ws, "flood") // and never read again
+	deadline := time.Now().Add(closeWait + 8*time.Second)
+	for spliceGoroutines() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines still carry the socket of a client that stopped reading %v after its flood", spliceGoroutines(), closeWait+8*time.Second)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
