@@ -36,7 +36,8 @@ func TestFaultsEnforcedBySenderAndReceiver(t *testing.T) {
 			snapshot := func() error {
 				data := bytes.Repeat([]byte("s"), 2*snapshotChunkSize)
 				var resp raft.InstallSnapshotResponse
-				return v.InstallSnapshot("n2", b.addr, &raft.InstallSnapshotRequest{RPCHeader: header("n1", a.addr), SnapshotVersion: 1, Term: 1, Size: int64(len(data))}, &resp, bytes.NewReader(data))
+				return v.InstallSnapshot("n2", b.addr, &raft.InstallSnapshotRequest{RPCHeader: header("n1", a.addr), SnapshotVersion: 1, Term: 1, Size: int64(len(data)),
+					Configuration: raft.EncodeConfiguration(raft.Configuration{Servers: []raft.Server{{ID: "n1", Address: a.addr}}})}, &resp, bytes.NewReader(data))
 			}
 			p, err := v.AppendEntriesPipeline("n2", b.addr)
 			if err != nil {
