@@ -559,11 +559,7 @@ func TestFSMFailureLeavesTheEntryCommitted(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2 := openAt(t, dir)
-	g2 := startSingle(t, s2, 3, newTransport(t, "n1"), func(c *GroupConfig) { c.Tune = fast })
-	if err := g2.Raft().Barrier(5 * time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
+	s2, _ := reopenSingle(t, dir, 3)
 	if st := readObject(t, s2, 3, oid(1)); st.Version != 1 || st.Keys["k"] != "v" {
 		t.Fatalf("after restart: %+v; the entry the FSM failed was committed and must apply", st)
 	}

@@ -335,11 +335,7 @@ func TestGroupRecoversFromInterruptedRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s2 := openAt(t, dir)
-	g2 := startSingle(t, s2, 3, newTransport(t, "n1"), func(c *GroupConfig) { c.Tune = fast })
-	if err := g2.Raft().Barrier(5 * time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
+	s2, g2 := reopenSingle(t, dir, 3)
 	checkObjects(t, s2, 3, workers, 7)
 	proposeAll(t, g2.Raft(), workers, 8, 8)
 	checkObjects(t, s2, 3, workers, 8)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -32,6 +33,18 @@ func openAt(t testing.TB, dir string) *Store {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// reopenSingle opens the Store in dir again, starts group g in it as its
+// single voter, and waits until the group has applied its log.
+func reopenSingle(t testing.TB, dir string, g GroupID) (*Store, *Group) {
+	t.Helper()
+	s := openAt(t, dir)
+	grp := startSingle(t, s, g, newTransport(t, "n1"), func(c *GroupConfig) { c.Tune = fast })
+	if err := grp.Raft().Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	return s, grp
 }
 
 // openFS opens a Store on a (crashable) in-memory filesystem.

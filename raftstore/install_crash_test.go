@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 )
 
 // copyTree copies the directory src to dst (which must not exist).
@@ -78,11 +77,7 @@ func TestStartAfterCrashBeforeInstalledSnapshotRestore(t *testing.T) {
 	}
 	copyTree(t, filepath.Join(leaderDir, snaps), filepath.Join(followerDir, snaps))
 
-	s2 := openAt(t, followerDir)
-	g2 := startSingle(t, s2, 3, newTransport(t, "n1"), func(c *GroupConfig) { c.Tune = fast })
-	if err := g2.Raft().Barrier(5 * time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
+	s2, g2 := reopenSingle(t, followerDir, 3)
 	checkObjects(t, s2, 3, workers, 5)
 	proposeAll(t, g2.Raft(), workers, 6, 6)
 	checkObjects(t, s2, 3, workers, 6)
