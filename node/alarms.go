@@ -282,7 +282,7 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		return err
 	}
 	var handlerErr error
-	alarmWrites := in.storage.alarmWriteCount()
+	endDelivery := in.storage.deliveringAlarm(at)
 	exc := in.runTurn(func() error {
 		if err := in.activate(); err != nil {
 			return err
@@ -291,20 +291,20 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 			return nil
 		}
 		if h, ok := in.obj.(durable.Alarmer); ok {
-			defer in.storage.deliveringAlarm(at)()
 			// A panic here reaches runTurn: the instance is reset and the
 			// alarm retried; a returned error only retries.
 			handlerErr = h.Alarm(context.WithValue(ctx, turnKey{}, &turnMark{inst: in}), info)
 		}
 		return nil
 	})
+	written := endDelivery()
 	dropped := false // the handler failed and the alarm is deleted all the same
 	if exc == nil && (handlerErr == nil || lastTry) {
-		// Delete the alarm we delivered, unless it was set again while it
+		// Delete the alarm we delivered, unless it was written while it
 		// ran: a handler that sets it for now re-arms it, though "now" may
 		// be the very millisecond it was delivered for.
 		var err error
-		if in.storage.alarmWriteCount() == alarmWrites {
+		if !written {
 			if cur, ok, gerr := in.storage.GetAlarm(); gerr == nil && ok && cur.UnixMilli() == at {
 				err = in.storage.DeleteAlarm()
 			}

@@ -91,26 +91,32 @@ func newInstance(m *manager, key [32]byte, id durable.ID, class string, ctor dur
 		storage:     newObjectStorage(sh.id, key, m.reader, sh, m.cfg.Limits),
 	}
 	in.storage.onBroken = in.retire
-	in.storage.betweenTurns = in.flushBetweenTurns
+	in.storage.syncFlush = in.syncFlush
 	return in
 }
 
 // backgroundKey marks the context WaitUntil work is given.
 type backgroundKey struct{}
 
-// flushBetweenTurns is Storage.Sync's flush: called from WaitUntil work
-// (with the context it was given), it takes the gate first, as the work's
-// closing flush does, so that it does not commit half of a running turn's
-// writes; called from a turn, it flushes at once (the turn holds the gate).
-func (in *instance) flushBetweenTurns(ctx context.Context, flush func() *commit) (*commit, error) {
-	if ctx.Value(backgroundKey{}) != in {
-		return flush(), nil
-	}
+// flushBetweenTurns commits what is pending once no turn runs: a flush in
+// the middle of a turn would commit the writes it made so far as a batch
+// of their own. WaitUntil work (at its end and in Sync) and shutdown flush
+// so; a turn, which holds the gate, flushes at once.
+func (in *instance) flushBetweenTurns(ctx context.Context) (*commit, error) {
 	if err := in.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer in.unlock()
-	return flush(), nil
+	return in.storage.flush(), nil
+}
+
+// syncFlush is Storage.Sync's flush: between turns when called with the
+// context WaitUntil work was given, at once from a turn.
+func (in *instance) syncFlush(ctx context.Context) (*commit, error) {
+	if ctx.Value(backgroundKey{}) == in {
+		return in.flushBetweenTurns(ctx)
+	}
+	return in.storage.flush(), nil
 }
 
 // turnKey marks a request context as belonging to a turn of an instance,
@@ -366,13 +372,9 @@ func (in *instance) WaitUntil(fn func(ctx context.Context)) {
 		defer in.background.Done()
 		defer in.bgCount.Add(-1)
 		_ = in.runTurn(func() error { fn(context.WithValue(in.ctx, backgroundKey{}, in)); return nil })
-		// What fn wrote is committed now, but between turns: a flush in
-		// the middle of one would split its writes into two batches. (A
-		// retired instance's context is done, and its storage sealed.)
-		if in.lock(in.ctx) == nil {
-			in.storage.flush()
-			in.unlock()
-		}
+		// What fn wrote is committed now. (A retired instance's context is
+		// done, and its storage sealed: nothing to commit.)
+		_, _ = in.flushBetweenTurns(in.ctx)
 	}()
 }
 

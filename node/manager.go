@@ -355,15 +355,12 @@ func (m *manager) drain(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		// Flushed between turns, as WaitUntil's closing flush is: a turn
-		// still running (a WebSocket event's, an alarm's, a forwarded
-		// request's) must not have the writes it made so far committed as
-		// a batch of their own. It commits them itself when it ends.
-		if err := in.lock(ctx); err != nil {
+		// A turn still running (a WebSocket event's, an alarm's, a
+		// forwarded request's) commits its own writes when it ends.
+		c, err := in.flushBetweenTurns(ctx)
+		if err != nil {
 			return err
 		}
-		c := in.storage.flush()
-		in.unlock()
 		if c != nil {
 			if err := c.wait(ctx); err != nil && ctx.Err() != nil {
 				return err

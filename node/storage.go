@@ -55,10 +55,9 @@ type objectStorage struct {
 	limits durable.Limits
 	// onBroken is called (outside mu) once, when a commit fails.
 	onBroken func(error)
-	// betweenTurns, if set, is how Sync called with ctx flushes: WaitUntil
-	// work (its ctx says so) waits for the instance's gate, so that its
-	// Sync does not split a running turn's writes into two batches.
-	betweenTurns func(ctx context.Context, flush func() *commit) (*commit, error)
+	// syncFlush, if set, is how Sync flushes (instance.syncFlush: WaitUntil
+	// work waits for the running turn to end); nil flushes at once.
+	syncFlush func(ctx context.Context) (*commit, error)
 
 	mu         sync.Mutex
 	pending    *writeSet
@@ -71,8 +70,8 @@ type objectStorage struct {
 	broken     error
 	inTxn      bool
 	// alarmWrites counts SetAlarm, DeleteAlarm and DeleteAll calls, so an
-	// alarm delivery can tell whether its alarm was set again while it
-	// ran, even to the very time it was delivered for.
+	// alarm delivery can tell whether its alarm was written while it ran
+	// (deliveringAlarm), even set again for the very time delivered.
 	alarmWrites uint64
 	// delivering, while an Alarm handler runs, is the alarm it was
 	// delivered for and alarmWrites when it began: until the object sets
@@ -539,13 +538,6 @@ func (s *objectStorage) DeleteAll() error {
 	return nil
 }
 
-// alarmWriteCount is the number of alarm writes made so far (alarmWrites).
-func (s *objectStorage) alarmWriteCount() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.alarmWrites
-}
-
 // transactionOpen reports whether a Transaction is running: its turn keeps
 // the instance's gate shut across awaits (instanceDispatcher).
 func (s *objectStorage) transactionOpen() bool {
@@ -593,14 +585,13 @@ func (s *objectStorage) Transaction(fn func(tx durable.Txn) error) (err error) {
 
 // Sync implements durable.Storage: it commits what is pending and waits.
 func (s *objectStorage) Sync(ctx context.Context) error {
-	var c *commit
-	if s.betweenTurns != nil {
-		var err error
-		if c, err = s.betweenTurns(ctx, s.flush); err != nil {
-			return err
-		}
-	} else {
-		c = s.flush()
+	flush := func(context.Context) (*commit, error) { return s.flush(), nil }
+	if s.syncFlush != nil {
+		flush = s.syncFlush
+	}
+	c, err := flush(ctx)
+	if err != nil {
+		return err
 	}
 	if c == nil {
 		return nil
@@ -630,16 +621,20 @@ func (s *objectStorage) GetAlarm() (time.Time, bool, error) {
 	return time.UnixMilli(a.at), true, nil
 }
 
-// deliveringAlarm marks the alarm set for at as running (GetAlarm hides
-// it); the function it returns ends the mark.
-func (s *objectStorage) deliveringAlarm(at int64) (done func()) {
+// deliveringAlarm marks the alarm set for at as running: GetAlarm hides it
+// until the object sets or deletes its alarm. The function it returns ends
+// the mark and reports whether the alarm was written meanwhile (set again,
+// even for the very time delivered, or deleted).
+func (s *objectStorage) deliveringAlarm(at int64) (end func() (written bool)) {
 	s.mu.Lock()
-	s.delivering = &alarmDelivery{at: at, writes: s.alarmWrites}
+	d := &alarmDelivery{at: at, writes: s.alarmWrites}
+	s.delivering = d
 	s.mu.Unlock()
-	return func() {
+	return func() bool {
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		s.delivering = nil
-		s.mu.Unlock()
+		return s.alarmWrites != d.writes
 	}
 }
 
