@@ -117,7 +117,7 @@ func (c *cluster) stopIfRemoved(i int, ls *localShard, want placement.Shard) {
 	if cf.Error() != nil {
 		return
 	}
-	if !removedCanStop(raft.ServerID(c.self), r.State(), cf.Configuration().Servers, want.Replicas, time.Since(r.LastContact())) {
+	if !removedCanStop(raft.ServerID(c.self), r.State(), cf.Configuration().Servers, want.Replicas, c.aliveIDs(), time.Since(r.LastContact())) {
 		return
 	}
 	c.n.log.Info("this node's replica left the shard; stopping it", "shard", i)
@@ -134,12 +134,18 @@ func (c *cluster) stopIfRemoved(i int, ls *localShard, want placement.Shard) {
 // stops once its group no longer needs it. That is when the group's
 // configuration (as the replica has it) dropped self; or when, as a
 // follower, it sees every replica the map names (want) voting — the leader
-// removes self next, and a removed follower is never told; or when no
-// leader has contacted it for orphanTimeout (sinceContact), because a node
-// that was away while its replica was re-created elsewhere keeps its old
-// configuration: no leader talks to it any more. A leader never stops
-// itself: it hands leadership over first (reconcileConfig).
-func removedCanStop(self raft.ServerID, state raft.RaftState, servers []raft.Server, want []placement.NodeID, sinceContact time.Duration) bool {
+// removes self next, and a removed follower is never told — and, if self
+// votes, the voters gossip sees alive (alive) make a quorum without it;
+// or when no leader has contacted it for orphanTimeout (sinceContact),
+// because a node that was away while its replica was re-created elsewhere
+// keeps its old configuration: no leader talks to it any more. A leader
+// never stops itself: it hands leadership over first (reconcileConfig).
+//
+// The quorum condition matters when a replica the map names is dead: in
+// a group of four voters with one dead, a removed voter that stopped
+// early left two of four, and the new leader could commit nothing — not
+// even the removal that would have made two of three enough.
+func removedCanStop(self raft.ServerID, state raft.RaftState, servers []raft.Server, want []placement.NodeID, alive map[placement.NodeID]bool, sinceContact time.Duration) bool {
 	if state == raft.Leader {
 		return false
 	}
@@ -161,7 +167,16 @@ func removedCanStop(self raft.ServerID, state raft.RaftState, servers []raft.Ser
 			return false // the new replicas are not all voting yet: keep helping the quorum
 		}
 	}
-	return true
+	if !voters[self] {
+		return true // a non-voter counts in no quorum
+	}
+	others := 0
+	for id := range voters {
+		if id != self && alive[placement.NodeID(id)] {
+			others++
+		}
+	}
+	return others >= len(voters)/2+1
 }
 
 // balanceLeaders hands one shard's leadership to a less loaded voter when

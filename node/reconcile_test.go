@@ -23,35 +23,48 @@ func TestRemovedCanStop(t *testing.T) {
 	allVote := conf(voter("a"), voter("b"), voter("c"), voter("d"))
 	gone := conf(voter("b"), voter("c"), voter("d"))
 	const recent = time.Second
+	allAlive := map[placement.NodeID]bool{"a": true, "b": true, "c": true, "d": true}
 	tests := []struct {
 		name         string
 		state        raft.RaftState
 		servers      []raft.Server
 		sinceContact time.Duration
 		want         bool
+		alive        map[placement.NodeID]bool // nil: allAlive
 	}{
-		{"follower, new replica not yet voting", raft.Follower, adding, recent, false},
-		{"follower, new replica not yet added", raft.Follower, missing, recent, false},
-		{"follower, every wanted replica votes", raft.Follower, allVote, recent, true},
-		{"follower, removed from the configuration", raft.Follower, gone, recent, true},
-		{"follower, fresh, no configuration", raft.Follower, nil, recent, true},
-		{"follower, a non-voter itself, others voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true},
-		{"follower, a non-voter itself, d not voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), nonvoter("d")), recent, false},
+		{"follower, new replica not yet voting", raft.Follower, adding, recent, false, nil},
+		{"follower, new replica not yet added", raft.Follower, missing, recent, false, nil},
+		{"follower, every wanted replica votes", raft.Follower, allVote, recent, true, nil},
+		{"follower, removed from the configuration", raft.Follower, gone, recent, true, nil},
+		{"follower, fresh, no configuration", raft.Follower, nil, recent, true, nil},
+		{"follower, a non-voter itself, others voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true, nil},
+		{"follower, a non-voter itself, d not voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), nonvoter("d")), recent, false, nil},
+		// Every wanted replica votes, but one is dead: a quorum of the four
+		// voters needs a (TestDrainWithADeadNodeKeepsQuorums).
+		{"follower, every wanted replica votes, one dead", raft.Follower, allVote, recent, false, map[placement.NodeID]bool{"a": true, "b": true, "c": true}},
+		{"follower, every wanted replica votes, self not seen alive", raft.Follower, allVote, recent, true, map[placement.NodeID]bool{"b": true, "c": true, "d": true}},
+		{"follower, a non-voter itself, one wanted dead", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true, map[placement.NodeID]bool{"b": true, "c": true}},
+		{"follower, removed from the configuration, two dead", raft.Follower, gone, recent, true, map[placement.NodeID]bool{"a": true, "b": true}},
+		{"follower, one dead, no leader for the orphan timeout", raft.Follower, allVote, orphanTimeout, true, map[placement.NodeID]bool{"a": true, "b": true, "c": true}},
 		// The orphan rule: no leader for orphanTimeout, whatever the
 		// configuration says.
-		{"follower, no leader for just under the orphan timeout", raft.Follower, adding, orphanTimeout - time.Millisecond, false},
-		{"follower, no leader for the orphan timeout", raft.Follower, adding, orphanTimeout, true},
-		{"follower, no leader for long", raft.Follower, missing, time.Hour, true},
-		{"candidate, no leader for long", raft.Candidate, adding, time.Hour, true},
-		{"candidate, recent leader", raft.Candidate, adding, recent, false},
+		{"follower, no leader for just under the orphan timeout", raft.Follower, adding, orphanTimeout - time.Millisecond, false, nil},
+		{"follower, no leader for the orphan timeout", raft.Follower, adding, orphanTimeout, true, nil},
+		{"follower, no leader for long", raft.Follower, missing, time.Hour, true, nil},
+		{"candidate, no leader for long", raft.Candidate, adding, time.Hour, true, nil},
+		{"candidate, recent leader", raft.Candidate, adding, recent, false, nil},
 		// A leader hands leadership over first, whatever else holds.
-		{"leader, every wanted replica votes", raft.Leader, allVote, recent, false},
-		{"leader, removed", raft.Leader, gone, recent, false},
-		{"leader, orphaned", raft.Leader, adding, time.Hour, false},
+		{"leader, every wanted replica votes", raft.Leader, allVote, recent, false, nil},
+		{"leader, removed", raft.Leader, gone, recent, false, nil},
+		{"leader, orphaned", raft.Leader, adding, time.Hour, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := removedCanStop("a", tt.state, tt.servers, want, tt.sinceContact); got != tt.want {
+			alive := tt.alive
+			if alive == nil {
+				alive = allAlive
+			}
+			if got := removedCanStop("a", tt.state, tt.servers, want, alive, tt.sinceContact); got != tt.want {
 				t.Fatalf("removedCanStop = %v, want %v", got, tt.want)
 			}
 		})
