@@ -444,3 +444,61 @@ func TestAlarmNotStarvedByUndeliverableAlarms(t *testing.T) {
 	}
 	waitState(t, n, name, "fired=1 retries=0 alarm=false")
 }
+
+// stuckAlarmObject's alarm handler ignores its context and returns only
+// when release is closed.
+type stuckAlarmObject struct {
+	st      *durable.State
+	started chan<- struct{}
+	release <-chan struct{}
+}
+
+func (o *stuckAlarmObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := o.st.Storage.SetAlarm(time.Now()); err != nil {
+		durable.WriteError(w, err)
+		return
+	}
+	fmt.Fprint(w, "set")
+}
+
+func (o *stuckAlarmObject) Alarm(context.Context, durable.AlarmInfo) error {
+	o.started <- struct{}{}
+	<-o.release
+	return nil
+}
+
+// TestCloseGivesUpOnAHandlerIgnoringItsContext: Close returns, with
+// ErrCloseIncomplete, once its context and the straggler grace have
+// passed, though an alarm handler never returns; the store closes when
+// the handler does.
+func TestCloseGivesUpOnAHandlerIgnoringItsContext(t *testing.T) {
+	started, release := make(chan struct{}, 1), make(chan struct{})
+	app := testApp()
+	app.Classes["Stuck"] = func(state *durable.State, _ *durable.Env) durable.Object {
+		return &stuckAlarmObject{st: state, started: started, release: release}
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "STUCK", ClassName: "Stuck"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, func(n *Node) { n.stragglerGrace = 100 * time.Millisecond })
+	if code, body := get(t, n, "/set", url.Values{"ns": {"STUCK"}, "name": {"a"}}); code != 200 {
+		t.Fatalf("set: %d %s", code, body)
+	}
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the alarm handler did not start")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close(ctx) }()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, ErrCloseIncomplete) {
+			t.Fatalf("Close: %v, want ErrCloseIncomplete", err)
+		}
+	case <-time.After(20 * time.Second):
+		close(release)
+		t.Fatal("Close still waiting for the stuck alarm handler")
+	}
+	close(release)
+}

@@ -44,6 +44,9 @@ type Node struct {
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // background loops: proposers, watchers, eviction
+	// stragglerGrace is how long Close waits, once its own context has
+	// ended and the node's is cancelled, for those loops to notice.
+	stragglerGrace time.Duration
 
 	// applyWrap, when set (by tests), wraps each shard's Raft applier.
 	applyWrap func(applier) applier
@@ -96,7 +99,8 @@ func New(cfg Config, app *durable.App) (*Node, error) {
 			return nil, err
 		}
 	}
-	n := &Node{cfg: cfg, app: app, log: log, peerTLS: pt, alarms: defaultAlarmSettings(), failed: make(chan error, 1)}
+	n := &Node{cfg: cfg, app: app, log: log, peerTLS: pt, alarms: defaultAlarmSettings(), failed: make(chan error, 1),
+		stragglerGrace: 5 * time.Second}
 	n.admin = newAdmin(n)
 	return n, nil
 }
@@ -339,7 +343,52 @@ func (n *Node) Close(ctx context.Context) error {
 	if n.cancel != nil {
 		n.cancel()
 	}
-	n.wg.Wait()
+	if !waitBounded(ctx, &n.wg, n.stragglerGrace) {
+		// Something ignores its cancelled context (an alarm handler that
+		// never returns, say) and may still use the
+		// groups and the store: they are closed when it ends, not under it.
+		// What was acknowledged is in the synced Raft log already.
+		go func() {
+			n.wg.Wait()
+			n.closeStores()
+		}()
+		n.log.Error("shutdown: background work still running after the grace period; leaving the store open for it")
+		return errors.Join(append(errs, fmt.Errorf("%w: background work (an alarm handler?) still running %s after its context was cancelled", ErrCloseIncomplete, n.stragglerGrace))...)
+	}
+	return errors.Join(append(errs, n.closeStores())...)
+}
+
+// ErrCloseIncomplete: Close gave up waiting for work that ignores its
+// context; the node's Raft groups and store close when that work ends.
+var ErrCloseIncomplete = errors.New("node not fully closed")
+
+// waitBounded waits for wg until ctx ends, then for at most grace more,
+// and reports whether wg finished.
+func waitBounded(ctx context.Context, wg *sync.WaitGroup, grace time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(grace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// closeStores closes what the node's goroutines used: cluster state, the
+// forwarder, the Raft groups and the store. Close calls it once they ended.
+func (n *Node) closeStores() error {
+	var errs []error
 	if n.cluster != nil {
 		n.cluster.close()
 	}
