@@ -170,7 +170,9 @@ func (m *manager) fetchLocal(ctx context.Context, class string, id durable.ID, r
 			// rather than wait for the fence to lift.
 			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %s: this node leads it but cannot reach a quorum of its replicas", sh.id)}
 		}
-		if err := m.waitShard(ctx, sh); err != nil {
+		if err := m.waitShard(ctx, sh); errors.Is(err, errShardFenced) {
+			continue // refused above, as fenced
+		} else if err != nil {
 			return nil, err
 		}
 		in, err := m.acquire(ctx, key, id, class, ctor, sh)
@@ -195,7 +197,9 @@ func (m *manager) waitShard(ctx context.Context, sh *shard) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, shardWait)
 	defer cancel()
-	if err := sh.waitReady(wctx); err != nil {
+	if err := sh.waitReady(wctx); errors.Is(err, errShardFenced) {
+		return err
+	} else if err != nil {
 		return &durable.Error{Message: err.Error(), Retryable: true, Overloaded: true, Err: err}
 	}
 	return nil

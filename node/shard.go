@@ -46,8 +46,11 @@ type shard struct {
 
 	readyMu sync.Mutex
 	ready   chan struct{} // closed while leading && !fenced
-	leading bool          // this node leads the shard and has applied its log
-	fenced  bool          // this node leads it but cannot reach a quorum of its voters (fence.go)
+	// fencedCh is closed while fenced, so that requests waiting for ready
+	// learn at once that they should be routed elsewhere.
+	fencedCh chan struct{}
+	leading  bool // this node leads the shard and has applied its log
+	fenced   bool // this node leads it but cannot reach a quorum of its voters (fence.go)
 	// unfencing is set while a barrier that may lift the fence runs.
 	unfencing atomic.Bool
 	// nudging is set while a barrier that wakes stalled replication runs
@@ -99,6 +102,7 @@ func newShard(id raftstore.GroupID, g *raftstore.Group, maxInflight int, m *metr
 		wake:      make(chan struct{}, 1),
 		results:   make(chan proposal, maxInflight),
 		ready:     make(chan struct{}),
+		fencedCh:  make(chan struct{}),
 		alarmWake: make(chan struct{}, 1),
 	}
 	if g != nil {
@@ -471,6 +475,13 @@ func (s *shard) setFenced(fenced bool) (stopped bool) {
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()
 	was := s.isReadyLocked()
+	if fenced != s.fenced {
+		if fenced {
+			close(s.fencedCh)
+		} else {
+			s.fencedCh = make(chan struct{})
+		}
+	}
 	s.fenced = fenced
 	s.updateReadyLocked()
 	return was && !s.isReadyLocked()
@@ -512,14 +523,21 @@ func (s *shard) isReady() bool {
 	return s.isReadyLocked()
 }
 
-// waitReady waits (bounded by ctx) until this node can serve the shard.
+// errShardFenced: the shard was fenced while a request waited for it.
+var errShardFenced = errors.New("shard fenced")
+
+// waitReady waits (bounded by ctx) until this node can serve the shard,
+// or returns errShardFenced once it is fenced: a fence lasts until the
+// node reaches a quorum again, and another replica may lead meanwhile.
 func (s *shard) waitReady(ctx context.Context) error {
 	s.readyMu.Lock()
-	ch := s.ready
+	ready, fenced := s.ready, s.fencedCh
 	s.readyMu.Unlock()
 	select {
-	case <-ch:
+	case <-ready:
 		return nil
+	case <-fenced:
+		return errShardFenced
 	case <-ctx.Done():
 		return fmt.Errorf("%w: shard %s has no leader on this node yet: %v", errNotReady, s.id, ctx.Err())
 	}

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -44,5 +45,45 @@ func TestLeadershipRegainedInANewTermDropsInstances(t *testing.T) {
 	waitFor("the loss", func() bool { return lost.Load() == 2 })
 	if s.isReady() {
 		t.Fatal("ready after the loss")
+	}
+}
+
+// A request waiting for its shard to be ready is told at once when the
+// shard is fenced, to be routed elsewhere, rather than waiting shardWait
+// for a readiness the fence holds back; once the fence lifts, waiting
+// works as before.
+func TestWaitReadyEndsWhenTheShardIsFenced(t *testing.T) {
+	s := newShard(groupOf(0), nil, 1, nil)
+	waited := make(chan error, 1)
+	go func() { waited <- s.waitReady(context.Background()) }()
+	time.Sleep(20 * time.Millisecond) // let it wait
+	s.setFenced(true)
+	select {
+	case err := <-waited:
+		if !errors.Is(err, errShardFenced) {
+			t.Fatalf("waitReady: %v, want errShardFenced", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waitReady still waiting on a fenced shard")
+	}
+	if err := s.waitReady(context.Background()); !errors.Is(err, errShardFenced) {
+		t.Fatalf("waitReady on a fenced shard: %v, want errShardFenced", err)
+	}
+
+	s.setFenced(false)
+	go func() { waited <- s.waitReady(context.Background()) }()
+	select {
+	case err := <-waited:
+		t.Fatalf("waitReady returned %v before the shard was ready", err)
+	case <-time.After(20 * time.Millisecond):
+	}
+	s.setLeading(true)
+	select {
+	case err := <-waited:
+		if err != nil {
+			t.Fatalf("waitReady: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waitReady still waiting on a ready shard")
 	}
 }
