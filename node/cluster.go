@@ -197,12 +197,13 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	c.elect = newElector(c.self, c.electedGroups, c.aliveIDs, func(msg string, args ...any) { n.log.Info(msg, args...) })
 	c.trans = raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: raft.ServerAddress(c.advGRPC), Faults: n.faults,
 		DialOptions: n.peerTLS.grpcDialOptions(), PeerLost: c.peerLost, HeartbeatWindow: raftstore.QuietHeartbeatWindow})
-	c.grpcSrv = grpc.NewServer(append(n.peerTLS.grpcServerOptions(n.log), keepaliveServerOption())...)
+	c.grpcSrv = grpc.NewServer(append(n.peerTLS.grpcServerOptions(n.log), keepaliveServerOptions(n.serverKeepalive)...)...)
 	c.trans.Register(c.grpcSrv)
 	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus, member: c.member})
 	go c.grpcSrv.Serve(n.grpcLn)
 	n.manager.forwarder = newForwarder(forwarderDialOptions(n.peerTLS)...)
 	n.manager.forwarder.faults, n.manager.forwarder.local = n.faults, raft.ServerAddress(c.advGRPC)
+	n.manager.forwarder.dialer = n.forwardDialer
 	n.manager.forwarder.metrics = n.metrics
 	n.manager.router = c
 

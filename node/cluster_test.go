@@ -77,6 +77,8 @@ type testCluster struct {
 	faults *raftstore.Faults
 	cfgs   []Config
 	nodes  []*Node
+	// nodeTweak, if set, adjusts every node before it starts.
+	nodeTweak func(*Node)
 }
 
 // freeAddr is a loopback address a node can restart at.
@@ -86,7 +88,13 @@ func freeAddr(t testing.TB) string { return testnet.FreeAddr(t) }
 // (so a node restarts at the same addresses), sharing one fault injector.
 // tweaks, if any, adjust every node's configuration.
 func newTestCluster(t *testing.T, n, shards int, reg *turnRegistry, tweaks ...func(*Config)) *testCluster {
-	c := &testCluster{t: t, app: clusterApp(reg), faults: &raftstore.Faults{}}
+	return newTestClusterWith(t, n, shards, reg, nil, tweaks...)
+}
+
+// newTestClusterWith is newTestCluster with nodeTweak adjusting every node
+// (what its Config does not hold) before it starts, restarts included.
+func newTestClusterWith(t *testing.T, n, shards int, reg *turnRegistry, nodeTweak func(*Node), tweaks ...func(*Config)) *testCluster {
+	c := &testCluster{t: t, app: clusterApp(reg), faults: &raftstore.Faults{}, nodeTweak: nodeTweak}
 	var seed string
 	for i := range n {
 		cfg := DefaultClusterConfig(fmt.Sprintf("n%d", i+1))
@@ -125,6 +133,9 @@ func (c *testCluster) start(i int) {
 		c.t.Fatal(err)
 	}
 	nd.faults = c.faults
+	if c.nodeTweak != nil {
+		c.nodeTweak(nd)
+	}
 	if err := nd.Start(context.Background()); err != nil {
 		c.t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -66,6 +67,9 @@ type forwarder struct {
 	// same injected faults as the Raft transport (raftstore.Faults).
 	faults *raftstore.Faults
 	local  raft.ServerAddress
+	// dialer, set by tests (Node.forwardDialer), opens the connections to
+	// peers.
+	dialer func(ctx context.Context, addr string) (net.Conn, error)
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
@@ -148,10 +152,38 @@ func forwarderDialOptions(pt *peerTLS) []grpc.DialOption {
 	return append(pt.grpcDialOptions(), keepaliveDialOption(), grpc.WithConnectParams(raftstore.PeerConnectParams(20*time.Second)))
 }
 
-// keepaliveServerOption lets peers ping that often (gRPC's default
-// answers pings more often than every 5 minutes with GOAWAY).
-func keepaliveServerOption() grpc.ServerOption {
-	return grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second})
+// defaultServerKeepalive is how the node's gRPC server watches its
+// clients: a connection it has heard nothing on (no frame at all: data,
+// ping or ack) for Time is pinged, and closed if the ping is not answered
+// within Timeout, which cancels every stream of that peer. The forwarder's
+// keepalive (keepaliveDialOption) only lets the entry node give up on a
+// silent leader; the leader's side of a forwarded request or WebSocket
+// tunnel from a peer cut off or frozen lingered, the object's socket open,
+// since a black-holed peer resets nothing: gRPC's default server pings
+// after 2 hours, and TCP gives up only on data it sent that goes
+// unacknowledged. Now a silent peer's streams end within Time+Timeout,
+// 7 s: sooner than the entry node's own keepalive (10 s + 2 s), later than
+// the Raft transport's 1.2 s silence timeout (a peer that stalls for a
+// moment keeps its tunnels); Timeout is the client's 2 s. A busy
+// connection, such as the Raft transport's with its 300 ms liveness pings,
+// is never pinged; an idle one is pinged every 5 s, which gRPC clients
+// answer without limit (only servers enforce a ping policy; the client
+// only logs a GOAWAY too_many_pings). gRPC also sets TCP_USER_TIMEOUT to
+// Timeout on each accepted connection (20 s by default), as the
+// forwarder's keepalive does on its own.
+func defaultServerKeepalive() keepalive.ServerParameters {
+	return keepalive.ServerParameters{Time: 5 * time.Second, Timeout: 2 * time.Second}
+}
+
+// keepaliveServerOptions are the node's gRPC server's: it pings its
+// clients as kp says, and lets them ping as often as the forwarder does
+// (gRPC's default answers pings more often than every 5 minutes with
+// GOAWAY).
+func keepaliveServerOptions(kp keepalive.ServerParameters) []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(kp),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second}),
+	}
 }
 
 func newForwarder(opts ...grpc.DialOption) *forwarder {
@@ -171,7 +203,11 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 	if f.closed {
 		return nil, errors.New("the forwarder is closed (the node is stopping)")
 	}
-	c, err := grpc.NewClient(addr, append(slices.Clip(f.dialOpts), f.faults.DialOptions(f.local, raft.ServerAddress(addr))...)...)
+	opts := append(slices.Clip(f.dialOpts), f.faults.DialOptions(f.local, raft.ServerAddress(addr))...)
+	if f.dialer != nil {
+		opts = append(opts, grpc.WithContextDialer(f.dialer))
+	}
+	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -27,18 +27,30 @@ import (
 // silentProxy relays TCP to target until freeze, after which it keeps the
 // connections open and passes nothing on: a peer cut off or frozen.
 type silentProxy struct {
-	ln     net.Listener
-	mu     sync.Mutex
-	frozen bool
+	ln       net.Listener
+	accepted atomic.Int32 // connections relayed
+	mu       sync.Mutex
+	frozen   bool
+	closed   bool
+	conns    []net.Conn // both ends of every relayed connection
 }
 
 func newSilentProxy(t *testing.T, target string) *silentProxy {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := listenSilentProxy(target)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(p.close)
+	return p
+}
+
+// listenSilentProxy is newSilentProxy for a caller that closes it.
+func listenSilentProxy(target string) (*silentProxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
 	p := &silentProxy{ln: ln}
-	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -50,12 +62,32 @@ func newSilentProxy(t *testing.T, target string) *silentProxy {
 				c.Close()
 				continue
 			}
-			t.Cleanup(func() { c.Close(); u.Close() })
+			p.accepted.Add(1)
+			p.mu.Lock()
+			if p.closed {
+				p.mu.Unlock()
+				c.Close()
+				u.Close()
+				return
+			}
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
 			go p.relay(u, c)
 			go p.relay(c, u)
 		}
 	}()
-	return p
+	return p, nil
+}
+
+// close closes the listener and every relayed connection.
+func (p *silentProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for _, c := range p.conns {
+		c.Close()
+	}
 }
 
 func (p *silentProxy) relay(dst, src net.Conn) {
@@ -129,7 +161,7 @@ func (stuckForward) Fetch(stream proto.Forward_FetchServer) error {
 // A request forwarded to a peer that stops answering fails once a
 // keepalive ping goes unanswered (10 s + 2 s), rather than never.
 func TestForwardToSilentPeerFails(t *testing.T) {
-	addr := serveForward(t, stuckForward{}, keepaliveServerOption())
+	addr := serveForward(t, stuckForward{}, keepaliveServerOptions(defaultServerKeepalive())...)
 	proxy := newSilentProxy(t, addr)
 
 	f := newForwarder(append((*peerTLS)(nil).grpcDialOptions(), keepaliveDialOption())...)

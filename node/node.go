@@ -19,6 +19,7 @@ import (
 	"github.com/google/renameio/v2"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/raftstore"
@@ -54,6 +55,12 @@ type Node struct {
 	alarms alarmSettings
 	// faults, when set (by tests), injects network faults into the Raft transport.
 	faults *raftstore.Faults
+	// serverKeepalive is how the gRPC server pings its clients
+	// (defaultServerKeepalive; tests shorten it).
+	serverKeepalive keepalive.ServerParameters
+	// forwardDialer, when set (by tests), opens the connections the node
+	// forwards requests over (through a proxy that can black-hole them).
+	forwardDialer func(ctx context.Context, addr string) (net.Conn, error)
 	// peerTLS secures node-to-node gRPC; nil means plaintext (and dev mode).
 	peerTLS *peerTLS
 	// cluster is the cluster machinery; nil in dev mode.
@@ -100,7 +107,7 @@ func New(cfg Config, app *durable.App) (*Node, error) {
 		}
 	}
 	n := &Node{cfg: cfg, app: app, log: log, peerTLS: pt, alarms: defaultAlarmSettings(), failed: make(chan error, 1),
-		stragglerGrace: 5 * time.Second}
+		stragglerGrace: 5 * time.Second, serverKeepalive: defaultServerKeepalive()}
 	n.admin = newAdmin(n)
 	return n, nil
 }

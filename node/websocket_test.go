@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/roostdb/roost/durable"
 )
@@ -973,4 +975,102 @@ func TestWebSocketTunnelSlowClientReleased(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// The leader's end of a tunnel closes within seconds when the node that
+// opened it goes silent without resetting anything (a cut cable, docker
+// network disconnect, a paused node): the leader's gRPC server pings a
+// client it no longer hears and drops its connection when the ping goes
+// unanswered, which ends the forwarded Fetch and with it the object's
+// socket (WebSocketClose, 1006). Only the tunnel's connection is cut here,
+// through a proxy that swallows everything once frozen; the Raft transport
+// still connects the two nodes, so nothing but the keepalive can notice.
+// Before, only the entry node pinged (and only it gave up, after 10 s +
+// 2 s); the leader kept the socket as long as the TCP connection lived,
+// which here, with the proxy acknowledging everything, is forever.
+func TestWebSocketTunnelEndsWhenItsPeerGoesSilent(t *testing.T) {
+	// Every node forwards through a proxy of its own to each peer.
+	var mu sync.Mutex
+	proxies := map[[2]string]*silentProxy{} // by forwarding node and peer address
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for k, p := range proxies {
+			p.close()
+			delete(proxies, k)
+		}
+	})
+	proxyTo := func(from, addr string) (*silentProxy, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		k := [2]string{from, addr}
+		if p := proxies[k]; p != nil {
+			return p, nil
+		}
+		p, err := listenSilentProxy(addr)
+		if err == nil {
+			proxies[k] = p
+		}
+		return p, err
+	}
+	kp := keepalive.ServerParameters{Time: time.Second, Timeout: time.Second} // Time: the least gRPC allows
+	c := newTestClusterWith(t, 3, 4, &turnRegistry{active: map[string]string{}}, func(n *Node) {
+		n.serverKeepalive = kp
+		from := n.cfg.NodeID
+		n.forwardDialer = func(ctx context.Context, addr string) (net.Conn, error) {
+			p, err := proxyTo(from, addr)
+			if err != nil {
+				return nil, err
+			}
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", p.ln.Addr().String())
+		}
+	})
+	li := c.leaderOf(groupOf(shardOf(roomID(t, c.nodes[0], "cut").Bytes(), 4)))
+	ei := (li + 1) % 3
+	proxy, err := proxyTo(c.cfgs[ei].NodeID, c.nodes[li].cluster.advGRPC)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	sockets := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		code, body, err := getBody(ctx, "http://"+c.cfgs[li].HTTPAddr+"/sockets?"+url.Values{"ns": {"ROOM"}, "name": {"cut"}}.Encode())
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("counting the room's sockets at its leader: %d %q %v", code, body, err)
+		}
+		return body
+	}
+	ws := dialRoom(t, c.cfgs[ei].HTTPAddr, "cut")
+	if got := readText(t, ws); got != "welcome 0" {
+		t.Fatalf("joining: %q", got)
+	}
+	sendText(t, ws, "hi")
+	if got := readText(t, ws); got != "echo hi" {
+		t.Fatalf("echo: %q", got)
+	}
+	if proxy.accepted.Load() == 0 {
+		t.Fatal("the tunnel did not go through the proxy")
+	}
+	if got := sockets(); got != "1" {
+		t.Fatalf("%s sockets in the room before the cut, want 1", got)
+	}
+
+	proxy.freeze()
+	frozen := time.Now()
+	const bound = 6 * time.Second // 2 s expected; the entry node's keepalive alone: 12 s
+	for sockets() != "0" {
+		if time.Since(frozen) > bound {
+			t.Fatalf("the room still holds the socket of a peer silent for %v", bound)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	took := time.Since(frozen)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, closed, err := getBody(ctx, "http://"+c.cfgs[li].HTTPAddr+"/closed?"+url.Values{"ns": {"ROOM"}, "name": {"cut"}}.Encode()); err != nil || !strings.HasPrefix(closed, "closed 1006 ") || !strings.HasSuffix(closed, " false") {
+		t.Fatalf("the room heard %q (%v), want an unclean close, 1006", closed, err)
+	}
+	t.Logf("the leader dropped the silent peer's socket %v after the cut", took.Round(100*time.Millisecond))
 }
