@@ -121,6 +121,13 @@ type localShard struct {
 	group *raftstore.Group
 	shard *shard
 	stop  context.CancelFunc
+	// leftConfirmed: a leader confirmed that the group's committed
+	// configuration leaves this node out (confirmLeft), checked at most
+	// once every reclaimInterval (nextLeftCheck, Unix ns) and one at a
+	// time (checkingLeft).
+	leftConfirmed atomic.Bool
+	checkingLeft  atomic.Bool
+	nextLeftCheck atomic.Int64
 }
 
 // identity is what a data dir records about the node that owns it.
@@ -548,7 +555,7 @@ func (c *cluster) reconcileShards(ctx context.Context) (settled bool) {
 		if !slices.Contains(s.Replicas, c.self) {
 			if running {
 				settled = false
-				c.stopIfRemoved(i, ls, s)
+				c.stopIfRemoved(ctx, i, ls, m, s)
 			} else {
 				c.reclaim(ctx, m, s)
 			}

@@ -111,13 +111,18 @@ const orphanTimeout = 10 * time.Second
 // stopIfRemoved shuts this node's replica of a shard down once the map no
 // longer names it and the group no longer needs it (removedCanStop). Its
 // data stays until reclaim finds that it may go.
-func (c *cluster) stopIfRemoved(i int, ls *localShard, want placement.Shard) {
+func (c *cluster) stopIfRemoved(ctx context.Context, i int, ls *localShard, m placement.Map, want placement.Shard) {
 	r := ls.group.Raft()
 	cf := r.GetConfiguration()
 	if cf.Error() != nil {
 		return
 	}
-	if !removedCanStop(raft.ServerID(c.self), r.State(), cf.Configuration().Servers, want.Replicas, c.aliveIDs(), time.Since(r.LastContact())) {
+	servers := cf.Configuration().Servers
+	sinceContact := time.Since(r.LastContact())
+	if !removedCanStop(raft.ServerID(c.self), r.State(), servers, want.Replicas, c.aliveIDs(), sinceContact, ls.leftConfirmed.Load()) {
+		if sinceContact >= orphanTimeout {
+			c.confirmLeft(ctx, ls, m, want)
+		}
 		return
 	}
 	c.n.log.Info("this node's replica left the shard; stopping it", "shard", i)
@@ -130,22 +135,57 @@ func (c *cluster) stopIfRemoved(i int, ls *localShard, want placement.Shard) {
 	ls.group.Shutdown()
 }
 
+// confirmLeft asks, in the background and at most once every
+// reclaimInterval, the replicas the map names whether the group's
+// committed configuration leaves this node out (leftConfirmed), and
+// records a yes in ls.leftConfirmed for the next stopIfRemoved: an orphan
+// (no leader for orphanTimeout) whose old configuration would lack a live
+// quorum without it stops only once a leader says the group moved on.
+func (c *cluster) confirmLeft(ctx context.Context, ls *localShard, m placement.Map, want placement.Shard) {
+	now := time.Now().UnixNano()
+	if ls.leftConfirmed.Load() || now < ls.nextLeftCheck.Load() || !ls.checkingLeft.CompareAndSwap(false, true) {
+		return
+	}
+	ls.nextLeftCheck.Store(now + int64(reclaimInterval))
+	gid := ls.group.ID()
+	c.n.wg.Add(1)
+	go func() {
+		defer c.n.wg.Done()
+		defer ls.checkingLeft.Store(false)
+		ask := func(id placement.NodeID) (*proto.ForwardGroupStatusResponse, error) {
+			return c.groupStatusOf(ctx, m, id, gid, true)
+		}
+		if leftConfirmed(c.self, want.Replicas, ask) {
+			ls.leftConfirmed.Store(true)
+		}
+	}()
+}
+
 // removedCanStop is the rule for a replica the map no longer names: it
 // stops once its group no longer needs it. That is when the group's
-// configuration (as the replica has it) dropped self; or when, as a
-// follower, it sees every replica the map names (want) voting — the leader
-// removes self next, and a removed follower is never told — and, if self
-// votes, the voters gossip sees alive (alive) make a quorum without it;
-// or when no leader has contacted it for orphanTimeout (sinceContact),
-// because a node that was away while its replica was re-created elsewhere
-// keeps its old configuration: no leader talks to it any more. A leader
-// never stops itself: it hands leadership over first (reconcileConfig).
+// configuration (as the replica has it) dropped self, or a leader
+// confirmed that the group's committed configuration leaves self out
+// (leftConfirmed); or, as a follower (or candidate), when it sees every
+// replica the map names (want) voting — the leader removes self next, and
+// a removed follower is never told — or when no leader has contacted it
+// for orphanTimeout (sinceContact), because a node that was away while its
+// replica was re-created elsewhere keeps its old configuration: no leader
+// talks to it any more. In those last two cases a replica that votes (in
+// its configuration) stops only if the other voters gossip sees alive
+// (alive) make a quorum without it. A non-voter counts in no quorum. A
+// leader never stops itself: it hands leadership over first
+// (reconcileConfig).
 //
 // The quorum condition matters when a replica the map names is dead: in
 // a group of four voters with one dead, a removed voter that stopped
 // early left two of four, and the new leader could commit nothing — not
-// even the removal that would have made two of three enough.
-func removedCanStop(self raft.ServerID, state raft.RaftState, servers []raft.Server, want []placement.NodeID, alive map[placement.NodeID]bool, sinceContact time.Duration) bool {
+// even the removal that would have made two of three enough. It matters
+// for the orphan rule too: a group of four voters {dead, removed, b, c}
+// with c cut off has no leader, and the removed replica, silent for
+// orphanTimeout, stopped; once c was back, b and c were two of four, and
+// the group stayed without a leader while three of its four voters' nodes
+// were alive.
+func removedCanStop(self raft.ServerID, state raft.RaftState, servers []raft.Server, want []placement.NodeID, alive map[placement.NodeID]bool, sinceContact time.Duration, leftConfirmed bool) bool {
 	if state == raft.Leader {
 		return false
 	}
@@ -159,13 +199,17 @@ func removedCanStop(self raft.ServerID, state raft.RaftState, servers []raft.Ser
 			voters[s.ID] = true
 		}
 	}
-	if !in || sinceContact >= orphanTimeout {
+	if !in || leftConfirmed {
 		return true
 	}
+	allVote := true
 	for _, id := range want {
 		if !voters[raft.ServerID(id)] {
-			return false // the new replicas are not all voting yet: keep helping the quorum
+			allVote = false // the new replicas are not all voting yet: keep helping the quorum
 		}
+	}
+	if !allVote && sinceContact < orphanTimeout {
+		return false
 	}
 	if !voters[self] {
 		return true // a non-voter counts in no quorum

@@ -31,32 +31,45 @@ func TestRemovedCanStop(t *testing.T) {
 		sinceContact time.Duration
 		want         bool
 		alive        map[placement.NodeID]bool // nil: allAlive
+		confirmed    bool                      // a leader confirmed a is out of the committed configuration
 	}{
-		{"follower, new replica not yet voting", raft.Follower, adding, recent, false, nil},
-		{"follower, new replica not yet added", raft.Follower, missing, recent, false, nil},
-		{"follower, every wanted replica votes", raft.Follower, allVote, recent, true, nil},
-		{"follower, removed from the configuration", raft.Follower, gone, recent, true, nil},
-		{"follower, fresh, no configuration", raft.Follower, nil, recent, true, nil},
-		{"follower, a non-voter itself, others voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true, nil},
-		{"follower, a non-voter itself, d not voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), nonvoter("d")), recent, false, nil},
+		{"follower, new replica not yet voting", raft.Follower, adding, recent, false, nil, false},
+		{"follower, new replica not yet added", raft.Follower, missing, recent, false, nil, false},
+		{"follower, every wanted replica votes", raft.Follower, allVote, recent, true, nil, false},
+		{"follower, removed from the configuration", raft.Follower, gone, recent, true, nil, false},
+		{"follower, fresh, no configuration", raft.Follower, nil, recent, true, nil, false},
+		{"follower, a non-voter itself, others voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true, nil, false},
+		{"follower, a non-voter itself, d not voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), nonvoter("d")), recent, false, nil, false},
 		// Every wanted replica votes, but one is dead: a quorum of the four
 		// voters needs a (TestDrainWithADeadNodeKeepsQuorums).
-		{"follower, every wanted replica votes, one dead", raft.Follower, allVote, recent, false, map[placement.NodeID]bool{"a": true, "b": true, "c": true}},
-		{"follower, every wanted replica votes, self not seen alive", raft.Follower, allVote, recent, true, map[placement.NodeID]bool{"b": true, "c": true, "d": true}},
-		{"follower, a non-voter itself, one wanted dead", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true, map[placement.NodeID]bool{"b": true, "c": true}},
-		{"follower, removed from the configuration, two dead", raft.Follower, gone, recent, true, map[placement.NodeID]bool{"a": true, "b": true}},
-		{"follower, one dead, no leader for the orphan timeout", raft.Follower, allVote, orphanTimeout, true, map[placement.NodeID]bool{"a": true, "b": true, "c": true}},
-		// The orphan rule: no leader for orphanTimeout, whatever the
-		// configuration says.
-		{"follower, no leader for just under the orphan timeout", raft.Follower, adding, orphanTimeout - time.Millisecond, false, nil},
-		{"follower, no leader for the orphan timeout", raft.Follower, adding, orphanTimeout, true, nil},
-		{"follower, no leader for long", raft.Follower, missing, time.Hour, true, nil},
-		{"candidate, no leader for long", raft.Candidate, adding, time.Hour, true, nil},
-		{"candidate, recent leader", raft.Candidate, adding, recent, false, nil},
+		{"follower, every wanted replica votes, one dead", raft.Follower, allVote, recent, false, map[placement.NodeID]bool{"a": true, "b": true, "c": true}, false},
+		{"follower, every wanted replica votes, self not seen alive", raft.Follower, allVote, recent, true, map[placement.NodeID]bool{"b": true, "c": true, "d": true}, false},
+		{"follower, a non-voter itself, one wanted dead", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true, map[placement.NodeID]bool{"b": true, "c": true}, false},
+		{"follower, removed from the configuration, two dead", raft.Follower, gone, recent, true, map[placement.NodeID]bool{"a": true, "b": true}, false},
+		// The orphan rule keeps the quorum condition: with d dead and c cut
+		// off, the group {a,b,c,d} has no leader, and a that stopped would
+		// leave b and c two of four once c is back.
+		{"follower, one dead, no leader for the orphan timeout", raft.Follower, allVote, orphanTimeout, false, map[placement.NodeID]bool{"a": true, "b": true, "c": true}, false},
+		{"candidate, one dead, one cut off, no leader for long", raft.Candidate, allVote, time.Hour, false, map[placement.NodeID]bool{"a": true, "b": true}, false},
+		{"follower, one dead, adding, no leader for long", raft.Follower, adding, time.Hour, false, map[placement.NodeID]bool{"a": true, "b": true}, false},
+		{"follower, orphan whose old group has a live quorum without it", raft.Follower, missing, time.Hour, true, map[placement.NodeID]bool{"a": true, "b": true, "c": true}, false},
+		{"follower, a non-voter orphan, others dead", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), nonvoter("d")), time.Hour, true, map[placement.NodeID]bool{"a": true}, false},
+		// The orphan rule, every node alive: no leader for orphanTimeout,
+		// whatever the configuration says.
+		{"follower, no leader for just under the orphan timeout", raft.Follower, adding, orphanTimeout - time.Millisecond, false, nil, false},
+		{"follower, no leader for the orphan timeout", raft.Follower, adding, orphanTimeout, true, nil, false},
+		{"follower, no leader for long", raft.Follower, missing, time.Hour, true, nil, false},
+		{"candidate, no leader for long", raft.Candidate, adding, time.Hour, true, nil, false},
+		{"candidate, recent leader", raft.Candidate, adding, recent, false, nil, false},
 		// A leader hands leadership over first, whatever else holds.
-		{"leader, every wanted replica votes", raft.Leader, allVote, recent, false, nil},
-		{"leader, removed", raft.Leader, gone, recent, false, nil},
-		{"leader, orphaned", raft.Leader, adding, time.Hour, false, nil},
+		{"leader, every wanted replica votes", raft.Leader, allVote, recent, false, nil, false},
+		{"leader, removed", raft.Leader, gone, recent, false, nil, false},
+		{"leader, orphaned", raft.Leader, adding, time.Hour, false, nil, false},
+		// A leader confirmed that the group's committed configuration
+		// leaves a out: a's old configuration no longer matters.
+		{"candidate, confirmed left, old group without a live quorum", raft.Candidate, allVote, time.Hour, true, map[placement.NodeID]bool{"a": true}, true},
+		{"follower, confirmed left, recent leader", raft.Follower, adding, recent, true, nil, true},
+		{"leader, confirmed left", raft.Leader, gone, recent, false, nil, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,7 +77,7 @@ func TestRemovedCanStop(t *testing.T) {
 			if alive == nil {
 				alive = allAlive
 			}
-			if got := removedCanStop("a", tt.state, tt.servers, want, alive, tt.sinceContact); got != tt.want {
+			if got := removedCanStop("a", tt.state, tt.servers, want, alive, tt.sinceContact, tt.confirmed); got != tt.want {
 				t.Fatalf("removedCanStop = %v, want %v", got, tt.want)
 			}
 		})
