@@ -459,9 +459,27 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 		// A removed node leaves the meta group too, so that it counts
 		// towards no quorum. Never this node: it hands the leadership
 		// over first (a removed node is stopped by its operator).
+		// A removed voter leaves only if the voters left that gossip sees
+		// alive make a quorum without it (metaRemovalKeepsQuorum): with
+		// another voter dead and no spare, taking it out of three left two
+		// voters of which one answers, and the meta group could commit
+		// nothing — not even that removal. It stays a voter until the dead
+		// one is back or replaced.
 		if nd, ok := m.Nodes[placement.NodeID(s.ID)]; ok && nd.State == placement.NodeRemoved && s.ID != raft.ServerID(c.self) {
 			if s.Suffrage == raft.Voter {
-				c.promoteSpareMetaVoter(r, conf.Configuration().Servers, c.aliveIDs())
+				servers := conf.Configuration().Servers
+				alive := c.aliveIDs()
+				if c.promoteSpareMetaVoter(r, servers, alive) {
+					cf := r.GetConfiguration()
+					if cf.Error() != nil {
+						return
+					}
+					servers = cf.Configuration().Servers
+				}
+				if !metaRemovalKeepsQuorum(servers, s.ID, alive) {
+					c.n.log.Debug("keeping a removed node as a meta voter: the voters alive without it are not a quorum", "node", s.ID)
+					continue
+				}
 			}
 			c.n.log.Info("taking a removed node out of the meta group", "node", s.ID)
 			r.RemoveServer(s.ID, 0, membershipTimeout)

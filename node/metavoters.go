@@ -21,11 +21,13 @@ import (
 //     because a fourth voter would need three of four for a quorum and
 //     survive no more failures than three;
 //   - healMeta: a voter dead past DeadNodeGrace is replaced by an alive
-//     non-voter, added before the dead one is removed;
+//     non-voter, added before the dead one is removed; with no spare, it
+//     leaves only an even group (deadVoterRemovable);
 //   - controlMeta (cluster.go): a removed node leaves the group, a voter
-//     after a spare took its vote.
+//     after a spare took its vote, and only if the voters alive without it
+//     make a quorum (metaRemovalKeepsQuorum).
 //
-// Voters are never taken away only to reach an odd count: a cluster
+// Live voters are never taken away only to reach an odd count: a cluster
 // bootstrapped with four keeps four.
 
 // maxMetaVoters is how many voters the meta group grows to. Five survive
@@ -114,7 +116,7 @@ func (c *cluster) healMeta(r *raft.Raft, alive, dead map[placement.NodeID]bool) 
 	servers := cf.Configuration().Servers
 	for _, s := range servers {
 		if s.Suffrage == raft.Voter && dead[placement.NodeID(s.ID)] {
-			if !c.promoteSpareMetaVoter(r, servers, alive) {
+			if !c.promoteSpareMetaVoter(r, servers, alive) && !deadVoterRemovable(servers, s.ID, alive) {
 				return // no spare: the dead voter stays, still one of a quorum
 			}
 			c.n.log.Warn("removing a dead voter of the meta group", "node", s.ID)
@@ -124,6 +126,45 @@ func (c *cluster) healMeta(r *raft.Raft, alive, dead map[placement.NodeID]bool) 
 			return
 		}
 	}
+}
+
+// deadVoterRemovable reports whether the dead voter id may leave the meta
+// group (servers) although no spare takes its vote: when the group has an
+// even number of voters and the others alive make a quorum without it.
+// Four voters with one dead need all three others, and three survive the
+// loss of one more; this is how a group that had a spare promoted and then
+// failed to remove the dead voter (the meta leadership moved, say) gets
+// back to an odd count. With an odd number the dead voter stays: removing
+// it gains nothing, and it may come back.
+func deadVoterRemovable(servers []raft.Server, id raft.ServerID, alive map[placement.NodeID]bool) bool {
+	voters := 0
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	return voters%2 == 0 && metaRemovalKeepsQuorum(servers, id, alive)
+}
+
+// metaRemovalKeepsQuorum reports whether, with id taken out of the meta
+// group's configuration servers, the voters left that gossip sees alive
+// (alive) make a quorum of the voters left. Taking out a non-voter always
+// does.
+func metaRemovalKeepsQuorum(servers []raft.Server, id raft.ServerID, alive map[placement.NodeID]bool) bool {
+	voters, up, isVoter := 0, 0, false
+	for _, s := range servers {
+		switch {
+		case s.Suffrage != raft.Voter:
+		case s.ID == id:
+			isVoter = true
+		default:
+			voters++
+			if alive[placement.NodeID(s.ID)] {
+				up++
+			}
+		}
+	}
+	return !isVoter || voters > 0 && up >= voters/2+1
 }
 
 // metaSpares returns, sorted by ID, the non-voters of the meta group

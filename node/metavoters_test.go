@@ -32,6 +32,55 @@ func TestMetaVoterTarget(t *testing.T) {
 	}
 }
 
+// TestMetaVoterRemoval: which voter may leave the meta group without a
+// spare taking its vote. A removed voter leaves only if the voters left
+// that are alive make a quorum (with another voter dead, taking it out of
+// three left one of two); a dead voter leaves only from an even group
+// (four with one dead, after a spare was promoted but the dead voter's
+// removal failed, need all three others).
+func TestMetaVoterRemoval(t *testing.T) {
+	voter := func(id string) raft.Server { return raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id)} }
+	nonvoter := func(id string) raft.Server { return raft.Server{Suffrage: raft.Nonvoter, ID: raft.ServerID(id)} }
+	conf := func(s ...raft.Server) []raft.Server { return s }
+	alive := func(ids ...string) map[placement.NodeID]bool {
+		m := map[placement.NodeID]bool{}
+		for _, id := range ids {
+			m[placement.NodeID(id)] = true
+		}
+		return m
+	}
+	three := conf(voter("a"), voter("b"), voter("c"), nonvoter("d"))
+	four := conf(voter("a"), voter("b"), voter("c"), voter("s"))
+	for _, tc := range []struct {
+		name       string
+		servers    []raft.Server
+		id         raft.ServerID
+		alive      map[placement.NodeID]bool
+		keeps      bool // metaRemovalKeepsQuorum (a removed node)
+		deadLeaves bool // deadVoterRemovable (were id dead, with no spare)
+	}{
+		{"removed voter, all alive", three, "c", alive("a", "b", "c", "d"), true, false},
+		{"removed voter, another voter dead", three, "c", alive("b", "c", "d"), false, false},
+		{"removed voter of four, another dead", four, "s", alive("b", "c", "s"), true, true},
+		{"removed voter of four, two others dead", four, "s", alive("c", "s"), false, false},
+		{"removed non-voter, voters dead", three, "d", alive("d"), true, false},
+		{"dead voter of three", three, "a", alive("b", "c", "d"), true, false},
+		{"dead voter of four", four, "a", alive("b", "c", "s"), true, true},
+		{"dead voter of four, another dead", four, "a", alive("b", "c"), true, true},
+		{"dead voter of four, two others dead", four, "a", alive("b"), false, false},
+		{"lone voter", conf(voter("a")), "a", alive(), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := metaRemovalKeepsQuorum(tc.servers, tc.id, tc.alive); got != tc.keeps {
+				t.Errorf("metaRemovalKeepsQuorum = %v, want %v", got, tc.keeps)
+			}
+			if got := deadVoterRemovable(tc.servers, tc.id, tc.alive); got != tc.deadLeaves {
+				t.Errorf("deadVoterRemovable = %v, want %v", got, tc.deadLeaves)
+			}
+		})
+	}
+}
+
 // metaVoters returns the meta group's voters as the meta leader sees them.
 func (c *testCluster) metaVoters() []string {
 	c.t.Helper()
