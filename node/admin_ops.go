@@ -837,6 +837,15 @@ func (a *admin) execMove(ctx context.Context, op *operation, mv placement.Move) 
 		if !slices.Equal(cur.Replicas, prev) {
 			return fmt.Errorf("%w: shard %d is now [%s]", errReplan, mv.Shard, joinIDs(cur.Replicas))
 		}
+		// A node may have died since the move was planned, or while its
+		// add step converged: a removal that would leave the shard with
+		// fewer live replicas than a quorum is not written (its group
+		// would not carry it out: nextConfigStep), and the shard is held.
+		if len(next) < len(cur.Replicas) {
+			if err := liveQuorumErr(placement.Shard{ID: mv.Shard, Replicas: next}, c.aliveIDs()); err != nil {
+				return err
+			}
+		}
 		_, err := a.proposeMeta(placement.Command{SetShardReplicas: &placement.SetShardReplicasCmd{Shard: mv.Shard, Replicas: next, ExpectedVersion: cur.Version}})
 		if err != nil {
 			var ae *apiError

@@ -460,7 +460,7 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 		// towards no quorum. Never this node: it hands the leadership
 		// over first (a removed node is stopped by its operator).
 		// A removed voter leaves only if the voters left that gossip sees
-		// alive make a quorum without it (metaRemovalKeepsQuorum): with
+		// alive make a quorum without it (removalKeepsLiveQuorum): with
 		// another voter dead and no spare, taking it out of three left two
 		// voters of which one answers, and the meta group could commit
 		// nothing — not even that removal. It stays a voter until the dead
@@ -476,7 +476,7 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 					}
 					servers = cf.Configuration().Servers
 				}
-				if !metaRemovalKeepsQuorum(servers, s.ID, alive) {
+				if !removalKeepsLiveQuorum(servers, s.ID, alive) {
 					c.n.log.Debug("keeping a removed node as a meta voter: the voters alive without it are not a quorum", "node", s.ID)
 					continue
 				}

@@ -25,7 +25,7 @@ import (
 //     leaves only an even group (deadVoterRemovable);
 //   - controlMeta (cluster.go): a removed node leaves the group, a voter
 //     after a spare took its vote, and only if the voters alive without it
-//     make a quorum (metaRemovalKeepsQuorum).
+//     make a quorum (removalKeepsLiveQuorum).
 //
 // Live voters are never taken away only to reach an odd count: a cluster
 // bootstrapped with four keeps four.
@@ -143,14 +143,14 @@ func deadVoterRemovable(servers []raft.Server, id raft.ServerID, alive map[place
 			voters++
 		}
 	}
-	return voters%2 == 0 && metaRemovalKeepsQuorum(servers, id, alive)
+	return voters%2 == 0 && removalKeepsLiveQuorum(servers, id, alive)
 }
 
-// metaRemovalKeepsQuorum reports whether, with id taken out of the meta
-// group's configuration servers, the voters left that gossip sees alive
+// removalKeepsLiveQuorum reports whether, with id taken out of a group's
+// configuration servers (a shard's, or the meta group's), the voters left that gossip sees alive
 // (alive) make a quorum of the voters left. Taking out a non-voter always
 // does.
-func metaRemovalKeepsQuorum(servers []raft.Server, id raft.ServerID, alive map[placement.NodeID]bool) bool {
+func removalKeepsLiveQuorum(servers []raft.Server, id raft.ServerID, alive map[placement.NodeID]bool) bool {
 	voters, up, isVoter := 0, 0, false
 	for _, s := range servers {
 		switch {

@@ -56,7 +56,7 @@ func TestMetaVoterRemoval(t *testing.T) {
 		servers    []raft.Server
 		id         raft.ServerID
 		alive      map[placement.NodeID]bool
-		keeps      bool // metaRemovalKeepsQuorum (a removed node)
+		keeps      bool // removalKeepsLiveQuorum (a removed node)
 		deadLeaves bool // deadVoterRemovable (were id dead, with no spare)
 	}{
 		{"removed voter, all alive", three, "c", alive("a", "b", "c", "d"), true, false},
@@ -71,8 +71,8 @@ func TestMetaVoterRemoval(t *testing.T) {
 		{"lone voter", conf(voter("a")), "a", alive(), false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := metaRemovalKeepsQuorum(tc.servers, tc.id, tc.alive); got != tc.keeps {
-				t.Errorf("metaRemovalKeepsQuorum = %v, want %v", got, tc.keeps)
+			if got := removalKeepsLiveQuorum(tc.servers, tc.id, tc.alive); got != tc.keeps {
+				t.Errorf("removalKeepsLiveQuorum = %v, want %v", got, tc.keeps)
 			}
 			if got := deadVoterRemovable(tc.servers, tc.id, tc.alive); got != tc.deadLeaves {
 				t.Errorf("deadVoterRemovable = %v, want %v", got, tc.deadLeaves)

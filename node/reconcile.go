@@ -17,7 +17,8 @@ import (
 // configuration toward the replica set in the map, one change per control
 // tick: add a missing replica as a non-voter, promote it once it has caught
 // up, then remove replicas the map no longer names (handing leadership
-// away first if the leader itself is leaving). A node whose replica was
+// away first if the leader itself is leaving), each only if the voters alive without it make a
+// quorum (nextConfigStep). A node whose replica was
 // removed stops that group, and deletes its data once the group's
 // committed configuration leaves the node out (reclaim.go).
 
@@ -37,47 +38,103 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 	if cf.Error() != nil {
 		return false
 	}
-	servers := cf.Configuration().Servers
+	log := c.n.log.With("shard", int(want.ID))
+	known := func(id placement.NodeID) bool { _, ok := m.Nodes[id]; return ok }
+	caughtUp := func(id placement.NodeID) bool {
+		return c.caughtUp(ctx, m.Nodes[id], ls.group.ID(), r.AppliedIndex())
+	}
+	alive := c.aliveIDs()
+	step := nextConfigStep(raft.ServerID(c.self), cf.Configuration().Servers, want.Replicas, known, caughtUp, alive)
+	sid := raft.ServerID(step.node)
+	addr := raft.ServerAddress(m.Nodes[step.node].GRPCAddr)
+	switch step.kind {
+	case stepNone:
+		return true
+	case stepAddNonvoter:
+		log.Info("adding replica as non-voter", "node", step.node)
+		raftstore.PublishCommitsAfter(r, r.AddNonvoter(sid, addr, 0, membershipTimeout))
+	case stepPromote:
+		log.Info("promoting caught-up replica to voter", "node", step.node)
+		raftstore.PublishCommitsAfter(r, r.AddVoter(sid, addr, 0, membershipTimeout))
+	case stepHandOver:
+		log.Info("this node leaves the shard: handing leadership over")
+		c.transfer(ls, raft.Server{})
+	case stepRemove:
+		log.Info("removing replica", "node", step.node)
+		raftstore.PublishCommitsAfter(r, r.RemoveServer(sid, 0, membershipTimeout))
+	case stepHold:
+		log.Debug("not removing a replica: the voters alive without it would not be a quorum", "node", step.node)
+	}
+	return false
+}
+
+// configStepKind is what reconcileConfig does next.
+type configStepKind int
+
+const (
+	stepNone        configStepKind = iota // the configuration matches the map
+	stepCatchUp                           // a non-voter is catching up
+	stepAddNonvoter                       // add node as a non-voter
+	stepPromote                           // make the caught-up node a voter
+	stepHandOver                          // this node leaves: hand the leadership over
+	stepRemove                            // remove node
+	stepHold                              // node's removal would leave no live quorum: wait
+)
+
+type configStep struct {
+	kind configStepKind
+	node placement.NodeID
+}
+
+// nextConfigStep is the rule reconcileConfig follows on the leader (self)
+// of a group configured as servers, which the map wants as want: add a
+// missing replica the map knows (known) as a non-voter, promote it once
+// caughtUp, and only when every wanted replica votes, remove the others —
+// this node last, after handing the leadership over. A voter is removed
+// only if the voters left that gossip sees alive (alive) make a quorum of
+// the voters left (removalKeepsLiveQuorum): the change is committed by a
+// majority of the new configuration, so with one of two voters left dead
+// the group could commit nothing, not even that removal, where it had two
+// live voters of three. That happens when a node dies between the step
+// that adds a replica and the one that removes another (a shard of two
+// replicas {a,b} moved to {a,c} through {a,b,c}, a dying then), or
+// between an operation's planning and its step. The removal waits until
+// the dead node is back; another removal may go first.
+func nextConfigStep(self raft.ServerID, servers []raft.Server, want []placement.NodeID, known, caughtUp func(placement.NodeID) bool, alive map[placement.NodeID]bool) configStep {
 	inConf := make(map[raft.ServerID]raft.ServerSuffrage, len(servers))
 	for _, s := range servers {
 		inConf[s.ID] = s.Suffrage
 	}
-	wanted := func(id raft.ServerID) bool { return slices.Contains(want.Replicas, placement.NodeID(id)) }
-	log := c.n.log.With("shard", int(want.ID))
-
-	for _, id := range want.Replicas {
-		node, ok := m.Nodes[id]
-		if !ok {
+	for _, id := range want {
+		if !known(id) {
 			continue
 		}
-		sid := raft.ServerID(id)
-		switch suffrage, present := inConf[sid]; {
+		switch suffrage, present := inConf[raft.ServerID(id)]; {
 		case !present:
-			log.Info("adding replica as non-voter", "node", id)
-			raftstore.PublishCommitsAfter(r, r.AddNonvoter(sid, raft.ServerAddress(node.GRPCAddr), 0, membershipTimeout))
-			return false
+			return configStep{stepAddNonvoter, id}
 		case suffrage == raft.Nonvoter:
-			if c.caughtUp(ctx, node, ls.group.ID(), r.AppliedIndex()) {
-				log.Info("promoting caught-up replica to voter", "node", id)
-				raftstore.PublishCommitsAfter(r, r.AddVoter(sid, raft.ServerAddress(node.GRPCAddr), 0, membershipTimeout))
+			if caughtUp(id) {
+				return configStep{stepPromote, id}
 			}
-			return false // removals wait until every wanted replica votes
+			return configStep{stepCatchUp, id} // removals wait until every wanted replica votes
 		}
 	}
+	held := configStep{kind: stepNone}
 	for _, s := range servers {
-		if wanted(s.ID) {
+		id := placement.NodeID(s.ID)
+		if slices.Contains(want, id) {
 			continue
 		}
-		if s.ID == raft.ServerID(c.self) {
-			log.Info("this node leaves the shard: handing leadership over")
-			c.transfer(ls, raft.Server{})
-			return false
+		if s.ID == self {
+			return configStep{stepHandOver, id}
 		}
-		log.Info("removing replica", "node", s.ID)
-		raftstore.PublishCommitsAfter(r, r.RemoveServer(s.ID, 0, membershipTimeout))
-		return false
+		if !removalKeepsLiveQuorum(servers, s.ID, alive) {
+			held = configStep{stepHold, id}
+			continue
+		}
+		return configStep{stepRemove, id}
 	}
-	return true
+	return held
 }
 
 // caughtUp asks a replica how far it has applied the group's log. One the

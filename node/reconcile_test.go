@@ -130,3 +130,58 @@ func TestToAlive(t *testing.T) {
 		}
 	}
 }
+
+// TestNextConfigStep: the order in which a shard leader moves its group's
+// configuration toward the map, and that it removes no voter whose removal
+// would leave the voters alive fewer than a quorum of the voters left.
+func TestNextConfigStep(t *testing.T) {
+	voter := func(id string) raft.Server { return raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id)} }
+	nonvoter := func(id string) raft.Server { return raft.Server{Suffrage: raft.Nonvoter, ID: raft.ServerID(id)} }
+	conf := func(s ...raft.Server) []raft.Server { return s }
+	ids := func(s ...placement.NodeID) []placement.NodeID { return s }
+	set := func(s ...placement.NodeID) map[placement.NodeID]bool {
+		m := map[placement.NodeID]bool{}
+		for _, id := range s {
+			m[id] = true
+		}
+		return m
+	}
+	all := set("a", "b", "c", "d", "e")
+	tests := []struct {
+		name     string
+		servers  []raft.Server
+		want     []placement.NodeID
+		caughtUp map[placement.NodeID]bool
+		alive    map[placement.NodeID]bool
+		step     configStep
+	}{
+		{"settled", conf(voter("a"), voter("b"), voter("c")), ids("a", "b", "c"), nil, all, configStep{stepNone, ""}},
+		{"add", conf(voter("a"), voter("b"), voter("c")), ids("a", "b", "c", "d"), nil, all, configStep{stepAddNonvoter, "d"}},
+		{"catching up", conf(voter("a"), voter("b"), voter("c"), nonvoter("d")), ids("a", "b", "d"), nil, all, configStep{stepCatchUp, "d"}},
+		{"promote", conf(voter("a"), voter("b"), voter("c"), nonvoter("d")), ids("a", "b", "d"), set("d"), all, configStep{stepPromote, "d"}},
+		{"remove", conf(voter("a"), voter("b"), voter("c"), voter("d")), ids("a", "b", "d"), nil, all, configStep{stepRemove, "c"}},
+		{"hand over", conf(voter("a"), voter("b"), voter("c"), voter("d")), ids("b", "c", "d"), nil, all, configStep{stepHandOver, "a"}},
+		{"unknown node not added", conf(voter("a"), voter("b"), voter("c")), ids("a", "b", "c", "x"), nil, all, configStep{stepNone, ""}},
+		{"remove a dead replica", conf(voter("a"), voter("b"), voter("c"), voter("d")), ids("a", "b", "d"), nil, set("a", "b", "d"), configStep{stepRemove, "c"}},
+		{"remove, another dead of four", conf(voter("a"), voter("b"), voter("c"), voter("d")), ids("a", "b", "d"), nil, set("a", "c", "d"), configStep{stepRemove, "c"}},
+		{"remove a non-voter, others dead", conf(voter("a"), voter("b"), nonvoter("c")), ids("a", "b"), nil, set("a"), configStep{stepRemove, "c"}},
+		// Two replicas {a,b} moved to {a,c} through {a,b,c}, and a died
+		// after c was promoted: removing b would leave [a c] with one live
+		// voter of two, and the group could commit nothing, not even that
+		// removal.
+		{"hold: two left, one dead", conf(voter("a"), voter("b"), voter("c")), ids("a", "c"), nil, set("b", "c"), configStep{stepHold, "b"}},
+		{"hold: the leader's removal of another, one left dead", conf(voter("a"), voter("b"), voter("c")), ids("a", "b"), nil, set("a", "c"), configStep{stepHold, "c"}},
+		// Two removals (the map changed twice): c's would leave [a b d] with
+		// one live, d's leaves [a b c] with two.
+		{"hold one, remove the other", conf(voter("a"), voter("b"), voter("c"), voter("d")), ids("a", "b"), nil, set("a", "c"), configStep{stepRemove, "d"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			known := func(id placement.NodeID) bool { return id != "x" }
+			caughtUp := func(id placement.NodeID) bool { return tt.caughtUp[id] }
+			if got := nextConfigStep("a", tt.servers, tt.want, known, caughtUp, tt.alive); got != tt.step {
+				t.Fatalf("nextConfigStep = %+v, want %+v", got, tt.step)
+			}
+		})
+	}
+}
