@@ -447,8 +447,19 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 			c.promoteSpareMetaVoter(r, servers, c.aliveIDs())
 			return
 		}
-		c.n.log.Info("this node was removed: handing the meta leadership over")
-		if err := r.LeadershipTransfer().Error(); err != nil {
+		// To a voter that answers (handOverTarget): raft's own pick may be
+		// a dead one.
+		alive, applied := c.aliveIDs(), r.AppliedIndex()
+		target, ok := handOverTarget(servers, raft.ServerID(c.self), func(id raft.ServerID) bool {
+			nd, known := m.Nodes[placement.NodeID(id)]
+			return known && nd.State != placement.NodeRemoved && alive[nd.ID] && c.caughtUp(ctx, nd, metaGroup, applied)
+		})
+		if !ok {
+			c.n.log.Debug("this node was removed, but no other meta voter is alive and caught up to take the leadership")
+			return
+		}
+		c.n.log.Info("this node was removed: handing the meta leadership over", "to", target.ID)
+		if err := r.LeadershipTransferToServer(target.ID, target.Address).Error(); err != nil {
 			c.n.log.Warn("handing the meta leadership over", "err", err)
 		}
 		return

@@ -17,7 +17,8 @@ import (
 // configuration toward the replica set in the map, one change per control
 // tick: add a missing replica as a non-voter, promote it once it has caught
 // up, then remove replicas the map no longer names (handing leadership
-// away first if the leader itself is leaving), each only if the voters alive without it make a
+// away first, to a live caught-up replica the map names, if the leader
+// itself is leaving), each only if the voters alive without it make a
 // quorum (nextConfigStep). A node whose replica was
 // removed stops that group, and deletes its data once the group's
 // committed configuration leaves the node out (reclaim.go).
@@ -57,8 +58,16 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 		log.Info("promoting caught-up replica to voter", "node", step.node)
 		raftstore.PublishCommitsAfter(r, r.AddVoter(sid, addr, 0, membershipTimeout))
 	case stepHandOver:
-		log.Info("this node leaves the shard: handing leadership over")
-		c.transfer(ls, raft.Server{})
+		target, ok := handOverTarget(cf.Configuration().Servers, raft.ServerID(c.self), func(id raft.ServerID) bool {
+			nid := placement.NodeID(id)
+			return slices.Contains(want.Replicas, nid) && alive[nid] && caughtUp(nid)
+		})
+		if !ok {
+			log.Debug("this node leaves the shard, but no replica the map names is alive and caught up to take over")
+			break
+		}
+		log.Info("this node leaves the shard: handing leadership over", "to", target.ID)
+		c.transfer(ls, target)
 	case stepRemove:
 		log.Info("removing replica", "node", step.node)
 		raftstore.PublishCommitsAfter(r, r.RemoveServer(sid, 0, membershipTimeout))
@@ -135,6 +144,23 @@ func nextConfigStep(self raft.ServerID, servers []raft.Server, want []placement.
 		return configStep{stepRemove, id}
 	}
 	return held
+}
+
+// handOverTarget is the voter of servers, other than self, that a leader
+// leaving its group hands the leadership to: the first that ok accepts
+// (for a shard, a replica the map names, alive in gossip and caught up).
+// Raft's own choice (LeadershipTransfer without a target) is the voter its
+// replication has sent the furthest, the first in the configuration on a
+// tie: in a quiet group, one that died after the last entry was sent ties
+// with the live ones, and every hand-over went to it and failed after the
+// election timeout, refusing the shard's writes meanwhile.
+func handOverTarget(servers []raft.Server, self raft.ServerID, ok func(raft.ServerID) bool) (raft.Server, bool) {
+	for _, s := range servers {
+		if s.Suffrage == raft.Voter && s.ID != self && ok(s.ID) {
+			return s, true
+		}
+	}
+	return raft.Server{}, false
 }
 
 // caughtUp asks a replica how far it has applied the group's log. One the
