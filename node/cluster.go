@@ -122,10 +122,11 @@ type localShard struct {
 	shard *shard
 	stop  context.CancelFunc
 	// leftConfirmed: a leader confirmed that the group's committed
-	// configuration leaves this node out (confirmLeft), checked at most
-	// once every reclaimInterval (nextLeftCheck, Unix ns) and one at a
-	// time (checkingLeft).
-	leftConfirmed atomic.Bool
+	// configuration leaves this node out (confirmLeft) while the map's
+	// shard had version leftConfirmed-1 (0: never), checked at most once
+	// every reclaimInterval (nextLeftCheck, Unix ns) and one at a time
+	// (checkingLeft).
+	leftConfirmed atomic.Uint64
 	checkingLeft  atomic.Bool
 	nextLeftCheck atomic.Int64
 }
@@ -487,7 +488,7 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 					}
 					servers = cf.Configuration().Servers
 				}
-				if !removalKeepsLiveQuorum(servers, s.ID, alive) {
+				if !removalKeepsLiveQuorum(servers, s.ID, answering(alive, servers, c.trans.PeerReachable)) {
 					c.n.log.Debug("keeping a removed node as a meta voter: the voters alive without it are not a quorum", "node", s.ID)
 					continue
 				}

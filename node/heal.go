@@ -102,6 +102,26 @@ func (c *cluster) aliveIDs() map[placement.NodeID]bool {
 	return alive
 }
 
+// answeringIDs is aliveIDs without the members of servers (a group's
+// configuration) that the Raft transport finds unreachable
+// (Transport.PeerReachable): a node alive in gossip but cut off from Raft
+// counts towards no quorum. Decisions that take a voter out of a group
+// count only these.
+func (c *cluster) answeringIDs(servers []raft.Server) map[placement.NodeID]bool {
+	return answering(c.aliveIDs(), servers, c.trans.PeerReachable)
+}
+
+// answering is alive without the servers whose address reachable refuses.
+func answering(alive map[placement.NodeID]bool, servers []raft.Server, reachable func(raft.ServerAddress) bool) map[placement.NodeID]bool {
+	out := maps.Clone(alive)
+	for _, s := range servers {
+		if id := placement.NodeID(s.ID); out[id] && !reachable(s.Address) {
+			delete(out, id)
+		}
+	}
+	return out
+}
+
 // heal runs on the meta leader each control tick: it starts a heal
 // operation when some dead node's replicas can be re-created, and replaces
 // a dead voter of the meta group.

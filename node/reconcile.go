@@ -44,7 +44,7 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 	caughtUp := func(id placement.NodeID) bool {
 		return c.caughtUp(ctx, m.Nodes[id], ls.group.ID(), r.AppliedIndex())
 	}
-	alive := c.aliveIDs()
+	alive := c.answeringIDs(cf.Configuration().Servers)
 	step := nextConfigStep(raft.ServerID(c.self), cf.Configuration().Servers, want.Replicas, known, caughtUp, alive)
 	sid := raft.ServerID(step.node)
 	addr := raft.ServerAddress(m.Nodes[step.node].GRPCAddr)
@@ -202,7 +202,7 @@ func (c *cluster) stopIfRemoved(ctx context.Context, i int, ls *localShard, m pl
 	}
 	servers := cf.Configuration().Servers
 	sinceContact := time.Since(r.LastContact())
-	if !removedCanStop(raft.ServerID(c.self), r.State(), servers, want.Replicas, c.aliveIDs(), sinceContact, ls.leftConfirmed.Load()) {
+	if !removedCanStop(raft.ServerID(c.self), r.State(), servers, want.Replicas, c.answeringIDs(servers), sinceContact, ls.leftConfirmed.Load() == want.Version+1) {
 		if sinceContact >= orphanTimeout {
 			c.confirmLeft(ctx, ls, m, want)
 		}
@@ -221,12 +221,15 @@ func (c *cluster) stopIfRemoved(ctx context.Context, i int, ls *localShard, m pl
 // confirmLeft asks, in the background and at most once every
 // reclaimInterval, the replicas the map names whether the group's
 // committed configuration leaves this node out (leftConfirmed), and
-// records a yes in ls.leftConfirmed for the next stopIfRemoved: an orphan
+// records a yes in ls.leftConfirmed, with the shard's map version, for the
+// next stopIfRemoved (a yes about an older version of the shard says
+// nothing: the map may have given the shard back since, and the leader
+// made this replica a voter again): an orphan
 // (no leader for orphanTimeout) whose old configuration would lack a live
 // quorum without it stops only once a leader says the group moved on.
 func (c *cluster) confirmLeft(ctx context.Context, ls *localShard, m placement.Map, want placement.Shard) {
 	now := time.Now().UnixNano()
-	if ls.leftConfirmed.Load() || now < ls.nextLeftCheck.Load() || !ls.checkingLeft.CompareAndSwap(false, true) {
+	if ls.leftConfirmed.Load() == want.Version+1 || now < ls.nextLeftCheck.Load() || !ls.checkingLeft.CompareAndSwap(false, true) {
 		return
 	}
 	ls.nextLeftCheck.Store(now + int64(reclaimInterval))
@@ -239,7 +242,7 @@ func (c *cluster) confirmLeft(ctx context.Context, ls *localShard, m placement.M
 			return c.groupStatusOf(ctx, m, id, gid, true)
 		}
 		if leftConfirmed(c.self, want.Replicas, ask) {
-			ls.leftConfirmed.Store(true)
+			ls.leftConfirmed.Store(want.Version + 1)
 		}
 	}()
 }
@@ -362,6 +365,13 @@ func (c *cluster) balanceLeaders(m placement.Map) (moved bool) {
 		}
 		for _, s := range cf.Configuration().Servers {
 			if s.Suffrage != raft.Voter || s.ID == raft.ServerID(c.self) || leads[s.ID] >= share {
+				continue
+			}
+			// Never to a replica the map no longer names: it would hand
+			// the leadership straight back (reconcileConfig), and while
+			// its removal is held (no live quorum without it) the two
+			// would pass it to and fro, refusing writes at each pass.
+			if i >= len(m.ShardMap) || !slices.Contains(m.ShardMap[i].Replicas, placement.NodeID(s.ID)) {
 				continue
 			}
 			// Only a replica that runs the group and has caught up can take

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -183,5 +184,31 @@ func TestNextConfigStep(t *testing.T) {
 				t.Fatalf("nextConfigStep = %+v, want %+v", got, tt.step)
 			}
 		})
+	}
+}
+
+// TestAnswering: a node alive in gossip but unreachable over Raft counts
+// towards no quorum when a voter is taken out of a group (nextConfigStep,
+// removedCanStop, the meta group's removals): with b cut off from Raft,
+// the leader of {a,b,c} does not remove c to leave [a b].
+func TestAnswering(t *testing.T) {
+	servers := []raft.Server{
+		{Suffrage: raft.Voter, ID: "a", Address: "a:1"},
+		{Suffrage: raft.Voter, ID: "b", Address: "b:1"},
+		{Suffrage: raft.Voter, ID: "c", Address: "c:1"},
+	}
+	alive := map[placement.NodeID]bool{"a": true, "b": true, "c": true, "x": true}
+	reachable := func(addr raft.ServerAddress) bool { return addr != "b:1" }
+	got := answering(alive, servers, reachable)
+	if want := map[placement.NodeID]bool{"a": true, "c": true, "x": true}; !maps.Equal(got, want) {
+		t.Fatalf("answering = %v, want %v", got, want)
+	}
+	if !alive["b"] {
+		t.Fatal("answering changed its argument")
+	}
+	never := func(placement.NodeID) bool { return false }
+	known := func(placement.NodeID) bool { return true }
+	if step := nextConfigStep("a", servers, []placement.NodeID{"a", "b"}, known, never, got); step != (configStep{stepHold, "c"}) {
+		t.Fatalf("with b cut off from Raft, nextConfigStep = %+v, want c's removal held", step)
 	}
 }
