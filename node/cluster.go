@@ -853,10 +853,60 @@ func (c *cluster) transferQuiesced(ls *localShard, target raft.Server) error {
 	ls.shard.quiesce(handOffQuiesce)
 	defer ls.shard.resume()
 	r := ls.group.Raft()
+	var f raft.Future
 	if target.ID == "" {
-		return r.LeadershipTransfer().Error()
+		f = r.LeadershipTransfer()
+	} else {
+		f = r.LeadershipTransferToServer(target.ID, target.Address)
 	}
-	return r.LeadershipTransferToServer(target.ID, target.Address).Error()
+	return c.awaitTransfer(ls.group, f)
+}
+
+// defaultTransferGiveUp is how long a shard leader lets a leadership
+// transfer run before it ends it (Node.transferGiveUp, awaitTransfer).
+// A transfer takes one round of vote requests once the target has the
+// leader's log, milliseconds; the bound stays under routeWait, so the
+// requests held meanwhile wait it out rather than fail.
+const defaultTransferGiveUp = 2 * time.Second
+
+// errTransferEnded: a leadership transfer did not complete in time, and
+// its leader ended it with an election of its own (awaitTransfer).
+var errTransferEnded = errors.New("leadership transfer did not complete in time: ended with an election at the leader")
+
+// awaitTransfer waits for f, a leadership transfer g's leader started. Raft
+// refuses every Apply while a transfer runs, and ends one only when its
+// leader steps down or after ElectionTimeout, 30 s with QuietTiming: a
+// target that accepts the transfer (TimeoutNow) and then loses the network
+// would leave the shard without writes, its requests refused after
+// routeWait, for that long. So a transfer still running after
+// n.transferGiveUp is ended by an election at this leader
+// (raftstore Group.EndTransfer), which it usually wins back at once;
+// awaitTransfer then returns errTransferEnded, unless another replica
+// won the leadership meanwhile.
+func (c *cluster) awaitTransfer(g *raftstore.Group, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	t := time.NewTimer(c.n.transferGiveUp)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), leaderCheckTimeout)
+	err := g.EndTransfer(ctx)
+	cancel()
+	if err != nil {
+		// Raft's own timeout ends the transfer.
+		c.n.log.Warn("ending a stalled leadership transfer", "group", g.ID().String(), "err", err)
+	}
+	if err := <-done; err != nil {
+		return err
+	}
+	if _, id := g.Raft().LeaderWithID(); id != "" && id != raft.ServerID(c.self) {
+		return nil // the transfer's election or another won
+	}
+	return fmt.Errorf("%w (after %s)", errTransferEnded, c.n.transferGiveUp)
 }
 
 // peerLost is the transport's PeerLost: a peer's heartbeat stream broke
@@ -922,8 +972,20 @@ func (c *cluster) handOff(ctx context.Context) {
 			if sh := shards[i]; sh != nil {
 				sh.quiesce(handOffQuiesce)
 			}
-			if err := r.LeadershipTransfer().Error(); err != nil {
-				c.n.log.Debug("leadership transfer before stop", "err", err)
+			// A transfer whose target went silent after accepting it
+			// would hold the stop up to raft's ElectionTimeout (30 s):
+			// after transferGiveUp the node stops anyway, and the other
+			// replicas elect a leader once they see it gone.
+			f := r.LeadershipTransfer()
+			ended := make(chan error, 1)
+			go func() { ended <- f.Error() }()
+			select {
+			case err := <-ended:
+				if err != nil {
+					c.n.log.Debug("leadership transfer before stop", "err", err)
+				}
+			case <-time.After(c.n.transferGiveUp):
+				c.n.log.Debug("leadership transfer before stop did not complete", "after", c.n.transferGiveUp)
 			}
 		}()
 	}

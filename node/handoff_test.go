@@ -93,3 +93,80 @@ func TestPlannedTransferFailsNoRequest(t *testing.T) {
 	}
 	t.Logf("acknowledged %v", acked)
 }
+
+// TestTransferToATargetCutOffAfterAcceptingEndsSoon: a leadership
+// transfer whose target accepts it (TimeoutNow) and is cut off before its
+// election reaches anyone must not leave the shard without writes for
+// raft's ElectionTimeout (30 s with QuietTiming): raft refuses every Apply
+// until the transfer ends, so the leader re-routes the shard's requests
+// meanwhile, and each is refused 503 after routeWait (5 s). The leader
+// ends the transfer after transferGiveUp with an election it wins back
+// (awaitTransfer), so the requests held meanwhile all succeed.
+func TestTransferToATargetCutOffAfterAcceptingEndsSoon(t *testing.T) {
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 3, 1, reg)
+	if code, body, err := c.doRetrying(0, "/increment", "k"); code != 200 || body != "1" || err != nil {
+		t.Fatalf("first increment: %d %q %v", code, body, err)
+	}
+	li := c.leaderOf(groupOf(0))
+	if li < 0 {
+		t.Fatal("shard 0 has no leader")
+	}
+	ti, oi := (li+1)%3, (li+2)%3
+	nd := c.nodes[li]
+	nd.transferGiveUp = time.Second // read only by the transfer below
+	nd.cluster.mu.Lock()
+	ls := nd.cluster.groups[0]
+	nd.cluster.mu.Unlock()
+	taddr := raft.ServerAddress(c.cfgs[ti].GRPCAddr)
+	c.faults.IsolateAfterTimeoutNow(taddr)
+	defer c.faults.Heal()
+
+	start := time.Now()
+	ended := make(chan error, 1)
+	go func() {
+		ended <- nd.cluster.transferNow(ls, raft.Server{ID: raft.ServerID(c.cfgs[ti].NodeID), Address: taddr})
+	}()
+	want, transferErr := 1, error(nil)
+	var slowest time.Duration
+	for rounds := 0; rounds < 2; { // until one round after the transfer ended
+		select {
+		case transferErr = <-ended:
+			ended = nil
+		default:
+		}
+		if ended == nil {
+			rounds++
+		}
+		for _, i := range []int{li, oi} {
+			sent := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			code, body, err := c.do(ctx, i, "/increment", "k")
+			cancel()
+			took := time.Since(sent)
+			if err != nil || code != 200 {
+				t.Fatalf("increment via %s sent %s after the transfer began: %d %q %v after %s",
+					c.cfgs[i].NodeID, sent.Sub(start).Round(time.Millisecond), code, body, err, took.Round(time.Millisecond))
+			}
+			if want++; body != fmt.Sprint(want) {
+				t.Fatalf("increment via %s: counter %s, want %d", c.cfgs[i].NodeID, body, want)
+			}
+			slowest = max(slowest, took)
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the transfer has not ended after 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if g := c.localGroup(ti, 0); g == nil || g.State() != raft.Candidate {
+		t.Fatalf("the target did not accept the transfer and stay cut off (its replica: %v)", g)
+	}
+	if !errors.Is(transferErr, errTransferEnded) {
+		t.Errorf("transfer to a target cut off: %v, want errTransferEnded", transferErr)
+	}
+	// Requests wait out the stalled transfer, well within routeWait.
+	if slowest > 3*time.Second {
+		t.Errorf("slowest increment took %s", slowest)
+	}
+	t.Logf("slowest increment %s; transfer: %v", slowest.Round(time.Millisecond), transferErr)
+}

@@ -48,6 +48,9 @@ type Node struct {
 	// stragglerGrace is how long Close waits, once its own context has
 	// ended and the node's is cancelled, for those loops to notice.
 	stragglerGrace time.Duration
+	// transferGiveUp bounds how long a shard leader lets a leadership
+	// transfer run before ending it (cluster.awaitTransfer).
+	transferGiveUp time.Duration
 
 	// applyWrap, when set (by tests), wraps each shard's Raft applier.
 	applyWrap func(applier) applier
@@ -107,7 +110,7 @@ func New(cfg Config, app *durable.App) (*Node, error) {
 		}
 	}
 	n := &Node{cfg: cfg, app: app, log: log, peerTLS: pt, alarms: defaultAlarmSettings(), failed: make(chan error, 1),
-		stragglerGrace: 5 * time.Second, serverKeepalive: defaultServerKeepalive()}
+		stragglerGrace: 5 * time.Second, serverKeepalive: defaultServerKeepalive(), transferGiveUp: defaultTransferGiveUp}
 	n.admin = newAdmin(n)
 	return n, nil
 }

@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,8 +36,11 @@ type Faults struct {
 	mu       sync.RWMutex
 	cutPairs map[[2]raft.ServerAddress]bool // both orders are stored
 	isolated map[raft.ServerAddress]bool
-	drop     float64
-	delay    time.Duration
+	// muted: calls these nodes make are cut, the ones they answer are not
+	// (IsolateAfterTimeoutNow).
+	muted map[raft.ServerAddress]bool
+	drop  float64
+	delay time.Duration
 }
 
 // Partition cuts a and b off from each other, in both directions.
@@ -60,11 +64,57 @@ func (f *Faults) Isolate(addr raft.ServerAddress) {
 	f.isolated[addr] = true
 }
 
+// IsolateAfterTimeoutNow cuts addr off from every other node the moment
+// it has accepted a TimeoutNow, the request that starts a leadership
+// transfer's election: the leader that sent it sees its transfer begin, and
+// the target's election reaches no one, as if the target had lost the
+// network right after accepting. Until then the calls addr makes are cut
+// (so that no vote request of its election gets out first); the calls it
+// answers are not.
+func (f *Faults) IsolateAfterTimeoutNow(addr raft.ServerAddress) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.muted == nil {
+		f.muted = make(map[raft.ServerAddress]bool)
+	}
+	f.muted[addr] = true
+}
+
 // Heal removes every fault: partitions, isolations, drops and delays.
 func (f *Faults) Heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.cutPairs, f.isolated, f.drop, f.delay = nil, nil, 0, 0
+	f.cutPairs, f.isolated, f.muted, f.drop, f.delay = nil, nil, nil, 0, 0
+}
+
+// callCut is cut for a call or stream message from one node to another:
+// a muted node's calls are cut too.
+func (f *Faults) callCut(from, to raft.ServerAddress) error {
+	if err := f.cut(from, to); err != nil {
+		return err
+	}
+	f.mu.RLock()
+	muted := f.muted[from]
+	f.mu.RUnlock()
+	if muted {
+		return status.Errorf(codes.Unavailable, "raftstore faults: %s -> %s is cut (calls from %s)", from, to, from)
+	}
+	return nil
+}
+
+// acceptedTimeoutNow isolates to if it is muted (IsolateAfterTimeoutNow):
+// a TimeoutNow call to it has just succeeded.
+func (f *Faults) acceptedTimeoutNow(to raft.ServerAddress) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.muted[to] {
+		return
+	}
+	delete(f.muted, to)
+	if f.isolated == nil {
+		f.isolated = make(map[raft.ServerAddress]bool)
+	}
+	f.isolated[to] = true
 }
 
 // SetDrop makes each message fail with probability p (0 turns it off).
@@ -102,7 +152,7 @@ func (f *Faults) send(ctx context.Context, from, to raft.ServerAddress) error {
 	if f == nil {
 		return nil
 	}
-	if err := f.cut(from, to); err != nil {
+	if err := f.callCut(from, to); err != nil {
 		return err
 	}
 	f.mu.RLock()
@@ -120,7 +170,7 @@ func (f *Faults) send(ctx context.Context, from, to raft.ServerAddress) error {
 			return status.FromContextError(ctx.Err()).Err()
 		}
 		// The cut may have started while the message was held back.
-		return f.cut(from, to)
+		return f.callCut(from, to)
 	}
 	return nil
 }
@@ -148,13 +198,19 @@ func (f *Faults) unaryInterceptor(from, to raft.ServerAddress) grpc.UnaryClientI
 			return err
 		}
 		// A response that arrives across a cut is lost too.
-		return f.cut(to, from)
+		if err := f.cut(to, from); err != nil {
+			return err
+		}
+		if strings.HasSuffix(method, "/TimeoutNow") {
+			f.acceptedTimeoutNow(to)
+		}
+		return nil
 	}
 }
 
 func (f *Faults) streamInterceptor(from, to raft.ServerAddress) grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		if err := f.cut(from, to); err != nil {
+		if err := f.callCut(from, to); err != nil {
 			return nil, err
 		}
 		s, err := streamer(ctx, desc, cc, method, opts...)

@@ -122,3 +122,35 @@ func TestFaultsDropAndDelay(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// IsolateAfterTimeoutNow: the target's own calls are cut at once, the
+// calls it answers are not, and once it has accepted a TimeoutNow it is
+// cut off from everyone.
+func TestFaultsIsolateAfterTimeoutNow(t *testing.T) {
+	f := &Faults{}
+	a, b := newTNode(t, "n1", f), newTNode(t, "n2", f)
+	serveFake(t, a.tr.Group(1), nil)
+	serveFake(t, b.tr.Group(1), nil)
+	vote := func(from, to *tnode, id raft.ServerID) error {
+		var resp raft.RequestVoteResponse
+		return from.tr.Group(1).RequestVote(id, to.addr, &raft.RequestVoteRequest{RPCHeader: header(string(from.addr), from.addr), Term: 1}, &resp)
+	}
+	f.IsolateAfterTimeoutNow(b.addr)
+	if err := vote(b, a, "n1"); err == nil {
+		t.Fatal("the target's own call went through before it accepted a TimeoutNow")
+	}
+	if err := vote(a, b, "n2"); err != nil {
+		t.Fatalf("a call to the target before it accepted a TimeoutNow: %v", err)
+	}
+	var resp raft.TimeoutNowResponse
+	if err := a.tr.Group(1).TimeoutNow("n2", b.addr, &raft.TimeoutNowRequest{RPCHeader: header("n1", a.addr)}, &resp); err != nil {
+		t.Fatalf("TimeoutNow to the target: %v", err)
+	}
+	if err := vote(a, b, "n2"); err == nil {
+		t.Fatal("a call to the target went through after it accepted a TimeoutNow")
+	}
+	f.Heal()
+	if err := vote(b, a, "n1"); err != nil {
+		t.Fatalf("after Heal: %v", err)
+	}
+}

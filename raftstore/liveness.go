@@ -392,3 +392,27 @@ func (g *Group) ForceElection(ctx context.Context) error {
 	}
 	return lt.forceElection(ctx, g.local)
 }
+
+// EndTransfer ends a leadership transfer this leader started that has not
+// completed, by starting an election here at once, as ForceElection does
+// (raft's TimeoutNow, delivered to this replica). Raft ends a transfer
+// only when its leader leaves leader state or after ElectionTimeout, and
+// refuses every Apply meanwhile: a target that accepted the transfer's
+// TimeoutNow and then lost the network leaves the group without writes for
+// the whole ElectionTimeout, 30 s with QuietTiming. The election carries
+// the leadership-transfer flag, so the voters grant it although they know
+// this replica as their leader; it usually wins the leadership back within
+// a round of vote requests, unless the target's election reaches them
+// first. Like any election it is safe, only disruptive: call it only once
+// the transfer has had its time. It does nothing on a replica that does
+// not lead.
+func (g *Group) EndTransfer(ctx context.Context) error {
+	lt, ok := g.trans.(livenessTransport)
+	if !ok {
+		return fmt.Errorf("%w: group %s has no node liveness", ErrInvalidConfig, g.id)
+	}
+	if g.raft.State() != raft.Leader {
+		return nil
+	}
+	return lt.forceElection(ctx, g.local)
+}
