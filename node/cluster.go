@@ -859,7 +859,7 @@ func (c *cluster) transferQuiesced(ls *localShard, target raft.Server) error {
 	} else {
 		f = r.LeadershipTransferToServer(target.ID, target.Address)
 	}
-	return c.awaitTransfer(ls.group, f)
+	return c.awaitTransfer(ls.group, f, target)
 }
 
 // defaultTransferGiveUp is how long a shard leader lets a leadership
@@ -879,11 +879,14 @@ var errTransferEnded = errors.New("leadership transfer did not complete in time:
 // target that accepts the transfer (TimeoutNow) and then loses the network
 // would leave the shard without writes, its requests refused after
 // routeWait, for that long. So a transfer still running after
-// n.transferGiveUp is ended by an election at this leader
-// (raftstore Group.EndTransfer), which it usually wins back at once;
-// awaitTransfer then returns errTransferEnded, unless another replica
-// won the leadership meanwhile.
-func (c *cluster) awaitTransfer(g *raftstore.Group, f raft.Future) error {
+// n.transferGiveUp, to a target the transport cannot reach, is ended by an
+// election at this leader (raftstore Group.EndTransfer), which it usually
+// wins back at once; awaitTransfer then returns errTransferEnded, unless
+// another replica won the leadership meanwhile. A transfer to a target
+// that answers is only slow (catching up under load): it is left to
+// finish, and ended only if the target stops answering. With no target
+// named (raft picks one), any voter out of reach counts as the target.
+func (c *cluster) awaitTransfer(g *raftstore.Group, f raft.Future, target raft.Server) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	t := time.NewTimer(c.n.transferGiveUp)
@@ -892,6 +895,13 @@ func (c *cluster) awaitTransfer(g *raftstore.Group, f raft.Future) error {
 	case err := <-done:
 		return err
 	case <-t.C:
+	}
+	for c.transferTargetAnswers(g, target) {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(transferRecheck):
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), leaderCheckTimeout)
 	err := g.EndTransfer(ctx)
@@ -907,6 +917,28 @@ func (c *cluster) awaitTransfer(g *raftstore.Group, f raft.Future) error {
 		return nil // the transfer's election or another won
 	}
 	return fmt.Errorf("%w (after %s)", errTransferEnded, c.n.transferGiveUp)
+}
+
+// transferRecheck is how often awaitTransfer looks again at a slow
+// transfer's target.
+const transferRecheck = 250 * time.Millisecond
+
+// transferTargetAnswers reports whether the transport reaches the target
+// of g's transfer: target, or, if unnamed, every other voter of g.
+func (c *cluster) transferTargetAnswers(g *raftstore.Group, target raft.Server) bool {
+	if target.ID != "" {
+		return c.trans.PeerReachable(target.Address)
+	}
+	cf := g.Raft().GetConfiguration()
+	if cf.Error() != nil {
+		return false
+	}
+	for _, s := range cf.Configuration().Servers {
+		if s.Suffrage == raft.Voter && s.ID != raft.ServerID(c.self) && !c.trans.PeerReachable(s.Address) {
+			return false
+		}
+	}
+	return true
 }
 
 // peerLost is the transport's PeerLost: a peer's heartbeat stream broke
