@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,8 +27,9 @@ type enode struct {
 }
 
 // newEngineCluster starts size Stores, each with an engine, whose
-// transports find each other through one address book.
-func newEngineCluster(t testing.TB, size int) []*enode {
+// transports find each other through one address book. tweaks, if any,
+// adjust every engine's configuration.
+func newEngineCluster(t testing.TB, size int, tweaks ...func(*multiraft.Config)) []*enode {
 	t.Helper()
 	var mu sync.Mutex
 	addrs := map[uint64]string{}
@@ -52,6 +55,9 @@ func newEngineCluster(t testing.TB, size int) []*enode {
 		}
 		cfg := multiraft.DefaultConfig()
 		cfg.NodeID, cfg.Transport = n.id, tr
+		for _, tweak := range tweaks {
+			tweak(&cfg)
+		}
 		srv := grpc.NewServer(multiraft.ServerOptions(cfg)...)
 		tr.Register(srv)
 		go func() { _ = srv.Serve(lis) }()
@@ -108,7 +114,12 @@ func startEngineGroup(t testing.TB, nodes []*enode, g GroupID, lead int) []*mult
 // as on hashicorp/raft, and a node added later gets its state from a
 // snapshot.
 func TestShardMachineOnEngine(t *testing.T) {
-	nodes := newEngineCluster(t, 4)
+	// A short log retention: the snapshot path is the same as with the
+	// default's 1024, and the log is compacted after tens of entries, not
+	// thousands (about 2,000 synced proposals took 15-20 s under -race,
+	// and the test failed now and then at its 20 s deadline).
+	const retention = 16
+	nodes := newEngineCluster(t, 4, func(c *multiraft.Config) { c.LogRetention = retention })
 	hs := startEngineGroup(t, nodes[:3], 5, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -140,10 +151,11 @@ func TestShardMachineOnEngine(t *testing.T) {
 	}
 	// A fourth node joins after more than twice the log retention was
 	// applied, so the log it would need is compacted: it gets a snapshot.
-	for v := uint64(6); v <= 2*multiraft.DefaultConfig().LogRetention+10; v++ {
+	for v := uint64(6); v <= 2*retention+10; v++ {
 		propose(Entry{Batches: []ObjectBatch{batch(oid(int(v%7)+2), v/7+1, put("n", fmt.Sprint(v)))}})
 	}
-	joiner, err := nodes[3].engine.StartGroup(multiraft.GroupConfig{ID: 5, StateMachine: nodes[3].store.NewShardFSM(5).Machine()})
+	restored := &restoreCounter{StateMachine: nodes[3].store.NewShardFSM(5).Machine()}
+	joiner, err := nodes[3].engine.StartGroup(multiraft.GroupConfig{ID: 5, StateMachine: restored})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,10 +168,24 @@ func TestShardMachineOnEngine(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if restored.n.Load() == 0 {
+		t.Fatal("the joiner caught up without a snapshot")
+	}
 	want, got := rawState(t, nodes[0].store, 5), rawState(t, nodes[3].store, 5)
 	if len(want) == 0 || fmt.Sprint(want) != fmt.Sprint(got) {
 		t.Fatalf("the joiner's state differs from the leader's:\nleader %v\njoiner %v", want, got)
 	}
+}
+
+// restoreCounter counts a state machine's snapshot restores.
+type restoreCounter struct {
+	multiraft.StateMachine
+	n atomic.Int32
+}
+
+func (r *restoreCounter) Restore(b *pebble.Batch, data []byte) error {
+	r.n.Add(1)
+	return r.StateMachine.Restore(b, data)
 }
 
 // BenchmarkEngineSpread is BenchmarkTransportSpread's load on the
