@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -137,6 +138,53 @@ func leaderIndex(t testing.TB, groups []*Group, skip int, timeout time.Duration)
 		return found >= 0
 	})
 	return found
+}
+
+// applyAtLeader applies e at whichever of groups leads, retrying at the
+// new leader when leadership moves meanwhile: testTiming's 150 ms leader
+// lease runs out when -race and a busy machine starve the leader, and a
+// test that is not about failover must not fail for that. An attempt that
+// failed with the leadership may have committed all the same; its retry is
+// then rejected by the version fence, which counts as applied. It may run
+// on any goroutine (it does not call t.Fatal).
+func applyAtLeader(groups []*Group, e Entry, timeout time.Duration) error {
+	data, err := e.AppendBinary(nil)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	retry := false
+	for {
+		var leader *raft.Raft
+		for _, g := range groups {
+			if g.Raft().State() == raft.Leader {
+				leader = g.Raft()
+				break
+			}
+		}
+		if leader != nil {
+			f := leader.Apply(data, time.Until(deadline))
+			err = f.Error()
+			if err == nil {
+				res, ok := f.Response().(ApplyResult)
+				switch {
+				case !ok:
+					return fmt.Errorf("response %v", f.Response())
+				case len(res.Rejected) != 0 && !retry:
+					return fmt.Errorf("rejected: %+v", res)
+				}
+				return nil
+			}
+			if !errors.Is(err, raft.ErrLeadershipLost) && !errors.Is(err, raft.ErrNotLeader) && !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+				return err
+			}
+			retry = true
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no leader applied the entry within %v (last error: %v)", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // waitApplied waits until every node's FSM of g has applied what the

@@ -228,8 +228,7 @@ func TestTransportSnapshotInstall(t *testing.T) {
 	}
 	first := nodes[:3]
 	groups := startAll(t, first, 1, tune)
-	li := leaderIndex(t, groups, -1, 10*time.Second)
-	leader := groups[li].Raft()
+	leaderIndex(t, groups, -1, 10*time.Second)
 
 	// 320 entries with 4 KiB values: a snapshot of over 1 MiB.
 	value := strings.Repeat("v", 4096)
@@ -241,8 +240,8 @@ func TestTransportSnapshotInstall(t *testing.T) {
 			defer wg.Done()
 			for v := uint64(1); v <= versions; v++ {
 				e := Entry{Batches: []ObjectBatch{batch(oid(w), v, put("n", fmt.Sprint(v)), put(fmt.Sprintf("k%03d", v), value))}}
-				if err := leader.Apply(encode(t, e), 10*time.Second).Error(); err != nil {
-					failed.Store(err)
+				if err := applyAtLeader(groups, e, 10*time.Second); err != nil {
+					failed.Store(fmt.Errorf("worker %d version %d: %w", w, v, err))
 					return
 				}
 			}
@@ -252,6 +251,8 @@ func TestTransportSnapshotInstall(t *testing.T) {
 	if err, _ := failed.Load().(error); err != nil {
 		t.Fatal(err)
 	}
+	li := leaderIndex(t, groups, -1, 10*time.Second)
+	leader := groups[li].Raft()
 	if err := leader.Snapshot().Error(); err != nil {
 		t.Fatal(err)
 	}
