@@ -222,6 +222,15 @@ func TestStepGivesUpWhenItsShardLosesQuorum(t *testing.T) {
 	if ld := c.metaLeader(); ld.cfg.NodeID != c.cfgs[boss].NodeID {
 		t.Fatalf("the meta leader is %s, want %s", ld.cfg.NodeID, c.cfgs[boss].NodeID)
 	}
+	// boss, draining (it holds nothing), is given no replica, so every
+	// step of the rebalance is onto stuck, of a shard on the three old
+	// nodes, and loses its live quorum with two of them. Had boss taken a
+	// shard first, that shard's later step onto stuck would keep a live
+	// quorum (boss, the third old node, stuck) and rightly wait out
+	// convergeTimeout for stuck, cut off from a leader on the old node.
+	if op := c.runOp(boss, "/v1/nodes/"+c.cfgs[boss].NodeID+"/drain", nil, nil); op.State != "done" {
+		t.Fatalf("draining %s, which holds nothing: %s %q", c.cfgs[boss].NodeID, op.State, op.Error)
+	}
 	// A replica that far behind is promoted without catching up
 	// (reconcile.go): every shard's log must be longer first.
 	c.fillLogs(catchUpLag + 40)
