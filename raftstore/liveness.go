@@ -383,11 +383,17 @@ func (g *Group) CheckLeader(ctx context.Context, target raft.ServerAddress) (lea
 // vote although they know a leader. Call it only when a quorum of voters
 // has no live leader (see the comment at the top of this file).
 func (g *Group) ForceElection(ctx context.Context) error {
+	return g.electIn(ctx, raft.Follower)
+}
+
+// electIn starts an election at this replica (ForceElection, EndTransfer)
+// if it is in state.
+func (g *Group) electIn(ctx context.Context, state raft.RaftState) error {
 	lt, ok := g.trans.(livenessTransport)
 	if !ok {
 		return fmt.Errorf("%w: group %s has no node liveness", ErrInvalidConfig, g.id)
 	}
-	if g.raft.State() != raft.Follower {
+	if g.raft.State() != state {
 		return nil
 	}
 	return lt.forceElection(ctx, g.local)
@@ -407,12 +413,5 @@ func (g *Group) ForceElection(ctx context.Context) error {
 // the transfer has had its time. It does nothing on a replica that does
 // not lead.
 func (g *Group) EndTransfer(ctx context.Context) error {
-	lt, ok := g.trans.(livenessTransport)
-	if !ok {
-		return fmt.Errorf("%w: group %s has no node liveness", ErrInvalidConfig, g.id)
-	}
-	if g.raft.State() != raft.Leader {
-		return nil
-	}
-	return lt.forceElection(ctx, g.local)
+	return g.electIn(ctx, raft.Leader)
 }
