@@ -155,6 +155,30 @@ func (c *testCluster) notMetaLeader() int {
 	return -1
 }
 
+// committedMetaConfig waits (within at most) until a meta leader commits
+// a barrier, and returns its configuration then; it fails the test,
+// saying in what situation (when), if none does.
+func (c *testCluster) committedMetaConfig(within time.Duration, when string) []raft.Server {
+	c.t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var err error
+		for _, nd := range c.nodes {
+			if nd == nil || nd.cluster.meta.Raft().State() != raft.Leader {
+				continue
+			}
+			r := nd.cluster.meta.Raft()
+			if err = r.Barrier(2 * time.Second).Error(); err == nil {
+				return r.GetConfiguration().Configuration().Servers
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s, the meta group commits nothing (last: %v)", when, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func (c *testCluster) shardViews(i int) []shardView {
 	c.t.Helper()
 	var out struct {

@@ -22,16 +22,9 @@ func TestDrainWithADeadNodeKeepsQuorums(t *testing.T) {
 	}
 	c.waitBalanced(60 * time.Second)
 
-	// The dead node: one of n1..n3 (meta voters) that does not lead the
-	// meta group.
-	leader := c.metaLeader().cfg.NodeID
-	victim := -1
-	for i := range 3 {
-		if c.cfgs[i].NodeID != leader {
-			victim = i
-			break
-		}
-	}
+	// The dead node: a meta voter (n1 or n2: the first node not leading
+	// the meta group) that does not lead the meta group.
+	victim := c.notMetaLeader()
 	vid := placement.NodeID(c.cfgs[victim].NodeID)
 	c.stop(victim)
 	c.waitMetaLeaderSees(false, victim)
