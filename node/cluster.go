@@ -364,20 +364,16 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 			return true
 		}
 		if errors.Is(err, placement.ErrOtherCluster) {
-			c.fail(fmt.Errorf("%w: joining the cluster through %v: %w (give this node the cluster's --shards and an empty data dir, or --join a node of its own cluster)",
+			c.refuseFirstJoin(must, fmt.Errorf("%w: joining the cluster through %v: %w (give this node the cluster's --shards and an empty data dir, or --join a node of its own cluster)",
 				ErrDataDirMismatch, c.n.cfg.Join, err))
 			return false
 		}
 		if errors.Is(err, placement.ErrDuplicateNodeID) {
-			hint := ""
-			if must { // a new data dir, which node.json now binds to this ID
-				hint = fmt.Sprintf(" (%s is now bound to node %q: start the node under another id with an empty data dir)", c.n.cfg.DataDir, c.self)
-			}
-			c.fail(fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, hint))
+			c.refuseFirstJoin(must, fmt.Errorf("joining the cluster through %v: %w", c.n.cfg.Join, err))
 			return false
 		}
 		if must && time.Now().After(deadline) {
-			c.fail(fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, joinHintFor(err)))
+			c.refuseFirstJoin(must, fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, joinHintFor(err)))
 			return false
 		}
 		if !must {
@@ -393,6 +389,18 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 			return false
 		}
 	}
+}
+
+// refuseFirstJoin fails the node with err. A node that had to join (it
+// holds no cluster state) and started on an absent or empty data dir also
+// has Close put that dir back as it was: a refused start changes nothing,
+// and the dir is not left bound to this ID or shard count.
+func (c *cluster) refuseFirstJoin(must bool, err error) {
+	if must && c.n.newDataDir != dataDirHeld {
+		c.n.undoDataDir.Store(true)
+		err = fmt.Errorf("%w (%s is left as it was)", err, c.n.cfg.DataDir)
+	}
+	c.fail(err)
 }
 
 // aliveMembers returns the alive gossip members sorted by ID.

@@ -163,7 +163,10 @@ func TestLostDataDirIsRefused(t *testing.T) {
 // data dir of another cluster, is refused when it joins: it fails saying
 // why, and the cluster's map never lists it. (Before, one with another
 // count was admitted and routed objects by its own count: two live
-// instances of one object.)
+// instances of one object.) A refused node leaves a data dir that was
+// absent or empty as it was (before, it stayed bound to the refused ID and
+// shard count, and the corrected start was refused by the dir), and one of
+// another cluster untouched.
 func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 	tc := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
 	for _, tt := range []struct {
@@ -175,17 +178,19 @@ func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 	}{
 		{"another shard count", "n4", 8, "", placement.ErrOtherCluster, "has 4 shards, this node 8"},
 		{"another cluster's data dir", "n5", 4, "feedfacefeedface", placement.ErrOtherCluster, "this node to cluster feedfacefeedface"},
-		// Not another cluster, but refused at the join too; its new data
-		// dir is now bound to the ID, and the error says so.
-		{"a live member's id", "n2", 4, "", placement.ErrDuplicateNodeID, "is now bound to node \"n2\": start the node under another id with an empty data dir"},
+		// Not another cluster, but refused at the join too.
+		{"a live member's id", "n2", 4, "", placement.ErrDuplicateNodeID, "is left as it was"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultClusterConfig(tt.id)
-			cfg.DataDir = t.TempDir()
+			cfg.DataDir = filepath.Join(t.TempDir(), "data") // absent: Start makes it
 			cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 			cfg.Shards, cfg.Logger = tt.shards, quietLogger
 			cfg.Join = []string{tc.cfgs[0].GossipAddr}
 			if tt.clusterID != "" {
+				if err := os.Mkdir(cfg.DataDir, 0o755); err != nil {
+					t.Fatal(err)
+				}
 				if err := writeIdentity(cfg.DataDir, identity{NodeID: tt.id, ClusterID: tt.clusterID, DataID: newRandomID()}); err != nil {
 					t.Fatal(err)
 				}
@@ -198,7 +203,6 @@ func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 			if err := nd.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			defer closeNode(t, nd)
 			select {
 			case err := <-nd.Failed():
 				if !errors.Is(err, tt.wantErr) || tt.wantErr == placement.ErrOtherCluster && !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), tt.wantInError) {
@@ -210,6 +214,14 @@ func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 			if nd, listed := tc.metaLeader().cluster.metaFSM.Map().Nodes[placement.NodeID(tt.id)]; listed && nd.GRPCAddr == cfg.GRPCAddr {
 				t.Fatalf("the map lists %s at the refused node's address", tt.id)
+			}
+			closeNode(t, nd)
+			if tt.clusterID != "" {
+				if id, err := checkIdentity(cfg.DataDir, tt.id); err != nil || id.ClusterID != tt.clusterID {
+					t.Fatalf("the other cluster's data dir was changed: %+v, %v", id, err)
+				}
+			} else if _, err := os.Stat(cfg.DataDir); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the refused node left its new data dir behind: %v", err)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/renameio/v2"
@@ -75,6 +76,12 @@ type Node struct {
 	admin *admin
 	// failed carries an error that stops the node from serving (see Failed).
 	failed chan error
+	// newDataDir records how the data dir was when Start began, so that a
+	// node refused at its first join can leave it that way (refuseFirstJoin).
+	newDataDir dataDirOrigin
+	// undoDataDir is set when Close should put the data dir back as newDataDir
+	// says it was.
+	undoDataDir atomic.Bool
 }
 
 // New checks cfg and app (and reads the TLS files cfg names) and prepares
@@ -138,6 +145,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 	if err := n.listen(); err != nil {
+		return err
+	}
+	if n.newDataDir, err = dataDirOriginOf(n.cfg.DataDir); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
@@ -365,7 +375,13 @@ func (n *Node) Close(ctx context.Context) error {
 		n.log.Error("shutdown: background work still running after the grace period; leaving the store open for it")
 		return errors.Join(append(errs, fmt.Errorf("%w: background work (an alarm handler?) still running %s after its context was cancelled", ErrCloseIncomplete, n.stragglerGrace))...)
 	}
-	return errors.Join(append(errs, n.closeStores())...)
+	if err := n.closeStores(); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	if n.undoDataDir.Load() {
+		errs = append(errs, n.newDataDir.restore(n.cfg.DataDir))
+	}
+	return errors.Join(errs...)
 }
 
 // ErrCloseIncomplete: Close gave up waiting for work that ignores its

@@ -1,0 +1,56 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// dataDirOrigin is how a node's data dir was when Start began: absent,
+// empty, or holding data. A node refused at its first join (another
+// cluster, another shard count, a live member's ID) never held any of the
+// cluster's data, yet its start wrote its identity and layout there; the
+// refusal should change nothing, so Close puts such a data dir back the
+// way it was (refuseFirstJoin) and the same dir works for the next try.
+type dataDirOrigin int
+
+const (
+	dataDirHeld   dataDirOrigin = iota // it held something: never undone
+	dataDirAbsent                      // Start created it
+	dataDirEmpty                       // it existed, empty
+)
+
+func dataDirOriginOf(dir string) (dataDirOrigin, error) {
+	entries, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return dataDirAbsent, nil
+	case err != nil:
+		return dataDirHeld, fmt.Errorf("reading data dir: %w", err)
+	case len(entries) == 0:
+		return dataDirEmpty, nil
+	}
+	return dataDirHeld, nil
+}
+
+// restore removes what the node wrote to a data dir that was absent or
+// empty. Only Close calls it, once the store is closed; the store's lock
+// kept any other process out of the dir until then.
+func (o dataDirOrigin) restore(dir string) error {
+	switch o {
+	case dataDirAbsent:
+		return os.RemoveAll(dir)
+	case dataDirEmpty:
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, e := range entries {
+			errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
+		}
+		return errors.Join(errs...)
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+package node
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// A data dir is put back only as far as the node made it: an absent one
+// is removed, an empty one emptied, and one that held anything is left.
+func TestDataDirOriginRestore(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		prepare   func(dir string) error
+		want      dataDirOrigin
+		wantAfter []string // entries left after restore; nil: the dir is gone
+	}{
+		{"absent", func(string) error { return nil }, dataDirAbsent, nil},
+		{"empty", func(dir string) error { return os.Mkdir(dir, 0o755) }, dataDirEmpty, []string{}},
+		{"held", func(dir string) error {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(dir, "mine"), nil, 0o644)
+		}, dataDirHeld, []string{"layout.json", "mine", "node.json", "pebble"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			if err := tt.prepare(dir); err != nil {
+				t.Fatal(err)
+			}
+			origin, err := dataDirOriginOf(dir)
+			if err != nil || origin != tt.want {
+				t.Fatalf("origin %v, %v; want %v", origin, err, tt.want)
+			}
+			// What a first start writes.
+			if err := os.MkdirAll(filepath.Join(dir, "pebble"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"node.json", "layout.json", "pebble/000001.log"} {
+				if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := origin.restore(dir); err != nil {
+				t.Fatal(err)
+			}
+			entries, err := os.ReadDir(dir)
+			if tt.wantAfter == nil {
+				if !errors.Is(err, os.ErrNotExist) {
+					t.Fatalf("dir still there: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			if len(names) != len(tt.wantAfter) {
+				t.Fatalf("left %v, want %v", names, tt.wantAfter)
+			}
+			for i := range names {
+				if names[i] != tt.wantAfter[i] {
+					t.Fatalf("left %v, want %v", names, tt.wantAfter)
+				}
+			}
+		})
+	}
+}
