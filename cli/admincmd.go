@@ -60,7 +60,7 @@ func (e adminEnv) newStatusCommand() *cobra.Command {
 		Long: `Show the cluster as the node at --addr sees it: its id, the cluster's id, whether
 it is ready to serve (and why not), the meta group's leader, the version of
 the cluster map, how many nodes, shards and replicas there are, and the
-rebalance or drain that is running, if any.
+rebalance, drain or heal that is running, if any.
 
 'roost dev' answers this command and 'roost kv' too; the other operator
 commands need a cluster.` + adminConnectHelp,
@@ -218,9 +218,9 @@ func (e adminEnv) newShardsListCommand() *cobra.Command {
 		Short:   "List the shards with their replicas, leaders and lag",
 		Long: `List every shard, sorted by number: the version of its placement in the cluster
 map, its leader ("-" while it has none), its replicas as the map places them,
-and LAG, how many log entries the replica furthest behind the leader has yet
-to apply ("-" when the leader has not reported it, "?" when a replica did
-not answer).
+and LAG, how many entries of the leader's log (without a leader, of the
+replica furthest ahead) the replica furthest behind does not hold yet ("?"
+when a replica did not answer).
 
 In REPLICAS the leader is marked with a *, and a replica that is still
 catching up as a non-voter (a move in progress) with a +.` + adminConnectHelp,
