@@ -292,9 +292,10 @@ func (e adminEnv) newKVCopyCommand() *cobra.Command {
 --prefix, if given) into the one bound as --to, with its value, metadata and
 expiration, page by page through the admin API. A key that expires within
 60 seconds is left out (a put may not set so close an expiration), as is one
-deleted while the copy runs; the summary counts both. Keys already in --to
-are overwritten; keys written to --binding during the copy may be missed,
-so stop writing first.
+deleted while the copy runs; the summary counts both (with -o json, it is
+{"copied", "skipped_expiring", "skipped_vanished"}, not an answer of the
+API). Keys already in --to are overwritten; keys written to --binding during
+the copy may be missed, so stop writing first.
 
 This is how a namespace changes its number of objects ([[kv_namespaces]]
 objects = N, fixed once the namespace holds keys): bind a new id with the
