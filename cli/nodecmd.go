@@ -138,13 +138,13 @@ an address they can reach (listening on 0.0.0.0, or in a container), give
 Settings are read, each overriding the one before, from: the defaults shown
 below, roost.toml ([node] id/data_dir/http/admin/grpc/gossip/advertise/join,
 [cluster] bootstrap_expect/shards/replicas/dead_node_grace/tls_cert/tls_key/
-tls_ca/gossip_key, [runtime] idle_timeout, [storage], [vars],
+tls_ca/gossip_key, [runtime] idle_timeout, [storage], [admin] token, [vars],
 [[durable_objects.bindings]], [[kv_namespaces]]), the flags you give, and the
 environment variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_GRPC,
 ROOST_GOSSIP, ROOST_ADVERTISE, ROOST_JOIN (comma-separated),
 ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS, ROOST_REPLICAS, ROOST_DEAD_NODE_GRACE,
-ROOST_TLS_CERT, ROOST_TLS_KEY, ROOST_TLS_CA, ROOST_GOSSIP_KEY and
-ROOST_IDLE_TIMEOUT (empty ones are ignored). A relative data_dir, tls_cert,
+ROOST_TLS_CERT, ROOST_TLS_KEY, ROOST_TLS_CA, ROOST_GOSSIP_KEY,
+ROOST_IDLE_TIMEOUT and ROOST_ADMIN_TOKEN (empty ones are ignored). A relative data_dir, tls_cert,
 tls_key or tls_ca in roost.toml is relative to the file; a relative path in a
 flag or variable is relative to the working directory.
 
