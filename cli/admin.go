@@ -20,7 +20,7 @@ import (
 )
 
 // This file is what the operator commands (status, members, shards,
-// rebalance, drain, remove) share: where to reach a node's admin API and
+// rebalance, drain, operation, remove, kv) share: where to reach a node's admin API and
 // with which token, calling it, and turning its answers into output and its
 // failures into one-line errors. docs/admin-api.md is the contract.
 

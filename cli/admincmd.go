@@ -22,8 +22,8 @@ import (
 )
 
 // The operator commands: status, members, shards (list, move,
-// transfer-leader), rebalance, drain and remove, each one or a few calls to
-// the admin API (admin.go).
+// transfer-leader), rebalance, drain, operation and remove, each one or a
+// few calls to the admin API (admin.go); kv is in kvcmd.go.
 
 // adminEnv is what every operator command is built with.
 type adminEnv struct {

@@ -3,8 +3,8 @@
 // HTTP load on an app, `roost certs` makes a development CA, node
 // certificates and a gossip key (docs/security.md), `roost version` says
 // what was built. The operator commands (status, members, shards,
-// rebalance, drain, remove) are clients of a node's admin API,
-// docs/admin-api.md (admin.go, admincmd.go).
+// rebalance, drain, operation, remove, kv) are clients of a node's admin
+// API, docs/admin-api.md (admin.go, admincmd.go, kvcmd.go).
 //
 // It lives in a package rather than in main so that anyone who writes
 // Durable Objects in Go can build their own binary with the same commands:

@@ -163,7 +163,7 @@ func (a *admin) auth(next http.Handler) http.Handler {
 
 // devGuard answers every call but /v1/status and the KV calls with 409 in
 // dev mode: the others are about the cluster. A call that does not exist
-// (or a wrong method) gets the mux's own 404 (405), as on a cluster.
+// (or a wrong method) gets the catch-all's 404, as on a cluster.
 func (a *admin) devGuard(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, pattern := mux.Handler(r)
