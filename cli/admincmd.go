@@ -502,9 +502,10 @@ func (e adminEnv) newRebalanceCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rebalance [--dry-run] [--max-concurrent N]",
 		Short: "Spread the shards' replicas evenly over the active nodes",
-		Long: `Plan moves that spread replicas and leaders evenly over the active nodes (for
+		Long: `Plan moves that spread the replicas evenly over the active nodes (for
 instance after adding a node) and start them as one operation, at most
---max-concurrent moves at a time. Only one rebalance or drain runs at a time;
+--max-concurrent moves at a time; the nodes spread the shards' leaderships
+over them on their own. Only one rebalance, drain or heal runs at a time;
 the cluster refuses a second and says which one is running.
 
 --dry-run prints the moves the planner would make (SHARD, the node to ADD a
@@ -600,7 +601,7 @@ The cluster refuses a drain only when no other active node can take the
 replicas; with fewer active nodes left than --replicas, shards keep fewer
 replicas. A shard with too few replicas alive to change (two of three nodes
 down) is left as it is, and the drain fails naming it once the rest is
-moved. One rebalance or drain runs at a time. Once a node holds nothing,
+moved. One rebalance, drain or heal runs at a time. Once a node holds nothing,
 'roost remove NODE' takes it out of the cluster.
 
 Without --wait the command prints the operation it started and returns;
