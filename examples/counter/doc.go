@@ -8,6 +8,7 @@
 //	GET /?name=A           → Durable Object 'A' count: 0
 //	GET /                  → Select a Durable Object to contact by using the `name` URL query string parameter. e.g. ?name=A
 //
-// App returns the app the stock roost binary serves; a binary of your own
-// passes it (or your own App) to cli.Run.
+// App returns the counter app, which the stock roost binary serves at the
+// root (examples/all); a binary of your own passes it (or your own App) to
+// cli.Run.
 package counter

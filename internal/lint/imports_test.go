@@ -50,6 +50,8 @@ var importRules = []rule{
 	{"cmd/...", []string{"cli", "durable", "examples/..."}},
 	// An example's own binaries (examples/<name>/cmd/...) wire it into cli.Run.
 	{"examples/*/cmd/...", []string{"durable", "cli", "examples/$1"}},
+	// examples/all puts every example into the stock binary's one app.
+	{"examples/all", []string{"durable", "examples/..."}},
 	{"examples/...", []string{"durable"}},
 	{"internal/...", []string{"..."}},
 }

@@ -1,0 +1,111 @@
+// Package all is the app the stock roost binary serves: Cloudflare's
+// counter at the root, exactly as the seed example answers, and each other
+// example under /examples/NAME/ (the chat room, the guest book, the KV
+// reader and the job queue), so that `make run` shows all of them from one
+// binary. Each example keeps its own binary too (examples/NAME/cmd), where
+// it is served at the root.
+package all
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/examples/chat"
+	"github.com/roostdb/roost/examples/counter"
+	"github.com/roostdb/roost/examples/guestbook"
+	"github.com/roostdb/roost/examples/jobqueue"
+	"github.com/roostdb/roost/examples/kvreader"
+)
+
+// Prefix is where the examples other than the counter are served:
+// Prefix + NAME + "/".
+const Prefix = "/examples/"
+
+// App returns the counter app with the other examples mounted beside it.
+func App() *durable.App {
+	app, err := Mount(counter.App(), map[string]*durable.App{
+		"chat":      chat.App(),
+		"guestbook": guestbook.App(),
+		"jobqueue":  jobqueue.App(),
+		"kvreader":  kvreader.App(),
+	})
+	if err != nil {
+		panic(err) // the examples are fixed: TestApp keeps them apart
+	}
+	app.Name = "examples"
+	return app
+}
+
+// Mount returns root's app serving each app of mounts under Prefix + its
+// name + "/" as well, with the path below that as the request's path, and
+// every other request as root alone would. The classes, bindings and KV
+// namespaces of all of them are served together, so two apps may not use
+// one class or binding name.
+func Mount(root *durable.App, mounts map[string]*durable.App) (*durable.App, error) {
+	out := &durable.App{Name: root.Name, Classes: maps.Clone(root.Classes),
+		Bindings: append([]durable.Binding(nil), root.Bindings...), KVNamespaces: append([]durable.KVBinding(nil), root.KVNamespaces...)}
+	workers := make(map[string]durable.Worker, len(mounts))
+	names := make([]string, 0, len(mounts))
+	for name := range mounts {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		app := mounts[name]
+		if name == "" || strings.Contains(name, "/") {
+			return nil, fmt.Errorf("mount name %q: want one path element", name)
+		}
+		for class, c := range app.Classes {
+			if _, taken := out.Classes[class]; taken {
+				return nil, fmt.Errorf("app %q: class %q is registered twice", name, class)
+			}
+			out.Classes[class] = c
+		}
+		out.Bindings = append(out.Bindings, app.Bindings...)
+		for _, kv := range app.KVNamespaces {
+			for _, have := range out.KVNamespaces {
+				if have.Binding == kv.Binding {
+					return nil, fmt.Errorf("app %q: KV binding %q is declared twice", name, kv.Binding)
+				}
+			}
+			out.KVNamespaces = append(out.KVNamespaces, kv)
+		}
+		workers[name] = app.Worker
+	}
+	if err := durable.CheckBindings(out.Bindings, out.Classes); err != nil {
+		return nil, err
+	}
+	out.Worker = route(root.Worker, workers)
+	return out, nil
+}
+
+// route sends Prefix + NAME + "/..." to the worker mounted as NAME, with
+// the path cut to "/...", and everything else to root.
+func route(root durable.Worker, mounts map[string]durable.Worker) durable.Worker {
+	return func(w http.ResponseWriter, r *http.Request, env *durable.Env) {
+		rest, ok := strings.CutPrefix(r.URL.Path, Prefix)
+		name, sub, slash := strings.Cut(rest, "/")
+		worker, mounted := mounts[name]
+		if !ok || !mounted {
+			root(w, r, env)
+			return
+		}
+		if !slash { // the page's relative links need the trailing slash
+			to := Prefix + name + "/"
+			if r.URL.RawQuery != "" {
+				to += "?" + r.URL.RawQuery
+			}
+			http.Redirect(w, r, to, http.StatusPermanentRedirect)
+			return
+		}
+		inner := *r
+		u := *r.URL
+		u.Path, u.RawPath = "/"+sub, ""
+		inner.URL = &u
+		worker(w, &inner, env)
+	}
+}
