@@ -297,6 +297,23 @@ func (c *testCluster) leaderOf(gid raftstore.GroupID) int {
 	return -1
 }
 
+// waitLeaderOf waits up to 10 s for gid to have a leader and returns it: a
+// group may be between leaders when a test looks (a leadership the
+// balancer moves, a new cluster's first election).
+func (c *testCluster) waitLeaderOf(t testing.TB, gid raftstore.GroupID) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if li := c.leaderOf(gid); li >= 0 {
+			return li
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %v has no leader", gid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestClusterServesFromEveryNode(t *testing.T) {
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 3, 8, reg)

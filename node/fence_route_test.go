@@ -53,10 +53,7 @@ func TestFencedLeaderRefusesForwardedAtOnce(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	li := c.leaderOf(gid)
-	if li < 0 {
-		t.Fatal("no leader")
-	}
+	li := c.waitLeaderOf(t, gid)
 	// Make sure the sender's hint names the leader.
 	c.nodes[sender].cluster.observe(0, c.cfgs[li].NodeID)
 	c.nodes[li].cluster.mu.Lock()

@@ -57,10 +57,7 @@ func TestPlannedTransferFailsNoRequest(t *testing.T) {
 	}
 	for range 4 {
 		time.Sleep(200 * time.Millisecond) // turns are in flight
-		li := c.leaderOf(groupOf(0))
-		if li < 0 {
-			t.Fatal("shard 0 has no leader")
-		}
+		li := c.waitLeaderOf(t, groupOf(0))
 		nd := c.nodes[li]
 		nd.cluster.mu.Lock()
 		ls := nd.cluster.groups[0]
@@ -108,10 +105,7 @@ func TestTransferToATargetCutOffAfterAcceptingEndsSoon(t *testing.T) {
 	if code, body, err := c.doRetrying(0, "/increment", "k"); code != 200 || body != "1" || err != nil {
 		t.Fatalf("first increment: %d %q %v", code, body, err)
 	}
-	li := c.leaderOf(groupOf(0))
-	if li < 0 {
-		t.Fatal("shard 0 has no leader")
-	}
+	li := c.waitLeaderOf(t, groupOf(0))
 	ti, oi := (li+1)%3, (li+2)%3
 	nd := c.nodes[li]
 	nd.transferGiveUp = time.Second // read only by the transfer below

@@ -964,7 +964,7 @@ func spliceGoroutines() int {
 // too, though the object had dropped the socket.
 func TestWebSocketTunnelSlowClientReleased(t *testing.T) {
 	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
-	li := c.leaderOf(groupOf(shardOf(roomID(t, c.nodes[0], "stuck").Bytes(), 4)))
+	li := c.waitLeaderOf(t, groupOf(shardOf(roomID(t, c.nodes[0], "stuck").Bytes(), 4)))
 	ws := dialRoom(t, c.cfgs[(li+1)%3].HTTPAddr, "stuck")
 	readText(t, ws)
 	sendText(t, ws, "flood") // and never read again
@@ -1031,7 +1031,7 @@ func TestWebSocketTunnelEndsWhenItsPeerGoesSilent(t *testing.T) {
 			return d.DialContext(ctx, "tcp", p.ln.Addr().String())
 		}
 	})
-	li := c.leaderOf(groupOf(shardOf(roomID(t, c.nodes[0], "cut").Bytes(), 4)))
+	li := c.waitLeaderOf(t, groupOf(shardOf(roomID(t, c.nodes[0], "cut").Bytes(), 4)))
 	ei := (li + 1) % 3
 	proxy, err := proxyTo(c.cfgs[ei].NodeID, c.nodes[li].cluster.advGRPC)
 	if err != nil {
