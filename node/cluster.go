@@ -364,16 +364,16 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 			return true
 		}
 		if errors.Is(err, placement.ErrOtherCluster) {
-			c.refuseFirstJoin(must, fmt.Errorf("%w: joining the cluster through %v: %w (give this node the cluster's --shards and an empty data dir, or --join a node of its own cluster)",
+			c.refuseFirstStart(must, fmt.Errorf("%w: joining the cluster through %v: %w (give this node the cluster's --shards and an empty data dir, or --join a node of its own cluster)",
 				ErrDataDirMismatch, c.n.cfg.Join, err))
 			return false
 		}
 		if errors.Is(err, placement.ErrDuplicateNodeID) {
-			c.refuseFirstJoin(must, fmt.Errorf("joining the cluster through %v: %w", c.n.cfg.Join, err))
+			c.refuseFirstStart(must, fmt.Errorf("joining the cluster through %v: %w", c.n.cfg.Join, err))
 			return false
 		}
 		if must && time.Now().After(deadline) {
-			c.refuseFirstJoin(must, fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, joinHintFor(err)))
+			c.refuseFirstStart(must, fmt.Errorf("joining the cluster through %v: %w%s", c.n.cfg.Join, err, joinHintFor(err)))
 			return false
 		}
 		if !must {
@@ -391,12 +391,12 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 	}
 }
 
-// refuseFirstJoin fails the node with err. A node that had to join (it
-// holds no cluster state) and started on an absent or empty data dir also
-// has Close put that dir back as it was: a refused start changes nothing,
-// and the dir is not left bound to this ID or shard count.
-func (c *cluster) refuseFirstJoin(must bool, err error) {
-	if must && c.n.newDataDir != dataDirHeld {
+// refuseFirstStart fails the node with err. A node that holds no cluster
+// state yet (noState) and started on an absent or empty data dir also has
+// Close put that dir back as it was: a refused start changes nothing, and
+// the dir is not left bound to this ID or shard count.
+func (c *cluster) refuseFirstStart(noState bool, err error) {
+	if noState && c.n.newDataDir != dataDirHeld {
 		c.n.undoDataDir.Store(true)
 		err = fmt.Errorf("%w (%s is left as it was)", err, c.n.cfg.DataDir)
 	}

@@ -12,7 +12,7 @@ import (
 // cluster, another shard count, a live member's ID) never held any of the
 // cluster's data, yet its start wrote its identity and layout there; the
 // refusal should change nothing, so Close puts such a data dir back the
-// way it was (refuseFirstJoin) and the same dir works for the next try.
+// way it was (refuseFirstStart) and the same dir works for the next try.
 type dataDirOrigin int
 
 const (

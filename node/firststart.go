@@ -48,7 +48,7 @@ func (c *cluster) firstStart(ctx context.Context) (bootstrap []raft.Server, ok b
 		alive := c.aliveMembers()
 		bootstrap, wait, err := decideFirstStart(c.self, c.identity.DataID, c.n.cfg.BootstrapExpect, alive, c.askMembers(ctx, alive))
 		if err != nil {
-			c.fail(err)
+			c.refuseFirstStart(true, err)
 			return nil, false
 		}
 		if wait == "" {

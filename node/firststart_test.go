@@ -148,6 +148,9 @@ func TestLostDataDirIsRefused(t *testing.T) {
 		t.Fatalf("the refused node runs Raft groups: meta %v, %d shard groups", meta != nil, groups)
 	}
 	tc.stop(2)
+	if left, err := os.ReadDir(tc.cfgs[2].DataDir); err != nil || len(left) != 0 {
+		t.Fatalf("the refused start left %d entries in the emptied data dir (%v)", len(left), err)
+	}
 
 	if after := tc.nodes[0].cluster.metaFSM.Map().Nodes["n3"]; after != before {
 		t.Fatalf("n3's map entry changed: %+v → %+v", before, after)

@@ -77,7 +77,7 @@ type Node struct {
 	// failed carries an error that stops the node from serving (see Failed).
 	failed chan error
 	// newDataDir records how the data dir was when Start began, so that a
-	// node refused at its first join can leave it that way (refuseFirstJoin).
+	// node refused at its first join can leave it that way (refuseFirstStart).
 	newDataDir dataDirOrigin
 	// undoDataDir is set when Close should put the data dir back as newDataDir
 	// says it was.
