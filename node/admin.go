@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -109,9 +110,15 @@ func newAdmin(n *Node) *admin {
 func (n *Node) adminAPI() http.Handler {
 	a := n.admin
 	mux := http.NewServeMux()
-	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error) {
+	// handle registers a call that takes the query parameters named in
+	// query, each at most once, and no others.
+	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error, query ...string) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-			if err := h(w, r); err != nil {
+			err := checkQuery(r, query)
+			if err == nil {
+				err = h(w, r)
+			}
+			if err != nil {
 				writeAPIError(w, err)
 			}
 		})
@@ -126,7 +133,7 @@ func (n *Node) adminAPI() http.Handler {
 	handle("POST /v1/nodes/{id}/remove", a.remove)
 	handle("GET /v1/operations", a.operations)
 	handle("GET /v1/operations/{id}", a.operation)
-	handle("GET /v1/kv/{binding}/keys", a.kvList)
+	handle("GET /v1/kv/{binding}/keys", a.kvList, "prefix", "limit", "cursor")
 	handle("GET /v1/kv/{binding}/values/{key...}", a.kvGet)
 	handle("PUT /v1/kv/{binding}/values/{key...}", a.kvPut)
 	handle("DELETE /v1/kv/{binding}/values/{key...}", a.kvDelete)
@@ -134,6 +141,32 @@ func (n *Node) adminAPI() http.Handler {
 		return errorf(http.StatusNotFound, "no admin call %s %s (see docs/admin-api.md)", r.Method, r.URL.Path)
 	})
 	return a.auth(a.devGuard(mux))
+}
+
+// checkQuery refuses a query the call does not take: a parameter it does
+// not know (POST /v1/rebalance?dry_run=true would start a rebalance, a
+// put's ?expiration_ttl=60 would store the key for good), one given
+// twice, or one that is not query syntax. A call's options go in its
+// JSON body.
+func checkQuery(r *http.Request, allowed []string) error {
+	if r.URL.RawQuery == "" {
+		return nil
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "malformed query %q: %v", r.URL.RawQuery, err)
+	}
+	for _, k := range slices.Sorted(maps.Keys(q)) {
+		switch {
+		case !slices.Contains(allowed, k) && len(allowed) == 0:
+			return errorf(http.StatusBadRequest, "unknown query parameter %q: %s %s takes none (see docs/admin-api.md)", k, r.Method, r.URL.Path)
+		case !slices.Contains(allowed, k):
+			return errorf(http.StatusBadRequest, "unknown query parameter %q: %s %s takes %s (see docs/admin-api.md)", k, r.Method, r.URL.Path, strings.Join(allowed, ", "))
+		case len(q[k]) > 1:
+			return errorf(http.StatusBadRequest, "query parameter %q given %d times: give it once", k, len(q[k]))
+		}
+	}
+	return nil
 }
 
 // auth requires the admin token on every call when one is set. Both

@@ -247,6 +247,40 @@ func TestKVNamespaces(t *testing.T) {
 	}
 }
 
+// An admin call refuses query parameters it does not take, and one given
+// twice, rather than ignoring them: a put's ?expiration_ttl=3600 stored
+// the key for good, and a list's misspelt ?limt=1 listed every key.
+func TestAdminRefusesQueryItDoesNotTake(t *testing.T) {
+	n := startKVNode(t, t.TempDir())
+	defer closeNode(t, n)
+	addr := n.AdminAddr().String()
+	for _, tc := range []struct{ method, path, body, want string }{
+		{"PUT", "/v1/kv/CACHE/values/k?expiration_ttl=3600", `{"value":"aGk="}`, `unknown query parameter "expiration_ttl": PUT /v1/kv/CACHE/values/k takes none`},
+		{"GET", "/v1/kv/CACHE/keys?limt=1", "", `unknown query parameter "limt": GET /v1/kv/CACHE/keys takes prefix, limit, cursor`},
+		{"GET", "/v1/kv/CACHE/keys?limit=1&limit=1000", "", `"limit" given 2 times`},
+		{"GET", "/v1/kv/CACHE/keys?prefix=%zz", "", "malformed query"},
+		{"GET", "/v1/status?verbose=1", "", `unknown query parameter "verbose"`},
+		{"DELETE", "/v1/kv/CACHE/values/k?all=1", "", `unknown query parameter "all"`},
+	} {
+		var body any
+		if tc.body != "" {
+			body = tc.body
+		}
+		var e apiErrorJSON
+		if code := adminDo(t, addr, "", tc.method, tc.path, body, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("%s %s: %d %q, want 400 with %q", tc.method, tc.path, code, e.Error, tc.want)
+		}
+	}
+	cache, _ := n.Env().KV("CACHE")
+	if _, found, err := cache.Get(context.Background(), "k"); err != nil || found {
+		t.Fatalf("a refused put stored the key: found=%v err=%v", found, err)
+	}
+	var page durable.KVListResult
+	if code := adminDo(t, addr, "", "GET", "/v1/kv/CACHE/keys?prefix=a&limit=5&cursor=", nil, &page); code != http.StatusOK {
+		t.Fatalf("list with the parameters it takes: %d", code)
+	}
+}
+
 // In a cluster a KV namespace is one object like any other: what one node
 // puts, every node reads (forwarded to the object's shard leader), with its
 // metadata; a missing key is missing everywhere.
