@@ -493,6 +493,8 @@ func TestAdminUsageErrors(t *testing.T) {
 		{"unknown shards command with flags", nil, []string{"shards", "lst", "--to", "n4"}, `unknown command "lst" for "roost shards"`},
 		{"unknown kv command with flags", nil, []string{"kv", "gte", "k", "--binding", "B"}, `unknown command "gte" for "roost kv"`},
 		{"unknown flag of a group", nil, []string{"shards", "--bogus"}, "unknown flag: --bogus"},
+		{"unknown flag of a shards command", nil, []string{"shards", "transfer-leader", "0", "--to", "n2", "--frm", "n1"}, "unknown flag: --frm"},
+		{"unknown flag of a kv command", nil, []string{"kv", "put", "k", "v", "--binding", "B", "--tll", "1h"}, "unknown flag: --tll"},
 		{"kv without --binding", nil, []string{"kv", "get", "k"}, "--binding is required"},
 		{"kv get without key", nil, []string{"kv", "get", "--binding", "B"}, "missing KEY"},
 		{"kv put without value", nil, []string{"kv", "put", "k", "--binding", "B"}, "give the value as VALUE or with --file"},

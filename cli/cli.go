@@ -129,8 +129,9 @@ func asGroup(cmd *cobra.Command) *cobra.Command {
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
 	cmd.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		// The words before the flag that failed: a mistyped subcommand
-		// whose flags the group does not have.
-		if args := c.Flags().Args(); len(args) > 0 {
+		// whose flags the group does not have. A subcommand inherits this
+		// func; its words are its own arguments, and the flag is the fault.
+		if args := c.Flags().Args(); c == cmd && len(args) > 0 {
 			return noArgs(c, args)
 		}
 		return &usageError{cmd: c, err: err}
