@@ -392,6 +392,24 @@ func TestAdminErrors(t *testing.T) {
 	}
 }
 
+// roost kv copy into a binding the node does not have fails before it
+// reads anything, even with nothing to copy (it reported "copied 0 keys").
+func TestKVCopyToAnUnknownBinding(t *testing.T) {
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{
+		"GET /v1/kv/OLD/keys":  canned(200, `{"keys":[],"list_complete":true}`),
+		"GET /v1/kv/NOPE/keys": canned(404, `{"error":"unknown binding: no KV namespace is bound to \"NOPE\" (bound: [OLD])"}`),
+	})
+	code, stdout, stderr := runAdmin(t, nil, "kv", "copy", "--binding", "OLD", "--to", "NOPE", "--addr", srv.addr())
+	if want := "roost: --to NOPE: unknown binding: no KV namespace is bound to \"NOPE\" (bound: [OLD]) (0 keys copied before it)\n"; code != exitFailure || stderr != want || stdout != "" {
+		t.Errorf("exit %d, stdout %q, stderr\n%q\nwant exit %d and\n%q", code, stdout, stderr, exitFailure, want)
+	}
+	for _, r := range srv.got() {
+		if strings.Contains(r.path, "/OLD/") {
+			t.Errorf("read the source before checking the target: %s %s", r.method, r.path)
+		}
+	}
+}
+
 // Pointed at a port that does not speak HTTP (a node's gossip port closes
 // the connection, its gRPC port answers with HTTP/2 frames), the CLI says
 // to point --addr at the admin listener.

@@ -344,6 +344,12 @@ binding's name.` + kvHelp + adminConnectHelp,
 // printing its progress to progress every 1000 keys.
 func kvCopy(cmd *cobra.Command, c *adminClient, from, to, prefix string, progress io.Writer) (kvCopied, error) {
 	var done kvCopied
+	// The target first: a binding the node does not have failed only at
+	// the first put, and a copy with nothing to copy reported success.
+	var probe durable.KVListResult
+	if _, err := c.call(cmd.Context(), http.MethodGet, kvKeysPath(to, url.Values{"limit": {"1"}}), nil, &probe); err != nil {
+		return done, fmt.Errorf("--to %s: %w", to, err)
+	}
 	for cursor := ""; ; {
 		q := url.Values{"prefix": {prefix}, "cursor": {cursor}}
 		var page durable.KVListResult

@@ -314,7 +314,7 @@ objects = 4
 	if _, errOut, code := kv(nil, "copy", "--binding", "OLD", "--to", "OLD"); code != 2 || !strings.Contains(errOut, "nothing to copy") {
 		t.Fatalf("copy onto itself: %d %q", code, errOut)
 	}
-	if _, errOut, code := kv(nil, "copy", "--binding", "OLD", "--to", "NOPE"); code != 1 || !strings.Contains(errOut, "writing") {
+	if _, errOut, code := kv(nil, "copy", "--binding", "OLD", "--to", "NOPE"); code != 1 || !strings.Contains(errOut, `--to NOPE: unknown binding`) {
 		t.Fatalf("copy to an unknown binding: %d %q", code, errOut)
 	}
 }
