@@ -170,6 +170,10 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.AdminToken) != c.AdminToken {
 		return bad("the admin token has spaces around it; clients' tokens are trimmed, so it could never match")
 	}
+	if i := strings.IndexFunc(c.AdminToken, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }); i >= 0 {
+		// An HTTP header cannot carry it: no call could ever be let in.
+		return bad("the admin token holds a control character (%q at byte %d), which no Authorization header can carry", rune(c.AdminToken[i]), i)
+	}
 	if c.Shards < 1 || c.Shards > 4096 {
 		return bad("shards must be between 1 and 4096, got %d", c.Shards)
 	}

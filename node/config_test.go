@@ -39,6 +39,9 @@ func TestConfigValidate(t *testing.T) {
 		{"any free port twice", func(c *Config) { c.HTTPAddr, c.AdminAddr = "127.0.0.1:0", "127.0.0.1:0" }, ""},
 		{"token with a space", func(c *Config) { c.AdminToken = "abc " }, "the admin token has spaces around it"},
 		{"token of spaces", func(c *Config) { c.AdminToken = " " }, "the admin token has spaces around it"},
+		{"token with a line break", func(c *Config) { c.AdminToken = "abc\ndef" }, `the admin token holds a control character ('\n' at byte 3)`},
+		{"token with a NUL", func(c *Config) { c.AdminToken = "abc\x00" }, "the admin token holds a control character"},
+		{"token with inner space and tab", func(c *Config) { c.AdminToken = "a b\tc" }, ""},
 		{"no body stall timeout", func(c *Config) { c.BodyStallTimeout = 0 }, "body stall timeout must be positive"},
 		{"KV binding named like an object binding", func(c *Config) {
 			c.Bindings = []durable.Binding{{Name: "COUNTER", ClassName: "Counter"}}
