@@ -231,6 +231,7 @@ func TestNodeJoinParsing(t *testing.T) {
 		{name: "replaces the flags", args: []string{"--join", "g:1"}, env: "e:1", want: []string{"e:1"}},
 		{name: "flag repeated", args: []string{"--join", "a:1", "--join", "b:2"}, env: "-", want: []string{"a:1", "b:2"}},
 		{name: "flag with commas and spaces", args: []string{"--join", "a:1, b:2"}, env: "-", want: []string{"a:1", "b:2"}},
+		{name: "flag of commas alone", args: []string{"--join", ",,"}, env: "-", errHas: `--join ",,": no entry in the list`},
 		{name: `--join "" joins nobody`, file: "[node]\njoin = [\"f:1\"]\n", args: []string{"--join", ""}, env: "-", want: []string{}},
 		{name: "no port", env: "a:1,b", errHas: `ROOST_JOIN="a:1,b": "b" is not host:port`},
 		{name: "no host", env: ":7946", errHas: `ROOST_JOIN=":7946": ":7946": other nodes connect to this address, so it needs a host`},

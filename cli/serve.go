@@ -201,7 +201,13 @@ func (s *server) apply(cfg *node.Config, file *config.File, settings ...setting)
 		if flags.Changed(st.flag) {
 			v := reflect.ValueOf(st.field(&s.flagged)).Elem()
 			if list, ok := v.Interface().([]string); ok {
-				v = reflect.ValueOf(splitList(strings.Join(list, ",")))
+				raw := strings.Join(list, ",")
+				split := splitList(raw)
+				if len(split) == 0 && strings.TrimSpace(raw) != "" {
+					// As for the variable: "," names nothing, a typo.
+					return fmt.Errorf("--%s %q: no entry in the list (give --%s \"\" for none)", st.flag, raw, st.flag)
+				}
+				v = reflect.ValueOf(split)
 			}
 			if err := st.checkValue(v.Interface(), func(x string) string { return fmt.Sprintf("--%s %q", st.flag, x) }); err != nil {
 				return err
