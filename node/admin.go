@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -271,6 +273,52 @@ func decodeBodyUpTo(r *http.Request, v any, optional bool, limit int) error {
 	}
 	if dec.More() {
 		return errorf(http.StatusBadRequest, "malformed JSON body: data after the JSON value")
+	}
+	return checkFieldNames(b, v)
+}
+
+// checkFieldNames refuses, in the JSON object b decoded into the struct v
+// points to, a field given twice or named other than exactly as the
+// struct's tag: encoding/json takes the last of two and matches names
+// without regard to case, so {"dry_run":true,"dry_run":false} started a
+// rebalance and {"to":"n2","TO":"n3"} moved to n3.
+func checkFieldNames(b []byte, v any) error {
+	t := reflect.TypeOf(v)
+	if t.Kind() != reflect.Pointer || t.Elem().Kind() != reflect.Struct {
+		return nil
+	}
+	t = t.Elem()
+	var names []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if !f.IsExported() || name == "-" {
+			continue
+		}
+		names = append(names, cmp.Or(name, f.Name))
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil // decoding into v has judged it already
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil
+		}
+		k, _ := tok.(string)
+		switch {
+		case seen[k]:
+			return errorf(http.StatusBadRequest, "malformed JSON body: field %q given twice", k)
+		case !slices.Contains(names, k):
+			return errorf(http.StatusBadRequest, "malformed JSON body: unknown field %q (this call takes %s, spelt exactly so)", k, strings.Join(names, ", "))
+		}
+		seen[k] = true
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return nil
+		}
 	}
 	return nil
 }

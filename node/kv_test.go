@@ -281,6 +281,32 @@ func TestAdminRefusesQueryItDoesNotTake(t *testing.T) {
 	}
 }
 
+// An admin body naming a field twice, or in another case than its own,
+// is refused and changes nothing: encoding/json took the last of two and
+// matched names whatever their case.
+func TestAdminBodyFieldNamesAreExact(t *testing.T) {
+	n := startKVNode(t, t.TempDir())
+	defer closeNode(t, n)
+	addr := n.AdminAddr().String()
+	for _, tc := range []struct{ body, want string }{
+		{`{"value":"aGk=","value":"Ynll"}`, `field "value" given twice`},
+		{`{"Value":"Ynll"}`, `unknown field "Value" (this call takes value, expiration_ttl, expiration, metadata, spelt exactly so)`},
+		{`{"value":"aGk=","EXPIRATION_TTL":3600}`, `unknown field "EXPIRATION_TTL"`},
+	} {
+		var e apiErrorJSON
+		if code := adminDo(t, addr, "", "PUT", "/v1/kv/CACHE/values/k", tc.body, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("put %s: %d %q, want 400 with %q", tc.body, code, e.Error, tc.want)
+		}
+	}
+	cache, _ := n.Env().KV("CACHE")
+	if v, found, err := cache.Get(context.Background(), "k"); err != nil || found {
+		t.Fatalf("a refused put stored %q (found=%v err=%v)", v, found, err)
+	}
+	if code := adminDo(t, addr, "", "PUT", "/v1/kv/CACHE/values/k", `{"value":"aGk=","expiration_ttl":3600,"metadata":{"Value":1,"value":2}}`, nil); code != http.StatusOK {
+		t.Fatalf("a put with its fields as written, metadata free-form: %d", code)
+	}
+}
+
 // In a cluster a KV namespace is one object like any other: what one node
 // puts, every node reads (forwarded to the object's shard leader), with its
 // metadata; a missing key is missing everywhere.
