@@ -256,6 +256,8 @@ func decodeBodyUpTo(r *http.Request, v any, optional bool, limit int) error {
 	if len(b) > limit {
 		return tooLarge
 	}
+	// Left for a forward: a call checks its body before it is forwarded.
+	r.Body = io.NopCloser(bytes.NewReader(b))
 	if len(strings.TrimSpace(string(b))) == 0 {
 		if optional {
 			return nil
@@ -349,11 +351,20 @@ func knownNode(m placement.Map, what string, id placement.NodeID) (placement.Nod
 	return nd, nil
 }
 
-// parseShard parses the {id} of a shard path against m.
-func parseShard(m placement.Map, s string) (placement.ShardID, error) {
+// parseShardNumber parses the {id} of a shard path, without the map.
+func parseShardNumber(s string) (uint64, error) {
 	v, err := strconv.ParseUint(s, 10, 32)
 	if err != nil || strconv.FormatUint(v, 10) != s { // "01" is not how a shard is named
 		return 0, errorf(http.StatusBadRequest, "shard %q: not a shard number", s)
+	}
+	return v, nil
+}
+
+// parseShard parses the {id} of a shard path against m.
+func parseShard(m placement.Map, s string) (placement.ShardID, error) {
+	v, err := parseShardNumber(s)
+	if err != nil {
+		return 0, err
 	}
 	if v >= uint64(len(m.ShardMap)) {
 		return 0, errorf(http.StatusBadRequest, "unknown shard %d (the cluster has shards 0 to %d)", v, len(m.ShardMap)-1)

@@ -389,15 +389,18 @@ type moveJSON struct {
 }
 
 func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
-	if here, err := a.onMetaLeader(w, r); !here {
-		return err
-	}
+	// The request is checked before it waits for or goes to the meta
+	// leader: a malformed one is the caller's mistake however the meta
+	// group fares (not a 503 to retry).
 	var req opRequest
 	if err := decodeBody(r, &req, true); err != nil {
 		return err
 	}
 	maxConc, err := req.maxConcurrent()
 	if err != nil {
+		return err
+	}
+	if here, err := a.onMetaLeader(w, r); !here {
 		return err
 	}
 	m, err := a.clusterMap()
@@ -427,18 +430,7 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
-	if here, err := a.onMetaLeader(w, r); !here {
-		return err
-	}
-	m, err := a.clusterMap()
-	if err != nil {
-		return err
-	}
 	id, err := parseNode("node", r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	nd, err := knownNode(m, "node", id)
 	if err != nil {
 		return err
 	}
@@ -450,6 +442,17 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusBadRequest, "drain has no dry run; POST /v1/rebalance with dry_run after draining shows the plan")
 	}
 	maxConc, err := req.maxConcurrent()
+	if err != nil {
+		return err
+	}
+	if here, err := a.onMetaLeader(w, r); !here {
+		return err
+	}
+	m, err := a.clusterMap()
+	if err != nil {
+		return err
+	}
+	nd, err := knownNode(m, "node", id)
 	if err != nil {
 		return err
 	}
@@ -488,6 +491,13 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *admin) remove(w http.ResponseWriter, r *http.Request) error {
+	id, err := parseNode("node", r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := decodeBody(r, &struct{}{}, true); err != nil {
+		return err
+	}
 	if here, err := a.onMetaLeader(w, r); !here {
 		return err
 	}
@@ -495,15 +505,8 @@ func (a *admin) remove(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, err := parseNode("node", r.PathValue("id"))
-	if err != nil {
-		return err
-	}
 	nd, err := knownNode(m, "node", id)
 	if err != nil {
-		return err
-	}
-	if err := decodeBody(r, &struct{}{}, true); err != nil {
 		return err
 	}
 	if nd.State != placement.NodeRemoved {

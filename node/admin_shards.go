@@ -239,15 +239,9 @@ type moveRequest struct {
 }
 
 func (a *admin) move(w http.ResponseWriter, r *http.Request) error {
-	if here, err := a.onMetaLeader(w, r); !here {
-		return err
-	}
-	m, err := a.clusterMap()
-	if err != nil {
-		return err
-	}
-	sid, err := parseShard(m, r.PathValue("id"))
-	if err != nil {
+	// Checked before the call waits for or goes to the meta leader (see
+	// rebalance); what needs the map is checked there.
+	if _, err := parseShardNumber(r.PathValue("id")); err != nil {
 		return err
 	}
 	var req moveRequest
@@ -263,6 +257,19 @@ func (a *admin) move(w http.ResponseWriter, r *http.Request) error {
 		if from, err = parseNode("from", req.From); err != nil {
 			return err
 		}
+	}
+	if here, err := a.onMetaLeader(w, r); !here {
+		return err
+	}
+	m, err := a.clusterMap()
+	if err != nil {
+		return err
+	}
+	sid, err := parseShard(m, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if from != "" {
 		if _, err := knownNode(m, "from", from); err != nil {
 			return err
 		}
@@ -410,6 +417,18 @@ const transferWait = 10 * time.Second
 
 func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 	c := a.n.cluster
+	// Checked before the call waits for or goes to the shard's leader.
+	if _, err := parseShardNumber(r.PathValue("id")); err != nil {
+		return err
+	}
+	var req transferRequest
+	if err := decodeBody(r, &req, false); err != nil {
+		return err
+	}
+	to, err := parseNode("to", req.To)
+	if err != nil {
+		return err
+	}
 	m, err := a.clusterMap()
 	if err != nil {
 		return err
@@ -441,14 +460,6 @@ func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 		if !sleepCtx(r.Context(), 50*time.Millisecond) {
 			return r.Context().Err()
 		}
-	}
-	var req transferRequest
-	if err := decodeBody(r, &req, false); err != nil {
-		return err
-	}
-	to, err := parseNode("to", req.To)
-	if err != nil {
-		return err
 	}
 	if _, err := knownNode(m, "to", to); err != nil {
 		return err

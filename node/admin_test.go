@@ -864,6 +864,48 @@ func TestTransferLeaderToADownVoter(t *testing.T) {
 	}
 }
 
+// A malformed call is 400 whether or not there is a meta leader (or a
+// shard leader) to carry it out: on a node whose cluster has not formed,
+// it was 503 "retry", which could never succeed.
+func TestAdminRefusesMalformedCallsWithoutALeader(t *testing.T) {
+	cfg := DefaultClusterConfig("n1") // expects 3 nodes, and is alone
+	cfg.DataDir = t.TempDir()
+	cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	cfg.Shards, cfg.Logger = 4, quietLogger
+	n, err := New(cfg, clusterApp(&turnRegistry{active: map[string]string{}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer closeNode(t, n)
+	for _, tc := range []struct{ path, body, want string }{
+		{"/v1/rebalance", `{"max_concurrent":0}`, "max_concurrent must be between 1 and 64"},
+		{"/v1/rebalance", `{"bogus":true}`, `unknown field "bogus"`},
+		{"/v1/nodes/N1!/drain", "", "invalid node id"},
+		{"/v1/nodes/n2/drain", `{"dry_run":true}`, "drain has no dry run"},
+		{"/v1/nodes/N1!/remove", "", "invalid node id"},
+		{"/v1/shards/x/move", `{"to":"n2"}`, `shard "x": not a shard number`},
+		{"/v1/shards/1/move", `{}`, "to: no node given"},
+		{"/v1/shards/1/transfer-leader", `{"to":"N2!"}`, "invalid node id"},
+	} {
+		var body any
+		if tc.body != "" {
+			body = tc.body
+		}
+		var e apiErrorJSON
+		if code := adminDo(t, cfg.AdminAddr, "", "POST", tc.path, body, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("POST %s %s: %d %q, want 400 with %q", tc.path, tc.body, code, e.Error, tc.want)
+		}
+	}
+	// A well-formed call still waits for the cluster.
+	var e apiErrorJSON
+	if code := adminDo(t, cfg.AdminAddr, "", "POST", "/v1/rebalance", `{"max_concurrent":2}`, &e); code != http.StatusServiceUnavailable {
+		t.Errorf("a well-formed rebalance before the cluster formed: %d %q, want 503", code, e.Error)
+	}
+}
+
 func toStrings(ids []placement.NodeID) []string {
 	out := make([]string, len(ids))
 	for i, id := range ids {
