@@ -35,7 +35,9 @@ below, roost.toml ([node] data_dir/http/admin, [cluster] shards, [runtime]
 idle_timeout, [storage], [admin] token, [vars], [[durable_objects.bindings]],
 [[kv_namespaces]]), the flags you give, and the environment variables
 ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_SHARDS, ROOST_IDLE_TIMEOUT and
-ROOST_ADMIN_TOKEN (empty ones are ignored).
+ROOST_ADMIN_TOKEN (empty ones are ignored). A cluster node's settings, in the
+file or its variables (ROOST_JOIN, ROOST_GOSSIP_KEY, ...), are ignored with a
+notice.
 
 A relative data_dir in roost.toml is relative to the file; a relative
 --data-dir or ROOST_DATA_DIR is relative to the working directory.
@@ -74,9 +76,10 @@ func (d *devCommand) resolve() (node.Config, *config.File, error) {
 	return d.resolveWith(func(*config.File) (node.Config, error) { return node.DefaultConfig(), nil })
 }
 
-// devNotices lists what the file says that `roost dev` does not act on,
-// so a setting never seems to be ignored silently.
-func devNotices(f *config.File) []string {
+// devNotices lists what the file and the environment (lookupEnv) say that
+// `roost dev` does not act on, so a setting never seems to be ignored
+// silently.
+func devNotices(f *config.File, lookupEnv func(string) (string, bool)) []string {
 	out := fileNotices(f)
 	var ignored []string
 	for _, st := range clusterSettings {
@@ -87,8 +90,24 @@ func devNotices(f *config.File) []string {
 	if f != nil && f.Cluster.GossipKey != "" {
 		ignored = append(ignored, "cluster.gossip_key")
 	}
+	// The cluster's variables too (dev has no flags for them): ROOST_JOIN
+	// exported for a node, say, is not a setting of this one.
+	for _, env := range append(settingEnvs(clusterSettings), gossipKeyEnv) {
+		if v, ok := lookupEnv(env); ok && v != "" {
+			ignored = append(ignored, env)
+		}
+	}
 	if len(ignored) > 0 {
 		out = append(out, "roost dev runs one node on its own, so it ignores "+strings.Join(ignored, ", "))
+	}
+	return out
+}
+
+// settingEnvs are the variables of settings.
+func settingEnvs(settings []setting) []string {
+	out := make([]string, len(settings))
+	for i, st := range settings {
+		out[i] = st.env
 	}
 	return out
 }
@@ -102,7 +121,7 @@ var devHints = hints{
 
 // run serves until a signal, with dev's notices and banner.
 func (d *devCommand) run(ctx context.Context, cfg node.Config, file *config.File) error {
-	return d.serve(ctx, cfg, devNotices(file), devHints, func(n *node.Node) {
+	return d.serve(ctx, cfg, devNotices(file, d.lookupEnv), devHints, func(n *node.Node) {
 		writeBanner(d.stdout, "roost dev: serving "+d.appName(file), [][2]string{
 			{"app", "http://" + urlHost(n.HTTPAddr()) + "/"},
 			{"admin", "http://" + urlHost(n.AdminAddr()) + "/  (/ui/ dashboard, /healthz /readyz /metrics /debug/pprof/)"},

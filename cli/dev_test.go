@@ -214,13 +214,18 @@ replicas = 3
 [[migrations]]
 tag = "v1"
 `)
-	d := newDev(testApp(), io.Discard, io.Discard, func(string) (string, bool) { return "", false })
+	noEnv := func(string) (string, bool) { return "", false }
+	d := newDev(testApp(), io.Discard, io.Discard, noEnv)
 	cfg, file, err := d.resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := strings.Join(devNotices(file), "\n")
-	for _, want := range []string{"[[migrations]]", "ignores node.join, cluster.replicas"} {
+	// A cluster node's variables, exported in the shell, are named too
+	// (empty ones count as unset, as everywhere).
+	env := map[string]string{"ROOST_JOIN": "a:1", "ROOST_REPLICAS": "3", "ROOST_GOSSIP_KEY": "x", "ROOST_ID": ""}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	got := strings.Join(devNotices(file, lookup), "\n")
+	for _, want := range []string{"[[migrations]]", "ignores node.join, cluster.replicas, ROOST_JOIN, ROOST_REPLICAS, ROOST_GOSSIP_KEY"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("notices lack %q:\n%s", want, got)
 		}
@@ -232,7 +237,7 @@ tag = "v1"
 	if len(cfg.KVNamespaces) != 1 || cfg.KVNamespaces[0] != (durable.KVBinding{Binding: "CACHE", ID: "1"}) {
 		t.Errorf("KV namespaces %v, want CACHE → 1", cfg.KVNamespaces)
 	}
-	if n := devNotices(nil); n != nil {
+	if n := devNotices(nil, noEnv); n != nil {
 		t.Errorf("notices without a file: %v", n)
 	}
 }
