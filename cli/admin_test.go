@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -476,6 +477,40 @@ func TestAdminTimeout(t *testing.T) {
 	code, _, stderr := runAdmin(t, nil, "status", "--addr", srv.addr(), "--timeout", "50ms")
 	if code != exitFailure || !strings.Contains(stderr, "no answer within 50ms (raise --timeout") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+// "." and ".." are valid node IDs (and may name an operation or a
+// binding): the CLI escapes them, so that the server's path cleaning does
+// not read them as the path itself or its parent. `roost remove ..` was
+// "no admin call POST /v1/remove".
+func TestAdminDotIDsReachTheirCall(t *testing.T) {
+	var got []string
+	mux := http.NewServeMux() // cleans paths as a node's does
+	for _, pattern := range []string{"POST /v1/nodes/{id}/remove", "POST /v1/nodes/{id}/drain", "GET /v1/operations/{id}", "GET /v1/kv/{binding}/values/{key...}"} {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			got = append(got, pattern+" "+r.PathValue("id")+r.PathValue("binding"))
+			switch {
+			case strings.HasSuffix(pattern, "remove"):
+				canned(200, `{"id":"..","state":"removed"}`)(w, r)
+			case strings.HasSuffix(pattern, "drain"), strings.Contains(pattern, "operations"):
+				canned(200, `{"operation":{"id":"x","kind":"drain","state":"done","total":0,"done":0,"waiting":[]}}`)(w, r)
+			default:
+				canned(200, `{"key":"k","value":"aGk="}`)(w, r)
+			}
+		})
+	}
+	mux.HandleFunc("/", canned(404, `{"error":"no admin call"}`))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	for _, args := range [][]string{{"remove", ".."}, {"drain", "."}, {"operation", ".."}, {"kv", "get", "k", "--binding", ".."}} {
+		if code, _, stderr := runAdmin(t, nil, append(args, "--addr", srv.URL)...); code != exitOK {
+			t.Errorf("%v: exit %d, %s", args, code, stderr)
+		}
+	}
+	want := []string{"POST /v1/nodes/{id}/remove ..", "POST /v1/nodes/{id}/drain .", "GET /v1/operations/{id} ..", "GET /v1/kv/{binding}/values/{key...} .."}
+	if !slices.Equal(got, want) {
+		t.Errorf("calls answered:\n%q\nwant\n%q", got, want)
 	}
 }
 

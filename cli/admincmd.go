@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -628,7 +627,7 @@ carries the drain on and --wait follows it.` + adminConnectHelp,
 			body := struct {
 				MaxConcurrent int `json:"max_concurrent"`
 			}{maxConcurrent}
-			return e.startOperation(cmd, c, o, "/v1/nodes/"+url.PathEscape(args[0])+"/drain", body, wait, "drain", args[0])
+			return e.startOperation(cmd, c, o, "/v1/nodes/"+pathSegment(args[0])+"/drain", body, wait, "drain", args[0])
 		},
 	}
 	f := cmd.Flags()
@@ -661,7 +660,7 @@ node's process afterwards.` + adminConnectHelp,
 				ID    string `json:"id"`
 				State string `json:"state"`
 			}
-			raw, err := c.call(cmd.Context(), http.MethodPost, "/v1/nodes/"+url.PathEscape(id)+"/remove", nil, &resp)
+			raw, err := c.call(cmd.Context(), http.MethodPost, "/v1/nodes/"+pathSegment(id)+"/remove", nil, &resp)
 			if err != nil {
 				return err
 			}
@@ -968,7 +967,7 @@ func waitOperation(ctx context.Context, c *adminClient, stderr io.Writer, op api
 
 // getOperation asks for operation id with GET /v1/operations/{id}.
 func getOperation(ctx context.Context, c *adminClient, id string) (apiOperation, json.RawMessage, error) {
-	path := "/v1/operations/" + url.PathEscape(id)
+	path := "/v1/operations/" + pathSegment(id)
 	var resp struct {
 		Operation *apiOperation `json:"operation"`
 	}

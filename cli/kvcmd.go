@@ -79,12 +79,13 @@ func (o *kvOptions) valuePath(key string) string { return kvValuePath(o.binding,
 
 // kvValuePath is the admin API's path of key's value in binding's namespace.
 func kvValuePath(binding, key string) string {
-	return "/v1/kv/" + url.PathEscape(binding) + "/values/" + pathSegment(key)
+	return "/v1/kv/" + pathSegment(binding) + "/values/" + pathSegment(key)
 }
 
 // pathSegment escapes s as one path segment. PathEscape leaves "." and
 // ".." as they are, which the server's path cleaning would take as the
-// segment itself or its parent, answering another call.
+// segment itself or its parent, answering another call. Node IDs, operation
+// IDs and bindings go through it too: "." and ".." are valid node IDs.
 func pathSegment(s string) string {
 	if s == "." || s == ".." {
 		return strings.Repeat("%2E", len(s))
@@ -94,7 +95,7 @@ func pathSegment(s string) string {
 
 // kvKeysPath is the admin API's path of a page of binding's keys.
 func kvKeysPath(binding string, q url.Values) string {
-	return "/v1/kv/" + url.PathEscape(binding) + "/keys?" + q.Encode()
+	return "/v1/kv/" + pathSegment(binding) + "/keys?" + q.Encode()
 }
 
 // kvPutBody is the body of the admin API's put.
