@@ -31,9 +31,10 @@ func (n *Node) appHandler() http.Handler {
 			}
 			n.metrics.requests.WithLabelValues(statusClass(sw.status)).Inc()
 		}()
-		// Not for an upgrade: a deadline left on a connection that becomes
-		// a WebSocket would end it.
-		if r.Body != nil && r.Body != http.NoBody && r.Header.Get("Upgrade") == "" {
+		// For every body, Upgrade headers or not: a WebSocket handshake has
+		// none, and a connection taken over for a WebSocket drops the
+		// deadline the guard may have left (durable.WriteResponse).
+		if r.Body != nil && r.Body != http.NoBody {
 			r.Body = &stallGuard{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: n.cfg.BodyStallTimeout}
 		}
 		worker(sw, r, env)

@@ -464,14 +464,19 @@ func TestOutputGateHidesFailedCommits(t *testing.T) {
 // long. A small body is read before the object's turn, so the stall holds
 // up its own request only; the rest of a body past its first MiB is read
 // during the turn, which then ends once the body has gone BodyStallTimeout
-// without a byte.
+// without a byte. Upgrade headers change nothing (any Upgrade header
+// turned the guard off): a WebSocket handshake has no body, and a
+// connection taken over for a WebSocket drops its deadlines.
 func TestStalledBodyHoldsUpOnlyItsRequest(t *testing.T) {
 	for _, tc := range []struct {
 		name            string
 		announced, sent int
+		head            string
 	}{
-		{"small body, read before the turn", 100, 3},
-		{"large body, its rest read in the turn", 2 << 20, 3 << 19},
+		{"small body, read before the turn", 100, 3, ""},
+		{"large body, its rest read in the turn", 2 << 20, 3 << 19, ""},
+		{"large body with an Upgrade header", 2 << 20, 3 << 19, "Upgrade: junk\r\n"},
+		{"large body with WebSocket upgrade headers", 2 << 20, 3 << 19, "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := startNode(t, t.TempDir(), func(cfg *Config, _ *Node) { cfg.BodyStallTimeout = time.Second })
@@ -485,7 +490,7 @@ func TestStalledBodyHoldsUpOnlyItsRequest(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: roost\r\nContent-Length: %d\r\n\r\n", path, tc.announced)
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: roost\r\n%sContent-Length: %d\r\n\r\n", path, tc.head, tc.announced)
 			if _, err := conn.Write(bytes.Repeat([]byte("a"), tc.sent)); err != nil {
 				t.Fatal(err)
 			}
