@@ -127,7 +127,8 @@ before the cluster has formed: GET /readyz on the admin listener answers 503
 with the reason until this node can serve, then 200.
 
 Every node needs an --id that is unique in the cluster (1 to 64 of a-z, 0-9,
-'-', '_' and '.'); a data dir belongs to the node id that first used it.
+'-', '_' and '.', not '.' or '..'); a data dir belongs to the node id that
+first used it.
 --shards is fixed when the cluster first forms, and --replicas may not exceed
 --bootstrap-expect.
 

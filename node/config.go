@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/placement"
 )
 
 // Config is everything one node needs. Build it with DefaultConfig and
@@ -212,8 +213,13 @@ func (c Config) Validate() error {
 	if !c.Cluster() {
 		return nil
 	}
-	if !validNodeID(c.NodeID) {
-		return bad("node id %q: use 1 to 64 of a-z, 0-9, '-', '_' and '.'", c.NodeID)
+	if err := placement.NodeID(c.NodeID).Validate(); err != nil {
+		return bad("node id: %v", err)
+	}
+	if c.NodeID == "." || c.NodeID == ".." {
+		// Valid in the map, but an admin call's path naming it would be
+		// cleaned to another path by any HTTP client or server.
+		return bad("node id %q: a path name; use another", c.NodeID)
 	}
 	for _, j := range c.Join {
 		if _, _, err := net.SplitHostPort(j); err != nil {
@@ -252,14 +258,3 @@ func (c Config) Validate() error {
 	return nil
 }
 
-func validNodeID(id string) bool {
-	if len(id) == 0 || len(id) > 64 {
-		return false
-	}
-	for _, r := range id {
-		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-			return false
-		}
-	}
-	return true
-}

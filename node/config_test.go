@@ -42,6 +42,10 @@ func TestConfigValidate(t *testing.T) {
 		{"token with a line break", func(c *Config) { c.AdminToken = "abc\ndef" }, `the admin token holds a control character ('\n' at byte 3)`},
 		{"token with a NUL", func(c *Config) { c.AdminToken = "abc\x00" }, "the admin token holds a control character"},
 		{"token with inner space and tab", func(c *Config) { c.AdminToken = "a b\tc" }, ""},
+		{"node id of capitals", func(c *Config) { c.NodeID = "N1" }, `invalid node id: "N1" has 'N' at offset 0`},
+		{"node id ..", func(c *Config) { c.NodeID = ".." }, `node id "..": a path name; use another`},
+		{"node id .", func(c *Config) { c.NodeID = "." }, `node id ".": a path name; use another`},
+		{"node id with dots", func(c *Config) { c.NodeID = "n1.dc.example" }, ""},
 		{"no body stall timeout", func(c *Config) { c.BodyStallTimeout = 0 }, "body stall timeout must be positive"},
 		{"KV binding named like an object binding", func(c *Config) {
 			c.Bindings = []durable.Binding{{Name: "COUNTER", ClassName: "Counter"}}
