@@ -213,13 +213,10 @@ func (c Config) Validate() error {
 	if !c.Cluster() {
 		return nil
 	}
-	if err := placement.NodeID(c.NodeID).Validate(); err != nil {
-		return bad("node id: %v", err)
-	}
-	if c.NodeID == "." || c.NodeID == ".." {
-		// Valid in the map, but an admin call's path naming it would be
-		// cleaned to another path by any HTTP client or server.
-		return bad("node id %q: a path name; use another", c.NodeID)
+	// "." and ".." are valid in the map, but an admin call's path naming
+	// them would be cleaned to another path by HTTP clients and servers.
+	if placement.NodeID(c.NodeID).Validate() != nil || c.NodeID == "." || c.NodeID == ".." {
+		return bad("node id %q: use 1 to 64 of a-z, 0-9, '-', '_' and '.', other than '.' and '..'", c.NodeID)
 	}
 	for _, j := range c.Join {
 		if _, _, err := net.SplitHostPort(j); err != nil {
@@ -257,4 +254,3 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
-

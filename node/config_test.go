@@ -42,9 +42,9 @@ func TestConfigValidate(t *testing.T) {
 		{"token with a line break", func(c *Config) { c.AdminToken = "abc\ndef" }, `the admin token holds a control character ('\n' at byte 3)`},
 		{"token with a NUL", func(c *Config) { c.AdminToken = "abc\x00" }, "the admin token holds a control character"},
 		{"token with inner space and tab", func(c *Config) { c.AdminToken = "a b\tc" }, ""},
-		{"node id of capitals", func(c *Config) { c.NodeID = "N1" }, `invalid node id: "N1" has 'N' at offset 0`},
-		{"node id ..", func(c *Config) { c.NodeID = ".." }, `node id "..": a path name; use another`},
-		{"node id .", func(c *Config) { c.NodeID = "." }, `node id ".": a path name; use another`},
+		{"node id of capitals", func(c *Config) { c.NodeID = "N1" }, `node id "N1": use 1 to 64 of a-z`},
+		{"node id ..", func(c *Config) { c.NodeID = ".." }, `node id "..": use 1 to 64 of a-z, 0-9, '-', '_' and '.', other than '.' and '..'`},
+		{"node id .", func(c *Config) { c.NodeID = "." }, `node id ".": use 1 to 64`},
 		{"node id with dots", func(c *Config) { c.NodeID = "n1.dc.example" }, ""},
 		{"no body stall timeout", func(c *Config) { c.BodyStallTimeout = 0 }, "body stall timeout must be positive"},
 		{"KV binding named like an object binding", func(c *Config) {
