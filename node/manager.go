@@ -104,7 +104,10 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 				}
 			}
 			if !body.replayable() {
-				return nil, &durable.Error{Message: "request body too large to re-send after a routing error; retry the request", Retryable: true}
+				// Nothing ran (a routing error comes before the object
+				// runs): a 503 with Retry-After, as when no node serves
+				// the shard, not the 500 of an exception.
+				return nil, &durable.Error{Message: "request body too large to re-send after a routing error; retry the request", Retryable: true, Overloaded: true}
 			}
 			var resp *http.Response
 			resp, err = m.forwarder.forward(ctx, leader, class, id, req, body, 1)
