@@ -5,6 +5,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"github.com/roostdb/roost/durable"
 )
@@ -30,6 +31,8 @@ func (f *File) problems() []string {
 		switch {
 		case b.Name == "":
 			bad("durable_objects.bindings[%d] (class %q) has no name", i, b.ClassName)
+		case durable.CheckBindingName(b.Name) != nil:
+			bad("durable_objects.bindings[%d]: %v", i, durable.CheckBindingName(b.Name))
 		case seen[b.Name]:
 			bad("durable_objects.bindings: %q is bound twice", b.Name)
 		}
@@ -44,12 +47,16 @@ func (f *File) problems() []string {
 		switch {
 		case kv.Binding == "":
 			bad("kv_namespaces[%d] has no binding", i)
+		case durable.CheckBindingName(kv.Binding) != nil:
+			bad("kv_namespaces[%d]: %v", i, durable.CheckBindingName(kv.Binding))
 		case seenKV[kv.Binding]:
 			bad("kv_namespaces: %q is bound twice", kv.Binding)
 		}
 		seenKV[kv.Binding] = true
 		if kv.ID == "" {
 			bad("kv_namespaces[%d] (%q) has no id", i, kv.Binding)
+		} else if strings.ContainsFunc(kv.ID, unicode.IsControl) {
+			bad("kv_namespaces[%d] (%q): id %q holds a control character", i, kv.Binding, kv.ID)
 		}
 		objects := max(kv.Objects, 1)
 		if kv.Objects < 0 || kv.Objects > durable.KVMaxObjects {

@@ -2,6 +2,7 @@ package durable
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -351,12 +352,32 @@ func (a *App) Validate() error {
 	return CheckBindings(a.Bindings, a.Classes)
 }
 
-// CheckBindings checks that binding names are unique and name registered classes.
+// CheckBindingName refuses a binding name that is not a JavaScript
+// identifier (letters, digits, '_' and '$', not starting with a digit), as
+// Workers' bindings are: it becomes a path element of the admin API and a
+// name in config files and logs, where "." or "a/b" would be misread.
+func CheckBindingName(name string) error {
+	if name == "" {
+		return errors.New("a binding needs a name")
+	}
+	for i, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '$' || i > 0 && c >= '0' && c <= '9') {
+			return fmt.Errorf("binding name %q: use letters, digits, '_' and '$', not starting with a digit (%q at offset %d)", name, c, i)
+		}
+	}
+	return nil
+}
+
+// CheckBindings checks that binding names are well formed and unique and
+// name registered classes.
 func CheckBindings(bindings []Binding, classes map[string]Class) error {
 	seen := make(map[string]bool, len(bindings))
 	for _, b := range bindings {
 		if b.Name == "" {
 			return fmt.Errorf("durable object binding for class %q has no name", b.ClassName)
+		}
+		if err := CheckBindingName(b.Name); err != nil {
+			return fmt.Errorf("durable object binding for class %q: %w", b.ClassName, err)
 		}
 		if seen[b.Name] {
 			return fmt.Errorf("durable object binding %q is declared twice", b.Name)

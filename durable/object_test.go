@@ -80,6 +80,11 @@ func TestCheckBindings(t *testing.T) {
 		{"unregistered class", []Binding{{"COUNTER", "Countr"}}, []string{`"COUNTER"`, `"Countr"`, "not registered", "[Counter Room]"}},
 		{"empty class", []Binding{{"COUNTER", ""}}, []string{"not registered"}},
 		{"class name case", []Binding{{"COUNTER", "counter"}}, []string{`"counter"`, "not registered"}},
+		{"identifier with $ and digits", []Binding{{"$my_Counter2", "Counter"}}, nil},
+		{"name of dots", []Binding{{"..", "Counter"}}, []string{`binding name ".."`, "'.' at offset 0"}},
+		{"name with a slash", []Binding{{"A/B", "Counter"}}, []string{`binding name "A/B"`, "'/' at offset 1"}},
+		{"name with a hyphen", []Binding{{"MY-COUNTER", "Counter"}}, []string{"'-' at offset 2"}},
+		{"name starting with a digit", []Binding{{"1COUNTER", "Counter"}}, []string{"not starting with a digit"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/placement"
@@ -201,6 +202,10 @@ func (c Config) Validate() error {
 		switch {
 		case kv.Binding == "" || kv.ID == "":
 			return bad("a KV namespace needs a binding and an id, got %q and %q", kv.Binding, kv.ID)
+		case durable.CheckBindingName(kv.Binding) != nil:
+			return bad("KV %v", durable.CheckBindingName(kv.Binding))
+		case strings.ContainsFunc(kv.ID, unicode.IsControl):
+			return bad("KV binding %q: id %q holds a control character", kv.Binding, kv.ID)
 		case seenKV[kv.Binding]:
 			return bad("KV binding %q is declared twice", kv.Binding)
 		case slices.ContainsFunc(c.Bindings, func(b durable.Binding) bool { return b.Name == kv.Binding }):
