@@ -28,6 +28,10 @@ var (
 	ErrTooManyKeys = errors.New("too many keys in one storage operation")
 	// ErrInvalidOption: an option value makes no sense (say Start and StartAfter together).
 	ErrInvalidOption = errors.New("invalid storage option")
+	// ErrKVObjectsChanged: a KV binding gives its namespace another number
+	// of objects than the namespace was first used with; its keys are only
+	// found with that number. A deployment mistake, not the caller's.
+	ErrKVObjectsChanged = errors.New("KV namespace's number of objects changed")
 	// ErrTransactionRolledBack is returned by Transaction when fn called Rollback.
 	ErrTransactionRolledBack = errors.New("transaction rolled back")
 	// ErrCommitIndeterminate: the write may or may not have been committed

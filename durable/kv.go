@@ -405,6 +405,7 @@ var kvErrorKinds = map[string]error{
 	"key-too-large":   ErrKeyTooLarge,
 	"value-too-large": ErrValueTooLarge,
 	"invalid-option":  ErrInvalidOption,
+	"objects-changed": ErrKVObjectsChanged,
 }
 
 // kvErrorKind is the kvErrorHeader value of err ("" if none fits).

@@ -434,7 +434,7 @@ func (o *kvObject) objects(w http.ResponseWriter, n string) error {
 			return err
 		}
 	case string(b) != n:
-		return fmt.Errorf("%w: this KV namespace keeps its keys in %s objects; its binding says %s (the number cannot change once the namespace is used)", ErrInvalidOption, b, n)
+		return fmt.Errorf("%w: this KV namespace keeps its keys in %s objects; its binding says %s (the number cannot change once the namespace is used)", ErrKVObjectsChanged, b, n)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

@@ -439,7 +439,7 @@ func TestKVObjectRecordsItsObjects(t *testing.T) {
 	}{
 		{"4", http.StatusNoContent, ""},
 		{"4", http.StatusNoContent, ""},
-		{"1", http.StatusBadRequest, "invalid-option"},
+		{"1", http.StatusBadRequest, "objects-changed"},
 		{"0", http.StatusBadRequest, "invalid-option"},
 		{"65", http.StatusBadRequest, "invalid-option"},
 		{"many", http.StatusBadRequest, "invalid-option"},

@@ -53,6 +53,10 @@ func kvError(err error) error {
 	switch {
 	case errors.Is(err, durable.ErrInvalidOption), errors.Is(err, durable.ErrKeyTooLarge), errors.Is(err, durable.ErrValueTooLarge):
 		return &apiError{code: http.StatusBadRequest, msg: err.Error(), err: err}
+	case errors.Is(err, durable.ErrKVObjectsChanged):
+		// The node's configuration and the namespace disagree: no call
+		// can succeed until the binding is put back.
+		return &apiError{code: http.StatusConflict, msg: err.Error(), err: err}
 	case durable.HTTPStatus(err) == http.StatusServiceUnavailable:
 		return &apiError{code: http.StatusServiceUnavailable, msg: err.Error(), err: err}
 	}

@@ -427,11 +427,16 @@ func TestKVSpreadNamespace(t *testing.T) {
 	closeNode(t, n)
 
 	n, kv = start(1)
-	if _, _, err := kv.Get(ctx, "k123"); !errors.Is(err, durable.ErrInvalidOption) || !strings.Contains(err.Error(), "4 objects") {
+	if _, _, err := kv.Get(ctx, "k123"); !errors.Is(err, durable.ErrKVObjectsChanged) || !strings.Contains(err.Error(), "4 objects") {
 		t.Fatalf("get with another number of objects: %v", err)
 	}
-	if err := kv.Put(ctx, "k999", []byte("x"), durable.KVPutOptions{}); !errors.Is(err, durable.ErrInvalidOption) {
+	if err := kv.Put(ctx, "k999", []byte("x"), durable.KVPutOptions{}); !errors.Is(err, durable.ErrKVObjectsChanged) {
 		t.Fatalf("put with another number of objects: %v", err)
+	}
+	// The admin API says it is the configuration's conflict, not the call's.
+	var e apiErrorJSON
+	if code := adminDo(t, n.AdminAddr().String(), "", "GET", "/v1/kv/SPREAD/values/k123", "", &e); code != http.StatusConflict || !strings.Contains(e.Error, "keeps its keys in 4 objects") {
+		t.Fatalf("admin get with another number of objects: %d %q", code, e.Error)
 	}
 	closeNode(t, n)
 
