@@ -105,7 +105,7 @@ func route(root durable.Worker, mounts map[string]durable.Worker) durable.Worker
 		inner := *r
 		u := *r.URL
 		u.Path, u.RawPath = "/"+sub, ""
-		inner.URL = &u
+		inner.URL, inner.RequestURI = &u, u.RequestURI()
 		worker(w, &inner, env)
 	}
 }

@@ -29,6 +29,9 @@ func TestApp(t *testing.T) {
 func TestRoute(t *testing.T) {
 	record := func(name string) durable.Worker {
 		return func(w http.ResponseWriter, r *http.Request, _ *durable.Env) {
+			if r.RequestURI != r.URL.RequestURI() {
+				t.Errorf("%s got RequestURI %q for URL %q", name, r.RequestURI, r.URL.RequestURI())
+			}
 			w.Write([]byte(name + " " + r.URL.Path + " " + r.URL.RawQuery))
 		}
 	}
