@@ -34,23 +34,28 @@ func dataDirOriginOf(dir string) (dataDirOrigin, error) {
 	return dataDirHeld, nil
 }
 
+// dataDirEntries are what a node writes in its data dir: its identity,
+// its layout and its store (Start).
+var dataDirEntries = []string{"node.json", "layout.json", "pebble"}
+
 // restore removes what the node wrote to a data dir that was absent or
-// empty. Only Close calls it, once the store is closed; the store's lock
-// kept any other process out of the dir until then.
+// empty: its own entries only, so that a file another program put there
+// meanwhile (a data dir given as ".", the working directory) is kept, and
+// the dir itself only if it was absent and nothing else is in it now.
+// Only Close calls it, once the store is closed; the store's lock kept any
+// other node out of the dir until then.
 func (o dataDirOrigin) restore(dir string) error {
-	switch o {
-	case dataDirAbsent:
-		return os.RemoveAll(dir)
-	case dataDirEmpty:
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			return err
-		}
-		var errs []error
-		for _, e := range entries {
-			errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
-		}
-		return errors.Join(errs...)
+	if o == dataDirHeld {
+		return nil
 	}
-	return nil
+	var errs []error
+	for _, name := range dataDirEntries {
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, name)))
+	}
+	if o == dataDirAbsent {
+		if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 {
+			errs = append(errs, os.Remove(dir))
+		}
+	}
+	return errors.Join(errs...)
 }

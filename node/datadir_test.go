@@ -71,3 +71,51 @@ func TestDataDirOriginRestore(t *testing.T) {
 		})
 	}
 }
+
+// A restore removes only what a node writes: a file another program put
+// in the dir while the node ran (a data dir given as ".", the working
+// directory) is kept, and so is the dir that holds it, even one the node
+// made.
+func TestDataDirRestoreKeepsOthersFiles(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		prepare func(dir string) error
+		want    dataDirOrigin
+	}{
+		{"absent", func(string) error { return nil }, dataDirAbsent},
+		{"empty", func(dir string) error { return os.Mkdir(dir, 0o755) }, dataDirEmpty},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			if err := tt.prepare(dir); err != nil {
+				t.Fatal(err)
+			}
+			origin, err := dataDirOriginOf(dir)
+			if err != nil || origin != tt.want {
+				t.Fatalf("origin %v, %v; want %v", origin, err, tt.want)
+			}
+			if err := os.MkdirAll(filepath.Join(dir, "pebble"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"node.json", "layout.json", "pebble/000001.log", "roost.toml"} {
+				if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := origin.restore(dir); err != nil {
+				t.Fatal(err)
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatalf("the dir holding another program's file is gone: %v", err)
+			}
+			if len(entries) != 1 || entries[0].Name() != "roost.toml" {
+				var names []string
+				for _, e := range entries {
+					names = append(names, e.Name())
+				}
+				t.Fatalf("left %v, want [roost.toml]", names)
+			}
+		})
+	}
+}
