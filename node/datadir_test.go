@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -117,5 +118,27 @@ func TestDataDirRestoreKeepsOthersFiles(t *testing.T) {
 				t.Fatalf("left %v, want [roost.toml]", names)
 			}
 		})
+	}
+}
+
+// Close puts a refused node's data dir back once: a second Close (an
+// embedder's deferred Close after Run) leaves alone what a node started
+// on the same dir since has written there.
+func TestCloseRestoresDataDirOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	n := startNode(t, dir, nil)
+	if n.newDataDir != dataDirAbsent {
+		t.Fatalf("origin %v, want absent", n.newDataDir)
+	}
+	n.undoDataDir.Store(true) // as refuseFirstStart does
+	closeNode(t, n)
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the refused node's data dir is still there: %v", err)
+	}
+	next := startNode(t, dir, nil) // the corrected start, on the same dir
+	defer closeNode(t, next)
+	n.Close(context.Background())
+	if _, err := os.Stat(filepath.Join(dir, "layout.json")); err != nil {
+		t.Fatalf("a second Close of the refused node removed the next node's data: %v", err)
 	}
 }

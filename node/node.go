@@ -378,7 +378,9 @@ func (n *Node) Close(ctx context.Context) error {
 	if err := n.closeStores(); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	if n.undoDataDir.Load() {
+	// Once: a later Close (a deferred one after Run) must not remove what
+	// a node started on the same dir since has written.
+	if n.undoDataDir.Swap(false) {
 		errs = append(errs, n.newDataDir.restore(n.cfg.DataDir))
 	}
 	return errors.Join(errs...)
