@@ -105,6 +105,11 @@ func route(root durable.Worker, mounts map[string]durable.Worker) durable.Worker
 		inner := *r
 		u := *r.URL
 		u.Path, u.RawPath = "/"+sub, ""
+		// The path's escaping as the client sent it (a room "a/b" is
+		// rooms/a%2Fb), as the worker would see it served at the root.
+		if rest, ok := strings.CutPrefix(r.URL.RawPath, Prefix+name+"/"); ok {
+			u.RawPath = "/" + rest
+		}
 		inner.URL, inner.RequestURI = &u, u.RequestURI()
 		worker(w, &inner, env)
 	}

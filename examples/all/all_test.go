@@ -56,7 +56,16 @@ func TestRoute(t *testing.T) {
 			t.Errorf("%s: %d %q, want %d %q", tt.target, rec.Code, rec.Body.String(), tt.code, tt.want)
 		}
 	}
+	// The path below the mount keeps the client's escaping, as at the root.
+	escaped := route(nil, map[string]durable.Worker{"chat": func(w http.ResponseWriter, r *http.Request, _ *durable.Env) {
+		w.Write([]byte(r.URL.EscapedPath() + " " + r.URL.RequestURI()))
+	}})
 	rec := httptest.NewRecorder()
+	escaped(rec, httptest.NewRequest("GET", "/examples/chat/rooms/a%2Fb/ws?user=ann", nil), nil)
+	if got, want := rec.Body.String(), "/rooms/a%2Fb/ws /rooms/a%2Fb/ws?user=ann"; got != want {
+		t.Errorf("escaped path below the mount: %q, want %q", got, want)
+	}
+	rec = httptest.NewRecorder()
 	worker(rec, httptest.NewRequest("GET", "/examples/chat?x=1", nil), nil)
 	if loc := rec.Header().Get("Location"); loc != "/examples/chat/?x=1" {
 		t.Errorf("redirect to %q", loc)
