@@ -139,8 +139,10 @@ func (n *Node) adminAPI() http.Handler {
 	handle("GET /v1/kv/{binding}/values/{key...}", a.kvGet)
 	handle("PUT /v1/kv/{binding}/values/{key...}", a.kvPut)
 	handle("DELETE /v1/kv/{binding}/values/{key...}", a.kvDelete)
-	handle("/v1/", func(w http.ResponseWriter, r *http.Request) error {
-		return errorf(http.StatusNotFound, "no admin call %s %s (see docs/admin-api.md)", r.Method, r.URL.Path)
+	// Not through handle: a call that does not exist is 404 whatever its
+	// query, not 400 for a parameter it "does not take".
+	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		writeAPIError(w, errorf(http.StatusNotFound, "no admin call %s %s (see docs/admin-api.md)", r.Method, r.URL.Path))
 	})
 	return a.auth(a.devGuard(mux))
 }

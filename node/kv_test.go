@@ -281,6 +281,19 @@ func TestAdminRefusesQueryItDoesNotTake(t *testing.T) {
 	}
 }
 
+// A call that does not exist is 404 with a query too, as without one
+// (docs/admin-api.md), not 400 for a parameter it "does not take".
+func TestAdminUnknownCallWithQueryIs404(t *testing.T) {
+	n := startKVNode(t, t.TempDir())
+	defer closeNode(t, n)
+	for _, path := range []string{"/v1/nope?x=1", "/v1/kv/CACHE/nope?limit=1", "/v1/nope"} {
+		var e apiErrorJSON
+		if code := adminDo(t, n.AdminAddr().String(), "", "GET", path, nil, &e); code != http.StatusNotFound || !strings.Contains(e.Error, "no admin call") {
+			t.Errorf("GET %s: %d %q, want 404", path, code, e.Error)
+		}
+	}
+}
+
 // An admin body naming a field twice, or in another case than its own,
 // is refused and changes nothing: encoding/json took the last of two and
 // matched names whatever their case.
