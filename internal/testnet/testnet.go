@@ -4,6 +4,7 @@
 package testnet
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -78,13 +79,24 @@ func FreeAddr(t testing.TB) string {
 	}
 }
 
+// lockDir holds the blocks' lock files, shared by every user's test
+// processes.
+var lockDir = filepath.Join(os.TempDir(), "roost-testnet-ports")
+
 // claimBlock adds to handedOut.blocks a block no other live process holds.
-// handedOut is locked.
+// handedOut is locked. The lock files are opened read-only (flock needs no
+// more), so that one another user made (0644 after the umask) serves as
+// well, and the dir is made writable by all (sticky, as /tmp) when this
+// process creates it; a block whose file cannot be opened is passed over.
 func claimBlock() error {
-	dir := filepath.Join(os.TempDir(), "roost-testnet-ports")
-	if err := os.MkdirAll(dir, 0o777); err != nil {
-		return err
+	dir := lockDir
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(dir, 0o777); err != nil {
+			return err
+		}
+		os.Chmod(dir, 0o777|os.ModeSticky) // the umask took group and other write
 	}
+	var openErr error
 	held := make(map[int]bool, len(handedOut.blocks))
 	for _, b := range handedOut.blocks {
 		held[b] = true
@@ -93,9 +105,10 @@ func claimBlock() error {
 		if held[b] {
 			continue
 		}
-		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("block-%d.lock", b)), os.O_CREATE|os.O_RDWR, 0o666)
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("block-%d.lock", b)), os.O_CREATE|os.O_RDONLY, 0o666)
 		if err != nil {
-			return err
+			openErr = err
+			continue
 		}
 		if !tryLock(f) {
 			f.Close()
@@ -104,6 +117,9 @@ func claimBlock() error {
 		handedOut.blocks = append(handedOut.blocks, b)
 		handedOut.locks = append(handedOut.locks, f)
 		return nil
+	}
+	if openErr != nil {
+		return fmt.Errorf("no port block free to lock: %w", openErr)
 	}
 	return fmt.Errorf("every one of the %d port blocks is held by this or another test process", numBlocks)
 }
