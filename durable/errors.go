@@ -43,6 +43,10 @@ var (
 	// withheld because the node could not confirm it still led the
 	// object's shard (what it read may have been stale).
 	ErrCommitFailed = errors.New("storage commit failed")
+	// ErrNotDelivered: the request reached no object (the runtime could
+	// not route it, and could not send its body again): nothing ran, and
+	// retrying is safe. Not an overload: a caller should retry it.
+	ErrNotDelivered = errors.New("request not delivered to its object")
 	// ErrBadRequestBody: the client's request body broke off or was
 	// malformed (a bad chunk, fewer bytes than its Content-Length) before
 	// any object saw the request.
@@ -90,8 +94,8 @@ func HTTPStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrInvalidID), errors.Is(err, ErrWrongNamespace), errors.Is(err, ErrBadRequestBody):
 		return http.StatusBadRequest
-	case IsOverloaded(err), errors.Is(err, ErrCommitFailed):
-		// Both mean the request had no effect and may be retried.
+	case IsOverloaded(err), errors.Is(err, ErrCommitFailed), errors.Is(err, ErrNotDelivered):
+		// Each means the request had no effect and may be retried.
 		return http.StatusServiceUnavailable
 	default:
 		return http.StatusInternalServerError

@@ -37,6 +37,7 @@ func TestHTTPStatusAndWriteError(t *testing.T) {
 		{"commit indeterminate", fmt.Errorf("put: %w", ErrCommitIndeterminate), http.StatusInternalServerError, false},
 		{"commit failed (no effect, retry)", &Error{Message: "reset", Retryable: true, Err: fmt.Errorf("shard 2: %w", ErrCommitFailed)}, http.StatusServiceUnavailable, true},
 		{"key too large", fmt.Errorf("put: %w", ErrKeyTooLarge), http.StatusInternalServerError, false},
+		{"not delivered (nothing ran, retry)", &Error{Message: "body too large to re-send", Retryable: true, Err: ErrNotDelivered}, http.StatusServiceUnavailable, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.desc, func(t *testing.T) {

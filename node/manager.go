@@ -105,9 +105,9 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 			}
 			if !body.replayable() {
 				// Nothing ran (a routing error comes before the object
-				// runs): a 503 with Retry-After, as when no node serves
-				// the shard, not the 500 of an exception.
-				return nil, &durable.Error{Message: "request body too large to re-send after a routing error; retry the request", Retryable: true, Overloaded: true}
+				// runs): a 503 with Retry-After, not the 500 of an
+				// exception, and retryable, not an overload.
+				return nil, &durable.Error{Message: "request body too large to re-send after a routing error; retry the request", Retryable: true, Err: durable.ErrNotDelivered}
 			}
 			var resp *http.Response
 			resp, err = m.forwarder.forward(ctx, leader, class, id, req, body, 1)
