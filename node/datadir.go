@@ -2,7 +2,6 @@ package node
 
 import (
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 )
@@ -21,17 +20,18 @@ const (
 	dataDirEmpty                       // it existed, empty
 )
 
-func dataDirOriginOf(dir string) (dataDirOrigin, error) {
+// dataDirOriginOf tells how dir is now. A dir it cannot list counts as
+// held (never undone): the node may still be able to use it, and Start
+// reports what it cannot do.
+func dataDirOriginOf(dir string) dataDirOrigin {
 	entries, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return dataDirAbsent, nil
-	case err != nil:
-		return dataDirHeld, fmt.Errorf("reading data dir: %w", err)
-	case len(entries) == 0:
-		return dataDirEmpty, nil
+		return dataDirAbsent
+	case err == nil && len(entries) == 0:
+		return dataDirEmpty
 	}
-	return dataDirHeld, nil
+	return dataDirHeld
 }
 
 // dataDirEntries are what a node writes in its data dir: its identity,

@@ -147,9 +147,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := n.listen(); err != nil {
 		return err
 	}
-	if n.newDataDir, err = dataDirOriginOf(n.cfg.DataDir); err != nil {
-		return err
-	}
+	n.newDataDir = dataDirOriginOf(n.cfg.DataDir)
 	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
