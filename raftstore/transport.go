@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -333,7 +334,11 @@ func (t *Transport) peer(target raft.ServerAddress) (pb.RaftTransportClient, err
 // follower restoring it: at least 10× Timeout, plus Timeout per 4 MiB.
 func (t *Transport) snapshotTimeout(size int64) time.Duration {
 	const per = 4 << 20
-	return t.timeout * time.Duration(10+max(size, 0)/per)
+	n := 10 + max(size, 0)/per
+	if n > math.MaxInt64/int64(t.timeout) { // a size no snapshot has
+		return math.MaxInt64
+	}
+	return t.timeout * time.Duration(n)
 }
 
 // groupTransport is one group's view of the Transport: a raft.Transport

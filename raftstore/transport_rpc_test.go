@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -499,6 +500,62 @@ func TestTransportBadRequests(t *testing.T) {
 	defer mu.Unlock()
 	if len(readErrs) != 2 || !errors.Is(readErrs[0], io.ErrUnexpectedEOF) || readErrs[1] == nil {
 		t.Fatalf("reader errors %v", readErrs)
+	}
+}
+
+// An InstallSnapshot whose sender stops sending, or dribbles, while its
+// connection stays alive fails raft's read of the snapshot (which holds the
+// group's main goroutine) within the transport's bounds, with an error.
+func TestTransportSnapshotStalled(t *testing.T) {
+	h := &pb.RaftRPCHeader{ProtocolVersion: 3, Id: []byte("x"), Addr: []byte("y")}
+	for _, tc := range []struct {
+		name  string
+		size  int64
+		every time.Duration // a byte this often; 0: none after the first
+		want  string
+	}{
+		{"stalled", 1 << 30, 0, "no data for"},
+		{"dribbling", 1 << 20, 50 * time.Millisecond, "not all of it arrived in time"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newTNode(t, "n1", nil, func(c *TransportConfig) { c.Timeout = 100 * time.Millisecond })
+			readErr := make(chan error, 1)
+			serveFake(t, n.tr.Group(1), func(rpc raft.RPC) {
+				_, err := io.Copy(io.Discard, rpc.Reader)
+				readErr <- err
+				rpc.Respond(nil, err)
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s, err := rawClient(t, n.addr).InstallSnapshot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			data := &pb.RaftInstallSnapshotChunk{Msg: &pb.RaftInstallSnapshotChunk_Data{Data: []byte("a")}}
+			if err := s.Send(&pb.RaftInstallSnapshotChunk{Msg: &pb.RaftInstallSnapshotChunk_Request{Request: &pb.RaftInstallSnapshotRequest{
+				GroupId: 1, Header: h, Size: tc.size}}}); err != nil {
+				t.Fatal(err)
+			}
+			_ = s.Send(data)
+			if tc.every > 0 {
+				go func() {
+					for ctx.Err() == nil && s.Send(data) == nil {
+						time.Sleep(tc.every)
+					}
+				}()
+			}
+			select {
+			case err := <-readErr:
+				if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("raft's read failed with %v, want DeadlineExceeded: %s", err, tc.want)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("raft's read of a stalled snapshot stream is still blocked")
+			}
+			if _, err := s.CloseAndRecv(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("the sender got %v, want an error saying %s", err, tc.want)
+			}
+		})
 	}
 }
 

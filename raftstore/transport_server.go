@@ -334,7 +334,14 @@ func (s *transportServer) InstallSnapshot(stream pb.RaftTransport_InstallSnapsho
 	if err != nil {
 		return invalid(err)
 	}
-	r := &snapshotReader{s: s, ctx: ctx, stream: stream, v: v}
+	// The sender bounds the whole call by snapshotTimeout (transport.go);
+	// the receiver bounds its read of the data the same way, and a stream
+	// silent for snapshotTimeout(0) fails sooner. Raft reads the snapshot
+	// on the group's main goroutine: a sender that stalls, its connection
+	// kept alive, would otherwise hold the group still forever.
+	r := &snapshotReader{s: s, ctx: ctx, stream: stream, v: v, stall: s.t.snapshotTimeout(0),
+		deadline: time.Now().Add(s.t.snapshotTimeout(args.Size)), stop: make(chan struct{})}
+	defer close(r.stop)
 	resp, err := answer[*raft.InstallSnapshotResponse](v.dispatch(ctx, args, io.LimitReader(r, args.Size), false, false))
 	if err != nil {
 		return err
@@ -351,6 +358,54 @@ type snapshotReader struct {
 	v      *groupTransport
 	buf    []byte
 	err    error
+
+	// stall and deadline bound the wait for each data message and for all
+	// of them; msgs carries what the receiving goroutine got, until stop.
+	stall    time.Duration
+	deadline time.Time
+	msgs     chan received
+	stop     chan struct{}
+}
+
+type received struct {
+	msg *pb.RaftInstallSnapshotChunk
+	err error
+}
+
+// recv is the stream's next message, or an error once the sender has sent
+// nothing for stall or the deadline has passed. The stream is read on a
+// goroutine of its own, which ends with the stream (the handler returning
+// ends it).
+func (r *snapshotReader) recv() (*pb.RaftInstallSnapshotChunk, error) {
+	if r.msgs == nil {
+		r.msgs = make(chan received, 1)
+		go func() {
+			for {
+				msg, err := r.stream.Recv()
+				select {
+				case r.msgs <- received{msg, err}:
+				case <-r.stop:
+					return
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+	wait := min(r.stall, max(time.Until(r.deadline), 0))
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case m := <-r.msgs:
+		return m.msg, m.err
+	case <-timer.C:
+		what := fmt.Sprintf("no data for %v", r.stall)
+		if wait < r.stall {
+			what = "not all of it arrived in time"
+		}
+		return nil, status.Errorf(codes.DeadlineExceeded, "raftstore: InstallSnapshot from %s: %s", callerAddr(r.ctx), what)
+	}
 }
 
 func (r *snapshotReader) Read(p []byte) (int, error) {
@@ -358,7 +413,7 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 		if r.err != nil {
 			return 0, r.err
 		}
-		msg, err := r.stream.Recv()
+		msg, err := r.recv()
 		switch {
 		case err == io.EOF:
 			r.err = io.ErrUnexpectedEOF // raft reads exactly Size bytes
