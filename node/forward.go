@@ -9,8 +9,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -824,7 +826,36 @@ func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
 		// socket's byte tunnel until either side closes.
 		return s.serve(stream.Context(), head, http.NoBody, stream.Send, false, pr)
 	}
-	return s.serve(stream.Context(), head, pr, stream.Send, false, nil)
+	// A body that stalls fails as one on the app listener does (stallGuard,
+	// http.go): the object may read it in its turn, which every other
+	// request to it waits behind, and a peer that stops sending while its
+	// connection stays alive would hold that turn forever.
+	var body io.ReadCloser = pr
+	if s.m != nil && s.m.cfg.BodyStallTimeout > 0 {
+		body = &pipeStallGuard{PipeReader: pr, timeout: s.m.cfg.BodyStallTimeout}
+	}
+	return s.serve(stream.Context(), head, body, stream.Send, false, nil)
+}
+
+// pipeStallGuard fails a Read of a forwarded body that waits longer than
+// timeout for the sending peer (Config.BodyStallTimeout).
+type pipeStallGuard struct {
+	*io.PipeReader
+	timeout time.Duration
+	stalled atomic.Bool
+}
+
+func (g *pipeStallGuard) Read(p []byte) (int, error) {
+	timer := time.AfterFunc(g.timeout, func() {
+		g.stalled.Store(true)
+		g.PipeReader.Close()
+	})
+	n, err := g.PipeReader.Read(p)
+	timer.Stop()
+	if err != nil && g.stalled.Load() {
+		err = fmt.Errorf("forwarded request body: no byte from the peer for %s: %w", g.timeout, os.ErrDeadlineExceeded)
+	}
+	return n, err
 }
 
 func (s *forwardServer) Call(call *proto.ForwardCall, stream proto.Forward_CallServer) error {

@@ -623,3 +623,58 @@ func TestForwarderRedialsARestartedPeer(t *testing.T) {
 	}
 	t.Logf("reached %v after it came back", time.Since(back).Round(time.Millisecond))
 }
+
+// TestStalledForwardedBodyHoldsUpOnlyItsRequest is
+// TestStalledBodyHoldsUpOnlyItsRequest for a body forwarded over Fetch by
+// a peer that stops sending while its stream stays open: the stalled read
+// fails after BodyStallTimeout, the request gets an answer, and the
+// object's other requests go on.
+func TestStalledForwardedBodyHoldsUpOnlyItsRequest(t *testing.T) {
+	c := newTestCluster(t, 1, 1, &turnRegistry{active: map[string]string{}}, func(cfg *Config) {
+		cfg.BootstrapExpect, cfg.Replicas, cfg.BodyStallTimeout = 1, 1, 300*time.Millisecond
+	})
+	cc, err := grpc.NewClient(c.cfgs[0].GRPCAddr, forwarderDialOptions(nil)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	id := durable.IDFromName(durable.DeriveNamespaceKey("PingPong", ""), "stalled").Bytes()
+	const path = "/echo?ns=PINGPONG&name=stalled"
+	for _, tc := range []struct {
+		name    string
+		sent    int
+		wantErr bool // the stall fails the request before the object runs it
+	}{
+		{"small body, read before the turn", 3, true},
+		{"large body, its rest read in the turn", replayableBody + 100, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			s, err := proto.NewForwardClient(cc).Fetch(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			head := &proto.ForwardHead{Class: "PingPong", ObjectId: id[:], Method: "POST", Url: path, Hops: 1,
+				Headers: []*proto.ForwardHeader{{Name: "Content-Length", Values: []string{"5000000"}}}}
+			if err := s.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Body{Body: bytes.Repeat([]byte("a"), tc.sent)}}); err != nil {
+				t.Fatal(err)
+			}
+			// Then nothing, the stream open: the stalled request is answered.
+			fr, err := s.Recv()
+			if err != nil {
+				t.Fatalf("the stalled forwarded request: %v", err)
+			}
+			res := fr.GetResult()
+			if res == nil || (res.Error != nil) != tc.wantErr || tc.wantErr && !strings.Contains(res.Error.Message, "no byte from the peer") {
+				t.Fatalf("the stalled forwarded request got %+v", res)
+			}
+			if code, body := postBody(t, c.nodes[0], path, "next"); code != 200 || body != "next" {
+				t.Fatalf("the request after the stalled one: %d %q", code, body)
+			}
+		})
+	}
+}
