@@ -450,6 +450,12 @@ func forwardedResponse(p peer, res *proto.ForwardResult, recv func() (*proto.For
 		done()
 		return nil, fromForwardError(res.Error)
 	}
+	if res.Status < 100 || res.Status > 999 {
+		// No HTTP status: net/http's WriteHeader panics on it, which the
+		// node logged as the worker's panic.
+		done()
+		return nil, fmt.Errorf("forwarding to node %s: protocol error: the answer has status %d", p.id, res.Status)
+	}
 	resp := &http.Response{
 		Status: fmt.Sprintf("%d %s", res.Status, http.StatusText(int(res.Status))), StatusCode: int(res.Status),
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: fromForwardHeaders(res.Headers), ContentLength: -1,

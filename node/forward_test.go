@@ -314,6 +314,41 @@ func TestForwardFallsBackToFetch(t *testing.T) {
 	}
 }
 
+// statusForward answers every Fetch with its status and a body.
+type statusForward struct {
+	proto.UnimplementedForwardServer
+	status int32
+}
+
+func (s statusForward) Fetch(stream proto.Forward_FetchServer) error {
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	return stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{Status: s.status, Body: []byte("x"), BodyComplete: true}}})
+}
+
+// A peer's answer whose status is no HTTP status is a protocol error, not
+// a response that panics net/http's WriteHeader when it is written.
+func TestForwardedAnswerWithoutHTTPStatus(t *testing.T) {
+	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
+	for _, st := range []int32{0, 99, 1000, -200, 200} {
+		f := newForwarder()
+		req, _ := http.NewRequest(http.MethodGet, "http://x/increment?name=A", nil)
+		body, _ := newBodyBuffer(nil)
+		resp, err := f.forward(context.Background(), peer{id: "n2", addr: serveForward(t, statusForward{status: st})}, "Counter", id, req, body, 0)
+		f.close()
+		if st == 200 {
+			if err != nil || resp.StatusCode != 200 {
+				t.Fatalf("status 200: %v", err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("protocol error: the answer has status %d", st)) {
+			t.Fatalf("status %d: %v, want a protocol error", st, err)
+		}
+	}
+}
+
 // echoCalls answers every call of its Calls streams with the call's URL,
 // after a random delay, so replies come back out of order; a call to
 // /big is answered with a body to Collect. It counts the streams opened
