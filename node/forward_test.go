@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	gproto "google.golang.org/protobuf/proto"
 
 	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/proto"
@@ -713,3 +714,123 @@ func TestStalledForwardedBodyHoldsUpOnlyItsRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestGarbageOnTheGRPCPort sends a real node's gRPC port raw bytes and
+// half-open connections, and each Forward method random message bytes
+// over valid HTTP/2 gRPC. Each call ends with an error or a harmless
+// answer, none of them by hanging; the node still serves, its objects
+// as they were.
+func TestGarbageOnTheGRPCPort(t *testing.T) {
+	c := newTestCluster(t, 1, 1, &turnRegistry{active: map[string]string{}}, func(cfg *Config) {
+		cfg.BootstrapExpect, cfg.Replicas = 1, 1
+	})
+	ctx := context.Background()
+	if code, body, err := c.do(ctx, 0, "/increment", "garbage"); err != nil || code != 200 || body != "1" {
+		t.Fatalf("increment: %d %q %v", code, body, err)
+	}
+	addr := c.cfgs[0].GRPCAddr
+	rng := rand.New(rand.NewPCG(3, 4))
+	junk := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(rng.Uint32())
+		}
+		return b
+	}
+	preface := []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	for i, first := range [][]byte{nil, preface[:10], preface, append(append([]byte(nil), preface...), junk(4096)...), junk(64 << 10)} {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = conn.Write(first)
+		if i%2 == 0 {
+			_ = conn.(*net.TCPConn).CloseWrite() // half-open: reads still possible
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		_, _ = io.Copy(io.Discard, conn)
+		_ = conn.Close()
+	}
+
+	cc, err := grpc.NewClient(addr, forwarderDialOptions(nil)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	// Each method gets messages of its own type with random contents
+	// (class, ID, URL, tags, tokens, group and node IDs), whole, cut
+	// short, or as random bytes.
+	str := func() string { return strings.ToValidUTF8(string(junk(rng.IntN(20))), "/") }
+	head := func() *proto.ForwardHead {
+		id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", ""), "garbage").Bytes()
+		h := &proto.ForwardHead{Class: []string{"Counter", str()}[rng.IntN(2)], ObjectId: junk(32), Method: str(), Url: str(), Hops: rng.Uint32N(6),
+			Headers: []*proto.ForwardHeader{{Name: str(), Values: []string{str()}}}}
+		if rng.IntN(3) == 0 {
+			h.ObjectId = id[:] // a real object, its request made up
+		}
+		return h
+	}
+	desc := &grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+	for _, m := range []struct {
+		method string
+		msg    func() gproto.Message
+	}{
+		{proto.Forward_Fetch_FullMethodName, func() gproto.Message {
+			return &proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head()}}
+		}},
+		{proto.Forward_Call_FullMethodName, func() gproto.Message { return &proto.ForwardCall{Head: head(), Body: junk(rng.IntN(100))} }},
+		{proto.Forward_Calls_FullMethodName, func() gproto.Message {
+			tag := rng.Uint64N(3)
+			return &proto.ForwardCallBatch{Calls: []*proto.ForwardTaggedCall{{Tag: tag, Call: &proto.ForwardCall{Head: head()}}, {Tag: tag}}, Cancelled: []uint64{tag, rng.Uint64()}}
+		}},
+		{proto.Forward_Collect_FullMethodName, func() gproto.Message { return &proto.ForwardCollect{Token: rng.Uint64N(4)} }},
+		{proto.Forward_GroupStatus_FullMethodName, func() gproto.Message {
+			return &proto.ForwardGroupStatusRequest{GroupId: []uint64{0, 1, 2, 1 << 63, ^uint64(0)}[rng.IntN(5)], ConfirmConfig: rng.IntN(2) == 0}
+		}},
+		{proto.Forward_Member_FullMethodName, func() gproto.Message { return &proto.ForwardMemberRequest{NodeId: str()} }},
+	} {
+		for i := range 24 {
+			b, err := gproto.Marshal(m.msg())
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch i % 3 {
+			case 1:
+				b = b[:rng.IntN(len(b)+1)]
+			case 2:
+				b = junk(rng.IntN(300))
+			}
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			s, err := cc.NewStream(ctx, desc, m.method, grpc.ForceCodec(rawCodec{}))
+			if err == nil {
+				if err = s.SendMsg(rawBytes(b)); err == nil {
+					_ = s.CloseSend()
+					var out rawBytes
+					for err == nil {
+						err = s.RecvMsg(&out)
+					}
+				}
+			}
+			cancel()
+			if code := status.Code(err); err != io.EOF && (code == codes.Unavailable || code == codes.DeadlineExceeded || code == codes.Unknown) {
+				t.Fatalf("%s with message %x: %v", m.method, b, err)
+			}
+		}
+	}
+	if code, body, err := c.do(ctx, 0, "/increment", "garbage"); err != nil || code != 200 || body != "2" {
+		t.Fatalf("increment after the garbage: %d %q %v, want 2", code, body, err)
+	}
+}
+
+// rawCodec sends rawBytes as they are, under the proto content type, so
+// the server's proto codec has to decode them.
+type rawCodec struct{}
+
+type rawBytes []byte
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return []byte(v.(rawBytes)), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*(v.(*rawBytes)) = append(rawBytes(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
