@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -349,6 +350,44 @@ func TestMembershipGarbage(t *testing.T) {
 				return true
 			})
 		})
+	}
+}
+
+// TestMembershipClosesIdleStreams: TCP connections to the gossip port that
+// send nothing, or only the start of a message, are closed by the member
+// after TCPTimeout (1 s here; memberlist's 10 s on a node), not held open.
+func TestMembershipClosesIdleStreams(t *testing.T) {
+	for _, encrypted := range []bool{false, true} {
+		cfg := testConfig("a1")
+		if encrypted {
+			cfg.SecretKey = bytes.Repeat([]byte{7}, 32)
+		}
+		a := startMember(t, cfg)
+		var wg sync.WaitGroup
+		for i, first := range [][]byte{nil, {6}, {6, 0x80}, {7, 0xff, 0xff}, {1}} { // pushPull, compound, stream headers cut short
+			for range 4 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c, err := net.DialTimeout("tcp", a.Addr(), time.Second)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					defer c.Close()
+					c.Write(first)
+					c.SetReadDeadline(time.Now().Add(30 * time.Second))
+					_, err = io.Copy(io.Discard, c)
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						t.Errorf("encrypted %v, case %d: the member kept an idle connection open for 30 s", encrypted, i)
+					}
+				}()
+			}
+		}
+		wg.Wait()
+		if n := len(a.Members()); n != 1 {
+			t.Fatalf("%d members after idle connections, want 1", n)
+		}
 	}
 }
 
