@@ -28,6 +28,7 @@ import (
 
 	"github.com/roostdb/roost/internal/devca"
 	"github.com/roostdb/roost/proto"
+	"github.com/roostdb/roost/raftstore"
 )
 
 // testPKI is a CA and where its files are.
@@ -486,5 +487,42 @@ func TestRefusalLogLimited(t *testing.T) {
 	knock()
 	if got := lines(); len(got) != 2 || !strings.Contains(got[1], "not_logged=19") {
 		t.Fatalf("after the interval, want a second line counting 19 not logged:\n%s", buf.String())
+	}
+}
+
+// A node with TLS that dials a plaintext node, its forwarding or its Raft
+// transport, is told the other end does not speak TLS; the plaintext
+// node goes on serving.
+func TestTLSClientOfPlaintextNode(t *testing.T) {
+	c := newTestCluster(t, 1, 1, &turnRegistry{active: map[string]string{}}, func(cfg *Config) {
+		cfg.BootstrapExpect, cfg.Replicas = 1, 1
+	})
+	addr := c.cfgs[0].GRPCAddr
+	pt := newTestPKI(t, "cluster CA").peer("tlsnode", "127.0.0.1")
+	f := newForwarder(forwarderDialOptions(pt)...)
+	defer f.close()
+	fc, err := f.client(peer{id: "n1", addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	const want = "first record does not look like a TLS handshake"
+	if _, err := fc.GroupStatus(ctx, &proto.ForwardGroupStatusRequest{GroupId: 1}); status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), want) {
+		t.Errorf("GroupStatus over TLS to a plaintext node: %v, want Unavailable: %s", err, want)
+	}
+	tr := raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: "127.0.0.1:1", DialOptions: pt.grpcDialOptions(), Timeout: 2 * time.Second})
+	defer tr.Close()
+	gt := tr.Group(metaGroup)
+	var resp raft.RequestVoteResponse
+	err = gt.RequestVote("n1", raft.ServerAddress(addr), &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte("x"), Addr: []byte("127.0.0.1:1")}, Term: 1 << 40}, &resp)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("RequestVote over TLS to a plaintext node: %v, want: %s", err, want)
+	}
+	if code, body, err := c.doRetrying(0, "/increment", "tls-client"); err != nil || code != 200 || body != "1" {
+		t.Fatalf("increment after TLS clients: %d %q %v", code, body, err)
+	}
+	if term := c.nodes[0].cluster.meta.Raft().CurrentTerm(); term >= 1<<40 {
+		t.Fatalf("the refused RequestVote reached raft: term %d", term)
 	}
 }
