@@ -654,7 +654,9 @@ func sendChunks(send func(*proto.ForwardFrame) error, r io.Reader) error {
 }
 
 // receiveBody returns a reader of the body frames recv delivers, until the
-// stream ends; done runs when it has.
+// stream ends; done runs when it has. A second head or result among them
+// fails the body: the sender is broken, and the bytes either side of it
+// are not one body. (A frame of a kind added later is skipped.)
 func receiveBody(recv func() (*proto.ForwardFrame, error), done func()) *io.PipeReader {
 	pr, pw := io.Pipe()
 	go func() {
@@ -667,6 +669,10 @@ func receiveBody(recv func() (*proto.ForwardFrame, error), done func()) *io.Pipe
 			}
 			if err != nil {
 				pw.CloseWithError(err)
+				return
+			}
+			if fr.GetHead() != nil || fr.GetResult() != nil {
+				pw.CloseWithError(errors.New("forwarding protocol error: a head or result frame amid the body"))
 				return
 			}
 			if _, err := pw.Write(fr.GetBody()); err != nil {

@@ -834,3 +834,83 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 	return nil
 }
 func (rawCodec) Name() string { return "proto" }
+
+// midBodyForward answers a Fetch with a result, then body frames with
+// another result among them.
+type midBodyForward struct {
+	proto.UnimplementedForwardServer
+}
+
+func (midBodyForward) Fetch(stream proto.Forward_FetchServer) error {
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	for _, fr := range []*proto.ForwardFrame{
+		{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{Status: 200}}},
+		{Frame: &proto.ForwardFrame_Body{Body: []byte("ab")}},
+		{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{Status: 500}}},
+		{Frame: &proto.ForwardFrame_Body{Body: []byte("cd")}},
+	} {
+		if err := stream.Send(fr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// A head or result frame amid a forwarded body, either way, fails the
+// body with a protocol error: the bytes around it are not one body.
+func TestForwardFrameAmidTheBody(t *testing.T) {
+	t.Run("request", func(t *testing.T) {
+		c := newTestCluster(t, 1, 1, &turnRegistry{active: map[string]string{}}, func(cfg *Config) {
+			cfg.BootstrapExpect, cfg.Replicas = 1, 1
+		})
+		cc, err := grpc.NewClient(c.cfgs[0].GRPCAddr, forwarderDialOptions(nil)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		id := durable.IDFromName(durable.DeriveNamespaceKey("PingPong", ""), "frames").Bytes()
+		head := &proto.ForwardHead{Class: "PingPong", ObjectId: id[:], Method: "POST", Url: "/echo?ns=PINGPONG&name=frames", Hops: 1}
+		for _, mid := range []*proto.ForwardFrame{
+			{Frame: &proto.ForwardFrame_Head{Head: head}},
+			{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{Status: 200}}},
+		} {
+			s, err := proto.NewForwardClient(cc).Fetch(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, fr := range []*proto.ForwardFrame{{Frame: &proto.ForwardFrame_Head{Head: head}}, {Frame: &proto.ForwardFrame_Body{Body: []byte("ab")}}, mid, {Frame: &proto.ForwardFrame_Body{Body: []byte("cd")}}} {
+				if err := s.Send(fr); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = s.CloseSend()
+			fr, err := s.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res := fr.GetResult(); res == nil || res.Error == nil || !strings.Contains(res.Error.Message, "protocol error") {
+				t.Fatalf("a body with %T amid it: %+v, want a protocol error", mid.Frame, res)
+			}
+		}
+	})
+	t.Run("response", func(t *testing.T) {
+		f := newForwarder()
+		defer f.close()
+		req, _ := http.NewRequest(http.MethodGet, "http://x/increment?name=A", nil)
+		body, _ := newBodyBuffer(nil)
+		id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
+		resp, err := f.forward(context.Background(), peer{id: "n2", addr: serveForward(t, midBodyForward{})}, "Counter", id, req, body, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil || !strings.Contains(err.Error(), "protocol error") {
+			t.Fatalf("a response body with a result amid it: %q, %v, want a protocol error", b, err)
+		}
+	})
+}
