@@ -481,8 +481,9 @@ func TestTransportBadRequests(t *testing.T) {
 		t.Fatalf("malformed requests reached raft: %d", len(got))
 	}
 
-	// A stream that ends short of Size, or carries a second request, fails
-	// the reader raft consumes.
+	// A stream that ends short of Size, carries a second request, or runs
+	// past Size fails the reader raft consumes; one of Size bytes, however
+	// split, does not.
 	var readErrs []error
 	var mu sync.Mutex
 	n2 := newTNode(t, "n2", nil)
@@ -496,10 +497,20 @@ func TestTransportBadRequests(t *testing.T) {
 	c = rawClient(t, n2.addr) // snapshot() now sends to n2
 	wantCode(t, "short snapshot", snapshot(req(&pb.RaftInstallSnapshotRequest{GroupId: 1, Header: h, Size: 10}), data), codes.Unknown)
 	wantCode(t, "snapshot with two requests", snapshot(req(&pb.RaftInstallSnapshotRequest{GroupId: 1, Header: h, Size: 10}), data, req(&pb.RaftInstallSnapshotRequest{})), codes.Unknown)
+	wantCode(t, "long snapshot", snapshot(req(&pb.RaftInstallSnapshotRequest{GroupId: 1, Header: h, Size: 4}), data, data), codes.Unknown)
+	wantCode(t, "snapshot long by a message", snapshot(req(&pb.RaftInstallSnapshotRequest{GroupId: 1, Header: h, Size: 3}), data, data), codes.Unknown)
+	empty := &pb.RaftInstallSnapshotChunk{Msg: &pb.RaftInstallSnapshotChunk_Data{}}
+	wantCode(t, "snapshot of its size", snapshot(req(&pb.RaftInstallSnapshotRequest{GroupId: 1, Header: h, Size: 6}), data, empty, data, empty), codes.OK)
+	wantCode(t, "empty snapshot", snapshot(req(&pb.RaftInstallSnapshotRequest{GroupId: 1, Header: h})), codes.OK)
 	mu.Lock()
 	defer mu.Unlock()
-	if len(readErrs) != 2 || !errors.Is(readErrs[0], io.ErrUnexpectedEOF) || readErrs[1] == nil {
+	if len(readErrs) != 6 || !errors.Is(readErrs[0], io.ErrUnexpectedEOF) || readErrs[1] == nil || readErrs[2] == nil || readErrs[3] == nil || readErrs[4] != nil || readErrs[5] != nil {
 		t.Fatalf("reader errors %v", readErrs)
+	}
+	for _, err := range readErrs[2:4] {
+		if !strings.Contains(err.Error(), "more data than the request's size") {
+			t.Fatalf("a snapshot longer than its size: %v", err)
+		}
 	}
 }
 

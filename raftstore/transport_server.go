@@ -339,10 +339,10 @@ func (s *transportServer) InstallSnapshot(stream pb.RaftTransport_InstallSnapsho
 	// silent for snapshotTimeout(0) fails sooner. Raft reads the snapshot
 	// on the group's main goroutine: a sender that stalls, its connection
 	// kept alive, would otherwise hold the group still forever.
-	r := &snapshotReader{s: s, ctx: ctx, stream: stream, v: v, stall: s.t.snapshotTimeout(0),
+	r := &snapshotReader{s: s, ctx: ctx, stream: stream, v: v, left: args.Size, stall: s.t.snapshotTimeout(0),
 		deadline: time.Now().Add(s.t.snapshotTimeout(args.Size)), stop: make(chan struct{})}
 	defer close(r.stop)
-	resp, err := answer[*raft.InstallSnapshotResponse](v.dispatch(ctx, args, io.LimitReader(r, args.Size), false, false))
+	resp, err := answer[*raft.InstallSnapshotResponse](v.dispatch(ctx, args, r, false, false))
 	if err != nil {
 		return err
 	}
@@ -358,6 +358,7 @@ type snapshotReader struct {
 	v      *groupTransport
 	buf    []byte
 	err    error
+	left   int64 // the bytes of the request's Size not yet read
 
 	// stall and deadline bound the wait for each data message and for all
 	// of them; msgs carries what the receiving goroutine got, until stop.
@@ -408,7 +409,16 @@ func (r *snapshotReader) recv() (*pb.RaftInstallSnapshotChunk, error) {
 	}
 }
 
+// Read reads the request's Size bytes of data, then io.EOF once the
+// stream has ended there: a sender whose data runs past its Size (or
+// short of it) has sent no snapshot raft should install.
 func (r *snapshotReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, r.end()
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
 	for len(r.buf) == 0 {
 		if r.err != nil {
 			return 0, r.err
@@ -433,5 +443,26 @@ func (r *snapshotReader) Read(p []byte) (int, error) {
 	}
 	n := copy(p, r.buf)
 	r.buf = r.buf[n:]
+	r.left -= int64(n)
 	return n, nil
+}
+
+// end is io.EOF if the stream ends after Size bytes of data, else an error.
+func (r *snapshotReader) end() error {
+	for r.err == nil {
+		if len(r.buf) > 0 {
+			r.err = errors.New("raftstore: InstallSnapshot: more data than the request's size")
+			break
+		}
+		msg, err := r.recv()
+		switch {
+		case err != nil:
+			r.err = err // io.EOF: the end, where it should be
+		case msg.GetRequest() != nil:
+			r.err = errors.New("raftstore: InstallSnapshot: a second request in the stream")
+		default:
+			r.buf = msg.GetData() // an empty message is skipped
+		}
+	}
+	return r.err
 }
