@@ -359,6 +359,8 @@ func TestWebSocketsAcrossTheCluster(t *testing.T) {
 		}
 	}
 	// Two of the three entered at a node that does not lead the room.
+	// The counter counts attempts: one that met a leadership move on its
+	// way (NOT_LEADER, tried again) counts twice, so this is a floor.
 	tunnels := 0.0
 	for _, nd := range c.nodes {
 		var m dto.Metric
@@ -367,8 +369,8 @@ func TestWebSocketsAcrossTheCluster(t *testing.T) {
 		}
 		tunnels += m.GetCounter().GetValue()
 	}
-	if tunnels != 2 {
-		t.Fatalf("%v sockets tunnelled to the room's leader, want 2", tunnels)
+	if tunnels < 2 {
+		t.Fatalf("%v sockets tunnelled to the room's leader, want at least 2", tunnels)
 	}
 	// Stop the node that leads the room's shard.
 	leader := -1
