@@ -429,6 +429,21 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// nodeOnMetaLeader is, on the meta leader, the map and its node id (a
+// known node, or an error); elsewhere it forwards the call there and
+// reports here false (onMetaLeader).
+func (a *admin) nodeOnMetaLeader(w http.ResponseWriter, r *http.Request, id placement.NodeID) (placement.Map, placement.Node, bool, error) {
+	if here, err := a.onMetaLeader(w, r); !here {
+		return placement.Map{}, placement.Node{}, false, err
+	}
+	m, err := a.clusterMap()
+	if err != nil {
+		return m, placement.Node{}, false, err
+	}
+	nd, err := knownNode(m, "node", id)
+	return m, nd, err == nil, err
+}
+
 func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 	id, err := parseNode("node", r.PathValue("id"))
 	if err != nil {
@@ -445,15 +460,8 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if here, err := a.onMetaLeader(w, r); !here {
-		return err
-	}
-	m, err := a.clusterMap()
-	if err != nil {
-		return err
-	}
-	nd, err := knownNode(m, "node", id)
-	if err != nil {
+	m, nd, here, err := a.nodeOnMetaLeader(w, r, id)
+	if !here {
 		return err
 	}
 	if nd.State == placement.NodeRemoved {
@@ -498,15 +506,8 @@ func (a *admin) remove(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(r, &struct{}{}, true); err != nil {
 		return err
 	}
-	if here, err := a.onMetaLeader(w, r); !here {
-		return err
-	}
-	m, err := a.clusterMap()
-	if err != nil {
-		return err
-	}
-	nd, err := knownNode(m, "node", id)
-	if err != nil {
+	m, nd, here, err := a.nodeOnMetaLeader(w, r, id)
+	if !here {
 		return err
 	}
 	if nd.State != placement.NodeRemoved {
