@@ -89,10 +89,14 @@ gossip key to secure the traffic between nodes (docs/security.md).`,
 		newNode(app, stdout, stderr, os.LookupEnv).cmd,
 	} {
 		c.GroupID = groupServe
+		c.PersistentPreRunE = envCheck(os.Environ)
 		root.AddCommand(c)
 	}
 	for _, c := range newAdminCommands(stdout, stderr, os.LookupEnv) {
 		c.GroupID = groupOperate
+		// The operator commands read ROOST_ADDR and ROOST_ADMIN_TOKEN: a
+		// misspelt ROOST_ADDR would send the call to the default node.
+		c.PersistentPreRunE = envCheck(os.Environ)
 		root.AddCommand(c)
 	}
 	root.AddCommand(

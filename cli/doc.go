@@ -24,6 +24,10 @@
 // ROOST_ADMIN_TOKEN), because a person types them at a shell where the
 // variables may have been exported for another cluster.
 //
+// A ROOST_* variable that no command reads stops dev, node and the
+// operator commands (env.go): a misspelt one would otherwise be ignored
+// silently, as a misspelt key in roost.toml would without config's checks.
+//
 // Every command is built by a constructor and writes to the writers it is
 // given, so tests run the real commands with captured output.
 package cli

@@ -149,6 +149,15 @@ ROOST_IDLE_TIMEOUT and ROOST_ADMIN_TOKEN (empty ones are ignored). A relative da
 tls_key or tls_ca in roost.toml is relative to the file; a relative path in a
 flag or variable is relative to the working directory.
 
+Any other ROOST_* variable stops this command, 'roost dev' and the operator
+commands with an error that names it (and the variable it probably
+misspells), rather than being ignored. Let through are ROOST_ADDR (the
+operator commands'), ROOST_BIN, ROOST_COMPOSE_APP_PORT,
+ROOST_COMPOSE_ADMIN_PORT and ROOST_BENCH_INFLIGHT (the repository's scripts,
+docker-compose.yml and benchmarks), ROOST_TEST_*, and the service links
+Kubernetes sets for a Service named roost-... (ROOST_APP_SERVICE_HOST,
+ROOST_APP_PORT=tcp://..., ...).
+
 Security between nodes (docs/security.md): give all of --tls-cert,
 --tls-key and --tls-ca (PEM files; 'roost certs' makes a development CA and
 node certificates) and the grpc listener and every connection this node

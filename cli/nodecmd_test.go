@@ -321,6 +321,10 @@ func TestNodeBadConfigExits(t *testing.T) {
 			want: []string{"roost: no node id: give each node its own with --id, ROOST_ID or id in [node] of roost.toml"}},
 		{name: "empty ROOST_ID is no id", env: map[string]string{"ROOST_ID": ""}, code: exitUsage,
 			want: []string{"roost: no node id"}},
+		{name: "misspelt variable", env: map[string]string{"ROOST_GOSIP_KEY": "c2hvcnQ="}, code: exitUsage,
+			want: []string{"roost: unknown environment variable: ROOST_GOSIP_KEY (did you mean ROOST_GOSSIP_KEY?)"}},
+		{name: "unknown variable", env: map[string]string{"ROOST_FROBNICATE": "1"}, code: exitUsage,
+			want: []string{"roost: unknown environment variable: ROOST_FROBNICATE: "}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
