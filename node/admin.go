@@ -112,9 +112,17 @@ func newAdmin(n *Node) *admin {
 func (n *Node) adminAPI() http.Handler {
 	a := n.admin
 	mux := http.NewServeMux()
+	// calls holds the calls alone, without the catch-all, to find the
+	// methods a known path takes.
+	calls := http.NewServeMux()
+	var methods []string
 	// handle registers a call that takes the query parameters named in
 	// query, each at most once, and no others.
 	handle := func(pattern string, h func(w http.ResponseWriter, r *http.Request) error, query ...string) {
+		calls.Handle(pattern, http.NotFoundHandler())
+		if m, _, _ := strings.Cut(pattern, " "); !slices.Contains(methods, m) {
+			methods = append(methods, m)
+		}
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			err := checkQuery(r, query)
 			if err == nil {
@@ -140,11 +148,37 @@ func (n *Node) adminAPI() http.Handler {
 	handle("PUT /v1/kv/{binding}/values/{key...}", a.kvPut)
 	handle("DELETE /v1/kv/{binding}/values/{key...}", a.kvDelete)
 	// Not through handle: a call that does not exist is 404 whatever its
-	// query, not 400 for a parameter it "does not take".
+	// query, not 400 for a parameter it "does not take". The catch-all
+	// also gets a known path with a wrong method (it matches every
+	// method), which is 405 with the methods the path takes, as HTTP
+	// asks, so that a client sees its method, not its path, is wrong.
 	mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
+		if allow := allowedMethods(calls, methods, r); len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeAPIError(w, errorf(http.StatusMethodNotAllowed, "%s takes %s, not %s (see docs/admin-api.md)",
+				r.URL.Path, strings.Join(allow, ", "), r.Method))
+			return
+		}
 		writeAPIError(w, errorf(http.StatusNotFound, "no admin call %s %s (see docs/admin-api.md)", r.Method, r.URL.Path))
 	})
 	return a.auth(a.devGuard(mux))
+}
+
+// allowedMethods returns the methods among methods for which calls has a
+// call at r's path, in that order; a GET call also takes HEAD (ServeMux
+// routes HEAD to it).
+func allowedMethods(calls *http.ServeMux, methods []string, r *http.Request) []string {
+	var allow []string
+	for _, m := range methods {
+		if _, pattern := calls.Handler(&http.Request{Method: m, URL: r.URL, Host: r.Host}); pattern == "" {
+			continue
+		}
+		allow = append(allow, m)
+		if m == http.MethodGet {
+			allow = append(allow, http.MethodHead)
+		}
+	}
+	return allow
 }
 
 // checkQuery refuses a query the call does not take: a parameter it does
@@ -200,7 +234,7 @@ func (a *admin) auth(next http.Handler) http.Handler {
 
 // devGuard answers every call but /v1/status and the KV calls with 409 in
 // dev mode: the others are about the cluster. A call that does not exist
-// (or a wrong method) gets the catch-all's 404, as on a cluster.
+// gets the catch-all's 404, and a wrong method its 405, as on a cluster.
 func (a *admin) devGuard(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, pattern := mux.Handler(r)

@@ -131,6 +131,60 @@ func TestAdminAuth(t *testing.T) {
 	}
 }
 
+// TestAdminWrongMethod: a known call's path with a method it does not take
+// is 405 with an Allow header and the usual JSON error, on a dev node as on
+// a cluster (the catch-all answers both); an unknown path stays 404.
+func TestAdminWrongMethod(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	addr := n.AdminAddr().String()
+	for _, tc := range []struct {
+		method, path string
+		want         int
+		allow        string // the Allow header; "" for none
+		errHas       string
+	}{
+		{"DELETE", "/v1/status", 405, "GET, HEAD", "/v1/status takes GET, HEAD, not DELETE"},
+		{"POST", "/v1/members", 405, "GET, HEAD", "takes GET, HEAD, not POST"},
+		{"GET", "/v1/rebalance", 405, "POST", "/v1/rebalance takes POST, not GET"},
+		{"HEAD", "/v1/nodes/n1/drain", 405, "POST", ""}, // no body to a HEAD
+		{"GET", "/v1/shards/0/move", 405, "POST", "takes POST, not GET"},
+		{"POST", "/v1/kv/COUNTS/values/a/b", 405, "GET, HEAD, PUT, DELETE", "takes GET, HEAD, PUT, DELETE, not POST"},
+		{"PATCH", "/v1/operations/x", 405, "GET, HEAD", "not PATCH"},
+		{"DELETE", "/v1/status?x=1", 405, "GET, HEAD", "not DELETE"}, // the method before the query
+		{"GET", "/v1/nope", 404, "", "no admin call GET /v1/nope"},
+		{"POST", "/v1/status/x", 404, "", "no admin call POST /v1/status/x"},
+		{"GET", "/v1/shards/0", 404, "", "no admin call"},
+		{"GET", "/v1/status", 200, "", ""},
+		{"POST", "/v1/rebalance", 409, "", "roost dev runs no cluster"}, // the right method: dev's answer
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, "http://"+addr+tc.path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, raw)
+			}
+			if got := resp.Header.Get("Allow"); got != tc.allow {
+				t.Errorf("Allow = %q, want %q", got, tc.allow)
+			}
+			if tc.errHas != "" {
+				var e apiErrorJSON
+				if err := json.Unmarshal(raw, &e); err != nil || !strings.Contains(e.Error, tc.errHas) {
+					t.Errorf("answer %q: want a JSON error containing %q", raw, tc.errHas)
+				}
+				if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+					t.Errorf("Content-Type = %q, want application/json", ct)
+				}
+			}
+		})
+	}
+}
+
 // newAdminCluster is newTestCluster with an admin token on every node.
 func newAdminCluster(t *testing.T, n, shards int) *testCluster {
 	return newTestCluster(t, n, shards, &turnRegistry{active: map[string]string{}}, func(c *Config) { c.AdminToken = testAdminToken })
@@ -478,7 +532,7 @@ func TestAdminCluster(t *testing.T) {
 			{"rebalance with max_concurrent 0", "POST", "/v1/rebalance", `{"max_concurrent":0}`, 400, "max_concurrent"},
 			{"drain with max_concurrent 0", "POST", "/v1/nodes/n4/drain", `{"max_concurrent":0}`, 400, "max_concurrent"},
 			{"rebalance with a null body", "POST", "/v1/rebalance", `null`, 400, "not null"},
-			{"wrong method", "DELETE", "/v1/status", nil, 404, "no admin call"},
+			{"wrong method", "DELETE", "/v1/status", nil, 405, "/v1/status takes GET, HEAD, not DELETE"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				for _, i := range []int{other, slices.Index(c.nodes, c.metaLeader())} {
