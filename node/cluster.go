@@ -205,6 +205,10 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	c.elect = newElector(c.self, c.electedGroups, c.aliveIDs, func(msg string, args ...any) { n.log.Info(msg, args...) })
 	c.trans = raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: raft.ServerAddress(c.advGRPC), Faults: n.faults,
 		DialOptions: n.peerTLS.grpcDialOptions(), PeerLost: c.peerLost, HeartbeatWindow: raftstore.QuietHeartbeatWindow})
+	// No grpc.MaxConcurrentStreams, on purpose: gRPC's client queues the
+	// streams over the cap instead of failing them, and a peer legitimately
+	// opens a Raft pipeline per group it leads here (up to 4,096) and a
+	// stream per tunnelled WebSocket, without bound (docs/security.md).
 	c.grpcSrv = grpc.NewServer(append(n.peerTLS.grpcServerOptions(n.log), keepaliveServerOptions(n.serverKeepalive)...)...)
 	c.trans.Register(c.grpcSrv)
 	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus, member: c.member})
