@@ -77,6 +77,7 @@ func TestWithoutLiveQuorum(t *testing.T) {
 // out convergeTimeout on each. (Five nodes, so that the meta group has
 // five voters and keeps its quorum with two nodes down.)
 func TestOperationLeavesShardsWithoutQuorum(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 5, 8, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
 	c.waitMetaVoters(5, 60*time.Second)
@@ -163,6 +164,7 @@ func TestOperationLeavesShardsWithoutQuorum(t *testing.T) {
 // never catches up — says, while it runs, which shard it waits on and why,
 // and finishes once the node is reachable again.
 func TestOperationShowsWhatItWaitsOn(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 4, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
 	// Four nodes: the meta group keeps three voters, n1..n3, and every
@@ -190,6 +192,7 @@ func TestOperationShowsWhatItWaitsOn(t *testing.T) {
 // ends naming it. Once the nodes are back, a rebalance finishes the shard
 // left half-way through its move.
 func TestStepGivesUpWhenItsShardLosesQuorum(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 5, 8, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
 	// Five meta voters, so that the meta group keeps its quorum with two

@@ -354,6 +354,7 @@ func sortedIDs(ids []string) []string { return slices.Sorted(slices.Values(ids))
 // read calls, refusals, a leadership transfer, a replica move, a move
 // refused while a shard converges, a rebalance and a drain.
 func TestAdminCluster(t *testing.T) {
+	t.Parallel()
 	const shards = 8
 	c := newAdminCluster(t, 4, shards)
 	other := c.notMetaLeader()
@@ -904,6 +905,7 @@ func TestAdminCluster(t *testing.T) {
 // Handing a shard's leadership to a voter that is down is refused at
 // once with the reason, not tried and failed with raft's error.
 func TestTransferLeaderToADownVoter(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, 2, &turnRegistry{active: map[string]string{}})
 	views := c.waitConverged(0, 30*time.Second)
 	down := 2
@@ -1127,6 +1129,7 @@ func TestOperationJSON(t *testing.T) {
 // keeps a meta leader. Before, it kept leading until stopped, and then
 // no node could lead the meta group.
 func TestRemovingTheLoneMetaVoter(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 2, 2, &turnRegistry{active: map[string]string{}}, func(cfg *Config) {
 		cfg.BootstrapExpect, cfg.Replicas = 1, 1
 	})

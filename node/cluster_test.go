@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -87,6 +88,14 @@ func freeAddr(t testing.TB) string { return testnet.FreeAddr(t) }
 // newTestCluster starts n nodes in this process on fixed loopback ports
 // (so a node restarts at the same addresses), sharing one fault injector.
 // tweaks, if any, adjust every node's configuration.
+//
+// The package's tests that take more than a few seconds call t.Parallel:
+// they spend nearly all of it waiting on elections, timeouts and
+// convergence (the whole suite used a quarter of two cores under -race),
+// so running them side by side (go test's -parallel, GOMAXPROCS by
+// default) halves the suite's wall time. A cluster is its own: its ports
+// come from testnet, its faults from its own injector, and the package
+// has no mutable globals, so such tests share nothing but the CPU.
 func newTestCluster(t *testing.T, n, shards int, reg *turnRegistry, tweaks ...func(*Config)) *testCluster {
 	return newTestClusterWith(t, n, shards, reg, nil, tweaks...)
 }
@@ -148,7 +157,16 @@ func (c *testCluster) stop(i int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c.nodes[i].Close(ctx)
+	if err := c.nodes[i].Close(ctx); err != nil {
+		// Not a failure by itself (a test may stop a node mid-request),
+		// but a node whose Close gave up keeps its listeners until its
+		// stragglers end, and a restart at its addresses then fails:
+		// what still runs says why.
+		c.t.Logf("closing node %d: %v", i+1, err)
+		if errors.Is(err, ErrCloseIncomplete) {
+			c.t.Logf("goroutines of the package still running:\n%s", strings.Join(goroutinesIn("roost/node."), "\n\n"))
+		}
+	}
 	c.nodes[i] = nil
 }
 
@@ -315,6 +333,7 @@ func (c *testCluster) waitLeaderOf(t testing.TB, gid raftstore.GroupID) int {
 }
 
 func TestClusterServesFromEveryNode(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 3, 8, reg)
 	for i := range 30 {
@@ -339,6 +358,7 @@ func (c *testCluster) doRetrying(i int, path, name string) (int, string, error) 
 }
 
 func TestClusterLinearizableUnderFaults(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
 	}
@@ -466,6 +486,7 @@ func (c *testCluster) moveShard(idx int, next []placement.NodeID, done func() bo
 }
 
 func TestShardMoveConvergesAndKeepsData(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 4, 4, reg) // bootstrap-expect 3: n4 joins later and holds nothing
 	for i := 1; i <= 5; i++ {
@@ -513,6 +534,7 @@ func TestShardMoveConvergesAndKeepsData(t *testing.T) {
 // shard back and checks that the node starts empty, catches up by snapshot
 // and serves the object's count.
 func TestLeftReplicaDataDeleted(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 4, 4, reg) // n4 joins later and holds nothing
 	increment := func(via, want int) {
@@ -655,6 +677,7 @@ func TestLeftReplicaDataDeleted(t *testing.T) {
 // a routing error before anything runs, so the sender tries elsewhere
 // instead of seeing its commit fail when the groups shut down.
 func TestStoppingNodeServesNoShard(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
 	key := durable.DeriveNamespaceKey("Counter", "")
 	// Leaders may be moving (leader spreading after the cluster formed):
@@ -699,6 +722,7 @@ func TestStoppingNodeServesNoShard(t *testing.T) {
 // that the leaders it follows are gone (a leader's fence has its own
 // tests).
 func TestReadyFollowsLiveLeaders(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, 6, &turnRegistry{active: map[string]string{}})
 	cut := c.nodes[0].cluster
 	led := func() []*localShard {
@@ -778,4 +802,23 @@ func TestJoinHintFor(t *testing.T) {
 			t.Errorf("joinHintFor(%q) = %q, want it to contain %q", tt.err, got, tt.want)
 		}
 	}
+}
+
+// goroutineStacks is the stack of every goroutine of the process, one
+// string each.
+func goroutineStacks() []string {
+	buf := make([]byte, 1<<24)
+	return strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n")
+}
+
+// goroutinesIn is the stacks of goroutines that have a frame whose name
+// contains frame.
+func goroutinesIn(frame string) []string {
+	var in []string
+	for _, g := range goroutineStacks() {
+		if strings.Contains(g, frame) {
+			in = append(in, g)
+		}
+	}
+	return in
 }

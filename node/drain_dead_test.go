@@ -14,6 +14,7 @@ import (
 // replicas include the dead node without putting one elsewhere: the shard
 // would be left with one live replica of two, without a quorum.
 func TestDrainWithADeadNodeKeepsQuorums(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 4, 8, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0; cfg.AdminToken = testAdminToken })
 	c.waitMetaVoters(3, 60*time.Second)

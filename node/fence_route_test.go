@@ -17,6 +17,7 @@ import (
 // sender retries at the new leader, instead of waiting there up to
 // shardWait (10 s) and failing.
 func TestFencedLeaderRefusesForwardedAtOnce(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
 	}

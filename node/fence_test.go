@@ -87,6 +87,7 @@ func TestCheckFence(t *testing.T) {
 // seconds, long before raft's 10 s lease steps it down, and drops its
 // instances; once the network heals the cluster serves every shard again.
 func TestIsolatedLeaderIsFenced(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("fault test skipped in -short mode")
 	}

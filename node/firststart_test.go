@@ -109,6 +109,7 @@ func TestDecideFirstStart(t *testing.T) {
 // elect a leader lacking acknowledged writes); the cluster serves on, and
 // neither the node's map entry nor the groups' configurations change.
 func TestLostDataDirIsRefused(t *testing.T) {
+	t.Parallel()
 	tc := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -171,6 +172,7 @@ func TestLostDataDirIsRefused(t *testing.T) {
 // shard count, and the corrected start was refused by the dir), and one of
 // another cluster untouched.
 func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
+	t.Parallel()
 	tc := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
 	for _, tt := range []struct {
 		name, id    string

@@ -162,6 +162,7 @@ func (stuckForward) Fetch(stream proto.Forward_FetchServer) error {
 // A request forwarded to a peer that stops answering fails once a
 // keepalive ping goes unanswered (10 s + 2 s), rather than never.
 func TestForwardToSilentPeerFails(t *testing.T) {
+	t.Parallel()
 	addr := serveForward(t, stuckForward{}, keepaliveServerOptions(defaultServerKeepalive())...)
 	proxy := newSilentProxy(t, addr)
 
@@ -253,6 +254,7 @@ func testForwardFailsWhenPeerIsLost(t *testing.T, impl proto.ForwardServer) {
 // the 64 KiB inline limit (a small request's larger response is collected
 // apart), and over the 1 MiB replayable limit (streamed over Fetch).
 func TestForwardedBodiesOfEverySize(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
 	cases := []struct{ size, times int }{
 		{0, 1}, {10, 1}, {forwardChunk, 1}, {forwardChunk, 2}, {10 << 10, 30},
@@ -618,6 +620,7 @@ func TestMuxEndedByPeerSaysSo(t *testing.T) {
 // reached within about a second of coming back. gRPC's default backoff
 // would by then wait about 10 s between dials.
 func TestForwarderRedialsARestartedPeer(t *testing.T) {
+	t.Parallel()
 	addr := freeAddr(t)
 	f := newForwarder(forwarderDialOptions(nil)...)
 	t.Cleanup(f.close)

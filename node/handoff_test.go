@@ -19,6 +19,7 @@ import (
 // (shard.turns) the transfer starts while turns sleep, and their commits
 // are refused: 503 "leadership transfer in progress" or "not the leader".
 func TestPlannedTransferFailsNoRequest(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 3, 1, reg)
 	const clients = 12
@@ -100,6 +101,7 @@ func TestPlannedTransferFailsNoRequest(t *testing.T) {
 // ends the transfer after transferGiveUp with an election it wins back
 // (awaitTransfer), so the requests held meanwhile all succeed.
 func TestTransferToATargetCutOffAfterAcceptingEndsSoon(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 3, 1, reg)
 	if code, body, err := c.doRetrying(0, "/increment", "k"); code != 200 || body != "1" || err != nil {

@@ -126,6 +126,7 @@ func TestHealMoves(t *testing.T) {
 // and its meta vote, taken over by the others with no data lost; when it
 // comes back it runs none of the replicas it lost.
 func TestHealReplacesDeadNode(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 4, 8, reg, func(cfg *Config) { cfg.DeadNodeGrace = 2 * time.Second })
 

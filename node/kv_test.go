@@ -57,6 +57,7 @@ func startKVNode(t *testing.T, dir string) *Node {
 // nothing, values past the storage limit are refused, an object can use
 // KV, and everything survives a restart.
 func TestKVNamespaces(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	n := startKVNode(t, dir)
 	ctx := context.Background()
@@ -324,6 +325,7 @@ func TestAdminBodyFieldNamesAreExact(t *testing.T) {
 // puts, every node reads (forwarded to the object's shard leader), with its
 // metadata; a missing key is missing everywhere.
 func TestKVAcrossTheCluster(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}}, func(cfg *Config) {
 		cfg.KVNamespaces = []durable.KVBinding{{Binding: "CACHE", ID: "cache-1"}}
 	})

@@ -18,6 +18,7 @@ const leakChildEnv = "ROOST_TEST_LEAK_CHILD"
 // Raft groups, gossip, forwarding streams, WebSocket tunnels and timers. (Goroutines that were
 // running before the test, an earlier test's included, are not counted.)
 func TestCloseLeavesNoGoroutines(t *testing.T) {
+	t.Parallel()
 	if os.Getenv(leakChildEnv) == "" {
 		// Alone in a process of its own: a goroutine an earlier test
 		// left (a straggler by design, a client still redialing a

@@ -15,6 +15,7 @@ import (
 // would make the meta group four voters of which two answer, and the map
 // could no longer change — where the two voters left were a quorum.
 func TestDeadMetaVoterNotReplacedByUnreachableSpare(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 4, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 2 * time.Second })
 	c.waitMetaVoters(3, 60*time.Second)

@@ -17,6 +17,7 @@ import (
 // one answers: the meta group committed nothing, not even that removal,
 // while two of its three voters' nodes were alive.
 func TestRemovedMetaVoterStaysWhileAnotherIsDead(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 3, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0; cfg.AdminToken = testAdminToken })
 	c.waitMetaVoters(3, 60*time.Second)

@@ -116,6 +116,7 @@ func (c *testCluster) waitMetaVoters(n int, timeout time.Duration) {
 // With the three voters it was bootstrapped with, losing two would leave it
 // without a quorum.
 func TestMetaGrowsToFiveVoters(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 5, 4, reg)
 

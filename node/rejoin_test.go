@@ -15,6 +15,7 @@ import (
 // that left; restarted, it contacts nobody either. Without rejoin the two
 // sides would never meet again in gossip, though Raft connects them.
 func TestRestartedSeedRejoinsGossip(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 3, 4, reg)
 	seed := placement.NodeID(c.cfgs[0].NodeID)
@@ -48,6 +49,7 @@ func TestRestartedSeedRejoinsGossip(t *testing.T) {
 // becomes ready. Before, it kept retrying the seed, never ready, and gave
 // up after joinPatience.
 func TestRestartedNodeServesWithItsSeedDown(t *testing.T) {
+	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 3, 4, reg)
 	if len(c.cfgs[1].Join) != 1 || c.cfgs[1].Join[0] != c.cfgs[0].GossipAddr {

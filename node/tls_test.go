@@ -207,6 +207,7 @@ func (b *logBuffer) String() string {
 // Raft over TLS), and that a peer of another CA, a plaintext client and a
 // node with another gossip key are all kept out.
 func TestTLSCluster(t *testing.T) {
+	t.Parallel()
 	pki := newTestPKI(t, "cluster CA")
 	gossipKey := bytes.Repeat([]byte{0x5a}, 32)
 	n1Log := &logBuffer{}

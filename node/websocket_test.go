@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -343,6 +342,7 @@ func TestWebSocketBadRequests(t *testing.T) {
 // it entered at. When the leader goes, the sockets close and clients
 // reconnect to the room's new leader with its state intact.
 func TestWebSocketsAcrossTheCluster(t *testing.T) {
+	t.Parallel()
 	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
 	var conns []*websocket.Conn
 	for i := range c.nodes {
@@ -552,10 +552,8 @@ func BenchmarkWebSocketEcho(b *testing.B)  { benchWebSocket(b, "echo") }
 // socketGoroutines counts the goroutines of sockets and of instances'
 // send releasers.
 func socketGoroutines() int {
-	buf := make([]byte, 1<<22)
-	stacks := string(buf[:runtime.Stack(buf, true)])
 	n := 0
-	for _, g := range strings.Split(stacks, "\n\n") {
+	for _, g := range goroutineStacks() {
 		if strings.Contains(g, "node.(*socket)") || strings.Contains(g, "node.(*instance).runReleaser") || strings.Contains(g, "node.(*instance).AcceptWebSocket.func") {
 			n++
 		}
@@ -603,6 +601,7 @@ func TestWebSocketGoroutinesEnd(t *testing.T) {
 // client that stops reading is disconnected once its queue has been full
 // for closeWait, instead of holding the object's memory without bound.
 func TestWebSocketSlowClientIsDropped(t *testing.T) {
+	t.Parallel()
 	n := startNode(t, t.TempDir(), nil)
 	defer closeNode(t, n)
 	drain := func(c *websocket.Conn) int {
@@ -944,10 +943,8 @@ func TestWebSocketNoEventsAfterTheObjectCloses(t *testing.T) {
 // between a client and the object: the entry node's splice and its
 // tunnel's receiver, the leader's forwarded Fetch, and the socket's own.
 func spliceGoroutines() int {
-	buf := make([]byte, 1<<24)
-	stacks := string(buf[:runtime.Stack(buf, true)])
 	n := 0
-	for _, g := range strings.Split(stacks, "\n\n") {
+	for _, g := range goroutineStacks() {
 		for _, k := range []string{"durable.splice", "node.receiveBody", "node.(*forwardServer).Fetch", "node.(*socket)"} {
 			if strings.Contains(g, k) {
 				n++
@@ -963,7 +960,8 @@ func spliceGoroutines() int {
 // node and at the leader alike. Before, the entry node's splice waited
 // forever to write to the client, so its tunnel was never read again; the
 // leader's forwarded Fetch, blocked sending into the full stream, stayed
-// too, though the object had dropped the socket.
+// too, though the object had dropped the socket. (Not parallel: it counts
+// every splice goroutine of the process.)
 func TestWebSocketTunnelSlowClientReleased(t *testing.T) {
 	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
 	li := c.waitLeaderOf(t, groupOf(shardOf(roomID(t, c.nodes[0], "stuck").Bytes(), 4)))
@@ -996,6 +994,7 @@ func TestWebSocketTunnelSlowClientReleased(t *testing.T) {
 // 2 s); the leader kept the socket as long as the TCP connection lived,
 // which here, with the proxy acknowledging everything, is forever.
 func TestWebSocketTunnelEndsWhenItsPeerGoesSilent(t *testing.T) {
+	t.Parallel()
 	// Every node forwards through a proxy of its own to each peer.
 	var mu sync.Mutex
 	proxies := map[[2]string]*silentProxy{} // by forwarding node and peer address
