@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 
@@ -84,17 +85,27 @@ func Mount(root *durable.App, mounts map[string]*durable.App) (*durable.App, err
 }
 
 // route sends Prefix + NAME + "/..." to the worker mounted as NAME, with
-// the path cut to "/...", and everything else to root.
+// the path cut to "/...", and everything else to root. It matches the
+// path's segments as the client escaped them, each decoded: /examples%2Fchat/x
+// is one segment, "examples/chat", of the root's, not the chat's /x.
 func route(root durable.Worker, mounts map[string]durable.Worker) durable.Worker {
+	top := strings.Trim(Prefix, "/")
 	return func(w http.ResponseWriter, r *http.Request, env *durable.Env) {
-		rest, ok := strings.CutPrefix(r.URL.Path, Prefix)
-		name, sub, slash := strings.Cut(rest, "/")
+		segs := strings.SplitN(strings.TrimPrefix(r.URL.EscapedPath(), "/"), "/", 3)
+		var name, path string
+		var err error
+		if len(segs) >= 2 && unescaped(segs[0]) == top {
+			name = unescaped(segs[1])
+			if len(segs) == 3 {
+				path, err = url.PathUnescape(segs[2])
+			}
+		}
 		worker, mounted := mounts[name]
-		if !ok || !mounted {
+		if !mounted || err != nil {
 			root(w, r, env)
 			return
 		}
-		if !slash { // the page's relative links need the trailing slash
+		if len(segs) == 2 { // the page's relative links need the trailing slash
 			to := Prefix + name + "/"
 			if r.URL.RawQuery != "" {
 				to += "?" + r.URL.RawQuery
@@ -104,13 +115,20 @@ func route(root durable.Worker, mounts map[string]durable.Worker) durable.Worker
 		}
 		inner := *r
 		u := *r.URL
-		u.Path, u.RawPath = "/"+sub, ""
 		// The path's escaping as the client sent it (a room "a/b" is
 		// rooms/a%2Fb), as the worker would see it served at the root.
-		if rest, ok := strings.CutPrefix(r.URL.RawPath, Prefix+name+"/"); ok {
-			u.RawPath = "/" + rest
-		}
+		u.Path, u.RawPath = "/"+path, "/"+segs[2]
 		inner.URL, inner.RequestURI = &u, u.RequestURI()
 		worker(w, &inner, env)
 	}
+}
+
+// unescaped is the path segment seg decoded, or "" if it is not a valid
+// escaping.
+func unescaped(seg string) string {
+	s, err := url.PathUnescape(seg)
+	if err != nil {
+		return ""
+	}
+	return s
 }

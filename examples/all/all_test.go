@@ -49,6 +49,9 @@ func TestRoute(t *testing.T) {
 		{"/examples/", "root /examples/ ", 200},
 		{"/examplesx/chat/", "root /examplesx/chat/ ", 200},
 		{"/examples/chat", "", http.StatusPermanentRedirect},
+		{"/examples%2Fchat/x", "root /examples/chat/x ", 200}, // one segment: the root's
+		{"/examples/ch%61t/x", "chat /x ", 200},               // %61 is "a": the same path
+		{"/examples/chat/caf%C3%A9", "chat /café ", 200},
 	} {
 		rec := httptest.NewRecorder()
 		worker(rec, httptest.NewRequest("GET", tt.target, nil), nil)
