@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/roostdb/roost/config"
 )
 
 // A ROOST_* variable roost does not know is refused rather than ignored:
@@ -103,32 +105,10 @@ func envCheck(environ func() []string) func(*cobra.Command, []string) error {
 func closestEnv(name string, known []string) string {
 	best, bestDist := "", 0
 	for _, k := range known {
-		d := editDistance(name, k)
+		d := config.EditDistance(name, k)
 		if d <= 3 && d*3 <= len(k)-len(envPrefix) && (best == "" || d < bestDist) {
 			best, bestDist = k, d
 		}
 	}
 	return best
-}
-
-// editDistance is the Levenshtein distance between a and b, in bytes
-// (variable names are ASCII).
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -353,7 +353,7 @@ func suggest(k toml.Key, known map[string][]string) string {
 	table, last := k[:len(k)-1].String(), k[len(k)-1]
 	best, bestDist := "", 3 // further than 2 edits is a guess, not a typo
 	for _, cand := range known[table] {
-		d := editDistance(last, cand)
+		d := EditDistance(last, cand)
 		// http_addr for http, data-dir for data_dir: a prefix or a
 		// separator swap is as telling as a typo.
 		prefix := min(len(last), len(cand)) >= 2 && (strings.HasPrefix(last, cand) || strings.HasPrefix(cand, last))
@@ -373,7 +373,10 @@ func suggest(k toml.Key, known map[string][]string) string {
 	return table + "." + best
 }
 
-func editDistance(a, b string) int {
+// EditDistance is the Levenshtein distance between a and b, in bytes (the
+// names it compares, settings' keys and variables, are ASCII): how the
+// known name a misspelt one was meant to be is found.
+func EditDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {

@@ -104,15 +104,7 @@ func TestAdminAuth(t *testing.T) {
 			if tc.header != "" {
 				req.Header.Set("Authorization", tc.header)
 			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			raw, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tc.want {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, raw)
-			}
+			_, raw := doWant(t, req, tc.want)
 			if tc.errHas != "" {
 				var e apiErrorJSON
 				if err := json.Unmarshal(raw, &e); err != nil || !strings.Contains(e.Error, tc.errHas) {
@@ -160,15 +152,7 @@ func TestAdminWrongMethod(t *testing.T) {
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			req, _ := http.NewRequest(tc.method, "http://"+addr+tc.path, nil)
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			raw, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tc.want {
-				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tc.want, raw)
-			}
+			resp, raw := doWant(t, req, tc.want)
 			if got := resp.Header.Get("Allow"); got != tc.allow {
 				t.Errorf("Allow = %q, want %q", got, tc.allow)
 			}
@@ -1164,4 +1148,20 @@ func TestRemovingTheLoneMetaVoter(t *testing.T) {
 	if code := c.admin(1, "GET", "/v1/status", nil, &st); code != 200 || st.MetaLeader != "n2" {
 		t.Fatalf("status after n1 stopped: %d %+v", code, st)
 	}
+}
+
+// doWant sends req and fails the test unless the answer has status want;
+// it returns the answer and its body, read whole.
+func doWant(t *testing.T, req *http.Request, want int) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		t.Fatalf("status %d, want %d: %s", resp.StatusCode, want, raw)
+	}
+	return resp, raw
 }
