@@ -230,6 +230,14 @@ func (m *manager) acquire(ctx context.Context, key [32]byte, id durable.ID, clas
 			m.mu.Unlock()
 			continue
 		}
+		if !sh.isReady() {
+			// Checked under m.mu: dropShard, which follows every change
+			// that makes sh not ready, takes m.mu, so an instance added
+			// here while sh was ready is one dropShard retires; one added
+			// after it would outlive the leadership it was made under.
+			m.mu.Unlock()
+			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %s: this node does not serve it now", sh.id)}
+		}
 		if in == nil {
 			in = newInstance(m, key, id, class, ctor, sh)
 			m.instances[key] = in

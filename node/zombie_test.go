@@ -1,0 +1,143 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/roostdb/roost/durable"
+)
+
+// zombieObject blocks a request turn on /block until release closes, and
+// counts its Alarm deliveries, whose handler fails (so the delivery writes
+// nothing: it is retried later).
+type zombieObject struct {
+	blocked, release chan struct{}
+	alarms           *atomic.Int32
+}
+
+func (o *zombieObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/block" {
+		close(o.blocked)
+		<-o.release
+	}
+}
+
+func (o *zombieObject) Alarm(context.Context, durable.AlarmInfo) error {
+	o.alarms.Add(1)
+	return errors.New("not now")
+}
+
+// liveInstance returns the object's instance in the manager's map if it is
+// not retired.
+func liveInstance(m *manager, key [32]byte) *instance {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if in := m.instances[key]; in != nil && !in.retired.Load() {
+		return in
+	}
+	return nil
+}
+
+// An alarm delivery waiting at the gate of an instance that is retired
+// because this node lost the shard's leadership must not activate a fresh
+// instance on this node and run the handler there: another node may lead
+// the shard (and run the object) by now, and the fresh instance, not
+// retired by anything, outlives the loss with the state it read.
+func TestAlarmRetryAfterLeadershipLossActivatesNothing(t *testing.T) {
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var alarms atomic.Int32
+	app := testApp()
+	app.Classes["Zombie"] = func(*durable.State, *durable.Env) durable.Object {
+		return &zombieObject{blocked: blocked, release: release, alarms: &alarms}
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "ZOMBIE", ClassName: "Zombie"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	ns, _ := n.Env().Namespace("ZOMBIE")
+	id := ns.IDFromName("z")
+	key := id.Bytes()
+	sh := n.shards[shardOf(key, len(n.shards))]
+	defer func() {
+		sh.setLeading(true) // as a new term's win would, for Close's drain
+		closeNode(t, n)
+	}()
+
+	got := make(chan int, 1)
+	go func() {
+		code, _ := get(t, n, "/block", url.Values{"ns": {"ZOMBIE"}, "name": {"z"}})
+		got <- code
+	}()
+	<-blocked
+	delivered := make(chan error, 1)
+	go func() {
+		delivered <- n.manager.deliverAlarm(context.Background(), sh, "Zombie", id, time.Now().UnixMilli(),
+			durable.AlarmInfo{ScheduledTime: time.Now()}, true, false)
+	}()
+	// The delivery holds a reference and waits at the gate.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		n.manager.mu.Lock()
+		refs := n.manager.instances[key].refs
+		n.manager.mu.Unlock()
+		if refs == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the alarm delivery did not reach the instance")
+		}
+	}
+
+	// Leadership lost, as watchLeadership handles it.
+	sh.setLeading(false)
+	n.manager.dropShard(sh)
+	close(release)
+	<-got
+
+	select {
+	case err := <-delivered:
+		t.Logf("delivery: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the alarm delivery did not end")
+	}
+	if c := alarms.Load(); c != 0 {
+		t.Errorf("the alarm handler ran %d times after this node lost the shard's leadership", c)
+	}
+	if in := liveInstance(n.manager, key); in != nil {
+		t.Errorf("a live instance of the object is in memory on a node that does not serve its shard (refs %d)", in.refs)
+	}
+}
+
+// A request that saw the shard ready (waitShard) and reaches acquire only
+// after the leadership loss's dropShard must not activate an instance:
+// dropShard has already run, so nothing would retire it, and after this
+// node wins the shard again it would serve what it read in the old term.
+func TestAcquireRefusesAShardThisNodeNoLongerServes(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	ns, _ := n.Env().Namespace("COUNTER")
+	id := ns.IDFromName("a")
+	key := id.Bytes()
+	sh := n.shards[shardOf(key, len(n.shards))]
+	defer func() {
+		sh.setLeading(true)
+		closeNode(t, n)
+	}()
+	if err := n.manager.waitShard(context.Background(), sh); err != nil {
+		t.Fatal(err)
+	}
+	// The loss lands here, between the request's readiness check and acquire.
+	sh.setLeading(false)
+	n.manager.dropShard(sh)
+
+	in, err := n.manager.acquire(context.Background(), key, id, "Counter", n.manager.classes["Counter"], sh)
+	if err == nil {
+		n.manager.release(in)
+		t.Fatal("acquire activated an instance on a shard this node no longer serves")
+	}
+	var re *routingError
+	if !errors.As(err, &re) {
+		t.Fatalf("acquire: %v, want a routing error (nothing ran)", err)
+	}
+}
