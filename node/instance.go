@@ -17,7 +17,7 @@ import (
 
 // errInstanceReset: the turn never ran because the instance was retired
 // while the request waited at its gate; the manager retries on a new one.
-var errInstanceReset = errors.New("instance was reset before the request ran")
+var errInstanceReset = errors.New("instance was reset")
 
 // instance is the one live instance of an object on this node. Its gate is
 // the input gate: a turn holds it from start to end, except while awaiting
@@ -196,6 +196,12 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 	last, wroteNothingNew := in.endTurn(exc)
 
 	resp, err := in.outputGate(ctx, last, wroteNothingNew, exc, rec)
+	if errors.Is(err, errInstanceReset) {
+		// Retired while the turn ran (leadership lost, a fence): the turn
+		// ran, so the manager must not take it for one that never did.
+		err = &durable.Error{Message: "Durable Object was reset while the request ran; writes it made before an awaited fetch may have committed: " + err.Error(),
+			Err: fmt.Errorf("%w: %v", durable.ErrCommitIndeterminate, err)}
+	}
 	if err != nil && rec.socket != nil {
 		rec.socket.abort() // the client never learns of the socket
 	}

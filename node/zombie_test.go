@@ -141,3 +141,59 @@ func TestAcquireRefusesAShardThisNodeNoLongerServes(t *testing.T) {
 		t.Fatalf("acquire: %v, want a routing error (nothing ran)", err)
 	}
 }
+
+// runCounter counts the turns that ran its /block path, each of which waits
+// for release the first time.
+type runCounter struct {
+	blocked, release chan struct{}
+	runs             *atomic.Int32
+}
+
+func (o *runCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if o.runs.Add(1) == 1 {
+		close(o.blocked)
+		<-o.release
+	}
+}
+
+// A request whose turn ran must not be run again because its instance was
+// retired while it ran (here by the liveness fence, which is lifted soon
+// after, as when a partition heals): the manager retries errInstanceReset
+// as "the turn had not run", so the request ran twice; in a cluster the
+// retry is a routing error, and the sender runs it again at the new leader.
+func TestTurnResetWhileRunningIsNotRunAgain(t *testing.T) {
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var runs atomic.Int32
+	app := testApp()
+	app.Classes["Runs"] = func(*durable.State, *durable.Env) durable.Object {
+		return &runCounter{blocked: blocked, release: release, runs: &runs}
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "RUNS", ClassName: "Runs"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	defer closeNode(t, n)
+	ns, _ := n.Env().Namespace("RUNS")
+	sh := n.shards[shardOf(ns.IDFromName("r").Bytes(), len(n.shards))]
+
+	type result struct {
+		code int
+		body string
+	}
+	got := make(chan result, 1)
+	go func() {
+		code, body := get(t, n, "/block", url.Values{"ns": {"RUNS"}, "name": {"r"}})
+		got <- result{code, body}
+	}()
+	<-blocked
+	// The fence, as checkFence applies it, while the turn runs.
+	if sh.setFenced(true) {
+		n.manager.dropShard(sh)
+	}
+	close(release)
+	time.Sleep(50 * time.Millisecond)
+	sh.setFenced(false) // the quorum is back
+	r := <-got
+	t.Logf("response: %d %s", r.code, r.body)
+	if c := runs.Load(); c != 1 {
+		t.Fatalf("the request's turn ran %d times", c)
+	}
+}
