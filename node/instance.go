@@ -161,19 +161,7 @@ func (in *instance) beginTurn(ctx context.Context, movable bool) error {
 // fetch runs req as one turn and returns its response once the output gate
 // lets it go.
 func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Response, error) {
-	// The body is read before the turn (its first replayableBody bytes;
-	// the rest, if any, streams in the turn): a client that stalls while
-	// sending it then holds up its own request only, not every request to
-	// the object, which would wait behind the turn. A forwarded call's
-	// body arrives whole (memBody) and is not copied again.
-	if _, whole := req.Body.(memBody); !whole && req.Body != nil && req.Body != http.NoBody {
-		body, err := newBodyBuffer(req.Body)
-		if err != nil {
-			return nil, err
-		}
-		req = req.WithContext(req.Context()) // a shallow copy
-		req.Body = body.readCloser()
-	}
+	// The caller (fetchLocal) has read the body's start already.
 	if n := in.waiting.Add(1); int(n) > in.m.cfg.MaxQueuedPerObject {
 		in.waiting.Add(-1)
 		in.m.metrics.overloaded.Inc()

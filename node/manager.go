@@ -90,25 +90,32 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 	var body *bodyBuffer
 	for attempt := 0; ; attempt++ {
 		local, leader, err := m.router.route(idx)
+		if err == nil && body == nil {
+			// Read once: a local attempt refused before its turn ran
+			// (leadership moving) leaves the body to the next attempt.
+			if body, err = newBodyBuffer(req.Body); err != nil {
+				return nil, err
+			}
+		}
+		if err == nil && !body.replayable() {
+			// Nothing ran (a routing error comes before the object
+			// runs): a 503 with Retry-After, not the 500 of an
+			// exception, and retryable, not an overload.
+			return nil, &durable.Error{Message: "request body too large to re-send after a routing error; retry the request", Retryable: true, Err: durable.ErrNotDelivered}
+		}
 		if err == nil && local != nil {
-			resp, lerr := m.fetchLocal(ctx, class, id, req, local)
+			lreq := req
+			if req.Body != nil && req.Body != http.NoBody {
+				lreq = req.WithContext(req.Context()) // a shallow copy
+				lreq.Body = body.readCloser()
+			}
+			resp, lerr := m.fetchLocal(ctx, class, id, lreq, local)
 			var re *routingError
 			if !errors.As(lerr, &re) {
 				return resp, lerr
 			}
 			err = re // leadership is moving away from this node: route again
 		} else if err == nil {
-			if body == nil {
-				if body, err = newBodyBuffer(req.Body); err != nil {
-					return nil, err
-				}
-			}
-			if !body.replayable() {
-				// Nothing ran (a routing error comes before the object
-				// runs): a 503 with Retry-After, not the 500 of an
-				// exception, and retryable, not an overload.
-				return nil, &durable.Error{Message: "request body too large to re-send after a routing error; retry the request", Retryable: true, Err: durable.ErrNotDelivered}
-			}
 			var resp *http.Response
 			resp, err = m.forwarder.forward(ctx, leader, class, id, req, body, 1)
 			var re *routingError
@@ -164,6 +171,20 @@ func (m *manager) fetchHere(ctx context.Context, class string, id durable.ID, re
 func (m *manager) fetchLocal(ctx context.Context, class string, id durable.ID, req *http.Request, sh *shard) (*http.Response, error) {
 	ctor := m.classes[class]
 	key := id.Bytes()
+	// The body is read before the turn (its first replayableBody bytes;
+	// the rest, if any, streams in the turn): a client that stalls while
+	// sending it then holds up its own request only, not every request to
+	// the object, which would wait behind the turn. It is read once for
+	// every attempt: one whose turn did not run leaves it to the next. A
+	// forwarded call's body arrives whole (memBody) and is not copied again.
+	if _, whole := req.Body.(memBody); !whole && req.Body != nil && req.Body != http.NoBody {
+		body, err := newBodyBuffer(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		req = req.WithContext(req.Context()) // a shallow copy
+		req.Body = body.readCloser()
+	}
 	for attempt := 0; ; attempt++ {
 		if sh.handingOff.Load() {
 			return nil, sh.handOffRefusal()

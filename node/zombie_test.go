@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/url"
 	"sync/atomic"
@@ -195,5 +196,65 @@ func TestTurnResetWhileRunningIsNotRunAgain(t *testing.T) {
 	t.Logf("response: %d %s", r.code, r.body)
 	if c := runs.Load(); c != 1 {
 		t.Fatalf("the request's turn ran %d times", c)
+	}
+}
+
+// echoObject answers /echo with the request's body; its /block turn waits
+// for release and then panics, which resets the instance.
+type echoObject struct{ blocked, release chan struct{} }
+
+func (o *echoObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/block":
+		close(o.blocked)
+		<-o.release
+		panic("reset")
+	case "/echo":
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}
+}
+
+// A request queued at the gate of an instance that is reset before its
+// turn runs is retried on a fresh instance (errInstanceReset): the retry
+// must carry the request's body, which the first attempt already read.
+func TestRequestRetriedAfterResetKeepsItsBody(t *testing.T) {
+	blocked, release := make(chan struct{}), make(chan struct{})
+	app := testApp()
+	app.Classes["Echo"] = func(*durable.State, *durable.Env) durable.Object {
+		return &echoObject{blocked: blocked, release: release}
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "ECHO", ClassName: "Echo"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	defer closeNode(t, n)
+	ns, _ := n.Env().Namespace("ECHO")
+	key := ns.IDFromName("e").Bytes()
+	q := url.Values{"ns": {"ECHO"}, "name": {"e"}}
+
+	go func() {
+		if resp, err := http.Get("http://" + n.HTTPAddr().String() + "/block?" + q.Encode()); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	<-blocked
+	echoed := make(chan string, 1)
+	go func() {
+		_, body := postBody(t, n, "/echo?"+q.Encode(), "hello")
+		echoed <- body
+	}()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		n.manager.mu.Lock()
+		waiting := n.manager.instances[key].waiting.Load()
+		n.manager.mu.Unlock()
+		if waiting == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the /echo request did not reach the gate")
+		}
+	}
+	close(release) // the /block turn panics: the instance is reset
+	if body := <-echoed; body != "hello" {
+		t.Fatalf("the retried request's body: %q, want %q", body, "hello")
 	}
 }
