@@ -321,11 +321,14 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 	if exc != nil {
 		return exc
 	}
+	// The handler's error is not wrapped: it may carry a routing error or
+	// errInstanceReset of a fetch it made, which deliverAlarm and fire
+	// would take for this delivery's own (refused before it ran).
 	if handlerErr != nil && dropped {
-		return fmt.Errorf("%w: alarm handler of %s %s: %w", errAlarmDropped, in.class, in.id, handlerErr)
+		return fmt.Errorf("%w: alarm handler of %s %s: %v", errAlarmDropped, in.class, in.id, handlerErr)
 	}
 	if handlerErr != nil {
-		return fmt.Errorf("alarm handler of %s %s: %w", in.class, in.id, handlerErr)
+		return fmt.Errorf("alarm handler of %s %s: %v", in.class, in.id, handlerErr)
 	}
 	return nil
 }

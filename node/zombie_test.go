@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -256,5 +257,64 @@ func TestRequestRetriedAfterResetKeepsItsBody(t *testing.T) {
 	close(release) // the /block turn panics: the instance is reset
 	if body := <-echoed; body != "hello" {
 		t.Fatalf("the retried request's body: %q, want %q", body, "hello")
+	}
+}
+
+// fetchingAlarm's Alarm handler fetches another object and returns the
+// fetch's error, as handlers commonly do.
+type fetchingAlarm struct {
+	env    *durable.Env
+	target string
+}
+
+func (o *fetchingAlarm) ServeHTTP(http.ResponseWriter, *http.Request) {}
+
+func (o *fetchingAlarm) Alarm(ctx context.Context, _ durable.AlarmInfo) error {
+	ns, err := o.env.Namespace("COUNTER")
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://do/increment", nil)
+	resp, err := ns.Get(ns.IDFromName(o.target)).Fetch(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// An alarm whose handler ran and failed because a fetch it made found no
+// node to serve the other object is a failed delivery (counted towards the
+// alarm's retries), not one refused before it ran: the scheduler takes a
+// routing error for the latter and retries it without counting, forever.
+func TestAlarmHandlersRoutingFailureIsNoRoutingError(t *testing.T) {
+	app := testApp()
+	target := ""
+	app.Classes["Fetching"] = func(_ *durable.State, env *durable.Env) durable.Object {
+		return &fetchingAlarm{env: env, target: target}
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "FETCHING", ClassName: "Fetching"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	defer closeNode(t, n)
+	ns, _ := n.Env().Namespace("FETCHING")
+	id := ns.IDFromName("f")
+	own := shardOf(id.Bytes(), len(n.shards))
+	counters, _ := n.Env().Namespace("COUNTER")
+	for i := 0; target == ""; i++ {
+		if name := fmt.Sprint("c", i); shardOf(counters.IDFromName(name).Bytes(), len(n.shards)) != own {
+			target = name
+		}
+	}
+	other := n.shards[shardOf(counters.IDFromName(target).Bytes(), len(n.shards))]
+	other.handingOff.Store(true) // its leadership is moving: requests to it are re-routed
+	defer other.resume()
+
+	err := n.manager.deliverAlarm(context.Background(), n.shards[own], "Fetching", id, time.Now().UnixMilli(),
+		durable.AlarmInfo{ScheduledTime: time.Now()}, true, false)
+	if err == nil {
+		t.Fatal("the handler's fetch succeeded")
+	}
+	if errors.As(err, new(*routingError)) {
+		t.Fatalf("a delivery whose handler ran failed as a routing error: %v", err)
 	}
 }
