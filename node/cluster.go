@@ -864,6 +864,7 @@ func (c *cluster) transferNow(ls *localShard, target raft.Server) error {
 func (c *cluster) transferQuiesced(ls *localShard, target raft.Server) error {
 	ls.shard.quiesce(handOffQuiesce)
 	defer ls.shard.resume()
+	losses := ls.shard.losses.Load()
 	r := ls.group.Raft()
 	var f raft.Future
 	if target.ID == "" {
@@ -871,7 +872,15 @@ func (c *cluster) transferQuiesced(ls *localShard, target raft.Server) error {
 	} else {
 		f = r.LeadershipTransferToServer(target.ID, target.Address)
 	}
-	return c.awaitTransfer(ls.group, f, target)
+	err := c.awaitTransfer(ls.group, f, target)
+	if err == nil {
+		// Raft answers a transfer when its leader loop ends, before the
+		// loss reaches LeaderCh: turns let in before followLeadership
+		// drops the shard's instances would run on the ended term's
+		// instances while the new leader serves the objects.
+		ls.shard.awaitLoss(losses, handOffQuiesce)
+	}
+	return err
 }
 
 // defaultTransferGiveUp is how long a shard leader lets a leadership
@@ -1013,8 +1022,11 @@ func (c *cluster) handOff(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if sh := shards[i]; sh != nil {
+			sh := shards[i]
+			var losses uint64
+			if sh != nil {
 				sh.quiesce(handOffQuiesce)
+				losses = sh.losses.Load()
 			}
 			// A transfer whose target went silent after accepting it
 			// would hold the stop up to raft's ElectionTimeout (30 s):
@@ -1027,6 +1039,11 @@ func (c *cluster) handOff(ctx context.Context) {
 			case err := <-ended:
 				if err != nil {
 					c.n.log.Debug("leadership transfer before stop", "err", err)
+				} else if sh != nil {
+					// As in transferQuiesced; and Close cancels
+					// followLeadership next, which could end before
+					// it drops the shard's instances.
+					sh.awaitLoss(losses, handOffQuiesce)
 				}
 			case <-time.After(c.n.transferGiveUp):
 				c.n.log.Debug("leadership transfer before stop did not complete", "after", c.n.transferGiveUp)

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/roostdb/roost/durable"
 )
 
 // TestPlannedTransferFailsNoRequest: a planned leadership hand-over waits
@@ -165,4 +168,35 @@ func TestTransferToATargetCutOffAfterAcceptingEndsSoon(t *testing.T) {
 		t.Errorf("slowest increment took %s", slowest)
 	}
 	t.Logf("slowest increment %s; transfer: %v", slowest.Round(time.Millisecond), transferErr)
+}
+
+// When a planned leadership transfer returns, the old leader serves the
+// shard no more and its instances are gone: raft answers the transfer when
+// its leader loop ends, before the loss reaches LeaderCh, and a turn let
+// in meanwhile would run on an instance of the term that ended while the
+// new leader serves the object (two live instances).
+func TestPlannedTransferDropsInstancesBeforeItReturns(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 1, &turnRegistry{active: map[string]string{}})
+	key := durable.IDFromName(durable.DeriveNamespaceKey("Counter", ""), "moved").Bytes()
+	for round := range 6 {
+		if code, body, err := c.doRetrying(round%3, "/increment", "moved"); err != nil || code != 200 || body != strconv.Itoa(round+1) {
+			t.Fatalf("round %d: increment: %d %q %v", round, code, body, err)
+		}
+		li := c.waitLeaderOf(t, groupOf(0))
+		nd := c.nodes[li]
+		nd.cluster.mu.Lock()
+		ls := nd.cluster.groups[0]
+		nd.cluster.mu.Unlock()
+		if liveInstance(nd.manager, key) == nil {
+			t.Fatalf("round %d: no live instance at the leader %s after an increment", round, nd.cfg.NodeID)
+		}
+		if err := nd.cluster.transferNow(ls, raft.Server{}); err != nil {
+			t.Fatalf("round %d: transfer: %v", round, err)
+		}
+		if ls.shard.isReady() || liveInstance(nd.manager, key) != nil {
+			t.Fatalf("round %d: the transfer from %s returned with the shard ready there (%v) or the object's instance live (%v)",
+				round, nd.cfg.NodeID, ls.shard.isReady(), liveInstance(nd.manager, key) != nil)
+		}
+	}
 }

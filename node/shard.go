@@ -75,6 +75,9 @@ type shard struct {
 	// another replica: new requests are re-routed instead of starting turns
 	// whose commits Raft would refuse during the transfer.
 	handingOff atomic.Bool
+	// losses counts the leadership losses followLeadership has acted on
+	// (instances dropped), so that a hand-over can wait for its own.
+	losses atomic.Uint64
 	// turns counts the turns running on the shard's instances (enterTurn,
 	// exitTurn), so a hand-over waits for the commits of turns that began
 	// before it. A turn counts itself before it reads handingOff and
@@ -356,6 +359,16 @@ func (s *shard) handOffRefusal() error {
 // resume lets requests start turns on the shard again.
 func (s *shard) resume() { s.handingOff.Store(false) }
 
+// awaitLoss waits, at most max, until followLeadership has acted on a
+// leadership loss after the first `before` (losses' value before a
+// hand-over) and dropped the shard's instances.
+func (s *shard) awaitLoss(before uint64, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for s.losses.Load() == before && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // commitError says whether a failed proposal may still have committed.
 // Only errors raised before the entry reached the log are definite.
 func commitError(id raftstore.GroupID, err error) error {
@@ -437,6 +450,7 @@ func (s *shard) followLeadership(ctx context.Context, leaderCh <-chan bool, term
 				ledIn = 0
 				s.setLeading(false)
 				onLost()
+				s.losses.Add(1)
 				continue
 			}
 			if ledIn != 0 && term() != ledIn {
@@ -447,6 +461,7 @@ func (s *shard) followLeadership(ctx context.Context, leaderCh <-chan bool, term
 				ledIn = 0
 				s.setLeading(false)
 				onLost()
+				s.losses.Add(1)
 			}
 			// Reads come from the FSM: make sure it holds every entry
 			// committed under earlier terms before serving any.
