@@ -200,3 +200,52 @@ func TestPlannedTransferDropsInstancesBeforeItReturns(t *testing.T) {
 		}
 	}
 }
+
+// A request queued behind a turn at a leader that then loses the shard
+// never ran: it is routed to the new leader and answered there, not held
+// for the old leader's shard to be ready again (shardWait, 10 s) and then
+// refused with a 503.
+func TestRequestQueuedAtALostShardIsRerouted(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 1, &turnRegistry{active: map[string]string{}})
+	li := c.waitLeaderOf(t, groupOf(0))
+	nd := c.nodes[li]
+	at := func(path string, q url.Values) string {
+		q.Set("ns", "PINGPONG")
+		q.Set("name", "queued")
+		return "http://" + c.cfgs[li].HTTPAddr + path + "?" + q.Encode()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	slept := make(chan error, 1)
+	go func() { // holds the object's gate for 3 s
+		_, _, err := getBody(ctx, at("/sleep", url.Values{"d": {"3s"}}))
+		slept <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	type answer struct {
+		code int
+		body string
+		err  error
+		took time.Duration
+	}
+	queued := make(chan answer, 1)
+	go func() { // queued behind the sleep
+		start := time.Now()
+		code, body, err := getBody(ctx, at("/leaf", url.Values{}))
+		queued <- answer{code, body, err, time.Since(start)}
+	}()
+	time.Sleep(300 * time.Millisecond)
+	nd.cluster.mu.Lock()
+	ls := nd.cluster.groups[0]
+	nd.cluster.mu.Unlock()
+	if err := nd.cluster.transferNow(ls, raft.Server{}); err != nil {
+		t.Fatalf("transfer: %v", err)
+	}
+	a := <-queued
+	t.Logf("the queued request: %d %q %v after %s", a.code, a.body, a.err, a.took.Round(time.Millisecond))
+	if a.err != nil || a.code != 200 || a.body != "leaf" {
+		t.Fatalf("the request queued at %s when it lost the shard: %d %q %v, want it answered by the new leader", nd.cfg.NodeID, a.code, a.body, a.err)
+	}
+	<-slept
+}

@@ -194,6 +194,12 @@ func (m *manager) fetchLocal(ctx context.Context, class string, id durable.ID, r
 			// rather than wait for the fence to lift.
 			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %s: this node leads it but cannot reach a quorum of its replicas", sh.id)}
 		}
+		if attempt > 0 && !sh.isReady() {
+			// The instance was reset before the turn ran because this
+			// node lost the shard: the request goes to the new leader
+			// rather than wait for this node to lead again.
+			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %s: this node lost its leadership while the request waited", sh.id)}
+		}
 		if err := m.waitShard(ctx, sh); errors.Is(err, errShardFenced) {
 			continue // refused above, as fenced
 		} else if err != nil {
