@@ -88,8 +88,10 @@ func (c *cluster) runFences(ctx context.Context, kick <-chan struct{}) {
 func checkFence(sh *shard, g fencedShard, drop func(*shard)) (unfence func()) {
 	if g.State() != raft.Leader {
 		// A follower serves nothing; if it is elected, watchLeadership
-		// makes it ready after its own barrier.
-		sh.setFenced(false)
+		// makes it ready after its own barrier. The fence stays until
+		// watchLeadership has taken the loss: lifted before, it would
+		// leave the shard ready on a node that no longer leads it.
+		sh.liftFenceUnlessLeading()
 		return nil
 	}
 	ok, err := g.QuorumReachable()

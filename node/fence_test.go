@@ -51,6 +51,12 @@ func TestCheckFence(t *testing.T) {
 		{name: "a follower is never fenced",
 			fenced: true, group: fakeFenceGroup{state: raft.Follower},
 		},
+		// Raft stepped down, and followLeadership has not taken the loss
+		// yet: lifting the fence now would make the shard ready on a
+		// node that no longer leads it, until the loss is taken.
+		{name: "a fenced leader that stepped down stays fenced until its loss is taken",
+			leading: true, fenced: true, group: fakeFenceGroup{state: raft.Follower},
+			wantFence: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

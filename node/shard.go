@@ -483,12 +483,27 @@ func (s *shard) setLeading(leading bool) {
 	s.updateReadyLocked()
 }
 
+// liftFenceUnlessLeading lifts the fence of a shard this node no longer
+// leads once followLeadership has taken the loss (checkFence).
+func (s *shard) liftFenceUnlessLeading() {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	if !s.leading {
+		s.setFencedLocked(false)
+	}
+}
+
 // setFenced records whether this node, as the shard's leader, is cut off
 // from a quorum of its voters (fence.go). It reports whether the shard
 // stopped being ready, in which case the caller drops its instances.
 func (s *shard) setFenced(fenced bool) (stopped bool) {
 	s.readyMu.Lock()
 	defer s.readyMu.Unlock()
+	return s.setFencedLocked(fenced)
+}
+
+// setFencedLocked is setFenced with readyMu held.
+func (s *shard) setFencedLocked(fenced bool) (stopped bool) {
 	was := s.isReadyLocked()
 	if fenced != s.fenced {
 		if fenced {
