@@ -214,6 +214,9 @@ func (c *cluster) stopIfRemoved(ctx context.Context, i int, ls *localShard, m pl
 	c.leftovers[i] = &leftover{}
 	c.mu.Unlock()
 	ls.stop()
+	// Not ready before the drop, as on a loss: a request that found the
+	// shard before it left c.groups must not activate an instance after.
+	ls.shard.setLeading(false)
 	c.n.manager.dropShard(ls.shard)
 	ls.group.Shutdown()
 }
