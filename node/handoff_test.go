@@ -204,7 +204,7 @@ func TestPlannedTransferDropsInstancesBeforeItReturns(t *testing.T) {
 // A request queued behind a turn at a leader that then loses the shard
 // never ran: it is routed to the new leader and answered there, not held
 // for the old leader's shard to be ready again (shardWait, 10 s) and then
-// refused with a 503.
+// refused with a 503, nor until the turn ahead of it ends.
 func TestRequestQueuedAtALostShardIsRerouted(t *testing.T) {
 	t.Parallel()
 	c := newTestCluster(t, 3, 1, &turnRegistry{active: map[string]string{}})
@@ -218,8 +218,8 @@ func TestRequestQueuedAtALostShardIsRerouted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	slept := make(chan error, 1)
-	go func() { // holds the object's gate for 3 s
-		_, _, err := getBody(ctx, at("/sleep", url.Values{"d": {"3s"}}))
+	go func() { // holds the object's gate for 6 s
+		_, _, err := getBody(ctx, at("/sleep", url.Values{"d": {"6s"}}))
 		slept <- err
 	}()
 	time.Sleep(300 * time.Millisecond)
@@ -242,7 +242,12 @@ func TestRequestQueuedAtALostShardIsRerouted(t *testing.T) {
 	if err := nd.cluster.transferNow(ls, raft.Server{}); err != nil {
 		t.Fatalf("transfer: %v", err)
 	}
-	a := <-queued
+	var a answer
+	select {
+	case a = <-queued:
+	case <-slept:
+		t.Fatal("the queued request waited for the turn ahead of it at the old leader to end")
+	}
 	t.Logf("the queued request: %d %q %v after %s", a.code, a.body, a.err, a.took.Round(time.Millisecond))
 	if a.err != nil || a.code != 200 || a.body != "leaf" {
 		t.Fatalf("the request queued at %s when it lost the shard: %d %q %v, want it answered by the new leader", nd.cfg.NodeID, a.code, a.body, a.err)

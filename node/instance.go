@@ -47,8 +47,9 @@ type instance struct {
 	background sync.WaitGroup
 	bgCount    atomic.Int32
 
-	retired atomic.Bool
-	drained chan struct{} // closed when a retired instance has no commit in flight
+	retired   atomic.Bool
+	retiredCh chan struct{} // closed when retired is set
+	drained   chan struct{} // closed when a retired instance has no commit in flight
 
 	// WebSockets (websocket.go). Lock order: the gate, then outMu or wsMu;
 	// outMu and wsMu are never held together.
@@ -86,7 +87,7 @@ func newInstance(m *manager, key [32]byte, id durable.ID, class string, ctor dur
 	ctx, cancel := context.WithCancel(m.ctx)
 	in := &instance{
 		m: m, key: key, id: id, class: class, ctor: ctor, shard: sh,
-		gate: make(chan struct{}, 1), ctx: ctx, cancel: cancel, drained: make(chan struct{}),
+		gate: make(chan struct{}, 1), ctx: ctx, cancel: cancel, retiredCh: make(chan struct{}), drained: make(chan struct{}),
 		releaseWake: make(chan struct{}, 1),
 		storage:     newObjectStorage(sh.id, key, m.reader, sh, m.cfg.Limits),
 	}
@@ -143,8 +144,25 @@ func (in *instance) unlock() { <-in.gate }
 // callers retry at the next leader — is refused before it runs if a
 // hand-over has begun: its commit would be refused.
 func (in *instance) beginTurn(ctx context.Context, movable bool) error {
-	if err := in.lock(ctx); err != nil {
-		return err
+	for retired := in.retiredCh; ; {
+		select {
+		case in.gate <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-retired:
+			if !in.shard.isReady() {
+				// Retired because this node no longer serves the
+				// shard: the turn never ran, and its retry at the new
+				// leader need not wait for the turn ahead to end.
+				return errInstanceReset
+			}
+			// A reset of the object alone (an exception, a failed
+			// commit): its successor starts after the turn ahead ends,
+			// so the two never run side by side here.
+			retired = nil
+			continue
+		}
+		break
 	}
 	if in.retired.Load() {
 		in.unlock()
@@ -334,6 +352,7 @@ func (in *instance) retire(reason error) {
 	if in.retired.Swap(true) {
 		return
 	}
+	close(in.retiredCh)
 	in.m.metrics.resets.Inc()
 	last := in.storage.seal(reason)
 	in.cancel()
