@@ -52,7 +52,13 @@ func (m *shardMachine) Apply(b *pebble.Batch, cmds []multiraft.Command) ([]any, 
 	if f.versions == nil {
 		f.versions = make(map[[32]byte]uint64)
 	}
-	ov := overlay{versions: map[[32]byte]uint64{}, alarms: map[[32]byte]alarmState{}}
+	// The same batch, unchanged since the last call: a later part of the
+	// same round, which must see the earlier parts' writes.
+	ov := f.engineOv
+	if ov == nil || f.engineBatch != b || f.engineLen != b.Len() {
+		ov = &overlay{versions: map[[32]byte]uint64{}, alarms: map[[32]byte]alarmState{}}
+	}
+	f.engineOv = nil
 	out := make([]any, len(cmds))
 	for i, c := range cmds {
 		e, err := DecodeEntry(c.Data)
@@ -61,7 +67,7 @@ func (m *shardMachine) Apply(b *pebble.Batch, cmds []multiraft.Command) ([]any, 
 			out[i] = fmt.Errorf("group %s raft index %d: %w", f.g, c.Index, err)
 			continue
 		}
-		res, err := f.applyEntry(b, &ov, &e)
+		res, err := f.applyEntry(b, ov, &e)
 		if err != nil {
 			return nil, fmt.Errorf("group %s raft index %d: %w", f.g, c.Index, err)
 		}
@@ -70,6 +76,7 @@ func (m *shardMachine) Apply(b *pebble.Batch, cmds []multiraft.Command) ([]any, 
 	for obj, v := range ov.versions {
 		f.cacheVersion(obj, v)
 	}
+	f.engineOv, f.engineBatch, f.engineLen = ov, b, b.Len()
 	return out, nil
 }
 
@@ -105,5 +112,6 @@ func (m *shardMachine) Restore(b *pebble.Batch, data []byte) error {
 		return fmt.Errorf("raftstore: restoring group %s: %w", f.g, err)
 	}
 	f.versions = make(map[[32]byte]uint64)
+	f.engineOv = nil
 	return nil
 }

@@ -37,6 +37,13 @@ type ShardFSM struct {
 	// committed; load, which a Restore forces, empties it. At most
 	// versionCacheSize entries; a random one makes room.
 	versions map[[32]byte]uint64
+	// engineOv is the overlay of engineBatch, the batch the multiraft
+	// engine's last Apply wrote to, engineLen bytes long after it: the
+	// engine may apply one round's commands in several calls on one
+	// uncommitted batch, and each must see what the earlier ones wrote.
+	engineOv    *overlay
+	engineBatch *pebble.Batch
+	engineLen   int
 }
 
 // versionCacheSize bounds ShardFSM.versions: 40 bytes an entry, a few
