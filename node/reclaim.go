@@ -76,7 +76,7 @@ func (c *cluster) reclaim(ctx context.Context, m placement.Map, s placement.Shar
 	c.n.wg.Add(1)
 	go func() {
 		defer c.n.wg.Done()
-		done := c.deleteIfLeft(ctx, m, s)
+		done := c.deleteIfLeft(ctx, m, s, lo)
 		c.mu.Lock()
 		lo.busy = false
 		if done && c.leftovers[i] == lo {
@@ -86,15 +86,25 @@ func (c *cluster) reclaim(ctx context.Context, m placement.Map, s placement.Shar
 	}()
 }
 
-// deleteIfLeft deletes this node's data of shard s once a replica the map
-// names confirms that the group's committed configuration leaves this node
-// out. It reports whether the data is gone.
-func (c *cluster) deleteIfLeft(ctx context.Context, m placement.Map, s placement.Shard) bool {
+// deleteIfLeft deletes this node's data of shard s, the leftover lo, once a
+// replica the map names confirms that the group's committed configuration
+// leaves this node out. It reports whether the data is gone.
+func (c *cluster) deleteIfLeft(ctx context.Context, m placement.Map, s placement.Shard, lo *leftover) bool {
 	gid := groupOf(int(s.ID))
 	ask := func(id placement.NodeID) (*proto.ForwardGroupStatusResponse, error) {
 		return c.groupStatusOf(ctx, m, id, gid, true)
 	}
 	if !leftConfirmed(c.self, s.Replicas, ask) {
+		return false
+	}
+	// The answer speaks of the replica that left as lo. One started on
+	// the data since (the map gave the shard back) and stopped again is
+	// another leftover, which the answer may not cover: it could have
+	// been a voter again.
+	c.mu.Lock()
+	same := c.leftovers[int(s.ID)] == lo
+	c.mu.Unlock()
+	if !same {
 		return false
 	}
 	err := c.n.store.DeleteGroup(gid)
