@@ -912,16 +912,21 @@ func (c *cluster) awaitTransfer(g *raftstore.Group, f raft.Future, target raft.S
 	go func() { done <- f.Error() }()
 	t := time.NewTimer(c.n.transferGiveUp)
 	defer t.Stop()
+	stop := c.n.manager.ctx.Done()
 	select {
 	case err := <-done:
 		return err
 	case <-t.C:
+	case <-stop:
+		return errStopping
 	}
 	for c.transferTargetAnswers(g, target) {
 		select {
 		case err := <-done:
 			return err
 		case <-time.After(transferRecheck):
+		case <-stop:
+			return errStopping
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), leaderCheckTimeout)
@@ -931,8 +936,16 @@ func (c *cluster) awaitTransfer(g *raftstore.Group, f raft.Future, target raft.S
 		// Raft's own timeout ends the transfer.
 		c.n.log.Warn("ending a stalled leadership transfer", "group", g.ID().String(), "err", err)
 	}
-	if err := <-done; err != nil {
-		return err
+	// That timeout is 30 s with QuietTiming; a node that stops meanwhile
+	// does not wait for it (its Close waits for this goroutine, and the
+	// groups' shutdown, which ends the transfer, comes after).
+	select {
+	case err := <-done:
+		if err != nil {
+			return err
+		}
+	case <-stop:
+		return errStopping
 	}
 	if _, id := g.Raft().LeaderWithID(); id != "" && id != raft.ServerID(c.self) {
 		return nil // the transfer's election or another won
