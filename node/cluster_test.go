@@ -164,7 +164,9 @@ func (c *testCluster) stop(i int) {
 		// what still runs says why.
 		c.t.Logf("closing node %d: %v", i+1, err)
 		if errors.Is(err, ErrCloseIncomplete) {
-			c.t.Logf("goroutines of the package still running:\n%s", strings.Join(goroutinesIn("roost/node."), "\n\n"))
+			// Every node's, other parallel tests' included: the
+			// straggler is among them.
+			c.t.Logf("goroutines in the package's types still running:\n%s", strings.Join(goroutinesIn("roost/node.(*"), "\n\n"))
 		}
 	}
 	c.nodes[i] = nil
