@@ -53,13 +53,9 @@ func liveInstance(m *manager, key [32]byte) *instance {
 func TestAlarmRetryAfterLeadershipLossActivatesNothing(t *testing.T) {
 	blocked, release := make(chan struct{}), make(chan struct{})
 	var alarms atomic.Int32
-	app := testApp()
-	app.Classes["Zombie"] = func(*durable.State, *durable.Env) durable.Object {
+	n, ns := startWithClass(t, "ZOMBIE", "Zombie", func(*durable.State, *durable.Env) durable.Object {
 		return &zombieObject{blocked: blocked, release: release, alarms: &alarms}
-	}
-	app.Bindings = append(app.Bindings, durable.Binding{Name: "ZOMBIE", ClassName: "Zombie"})
-	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
-	ns, _ := n.Env().Namespace("ZOMBIE")
+	})
 	id := ns.IDFromName("z")
 	key := id.Bytes()
 	sh := n.shards[shardOf(key, len(n.shards))]
@@ -166,14 +162,10 @@ func (o *runCounter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func TestTurnResetWhileRunningIsNotRunAgain(t *testing.T) {
 	blocked, release := make(chan struct{}), make(chan struct{})
 	var runs atomic.Int32
-	app := testApp()
-	app.Classes["Runs"] = func(*durable.State, *durable.Env) durable.Object {
+	n, ns := startWithClass(t, "RUNS", "Runs", func(*durable.State, *durable.Env) durable.Object {
 		return &runCounter{blocked: blocked, release: release, runs: &runs}
-	}
-	app.Bindings = append(app.Bindings, durable.Binding{Name: "RUNS", ClassName: "Runs"})
-	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	})
 	defer closeNode(t, n)
-	ns, _ := n.Env().Namespace("RUNS")
 	sh := n.shards[shardOf(ns.IDFromName("r").Bytes(), len(n.shards))]
 
 	type result struct {
@@ -221,14 +213,10 @@ func (o *echoObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // must carry the request's body, which the first attempt already read.
 func TestRequestRetriedAfterResetKeepsItsBody(t *testing.T) {
 	blocked, release := make(chan struct{}), make(chan struct{})
-	app := testApp()
-	app.Classes["Echo"] = func(*durable.State, *durable.Env) durable.Object {
+	n, ns := startWithClass(t, "ECHO", "Echo", func(*durable.State, *durable.Env) durable.Object {
 		return &echoObject{blocked: blocked, release: release}
-	}
-	app.Bindings = append(app.Bindings, durable.Binding{Name: "ECHO", ClassName: "Echo"})
-	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	})
 	defer closeNode(t, n)
-	ns, _ := n.Env().Namespace("ECHO")
 	key := ns.IDFromName("e").Bytes()
 	q := url.Values{"ns": {"ECHO"}, "name": {"e"}}
 
@@ -288,15 +276,11 @@ func (o *fetchingAlarm) Alarm(ctx context.Context, _ durable.AlarmInfo) error {
 // alarm's retries), not one refused before it ran: the scheduler takes a
 // routing error for the latter and retries it without counting, forever.
 func TestAlarmHandlersRoutingFailureIsNoRoutingError(t *testing.T) {
-	app := testApp()
-	target := ""
-	app.Classes["Fetching"] = func(_ *durable.State, env *durable.Env) durable.Object {
+	target := "" // chosen below, before the object is made
+	n, ns := startWithClass(t, "FETCHING", "Fetching", func(_ *durable.State, env *durable.Env) durable.Object {
 		return &fetchingAlarm{env: env, target: target}
-	}
-	app.Bindings = append(app.Bindings, durable.Binding{Name: "FETCHING", ClassName: "Fetching"})
-	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	})
 	defer closeNode(t, n)
-	ns, _ := n.Env().Namespace("FETCHING")
 	id := ns.IDFromName("f")
 	own := shardOf(id.Bytes(), len(n.shards))
 	counters, _ := n.Env().Namespace("COUNTER")
@@ -317,4 +301,20 @@ func TestAlarmHandlersRoutingFailureIsNoRoutingError(t *testing.T) {
 	if errors.As(err, new(*routingError)) {
 		t.Fatalf("a delivery whose handler ran failed as a routing error: %v", err)
 	}
+}
+
+// startWithClass starts a dev node (alarms polled often) with the test app
+// and one more class, ctor, bound as binding; it returns the node and the
+// binding's namespace.
+func startWithClass(t *testing.T, binding, class string, ctor durable.Class) (*Node, *durable.Namespace) {
+	t.Helper()
+	app := testApp()
+	app.Classes[class] = ctor
+	app.Bindings = append(app.Bindings, durable.Binding{Name: binding, ClassName: class})
+	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	ns, err := n.Env().Namespace(binding)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, ns
 }
