@@ -23,6 +23,9 @@ RACE_PKGS    ?= ./durable/... ./raftstore/... ./multiraft/... ./placement/... ./
 # slow machine must not fail it by timing out.
 TEST_TIMEOUT ?= 14m
 # Evaluated only when used: every package of the module not in RACE_PKGS.
+# They run with -count=1: the end-to-end tests build the binaries they run
+# with go build, whose inputs go test's cache does not see, so a cached
+# pass could be of older code.
 OTHER_PKGS    = $(filter-out $(shell $(GO) list $(RACE_PKGS) 2>/dev/null),$(shell $(GO) list ./...))
 
 BENCH_PKGS ?= ./raftstore/ ./node/
@@ -79,8 +82,8 @@ test: vet fmt-check
 	CGO_ENABLED=1 $(GO) test -race -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 	@others="$(OTHER_PKGS)"; \
 	if [ -n "$$others" ]; then \
-		echo "$(GO) test -timeout $(TEST_TIMEOUT) $$others"; \
-		$(GO) test -timeout $(TEST_TIMEOUT) $$others; \
+		echo "$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$others"; \
+		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $$others; \
 	fi
 
 lint: fmt-check vet
