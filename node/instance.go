@@ -15,8 +15,10 @@ import (
 	"github.com/roostdb/roost/durable"
 )
 
-// errInstanceReset: the turn never ran because the instance was retired
-// while the request waited at its gate; the manager retries on a new one.
+// errInstanceReset: the instance was retired. Before a turn began (it
+// waited at the gate) the turn never ran, and the manager retries it on a
+// new instance or at the new leader; a turn that ran when its instance was
+// retired is reported as of unknown outcome instead (instance.fetch).
 var errInstanceReset = errors.New("instance was reset")
 
 // instance is the one live instance of an object on this node. Its gate is
@@ -179,7 +181,7 @@ func (in *instance) beginTurn(ctx context.Context, movable bool) error {
 // fetch runs req as one turn and returns its response once the output gate
 // lets it go.
 func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Response, error) {
-	// The caller (fetchLocal) has read the body's start already.
+	// The caller has read the body's start already (readAhead).
 	if n := in.waiting.Add(1); int(n) > in.m.cfg.MaxQueuedPerObject {
 		in.waiting.Add(-1)
 		in.m.metrics.overloaded.Inc()

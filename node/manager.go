@@ -91,8 +91,9 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 	for attempt := 0; ; attempt++ {
 		local, leader, err := m.router.route(idx)
 		if err == nil && body == nil {
-			// Read once: a local attempt refused before its turn ran
-			// (leadership moving) leaves the body to the next attempt.
+			// Read once, ahead of the turn (see readAhead): a local
+			// attempt refused before its turn ran (leadership moving)
+			// leaves the body to the next attempt.
 			if body, err = newBodyBuffer(req.Body); err != nil {
 				return nil, err
 			}
@@ -164,27 +165,38 @@ func (m *manager) fetchHere(ctx context.Context, class string, id durable.ID, re
 	if local == nil {
 		return nil, &routingError{hint: leader.id, msg: fmt.Sprintf("this node does not lead the shard of %s (leader: %q)", id, leader.id)}
 	}
+	req, err = readAhead(req)
+	if err != nil {
+		return nil, err
+	}
 	return m.fetchLocal(ctx, class, id, req, local)
 }
 
-// fetchLocal runs the request on this node's instance of the object.
+// readAhead returns req with its body's first replayableBody bytes read
+// (the rest, if any, streams in the turn): a client that stalls while
+// sending it then holds up its own request only, not every request to the
+// object, which would wait behind the turn. A forwarded call's body
+// arrives whole (memBody) and is not copied again. Fetch reads its body
+// so itself, once for all its attempts (bodyBuffer).
+func readAhead(req *http.Request) (*http.Request, error) {
+	if _, whole := req.Body.(memBody); whole || req.Body == nil || req.Body == http.NoBody {
+		return req, nil
+	}
+	body, err := newBodyBuffer(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(req.Context()) // a shallow copy
+	req.Body = body.readCloser()
+	return req, nil
+}
+
+// fetchLocal runs the request on this node's instance of the object. Its
+// body has been read ahead (readAhead, or Fetch's bodyBuffer); an attempt
+// whose turn did not run leaves it to the next.
 func (m *manager) fetchLocal(ctx context.Context, class string, id durable.ID, req *http.Request, sh *shard) (*http.Response, error) {
 	ctor := m.classes[class]
 	key := id.Bytes()
-	// The body is read before the turn (its first replayableBody bytes;
-	// the rest, if any, streams in the turn): a client that stalls while
-	// sending it then holds up its own request only, not every request to
-	// the object, which would wait behind the turn. It is read once for
-	// every attempt: one whose turn did not run leaves it to the next. A
-	// forwarded call's body arrives whole (memBody) and is not copied again.
-	if _, whole := req.Body.(memBody); !whole && req.Body != nil && req.Body != http.NoBody {
-		body, err := newBodyBuffer(req.Body)
-		if err != nil {
-			return nil, err
-		}
-		req = req.WithContext(req.Context()) // a shallow copy
-		req.Body = body.readCloser()
-	}
 	for attempt := 0; ; attempt++ {
 		if sh.handingOff.Load() {
 			return nil, sh.handOffRefusal()
