@@ -37,7 +37,8 @@ idle_timeout, [storage], [admin] token, [vars], [[durable_objects.bindings]],
 ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_SHARDS, ROOST_IDLE_TIMEOUT and
 ROOST_ADMIN_TOKEN (empty ones are ignored). A cluster node's settings, in the
 file or its variables (ROOST_JOIN, ROOST_GOSSIP_KEY, ...), are ignored with a
-notice.
+notice. A ROOST_* variable no command reads stops it with an error naming the
+variable (see 'roost node --help').
 
 A relative data_dir in roost.toml is relative to the file; a relative
 --data-dir or ROOST_DATA_DIR is relative to the working directory.
