@@ -278,7 +278,8 @@ func (m *manager) deliverAlarm(ctx context.Context, sh *shard, class string, id 
 
 // alarm runs one alarm delivery as a turn of the instance (deliverAlarm).
 func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo, run, lastTry bool) error {
-	if err := in.beginTurn(ctx, true); err != nil {
+	prior, err := in.beginTurn(ctx, true)
+	if err != nil {
 		return err
 	}
 	var handlerErr error
@@ -312,7 +313,7 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		dropped = handlerErr != nil && err == nil
 		handlerErr = errors.Join(handlerErr, err)
 	}
-	last, _ := in.endTurn(exc)
+	last, _ := in.endTurn(prior, exc)
 	if last != nil {
 		if err := last.wait(ctx); err != nil {
 			return storageFailure(err)

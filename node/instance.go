@@ -144,19 +144,20 @@ func (in *instance) unlock() { <-in.gate }
 // on its shard until endTurn, so a leadership hand-over waits for it
 // (shard.quiesce). A movable turn — a request or an alarm, which their
 // callers retry at the next leader — is refused before it runs if a
-// hand-over has begun: its commit would be refused.
-func (in *instance) beginTurn(ctx context.Context, movable bool) error {
+// hand-over has begun: its commit would be refused. It returns the newest
+// commit submitted before the turn, for endTurn.
+func (in *instance) beginTurn(ctx context.Context, movable bool) (prior *commit, err error) {
 	for retired := in.retiredCh; ; {
 		select {
 		case in.gate <- struct{}{}:
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, ctx.Err()
 		case <-retired:
 			if !in.shard.isReady() {
 				// Retired because this node no longer serves the
 				// shard: the turn never ran, and its retry at the new
 				// leader need not wait for the turn ahead to end.
-				return errInstanceReset
+				return nil, errInstanceReset
 			}
 			// A reset of the object alone (an exception, a failed
 			// commit): its successor starts after the turn ahead ends,
@@ -168,14 +169,14 @@ func (in *instance) beginTurn(ctx context.Context, movable bool) error {
 	}
 	if in.retired.Load() {
 		in.unlock()
-		return errInstanceReset
+		return nil, errInstanceReset
 	}
 	if err := in.shard.enterTurn(movable); err != nil {
 		in.unlock()
-		return err
+		return nil, err
 	}
 	in.openOutbox()
-	return nil
+	return in.storage.newest(), nil
 }
 
 // fetch runs req as one turn and returns its response once the output gate
@@ -187,7 +188,7 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 		in.m.metrics.overloaded.Inc()
 		return nil, &durable.Error{Message: fmt.Sprintf("Durable Object is overloaded: %d requests queued", n-1), Overloaded: true, Retryable: true, Err: durable.ErrOverloaded}
 	}
-	err := in.beginTurn(ctx, true)
+	prior, err := in.beginTurn(ctx, true)
 	in.waiting.Add(-1)
 	if err != nil {
 		return nil, err
@@ -201,9 +202,9 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 		in.obj.ServeHTTP(rec, req.WithContext(turnCtx))
 		return nil
 	})
-	last, wroteNothingNew := in.endTurn(exc)
+	last, confirm := in.endTurn(prior, exc)
 
-	resp, err := in.outputGate(ctx, last, wroteNothingNew, exc, rec)
+	resp, err := in.outputGate(ctx, last, confirm, exc, rec)
 	if errors.Is(err, errInstanceReset) {
 		// Retired while the turn ran (leadership lost, a fence): the turn
 		// ran, so the manager must not take it for one that never did.
@@ -217,15 +218,17 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 }
 
 // outputGate holds a turn's response until nothing it may have seen can
-// be lost.
-func (in *instance) outputGate(ctx context.Context, last *commit, wroteNothingNew bool, exc error, rec *responseBuffer) (*http.Response, error) {
+// be lost and, if confirm, until this node has confirmed it still leads
+// the shard.
+func (in *instance) outputGate(ctx context.Context, last *commit, confirm bool, exc error, rec *responseBuffer) (*http.Response, error) {
 	if last != nil {
 		if err := last.wait(ctx); err != nil {
 			return nil, storageFailure(err)
 		}
 	}
-	if wroteNothingNew {
-		// A read-only answer: linearizable only if we still lead the shard.
+	if confirm {
+		// An answer no commit of its own vouches for: linearizable
+		// only if we still lead the shard.
 		if err := in.shard.verifyLeader(ctx); err != nil {
 			return nil, unconfirmedRead(err)
 		}
@@ -253,21 +256,29 @@ func unconfirmedRead(err error) error {
 }
 
 // endTurn ends a turn begun with beginTurn and releases the gate: the
-// turn's writes are committed (last, nil if there are none in flight;
-// readOnly if the turn added none), what it sent follows them through the
-// output gate, and an exception retires the instance — a Go panic may
-// leave the object's memory half-updated, so it starts afresh, while the
-// writes made before the panic still commit, as a Workers object's do.
-func (in *instance) endTurn(exc error) (last *commit, readOnly bool) {
+// turn's writes are committed (last, nil if there are none in flight),
+// what it sent follows them through the output gate, and an exception
+// retires the instance — a Go panic may leave the object's memory
+// half-updated, so it starts afresh, while the writes made before the
+// panic still commit, as a Workers object's do.
+//
+// prior is what beginTurn returned. confirm is set when no commit
+// submitted during the turn is in flight:
+// the turn wrote nothing, or its writes committed already. Its answer then
+// needs a leadership check of its own. A commit submitted before the turn
+// began does not do: its quorum may have acknowledged it before the
+// request arrived, with the acknowledgement only read late, and a newer
+// leader could have committed since (docs/architecture.md, section 8).
+func (in *instance) endTurn(prior *commit, exc error) (last *commit, confirm bool) {
 	last = in.storage.flush()
 	in.shard.exitTurn() // after flush: the turn's writes are queued on the shard now
-	readOnly = last == nil || last.isDone()
-	in.releaseOutbox(last, readOnly)
+	confirm = last == nil || last.isDone() || last == prior
+	in.releaseOutbox(last, confirm)
 	if exc != nil {
 		in.retire(exc)
 	}
 	in.unlock()
-	return last, readOnly
+	return last, confirm
 }
 
 // storageFailure turns a commit failure into the exception the caller sees.

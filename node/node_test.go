@@ -27,6 +27,7 @@ import (
 )
 
 // testCounter is the seed's Counter: read, change, write back, answer.
+// /peek answers without writing: a read-only turn.
 func testCounter(state *durable.State, env *durable.Env) durable.Object {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v, _, err := durable.GetJSON[int](state.Storage, "value")
@@ -40,6 +41,9 @@ func testCounter(state *durable.State, env *durable.Env) durable.Object {
 		case "/decrement":
 			v--
 		case "/":
+		case "/peek":
+			fmt.Fprint(w, v)
+			return
 		default:
 			http.Error(w, "Not found", http.StatusNotFound)
 			return
@@ -398,6 +402,74 @@ func (a failingApplier) Apply(cmd []byte, timeout time.Duration) raft.ApplyFutur
 		return failedFuture{err: raft.ErrEnqueueTimeout, delay: 30 * time.Millisecond}
 	}
 	return a.applier.Apply(cmd, timeout)
+}
+
+// slowCommitApplier holds back the outcome of the proposals chosen by
+// slow, and counts leadership checks.
+type slowCommitApplier struct {
+	applier
+	slow     func() bool
+	verifies *atomic.Int32
+}
+
+type slowFuture struct {
+	raft.ApplyFuture
+	delay time.Duration
+}
+
+func (f slowFuture) Error() error { time.Sleep(f.delay); return f.ApplyFuture.Error() }
+
+func (a slowCommitApplier) Apply(cmd []byte, timeout time.Duration) raft.ApplyFuture {
+	f := a.applier.Apply(cmd, timeout)
+	if a.slow() {
+		return slowFuture{ApplyFuture: f, delay: 400 * time.Millisecond}
+	}
+	return f
+}
+
+func (a slowCommitApplier) VerifyLeader() raft.Future {
+	a.verifies.Add(1)
+	return a.applier.VerifyLeader()
+}
+
+// A read-only turn that runs while an earlier turn's commit is in flight
+// checks leadership itself: that commit's acknowledgement may date from
+// before the read arrived, so it does not vouch for the read.
+func TestReadBehindAnEarlierCommitConfirmsLeadership(t *testing.T) {
+	var armed atomic.Bool
+	var verifies atomic.Int32
+	n := startNode(t, t.TempDir(), func(_ *Config, n *Node) {
+		n.applyWrap = func(a applier) applier {
+			return slowCommitApplier{applier: a, verifies: &verifies, slow: func() bool { return armed.CompareAndSwap(true, false) }}
+		}
+	})
+	defer closeNode(t, n)
+	get(t, n, "/increment", counterParams("R"))
+	armed.Store(true)
+	incremented := make(chan string, 1)
+	go func() {
+		_, body := get(t, n, "/increment", counterParams("R"))
+		incremented <- body
+	}()
+	// Wait for the increment's turn to end, its commit held back.
+	deadline := time.Now().Add(10 * time.Second)
+	for armed.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("the increment was never proposed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	before := verifies.Load()
+	code, body := get(t, n, "/peek", counterParams("R"))
+	if code != 200 || body != "2" {
+		t.Fatalf("read = %d %q, want 200 \"2\"", code, body)
+	}
+	if got := <-incremented; got != "2" {
+		t.Fatalf("increment = %q, want 2", got)
+	}
+	if verifies.Load() == before {
+		t.Fatal("the read was answered on the strength of an earlier turn's commit, with no leadership check of its own")
+	}
 }
 
 func TestOutputGateHidesFailedCommits(t *testing.T) {

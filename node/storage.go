@@ -762,6 +762,13 @@ func (s *objectStorage) committed(c *commit) {
 	}
 }
 
+// newest returns the newest commit submitted, nil if none was.
+func (s *objectStorage) newest() *commit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.last
+}
+
 // seal makes every later storage call fail with reason and returns the
 // newest commit, after which nothing of this instance is in flight.
 func (s *objectStorage) seal(reason error) *commit {

@@ -409,7 +409,8 @@ func (s *socket) deliver(event func(ctx context.Context, obj durable.Object) err
 		return false
 	}
 	defer in.m.release(in)
-	if err := in.beginTurn(in.ctx, false); err != nil {
+	prior, err := in.beginTurn(in.ctx, false)
+	if err != nil {
 		return false
 	}
 	var handlerErr error
@@ -420,7 +421,7 @@ func (s *socket) deliver(event func(ctx context.Context, obj durable.Object) err
 		handlerErr = event(context.WithValue(in.ctx, turnKey{}, &turnMark{inst: in}), in.obj)
 		return nil
 	})
-	in.endTurn(exc)
+	in.endTurn(prior, exc)
 	in.m.touch(in)
 	if handlerErr != nil {
 		in.m.cfg.Logger.Warn("WebSocket handler failed; closing the socket", "class", in.class, "id", in.id.String(), "error", handlerErr)
@@ -453,16 +454,17 @@ func (in *instance) openOutbox() {
 }
 
 // releaseOutbox closes the turn's outbox and queues what it holds behind
-// last, the turn's commit (nil if none is in flight), and, if the turn
-// wrote nothing (readOnly), a check that this node still leads.
-func (in *instance) releaseOutbox(last *commit, readOnly bool) {
+// last, the turn's commit (nil if none is in flight), and, if confirm (no
+// commit of the turn's own is in flight, endTurn), a check that this node
+// still leads.
+func (in *instance) releaseOutbox(last *commit, confirm bool) {
 	in.outMu.Lock()
 	in.turns--
 	sends := in.outbox
 	in.outbox = nil
 	in.outMu.Unlock()
 	if len(sends) > 0 {
-		in.pushBatch(sendBatch{after: last, verify: readOnly, sends: sends})
+		in.pushBatch(sendBatch{after: last, verify: confirm, sends: sends})
 	}
 }
 
