@@ -416,6 +416,21 @@ func streamStatus(stream grpc.ClientStream, err error) error {
 	return rerr
 }
 
+// errNoAnswer: the peer ended a forwarded request's stream with status OK
+// before its first frame, which no roost does (it answers every request
+// it takes with a result frame): gRPC reports it as a bare io.EOF, which
+// said nothing to whoever read the request's error.
+var errNoAnswer = errors.New("the peer ended the stream without an error, and without an answer")
+
+// firstFrameErr is err, an error of the first receive of a forwarded
+// request's stream, with io.EOF (status OK, no frame) said as errNoAnswer.
+func firstFrameErr(err error) error {
+	if errors.Is(err, io.EOF) {
+		return errNoAnswer
+	}
+	return err
+}
+
 // watchPeer returns ctx, also ended when p is reported lost, the function
 // that releases it, and the context of p's liveness it watches.
 func (f *forwarder) watchPeer(ctx context.Context, p peer) (context.Context, context.CancelFunc, context.Context) {
@@ -523,7 +538,7 @@ func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id du
 		if useCall && status.Code(err) == codes.Unimplemented {
 			return nil, errNoCall
 		}
-		return nil, unknown(err)
+		return nil, unknown(firstFrameErr(err))
 	}
 	return forwardedResponse(p, first.GetResult(), recv, cancel)
 }
@@ -556,7 +571,7 @@ func (f *forwarder) forwardTunnel(ctx context.Context, p peer, head *proto.Forwa
 	}
 	first, err := stream.Recv()
 	if err != nil {
-		return fail(err)
+		return fail(firstFrameErr(err))
 	}
 	if !stop() {
 		cancel()
@@ -824,6 +839,10 @@ type forwardServer struct {
 
 func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
 	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		// Not returned as it is: the sender would read "EOF" as Unknown.
+		return status.Error(codes.InvalidArgument, "the forwarded request's stream ended before its head")
+	}
 	if err != nil {
 		return err
 	}

@@ -943,3 +943,49 @@ func TestForwardFrameAmidTheBody(t *testing.T) {
 		}
 	})
 }
+
+// silentEndForward takes a request and ends its stream with status OK
+// without answering it, as no roost does.
+type silentEndForward struct {
+	proto.UnimplementedForwardServer
+}
+
+func (silentEndForward) Fetch(stream proto.Forward_FetchServer) error {
+	_, err := stream.Recv()
+	return err
+}
+
+func (silentEndForward) Call(*proto.ForwardCall, proto.Forward_CallServer) error { return nil }
+
+// A peer that ends a forwarded request's stream without an answer fails
+// it with an error that says so, of unknown outcome, not a bare "EOF";
+// and a Fetch stream that ends before its head is refused with a status
+// that says so, not "EOF" as Unknown.
+func TestForwardStreamEndedWithoutAnswer(t *testing.T) {
+	f := newForwarder()
+	defer f.close()
+	p := peer{id: "n9", addr: serveForward(t, silentEndForward{})}
+	req, _ := http.NewRequest(http.MethodGet, "http://x/increment?name=A", nil)
+	body, _ := newBodyBuffer(nil)
+	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, useCall := range []bool{false, true} {
+		_, err := f.forwardOnce(ctx, p, "Counter", id, req, body, 0, useCall)
+		if err == nil || !errors.Is(err, durable.ErrCommitIndeterminate) || !strings.Contains(err.Error(), "without an answer") {
+			t.Errorf("call %v: a stream ended with no answer: %v", useCall, err)
+		}
+	}
+	cc, err := f.conn(serveForward(t, &forwardServer{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := proto.NewForwardClient(cc).Fetch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.CloseSend()
+	if _, err := s.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "head") {
+		t.Errorf("a Fetch stream ended before its head: %v, want InvalidArgument", err)
+	}
+}
