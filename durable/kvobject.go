@@ -342,21 +342,32 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 	if err := o.sweep(); err != nil {
 		return err
 	}
+	// The entry is written before what it replaces is dropped: storage
+	// may refuse it ([storage] max_entry_bytes), and the turn's writes
+	// before that are committed all the same.
+	oldEntry, hadOld, err := o.storage.Get("k" + key)
+	if err != nil {
+		return err
+	}
 	if len(value) > kvChunkBytes {
 		if e.chunked, err = o.writeChunks(r.Context(), key, value); err != nil {
-			return err
-		}
-		if _, err := o.storage.Delete(kvPendingKey(key)); err != nil {
 			return err
 		}
 	} else {
 		e.value = value
 	}
-	if err := o.drop(key); err != nil {
-		return err
-	}
 	if err := o.storage.Put("k"+key, e.encode()); err != nil {
 		return err
+	}
+	if e.chunked != nil {
+		if _, err := o.storage.Delete(kvPendingKey(key)); err != nil {
+			return err
+		}
+	}
+	if hadOld {
+		if err := o.dropEntry(key, oldEntry); err != nil {
+			return err
+		}
 	}
 	if e.expiration != 0 {
 		if err := o.storage.Put(kvExpiryKey(e.expiration, key), nil); err != nil {
@@ -382,6 +393,11 @@ func (o *kvObject) drop(key string) error {
 	if err != nil || !ok {
 		return err
 	}
+	return o.dropEntry(key, b)
+}
+
+// dropEntry removes what the stored entry b of key keeps besides itself.
+func (o *kvObject) dropEntry(key string, b []byte) error {
 	old, err := decodeKVEntry(b)
 	if err != nil {
 		return err

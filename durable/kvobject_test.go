@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -613,5 +614,41 @@ func TestKVNamespacePutRefusesOversizedValueLocally(t *testing.T) {
 	}
 	if d.calls["put"] != 0 {
 		t.Fatalf("the oversized value was sent to the namespace's object (%d puts)", d.calls["put"])
+	}
+}
+
+// entryLimitStorage refuses an entry (key and value) over max bytes, as
+// storage with [storage] max_entry_bytes does.
+type entryLimitStorage struct {
+	*alarmStorage
+	max int
+}
+
+func (s *entryLimitStorage) Put(key string, value []byte) error {
+	if n := len(key) + len(value); n > s.max {
+		return fmt.Errorf("%w: entry of %d bytes", ErrValueTooLarge, n)
+	}
+	return s.alarmStorage.Put(key, value)
+}
+
+// A put whose entry the storage refuses (max_entry_bytes just over a
+// chunk: the chunks fit, a whole value of kvChunkBytes with its metadata
+// does not) leaves the key as it was: its old chunks and its place in the
+// expiration index too.
+func TestKVObjectPutRefusedByStorageChangesNothing(t *testing.T) {
+	h := newKVHarness(t)
+	h.obj = NewKVClass(func() time.Time { return h.now })(&State{Storage: &entryLimitStorage{alarmStorage: h.storage, max: kvChunkBytes + 100}}, nil).(*kvObject)
+	old := strings.Repeat("o", 2*kvChunkBytes+1)
+	h.put("doc", old, h.now.Unix()+3600)
+	chunks, index := h.keysWithPrefix("c"), h.keysWithPrefix("x")
+	resp := h.do(http.MethodPut, "put", url.Values{"key": {"doc"}}, `"`+strings.Repeat("m", 200)+`"`, strings.Repeat("n", kvChunkBytes))
+	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(kvErrorHeader) != "value-too-large" {
+		t.Fatalf("a put whose entry storage refuses: %d %q", resp.StatusCode, resp.Header.Get(kvErrorHeader))
+	}
+	if v, ok := h.get("doc"); !ok || v != old {
+		t.Fatalf("after the refused put: %d bytes, found %v; want the old value", len(v), ok)
+	}
+	if h.keysWithPrefix("c") != chunks || h.keysWithPrefix("x") != index {
+		t.Fatalf("after the refused put: %d chunks, %d index keys; were %d, %d", h.keysWithPrefix("c"), h.keysWithPrefix("x"), chunks, index)
 	}
 }
