@@ -465,6 +465,10 @@ func checkKVPut(key string, opts KVPutOptions, now time.Time) (int64, []byte, er
 		return 0, nil, fmt.Errorf("%w: give Expiration or ExpirationTTL, not both", ErrInvalidOption)
 	case !opts.Expiration.IsZero():
 		exp = opts.Expiration
+	case opts.ExpirationTTL != 0 && opts.ExpirationTTL < KVMinExpiration:
+		// Checked as given: now's fraction of a second, dropped below,
+		// would let a TTL of 59.5 s pass.
+		return 0, nil, fmt.Errorf("%w: expiration TTL %v is less than %v", ErrInvalidOption, opts.ExpirationTTL, KVMinExpiration)
 	case opts.ExpirationTTL != 0:
 		exp = now.Add(opts.ExpirationTTL)
 	}

@@ -290,6 +290,11 @@ func TestCheckKVPut(t *testing.T) {
 	// An absolute expiration counts in whole seconds, however far into its
 	// second now is.
 	late := now.Add(700 * time.Millisecond)
+	// A TTL under a minute is refused however far into its second now is,
+	// as Workers refuses an expirationTtl under 60.
+	if _, _, err := checkKVPut("k", KVPutOptions{ExpirationTTL: 59*time.Second + 500*time.Millisecond}, late); !errors.Is(err, ErrInvalidOption) {
+		t.Errorf("a TTL of 59.5 s, 0.7 s into the second: %v, want ErrInvalidOption", err)
+	}
 	for _, tc := range []struct {
 		ahead int64 // whole seconds after late's
 		nanos int64
