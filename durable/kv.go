@@ -488,10 +488,15 @@ func checkKVPut(key string, opts KVPutOptions, now time.Time) (int64, []byte, er
 	if opts.Metadata == nil {
 		return unix, nil, nil
 	}
-	meta, err := json.Marshal(opts.Metadata)
-	if err != nil {
+	// Without json.Marshal's escaping of <, > and &: each would count six
+	// bytes against the limit, where JSON.stringify's count is one.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(opts.Metadata); err != nil {
 		return 0, nil, fmt.Errorf("%w: metadata is not JSON: %v", ErrInvalidOption, err)
 	}
+	meta := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if len(meta) > KVMaxMetadataBytes {
 		return 0, nil, fmt.Errorf("%w: metadata of %d bytes as JSON (at most %d)", ErrValueTooLarge, len(meta), KVMaxMetadataBytes)
 	}

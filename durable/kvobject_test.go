@@ -275,6 +275,10 @@ func TestCheckKVPut(t *testing.T) {
 		{"metadata", "k", KVPutOptions{Metadata: map[string]int{"a": 1}}, nil},
 		{"metadata not JSON", "k", KVPutOptions{Metadata: func() {}}, ErrInvalidOption},
 		{"metadata too large", "k", KVPutOptions{Metadata: strings.Repeat("m", KVMaxMetadataBytes)}, ErrValueTooLarge},
+		// 1002 bytes of JSON, as JSON.stringify counts them: not 6002
+		// with each "<" escaped as \u003c.
+		{"metadata of HTML characters", "k", KVPutOptions{Metadata: strings.Repeat("<", KVMaxMetadataBytes-2)}, nil},
+		{"raw metadata of HTML characters", "k", KVPutOptions{Metadata: json.RawMessage(`"` + strings.Repeat("&", KVMaxMetadataBytes-2) + `"`)}, nil},
 		{"key too large", strings.Repeat("k", KVMaxKeyBytes+1), KVPutOptions{}, ErrKeyTooLarge},
 		{"key not UTF-8", "\xff", KVPutOptions{}, ErrInvalidOption},
 	}
@@ -286,6 +290,9 @@ func TestCheckKVPut(t *testing.T) {
 		if tc.name == "ttl" && exp != now.Add(time.Minute).Unix() {
 			t.Errorf("ttl: expiration %d", exp)
 		}
+	}
+	if _, meta, _ := checkKVPut("k", KVPutOptions{Metadata: map[string]string{"a": "<&>"}}, now); string(meta) != `{"a":"<&>"}` {
+		t.Errorf("metadata with HTML characters stored as %s", meta)
 	}
 	// An absolute expiration counts in whole seconds, however far into its
 	// second now is.
