@@ -114,6 +114,11 @@ func nextConfigStep(self raft.ServerID, servers []raft.Server, want []placement.
 	for _, s := range servers {
 		inConf[s.ID] = s.Suffrage
 	}
+	// A non-voter still catching up holds back the removals, not the
+	// replicas after it: one whose node died while it caught up would
+	// otherwise keep the next from ever being added (a heal that replaces
+	// it adds that next one).
+	catchingUp := configStep{kind: stepNone}
 	for _, id := range want {
 		if !known(id) {
 			continue
@@ -125,8 +130,13 @@ func nextConfigStep(self raft.ServerID, servers []raft.Server, want []placement.
 			if caughtUp(id) {
 				return configStep{stepPromote, id}
 			}
-			return configStep{stepCatchUp, id} // removals wait until every wanted replica votes
+			if catchingUp.kind == stepNone {
+				catchingUp = configStep{stepCatchUp, id}
+			}
 		}
+	}
+	if catchingUp.kind != stepNone {
+		return catchingUp // removals wait until every wanted replica votes
 	}
 	held := configStep{kind: stepNone}
 	for _, s := range servers {

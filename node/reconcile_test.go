@@ -175,6 +175,12 @@ func TestNextConfigStep(t *testing.T) {
 		// Two removals (the map changed twice): c's would leave [a b d] with
 		// one live, d's leaves [a b c] with two.
 		{"hold one, remove the other", conf(voter("a"), voter("b"), voter("c"), voter("d")), ids("a", "b"), nil, set("a", "c"), configStep{stepRemove, "d"}},
+		// d, added first, cannot catch up (its node died while it did):
+		// the replica added after it is still added and promoted, and
+		// removals wait for both.
+		{"add past one catching up", conf(voter("a"), voter("b"), voter("c"), nonvoter("d")), ids("a", "b", "c", "d", "e"), nil, all, configStep{stepAddNonvoter, "e"}},
+		{"promote past one catching up", conf(voter("a"), voter("b"), voter("c"), nonvoter("d"), nonvoter("e")), ids("a", "b", "d", "e"), set("e"), all, configStep{stepPromote, "e"}},
+		{"no removal while one catches up", conf(voter("a"), voter("b"), voter("c"), nonvoter("d"), voter("e")), ids("a", "b", "d", "e"), nil, all, configStep{stepCatchUp, "d"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
