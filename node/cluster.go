@@ -121,6 +121,9 @@ type localShard struct {
 	group *raftstore.Group
 	shard *shard
 	stop  context.CancelFunc
+	// started is when this node started the replica: a replica no leader
+	// has contacted since counts its silence from then (stopIfRemoved).
+	started time.Time
 	// leftConfirmed: a leader confirmed that the group's committed
 	// configuration leaves this node out (confirmLeft) while the map's
 	// shard had version leftConfirmed-1 (0: never), checked at most once
@@ -595,10 +598,23 @@ func (c *cluster) reconcileShards(ctx context.Context) (settled bool) {
 			settled = c.reconcileConfig(ctx, ls, s, m) && settled
 		}
 		if !slices.Contains(s.Replicas, c.self) {
-			if running {
+			switch {
+			case running:
 				settled = false
 				c.stopIfRemoved(ctx, i, ls, m, s)
-			} else {
+			case s.Version != placement.InitialShardVersion && c.takeLeftoverFromStart(i):
+				// The data of a replica this node ran before it
+				// restarted: the group may still count it as a voter
+				// (its removal waits for the replica replacing it,
+				// or for a quorum without it), and a voter that does
+				// not run can leave the group without a live quorum
+				// for good. It runs again, and stops as one that
+				// never stopped would (stopIfRemoved).
+				settled = false
+				if err := c.startShard(ctx, m, s); err != nil {
+					c.n.log.Error("starting a shard this node held before it restarted", "shard", i, "err", err)
+				}
+			default:
 				c.reclaim(ctx, m, s)
 			}
 			continue
@@ -669,7 +685,7 @@ func (c *cluster) startShard(ctx context.Context, m placement.Map, s placement.S
 	sh.watchLeadership(sctx, &c.n.wg, func() { c.n.manager.dropShard(sh) })
 	newAlarmScheduler(c.n.manager, sh, c.n.store, c.n.alarms).run(sctx, &c.n.wg)
 	c.mu.Lock()
-	c.groups[i] = &localShard{group: g, shard: sh, stop: cancel}
+	c.groups[i] = &localShard{group: g, shard: sh, stop: cancel, started: time.Now()}
 	delete(c.leftovers, i) // its data is in use again
 	c.mu.Unlock()
 	return nil

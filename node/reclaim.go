@@ -30,7 +30,9 @@ import (
 // leader, by snapshot if the leader's log no longer starts at 1.
 //
 // A node that restarts finds the data of groups it left among the Store's
-// groups (startCluster) and reclaims it the same way; raftstore finishes a
+// groups (startCluster), runs each such replica once more (its group may
+// still count it as a voter: stopIfRemoved stops it as it would have before
+// the restart), and then reclaims it the same way; raftstore finishes a
 // deletion a crash interrupted before any group starts. If the map gives the
 // shard back before the data is gone, the replica restarts on its own data,
 // which is as safe as any restart.
@@ -44,6 +46,9 @@ const reclaimInterval = time.Second
 type leftover struct {
 	next time.Time // when to ask again
 	busy bool      // a check is under way
+	// fromStart: the data was on disk when this node started, and the
+	// replica has not run since (reconcileShards runs it once again).
+	fromStart bool
 }
 
 // noteLeftovers records, at start, the shards whose data the Store holds.
@@ -54,9 +59,23 @@ func (c *cluster) noteLeftovers(groups []raftstore.GroupID) {
 	defer c.mu.Unlock()
 	for _, g := range groups {
 		if g != metaGroup {
-			c.leftovers[int(g)-1] = &leftover{}
+			c.leftovers[int(g)-1] = &leftover{fromStart: true}
 		}
 	}
+}
+
+// takeLeftoverFromStart reports whether shard i's data is a leftover this
+// node found at start and has not run since, and if so forgets that it
+// was: the replica is run again once (reconcileShards).
+func (c *cluster) takeLeftoverFromStart(i int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	lo := c.leftovers[i]
+	if lo == nil || !lo.fromStart || lo.busy {
+		return false
+	}
+	lo.fromStart = false
+	return true
 }
 
 // reclaim starts, unless one runs or ran within reclaimInterval, a check

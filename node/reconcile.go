@@ -211,7 +211,14 @@ func (c *cluster) stopIfRemoved(ctx context.Context, i int, ls *localShard, m pl
 		return
 	}
 	servers := cf.Configuration().Servers
-	sinceContact := time.Since(r.LastContact())
+	// A replica started since the last contact (or never contacted) has
+	// not been silent for longer than it ran: right after a restart, raft
+	// knows of no contact at all.
+	last := r.LastContact()
+	if last.Before(ls.started) {
+		last = ls.started
+	}
+	sinceContact := time.Since(last)
 	if !removedCanStop(raft.ServerID(c.self), r.State(), servers, want.Replicas, c.answeringIDs(servers), sinceContact, ls.leftConfirmed.Load() == want.Version+1) {
 		if sinceContact >= orphanTimeout {
 			c.confirmLeft(ctx, ls, m, want)
