@@ -68,13 +68,31 @@ func (h *healer) forget() {
 // healMoves returns the moves that re-create, on alive active nodes, the
 // replicas that dead nodes hold: placement.Plan over m with every node that
 // gossip does not see alive taken off the ring, keeping only moves that
-// take a replica off a dead node and add one elsewhere.
+// take a replica off a dead node and add one elsewhere — or that only take
+// it off, when the shard keeps m.Replicas replicas without it: a move
+// half done (its replacement added, and the operation ended before the
+// removal: the step timed out while a big shard caught up, or the meta
+// leadership moved) is finished, rather than leaving the shard with one
+// more voter, dead, and no failure to spare.
 func healMoves(m placement.Map, alive, dead map[placement.NodeID]bool) []placement.Move {
 	if len(dead) == 0 {
 		return nil
 	}
+	size := map[placement.ShardID]int{} // replicas once the kept moves before are made
 	return slices.DeleteFunc(placement.Plan(deadAsDraining(m, alive)), func(mv placement.Move) bool {
-		return mv.Add == "" || !dead[mv.Remove]
+		n, ok := size[mv.Shard]
+		if !ok && int(mv.Shard) < len(m.ShardMap) {
+			n = len(m.ShardMap[mv.Shard].Replicas)
+		}
+		if !dead[mv.Remove] || mv.Add == "" && n-1 < m.Replicas {
+			size[mv.Shard] = n
+			return true
+		}
+		if mv.Add == "" {
+			n--
+		}
+		size[mv.Shard] = n
+		return false
 	})
 }
 

@@ -114,6 +114,33 @@ func TestHealMoves(t *testing.T) {
 		})
 	}
 
+	// A heal move half done (its replacement added, and the operation
+	// ended before the dead replica's removal: the step timed out while a
+	// big shard caught up, or the meta leadership moved): the dead
+	// replica is removed on its own, since its replacement is there. Left
+	// in, the shard had four voters with one dead and survived no further
+	// failure.
+	view := deadAsDraining(m, alive("d"))
+	half := m.Clone()
+	held := half.ShardsOf("d")
+	if len(held) == 0 {
+		t.Fatal("d holds no replica")
+	}
+	sid := held[0]
+	for _, id := range placement.Desired(view)[sid] {
+		if !slices.Contains(half.ShardMap[sid].Replicas, id) {
+			half.ShardMap[sid].Replicas = append(slices.Clone(half.ShardMap[sid].Replicas), id)
+			half.ShardMap[sid].Version++
+		}
+	}
+	if n := len(half.ShardMap[sid].Replicas); n != 4 {
+		t.Fatalf("shard %d half moved has %d replicas", sid, n)
+	}
+	moves := healMoves(half, alive("d"), map[placement.NodeID]bool{"d": true})
+	if !slices.Contains(moves, placement.Move{Shard: sid, Remove: "d"}) {
+		t.Fatalf("a half-done heal of shard %d (%v) is not finished: moves %v", sid, half.ShardMap[sid].Replicas, moves)
+	}
+
 	// With no spare node the dead replica stays: removing it alone would
 	// lower the replication without replacing anything.
 	small := placement.InitialMap("c", nodes[:3], 8, 3)
