@@ -480,9 +480,9 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 		}
 		return
 	}
-	inRaft := map[raft.ServerID]bool{}
+	inRaft := map[raft.ServerID]raft.ServerAddress{}
 	for _, s := range conf.Configuration().Servers {
-		inRaft[s.ID] = true
+		inRaft[s.ID] = s.Address
 		// A removed node leaves the meta group too, so that it counts
 		// towards no quorum. Never this node: it hands the leadership
 		// over first (a removed node is stopped by its operator).
@@ -535,7 +535,13 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 			}
 			c.applyMeta(r, placement.Command{UpsertNode: &placement.UpsertNodeCmd{Node: node}})
 		}
-		if !inRaft[raft.ServerID(mem.ID)] {
+		// Added as a non-voter if new; one back at another address gets
+		// it (AddNonvoter changes no member's suffrage, only its address),
+		// or the group would dial the old one for good.
+		if addr, in := inRaft[raft.ServerID(mem.ID)]; !in || addr != raft.ServerAddress(mem.Meta.GRPCAddr) {
+			if in {
+				c.n.log.Info("a meta member is back at another address", "node", mem.ID, "was", addr, "now", mem.Meta.GRPCAddr)
+			}
 			r.AddNonvoter(raft.ServerID(mem.ID), raft.ServerAddress(mem.Meta.GRPCAddr), 0, 5*time.Second)
 		}
 	}

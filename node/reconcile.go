@@ -40,6 +40,14 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 		return false
 	}
 	log := c.n.log.With("shard", int(want.ID))
+	if id, addr, ok := movedMember(cf.Configuration().Servers, m); ok {
+		// First, as nothing else can count on a member the group dials
+		// at an address it left. AddNonvoter on a member changes only its
+		// address, never its suffrage.
+		log.Info("a replica's node is back at another address", "node", id, "now", addr)
+		raftstore.PublishCommitsAfter(r, r.AddNonvoter(id, addr, cf.Index(), membershipTimeout))
+		return false
+	}
 	known := func(id placement.NodeID) bool { _, ok := m.Nodes[id]; return ok }
 	caughtUp := func(id placement.NodeID) bool {
 		return c.caughtUp(ctx, m.Nodes[id], ls.group.ID(), r.AppliedIndex())
@@ -75,6 +83,19 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 		log.Debug("not removing a replica: the voters alive without it would not be a quorum", "node", step.node)
 	}
 	return false
+}
+
+// movedMember returns a member of servers whose node the map has at
+// another gRPC address (it came back after its address changed), with
+// that address.
+func movedMember(servers []raft.Server, m placement.Map) (raft.ServerID, raft.ServerAddress, bool) {
+	for _, s := range servers {
+		nd, ok := m.Nodes[placement.NodeID(s.ID)]
+		if ok && nd.GRPCAddr != "" && raft.ServerAddress(nd.GRPCAddr) != s.Address {
+			return s.ID, raft.ServerAddress(nd.GRPCAddr), true
+		}
+	}
+	return "", "", false
 }
 
 // configStepKind is what reconcileConfig does next.
