@@ -39,6 +39,14 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 	if cf.Error() != nil {
 		return false
 	}
+	if cf.Index() > r.CommitIndex() {
+		// The last change is not committed yet. Raft takes no other
+		// until it is: a change asked for now would wait in its queue,
+		// up to membershipTimeout, holding up this node's reconcile of
+		// every other shard. Each change also names the configuration
+		// it was planned from (cf.Index()), so none applies to another.
+		return false
+	}
 	log := c.n.log.With("shard", int(want.ID))
 	if id, addr, ok := movedMember(cf.Configuration().Servers, m); ok {
 		// First, as nothing else can count on a member the group dials
@@ -61,10 +69,10 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 		return true
 	case stepAddNonvoter:
 		log.Info("adding replica as non-voter", "node", step.node)
-		raftstore.PublishCommitsAfter(r, r.AddNonvoter(sid, addr, 0, membershipTimeout))
+		raftstore.PublishCommitsAfter(r, r.AddNonvoter(sid, addr, cf.Index(), membershipTimeout))
 	case stepPromote:
 		log.Info("promoting caught-up replica to voter", "node", step.node)
-		raftstore.PublishCommitsAfter(r, r.AddVoter(sid, addr, 0, membershipTimeout))
+		raftstore.PublishCommitsAfter(r, r.AddVoter(sid, addr, cf.Index(), membershipTimeout))
 	case stepHandOver:
 		target, ok := handOverTarget(cf.Configuration().Servers, raft.ServerID(c.self), func(id raft.ServerID) bool {
 			nid := placement.NodeID(id)
@@ -78,7 +86,7 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 		c.transfer(ls, target)
 	case stepRemove:
 		log.Info("removing replica", "node", step.node)
-		raftstore.PublishCommitsAfter(r, r.RemoveServer(sid, 0, membershipTimeout))
+		raftstore.PublishCommitsAfter(r, r.RemoveServer(sid, cf.Index(), membershipTimeout))
 	case stepHold:
 		log.Debug("not removing a replica: the voters alive without it would not be a quorum", "node", step.node)
 	}
