@@ -215,6 +215,8 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 		if run {
 			a.m.metrics.alarmsFired.Inc()
 		}
+	case errors.Is(err, errAlarmNotSet):
+		delete(a.retries, d.Object)
 	case errors.Is(err, errAlarmDropped):
 		delete(a.retries, d.Object)
 		a.m.metrics.alarmFailures.Inc()
@@ -255,11 +257,16 @@ func (m *manager) classOf(obj [32]byte) (string, durable.ID, bool) {
 // deleted all the same.
 var errAlarmDropped = errors.New("alarm dropped")
 
+// errAlarmNotSet: the alarm was deleted or moved before its delivery
+// began; nothing ran.
+var errAlarmNotSet = errors.New("alarm no longer set")
+
 // deliverAlarm runs the object's Alarm handler (if run) as a turn
 // scheduled for at. On success, or on the last try whatever the handler
 // returned, the alarm is deleted unless the handler set a new one. It
 // returns once that deletion is committed; a handler error after which the
-// alarm was deleted wraps errAlarmDropped.
+// alarm was deleted wraps errAlarmDropped. An alarm no longer set for at
+// when the turn begins is not delivered (errAlarmNotSet).
 func (m *manager) deliverAlarm(ctx context.Context, sh *shard, class string, id durable.ID, at int64, info durable.AlarmInfo, run, lastTry bool) error {
 	key := id.Bytes()
 	for attempt := 0; ; attempt++ {
@@ -281,6 +288,19 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 	prior, err := in.beginTurn(ctx, true)
 	if err != nil {
 		return err
+	}
+	// The alarm may have been deleted or moved since the scheduler read it
+	// as due (a turn ahead of this one, its commit maybe still in flight):
+	// that alarm is not set any more, and is not delivered.
+	if cur, ok, err := in.storage.GetAlarm(); err == nil && (!ok || cur.UnixMilli() != at) {
+		if last, _ := in.endTurn(prior, nil); last != nil {
+			// Once the change is committed the scheduler's next read
+			// sees it, rather than this alarm due again.
+			if err := last.wait(ctx); err != nil {
+				return storageFailure(err)
+			}
+		}
+		return errAlarmNotSet
 	}
 	var handlerErr error
 	endDelivery := in.storage.deliveringAlarm(at)

@@ -41,6 +41,12 @@ func (o *alarmObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fmt.Fprint(w, "set")
+	case "/delete":
+		if err := s.DeleteAlarm(); err != nil {
+			durable.WriteError(w, err)
+			return
+		}
+		fmt.Fprint(w, "deleted")
 	case "/state":
 		fired, _, _ := durable.GetJSON[int](s, "fired")
 		retries, _, _ := durable.GetJSON[int](s, "retries")
@@ -175,6 +181,79 @@ func TestAlarmSurvivesRestart(t *testing.T) {
 	n = startAlarmNode(t, dir)
 	defer closeNode(t, n)
 	waitState(t, n, "R", "fired=1 retries=0 alarm=false")
+}
+
+// heldReads holds a due read that found obj until the test lets it go:
+// the object's alarm changes between the scheduler's read and its delivery.
+type heldReads struct {
+	mu      sync.Mutex
+	obj     [32]byte
+	found   chan struct{} // closed when a due read found obj
+	proceed chan struct{} // closed by the test
+	once    sync.Once
+}
+
+func (h *heldReads) wrap(r alarmReader) alarmReader { return heldReader{r, h} }
+
+type heldReader struct {
+	alarmReader
+	h *heldReads
+}
+
+func (r heldReader) DueAlarms(g raftstore.GroupID, notAfter int64, limit int) ([]raftstore.DueAlarm, error) {
+	due, err := r.alarmReader.DueAlarms(g, notAfter, limit)
+	r.h.mu.Lock()
+	obj := r.h.obj
+	r.h.mu.Unlock()
+	for _, d := range due {
+		if d.Object == obj {
+			r.h.once.Do(func() { close(r.h.found) })
+			<-r.h.proceed
+		}
+	}
+	return due, err
+}
+
+// An alarm deleted, or moved later, after the scheduler read it as due but
+// before its delivery began is not delivered: the delivery checks, in its
+// turn, that the alarm is still set for the time it was read for.
+func TestAlarmChangedAfterItsReadIsNotDelivered(t *testing.T) {
+	for _, tc := range []struct{ name, change, want string }{
+		{"deleted", "/delete", "fired=0 retries=0 alarm=false"},
+		{"moved later", "/set", "fired=0 retries=0 alarm=true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &heldReads{found: make(chan struct{}), proceed: make(chan struct{})}
+			n := startAlarmNodeWith(t, t.TempDir(), alarmApp(), func(n *Node) { n.alarms.wrapReader = h.wrap })
+			defer closeNode(t, n)
+			ns, err := n.Env().Namespace("ALARM")
+			if err != nil {
+				t.Fatal(err)
+			}
+			name := "changed-" + tc.name
+			h.mu.Lock()
+			h.obj = ns.IDFromName(name).Bytes()
+			h.mu.Unlock()
+			if _, body := get(t, n, "/set", url.Values{"ns": {"ALARM"}, "name": {name}, "ms": {"50"}}); body != "set" {
+				t.Fatalf("set: %q", body)
+			}
+			select {
+			case <-h.found:
+			case <-time.After(10 * time.Second):
+				close(h.proceed)
+				t.Fatal("the scheduler never read the alarm as due")
+			}
+			// The change commits before the held read returns.
+			change := url.Values{"ns": {"ALARM"}, "name": {name}, "ms": {"3600000"}}
+			code, body := get(t, n, tc.change, change)
+			close(h.proceed)
+			if code != 200 {
+				t.Fatalf("%s: %d %s", tc.change, code, body)
+			}
+			time.Sleep(300 * time.Millisecond)
+			waitState(t, n, name, tc.want)
+		})
+	}
 }
 
 // scanCounter counts the alarm reads of each shard's scheduler, once each

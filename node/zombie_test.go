@@ -249,13 +249,19 @@ func TestRequestRetriedAfterResetKeepsItsBody(t *testing.T) {
 }
 
 // fetchingAlarm's Alarm handler fetches another object and returns the
-// fetch's error, as handlers commonly do.
+// fetch's error, as handlers commonly do. A request sets its alarm for at.
 type fetchingAlarm struct {
+	st     *durable.State
 	env    *durable.Env
 	target string
+	at     time.Time
 }
 
-func (o *fetchingAlarm) ServeHTTP(http.ResponseWriter, *http.Request) {}
+func (o *fetchingAlarm) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	if err := o.st.Storage.SetAlarm(o.at); err != nil {
+		durable.WriteError(w, err)
+	}
+}
 
 func (o *fetchingAlarm) Alarm(ctx context.Context, _ durable.AlarmInfo) error {
 	ns, err := o.env.Namespace("COUNTER")
@@ -277,8 +283,9 @@ func (o *fetchingAlarm) Alarm(ctx context.Context, _ durable.AlarmInfo) error {
 // routing error for the latter and retries it without counting, forever.
 func TestAlarmHandlersRoutingFailureIsNoRoutingError(t *testing.T) {
 	target := "" // chosen below, before the object is made
-	n, ns := startWithClass(t, "FETCHING", "Fetching", func(_ *durable.State, env *durable.Env) durable.Object {
-		return &fetchingAlarm{env: env, target: target}
+	at := time.UnixMilli(time.Now().Add(time.Hour).UnixMilli())
+	n, ns := startWithClass(t, "FETCHING", "Fetching", func(st *durable.State, env *durable.Env) durable.Object {
+		return &fetchingAlarm{st: st, env: env, target: target, at: at}
 	})
 	defer closeNode(t, n)
 	id := ns.IDFromName("f")
@@ -289,14 +296,21 @@ func TestAlarmHandlersRoutingFailureIsNoRoutingError(t *testing.T) {
 			target = name
 		}
 	}
+	// The alarm delivered is set: a delivery of one that is not runs nothing.
+	if code, body := get(t, n, "/", url.Values{"ns": {"FETCHING"}, "name": {"f"}}); code != 200 {
+		t.Fatalf("setting the alarm: %d %s", code, body)
+	}
 	other := n.shards[shardOf(counters.IDFromName(target).Bytes(), len(n.shards))]
 	other.handingOff.Store(true) // its leadership is moving: requests to it are re-routed
 	defer other.resume()
 
-	err := n.manager.deliverAlarm(context.Background(), n.shards[own], "Fetching", id, time.Now().UnixMilli(),
-		durable.AlarmInfo{ScheduledTime: time.Now()}, true, false)
+	err := n.manager.deliverAlarm(context.Background(), n.shards[own], "Fetching", id, at.UnixMilli(),
+		durable.AlarmInfo{ScheduledTime: at}, true, false)
 	if err == nil {
 		t.Fatal("the handler's fetch succeeded")
+	}
+	if errors.Is(err, errAlarmNotSet) {
+		t.Fatalf("the handler did not run: %v", err)
 	}
 	if errors.As(err, new(*routingError)) {
 		t.Fatalf("a delivery whose handler ran failed as a routing error: %v", err)
