@@ -123,6 +123,13 @@ func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.Wa
 	// count against this poll's.
 	a.mu.Lock()
 	budget := alarmBatch - len(a.running)
+	// seen collects the due alarms read, if the scheduler keeps any
+	// retries or unknown alarms: after reading every due alarm, those of
+	// objects not among them (the alarm deleted or moved on) are dropped.
+	var seen map[[32]byte]bool
+	if len(a.retries)+len(a.unknown) > 0 {
+		seen = make(map[[32]byte]bool)
+	}
 	a.mu.Unlock()
 	started := 0
 	var due []raftstore.DueAlarm
@@ -134,6 +141,9 @@ func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.Wa
 		for _, d := range due {
 			if started == budget {
 				break
+			}
+			if seen != nil {
+				seen[d.Object] = true
 			}
 			a.mu.Lock()
 			r, retrying := a.retries[d.Object]
@@ -167,6 +177,23 @@ func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.Wa
 	if err != nil {
 		a.m.cfg.Logger.Warn("reading due alarms", "shard", a.sh.id.String(), "err", err)
 		return earlier(next, now.Add(a.backoff))
+	}
+	if seen != nil && budget > 0 && started < budget && len(due) < alarmBatch {
+		// Every due alarm was read: a retry or unknown alarm not among
+		// them is of an alarm no longer set for that time (a retry's
+		// alarm time is due, and so is an unknown alarm's).
+		a.mu.Lock()
+		for obj := range a.retries {
+			if !seen[obj] {
+				delete(a.retries, obj)
+			}
+		}
+		for obj := range a.unknown {
+			if !seen[obj] {
+				delete(a.unknown, obj)
+			}
+		}
+		a.mu.Unlock()
 	}
 	// Alarms at nowMs or before are in due (or, past a full batch, are
 	// reached as the deliveries above end): wait for the first one after.

@@ -581,3 +581,60 @@ func TestCloseGivesUpOnAHandlerIgnoringItsContext(t *testing.T) {
 	}
 	close(release)
 }
+
+// noAlarms is a reader of shards without alarms: the node's own schedulers
+// stay idle while a test drives one of its own.
+type noAlarms struct{}
+
+func (noAlarms) DueAlarms(raftstore.GroupID, int64, int) ([]raftstore.DueAlarm, error) {
+	return nil, nil
+}
+
+func (noAlarms) DueAlarmsAfter(raftstore.GroupID, raftstore.DueAlarm, int64, int) ([]raftstore.DueAlarm, error) {
+	return nil, nil
+}
+
+func (noAlarms) NextAlarm(raftstore.GroupID, int64) (int64, bool, error) { return 0, false, nil }
+
+// A failed alarm's retry is forgotten once the object deletes the alarm:
+// the scheduler would otherwise keep an entry for every alarm that failed
+// and was then deleted, for as long as the node serves the shard.
+func TestAlarmRetryOfADeletedAlarmIsForgotten(t *testing.T) {
+	n := startAlarmNodeWith(t, t.TempDir(), alarmApp(), func(n *Node) {
+		n.alarms.wrapReader = func(alarmReader) alarmReader { return noAlarms{} }
+	})
+	defer closeNode(t, n)
+	ns, err := n.Env().Namespace("ALARM")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const name = "forgotten"
+	sh := n.shards[shardOf(ns.IDFromName(name).Bytes(), len(n.shards))]
+	a := newAlarmScheduler(n.manager, sh, n.store, alarmSettings{backoff: time.Hour, maxSleep: time.Hour})
+	poll := func() {
+		var fires sync.WaitGroup
+		a.poll(context.Background(), time.Now(), &fires)
+		fires.Wait()
+	}
+	retries := func() int {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return len(a.retries)
+	}
+	params := url.Values{"ns": {"ALARM"}, "name": {name}}
+	if _, body := get(t, n, "/set", url.Values{"ns": {"ALARM"}, "name": {name}, "ms": {"0"}, "fail": {"100"}}); body != "set" {
+		t.Fatalf("set: %q", body)
+	}
+	time.Sleep(5 * time.Millisecond) // due
+	poll()
+	if r := retries(); r != 1 {
+		t.Fatalf("after a failed delivery: %d retries kept, want 1", r)
+	}
+	if code, body := get(t, n, "/delete", params); body != "deleted" {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	poll()
+	if r := retries(); r != 0 {
+		t.Fatalf("after the alarm was deleted: %d retries kept, want 0", r)
+	}
+}
