@@ -180,7 +180,10 @@ func puts(entries map[string][]byte) iter.Seq2[string, cachedValue] {
 
 func deletes(keys []string) iter.Seq2[string, cachedValue] {
 	return func(yield func(string, cachedValue) bool) {
-		for _, k := range keys {
+		for i, k := range keys {
+			if slices.Contains(keys[:i], k) {
+				continue // a repeated key is one delete, as in the batch
+			}
 			if !yield(k, cachedValue{}) {
 				return
 			}

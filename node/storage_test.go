@@ -1573,3 +1573,34 @@ func TestStorageSetAlarmOutOfRange(t *testing.T) {
 	commitStorage(t, st)
 	checkAlarm(t, "after commit", openTestStorage(t, n, obj, nil), time.Time{})
 }
+
+// TestStorageTurnSizeRepeatedDeletes: a key repeated in one DeleteMany is
+// one delete, in the turn's size as in the batch: a DeleteMany that names
+// a key twice fits wherever deleting it once does.
+func TestStorageTurnSizeRepeatedDeletes(t *testing.T) {
+	n := storageTestNode(t)
+	st := openTestStorage(t, n, storageTestObject(t), nil)
+	lim := n.cfg.Limits
+	key := strings.Repeat("d", lim.MaxKeyBytes)
+	del := keyOpLen(key, cachedValue{})
+	value := func(size int) []byte { return bytes.Repeat([]byte{'v'}, size) }
+	for i := 0; ; i++ {
+		k := fmt.Sprint("big", i)
+		if err := st.Put(k, value(lim.MaxEntryBytes-len(k))); err != nil {
+			checkErr(t, "Put", err, durable.ErrTurnTooLarge)
+			break
+		}
+	}
+	// Fill the turn until room is left for one delete of key but not two.
+	room := raftstore.MaxBatchBytes - batchOverhead - st.pending.keyBytes
+	size := room - del - del/2
+	for size > 0 && keyOpLen("fill", cachedValue{value: value(size), exists: true}) > room-del-del/2 {
+		size--
+	}
+	checkErr(t, "Put of the filler", st.Put("fill", value(size)), nil)
+	if got, err := st.DeleteMany([]string{key, key}); err != nil || got != 0 {
+		t.Fatalf("DeleteMany of a key twice = %d, %v; want 0, nil", got, err)
+	}
+	checkErr(t, "Put of a key as large again", st.Put(strings.Repeat("e", lim.MaxKeyBytes), nil), durable.ErrTurnTooLarge)
+	commitStorage(t, st)
+}
