@@ -479,8 +479,8 @@ func listLayers(opts durable.ListOptions, layers []*writeSet, committed func(dur
 		if q.Limit > 0 {
 			// Deleted keys may remove committed ones from the page: ask for more.
 			for _, v := range merged {
-				if !v.exists {
-					q.Limit++
+				if !v.exists && q.Limit < math.MaxInt {
+					q.Limit++ // saturating: a Limit of math.MaxInt must not wrap
 				}
 			}
 		}

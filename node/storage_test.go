@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -786,6 +787,8 @@ func TestStorageList(t *testing.T) {
 		{opts: O{Limit: 3}, want: []string{"a", "a/1", "a/2"}},
 		{opts: O{Limit: len(data)}, want: data},
 		{opts: O{Limit: 100}, want: data},
+		{opts: O{Limit: math.MaxInt}, want: data},
+		{opts: O{Limit: math.MaxInt - 1, Reverse: true}, want: rev(data)},
 		{opts: O{Reverse: true}, want: rev(data)},
 		{opts: O{Reverse: true, Limit: 1}, want: []string{"😀"}},
 		{opts: O{Reverse: true, Limit: 3}, want: []string{"😀", "\uff5e", "é"}},
