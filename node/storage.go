@@ -893,14 +893,19 @@ func (t *txn) DeleteMany(keys []string) (int, error) {
 		return 0, err
 	}
 	n := 0
-	for _, k := range keys {
+	for i, k := range keys {
+		if slices.Contains(keys[:i], k) {
+			continue // a repeated key is deleted once
+		}
 		v, err := t.lookup(k)
 		if err != nil {
-			return 0, err
+			return 0, err // before any delete: a failed call records nothing
 		}
 		if v.exists {
 			n++
 		}
+	}
+	for _, k := range keys {
 		t.writes.del(k)
 	}
 	return n, nil

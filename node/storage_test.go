@@ -1607,3 +1607,39 @@ func TestStorageTurnSizeRepeatedDeletes(t *testing.T) {
 	checkErr(t, "Put of a key as large again", st.Put(strings.Repeat("e", lim.MaxKeyBytes), nil), durable.ErrTurnTooLarge)
 	commitStorage(t, st)
 }
+
+// failingReader is a committedReader whose Get of one key fails.
+type failingReader struct {
+	committedReader
+	key string
+}
+
+func (r failingReader) Get(g raftstore.GroupID, obj [32]byte, key string) ([]byte, bool, error) {
+	if key == r.key {
+		return nil, false, errors.New("read failed")
+	}
+	return r.committedReader.Get(g, obj, key)
+}
+
+// TestStorageTxnDeleteManyReadError: a transaction's DeleteMany that fails
+// reading one of its keys deletes none of them, as the object's does.
+func TestStorageTxnDeleteManyReadError(t *testing.T) {
+	n := storageTestNode(t)
+	obj := storageTestObject(t)
+	seedStorage(t, n, obj, abcSeed)
+	st := openTestStorage(t, n, obj, nil)
+	st.reader = failingReader{committedReader: st.reader, key: "bad"}
+	if got, err := st.DeleteMany([]string{"a", "bad"}); err == nil {
+		t.Fatalf("DeleteMany with a failing read = %d, nil; want an error", got)
+	}
+	checkGet(t, "after the object's failed DeleteMany", st, "a", "1", true)
+	err := st.Transaction(func(tx durable.Txn) error {
+		if got, err := tx.DeleteMany([]string{"b", "bad"}); err == nil {
+			t.Errorf("the transaction's DeleteMany with a failing read = %d, nil; want an error", got)
+		}
+		checkGet(t, "in the transaction after its failed DeleteMany", tx, "b", "2", true)
+		return nil
+	})
+	checkErr(t, "Transaction", err, nil)
+	checkGet(t, "after the transaction", st, "b", "2", true)
+}
