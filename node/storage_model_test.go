@@ -69,14 +69,14 @@ func (m storageModel) list(o durable.ListOptions) []string {
 }
 
 // TestStorageModel runs random operations on an object's storage and on a
-// storageModel, committing (or holding commits in flight, or reopening the
-// storage over the committed state) at random points, and compares every
-// result. It is deterministic for a seed.
+// storageModel, committing (or holding commits in flight, failing one of
+// them, or reopening the storage over the committed state) at random
+// points, and compares every result. It is deterministic for a seed.
 func TestStorageModel(t *testing.T) {
 	n := storageTestNode(t)
 	keys := []string{"", "a", "a/", "a/1", "a/2", "a\x00", "ab", "b", "b/1", "ba", "é", "z", "\xff", "\xff\xff"}
 	bounds := append(slices.Clone(keys), "a/0", "a/15", "c", "e", "\xfe")
-	for seed := int64(1); seed <= 6; seed++ {
+	for seed := int64(1); seed <= 8; seed++ {
 		t.Run(fmt.Sprint("seed ", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
 			obj := storageTestObject(t)
@@ -231,9 +231,20 @@ func TestStorageModel(t *testing.T) {
 				}
 			}
 			errBoom := errors.New("boom")
+			// committed is what the store holds; flushed the model as of
+			// each commit held in flight, oldest first.
+			committed := storageModel{}
+			var flushed []storageModel
+			flush := func() {
+				if st.pending != nil {
+					flushed = append(flushed, maps.Clone(model))
+				}
+				st.flush()
+			}
 			commitAll := func() {
 				t.Helper()
-				c := st.flush()
+				flush()
+				c := st.newest()
 				gate.release()
 				if c != nil {
 					<-c.done
@@ -244,9 +255,60 @@ func TestStorageModel(t *testing.T) {
 				if !st.idle() {
 					fail("storage not idle after its newest commit")
 				}
+				committed, flushed = maps.Clone(model), nil
+			}
+			// failCommit fails one of the commits in flight: those before it
+			// commit, those after it must not, and the storage is broken.
+			failCommit := func() {
+				t.Helper()
+				flush()
+				gate.mu.Lock()
+				held := gate.held
+				gate.held = nil
+				gate.mu.Unlock()
+				if len(held) == 0 {
+					return
+				}
+				i := rng.Intn(len(held))
+				log = append(log, fmt.Sprintf("fail commit %d of %d in flight", i, len(held)))
+				for _, c := range held[:i] {
+					if err := gate.to.submit(c); err != nil {
+						c.finish(err)
+					}
+				}
+				if i > 0 {
+					<-held[i-1].done
+					if err := held[i-1].err; err != nil {
+						fail("commit before the failed one: %v", err)
+					}
+					committed = flushed[i-1]
+				}
+				held[i].finish(errBoom)
+				for _, c := range held[i+1:] {
+					if err := gate.to.submit(c); err != nil {
+						c.finish(err)
+					}
+				}
+				for _, c := range held[i+1:] {
+					<-c.done
+					if c.err == nil {
+						fail("a commit after the failed one committed")
+					}
+				}
+				if _, _, err := st.Get("a"); !errors.Is(err, errBoom) {
+					fail("Get after a failed commit: %v", err)
+				}
+				if err := st.Put("a", nil); !errors.Is(err, errBoom) {
+					fail("Put after a failed commit: %v", err)
+				}
+				if _, err := st.List(durable.ListOptions{}); !errors.Is(err, errBoom) {
+					fail("List after a failed commit: %v", err)
+				}
+				st = openTestStorage(t, n, obj, gate)
+				model, flushed = maps.Clone(committed), nil
 			}
 			for i := 0; i < 400; i++ {
-				switch r := rng.Intn(40); {
+				switch r := rng.Intn(41); {
 				case r < 28:
 					step(st, model, "")
 				case r < 30:
@@ -289,14 +351,16 @@ func TestStorageModel(t *testing.T) {
 					}
 				case r < 37:
 					log = append(log, "flush (held in flight)")
-					st.flush()
+					flush()
 				case r < 39:
 					log = append(log, "commit")
 					commitAll()
-				default:
+				case r < 40:
 					log = append(log, "commit and reopen")
 					commitAll()
 					st = openTestStorage(t, n, obj, gate)
+				default:
+					failCommit()
 				}
 				if len(log) > 60 {
 					log = log[len(log)-60:]
