@@ -84,7 +84,9 @@ type Storage interface {
 type Txn interface {
 	ReadWriter
 	// Rollback discards the transaction's writes; Transaction then returns
-	// ErrTransactionRolledBack.
+	// ErrTransactionRolledBack. Later calls on the Txn fail with
+	// ErrTransactionRolledBack, and calls once Transaction has returned
+	// with ErrInvalidOption, as Cloudflare's do.
 	Rollback()
 }
 

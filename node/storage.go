@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/roostdb/roost/durable"
@@ -561,6 +562,7 @@ func (s *objectStorage) Transaction(fn func(tx durable.Txn) error) (err error) {
 	s.mu.Unlock()
 	tx := &txn{s: s, writes: newWriteSet()}
 	defer func() {
+		tx.ended.Store(true)
 		s.mu.Lock()
 		s.inTxn = false
 		s.mu.Unlock()
@@ -817,11 +819,25 @@ type txn struct {
 	s          *objectStorage
 	writes     *writeSet
 	rolledBack bool
+	ended      atomic.Bool // Transaction has returned
 }
 
 var _ durable.Txn = (*txn)(nil)
 
 func (t *txn) Rollback() { t.rolledBack = true }
+
+// usable refuses calls after Rollback and once Transaction has returned,
+// as Cloudflare's transaction does: their writes would never commit, and
+// reads would show writes that never commit.
+func (t *txn) usable() error {
+	switch {
+	case t.ended.Load():
+		return fmt.Errorf("%w: the transaction has ended (a Txn is used only inside its Transaction's fn)", durable.ErrInvalidOption)
+	case t.rolledBack:
+		return fmt.Errorf("%w: the transaction cannot be used after Rollback", durable.ErrTransactionRolledBack)
+	}
+	return nil
+}
 
 func (t *txn) lookup(key string) (cachedValue, error) {
 	if v, ok := t.writes.lookup(key); ok {
@@ -836,6 +852,9 @@ func (t *txn) lookup(key string) (cachedValue, error) {
 }
 
 func (t *txn) Get(key string) ([]byte, bool, error) {
+	if err := t.usable(); err != nil {
+		return nil, false, err
+	}
 	if err := t.s.limits.CheckKey(key); err != nil {
 		return nil, false, err
 	}
@@ -847,6 +866,9 @@ func (t *txn) Get(key string) ([]byte, bool, error) {
 }
 
 func (t *txn) GetMany(keys []string) (map[string][]byte, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
 	if err := t.s.checkKeys(keys); err != nil {
 		return nil, err
 	}
@@ -868,6 +890,9 @@ func (t *txn) Put(key string, value []byte) error {
 }
 
 func (t *txn) PutMany(entries map[string][]byte) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
 	if err := t.s.checkEntries(entries); err != nil {
 		return err
 	}
@@ -886,6 +911,9 @@ func (t *txn) Delete(key string) (bool, error) {
 }
 
 func (t *txn) DeleteMany(keys []string) (int, error) {
+	if err := t.usable(); err != nil {
+		return 0, err
+	}
 	if err := t.s.checkKeys(keys); err != nil {
 		return 0, err
 	}
@@ -912,6 +940,9 @@ func (t *txn) DeleteMany(keys []string) (int, error) {
 }
 
 func (t *txn) List(opts durable.ListOptions) ([]durable.KV, error) {
+	if err := t.usable(); err != nil {
+		return nil, err
+	}
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}

@@ -1643,3 +1643,51 @@ func TestStorageTxnDeleteManyReadError(t *testing.T) {
 	checkErr(t, "Transaction", err, nil)
 	checkGet(t, "after the transaction", st, "b", "2", true)
 }
+
+// TestStorageTxnAfterRollback: after tx.Rollback, and after Transaction has
+// returned, tx neither shows nor takes writes that will never commit: its
+// calls fail, as Cloudflare's ("Cannot get on rolled back transaction",
+// "... on transaction that has already committed").
+func TestStorageTxnAfterRollback(t *testing.T) {
+	n := storageTestNode(t)
+	obj := storageTestObject(t)
+	seedStorage(t, n, obj, abcSeed)
+	st := openTestStorage(t, n, obj, nil)
+	calls := func(t *testing.T, stage string, tx durable.Txn, target error) {
+		t.Helper()
+		if v, ok, err := tx.Get("x"); !errors.Is(err, target) {
+			t.Errorf("%s: Get = %q, %v, %v; want an error wrapping %v", stage, v, ok, err, target)
+		}
+		if m, err := tx.GetMany([]string{"x", "a"}); !errors.Is(err, target) {
+			t.Errorf("%s: GetMany = %s, %v; want an error wrapping %v", stage, showMap(bytesMap(m)), err, target)
+		}
+		if kvs, err := tx.List(durable.ListOptions{}); !errors.Is(err, target) {
+			t.Errorf("%s: List = %s, %v; want an error wrapping %v", stage, showKVs(kvs), err, target)
+		}
+		checkErr(t, stage+": Put", tx.Put("y", []byte("1")), target)
+		checkErr(t, stage+": PutMany", tx.PutMany(map[string][]byte{"y": []byte("1")}), target)
+		if _, err := tx.Delete("b"); !errors.Is(err, target) {
+			t.Errorf("%s: Delete: %v; want an error wrapping %v", stage, err, target)
+		}
+		if _, err := tx.DeleteMany([]string{"b"}); !errors.Is(err, target) {
+			t.Errorf("%s: DeleteMany: %v; want an error wrapping %v", stage, err, target)
+		}
+	}
+	var kept durable.Txn
+	err := st.Transaction(func(tx durable.Txn) error {
+		checkErr(t, "Put", tx.Put("x", []byte("9")), nil)
+		tx.Rollback()
+		tx.Rollback() // again: no effect
+		calls(t, "after Rollback", tx, durable.ErrTransactionRolledBack)
+		return nil
+	})
+	checkErr(t, "Transaction", err, durable.ErrTransactionRolledBack)
+	checkErr(t, "Transaction", st.Transaction(func(tx durable.Txn) error {
+		kept = tx
+		return nil
+	}), nil)
+	calls(t, "after Transaction returned", kept, durable.ErrInvalidOption)
+	kept.Rollback() // no effect
+	commitStorage(t, st)
+	expectState(t, "after commit", openTestStorage(t, n, obj, nil), map[string]string{"a": "1", "b": "2", "c": "3"}, []string{"x", "y"})
+}
