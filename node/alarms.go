@@ -345,21 +345,13 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		}
 		return nil
 	})
-	written := endDelivery()
-	dropped := false // the handler failed and the alarm is deleted all the same
-	if exc == nil && (handlerErr == nil || lastTry) {
-		// Delete the alarm we delivered, unless it was written while it
-		// ran: a handler that sets it for now re-arms it, though "now" may
-		// be the very millisecond it was delivered for.
-		var err error
-		if !written {
-			if cur, ok, gerr := in.storage.GetAlarm(); gerr == nil && ok && cur.UnixMilli() == at {
-				err = in.storage.DeleteAlarm()
-			}
-		}
-		dropped = handlerErr != nil && err == nil
-		handlerErr = errors.Join(handlerErr, err)
-	}
+	// Delete the alarm delivered, unless it was written while it ran: a
+	// handler that sets it for now re-arms it, though "now" may be the
+	// very millisecond it was delivered for.
+	del := exc == nil && (handlerErr == nil || lastTry)
+	err = endDelivery(del)
+	dropped := del && handlerErr != nil && err == nil // the handler failed and the alarm is deleted all the same
+	handlerErr = errors.Join(handlerErr, err)
 	last, _ := in.endTurn(prior, exc)
 	if last != nil {
 		if err := last.wait(ctx); err != nil {

@@ -628,18 +628,32 @@ func (s *objectStorage) GetAlarm() (time.Time, bool, error) {
 
 // deliveringAlarm marks the alarm set for at as running: GetAlarm hides it
 // until the object sets or deletes its alarm. The function it returns ends
-// the mark and reports whether the alarm was written meanwhile (set again,
-// even for the very time delivered, or deleted).
-func (s *objectStorage) deliveringAlarm(at int64) (end func() (written bool)) {
+// the mark and, if del, deletes the alarm delivered unless it was written
+// meanwhile (set again, even for the very time delivered, or deleted): in
+// one step under s.mu, so that a SetAlarm from WaitUntil work, which runs
+// outside the gate, cannot fall between the check and the delete.
+func (s *objectStorage) deliveringAlarm(at int64) (end func(del bool) error) {
 	s.mu.Lock()
 	d := &alarmDelivery{at: at, writes: s.alarmWrites}
 	s.delivering = d
 	s.mu.Unlock()
-	return func() bool {
+	return func(del bool) error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.delivering = nil
-		return s.alarmWrites != d.writes
+		if !del || s.alarmWrites != d.writes {
+			return nil
+		}
+		if err := s.usable(); err != nil {
+			return err
+		}
+		a, err := s.currentAlarm()
+		if err != nil || !a.exists || a.at != at {
+			return err
+		}
+		s.writable().alarm = &alarmValue{}
+		s.alarmWrites++
+		return nil
 	}
 }
 
