@@ -382,6 +382,9 @@ func (s *objectStorage) PutMany(entries map[string][]byte) error {
 	if err := s.usable(); err != nil {
 		return err
 	}
+	if len(entries) == 0 {
+		return nil // nothing to commit: no empty batch, no Raft entry
+	}
 	if err := s.pending.fits(puts(entries)); err != nil {
 		return err
 	}
@@ -420,6 +423,9 @@ func (s *objectStorage) DeleteMany(keys []string) (int, error) {
 		if v.exists {
 			n++
 		}
+	}
+	if len(keys) == 0 {
+		return 0, nil
 	}
 	if err := s.pending.fits(deletes(keys)); err != nil {
 		return 0, err
@@ -577,6 +583,9 @@ func (s *objectStorage) Transaction(fn func(tx durable.Txn) error) (err error) {
 	defer s.mu.Unlock()
 	if err := s.usable(); err != nil {
 		return err
+	}
+	if len(tx.writes.keys) == 0 {
+		return nil // a read-only transaction commits nothing
 	}
 	if err := s.pending.fits(maps.All(tx.writes.keys)); err != nil {
 		return err

@@ -1691,3 +1691,36 @@ func TestStorageTxnAfterRollback(t *testing.T) {
 	commitStorage(t, st)
 	expectState(t, "after commit", openTestStorage(t, n, obj, nil), map[string]string{"a": "1", "b": "2", "c": "3"}, []string{"x", "y"})
 }
+
+// Calls that write nothing (a read-only transaction, PutMany and
+// DeleteMany of no keys) leave nothing to commit: an empty batch would
+// cost a Raft entry, and the turn would not count as read-only.
+func TestStorageNoWriteCommitsNothing(t *testing.T) {
+	n := storageTestNode(t)
+	obj := storageTestObject(t)
+	seedStorage(t, n, obj, []storageOp{opPut("a", "1")})
+	var st *objectStorage
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"read-only transaction", func() error {
+			return st.Transaction(func(tx durable.Txn) error {
+				_, _, err := tx.Get("a")
+				return err
+			})
+		}},
+		{"PutMany of no keys", func() error { return st.PutMany(map[string][]byte{}) }},
+		{"DeleteMany of no keys", func() error { _, err := st.DeleteMany(nil); return err }},
+	}
+	for _, c := range calls {
+		st = openTestStorage(t, n, obj, nil) // one with no commit of its own yet
+		if err := c.call(); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if last := st.flush(); last != nil {
+			t.Errorf("%s left a commit to make", c.name)
+			commitStorage(t, st)
+		}
+	}
+}
