@@ -586,9 +586,15 @@ func (f *forwarder) forwardTunnel(ctx context.Context, p peer, head *proto.Forwa
 		Status: "101 Switching Protocols", StatusCode: http.StatusSwitchingProtocols,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: fromForwardHeaders(res.Headers), ContentLength: -1,
 	}
-	resp.Body = &tunnelBody{r: receiveBody(stream.Recv, cancel), stream: stream, cancel: cancel}
+	t := &tunnelBody{stream: stream, cancel: cancel}
+	t.r = receiveBody(stream.Recv, t.received)
+	resp.Body = t
 	return resp, nil
 }
+
+// tunnelDrain bounds how long a closed tunnel waits for the peer to take
+// what the client sent last and end the stream.
+const tunnelDrain = 10 * time.Second
 
 // tunnelBody is the client end of a forwarded WebSocket's byte tunnel.
 type tunnelBody struct {
@@ -597,6 +603,23 @@ type tunnelBody struct {
 	stream proto.Forward_FetchClient
 	cancel context.CancelFunc
 	closed bool
+	ending atomic.Bool // Close ran: the reader is closed, the stream half-closed
+}
+
+// received runs when the tunnel's reader ends. After Close, the stream is
+// drained until the peer ends it (it does once it has taken everything
+// the client sent), and only then cancelled: a cancel resets the stream,
+// and what the client sent last, still queued here, never reached the
+// object. Close bounds the wait (tunnelDrain).
+func (t *tunnelBody) received() {
+	if t.ending.Load() {
+		for {
+			if _, err := t.stream.Recv(); err != nil {
+				break
+			}
+		}
+	}
+	t.cancel()
 }
 
 func (t *tunnelBody) Read(p []byte) (int, error) { return t.r.Read(p) }
@@ -620,8 +643,11 @@ func (t *tunnelBody) Close() error {
 	if !t.closed {
 		t.closed = true
 		_ = t.stream.CloseSend()
-		t.cancel()
+		t.ending.Store(true)
 		t.r.Close()
+		// Not cancelled yet: received does once the peer has ended the
+		// stream, or this does if it takes too long.
+		time.AfterFunc(tunnelDrain, t.cancel)
 	}
 	return nil
 }

@@ -73,6 +73,9 @@ func (o *room) WebSocketMessage(ctx context.Context, ws *durable.WebSocket, msg 
 		req, resp, _ := strings.Cut(pair, " ")
 		return o.setAutoResponse(ws, &durable.WebSocketAutoResponse{Request: req, Response: resp})
 	}
+	if strings.HasPrefix(string(msg.Data), "inc ") { // "inc" with padding: a large message
+		msg.Data = []byte("inc")
+	}
 	switch string(msg.Data) {
 	case "auto-long":
 		return o.setAutoResponse(ws, &durable.WebSocketAutoResponse{Request: strings.Repeat("x", durable.MaxWebSocketAutoResponse+1), Response: "y"})
@@ -1079,4 +1082,36 @@ func TestWebSocketTunnelEndsWhenItsPeerGoesSilent(t *testing.T) {
 		t.Fatalf("the room heard %q (%v), want an unclean close, 1006", closed, err)
 	}
 	t.Logf("the leader dropped the silent peer's socket %v after the cut", took.Round(100*time.Millisecond))
+}
+
+// A tunnelled client that sends a message and then drops its connection
+// (no close frame) has its message delivered, as one that entered at the
+// leader has. Before, the entry node cancelled the tunnel's stream as soon
+// as the client's connection ended, which reset it: what was still queued
+// for the leader (most of a large last message) was dropped.
+func TestWebSocketTunnelDeliversWhatCameBeforeADrop(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	li := c.waitLeaderOf(t, groupOf(shardOf(roomID(t, c.nodes[0], "drop").Bytes(), 4)))
+	ei := (li + 1) % 3
+	for i := range 10 {
+		ws := dialRoom(t, c.cfgs[ei].HTTPAddr, "drop")
+		readText(t, ws)
+		sendText(t, ws, "inc "+strings.Repeat("p", 200<<10))
+		ws.CloseNow()
+		want := strconv.Itoa(i + 1)
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, got, err := getBody(ctx, "http://"+c.cfgs[li].HTTPAddr+"/count?"+url.Values{"ns": {"ROOM"}, "name": {"drop"}}.Encode())
+			cancel()
+			if err == nil && got == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the room counts %q (%v), want %s: the message sent before the drop was lost", i+1, got, err, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
