@@ -229,7 +229,7 @@ func (s *socket) enqueue(f outFrame) {
 	case s.out <- f:
 	case <-s.dead:
 	case <-t.C:
-		s.abort()
+		s.drop()
 	}
 }
 
@@ -256,7 +256,7 @@ func (s *socket) write() {
 		err := s.conn.Write(ctx, typ, f.msg.Data)
 		cancel()
 		if err != nil {
-			s.abort()
+			s.drop() // the client is gone, or took nothing for closeWait
 			return
 		}
 		s.in.m.metrics.websocketMessages.WithLabelValues("sent").Inc()
@@ -281,9 +281,21 @@ func (s *socket) closeHandshake(code websocket.StatusCode, reason string) {
 	s.abort()
 }
 
-// abort drops the connection without a closing handshake.
+// abort drops the connection without a closing handshake; the object
+// hears nothing of it.
 func (s *socket) abort() {
 	s.closing.Store(true)
+	s.drop()
+}
+
+// drop drops the connection without a closing handshake and leaves the
+// reader, which fails next, to tell the object the socket closed (1006)
+// unless the object or the runtime had closed it already. A writer that
+// could not write — the client dropped the connection, or stopped taking
+// messages — drops it so: before, it aborted, and when it noticed the
+// broken connection before the reader did (an object sending to a client
+// that disconnects), the object never heard of the close.
+func (s *socket) drop() {
 	s.abortOnce.Do(func() {
 		close(s.dead)
 		_ = s.conn.CloseNow()

@@ -1115,3 +1115,34 @@ func TestWebSocketTunnelDeliversWhatCameBeforeADrop(t *testing.T) {
 		}
 	}
 }
+
+// A client whose connection drops while the object is sending to it is
+// heard closing (1006, not clean), as one that drops while the object is
+// quiet. Before, the socket's writer, failing to write, marked the socket
+// closed by the runtime first as often as not, and the object never heard
+// of the close.
+func TestWebSocketDropWhileSendingIsHeard(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	addr := n.HTTPAddr().String()
+	for i := range 5 {
+		name := "busy" + strconv.Itoa(i)
+		c := dialRoom(t, addr, name)
+		readText(t, c)
+		sendText(t, c, "flood")
+		readText(t, c) // the room is sending
+		c.CloseNow()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, closed := get(t, n, "/closed", url.Values{"ns": {"ROOM"}, "name": {name}})
+			if closed == "closed 1006  false" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the room heard %q of a client that dropped while it sent, want an unclean close (1006)", i+1, closed)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
