@@ -21,6 +21,7 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -145,7 +146,13 @@ func (r *Room) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		ws, err := r.state.AcceptWebSocket(w, req)
 		if err != nil {
-			return // AcceptWebSocket answered the request
+			// A failed handshake is answered already; anything else
+			// (the room holds the most sockets an object may) is ours
+			// to answer.
+			if !errors.Is(err, durable.ErrNotWebSocketUpgrade) {
+				durable.WriteError(w, err)
+			}
+			return
 		}
 		ws.SetAttachment(user)
 		send(ws, map[string]any{"backlog": recent})
