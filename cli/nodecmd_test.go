@@ -504,3 +504,40 @@ func TestStartHints(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeIntFlagsAreDecimal: a number means the same from a flag as from
+// its variable (and the file, whose TOML has no leading zeros): pflag's
+// own int flags read 010 as octal 8 and accept 0x10, so --shards 010 made
+// 8 shards where ROOST_SHARDS=010 makes 10, for a count fixed for good.
+func TestNodeIntFlagsAreDecimal(t *testing.T) {
+	flagCfg, _, err := resolveNode(t, "", []string{"--id", "n1", "--shards", "010", "--bootstrap-expect", "05", "--replicas", "03"}, nil)
+	if err != nil {
+		t.Fatalf("resolve with flags: %v", err)
+	}
+	envCfg, _, err := resolveNode(t, "", []string{"--id", "n1"},
+		map[string]string{"ROOST_SHARDS": "010", "ROOST_BOOTSTRAP_EXPECT": "05", "ROOST_REPLICAS": "03"})
+	if err != nil {
+		t.Fatalf("resolve with variables: %v", err)
+	}
+	for _, c := range []struct {
+		name      string
+		flag, env int
+		want      int
+	}{
+		{"shards", flagCfg.Shards, envCfg.Shards, 10},
+		{"bootstrap-expect", flagCfg.BootstrapExpect, envCfg.BootstrapExpect, 5},
+		{"replicas", flagCfg.Replicas, envCfg.Replicas, 3},
+	} {
+		if c.flag != c.want || c.env != c.want {
+			t.Errorf("%s: flag gives %d, variable %d; want %d from both", c.name, c.flag, c.env, c.want)
+		}
+	}
+	// What the variable refuses, the flag refuses.
+	for _, arg := range []string{"0x10", "0b11", "1_0"} {
+		c := newNode(testApp(), io.Discard, io.Discard, func(string) (string, bool) { return "", false })
+		err := c.cmd.ParseFlags([]string{"--shards", arg})
+		if err == nil || !strings.Contains(err.Error(), `invalid argument "`+arg+`" for "--shards" flag`) {
+			t.Errorf("--shards %s: ParseFlags error = %v; want one naming the flag", arg, err)
+		}
+	}
+}
