@@ -125,6 +125,9 @@ func TestDevPrecedence(t *testing.T) {
 		{name: "bad ROOST_SHARDS", env: map[string]string{"ROOST_SHARDS": "lots"}, errHas: `ROOST_SHARDS="lots": not a whole number`},
 		{name: "bad ROOST_IDLE_TIMEOUT", env: map[string]string{"ROOST_IDLE_TIMEOUT": "60"}, errHas: `ROOST_IDLE_TIMEOUT="60": not a duration`},
 		{name: "env value checked like the rest", env: map[string]string{"ROOST_SHARDS": "0"}, errHas: "shards must be between 1 and 4096, got 0"},
+		// As in the file: a signed port is not a port number, though net.Listen takes it.
+		{name: "signed port in a flag", args: []string{"--http", "127.0.0.1:+80"}, errHas: `http address "127.0.0.1:+80": the port must be a number`},
+		{name: "signed port in a variable", env: map[string]string{"ROOST_ADMIN": "127.0.0.1:-0"}, errHas: `admin address "127.0.0.1:-0": the port must be a number`},
 		{name: "bad file", cwd: "[node]\nhttp_addr = \"x:1\"\n", errHas: `roost.toml: unknown key "node.http_addr"`},
 		{name: "missing --config file", args: []string{"--config", "nope.toml"}, errHas: "nope.toml: no such file"},
 	}

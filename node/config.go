@@ -159,7 +159,9 @@ func (c Config) Validate() error {
 		if err != nil {
 			return bad("%s address %q: %v", name, addr, err)
 		}
-		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		// Digits only, as roost.toml's are checked: Atoi (and net.Listen)
+		// would take "+80" and "-0".
+		if p, err := strconv.ParseUint(port, 10, 16); err != nil {
 			return bad("%s address %q: the port must be a number from 0 to 65535", name, addr)
 		} else if p == 0 {
 			continue // any free port: never the same as another
