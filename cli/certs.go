@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -29,7 +30,21 @@ const (
 	// gossipKeyBytes makes AES-256 keys.
 	gossipKeyBytes = 32
 	day            = 24 * time.Hour
+	// maxDays is the longest --days a time.Duration holds (about 292
+	// years): more would wrap around to a short or negative validity.
+	maxDays = int(math.MaxInt64 / int64(day))
 )
+
+// checkDays vets --days.
+func checkDays(cmd *cobra.Command, days int) error {
+	switch {
+	case days < 1:
+		return &usageError{cmd: cmd, err: fmt.Errorf("--days must be at least 1, got %d", days)}
+	case days > maxDays:
+		return &usageError{cmd: cmd, err: fmt.Errorf("--days must be at most %d, got %d", maxDays, days)}
+	}
+	return nil
+}
 
 func newCertsCommand(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{
@@ -77,8 +92,8 @@ certs node'; no node needs it). The directory is created if needed.`,
   roost certs ca --dir certs --days 30 --force   # replace it (then re-issue every node's)`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if days < 1 {
-				return &usageError{cmd: cmd, err: fmt.Errorf("--days must be at least 1, got %d", days)}
+			if err := checkDays(cmd, days); err != nil {
+				return err
 			}
 			certPath, keyPath := filepath.Join(dir, caCertName), filepath.Join(dir, caKeyName)
 			if err := checkFree(force, certPath, keyPath); err != nil {
@@ -147,8 +162,8 @@ name like n1 a DNS name; both kinds may be given.`,
 					return &usageError{cmd: cmd, err: fmt.Errorf("--hosts %s: %w", h, err)}
 				}
 			}
-			if days < 1 {
-				return &usageError{cmd: cmd, err: fmt.Errorf("--days must be at least 1, got %d", days)}
+			if err := checkDays(cmd, days); err != nil {
+				return err
 			}
 			ca, err := readCA(dir)
 			if err != nil {

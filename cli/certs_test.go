@@ -139,6 +139,10 @@ func TestCertsRefusals(t *testing.T) {
 		{"name with a slash", []string{"node", "../n1", "--dir", dir, "--hosts", "n1"}, exitUsage, `node name "../n1"`},
 		{"no CA", []string{"node", "n1", "--dir", empty, "--hosts", "n1"}, exitFailure, "no CA in " + empty},
 		{"zero days", []string{"ca", "--dir", empty, "--days", "0"}, exitUsage, "--days must be at least 1"},
+		// 213504 days overflow a time.Duration to about 25 minutes: a CA
+		// valid until today, printed as if asked for.
+		{"days past what a duration holds", []string{"ca", "--dir", empty, "--days", "213504"}, exitUsage, "--days must be at most 106751, got 213504"},
+		{"node days past what a duration holds", []string{"node", "n2", "--dir", dir, "--hosts", "n2", "--days", "213504"}, exitUsage, "--days must be at most 106751, got 213504"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			code, _, stderr := runCLI(t, testApp(), append([]string{"certs"}, tt.args...)...)
