@@ -541,3 +541,45 @@ func TestNodeIntFlagsAreDecimal(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidConfigNamesItsSource: a value node.Config.Validate refuses is
+// named with where it came from, the variable, the flag or the file; the
+// message alone ("replicas must be between 1 and 7, got 9") sent the user
+// to a --replicas 2 in sight while an old ROOST_REPLICAS=9 won over it.
+func TestInvalidConfigNamesItsSource(t *testing.T) {
+	for _, tt := range []struct {
+		name, file string
+		args       []string
+		env        map[string]string
+		want       string
+	}{
+		{name: "variable over a flag", args: []string{"--replicas", "2"}, env: map[string]string{"ROOST_REPLICAS": "9"},
+			want: "replicas must be between 1 and 7, got 9 (from ROOST_REPLICAS)"},
+		{name: "flag", args: []string{"--shards", "0"}, want: "shards must be between 1 and 4096, got 0 (from --shards)"},
+		{name: "file", file: "[cluster]\nshards = 5000\n", want: "shards must be between 1 and 4096, got 5000 (from cluster.shards in roost.toml)"},
+		{name: "two settings that clash", args: []string{"--bootstrap-expect", "2"}, env: map[string]string{"ROOST_REPLICAS": "4"},
+			want: "replicas (4) cannot exceed bootstrap-expect (2): the first nodes must hold every replica (from --bootstrap-expect, ROOST_REPLICAS)"},
+		{name: "one listener's address for two", args: []string{"--http", "127.0.0.1:19001", "--admin", "127.0.0.1:19001"},
+			want: "http and admin both listen on 127.0.0.1:19001; give each its own address (from --http, --admin)"},
+		{name: "a default in the clash is not named", args: []string{"--bootstrap-expect", "1"},
+			want: "replicas (3) cannot exceed bootstrap-expect (1): the first nodes must hold every replica (from --bootstrap-expect)"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := resolveNode(t, tt.file, append([]string{"--id", "n1"}, tt.args...), tt.env)
+			if err == nil || !strings.HasSuffix(err.Error(), tt.want) {
+				t.Fatalf("resolve error = %v; want one ending %q", err, tt.want)
+			}
+			if !errors.Is(err, node.ErrInvalidConfig) {
+				t.Errorf("error %v does not wrap node.ErrInvalidConfig", err)
+			}
+		})
+	}
+	// roost dev's settings too.
+	d := newDev(testApp(), io.Discard, io.Discard, func(k string) (string, bool) {
+		return map[string]string{"ROOST_IDLE_TIMEOUT": "0s"}[k], k == "ROOST_IDLE_TIMEOUT"
+	})
+	inTempDir(t, "", nil)
+	if _, _, err := d.resolve(); err == nil || !strings.HasSuffix(err.Error(), "idle timeout must be positive, got 0s (from ROOST_IDLE_TIMEOUT)") {
+		t.Errorf("dev resolve error = %v; want one naming ROOST_IDLE_TIMEOUT", err)
+	}
+}

@@ -103,6 +103,7 @@ type server struct {
 	settings       []setting
 
 	configPath string
+	filePath   string      // the file loadFile read, "" for none
 	flagged    node.Config // where the flags write; only those given are used
 	cmd        *cobra.Command
 }
@@ -190,6 +191,7 @@ func (s *server) resolveWith(base func(file *config.File) (node.Config, error), 
 	if tok, _ := s.lookupEnv("ROOST_ADMIN_TOKEN"); tok != "" {
 		cfg.AdminToken = tok
 	}
+	def := cfg
 	if err := s.apply(&cfg, file, s.settings...); err != nil {
 		return cfg, nil, err
 	}
@@ -199,9 +201,48 @@ func (s *server) resolveWith(base func(file *config.File) (node.Config, error), 
 		}
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, nil, err
+		return cfg, nil, s.withSources(err, cfg, def, file)
 	}
 	return cfg, file, nil
+}
+
+// withSources adds to err, cfg.Validate's, where the settings it is about
+// came from, so that the value to fix is found without guessing (a
+// variable wins over the flag in sight). A setting is one of them if
+// putting its default (def's) back changes the error.
+func (s *server) withSources(err error, cfg, def node.Config, file *config.File) error {
+	var from []string
+	for _, st := range s.settings {
+		src := s.sourceOf(st, file)
+		trial := cfg
+		v, d := reflect.ValueOf(st.field(&trial)).Elem(), reflect.ValueOf(st.field(&def)).Elem()
+		if src == "" || reflect.DeepEqual(v.Interface(), d.Interface()) {
+			continue
+		}
+		v.Set(d)
+		if terr := trial.Validate(); terr == nil || terr.Error() != err.Error() {
+			from = append(from, src)
+		}
+	}
+	if len(from) == 0 {
+		return err
+	}
+	return fmt.Errorf("%w (from %s)", err, strings.Join(from, ", "))
+}
+
+// sourceOf names where apply took st's value from: its variable, its flag
+// or the file; "" for the default.
+func (s *server) sourceOf(st setting, file *config.File) string {
+	if raw, ok := s.lookupEnv(st.env); ok && raw != "" {
+		return st.env
+	}
+	if s.cmd.Flags().Changed(st.flag) {
+		return "--" + st.flag
+	}
+	if st.inFile(file) {
+		return st.key + " in " + s.filePath
+	}
+	return ""
 }
 
 // apply sets each of settings in cfg from the file (nil for none), then
@@ -333,6 +374,7 @@ func (s *server) loadFile() (*config.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.filePath = path
 	// As in wrangler, a path in the file is relative to the file, so that
 	// --config deploy/roost.toml means the same wherever it is run from
 	// (the data dir and the TLS files alike).
