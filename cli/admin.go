@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -161,6 +162,50 @@ type adminClient struct {
 	tokenFrom string // "--token", "ROOST_ADMIN_TOKEN", or "" when there is none
 	timeout   time.Duration
 	http      *http.Client
+	// others are the admin APIs of the cluster's other nodes (learnOthers),
+	// which a --wait asks in turn once the node at base stops answering:
+	// it may be the meta leader that died, or a node being stopped.
+	others []string
+}
+
+// learnOthers keeps the admin addresses of the cluster's other nodes, from
+// GET /v1/members, for failover. It is best-effort: without an answer, or
+// when base is a URL with a path (a proxy, whose nodes' own addresses may
+// not be reachable from here), there are none.
+func (c *adminClient) learnOthers(ctx context.Context) {
+	scheme, rest, _ := strings.Cut(c.base, "://")
+	if strings.Contains(rest, "/") {
+		return
+	}
+	var resp struct {
+		Members []apiMember `json:"members"`
+	}
+	if _, err := c.call(ctx, http.MethodGet, "/v1/members", nil, &resp); err != nil {
+		return
+	}
+	for _, m := range resp.Members {
+		if m.Admin == "" || m.State == "removed" {
+			continue
+		}
+		base, err := adminBaseURL(scheme + "://" + m.Admin)
+		if err != nil || base == c.base || slices.Contains(c.others, base) {
+			continue
+		}
+		c.others = append(c.others, base)
+	}
+}
+
+// failover turns to the next of the other nodes when err says the node at
+// base gave no answer, saying so on stderr, and reports whether it did.
+func (c *adminClient) failover(stderr io.Writer, err error) bool {
+	var te *transportError
+	if !errors.As(err, &te) || len(c.others) == 0 {
+		return false
+	}
+	prev := c.base
+	c.base, c.others = c.others[0], append(c.others[1:], prev)
+	fmt.Fprintf(stderr, "roost: %s does not answer; asking %s instead\n", prev, c.base)
+	return true
 }
 
 // apiError is an answer other than 2xx. Its message is the server's

@@ -799,6 +799,49 @@ func TestRebalanceWaitFollowsACarriedOnOperation(t *testing.T) {
 	}
 }
 
+// A --wait whose node stops answering (the meta leader that died, say)
+// follows the operation through another node of the cluster: the new meta
+// leader carries it on, and any node answers for it.
+func TestRebalanceWaitSurvivesTheNodeItAsked(t *testing.T) {
+	fastPolls(t)
+	op := func(state string, done int) string {
+		return fmt.Sprintf(`{"operation":{"id":"op-1","kind":"rebalance","state":%q,"total":4,"done":%d,"started":"2026-12-02T00:00:00Z","eta_seconds":null,"error":""}}`, state, done)
+	}
+	other := newFakeAdmin(t, map[string]http.HandlerFunc{
+		"GET /v1/operations/op-1": canned(http.StatusOK, op("done", 4)),
+	})
+	var mu sync.Mutex
+	polls := 0
+	var asked *fakeAdmin
+	asked = newFakeAdmin(t, map[string]http.HandlerFunc{
+		"POST /v1/rebalance": canned(http.StatusAccepted, op("running", 0)),
+		"GET /v1/members": func(w http.ResponseWriter, r *http.Request) {
+			canned(http.StatusOK, fmt.Sprintf(`{"members":[{"id":"n1","state":"active","alive":true,"admin":%q},{"id":"n2","state":"active","alive":true,"admin":%q}]}`,
+				asked.addr(), other.addr()))(w, r)
+		},
+		"GET /v1/operations/op-1": func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			polls++
+			n := polls
+			mu.Unlock()
+			if n > 1 {
+				panic(http.ErrAbortHandler) // the node died: no answer
+			}
+			canned(http.StatusOK, op("running", 1))(w, r)
+		},
+	})
+	code, stdout, stderr := runAdmin(t, nil, "rebalance", "--wait", "--addr", asked.addr())
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if want := "does not answer; asking " + other.URL + " instead\n"; !strings.Contains(stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	}
+	if want := "Operation op-1 (rebalance) done: 4/4 moves done (100%).\n"; stdout != want {
+		t.Errorf("stdout = %q, want %q", stdout, want)
+	}
+}
+
 func TestDrainWaitJSON(t *testing.T) {
 	fastPolls(t)
 	op := &fakeOperation{kind: "drain", total: 2, end: opDone}

@@ -516,7 +516,8 @@ stderr (moves done of the total, and the estimated time left) and
 exits 0 once the operation is done, or 1 if it failed. Ctrl-C stops waiting, not the
 operation; 'roost operation ID --wait', or this command with --wait again,
 follows it again. If the meta leadership moves, the new meta leader carries
-the operation on and --wait follows it.` + adminConnectHelp,
+the operation on and --wait follows it; if the node at --addr stops
+answering, --wait asks the cluster's other nodes.` + adminConnectHelp,
 		Example: `  # what would move?
   roost rebalance --dry-run
 
@@ -609,7 +610,8 @@ stderr (moves done of the total, and the estimated time left) and exits 0
 once the node is drained, or 1 if the drain failed. Ctrl-C stops waiting,
 not the drain; 'roost operation ID --wait', or this command with --wait
 again, follows it again. If the meta leadership moves, the new meta leader
-carries the drain on and --wait follows it.` + adminConnectHelp,
+carries the drain on and --wait follows it; if the node at --addr stops
+answering, --wait asks the cluster's other nodes.` + adminConnectHelp,
 		Example: `  # empty n3, then take it out of the cluster
   roost drain n3 --wait && roost remove n3`,
 		Args: exactArgs("NODE"),
@@ -740,6 +742,9 @@ func (e adminEnv) followOperation(cmd *cobra.Command, c *adminClient, o *adminOp
 	restart func(context.Context) (apiOperation, json.RawMessage, error)) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The node asked may die (or be stopped) while the operation goes on
+	// elsewhere: know the others to ask them then.
+	c.learnOthers(ctx)
 	var err error
 	for restarts := 0; ; restarts++ {
 		op, raw, err = waitOperation(ctx, c, e.stderr, op, raw)
@@ -807,7 +812,8 @@ failed with. With -o json and no ID, when none is running, it prints
 gives them.
 
 --wait follows it until it ends, showing progress on stderr as the --wait of
-rebalance and drain does, and exits 0 once it is done, or 1 if it failed.
+rebalance and drain does, and exits 0 once it is done, or 1 if it failed; if
+the node at --addr stops answering, it asks the cluster's other nodes.
 Ctrl-C stops waiting, not the operation. The meta leader keeps the last
 operations it ran; after a meta leader change only the last one that ended
 is known.` + adminConnectHelp,
@@ -955,6 +961,7 @@ func waitOperation(ctx context.Context, c *adminClient, stderr io.Writer, op api
 				return stopped()
 			}
 			if retry, werr := retryPoll(stderr, err, &failing, &lastErr); retry {
+				c.failover(stderr, err)
 				continue
 			} else {
 				return op, raw, werr
