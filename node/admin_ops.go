@@ -306,30 +306,7 @@ func (a *admin) planOf(op *operation) planFunc {
 			return slices.DeleteFunc(placement.Plan(view), func(mv placement.Move) bool { return mv.Remove != drained })
 		}
 	}
-	return keepLiveQuorum(c.toAlive(plan), c.aliveIDs)
-}
-
-// keepLiveQuorum drops from plan's moves the bare removals that would
-// leave their shard with fewer replicas on nodes gossip sees alive than a
-// quorum: the group could not commit the removal, and the shard would be
-// left unavailable until the dead nodes came back. (A move that adds a
-// replica keeps the live ones it had, plus the new one.)
-func keepLiveQuorum(plan planFunc, alive func() map[placement.NodeID]bool) planFunc {
-	return func(m placement.Map) []placement.Move {
-		moves := plan(m)
-		up := alive()
-		return slices.DeleteFunc(moves, func(mv placement.Move) bool {
-			if mv.Add != "" || int(mv.Shard) >= len(m.ShardMap) {
-				return false
-			}
-			s := m.ShardMap[mv.Shard]
-			if liveQuorumErr(s, up) != nil {
-				return false // held back whole, and named, by runOp
-			}
-			s.Replicas = mv.Apply(s.Replicas)
-			return liveQuorumErr(s, up) != nil
-		})
-	}
+	return c.toAlive(plan)
 }
 
 // endOp records the end of the running operation, and clears the meta
@@ -661,14 +638,31 @@ func liveQuorumErr(s placement.Shard, alive map[placement.NodeID]bool) error {
 }
 
 // withoutLiveQuorum returns, with liveQuorumErr's reason, the shards of
-// moves that lack a live quorum (nil if none does).
+// moves that lack a live quorum (nil if none does), and those whose next
+// move (their first in moves) is a bare removal that would leave them
+// without one: the group could not commit the removal, and the shard
+// would be left unavailable until the dead nodes came back. (A move that
+// adds a replica keeps the live ones it had, plus the new one.)
 func withoutLiveQuorum(m placement.Map, moves []placement.Move, alive map[placement.NodeID]bool) map[placement.ShardID]error {
 	var held map[placement.ShardID]error
+	seen := map[placement.ShardID]bool{}
 	for _, mv := range moves {
-		if int(mv.Shard) >= len(m.ShardMap) || held[mv.Shard] != nil {
+		if int(mv.Shard) >= len(m.ShardMap) || seen[mv.Shard] {
 			continue
 		}
-		if err := liveQuorumErr(m.ShardMap[mv.Shard], alive); err != nil {
+		seen[mv.Shard] = true
+		s := m.ShardMap[mv.Shard]
+		err := liveQuorumErr(s, alive)
+		if err == nil && mv.Add == "" && mv.Remove != "" {
+			after := s
+			after.Replicas = mv.Apply(s.Replicas)
+			if liveQuorumErr(after, alive) != nil {
+				up := slices.DeleteFunc(slices.Clone(after.Replicas), func(id placement.NodeID) bool { return !alive[id] })
+				err = fmt.Errorf("shard %d: %w: taking its replica off %s would leave %d of [%s] alive, and a change needs %d",
+					mv.Shard, errNoLiveQuorum, mv.Remove, len(up), joinIDs(after.Replicas), placement.Quorum(len(after.Replicas)))
+			}
+		}
+		if err != nil {
 			if held == nil {
 				held = map[placement.ShardID]error{}
 			}

@@ -43,6 +43,9 @@ func TestWithoutLiveQuorum(t *testing.T) {
 		{"lone replica down", []string{"n1"}, []placement.Move{{Shard: 3}}, []placement.ShardID{3}},
 		{"only the moves' shards", []string{"n1"}, []placement.Move{{Shard: 1}, {Shard: 1}}, []placement.ShardID{1}},
 		{"unknown shard skipped", []string{}, []placement.Move{{Shard: 9}}, nil},
+		// n2 down: taking n1 off shard 0 leaves [n2 n3], one alive.
+		{"bare removal leaving too few alive", []string{"n1", "n3", "n4", "n5"}, []placement.Move{{Shard: 0, Remove: "n1"}, {Shard: 1, Remove: "n2"}}, []placement.ShardID{0}},
+		{"paired move keeps its live replicas", []string{"n1", "n3", "n4", "n5"}, []placement.Move{{Shard: 0, Add: "n5", Remove: "n1"}, {Shard: 0, Remove: "n1"}}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			alive := map[placement.NodeID]bool{}
@@ -361,4 +364,42 @@ func (c *testCluster) fillLogs(n uint64) {
 		}
 		wg.Wait()
 	}
+}
+
+// TestRebalanceNamesAShardItCannotShrink: a rebalance whose only moves
+// are bare removals that would leave their shards without a live quorum
+// (three nodes, one draining, another dead: the planner wants the shards
+// on the two active nodes, one of them dead) makes none of them, and
+// fails naming those shards, rather than ending done with the draining
+// node still holding them.
+func TestRebalanceNamesAShardItCannotShrink(t *testing.T) {
+	t.Parallel()
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 3, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
+	c.waitMetaVoters(3, 60*time.Second)
+	leader := c.metaLeader()
+	li := c.nodeIndex(placement.NodeID(leader.cfg.NodeID))
+	dead, draining := (li+1)%3, (li+2)%3
+	drainingID := placement.NodeID(c.cfgs[draining].NodeID)
+	if _, err := leader.admin.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: drainingID, State: placement.NodeDraining}}); err != nil {
+		t.Fatalf("marking %s draining: %v", drainingID, err)
+	}
+	c.stop(dead)
+	c.waitMetaLeaderSees(false, dead)
+	li = c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	before := c.metaLeader().cluster.metaFSM.Map()
+	if len(before.ShardsOf(drainingID)) == 0 {
+		t.Fatalf("%s holds nothing: %+v", drainingID, before.ShardMap)
+	}
+	op := c.runOp(li, "/v1/rebalance", map[string]any{}, nil)
+	after := c.metaLeader().cluster.metaFSM.Map()
+	for i, s := range before.ShardMap {
+		if got := after.ShardMap[i]; !slices.Equal(got.Replicas, s.Replicas) {
+			t.Errorf("shard %d was changed: %v -> %v", s.ID, s.Replicas, got.Replicas)
+		}
+	}
+	if op.State != "failed" || !strings.Contains(op.Error, "did not move 4 shard(s) (0, 1, 2, 3)") {
+		t.Fatalf("the rebalance ended %s: %q, want failed naming the shards it could not shrink", op.State, op.Error)
+	}
+	t.Logf("rebalance: %s", op.Error)
 }
