@@ -276,6 +276,20 @@ func (a *admin) resumeRecorded() {
 		return
 	}
 	a.n.log.Info("admin: carrying on an operation a previous meta leader started", "op", op.id, "kind", op.kind)
+	// A drain is recorded before its node is made draining: if the meta
+	// leader that started it stopped, or lost the leadership, in between,
+	// the node is still active, and the planner would move nothing off it.
+	if op.kind == placement.OperationDrain {
+		if nd, ok := c.metaFSM.Map().Nodes[op.node]; ok && nd.State == placement.NodeActive {
+			if _, err := a.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: op.node, State: placement.NodeDraining}}); err != nil {
+				if rf.State() != raft.Leader {
+					err = fmt.Errorf("this node (%s) %w while marking %s draining: %v", c.self, errLostMetaLeadership, op.node, err)
+				}
+				a.endOp(op, err)
+				return
+			}
+		}
+	}
 	plan := a.planOf(op)
 	op.progress(len(plan(c.metaFSM.Map())), 0)
 	a.launch(op, plan)

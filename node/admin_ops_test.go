@@ -403,3 +403,43 @@ func TestRebalanceNamesAShardItCannotShrink(t *testing.T) {
 	}
 	t.Logf("rebalance: %s", op.Error)
 }
+
+// TestCarriedOnDrainOfAnActiveNode: a drain is recorded in the meta group
+// before its node is marked draining; a meta leader that stopped between
+// the two left the record of a drain whose node is still active. The meta
+// leader that carries it on drains the node, rather than failing at once
+// because the planner moves nothing off an active node.
+func TestCarriedOnDrainOfAnActiveNode(t *testing.T) {
+	t.Parallel()
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 4, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
+	c.waitMetaVoters(3, 60*time.Second)
+	leader := c.metaLeader()
+	li := c.nodeIndex(placement.NodeID(leader.cfg.NodeID))
+	m := leader.cluster.metaFSM.Map()
+	var victim placement.NodeID
+	for _, cfg := range c.cfgs {
+		if id := placement.NodeID(cfg.NodeID); id != placement.NodeID(leader.cfg.NodeID) && len(m.ShardsOf(id)) > 0 {
+			victim = id
+			break
+		}
+	}
+	if victim == "" {
+		t.Fatalf("no node but the meta leader holds a shard: %+v", m.ShardMap)
+	}
+	// What the old meta leader wrote before it stopped: the record, not
+	// yet the node's state.
+	rec := placement.Operation{ID: "drain-carried-1", Kind: placement.OperationDrain, Node: victim, MaxConcurrent: 4, Started: time.Now().UTC().Round(0)}
+	if _, err := leader.admin.proposeMeta(placement.Command{BeginOperation: &placement.BeginOperationCmd{Operation: rec}}); err != nil {
+		t.Fatalf("recording the drain: %v", err)
+	}
+	leader.admin.resumeRecorded()
+	op, lost := c.waitOp(li, rec.ID, 2*time.Minute)
+	if lost || op.State != "done" {
+		t.Fatalf("the carried-on drain of %s ended %s: %q", victim, op.State, op.Error)
+	}
+	after := c.metaLeader().cluster.metaFSM.Map()
+	if held := after.ShardsOf(victim); len(held) > 0 || after.Nodes[victim].State != placement.NodeDraining {
+		t.Fatalf("after its drain %s is %s and holds shards %v", victim, after.Nodes[victim].State, held)
+	}
+}
