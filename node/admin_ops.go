@@ -458,13 +458,24 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 	if nd.State == placement.NodeRemoved {
 		return errorf(http.StatusConflict, "%s has been removed; there is nothing to drain", id)
 	}
-	others := 0
+	// A drain sends replicas only to nodes gossip sees alive (planOf): with
+	// none, it could move nothing, and would only leave the node draining
+	// for good.
+	alive := a.n.cluster.aliveIDs()
+	var others, down []placement.NodeID
 	for _, o := range m.NodesIn(placement.NodeActive) {
-		if o != id {
-			others++
+		switch {
+		case o == id:
+		case alive[o]:
+			others = append(others, o)
+		default:
+			down = append(down, o)
 		}
 	}
-	if held := m.ShardsOf(id); len(held) > 0 && others == 0 {
+	if held := m.ShardsOf(id); len(held) > 0 && len(others) == 0 {
+		if len(down) > 0 {
+			return errorf(http.StatusConflict, "%s holds replicas of %s and no other active node is alive to take them (%s down); drain it once one is back", id, shardCount(len(held)), joinIDs(down))
+		}
 		return errorf(http.StatusConflict, "%s holds replicas of %s and no other node is active to take them", id, shardCount(len(held)))
 	}
 	a.resumeRecorded()

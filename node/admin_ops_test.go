@@ -443,3 +443,34 @@ func TestCarriedOnDrainOfAnActiveNode(t *testing.T) {
 		t.Fatalf("after its drain %s is %s and holds shards %v", victim, after.Nodes[victim].State, held)
 	}
 }
+
+// TestDrainRefusedWithNoLiveNodeToTakeIt: a drain whose node holds
+// replicas while every other active node is dead is refused with 409 and
+// changes nothing: it could move nothing (a drain sends replicas only to
+// nodes gossip sees alive), and would leave the node draining for good.
+func TestDrainRefusedWithNoLiveNodeToTakeIt(t *testing.T) {
+	t.Parallel()
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 3, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
+	c.waitMetaVoters(3, 60*time.Second)
+	leader := c.metaLeader()
+	li := c.nodeIndex(placement.NodeID(leader.cfg.NodeID))
+	dead, draining := (li+1)%3, (li+2)%3
+	if _, err := leader.admin.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: placement.NodeID(c.cfgs[draining].NodeID), State: placement.NodeDraining}}); err != nil {
+		t.Fatalf("marking %s draining: %v", c.cfgs[draining].NodeID, err)
+	}
+	c.stop(dead)
+	c.waitMetaLeaderSees(false, dead)
+	li = c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	victim := placement.NodeID(c.cfgs[li].NodeID)
+	before := c.metaLeader().cluster.metaFSM.Map()
+	var e apiErrorJSON
+	code := c.admin(li, "POST", "/v1/nodes/"+string(victim)+"/drain", nil, &e)
+	if code != 409 || !strings.Contains(e.Error, "no other active node is alive") {
+		t.Errorf("draining %s with %s dead and %s draining: %d %q, want 409", victim, c.cfgs[dead].NodeID, c.cfgs[draining].NodeID, code, e.Error)
+	}
+	after := c.metaLeader().cluster.metaFSM.Map()
+	if st := after.Nodes[victim].State; st != placement.NodeActive || after.Version != before.Version {
+		t.Fatalf("after the refused drain %s is %s (map version %d -> %d)", victim, st, before.Version, after.Version)
+	}
+}
