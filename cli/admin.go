@@ -183,6 +183,16 @@ func (c *adminClient) learnOthers(ctx context.Context) {
 	if _, err := c.call(ctx, http.MethodGet, "/v1/members", nil, &resp); err != nil {
 		return
 	}
+	// Those gossip sees alive first: a dead one may take --timeout to fail.
+	slices.SortStableFunc(resp.Members, func(a, b apiMember) int {
+		switch {
+		case a.Alive == b.Alive:
+			return 0
+		case a.Alive:
+			return -1
+		}
+		return 1
+	})
 	for _, m := range resp.Members {
 		if m.Admin == "" || m.State == "removed" {
 			continue

@@ -810,14 +810,21 @@ func TestRebalanceWaitSurvivesTheNodeItAsked(t *testing.T) {
 	other := newFakeAdmin(t, map[string]http.HandlerFunc{
 		"GET /v1/operations/op-1": canned(http.StatusOK, op("done", 4)),
 	})
+	// A node gossip sees dead is asked last: it may take --timeout to fail.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
 	var mu sync.Mutex
 	polls := 0
 	var asked *fakeAdmin
 	asked = newFakeAdmin(t, map[string]http.HandlerFunc{
 		"POST /v1/rebalance": canned(http.StatusAccepted, op("running", 0)),
 		"GET /v1/members": func(w http.ResponseWriter, r *http.Request) {
-			canned(http.StatusOK, fmt.Sprintf(`{"members":[{"id":"n1","state":"active","alive":true,"admin":%q},{"id":"n2","state":"active","alive":true,"admin":%q}]}`,
-				asked.addr(), other.addr()))(w, r)
+			canned(http.StatusOK, fmt.Sprintf(`{"members":[{"id":"n0","state":"active","alive":false,"admin":%q},{"id":"n1","state":"active","alive":true,"admin":%q},{"id":"n2","state":"active","alive":true,"admin":%q}]}`,
+				dead, asked.addr(), other.addr()))(w, r)
 		},
 		"GET /v1/operations/op-1": func(w http.ResponseWriter, r *http.Request) {
 			mu.Lock()
@@ -834,8 +841,8 @@ func TestRebalanceWaitSurvivesTheNodeItAsked(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
 	}
-	if want := "does not answer; asking " + other.URL + " instead\n"; !strings.Contains(stderr, want) {
-		t.Errorf("stderr lacks %q:\n%s", want, stderr)
+	if want := "does not answer; asking " + other.URL + " instead\n"; !strings.Contains(stderr, want) || strings.Contains(stderr, "asking http://"+dead) {
+		t.Errorf("stderr lacks %q, or names the dead node %s:\n%s", want, dead, stderr)
 	}
 	if want := "Operation op-1 (rebalance) done: 4/4 moves done (100%).\n"; stdout != want {
 		t.Errorf("stdout = %q, want %q", stdout, want)
