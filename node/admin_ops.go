@@ -414,8 +414,10 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 	if err := a.record(op); err != nil {
 		return err
 	}
-	op.progress(len(placement.Plan(m)), 0)
-	a.launch(op, a.planOf(op))
+	// The moves it will make: not those onto a dead node (toAlive).
+	plan := a.planOf(op)
+	op.progress(len(plan(m)), 0)
+	a.launch(op, plan)
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
 }

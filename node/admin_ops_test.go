@@ -474,3 +474,29 @@ func TestDrainRefusedWithNoLiveNodeToTakeIt(t *testing.T) {
 		t.Fatalf("after the refused drain %s is %s (map version %d -> %d)", victim, st, before.Version, after.Version)
 	}
 }
+
+// TestRebalanceTotalLeavesOutMovesToDeadNodes: the total a rebalance
+// answers with counts the moves it will make: not those onto a node gossip
+// does not see alive, which it leaves out (toAlive).
+func TestRebalanceTotalLeavesOutMovesToDeadNodes(t *testing.T) {
+	t.Parallel()
+	reg := &turnRegistry{active: map[string]string{}}
+	// Four nodes: every shard is on the three that formed the cluster,
+	// and the plan moves replicas onto the fourth, which is stopped.
+	c := newTestCluster(t, 4, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
+	c.waitMetaVoters(3, 60*time.Second)
+	c.stop(3)
+	c.waitMetaLeaderSees(false, 3)
+	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	if moves := placement.Plan(c.metaLeader().cluster.metaFSM.Map()); !slices.ContainsFunc(moves, func(mv placement.Move) bool { return mv.Add == "n4" }) {
+		t.Fatalf("the plan moves nothing onto n4: %+v", moves)
+	}
+	op := c.runOp(li, "/v1/rebalance", map[string]any{}, func(op opJSON) {
+		if op.Total != 0 {
+			t.Errorf("the rebalance started with total %d, want 0: every planned move is onto n4, which is down", op.Total)
+		}
+	})
+	if op.State != "done" || op.Done != 0 {
+		t.Fatalf("the rebalance ended %+v", op)
+	}
+}
