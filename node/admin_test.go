@@ -692,6 +692,7 @@ func TestAdminCluster(t *testing.T) {
 
 	// The rebalance is carried on by a new meta leader: the meta group
 	// records it, and the meta leadership moves while it runs.
+	var rebalancedBy *Node // the meta leader that finished the rebalance
 	t.Run("rebalance", func(t *testing.T) {
 		var started struct {
 			Operation opJSON `json:"operation"`
@@ -728,6 +729,7 @@ func TestAdminCluster(t *testing.T) {
 		if newLeader == oldLeader {
 			t.Fatalf("the meta leadership is still on %s", oldLeader.cfg.NodeID)
 		}
+		rebalancedBy = newLeader
 		if rec, ok := newLeader.cluster.metaFSM.Operation(); ok {
 			t.Errorf("the meta group still records %+v after the rebalance ended", rec)
 		}
@@ -773,6 +775,22 @@ func TestAdminCluster(t *testing.T) {
 
 	t.Run("drain and remove", func(t *testing.T) {
 		const victim = "n2"
+		// A meta leader lists the operations it ran and the last that
+		// ended: the drain runs on one that ran the rebalance, which
+		// the list below shows before it. Which node leads after the
+		// rebalance's two leadership moves depends on which led first.
+		if l := c.metaLeader(); rebalancedBy != nil && l != rebalancedBy {
+			if err := l.cluster.metaRaft().LeadershipTransferToServer(raft.ServerID(rebalancedBy.cfg.NodeID), raft.ServerAddress(rebalancedBy.cluster.advGRPC)).Error(); err != nil {
+				t.Fatalf("moving the meta leadership to %s: %v", rebalancedBy.cfg.NodeID, err)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for c.metaLeader() != rebalancedBy {
+				if time.Now().After(deadline) {
+					t.Fatalf("the meta leadership did not move to %s", rebalancedBy.cfg.NodeID)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
 		held := len(c.metaLeader().cluster.metaFSM.Map().ShardsOf(victim))
 		if held == 0 {
 			t.Fatalf("%s holds nothing to drain", victim)

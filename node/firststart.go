@@ -114,7 +114,9 @@ func (c *cluster) askMembers(ctx context.Context, alive []placement.Member) map[
 //     refuses it (see the comment at the top of this file).
 //  2. Any other map means a cluster exists: join it.
 //  3. A member whose meta log holds more than the first configuration is
-//     of a cluster that exists but has not loaded its map yet: wait.
+//     of a cluster that exists but has not loaded its map yet: wait. One
+//     whose log holds the first configuration only has bootstrapped the
+//     meta group: join it.
 //  4. Every alive member must have answered: one that has not could hold
 //     the map.
 //  5. Otherwise no cluster exists yet: once bootstrap-expect members are
@@ -151,6 +153,15 @@ func decideFirstStart(self placement.NodeID, dataID string, want int, alive []pl
 	for _, id := range peers {
 		if r := answers[id].resp; r != nil && r.MetaLastIndex > 1 {
 			return nil, fmt.Sprintf("node %s has cluster state but no map loaded yet", id), nil
+		}
+	}
+	for _, id := range peers {
+		if r := answers[id].resp; r != nil && r.MetaLastIndex == 1 {
+			// It bootstrapped the meta group, with the first nodes by
+			// ID that it saw alive, which need not be the ones this
+			// node sees (more than bootstrap-expect nodes starting at
+			// once): join that group rather than bootstrap another.
+			return nil, "", nil
 		}
 	}
 	for _, m := range alive {

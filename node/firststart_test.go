@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/roostdb/roost/placement"
 	"github.com/roostdb/roost/proto"
+	"github.com/roostdb/roost/raftstore"
 )
 
 func TestDecideFirstStart(t *testing.T) {
@@ -46,7 +48,13 @@ func TestDecideFirstStart(t *testing.T) {
 		err       error
 	}{
 		{name: "founders meet", self: "n1", alive: members("n1", "n2", "n3"),
-			answers: map[placement.NodeID]memberAnswer{"n2": none, "n3": forming}, bootstrap: []string{"n1", "n2", "n3"}},
+			answers: map[placement.NodeID]memberAnswer{"n2": none, "n3": none}, bootstrap: []string{"n1", "n2", "n3"}},
+		{name: "a founder bootstrapped first", self: "n1", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n2": none, "n3": forming}},
+		// n1, n2 and n4 met and bootstrapped; n3 would count itself among
+		// the first three and bootstrap a second configuration.
+		{name: "a node comes while the founders form", self: "n3", alive: members("n1", "n2", "n3", "n4"),
+			answers: map[placement.NodeID]memberAnswer{"n1": forming, "n2": forming, "n4": forming}},
 		{name: "too few alive", self: "n1", alive: members("n1", "n2"),
 			answers: map[placement.NodeID]memberAnswer{"n2": none}, wait: "2 alive"},
 		{name: "a fourth fresh node is not a founder", self: "n4", alive: members("n1", "n2", "n3", "n4"),
@@ -229,5 +237,106 @@ func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 				t.Fatalf("the refused node left its new data dir behind: %v", err)
 			}
 		})
+	}
+}
+
+// TestMoreNodesThanExpectedFormOneMetaGroup: four new nodes start at once
+// with bootstrap-expect 3, and do not all see the same nodes alive when
+// they decide. n2 and n4 see n1, n2 and n4 and bootstrap the meta group
+// with those; n1 (whose calls are cut meanwhile) decides later, once n3
+// has come: it sees four alive and n2 and n4 with only the first
+// configuration. Before, it then bootstrapped a second configuration, n1,
+// n2 and n3 (as did n3), and the two could each elect a leader — shown here
+// by splitting the nodes into {n1, n3} and {n2, n4} — and commit two maps
+// with two cluster IDs. A node that sees a member with the first
+// configuration joins that group instead.
+func TestMoreNodesThanExpectedFormOneMetaGroup(t *testing.T) {
+	t.Parallel()
+	tc := &testCluster{t: t, app: clusterApp(&turnRegistry{active: map[string]string{}}), faults: &raftstore.Faults{}}
+	for i := range 4 {
+		cfg := DefaultClusterConfig(fmt.Sprintf("n%d", i+1))
+		cfg.DataDir = t.TempDir()
+		cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+		cfg.Shards, cfg.Logger = 2, quietLogger
+		if i > 0 {
+			cfg.Join = []string{tc.cfgs[0].GossipAddr}
+		}
+		tc.cfgs = append(tc.cfgs, cfg)
+		tc.nodes = append(tc.nodes, nil)
+	}
+	t.Cleanup(func() {
+		for i := range tc.nodes {
+			tc.stop(i)
+		}
+	})
+	addr := func(i int) raft.ServerAddress { return raft.ServerAddress(tc.cfgs[i].GRPCAddr) }
+	metaOf := func(i int) *raftstore.Group {
+		c := tc.nodes[i].cluster
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.meta
+	}
+	waitMeta := func(is ...int) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for _, i := range is {
+			for metaOf(i) == nil {
+				if time.Now().After(deadline) {
+					t.Fatalf("n%d did not start its meta group", i+1)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	partition := func(pairs ...[2]int) {
+		for _, p := range pairs {
+			tc.faults.Partition(addr(p[0]), addr(p[1]))
+		}
+	}
+
+	// n1 cannot ask anyone (its calls are cut), so it waits; n2 and n4
+	// decide with n1, n2 and n4 alive. Cut apart, they elect no leader.
+	tc.faults.IsolateAfterTimeoutNow(addr(0))
+	for _, i := range []int{0, 1, 3} {
+		tc.start(i)
+	}
+	waitMeta(1, 3)
+	partition([2]int{1, 3})
+	for _, i := range []int{1, 3} {
+		if last := metaOf(i).Raft().LastIndex(); last > 1 {
+			t.Fatalf("n%d's meta log ends at %d: n2 and n4 elected a leader before they were cut apart; the case cannot be set up", i+1, last)
+		}
+	}
+	tc.start(2)
+	waitMeta(2)
+	tc.faults.Heal()
+	partition([2]int{1, 3})
+	waitMeta(0)
+
+	tc.faults.Heal()
+	partition([2]int{0, 1}, [2]int{0, 3}, [2]int{2, 1}, [2]int{2, 3})
+	deadline := time.Now().Add(8 * time.Second)
+	for time.Now().Before(deadline) {
+		ids := map[string][]string{}
+		for i := range tc.nodes {
+			if id := tc.nodes[i].cluster.metaFSM.Map().ClusterID; id != "" {
+				ids[id] = append(ids[id], tc.cfgs[i].NodeID)
+			}
+		}
+		if len(ids) > 1 {
+			t.Fatalf("two meta groups formed, with two maps: %v", ids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tc.faults.Heal()
+	tc.waitReadyWithin(60 * time.Second)
+	m := tc.metaLeader().cluster.metaFSM.Map()
+	for i := range tc.nodes {
+		if got := tc.nodes[i].cluster.metaFSM.Map().ClusterID; got != m.ClusterID {
+			t.Fatalf("n%d has cluster %q, the leader %q", i+1, got, m.ClusterID)
+		}
+		if _, ok := m.Nodes[placement.NodeID(tc.cfgs[i].NodeID)]; !ok {
+			t.Fatalf("the map does not list n%d", i+1)
+		}
 	}
 }
