@@ -2,6 +2,7 @@ package placement
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"log/slog"
@@ -74,8 +75,8 @@ type Membership struct {
 	closed   bool
 	selfDup  error // set when another process claims this node's ID
 	dropped  atomic.Uint64
-	rejected atomic.Uint64 // merges refused for duplicate IDs
-	lastRej  atomic.Pointer[error]
+	rejected atomic.Uint64 // merges refused (NotifyMerge)
+	refusals []refusal     // the last maxRefusals of them
 
 	leaveOnce sync.Once
 	shutOnce  sync.Once
@@ -199,17 +200,65 @@ func (m *Membership) Join(addrs []string) (int, error) {
 	if m.isClosed() {
 		return 0, ErrShutdown
 	}
+	// One address at a time: memberlist reports a seed's failure only
+	// when no seed answered, and a merge this node refused (NotifyMerge)
+	// must be told apart from the merges it refuses meanwhile to nodes
+	// that join through it, which are theirs to fail: memberlist's error
+	// for a seed holds the text of the refusal it met.
 	before := m.rejected.Load()
-	n, err := m.list.Join(addrs)
-	if m.rejected.Load() != before {
-		if p := m.lastRej.Load(); p != nil {
-			return n, *p
+	n := 0
+	var errs []error
+	var refused error
+	for _, addr := range addrs {
+		k, err := m.list.Join([]string{addr})
+		n += k
+		if err == nil {
+			continue
 		}
+		if rej := m.refusalIn(before, err); rej != nil {
+			refused = rej
+		}
+		errs = append(errs, err)
 	}
-	if err != nil {
-		return n, fmt.Errorf("placement: joining %v: %w", addrs, err)
+	if refused != nil {
+		return n, refused
+	}
+	if n == 0 && len(errs) > 0 {
+		return n, fmt.Errorf("placement: joining %v: %w", addrs, errors.Join(errs...))
 	}
 	return n, nil
+}
+
+// maxRefusals is how many of the last refused merges refusalIn looks at.
+const maxRefusals = 16
+
+// refusalIn returns the merge refused since the refused count was before
+// whose error err, memberlist's for one seed, carries; nil if none.
+func (m *Membership) refusalIn(before uint64, err error) error {
+	msg := err.Error()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.refusals {
+		if r.seq > before && strings.Contains(msg, r.err.Error()) {
+			return r.err
+		}
+	}
+	return nil
+}
+
+// refusedLocked records a merge NotifyMerge refuses. Callers hold m.mu.
+func (m *Membership) refusedLocked(err error) {
+	seq := m.rejected.Add(1)
+	m.refusals = append(m.refusals, refusal{seq: seq, err: err})
+	if len(m.refusals) > maxRefusals {
+		m.refusals = m.refusals[len(m.refusals)-maxRefusals:]
+	}
+}
+
+// refusal is a merge NotifyMerge refused; seq is the refused count after it.
+type refusal struct {
+	seq uint64
+	err error
 }
 
 // Members returns every member this node has heard of, itself included,

@@ -89,8 +89,7 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 		if meta, err := decodeNodeMeta(p.Meta); err == nil {
 			if err := d.incompatible(p.Name, p.Address(), meta); err != nil {
 				m.log.Error("refusing to merge gossip state", "err", err)
-				m.rejected.Add(1)
-				m.lastRej.Store(&err)
+				m.refusedLocked(err)
 				return err
 			}
 		}
@@ -111,8 +110,7 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 			m.selfDup = err
 		}
 		m.log.Error("refusing to merge gossip state", "err", err)
-		m.rejected.Add(1)
-		m.lastRej.Store(&err)
+		m.refusedLocked(err)
 		m.emitLocked(Event{Kind: EventConflict, Member: memberOf(p)})
 		return err
 	}

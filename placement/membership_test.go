@@ -543,3 +543,50 @@ func TestMembershipRefusesOtherClusters(t *testing.T) {
 	}
 	eventually(t, "d4 to join", 5*time.Second, func() bool { _, ok := a.member("d4"); return ok })
 }
+
+// TestMembershipJoinBlamesOnlyItsOwnMerges: while a member's own Join
+// runs (here one that waits on a seed that never answers), another node
+// that tries to join it and is refused (another shard count) is that
+// node's failure, not the member's: Join reported the other node's
+// rejection as its own, and a restarted node whose --join was still being
+// tried failed with ErrOtherCluster because a misconfigured node had
+// tried to join through it meanwhile.
+func TestMembershipJoinBlamesOnlyItsOwnMerges(t *testing.T) {
+	withShards := func(id NodeID, shards int) MembershipConfig {
+		cfg := testConfig(id)
+		cfg.Meta.Shards = shards
+		return cfg
+	}
+	a := startMember(t, withShards("a1", 16))
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	joined := make(chan error, 1)
+	go func() {
+		_, err := a.Join([]string{silent.Addr().String()})
+		joined <- err
+	}()
+	time.Sleep(200 * time.Millisecond)
+	x := startMember(t, withShards("x9", 12))
+	if _, err := x.Join([]string{a.Addr()}); !errors.Is(err, ErrOtherCluster) {
+		t.Fatalf("x9 joining a1: %v, want ErrOtherCluster", err)
+	}
+	err = <-joined
+	if err == nil {
+		t.Fatal("a1's join through a seed that never answers succeeded")
+	}
+	if errors.Is(err, ErrOtherCluster) || errors.Is(err, ErrDuplicateNodeID) {
+		t.Fatalf("a1's join failed with another node's refusal: %v", err)
+	}
+}
