@@ -61,22 +61,34 @@ func (d *delegate) LocalState(bool) []byte              { return nil }
 func (d *delegate) MergeRemoteState(buf []byte, _ bool) {}
 
 // NotifyAlive implements memberlist.AliveDelegate: a peer whose name is not
-// a valid NodeID, or whose meta does not decode, is not taken as a member.
+// a valid NodeID, or whose meta does not decode or has no gRPC address, is
+// not taken as a member.
 func (d *delegate) NotifyAlive(n *memberlist.Node) error {
 	if err := NodeID(n.Name).Validate(); err != nil {
 		return err
 	}
-	meta, err := decodeNodeMeta(n.Meta)
+	meta, err := roostMeta(n.Meta)
 	if err != nil {
 		return fmt.Errorf("member %s: %v", n.Name, err)
 	}
 	return d.incompatible(n.Name, n.Address(), meta)
 }
 
+// roostMeta decodes a peer's meta, which a roost node's always is, with a
+// gRPC address: one without is another service's that speaks memberlist.
+func roostMeta(b []byte) (NodeMeta, error) {
+	meta, err := decodeNodeMeta(b)
+	if err == nil && meta.GRPCAddr == "" {
+		err = fmt.Errorf("node meta: no grpc address")
+	}
+	return meta, err
+}
+
 // NotifyMerge implements memberlist.MergeDelegate. It runs on both sides of
 // a join (before either merges the other's view) and refuses the merge when
-// the other side has a live member of another cluster or shard count
-// (ErrOtherCluster), or one under an ID that this side knows as a live
+// the other side has a live member of another cluster or shard count, or
+// one that is not a roost node (another service's gossip: ErrOtherCluster),
+// or one under an ID that this side knows as a live
 // member at another address — two processes with one node ID.
 func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 	m := d.m
@@ -86,19 +98,24 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 		if p.State != memberlist.StateAlive && p.State != memberlist.StateSuspect {
 			continue
 		}
-		if meta, err := decodeNodeMeta(p.Meta); err == nil {
-			if err := d.incompatible(p.Name, p.Address(), meta); err != nil {
-				m.log.Error("refusing to merge gossip state", "err", err)
-				m.refusedLocked(err)
-				return err
-			}
+		meta, err := roostMeta(p.Meta)
+		if err != nil {
+			// Not a roost node's: --join names another gossip service.
+			err = fmt.Errorf("%w: member %s at %s is not a roost node (%v): --join takes the --gossip address of a node of this node's cluster",
+				ErrOtherCluster, p.Name, p.Address(), err)
+		} else {
+			err = d.incompatible(p.Name, p.Address(), meta)
+		}
+		if err != nil {
+			m.log.Error("refusing to merge gossip state", "err", err)
+			m.refusedLocked(err)
+			return err
 		}
 		known, ok := m.members[NodeID(p.Name)]
 		if !ok || !known.Alive || known.Addr == p.Address() {
 			continue
 		}
 		self := NodeID(p.Name) == m.cfg.NodeID
-		var err error
 		if self {
 			err = fmt.Errorf("%w: node id %q is already used by a live member at %s (this node is at %s); give this node another id, or, if it is this node restarted at a new address, retry once the old one is declared dead",
 				ErrDuplicateNodeID, p.Name, p.Address(), known.Addr)

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // logSink is a slog.Handler that keeps records (t.Log cannot be used:
@@ -588,5 +590,47 @@ func TestMembershipJoinBlamesOnlyItsOwnMerges(t *testing.T) {
 	}
 	if errors.Is(err, ErrOtherCluster) || errors.Is(err, ErrDuplicateNodeID) {
 		t.Fatalf("a1's join failed with another node's refusal: %v", err)
+	}
+}
+
+// foreignDelegate gossips meta as another service speaking memberlist would.
+type foreignDelegate struct{ meta []byte }
+
+func (d foreignDelegate) NodeMeta(int) []byte             { return d.meta }
+func (d foreignDelegate) NotifyMsg([]byte)                {}
+func (d foreignDelegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (d foreignDelegate) LocalState(bool) []byte          { return nil }
+func (d foreignDelegate) MergeRemoteState([]byte, bool)   {}
+
+// TestMembershipRefusesForeignGossip: a --join that names another service
+// speaking memberlist (serf, as Consul's and Nomad's agents do) is refused
+// saying so. Before, the join succeeded: a peer with other meta was merged
+// silently (and not taken as a member), one with none was taken as a member
+// with no addresses, and the node waited for the cluster to form for good.
+func TestMembershipRefusesForeignGossip(t *testing.T) {
+	for name, meta := range map[string][]byte{
+		"serf tags": {0x81, 0xa4, 'r', 'o', 'l', 'e', 0xa6, 'c', 'o', 'n', 's', 'u', 'l'}, // msgpack {"role": "consul"}
+		"no meta":   nil,
+	} {
+		t.Run(name, func(t *testing.T) {
+			mc := memberlist.DefaultLANConfig()
+			mc.Name, mc.BindAddr, mc.BindPort = "consul-server-1", "127.0.0.1", 0
+			mc.Delegate = foreignDelegate{meta}
+			mc.LogOutput = io.Discard
+			foreign, err := memberlist.Create(mc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer foreign.Shutdown()
+			a := startMember(t, testConfig("a1"))
+			_, err = a.Join([]string{foreign.LocalNode().Address()})
+			if !errors.Is(err, ErrOtherCluster) || !strings.Contains(err.Error(), "not a roost node") {
+				t.Fatalf("join: %v, want ErrOtherCluster saying the seed is not a roost node", err)
+			}
+			time.Sleep(300 * time.Millisecond)
+			if got := a.Members(); len(got) != 1 {
+				t.Fatalf("a1 took the other service's node as a member: %+v", got)
+			}
+		})
 	}
 }
