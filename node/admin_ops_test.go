@@ -366,6 +366,24 @@ func (c *testCluster) fillLogs(n uint64) {
 	}
 }
 
+// drainingAndDead starts three nodes and, of the two that do not lead the
+// meta group, marks one draining and stops the other. li is the meta
+// leader once it sees the stopped one dead.
+func drainingAndDead(t *testing.T) (c *testCluster, li, dead, draining int) {
+	c = newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}}, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
+	c.waitMetaVoters(3, 60*time.Second)
+	leader := c.metaLeader()
+	li = c.nodeIndex(placement.NodeID(leader.cfg.NodeID))
+	dead, draining = (li+1)%3, (li+2)%3
+	drainingID := placement.NodeID(c.cfgs[draining].NodeID)
+	if _, err := leader.admin.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: drainingID, State: placement.NodeDraining}}); err != nil {
+		t.Fatalf("marking %s draining: %v", drainingID, err)
+	}
+	c.stop(dead)
+	c.waitMetaLeaderSees(false, dead)
+	return c, c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID)), dead, draining
+}
+
 // TestRebalanceNamesAShardItCannotShrink: a rebalance whose only moves
 // are bare removals that would leave their shards without a live quorum
 // (three nodes, one draining, another dead: the planner wants the shards
@@ -374,19 +392,8 @@ func (c *testCluster) fillLogs(n uint64) {
 // node still holding them.
 func TestRebalanceNamesAShardItCannotShrink(t *testing.T) {
 	t.Parallel()
-	reg := &turnRegistry{active: map[string]string{}}
-	c := newTestCluster(t, 3, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
-	c.waitMetaVoters(3, 60*time.Second)
-	leader := c.metaLeader()
-	li := c.nodeIndex(placement.NodeID(leader.cfg.NodeID))
-	dead, draining := (li+1)%3, (li+2)%3
+	c, li, _, draining := drainingAndDead(t)
 	drainingID := placement.NodeID(c.cfgs[draining].NodeID)
-	if _, err := leader.admin.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: drainingID, State: placement.NodeDraining}}); err != nil {
-		t.Fatalf("marking %s draining: %v", drainingID, err)
-	}
-	c.stop(dead)
-	c.waitMetaLeaderSees(false, dead)
-	li = c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
 	before := c.metaLeader().cluster.metaFSM.Map()
 	if len(before.ShardsOf(drainingID)) == 0 {
 		t.Fatalf("%s holds nothing: %+v", drainingID, before.ShardMap)
@@ -450,18 +457,7 @@ func TestCarriedOnDrainOfAnActiveNode(t *testing.T) {
 // nodes gossip sees alive), and would leave the node draining for good.
 func TestDrainRefusedWithNoLiveNodeToTakeIt(t *testing.T) {
 	t.Parallel()
-	reg := &turnRegistry{active: map[string]string{}}
-	c := newTestCluster(t, 3, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
-	c.waitMetaVoters(3, 60*time.Second)
-	leader := c.metaLeader()
-	li := c.nodeIndex(placement.NodeID(leader.cfg.NodeID))
-	dead, draining := (li+1)%3, (li+2)%3
-	if _, err := leader.admin.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: placement.NodeID(c.cfgs[draining].NodeID), State: placement.NodeDraining}}); err != nil {
-		t.Fatalf("marking %s draining: %v", c.cfgs[draining].NodeID, err)
-	}
-	c.stop(dead)
-	c.waitMetaLeaderSees(false, dead)
-	li = c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	c, li, dead, draining := drainingAndDead(t)
 	victim := placement.NodeID(c.cfgs[li].NodeID)
 	before := c.metaLeader().cluster.metaFSM.Map()
 	var e apiErrorJSON
