@@ -1142,3 +1142,17 @@ func TestOperationStall(t *testing.T) {
 		}
 	}
 }
+
+func TestActivateRequest(t *testing.T) {
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{"POST /v1/nodes/n3/activate": canned(200, `{"id":"n3","state":"active"}`)})
+	code, stdout, stderr := runAdmin(t, nil, "activate", "n3", "--addr", srv.URL)
+	if code != exitOK || stdout != "node n3: active\n" {
+		t.Fatalf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	if got := srv.got(); len(got) != 1 || got[0].method != "POST" || got[0].path != "/v1/nodes/n3/activate" {
+		t.Errorf("requests = %+v", got)
+	}
+	if code, _, stderr := runAdmin(t, nil, "activate", "bad id!", "--addr", srv.URL); code != exitUsage || stderr == "" {
+		t.Errorf("a malformed node id: exit %d, stderr %q; want a usage error", code, stderr)
+	}
+}

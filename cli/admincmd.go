@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,7 @@ func newAdminCommands(stdout, stderr io.Writer, lookupEnv func(string) (string, 
 		e.newRebalanceCommand(),
 		e.newDrainCommand(),
 		e.newRemoveCommand(),
+		e.newActivateCommand(),
 		e.newKVCommand(),
 		e.newOperationCommand(),
 	}
@@ -673,6 +675,46 @@ node's process afterwards.` + adminConnectHelp,
 				resp.ID = id
 			}
 			fmt.Fprintf(e.stdout, "node %s: %s\n", resp.ID, cell(resp.State))
+			return nil
+		},
+	}
+	o.register(cmd)
+	return cmd
+}
+
+func (e adminEnv) newActivateCommand() *cobra.Command {
+	o := e.options()
+	cmd := &cobra.Command{
+		Use:   "activate NODE",
+		Short: "Make a draining node active again",
+		Long: `Make NODE, marked draining by 'roost drain', active again: new replicas may be
+placed on it, and 'roost rebalance' moves some back to it. The cluster refuses
+while the drain of NODE is still running (wait for it to end, or for its
+failure) and for a removed node. An active node is left as it is.` + adminConnectHelp,
+		Example: `  # a drain started by mistake, or a node back from maintenance
+  roost activate n3 && roost rebalance --wait`,
+		Args: exactArgs("NODE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			if err := checkNodeID(cmd, "NODE", id); err != nil {
+				return err
+			}
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			var resp struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+			}
+			raw, err := c.call(cmd.Context(), http.MethodPost, "/v1/nodes/"+pathSegment(id)+"/activate", nil, &resp)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			fmt.Fprintf(e.stdout, "node %s: %s\n", cmp.Or(resp.ID, id), cell(resp.State))
 			return nil
 		},
 	}

@@ -141,6 +141,7 @@ func (n *Node) adminAPI() http.Handler {
 	handle("POST /v1/rebalance", a.rebalance)
 	handle("POST /v1/nodes/{id}/drain", a.drain)
 	handle("POST /v1/nodes/{id}/remove", a.remove)
+	handle("POST /v1/nodes/{id}/activate", a.activate)
 	handle("GET /v1/operations", a.operations)
 	handle("GET /v1/operations/{id}", a.operation)
 	handle("GET /v1/kv/{binding}/keys", a.kvList, "prefix", "limit", "cursor")

@@ -529,6 +529,40 @@ func (a *admin) remove(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// activate makes a draining node active again: new replicas may be placed
+// on it, and a rebalance moves some back. Refused while a drain of it runs
+// (a drain that ends would leave it active, half emptied) and for a
+// removed node, whose id is not used again.
+func (a *admin) activate(w http.ResponseWriter, r *http.Request) error {
+	id, err := parseNode("node", r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if err := decodeBody(r, &struct{}{}, true); err != nil {
+		return err
+	}
+	_, nd, here, err := a.nodeOnMetaLeader(w, r, id)
+	if !here {
+		return err
+	}
+	switch nd.State {
+	case placement.NodeRemoved:
+		return errorf(http.StatusConflict, "%s has been removed; its id is not used again", id)
+	case placement.NodeDraining:
+		if op, ok := a.n.cluster.metaFSM.Operation(); ok && op.Kind == placement.OperationDrain && op.Node == id {
+			return errorf(http.StatusConflict, "the drain of %s (operation %s) is running; activate it once the drain has ended", id, op.ID)
+		}
+		v, err := a.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: id, State: placement.NodeActive}})
+		if err != nil {
+			return err
+		}
+		setMapVersion(w, v)
+		a.n.log.Info("admin: draining node made active again", "node", id)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "state": placement.NodeActive.String()})
+	return nil
+}
+
 // shardCount is "1 shard" or "N shards".
 func shardCount(n int) string {
 	if n == 1 {

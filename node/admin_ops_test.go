@@ -496,3 +496,35 @@ func TestRebalanceTotalLeavesOutMovesToDeadNodes(t *testing.T) {
 		t.Fatalf("the rebalance ended %+v", op)
 	}
 }
+
+// TestActivateUndoesADrainMark: a draining node can be made active again
+// (a drain started by mistake, or a node back from maintenance), from any
+// node; a removed or unknown node cannot.
+func TestActivateUndoesADrainMark(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	c.waitMetaVoters(3, 60*time.Second)
+	leader := c.metaLeader()
+	li := c.nodeIndex(placement.NodeID(leader.cfg.NodeID))
+	other := (li + 1) % 3
+	victim := placement.NodeID(c.cfgs[(li+2)%3].NodeID)
+	if _, err := leader.admin.proposeMeta(placement.Command{SetNodeState: &placement.SetNodeStateCmd{ID: victim, State: placement.NodeDraining}}); err != nil {
+		t.Fatalf("marking %s draining: %v", victim, err)
+	}
+	for round := range 2 { // the second is a no-op on an active node
+		var out struct{ ID, State string }
+		if code := c.admin(other, "POST", "/v1/nodes/"+string(victim)+"/activate", nil, &out); code != 200 || out.State != "active" {
+			t.Fatalf("round %d: activate %s through a node that does not lead the meta group: %d %+v", round, victim, code, out)
+		}
+		if st := c.metaLeader().cluster.metaFSM.Map().Nodes[victim].State; st != placement.NodeActive {
+			t.Fatalf("round %d: %s is %s after activate", round, victim, st)
+		}
+	}
+	var e apiErrorJSON
+	if code := c.admin(li, "POST", "/v1/nodes/n9/activate", nil, &e); code != 400 || !strings.Contains(e.Error, "unknown node n9") {
+		t.Errorf("activate an unknown node: %d %q, want 400", code, e.Error)
+	}
+	if code := c.admin(li, "POST", "/v1/nodes/"+string(victim)+"/activate", map[string]any{"max_concurrent": 2}, &e); code != 400 {
+		t.Errorf("activate with a body: %d %q, want 400", code, e.Error)
+	}
+}
