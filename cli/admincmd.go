@@ -652,30 +652,7 @@ node's process afterwards.` + adminConnectHelp,
 		Example: `  roost drain n3 --wait && roost remove n3`,
 		Args:    exactArgs("NODE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			if err := checkNodeID(cmd, "NODE", id); err != nil {
-				return err
-			}
-			c, err := o.client(cmd)
-			if err != nil {
-				return err
-			}
-			var resp struct {
-				ID    string `json:"id"`
-				State string `json:"state"`
-			}
-			raw, err := c.call(cmd.Context(), http.MethodPost, "/v1/nodes/"+pathSegment(id)+"/remove", nil, &resp)
-			if err != nil {
-				return err
-			}
-			if o.json() {
-				return writeJSON(e.stdout, raw)
-			}
-			if resp.ID == "" {
-				resp.ID = id
-			}
-			fmt.Fprintf(e.stdout, "node %s: %s\n", resp.ID, cell(resp.State))
-			return nil
+			return e.setNodeState(cmd, o, args[0], "remove")
 		},
 	}
 	o.register(cmd)
@@ -695,31 +672,36 @@ failure) and for a removed node. An active node is left as it is.` + adminConnec
   roost activate n3 && roost rebalance --wait`,
 		Args: exactArgs("NODE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id := args[0]
-			if err := checkNodeID(cmd, "NODE", id); err != nil {
-				return err
-			}
-			c, err := o.client(cmd)
-			if err != nil {
-				return err
-			}
-			var resp struct {
-				ID    string `json:"id"`
-				State string `json:"state"`
-			}
-			raw, err := c.call(cmd.Context(), http.MethodPost, "/v1/nodes/"+pathSegment(id)+"/activate", nil, &resp)
-			if err != nil {
-				return err
-			}
-			if o.json() {
-				return writeJSON(e.stdout, raw)
-			}
-			fmt.Fprintf(e.stdout, "node %s: %s\n", cmp.Or(resp.ID, id), cell(resp.State))
-			return nil
+			return e.setNodeState(cmd, o, args[0], "activate")
 		},
 	}
 	o.register(cmd)
 	return cmd
+}
+
+// setNodeState posts to /v1/nodes/{id}/{call} (remove, activate), which
+// answers {"id","state"}, and prints the node's state.
+func (e adminEnv) setNodeState(cmd *cobra.Command, o *adminOptions, id, call string) error {
+	if err := checkNodeID(cmd, "NODE", id); err != nil {
+		return err
+	}
+	c, err := o.client(cmd)
+	if err != nil {
+		return err
+	}
+	var resp struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+	}
+	raw, err := c.call(cmd.Context(), http.MethodPost, "/v1/nodes/"+pathSegment(id)+"/"+call, nil, &resp)
+	if err != nil {
+		return err
+	}
+	if o.json() {
+		return writeJSON(e.stdout, raw)
+	}
+	fmt.Fprintf(e.stdout, "node %s: %s\n", cmp.Or(resp.ID, id), cell(resp.State))
+	return nil
 }
 
 // startOperation posts body to path, which starts a rebalance or drain
