@@ -503,14 +503,7 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *admin) remove(w http.ResponseWriter, r *http.Request) error {
-	id, err := parseNode("node", r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	if err := decodeBody(r, &struct{}{}, true); err != nil {
-		return err
-	}
-	m, nd, here, err := a.nodeOnMetaLeader(w, r, id)
+	id, m, nd, here, err := a.bodilessNodeCall(w, r)
 	if !here {
 		return err
 	}
@@ -529,19 +522,27 @@ func (a *admin) remove(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// bodilessNodeCall checks a POST /v1/nodes/{id}/… call that takes no
+// body and, on the meta leader, returns its node; elsewhere it forwards the
+// call there (nodeOnMetaLeader). here is false when the call is answered.
+func (a *admin) bodilessNodeCall(w http.ResponseWriter, r *http.Request) (placement.NodeID, placement.Map, placement.Node, bool, error) {
+	id, err := parseNode("node", r.PathValue("id"))
+	if err != nil {
+		return id, placement.Map{}, placement.Node{}, false, err
+	}
+	if err := decodeBody(r, &struct{}{}, true); err != nil {
+		return id, placement.Map{}, placement.Node{}, false, err
+	}
+	m, nd, here, err := a.nodeOnMetaLeader(w, r, id)
+	return id, m, nd, here, err
+}
+
 // activate makes a draining node active again: new replicas may be placed
 // on it, and a rebalance moves some back. Refused while a drain of it runs
 // (a drain that ends would leave it active, half emptied) and for a
 // removed node, whose id is not used again.
 func (a *admin) activate(w http.ResponseWriter, r *http.Request) error {
-	id, err := parseNode("node", r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	if err := decodeBody(r, &struct{}{}, true); err != nil {
-		return err
-	}
-	_, nd, here, err := a.nodeOnMetaLeader(w, r, id)
+	id, _, nd, here, err := a.bodilessNodeCall(w, r)
 	if !here {
 		return err
 	}
@@ -717,10 +718,8 @@ func withoutLiveQuorum(m placement.Map, moves []placement.Move, alive map[placem
 		if err == nil && mv.Add == "" && mv.Remove != "" {
 			after := s
 			after.Replicas = mv.Apply(s.Replicas)
-			if liveQuorumErr(after, alive) != nil {
-				up := slices.DeleteFunc(slices.Clone(after.Replicas), func(id placement.NodeID) bool { return !alive[id] })
-				err = fmt.Errorf("shard %d: %w: taking its replica off %s would leave %d of [%s] alive, and a change needs %d",
-					mv.Shard, errNoLiveQuorum, mv.Remove, len(up), joinIDs(after.Replicas), placement.Quorum(len(after.Replicas)))
+			if aerr := liveQuorumErr(after, alive); aerr != nil {
+				err = fmt.Errorf("taking its replica off %s: %w", mv.Remove, aerr)
 			}
 		}
 		if err != nil {

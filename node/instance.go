@@ -263,12 +263,12 @@ func unconfirmedRead(err error) error {
 // panic still commit, as a Workers object's do.
 //
 // prior is what beginTurn returned. confirm is set when no commit
-// submitted during the turn is in flight:
-// the turn wrote nothing, or its writes committed already. Its answer then
-// needs a leadership check of its own. A commit submitted before the turn
-// began does not do: its quorum may have acknowledged it before the
-// request arrived, with the acknowledgement only read late, and a newer
-// leader could have committed since (docs/architecture.md, section 8).
+// submitted during the turn is in flight (the turn wrote nothing, or its
+// writes committed already): its answer then needs a leadership check of
+// its own. A commit submitted before the turn began does not vouch for it:
+// its quorum may have acknowledged it before the request arrived, the
+// answer only read late, and a newer leader could have committed since
+// (docs/architecture.md, section 8).
 func (in *instance) endTurn(prior *commit, exc error) (last *commit, confirm bool) {
 	last = in.storage.flush()
 	in.shard.exitTurn() // after flush: the turn's writes are queued on the shard now
