@@ -76,6 +76,7 @@ type testCluster struct {
 	t      *testing.T
 	app    *durable.App
 	faults *raftstore.Faults
+	logs   *logTail // the nodes' last log lines, shown when readiness fails
 	cfgs   []Config
 	nodes  []*Node
 	// nodeTweak, if set, adjusts every node before it starts.
@@ -103,7 +104,7 @@ func newTestCluster(t *testing.T, n, shards int, reg *turnRegistry, tweaks ...fu
 // newTestClusterWith is newTestCluster with nodeTweak adjusting every node
 // (what its Config does not hold) before it starts, restarts included.
 func newTestClusterWith(t *testing.T, n, shards int, reg *turnRegistry, nodeTweak func(*Node), tweaks ...func(*Config)) *testCluster {
-	c := &testCluster{t: t, app: clusterApp(reg), faults: &raftstore.Faults{}, nodeTweak: nodeTweak}
+	c := &testCluster{t: t, app: clusterApp(reg), faults: &raftstore.Faults{}, logs: newLogTail(400), nodeTweak: nodeTweak}
 	var seed string
 	for i := range n {
 		cfg := DefaultClusterConfig(fmt.Sprintf("n%d", i+1))
@@ -111,7 +112,7 @@ func newTestClusterWith(t *testing.T, n, shards int, reg *turnRegistry, nodeTwea
 		cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
 		cfg.Shards = shards
 		cfg.Vars = map[string]string{"NODE": cfg.NodeID}
-		cfg.Logger = quietLogger
+		cfg.Logger = c.logs.logger(cfg.NodeID)
 		for _, tweak := range tweaks {
 			tweak(&cfg)
 		}
@@ -191,11 +192,22 @@ func (c *testCluster) waitReadyWithin(timeout time.Duration) {
 				break
 			}
 			if time.Now().After(deadline) {
-				c.t.Fatalf("node %d not ready: %s", i+1, why)
+				c.t.Errorf("node %d not ready: %s", i+1, why)
+				c.logReadiness()
+				c.t.FailNow()
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// logReadiness logs every shard's replicas and the nodes' last log lines,
+// for a test whose cluster did not become ready.
+func (c *testCluster) logReadiness() {
+	for idx := range c.cfgs[0].Shards {
+		c.t.Logf("shard %d:\n%s", idx, c.shardStatus(idx))
+	}
+	c.t.Logf("the nodes' last log lines:\n%s", c.logs)
 }
 
 // do sends path for the counter name to node i.

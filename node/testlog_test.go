@@ -1,0 +1,73 @@
+package node
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+)
+
+// logTail keeps the last lines a test cluster's nodes logged, so that a
+// cluster test that fails can say what the nodes saw (quietLogger keeps
+// nothing, and logging everything would bury the failures of -v runs).
+type logTail struct {
+	mu    sync.Mutex
+	lines []string
+	next  int // where the next line goes once lines is full
+	max   int
+}
+
+func newLogTail(max int) *logTail { return &logTail{max: max} }
+
+// Write takes one or more whole lines, as slog's text handler writes them.
+func (l *logTail) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for line := range strings.SplitSeq(string(bytes.TrimRight(p, "\n")), "\n") {
+		if len(l.lines) < l.max {
+			l.lines = append(l.lines, line)
+			continue
+		}
+		l.lines[l.next] = line
+		l.next = (l.next + 1) % l.max
+	}
+	return len(p), nil
+}
+
+// String is the kept lines, oldest first.
+func (l *logTail) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(append(append([]string(nil), l.lines[l.next:]...), l.lines[:l.next]...), "\n")
+}
+
+// logger is a logger for the node id, writing to l from Info up.
+func (l *logTail) logger(id string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", id)
+}
+
+// shardStatus describes every running node's replica of shard idx.
+func (c *testCluster) shardStatus(idx int) string {
+	var b strings.Builder
+	for i, nd := range c.nodes {
+		if nd == nil {
+			fmt.Fprintf(&b, "node %d: stopped\n", i+1)
+			continue
+		}
+		nd.cluster.mu.Lock()
+		ls := nd.cluster.groups[idx]
+		nd.cluster.mu.Unlock()
+		if ls == nil {
+			fmt.Fprintf(&b, "node %d: no replica\n", i+1)
+			continue
+		}
+		r := ls.group.Raft()
+		leader, alive := ls.group.LiveLeader()
+		st := r.Stats()
+		fmt.Fprintf(&b, "node %d: state=%s term=%s leader=%s alive=%v leaderPeerAlive=%v last_contact=%s last_log=%s commit=%s applied=%s config=%s fenced=%v\n",
+			i+1, st["state"], st["term"], leader, alive, leader != "" && nd.cluster.trans.PeerAlive(leader), st["last_contact"],
+			st["last_log_index"], st["commit_index"], st["applied_index"], st["latest_configuration"], ls.shard.isFenced())
+	}
+	return b.String()
+}
