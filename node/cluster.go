@@ -1000,10 +1000,11 @@ func (c *cluster) transferTargetAnswers(g *raftstore.Group, target raft.Server) 
 // peerLost is the transport's PeerLost: a peer's heartbeat stream broke
 // or went silent, so the groups it led may have no live leader now, and
 // requests forwarded to it would only wait for gRPC's keepalive.
-func (c *cluster) peerLost(addr raft.ServerAddress) {
+func (c *cluster) peerLost(addr raft.ServerAddress, why error) {
 	if c.stopping.Load() {
 		return
 	}
+	c.n.log.Info("peer lost: its groups' leaders here count as gone and requests forwarded to it fail", "peer", string(addr), "why", why)
 	c.elect.peerLost()
 	select {
 	case c.fenceKick <- struct{}{}:

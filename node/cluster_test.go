@@ -128,6 +128,9 @@ func newTestClusterWith(t *testing.T, n, shards int, reg *turnRegistry, nodeTwea
 		c.start(i)
 	}
 	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the nodes' last log lines:\n%s", c.logs)
+		}
 		for i := range c.nodes {
 			c.stop(i)
 		}
@@ -201,13 +204,12 @@ func (c *testCluster) waitReadyWithin(timeout time.Duration) {
 	}
 }
 
-// logReadiness logs every shard's replicas and the nodes' last log lines,
-// for a test whose cluster did not become ready.
+// logReadiness logs every shard's replicas, for a test whose cluster did
+// not become ready (a failed test logs the nodes' last lines as it ends).
 func (c *testCluster) logReadiness() {
 	for idx := range c.cfgs[0].Shards {
 		c.t.Logf("shard %d:\n%s", idx, c.shardStatus(idx))
 	}
-	c.t.Logf("the nodes' last log lines:\n%s", c.logs)
 }
 
 // do sends path for the counter name to node i.

@@ -10,7 +10,8 @@ import (
 
 // logTail keeps the last lines a test cluster's nodes logged, so that a
 // cluster test that fails can say what the nodes saw (quietLogger keeps
-// nothing, and logging everything would bury the failures of -v runs).
+// nothing, and logging everything would bury the failures of -v runs):
+// newTestCluster logs them when its test failed.
 type logTail struct {
 	mu    sync.Mutex
 	lines []string

@@ -33,4 +33,9 @@ var (
 	// every later entry (applying them would skip the failed one); restarting
 	// the group re-applies from the log.
 	ErrFSMFailed = errors.New("raftstore: shard FSM failed")
+	// ErrPeerStreamBroke and ErrPeerSilent are why a peer was reported
+	// lost (TransportConfig.PeerLost): its heartbeat stream to this node
+	// broke, or carried nothing for SilenceTimeout.
+	ErrPeerStreamBroke = errors.New("its heartbeat stream broke")
+	ErrPeerSilent      = errors.New("its heartbeat stream went silent")
 )

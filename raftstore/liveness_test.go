@@ -19,7 +19,7 @@ import (
 type lostRecorder chan [2]raft.ServerAddress
 
 func (l lostRecorder) option(c *TransportConfig) {
-	c.PeerLost = func(addr raft.ServerAddress) { l <- [2]raft.ServerAddress{c.LocalAddr, addr} }
+	c.PeerLost = func(addr raft.ServerAddress, _ error) { l <- [2]raft.ServerAddress{c.LocalAddr, addr} }
 }
 
 // With QuietTiming a group heartbeats rarely, yet its followers see the
@@ -397,7 +397,7 @@ func (d *dyingCaller) Send(*pb.RaftHeartbeatBatchResponse) error {
 // hundred runs of TestQuietGroupFailsOverByNodeLiveness under load.)
 func TestPeerDyingDuringAnAnswerIsLost(t *testing.T) {
 	lost := make(lostRecorder, 4)
-	tr := NewTransport(TransportConfig{LocalAddr: "127.0.0.1:1", SilenceTimeout: -1, PeerLost: func(a raft.ServerAddress) { lost <- [2]raft.ServerAddress{"", a} }})
+	tr := NewTransport(TransportConfig{LocalAddr: "127.0.0.1:1", SilenceTimeout: -1, PeerLost: func(a raft.ServerAddress, _ error) { lost <- [2]raft.ServerAddress{"", a} }})
 	t.Cleanup(func() { _ = tr.Close() })
 	const caller = "127.0.0.1:2"
 	ctx, cancel := context.WithCancel(metadata.NewIncomingContext(context.Background(), metadata.Pairs(fromMetadataKey, caller)))

@@ -75,10 +75,11 @@ type TransportConfig struct {
 	Timeout time.Duration
 	// PeerLost, if set, is called (on its own goroutine) with the address of
 	// a peer whose stream of heartbeats to this node broke (its process
-	// most likely died) or stayed silent for SilenceTimeout (it hangs or is
-	// cut off): the groups it led may need an election (liveness.go). It
-	// may be called again for the same loss.
-	PeerLost func(raft.ServerAddress)
+	// most likely died: why is ErrPeerStreamBroke) or stayed silent for
+	// SilenceTimeout (it hangs or is cut off: ErrPeerSilent): the groups it
+	// led may need an election (liveness.go). It may be called again for
+	// the same loss.
+	PeerLost func(addr raft.ServerAddress, why error)
 	// LivenessInterval is how often a node sends a peer it heartbeats an
 	// empty batch when no heartbeat is due, so that the peer can tell it is
 	// alive however rarely its groups heartbeat (node liveness,
@@ -107,10 +108,10 @@ type Transport struct {
 	window  atomic.Int64 // HeartbeatWindow in nanoseconds; tests change it
 	faults  *Faults
 	dial    []grpc.DialOption
-	lost    func(raft.ServerAddress) // PeerLost
-	ping    time.Duration            // LivenessInterval, 0 when off
-	pingFor time.Duration            // defaultPingFor; tests shorten it
-	silence time.Duration            // SilenceTimeout, 0 when off
+	lost    func(raft.ServerAddress, error) // PeerLost
+	ping    time.Duration                   // LivenessInterval, 0 when off
+	pingFor time.Duration                   // defaultPingFor; tests shorten it
+	silence time.Duration                   // SilenceTimeout, 0 when off
 	// callCtx carries this node's address in the outgoing metadata; every
 	// call derives its context from it.
 	callCtx context.Context

@@ -196,14 +196,14 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 	l := s.t.peerState(peer)
 	l.pinging.Add(1)
 	defer l.pinging.Add(-1)
-	reportLost := func() {
+	reportLost := func(why error) {
 		if lost := s.t.lost; lost != nil {
-			go lost(peer)
+			go lost(peer, why)
 		}
 	}
 	var silence *time.Timer
 	if s.t.silence > 0 {
-		silence = time.AfterFunc(s.t.silence, reportLost)
+		silence = time.AfterFunc(s.t.silence, func() { reportLost(ErrPeerSilent) })
 		defer silence.Stop()
 	}
 	// broke ends the stream with err, reporting the caller lost if its
@@ -213,7 +213,7 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 	broke := func(err error) error {
 		if ctx.Err() != nil {
 			s.t.markBroken(peer)
-			reportLost()
+			reportLost(ErrPeerStreamBroke)
 		}
 		return err
 	}
