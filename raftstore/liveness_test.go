@@ -436,3 +436,35 @@ func TestAnsweredPingsOutweighABrokenStream(t *testing.T) {
 	_ = a.tr.Group(5).AppendEntries("b", b.addr, hb, &resp)
 	waitFor(t, 2*time.Second, "b reachable once it answered a's pings", func() bool { return a.tr.PeerReachable(b.addr) })
 }
+
+// A node slow to answer a peer's heartbeats (a busy machine, an fsync)
+// does not report the peer lost for it: the peer sends its next batch only
+// once it has the answer, so silence counts while the node waits for the
+// peer, not while it answers. Before, every answer slower than the
+// silence timeout reported a live peer lost, which failed the requests
+// forwarded to it (TestHealReplacesDeadNode, once in a few runs under
+// -race).
+func TestSlowAnswerDoesNotReportThePeerLost(t *testing.T) {
+	lost := make(lostRecorder, 4)
+	a := newTNode(t, "a", nil)
+	b := newTNode(t, "b", nil, lost.option, func(c *TransportConfig) { c.SilenceTimeout = 600 * time.Millisecond })
+	b.tr.Group(5).SetHeartbeatHandler(func(rpc raft.RPC) {
+		time.Sleep(1500 * time.Millisecond)
+		rpc.Respond(&raft.AppendEntriesResponse{Term: 1, Success: true}, nil)
+	})
+	var resp raft.AppendEntriesResponse
+	hb := &raft.AppendEntriesRequest{RPCHeader: header("a", a.addr), Term: 1}
+	if err := a.tr.Group(5).AppendEntries("b", b.addr, hb, &resp); err != nil || !resp.Success {
+		t.Fatalf("heartbeat: %v %+v", err, resp)
+	}
+	// a pings b every LivenessInterval from now on, well within b's
+	// silence timeout.
+	select {
+	case l := <-lost:
+		t.Fatalf("%s reported %s lost while it answered slowly", l[0], l[1])
+	case <-time.After(time.Second):
+	}
+	if !b.tr.PeerAlive(a.addr) {
+		t.Fatal("a is not alive to b after b answered its heartbeat slowly")
+	}
+}

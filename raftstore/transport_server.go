@@ -189,7 +189,7 @@ const maxHeartbeatBatch = 1 << 16
 // the next. A group's failure (not running here, say) is that group's
 // result; the stream goes on. A stream that breaks, or carries no batch
 // (liveness pings, empty batches, count) for the transport's
-// SilenceTimeout, reports its sender lost.
+// SilenceTimeout while this node waits for one, reports its sender lost.
 func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) error {
 	ctx := stream.Context()
 	peer := callerAddr(ctx)
@@ -225,10 +225,16 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 		if err != nil {
 			return broke(err)
 		}
-		if s.t.faults == nil || s.t.faults.cut(peer, s.t.local) == nil {
+		heard := s.t.faults == nil || s.t.faults.cut(peer, s.t.local) == nil
+		if heard {
 			s.t.markHeard(peer)
 			if silence != nil {
-				silence.Reset(s.t.silence)
+				// Silence is counted while this node waits for the peer,
+				// not while it answers: the peer sends its next batch only
+				// once it has this one's answer, so a node slow to answer
+				// (a busy machine, a term change's fsync) would otherwise
+				// report its peer lost for its own slowness.
+				silence.Stop()
 			}
 		}
 		if n := len(batch.Requests); n > maxHeartbeatBatch {
@@ -246,6 +252,14 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 		}
 		if err := stream.Send(out); err != nil {
 			return broke(err)
+		}
+		if heard {
+			// It was there when this node began answering, however long
+			// the answer took.
+			s.t.markHeard(peer)
+			if silence != nil {
+				silence.Reset(s.t.silence)
+			}
 		}
 	}
 }
