@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -466,5 +467,53 @@ func TestSlowAnswerDoesNotReportThePeerLost(t *testing.T) {
 	}
 	if !b.tr.PeerAlive(a.addr) {
 		t.Fatal("a is not alive to b after b answered its heartbeat slowly")
+	}
+}
+
+// A voter whose forced election failed (its vote requests were lost) is
+// a candidate of a newer term than the leader's, which the others still
+// follow: it refuses the leader's heartbeats, and hashicorp/raft's
+// heartbeat loop ignores the newer term they answer with. In an idle group
+// that voter stayed without a leader for good. The leader now steps down
+// on the answer, and an election (the node's elector forces one) brings
+// every voter to one term.
+func TestLeaderStepsDownForAFollowersNewerTerm(t *testing.T) {
+	faults := &Faults{}
+	nodes := make([]*tnode, 3)
+	for i := range nodes {
+		nodes[i] = newTNode(t, string(rune('a'+i)), faults)
+	}
+	groups := startAll(t, nodes, 1, QuietTiming)
+	if err := groups[0].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
+		t.Fatalf("replica %d leads after the first replica forced an election", li)
+	}
+	for _, f := range []int{1, 2} {
+		waitFor(t, 3*time.Second, "the leader alive to a follower", func() bool {
+			_, alive := groups[f].LiveLeader()
+			return alive
+		})
+	}
+	term := groups[0].Raft().CurrentTerm()
+	faults.Isolate(nodes[2].addr)
+	if err := groups[2].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "the cut-off voter campaigning", func() bool { return groups[2].Raft().CurrentTerm() > term })
+	time.Sleep(100 * time.Millisecond) // its vote requests fail
+	faults.Heal()
+	// The leader's next heartbeat to it goes within 3–6 s; raft would
+	// leave it leading at its old term for good.
+	waitFor(t, 10*time.Second, "the leader to step down", func() bool { return groups[0].Raft().State() != raft.Leader })
+	if err := groups[0].ForceElection(context.Background()); err != nil { // as the elector would
+		t.Fatal(err)
+	}
+	for i := range groups {
+		waitFor(t, 10*time.Second, fmt.Sprintf("replica %d to have a live leader", i), func() bool {
+			_, alive := groups[i].LiveLeader()
+			return alive
+		})
 	}
 }

@@ -359,6 +359,9 @@ type groupTransport struct {
 
 	// verifying counts leadership checks under way (beginVerify).
 	verifying atomic.Int32
+	// steppingDown: a barrier to make the leader see a newer term is
+	// under way (heardNewerTerm).
+	steppingDown atomic.Bool
 
 	raft atomic.Pointer[raft.Raft] // the group's raft once started (attach)
 	// heartbeatTimeout is the group's raft HeartbeatTimeout (attach): its

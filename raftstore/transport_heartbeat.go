@@ -440,12 +440,36 @@ func (v *groupTransport) heartbeat(target raft.ServerAddress, args *raft.AppendE
 			return r.err
 		}
 		appendEntriesResponseFromProto(r.resp, resp)
+		if resp.Term > args.Term {
+			v.heardNewerTerm()
+		}
 		return nil
 	case <-v.shutdownCh:
 		return raft.ErrTransportShutdown
 	case <-v.waiting.Done():
 		return raft.ErrTransportShutdown
 	}
+}
+
+// heardNewerTerm is told that a follower answered this group's leader's
+// heartbeat with a newer term than the leader's: it campaigned (a forced
+// election that failed, say) and can follow no leader of an older term.
+// Raft says the leader must step down then, so that a new election brings
+// every voter to one term, but hashicorp/raft's heartbeat loop ignores the
+// answer's term; only its replication of entries looks. In an idle group
+// nothing is replicated, and that voter stayed a candidate for good,
+// without a leader it could follow. A barrier entry makes the leader
+// replicate to it, see the newer term and step down; the node's elector
+// then forces an election (node/elect.go).
+func (v *groupTransport) heardNewerTerm() {
+	r := v.raft.Load()
+	if r == nil || r.State() != raft.Leader || !v.steppingDown.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer v.steppingDown.Store(false)
+		_ = r.Barrier(v.t.timeout).Error() // resolves once committed, or at the step-down or shutdown
+	}()
 }
 
 // beginVerify marks a leadership check of the group under way until the
