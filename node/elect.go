@@ -33,10 +33,18 @@ import (
 // none: a follower cut off from a leader the others still hear changes
 // nothing. A replica that knows no leader at all asks the voters at once,
 // whatever its rank: the leader heartbeats it when asked (ask).
+//
+// A replica still campaigning campaignGrace after this node first saw it
+// campaign is in an election that cannot succeed (two voters campaigning
+// in one term, each with its own vote; vote requests lost), which raft
+// would have it wait out for ElectionTimeout, 30–60 s with QuietTiming.
+// The same rule applies to it, its grace counted from campaignGrace, and
+// ForceElection starts its election afresh a term up.
 const (
 	electIdle          = time.Second
 	electCheck         = 100 * time.Millisecond
 	noLeaderGrace      = 200 * time.Millisecond
+	campaignGrace      = 3 * time.Second
 	rankDelay          = time.Second
 	forceEvery         = 2 * time.Second
 	leaderCheckTimeout = 500 * time.Millisecond
@@ -63,15 +71,16 @@ type elector struct {
 	log    func(msg string, args ...any)
 	kick   chan struct{}
 
-	leaderless map[raftstore.GroupID]time.Time // since when no live leader
-	forced     map[raftstore.GroupID]time.Time // last forced election
-	asked      map[raftstore.GroupID]time.Time // last ask (without forcing) whom the voters follow
+	leaderless  map[raftstore.GroupID]time.Time // since when no live leader
+	campaigning map[raftstore.GroupID]time.Time // since when a candidate
+	forced      map[raftstore.GroupID]time.Time // last forced election
+	asked       map[raftstore.GroupID]time.Time // last ask (without forcing) whom the voters follow
 }
 
 func newElector(self placement.NodeID, groups func() []electedGroup, alive func() map[placement.NodeID]bool, log func(string, ...any)) *elector {
 	return &elector{self: self, groups: groups, alive: alive, log: log, kick: make(chan struct{}, 1),
 		leaderless: make(map[raftstore.GroupID]time.Time), forced: make(map[raftstore.GroupID]time.Time),
-		asked: make(map[raftstore.GroupID]time.Time)}
+		asked: make(map[raftstore.GroupID]time.Time), campaigning: make(map[raftstore.GroupID]time.Time)}
 }
 
 // peerLost is the transport's PeerLost: look again now.
@@ -113,19 +122,37 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 	for _, g := range e.groups() {
 		id := g.ID()
 		seen[id] = true
-		if st := g.State(); st != raft.Follower {
+		st := g.State()
+		if st != raft.Follower && st != raft.Candidate {
 			delete(e.leaderless, id)
+			delete(e.campaigning, id)
 			continue
 		}
 		leader, alive := g.LiveLeader()
 		if alive {
 			delete(e.leaderless, id)
+			delete(e.campaigning, id)
 			continue
 		}
 		since, ok := e.leaderless[id]
 		if !ok {
 			e.leaderless[id] = now
 			since = now
+		}
+		if st == raft.Candidate {
+			// Its election may yet succeed: give it campaignGrace before
+			// the voters' turns to act, counted from then.
+			began, ok := e.campaigning[id]
+			if !ok {
+				e.campaigning[id] = now
+				began = now
+			}
+			if now.Sub(began) < campaignGrace {
+				continue
+			}
+			since = began.Add(campaignGrace - noLeaderGrace)
+		} else {
+			delete(e.campaigning, id)
 		}
 		if now.Sub(e.forced[id]) < forceEvery {
 			continue
@@ -183,6 +210,11 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 	for id := range e.asked {
 		if !seen[id] {
 			delete(e.asked, id)
+		}
+	}
+	for id := range e.campaigning {
+		if !seen[id] {
+			delete(e.campaigning, id)
 		}
 	}
 	return waiting

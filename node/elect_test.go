@@ -81,6 +81,7 @@ func TestElectorForcesOnlyWithAQuorumWithoutLeader(t *testing.T) {
 	first, second := selfRanked()
 	addr := map[placement.NodeID]raft.ServerAddress{"n1": "a1", "n2": "a2", "n3": "a3"}
 	allAlive := func() map[placement.NodeID]bool { return map[placement.NodeID]bool{"n1": true, "n2": true, "n3": true} }
+	n1Dead := func() map[placement.NodeID]bool { return map[placement.NodeID]bool{"n2": true, "n3": true} }
 	cases := []struct {
 		name    string
 		self    placement.NodeID
@@ -108,6 +109,18 @@ func TestElectorForcesOnlyWithAQuorumWithoutLeader(t *testing.T) {
 			func() map[placement.NodeID]bool { return map[placement.NodeID]bool{"n1": true, second: true} }, noLeaderGrace, 1},
 		{"the leader is alive", first,
 			fakeElected{state: raft.Follower, leader: "a1", alive: true, answers: map[raft.ServerAddress]bool{addr[second]: false}}, allAlive, noLeaderGrace, 0},
+		// A campaign that has gone on for campaignGrace cannot succeed
+		// (a split vote): it is started afresh, by the ranks' rule.
+		{"a campaign within its grace", first,
+			fakeElected{state: raft.Candidate, answers: map[raft.ServerAddress]bool{addr[second]: false}}, n1Dead, campaignGrace - electCheck, 0},
+		{"a campaign past its grace", first,
+			fakeElected{state: raft.Candidate, answers: map[raft.ServerAddress]bool{addr[second]: false}}, n1Dead, campaignGrace, 1},
+		{"a campaign second in rank waits", second,
+			fakeElected{state: raft.Candidate, answers: map[raft.ServerAddress]bool{addr[first]: false}}, n1Dead, campaignGrace, 0},
+		{"a campaign second in rank steps in", second,
+			fakeElected{state: raft.Candidate, answers: map[raft.ServerAddress]bool{addr[first]: false}}, n1Dead, campaignGrace + rankDelay, 1},
+		{"a campaign against a leader the others hear", first,
+			fakeElected{state: raft.Candidate, answers: map[raft.ServerAddress]bool{addr[second]: true}}, n1Dead, campaignGrace, 0},
 		{"a leader does not force", first,
 			fakeElected{state: raft.Leader, answers: map[raft.ServerAddress]bool{addr[second]: false}}, allAlive, noLeaderGrace, 0},
 		{"a non-voter does not force", first,

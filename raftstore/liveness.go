@@ -3,6 +3,7 @@ package raftstore
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -297,10 +298,41 @@ type livenessTransport interface {
 	leaderView() (raft.ServerAddress, bool)
 	leaderCheck(ctx context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error)
 	forceElection(ctx context.Context, local raft.ServerID) error
+	voteForSelf(ctx context.Context, local raft.ServerID) error
 	peerReachable(addr raft.ServerAddress) bool
 }
 
 var _ livenessTransport = (*groupTransport)(nil)
+
+// voteForSelf hands this replica's raft a vote request from itself for the
+// term after its own (Group.recampaign): it becomes a follower of that term
+// that voted for itself.
+func (v *groupTransport) voteForSelf(ctx context.Context, local raft.ServerID) error {
+	r := v.raft.Load()
+	if r == nil {
+		return fmt.Errorf("%w: group %s has not started", ErrInvalidConfig, v.id)
+	}
+	// Raft compares the request's last entry with its own, the snapshot's
+	// if the log holds nothing after it.
+	st := r.Stats()
+	num := func(k string) uint64 { n, _ := strconv.ParseUint(st[k], 10, 64); return n }
+	lastIndex, lastTerm := num("last_log_index"), num("last_log_term")
+	if si := num("last_snapshot_index"); si > lastIndex {
+		lastIndex, lastTerm = si, num("last_snapshot_term")
+	}
+	req := &raft.RequestVoteRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte(local), Addr: []byte(v.t.local)},
+		Term:      num("term") + 1, LastLogIndex: lastIndex, LastLogTerm: lastTerm,
+	}
+	resp, err := answer[*raft.RequestVoteResponse](v.dispatch(ctx, req, nil, false, true))
+	if err != nil {
+		return err
+	}
+	if !resp.Granted {
+		return fmt.Errorf("raftstore: group %s: the candidate refused its own vote request for term %d (its term is %d)", v.id, req.Term, resp.Term)
+	}
+	return nil
+}
 
 // forceElection hands this replica's raft a TimeoutNow, as a leader
 // transferring its leadership would.
@@ -382,7 +414,31 @@ func (g *Group) CheckLeader(ctx context.Context, target raft.ServerAddress) (lea
 // pre-vote, with the leadership-transfer flag that makes voters grant their
 // vote although they know a leader. Call it only when a quorum of voters
 // has no live leader (see the comment at the top of this file).
+//
+// A candidate starts its election afresh, a term up. Raft would have it
+// wait out ElectionTimeout first, 30–60 s with QuietTiming, and an election
+// that cannot succeed (two voters of three campaigning in one term, each
+// with its own vote; vote requests lost) left the group without a leader
+// that long. Raft has no call for it, so the replica is handed a vote
+// request from itself for the next term, which makes it a follower of that
+// term having voted for itself (what campaigning in it would have done),
+// and then the TimeoutNow that starts the election, in the term after.
 func (g *Group) ForceElection(ctx context.Context) error {
+	if g.raft.State() == raft.Candidate {
+		return g.recampaign(ctx)
+	}
+	return g.electIn(ctx, raft.Follower)
+}
+
+// recampaign starts a candidate's election afresh (ForceElection).
+func (g *Group) recampaign(ctx context.Context) error {
+	lt, ok := g.trans.(livenessTransport)
+	if !ok {
+		return fmt.Errorf("%w: group %s has no node liveness", ErrInvalidConfig, g.id)
+	}
+	if err := lt.voteForSelf(ctx, g.local); err != nil {
+		return err
+	}
 	return g.electIn(ctx, raft.Follower)
 }
 

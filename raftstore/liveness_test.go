@@ -517,3 +517,61 @@ func TestLeaderStepsDownForAFollowersNewerTerm(t *testing.T) {
 		})
 	}
 }
+
+// Two voters of three that campaign in one term, each with its own vote,
+// and the third cut off: no one can win that term, and raft has each wait
+// out ElectionTimeout (30–60 s with QuietTiming) before it campaigns
+// again. ForceElection on a candidate starts its election afresh, a term
+// up, which the other candidate grants.
+func TestForceElectionRestartsAStuckCampaign(t *testing.T) {
+	faults := &Faults{}
+	nodes := make([]*tnode, 3)
+	for i := range nodes {
+		nodes[i] = newTNode(t, string(rune('a'+i)), faults)
+	}
+	groups := startAll(t, nodes, 1, QuietTiming)
+	if err := groups[0].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
+		t.Fatalf("replica %d leads after the first replica forced an election", li)
+	}
+	term := groups[0].Raft().CurrentTerm()
+	// Both followers hold the leader's entries (either can win), then the
+	// leader is cut off, and the two followers from each other.
+	if err := groups[0].Raft().Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the followers to hold the barrier", func() bool {
+		last := groups[0].Raft().LastIndex()
+		return groups[1].Raft().LastIndex() == last && groups[2].Raft().LastIndex() == last
+	})
+	faults.Isolate(nodes[0].addr)
+	faults.Partition(nodes[1].addr, nodes[2].addr)
+	for _, i := range []int{1, 2} {
+		if err := groups[i].ForceElection(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []int{1, 2} {
+		waitFor(t, 3*time.Second, fmt.Sprintf("replica %d campaigning", i), func() bool {
+			return groups[i].Raft().State() == raft.Candidate && groups[i].Raft().CurrentTerm() == term+1
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // their vote requests fail
+	faults.Heal()
+	faults.Isolate(nodes[0].addr)
+	if err := groups[1].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if li := leaderIndex(t, groups, 0, 5*time.Second); li != 1 {
+		t.Fatalf("replica %d leads after replica 1 started its campaign afresh", li)
+	}
+	if got := groups[1].Raft().CurrentTerm(); got <= term+1 {
+		t.Fatalf("the new leader's term is %d, want more than the stuck campaigns' %d", got, term+1)
+	}
+	waitFor(t, 5*time.Second, "the other candidate to follow the new leader", func() bool {
+		leader, _ := groups[2].Raft().LeaderWithID()
+		return groups[2].Raft().State() == raft.Follower && leader == nodes[1].addr
+	})
+}
