@@ -323,18 +323,7 @@ func TestPublishCommitsAfter(t *testing.T) {
 // step it down, and has it again once the network heals; its followers,
 // which still reach each other, keep theirs.
 func TestQuorumReachableFollowsLiveness(t *testing.T) {
-	faults := &Faults{}
-	nodes := make([]*tnode, 3)
-	for i := range nodes {
-		nodes[i] = newTNode(t, string(rune('a'+i)), faults)
-	}
-	groups := startAll(t, nodes, 1, QuietTiming)
-	if err := groups[0].ForceElection(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
-		t.Fatalf("replica %d leads after the first replica forced an election", li)
-	}
+	faults, nodes, groups := quietGroupLedByFirst(t)
 	quorum := func(i int) bool {
 		ok, err := groups[i].QuorumReachable()
 		if err != nil {
@@ -478,18 +467,7 @@ func TestSlowAnswerDoesNotReportThePeerLost(t *testing.T) {
 // on the answer, and an election (the node's elector forces one) brings
 // every voter to one term.
 func TestLeaderStepsDownForAFollowersNewerTerm(t *testing.T) {
-	faults := &Faults{}
-	nodes := make([]*tnode, 3)
-	for i := range nodes {
-		nodes[i] = newTNode(t, string(rune('a'+i)), faults)
-	}
-	groups := startAll(t, nodes, 1, QuietTiming)
-	if err := groups[0].ForceElection(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
-		t.Fatalf("replica %d leads after the first replica forced an election", li)
-	}
+	faults, nodes, groups := quietGroupLedByFirst(t)
 	for _, f := range []int{1, 2} {
 		waitFor(t, 3*time.Second, "the leader alive to a follower", func() bool {
 			_, alive := groups[f].LiveLeader()
@@ -524,18 +502,7 @@ func TestLeaderStepsDownForAFollowersNewerTerm(t *testing.T) {
 // again. ForceElection on a candidate starts its election afresh, a term
 // up, which the other candidate grants.
 func TestForceElectionRestartsAStuckCampaign(t *testing.T) {
-	faults := &Faults{}
-	nodes := make([]*tnode, 3)
-	for i := range nodes {
-		nodes[i] = newTNode(t, string(rune('a'+i)), faults)
-	}
-	groups := startAll(t, nodes, 1, QuietTiming)
-	if err := groups[0].ForceElection(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
-		t.Fatalf("replica %d leads after the first replica forced an election", li)
-	}
+	faults, nodes, groups := quietGroupLedByFirst(t)
 	term := groups[0].Raft().CurrentTerm()
 	// Both followers hold the leader's entries (either can win), then the
 	// leader is cut off, and the two followers from each other.
@@ -574,4 +541,23 @@ func TestForceElectionRestartsAStuckCampaign(t *testing.T) {
 		leader, _ := groups[2].Raft().LeaderWithID()
 		return groups[2].Raft().State() == raft.Follower && leader == nodes[1].addr
 	})
+}
+
+// quietGroupLedByFirst starts group 1 on three nodes sharing one fault
+// injector, with QuietTiming, and has the first replica lead it.
+func quietGroupLedByFirst(t *testing.T) (*Faults, []*tnode, []*Group) {
+	t.Helper()
+	faults := &Faults{}
+	nodes := make([]*tnode, 3)
+	for i := range nodes {
+		nodes[i] = newTNode(t, string(rune('a'+i)), faults)
+	}
+	groups := startAll(t, nodes, 1, QuietTiming)
+	if err := groups[0].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
+		t.Fatalf("replica %d leads after the first replica forced an election", li)
+	}
+	return faults, nodes, groups
 }
