@@ -474,6 +474,10 @@ func TestLargeEntriesReachALaggingFollower(t *testing.T) {
 	}
 	groups := startAll(t, nodes, 1, func(c *raft.Config) {
 		testTiming(c)
+		// One leader throughout: with a follower cut off, testTiming's
+		// 150 ms lease on the other alone was lost under -race on a busy
+		// machine (5 MB of entries to write), and with it the test.
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 2*time.Second, 2*time.Second, time.Second
 		c.MaxAppendEntries = appendEntriesWithin(limit, entryBytes)
 	})
 	li := leaderIndex(t, groups, -1, 10*time.Second)
