@@ -227,6 +227,7 @@ func TestNodeJoinParsing(t *testing.T) {
 		{name: "commas alone", env: " , ", errHas: `ROOST_JOIN=" , ": no entry in the list`},
 		{name: "IPv6", env: "[fd00::1]:7946,[fd00::2]:7946", want: []string{"[fd00::1]:7946", "[fd00::2]:7946"}},
 		{name: "empty is unset", file: "[node]\njoin = [\"f:1\"]\n", env: "", want: []string{"f:1"}},
+		{name: "blank is unset", file: "[node]\njoin = [\"f:1\"]\n", env: "  ", want: []string{"f:1"}},
 		{name: "replaces the file's list", file: "[node]\njoin = [\"f:1\", \"f:2\"]\n", env: "e:1", want: []string{"e:1"}},
 		{name: "replaces the flags", args: []string{"--join", "g:1"}, env: "e:1", want: []string{"e:1"}},
 		{name: "flag repeated", args: []string{"--join", "a:1", "--join", "b:2"}, env: "-", want: []string{"a:1", "b:2"}},

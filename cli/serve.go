@@ -271,9 +271,10 @@ func (s *server) apply(cfg *node.Config, file *config.File, settings ...setting)
 			}
 			dst.Set(v)
 		}
-		// An empty variable counts as unset, so that `ROOST_HTTP= roost dev`
-		// does not mean "listen on nothing".
-		if raw, ok := s.lookupEnv(st.env); ok && raw != "" {
+		// An empty or blank variable counts as unset, so that `ROOST_HTTP=
+		// roost dev` does not mean "listen on nothing", nor `ROOST_JOIN=" "`
+		// "join no one" over the file's list.
+		if raw, ok := s.lookupEnv(st.env); ok && strings.TrimSpace(raw) != "" {
 			v, err := parseEnv(st, dst.Interface(), raw)
 			if err != nil {
 				return err
