@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -197,25 +198,9 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 		e.log("no live leader: forced elections", "groups", len(forced), "ids", strings.Join(ids, ","))
 	}
 	waiting = len(e.leaderless) > 0
-	for id := range e.leaderless {
-		if !seen[id] {
-			delete(e.leaderless, id)
-		}
-	}
-	for id := range e.forced {
-		if !seen[id] {
-			delete(e.forced, id)
-		}
-	}
-	for id := range e.asked {
-		if !seen[id] {
-			delete(e.asked, id)
-		}
-	}
-	for id := range e.campaigning {
-		if !seen[id] {
-			delete(e.campaigning, id)
-		}
+	// Groups no longer run here are forgotten.
+	for _, m := range []map[raftstore.GroupID]time.Time{e.leaderless, e.campaigning, e.forced, e.asked} {
+		maps.DeleteFunc(m, func(id raftstore.GroupID, _ time.Time) bool { return !seen[id] })
 	}
 	return waiting
 }

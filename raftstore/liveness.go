@@ -403,11 +403,21 @@ func (g *Group) LiveLeader() (raft.ServerAddress, bool) {
 // CheckLeader asks the replica of this group at target whom it follows and
 // whether that leader is alive to it.
 func (g *Group) CheckLeader(ctx context.Context, target raft.ServerAddress) (leader raft.ServerAddress, alive bool, err error) {
-	lt, ok := g.trans.(livenessTransport)
-	if !ok {
-		return "", false, fmt.Errorf("%w: group %s has no node liveness", ErrInvalidConfig, g.id)
+	lt, err := g.needLiveness()
+	if err != nil {
+		return "", false, err
 	}
 	return lt.leaderCheck(ctx, target)
+}
+
+// needLiveness is the group's transport, for calls that cannot do without
+// node liveness.
+func (g *Group) needLiveness() (livenessTransport, error) {
+	lt, ok := g.trans.(livenessTransport)
+	if !ok {
+		return nil, fmt.Errorf("%w: group %s has no node liveness", ErrInvalidConfig, g.id)
+	}
+	return lt, nil
 }
 
 // ForceElection makes this replica start an election at once, skipping
@@ -432,9 +442,9 @@ func (g *Group) ForceElection(ctx context.Context) error {
 
 // recampaign starts a candidate's election afresh (ForceElection).
 func (g *Group) recampaign(ctx context.Context) error {
-	lt, ok := g.trans.(livenessTransport)
-	if !ok {
-		return fmt.Errorf("%w: group %s has no node liveness", ErrInvalidConfig, g.id)
+	lt, err := g.needLiveness()
+	if err != nil {
+		return err
 	}
 	if err := lt.voteForSelf(ctx, g.local); err != nil {
 		return err
@@ -445,9 +455,9 @@ func (g *Group) recampaign(ctx context.Context) error {
 // electIn starts an election at this replica (ForceElection, EndTransfer)
 // if it is in state.
 func (g *Group) electIn(ctx context.Context, state raft.RaftState) error {
-	lt, ok := g.trans.(livenessTransport)
-	if !ok {
-		return fmt.Errorf("%w: group %s has no node liveness", ErrInvalidConfig, g.id)
+	lt, err := g.needLiveness()
+	if err != nil {
+		return err
 	}
 	if g.raft.State() != state {
 		return nil
