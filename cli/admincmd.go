@@ -560,7 +560,7 @@ answering, --wait asks the cluster's other nodes.` + adminConnectHelp,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&dryRun, "dry-run", false, "print the planned moves without making them")
-	f.IntVar(&maxConcurrent, "max-concurrent", 4, "most moves in progress at once (1 to 64)")
+	decimalIntVar(f, &maxConcurrent, "max-concurrent", 4, "most moves in progress at once (1 to 64)")
 	f.BoolVar(&wait, "wait", false, "wait until the rebalance is done, showing progress on stderr")
 	o.register(cmd)
 	return cmd
@@ -635,7 +635,7 @@ answering, --wait asks the cluster's other nodes.` + adminConnectHelp,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&maxConcurrent, "max-concurrent", 4, "most moves in progress at once (1 to 64)")
+	decimalIntVar(f, &maxConcurrent, "max-concurrent", 4, "most moves in progress at once (1 to 64)")
 	f.BoolVar(&wait, "wait", false, "wait until the node is drained, showing progress on stderr")
 	o.register(cmd)
 	return cmd

@@ -117,7 +117,7 @@ certs node'; no node needs it). The directory is created if needed.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "certs", "directory to write ca.crt and ca.key in")
-	f.IntVar(&days, "days", 3650, "days the CA is valid")
+	decimalIntVar(f, &days, "days", 3650, "days the CA is valid")
 	f.BoolVar(&force, "force", false, "overwrite existing files")
 	return cmd
 }
@@ -193,7 +193,7 @@ name like n1 a DNS name; both kinds may be given.`,
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "certs", "directory holding ca.crt and ca.key, and where the node's files are written")
 	f.StringSliceVar(&hosts, "hosts", nil, "DNS names and IPs other nodes dial this node at, comma-separated (required)")
-	f.IntVar(&days, "days", 365, "days the certificate is valid (at most as long as the CA)")
+	decimalIntVar(f, &days, "days", 365, "days the certificate is valid (at most as long as the CA)")
 	f.BoolVar(&force, "force", false, "overwrite existing files")
 	return cmd
 }

@@ -96,6 +96,14 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown flag", []string{"dev", "--nope"}, "unknown flag: --nope"},
 		{"bad flag value", []string{"bench", "-c", "many"}, `invalid argument "many" for "-c, --concurrency"`},
 		{"extra argument", []string{"version", "extra"}, `unknown command "extra" for "roost version"`},
+		// Every integer flag is read in base 10, as ROOST_* variables are
+		// (pflag's own would take 0x10 as 16 and 010 as 8).
+		{"hex concurrency", []string{"bench", "-c", "0x10"}, `invalid argument "0x10" for "-c, --concurrency" flag: not a whole number`},
+		{"binary names", []string{"bench", "--names", "0b11"}, `invalid argument "0b11" for "--names" flag: not a whole number`},
+		{"hex limit", []string{"kv", "list", "--binding", "B", "--limit", "0x10"}, `invalid argument "0x10" for "--limit" flag: not a whole number`},
+		{"hex expiration", []string{"kv", "put", "k", "v", "--binding", "B", "--expiration", "0x7fffffff"}, `invalid argument "0x7fffffff" for "--expiration" flag: not a whole number`},
+		{"hex days", []string{"certs", "ca", "--days", "0x10"}, `invalid argument "0x10" for "--days" flag: not a whole number`},
+		{"hex max-concurrent", []string{"rebalance", "--max-concurrent", "0x2"}, `invalid argument "0x2" for "--max-concurrent" flag: not a whole number`},
 		{"bad output format", []string{"bench", "-o", "xml"}, `--output must be "text" or "json", got "xml"`},
 		{"bad bench settings", []string{"bench", "--names", "0"}, "--names must be at least 1, got 0"},
 		{"node without an id", []string{"node", "--config", ""}, "no node id: give each node its own with --id, ROOST_ID or id in [node] of roost.toml"},

@@ -208,7 +208,7 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 	f := cmd.Flags()
 	f.StringVar(&file, "file", "", "read the value from this file (- for standard input)")
 	f.DurationVar(&ttl, "ttl", 0, "expire the key this long from now (at least 60s)")
-	f.Int64Var(&expiration, "expiration", 0, "expire the key at this Unix time (seconds)")
+	decimalInt64Var(f, &expiration, "expiration", 0, "expire the key at this Unix time (seconds)")
 	f.StringVar(&metadata, "metadata", "", "JSON stored with the key")
 	o = e.kvOptions(cmd)
 	return cmd
@@ -270,7 +270,7 @@ the --cursor of the next page.` + kvHelp + adminConnectHelp,
 	}
 	f := cmd.Flags()
 	f.StringVar(&prefix, "prefix", "", "only keys that start with this")
-	f.IntVar(&limit, "limit", 1000, "at most this many keys (1 to 1000)")
+	decimalIntVar(f, &limit, "limit", 1000, "at most this many keys (1 to 1000)")
 	f.StringVar(&cursor, "cursor", "", "continue after the page that printed it")
 	o = e.kvOptions(cmd)
 	return cmd

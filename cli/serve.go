@@ -122,7 +122,7 @@ func newServer(name string, cmd *cobra.Command, def node.Config, settings []sett
 		case *string:
 			f.StringVar(p, st.flag, *p, usage)
 		case *int:
-			f.Var((*decimalInt)(p), st.flag, usage)
+			decimalIntVar(f, p, st.flag, *p, usage)
 		case *time.Duration:
 			f.DurationVar(p, st.flag, *p, usage)
 		case *[]string:
@@ -132,22 +132,6 @@ func newServer(name string, cmd *cobra.Command, def node.Config, settings []sett
 		}
 	}
 	return s
-}
-
-// decimalInt is an int flag read in base 10 only, as its ROOST_* variable
-// is: pflag's IntVar also reads 0x10 and 0b11, and 010 as octal 8.
-type decimalInt int
-
-func (d *decimalInt) String() string { return strconv.Itoa(int(*d)) }
-func (d *decimalInt) Type() string   { return "int" }
-
-func (d *decimalInt) Set(s string) error {
-	n, err := strconv.Atoi(s)
-	if err != nil {
-		return errors.New("not a whole number")
-	}
-	*d = decimalInt(n)
-	return nil
 }
 
 // runE is a command's RunE: resolve the settings, then serve with them.
