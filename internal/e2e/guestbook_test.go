@@ -262,8 +262,8 @@ objects = 4
 	p.dataDir, p.http, p.admin = dataDir, httpAddr, admin
 	p.waitReady(30 * time.Second)
 	kv := func(stdin []byte, args ...string) (string, string, int) {
-		// A 25 MiB value takes ~2.5 s on an idle machine and more than the
-		// default 10 s beside the node package's race tests.
+		// A 25 MiB value takes ~2.5 s on an idle machine, and took more
+		// than the default 10 s in CI beside the Docker fleet's tests.
 		cmd := exec.Command(bin, append(append([]string{"kv"}, args...), "--addr", admin, "--timeout", "2m")...)
 		var stdout, stderr bytes.Buffer
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &stdout, &stderr
