@@ -207,6 +207,7 @@ func (c *testCluster) waitReadyWithin(timeout time.Duration) {
 // logReadiness logs every shard's replicas, for a test whose cluster did
 // not become ready (a failed test logs the nodes' last lines as it ends).
 func (c *testCluster) logReadiness() {
+	c.t.Logf("the meta group:\n%s", c.metaStatus())
 	for idx := range c.cfgs[0].Shards {
 		c.t.Logf("shard %d:\n%s", idx, c.shardStatus(idx))
 	}

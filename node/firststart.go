@@ -52,6 +52,15 @@ func (c *cluster) firstStart(ctx context.Context) (bootstrap []raft.Server, ok b
 			return nil, false
 		}
 		if wait == "" {
+			if len(bootstrap) > 0 {
+				voters := make([]string, 0, len(bootstrap))
+				for _, v := range bootstrap {
+					voters = append(voters, string(v.ID))
+				}
+				c.n.log.Info("bootstrapping the meta group", "voters", voters)
+			} else {
+				c.n.log.Info("joining the cluster's meta group: its leader adds this node")
+			}
 			return bootstrap, true
 		}
 		c.firstStartWait.Store(&wait)
@@ -120,8 +129,12 @@ func (c *cluster) askMembers(ctx context.Context, alive []placement.Member) map[
 //  4. Every alive member must have answered: one that has not could hold
 //     the map.
 //  5. Otherwise no cluster exists yet: once bootstrap-expect members are
-//     alive, the first that many by ID bootstrap it (every node computes
-//     the same set), and the others join it.
+//     alive, the first that many by ID bootstrap it, and the others join
+//     it. A founder bootstraps only once every other founder's answer
+//     shows the same first nodes alive: gossip spreads joins unevenly, and
+//     a node that saw n1, n2 and n4 (n3's join not yet heard of) would
+//     bootstrap a configuration of those while n1, n2 and n3 bootstrapped
+//     another.
 func decideFirstStart(self placement.NodeID, dataID string, want int, alive []placement.Member, answers map[placement.NodeID]memberAnswer) (bootstrap []raft.Server, wait string, err error) {
 	peers := make([]placement.NodeID, 0, len(answers))
 	for id := range answers {
@@ -180,6 +193,19 @@ func decideFirstStart(self placement.NodeID, dataID string, want int, alive []pl
 	if !slices.ContainsFunc(first, func(m placement.Member) bool { return m.ID == self }) {
 		return nil, "", nil
 	}
+	founders := make([]string, 0, want)
+	for _, m := range first {
+		founders = append(founders, string(m.ID))
+	}
+	for _, m := range first {
+		if m.ID == self {
+			continue
+		}
+		seen := slices.Sorted(slices.Values(answers[m.ID].resp.GetAlive()))
+		if theirs := seen[:min(want, len(seen))]; !slices.Equal(theirs, founders) {
+			return nil, fmt.Sprintf("node %s sees %v as the first %d nodes alive, this node %v: waiting for gossip to agree on the founders", m.ID, theirs, want, founders), nil
+		}
+	}
 	servers := make([]raft.Server, 0, want)
 	for _, m := range first {
 		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.Meta.GRPCAddr)})
@@ -197,6 +223,9 @@ func (c *cluster) member(req *proto.ForwardMemberRequest) (*proto.ForwardMemberR
 	resp.MetaLastIndex = last
 	m := c.metaFSM.Map()
 	resp.ClusterId = m.ClusterID
+	for _, a := range c.aliveMembers() {
+		resp.Alive = append(resp.Alive, string(a.ID))
+	}
 	if nd, ok := m.Nodes[placement.NodeID(req.NodeId)]; ok {
 		resp.Listed, resp.DataId, resp.State = true, nd.DataID, nd.State.String()
 	}

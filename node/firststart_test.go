@@ -30,6 +30,11 @@ func TestDecideFirstStart(t *testing.T) {
 		return ms
 	}
 	none := memberAnswer{resp: &proto.ForwardMemberResponse{}}
+	// sees is an answer from a node with no cluster state whose gossip
+	// shows ids alive.
+	sees := func(ids ...string) memberAnswer {
+		return memberAnswer{resp: &proto.ForwardMemberResponse{Alive: ids}}
+	}
 	forming := memberAnswer{resp: &proto.ForwardMemberResponse{MetaLastIndex: 1}}
 	restarted := memberAnswer{resp: &proto.ForwardMemberResponse{MetaLastIndex: 900}}
 	mapWithout := memberAnswer{resp: &proto.ForwardMemberResponse{ClusterId: "c1", MetaLastIndex: 900}}
@@ -48,7 +53,18 @@ func TestDecideFirstStart(t *testing.T) {
 		err       error
 	}{
 		{name: "founders meet", self: "n1", alive: members("n1", "n2", "n3"),
-			answers: map[placement.NodeID]memberAnswer{"n2": none, "n3": none}, bootstrap: []string{"n1", "n2", "n3"}},
+			answers: map[placement.NodeID]memberAnswer{"n2": sees("n1", "n2", "n3"), "n3": sees("n3", "n2", "n1")}, bootstrap: []string{"n1", "n2", "n3"}},
+		{name: "founders meet, a fourth seen by one", self: "n2", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n1": sees("n1", "n2", "n3", "n4"), "n3": sees("n1", "n2", "n3")}, bootstrap: []string{"n1", "n2", "n3"}},
+		// n4 has not heard of n3's join yet; n1 has, and would bootstrap
+		// with n1, n2 and n3: two configurations.
+		{name: "founders disagree", self: "n4", alive: members("n1", "n2", "n4"),
+			answers: map[placement.NodeID]memberAnswer{"n1": sees("n1", "n2", "n3", "n4"), "n2": sees("n1", "n2", "n4")},
+			wait:    "node n1 sees [n1 n2 n3] as the first 3 nodes alive, this node [n1 n2 n4]"},
+		{name: "a founder sees too few", self: "n1", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n2": sees("n1", "n2", "n3"), "n3": sees("n3")}, wait: "node n3 sees [n3] as the first 3"},
+		{name: "a founder that does not say what it sees", self: "n1", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n2": sees("n1", "n2", "n3"), "n3": none}, wait: "waiting for gossip to agree on the founders"},
 		{name: "a founder bootstrapped first", self: "n1", alive: members("n1", "n2", "n3"),
 			answers: map[placement.NodeID]memberAnswer{"n2": none, "n3": forming}},
 		// n1, n2 and n4 met and bootstrapped; n3 would count itself among

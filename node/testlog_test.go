@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+
+	"github.com/roostdb/roost/raftstore"
 )
 
 // logTail keeps the last lines a test cluster's nodes logged, so that a
@@ -63,12 +65,38 @@ func (c *testCluster) shardStatus(idx int) string {
 			fmt.Fprintf(&b, "node %d: no replica\n", i+1)
 			continue
 		}
-		r := ls.group.Raft()
-		leader, alive := ls.group.LiveLeader()
-		st := r.Stats()
-		fmt.Fprintf(&b, "node %d: state=%s term=%s leader=%s alive=%v leaderPeerAlive=%v last_contact=%s last_log=%s commit=%s applied=%s config=%s fenced=%v\n",
-			i+1, st["state"], st["term"], leader, alive, leader != "" && nd.cluster.trans.PeerAlive(leader), st["last_contact"],
-			st["last_log_index"], st["commit_index"], st["applied_index"], st["latest_configuration"], ls.shard.isFenced())
+		fmt.Fprintf(&b, "node %d: %s fenced=%v\n", i+1, groupStatus(nd, ls.group), ls.shard.isFenced())
 	}
 	return b.String()
+}
+
+// metaStatus describes every node's replica of the meta group and the
+// map it holds.
+func (c *testCluster) metaStatus() string {
+	var b strings.Builder
+	for i, nd := range c.nodes {
+		if nd == nil {
+			fmt.Fprintf(&b, "node %d: stopped\n", i+1)
+			continue
+		}
+		nd.cluster.mu.Lock()
+		g := nd.cluster.meta
+		nd.cluster.mu.Unlock()
+		m := nd.cluster.metaFSM.Map()
+		if g == nil {
+			fmt.Fprintf(&b, "node %d: no meta group running; map of cluster %q\n", i+1, m.ClusterID)
+			continue
+		}
+		fmt.Fprintf(&b, "node %d: %s map of cluster %q at version %d with %d nodes\n", i+1, groupStatus(nd, g), m.ClusterID, m.Version, len(m.Nodes))
+	}
+	return b.String()
+}
+
+// groupStatus describes node nd's replica g of a Raft group.
+func groupStatus(nd *Node, g *raftstore.Group) string {
+	leader, alive := g.LiveLeader()
+	st := g.Raft().Stats()
+	return fmt.Sprintf("state=%s term=%s leader=%s alive=%v leaderPeerAlive=%v last_contact=%s last_log=%s commit=%s applied=%s config=%s",
+		st["state"], st["term"], leader, alive, leader != "" && nd.cluster.trans.PeerAlive(leader), st["last_contact"],
+		st["last_log_index"], st["commit_index"], st["applied_index"], st["latest_configuration"])
 }

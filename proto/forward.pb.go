@@ -1003,6 +1003,12 @@ type ForwardMemberResponse struct {
 	// The last index of this node's meta group log: above 1 (the first
 	// configuration), a cluster exists even while the map is not loaded.
 	MetaLastIndex uint64 `protobuf:"varint,5,opt,name=meta_last_index,json=metaLastIndex,proto3" json:"meta_last_index,omitempty"`
+	// The IDs of the members this node's gossip shows alive, sorted, itself
+	// included. With no cluster yet, a node bootstraps the meta group only
+	// once every founder it would name sees the same first
+	// bootstrap-expect nodes (decideFirstStart): two founders that saw
+	// different nodes alive bootstrapped two configurations.
+	Alive         []string `protobuf:"bytes,6,rep,name=alive,proto3" json:"alive,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1070,6 +1076,13 @@ func (x *ForwardMemberResponse) GetMetaLastIndex() uint64 {
 		return x.MetaLastIndex
 	}
 	return 0
+}
+
+func (x *ForwardMemberResponse) GetAlive() []string {
+	if x != nil {
+		return x.Alive
+	}
+	return nil
 }
 
 var File_proto_forward_proto protoreflect.FileDescriptor
@@ -1145,14 +1158,15 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\tnonvoters\x18\a \x03(\tR\tnonvoters\x12)\n" +
 	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted\"/\n" +
 	"\x14ForwardMemberRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xa5\x01\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xbb\x01\n" +
 	"\x15ForwardMemberResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
 	"\x06listed\x18\x02 \x01(\bR\x06listed\x12\x17\n" +
 	"\adata_id\x18\x03 \x01(\tR\x06dataId\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12&\n" +
-	"\x0fmeta_last_index\x18\x05 \x01(\x04R\rmetaLastIndex2\x89\x04\n" +
+	"\x0fmeta_last_index\x18\x05 \x01(\x04R\rmetaLastIndex\x12\x14\n" +
+	"\x05alive\x18\x06 \x03(\tR\x05alive2\x89\x04\n" +
 	"\aForward\x12K\n" +
 	"\x05Fetch\x12\x1e.roost.forward.v1.ForwardFrame\x1a\x1e.roost.forward.v1.ForwardFrame(\x010\x01\x12G\n" +
 	"\x04Call\x12\x1d.roost.forward.v1.ForwardCall\x1a\x1e.roost.forward.v1.ForwardFrame0\x01\x12T\n" +
