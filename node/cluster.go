@@ -77,6 +77,7 @@ type cluster struct {
 	advGRPC string
 
 	grpcSrv *grpc.Server
+	fwdSrv  *forwardServer // registered on grpcSrv
 	trans   *raftstore.Transport
 	members *placement.Membership
 	// gossipMeta is what this node gossips about itself; rememberCluster
@@ -214,7 +215,8 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	// stream per tunnelled WebSocket, without bound (docs/security.md).
 	c.grpcSrv = grpc.NewServer(append(n.peerTLS.grpcServerOptions(n.log), keepaliveServerOptions(n.serverKeepalive)...)...)
 	c.trans.Register(c.grpcSrv)
-	proto.RegisterForwardServer(c.grpcSrv, &forwardServer{m: n.manager, status: c.groupStatus, member: c.member})
+	c.fwdSrv = &forwardServer{m: n.manager, status: c.groupStatus, member: c.member}
+	proto.RegisterForwardServer(c.grpcSrv, c.fwdSrv)
 	go c.grpcSrv.Serve(n.grpcLn)
 	n.manager.forwarder = newForwarder(forwarderDialOptions(n.peerTLS)...)
 	n.manager.forwarder.faults, n.manager.forwarder.local = n.faults, raft.ServerAddress(c.advGRPC)
@@ -1119,15 +1121,13 @@ func (c *cluster) close() {
 		c.trans.Close()
 	}
 	if c.grpcSrv != nil {
-		// Let forwarded requests in flight finish (they hold responses
-		// other nodes wait for), but not for long.
-		done := make(chan struct{})
-		go func() { c.grpcSrv.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(2 * time.Second):
-			c.grpcSrv.Stop()
-		}
+		// Let forwarded requests in flight finish (they hold answers other
+		// nodes wait for), but not for long. Not GracefulStop: it also
+		// waits for the peers' long-lived streams to this node, which
+		// only the peers end, so it always took its whole bound (2 s of
+		// every node's Close).
+		c.fwdSrv.waitAnswered(2 * time.Second)
+		c.grpcSrv.Stop()
 	}
 }
 

@@ -359,6 +359,15 @@ func TestClusterServesFromEveryNode(t *testing.T) {
 			t.Fatalf("increment %d via node %d: %d %q %v", i+1, i%3+1, code, body, err)
 		}
 	}
+	// Every forwarded call was answered, so no node owes one: a Close
+	// waits for the answers owed (forwardServer.waitAnswered).
+	for i, nd := range c.nodes {
+		for deadline := time.Now().Add(10 * time.Second); nd.cluster.fwdSrv.owed.Load() != 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %d owes %d forwarded answers with none in flight", i+1, nd.cluster.fwdSrv.owed.Load())
+			}
+		}
+	}
 }
 
 // doRetrying is do, retried while the answer is 503: the request had no

@@ -861,9 +861,25 @@ type forwardServer struct {
 	member func(req *proto.ForwardMemberRequest) (*proto.ForwardMemberResponse, error)
 	// parked keeps the response bodies of Calls until they are collected.
 	parked parkedBodies
+	// owed counts the answers other nodes wait for: calls of Calls streams
+	// from their start until their reply is sent (or dropped with a broken
+	// stream), and Fetch, Call and Collect while they run. A node that
+	// stops waits for them (waitAnswered), not for the peers' long-lived
+	// streams (heartbeats, AppendEntries pipelines, Calls), which only the
+	// peers end.
+	owed atomic.Int64
+}
+
+// waitAnswered waits until no answer is owed, or for at most bound.
+func (s *forwardServer) waitAnswered(bound time.Duration) {
+	for deadline := time.Now().Add(bound); s.owed.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
+	s.owed.Add(1)
+	defer s.owed.Add(-1)
 	first, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
 		// Not returned as it is: the sender would read "EOF" as Unknown.
@@ -916,6 +932,8 @@ func (g *pipeStallGuard) Read(p []byte) (int, error) {
 }
 
 func (s *forwardServer) Call(call *proto.ForwardCall, stream proto.Forward_CallServer) error {
+	s.owed.Add(1)
+	defer s.owed.Add(-1)
 	if call.Head == nil {
 		return status.Error(codes.InvalidArgument, "a forwarded call needs a head")
 	}
@@ -995,7 +1013,7 @@ func (s *forwardServer) Calls(stream proto.Forward_CallsServer) error {
 	if s.m != nil && s.m.metrics != nil {
 		sent = func(n int) { s.m.metrics.repliesPerSend.Observe(float64(n)) }
 	}
-	w := newReplyWriter(stream, sent)
+	w := newReplyWriter(stream, sent, func(n int) { s.owed.Add(-int64(n)) })
 	defer w.stop()
 	var mu sync.Mutex                              // guards running
 	running := make(map[uint64]context.CancelFunc) // the calls in flight, by tag
@@ -1030,6 +1048,7 @@ func (s *forwardServer) Calls(stream proto.Forward_CallsServer) error {
 			// it returns are cancelled by the deferred loop above.
 			ctx, cancel := context.WithCancel(context.WithoutCancel(stream.Context()))
 			running[c.Tag] = cancel
+			s.owed.Add(1) // until the writer has sent or dropped the reply
 			go func(c *proto.ForwardTaggedCall) {
 				w.add(s.answerTagged(ctx, cancel, c))
 				mu.Lock()
@@ -1071,6 +1090,8 @@ func (c closeAlso) Close() error {
 
 // Collect streams a body that Calls kept.
 func (s *forwardServer) Collect(req *proto.ForwardCollect, stream proto.Forward_CollectServer) error {
+	s.owed.Add(1)
+	defer s.owed.Add(-1)
 	body := s.parked.take(req.Token)
 	if body == nil {
 		return status.Errorf(codes.NotFound, "no response body is kept under token %d (collected already, or closed after %v)", req.Token, parkFor)

@@ -294,6 +294,9 @@ func (m *callMux) close() { m.fail(fmt.Errorf("forwarding to node %s stopped", m
 type replyWriter struct {
 	stream proto.Forward_CallsServer
 	sent   func(replies int) // observes each batch sent; may be nil
+	// settled is told of replies sent (or failed to send) and dropped;
+	// may be nil.
+	settled func(replies int)
 
 	mu      sync.Mutex
 	replies []*proto.ForwardTaggedReply
@@ -304,16 +307,23 @@ type replyWriter struct {
 	exited chan struct{} // closed when run returns
 }
 
-func newReplyWriter(stream proto.Forward_CallsServer, sent func(replies int)) *replyWriter {
-	w := &replyWriter{stream: stream, sent: sent, wake: make(chan struct{}, 1), quit: make(chan struct{}), exited: make(chan struct{})}
+func newReplyWriter(stream proto.Forward_CallsServer, sent, settled func(replies int)) *replyWriter {
+	w := &replyWriter{stream: stream, sent: sent, settled: settled, wake: make(chan struct{}, 1), quit: make(chan struct{}), exited: make(chan struct{})}
 	go w.run()
 	return w
+}
+
+func (w *replyWriter) settle(replies int) {
+	if w.settled != nil && replies > 0 {
+		w.settled(replies)
+	}
 }
 
 func (w *replyWriter) add(r *proto.ForwardTaggedReply) {
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
+		w.settle(1)
 		return
 	}
 	w.replies = append(w.replies, r)
@@ -339,7 +349,11 @@ func (w *replyWriter) run() {
 		if w.sent != nil {
 			w.sent(len(batch))
 		}
-		return func() error { return w.stream.Send(&proto.ForwardReplyBatch{Replies: batch}) }, true
+		return func() error {
+			err := w.stream.Send(&proto.ForwardReplyBatch{Replies: batch})
+			w.settle(len(batch))
+			return err
+		}, true
 	})
 }
 
@@ -351,6 +365,11 @@ func (w *replyWriter) stop() {
 	w.mu.Unlock()
 	close(w.quit)
 	<-w.exited
+	w.mu.Lock()
+	dropped := len(w.replies)
+	w.replies = nil
+	w.mu.Unlock()
+	w.settle(dropped)
 }
 
 // parkFor is how long a response body of a Calls reply waits for Collect.

@@ -365,7 +365,7 @@ type echoCalls struct {
 
 func (e *echoCalls) Calls(stream proto.Forward_CallsServer) error {
 	e.streams.Add(1)
-	w := newReplyWriter(stream, nil)
+	w := newReplyWriter(stream, nil, nil)
 	defer w.stop()
 	for {
 		b, err := stream.Recv()
@@ -987,5 +987,63 @@ func TestForwardStreamEndedWithoutAnswer(t *testing.T) {
 	_ = s.CloseSend()
 	if _, err := s.Recv(); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "head") {
 		t.Errorf("a Fetch stream ended before its head: %v, want InvalidArgument", err)
+	}
+}
+
+// sendOnlyCalls is a Calls stream whose Send fails with err (nil: succeeds)
+// and counts the replies it took.
+type sendOnlyCalls struct {
+	proto.Forward_CallsServer
+	err  error
+	sent atomic.Int64
+}
+
+func (s *sendOnlyCalls) Send(b *proto.ForwardReplyBatch) error {
+	if s.err != nil {
+		return s.err
+	}
+	s.sent.Add(int64(len(b.Replies)))
+	return nil
+}
+
+// Every reply given to a replyWriter is settled exactly once — sent, failed
+// to send, left queued at stop, or added after it: a node's Close waits
+// until every answer it owes is settled (forwardServer.owed), and one
+// never settled would hold every Close up for its whole bound.
+func TestReplyWriterSettlesEveryReply(t *testing.T) {
+	settle := func(n *atomic.Int64) func(int) { return func(k int) { n.Add(int64(k)) } }
+	reply := func(tag uint64) *proto.ForwardTaggedReply { return &proto.ForwardTaggedReply{Tag: tag} }
+	waitFor := func(what string, n *atomic.Int64, want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); n.Load() != want; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d settled, want %d", what, n.Load(), want)
+			}
+		}
+	}
+
+	var settled atomic.Int64
+	ok := &sendOnlyCalls{}
+	w := newReplyWriter(ok, nil, settle(&settled))
+	for tag := range uint64(50) {
+		w.add(reply(tag))
+	}
+	waitFor("sent", &settled, 50)
+	w.stop()
+	if settled.Load() != 50 || ok.sent.Load() != 50 {
+		t.Fatalf("%d settled, %d sent; want 50 each", settled.Load(), ok.sent.Load())
+	}
+
+	settled.Store(0)
+	broken := &sendOnlyCalls{err: io.ErrClosedPipe}
+	w = newReplyWriter(broken, nil, settle(&settled))
+	w.add(reply(1)) // its send fails, which ends the writer
+	waitFor("failed to send", &settled, 1)
+	w.add(reply(2)) // queued behind a writer that has ended
+	w.stop()
+	waitFor("dropped at stop", &settled, 2)
+	w.add(reply(3)) // after stop
+	if settled.Load() != 3 {
+		t.Fatalf("%d settled, want 3", settled.Load())
 	}
 }
