@@ -52,42 +52,41 @@ func (l *logTail) logger(id string) *slog.Logger {
 
 // shardStatus describes every running node's replica of shard idx.
 func (c *testCluster) shardStatus(idx int) string {
-	var b strings.Builder
-	for i, nd := range c.nodes {
-		if nd == nil {
-			fmt.Fprintf(&b, "node %d: stopped\n", i+1)
-			continue
-		}
+	return c.eachNode(func(nd *Node) string {
 		nd.cluster.mu.Lock()
 		ls := nd.cluster.groups[idx]
 		nd.cluster.mu.Unlock()
 		if ls == nil {
-			fmt.Fprintf(&b, "node %d: no replica\n", i+1)
-			continue
+			return "no replica"
 		}
-		fmt.Fprintf(&b, "node %d: %s fenced=%v\n", i+1, groupStatus(nd, ls.group), ls.shard.isFenced())
-	}
-	return b.String()
+		return fmt.Sprintf("%s fenced=%v", groupStatus(nd, ls.group), ls.shard.isFenced())
+	})
 }
 
-// metaStatus describes every node's replica of the meta group and the
-// map it holds.
+// metaStatus describes every running node's replica of the meta group and
+// the map it holds.
 func (c *testCluster) metaStatus() string {
-	var b strings.Builder
-	for i, nd := range c.nodes {
-		if nd == nil {
-			fmt.Fprintf(&b, "node %d: stopped\n", i+1)
-			continue
-		}
+	return c.eachNode(func(nd *Node) string {
 		nd.cluster.mu.Lock()
 		g := nd.cluster.meta
 		nd.cluster.mu.Unlock()
 		m := nd.cluster.metaFSM.Map()
 		if g == nil {
-			fmt.Fprintf(&b, "node %d: no meta group running; map of cluster %q\n", i+1, m.ClusterID)
+			return fmt.Sprintf("no meta group running; map of cluster %q", m.ClusterID)
+		}
+		return fmt.Sprintf("%s map of cluster %q at version %d with %d nodes", groupStatus(nd, g), m.ClusterID, m.Version, len(m.Nodes))
+	})
+}
+
+// eachNode is a line "node N: describe(node)" for each node, or "stopped".
+func (c *testCluster) eachNode(describe func(nd *Node) string) string {
+	var b strings.Builder
+	for i, nd := range c.nodes {
+		if nd == nil {
+			fmt.Fprintf(&b, "node %d: stopped\n", i+1)
 			continue
 		}
-		fmt.Fprintf(&b, "node %d: %s map of cluster %q at version %d with %d nodes\n", i+1, groupStatus(nd, g), m.ClusterID, m.Version, len(m.Nodes))
+		fmt.Fprintf(&b, "node %d: %s\n", i+1, describe(nd))
 	}
 	return b.String()
 }
