@@ -845,7 +845,7 @@ is known.` + adminConnectHelp,
   roost operation
 
   # wait again for a drain whose --wait was interrupted
-  roost operation drain-20261204t081500-3 --wait`,
+  roost operation drain-20261204t081500-n2-3 --wait`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 1 {
 				return &usageError{cmd: cmd, err: fmt.Errorf("one ID expected, got %d arguments: %s", len(args), strings.Join(args, " "))}

@@ -198,13 +198,21 @@ func (a *admin) current() *opJSON {
 	return op.json()
 }
 
+// operationID names the seq-th operation of kind that meta leader started
+// at: unique across meta leaders, whose counts each start at 1 (without the
+// node, two leaders starting an operation in the same second gave both one
+// ID, and `roost operation ID` could show the other).
+func operationID(kind, metaLeader string, at time.Time, seq int) string {
+	return fmt.Sprintf("%s-%s-%s-%d", kind, at.UTC().Format("20060102t150405"), metaLeader, seq)
+}
+
 // startOp registers a new operation, or refuses with 409 while one runs.
 func (a *admin) startOp(kind string, node placement.NodeID, maxConc int) (*operation, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.seq++
 	now := time.Now()
-	op := &operation{id: fmt.Sprintf("%s-%s-%d", kind, now.UTC().Format("20060102t150405"), a.seq), kind: kind, node: node, started: now, since: now, maxConc: maxConc, state: "running"}
+	op := &operation{id: operationID(kind, a.n.cfg.NodeID, now, a.seq), kind: kind, node: node, started: now, since: now, maxConc: maxConc, state: "running"}
 	if err := a.registerLocked(op); err != nil {
 		return nil, err
 	}

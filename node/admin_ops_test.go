@@ -528,3 +528,16 @@ func TestActivateUndoesADrainMark(t *testing.T) {
 		t.Errorf("activate with a body: %d %q, want 400", code, e.Error)
 	}
 }
+
+// Operation IDs name the meta leader that started them: each leader counts
+// its operations from 1, so two leaders starting one in the same second
+// gave both the same ID.
+func TestOperationIDsOfTwoMetaLeadersDiffer(t *testing.T) {
+	at := time.Date(2026, 12, 5, 8, 15, 0, 0, time.FixedZone("CET", 3600))
+	if got, want := operationID("drain", "n2", at, 3), "drain-20261205t071500-n2-3"; got != want {
+		t.Fatalf("operationID = %q, want %q", got, want)
+	}
+	if a, b := operationID("rebalance", "n1", at, 1), operationID("rebalance", "n3", at, 1); a == b {
+		t.Fatalf("two meta leaders' first rebalance in one second are both %q", a)
+	}
+}
