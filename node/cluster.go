@@ -1006,14 +1006,17 @@ func (c *cluster) peerLost(addr raft.ServerAddress, why error) {
 	if c.stopping.Load() {
 		return
 	}
-	c.n.log.Info("peer lost: its groups' leaders here count as gone and requests forwarded to it fail", "peer", string(addr), "why", why)
 	c.elect.peerLost()
 	select {
 	case c.fenceKick <- struct{}{}:
 	default:
 	}
 	// The raft transport and forwarding share the node's gRPC address.
-	c.n.manager.forwarder.peerLost(string(addr))
+	forwarded := "failed"
+	if !c.n.manager.forwarder.peerLost(string(addr), why) {
+		forwarded = "kept: its Calls stream answered just now"
+	}
+	c.n.log.Info("peer lost: its groups' leaders here count as gone", "peer", string(addr), "why", why, "requests_in_flight_to_it", forwarded)
 }
 
 // electedGroups is every group this node runs, for the elector.

@@ -121,9 +121,24 @@ func (f *forwarder) peerContext(addr string) context.Context {
 	return a.ctx
 }
 
-// peerLost fails every request in flight to addr.
-func (f *forwarder) peerLost(addr string) {
+// answeringJustNow is how recently a peer's Calls stream must have
+// answered for a heartbeat silence not to fail the requests in flight to
+// it: well under the silence limit, so that a peer frozen since before
+// its heartbeats stopped has not answered within it.
+const answeringJustNow = 250 * time.Millisecond
+
+// peerLost fails every request in flight to addr — unless why is a
+// heartbeat silence (raftstore.ErrPeerSilent) and the peer's Calls stream
+// answered just now: the peer is alive, and what went silent was the
+// heartbeat path (a loaded machine), not the peer. A frozen or cut-off
+// peer answers on no stream.
+// It reports whether it failed them.
+func (f *forwarder) peerLost(addr string, why error) bool {
 	f.mu.Lock()
+	if m := f.muxes[addr]; m != nil && errors.Is(why, raftstore.ErrPeerSilent) && m.heardWithin(answeringJustNow) {
+		f.mu.Unlock()
+		return false
+	}
 	a, ok := f.alive[addr]
 	delete(f.alive, addr)
 	m := f.muxes[addr]
@@ -135,6 +150,7 @@ func (f *forwarder) peerLost(addr string) {
 	if m != nil {
 		m.fail(errPeerLost)
 	}
+	return true
 }
 
 // keepaliveDialOption pings a peer while requests are forwarded to it and

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -35,6 +36,7 @@ type callMux struct {
 	sent   func(calls int) // observes each batch sent; may be nil
 	stream grpc.BidiStreamingClient[proto.ForwardCallBatch, proto.ForwardReplyBatch]
 	end    context.CancelFunc // ends the stream
+	heard  atomic.Int64       // when a reply batch last came (Unix nanoseconds; 0: never)
 
 	mu        sync.Mutex
 	nextTag   uint64
@@ -243,6 +245,7 @@ func (m *callMux) read() {
 			m.fail(err)
 			return
 		}
+		m.heard.Store(time.Now().UnixNano())
 		m.mu.Lock()
 		for _, r := range b.Replies {
 			if c, ok := m.pending[r.Tag]; ok {
@@ -252,6 +255,12 @@ func (m *callMux) read() {
 		}
 		m.mu.Unlock()
 	}
+}
+
+// heardWithin reports whether a reply came in the last d.
+func (m *callMux) heardWithin(d time.Duration) bool {
+	at := m.heard.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < d
 }
 
 // fail ends the mux with err and fails every call it holds.

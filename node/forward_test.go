@@ -23,6 +23,7 @@ import (
 
 	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/proto"
+	"github.com/roostdb/roost/raftstore"
 )
 
 // silentProxy relays TCP to target until freeze, after which it keeps the
@@ -228,7 +229,7 @@ func testForwardFailsWhenPeerIsLost(t *testing.T, impl proto.ForwardServer) {
 		t.Fatalf("a request to a stuck peer returned: %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	f.peerLost(p.addr)
+	f.peerLost(p.addr, raftstore.ErrPeerSilent)
 	select {
 	case err := <-first:
 		if !errors.Is(err, durable.ErrCommitIndeterminate) || !strings.Contains(err.Error(), errPeerLost.Error()) {
@@ -243,9 +244,79 @@ func testForwardFailsWhenPeerIsLost(t *testing.T, impl proto.ForwardServer) {
 		t.Fatalf("a request after the loss returned: %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	f.peerLost(p.addr)
+	f.peerLost(p.addr, raftstore.ErrPeerSilent)
 	if err := <-second; !errors.Is(err, durable.ErrCommitIndeterminate) {
 		t.Fatalf("second request: %v", err)
+	}
+}
+
+// A heartbeat silence does not fail the requests in flight to a peer whose
+// Calls stream answered just now: the peer is alive (what went silent is
+// the heartbeat path, on a loaded machine). A broken heartbeat stream
+// does, and so does a silence once the stream has not answered for a while
+// (a frozen peer answers on no stream).
+func TestPeerSilentButAnsweringKeepsItsRequests(t *testing.T) {
+	srv := &echoCalls{cancelled: make(chan uint64, 10)}
+	addr := serveForward(t, srv)
+	f := newForwarder()
+	t.Cleanup(f.close)
+	p := peer{id: "n2", addr: addr}
+	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
+	forward := func(path string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, "http://x"+path, nil)
+			body, _ := newBodyBuffer(nil)
+			resp, err := f.forward(context.Background(), p, "Counter", id, req, body, 0)
+			if err == nil {
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+		return done
+	}
+	stillWaiting := func(what string, done chan error) {
+		t.Helper()
+		select {
+		case err := <-done:
+			t.Fatalf("%s: the request in flight returned: %v", what, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	failsAsLost := func(what string, done chan error) {
+		t.Helper()
+		select {
+		case err := <-done:
+			if !errors.Is(err, durable.ErrCommitIndeterminate) || !strings.Contains(err.Error(), errPeerLost.Error()) {
+				t.Fatalf("%s: %v, want an unknown outcome naming the loss", what, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: the request in flight did not fail", what)
+		}
+	}
+
+	for _, broken := range []bool{false, true} {
+		if err := <-forward("/answered"); err != nil {
+			t.Fatal(err)
+		}
+		stuck := forward("/stuck")
+		stillWaiting("sent", stuck)
+		if broken {
+			if !f.peerLost(addr, raftstore.ErrPeerStreamBroke) {
+				t.Fatal("peerLost kept the requests to a peer whose heartbeat stream broke")
+			}
+			failsAsLost("heartbeat stream broken", stuck)
+			continue
+		}
+		if f.peerLost(addr, raftstore.ErrPeerSilent) {
+			t.Fatal("peerLost failed the requests to a peer whose Calls stream answered just now")
+		}
+		stillWaiting("silent but answering", stuck)
+		time.Sleep(answeringJustNow) // no answer since
+		if !f.peerLost(addr, raftstore.ErrPeerSilent) {
+			t.Fatal("peerLost kept the requests to a peer silent on every stream")
+		}
+		failsAsLost("silent on every stream", stuck)
 	}
 }
 
