@@ -534,6 +534,8 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 			cur.DataID == "" && node.DataID != "" {
 			if known {
 				node.State = cur.State
+			} else {
+				c.n.log.Info("registering a new node in the cluster map", "node", node.ID, "grpc", node.GRPCAddr)
 			}
 			c.applyMeta(r, placement.Command{UpsertNode: &placement.UpsertNodeCmd{Node: node}})
 		}
@@ -543,6 +545,8 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 		if addr, in := inRaft[raft.ServerID(mem.ID)]; !in || addr != raft.ServerAddress(mem.Meta.GRPCAddr) {
 			if in {
 				c.n.log.Info("a meta member is back at another address", "node", mem.ID, "was", addr, "now", mem.Meta.GRPCAddr)
+			} else {
+				c.n.log.Info("adding a node to the meta group as a non-voter, to receive the map", "node", mem.ID)
 			}
 			r.AddNonvoter(raft.ServerID(mem.ID), raft.ServerAddress(mem.Meta.GRPCAddr), 0, 5*time.Second)
 		}
