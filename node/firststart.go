@@ -125,7 +125,9 @@ func (c *cluster) askMembers(ctx context.Context, alive []placement.Member) map[
 //  3. A member whose meta log holds more than the first configuration is
 //     of a cluster that exists but has not loaded its map yet: wait. One
 //     whose log holds the first configuration only has bootstrapped the
-//     meta group: join it.
+//     meta group: a founder that configuration names bootstraps the very
+//     same one (if every such member names the same), any other node
+//     joins it.
 //  4. Every alive member must have answered: one that has not could hold
 //     the map.
 //  5. Otherwise no cluster exists yet: once bootstrap-expect members are
@@ -168,14 +170,30 @@ func decideFirstStart(self placement.NodeID, dataID string, want int, alive []pl
 			return nil, fmt.Sprintf("node %s has cluster state but no map loaded yet", id), nil
 		}
 	}
+	var formed []raft.Server
+	bootstrapped, agreed := false, true
 	for _, id := range peers {
-		if r := answers[id].resp; r != nil && r.MetaLastIndex == 1 {
-			// It bootstrapped the meta group, with the first nodes by
-			// ID that it saw alive, which need not be the ones this
-			// node sees (more than bootstrap-expect nodes starting at
-			// once): join that group rather than bootstrap another.
-			return nil, "", nil
+		r := answers[id].resp
+		if r == nil || r.MetaLastIndex != 1 {
+			continue
 		}
+		conf := firstConfiguration(r)
+		if bootstrapped && !slices.Equal(conf, formed) {
+			agreed = false
+		}
+		formed, bootstrapped = conf, true
+	}
+	if bootstrapped {
+		// It bootstrapped the meta group, with the first nodes by ID
+		// that it saw alive, which need not be the ones this node sees
+		// (more than bootstrap-expect nodes starting at once). A founder
+		// it names bootstraps the very same configuration, so that the
+		// founders can elect a leader without the first of them; any
+		// other node joins that group rather than bootstrap another.
+		if agreed && slices.ContainsFunc(formed, func(s raft.Server) bool { return s.ID == raft.ServerID(self) }) {
+			return formed, "", nil
+		}
+		return nil, "", nil
 	}
 	for _, m := range alive {
 		if a, ok := answers[m.ID]; m.ID != self && (!ok || a.err != nil) {
@@ -213,6 +231,16 @@ func decideFirstStart(self placement.NodeID, dataID string, want int, alive []pl
 	return servers, "", nil
 }
 
+// firstConfiguration is the voters of the first meta configuration an
+// answer names, in its order.
+func firstConfiguration(r *proto.ForwardMemberResponse) []raft.Server {
+	servers := make([]raft.Server, 0, len(r.FirstConfiguration))
+	for _, v := range r.FirstConfiguration {
+		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(v.Id), Address: raft.ServerAddress(v.Address)})
+	}
+	return servers
+}
+
 // member answers the Member RPC from this node's copy of the map.
 func (c *cluster) member(req *proto.ForwardMemberRequest) (*proto.ForwardMemberResponse, error) {
 	resp := &proto.ForwardMemberResponse{}
@@ -221,6 +249,19 @@ func (c *cluster) member(req *proto.ForwardMemberRequest) (*proto.ForwardMemberR
 		return nil, status.Errorf(codes.Unavailable, "reading the meta log: %v", err)
 	}
 	resp.MetaLastIndex = last
+	if last == 1 {
+		var entry raft.Log
+		if err := c.n.store.LogStore(metaGroup).GetLog(1, &entry); err != nil {
+			return nil, status.Errorf(codes.Unavailable, "reading the meta log's first entry: %v", err)
+		}
+		if entry.Type == raft.LogConfiguration {
+			for _, s := range raft.DecodeConfiguration(entry.Data).Servers {
+				if s.Suffrage == raft.Voter {
+					resp.FirstConfiguration = append(resp.FirstConfiguration, &proto.ForwardMetaVoter{Id: string(s.ID), Address: string(s.Address)})
+				}
+			}
+		}
+	}
 	m := c.metaFSM.Map()
 	resp.ClusterId = m.ClusterID
 	for _, a := range c.aliveMembers() {

@@ -36,6 +36,15 @@ func TestDecideFirstStart(t *testing.T) {
 		return memberAnswer{resp: &proto.ForwardMemberResponse{Alive: ids}}
 	}
 	forming := memberAnswer{resp: &proto.ForwardMemberResponse{MetaLastIndex: 1}}
+	// formingWith is an answer from a node that bootstrapped the meta
+	// group with voters ids.
+	formingWith := func(ids ...string) memberAnswer {
+		r := &proto.ForwardMemberResponse{MetaLastIndex: 1}
+		for _, id := range ids {
+			r.FirstConfiguration = append(r.FirstConfiguration, &proto.ForwardMetaVoter{Id: id, Address: id + ":1"})
+		}
+		return memberAnswer{resp: r}
+	}
 	restarted := memberAnswer{resp: &proto.ForwardMemberResponse{MetaLastIndex: 900}}
 	mapWithout := memberAnswer{resp: &proto.ForwardMemberResponse{ClusterId: "c1", MetaLastIndex: 900}}
 	mapWith := func(dataID, state string) memberAnswer {
@@ -67,6 +76,14 @@ func TestDecideFirstStart(t *testing.T) {
 			answers: map[placement.NodeID]memberAnswer{"n2": sees("n1", "n2", "n3"), "n3": none}, wait: "waiting for gossip to agree on the founders"},
 		{name: "a founder bootstrapped first", self: "n1", alive: members("n1", "n2", "n3"),
 			answers: map[placement.NodeID]memberAnswer{"n2": none, "n3": forming}},
+		// The same configuration, so that n2 and n3 can elect a leader
+		// should n1 die before its first entry reached them.
+		{name: "a founder bootstrapped first, naming this node", self: "n2", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n1": formingWith("n1", "n2", "n3"), "n3": sees("n1", "n2", "n3")}, bootstrap: []string{"n1", "n2", "n3"}},
+		{name: "a founder bootstrapped first, naming others", self: "n3", alive: members("n1", "n2", "n3"),
+			answers: map[placement.NodeID]memberAnswer{"n1": formingWith("n1", "n2", "n4"), "n2": formingWith("n1", "n2", "n4")}},
+		{name: "two bootstrapped configurations", self: "n2", alive: members("n1", "n2", "n3", "n4"),
+			answers: map[placement.NodeID]memberAnswer{"n1": formingWith("n1", "n2", "n3"), "n4": formingWith("n1", "n2", "n4"), "n3": none}},
 		// n1, n2 and n4 met and bootstrapped; n3 would count itself among
 		// the first three and bootstrap a second configuration.
 		{name: "a node comes while the founders form", self: "n3", alive: members("n1", "n2", "n3", "n4"),

@@ -1008,9 +1008,13 @@ type ForwardMemberResponse struct {
 	// once every founder it would name sees the same first
 	// bootstrap-expect nodes (decideFirstStart): two founders that saw
 	// different nodes alive bootstrapped two configurations.
-	Alive         []string `protobuf:"bytes,6,rep,name=alive,proto3" json:"alive,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Alive []string `protobuf:"bytes,6,rep,name=alive,proto3" json:"alive,omitempty"`
+	// While this node's meta log holds only the first configuration
+	// (meta_last_index 1), that configuration's voters, in order: a founder
+	// it names bootstraps the very same one instead of joining.
+	FirstConfiguration []*ForwardMetaVoter `protobuf:"bytes,7,rep,name=first_configuration,json=firstConfiguration,proto3" json:"first_configuration,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ForwardMemberResponse) Reset() {
@@ -1083,6 +1087,66 @@ func (x *ForwardMemberResponse) GetAlive() []string {
 		return x.Alive
 	}
 	return nil
+}
+
+func (x *ForwardMemberResponse) GetFirstConfiguration() []*ForwardMetaVoter {
+	if x != nil {
+		return x.FirstConfiguration
+	}
+	return nil
+}
+
+// ForwardMetaVoter is one voter of a meta configuration.
+type ForwardMetaVoter struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardMetaVoter) Reset() {
+	*x = ForwardMetaVoter{}
+	mi := &file_proto_forward_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardMetaVoter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardMetaVoter) ProtoMessage() {}
+
+func (x *ForwardMetaVoter) ProtoReflect() protoreflect.Message {
+	mi := &file_proto_forward_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardMetaVoter.ProtoReflect.Descriptor instead.
+func (*ForwardMetaVoter) Descriptor() ([]byte, []int) {
+	return file_proto_forward_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ForwardMetaVoter) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ForwardMetaVoter) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
 }
 
 var File_proto_forward_proto protoreflect.FileDescriptor
@@ -1158,7 +1222,7 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\tnonvoters\x18\a \x03(\tR\tnonvoters\x12)\n" +
 	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted\"/\n" +
 	"\x14ForwardMemberRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xbb\x01\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x90\x02\n" +
 	"\x15ForwardMemberResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
@@ -1166,7 +1230,11 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\adata_id\x18\x03 \x01(\tR\x06dataId\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12&\n" +
 	"\x0fmeta_last_index\x18\x05 \x01(\x04R\rmetaLastIndex\x12\x14\n" +
-	"\x05alive\x18\x06 \x03(\tR\x05alive2\x89\x04\n" +
+	"\x05alive\x18\x06 \x03(\tR\x05alive\x12S\n" +
+	"\x13first_configuration\x18\a \x03(\v2\".roost.forward.v1.ForwardMetaVoterR\x12firstConfiguration\"<\n" +
+	"\x10ForwardMetaVoter\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress2\x89\x04\n" +
 	"\aForward\x12K\n" +
 	"\x05Fetch\x12\x1e.roost.forward.v1.ForwardFrame\x1a\x1e.roost.forward.v1.ForwardFrame(\x010\x01\x12G\n" +
 	"\x04Call\x12\x1d.roost.forward.v1.ForwardCall\x1a\x1e.roost.forward.v1.ForwardFrame0\x01\x12T\n" +
@@ -1188,7 +1256,7 @@ func file_proto_forward_proto_rawDescGZIP() []byte {
 }
 
 var file_proto_forward_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proto_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_proto_forward_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_proto_forward_proto_goTypes = []any{
 	(ForwardError_Kind)(0),             // 0: roost.forward.v1.ForwardError.Kind
 	(*ForwardHeader)(nil),              // 1: roost.forward.v1.ForwardHeader
@@ -1206,6 +1274,7 @@ var file_proto_forward_proto_goTypes = []any{
 	(*ForwardGroupStatusResponse)(nil), // 13: roost.forward.v1.ForwardGroupStatusResponse
 	(*ForwardMemberRequest)(nil),       // 14: roost.forward.v1.ForwardMemberRequest
 	(*ForwardMemberResponse)(nil),      // 15: roost.forward.v1.ForwardMemberResponse
+	(*ForwardMetaVoter)(nil),           // 16: roost.forward.v1.ForwardMetaVoter
 }
 var file_proto_forward_proto_depIdxs = []int32{
 	1,  // 0: roost.forward.v1.ForwardHead.headers:type_name -> roost.forward.v1.ForwardHeader
@@ -1219,23 +1288,24 @@ var file_proto_forward_proto_depIdxs = []int32{
 	8,  // 8: roost.forward.v1.ForwardReplyBatch.replies:type_name -> roost.forward.v1.ForwardTaggedReply
 	2,  // 9: roost.forward.v1.ForwardFrame.head:type_name -> roost.forward.v1.ForwardHead
 	4,  // 10: roost.forward.v1.ForwardFrame.result:type_name -> roost.forward.v1.ForwardResult
-	11, // 11: roost.forward.v1.Forward.Fetch:input_type -> roost.forward.v1.ForwardFrame
-	5,  // 12: roost.forward.v1.Forward.Call:input_type -> roost.forward.v1.ForwardCall
-	7,  // 13: roost.forward.v1.Forward.Calls:input_type -> roost.forward.v1.ForwardCallBatch
-	10, // 14: roost.forward.v1.Forward.Collect:input_type -> roost.forward.v1.ForwardCollect
-	12, // 15: roost.forward.v1.Forward.GroupStatus:input_type -> roost.forward.v1.ForwardGroupStatusRequest
-	14, // 16: roost.forward.v1.Forward.Member:input_type -> roost.forward.v1.ForwardMemberRequest
-	11, // 17: roost.forward.v1.Forward.Fetch:output_type -> roost.forward.v1.ForwardFrame
-	11, // 18: roost.forward.v1.Forward.Call:output_type -> roost.forward.v1.ForwardFrame
-	9,  // 19: roost.forward.v1.Forward.Calls:output_type -> roost.forward.v1.ForwardReplyBatch
-	11, // 20: roost.forward.v1.Forward.Collect:output_type -> roost.forward.v1.ForwardFrame
-	13, // 21: roost.forward.v1.Forward.GroupStatus:output_type -> roost.forward.v1.ForwardGroupStatusResponse
-	15, // 22: roost.forward.v1.Forward.Member:output_type -> roost.forward.v1.ForwardMemberResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	16, // 11: roost.forward.v1.ForwardMemberResponse.first_configuration:type_name -> roost.forward.v1.ForwardMetaVoter
+	11, // 12: roost.forward.v1.Forward.Fetch:input_type -> roost.forward.v1.ForwardFrame
+	5,  // 13: roost.forward.v1.Forward.Call:input_type -> roost.forward.v1.ForwardCall
+	7,  // 14: roost.forward.v1.Forward.Calls:input_type -> roost.forward.v1.ForwardCallBatch
+	10, // 15: roost.forward.v1.Forward.Collect:input_type -> roost.forward.v1.ForwardCollect
+	12, // 16: roost.forward.v1.Forward.GroupStatus:input_type -> roost.forward.v1.ForwardGroupStatusRequest
+	14, // 17: roost.forward.v1.Forward.Member:input_type -> roost.forward.v1.ForwardMemberRequest
+	11, // 18: roost.forward.v1.Forward.Fetch:output_type -> roost.forward.v1.ForwardFrame
+	11, // 19: roost.forward.v1.Forward.Call:output_type -> roost.forward.v1.ForwardFrame
+	9,  // 20: roost.forward.v1.Forward.Calls:output_type -> roost.forward.v1.ForwardReplyBatch
+	11, // 21: roost.forward.v1.Forward.Collect:output_type -> roost.forward.v1.ForwardFrame
+	13, // 22: roost.forward.v1.Forward.GroupStatus:output_type -> roost.forward.v1.ForwardGroupStatusResponse
+	15, // 23: roost.forward.v1.Forward.Member:output_type -> roost.forward.v1.ForwardMemberResponse
+	18, // [18:24] is the sub-list for method output_type
+	12, // [12:18] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_proto_forward_proto_init() }
@@ -1254,7 +1324,7 @@ func file_proto_forward_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proto_forward_proto_rawDesc), len(file_proto_forward_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
