@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 )
@@ -63,5 +64,12 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 		}
 		ws.CloseNow()
 		http.DefaultClient.CloseIdleConnections()
+		// memberlist's Shutdown does not wait for a probe in flight; it
+		// ends by itself at the probe's timeout (500 ms, scaled up on a
+		// busy machine). Close used to outlast it by waiting 2 s for the
+		// peers' streams.
+		for deadline := time.Now().Add(10 * time.Second); len(goroutinesIn("memberlist.(*Memberlist).probeNode")) > 0 && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+		}
 	})
 }
