@@ -459,6 +459,48 @@ func TestSlowAnswerDoesNotReportThePeerLost(t *testing.T) {
 	}
 }
 
+// A peer whose pings stop while its other requests keep coming (a busy
+// machine, its pinger starved; its leaders' appends still arrive) is not
+// reported silent: PeerAlive counts those requests, and so does the
+// silence watch. Once nothing at all comes, it is reported. Before, the
+// watch counted the heartbeat stream alone and reported a peer that
+// PeerAlive still called alive, which failed the requests forwarded to it.
+func TestPeerHeardOtherwiseIsNotReportedSilent(t *testing.T) {
+	lost := make(lostRecorder, 4)
+	const silence = 300 * time.Millisecond
+	a := newTNode(t, "a", nil, func(c *TransportConfig) { c.LivenessInterval = -1 })
+	b := newTNode(t, "b", nil, lost.option, func(c *TransportConfig) { c.SilenceTimeout = silence })
+	serveFake(t, b.tr.Group(5), nil)
+	var resp raft.AppendEntriesResponse
+	hb := &raft.AppendEntriesRequest{RPCHeader: header("a", a.addr), Term: 1}
+	// One heartbeat opens a's stream to b; a sends no pings after it.
+	if err := a.tr.Group(5).AppendEntries("b", b.addr, hb, &resp); err != nil || !resp.Success {
+		t.Fatalf("heartbeat: %v %+v", err, resp)
+	}
+	appendReq := &raft.AppendEntriesRequest{RPCHeader: header("a", a.addr), Term: 1, PrevLogEntry: 1, PrevLogTerm: 1}
+	for end := time.Now().Add(5 * silence); time.Now().Before(end); time.Sleep(silence / 6) {
+		if err := a.tr.Group(5).AppendEntries("b", b.addr, appendReq, &resp); err != nil {
+			t.Fatalf("append: %v", err)
+		}
+		select {
+		case l := <-lost:
+			t.Fatalf("%s reported %s lost while its appends kept coming", l[0], l[1])
+		default:
+		}
+	}
+	select {
+	case l := <-lost:
+		if l[1] != a.addr {
+			t.Fatalf("%s reported lost, want %s", l[1], a.addr)
+		}
+	case <-time.After(5 * silence):
+		t.Fatal("a peer that fell silent on every request was not reported lost")
+	}
+	if b.tr.PeerAlive(a.addr) {
+		t.Fatal("a peer reported silent is still alive")
+	}
+}
+
 // A voter whose forced election failed (its vote requests were lost) is
 // a candidate of a newer term than the leader's, which the others still
 // follow: it refuses the leader's heartbeats, and hashicorp/raft's

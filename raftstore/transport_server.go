@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -187,9 +189,11 @@ const maxHeartbeatBatch = 1 << 16
 
 // Heartbeats answers each batch of heartbeats, in order, before it reads
 // the next. A group's failure (not running here, say) is that group's
-// result; the stream goes on. A stream that breaks, or carries no batch
-// (liveness pings, empty batches, count) for the transport's
-// SilenceTimeout while this node waits for one, reports its sender lost.
+// result; the stream goes on. A stream that breaks reports its sender
+// lost; so does one that carries no batch (liveness pings, empty batches,
+// count) for the transport's SilenceTimeout while this node waits for one,
+// unless the sender's other requests showed it alive meanwhile
+// (silenceWatch).
 func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) error {
 	ctx := stream.Context()
 	peer := callerAddr(ctx)
@@ -201,10 +205,10 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 			go lost(peer, why)
 		}
 	}
-	var silence *time.Timer
+	var silence *silenceWatch
 	if s.t.silence > 0 {
-		silence = time.AfterFunc(s.t.silence, func() { reportLost(ErrPeerSilent) })
-		defer silence.Stop()
+		silence = newSilenceWatch(s.t.silence, &l.heard, func() { reportLost(ErrPeerSilent) })
+		defer silence.stop()
 	}
 	// broke ends the stream with err, reporting the caller lost if its
 	// connection or stream broke. Either a Recv or a Send can be the
@@ -234,7 +238,7 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 				// once it has this one's answer, so a node slow to answer
 				// (a busy machine, a term change's fsync) would otherwise
 				// report its peer lost for its own slowness.
-				silence.Stop()
+				silence.answeringBatch()
 			}
 		}
 		if n := len(batch.Requests); n > maxHeartbeatBatch {
@@ -258,7 +262,7 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 			// the answer took.
 			s.t.markHeard(peer)
 			if silence != nil {
-				silence.Reset(s.t.silence)
+				silence.answered()
 			}
 		}
 	}
@@ -479,4 +483,76 @@ func (r *snapshotReader) end() error {
 		}
 	}
 	return r.err
+}
+
+// silenceWatch reports a heartbeat stream's sender lost (ErrPeerSilent)
+// once this node has heard nothing from it for the window while waiting
+// for its next batch. Anything the transport hears from the sender counts
+// (peerLiveness.heard: a batch, or a request to a group running here, such
+// as its leaders' appends), so a report never contradicts PeerAlive: a
+// peer whose pings lag behind a busy machine while its appends keep coming
+// is not lost. Time spent answering a batch does not count (the sender
+// waits for the answer before it sends again): answering stops the watch,
+// and answered restarts it.
+type silenceWatch struct {
+	window time.Duration
+	heard  *atomic.Int64 // the sender's peerLiveness.heard
+	report func()
+
+	mu        sync.Mutex
+	timer     *time.Timer // fires check; nil once stopped for good
+	answering bool
+}
+
+func newSilenceWatch(window time.Duration, heard *atomic.Int64, report func()) *silenceWatch {
+	w := &silenceWatch{window: window, heard: heard, report: report}
+	w.timer = time.AfterFunc(window, w.check)
+	return w
+}
+
+// check runs when the timer fires: it re-arms for what is left of the
+// window if the sender was heard meanwhile, and reports it otherwise.
+func (w *silenceWatch) check() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timer == nil || w.answering {
+		// Stopped, or an answer began after the timer fired: answered
+		// re-arms it.
+		return
+	}
+	if left := w.window - time.Since(time.Unix(0, w.heard.Load())); left > 0 {
+		w.timer.Reset(left)
+		return
+	}
+	w.report()
+}
+
+// answering stops the watch while this node answers a batch.
+func (w *silenceWatch) answeringBatch() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.answering = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+}
+
+// answered restarts the watch for a whole window once a batch is answered.
+func (w *silenceWatch) answered() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.answering = false
+	if w.timer != nil {
+		w.timer.Reset(w.window)
+	}
+}
+
+// stop ends the watch for good; a check already running reports nothing.
+func (w *silenceWatch) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.timer != nil {
+		w.timer.Stop()
+		w.timer = nil
+	}
 }
