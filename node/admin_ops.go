@@ -645,6 +645,26 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	id := r.PathValue("id")
+	j := a.knownOperation(id)
+	if j == nil {
+		// A meta leader elected a moment ago may not yet have applied what
+		// its predecessor recorded (the operation, or its end): catch up
+		// before saying the operation is unknown.
+		if rf := a.n.cluster.metaRaft(); rf != nil && rf.Barrier(metaLeaderGrace).Error() == nil {
+			j = a.knownOperation(id)
+		}
+	}
+	if j != nil {
+		writeJSON(w, http.StatusOK, map[string]any{"operation": j})
+		return nil
+	}
+	return errorf(http.StatusBadRequest, "unknown operation %q: the meta leader (%s) has no record of it (it keeps the last %d it ran, and the last that ended; a heal is not carried over from a previous meta leader)", id, a.n.cfg.NodeID, keptOperations)
+}
+
+// knownOperation is what this meta leader knows of operation id, nil if
+// nothing: one it runs or ran, one the meta group recorded (which it then
+// carries on), or the last the meta group saw end.
+func (a *admin) knownOperation(id string) *opJSON {
 	if rec, ok := a.n.cluster.metaFSM.Operation(); ok && rec.ID == id {
 		a.resumeRecorded() // if this meta leader has not yet
 	}
@@ -652,17 +672,13 @@ func (a *admin) operation(w http.ResponseWriter, r *http.Request) error {
 	op := a.ops[id]
 	a.mu.Unlock()
 	ended, hasEnded := a.n.cluster.metaFSM.LastEnded()
-	var j *opJSON
-	if op != nil {
-		j = shownOp(op.json(), ended, hasEnded)
-	} else if hasEnded && ended.ID == id {
-		j = endedOpJSON(ended)
+	switch {
+	case op != nil:
+		return shownOp(op.json(), ended, hasEnded)
+	case hasEnded && ended.ID == id:
+		return endedOpJSON(ended)
 	}
-	if j != nil {
-		writeJSON(w, http.StatusOK, map[string]any{"operation": j})
-		return nil
-	}
-	return errorf(http.StatusBadRequest, "unknown operation %q: the meta leader (%s) has no record of it (it keeps the last %d it ran, and the last that ended; a heal is not carried over from a previous meta leader)", id, a.n.cfg.NodeID, keptOperations)
+	return nil
 }
 
 // planFunc gives the moves an operation still has to make from map m, in
