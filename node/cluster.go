@@ -92,6 +92,9 @@ type cluster struct {
 	// joinErr is the last failed attempt to join, while the node retries:
 	// /readyz gives it as the reason.
 	joinErr atomic.Pointer[error]
+	// duplicateID is the conflict while gossip refuses this node because
+	// another live process uses its ID (duplicateWatch), for /readyz.
+	duplicateID atomic.Pointer[error]
 	// firstStartWait says why a node without state has not started its
 	// meta group yet (firststart.go), for /readyz.
 	firstStartWait atomic.Pointer[string]
@@ -818,6 +821,9 @@ func (c *cluster) groupStatus(req *proto.ForwardGroupStatusRequest) (*proto.Forw
 func (c *cluster) ready() (bool, string) {
 	if p := c.removed.Load(); p != nil {
 		return false, *p
+	}
+	if p := c.duplicateID.Load(); p != nil {
+		return false, fmt.Sprintf("gossip refuses this node: %s (it stops if this lasts %s)", strings.Join(strings.Fields((*p).Error()), " "), c.n.duplicatePatience)
 	}
 	c.mu.Lock()
 	m := c.mapSeen

@@ -273,6 +273,72 @@ func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 	}
 }
 
+// A copy of a member's data dir started as a second node under its ID,
+// with no --join, rejoins through its map, and gossip refuses every merge:
+// the cluster has that ID alive elsewhere. It said nothing of it and
+// answered 503 ("no live leader") for good; now /readyz says why and,
+// once that has lasted the patience, it fails saying so. The member whose
+// dir it copied stays up: it sees the cluster.
+func TestCopyOfAMembersDataDirIsRefused(t *testing.T) {
+	t.Parallel()
+	tc := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	// A data dir in use for a while holds a snapshot of the meta group,
+	// which gives a restarted node its map before any leader reaches it.
+	if err := tc.nodes[2].cluster.meta.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	tc.stop(2)
+	copied := filepath.Join(t.TempDir(), "copy")
+	if err := os.CopyFS(copied, os.DirFS(tc.cfgs[2].DataDir)); err != nil {
+		t.Fatal(err)
+	}
+	tc.start(2)
+	tc.waitReady()
+
+	cfg := tc.cfgs[2]
+	cfg.DataDir, cfg.Join, cfg.Logger = copied, nil, quietLogger
+	cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	nd, err := New(cfg, tc.app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.faults = tc.faults
+	nd.duplicatePatience = rejoinInterval + time.Second // one check that shows it, the next fails
+	if err := nd.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer closeNode(t, nd)
+	shown := false
+	deadline := time.After(4*rejoinInterval + 10*time.Second)
+	for failed := false; !failed; {
+		select {
+		case err := <-nd.Failed():
+			if !errors.Is(err, placement.ErrDuplicateNodeID) || !strings.Contains(err.Error(), "give this node its own --id") {
+				t.Fatalf("the copy failed with %v", err)
+			}
+			failed = true
+		case <-time.After(100 * time.Millisecond):
+			if ok, why := nd.cluster.ready(); !ok && strings.Contains(why, "gossip refuses this node") && strings.Contains(why, "duplicate node id") {
+				shown = true
+			}
+		case <-deadline:
+			ok, why := nd.cluster.ready()
+			t.Fatalf("the copy did not stop; ready=%v %q", ok, why)
+		}
+	}
+	if !shown {
+		t.Error("the copy's /readyz never said gossip refuses it")
+	}
+	select {
+	case err := <-tc.nodes[2].Failed():
+		t.Fatalf("the member whose data dir was copied failed: %v", err)
+	default:
+	}
+	if ok, why := tc.nodes[2].cluster.ready(); !ok {
+		t.Fatalf("the member whose data dir was copied is not ready: %s", why)
+	}
+}
+
 // TestMoreNodesThanExpectedFormOneMetaGroup: four new nodes start at once
 // with bootstrap-expect 3, and do not all see the same nodes alive when
 // they decide. n2 and n4 see n1, n2 and n4 and bootstrap the meta group

@@ -52,6 +52,9 @@ type Node struct {
 	// transferGiveUp bounds how long a shard leader lets a leadership
 	// transfer run before ending it (cluster.awaitTransfer).
 	transferGiveUp time.Duration
+	// duplicatePatience is how long a node that gossip refuses for a
+	// duplicate ID runs alone before it fails (duplicateWatch).
+	duplicatePatience time.Duration
 
 	// applyWrap, when set (by tests), wraps each shard's Raft applier.
 	applyWrap func(applier) applier
@@ -117,7 +120,8 @@ func New(cfg Config, app *durable.App) (*Node, error) {
 		}
 	}
 	n := &Node{cfg: cfg, app: app, log: log, peerTLS: pt, alarms: defaultAlarmSettings(), failed: make(chan error, 1),
-		stragglerGrace: 5 * time.Second, serverKeepalive: defaultServerKeepalive(), transferGiveUp: defaultTransferGiveUp}
+		stragglerGrace: 5 * time.Second, serverKeepalive: defaultServerKeepalive(), transferGiveUp: defaultTransferGiveUp,
+		duplicatePatience: defaultDuplicatePatience}
 	n.admin = newAdmin(n)
 	return n, nil
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -12,6 +13,10 @@ import (
 // rejoinInterval is how often a node reaches out, through gossip, to one
 // node of the map that gossip does not show alive.
 const rejoinInterval = 5 * time.Second
+
+// defaultDuplicatePatience is Node.duplicatePatience: well past the few
+// seconds gossip takes to declare a node's old self dead.
+const defaultDuplicatePatience = 30 * time.Second
 
 // rejoin keeps gossip in one piece. memberlist gossips only with members
 // it sees alive, so two sides that each hold the other dead stay apart
@@ -31,11 +36,16 @@ func (c *cluster) rejoin(ctx context.Context) {
 	t := time.NewTicker(rejoinInterval)
 	defer t.Stop()
 	var last placement.NodeID // the node tried last; the next try goes to the one after it
+	var dup duplicateWatch
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if err := dup.check(c, time.Now()); err != nil {
+			c.fail(err)
+			return
 		}
 		id, addr := c.nextToRejoin(last)
 		if addr == "" {
@@ -85,4 +95,37 @@ func (c *cluster) nextToRejoin(last placement.NodeID) (placement.NodeID, string)
 	}
 	id := gone[i%len(gone)]
 	return id, m.Nodes[id].GossipAddr
+}
+
+// duplicateWatch stops a node that another live process shares its ID
+// with, as a copy of a node's data dir started as a second node would:
+// that copy rejoins through its map, every merge is refused (the cluster
+// has the ID alive elsewhere), and it would run alone, answering 503, for
+// good. A node refused that way for the node's duplicatePatience while it
+// sees no other member fails saying so; meanwhile /readyz says it. The
+// patience lets a node restarted at a new address wait for gossip to
+// declare its old self dead (seconds), and the node that is a member of
+// the cluster sees the others alive, so only the one left out stops. It is
+// the rejoin goroutine's.
+type duplicateWatch struct {
+	since time.Time // when this run of refusals began; zero if none is under way
+}
+
+// check looks at the membership's last conflict at now: it returns the
+// error to fail the node with once the conflict has lasted the patience.
+func (w *duplicateWatch) check(c *cluster, now time.Time) error {
+	at, err := c.members.Conflict()
+	if err == nil || now.Sub(at) > 2*rejoinInterval || len(c.aliveMembers()) > 1 {
+		w.since = time.Time{}
+		c.duplicateID.Store(nil)
+		return nil
+	}
+	if w.since.IsZero() {
+		w.since = at
+	}
+	c.duplicateID.Store(&err)
+	if patience := c.n.duplicatePatience; now.Sub(w.since) >= patience {
+		return fmt.Errorf("%w; stopping after %s of it: give this node its own --id and an empty data dir (a copy of another node's data dir is that node)", err, patience)
+	}
+	return nil
 }

@@ -69,14 +69,15 @@ type Membership struct {
 	list *memberlist.Memberlist
 	del  *delegate
 
-	mu       sync.Mutex
-	members  map[NodeID]Member
-	events   chan Event
-	closed   bool
-	selfDup  error // set when another process claims this node's ID
-	dropped  atomic.Uint64
-	rejected atomic.Uint64 // merges refused (NotifyMerge)
-	refusals []refusal     // the last maxRefusals of them
+	mu        sync.Mutex
+	members   map[NodeID]Member
+	events    chan Event
+	closed    bool
+	selfDup   error     // set when another process claims this node's ID
+	selfDupAt time.Time // when selfDup was last set
+	dropped   atomic.Uint64
+	rejected  atomic.Uint64 // merges refused (NotifyMerge)
+	refusals  []refusal     // the last maxRefusals of them
 
 	leaveOnce sync.Once
 	shutOnce  sync.Once
@@ -294,12 +295,13 @@ func (m *Membership) DroppedEvents() uint64 { return m.dropped.Load() }
 
 // Conflict returns an error wrapping ErrDuplicateNodeID, describing the
 // last time gossip showed another live process using this node's ID (in a
-// merge either side started, or in an alive message), else nil. Join
-// reports a conflict found while it runs by itself.
-func (m *Membership) Conflict() error {
+// merge either side started, or in an alive message), and when that was;
+// else the zero time and nil. Join reports a conflict found while it runs
+// by itself.
+func (m *Membership) Conflict() (time.Time, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.selfDup
+	return m.selfDupAt, m.selfDup
 }
 
 // UpdateMeta changes the meta this node gossips and waits up to timeout

@@ -3,6 +3,7 @@ package placement
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -124,7 +125,7 @@ func (d *delegate) NotifyMerge(peers []*memberlist.Node) error {
 				ErrDuplicateNodeID, p.Name, known.Addr, p.Address())
 		}
 		if self {
-			m.selfDup = err
+			m.selfDup, m.selfDupAt = err, time.Now()
 		}
 		m.log.Error("refusing to merge gossip state", "err", err)
 		m.refusedLocked(err)
@@ -144,7 +145,7 @@ func (d *delegate) NotifyConflict(existing, other *memberlist.Node) {
 	if NodeID(existing.Name) == m.cfg.NodeID {
 		err = fmt.Errorf("%w: another process at %s uses this node's id %q (this node is at %s)",
 			ErrDuplicateNodeID, other.Address(), existing.Name, existing.Address())
-		m.selfDup = err
+		m.selfDup, m.selfDupAt = err, time.Now()
 	}
 	m.log.Error("gossip name conflict", "err", err)
 	m.emitLocked(Event{Kind: EventConflict, Member: memberOf(other)})

@@ -250,10 +250,10 @@ func TestMembershipDuplicateID(t *testing.T) {
 	eventually(t, "a1 to report the conflict", 5*time.Second, func() bool {
 		return a.eventsFor("b2", EventConflict) > 0 && a.log.contains("duplicate node id")
 	})
-	if err := dup.Conflict(); !errors.Is(err, ErrDuplicateNodeID) {
-		t.Fatalf("impostor's Conflict() = %v", err)
+	if at, err := dup.Conflict(); !errors.Is(err, ErrDuplicateNodeID) || time.Since(at) > 10*time.Second {
+		t.Fatalf("impostor's Conflict() = %v, %v", err, at)
 	}
-	if err := b.Conflict(); err != nil {
+	if _, err := b.Conflict(); err != nil {
 		t.Fatalf("the real b2 reports a conflict: %v", err)
 	}
 	// The cluster contacting the impostor is refused too.
