@@ -18,6 +18,11 @@ const rejoinInterval = 5 * time.Second
 // seconds gossip takes to declare a node's old self dead.
 const defaultDuplicatePatience = 30 * time.Second
 
+// conflictFresh is how recent the last refusal must be for a run of them
+// to go on: a rejoin every rejoinInterval, one of which may wait out a
+// dead node's TCP timeout (10 s) before the next.
+const conflictFresh = 4 * rejoinInterval
+
 // rejoin keeps gossip in one piece. memberlist gossips only with members
 // it sees alive, so two sides that each hold the other dead stay apart
 // for good, while Raft, over gRPC, still connects them: a node restarted
@@ -115,7 +120,7 @@ type duplicateWatch struct {
 // error to fail the node with once the conflict has lasted the patience.
 func (w *duplicateWatch) check(c *cluster, now time.Time) error {
 	at, err := c.members.Conflict()
-	if err == nil || now.Sub(at) > 2*rejoinInterval || len(c.aliveMembers()) > 1 {
+	if err == nil || now.Sub(at) > conflictFresh || len(c.aliveMembers()) > 1 {
 		w.since = time.Time{}
 		c.duplicateID.Store(nil)
 		return nil
