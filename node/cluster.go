@@ -95,6 +95,9 @@ type cluster struct {
 	// duplicateID is the conflict while gossip refuses this node because
 	// another live process uses its ID (duplicateWatch), for /readyz.
 	duplicateID atomic.Pointer[error]
+	// restarted is set, before the cluster's goroutines start, when the
+	// data dir held a meta log: the node rejoins rather than forms.
+	restarted bool
 	// firstStartWait says why a node without state has not started its
 	// meta group yet (firststart.go), for /readyz.
 	firstStartWait atomic.Pointer[string]
@@ -252,10 +255,11 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	if err != nil {
 		return err
 	}
+	c.restarted = hasState > 0
 	n.wg.Add(5)
 	go func() {
 		defer n.wg.Done()
-		c.run(runCtx, hasState > 0)
+		c.run(runCtx, c.restarted)
 	}()
 	go func() {
 		defer n.wg.Done()
@@ -836,7 +840,7 @@ func (c *cluster) ready() (bool, string) {
 		if p := c.firstStartWait.Load(); p != nil {
 			return false, "not started yet: " + *p
 		}
-		return false, "waiting for the cluster to form (no cluster map yet)"
+		return false, c.noMapYet()
 	}
 	for i := range m.ShardMap {
 		if _, _, err := c.route(i); err != nil {
@@ -859,6 +863,22 @@ func (c *cluster) ready() (bool, string) {
 		}
 	}
 	return true, ""
+}
+
+// noMapYet says why a node has no cluster map. A restarted node without
+// a meta snapshot gets its map from the meta leader's first append, and
+// the leader reaches it at the address its group knows; at a new address
+// only gossip tells the leader, and with no map to rejoin through, only
+// --join reaches gossip.
+func (c *cluster) noMapYet() string {
+	if !c.restarted {
+		return "waiting for the cluster to form (no cluster map yet)"
+	}
+	why := "no cluster map yet: waiting for the meta group's leader to reach this node"
+	if len(c.n.cfg.Join) == 0 {
+		why += " (if this node now runs at another address, the cluster finds it only through --join)"
+	}
+	return why
 }
 
 // handOffQuiesce bounds how long a shard waits for its proposed commits

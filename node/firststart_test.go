@@ -339,6 +339,35 @@ func TestCopyOfAMembersDataDirIsRefused(t *testing.T) {
 	}
 }
 
+// A member restarted at new addresses with no --join, and no meta
+// snapshot to give it its map, is found by no one: the meta leader dials
+// its old address, and it has no map to rejoin gossip through. /readyz
+// said only "waiting for the cluster to form"; it now says what is
+// missing, and the advice works: restarted with --join, it serves again.
+func TestMovedMemberWithoutJoinIsToldToJoin(t *testing.T) {
+	t.Parallel()
+	tc := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	tc.stop(2)
+	cfg := &tc.cfgs[2]
+	cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	cfg.Join = nil
+	tc.start(2)
+	var why string
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		var ok bool
+		if ok, why = tc.nodes[2].cluster.ready(); ok {
+			t.Fatal("the moved member became ready without --join")
+		}
+	}
+	if !strings.Contains(why, "only through --join") {
+		t.Fatalf("the moved member's readiness: %q", why)
+	}
+	tc.stop(2)
+	cfg.Join = []string{tc.cfgs[0].GossipAddr}
+	tc.start(2)
+	tc.waitReady()
+}
+
 // TestMoreNodesThanExpectedFormOneMetaGroup: four new nodes start at once
 // with bootstrap-expect 3, and do not all see the same nodes alive when
 // they decide. n2 and n4 see n1, n2 and n4 and bootstrap the meta group
