@@ -868,15 +868,15 @@ func (c *cluster) ready() (bool, string) {
 // noMapYet says why a node has no cluster map. A restarted node without
 // a meta snapshot gets its map from the meta leader's first append, and
 // the leader reaches it at the address its group knows; at a new address
-// only gossip tells the leader, and with no map to rejoin through, only
-// --join reaches gossip.
+// only gossip tells the leader, which the node reaches through --join, or
+// through the meta voters its Raft log names (gossipOfMetaVoter).
 func (c *cluster) noMapYet() string {
 	if !c.restarted {
 		return "waiting for the cluster to form (no cluster map yet)"
 	}
 	why := "no cluster map yet: waiting for the meta group's leader to reach this node"
 	if len(c.n.cfg.Join) == 0 {
-		why += " (if this node now runs at another address, the cluster finds it only through --join)"
+		why += " (if this node now runs at another address and none of the meta voters its Raft log names answers where it was, give --join)"
 	}
 	return why
 }

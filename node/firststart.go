@@ -270,5 +270,6 @@ func (c *cluster) member(req *proto.ForwardMemberRequest) (*proto.ForwardMemberR
 	if nd, ok := m.Nodes[placement.NodeID(req.NodeId)]; ok {
 		resp.Listed, resp.DataId, resp.State = true, nd.DataID, nd.State.String()
 	}
+	resp.GossipAddr = c.members.Addr()
 	return resp, nil
 }

@@ -7,7 +7,10 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/roostdb/roost/placement"
+	"github.com/roostdb/roost/proto"
 )
 
 // rejoinInterval is how often a node reaches out, through gossip, to one
@@ -53,6 +56,9 @@ func (c *cluster) rejoin(ctx context.Context) {
 			return
 		}
 		id, addr := c.nextToRejoin(last)
+		if addr == "" {
+			id, addr = c.gossipOfMetaVoter(ctx)
+		}
 		if addr == "" {
 			continue
 		}
@@ -100,6 +106,47 @@ func (c *cluster) nextToRejoin(last placement.NodeID) (placement.NodeID, string)
 	}
 	id := gone[i%len(gone)]
 	return id, m.Nodes[id].GossipAddr
+}
+
+// gossipOfMetaVoter finds a gossip address to join through for a node
+// that gossip shows no other member and that has no map to rejoin through:
+// one restarted at a new address before its data dir held a meta snapshot.
+// The meta leader dials its old address, so nothing would reach it. Its
+// meta group's Raft log names the voters' gRPC addresses; the first that
+// answers the Member RPC gives its gossip address.
+func (c *cluster) gossipOfMetaVoter(ctx context.Context) (placement.NodeID, string) {
+	if c.metaFSM.Map().ClusterID != "" || len(c.aliveMembers()) > 1 {
+		return "", ""
+	}
+	c.mu.Lock()
+	g := c.meta
+	c.mu.Unlock()
+	if g == nil {
+		return "", ""
+	}
+	cf := g.Raft().GetConfiguration()
+	if cf.Error() != nil {
+		return "", ""
+	}
+	for _, s := range cf.Configuration().Servers {
+		if s.ID == raft.ServerID(c.self) {
+			continue
+		}
+		cl, err := c.n.manager.forwarder.client(peer{id: string(s.ID), addr: string(s.Address)})
+		if err != nil {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := cl.Member(actx, &proto.ForwardMemberRequest{NodeId: string(c.self)})
+		cancel()
+		if err != nil || resp.GossipAddr == "" {
+			c.n.log.Debug("gossip: asking a meta voter for its gossip address", "node", s.ID, "grpc", s.Address, "err", err)
+			continue
+		}
+		c.n.log.Info("gossip: no other member and no map to rejoin through; joining through a meta voter", "node", s.ID, "gossip", resp.GossipAddr)
+		return placement.NodeID(s.ID), resp.GossipAddr
+	}
+	return "", ""
 }
 
 // duplicateWatch stops a node that another live process shares its ID

@@ -1013,8 +1013,13 @@ type ForwardMemberResponse struct {
 	// (meta_last_index 1), that configuration's voters, in order: a founder
 	// it names bootstraps the very same one instead of joining.
 	FirstConfiguration []*ForwardMetaVoter `protobuf:"bytes,7,rep,name=first_configuration,json=firstConfiguration,proto3" json:"first_configuration,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// This node's gossip address, as it advertises it. A node restarted at
+	// a new address with no map yet (nothing to rejoin gossip through, and
+	// the meta leader dials its old address) asks its meta group's voters,
+	// at the addresses its Raft log names, and joins gossip through them.
+	GossipAddr    string `protobuf:"bytes,8,opt,name=gossip_addr,json=gossipAddr,proto3" json:"gossip_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ForwardMemberResponse) Reset() {
@@ -1094,6 +1099,13 @@ func (x *ForwardMemberResponse) GetFirstConfiguration() []*ForwardMetaVoter {
 		return x.FirstConfiguration
 	}
 	return nil
+}
+
+func (x *ForwardMemberResponse) GetGossipAddr() string {
+	if x != nil {
+		return x.GossipAddr
+	}
+	return ""
 }
 
 // ForwardMetaVoter is one voter of a meta configuration.
@@ -1222,7 +1234,7 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\tnonvoters\x18\a \x03(\tR\tnonvoters\x12)\n" +
 	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted\"/\n" +
 	"\x14ForwardMemberRequest\x12\x17\n" +
-	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\x90\x02\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xb1\x02\n" +
 	"\x15ForwardMemberResponse\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
@@ -1231,7 +1243,9 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12&\n" +
 	"\x0fmeta_last_index\x18\x05 \x01(\x04R\rmetaLastIndex\x12\x14\n" +
 	"\x05alive\x18\x06 \x03(\tR\x05alive\x12S\n" +
-	"\x13first_configuration\x18\a \x03(\v2\".roost.forward.v1.ForwardMetaVoterR\x12firstConfiguration\"<\n" +
+	"\x13first_configuration\x18\a \x03(\v2\".roost.forward.v1.ForwardMetaVoterR\x12firstConfiguration\x12\x1f\n" +
+	"\vgossip_addr\x18\b \x01(\tR\n" +
+	"gossipAddr\"<\n" +
 	"\x10ForwardMetaVoter\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress2\x89\x04\n" +
