@@ -34,7 +34,9 @@ const conflictFresh = 4 * rejoinInterval
 // memberlist's gossip to the dead. Healing would then move replicas off
 // nodes that are alive. So, as serf's reconnect does, every rejoinInterval
 // this node joins the gossip address of the next node of the map (removed
-// nodes aside) that it does not see alive.
+// nodes aside) that it does not see alive; with no map and no other
+// member, that of a meta voter (gossipOfMetaVoter). It also watches for
+// another live process with this node's ID (duplicateWatch).
 //
 // A join can wait for memberlist's TCP timeout (10 s) on a node that does
 // not answer. It runs on its own goroutine, which rejoin does not wait
