@@ -541,3 +541,79 @@ func TestOperationIDsOfTwoMetaLeadersDiffer(t *testing.T) {
 		t.Fatalf("two meta leaders' first rebalance in one second are both %q", a)
 	}
 }
+
+// heldFSM is a meta state machine whose applies can be held back, as a
+// busy node's lag behind what its group committed.
+type heldFSM struct {
+	raft.FSM
+	mu   sync.Mutex
+	open chan struct{} // applies wait until it is closed
+}
+
+func newHeldFSM(f raft.FSM) *heldFSM {
+	h := &heldFSM{FSM: f, open: make(chan struct{})}
+	close(h.open)
+	return h
+}
+
+func (h *heldFSM) Apply(l *raft.Log) any {
+	h.mu.Lock()
+	open := h.open
+	h.mu.Unlock()
+	<-open
+	return h.FSM.Apply(l)
+}
+
+func (h *heldFSM) hold() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.open = make(chan struct{})
+}
+
+func (h *heldFSM) release() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.open:
+	default:
+		close(h.open)
+	}
+}
+
+// A meta leader elected a moment ago may not have applied what its
+// predecessor's group committed: here the operation the old leader ran
+// and ended. Asked for it, it answered 400 "unknown operation"; it now
+// applies what is committed first, and answers for it.
+func TestNewMetaLeaderAnswersForAnOperationItHasYetToApply(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	fsms := map[string]*heldFSM{}
+	c := newTestClusterWith(t, 3, 4, &turnRegistry{active: map[string]string{}}, func(nd *Node) {
+		nd.metaFSMWrap = func(f raft.FSM) raft.FSM {
+			h := newHeldFSM(f)
+			mu.Lock()
+			fsms[nd.cfg.NodeID] = h
+			mu.Unlock()
+			return h
+		}
+	})
+	old := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	next := (old + 1) % len(c.nodes)
+	mu.Lock()
+	lagging := fsms[c.cfgs[next].NodeID]
+	mu.Unlock()
+	lagging.hold()
+	defer lagging.release()
+	op := c.runOp(old, "/v1/rebalance", nil, nil)
+	if err := c.nodes[old].cluster.meta.Raft().LeadershipTransferToServer(raft.ServerID(c.cfgs[next].NodeID), raft.ServerAddress(c.cfgs[next].GRPCAddr)).Error(); err != nil {
+		t.Fatalf("moving the meta leadership to %s: %v", c.cfgs[next].NodeID, err)
+	}
+	time.AfterFunc(time.Second, lagging.release)
+	var out struct {
+		Operation opJSON `json:"operation"`
+		Error     string `json:"error"`
+	}
+	if code := c.admin(next, "GET", "/v1/operations/"+op.ID, nil, &out); code != 200 || out.Operation.ID != op.ID || out.Operation.State != op.State {
+		t.Fatalf("the new meta leader on operation %s (%s): %d %+v %s", op.ID, op.State, code, out.Operation, out.Error)
+	}
+}

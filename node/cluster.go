@@ -317,9 +317,13 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 		}
 		c.firstStartWait.Store(nil)
 	}
+	var fsm raft.FSM = c.metaFSM
+	if c.n.metaFSMWrap != nil {
+		fsm = c.n.metaFSMWrap(fsm)
+	}
 	g, err := c.n.store.StartGroup(raftstore.GroupConfig{
 		ID: metaGroup, LocalID: raft.ServerID(c.self), Transport: c.trans.Group(metaGroup),
-		Bootstrap: bootstrap, FSM: c.metaFSM, Tune: metaTiming,
+		Bootstrap: bootstrap, FSM: fsm, Tune: metaTiming,
 	})
 	if err != nil {
 		c.n.log.Error("starting the meta group", "err", err)

@@ -58,6 +58,9 @@ type Node struct {
 
 	// applyWrap, when set (by tests), wraps each shard's Raft applier.
 	applyWrap func(applier) applier
+	// metaFSMWrap, when set (by tests), wraps the meta group's state
+	// machine as Raft sees it (c.metaFSM stays the one the node reads).
+	metaFSMWrap func(raft.FSM) raft.FSM
 	// alarms tunes the shards' alarm schedulers (tests change it).
 	alarms alarmSettings
 	// faults, when set (by tests), injects network faults into the Raft transport.
