@@ -354,9 +354,12 @@ func TestClusterSurvivesSIGKILL(t *testing.T) {
 	} else {
 		t.Errorf("history: %v", res)
 	}
-	if code, body, err := p.readyz(); err != nil || code != 200 {
-		t.Errorf("%s /readyz at the end: %d %q %v", vid, code, body, err)
-	}
+	// Ready, not necessarily at this instant: leader balancing moves
+	// leaders back to the restarted node, and a shard has no live leader
+	// for the moment of each transfer. A CI run once found "shard 0 has
+	// no live leader" here, 3 s after the node was ready (the cause was
+	// not logged; a transfer is the likely one).
+	p.waitReady(15 * time.Second)
 }
 
 // TestClusterRefusesBadStarts checks that a data dir stays with the node
