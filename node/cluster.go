@@ -121,6 +121,9 @@ type cluster struct {
 	elect *elector // forces elections where no leader is alive (elect.go)
 	// fenceKick asks the fence loop to look at once (fence.go).
 	fenceKick chan struct{}
+	// rejoinKick asks the rejoin loop to look at once (rejoin.go): the
+	// meta group of a restarted node has started.
+	rejoinKick chan struct{}
 }
 
 // localShard is a replica of a shard on this node.
@@ -198,7 +201,7 @@ func advertised(listen net.Addr, host string) string {
 // the cluster has formed: the meta group and shards start in the background
 // as the map arrives (/readyz tells when this node can serve).
 func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
-	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), fenceKick: make(chan struct{}, 1), hints: make(map[int]string),
+	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), fenceKick: make(chan struct{}, 1), rejoinKick: make(chan struct{}, 1), hints: make(map[int]string),
 		handedOff: make(map[int]time.Time), leftovers: make(map[int]*leftover)}
 	n.cluster = c
 	n.rejoins = id.ClusterID
@@ -214,7 +217,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	// so none of them can be left plaintext when TLS is on.
 	c.elect = newElector(c.self, c.electedGroups, c.aliveIDs, func(msg string, args ...any) { n.log.Info(msg, args...) })
 	c.trans = raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: raft.ServerAddress(c.advGRPC), Faults: n.faults,
-		DialOptions: n.peerTLS.grpcDialOptions(), PeerLost: c.peerLost, HeartbeatWindow: raftstore.QuietHeartbeatWindow})
+		DialOptions: n.peerTLS.grpcDialOptions(), PeerLost: c.peerLost, HeartbeatWindow: raftstore.QuietHeartbeatWindow, NoPipelines: n.noPipelines})
 	// No grpc.MaxConcurrentStreams, on purpose: gRPC's client queues the
 	// streams over the cap instead of failing them, and a peer legitimately
 	// opens a Raft pipeline per group it leads here (up to 4,096) and a
@@ -332,6 +335,14 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 	c.mu.Lock()
 	c.meta = g
 	c.mu.Unlock()
+	if hasMetaState {
+		// With no map yet, its voters are how it finds gossip
+		// (gossipOfMetaVoter): at once, not at the next rejoin tick.
+		select {
+		case c.rejoinKick <- struct{}{}:
+		default:
+		}
+	}
 
 	t := time.NewTimer(controlInterval)
 	defer t.Stop()

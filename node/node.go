@@ -58,6 +58,9 @@ type Node struct {
 
 	// applyWrap, when set (by tests), wraps each shard's Raft applier.
 	applyWrap func(applier) applier
+	// noPipelines, set by tests that move a node's gRPC address, turns
+	// raft's pipelined appends off (raftstore.TransportConfig.NoPipelines).
+	noPipelines bool
 	// metaFSMWrap, when set (by tests), wraps the meta group's state
 	// machine as Raft sees it (c.metaFSM stays the one the node reads).
 	metaFSMWrap func(raft.FSM) raft.FSM

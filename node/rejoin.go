@@ -52,6 +52,7 @@ func (c *cluster) rejoin(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-c.rejoinKick:
 		}
 		if err := dup.check(c, time.Now()); err != nil {
 			c.fail(err)

@@ -91,3 +91,20 @@ func sendGarbageConfiguration(t *testing.T, mode string) {
 		t.Fatal(err)
 	}
 }
+
+// With NoPipelines raft is told pipelining is not supported, and falls
+// back to one AppendEntries at a time; without, it gets a pipeline.
+func TestNoPipelinesRefusesPipelines(t *testing.T) {
+	peer := newTNode(t, "b", nil)
+	for _, off := range []bool{false, true} {
+		tr := NewTransport(TransportConfig{LocalAddr: "127.0.0.1:1", NoPipelines: off})
+		p, err := tr.Group(1).AppendEntriesPipeline("b", peer.addr)
+		if off && err != raft.ErrPipelineReplicationNotSupported || !off && err != nil {
+			t.Errorf("NoPipelines %v: AppendEntriesPipeline = %v, %v", off, p, err)
+		}
+		if p != nil {
+			_ = p.Close()
+		}
+		_ = tr.Close()
+	}
+}

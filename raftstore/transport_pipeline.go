@@ -28,6 +28,9 @@ func (v *groupTransport) AppendEntriesPipeline(_ raft.ServerID, target raft.Serv
 	if v.isClosed() {
 		return nil, raft.ErrTransportShutdown
 	}
+	if v.t.noPipes {
+		return nil, raft.ErrPipelineReplicationNotSupported
+	}
 	p := &pipeline{
 		v:          v,
 		target:     target,
