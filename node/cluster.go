@@ -229,6 +229,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	go c.grpcSrv.Serve(n.grpcLn)
 	n.manager.forwarder = newForwarder(forwarderDialOptions(n.peerTLS)...)
 	n.manager.forwarder.faults, n.manager.forwarder.local = n.faults, raft.ServerAddress(c.advGRPC)
+	n.manager.forwarder.heard = func(addr string) { c.trans.MarkHeard(raft.ServerAddress(addr)) }
 	n.manager.forwarder.dialer = n.forwardDialer
 	n.manager.forwarder.metrics = n.metrics
 	n.manager.router = c
@@ -1057,11 +1058,8 @@ func (c *cluster) peerLost(addr raft.ServerAddress, why error) {
 	default:
 	}
 	// The raft transport and forwarding share the node's gRPC address.
-	forwarded := "failed"
-	if !c.n.manager.forwarder.peerLost(string(addr), why) {
-		forwarded = "kept: its Calls stream answered just now"
-	}
-	c.n.log.Info("peer lost: its groups' leaders here count as gone", "peer", string(addr), "why", why, "requests_in_flight_to_it", forwarded)
+	c.n.manager.forwarder.peerLost(string(addr))
+	c.n.log.Info("peer lost: its groups' leaders here count as gone; the requests in flight to it failed", "peer", string(addr), "why", why)
 }
 
 // electedGroups is every group this node runs, for the elector.

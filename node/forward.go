@@ -69,6 +69,11 @@ type forwarder struct {
 	// same injected faults as the Raft transport (raftstore.Faults).
 	faults *raftstore.Faults
 	local  raft.ServerAddress
+	// heard, if set, is told of each reply batch a peer's Calls stream
+	// brings: the Raft transport counts the peer alive by it
+	// (raftstore.Transport.MarkHeard), so that a peer answering calls is
+	// not reported lost for a heartbeat stream gone quiet.
+	heard func(addr string)
 	// dialer, set by tests (Node.forwardDialer), opens the connections to
 	// peers.
 	dialer func(ctx context.Context, addr string) (net.Conn, error)
@@ -121,24 +126,12 @@ func (f *forwarder) peerContext(addr string) context.Context {
 	return a.ctx
 }
 
-// answeringJustNow is how recently a peer's Calls stream must have
-// answered for a heartbeat silence not to fail the requests in flight to
-// it: well under the silence limit, so that a peer frozen since before
-// its heartbeats stopped has not answered within it.
-const answeringJustNow = 250 * time.Millisecond
-
-// peerLost fails every request in flight to addr — unless why is a
-// heartbeat silence (raftstore.ErrPeerSilent) and the peer's Calls stream
-// answered just now: the peer is alive, and what went silent was the
-// heartbeat path (a loaded machine), not the peer. A frozen or cut-off
-// peer answers on no stream.
-// It reports whether it failed them.
-func (f *forwarder) peerLost(addr string, why error) bool {
+// peerLost fails every request in flight to addr. The transport reports a
+// loss only when nothing was heard from the peer for its silence limit,
+// the replies of its Calls stream included (forwarder.heard), or when its
+// heartbeat stream broke.
+func (f *forwarder) peerLost(addr string) {
 	f.mu.Lock()
-	if m := f.muxes[addr]; m != nil && errors.Is(why, raftstore.ErrPeerSilent) && m.heardWithin(answeringJustNow) {
-		f.mu.Unlock()
-		return false
-	}
 	a, ok := f.alive[addr]
 	delete(f.alive, addr)
 	m := f.muxes[addr]
@@ -150,7 +143,6 @@ func (f *forwarder) peerLost(addr string, why error) bool {
 	if m != nil {
 		m.fail(errPeerLost)
 	}
-	return true
 }
 
 // keepaliveDialOption pings a peer while requests are forwarded to it and
@@ -297,7 +289,11 @@ func (f *forwarder) openMux(p peer, o *muxOpening) {
 		if f.metrics != nil {
 			sent = func(n int) { f.metrics.callsPerSend.Observe(float64(n)) }
 		}
-		o.m, err = openCallMux(cc, p.id, sent)
+		var heard func()
+		if f.heard != nil {
+			heard = func() { f.heard(p.addr) }
+		}
+		o.m, err = openCallMux(cc, p.id, sent, heard)
 	}
 	o.err = err
 	f.mu.Lock()

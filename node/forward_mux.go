@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -36,7 +35,7 @@ type callMux struct {
 	sent   func(calls int) // observes each batch sent; may be nil
 	stream grpc.BidiStreamingClient[proto.ForwardCallBatch, proto.ForwardReplyBatch]
 	end    context.CancelFunc // ends the stream
-	heard  atomic.Int64       // when a reply batch last came (Unix nanoseconds; 0: never)
+	heard  func()             // told of each reply batch; may be nil
 
 	mu        sync.Mutex
 	nextTag   uint64
@@ -82,7 +81,7 @@ const maxMuxBatch = 1 << 20
 
 // openCallMux opens a Calls stream on cc. The stream lives until the mux
 // fails or close is called, whatever ctx of the caller who opened it.
-func openCallMux(cc *grpc.ClientConn, peerID string, sent func(calls int)) (*callMux, error) {
+func openCallMux(cc *grpc.ClientConn, peerID string, sent func(calls int), heard func()) (*callMux, error) {
 	ctx, end := context.WithCancel(context.Background())
 	stream, err := proto.NewForwardClient(cc).Calls(ctx)
 	if err != nil {
@@ -90,7 +89,7 @@ func openCallMux(cc *grpc.ClientConn, peerID string, sent func(calls int)) (*cal
 		return nil, err
 	}
 	m := &callMux{
-		peerID: peerID, sent: sent, stream: stream, end: end,
+		peerID: peerID, sent: sent, heard: heard, stream: stream, end: end,
 		pending: make(map[uint64]*muxCall),
 		wake:    make(chan struct{}, 1), done: make(chan struct{}),
 	}
@@ -245,7 +244,9 @@ func (m *callMux) read() {
 			m.fail(err)
 			return
 		}
-		m.heard.Store(time.Now().UnixNano())
+		if m.heard != nil {
+			m.heard()
+		}
 		m.mu.Lock()
 		for _, r := range b.Replies {
 			if c, ok := m.pending[r.Tag]; ok {
@@ -255,12 +256,6 @@ func (m *callMux) read() {
 		}
 		m.mu.Unlock()
 	}
-}
-
-// heardWithin reports whether a reply came in the last d.
-func (m *callMux) heardWithin(d time.Duration) bool {
-	at := m.heard.Load()
-	return at != 0 && time.Since(time.Unix(0, at)) < d
 }
 
 // fail ends the mux with err and fails every call it holds.

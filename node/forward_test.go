@@ -23,7 +23,6 @@ import (
 
 	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/proto"
-	"github.com/roostdb/roost/raftstore"
 )
 
 // silentProxy relays TCP to target until freeze, after which it keeps the
@@ -229,7 +228,7 @@ func testForwardFailsWhenPeerIsLost(t *testing.T, impl proto.ForwardServer) {
 		t.Fatalf("a request to a stuck peer returned: %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	f.peerLost(p.addr, raftstore.ErrPeerSilent)
+	f.peerLost(p.addr)
 	select {
 	case err := <-first:
 		if !errors.Is(err, durable.ErrCommitIndeterminate) || !strings.Contains(err.Error(), errPeerLost.Error()) {
@@ -244,22 +243,25 @@ func testForwardFailsWhenPeerIsLost(t *testing.T, impl proto.ForwardServer) {
 		t.Fatalf("a request after the loss returned: %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	f.peerLost(p.addr, raftstore.ErrPeerSilent)
+	f.peerLost(p.addr)
 	if err := <-second; !errors.Is(err, durable.ErrCommitIndeterminate) {
 		t.Fatalf("second request: %v", err)
 	}
 }
 
-// A heartbeat silence does not fail the requests in flight to a peer whose
-// Calls stream answered just now: the peer is alive (what went silent is
-// the heartbeat path, on a loaded machine). A broken heartbeat stream
-// does, and so does a silence once the stream has not answered for a while
-// (a frozen peer answers on no stream).
-func TestPeerSilentButAnsweringKeepsItsRequests(t *testing.T) {
+// Every reply batch of a peer's Calls stream tells the forwarder's heard
+// hook, by which the Raft transport counts the peer alive: a peer that
+// answers forwarded calls is not reported lost for a quiet heartbeat
+// stream (raftstore's silenceWatch). Before, the forwarder kept its own
+// record of the last reply and second-guessed the transport's losses.
+// A loss the transport does report fails the requests in flight.
+func TestCallsRepliesMarkThePeerHeard(t *testing.T) {
 	srv := &echoCalls{cancelled: make(chan uint64, 10)}
 	addr := serveForward(t, srv)
 	f := newForwarder()
 	t.Cleanup(f.close)
+	heard := make(chan string, 16)
+	f.heard = func(a string) { heard <- a }
 	p := peer{id: "n2", addr: addr}
 	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
 	forward := func(path string) chan error {
@@ -275,48 +277,31 @@ func TestPeerSilentButAnsweringKeepsItsRequests(t *testing.T) {
 		}()
 		return done
 	}
-	stillWaiting := func(what string, done chan error) {
-		t.Helper()
-		select {
-		case err := <-done:
-			t.Fatalf("%s: the request in flight returned: %v", what, err)
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := <-forward("/answered"); err != nil {
+		t.Fatal(err)
 	}
-	failsAsLost := func(what string, done chan error) {
-		t.Helper()
-		select {
-		case err := <-done:
-			if !errors.Is(err, durable.ErrCommitIndeterminate) || !strings.Contains(err.Error(), errPeerLost.Error()) {
-				t.Fatalf("%s: %v, want an unknown outcome naming the loss", what, err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%s: the request in flight did not fail", what)
+	select {
+	case a := <-heard:
+		if a != addr {
+			t.Fatalf("heard %q, want %q", a, addr)
 		}
+	default:
+		t.Fatal("a reply did not mark its peer heard")
 	}
-
-	for _, broken := range []bool{false, true} {
-		if err := <-forward("/answered"); err != nil {
-			t.Fatal(err)
+	stuck := forward("/stuck")
+	select {
+	case err := <-stuck:
+		t.Fatalf("the request in flight returned: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	f.peerLost(addr)
+	select {
+	case err := <-stuck:
+		if !errors.Is(err, durable.ErrCommitIndeterminate) || !strings.Contains(err.Error(), errPeerLost.Error()) {
+			t.Fatalf("%v, want an unknown outcome naming the loss", err)
 		}
-		stuck := forward("/stuck")
-		stillWaiting("sent", stuck)
-		if broken {
-			if !f.peerLost(addr, raftstore.ErrPeerStreamBroke) {
-				t.Fatal("peerLost kept the requests to a peer whose heartbeat stream broke")
-			}
-			failsAsLost("heartbeat stream broken", stuck)
-			continue
-		}
-		if f.peerLost(addr, raftstore.ErrPeerSilent) {
-			t.Fatal("peerLost failed the requests to a peer whose Calls stream answered just now")
-		}
-		stillWaiting("silent but answering", stuck)
-		time.Sleep(answeringJustNow) // no answer since
-		if !f.peerLost(addr, raftstore.ErrPeerSilent) {
-			t.Fatal("peerLost kept the requests to a peer silent on every stream")
-		}
-		failsAsLost("silent on every stream", stuck)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request in flight did not fail")
 	}
 }
 
@@ -673,7 +658,7 @@ func TestMuxEndedByPeerSaysSo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := openCallMux(cc, "n9", nil)
+	m, err := openCallMux(cc, "n9", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -142,6 +142,12 @@ func (t *Transport) forgetSilentPeersLocked() {
 // cluster has far fewer nodes.
 const maxTrackedPeers = 4096
 
+// MarkHeard counts addr's node as heard from now: something other than
+// the transport heard it answer (the node's forwarded calls, say). It
+// keeps PeerAlive true, and a silent heartbeat stream from that node
+// unreported (silenceWatch), for SilenceTimeout from now.
+func (t *Transport) MarkHeard(addr raft.ServerAddress) { t.markHeard(addr) }
+
 func (t *Transport) markHeard(addr raft.ServerAddress) {
 	l := t.peerState(addr)
 	l.heard.Store(time.Now().UnixNano())
