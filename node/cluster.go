@@ -226,7 +226,6 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	c.trans.Register(c.grpcSrv)
 	c.fwdSrv = &forwardServer{m: n.manager, status: c.groupStatus, member: c.member}
 	proto.RegisterForwardServer(c.grpcSrv, c.fwdSrv)
-	go c.grpcSrv.Serve(n.grpcLn)
 	n.manager.forwarder = newForwarder(forwarderDialOptions(n.peerTLS)...)
 	n.manager.forwarder.faults, n.manager.forwarder.local = n.faults, raft.ServerAddress(c.advGRPC)
 	n.manager.forwarder.heard = func(addr string) { c.trans.MarkHeard(raft.ServerAddress(addr)) }
@@ -251,6 +250,11 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	if c.members, err = placement.Start(mcfg); err != nil {
 		return fmt.Errorf("gossip: %w", err)
 	}
+	// Served only now: the Member RPC reads gossip (c.members), and a peer
+	// asks as soon as it sees this node; until then its calls are refused
+	// and retried. A start that fails before this closes the listener
+	// (closeListeners).
+	go c.grpcSrv.Serve(n.grpcLn)
 
 	// The meta group: every node runs it (the first BootstrapExpect as
 	// voters, later ones as non-voters the leader adds), so every node has
