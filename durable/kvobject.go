@@ -25,26 +25,31 @@ import (
 //	"k" + key                        → the entry: expiration (8 bytes,
 //	                                   big-endian Unix seconds, 0: none),
 //	                                   metadata length (2 bytes), metadata,
-//	                                   value
+//	                                   value (or where its chunks are)
 //	"x" + expiration (20 digits) + "/" + key → "" (keys by expiration)
 //	"c" + len(key) (3 digits) + key + gen (16 hex) + index (4 digits)
-//	                                 → a chunk of a large value
+//	                                 → a chunk of a value
 //	"p" + key                        → gen (8 bytes) and chunk count (4):
 //	                                   a large value being written
 //	"o"                              → how many objects keep the
 //	                                   namespace (its first object only)
 //
-// A value over kvChunkBytes is kept in chunks of kvChunkBytes, so that no
-// storage entry, and no commit, holds all of a value of up to 25 MiB: its
-// entry then holds, instead of the value, the high bit of the metadata
-// length set and, after the metadata, the chunks' generation (8 bytes),
-// their count (4) and the value's length (8). A put writes the chunks in
-// commits of kvChunksPerCommit, the first with a "p" record naming them,
-// and then, in one commit, the entry, the removal of the value it replaces
-// and of the "p" record. A put that fails midway leaves its "p" record, and
-// the next put or delete of any key removes the chunks it names (the input
-// gate keeps a put's turn whole, so a "p" record seen at the start of a
-// turn is always such a leftover).
+// A value over kvInlineBytes is kept in chunks of up to kvChunkBytes, so
+// that an entry stays small (List reads every entry of its page, and a
+// page of 1000 entries holding values of up to 1 MiB would be a gigabyte
+// read to return names) and no storage entry, and no commit, holds all of
+// a value of up to 25 MiB. Its entry then holds, instead of the value, the
+// high bit of the metadata length set and, after the metadata, the chunks'
+// generation (8 bytes), their count (4) and the value's length (8). A value
+// of at most kvChunksPerCommit chunks commits whole with its entry. A
+// longer one's put writes its chunks in commits of kvChunksPerCommit, the
+// first with a "p" record naming them, and then, in one commit, the entry,
+// the removal of the value it replaces and of the "p" record. A put that
+// fails midway leaves its "p" record, and the next put or delete of any key
+// removes the chunks it names (the input gate keeps a put's turn whole, so
+// a "p" record seen at the start of a turn is always such a leftover).
+// Entries written before values over kvInlineBytes were chunked hold their
+// value whole; they are read as before and chunked when next written.
 //
 // The alarm is set for the earliest expiration; it deletes what has expired
 // and moves itself to the next. Until then an expired key is hidden from
@@ -92,10 +97,11 @@ func (o *kvObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, err.Error(), status)
 }
 
-// Large values: kept in chunks of kvChunkBytes, kvChunksPerCommit chunks
-// committed at a time (a turn's uncommitted writes must stay within one
-// commit: ErrTurnTooLarge).
+// Values over kvInlineBytes: kept in chunks of kvChunkBytes,
+// kvChunksPerCommit chunks committed at a time (a turn's uncommitted
+// writes must stay within one commit: ErrTurnTooLarge).
 const (
+	kvInlineBytes     = 1 << 10
 	kvChunkBytes      = 1 << 20
 	kvChunksPerCommit = 3
 )
@@ -161,6 +167,11 @@ func decodeKVEntry(b []byte) (kvEntry, error) {
 	return e, nil
 }
 
+// committedInSteps reports whether a put of these chunks commits some
+// before its entry, and so needs a "p" record to clean up after a failure
+// midway; fewer commit with the entry, all or none.
+func (c *kvChunks) committedInSteps() bool { return c.count > kvChunksPerCommit }
+
 func kvChunkKey(key string, gen uint64, i uint32) string {
 	return fmt.Sprintf("c%03d%s%016x%04d", len(key), key, gen, i)
 }
@@ -210,9 +221,11 @@ func (o *kvObject) sweep() error {
 // delete, in the commit that stores the entry.
 func (o *kvObject) writeChunks(ctx context.Context, key string, value []byte) (*kvChunks, error) {
 	c := &kvChunks{gen: rand.Uint64(), count: uint32((len(value) + kvChunkBytes - 1) / kvChunkBytes), size: int64(len(value))}
-	pending := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, c.gen), c.count)
-	if err := o.storage.Put(kvPendingKey(key), pending); err != nil {
-		return nil, err
+	if c.committedInSteps() {
+		pending := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint64(nil, c.gen), c.count)
+		if err := o.storage.Put(kvPendingKey(key), pending); err != nil {
+			return nil, err
+		}
 	}
 	for i := uint32(0); i < c.count; i++ {
 		if i > 0 && i%kvChunksPerCommit == 0 {
@@ -331,7 +344,7 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 	// sweep can name.
 	longest := "k" + key
 	switch {
-	case len(value) > kvChunkBytes:
+	case len(value) > kvInlineBytes:
 		longest = kvChunkKey(key, 0, 0)
 	case e.expiration != 0:
 		longest = kvExpiryKey(e.expiration, key)
@@ -349,7 +362,7 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 	if err != nil {
 		return err
 	}
-	if len(value) > kvChunkBytes {
+	if len(value) > kvInlineBytes {
 		if e.chunked, err = o.writeChunks(r.Context(), key, value); err != nil {
 			return err
 		}
@@ -359,7 +372,7 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 	if err := o.storage.Put("k"+key, e.encode()); err != nil {
 		return err
 	}
-	if e.chunked != nil {
+	if e.chunked != nil && e.chunked.committedInSteps() {
 		if _, err := o.storage.Delete(kvPendingKey(key)); err != nil {
 			return err
 		}

@@ -371,10 +371,13 @@ func TestKVObjectLargeValues(t *testing.T) {
 	if page := h.list(nil); names(page) != "big" {
 		t.Fatalf("list: %s", names(page))
 	}
-	exact := value(kvChunkBytes, 9) // the largest value kept whole
+	exact := value(kvChunkBytes, 9) // the largest value in one chunk
 	h.put("exact", exact, 0)
-	if v, _ := h.get("exact"); v != exact || h.keysWithPrefix("c") != 4 {
+	if v, _ := h.get("exact"); v != exact || h.keysWithPrefix("c") != 5 {
 		t.Fatalf("a value of kvChunkBytes: %d bytes back, %d chunks", len(v), h.keysWithPrefix("c"))
+	}
+	if resp := h.do(http.MethodDelete, "delete", url.Values{"key": {"exact"}}, "", ""); resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete: %d", resp.StatusCode)
 	}
 
 	bigger := value(KVMaxValueBytes, 3)
@@ -407,6 +410,46 @@ func TestKVObjectLargeValues(t *testing.T) {
 	h.fire()
 	if _, ok := h.get("fleeting"); ok || h.keysWithPrefix("c") != 0 {
 		t.Fatalf("after expiring: found %v, %d chunks", ok, h.keysWithPrefix("c"))
+	}
+}
+
+// A List page reads entries, not values: a value over kvInlineBytes is
+// kept out of its entry (in one chunk up to kvChunkBytes, committed with
+// the entry, so with no "p" record), and a value of kvInlineBytes stays in
+// it.
+func TestKVObjectEntriesStaySmall(t *testing.T) {
+	h := newKVHarness(t)
+	values := map[string]string{
+		"inline": strings.Repeat("i", kvInlineBytes),
+		"just":   strings.Repeat("j", kvInlineBytes+1),
+		"mid":    strings.Repeat("m", 100<<10),
+		"one":    strings.Repeat("o", kvChunkBytes),
+	}
+	for k, v := range values {
+		h.put(k, v, 0)
+	}
+	if h.storage.syncs != 0 || h.keysWithPrefix("p") != 0 {
+		t.Fatalf("values of one chunk: %d commits before the entry, %d pending records; want none", h.storage.syncs, h.keysWithPrefix("p"))
+	}
+	if n := h.keysWithPrefix("c"); n != 3 {
+		t.Fatalf("%d chunks, want 3 (one for each value over %d bytes)", n, kvInlineBytes)
+	}
+	for k := range h.storage.m {
+		if strings.HasPrefix(k, "k") && len(h.storage.m[k]) > 10+kvInlineBytes {
+			t.Errorf("entry %q holds %d bytes", k, len(h.storage.m[k]))
+		}
+	}
+	for k, v := range values {
+		if got, ok := h.get(k); !ok || got != v {
+			t.Errorf("get %s: %d bytes, found %v; want %d", k, len(got), ok, len(v))
+		}
+	}
+	if page := h.list(nil); names(page) != "inline,just,mid,one" {
+		t.Fatalf("list: %s", names(page))
+	}
+	h.put("mid", "small", 0)
+	if n := h.keysWithPrefix("c"); n != 2 {
+		t.Fatalf("%d chunks after a small value replaced one of 100 KiB, want 2", n)
 	}
 }
 
@@ -643,19 +686,18 @@ func (s *entryLimitStorage) Put(key string, value []byte) error {
 	return s.alarmStorage.Put(key, value)
 }
 
-// A put whose entry the storage refuses (max_entry_bytes just over a
-// chunk: the chunks fit, a whole value of kvChunkBytes with its metadata
-// does not) leaves the key as it was: its old chunks and its place in the
-// expiration index too.
+// A put whose chunk the storage refuses (max_entry_bytes below
+// kvChunkBytes, so a value must fit in one storage entry) leaves the key
+// as it was: its old chunk and its place in the expiration index too.
 func TestKVObjectPutRefusedByStorageChangesNothing(t *testing.T) {
 	h := newKVHarness(t)
-	h.obj = NewKVClass(func() time.Time { return h.now })(&State{Storage: &entryLimitStorage{alarmStorage: h.storage, max: kvChunkBytes + 100}}, nil).(*kvObject)
-	old := strings.Repeat("o", 2*kvChunkBytes+1)
+	h.obj = NewKVClass(func() time.Time { return h.now })(&State{Storage: &entryLimitStorage{alarmStorage: h.storage, max: 512 << 10}}, nil).(*kvObject)
+	old := strings.Repeat("o", 300<<10)
 	h.put("doc", old, h.now.Unix()+3600)
 	chunks, index := h.keysWithPrefix("c"), h.keysWithPrefix("x")
-	resp := h.do(http.MethodPut, "put", url.Values{"key": {"doc"}}, `"`+strings.Repeat("m", 200)+`"`, strings.Repeat("n", kvChunkBytes))
+	resp := h.do(http.MethodPut, "put", url.Values{"key": {"doc"}}, `"`+strings.Repeat("m", 200)+`"`, strings.Repeat("n", 600<<10))
 	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(kvErrorHeader) != "value-too-large" {
-		t.Fatalf("a put whose entry storage refuses: %d %q", resp.StatusCode, resp.Header.Get(kvErrorHeader))
+		t.Fatalf("a put whose chunk storage refuses: %d %q", resp.StatusCode, resp.Header.Get(kvErrorHeader))
 	}
 	if v, ok := h.get("doc"); !ok || v != old {
 		t.Fatalf("after the refused put: %d bytes, found %v; want the old value", len(v), ok)
