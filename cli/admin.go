@@ -314,9 +314,18 @@ func (c *adminClient) transportFailure(ctx, rctx context.Context, method, path s
 	}
 	// What a listener that does not speak HTTP gives: a node's gRPC port
 	// answers with HTTP/2 frames, its gossip port closes the connection.
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || strings.Contains(err.Error(), "malformed HTTP response") {
-		return &transportError{fmt.Errorf("%s %s: %v (is %s a node's admin listener? the gRPC and gossip ports do not speak HTTP; point --addr or %s at the admin one)",
-			method, c.base+path, err, c.base, envAdminAddr)}
+	// A node that stops mid-call closes it too.
+	portHint := fmt.Sprintf("is %s a node's admin listener? the gRPC and gossip ports do not speak HTTP; point --addr or %s at the admin one", c.base, envAdminAddr)
+	if strings.Contains(err.Error(), "malformed HTTP response") {
+		return &transportError{fmt.Errorf("%s %s: %v (%s)", method, c.base+path, err, portHint)}
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		outcome := ""
+		if method != http.MethodGet {
+			outcome = ", and the call may or may not have taken effect: look before repeating it"
+		}
+		return &transportError{fmt.Errorf("%s %s: the connection closed without an answer: %v (the node stopped or restarted%s; or %s)",
+			method, c.base+path, err, outcome, portHint)}
 	}
 	return &transportError{fmt.Errorf("%s %s: %v", method, c.base+path, err)}
 }

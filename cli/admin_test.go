@@ -189,6 +189,29 @@ func TestAdminGolden(t *testing.T) {
 	}
 }
 
+// A key (or metadata) with control characters is listed quoted, so it
+// cannot add a row, move a column or reach the terminal as an escape
+// sequence; plain keys are listed as they are.
+func TestKVListQuotesUnprintableKeys(t *testing.T) {
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{
+		// The metadata holds U+009B itself (a JSON string may), the name
+		// JSON escapes.
+		"GET /v1/kv/B/keys": canned(200, `{"keys":[{"name":"plain key"},{"name":"\u001b[2Jred\tx\nfake-row","metadata":{"m":"`+"\u009b"+`31m"}}],"list_complete":true}`),
+	})
+	code, stdout, stderr := runAdmin(t, nil, "kv", "list", "--binding", "B", "--addr", srv.addr())
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if strings.ContainsAny(stdout, "\x1b\t\u009b") || strings.Count(stdout, "\n") != 3 {
+		t.Fatalf("kv list printed control characters or extra rows:\n%q", stdout)
+	}
+	for _, want := range []string{"plain key", `"\x1b[2Jred\tx\nfake-row"`, `"{\"m\":\"\u009b31m\"}"`} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("kv list output lacks %s:\n%s", want, stdout)
+		}
+	}
+}
+
 func TestRebalanceDryRunRequest(t *testing.T) {
 	srv := newFakeAdmin(t, map[string]http.HandlerFunc{"POST /v1/rebalance": canned(200, planJSON)})
 	if code, _, stderr := runAdmin(t, nil, "rebalance", "--dry-run", "--max-concurrent", "2", "--addr", srv.URL); code != exitOK {
@@ -464,6 +487,35 @@ func TestAdminAtANonHTTPPort(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q", code, stderr)
 			}
 		})
+	}
+}
+
+// A connection closed without an answer to a call that changes something
+// says its outcome is unknown, not only that the port may be wrong (a node
+// stopped mid-call).
+func TestAdminWriteCutOffSaysOutcomeUnknown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Read(make([]byte, 4096))
+			conn.Close()
+		}
+	}()
+	code, _, stderr := runAdmin(t, nil, "kv", "put", "k", "v", "--binding", "B", "--addr", ln.Addr().String())
+	if code != exitFailure || !strings.Contains(stderr, "the connection closed without an answer") || !strings.Contains(stderr, "may or may not have taken effect") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	code, _, stderr = runAdmin(t, nil, "kv", "get", "k", "--binding", "B", "--addr", ln.Addr().String())
+	if code != exitFailure || strings.Contains(stderr, "may or may not") {
+		t.Fatalf("a read: exit %d, stderr %q", code, stderr)
 	}
 }
 

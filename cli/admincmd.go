@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 )
@@ -1148,6 +1149,17 @@ func cell(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// userCell is cell for text a user of the app chose (a KV key, its
+// metadata): quoted, with escapes, if it holds anything but printable
+// characters, so a key cannot move the columns (a tab, a newline) or
+// drive the operator's terminal (escape sequences).
+func userCell(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return strconv.Quote(s)
+	}
+	return cell(s)
 }
 
 func yesNo(b bool) string {

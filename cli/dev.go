@@ -35,7 +35,9 @@ below, roost.toml ([node] data_dir/http/admin, [cluster] shards, [runtime]
 idle_timeout, [storage], [admin] token, [vars], [[durable_objects.bindings]],
 [[kv_namespaces]]), the flags you give, and the environment variables
 ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_SHARDS, ROOST_IDLE_TIMEOUT and
-ROOST_ADMIN_TOKEN (empty or blank ones are ignored). A cluster node's settings, in the
+ROOST_ADMIN_TOKEN (empty ones are ignored, and so are blank ones but a blank
+ROOST_ADMIN_TOKEN, which stops the command: a secret of spaces is a mistake,
+not a wish for none). A cluster node's settings, in the
 file or its variables (ROOST_JOIN, ROOST_GOSSIP_KEY, ...), are ignored with a
 notice. A ROOST_* variable no command reads stops it with an error naming the
 variable (see 'roost node --help').

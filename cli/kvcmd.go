@@ -259,7 +259,7 @@ the --cursor of the next page.` + kvHelp + adminConnectHelp,
 					if k.Expiration != 0 {
 						exp = time.Unix(k.Expiration, 0).UTC().Format(time.RFC3339)
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\n", cell(k.Name), exp, cell(strings.TrimSpace(string(k.Metadata))))
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", userCell(k.Name), exp, userCell(strings.TrimSpace(string(k.Metadata))))
 				}
 				tw.Flush()
 				if !page.ListComplete {

@@ -145,7 +145,9 @@ environment variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_G
 ROOST_GOSSIP, ROOST_ADVERTISE, ROOST_JOIN (comma-separated),
 ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS, ROOST_REPLICAS, ROOST_DEAD_NODE_GRACE,
 ROOST_TLS_CERT, ROOST_TLS_KEY, ROOST_TLS_CA, ROOST_GOSSIP_KEY,
-ROOST_IDLE_TIMEOUT and ROOST_ADMIN_TOKEN (empty or blank ones are ignored). A relative data_dir, tls_cert,
+ROOST_IDLE_TIMEOUT and ROOST_ADMIN_TOKEN (empty ones are ignored, and so are
+blank ones but a blank ROOST_ADMIN_TOKEN or ROOST_GOSSIP_KEY, which stops the
+command: a secret of spaces is a mistake, not a wish for none). A relative data_dir, tls_cert,
 tls_key or tls_ca in roost.toml is relative to the file; a relative path in a
 flag or variable is relative to the working directory.
 
