@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -39,6 +40,7 @@ const (
 
 // Limits of the room.
 const (
+	MaxRoom    = 64   // bytes of a room name
 	MaxUser    = 32   // bytes of a user name
 	MaxText    = 1000 // bytes of a message
 	KeepRecent = 100  // messages kept in storage and sent as backlog
@@ -64,10 +66,13 @@ func Worker(w http.ResponseWriter, r *http.Request, env *durable.Env) {
 		w.Write(page)
 		return
 	}
-	rest, ok := strings.CutPrefix(r.URL.Path, "/rooms/")
-	room, action, _ := strings.Cut(rest, "/")
-	if !ok || room == "" || len(room) > 64 || (action != "ws" && action != "messages") {
-		http.Error(w, "not found: use /rooms/ROOM/ws or /rooms/ROOM/messages", http.StatusNotFound)
+	// The room is one segment of the path as the client escaped it: the
+	// page sends encodeURIComponent(room), so a room "a/b" is a%2Fb.
+	rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/rooms/")
+	escaped, action, _ := strings.Cut(rest, "/")
+	room, err := url.PathUnescape(escaped)
+	if !ok || err != nil || room == "" || len(room) > MaxRoom || (action != "ws" && action != "messages") {
+		http.Error(w, fmt.Sprintf("not found: use /rooms/ROOM/ws or /rooms/ROOM/messages (ROOM: 1 to %d bytes)", MaxRoom), http.StatusNotFound)
 		return
 	}
 	ns, err := env.Namespace(Binding)
