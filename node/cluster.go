@@ -104,6 +104,10 @@ type cluster struct {
 	// removed says why this node no longer belongs to the cluster
 	// (removed.go), for /readyz; nil while it does.
 	removed atomic.Pointer[string]
+	// beenReady is set the first time ready reports the node ready; from
+	// then on a shard changing leader does not make it unready
+	// (leaderChangeGrace).
+	beenReady atomic.Bool
 
 	mu     sync.Mutex
 	groups map[int]*localShard // shards with a replica on this node
@@ -840,9 +844,27 @@ func (c *cluster) groupStatus(req *proto.ForwardGroupStatusRequest) (*proto.Forw
 	return st, nil
 }
 
+// leaderChangeGrace is how long a shard of a node that has been ready may
+// be without a live leader before the node reports itself not ready. A
+// leader change — a planned transfer (milliseconds, requests held and
+// re-routed meanwhile) or a failover (under a second) — is not a reason
+// for a load balancer to take every node of the cluster out; a shard
+// whose election does not succeed, or a replica cut off from its leader,
+// is.
+const leaderChangeGrace = 2 * time.Second
+
 // ready reports whether this node can serve: it has the map, and every
-// shard has a leader somewhere that this node knows of.
-func (c *cluster) ready() (bool, string) {
+// shard has a leader somewhere that this node knows of (once the node has
+// been ready, a shard may be without one for leaderChangeGrace).
+func (c *cluster) ready() (ok bool, why string) {
+	ok, why = c.readyNow(time.Now())
+	if ok {
+		c.beenReady.Store(true)
+	}
+	return ok, why
+}
+
+func (c *cluster) readyNow(now time.Time) (bool, string) {
 	if p := c.removed.Load(); p != nil {
 		return false, *p
 	}
@@ -877,12 +899,24 @@ func (c *cluster) ready() (bool, string) {
 			if ls.shard.isFenced() {
 				return false, fmt.Sprintf("shard %d: this node leads it but cannot reach a quorum of its replicas", i)
 			}
-			if _, alive := ls.group.LiveLeader(); !alive {
+			if _, alive := ls.group.LiveLeader(); !alive && !c.changingLeader(ls.group.ID(), now) {
 				return false, fmt.Sprintf("shard %d has no live leader", i)
 			}
 		}
 	}
 	return true, ""
+}
+
+// changingLeader reports whether a shard group of a node that has been
+// ready has been without a live leader for less than leaderChangeGrace, as
+// far as the elector has seen: it checks every electIdle, and at once when
+// a peer is lost, so a leaderless spell is noticed within a second.
+func (c *cluster) changingLeader(id raftstore.GroupID, now time.Time) bool {
+	if !c.beenReady.Load() {
+		return false
+	}
+	since, seen := c.elect.leaderlessSince(id)
+	return !seen || now.Sub(since) < leaderChangeGrace
 }
 
 // noMapYet says why a node has no cluster map. A restarted node without

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -811,6 +812,63 @@ func TestReadyFollowsLiveLeaders(t *testing.T) {
 	if code, body, err := c.doRetrying(0, "/increment", "cut-off"); err != nil || code != http.StatusOK || strings.TrimSpace(body) != "1" {
 		t.Fatalf("the first increment of cut-off after the heal: %d %q %v, want 200 and 1 (the one at the cut-off node must not have run)", code, body, err)
 	}
+}
+
+// TestReadyThroughLeaderChanges: planned leadership transfers, each leaving
+// its shard without a leader for a moment, do not make a ready node
+// unready (leaderChangeGrace): a load balancer polling /readyz would
+// otherwise take every node out for it.
+func TestReadyThroughLeaderChanges(t *testing.T) {
+	t.Parallel()
+	const shards = 6
+	c := newTestCluster(t, 3, shards, &turnRegistry{active: map[string]string{}})
+	c.waitReady()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var unready sync.Map // reason → node
+	var polls atomic.Int64
+	for i, nd := range c.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(time.Millisecond):
+				}
+				polls.Add(1)
+				if ok, why := nd.cluster.ready(); !ok {
+					unready.LoadOrStore(why, i+1)
+				}
+			}
+		}()
+	}
+	transfers := 0
+	for round := 0; round < 3; round++ {
+		for idx := 0; idx < shards; idx++ {
+			li := c.waitLeaderOf(t, raftstore.GroupID(idx+1))
+			cl := c.nodes[li].cluster
+			cl.mu.Lock()
+			ls := cl.groups[idx]
+			cl.mu.Unlock()
+			if err := cl.transferNow(ls, raft.Server{}); err != nil {
+				t.Logf("shard %d: transfer: %v", idx, err)
+				continue
+			}
+			transfers++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if transfers < shards {
+		t.Fatalf("only %d leadership transfers succeeded; the test needs at least %d", transfers, shards)
+	}
+	t.Logf("%d transfers, %d readiness checks", transfers, polls.Load())
+	unready.Range(func(why, node any) bool {
+		t.Errorf("n%d not ready during planned transfers: %s", node, why)
+		return true
+	})
 }
 
 // A seed that answers with something other than gossip (--join at an app,

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -76,6 +77,20 @@ type elector struct {
 	campaigning map[raftstore.GroupID]time.Time // since when a candidate
 	forced      map[raftstore.GroupID]time.Time // last forced election
 	asked       map[raftstore.GroupID]time.Time // last ask (without forcing) whom the voters follow
+
+	// seenLeaderless is a copy of leaderless as of the last check, for
+	// readers outside run's goroutine (readiness).
+	seenLeaderless atomic.Pointer[map[raftstore.GroupID]time.Time]
+}
+
+// leaderlessSince reports since when the elector has seen group id of
+// this node without a live leader; ok is false if its last check (at most
+// electIdle ago, or since a peer was lost) found one.
+func (e *elector) leaderlessSince(id raftstore.GroupID) (since time.Time, ok bool) {
+	if m := e.seenLeaderless.Load(); m != nil {
+		since, ok = (*m)[id]
+	}
+	return since, ok
 }
 
 func newElector(self placement.NodeID, groups func() []electedGroup, alive func() map[placement.NodeID]bool, log func(string, ...any)) *elector {
@@ -202,6 +217,8 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 	for _, m := range []map[raftstore.GroupID]time.Time{e.leaderless, e.campaigning, e.forced, e.asked} {
 		maps.DeleteFunc(m, func(id raftstore.GroupID, _ time.Time) bool { return !seen[id] })
 	}
+	published := maps.Clone(e.leaderless)
+	e.seenLeaderless.Store(&published)
 	return waiting
 }
 
