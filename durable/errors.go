@@ -28,6 +28,10 @@ var (
 	ErrTooManyKeys = errors.New("too many keys in one storage operation")
 	// ErrInvalidOption: an option value makes no sense (say Start and StartAfter together).
 	ErrInvalidOption = errors.New("invalid storage option")
+	// ErrNoAlarmHandler: SetAlarm was called by an object whose class has
+	// no Alarm method (it is not an Alarmer), so the alarm could never be
+	// delivered. Workers throws here too.
+	ErrNoAlarmHandler = errors.New("Durable Object class has no Alarm handler")
 	// ErrKVObjectsChanged: a KV binding gives its namespace another number
 	// of objects than the namespace was first used with; its keys are only
 	// found with that number. A deployment mistake, not the caller's.

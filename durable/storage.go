@@ -74,7 +74,8 @@ type Storage interface {
 	// Cloudflare's getAlarm): GetAlarm reports none until the object sets
 	// the alarm again. One whose handler failed is set until its retry.
 	GetAlarm() (time.Time, bool, error)
-	// SetAlarm sets (or moves) the object's single alarm.
+	// SetAlarm sets (or moves) the object's single alarm. An object that
+	// is not an Alarmer gets ErrNoAlarmHandler.
 	SetAlarm(t time.Time) error
 	// DeleteAlarm cancels the alarm, if any.
 	DeleteAlarm() error

@@ -338,11 +338,16 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		if !run {
 			return nil
 		}
-		if h, ok := in.obj.(durable.Alarmer); ok {
-			// A panic here reaches runTurn: the instance is reset and the
-			// alarm retried; a returned error only retries.
-			handlerErr = h.Alarm(context.WithValue(ctx, turnKey{}, &turnMark{inst: in}), info)
+		h, ok := in.obj.(durable.Alarmer)
+		if !ok {
+			// Set before the class lost its Alarm method, or in the
+			// constructor (SetAlarm refuses an object without one).
+			in.m.cfg.Logger.Warn("alarm deleted undelivered: the class has no Alarm method", "class", in.class, "id", in.id.String())
+			return nil
 		}
+		// A panic here reaches runTurn: the instance is reset and the
+		// alarm retried; a returned error only retries.
+		handlerErr = h.Alarm(context.WithValue(ctx, turnKey{}, &turnMark{inst: in}), info)
 		return nil
 	})
 	// Delete the alarm delivered, unless it was written while it ran: a

@@ -638,3 +638,26 @@ func TestAlarmRetryOfADeletedAlarmIsForgotten(t *testing.T) {
 		t.Fatalf("after the alarm was deleted: %d retries kept, want 0", r)
 	}
 }
+
+// noAlarmObject's class has no Alarm method; each request tries to set an
+// alarm and answers "refused=BOOL set=BOOL".
+type noAlarmObject struct{ st *durable.State }
+
+func (o *noAlarmObject) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	err := o.st.Storage.SetAlarm(time.Now().Add(time.Second))
+	_, set, _ := o.st.Storage.GetAlarm()
+	fmt.Fprintf(w, "refused=%v set=%v", errors.Is(err, durable.ErrNoAlarmHandler), set)
+}
+
+// SetAlarm by an object with no Alarm method fails (as Workers' setAlarm
+// throws) instead of setting an alarm that would be dropped undelivered.
+func TestSetAlarmWithoutAHandlerIsRefused(t *testing.T) {
+	n, _ := startWithClass(t, "NOALARM", "NoAlarm", func(st *durable.State, _ *durable.Env) durable.Object { return &noAlarmObject{st: st} })
+	defer closeNode(t, n)
+	for i := 0; i < 2; i++ { // the first request activates the object, the second finds it
+		code, body := get(t, n, "/", url.Values{"ns": {"NOALARM"}, "name": {"a"}})
+		if code != http.StatusOK || body != "refused=true set=false" {
+			t.Fatalf("request %d: %d %q, want the alarm refused and none set", i+1, code, body)
+		}
+	}
+}

@@ -327,6 +327,9 @@ func (in *instance) activate() error {
 	if obj == nil {
 		return fmt.Errorf("class %s returned a nil object", in.class)
 	}
+	if _, ok := obj.(durable.Alarmer); !ok {
+		in.storage.refuseAlarms(in.class)
+	}
 	in.obj = obj
 	return nil
 }

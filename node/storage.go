@@ -60,16 +60,19 @@ type objectStorage struct {
 	// work waits for the running turn to end); nil flushes at once.
 	syncFlush func(ctx context.Context) (*commit, error)
 
-	mu         sync.Mutex
-	pending    *writeSet
-	inflight   []*commit // oldest first
-	last       *commit   // the newest commit made, done or not
-	version    uint64    // version of the newest batch made
-	cache      map[string]cachedValue
-	cacheBytes int         // the values' bytes in cache
-	alarm      *alarmValue // committed alarm, if known
-	broken     error
-	inTxn      bool
+	mu sync.Mutex
+	// noAlarmHandler is the class's name once the instance has built an
+	// object that is not a durable.Alarmer: SetAlarm refuses then.
+	noAlarmHandler string
+	pending        *writeSet
+	inflight       []*commit // oldest first
+	last           *commit   // the newest commit made, done or not
+	version        uint64    // version of the newest batch made
+	cache          map[string]cachedValue
+	cacheBytes     int         // the values' bytes in cache
+	alarm          *alarmValue // committed alarm, if known
+	broken         error
+	inTxn          bool
 	// alarmWrites counts SetAlarm, DeleteAlarm and DeleteAll calls, so an
 	// alarm delivery can tell whether its alarm was written while it ran
 	// (deliveringAlarm), even set again for the very time delivered.
@@ -707,9 +710,21 @@ func (s *objectStorage) SetAlarm(t time.Time) error {
 	if err := s.usable(); err != nil {
 		return err
 	}
+	if s.noAlarmHandler != "" {
+		return fmt.Errorf("%w: class %s has no Alarm method, so an alarm set would never run", durable.ErrNoAlarmHandler, s.noAlarmHandler)
+	}
 	s.writable().alarm = &alarmValue{at: t.UnixMilli(), exists: true}
 	s.alarmWrites++
 	return nil
+}
+
+// refuseAlarms makes SetAlarm fail with durable.ErrNoAlarmHandler: the
+// object of class has no Alarm method. (An object that sets an alarm in
+// its constructor, before the instance knows this, is not refused.)
+func (s *objectStorage) refuseAlarms(class string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.noAlarmHandler = class
 }
 
 // DeleteAlarm implements durable.Storage.
