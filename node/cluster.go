@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -112,6 +113,9 @@ type cluster struct {
 	mu     sync.Mutex
 	groups map[int]*localShard // shards with a replica on this node
 	hints  map[int]string      // shard → leader node ID, from NOT_LEADER answers
+	// lost are the nodes the transport reported lost, and when: routing
+	// avoids them while they stay unheard (avoidLost).
+	lost map[placement.NodeID]time.Time
 	// handedOff is when this node last tried to hand a shard's leadership
 	// to another voter (balanceLeaders), so it does not retry at once.
 	handedOff map[int]time.Time
@@ -205,7 +209,7 @@ func advertised(listen net.Addr, host string) string {
 // the cluster has formed: the meta group and shards start in the background
 // as the map arrives (/readyz tells when this node can serve).
 func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
-	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), fenceKick: make(chan struct{}, 1), rejoinKick: make(chan struct{}, 1), hints: make(map[int]string),
+	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), fenceKick: make(chan struct{}, 1), rejoinKick: make(chan struct{}, 1), hints: make(map[int]string), lost: make(map[placement.NodeID]time.Time),
 		handedOff: make(map[int]time.Time), leftovers: make(map[int]*leftover)}
 	n.cluster = c
 	n.rejoins = id.ClusterID
@@ -247,6 +251,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 		mcfg.AdvertiseAddr = n.cfg.Advertise
 	}
 	mcfg.SecretKey = n.cfg.GossipKey
+	mcfg.DeadNodeReclaimTime = deadNodeReclaim(n.cfg.DeadNodeGrace)
 	mcfg.Meta = placement.NodeMeta{GRPCAddr: c.advGRPC, HTTPAddr: advertised(n.appLn.Addr(), n.cfg.Advertise), AdminAddr: advertised(n.adminLn.Addr(), n.cfg.Advertise),
 		DataID: id.DataID, ClusterID: id.ClusterID, Shards: n.cfg.Shards}
 	c.gossipMeta = mcfg.Meta
@@ -734,13 +739,24 @@ func (c *cluster) startShard(ctx context.Context, m placement.Map, s placement.S
 	return nil
 }
 
+// lostAvoidance is how long routing passes over a node the transport
+// reported lost, unless it is heard again sooner: long enough for its
+// shards' failover (about a second) and for gossip to declare it dead,
+// short enough that a node heard only through the requests forwarded to it
+// (it leads nothing this node follows) is not shunned for long once back.
+const lostAvoidance = 5 * time.Second
+
 // route implements router: the local shard if this node leads it, else
-// the leader as best known.
+// the leader as best known, passing over nodes lately lost (avoidLost).
 func (c *cluster) route(i int) (*shard, peer, error) {
 	c.mu.Lock()
 	ls := c.groups[i]
 	hint := c.hints[i]
 	m := c.mapSeen
+	var lost map[placement.NodeID]time.Time
+	if len(c.lost) > 0 {
+		lost = maps.Clone(c.lost)
+	}
 	c.mu.Unlock()
 	if m.ClusterID == "" {
 		return nil, peer{}, errNoMap
@@ -769,14 +785,23 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 			leader = string(id)
 		}
 	}
-	if leader == "" || leader == string(c.self) {
+	avoid := func(id string) bool { return c.avoidLost(lost, m, placement.NodeID(id)) }
+	if leader == "" || leader == string(c.self) || avoid(leader) {
 		leader = hint
 	}
-	if leader == "" || leader == string(c.self) {
-		// No better guess: try the replicas in turn.
+	if leader == "" || leader == string(c.self) || avoid(leader) {
+		// No better guess: try a replica, one lately lost only if every
+		// other is.
+		leader = ""
 		if i < len(m.ShardMap) {
 			for _, id := range m.ShardMap[i].Replicas {
-				if id != c.self {
+				if id == c.self {
+					continue
+				}
+				if leader == "" {
+					leader = string(id)
+				}
+				if !avoid(string(id)) {
 					leader = string(id)
 					break
 				}
@@ -790,27 +815,56 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 	return nil, peer{id: leader, addr: node.GRPCAddr}, nil
 }
 
+// avoidLost reports whether routing should pass over node id: the
+// transport reported it lost (lost, a copy of c.lost) less than
+// lostAvoidance ago, and it has not been heard since.
+func (c *cluster) avoidLost(lost map[placement.NodeID]time.Time, m placement.Map, id placement.NodeID) bool {
+	at, ok := lost[id]
+	if !ok || time.Since(at) >= lostAvoidance {
+		return false
+	}
+	return !c.trans.PeerAlive(raft.ServerAddress(m.Nodes[id].GRPCAddr))
+}
+
 // observe implements router.
 func (c *cluster) observe(i int, leaderHint string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if leaderHint != "" && leaderHint != string(c.self) {
+	// A hint naming a node lately lost comes from a replica that has not
+	// seen the failover yet: rotate instead. (By time alone: c.mu is not
+	// held across the transport's PeerAlive.)
+	lately := func(id placement.NodeID) bool {
+		at, ok := c.lost[id]
+		return ok && time.Since(at) < lostAvoidance
+	}
+	if leaderHint != "" && leaderHint != string(c.self) && !lately(placement.NodeID(leaderHint)) {
 		c.hints[i] = leaderHint
 		return
 	}
-	// No hint: rotate to the next replica on the next attempt.
+	// No hint: rotate to the next replica on the next attempt, passing
+	// over those lately lost unless every other is.
 	m := c.mapSeen
 	if i >= len(m.ShardMap) {
 		return
 	}
 	reps := m.ShardMap[i].Replicas
 	cur := slices.Index(reps, placement.NodeID(c.hints[i]))
+	next := ""
 	for k := 1; k <= len(reps); k++ {
-		next := reps[(cur+k+len(reps))%len(reps)]
-		if next != c.self {
-			c.hints[i] = string(next)
-			return
+		id := reps[(cur+k+len(reps))%len(reps)]
+		if id == c.self {
+			continue
 		}
+		if next == "" {
+			next = string(id)
+		}
+		if !lately(id) {
+			next = string(id)
+			break
+		}
+	}
+	if next != "" {
+		c.hints[i] = next
 	}
 }
 
@@ -917,6 +971,20 @@ func (c *cluster) changingLeader(id raftstore.GroupID, now time.Time) bool {
 	}
 	since, seen := c.elect.leaderlessSince(id)
 	return !seen || now.Sub(since) < leaderChangeGrace
+}
+
+// deadNodeReclaim is how long after gossip declares a node dead a process
+// at another address may take its ID (memberlist refuses it until then as
+// a conflicting address): well inside grace (Config.DeadNodeGrace), so that
+// a node restarted at a new address after a crash is back in gossip before
+// the meta leader re-creates its replicas elsewhere. With the two equal, as
+// they once were, the heal always won and the node came back empty.
+func deadNodeReclaim(grace time.Duration) time.Duration {
+	const most = 10 * time.Second
+	if grace <= 0 { // no healing to race
+		return most
+	}
+	return max(min(most, grace/3), time.Second)
 }
 
 // noMapYet says why a node has no cluster map. A restarted node without
@@ -1097,6 +1165,19 @@ func (c *cluster) peerLost(addr raft.ServerAddress, why error) {
 	}
 	// The raft transport and forwarding share the node's gRPC address.
 	c.n.manager.forwarder.peerLost(string(addr))
+	// Hints naming it would send every request for its shards to it until
+	// a NOT_LEADER answer corrects them, which a frozen node never gives;
+	// routing passes over it for a while (route).
+	c.mu.Lock()
+	now := time.Now()
+	maps.DeleteFunc(c.lost, func(_ placement.NodeID, at time.Time) bool { return now.Sub(at) >= lostAvoidance })
+	for id, nd := range c.mapSeen.Nodes {
+		if nd.GRPCAddr == string(addr) {
+			c.lost[id] = now
+			maps.DeleteFunc(c.hints, func(_ int, hint string) bool { return hint == string(id) })
+		}
+	}
+	c.mu.Unlock()
 	c.n.log.Info("peer lost: its groups' leaders here count as gone; the requests in flight to it failed", "peer", string(addr), "why", why)
 }
 

@@ -814,6 +814,85 @@ func TestReadyFollowsLiveLeaders(t *testing.T) {
 	}
 }
 
+// TestFrozenLeaderIsPassedOver: a node that forwards a shard's requests
+// (it holds no replica) stops sending them to the shard's leader once the
+// transport reports that leader lost, when the leader froze (SIGSTOP,
+// docker pause) rather than died: its connections stay up, so the
+// forwarded requests hang instead of failing as routing errors, and
+// before, the forwarder's hint kept naming the frozen node until gRPC's
+// keepalive gave up on it.
+func TestFrozenLeaderIsPassedOver(t *testing.T) {
+	t.Parallel()
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 4, 4, reg) // bootstrap-expect 3: n4 joins later and holds nothing
+	c.waitReady()
+	const via = 3 // n4
+	for i := 1; i <= 3; i++ {
+		if code, body, err := c.doRetrying(via, "/increment", "frozen"); err != nil || code != 200 || body != strconv.Itoa(i) {
+			t.Fatalf("increment %d via n4: %d %q %v", i, code, body, err)
+		}
+	}
+	ns, _ := c.nodes[0].Env().Namespace("COUNTER")
+	idx := shardOf(ns.IDFromName("frozen").Bytes(), 4)
+	li := c.waitLeaderOf(t, groupOf(idx))
+	if li == via {
+		t.Fatalf("n4 leads shard %d; it should hold no replica", idx)
+	}
+	frozenAt := time.Now()
+	c.faults.Freeze(raft.ServerAddress(c.cfgs[li].GRPCAddr))
+	healed := false
+	defer func() {
+		if !healed {
+			c.faults.Heal()
+		}
+	}()
+	// The requests in flight when the transport reports the leader lost
+	// fail (outcome unknown); from then on none may hang: each goes to a
+	// replica that answers, or is held only until the new leader serves.
+	want, failed := 4, false
+	for {
+		if time.Since(frozenAt) > 15*time.Second {
+			t.Fatalf("no increment through n4 succeeded within 15 s of freezing shard %d's leader n%d", idx, li+1)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		code, body, err := c.do(ctx, via, "/increment", "frozen")
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) && failed {
+			t.Fatalf("+%v: an increment through n4 hung for 4 s after the frozen leader's requests had failed: n4 still forwards to n%d", time.Since(frozenAt).Round(time.Millisecond), li+1)
+		}
+		failed = failed || code == http.StatusInternalServerError
+		if err == nil && code == http.StatusOK {
+			// An increment whose answer was lost may have run: the count
+			// only has to be past the last one acknowledged.
+			if n, _ := strconv.Atoi(strings.TrimSpace(body)); n < want {
+				t.Fatalf("increment after the freeze: %q, want at least %d", body, want)
+			}
+			break
+		}
+		t.Logf("+%v: %d %q %v", time.Since(frozenAt).Round(time.Millisecond), code, strings.TrimSpace(body), err)
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("the first increment through n4 succeeded %v after shard %d's leader n%d froze", time.Since(frozenAt).Round(time.Millisecond), idx, li+1)
+	c.faults.Heal()
+	healed = true
+	c.waitReadyWithin(30 * time.Second)
+}
+
+// A dead node's ID can be taken at a new address well before its replicas
+// would be re-created elsewhere.
+func TestDeadNodeReclaimComesBeforeHealing(t *testing.T) {
+	for _, tt := range []struct{ grace, want time.Duration }{
+		{30 * time.Second, 10 * time.Second},
+		{9 * time.Second, 3 * time.Second},
+		{time.Second, time.Second},
+		{0, 10 * time.Second},
+	} {
+		if got := deadNodeReclaim(tt.grace); got != tt.want {
+			t.Errorf("deadNodeReclaim(%v) = %v, want %v", tt.grace, got, tt.want)
+		}
+	}
+}
+
 // TestReadyThroughLeaderChanges: planned leadership transfers, each leaving
 // its shard without a leader for a moment, do not make a ready node
 // unready (leaderChangeGrace): a load balancer polling /readyz would

@@ -39,8 +39,12 @@ type Faults struct {
 	// muted: calls these nodes make are cut, the ones they answer are not
 	// (IsolateAfterTimeoutNow).
 	muted map[raft.ServerAddress]bool
-	drop  float64
-	delay time.Duration
+	// frozen: messages to and from these nodes wait until thaw is closed
+	// (Heal) or their context ends (Freeze).
+	frozen map[raft.ServerAddress]bool
+	thaw   chan struct{}
+	drop   float64
+	delay  time.Duration
 }
 
 // Partition cuts a and b off from each other, in both directions.
@@ -80,11 +84,29 @@ func (f *Faults) IsolateAfterTimeoutNow(addr raft.ServerAddress) {
 	f.muted[addr] = true
 }
 
-// Heal removes every fault: partitions, isolations, drops and delays.
+// Freeze holds every message to or from addr, as a paused process
+// (SIGSTOP, docker pause) would: none fails, none arrives, each waits
+// until Heal or until its sender gives up (its context ends). Connections
+// stay up, so only timeouts and liveness checks notice.
+func (f *Faults) Freeze(addr raft.ServerAddress) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.frozen == nil {
+		f.frozen = make(map[raft.ServerAddress]bool)
+		f.thaw = make(chan struct{})
+	}
+	f.frozen[addr] = true
+}
+
+// Heal removes every fault: partitions, isolations, freezes, drops and
+// delays.
 func (f *Faults) Heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.cutPairs, f.isolated, f.muted, f.drop, f.delay = nil, nil, nil, 0, 0
+	if f.thaw != nil {
+		close(f.thaw)
+	}
+	f.cutPairs, f.isolated, f.muted, f.frozen, f.thaw, f.drop, f.delay = nil, nil, nil, nil, nil, 0, 0
 }
 
 // callCut is cut for a call or stream message from one node to another:
@@ -155,6 +177,9 @@ func (f *Faults) send(ctx context.Context, from, to raft.ServerAddress) error {
 	if err := f.callCut(from, to); err != nil {
 		return err
 	}
+	if err := f.hold(ctx, from, to); err != nil {
+		return err
+	}
 	f.mu.RLock()
 	drop, delay := f.drop, f.delay
 	f.mu.RUnlock()
@@ -173,6 +198,22 @@ func (f *Faults) send(ctx context.Context, from, to raft.ServerAddress) error {
 		return f.callCut(from, to)
 	}
 	return nil
+}
+
+// hold waits while from or to is frozen (Freeze).
+func (f *Faults) hold(ctx context.Context, from, to raft.ServerAddress) error {
+	f.mu.RLock()
+	frozen, thaw := f.frozen[from] || f.frozen[to], f.thaw
+	f.mu.RUnlock()
+	if !frozen {
+		return nil
+	}
+	select {
+	case <-thaw:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
 }
 
 // DialOptions are the gRPC dial options that apply f to every call and
@@ -237,6 +278,9 @@ func (s *faultyStream) SendMsg(m any) error {
 
 func (s *faultyStream) RecvMsg(m any) error {
 	if err := s.ClientStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if err := s.f.hold(s.Context(), s.to, s.from); err != nil {
 		return err
 	}
 	return s.f.cut(s.to, s.from)

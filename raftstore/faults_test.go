@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"bytes"
+	"context"
 	"testing"
 	"time"
 
@@ -120,6 +121,42 @@ func TestFaultsDropAndDelay(t *testing.T) {
 	var none *Faults
 	if err := none.send(t.Context(), "a", "b"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Freeze holds a call to the frozen node, neither failing it nor letting
+// it through, until Heal; a call whose context ends first fails with it.
+func TestFaultsFreeze(t *testing.T) {
+	f := &Faults{}
+	a, b := newTNode(t, "n1", f), newTNode(t, "n2", nil)
+	serveFake(t, b.tr.Group(1), nil)
+	v := a.tr.Group(1)
+	vote := func() error {
+		var resp raft.RequestVoteResponse
+		return v.RequestVote("n2", b.addr, &raft.RequestVoteRequest{RPCHeader: header("n1", a.addr), Term: 1}, &resp)
+	}
+	if err := vote(); err != nil {
+		t.Fatal(err)
+	}
+	f.Freeze(raft.ServerAddress(b.addr))
+	done := make(chan error, 1)
+	go func() { done <- vote() }()
+	select {
+	case err := <-done:
+		t.Fatalf("a call to a frozen node returned: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	wantCode(t, "a frozen call whose context ends", f.send(ctx, "n1", raft.ServerAddress(b.addr)), codes.DeadlineExceeded)
+	f.Heal()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the held call after Heal: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the held call did not go through after Heal")
 	}
 }
 
