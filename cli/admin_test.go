@@ -1208,3 +1208,29 @@ func TestActivateRequest(t *testing.T) {
 		t.Errorf("a malformed node id: exit %d, stderr %q; want a usage error", code, stderr)
 	}
 }
+
+// moveStage words each stage of a move; a replica_lag of -1 (the replica
+// did not answer) is not printed as a count of entries.
+func TestMoveStage(t *testing.T) {
+	m := apiMove{Shard: 3, From: "n1", To: "n4", Version: 7}
+	base := apiShard{ID: 3, Version: 7, Replicas: []string{"n2", "n3", "n4"}, Leader: "n2", Voters: []string{"n1", "n2", "n3"}, NonVoters: []string{"n4"}}
+	for _, tt := range []struct {
+		name string
+		edit func(*apiShard)
+		want string
+		done bool
+	}{
+		{"behind", func(s *apiShard) { s.ReplicaLag = map[string]int64{"n4": 12} }, "n4 is catching up as a non-voter, 12 entries behind", false},
+		{"silent", func(s *apiShard) { s.ReplicaLag = map[string]int64{"n4": -1} }, "n4 is a non-voter that does not answer (down or unreachable? see 'roost members')", false},
+		{"old version", func(s *apiShard) { s.Version = 6 }, "waiting for shard version 7 (this node has 6)", false},
+		{"removing", func(s *apiShard) { s.Voters, s.NonVoters = []string{"n1", "n2", "n3", "n4"}, nil }, "n4 is a voter; removing n1", false},
+		{"done", func(s *apiShard) { s.Voters, s.NonVoters = []string{"n2", "n3", "n4"}, nil }, "", true},
+	} {
+		s := base
+		tt.edit(&s)
+		got, done, err := moveStage(s, m)
+		if err != nil || got != tt.want || done != tt.done {
+			t.Errorf("%s: %q %v %v, want %q %v", tt.name, got, done, err, tt.want, tt.done)
+		}
+	}
+}

@@ -431,7 +431,9 @@ func moveStage(s apiShard, m apiMove) (stage string, done bool, err error) {
 	case s.Leader == "":
 		return "waiting for a leader", false, nil
 	case slices.Contains(s.NonVoters, m.To):
-		if lag, ok := s.ReplicaLag[m.To]; ok {
+		if lag, ok := s.ReplicaLag[m.To]; ok && lag < 0 {
+			return fmt.Sprintf("%s is a non-voter that does not answer (down or unreachable? see 'roost members')", m.To), false, nil
+		} else if ok {
 			return fmt.Sprintf("%s is catching up as a non-voter, %d entries behind", m.To, lag), false, nil
 		}
 		return fmt.Sprintf("%s is catching up as a non-voter", m.To), false, nil

@@ -123,7 +123,7 @@ type opWaitJSON struct {
 // shows it.
 func endedOpJSON(e placement.EndedOperation) *opJSON {
 	zero := 0
-	return &opJSON{ID: e.ID, Kind: e.Kind, Node: string(e.Node), State: e.State, Total: e.Done, Done: e.Done, Started: e.Started,
+	return &opJSON{ID: e.ID, Kind: e.Kind, Node: string(e.Node), State: e.State, Total: max(e.Total, e.Done), Done: e.Done, Started: e.Started,
 		ETASeconds: &zero, Error: e.Error, Waiting: []opWaitJSON{}}
 }
 
@@ -210,12 +210,12 @@ func operationID(kind, metaLeader string, at time.Time, seq int) string {
 func (a *admin) startOp(kind string, node placement.NodeID, maxConc int) (*operation, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.seq++
 	now := time.Now()
-	op := &operation{id: operationID(kind, a.n.cfg.NodeID, now, a.seq), kind: kind, node: node, started: now, since: now, maxConc: maxConc, state: "running"}
+	op := &operation{id: operationID(kind, a.n.cfg.NodeID, now, a.seq+1), kind: kind, node: node, started: now, since: now, maxConc: maxConc, state: "running"}
 	if err := a.registerLocked(op); err != nil {
-		return nil, err
+		return nil, err // a refused operation takes no number
 	}
+	a.seq++
 	return op, nil
 }
 
@@ -341,7 +341,8 @@ func (a *admin) endOp(op *operation, err error) {
 		// If this fails (the leadership just moved), the new meta leader
 		// carries the operation on: it plans from the map, so a finished
 		// one ends at once.
-		end := &placement.EndOperationCmd{ID: op.id, OperationOutcome: placement.OperationOutcome{State: placement.OperationDone, Done: op.json().Done, Finished: time.Now().UTC()}}
+		j := op.json()
+		end := &placement.EndOperationCmd{ID: op.id, OperationOutcome: placement.OperationOutcome{State: placement.OperationDone, Done: j.Done, Total: max(j.Total, j.Done), Finished: time.Now().UTC()}}
 		if err != nil {
 			end.State, end.Error = placement.OperationFailed, truncate(err.Error(), placement.MaxOperationErrorLen)
 		}
@@ -954,6 +955,7 @@ func (a *admin) waitConverged(ctx context.Context, op *operation, sid placement.
 	start := time.Now()
 	deadline := start.Add(convergeTimeout)
 	var lostSince time.Time // when the shard was first seen without a live quorum
+	deadSince := map[placement.NodeID]time.Time{}
 	defer op.doneWaiting(sid)
 	for {
 		m := c.metaFSM.Map()
@@ -968,7 +970,11 @@ func (a *admin) waitConverged(ctx context.Context, op *operation, sid placement.
 		if ok {
 			return nil
 		}
-		if err := liveQuorumErr(s, c.aliveIDs()); err != nil {
+		alive := c.aliveIDs()
+		if err := a.dropDeadAddition(s, view, alive, deadSince); err != nil {
+			return err
+		}
+		if err := liveQuorumErr(s, alive); err != nil {
 			if lostSince.IsZero() {
 				lostSince = time.Now()
 			} else if time.Since(lostSince) >= quorumLossGrace {
@@ -985,6 +991,42 @@ func (a *admin) waitConverged(ctx context.Context, op *operation, sid placement.
 			return ctx.Err()
 		}
 	}
+}
+
+// dropDeadAddition gives up on a replica the map adds to shard s that has
+// been dead in gossip for quorumLossGrace while not yet a voter: it could
+// never catch up to be promoted, and the step would wait convergeTimeout
+// and fail the operation (a node that died after the move was planned, or
+// one gossip still showed alive when the move was asked for). The map is
+// set back without it, and errReplan has the operation plan again with the
+// nodes alive. A non-voter counts toward no quorum, so leaving it out
+// changes none. deadSince is the caller's record of when each was first
+// seen dead.
+func (a *admin) dropDeadAddition(s placement.Shard, view shardView, alive map[placement.NodeID]bool, deadSince map[placement.NodeID]time.Time) error {
+	if view.Leader == "" {
+		return nil // whom the group counts as voters is not known
+	}
+	for _, id := range s.Replicas {
+		if alive[id] || slices.Contains(view.Voters, string(id)) {
+			delete(deadSince, id)
+			continue
+		}
+		since, seen := deadSince[id]
+		if !seen {
+			deadSince[id] = time.Now()
+			continue
+		}
+		if time.Since(since) < quorumLossGrace {
+			continue
+		}
+		rest := slices.DeleteFunc(slices.Clone(s.Replicas), func(r placement.NodeID) bool { return r == id })
+		if _, err := a.proposeMeta(placement.Command{SetShardReplicas: &placement.SetShardReplicasCmd{Shard: s.ID, Replicas: rest, ExpectedVersion: s.Version}}); err != nil {
+			return fmt.Errorf("%w: giving up on %s, dead before it caught up: %v", errReplan, id, err)
+		}
+		a.n.log.Warn("admin: a replica being added died before it caught up; planning again without it", "shard", s.ID, "node", id)
+		return fmt.Errorf("%w: %s died before it caught up with shard %d", errReplan, id, s.ID)
+	}
+	return nil
 }
 
 // truncate cuts s to at most n bytes, on a rune boundary.

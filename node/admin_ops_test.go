@@ -188,6 +188,33 @@ func TestOperationShowsWhatItWaitsOn(t *testing.T) {
 	}
 }
 
+// TestStepGivesUpOnANewReplicaThatDied: a rebalance step waiting for its
+// new replica, which cannot catch up, gives that replica up once its node
+// has been dead in gossip for quorumLossGrace — the map is set back
+// without it and the operation plans again with the nodes alive — instead
+// of waiting out convergeTimeout (2 min) and failing.
+func TestStepGivesUpOnANewReplicaThatDied(t *testing.T) {
+	t.Parallel()
+	reg := &turnRegistry{active: map[string]string{}}
+	c := newTestCluster(t, 4, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
+	c.waitMetaVoters(3, 60*time.Second)
+	c.faults.Isolate(raft.ServerAddress(c.cfgs[3].GRPCAddr))
+	defer c.faults.Heal()
+	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	id, w := c.rebalanceWaitingOn(li, "n4", 1)
+	t.Logf("%s waits on shard %d: %s", id, w.Shard, w.Reason)
+	c.stop(3)
+	op, _ := c.waitOp(li, id, 60*time.Second)
+	if op.State != "done" {
+		t.Fatalf("the rebalance after n4 died: %+v, want done without it", op)
+	}
+	for _, s := range c.nodes[li].cluster.metaFSM.Map().ShardMap {
+		if slices.Contains(s.Replicas, "n4") {
+			t.Fatalf("shard %d still has a replica on the dead n4: %v", s.ID, s.Replicas)
+		}
+	}
+}
+
 // TestStepGivesUpWhenItsShardLosesQuorum: a rebalance step already
 // written and waiting for its shard's group — here a new replica that
 // cannot catch up — gives the shard up once two of its three old
@@ -539,6 +566,46 @@ func TestOperationIDsOfTwoMetaLeadersDiffer(t *testing.T) {
 	}
 	if a, b := operationID("rebalance", "n1", at, 1), operationID("rebalance", "n3", at, 1); a == b {
 		t.Fatalf("two meta leaders' first rebalance in one second are both %q", a)
+	}
+}
+
+// An operation refused because another runs takes no number: the next
+// one started is numbered right after the last that ran.
+func TestRefusedOperationTakesNoNumber(t *testing.T) {
+	a := newAdmin(&Node{cfg: Config{NodeID: "n1"}})
+	first, err := a.startOp("rebalance", "", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := a.startOp("drain", "n2", 1); err == nil {
+			t.Fatal("a second operation started while one runs")
+		}
+	}
+	a.mu.Lock()
+	a.running = nil
+	a.mu.Unlock()
+	second, err := a.startOp("rebalance", "", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(first.id, "-1") || !strings.HasSuffix(second.id, "-2") {
+		t.Fatalf("operations %s and %s, want numbers 1 and 2", first.id, second.id)
+	}
+}
+
+// A failed operation the meta group recorded shows the moves it had
+// planned, not its moves done as if they were all (2/10, not 2/2); a
+// record written before the total was kept shows done as the total.
+func TestEndedOperationKeepsItsTotal(t *testing.T) {
+	op := placement.Operation{ID: "drain-x-n1-1", Kind: placement.OperationDrain, Node: "n5"}
+	failed := endedOpJSON(placement.EndedOperation{Operation: op, OperationOutcome: placement.OperationOutcome{State: placement.OperationFailed, Done: 2, Total: 10}})
+	if failed.Done != 2 || failed.Total != 10 {
+		t.Fatalf("failed operation: %d/%d moves, want 2/10", failed.Done, failed.Total)
+	}
+	old := endedOpJSON(placement.EndedOperation{Operation: op, OperationOutcome: placement.OperationOutcome{State: placement.OperationDone, Done: 4}})
+	if old.Done != 4 || old.Total != 4 {
+		t.Fatalf("a record without a total: %d/%d moves, want 4/4", old.Done, old.Total)
 	}
 }
 

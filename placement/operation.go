@@ -39,8 +39,12 @@ const MaxOperationErrorLen = 1024
 
 // OperationOutcome is how an operation ended.
 type OperationOutcome struct {
-	State    string    `json:"state"` // OperationDone or OperationFailed
-	Done     int       `json:"done"`  // moves made by the meta leader that ended it
+	State string `json:"state"` // OperationDone or OperationFailed
+	Done  int    `json:"done"`  // moves made by the meta leader that ended it
+	// Total is the moves that meta leader had planned, Done included (a
+	// failed operation's are more); 0 in records written before it was
+	// kept, which mean Done.
+	Total    int       `json:"total,omitempty"`
 	Error    string    `json:"error,omitempty"`
 	Finished time.Time `json:"finished"`
 }
@@ -51,6 +55,8 @@ func (o OperationOutcome) validate() error {
 		return fmt.Errorf("%w: state %q (want %s or %s)", ErrBadCommand, o.State, OperationDone, OperationFailed)
 	case o.Done < 0:
 		return fmt.Errorf("%w: done %d", ErrBadCommand, o.Done)
+	case o.Total != 0 && o.Total < o.Done:
+		return fmt.Errorf("%w: total %d is less than done %d", ErrBadCommand, o.Total, o.Done)
 	case len(o.Error) > MaxOperationErrorLen:
 		return fmt.Errorf("%w: error of %d bytes (at most %d)", ErrBadCommand, len(o.Error), MaxOperationErrorLen)
 	}
