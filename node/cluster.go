@@ -755,6 +755,8 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 	m := c.mapSeen
 	var lost map[placement.NodeID]time.Time
 	if len(c.lost) > 0 {
+		now := time.Now()
+		maps.DeleteFunc(c.lost, func(_ placement.NodeID, at time.Time) bool { return now.Sub(at) >= lostAvoidance })
 		lost = maps.Clone(c.lost)
 	}
 	c.mu.Unlock()
