@@ -35,7 +35,9 @@ const conflictFresh = 4 * rejoinInterval
 // nodes that are alive. So, as serf's reconnect does, every rejoinInterval
 // this node joins the gossip address of the next node of the map (removed
 // nodes aside) that it does not see alive; with no map and no other
-// member, that of a meta voter (gossipOfMetaVoter). It also watches for
+// member, that of a meta voter (gossipOfMetaVoter); and while the cluster
+// may not have taken this node's new address, that of a live member again
+// (unannounced). It also watches for
 // another live process with this node's ID (duplicateWatch).
 //
 // A join can wait for memberlist's TCP timeout (10 s) on a node that does
@@ -61,6 +63,9 @@ func (c *cluster) rejoin(ctx context.Context) {
 		id, addr := c.nextToRejoin(last)
 		if addr == "" {
 			id, addr = c.gossipOfMetaVoter(ctx)
+		}
+		if addr == "" {
+			id, addr = c.unannounced()
 		}
 		if addr == "" {
 			continue
@@ -109,6 +114,28 @@ func (c *cluster) nextToRejoin(last placement.NodeID) (placement.NodeID, string)
 	}
 	id := gone[i%len(gone)]
 	return id, m.Nodes[id].GossipAddr
+}
+
+// unannounced returns the gossip address of a live member to join again
+// through while the cluster may not have taken this node's address: it
+// restarted and has no map yet, or its map lists another gRPC address for
+// it. Gossip refuses a crashed node's new address until it has declared
+// the old one dead and its reclaim time (deadNodeReclaim) has passed, and
+// only this node's next alive message offers it again — a join's
+// push/pull, where gossip's own would come at its 30 s push/pull interval.
+func (c *cluster) unannounced() (placement.NodeID, string) {
+	m := c.metaFSM.Map()
+	me, listed := m.Nodes[c.self]
+	waiting := m.ClusterID == "" && c.restarted || listed && me.GRPCAddr != c.advGRPC
+	if !waiting {
+		return "", ""
+	}
+	for _, mem := range c.aliveMembers() {
+		if mem.ID != c.self {
+			return mem.ID, mem.Addr
+		}
+	}
+	return "", ""
 }
 
 // gossipOfMetaVoter finds a gossip address to join through for a node

@@ -433,3 +433,60 @@ func TestClusterRefusesBadStarts(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestNodeCrashedAndMovedKeepsItsReplicas: a node SIGKILLed and started
+// again at once with its data dir but new addresses (no --join) is back in
+// gossip, and serving, before the meta leader would re-create its replicas
+// elsewhere (dead_node_grace, 30 s). Gossip takes a crashed node's ID at a
+// new address only after it declared the old one dead and a reclaim time
+// passed; with that time equal to the grace, the heal always won and the
+// node came back holding nothing.
+func TestNodeCrashedAndMovedKeepsItsReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster restart test skipped in -short mode")
+	}
+	c := startCluster(t, 3, 8, 60*time.Second)
+	const victim = 2
+	vid := c.specs[victim].id
+	type shards struct {
+		Shards []struct {
+			ID       int      `json:"id"`
+			Replicas []string `json:"replicas"`
+		} `json:"shards"`
+	}
+	held := func() int {
+		var out shards
+		if code := adminJSON(t, c.specs[0].admin, http.MethodGet, "/v1/shards", nil, &out); code != http.StatusOK {
+			t.Fatalf("GET /v1/shards: %d", code)
+		}
+		n := 0
+		for _, s := range out.Shards {
+			if slices.Contains(s.Replicas, vid) {
+				n++
+			}
+		}
+		return n
+	}
+	before := held()
+	if before == 0 {
+		t.Fatalf("%s holds no replica to keep", vid)
+	}
+	if err := c.procs[victim].stop(syscall.SIGKILL); err == nil {
+		t.Fatalf("%s exited cleanly after SIGKILL", vid)
+	}
+	s := &c.specs[victim]
+	s.http, s.admin, s.grpc, s.gossip, s.join = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t), nil
+	restarted := time.Now()
+	c.launch(victim).waitReady(50 * time.Second)
+	t.Logf("%s ready at its new addresses %v after its restart", vid, time.Since(restarted).Round(time.Millisecond))
+	// Past the grace: a heal, had it started, has taken the replicas.
+	if wait := 40*time.Second - time.Since(restarted); wait > 0 {
+		time.Sleep(wait)
+	}
+	if after := held(); after != before {
+		t.Fatalf("%s held %d replicas before its crash and %d after its restart at a new address", vid, before, after)
+	}
+	if code, body := c.procs[victim].mustGet("/increment" + nameQuery("moved")); code != http.StatusOK {
+		t.Fatalf("an increment through the moved node: %d %q", code, body)
+	}
+}
