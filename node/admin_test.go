@@ -962,6 +962,14 @@ func TestAdminRefusesMalformedCallsWithoutALeader(t *testing.T) {
 	if code := adminDo(t, cfg.AdminAddr, "", "POST", "/v1/rebalance", `{"max_concurrent":2}`, &e); code != http.StatusServiceUnavailable {
 		t.Errorf("a well-formed rebalance before the cluster formed: %d %q, want 503", code, e.Error)
 	}
+	// So does a request to an object, and the 503 says that it is this
+	// node that cannot route yet, not that no node serves the shard.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	code, body, err := getBody(ctx, "http://"+cfg.HTTPAddr+"/increment?ns=COUNTER&name=a")
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "this node cannot route requests yet") || strings.Contains(body, "no node serves") {
+		t.Errorf("an increment before the cluster formed: %d %q %v", code, body, err)
+	}
 }
 
 func toStrings(ids []placement.NodeID) []string {

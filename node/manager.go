@@ -125,7 +125,11 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 			}
 			m.router.observe(idx, re.hint)
 		}
-		if errors.Is(err, errNoMap) || time.Now().After(deadline) {
+		if errors.Is(err, errNoMap) {
+			// Other nodes may well serve the shard: say it is this one.
+			return nil, &durable.Error{Message: "this node cannot route requests yet: it has not received the cluster map (it is starting or rejoining); retry, or send the request to another node", Retryable: true, Overloaded: true, Err: err}
+		}
+		if time.Now().After(deadline) {
 			return nil, &durable.Error{Message: fmt.Sprintf("no node serves shard %d now: %v", idx, err), Retryable: true, Overloaded: true, Err: err}
 		}
 		select {
