@@ -817,6 +817,32 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 	return nil, peer{id: leader, addr: node.GRPCAddr}, nil
 }
 
+// quorumLost implements quorumReporter from the map and gossip.
+func (c *cluster) quorumLost(i int) string {
+	c.mu.Lock()
+	m := c.mapSeen
+	c.mu.Unlock()
+	if i < 0 || i >= len(m.ShardMap) {
+		return ""
+	}
+	return lostQuorum(m.ShardMap[i], c.aliveIDs())
+}
+
+// lostQuorum says which of s's replicas are down (not alive in gossip)
+// when they leave too few for a quorum, and "" otherwise.
+func lostQuorum(s placement.Shard, alive map[placement.NodeID]bool) string {
+	var down []string
+	for _, id := range s.Replicas {
+		if !alive[id] {
+			down = append(down, string(id))
+		}
+	}
+	if len(s.Replicas) == 0 || len(s.Replicas)-len(down) > len(s.Replicas)/2 {
+		return ""
+	}
+	return fmt.Sprintf("it has lost its quorum: %d of its %d replicas are down (%s)", len(down), len(s.Replicas), strings.Join(down, ", "))
+}
+
 // avoidLost reports whether routing should pass over node id: the
 // transport reported it lost (lost, a copy of c.lost) less than
 // lostAvoidance ago, and it has not been heard since.

@@ -878,6 +878,29 @@ func TestFrozenLeaderIsPassedOver(t *testing.T) {
 	c.waitReadyWithin(30 * time.Second)
 }
 
+// A request that finds no leader for its shard says, when too few of the
+// shard's replicas are alive for a quorum, which are down.
+func TestLostQuorum(t *testing.T) {
+	s := placement.Shard{ID: 3, Replicas: []placement.NodeID{"n1", "n2", "n3"}}
+	for _, tt := range []struct {
+		alive []placement.NodeID
+		want  string
+	}{
+		{[]placement.NodeID{"n1", "n2", "n3"}, ""},
+		{[]placement.NodeID{"n1", "n3"}, ""},
+		{[]placement.NodeID{"n1"}, "it has lost its quorum: 2 of its 3 replicas are down (n2, n3)"},
+		{nil, "it has lost its quorum: 3 of its 3 replicas are down (n1, n2, n3)"},
+	} {
+		alive := map[placement.NodeID]bool{}
+		for _, id := range tt.alive {
+			alive[id] = true
+		}
+		if got := lostQuorum(s, alive); got != tt.want {
+			t.Errorf("alive %v: %q, want %q", tt.alive, got, tt.want)
+		}
+	}
+}
+
 // A dead node's ID can be taken at a new address well before its replicas
 // would be re-created elsewhere.
 func TestDeadNodeReclaimComesBeforeHealing(t *testing.T) {

@@ -58,6 +58,16 @@ type router interface {
 	observe(shard int, leaderHint string)
 }
 
+// quorumReporter is a router that can say why a shard has no leader: too
+// few of its replicas are alive.
+type quorumReporter interface {
+	// quorumLost says which of shard's replicas are down when too few are
+	// alive for a quorum, and "" otherwise.
+	quorumLost(shard int) string
+}
+
+var _ quorumReporter = (*cluster)(nil)
+
 // localRouter serves every shard here: dev mode.
 type localRouter []*shard
 
@@ -130,7 +140,15 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 			return nil, &durable.Error{Message: "this node cannot route requests yet: it has not received the cluster map (it is starting or rejoining); retry, or send the request to another node", Retryable: true, Overloaded: true, Err: err}
 		}
 		if time.Now().After(deadline) {
-			return nil, &durable.Error{Message: fmt.Sprintf("no node serves shard %d now: %v", idx, err), Retryable: true, Overloaded: true, Err: err}
+			msg := fmt.Sprintf("no node serves shard %d now: %v", idx, err)
+			if d, ok := m.router.(quorumReporter); ok {
+				if why := d.quorumLost(idx); why != "" {
+					// The last try's error names one node; the cause is
+					// the shard's.
+					msg = fmt.Sprintf("no node serves shard %d now: %s (last try: %v)", idx, why, err)
+				}
+			}
+			return nil, &durable.Error{Message: msg, Retryable: true, Overloaded: true, Err: err}
 		}
 		select {
 		case <-time.After(min(10*time.Millisecond<<attempt, 200*time.Millisecond)):
