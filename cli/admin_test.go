@@ -457,6 +457,30 @@ func TestKVCopyLeavesOutAKeyThatExpiresDuringTheCopy(t *testing.T) {
 // Pointed at a port that does not speak HTTP (a node's gossip port closes
 // the connection, its gRPC port answers with HTTP/2 frames), the CLI says
 // to point --addr at the admin listener.
+// rawListener listens on loopback until the test ends and answers each
+// connection's first read with reply, then closes it; it returns its
+// address.
+func rawListener(t *testing.T, reply []byte) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conn.Read(make([]byte, 4096))
+			conn.Write(reply)
+			conn.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 func TestAdminAtANonHTTPPort(t *testing.T) {
 	for _, tt := range []struct {
 		name  string
@@ -466,23 +490,8 @@ func TestAdminAtANonHTTPPort(t *testing.T) {
 		{"answers binary frames", []byte("\x00\x00\x0c\x04\x00\x00\x00\x00\x00\x00\x05\x00\x00\x40\x00\n")},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					conn, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					conn.Read(make([]byte, 4096))
-					conn.Write(tt.reply)
-					conn.Close()
-				}
-			}()
-			code, _, stderr := runAdmin(t, nil, "members", "--addr", ln.Addr().String())
+			addr := rawListener(t, tt.reply)
+			code, _, stderr := runAdmin(t, nil, "members", "--addr", addr)
 			if code != exitFailure || !strings.Contains(stderr, "a node's admin listener? the gRPC and gossip ports do not speak HTTP") {
 				t.Fatalf("exit %d, stderr %q", code, stderr)
 			}
@@ -494,26 +503,12 @@ func TestAdminAtANonHTTPPort(t *testing.T) {
 // says its outcome is unknown, not only that the port may be wrong (a node
 // stopped mid-call).
 func TestAdminWriteCutOffSaysOutcomeUnknown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			conn.Read(make([]byte, 4096))
-			conn.Close()
-		}
-	}()
-	code, _, stderr := runAdmin(t, nil, "kv", "put", "k", "v", "--binding", "B", "--addr", ln.Addr().String())
+	addr := rawListener(t, nil)
+	code, _, stderr := runAdmin(t, nil, "kv", "put", "k", "v", "--binding", "B", "--addr", addr)
 	if code != exitFailure || !strings.Contains(stderr, "the connection closed without an answer") || !strings.Contains(stderr, "may or may not have taken effect") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
-	code, _, stderr = runAdmin(t, nil, "kv", "get", "k", "--binding", "B", "--addr", ln.Addr().String())
+	code, _, stderr = runAdmin(t, nil, "kv", "get", "k", "--binding", "B", "--addr", addr)
 	if code != exitFailure || strings.Contains(stderr, "may or may not") {
 		t.Fatalf("a read: exit %d, stderr %q", code, stderr)
 	}

@@ -162,22 +162,30 @@ func TestOperationLeavesShardsWithoutQuorum(t *testing.T) {
 	}
 }
 
+// rebalanceStuckOnIsolatedN4 starts four nodes without automatic healing
+// — the meta group keeps three voters, n1..n3, and every shard is on them
+// (nothing was rebalanced onto n4) — cuts n4 off from Raft, so a new
+// replica there never catches up, and starts a rebalance on the meta
+// leader (node li); it returns once the rebalance has waited minSeconds
+// on a step onto n4. The cut lasts until the test ends or heals it.
+func rebalanceStuckOnIsolatedN4(t *testing.T, minSeconds int) (c *testCluster, li int, id string, w opWaitJSON) {
+	t.Helper()
+	c = newTestCluster(t, 4, 4, &turnRegistry{active: map[string]string{}}, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
+	c.waitMetaVoters(3, 60*time.Second)
+	c.faults.Isolate(raft.ServerAddress(c.cfgs[3].GRPCAddr))
+	t.Cleanup(c.faults.Heal)
+	li = c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	id, w = c.rebalanceWaitingOn(li, "n4", minSeconds)
+	return c, li, id, w
+}
+
 // TestOperationShowsWhatItWaitsOn: a rebalance whose move cannot converge
 // — the new replica's node is alive in gossip but cut off from Raft, so it
 // never catches up — says, while it runs, which shard it waits on and why,
 // and finishes once the node is reachable again.
 func TestOperationShowsWhatItWaitsOn(t *testing.T) {
 	t.Parallel()
-	reg := &turnRegistry{active: map[string]string{}}
-	c := newTestCluster(t, 4, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
-	// Four nodes: the meta group keeps three voters, n1..n3, and every
-	// shard is on them (nothing was rebalanced onto n4).
-	c.waitMetaVoters(3, 60*time.Second)
-	c.faults.Isolate(raft.ServerAddress(c.cfgs[3].GRPCAddr))
-	defer c.faults.Heal()
-	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
-
-	id, w := c.rebalanceWaitingOn(li, "n4", 2)
+	c, li, id, w := rebalanceStuckOnIsolatedN4(t, 2)
 	if w.Shard < 0 || int(w.Shard) >= 4 {
 		t.Fatalf("waiting on %+v, want one of the 4 shards", w)
 	}
@@ -195,13 +203,7 @@ func TestOperationShowsWhatItWaitsOn(t *testing.T) {
 // of waiting out convergeTimeout (2 min) and failing.
 func TestStepGivesUpOnANewReplicaThatDied(t *testing.T) {
 	t.Parallel()
-	reg := &turnRegistry{active: map[string]string{}}
-	c := newTestCluster(t, 4, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
-	c.waitMetaVoters(3, 60*time.Second)
-	c.faults.Isolate(raft.ServerAddress(c.cfgs[3].GRPCAddr))
-	defer c.faults.Heal()
-	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
-	id, w := c.rebalanceWaitingOn(li, "n4", 1)
+	c, li, id, w := rebalanceStuckOnIsolatedN4(t, 1)
 	t.Logf("%s waits on shard %d: %s", id, w.Shard, w.Reason)
 	c.stop(3)
 	op, _ := c.waitOp(li, id, 60*time.Second)

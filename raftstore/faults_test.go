@@ -82,15 +82,21 @@ func TestFaultsEnforcedBySenderAndReceiver(t *testing.T) {
 	}
 }
 
-func TestFaultsDropAndDelay(t *testing.T) {
-	f := &Faults{}
+// voter starts n1, whose transport f applies to, and n2, and returns a
+// vote request from n1 to n2 and n2's address.
+func voter(t *testing.T, f *Faults) (vote func() error, n2 raft.ServerAddress) {
 	a, b := newTNode(t, "n1", f), newTNode(t, "n2", nil)
 	serveFake(t, b.tr.Group(1), nil)
 	v := a.tr.Group(1)
-	vote := func() error {
+	return func() error {
 		var resp raft.RequestVoteResponse
 		return v.RequestVote("n2", b.addr, &raft.RequestVoteRequest{RPCHeader: header("n1", a.addr), Term: 1}, &resp)
-	}
+	}, b.addr
+}
+
+func TestFaultsDropAndDelay(t *testing.T) {
+	f := &Faults{}
+	vote, _ := voter(t, f)
 	f.SetDrop(1)
 	wantCode(t, "vote with drop 1", vote(), codes.Unavailable)
 	f.SetDrop(0.5)
@@ -128,17 +134,11 @@ func TestFaultsDropAndDelay(t *testing.T) {
 // it through, until Heal; a call whose context ends first fails with it.
 func TestFaultsFreeze(t *testing.T) {
 	f := &Faults{}
-	a, b := newTNode(t, "n1", f), newTNode(t, "n2", nil)
-	serveFake(t, b.tr.Group(1), nil)
-	v := a.tr.Group(1)
-	vote := func() error {
-		var resp raft.RequestVoteResponse
-		return v.RequestVote("n2", b.addr, &raft.RequestVoteRequest{RPCHeader: header("n1", a.addr), Term: 1}, &resp)
-	}
+	vote, n2 := voter(t, f)
 	if err := vote(); err != nil {
 		t.Fatal(err)
 	}
-	f.Freeze(raft.ServerAddress(b.addr))
+	f.Freeze(n2)
 	done := make(chan error, 1)
 	go func() { done <- vote() }()
 	select {
@@ -148,7 +148,7 @@ func TestFaultsFreeze(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 	defer cancel()
-	wantCode(t, "a frozen call whose context ends", f.send(ctx, "n1", raft.ServerAddress(b.addr)), codes.DeadlineExceeded)
+	wantCode(t, "a frozen call whose context ends", f.send(ctx, "n1", n2), codes.DeadlineExceeded)
 	f.Heal()
 	select {
 	case err := <-done:
