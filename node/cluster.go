@@ -414,6 +414,15 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 			return false
 		}
 		if errors.Is(err, placement.ErrDuplicateNodeID) {
+			if !must {
+				// This node restarted at a new address before gossip
+				// declared its old self dead (a crash), or a copy of its
+				// data dir runs: rejoin offers the new address again
+				// until gossip takes it (unannounced), and duplicateWatch
+				// stops the node if the ID stays taken.
+				log.Info("gossip: --join refused this node's ID, which gossip still holds alive elsewhere; rejoining until it is declared dead", "join", c.n.cfg.Join, "err", err)
+				return false
+			}
 			c.refuseFirstStart(must, fmt.Errorf("joining the cluster through %v: %w", c.n.cfg.Join, err))
 			return false
 		}
