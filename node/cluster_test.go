@@ -901,6 +901,43 @@ func TestLostQuorum(t *testing.T) {
 	}
 }
 
+// TestLostQuorumAnswersEarly: with two of three nodes gone, a request
+// for a shard they held answers 503 naming them once it has tried for
+// quorumCheckAfter, instead of after the whole routing wait.
+func TestLostQuorumAnswersEarly(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 2, &turnRegistry{active: map[string]string{}})
+	c.waitReady()
+	if code, body, err := c.doRetrying(0, "/increment", "q"); err != nil || code != http.StatusOK {
+		t.Fatalf("increment: %d %q %v", code, body, err)
+	}
+	c.stop(1)
+	c.stop(2)
+	// Gossip shows them gone, and n1 no longer serves what it led (its
+	// fence: a write there would fail as of unknown outcome).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ok, _ := c.nodes[0].cluster.ready()
+		if !ok && len(c.nodes[0].cluster.aliveMembers()) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("n1 still ready, or gossip still shows the stopped nodes alive")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	began := time.Now()
+	code, body, err := c.do(ctx, 0, "/increment", "q")
+	took := time.Since(began)
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "it has lost its quorum: 2 of its 3 replicas are down (n2, n3)") {
+		t.Fatalf("an increment with two of three nodes gone: %d %q %v", code, body, err)
+	}
+	if took >= routeWait {
+		t.Fatalf("the 503 took %v, the whole routing wait (%v)", took, routeWait)
+	}
+	t.Logf("503 after %v: %s", took.Round(time.Millisecond), strings.TrimSpace(body))
+}
+
 // A dead node's ID can be taken at a new address well before its replicas
 // would be re-created elsewhere.
 func TestDeadNodeReclaimComesBeforeHealing(t *testing.T) {

@@ -58,6 +58,10 @@ type router interface {
 	observe(shard int, leaderHint string)
 }
 
+// quorumCheckAfter is how long a request's routing tries before it asks
+// whether its shard has lost its quorum and, if so, answers at once.
+const quorumCheckAfter = time.Second
+
 // quorumReporter is a router that can say why a shard has no leader: too
 // few of its replicas are alive.
 type quorumReporter interface {
@@ -96,7 +100,8 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 		return nil, fmt.Errorf("namespace of class %s: %w", class, err)
 	}
 	idx := shardOf(id.Bytes(), m.nshards)
-	deadline := time.Now().Add(routeWait)
+	start := time.Now()
+	deadline := start.Add(routeWait)
 	var body *bodyBuffer
 	for attempt := 0; ; attempt++ {
 		local, leader, err := m.router.route(idx)
@@ -139,14 +144,20 @@ func (m *manager) Fetch(ctx context.Context, class string, id durable.ID, req *h
 			// Other nodes may well serve the shard: say it is this one.
 			return nil, &durable.Error{Message: "this node cannot route requests yet: it has not received the cluster map (it is starting or rejoining); retry, or send the request to another node", Retryable: true, Overloaded: true, Err: err}
 		}
-		if time.Now().After(deadline) {
+		// A shard too few of whose replicas are alive for a quorum will
+		// not get a leader within routeWait: say so once the tries have
+		// had quorumCheckAfter, rather than at the deadline. (Gossip
+		// declares a node dead only after seconds without it.)
+		var why string
+		if d, ok := m.router.(quorumReporter); ok && time.Since(start) >= quorumCheckAfter {
+			why = d.quorumLost(idx)
+		}
+		if why != "" || time.Now().After(deadline) {
 			msg := fmt.Sprintf("no node serves shard %d now: %v", idx, err)
-			if d, ok := m.router.(quorumReporter); ok {
-				if why := d.quorumLost(idx); why != "" {
-					// The last try's error names one node; the cause is
-					// the shard's.
-					msg = fmt.Sprintf("no node serves shard %d now: %s (last try: %v)", idx, why, err)
-				}
+			if why != "" {
+				// The last try's error names one node; the cause is the
+				// shard's.
+				msg = fmt.Sprintf("no node serves shard %d now: %s (last try: %v)", idx, why, err)
 			}
 			return nil, &durable.Error{Message: msg, Retryable: true, Overloaded: true, Err: err}
 		}
