@@ -113,9 +113,6 @@ type cluster struct {
 	mu     sync.Mutex
 	groups map[int]*localShard // shards with a replica on this node
 	hints  map[int]string      // shard → leader node ID, from NOT_LEADER answers
-	// lost are the nodes the transport reported lost, and when: routing
-	// avoids them while they stay unheard (avoidLost).
-	lost map[placement.NodeID]time.Time
 	// handedOff is when this node last tried to hand a shard's leadership
 	// to another voter (balanceLeaders), so it does not retry at once.
 	handedOff map[int]time.Time
@@ -209,7 +206,7 @@ func advertised(listen net.Addr, host string) string {
 // the cluster has formed: the meta group and shards start in the background
 // as the map arrives (/readyz tells when this node can serve).
 func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
-	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), fenceKick: make(chan struct{}, 1), rejoinKick: make(chan struct{}, 1), hints: make(map[int]string), lost: make(map[placement.NodeID]time.Time),
+	c := &cluster{n: n, self: placement.NodeID(n.cfg.NodeID), identity: id, groups: make(map[int]*localShard), fenceKick: make(chan struct{}, 1), rejoinKick: make(chan struct{}, 1), hints: make(map[int]string),
 		handedOff: make(map[int]time.Time), leftovers: make(map[int]*leftover)}
 	n.cluster = c
 	n.rejoins = id.ClusterID
@@ -756,18 +753,12 @@ func (c *cluster) startShard(ctx context.Context, m placement.Map, s placement.S
 const lostAvoidance = 5 * time.Second
 
 // route implements router: the local shard if this node leads it, else
-// the leader as best known, passing over nodes lately lost (avoidLost).
+// the leader as best known, passing over nodes lately lost (lately).
 func (c *cluster) route(i int) (*shard, peer, error) {
 	c.mu.Lock()
 	ls := c.groups[i]
 	hint := c.hints[i]
 	m := c.mapSeen
-	var lost map[placement.NodeID]time.Time
-	if len(c.lost) > 0 {
-		now := time.Now()
-		maps.DeleteFunc(c.lost, func(_ placement.NodeID, at time.Time) bool { return now.Sub(at) >= lostAvoidance })
-		lost = maps.Clone(c.lost)
-	}
 	c.mu.Unlock()
 	if m.ClusterID == "" {
 		return nil, peer{}, errNoMap
@@ -796,7 +787,7 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 			leader = string(id)
 		}
 	}
-	avoid := func(id string) bool { return c.avoidLost(lost, m, placement.NodeID(id)) }
+	avoid := func(id string) bool { return c.lately(m, placement.NodeID(id)) }
 	if leader == "" || leader == string(c.self) || avoid(leader) {
 		leader = hint
 	}
@@ -852,15 +843,12 @@ func lostQuorum(s placement.Shard, alive map[placement.NodeID]bool) string {
 	return fmt.Sprintf("it has lost its quorum: %d of its %d replicas are down (%s)", len(down), len(s.Replicas), strings.Join(down, ", "))
 }
 
-// avoidLost reports whether routing should pass over node id: the
-// transport reported it lost (lost, a copy of c.lost) less than
-// lostAvoidance ago, and it has not been heard since.
-func (c *cluster) avoidLost(lost map[placement.NodeID]time.Time, m placement.Map, id placement.NodeID) bool {
-	at, ok := lost[id]
-	if !ok || time.Since(at) >= lostAvoidance {
-		return false
-	}
-	return !c.trans.PeerAlive(raft.ServerAddress(m.Nodes[id].GRPCAddr))
+// lately reports whether routing should pass over node id of map m: the
+// transport reported it lost less than lostAvoidance ago and has not
+// heard it since (Transport.LostWithin).
+func (c *cluster) lately(m placement.Map, id placement.NodeID) bool {
+	nd, ok := m.Nodes[id]
+	return ok && c.trans.LostWithin(raft.ServerAddress(nd.GRPCAddr), lostAvoidance)
 }
 
 // observe implements router.
@@ -868,19 +856,16 @@ func (c *cluster) observe(i int, leaderHint string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	// A hint naming a node lately lost comes from a replica that has not
-	// seen the failover yet: rotate instead. (By time alone: c.mu is not
-	// held across the transport's PeerAlive.)
-	lately := func(id placement.NodeID) bool {
-		at, ok := c.lost[id]
-		return ok && time.Since(at) < lostAvoidance
-	}
+	// seen the failover yet: rotate instead. (c.mu, then the transport's
+	// liveness lock, a leaf.)
+	m := c.mapSeen
+	lately := func(id placement.NodeID) bool { return c.lately(m, id) }
 	if leaderHint != "" && leaderHint != string(c.self) && !lately(placement.NodeID(leaderHint)) {
 		c.hints[i] = leaderHint
 		return
 	}
 	// No hint: rotate to the next replica on the next attempt, passing
 	// over those lately lost unless every other is.
-	m := c.mapSeen
 	if i >= len(m.ShardMap) {
 		return
 	}
@@ -1204,13 +1189,10 @@ func (c *cluster) peerLost(addr raft.ServerAddress, why error) {
 	c.n.manager.forwarder.peerLost(string(addr))
 	// Hints naming it would send every request for its shards to it until
 	// a NOT_LEADER answer corrects them, which a frozen node never gives;
-	// routing passes over it for a while (route).
+	// routing passes over it for a while (route, lately).
 	c.mu.Lock()
-	now := time.Now()
-	maps.DeleteFunc(c.lost, func(_ placement.NodeID, at time.Time) bool { return now.Sub(at) >= lostAvoidance })
 	for id, nd := range c.mapSeen.Nodes {
 		if nd.GRPCAddr == string(addr) {
-			c.lost[id] = now
 			maps.DeleteFunc(c.hints, func(_ int, hint string) bool { return hint == string(id) })
 		}
 	}

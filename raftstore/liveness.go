@@ -99,6 +99,7 @@ type peerLiveness struct {
 	heard   atomic.Int64 // unix nanoseconds of the last request or heartbeat batch (pings included)
 	broken  atomic.Int64 // unix nanoseconds when the heartbeat stream broke, 0 if something came since
 	pinging atomic.Int32 // heartbeat streams from the peer now open: it pings this node
+	lost    atomic.Int64 // unix nanoseconds when the peer was last reported lost (PeerLost), 0 if never
 }
 
 // peerState is addr's liveness record, made on first use.
@@ -156,6 +157,32 @@ func (t *Transport) markHeard(addr raft.ServerAddress) {
 
 func (t *Transport) markBroken(addr raft.ServerAddress) {
 	t.peerState(addr).broken.Store(time.Now().UnixNano())
+}
+
+// LostWithin reports whether this transport reported addr's node lost
+// (TransportConfig.PeerLost) less than d ago and has not heard it since:
+// a peer to pass over rather than send to. A peer never reported lost is
+// not, alive or not (PeerAlive is false for a peer that pings no one here).
+func (t *Transport) LostWithin(addr raft.ServerAddress, d time.Duration) bool {
+	if time.Since(time.Unix(0, t.lastLoss.Load())) >= d {
+		return false // the common case: no loss lately, no lookup
+	}
+	l := t.livenessRecord(addr)
+	if l == nil {
+		return false
+	}
+	at := l.lost.Load()
+	return at != 0 && time.Since(time.Unix(0, at)) < d && !t.PeerAlive(addr)
+}
+
+// reportLost records addr's node lost and tells PeerLost, if set.
+func (t *Transport) reportLost(addr raft.ServerAddress, why error) {
+	now := time.Now().UnixNano()
+	t.peerState(addr).lost.Store(now)
+	t.lastLoss.Store(now)
+	if t.lost != nil {
+		go t.lost(addr, why)
+	}
 }
 
 // PeerAlive reports whether addr's node is alive to this one: a request or

@@ -603,3 +603,29 @@ func quietGroupLedByFirst(t *testing.T) (*Faults, []*tnode, []*Group) {
 	}
 	return faults, nodes, groups
 }
+
+// LostWithin: a peer reported lost counts as lost for the window given,
+// until it is heard again; one never reported is not, heard or not.
+func TestLostWithin(t *testing.T) {
+	reported := make(chan raft.ServerAddress, 4)
+	tr := NewTransport(TransportConfig{LocalAddr: "self", PeerLost: func(a raft.ServerAddress, _ error) { reported <- a }})
+	defer tr.Close()
+	const window = time.Minute
+	if tr.LostWithin("a", window) || tr.LostWithin("b", window) {
+		t.Fatal("a peer never reported lost counts as lost")
+	}
+	tr.reportLost("a", ErrPeerSilent)
+	if got := <-reported; got != "a" {
+		t.Fatalf("PeerLost told of %q", got)
+	}
+	if !tr.LostWithin("a", window) || tr.LostWithin("b", window) {
+		t.Fatalf("after a's loss: a lost %v, b lost %v; want true, false", tr.LostWithin("a", window), tr.LostWithin("b", window))
+	}
+	if tr.LostWithin("a", time.Nanosecond) {
+		t.Fatal("a loss older than the window still counts")
+	}
+	tr.MarkHeard("a")
+	if tr.LostWithin("a", window) {
+		t.Fatal("a peer heard again after its loss still counts as lost")
+	}
+}

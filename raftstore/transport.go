@@ -116,10 +116,13 @@ type Transport struct {
 	faults  *Faults
 	dial    []grpc.DialOption
 	lost    func(raft.ServerAddress, error) // PeerLost
-	ping    time.Duration                   // LivenessInterval, 0 when off
-	pingFor time.Duration                   // defaultPingFor; tests shorten it
-	silence time.Duration                   // SilenceTimeout, 0 when off
-	noPipes bool                            // NoPipelines
+	// lastLoss is when some peer was last reported lost (unix
+	// nanoseconds), so that LostWithin answers most calls with no lookup.
+	lastLoss atomic.Int64
+	ping     time.Duration // LivenessInterval, 0 when off
+	pingFor  time.Duration // defaultPingFor; tests shorten it
+	silence  time.Duration // SilenceTimeout, 0 when off
+	noPipes  bool          // NoPipelines
 	// callCtx carries this node's address in the outgoing metadata; every
 	// call derives its context from it.
 	callCtx context.Context

@@ -200,11 +200,7 @@ func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) e
 	l := s.t.peerState(peer)
 	l.pinging.Add(1)
 	defer l.pinging.Add(-1)
-	reportLost := func(why error) {
-		if lost := s.t.lost; lost != nil {
-			go lost(peer, why)
-		}
-	}
+	reportLost := func(why error) { s.t.reportLost(peer, why) }
 	var silence *silenceWatch
 	if s.t.silence > 0 {
 		silence = newSilenceWatch(s.t.silence, &l.heard, func() { reportLost(ErrPeerSilent) })
