@@ -222,21 +222,7 @@ func testForwardFailsWhenPeerIsLost(t *testing.T, impl proto.ForwardServer) {
 		}()
 		return done
 	}
-	first := forwardOne()
-	select {
-	case err := <-first:
-		t.Fatalf("a request to a stuck peer returned: %v", err)
-	case <-time.After(300 * time.Millisecond):
-	}
-	f.peerLost(p.addr)
-	select {
-	case err := <-first:
-		if !errors.Is(err, durable.ErrCommitIndeterminate) || !strings.Contains(err.Error(), errPeerLost.Error()) {
-			t.Fatalf("in-flight request after the peer was lost: %v, want an unknown outcome naming the loss", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the in-flight request did not fail when its peer was lost")
-	}
+	failsWhenItsPeerIsLost(t, f, p.addr, forwardOne(), 300*time.Millisecond)
 	second := forwardOne() // a fresh request is not failed by the old loss
 	select {
 	case err := <-second:
@@ -288,20 +274,27 @@ func TestCallsRepliesMarkThePeerHeard(t *testing.T) {
 	default:
 		t.Fatal("a reply did not mark its peer heard")
 	}
-	stuck := forward("/stuck")
+	failsWhenItsPeerIsLost(t, f, addr, forward("/stuck"), 100*time.Millisecond)
+}
+
+// failsWhenItsPeerIsLost checks that the forwarded request done reports
+// on is still in flight after settle, and that it fails as of unknown
+// outcome, naming the loss, once f is told its peer at addr is lost.
+func failsWhenItsPeerIsLost(t *testing.T, f *forwarder, addr string, done <-chan error, settle time.Duration) {
+	t.Helper()
 	select {
-	case err := <-stuck:
-		t.Fatalf("the request in flight returned: %v", err)
-	case <-time.After(100 * time.Millisecond):
+	case err := <-done:
+		t.Fatalf("a request to a stuck peer returned: %v", err)
+	case <-time.After(settle):
 	}
 	f.peerLost(addr)
 	select {
-	case err := <-stuck:
+	case err := <-done:
 		if !errors.Is(err, durable.ErrCommitIndeterminate) || !strings.Contains(err.Error(), errPeerLost.Error()) {
-			t.Fatalf("%v, want an unknown outcome naming the loss", err)
+			t.Fatalf("in-flight request after its peer was lost: %v, want an unknown outcome naming the loss", err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("the request in flight did not fail")
+		t.Fatal("the in-flight request did not fail when its peer was lost")
 	}
 }
 
