@@ -32,6 +32,9 @@ type fencedShard interface {
 	State() raft.RaftState
 	QuorumReachable() (bool, error)
 	Barrier() error
+	// Nudge appends an entry and does not wait for it to commit: the
+	// entry is what wakes the group's replication.
+	Nudge()
 	// Progress returns the index of the last entry applied and of the
 	// last entry in the log, committed or not.
 	Progress() (applied, last uint64)
@@ -44,6 +47,10 @@ type fenceGroup struct{ *raftstore.Group }
 
 // Barrier commits an entry and applies every one before it.
 func (g fenceGroup) Barrier() error { return g.Raft().Barrier(0).Error() }
+
+// Nudge appends a barrier and leaves its future: a stalled group may not
+// commit it for long, and a nudge that waited would hold back the next.
+func (g fenceGroup) Nudge() { g.Raft().Barrier(0) }
 
 // Progress implements fencedShard.
 func (g fenceGroup) Progress() (applied, last uint64) {
@@ -74,8 +81,8 @@ func (c *cluster) runFences(ctx context.Context, kick <-chan struct{}) {
 			if unfence := checkFence(ls.shard, fenceGroup{ls.group}, c.n.manager.dropShard); unfence != nil {
 				go unfence()
 			}
-			if nudge := nudgeStalled(ls.shard, fenceGroup{ls.group}, time.Now()); nudge != nil {
-				go nudge()
+			if nudgeStalled(ls.shard, fenceGroup{ls.group}, time.Now()) {
+				go fenceGroup{ls.group}.Nudge()
 			}
 		}
 	}
@@ -123,37 +130,35 @@ func checkFence(sh *shard, g fencedShard, drop func(*shard)) (unfence func()) {
 // voters reachable, before nudgeStalled wakes its replication.
 const stalledAfter = 2 * time.Second
 
-// nudgeStalled returns a barrier to run when sh's group, led here, has
-// held uncommitted entries and applied nothing for stalledAfter although a
-// quorum of its voters is reachable. hashicorp/raft retries a failed
-// append to a follower only when a new entry is written or after
+// nudgeStalled reports whether sh's group, led here, should be nudged: it
+// has held uncommitted entries and applied nothing for stalledAfter
+// although a quorum of its voters is reachable. hashicorp/raft retries a
+// failed append to a follower only when a new entry is written or after
 // CommitTimeout, which QuietTiming makes 30-60 s: an append that failed
 // because the follower's node was restarting (its replica not running
 // yet) left the entry, and every turn of its objects behind it, waiting
 // that long when the follower was needed for the quorum. A new entry
-// wakes the replication at once. A shard under load, whose applied index
-// moves, is not stalled. Called from the fence loop only (it owns
-// sh.stalledSince and sh.stalledApplied).
-func nudgeStalled(sh *shard, g fencedShard, now time.Time) (nudge func()) {
+// wakes the replication at once; if its append fails too, the group is
+// still stalled, and it is nudged again stalledAfter later. A shard under
+// load, whose applied index moves, is not stalled. Called from the fence
+// loop only (it owns sh.stalledSince and sh.stalledApplied).
+func nudgeStalled(sh *shard, g fencedShard, now time.Time) bool {
 	applied, last := g.Progress()
 	if g.State() != raft.Leader || applied >= last {
 		sh.stalledSince = time.Time{}
-		return nil
+		return false
 	}
 	if ok, err := g.QuorumReachable(); err != nil || !ok {
 		sh.stalledSince = time.Time{} // the fence's business
-		return nil
+		return false
 	}
 	if sh.stalledSince.IsZero() || applied != sh.stalledApplied {
 		sh.stalledSince, sh.stalledApplied = now, applied
-		return nil
+		return false
 	}
-	if now.Sub(sh.stalledSince) < stalledAfter || !sh.nudging.CompareAndSwap(false, true) {
-		return nil
+	if now.Sub(sh.stalledSince) < stalledAfter {
+		return false
 	}
 	sh.stalledSince = time.Time{}
-	return func() {
-		defer sh.nudging.Store(false)
-		g.Barrier()
-	}
+	return true
 }

@@ -16,11 +16,13 @@ type fakeFenceGroup struct {
 	applied, last uint64
 	barrierErr    error
 	barriers      int
+	nudges        int
 }
 
 func (g *fakeFenceGroup) State() raft.RaftState          { return g.state }
 func (g *fakeFenceGroup) QuorumReachable() (bool, error) { return g.quorum, nil }
 func (g *fakeFenceGroup) Barrier() error                 { g.barriers++; return g.barrierErr }
+func (g *fakeFenceGroup) Nudge()                         { g.nudges++ }
 func (g *fakeFenceGroup) Progress() (uint64, uint64)     { return g.applied, g.last }
 
 var _ fencedShard = (*fakeFenceGroup)(nil)
@@ -160,8 +162,10 @@ func TestIsolatedLeaderIsFenced(t *testing.T) {
 }
 
 // TestNudgeStalled: a leader holding uncommitted entries, applying
-// nothing, with its quorum reachable gets one barrier once that has lasted
-// stalledAfter, and none otherwise.
+// nothing, with its quorum reachable is nudged once that has lasted
+// stalledAfter, and again each stalledAfter it stays so (the fake's nudges
+// never commit: a nudge whose append failed must not hold back the next),
+// and never otherwise.
 func TestNudgeStalled(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	stalled := fakeFenceGroup{state: raft.Leader, quorum: true, applied: 5, last: 6}
@@ -170,9 +174,9 @@ func TestNudgeStalled(t *testing.T) {
 		group    fakeFenceGroup
 		checks   []time.Duration // when nudgeStalled runs, after t0
 		progress bool            // the applied index moves between checks
-		barriers int
+		nudges   int
 	}{
-		{"stalled long enough: one barrier", stalled, []time.Duration{0, stalledAfter}, false, 1},
+		{"stalled long enough: one nudge", stalled, []time.Duration{0, stalledAfter}, false, 1},
 		{"not yet long enough", stalled, []time.Duration{0, stalledAfter - time.Millisecond}, false, 0},
 		{"stalled again after a nudge: another", stalled, []time.Duration{0, stalledAfter, stalledAfter + time.Second, 2*stalledAfter + time.Second}, false, 2},
 		{"under load, applying: none", stalled, []time.Duration{0, time.Second, 2 * time.Second, 3 * time.Second, time.Minute}, true, 0},
@@ -184,16 +188,16 @@ func TestNudgeStalled(t *testing.T) {
 			sh := newShard(groupOf(0), nil, 1, nil)
 			g := tt.group
 			for _, at := range tt.checks {
-				if nudge := nudgeStalled(sh, &g, t0.Add(at)); nudge != nil {
-					nudge()
+				if nudgeStalled(sh, &g, t0.Add(at)) {
+					g.Nudge()
 				}
 				if tt.progress {
 					g.applied++
 					g.last++
 				}
 			}
-			if g.barriers != tt.barriers {
-				t.Fatalf("%d barriers, want %d", g.barriers, tt.barriers)
+			if g.nudges != tt.nudges {
+				t.Fatalf("%d nudges, want %d", g.nudges, tt.nudges)
 			}
 		})
 	}

@@ -53,11 +53,10 @@ type shard struct {
 	fenced   bool // this node leads it but cannot reach a quorum of its voters (fence.go)
 	// unfencing is set while a barrier that may lift the fence runs.
 	unfencing atomic.Bool
-	// nudging is set while a barrier that wakes stalled replication runs
-	// (fence.go, nudgeStalled). stalledSince and stalledApplied, owned by
-	// the fence loop: since when this node, leading, has held entries it
-	// has not committed while its applied index stayed stalledApplied.
-	nudging        atomic.Bool
+	// stalledSince and stalledApplied, owned by the fence loop
+	// (fence.go, nudgeStalled): since when this node, leading, has held
+	// entries it has not committed while its applied index stayed
+	// stalledApplied.
 	stalledSince   time.Time
 	stalledApplied uint64
 
