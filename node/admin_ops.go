@@ -299,7 +299,8 @@ func (a *admin) resumeRecorded() {
 		}
 	}
 	plan := a.planOf(op)
-	op.progress(len(plan(c.metaFSM.Map())), 0)
+	toAlive, _ := splitToDead(plan(c.metaFSM.Map()), c.aliveIDs())
+	op.progress(len(toAlive), 0)
 	a.launch(op, plan)
 }
 
@@ -310,8 +311,8 @@ func (a *admin) planOf(op *operation) planFunc {
 	if op.kind == placement.OperationDrain {
 		// The drained node's replicas go to nodes that are alive: planned
 		// as if the dead were draining too, a replica is not sent to a dead
-		// node (toAlive would drop that move, and the drain would end with
-		// the replica still there). Only the drained node's moves are kept.
+		// node (runOp would not make that move, and the drain would end
+		// with the replica still there). Only the drained node's moves are kept.
 		// The drained node is planned as removed, so that its replica
 		// is the first one the planner takes off a shard and is paired
 		// with the replica the shard gains: planned as draining, like
@@ -328,7 +329,7 @@ func (a *admin) planOf(op *operation) planFunc {
 			return slices.DeleteFunc(placement.Plan(view), func(mv placement.Move) bool { return mv.Remove != drained })
 		}
 	}
-	return c.toAlive(plan)
+	return plan
 }
 
 // endOp records the end of the running operation, and clears the meta
@@ -423,9 +424,10 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 	if err := a.record(op); err != nil {
 		return err
 	}
-	// The moves it will make: not those onto a dead node (toAlive).
+	// The moves it will make: not those onto a dead node (splitToDead).
 	plan := a.planOf(op)
-	op.progress(len(plan(m)), 0)
+	toAlive, _ := splitToDead(plan(m), a.n.cluster.aliveIDs())
+	op.progress(len(toAlive), 0)
 	a.launch(op, plan)
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
@@ -686,18 +688,37 @@ func (a *admin) knownOperation(id string) *opJSON {
 // the order placement.Plan gives them.
 type planFunc func(m placement.Map) []placement.Move
 
-// toAlive drops from plan's moves those that would add a replica on a node
-// gossip does not see alive: it could not catch up, and the move would
-// wait out convergeTimeout. They are planned again once the node is back.
-func (c *cluster) toAlive(plan planFunc) planFunc { return onlyToAlive(plan, c.aliveIDs) }
-
-// onlyToAlive is toAlive with the alive set from alive, asked afresh at
-// every planning.
-func onlyToAlive(plan planFunc, alive func() map[placement.NodeID]bool) planFunc {
-	return func(m placement.Map) []placement.Move {
-		up := alive()
-		return slices.DeleteFunc(plan(m), func(mv placement.Move) bool { return mv.Add != "" && !up[mv.Add] })
+// splitToDead separates from moves those that would add a replica on a
+// node gossip does not see alive: it could not catch up, and the move
+// would wait out convergeTimeout. An operation makes the others, waits
+// for such nodes to come back, and names the moves it could not make when
+// it ends (deadTargetsError).
+func splitToDead(moves []placement.Move, alive map[placement.NodeID]bool) (toAlive, toDead []placement.Move) {
+	for _, mv := range moves {
+		if mv.Add != "" && !alive[mv.Add] {
+			toDead = append(toDead, mv)
+		} else {
+			toAlive = append(toAlive, mv)
+		}
 	}
+	return toAlive, toDead
+}
+
+// deadTargetsError is how an operation ends that could not make moves
+// because the nodes they add replicas on were down.
+func deadTargetsError(toDead []placement.Move) error {
+	var nodes []placement.NodeID
+	var shards []placement.ShardID
+	for _, mv := range toDead {
+		if !slices.Contains(nodes, mv.Add) {
+			nodes = append(nodes, mv.Add)
+		}
+		shards = append(shards, mv.Shard)
+	}
+	slices.Sort(nodes)
+	slices.Sort(shards)
+	return fmt.Errorf("did not make %d move(s) (shards %s): they add replicas on %s, which gossip sees down; start the operation again once %s back",
+		len(toDead), shardList(slices.Compact(shards)), joinIDs(nodes), map[bool]string{true: "it is", false: "they are"}[len(nodes) == 1])
 }
 
 // errNoLiveQuorum: a shard's replicas on nodes gossip sees alive are fewer
@@ -765,6 +786,15 @@ func heldError(held map[placement.ShardID]error) error {
 		len(ids), shardList(ids), held[ids[0]])
 }
 
+// joinErrs is first, followed by "; " and then if that is not nil: one
+// line, as an operation's error is shown.
+func joinErrs(first, then error) error {
+	if then == nil {
+		return first
+	}
+	return fmt.Errorf("%w; %w", first, then)
+}
+
 // launch runs op in the background, bounded by the node's lifetime.
 func (a *admin) launch(op *operation, plan planFunc) {
 	ctx := a.n.manager.ctx
@@ -792,7 +822,7 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 	inflight := map[placement.ShardID]bool{}
 	done, replans := 0, 0
 	var failure error
-	var heldSince time.Time // since when only shards without a live quorum are left
+	var heldSince time.Time // since when only shards without a live quorum, or moves onto dead nodes, are left
 	for {
 		if failure == nil {
 			if err := ctx.Err(); err != nil {
@@ -808,18 +838,20 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 			}
 		} else {
 			m := c.metaFSM.Map()
-			pending := plan(m)
+			alive := c.aliveIDs()
+			pending, toDead := splitToDead(plan(m), alive)
 			op.progress(done+len(pending), done)
 			// Shards without a live quorum are left as they are: a step
 			// for them would be written to the map and never carried out.
-			held := withoutLiveQuorum(m, pending, c.aliveIDs())
+			held := withoutLiveQuorum(m, pending, alive)
 			pending = slices.DeleteFunc(pending, func(mv placement.Move) bool { return held[mv.Shard] != nil })
-			if len(held) == 0 || len(pending) > 0 || len(inflight) > 0 {
+			if len(held) == 0 && len(toDead) == 0 || len(pending) > 0 || len(inflight) > 0 {
 				heldSince = time.Time{}
 			} else if heldSince.IsZero() || time.Since(heldSince) < quorumLossGrace {
-				// Only held shards are left: give their nodes the grace
-				// to come back (a restart, or gossip that was only slow)
-				// before the operation fails for them.
+				// Only held shards, or moves onto dead nodes, are left:
+				// give their nodes the grace to come back (a restart, or
+				// gossip that was only slow) before the operation fails
+				// for them.
 				if heldSince.IsZero() {
 					heldSince = time.Now()
 				}
@@ -833,14 +865,13 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 				if len(held) > 0 {
 					err = heldError(held)
 				}
+				if len(toDead) > 0 {
+					err = joinErrs(deadTargetsError(toDead), err)
+				}
 				if op.kind == "drain" {
 					left := slices.DeleteFunc(m.ShardsOf(op.node), func(sid placement.ShardID) bool { return held[sid] != nil })
 					if len(left) > 0 {
-						stuck := fmt.Errorf("%s still holds replicas of shards %s, but the planner has no move for them", op.node, shardList(left))
-						if err == nil {
-							return stuck
-						}
-						return fmt.Errorf("%w; %w", stuck, err)
+						return joinErrs(fmt.Errorf("%s still holds replicas of shards %s, but the planner has no move for them", op.node, shardList(left)), err)
 					}
 				}
 				return err

@@ -200,15 +200,17 @@ func TestOperationShowsWhatItWaitsOn(t *testing.T) {
 // new replica, which cannot catch up, gives that replica up once its node
 // has been dead in gossip for quorumLossGrace — the map is set back
 // without it and the operation plans again with the nodes alive — instead
-// of waiting out convergeTimeout (2 min) and failing.
+// of waiting out convergeTimeout (2 min). With n4 dead, the moves onto it
+// cannot be made: the operation ends failed naming them, not "done" as if
+// the shards were spread.
 func TestStepGivesUpOnANewReplicaThatDied(t *testing.T) {
 	t.Parallel()
 	c, li, id, w := rebalanceStuckOnIsolatedN4(t, 1)
 	t.Logf("%s waits on shard %d: %s", id, w.Shard, w.Reason)
 	c.stop(3)
 	op, _ := c.waitOp(li, id, 60*time.Second)
-	if op.State != "done" {
-		t.Fatalf("the rebalance after n4 died: %+v, want done without it", op)
+	if op.State != "failed" || !strings.Contains(op.Error, "they add replicas on n4, which gossip sees down") {
+		t.Fatalf("the rebalance after n4 died: %+v, want failed naming the moves onto n4", op)
 	}
 	for _, s := range c.nodes[li].cluster.metaFSM.Map().ShardMap {
 		if slices.Contains(s.Replicas, "n4") {
@@ -502,7 +504,9 @@ func TestDrainRefusedWithNoLiveNodeToTakeIt(t *testing.T) {
 
 // TestRebalanceTotalLeavesOutMovesToDeadNodes: the total a rebalance
 // answers with counts the moves it will make: not those onto a node gossip
-// does not see alive, which it leaves out (toAlive).
+// does not see alive, which it leaves out (splitToDead). It ends failed,
+// naming the moves it could not make and the node; before, it ended
+// "done" with the imbalance left and nothing said about it.
 func TestRebalanceTotalLeavesOutMovesToDeadNodes(t *testing.T) {
 	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
@@ -521,9 +525,10 @@ func TestRebalanceTotalLeavesOutMovesToDeadNodes(t *testing.T) {
 			t.Errorf("the rebalance started with total %d, want 0: every planned move is onto n4, which is down", op.Total)
 		}
 	})
-	if op.State != "done" || op.Done != 0 {
-		t.Fatalf("the rebalance ended %+v", op)
+	if op.State != "failed" || op.Done != 0 || !strings.Contains(op.Error, "they add replicas on n4, which gossip sees down; start the operation again once it is back") {
+		t.Fatalf("the rebalance ended %+v, want failed naming n4", op)
 	}
+	t.Logf("the rebalance ended: %s", op.Error)
 }
 
 // TestActivateUndoesADrainMark: a draining node can be made active again

@@ -85,10 +85,9 @@ func TestRemovedCanStop(t *testing.T) {
 	}
 }
 
-// TestToAlive: an operation's moves onto nodes gossip does not see alive
-// are skipped, every other move kept in order, with the alive set read
-// afresh at every planning.
-func TestToAlive(t *testing.T) {
+// TestSplitToDead: an operation's moves onto nodes gossip does not see
+// alive are set apart, every other move kept in order.
+func TestSplitToDead(t *testing.T) {
 	moves := []placement.Move{
 		{Shard: 0, Add: "b", Remove: "a"},
 		{Shard: 1, Remove: "c"}, // removes only: no node to reach
@@ -96,7 +95,6 @@ func TestToAlive(t *testing.T) {
 		{Shard: 3, Add: "e", Remove: "b"},
 		{Shard: 4, Add: "b", Remove: "e"},
 	}
-	plan := func(placement.Map) []placement.Move { return slices.Clone(moves) }
 	alive := func(ids ...placement.NodeID) map[placement.NodeID]bool {
 		m := map[placement.NodeID]bool{}
 		for _, id := range ids {
@@ -104,30 +102,34 @@ func TestToAlive(t *testing.T) {
 		}
 		return m
 	}
-	tests := []struct {
-		name   string
-		alive  map[placement.NodeID]bool
-		shards []placement.ShardID
-	}{
-		{"all alive", alive("a", "b", "c", "d", "e"), []placement.ShardID{0, 1, 2, 3, 4}},
-		{"d down", alive("a", "b", "c", "e"), []placement.ShardID{0, 1, 3, 4}},
-		{"b and e down", alive("a", "c", "d"), []placement.ShardID{1, 2}},
-		{"the removed nodes down", alive("b", "d", "e"), []placement.ShardID{0, 1, 2, 3, 4}},
-		{"nobody alive", alive(), []placement.ShardID{1}},
-	}
-	var cur map[placement.NodeID]bool
-	p := onlyToAlive(plan, func() map[placement.NodeID]bool { return cur })
-	for _, tt := range tests {
-		cur = tt.alive // one planFunc throughout: the set is read at each call
-		var got []placement.ShardID
-		for _, mv := range p(placement.Map{}) {
-			if i := slices.IndexFunc(moves, func(m placement.Move) bool { return m.Shard == mv.Shard }); i < 0 || moves[i] != mv {
-				t.Fatalf("%s: move %s is not one the plan made", tt.name, mv)
+	shardsOf := func(got []placement.Move) []placement.ShardID {
+		var ids []placement.ShardID
+		for _, mv := range got {
+			if !slices.Contains(moves, mv) {
+				t.Fatalf("move %s is not one the plan made", mv)
 			}
-			got = append(got, mv.Shard)
+			ids = append(ids, mv.Shard)
 		}
-		if !slices.Equal(got, tt.shards) {
-			t.Errorf("%s: moves of shards %v, want %v", tt.name, got, tt.shards)
+		return ids
+	}
+	tests := []struct {
+		name            string
+		alive           map[placement.NodeID]bool
+		toAlive, toDead []placement.ShardID
+	}{
+		{"all alive", alive("a", "b", "c", "d", "e"), []placement.ShardID{0, 1, 2, 3, 4}, nil},
+		{"d down", alive("a", "b", "c", "e"), []placement.ShardID{0, 1, 3, 4}, []placement.ShardID{2}},
+		{"b and e down", alive("a", "c", "d"), []placement.ShardID{1, 2}, []placement.ShardID{0, 3, 4}},
+		{"the removed nodes down", alive("b", "d", "e"), []placement.ShardID{0, 1, 2, 3, 4}, nil},
+		{"nobody alive", alive(), []placement.ShardID{1}, []placement.ShardID{0, 2, 3, 4}},
+	}
+	for _, tt := range tests {
+		toAlive, toDead := splitToDead(slices.Clone(moves), tt.alive)
+		if got := shardsOf(toAlive); !slices.Equal(got, tt.toAlive) {
+			t.Errorf("%s: moves onto live nodes of shards %v, want %v", tt.name, got, tt.toAlive)
+		}
+		if got := shardsOf(toDead); !slices.Equal(got, tt.toDead) {
+			t.Errorf("%s: moves onto dead nodes of shards %v, want %v", tt.name, got, tt.toDead)
 		}
 	}
 }
