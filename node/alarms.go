@@ -331,6 +331,7 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 	}
 	var handlerErr error
 	endDelivery := in.storage.deliveringAlarm(at)
+	turnCtx, mark := in.markTurn(ctx)
 	exc := in.runTurn(func() error {
 		if err := in.activate(); err != nil {
 			return err
@@ -347,9 +348,10 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		}
 		// A panic here reaches runTurn: the instance is reset and the
 		// alarm retried; a returned error only retries.
-		handlerErr = h.Alarm(context.WithValue(ctx, turnKey{}, &turnMark{inst: in}), info)
+		handlerErr = h.Alarm(turnCtx, info)
 		return nil
 	})
+	mark.end()
 	// Delete the alarm delivered, unless it was written while it ran: a
 	// handler that sets it for now re-arms it, though "now" may be the
 	// very millisecond it was delivered for.

@@ -126,7 +126,116 @@ func (in *instance) syncFlush(ctx context.Context) (*commit, error) {
 // so an outgoing fetch made with it can open that instance's gate.
 type turnKey struct{}
 
-type turnMark struct{ inst *instance }
+// turnMark is one turn's record of the outgoing fetches its code makes
+// with its context (instanceDispatcher.Fetch). The turn holds the gate
+// except while fetches of it are in flight: the first to start flushes
+// the turn's writes and opens the gate, and a fetch that answers returns
+// only once every fetch of the turn in flight has answered and the turn
+// holds the gate again. So the turn's code never runs beside another
+// turn's after an await, however many goroutines it fetches from (a
+// fan-out, KV's List over several objects), and a call back into this
+// object from any of those fetches finds the gate open (A→B→A). Code the
+// turn runs in other goroutines while its fetches are in flight runs
+// beside other turns: the gate cannot see it. Once the turn has ended its
+// context opens nothing: a goroutine it left behind fetches as from
+// outside (the gate is another turn's then).
+type turnMark struct {
+	inst *instance
+
+	mu       sync.Mutex
+	inFlight int  // fetches begun and not answered
+	open     bool // the turn let the gate go for them
+	ended    bool
+	// resumed is closed when the turn holds the gate again after it was
+	// opened (or the turn ended), waking the fetches that answered while
+	// others were still in flight; retaking is set meanwhile.
+	resumed  chan struct{}
+	retaking bool
+}
+
+// markTurn returns ctx marked as a turn of in, and the mark, whose end the
+// turn calls once its code has returned and before endTurn.
+func (in *instance) markTurn(ctx context.Context) (context.Context, *turnMark) {
+	t := &turnMark{inst: in}
+	return context.WithValue(ctx, turnKey{}, t), t
+}
+
+// beginAwait opens the gate for a fetch unless it is open already, and
+// reports false if the turn has ended (the fetch then touches no gate).
+func (t *turnMark) beginAwait() bool {
+	t.mu.Lock()
+	for t.retaking { // a fetch that answered is taking the gate back: open it after
+		r := t.resumed
+		t.mu.Unlock()
+		<-r
+		t.mu.Lock()
+	}
+	defer t.mu.Unlock()
+	if t.ended {
+		return false
+	}
+	t.inFlight++
+	if !t.open {
+		// Writes made so far are committed as their own batch: they
+		// happened before the await, as in Workers.
+		t.inst.storage.flush()
+		t.open = true
+		t.resumed = make(chan struct{})
+		t.inst.unlock()
+	}
+	return true
+}
+
+// endAwait returns once the turn holds the gate again: the last fetch of
+// the turn in flight to answer takes it back, and the others wait for it.
+func (t *turnMark) endAwait() {
+	t.mu.Lock()
+	t.inFlight--
+	if t.ended || !t.open {
+		t.mu.Unlock()
+		return
+	}
+	resumed := t.resumed
+	if t.inFlight > 0 {
+		t.mu.Unlock()
+		<-resumed
+		return
+	}
+	t.retaking = true
+	t.mu.Unlock()
+	t.inst.lockForTurn()
+	t.mu.Lock()
+	t.open, t.retaking = false, false
+	close(resumed)
+	t.mu.Unlock()
+}
+
+// end marks the turn over, taking the gate back if a fetch the turn did
+// not wait for still holds it open: endTurn releases the gate.
+func (t *turnMark) end() {
+	t.mu.Lock()
+	for t.retaking {
+		r := t.resumed
+		t.mu.Unlock()
+		<-r
+		t.mu.Lock()
+	}
+	t.ended = true
+	retake := t.open
+	if retake {
+		t.open = false
+		close(t.resumed) // the waiting fetches return, now outside any turn
+	}
+	t.mu.Unlock()
+	if retake {
+		t.inst.lockForTurn()
+	}
+}
+
+// lockForTurn takes the gate back for a turn that opened it: whatever the
+// turn's context says, it must hold the gate again before it goes on or
+// ends.
+func (in *instance) lockForTurn() { in.gate <- struct{}{} }
 
 func (in *instance) lock(ctx context.Context) error {
 	select {
@@ -194,14 +303,15 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 		return nil, err
 	}
 	rec := newResponseBuffer()
-	turnCtx := context.WithValue(ctx, turnKey{}, &turnMark{inst: in})
+	turnCtx, mark := in.markTurn(ctx)
 	exc := in.runTurn(func() error {
 		if err := in.activate(); err != nil {
 			return err
 		}
-		in.obj.ServeHTTP(rec, req.WithContext(turnCtx))
+		in.obj.ServeHTTP(rec, objectRequest(turnCtx, req))
 		return nil
 	})
+	mark.end()
 	last, confirm := in.endTurn(prior, exc)
 
 	resp, err := in.outputGate(ctx, last, confirm, exc, rec)
@@ -418,18 +528,26 @@ type instanceDispatcher struct{ in *instance }
 func (d instanceDispatcher) Fetch(ctx context.Context, class string, id durable.ID, req *http.Request) (*http.Response, error) {
 	in := d.in
 	mark, _ := ctx.Value(turnKey{}).(*turnMark)
-	if mark == nil || mark.inst != in || in.blockDepth.Load() > 0 || in.storage.transactionOpen() {
+	if mark == nil || mark.inst != in || in.blockDepth.Load() > 0 || in.storage.transactionOpen() || !mark.beginAwait() {
 		return in.m.Fetch(ctx, class, id, req)
 	}
-	// Writes made so far are committed as their own batch: they happened
-	// before the await, as in Workers.
-	in.storage.flush()
-	in.unlock()
-	resp, err := in.m.Fetch(ctx, class, id, req)
-	if lerr := in.lock(context.WithoutCancel(ctx)); lerr != nil {
-		return nil, lerr
+	defer mark.endAwait()
+	return in.m.Fetch(ctx, class, id, req)
+}
+
+// objectRequest is req as an object's ServeHTTP gets it: its own copy (the
+// object may change its headers or URL, and a caller may fetch one request
+// to several objects at once), with a body and a RequestURI as a server's
+// handler has, wherever the object runs.
+func objectRequest(ctx context.Context, req *http.Request) *http.Request {
+	r := req.Clone(ctx)
+	if r.Body == nil {
+		r.Body = http.NoBody
 	}
-	return resp, err
+	if r.RequestURI == "" {
+		r.RequestURI = r.URL.RequestURI()
+	}
+	return r
 }
 
 // responseBuffer holds an object's response until the output gate opens.

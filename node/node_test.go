@@ -122,6 +122,39 @@ func testPingPong(state *durable.State, env *durable.Env) durable.Object {
 			for range times {
 				w.Write(b)
 			}
+		case "/rmw": // read-modify-write of "n" with ?d= between (no await); ?peek=1 reads only
+			n, _, _ := durable.GetJSON[int](state.Storage, "n")
+			if r.URL.Query().Get("peek") == "" {
+				d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+				time.Sleep(d)
+				n++
+				durable.PutJSON(state.Storage, "n", n)
+			}
+			fmt.Fprint(w, n)
+		case "/fanout": // awaits four other objects' /sleep at once, from four goroutines
+			var wg sync.WaitGroup
+			for i, d := range []string{"60ms", "15ms", "40ms", "5ms"} {
+				wg.Go(func() { call(r, ns.IDFromName(fmt.Sprint("fan", i)), "/sleep?d="+d) })
+			}
+			wg.Wait()
+			fmt.Fprint(w, "fanned")
+		case "/abandon": // returns while a fetch it started is still in flight
+			go call(r, ns.IDFromName("B"), "/sleep?d=100ms")
+			time.Sleep(10 * time.Millisecond)
+			fmt.Fprint(w, "abandoned")
+		case "/late": // after the turn, a WaitUntil fetch with the turn's own context
+			ctx := r.Context()
+			state.WaitUntil(func(context.Context) {
+				time.Sleep(100 * time.Millisecond)
+				call(r.WithContext(ctx), ns.IDFromName("B"), "/leaf")
+			})
+			fmt.Fprint(w, "later")
+		case "/mutate": // changes its request, reads its body, tells what it got
+			b, _ := io.ReadAll(r.Body)
+			r.Header.Set("X-Set-By-Object", "yes")
+			uri := r.RequestURI
+			r.URL.Path = "/rewritten"
+			fmt.Fprintf(w, "%s body=%q", uri, b)
 		case "/panic":
 			panic("boom")
 		case "/sleep": // answers after ?d= (a duration)
@@ -295,6 +328,92 @@ func TestReentrantStubCallsDoNotDeadlock(t *testing.T) {
 	}
 }
 
+// rmwCount runs k read-modify-writes of A's "n" (each sleeping between
+// its read and its write, awaiting nothing), started 2 ms apart while
+// meanwhile runs, and returns the count they left: k unless two turns ran
+// side by side.
+func rmwCount(t *testing.T, n *Node, k int, meanwhile func()) int {
+	t.Helper()
+	pp := url.Values{"ns": {"PINGPONG"}, "name": {"A"}}
+	var wg sync.WaitGroup
+	wg.Go(meanwhile)
+	for range k {
+		wg.Go(func() {
+			q := url.Values{"ns": {"PINGPONG"}, "name": {"A"}, "d": {"3ms"}}
+			if code, body := get(t, n, "/rmw", q); code != 200 {
+				t.Errorf("rmw: %d %q", code, body)
+			}
+		})
+		time.Sleep(2 * time.Millisecond)
+	}
+	wg.Wait()
+	pp.Set("peek", "1")
+	_, body := get(t, n, "/rmw", pp)
+	got, _ := strconv.Atoi(body)
+	return got
+}
+
+// A turn that awaits several objects at once, from several goroutines,
+// has its gate open while they run and shut again before any of them
+// returns to its code: no other turn runs beside it. Before, each fetch
+// opened and shut the gate by itself, so a fan-out let several turns in
+// at once, and read-modify-writes lost updates.
+func TestFanOutKeepsTheInputGate(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	const k = 60
+	got := rmwCount(t, n, k, func() {
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for range 4 {
+					if code, body := get(t, n, "/fanout", url.Values{"ns": {"PINGPONG"}, "name": {"A"}}); code != 200 {
+						t.Errorf("fanout: %d %q", code, body)
+					}
+				}
+			})
+		}
+		wg.Wait()
+	})
+	if got != k {
+		t.Fatalf("%d read-modify-writes beside fan-outs left n = %d: turns ran side by side", k, got)
+	}
+}
+
+// A fetch made with a turn's context after the turn ended (from WaitUntil)
+// opens no gate: the gate is another turn's by then. Before, it let a
+// second turn in beside the one holding the gate, for good.
+func TestFetchWithAnEndedTurnsContext(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	if code, body := get(t, n, "/late", url.Values{"ns": {"PINGPONG"}, "name": {"A"}}); code != 200 {
+		t.Fatalf("late: %d %q", code, body)
+	}
+	const k = 60
+	if got := rmwCount(t, n, k, func() {}); got != k {
+		t.Fatalf("%d read-modify-writes after a late fetch left n = %d: turns ran side by side", k, got)
+	}
+}
+
+// A turn that returns while a fetch it made is in flight (the gate open
+// for it) takes the gate back before it ends, and the fetch, answered
+// after, leaves the gate alone.
+func TestTurnEndsWhileItsFetchIsInFlight(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	const k = 60
+	got := rmwCount(t, n, k, func() {
+		for range 3 {
+			if code, body := get(t, n, "/abandon", url.Values{"ns": {"PINGPONG"}, "name": {"A"}}); code != 200 {
+				t.Errorf("abandon: %d %q", code, body)
+			}
+		}
+	})
+	if got != k {
+		t.Fatalf("%d read-modify-writes beside turns that left fetches in flight left n = %d", k, got)
+	}
+}
+
 // A transaction that awaits another object keeps its object's gate shut:
 // a second request's transaction waits for it rather than failing as if
 // it nested, and never runs between the first one's reads and writes.
@@ -321,6 +440,39 @@ func TestTransactionHoldsTheGateAcrossAnAwait(t *testing.T) {
 	// The first transaction held the gate until B's 700 ms sleep ended.
 	if secondAfter < 700*time.Millisecond {
 		t.Fatalf("the second transaction was answered %s after the first began, inside the first one's await", secondAfter)
+	}
+}
+
+// An object gets its own copy of the request, as a server's handler does:
+// a body even when the caller gave none, a RequestURI, and headers and a
+// URL whose changes the caller does not see — so one request fetched to
+// several objects at once is safe. Before, a local object got the
+// caller's request itself: a nil body (io.ReadAll panicked), changes
+// visible to the caller, and concurrent map writes (a crash) in a fan-out.
+func TestObjectsGetTheirOwnRequest(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	pp, _ := n.Env().Namespace("PINGPONG")
+	req, _ := http.NewRequest("GET", "http://do/mutate?q=1", nil)
+	req.Header.Set("X-From-Caller", "1")
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			resp, err := pp.Get(pp.IDFromName(fmt.Sprint("m", i))).Fetch(req)
+			if err != nil {
+				t.Errorf("fetch %d: %v", i, err)
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || string(b) != `/mutate?q=1 body=""` {
+				t.Errorf("fetch %d: %d %q", i, resp.StatusCode, b)
+			}
+		})
+	}
+	wg.Wait()
+	if req.URL.Path != "/mutate" || req.Header.Get("X-Set-By-Object") != "" || len(req.Header) != 1 || req.Body != nil {
+		t.Fatalf("the objects changed the caller's request: path %q, header %v, body %v", req.URL.Path, req.Header, req.Body)
 	}
 }
 

@@ -426,13 +426,15 @@ func (s *socket) deliver(event func(ctx context.Context, obj durable.Object) err
 		return false
 	}
 	var handlerErr error
+	turnCtx, mark := in.markTurn(in.ctx)
 	exc := in.runTurn(func() error {
 		if err := in.activate(); err != nil { // the object may have hibernated
 			return err
 		}
-		handlerErr = event(context.WithValue(in.ctx, turnKey{}, &turnMark{inst: in}), in.obj)
+		handlerErr = event(turnCtx, in.obj)
 		return nil
 	})
+	mark.end()
 	in.endTurn(prior, exc)
 	in.m.touch(in)
 	if handlerErr != nil {
