@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -115,18 +116,16 @@ func kvObjectIDs(ns *Namespace, b KVBinding) []ID {
 
 // kvObjectsCheck remembers that the namespace's first object agreed to the
 // binding's number of objects.
-type kvObjectsCheck struct {
-	mu sync.Mutex
-	ok bool
-}
+type kvObjectsCheck struct{ ok atomic.Bool }
 
 // verify asks the first object once (per process) to record or confirm
 // the number of objects. Asking twice records nothing new, so a lost
-// answer is asked again as a read's is (retryRead).
+// answer is asked again as a read's is (retryRead), and calls that start
+// before the first answer each ask: no lock is held across the fetch,
+// which may open the calling object's input gate — a second turn would
+// wait for the lock holding the gate the first needs back.
 func (k *KVNamespace) verify(ctx context.Context) error {
-	k.check.mu.Lock()
-	defer k.check.mu.Unlock()
-	if k.check.ok {
+	if k.check.ok.Load() {
 		return nil
 	}
 	err := retryRead(ctx, func() error {
@@ -136,7 +135,9 @@ func (k *KVNamespace) verify(ctx context.Context) error {
 		}
 		return err
 	})
-	k.check.ok = err == nil
+	if err == nil {
+		k.check.ok.Store(true)
+	}
 	return err
 }
 

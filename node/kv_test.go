@@ -52,6 +52,37 @@ func startKVNode(t *testing.T, dir string) *Node {
 	})
 }
 
+// The first KV calls of a process, made at once by turns of one object,
+// all answer. The check of the namespace's number of objects, which the
+// first call makes, was made under a mutex held across its fetch: the
+// fetch opened the turn's gate, a second turn came in and waited for the
+// mutex holding the gate, and the first could never take the gate back —
+// every KV call of the process hung from then on.
+func TestFirstKVCallsOfATurnsObjectAllAnswer(t *testing.T) {
+	t.Parallel()
+	n := startKVNode(t, t.TempDir())
+	client := &http.Client{Timeout: 15 * time.Second}
+	errs := make(chan error, 10)
+	for range cap(errs) {
+		go func() {
+			q := url.Values{"ns": {"KVUSER"}, "name": {"first"}}
+			resp, err := client.Get("http://" + n.HTTPAddr().String() + "/?" + q.Encode())
+			if err == nil {
+				if resp.StatusCode != 200 {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+				resp.Body.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Fatalf("a first KV call: %v", err)
+		}
+	}
+}
+
 // KV over the real runtime and storage: the API round-trips, bindings of
 // one id share keys and others do not, bad input is refused and changes
 // nothing, values past the storage limit are refused, an object can use
