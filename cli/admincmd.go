@@ -604,9 +604,10 @@ func (e adminEnv) newDrainCommand() *cobra.Command {
 to the other active nodes that are alive, at most --max-concurrent at a time.
 The cluster refuses a drain only when no other active node can take the
 replicas; with fewer active nodes left than --replicas, shards keep fewer
-replicas. A shard with too few replicas alive to change (two of three nodes
-down) is left as it is, and the drain fails naming it once the rest is
-moved. One rebalance, drain or heal runs at a time. Once a node holds nothing,
+replicas. A replica whose only other place is an active node that is down
+stays on NODE, and a shard with too few replicas alive to change (two of
+three nodes down) is left as it is: the drain fails naming them once the
+rest is moved, to be run again when those nodes are back. One rebalance, drain or heal runs at a time. Once a node holds nothing,
 'roost remove NODE' takes it out of the cluster.
 
 Without --wait the command prints the operation it started and returns;

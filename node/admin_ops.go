@@ -299,8 +299,7 @@ func (a *admin) resumeRecorded() {
 		}
 	}
 	plan := a.planOf(op)
-	toAlive, _ := splitToDead(plan(c.metaFSM.Map()), c.aliveIDs())
-	op.progress(len(toAlive), 0)
+	op.progress(len(plan(c.metaFSM.Map())), 0)
 	a.launch(op, plan)
 }
 
@@ -312,24 +311,48 @@ func (a *admin) planOf(op *operation) planFunc {
 		// The drained node's replicas go to nodes that are alive: planned
 		// as if the dead were draining too, a replica is not sent to a dead
 		// node (runOp would not make that move, and the drain would end
-		// with the replica still there). Only the drained node's moves are kept.
-		// The drained node is planned as removed, so that its replica
-		// is the first one the planner takes off a shard and is paired
-		// with the replica the shard gains: planned as draining, like
-		// the dead, the planner may pair the new replica with the dead
-		// node's and leave the drained one to a bare removal, which
-		// left the shard with its dead replica and one live one.
+		// with the replica still there). But where the dead alone leave a
+		// replica nowhere to go, the move planned with them as they are
+		// (onto a dead node) is kept instead of a bare removal: runOp sets
+		// it apart, waits for the node and ends naming it, rather than
+		// leave the shard one replica short while a node is only briefly
+		// down. Only with fewer active nodes, dead or alive, than it has
+		// replicas does a shard lose one.
 		drained := op.node
 		plan = func(m placement.Map) []placement.Move {
-			view := deadAsDraining(m, c.aliveIDs())
-			if nd, ok := view.Nodes[drained]; ok && m.Nodes[drained].State == placement.NodeDraining {
-				nd.State = placement.NodeRemoved
-				view.Nodes[drained] = nd
+			moves := drainMoves(deadAsDraining(m, c.aliveIDs()), m, drained)
+			var asIs []placement.Move
+			for i, mv := range moves {
+				if mv.Add != "" {
+					continue
+				}
+				if asIs == nil {
+					asIs = drainMoves(m, m, drained)
+				}
+				if j := slices.IndexFunc(asIs, func(o placement.Move) bool { return o.Shard == mv.Shard && o.Add != "" }); j >= 0 {
+					moves[i] = asIs[j]
+				}
 			}
-			return slices.DeleteFunc(placement.Plan(view), func(mv placement.Move) bool { return mv.Remove != drained })
+			return moves
 		}
 	}
 	return plan
+}
+
+// drainMoves is the planner's moves that take the drained node's replicas
+// off, planned on view (m with some nodes' states changed). The drained
+// node is planned as removed, so that its replica is the first one the
+// planner takes off a shard and is paired with the replica the shard
+// gains: planned as draining, like the dead, the planner may pair the new
+// replica with the dead node's and leave the drained one to a bare
+// removal, which left the shard with its dead replica and one live one.
+func drainMoves(view, m placement.Map, drained placement.NodeID) []placement.Move {
+	if nd, ok := view.Nodes[drained]; ok && m.Nodes[drained].State == placement.NodeDraining {
+		view.Nodes = maps.Clone(view.Nodes)
+		nd.State = placement.NodeRemoved
+		view.Nodes[drained] = nd
+	}
+	return slices.DeleteFunc(placement.Plan(view), func(mv placement.Move) bool { return mv.Remove != drained })
 }
 
 // endOp records the end of the running operation, and clears the meta
@@ -424,10 +447,8 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 	if err := a.record(op); err != nil {
 		return err
 	}
-	// The moves it will make: not those onto a dead node (splitToDead).
 	plan := a.planOf(op)
-	toAlive, _ := splitToDead(plan(m), a.n.cluster.aliveIDs())
-	op.progress(len(toAlive), 0)
+	op.progress(len(plan(m)), 0)
 	a.launch(op, plan)
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
@@ -840,7 +861,9 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 			m := c.metaFSM.Map()
 			alive := c.aliveIDs()
 			pending, toDead := splitToDead(plan(m), alive)
-			op.progress(done+len(pending), done)
+			// The moves onto dead nodes count: if they are not made, the
+			// operation ends failed showing them (2/9 moves, not 2/2).
+			op.progress(done+len(pending)+len(toDead), done)
 			// Shards without a live quorum are left as they are: a step
 			// for them would be written to the map and never carried out.
 			held := withoutLiveQuorum(m, pending, alive)
@@ -869,7 +892,9 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 					err = joinErrs(deadTargetsError(toDead), err)
 				}
 				if op.kind == "drain" {
-					left := slices.DeleteFunc(m.ShardsOf(op.node), func(sid placement.ShardID) bool { return held[sid] != nil })
+					left := slices.DeleteFunc(m.ShardsOf(op.node), func(sid placement.ShardID) bool {
+						return held[sid] != nil || slices.ContainsFunc(toDead, func(mv placement.Move) bool { return mv.Shard == sid })
+					})
 					if len(left) > 0 {
 						return joinErrs(fmt.Errorf("%s still holds replicas of shards %s, but the planner has no move for them", op.node, shardList(left)), err)
 					}

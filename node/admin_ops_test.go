@@ -502,12 +502,13 @@ func TestDrainRefusedWithNoLiveNodeToTakeIt(t *testing.T) {
 	}
 }
 
-// TestRebalanceTotalLeavesOutMovesToDeadNodes: the total a rebalance
-// answers with counts the moves it will make: not those onto a node gossip
-// does not see alive, which it leaves out (splitToDead). It ends failed,
-// naming the moves it could not make and the node; before, it ended
-// "done" with the imbalance left and nothing said about it.
-func TestRebalanceTotalLeavesOutMovesToDeadNodes(t *testing.T) {
+// TestRebalanceOntoADeadNodeFailsNamingIt: a rebalance whose moves add
+// replicas on a node gossip does not see alive makes none of them (the
+// node could not catch up; splitToDead), waits for it, and ends failed
+// naming the moves and the node, with them in its total (0/3, as a failed
+// operation shows what it did not do). Before, it ended "done" with 0 of 0
+// moves and the imbalance unsaid.
+func TestRebalanceOntoADeadNodeFailsNamingIt(t *testing.T) {
 	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
 	// Four nodes: every shard is on the three that formed the cluster,
@@ -517,18 +518,17 @@ func TestRebalanceTotalLeavesOutMovesToDeadNodes(t *testing.T) {
 	c.stop(3)
 	c.waitMetaLeaderSees(false, 3)
 	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
-	if moves := placement.Plan(c.metaLeader().cluster.metaFSM.Map()); !slices.ContainsFunc(moves, func(mv placement.Move) bool { return mv.Add == "n4" }) {
-		t.Fatalf("the plan moves nothing onto n4: %+v", moves)
+	moves := placement.Plan(c.metaLeader().cluster.metaFSM.Map())
+	if len(moves) == 0 || slices.ContainsFunc(moves, func(mv placement.Move) bool { return mv.Add != "n4" }) {
+		t.Fatalf("want a plan that only moves replicas onto n4: %+v", moves)
 	}
-	op := c.runOp(li, "/v1/rebalance", map[string]any{}, func(op opJSON) {
-		if op.Total != 0 {
-			t.Errorf("the rebalance started with total %d, want 0: every planned move is onto n4, which is down", op.Total)
-		}
-	})
-	if op.State != "failed" || op.Done != 0 || !strings.Contains(op.Error, "they add replicas on n4, which gossip sees down; start the operation again once it is back") {
-		t.Fatalf("the rebalance ended %+v, want failed naming n4", op)
+	op := c.runOp(li, "/v1/rebalance", map[string]any{}, nil)
+	if op.State != "failed" || op.Done != 0 || op.Total != len(moves) ||
+		!strings.Contains(op.Error, fmt.Sprintf("did not make %d move(s)", len(moves))) ||
+		!strings.Contains(op.Error, "they add replicas on n4, which gossip sees down; start the operation again once it is back") {
+		t.Fatalf("the rebalance ended %+v, want failed, 0/%d, naming n4", op, len(moves))
 	}
-	t.Logf("the rebalance ended: %s", op.Error)
+	t.Logf("the rebalance ended %d/%d: %s", op.Done, op.Total, op.Error)
 }
 
 // TestActivateUndoesADrainMark: a draining node can be made active again

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,7 +13,11 @@ import (
 // TestDrainWithADeadNodeKeepsQuorums: draining n4 while another node is
 // dead (not yet healed) must not take n4's replica off a shard whose other
 // replicas include the dead node without putting one elsewhere: the shard
-// would be left with one live replica of two, without a quorum.
+// would be left with one live replica of two, without a quorum. Nor off a
+// shard whose only other place is the dead node: the drain keeps that
+// replica and ends failed naming the node, instead of leaving the shard
+// one replica short while the node is only briefly down (QA: it ended
+// "done" with shards on two replicas).
 func TestDrainWithADeadNodeKeepsQuorums(t *testing.T) {
 	t.Parallel()
 	reg := &turnRegistry{active: map[string]string{}}
@@ -49,6 +54,14 @@ func TestDrainWithADeadNodeKeepsQuorums(t *testing.T) {
 	}
 	if len(bad) > 0 {
 		t.Fatalf("after draining n4 with %s dead, shards without a live quorum: %v", vid, bad)
+	}
+	for _, s := range m.ShardMap {
+		if len(s.Replicas) < 3 {
+			t.Fatalf("after draining n4 with %s dead, shard %d has replicas %v: fewer than 3 with 3 active nodes", vid, s.ID, s.Replicas)
+		}
+	}
+	if op.State != "failed" || !strings.Contains(op.Error, "replicas on "+string(vid)+", which gossip sees down") {
+		t.Fatalf("the drain ended %s %q, want failed naming %s", op.State, op.Error, vid)
 	}
 	// Every shard still takes writes.
 	for i := range 16 {
