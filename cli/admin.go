@@ -224,6 +224,9 @@ type apiError struct {
 	status int
 	msg    string
 	hint   string
+	// operation names an operation the refused call may have started all
+	// the same (the meta leadership moved while it was recorded).
+	operation string
 }
 
 func (e *apiError) Error() string {
@@ -336,11 +339,12 @@ func (c *adminClient) transportFailure(ctx, rctx context.Context, method, path s
 func (c *adminClient) refusal(resp *http.Response, raw []byte) *apiError {
 	e := &apiError{status: resp.StatusCode}
 	var body struct {
-		Error string `json:"error"`
+		Error     string `json:"error"`
+		Operation string `json:"operation"`
 	}
 	fromAPI := json.Unmarshal(raw, &body) == nil && body.Error != ""
 	if fromAPI {
-		e.msg = body.Error
+		e.msg, e.operation = body.Error, body.Operation
 	} else {
 		e.msg = fmt.Sprintf("%s %s answered %s", resp.Request.Method, resp.Request.URL, resp.Status)
 		if x := excerpt(raw); x != "" {

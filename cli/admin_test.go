@@ -915,6 +915,34 @@ func TestDrainWaitJSON(t *testing.T) {
 	}
 }
 
+// A drain whose start is answered "may have been recorded" (the meta
+// leadership moved while it was) is followed by --wait under the ID the
+// answer names: the new meta leader carries it on. Without --wait the
+// message says how to follow it. Before, the command failed saying
+// "retry", and the drain ran all the same.
+func TestDrainWaitFollowsADrainThatMayHaveStarted(t *testing.T) {
+	fastPolls(t)
+	op := &fakeOperation{kind: "drain", node: "n3", total: 2, end: opDone}
+	routes := op.routes("GET /v1/status")
+	const maybe = `{"error":"the meta group's leadership moved while recording drain op-9: it may have been recorded, and then the new meta leader carries it on; 'roost operation op-9 --wait' follows it (if the cluster does not know it, it was not recorded: start it again)","operation":"op-9"}`
+	routes["POST /v1/nodes/n3/drain"] = canned(503, maybe)
+	srv := newFakeAdmin(t, routes)
+	code, stdout, stderr := runAdmin(t, nil, "drain", "n3", "--wait", "--addr", srv.addr())
+	if code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
+	}
+	if !strings.Contains(stderr, "it may have been recorded, and then the new meta leader carries it on; 'roost operation op-9 --wait' follows it (if the cluster does not know it, it was not recorded: start it again); following it\n") {
+		t.Errorf("stderr does not say it follows the drain that may have started:\n%s", stderr)
+	}
+	if want := "Operation op-9 (drain of n3) done: 2/2 moves done (100%).\n"; stdout != want {
+		t.Errorf("stdout = %q, want %q", stdout, want)
+	}
+	code, _, stderr = runAdmin(t, nil, "drain", "n3", "--addr", srv.addr())
+	if code != exitFailure || !strings.Contains(stderr, "'roost operation op-9 --wait' follows it") {
+		t.Errorf("drain n3 without --wait: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
 // A drain --wait run again while its drain runs (the first --wait was
 // interrupted) follows the running drain; another operation running is
 // still a refusal.

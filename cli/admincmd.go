@@ -719,6 +719,12 @@ func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOpt
 		if cur, curRaw, ok := sameOperationRunning(cmd.Context(), c, err, kind, node); ok {
 			fmt.Fprintf(e.stderr, "roost: %s is already running; following it\n", cur.name())
 			op, raw, err = cur, curRaw, nil
+		} else if ae := (*apiError)(nil); errors.As(err, &ae) && ae.operation != "" {
+			// The meta leadership moved while the operation was
+			// recorded: it may run all the same. Follow it; if the new
+			// meta leader does not know it, it is started again.
+			fmt.Fprintf(e.stderr, "roost: %s; following it\n", ae.msg)
+			op, raw, err = maybeStarted(ae.operation, kind, node), nil, nil
 		}
 	}
 	if err != nil {
@@ -735,6 +741,15 @@ func (e adminEnv) startOperation(cmd *cobra.Command, c *adminClient, o *adminOpt
 	return e.followOperation(cmd, c, o, op, raw, func(ctx context.Context) (apiOperation, json.RawMessage, error) {
 		return postOperation(ctx, c, path, body)
 	})
+}
+
+// maybeStarted is the operation id of kind (and node), which a refused
+// call may have started, as --wait follows it until it learns more.
+func maybeStarted(id, kind, node string) apiOperation {
+	b, _ := json.Marshal(map[string]string{"id": id, "kind": kind, "node": node, "state": "running"})
+	var op apiOperation
+	_ = json.Unmarshal(b, &op) // op's fields take any JSON
+	return op
 }
 
 // sameOperationRunning reports, for err refusing a new operation, whether

@@ -86,7 +86,16 @@ type apiError struct {
 	code int
 	msg  string
 	err  error // the cause, if any (for errors.Is)
+	// operation is the ID of an operation the call started that may run
+	// although the call failed (errMetaOutcomeUnknown); the answer names
+	// it, so that a caller can follow it.
+	operation string
 }
+
+// errMetaOutcomeUnknown: the meta leader lost its leadership after it
+// appended a change and before the change committed, so a new meta leader
+// may or may not commit it.
+var errMetaOutcomeUnknown = errors.New("the change's outcome is unknown")
 
 func (e *apiError) Error() string { return e.msg }
 func (e *apiError) Unwrap() error { return e.err }
@@ -268,7 +277,11 @@ func writeAPIError(w http.ResponseWriter, err error) {
 	if errors.As(err, &ae) {
 		code = ae.code
 	}
-	writeJSON(w, code, map[string]string{"error": err.Error()})
+	body := map[string]string{"error": err.Error()}
+	if ae != nil && ae.operation != "" {
+		body["operation"] = ae.operation
+	}
+	writeJSON(w, code, body)
 }
 
 // decodeBody decodes a JSON request body strictly into v. An empty body
@@ -545,8 +558,14 @@ func (a *admin) proposeMeta(cmd placement.Command) (uint64, error) {
 	}
 	f := rf.Apply(b, 5*time.Second)
 	if err := f.Error(); err != nil {
-		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
-			return 0, errorf(http.StatusServiceUnavailable, "the meta group's leadership moved while changing the map (%v); retry", err)
+		if errors.Is(err, raft.ErrLeadershipLost) {
+			// Appended, not known to be committed: a new meta leader may
+			// still commit it.
+			return 0, &apiError{code: http.StatusServiceUnavailable, err: fmt.Errorf("%w: %w", errMetaOutcomeUnknown, err),
+				msg: fmt.Sprintf("the meta group's leadership moved while committing the change (%v): it may or may not have been made; look (roost status, members, shards) before you retry", err)}
+		}
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return 0, errorf(http.StatusServiceUnavailable, "the meta group's leadership moved before the change was made (%v); retry", err)
 		}
 		return 0, errorf(http.StatusServiceUnavailable, "changing the cluster map: %v", err)
 	}

@@ -244,6 +244,12 @@ func (a *admin) registerLocked(op *operation) error {
 func (a *admin) record(op *operation) error {
 	rec := placement.Operation{ID: op.id, Kind: op.kind, Node: op.node, MaxConcurrent: op.maxConc, Started: op.started.UTC().Round(0)}
 	if _, err := a.proposeMeta(placement.Command{BeginOperation: &placement.BeginOperationCmd{Operation: rec}}); err != nil {
+		if errors.Is(err, errMetaOutcomeUnknown) {
+			// A new meta leader may commit the record, and then carries
+			// the operation on: the caller must not take it for refused.
+			err = &apiError{code: http.StatusServiceUnavailable, operation: op.id, err: err,
+				msg: fmt.Sprintf("the meta group's leadership moved while recording %s %s: it may have been recorded, and then the new meta leader carries it on; 'roost operation %s --wait' follows it (if the cluster does not know it, it was not recorded: start it again)", op.kind, op.id, op.id)}
+		}
 		a.endOp(op, err)
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -1190,4 +1191,23 @@ func doWant(t *testing.T, req *http.Request, want int) (*http.Response, []byte) 
 		t.Fatalf("status %d, want %d: %s", resp.StatusCode, want, raw)
 	}
 	return resp, raw
+}
+
+// An error that names an operation the call may have started all the same
+// (the meta leadership moved while it was recorded) says its ID in the
+// answer, for the CLI's --wait to follow; other errors have no such field.
+func TestAPIErrorNamesAnOperationThatMayRun(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&apiError{code: 503, msg: "may have been recorded", operation: "drain-1"}, `{"error":"may have been recorded","operation":"drain-1"}`},
+		{errorf(503, "no leader"), `{"error":"no leader"}`},
+	} {
+		rec := httptest.NewRecorder()
+		writeAPIError(rec, tc.err)
+		if got := strings.TrimSpace(rec.Body.String()); rec.Code != 503 || got != tc.want {
+			t.Errorf("%v: %d %s, want 503 %s", tc.err, rec.Code, got, tc.want)
+		}
+	}
 }
