@@ -1062,6 +1062,21 @@ func TestOperationWithoutWait(t *testing.T) {
 
 }
 
+// An operation ID that cannot be one is a usage error, and no call is
+// made (before, "" asked for GET /v1/operations/ and failed with exit 1).
+func TestOperationRefusesABadID(t *testing.T) {
+	srv := newFakeAdmin(t, nil)
+	for _, id := range []string{"", "a b", "x/y", strings.Repeat("x", 129)} {
+		code, _, stderr := runAdmin(t, nil, "operation", id, "--addr", srv.addr())
+		if code != exitUsage || !strings.Contains(stderr, "ID must be an operation id") {
+			t.Errorf("operation %q: exit %d, stderr:\n%s", id, code, stderr)
+		}
+	}
+	if got := srv.got(); len(got) != 0 {
+		t.Errorf("requests = %+v; want none", got)
+	}
+}
+
 func TestShardsMoveWait(t *testing.T) {
 	fastPolls(t)
 	// The shard's states as the leader converges on the new map.
@@ -1244,7 +1259,7 @@ func TestMoveStage(t *testing.T) {
 		done bool
 	}{
 		{"behind", func(s *apiShard) { s.ReplicaLag = map[string]int64{"n4": 12} }, "n4 is catching up as a non-voter, 12 entries behind", false},
-		{"silent", func(s *apiShard) { s.ReplicaLag = map[string]int64{"n4": -1} }, "n4 is a non-voter that does not answer (down or unreachable? see 'roost members')", false},
+		{"silent", func(s *apiShard) { s.ReplicaLag = map[string]int64{"n4": -1} }, "n4 is a non-voter that has not answered yet (its replica may still be starting; if this lasts, see 'roost members': is it down or unreachable?)", false},
 		{"old version", func(s *apiShard) { s.Version = 6 }, "waiting for shard version 7 (this node has 6)", false},
 		{"removing", func(s *apiShard) { s.Voters, s.NonVoters = []string{"n1", "n2", "n3", "n4"}, nil }, "n4 is a voter; removing n1", false},
 		{"done", func(s *apiShard) { s.Voters, s.NonVoters = []string{"n2", "n3", "n4"}, nil }, "", true},

@@ -432,7 +432,7 @@ func moveStage(s apiShard, m apiMove) (stage string, done bool, err error) {
 		return "waiting for a leader", false, nil
 	case slices.Contains(s.NonVoters, m.To):
 		if lag, ok := s.ReplicaLag[m.To]; ok && lag < 0 {
-			return fmt.Sprintf("%s is a non-voter that does not answer (down or unreachable? see 'roost members')", m.To), false, nil
+			return fmt.Sprintf("%s is a non-voter that has not answered yet (its replica may still be starting; if this lasts, see 'roost members': is it down or unreachable?)", m.To), false, nil
 		} else if ok {
 			return fmt.Sprintf("%s is catching up as a non-voter, %d entries behind", m.To, lag), false, nil
 		}
@@ -879,6 +879,9 @@ is known.` + adminConnectHelp,
 			var id string
 			if len(args) == 1 {
 				id = args[0]
+				if err := checkOperationID(cmd, id); err != nil {
+					return err
+				}
 			} else {
 				cur, err := runningOperation(cmd.Context(), c)
 				if err != nil {
@@ -1140,6 +1143,22 @@ func checkNodeID(cmd *cobra.Command, what, id string) error {
 	}
 	if !ok {
 		return &usageError{cmd: cmd, err: fmt.Errorf("%s must be a node id (1 to 64 of a-z, 0-9, '-', '_' and '.', as 'roost members' shows), got %q", what, id)}
+	}
+	return nil
+}
+
+// checkOperationID refuses, as a usage error, what cannot be an
+// operation's id (1 to 128 printable ASCII characters, no space or '/',
+// as the cluster makes them), before any call.
+func checkOperationID(cmd *cobra.Command, id string) error {
+	ok := len(id) >= 1 && len(id) <= 128
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c > '~' || c == '/' {
+			ok = false
+		}
+	}
+	if !ok {
+		return &usageError{cmd: cmd, err: fmt.Errorf("ID must be an operation id as 'roost operation' shows it (such as drain-20261204t081500-n2-3), got %q", id)}
 	}
 	return nil
 }

@@ -487,7 +487,17 @@ func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusConflict, "%s is not a voter of shard %d (voters: %s): only a voter can lead it", to, sid, strings.Join(voters, ", "))
 	}
 	if !c.aliveIDs()[to] || !c.trans.PeerReachable(target.Address) {
-		return errorf(http.StatusConflict, "%s is down or unreachable from %s, the leader of shard %d: it cannot take the leadership; pick another voter (%s) or retry once it is back", to, c.self, sid, strings.Join(voters, ", "))
+		// The voters that could take it instead: not the one asked
+		// for, nor the leader, nor one that is down too.
+		alive := c.aliveIDs()
+		others := slices.DeleteFunc(slices.Clone(voters), func(id string) bool {
+			return id == string(to) || id == string(c.self) || !alive[placement.NodeID(id)]
+		})
+		instead := "no other voter of it is up"
+		if len(others) > 0 {
+			instead = "pick another voter (" + strings.Join(others, ", ") + ")"
+		}
+		return errorf(http.StatusConflict, "%s is down or unreachable from %s, the leader of shard %d: it cannot take the leadership; %s or retry once it is back", to, c.self, sid, instead)
 	}
 	// Watch the leaders this replica learns of: the leader balancer may
 	// hand the shard on soon after the target took over, and the transfer

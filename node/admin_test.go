@@ -891,6 +891,9 @@ func TestAdminCluster(t *testing.T) {
 			}
 		}
 		waitRemovedReason("the removed node")
+		if _, why := c.nodes[vi].cluster.ready(); c.metaLeader().cfg.NodeID != victim && !strings.HasSuffix(why, "; stop it") {
+			t.Errorf("the removed node, out of the meta group, says %q: want it told to stop", why)
+		}
 		c.stop(vi)
 		c.start(vi)
 		waitRemovedReason("the removed node started again")
@@ -920,6 +923,15 @@ func TestTransferLeaderToADownVoter(t *testing.T) {
 	code := c.admin(0, "POST", "/v1/shards/0/transfer-leader", map[string]string{"to": c.cfgs[down].NodeID}, &e)
 	if code != http.StatusConflict || !strings.Contains(e.Error, "down or unreachable") {
 		t.Fatalf("transfer to the stopped %s: %d %q, want 409 saying it is down", c.cfgs[down].NodeID, code, e.Error)
+	}
+	// The voter it suggests instead is the one that is neither down nor
+	// the leader (before, the list named every voter, those two too).
+	other := placement.NodeID(c.cfgs[3-down].NodeID)
+	if views[0].Leader == string(other) {
+		other = placement.NodeID(c.cfgs[0].NodeID)
+	}
+	if want := "pick another voter (" + string(other) + ")"; !strings.Contains(e.Error, want) {
+		t.Fatalf("transfer to the stopped %s with %s leading: %q, want it to say %q", c.cfgs[down].NodeID, views[0].Leader, e.Error, want)
 	}
 }
 

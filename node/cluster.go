@@ -105,6 +105,9 @@ type cluster struct {
 	// removed says why this node no longer belongs to the cluster
 	// (removed.go), for /readyz; nil while it does.
 	removed atomic.Pointer[string]
+	// removedHere is set when the map this node holds says it was
+	// removed (it runs on, and its readiness says what to do: removedAdvice).
+	removedHere atomic.Bool
 	// beenReady is set the first time ready reports the node ready; from
 	// then on a shard changing leader does not make it unready
 	// (leaderChangeGrace).
@@ -942,6 +945,9 @@ func (c *cluster) ready() (ok bool, why string) {
 
 func (c *cluster) readyNow(now time.Time) (bool, string) {
 	if p := c.removed.Load(); p != nil {
+		if c.removedHere.Load() {
+			return false, *p + c.removedAdvice()
+		}
 		return false, *p
 	}
 	if p := c.duplicateID.Load(); p != nil {

@@ -56,9 +56,10 @@ func (c *cluster) watchRemoval(ctx context.Context, clusterID string) {
 func (c *cluster) checkRemoval(ctx context.Context, clusterID string) bool {
 	m := c.metaFSM.Map()
 	if nd, ok := m.Nodes[c.self]; ok && nd.State == placement.NodeRemoved {
-		reason := fmt.Sprintf("node %s was removed from cluster %s (roost remove): it holds no replica and receives no map any more; stop it (its ID is not used again)", c.self, m.ClusterID)
+		reason := fmt.Sprintf("node %s was removed from cluster %s (roost remove): it holds no replica and its ID is not used again", c.self, m.ClusterID)
+		c.removedHere.Store(true)
 		c.removed.Store(&reason)
-		c.n.log.Error(reason)
+		c.n.log.Error(reason + c.removedAdvice())
 		return true
 	}
 	if m.ClusterID != "" {
@@ -87,4 +88,25 @@ func (c *cluster) checkRemoval(ctx context.Context, clusterID string) bool {
 		return true
 	}
 	return false
+}
+
+// removedAdvice completes the reason a node removed from the map gives:
+// stop it, or, while the meta group still counts it as a voter (its
+// leader takes it out only once the other voters alive make a quorum
+// without it), keep it running until it does not — stopping it then may
+// cost the meta group its quorum.
+func (c *cluster) removedAdvice() string {
+	c.mu.Lock()
+	meta := c.meta
+	c.mu.Unlock()
+	if meta != nil {
+		if f := meta.Raft().GetConfiguration(); f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				if s.ID == raft.ServerID(c.self) && s.Suffrage == raft.Voter {
+					return "; it is still a voter of the meta group, which takes it out once the other voters alive make a quorum without it: keep it running until 'roost members' no longer shows it as a voter (stopping it now may cost the meta group its quorum), then stop it"
+				}
+			}
+		}
+	}
+	return "; stop it"
 }
