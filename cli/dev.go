@@ -32,12 +32,20 @@ storage behave as they will in production and survive restarts.
 
 Settings are read, each overriding the one before, from: the defaults shown
 below, roost.toml ([node] data_dir/http/admin, [cluster] shards, [runtime]
-idle_timeout, [storage], [admin] token, [vars], [[durable_objects.bindings]],
-[[kv_namespaces]]), the flags you give, and the environment variables
-ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_SHARDS, ROOST_IDLE_TIMEOUT and
-ROOST_ADMIN_TOKEN (empty ones are ignored, and so are blank ones but a blank
-ROOST_ADMIN_TOKEN, which stops the command: a secret of spaces is a mistake,
-not a wish for none). A cluster node's settings, in the
+idle_timeout/id_key, [storage], [admin] token, [vars],
+[[durable_objects.bindings]], [[kv_namespaces]]), the flags you give, and the
+environment variables ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_SHARDS,
+ROOST_IDLE_TIMEOUT, ROOST_ADMIN_TOKEN and ROOST_ID_KEY (empty ones are
+ignored, and so are blank ones but a blank ROOST_ADMIN_TOKEN or ROOST_ID_KEY,
+which stops the command: a secret of spaces is a mistake, not a wish for
+none).
+
+The id key ([runtime] id_key or ROOST_ID_KEY, at least 16 bytes; no flag, so
+that it stays out of process listings) is a secret from which object IDs are
+derived: with it, IDFromString refuses IDs made outside the node, as
+Cloudflare's does; without it anyone who knows a class's name can make IDs
+of it. It is fixed once the data directory holds data: with another key
+every name and ID would reach other objects, so the node refuses to start. A cluster node's settings, in the
 file or its variables (ROOST_JOIN, ROOST_GOSSIP_KEY, ...), are ignored with a
 notice. A ROOST_* variable no command reads stops it with an error naming the
 variable (see 'roost node --help').

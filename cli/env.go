@@ -51,9 +51,9 @@ var (
 )
 
 // knownEnv are the variables roost's commands read: every setting's, the
-// gossip key, and the operator commands' address and token.
+// gossip and id keys, and the operator commands' address and token.
 func knownEnv() []string {
-	known := append(settingEnvs(nodeSettings), gossipKeyEnv, envAdminAddr, envAdminToken)
+	known := append(settingEnvs(nodeSettings), gossipKeyEnv, idKeyEnv, envAdminAddr, envAdminToken)
 	sort.Strings(known)
 	return known
 }

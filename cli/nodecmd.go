@@ -90,6 +90,10 @@ var (
 // admin token has none: a flag would show in process listings.
 const gossipKeyEnv = "ROOST_GOSSIP_KEY"
 
+// idKeyEnv names the variable of the secret object IDs are derived with
+// ([runtime] id_key), read by roost dev and roost node alike.
+const idKeyEnv = "ROOST_ID_KEY"
+
 // nodeSettings are all that `roost node` reads.
 var nodeSettings = append([]setting{
 	dataDirSetting.withUsage("directory for this node's data; every node needs its own"),
@@ -139,15 +143,16 @@ an address they can reach (listening on 0.0.0.0, or in a container), give
 Settings are read, each overriding the one before, from: the defaults shown
 below, roost.toml ([node] id/data_dir/http/admin/grpc/gossip/advertise/join,
 [cluster] bootstrap_expect/shards/replicas/dead_node_grace/tls_cert/tls_key/
-tls_ca/gossip_key, [runtime] idle_timeout, [storage], [admin] token, [vars],
+tls_ca/gossip_key, [runtime] idle_timeout/id_key, [storage], [admin] token, [vars],
 [[durable_objects.bindings]], [[kv_namespaces]]), the flags you give, and the
 environment variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_GRPC,
 ROOST_GOSSIP, ROOST_ADVERTISE, ROOST_JOIN (comma-separated),
 ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS, ROOST_REPLICAS, ROOST_DEAD_NODE_GRACE,
 ROOST_TLS_CERT, ROOST_TLS_KEY, ROOST_TLS_CA, ROOST_GOSSIP_KEY,
-ROOST_IDLE_TIMEOUT and ROOST_ADMIN_TOKEN (empty ones are ignored, and so are
-blank ones but a blank ROOST_ADMIN_TOKEN or ROOST_GOSSIP_KEY, which stops the
-command: a secret of spaces is a mistake, not a wish for none). A relative data_dir, tls_cert,
+ROOST_IDLE_TIMEOUT, ROOST_ADMIN_TOKEN and ROOST_ID_KEY (empty ones are ignored,
+and so are blank ones but a blank ROOST_ADMIN_TOKEN, ROOST_GOSSIP_KEY or
+ROOST_ID_KEY, which stops the command: a secret of spaces is a mistake, not a
+wish for none). A relative data_dir, tls_cert,
 tls_key or tls_ca in roost.toml is relative to the file; a relative path in a
 flag or variable is relative to the working directory.
 
@@ -172,6 +177,14 @@ makes one) and gossip is encrypted and authenticated with AES-GCM; a node
 with another key, or none, cannot join. The key has no flag, so that it
 stays out of process listings. The app and admin listeners stay plaintext
 HTTP either way: put a TLS proxy in front of them.
+
+Object IDs: set [runtime] id_key or ROOST_ID_KEY (a secret of at least 16
+bytes, the same on every node; no flag) and object IDs are derived from it
+with the class's name, so IDFromString refuses IDs made outside the cluster,
+as Cloudflare's does; without it anyone who knows a class's name can make
+IDs of it. It is fixed once the data directory holds data (with another key
+every name and ID would reach other objects, so the node refuses to start),
+and a node with another key cannot join.
 
 The app listener serves only the Worker, for objects on any node. The admin
 listener serves /healthz, /readyz, /metrics and /debug/pprof/, and the JSON

@@ -584,3 +584,34 @@ func TestInvalidConfigNamesItsSource(t *testing.T) {
 		t.Errorf("dev resolve error = %v; want one naming ROOST_IDLE_TIMEOUT", err)
 	}
 }
+
+// The id key comes from [runtime] id_key, and ROOST_ID_KEY wins over it;
+// there is no flag. A blank or short one stops the command, naming it but
+// never showing it.
+func TestNodeIDKey(t *testing.T) {
+	const file = "[runtime]\nid_key = \"key-from-the-file-0123\"\n"
+	for _, tt := range []struct {
+		name, file string
+		env        map[string]string
+		want, err  string
+	}{
+		{"none", "", nil, "", ""},
+		{"from the file", file, nil, "key-from-the-file-0123", ""},
+		{"the environment wins", file, map[string]string{idKeyEnv: "key-from-the-environment"}, "key-from-the-environment", ""},
+		{"an empty variable is unset", file, map[string]string{idKeyEnv: ""}, "key-from-the-file-0123", ""},
+		{"blank", "", map[string]string{idKeyEnv: "   "}, "", "the id key has spaces around it"},
+		{"short", "", map[string]string{idKeyEnv: "short-key"}, "", "the id key is 9 bytes; a secret needs at least 16"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _, err := resolveNode(t, tt.file, []string{"--id", "n1"}, tt.env)
+			switch {
+			case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+				t.Fatalf("err = %v, want one saying %q", err, tt.err)
+			case tt.err != "" && strings.Contains(err.Error(), tt.env[idKeyEnv]) && strings.TrimSpace(tt.env[idKeyEnv]) != "":
+				t.Fatalf("the error shows the key: %v", err)
+			case tt.err == "" && (err != nil || cfg.IDKey != tt.want):
+				t.Fatalf("IDKey %q, err %v; want %q", cfg.IDKey, err, tt.want)
+			}
+		})
+	}
+}

@@ -170,10 +170,15 @@ func (s *server) resolveWith(base func(file *config.File) (node.Config, error), 
 			cfg.KVNamespaces = append(cfg.KVNamespaces, durable.KVBinding{Binding: kv.Binding, ID: kv.ID, Objects: kv.Objects})
 		}
 		cfg.AdminToken = file.Admin.Token
+		cfg.IDKey = file.Runtime.IDKey
 	}
-	// The admin token has no flag: a flag would show in process listings.
+	// The admin token and the id key have no flag: a flag would show in
+	// process listings.
 	if tok, _ := s.lookupEnv("ROOST_ADMIN_TOKEN"); tok != "" {
 		cfg.AdminToken = tok
+	}
+	if key, _ := s.lookupEnv(idKeyEnv); key != "" {
+		cfg.IDKey = key
 	}
 	def := cfg
 	if err := s.apply(&cfg, file, s.settings...); err != nil {

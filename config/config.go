@@ -124,6 +124,9 @@ type Admin struct {
 // Runtime is the [runtime] table.
 type Runtime struct {
 	IdleTimeout time.Duration
+	// IDKey is the secret object IDs are derived with (node.Config.IDKey);
+	// "" for none.
+	IDKey string
 }
 
 // Parse reads a roost.toml from data. Errors name the file "roost.toml";

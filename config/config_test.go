@@ -135,6 +135,7 @@ max_batch_keys = 16
 
 [runtime]
 idle_timeout = "90s"
+id_key = "a-long-secret-of-the-deployment"
 `,
 			want: File{
 				Node: Node{
@@ -145,7 +146,7 @@ idle_timeout = "90s"
 				Cluster: Cluster{BootstrapExpect: 3, Shards: 64, Replicas: 3, DeadNodeGrace: 2 * time.Minute,
 					TLSCert: "certs/n1.crt", TLSKey: "certs/n1.key", TLSCA: "certs/ca.crt", GossipKey: "AAECAwQFBgcICQoLDA0ODw=="},
 				Storage: Storage{MaxKeyBytes: 1024, MaxEntryBytes: 65536, MaxBatchKeys: 16},
-				Runtime: Runtime{IdleTimeout: 90 * time.Second},
+				Runtime: Runtime{IdleTimeout: 90 * time.Second, IDKey: "a-long-secret-of-the-deployment"},
 			},
 		},
 	}
@@ -191,6 +192,7 @@ func TestParseBad(t *testing.T) {
 		{"scalar for an array", "[node]\njoin = \"a:1\"", `roost.toml:2: node.join must be an array, not a string`},
 		{"scalar for a table", "node = 5", `roost.toml:1: node must be a table, not an integer`},
 		{"integer duration", "[runtime]\nidle_timeout = 60", `roost.toml:2: runtime.idle_timeout must be a string, not an integer`},
+		{"empty id key", "[runtime]\nid_key = \"\"", `roost.toml: runtime.id_key is empty (leave it out for no key)`},
 		{"negative shards", "[cluster]\nshards = -3", `roost.toml: cluster.shards must be at least 1, got -3`},
 		{"zero shards", "[cluster]\nshards = 0", `roost.toml: cluster.shards must be at least 1 (leave it out for the default)`},
 		{"negative replicas", "[cluster]\nreplicas = -1", `roost.toml: cluster.replicas must be at least 1, got -1`},

@@ -82,6 +82,7 @@ type rawStorage struct {
 
 type rawRuntime struct {
 	IdleTimeout string `toml:"idle_timeout"`
+	IDKey       string `toml:"id_key"`
 }
 
 type rawAdmin struct {
@@ -187,6 +188,8 @@ func convert(raw *rawFile, md toml.MetaData) (*File, []string) {
 		return d // a negative one is reported by problems()
 	}
 	f.Runtime.IdleTimeout = duration(raw.Runtime.IdleTimeout, false, "runtime", "idle_timeout")
+	f.Runtime.IDKey = raw.Runtime.IDKey
+	emptySet("runtime", "no key", [2]string{"id_key", raw.Runtime.IDKey})
 	f.Cluster.DeadNodeGrace = duration(raw.Cluster.DeadNodeGrace, true, "cluster", "dead_node_grace")
 	f.Cluster.NoHealing = md.IsDefined("cluster", "dead_node_grace") && f.Cluster.DeadNodeGrace == 0
 

@@ -45,6 +45,16 @@ func DeriveNamespaceKey(className, uniqueKey string) NamespaceKey {
 	return k
 }
 
+// KeyFingerprint names a deployment's unique key (DeriveNamespaceKey's
+// uniqueKey) without revealing it: 16 hex digits of an HMAC under the
+// key. Nodes compare fingerprints to find a peer, or a data dir, whose IDs
+// were derived with another key; "" (no key) has one too.
+func KeyFingerprint(uniqueKey string) string {
+	m := hmac.New(sha256.New, []byte(uniqueKey))
+	m.Write([]byte("roost/id-key-fingerprint/v1"))
+	return hex.EncodeToString(m.Sum(nil)[:8])
+}
+
 // ID identifies one Durable Object: kind(1) | payload(23) | mac(8), printed
 // as 64 lowercase hex digits. The mac ties the ID to its namespace.
 // The zero ID is not valid; IsZero reports it.

@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 
+	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/placement"
 	"github.com/roostdb/roost/proto"
 	"github.com/roostdb/roost/raftstore"
@@ -253,7 +254,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	mcfg.SecretKey = n.cfg.GossipKey
 	mcfg.DeadNodeReclaimTime = deadNodeReclaim(n.cfg.DeadNodeGrace)
 	mcfg.Meta = placement.NodeMeta{GRPCAddr: c.advGRPC, HTTPAddr: advertised(n.appLn.Addr(), n.cfg.Advertise), AdminAddr: advertised(n.adminLn.Addr(), n.cfg.Advertise),
-		DataID: id.DataID, ClusterID: id.ClusterID, Shards: n.cfg.Shards}
+		DataID: id.DataID, ClusterID: id.ClusterID, Shards: n.cfg.Shards, IDKey: durable.KeyFingerprint(n.cfg.IDKey)}
 	c.gossipMeta = mcfg.Meta
 	mcfg.Logger = n.log
 	if c.members, err = placement.Start(mcfg); err != nil {
@@ -560,7 +561,7 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 			return
 		}
 	}
-	mapMeta := placement.NodeMeta{ClusterID: m.ClusterID, Shards: m.Shards}
+	mapMeta := placement.NodeMeta{ClusterID: m.ClusterID, Shards: m.Shards, IDKey: c.gossipMeta.IDKey}
 	for _, mem := range alive {
 		if ok, _ := mapMeta.Compatible(mem.Meta); !ok {
 			continue // gossip refuses it too; it fails on its own (joinSeeds)

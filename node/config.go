@@ -61,6 +61,16 @@ type Config struct {
 	// Every node of a cluster needs the same token: calls are forwarded
 	// between nodes with the caller's Authorization header.
 	AdminToken string
+	// IDKey, when set, is a secret from which (with each class's name)
+	// the namespaces derive and check their object IDs
+	// (durable.DeriveNamespaceKey's uniqueKey): without it an ID of a
+	// class can be made by anyone who knows the class's name, with it only
+	// by the cluster, so IDFromString refuses IDs it did not make (as
+	// Cloudflare's does). Every node of a cluster needs the same key, and
+	// it is fixed once data exists: with another, every name and ID
+	// reaches other objects (a node refuses a data dir or a peer whose key
+	// differs, by fingerprint). Empty means none; at least 16 bytes.
+	IDKey string
 
 	// Cluster settings (roost node). An empty NodeID means dev mode: every
 	// shard is a single-voter group on this node and the rest is unused.
@@ -178,6 +188,12 @@ func (c Config) Validate() error {
 		// An HTTP header cannot carry it: no call could ever be let in.
 		return bad("the admin token holds a control character (%q at byte %d), which no Authorization header can carry", rune(c.AdminToken[i]), i)
 	}
+	if strings.TrimSpace(c.IDKey) != c.IDKey {
+		return bad("the id key has spaces around it; a secret of spaces, or with them, is a mistake")
+	}
+	if c.IDKey != "" && len(c.IDKey) < minIDKeyLen {
+		return bad("the id key is %d bytes; a secret needs at least %d (roost certs gossip-key makes a random one)", len(c.IDKey), minIDKeyLen)
+	}
 	if c.Shards < 1 || c.Shards > 4096 {
 		return bad("shards must be between 1 and 4096, got %d", c.Shards)
 	}
@@ -261,3 +277,6 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// minIDKeyLen is the shortest Config.IDKey taken.
+const minIDKeyLen = 16

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -169,7 +170,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	} else if _, err := os.Stat(filepath.Join(n.cfg.DataDir, "node.json")); err == nil {
 		return fmt.Errorf("%w: %s belongs to a cluster node; roost dev needs a data dir of its own", ErrDataDirMismatch, n.cfg.DataDir)
 	}
-	if err := checkLayout(n.cfg.DataDir, n.cfg.Shards); err != nil {
+	if err := checkLayout(n.cfg.DataDir, layout{Shards: n.cfg.Shards, IDKey: durable.KeyFingerprint(n.cfg.IDKey)}); err != nil {
 		return err
 	}
 	store, err := raftstore.Open(filepath.Join(n.cfg.DataDir, "pebble"), raftstore.Options{Logger: hclogTo(n.log, hclog.Warn),
@@ -202,10 +203,12 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		instances: make(map[[32]byte]*instance),
 		keys:      make(map[string]*durable.IDKeyring, len(classes)),
 	}
+	nsKeys := make(map[string]durable.NamespaceKey, len(classes))
 	for class := range classes {
-		n.manager.keys[class] = durable.NewIDKeyring(durable.DeriveNamespaceKey(class, ""))
+		nsKeys[class] = durable.DeriveNamespaceKey(class, n.cfg.IDKey)
+		n.manager.keys[class] = durable.NewIDKeyring(nsKeys[class])
 	}
-	n.manager.env = durable.NewEnv(durable.EnvConfig{Bindings: n.cfg.Bindings, KVNamespaces: n.cfg.KVNamespaces, Vars: n.cfg.Vars, Dispatcher: n.manager})
+	n.manager.env = durable.NewEnv(durable.EnvConfig{Bindings: n.cfg.Bindings, KVNamespaces: n.cfg.KVNamespaces, Keys: nsKeys, Vars: n.cfg.Vars, Dispatcher: n.manager})
 	n.manager.runEviction(runCtx, &n.wg)
 
 	if !n.cfg.Cluster() {
@@ -491,17 +494,21 @@ func (n *Node) Env() *durable.Env { return n.manager.env }
 // layout is what a data dir records about itself when first used.
 type layout struct {
 	Shards int `json:"shards"`
+	// IDKey is the fingerprint of Config.IDKey (durable.KeyFingerprint);
+	// a data dir written before it was kept had none, which is the
+	// fingerprint of no key.
+	IDKey string `json:"id_key,omitempty"`
 }
 
 // ErrDataDirMismatch: the data dir was created with settings that cannot change.
 var ErrDataDirMismatch = errors.New("data dir does not match the configuration")
 
 // checkLayout fixes the shard count on first use and refuses to change it later.
-func checkLayout(dir string, shards int) error {
+func checkLayout(dir string, want layout) error {
 	path := filepath.Join(dir, "layout.json")
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		b, _ = json.Marshal(layout{Shards: shards})
+		b, _ = json.Marshal(want)
 		// Synced, file and directory: Pebble syncs what it writes, and a
 		// power cut must not leave the data without the file that says
 		// how to read it.
@@ -517,8 +524,19 @@ func checkLayout(dir string, shards int) error {
 	if err := json.Unmarshal(b, &l); err != nil {
 		return fmt.Errorf("%w: %s is corrupt: %v", ErrDataDirMismatch, path, err)
 	}
-	if l.Shards != shards {
-		return fmt.Errorf("%w: %s was created with %d shards; the shard count is fixed once data exists (asked for %d)", ErrDataDirMismatch, dir, l.Shards, shards)
+	if l.Shards != want.Shards {
+		return fmt.Errorf("%w: %s was created with %d shards; the shard count is fixed once data exists (asked for %d)", ErrDataDirMismatch, dir, l.Shards, want.Shards)
+	}
+	if got := cmp.Or(l.IDKey, durable.KeyFingerprint("")); got != want.IDKey {
+		return fmt.Errorf("%w: %s was created with another id key (fingerprint %s; this node's: %s): every object name and ID would reach other objects than its data holds; start with the key it was created with", ErrDataDirMismatch, dir, describeKey(got), describeKey(want.IDKey))
 	}
 	return nil
+}
+
+// describeKey is an id key's fingerprint as messages show it.
+func describeKey(fingerprint string) string {
+	if fingerprint == durable.KeyFingerprint("") {
+		return fingerprint + ", no key"
+	}
+	return fingerprint
 }

@@ -204,6 +204,17 @@ func testApp() *durable.App {
 // startNode starts a node on loopback ports with its data in dir.
 func startNode(t testing.TB, dir string, tweak func(*Config, *Node)) *Node {
 	t.Helper()
+	n, err := tryStartNode(t, dir, tweak)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// tryStartNode is startNode returning Start's error (the node is not
+// started then).
+func tryStartNode(t testing.TB, dir string, tweak func(*Config, *Node)) (*Node, error) {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = dir
 	cfg.HTTPAddr = "127.0.0.1:0"
@@ -219,10 +230,7 @@ func startNode(t testing.TB, dir string, tweak func(*Config, *Node)) *Node {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := n.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return n, n.Start(ctx)
 }
 
 func closeNode(t testing.TB, n *Node) {
@@ -855,5 +863,53 @@ func TestRaftLogLevels(t *testing.T) {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("hclog's lines logged as %q, want %q", b.String(), want)
 		}
+	}
+}
+
+// With an id key, IDs are the node's alone: one made with the public
+// derivation (the class name and no key), which anyone can compute, is
+// refused as of another namespace, while the node's own work. The key is
+// fixed with the data: the data dir refuses to start without it, or with
+// another, and with it the objects are where they were.
+func TestIDKey(t *testing.T) {
+	dir := t.TempDir()
+	const key = "a-long-secret-of-this-test"
+	withKey := func(k string) func(*Config, *Node) { return func(c *Config, _ *Node) { c.IDKey = k } }
+	n := startNode(t, dir, withKey(key))
+	forged := durable.NewUniqueID(durable.DeriveNamespaceKey("Counter", ""))
+	if code, body := get(t, n, "/increment", url.Values{"ns": {"COUNTER"}, "id": {forged.String()}}); code != 400 {
+		t.Fatalf("an ID made without the key: %d %q, want 400", code, body)
+	}
+	counter, _ := n.Env().Namespace("COUNTER")
+	own := counter.NewUniqueID().String()
+	for _, q := range []url.Values{counterParams("K"), {"ns": {"COUNTER"}, "id": {own}}} {
+		if code, body := get(t, n, "/increment", q); code != 200 || body != "1" {
+			t.Fatalf("increment %v: %d %q", q, code, body)
+		}
+	}
+	closeNode(t, n)
+	for _, other := range []string{"", "another-long-secret-key"} {
+		_, err := tryStartNode(t, dir, withKey(other))
+		if !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "another id key") || strings.Contains(err.Error(), key) {
+			t.Fatalf("start with id key %q: %v, want ErrDataDirMismatch naming fingerprints, not the key", other, err)
+		}
+	}
+	n = startNode(t, dir, withKey(key))
+	defer closeNode(t, n)
+	for _, q := range []url.Values{counterParams("K"), {"ns": {"COUNTER"}, "id": {own}}} {
+		if code, body := get(t, n, "/increment", q); code != 200 || body != "2" {
+			t.Fatalf("increment %v after the restart: %d %q, want 2", q, code, body)
+		}
+	}
+}
+
+// A data dir made without an id key (as every one was before there was
+// one) refuses a key: its objects were placed by the public derivation.
+func TestIDKeyRefusedOnDataMadeWithoutOne(t *testing.T) {
+	dir := t.TempDir()
+	closeNode(t, startNode(t, dir, nil))
+	_, err := tryStartNode(t, dir, func(c *Config, _ *Node) { c.IDKey = "a-long-secret-of-this-test" })
+	if !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "no key") {
+		t.Fatalf("a key on data made without one: %v, want ErrDataDirMismatch saying it had no key", err)
 	}
 }

@@ -26,20 +26,26 @@ type NodeMeta struct {
 	ClusterID string `json:"c,omitempty"`
 	// Shards is the node's shard count (0: not said, an older node).
 	Shards int `json:"s,omitempty"`
+	// IDKey is the fingerprint of the key the node derives object IDs
+	// with (durable.KeyFingerprint; "": not said, an older node).
+	IDKey string `json:"k,omitempty"`
 }
 
 // Compatible reports, with the reason, whether a node gossiping peer can
-// be in one cluster with the node gossiping m: the same cluster ID and
-// the same shard count, where both say. A node routing by another shard
+// be in one cluster with the node gossiping m: the same cluster ID, the
+// same shard count and the same id key, where both say. A node routing by another shard
 // count would put objects in other shards than its peers do (two live
 // instances of one object); one of another cluster would mix the two
-// clusters' Raft logs.
+// clusters' Raft logs; one with another id key would make and accept other
+// IDs, so a name would reach two objects.
 func (m NodeMeta) Compatible(peer NodeMeta) (bool, string) {
 	switch {
 	case m.ClusterID != "" && peer.ClusterID != "" && m.ClusterID != peer.ClusterID:
 		return false, fmt.Sprintf("it belongs to cluster %s, this node to cluster %s", peer.ClusterID, m.ClusterID)
 	case m.Shards != 0 && peer.Shards != 0 && m.Shards != peer.Shards:
 		return false, fmt.Sprintf("it has %d shards, this node %d (the count is fixed when a cluster forms)", peer.Shards, m.Shards)
+	case m.IDKey != "" && peer.IDKey != "" && m.IDKey != peer.IDKey:
+		return false, fmt.Sprintf("it derives object IDs with another id key (fingerprint %s, this node's %s; every node of a cluster needs the same)", peer.IDKey, m.IDKey)
 	}
 	return true, ""
 }
@@ -59,6 +65,9 @@ func (m NodeMeta) Validate() error {
 	}
 	if len(m.ClusterID) > maxDataIDLen {
 		return fmt.Errorf("cluster ID is %d bytes, more than %d", len(m.ClusterID), maxDataIDLen)
+	}
+	if len(m.IDKey) > maxDataIDLen {
+		return fmt.Errorf("id key fingerprint is %d bytes, more than %d", len(m.IDKey), maxDataIDLen)
 	}
 	if m.Shards < 0 {
 		return fmt.Errorf("shard count %d is negative", m.Shards)
