@@ -891,8 +891,16 @@ func TestAdminCluster(t *testing.T) {
 			}
 		}
 		waitRemovedReason("the removed node")
-		if _, why := c.nodes[vi].cluster.ready(); c.metaLeader().cfg.NodeID != victim && !strings.HasSuffix(why, "; stop it") {
-			t.Errorf("the removed node, out of the meta group, says %q: want it told to stop", why)
+		// Out of the meta group (not told so: it stops hearing from
+		// the meta leader), it is told to stop.
+		for deadline := time.Now().Add(removedVoterContact + 10*time.Second); c.metaLeader().cfg.NodeID != victim; time.Sleep(200 * time.Millisecond) {
+			_, why := c.nodes[vi].cluster.ready()
+			if strings.HasSuffix(why, "; stop it") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the removed node, out of the meta group, says %q: want it told to stop", why)
+			}
 		}
 		c.stop(vi)
 		c.start(vi)

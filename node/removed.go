@@ -94,13 +94,20 @@ func (c *cluster) checkRemoval(ctx context.Context, clusterID string) bool {
 // stop it, or, while the meta group still counts it as a voter (its
 // leader takes it out only once the other voters alive make a quorum
 // without it), keep it running until it does not — stopping it then may
-// cost the meta group its quorum.
+// cost the meta group its quorum. A voter taken out is not told (the
+// configuration that leaves it out is not sent to it), so its own
+// configuration counts only while it leads the group or hears from its
+// leader.
 func (c *cluster) removedAdvice() string {
 	c.mu.Lock()
 	meta := c.meta
 	c.mu.Unlock()
-	if meta != nil {
-		if f := meta.Raft().GetConfiguration(); f.Error() == nil {
+	if meta == nil {
+		return "; stop it"
+	}
+	r := meta.Raft()
+	if r.State() == raft.Leader || time.Since(r.LastContact()) < removedVoterContact {
+		if f := r.GetConfiguration(); f.Error() == nil {
 			for _, s := range f.Configuration().Servers {
 				if s.ID == raft.ServerID(c.self) && s.Suffrage == raft.Voter {
 					return "; it is still a voter of the meta group, which takes it out once the other voters alive make a quorum without it: keep it running until 'roost members' no longer shows it as a voter (stopping it now may cost the meta group its quorum), then stop it"
@@ -110,3 +117,8 @@ func (c *cluster) removedAdvice() string {
 	}
 	return "; stop it"
 }
+
+// removedVoterContact is how recently a removed node must have heard from
+// the meta leader for its own configuration to say whether it is still a
+// voter: an idle meta leader contacts its voters every 3-6 s.
+const removedVoterContact = 10 * time.Second
