@@ -921,53 +921,51 @@ func TestDrainWaitJSON(t *testing.T) {
 // message says how to follow it. Before, the command failed saying
 // "retry", and the drain ran all the same.
 func TestDrainWaitFollowsADrainThatMayHaveStarted(t *testing.T) {
-	fastPolls(t)
-	op := &fakeOperation{kind: "drain", node: "n3", total: 2, end: opDone}
-	routes := op.routes("GET /v1/status")
 	const maybe = `{"error":"the meta group's leadership moved while recording drain op-9: it may have been recorded, and then the new meta leader carries it on; 'roost operation op-9 --wait' follows it (if the cluster does not know it, it was not recorded: start it again)","operation":"op-9"}`
-	routes["POST /v1/nodes/n3/drain"] = canned(503, maybe)
+	srv, _ := drainWaitFollows(t, canned(503, maybe), 2,
+		"it may have been recorded, and then the new meta leader carries it on; 'roost operation op-9 --wait' follows it (if the cluster does not know it, it was not recorded: start it again); following it\n")
+	code, _, stderr := runAdmin(t, nil, "drain", "n3", "--addr", srv.addr())
+	if code != exitFailure || !strings.Contains(stderr, "'roost operation op-9 --wait' follows it") {
+		t.Errorf("drain n3 without --wait: exit %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// drainWaitFollows runs 'drain n3 --wait' against a fake admin API whose
+// drain call answers start, and whose operation op-9 (a drain of n3 of
+// total moves) runs to its end; it checks that the command said note on
+// stderr and reported the drain done, and returns the fake and its drain.
+func drainWaitFollows(t *testing.T, start http.HandlerFunc, total int, note string) (*fakeAdmin, *fakeOperation) {
+	t.Helper()
+	fastPolls(t)
+	op := &fakeOperation{kind: "drain", node: "n3", total: total, end: opDone}
+	routes := op.routes("GET /v1/status")
+	routes["POST /v1/nodes/n3/drain"] = start
+	routes["POST /v1/nodes/n2/drain"] = start
 	srv := newFakeAdmin(t, routes)
 	code, stdout, stderr := runAdmin(t, nil, "drain", "n3", "--wait", "--addr", srv.addr())
 	if code != exitOK {
 		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
 	}
-	if !strings.Contains(stderr, "it may have been recorded, and then the new meta leader carries it on; 'roost operation op-9 --wait' follows it (if the cluster does not know it, it was not recorded: start it again); following it\n") {
-		t.Errorf("stderr does not say it follows the drain that may have started:\n%s", stderr)
+	if !strings.Contains(stderr, note) {
+		t.Errorf("stderr does not say %q:\n%s", note, stderr)
 	}
-	if want := "Operation op-9 (drain of n3) done: 2/2 moves done (100%).\n"; stdout != want {
+	if want := fmt.Sprintf("Operation op-9 (drain of n3) done: %d/%d moves done (100%%).\n", total, total); stdout != want {
 		t.Errorf("stdout = %q, want %q", stdout, want)
 	}
-	code, _, stderr = runAdmin(t, nil, "drain", "n3", "--addr", srv.addr())
-	if code != exitFailure || !strings.Contains(stderr, "'roost operation op-9 --wait' follows it") {
-		t.Errorf("drain n3 without --wait: exit %d, stderr:\n%s", code, stderr)
-	}
+	return srv, op
 }
 
 // A drain --wait run again while its drain runs (the first --wait was
 // interrupted) follows the running drain; another operation running is
 // still a refusal.
 func TestDrainWaitFollowsTheSameRunningDrain(t *testing.T) {
-	fastPolls(t)
-	op := &fakeOperation{kind: "drain", node: "n3", total: 3, end: opDone}
-	routes := op.routes("GET /v1/status")
-	routes["POST /v1/nodes/n3/drain"] = canned(409, `{"error":"operation op-9 (drain, 0 of 3 moves done) is running; one operation runs at a time"}`)
-	routes["POST /v1/nodes/n2/drain"] = routes["POST /v1/nodes/n3/drain"]
-	srv := newFakeAdmin(t, routes)
-	code, stdout, stderr := runAdmin(t, nil, "drain", "n3", "--wait", "--addr", srv.addr())
-	if code != exitOK {
-		t.Fatalf("exit %d; stderr:\n%s", code, stderr)
-	}
-	if !strings.Contains(stderr, "roost: operation op-9 (drain of n3) is already running; following it\n") {
-		t.Errorf("stderr does not say it follows the running drain:\n%s", stderr)
-	}
-	if want := "Operation op-9 (drain of n3) done: 3/3 moves done (100%).\n"; stdout != want {
-		t.Errorf("stdout = %q, want %q", stdout, want)
-	}
+	srv, op := drainWaitFollows(t, canned(409, `{"error":"operation op-9 (drain, 0 of 3 moves done) is running; one operation runs at a time"}`), 3,
+		"roost: operation op-9 (drain of n3) is already running; following it\n")
 
 	op.mu.Lock()
 	op.done = 0
 	op.mu.Unlock()
-	code, _, stderr = runAdmin(t, nil, "drain", "n2", "--wait", "--addr", srv.addr())
+	code, _, stderr := runAdmin(t, nil, "drain", "n2", "--wait", "--addr", srv.addr())
 	if code != exitFailure || !strings.Contains(stderr, "is running; one operation runs at a time") {
 		t.Errorf("drain n2 --wait while a drain of n3 runs: exit %d, stderr:\n%s", code, stderr)
 	}
