@@ -303,6 +303,9 @@ func (a *admin) move(w http.ResponseWriter, r *http.Request) error {
 			return r.Context().Err()
 		}
 	}
+	if why := lostQuorum(s, c.aliveIDs()); view.Leader == "" && why != "" {
+		return errorf(http.StatusConflict, "shard %d has no leader and cannot elect one: %s; a replica change needs a leader, so retry once they are back", sid, why)
+	}
 	if err := moveRefusal(view, s.Replicas, from, to, c.aliveIDs()[to]); err != nil {
 		return err
 	}
@@ -455,6 +458,9 @@ func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 			return a.forward(w, r, placement.NodeID(view.Leader), fmt.Sprintf("leader of shard %d", sid))
 		}
 		if time.Now().After(deadline) {
+			if why := c.quorumLost(int(sid)); why != "" {
+				return errorf(http.StatusServiceUnavailable, "shard %d has no leader and cannot elect one: %s; retry once they are back", sid, why)
+			}
 			return errorf(http.StatusServiceUnavailable, "shard %d has no leader right now; retry once it has elected one", sid)
 		}
 		if !sleepCtx(r.Context(), 50*time.Millisecond) {
@@ -493,11 +499,11 @@ func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 		others := slices.DeleteFunc(slices.Clone(voters), func(id string) bool {
 			return id == string(to) || id == string(c.self) || !alive[placement.NodeID(id)]
 		})
-		instead := "no other voter of it is up"
+		instead := "no other voter of it is up: retry once it is back"
 		if len(others) > 0 {
-			instead = "pick another voter (" + strings.Join(others, ", ") + ")"
+			instead = "pick another voter (" + strings.Join(others, ", ") + ") or retry once it is back"
 		}
-		return errorf(http.StatusConflict, "%s is down or unreachable from %s, the leader of shard %d: it cannot take the leadership; %s or retry once it is back", to, c.self, sid, instead)
+		return errorf(http.StatusConflict, "%s is down or unreachable from %s, the leader of shard %d: it cannot take the leadership; %s", to, c.self, sid, instead)
 	}
 	// Watch the leaders this replica learns of: the leader balancer may
 	// hand the shard on soon after the target took over, and the transfer

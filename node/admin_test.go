@@ -943,6 +943,36 @@ func TestTransferLeaderToADownVoter(t *testing.T) {
 	}
 }
 
+// A transfer of a shard that has lost its quorum says so, naming the
+// replicas down, rather than "retry once it has elected one", which it
+// cannot do.
+func TestTransferLeaderOfAShardWithoutQuorum(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 2, &turnRegistry{active: map[string]string{}})
+	c.waitConverged(0, 30*time.Second)
+	c.stop(1)
+	c.stop(2)
+	// Until gossip sees them gone and raft steps the cut-off leader
+	// down (its lease), the shard still has a leader here.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		seen := c.nodes[0].cluster.aliveIDs()
+		c.nodes[0].cluster.mu.Lock()
+		ls := c.nodes[0].cluster.groups[0]
+		c.nodes[0].cluster.mu.Unlock()
+		if !seen[placement.NodeID(c.cfgs[1].NodeID)] && !seen[placement.NodeID(c.cfgs[2].NodeID)] && (ls == nil || ls.group.Raft().State() != raft.Leader) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("after 30 s n1 still sees a stopped node alive, or leads shard 0")
+		}
+	}
+	var e apiErrorJSON
+	code := c.admin(0, "POST", "/v1/shards/0/transfer-leader", map[string]string{"to": c.cfgs[1].NodeID}, &e)
+	if code != http.StatusServiceUnavailable || !strings.Contains(e.Error, "cannot elect one: it has lost its quorum: 2 of its 3 replicas are down") {
+		t.Fatalf("transfer of a shard without quorum: %d %q, want 503 saying it lost its quorum", code, e.Error)
+	}
+}
+
 // A malformed call is 400 whether or not there is a meta leader (or a
 // shard leader) to carry it out: on a node whose cluster has not formed,
 // it was 503 "retry", which could never succeed.
