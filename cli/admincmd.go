@@ -60,9 +60,10 @@ func (e adminEnv) newStatusCommand() *cobra.Command {
 		Use:   "status",
 		Short: "Show the cluster as one node sees it",
 		Long: `Show the cluster as the node at --addr sees it: its id, the cluster's id, whether
-it is ready to serve (and why not), the meta group's leader, the version of
-the cluster map, how many nodes, shards and replicas there are, and the
-rebalance, drain or heal that is running, if any.
+it is ready to serve (and why not), the meta group's leader ("none" while it
+has none this node can reach, or leads without a quorum), the version of the
+cluster map, how many nodes and shards there are, how many replicas each
+shard keeps, and the rebalance, drain or heal that is running, if any.
 
 'roost dev' answers this command and 'roost kv' too; the other operator
 commands need a cluster.` + adminConnectHelp,
@@ -114,7 +115,7 @@ func writeStatusTable(w io.Writer, st apiStatus) {
 		{"cluster", st.ClusterID},
 		{"mode", st.Mode},
 		{"ready", ready},
-		{"meta leader", st.MetaLeader},
+		{"meta leader", metaLeaderCell(st)},
 		{"map version", st.MapVersion.String()},
 		{"nodes", st.Nodes.count()},
 		{"shards", st.Shards.count()},
@@ -124,6 +125,15 @@ func writeStatusTable(w io.Writer, st apiStatus) {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], cell(r[1]))
 	}
 	tw.Flush()
+}
+
+// metaLeaderCell is status's meta leader: "none" for a cluster node that
+// knows of none it can reach, blank in dev mode (no meta group).
+func metaLeaderCell(st apiStatus) string {
+	if st.Mode == "cluster" {
+		return cmp.Or(st.MetaLeader, "none")
+	}
+	return st.MetaLeader
 }
 
 // describeOperation is an operation on one line, as status shows it.

@@ -455,6 +455,30 @@ func (c *cluster) metaLeaderID() placement.NodeID {
 	return placement.NodeID(id)
 }
 
+// liveMetaLeaderID is metaLeaderID as status shows it: "" while this node
+// leads the meta group without a quorum of its voters reachable, or
+// follows a leader that is not alive to it (raftstore liveness) — raft
+// keeps naming a leader for its lease, seconds after the group lost it.
+func (c *cluster) liveMetaLeaderID() placement.NodeID {
+	c.mu.Lock()
+	g := c.meta
+	c.mu.Unlock()
+	if g == nil {
+		return ""
+	}
+	if g.Raft().State() == raft.Leader {
+		if ok, err := g.QuorumReachable(); err != nil || !ok {
+			return ""
+		}
+		return c.self
+	}
+	if _, alive := g.LiveLeader(); !alive {
+		return ""
+	}
+	_, id := g.Raft().LeaderWithID()
+	return placement.NodeID(id)
+}
+
 // leaderGrace is how long a call waits for a leader (of the meta group,
 // or of a shard) to be elected before it answers 503: an election takes
 // about a second, and a caller should not have to retry through one.
@@ -636,7 +660,7 @@ func (a *admin) status(w http.ResponseWriter, r *http.Request) error {
 	}
 	c := n.cluster
 	m := c.metaFSM.Map()
-	st := statusJSON{NodeID: n.cfg.NodeID, ClusterID: m.ClusterID, Mode: "cluster", MetaLeader: string(c.metaLeaderID()),
+	st := statusJSON{NodeID: n.cfg.NodeID, ClusterID: m.ClusterID, Mode: "cluster", MetaLeader: string(c.liveMetaLeaderID()),
 		MapVersion: m.Version, Shards: m.Shards, Replicas: m.Replicas}
 	if !m.Bootstrapped() {
 		st.Shards, st.Replicas = n.cfg.Shards, n.cfg.Replicas

@@ -943,6 +943,35 @@ func TestTransferLeaderToADownVoter(t *testing.T) {
 	}
 }
 
+// Status names no meta leader once the meta leader cannot reach a quorum
+// of its voters: raft keeps it leader for its lease (10 s), and status
+// named it all that while.
+func TestStatusNamesNoMetaLeaderWithoutQuorum(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 2, &turnRegistry{active: map[string]string{}})
+	c.waitMetaVoters(3, 60*time.Second)
+	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	var st statusJSON
+	if code := c.admin(li, "GET", "/v1/status", nil, &st); code != 200 || st.MetaLeader != c.cfgs[li].NodeID {
+		t.Fatalf("status of the meta leader: %d %+v", code, st)
+	}
+	stopped := time.Now()
+	for i := range 3 {
+		if i != li {
+			c.stop(i)
+		}
+	}
+	for deadline := stopped.Add(8 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if code := c.admin(li, "GET", "/v1/status", nil, &st); code == 200 && st.MetaLeader == "" {
+			t.Logf("no meta leader shown %s after the others stopped", time.Since(stopped).Round(100*time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("8 s after the other two stopped, status still names meta leader %q", st.MetaLeader)
+		}
+	}
+}
+
 // A transfer of a shard that has lost its quorum says so, naming the
 // replicas down, rather than "retry once it has elected one", which it
 // cannot do.
