@@ -161,8 +161,11 @@ func (in *instance) markTurn(ctx context.Context) (context.Context, *turnMark) {
 }
 
 // beginAwait opens the gate for a fetch unless it is open already, and
-// reports false if the turn has ended (the fetch then touches no gate).
-func (t *turnMark) beginAwait() bool {
+// reports false if the turn has ended, or holds the gate and keepShut says
+// it must stay shut (a transaction or BlockConcurrencyWhile of the
+// turn's): the fetch then touches no gate. While the turn has let the gate
+// go, a transaction open is another turn's, and does not count.
+func (t *turnMark) beginAwait(keepShut func() bool) bool {
 	t.mu.Lock()
 	for t.retaking { // a fetch that answered is taking the gate back: open it after
 		r := t.resumed
@@ -171,7 +174,7 @@ func (t *turnMark) beginAwait() bool {
 		t.mu.Lock()
 	}
 	defer t.mu.Unlock()
-	if t.ended {
+	if t.ended || !t.open && keepShut() {
 		return false
 	}
 	t.inFlight++
@@ -528,7 +531,8 @@ type instanceDispatcher struct{ in *instance }
 func (d instanceDispatcher) Fetch(ctx context.Context, class string, id durable.ID, req *http.Request) (*http.Response, error) {
 	in := d.in
 	mark, _ := ctx.Value(turnKey{}).(*turnMark)
-	if mark == nil || mark.inst != in || in.blockDepth.Load() > 0 || in.storage.transactionOpen() || !mark.beginAwait() {
+	keepShut := func() bool { return in.blockDepth.Load() > 0 || in.storage.transactionOpen() }
+	if mark == nil || mark.inst != in || !mark.beginAwait(keepShut) {
 		return in.m.Fetch(ctx, class, id, req)
 	}
 	defer mark.endAwait()

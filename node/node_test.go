@@ -138,6 +138,33 @@ func testPingPong(state *durable.State, env *durable.Env) durable.Object {
 			}
 			wg.Wait()
 			fmt.Fprint(w, "fanned")
+		case "/stagger": // one goroutine awaits a slow fetch; another, later, a quick one, then adds 1 to "n"
+			var wg sync.WaitGroup
+			wg.Go(func() { call(r, ns.IDFromName("slow"), "/sleep?d=400ms") })
+			wg.Go(func() {
+				time.Sleep(150 * time.Millisecond)
+				call(r, ns.IDFromName("quick"), "/sleep?d=1ms")
+				n, _, _ := durable.GetJSON[int](state.Storage, "n")
+				durable.PutJSON(state.Storage, "n", n+1)
+			})
+			wg.Wait()
+			fmt.Fprint(w, "staggered")
+		case "/txnrmw": // adds 1 to "n" in a transaction that awaits a 400 ms fetch between its read and its write
+			err := state.Storage.Transaction(func(tx durable.Txn) error {
+				n, _, err := durable.GetJSON[int](tx, "n")
+				if err != nil {
+					return err
+				}
+				if _, err := call(r, ns.IDFromName("B"), "/sleep?d=400ms"); err != nil {
+					return err
+				}
+				return durable.PutJSON(tx, "n", n+1)
+			})
+			if err != nil {
+				durable.WriteError(w, err)
+				return
+			}
+			fmt.Fprint(w, "committed")
 		case "/abandon": // returns while a fetch it started is still in flight
 			go call(r, ns.IDFromName("B"), "/sleep?d=100ms")
 			time.Sleep(10 * time.Millisecond)
@@ -400,6 +427,34 @@ func TestFetchWithAnEndedTurnsContext(t *testing.T) {
 	const k = 60
 	if got := rmwCount(t, n, k, func() {}); got != k {
 		t.Fatalf("%d read-modify-writes after a late fetch left n = %d: turns ran side by side", k, got)
+	}
+}
+
+// A turn whose gate is open for its fetches (a fan-out) treats another
+// turn's transaction, which came in meanwhile and awaits a fetch of its
+// own, as that turn's: a fetch it starts then still waits for the others
+// before it returns. Before, the transaction (object-wide) made the fetch
+// skip the gate's bookkeeping and return at once, and the code after it
+// ran inside the transaction: one of two increments was lost (QA).
+func TestFanOutBesideAnotherTurnsTransaction(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	pp := url.Values{"ns": {"PINGPONG"}, "name": {"A"}}
+	done := make(chan string, 1)
+	go func() {
+		_, body := get(t, n, "/stagger", pp)
+		done <- body
+	}()
+	time.Sleep(50 * time.Millisecond) // the slow fetch is in flight: the gate is open
+	if code, body := get(t, n, "/txnrmw", pp); code != 200 {
+		t.Fatalf("txnrmw: %d %q", code, body)
+	}
+	if body := <-done; body != "staggered" {
+		t.Fatalf("stagger: %q", body)
+	}
+	q := url.Values{"ns": {"PINGPONG"}, "name": {"A"}, "peek": {"1"}}
+	if _, body := get(t, n, "/rmw", q); body != "2" {
+		t.Fatalf("two increments, one in a transaction beside a fan-out, left n = %s", body)
 	}
 }
 
