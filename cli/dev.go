@@ -44,7 +44,7 @@ The id key ([runtime] id_key or ROOST_ID_KEY, at least 16 bytes; no flag, so
 that it stays out of process listings) is a secret from which object IDs are
 derived: with it, IDFromString refuses IDs made outside the node, as
 Cloudflare's does; without it anyone who knows a class's name can make IDs
-of it. It is fixed once the data directory holds data: with another key
+of it. It is fixed once the data directory has been used: with another key
 every name and ID would reach other objects, so the node refuses to start. A cluster node's settings, in the
 file or its variables (ROOST_JOIN, ROOST_GOSSIP_KEY, ...), are ignored with a
 notice. A ROOST_* variable no command reads stops it with an error naming the

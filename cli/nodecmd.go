@@ -182,8 +182,8 @@ Object IDs: set [runtime] id_key or ROOST_ID_KEY (a secret of at least 16
 bytes, the same on every node; no flag) and object IDs are derived from it
 with the class's name, so IDFromString refuses IDs made outside the cluster,
 as Cloudflare's does; without it anyone who knows a class's name can make
-IDs of it. It is fixed once the data directory holds data (with another key
-every name and ID would reach other objects, so the node refuses to start),
+IDs of it. It is fixed once the data directory has been used (with another
+key every name and ID would reach other objects, so the node refuses to start),
 and a node with another key cannot join.
 
 The app listener serves only the Worker, for objects on any node. The admin

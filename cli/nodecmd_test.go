@@ -494,6 +494,8 @@ func TestStartHints(t *testing.T) {
 		{"node, data dir locked", nodeHints, fmt.Errorf("opening storage: %w", syscall.EWOULDBLOCK), "give every node its own with --data-dir"},
 		{"dev, port in use", devHints, inUse, "is another roost dev running?"},
 		{"dev, data dir of a cluster node", devHints, fmt.Errorf("%w: d1 belongs to a cluster node; roost dev needs a data dir of its own", node.ErrDataDirMismatch), "give roost dev a data dir of its own with --data-dir"},
+		{"node, another id key", nodeHints, fmt.Errorf("%w: joining the cluster through [a:1]: it derives object IDs with another id key", node.ErrIDKeyMismatch), "set [runtime] id_key or ROOST_ID_KEY to the key"},
+		{"dev, another id key", devHints, fmt.Errorf("%w: d1 was created with another id key", node.ErrIDKeyMismatch), "set [runtime] id_key or ROOST_ID_KEY to the key"},
 		{"no hint", nodeHints, errors.New("disk full"), ""},
 	}
 	for _, tt := range tests {

@@ -420,6 +420,10 @@ func (s *server) bindingList(cfg node.Config) string {
 }
 
 // hints are the likely fixes for the start failures people actually hit.
+// idKeyHint is the fix for an id key that does not match, for dev and
+// node alike.
+const idKeyHint = "set [runtime] id_key or " + idKeyEnv + " to the key the data dir was created with, the same on every node of a cluster"
+
 type hints struct {
 	addrInUse, dataDir, dirLocked string
 }
@@ -429,6 +433,8 @@ func (h hints) of(err error) string {
 	case errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use"):
 		// Some listeners (gossip) report the error as text only.
 		return " (" + h.addrInUse + ")"
+	case errors.Is(err, node.ErrIDKeyMismatch):
+		return " (" + idKeyHint + ")"
 	case errors.Is(err, node.ErrDataDirMismatch):
 		return " (" + h.dataDir + ")"
 	case errors.Is(err, syscall.EWOULDBLOCK): // the data dir's lock is held

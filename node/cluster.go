@@ -409,6 +409,10 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 			c.joinErr.Store(nil)
 			return true
 		}
+		if errors.Is(err, placement.ErrOtherIDKey) {
+			c.refuseFirstStart(must, fmt.Errorf("%w: joining the cluster through %v: %w", ErrIDKeyMismatch, c.n.cfg.Join, err))
+			return false
+		}
 		if errors.Is(err, placement.ErrOtherCluster) {
 			c.refuseFirstStart(must, fmt.Errorf("%w: joining the cluster through %v: %w (give this node the cluster's --shards and an empty data dir, or --join a node of its own cluster)",
 				ErrDataDirMismatch, c.n.cfg.Join, err))

@@ -219,19 +219,22 @@ func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 		name, id    string
 		shards      int
 		clusterID   string // written into the data dir before the start
+		idKey       string
 		wantErr     error
 		wantInError string
 	}{
-		{"another shard count", "n4", 8, "", placement.ErrOtherCluster, "has 4 shards, this node 8"},
-		{"another cluster's data dir", "n5", 4, "feedfacefeedface", placement.ErrOtherCluster, "this node to cluster feedfacefeedface"},
+		{"another shard count", "n4", 8, "", "", placement.ErrOtherCluster, "has 4 shards, this node 8"},
+		{"another cluster's data dir", "n5", 4, "feedfacefeedface", "", placement.ErrOtherCluster, "this node to cluster feedfacefeedface"},
+		// Its error is the key's, not the data dir's (which is new).
+		{"another id key", "n6", 4, "", "a-key-the-cluster-has-not", ErrIDKeyMismatch, "derives object IDs with another id key"},
 		// Not another cluster, but refused at the join too.
-		{"a live member's id", "n2", 4, "", placement.ErrDuplicateNodeID, "is left as it was"},
+		{"a live member's id", "n2", 4, "", "", placement.ErrDuplicateNodeID, "is left as it was"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultClusterConfig(tt.id)
 			cfg.DataDir = filepath.Join(t.TempDir(), "data") // absent: Start makes it
 			cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
-			cfg.Shards, cfg.Logger = tt.shards, quietLogger
+			cfg.Shards, cfg.Logger, cfg.IDKey = tt.shards, quietLogger, tt.idKey
 			cfg.Join = []string{tc.cfgs[0].GossipAddr}
 			if tt.clusterID != "" {
 				if err := os.Mkdir(cfg.DataDir, 0o755); err != nil {
@@ -251,7 +254,7 @@ func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 			}
 			select {
 			case err := <-nd.Failed():
-				if !errors.Is(err, tt.wantErr) || tt.wantErr == placement.ErrOtherCluster && !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), tt.wantInError) {
+				if !errors.Is(err, tt.wantErr) || (tt.wantErr == placement.ErrOtherCluster) != errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), tt.wantInError) {
 					t.Fatalf("%s failed with %v", tt.id, err)
 				}
 			case <-time.After(30 * time.Second):

@@ -503,6 +503,10 @@ type layout struct {
 // ErrDataDirMismatch: the data dir was created with settings that cannot change.
 var ErrDataDirMismatch = errors.New("data dir does not match the configuration")
 
+// ErrIDKeyMismatch: the node's id key (Config.IDKey) is not the one its
+// data dir was created with, or its cluster's.
+var ErrIDKeyMismatch = errors.New("id key does not match")
+
 // checkLayout fixes the shard count on first use and refuses to change it later.
 func checkLayout(dir string, want layout) error {
 	path := filepath.Join(dir, "layout.json")
@@ -528,7 +532,7 @@ func checkLayout(dir string, want layout) error {
 		return fmt.Errorf("%w: %s was created with %d shards; the shard count is fixed once data exists (asked for %d)", ErrDataDirMismatch, dir, l.Shards, want.Shards)
 	}
 	if got := cmp.Or(l.IDKey, durable.KeyFingerprint("")); got != want.IDKey {
-		return fmt.Errorf("%w: %s was created with another id key (fingerprint %s; this node's: %s): every object name and ID would reach other objects than its data holds; start with the key it was created with", ErrDataDirMismatch, dir, describeKey(got), describeKey(want.IDKey))
+		return fmt.Errorf("%w: %s was created with another id key (fingerprint %s; this node's: %s): every object name and ID would reach other objects than its data holds; start with the key it was created with", ErrIDKeyMismatch, dir, describeKey(got), describeKey(want.IDKey))
 	}
 	return nil
 }

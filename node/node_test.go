@@ -945,7 +945,7 @@ func TestIDKey(t *testing.T) {
 	closeNode(t, n)
 	for _, other := range []string{"", "another-long-secret-key"} {
 		_, err := tryStartNode(t, dir, withKey(other))
-		if !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "another id key") || strings.Contains(err.Error(), key) {
+		if !errors.Is(err, ErrIDKeyMismatch) || !strings.Contains(err.Error(), "another id key") || strings.Contains(err.Error(), key) {
 			t.Fatalf("start with id key %q: %v, want ErrDataDirMismatch naming fingerprints, not the key", other, err)
 		}
 	}
@@ -964,7 +964,7 @@ func TestIDKeyRefusedOnDataMadeWithoutOne(t *testing.T) {
 	dir := t.TempDir()
 	closeNode(t, startNode(t, dir, nil))
 	_, err := tryStartNode(t, dir, func(c *Config, _ *Node) { c.IDKey = "a-long-secret-of-this-test" })
-	if !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "no key") {
+	if !errors.Is(err, ErrIDKeyMismatch) || !strings.Contains(err.Error(), "no key") {
 		t.Fatalf("a key on data made without one: %v, want ErrDataDirMismatch saying it had no key", err)
 	}
 }

@@ -48,6 +48,9 @@ var (
 	// ErrOtherCluster: a gossip peer belongs to another cluster, or to one
 	// with another shard count (NodeMeta.Compatible).
 	ErrOtherCluster = errors.New("placement: member of another cluster")
+	// ErrOtherIDKey: a gossip peer derives object IDs with another id key
+	// (NodeMeta.IDKey); an error wrapping it wraps ErrOtherCluster too.
+	ErrOtherIDKey = errors.New("placement: member with another id key")
 	// ErrShutdown: the Membership has been shut down.
 	ErrShutdown = errors.New("placement: membership shut down")
 )

@@ -44,10 +44,16 @@ func (m NodeMeta) Compatible(peer NodeMeta) (bool, string) {
 		return false, fmt.Sprintf("it belongs to cluster %s, this node to cluster %s", peer.ClusterID, m.ClusterID)
 	case m.Shards != 0 && peer.Shards != 0 && m.Shards != peer.Shards:
 		return false, fmt.Sprintf("it has %d shards, this node %d (the count is fixed when a cluster forms)", peer.Shards, m.Shards)
-	case m.IDKey != "" && peer.IDKey != "" && m.IDKey != peer.IDKey:
+	case m.otherIDKey(peer):
 		return false, fmt.Sprintf("it derives object IDs with another id key (fingerprint %s, this node's %s; every node of a cluster needs the same)", peer.IDKey, m.IDKey)
 	}
 	return true, ""
+}
+
+// otherIDKey reports whether m and peer both say their id key and the
+// two differ.
+func (m NodeMeta) otherIDKey(peer NodeMeta) bool {
+	return m.IDKey != "" && peer.IDKey != "" && m.IDKey != peer.IDKey
 }
 
 // Validate checks that every address set is host:port.

@@ -40,6 +40,9 @@ func (d *delegate) incompatible(name, addr string, peer NodeMeta) error {
 	self := d.selfMeta
 	d.metaMu.Unlock()
 	if ok, why := self.Compatible(peer); !ok {
+		if self.otherIDKey(peer) {
+			return fmt.Errorf("%w (%w): member %s at %s cannot be in this node's cluster: %s", ErrOtherCluster, ErrOtherIDKey, name, addr, why)
+		}
 		return fmt.Errorf("%w: member %s at %s cannot be in this node's cluster: %s", ErrOtherCluster, name, addr, why)
 	}
 	return nil
