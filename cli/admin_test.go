@@ -454,9 +454,6 @@ func TestKVCopyLeavesOutAKeyThatExpiresDuringTheCopy(t *testing.T) {
 	}
 }
 
-// Pointed at a port that does not speak HTTP (a node's gossip port closes
-// the connection, its gRPC port answers with HTTP/2 frames), the CLI says
-// to point --addr at the admin listener.
 // rawListener listens on loopback until the test ends and answers each
 // connection's first read with reply, then closes it; it returns its
 // address.
@@ -481,6 +478,9 @@ func rawListener(t *testing.T, reply []byte) string {
 	return ln.Addr().String()
 }
 
+// Pointed at a port that does not speak HTTP (a node's gossip port closes
+// the connection, its gRPC port answers with HTTP/2 frames), the CLI says
+// to point --addr at the admin listener.
 func TestAdminAtANonHTTPPort(t *testing.T) {
 	for _, tt := range []struct {
 		name  string

@@ -744,8 +744,12 @@ func deadTargetsError(toDead []placement.Move) error {
 	}
 	slices.Sort(nodes)
 	slices.Sort(shards)
+	back := "they are"
+	if len(nodes) == 1 {
+		back = "it is"
+	}
 	return fmt.Errorf("did not make %d move(s) (shards %s): they add replicas on %s, which gossip sees down; start the operation again once %s back",
-		len(toDead), shardList(slices.Compact(shards)), joinIDs(nodes), map[bool]string{true: "it is", false: "they are"}[len(nodes) == 1])
+		len(toDead), shardList(slices.Compact(shards)), joinIDs(nodes), back)
 }
 
 // errNoLiveQuorum: a shard's replicas on nodes gossip sees alive are fewer

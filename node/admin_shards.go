@@ -303,8 +303,10 @@ func (a *admin) move(w http.ResponseWriter, r *http.Request) error {
 			return r.Context().Err()
 		}
 	}
-	if why := lostQuorum(s, c.aliveIDs()); view.Leader == "" && why != "" {
-		return errorf(http.StatusConflict, "shard %d has no leader and cannot elect one: %s; a replica change needs a leader, so retry once they are back", sid, why)
+	if view.Leader == "" {
+		if why := lostQuorum(s, c.aliveIDs()); why != "" {
+			return errorf(http.StatusConflict, "shard %d has no leader and cannot elect one: %s; a replica change needs a leader, so retry once they are back", sid, why)
+		}
 	}
 	if err := moveRefusal(view, s.Replicas, from, to, c.aliveIDs()[to]); err != nil {
 		return err

@@ -148,9 +148,8 @@ type turnMark struct {
 	ended    bool
 	// resumed is closed when the turn holds the gate again after it was
 	// opened (or the turn ended), waking the fetches that answered while
-	// others were still in flight; retaking is set meanwhile.
-	resumed  chan struct{}
-	retaking bool
+	// others were still in flight.
+	resumed chan struct{}
 }
 
 // markTurn returns ctx marked as a turn of in, and the mark, whose end the
@@ -160,19 +159,26 @@ func (in *instance) markTurn(ctx context.Context) (context.Context, *turnMark) {
 	return context.WithValue(ctx, turnKey{}, t), t
 }
 
+// lockSettled takes t.mu once no fetch of the turn is taking the gate back
+// (open with none in flight: the last to answer is retaking it), so that
+// the gate is either the turn's or let go for fetches still in flight.
+func (t *turnMark) lockSettled() {
+	t.mu.Lock()
+	for t.open && t.inFlight == 0 && !t.ended {
+		r := t.resumed
+		t.mu.Unlock()
+		<-r
+		t.mu.Lock()
+	}
+}
+
 // beginAwait opens the gate for a fetch unless it is open already, and
 // reports false if the turn has ended, or holds the gate and keepShut says
 // it must stay shut (a transaction or BlockConcurrencyWhile of the
 // turn's): the fetch then touches no gate. While the turn has let the gate
 // go, a transaction open is another turn's, and does not count.
 func (t *turnMark) beginAwait(keepShut func() bool) bool {
-	t.mu.Lock()
-	for t.retaking { // a fetch that answered is taking the gate back: open it after
-		r := t.resumed
-		t.mu.Unlock()
-		<-r
-		t.mu.Lock()
-	}
+	t.lockSettled()
 	defer t.mu.Unlock()
 	if t.ended || !t.open && keepShut() {
 		return false
@@ -198,17 +204,15 @@ func (t *turnMark) endAwait() {
 		t.mu.Unlock()
 		return
 	}
-	resumed := t.resumed
-	if t.inFlight > 0 {
-		t.mu.Unlock()
+	resumed, last := t.resumed, t.inFlight == 0
+	t.mu.Unlock()
+	if !last {
 		<-resumed
 		return
 	}
-	t.retaking = true
-	t.mu.Unlock()
-	t.inst.lockForTurn()
+	_ = t.inst.lock(context.Background()) // cannot fail: no deadline
 	t.mu.Lock()
-	t.open, t.retaking = false, false
+	t.open = false
 	close(resumed)
 	t.mu.Unlock()
 }
@@ -216,13 +220,7 @@ func (t *turnMark) endAwait() {
 // end marks the turn over, taking the gate back if a fetch the turn did
 // not wait for still holds it open: endTurn releases the gate.
 func (t *turnMark) end() {
-	t.mu.Lock()
-	for t.retaking {
-		r := t.resumed
-		t.mu.Unlock()
-		<-r
-		t.mu.Lock()
-	}
+	t.lockSettled()
 	t.ended = true
 	retake := t.open
 	if retake {
@@ -231,14 +229,9 @@ func (t *turnMark) end() {
 	}
 	t.mu.Unlock()
 	if retake {
-		t.inst.lockForTurn()
+		_ = t.inst.lock(context.Background())
 	}
 }
-
-// lockForTurn takes the gate back for a turn that opened it: whatever the
-// turn's context says, it must hold the gate again before it goes on or
-// ends.
-func (in *instance) lockForTurn() { in.gate <- struct{}{} }
 
 func (in *instance) lock(ctx context.Context) error {
 	select {
