@@ -27,8 +27,11 @@ Names are used round-robin across all workers, so --names 1 (the default) puts
 every request on one object and measures a single object's throughput, and a
 large --names spreads the load over many objects and shards.
 
-A request counts as an error if it gets any status but 200 (redirects are not
-followed) or fails in transport. Requests still in flight when the duration
+bench first checks that something accepts connections at --url and stops
+with an error if nothing does. A request counts as an error if it gets any
+status but 200 (redirects are not followed) or fails in transport; after a
+transport failure its worker pauses (10 ms, doubling up to 250 ms while they
+go on) so that a server gone mid-run is not flooded. Requests still in flight when the duration
 ends are waited for and counted, so the total matches what the server
 received (warmup requests are reported separately). ops/s is successful
 requests per second; latencies are those of the successful requests: exact

@@ -29,8 +29,12 @@ type loadConfig struct {
 	Timeout     time.Duration // per request
 }
 
-// errInvalidLoad is wrapped by loadConfig.validate's errors.
-var errInvalidLoad = errors.New("invalid bench settings")
+var (
+	// errInvalidLoad is wrapped by loadConfig.validate's errors.
+	errInvalidLoad = errors.New("invalid bench settings")
+	// errUnreachable is runLoad's error when nothing answers at --url.
+	errUnreachable = errors.New("bench: cannot reach the app")
+)
 
 func (c loadConfig) validate() error {
 	bad := func(format string, args ...any) error {
@@ -104,7 +108,10 @@ type (
 // and the duration have passed, then waits for the requests in flight (each
 // bounded by cfg.Timeout), so every request sent is counted exactly once.
 // Cancelling ctx ends the run early; requests it cuts short are not counted.
-// It returns an error only for invalid settings: failed requests are results.
+// It returns an error for invalid settings and when nothing accepts a
+// connection at cfg.URL before the load starts; failed requests are results,
+// and a worker whose request failed in transport pauses (loadgen.Backoff)
+// before its next.
 // onProgress, if not nil, is called about once a second from another goroutine.
 func runLoad(ctx context.Context, cfg loadConfig, onProgress func(loadProgress)) (loadResult, error) {
 	if err := cfg.validate(); err != nil {
@@ -115,16 +122,27 @@ func runLoad(ctx context.Context, cfg loadConfig, onProgress func(loadProgress))
 		return loadResult{}, fmt.Errorf("%w: %w", errInvalidLoad, err)
 	}
 	defer client.Close()
+	if err := client.Reachable(ctx); err != nil {
+		return loadResult{}, fmt.Errorf("%w: %w (is the app running? `roost dev` serves http://127.0.0.1:8787)", errUnreachable, err)
+	}
 
 	target := cfg.target()
 	names := int64(cfg.Names)
 	bodies := make([][]byte, cfg.Concurrency) // each worker's answer buffer
-	op := func(_ context.Context, w int, seq int64) (int64, error) {
+	backoffs := make([]loadgen.Backoff, cfg.Concurrency)
+	op := func(ctx context.Context, w int, seq int64) (int64, error) {
 		u := target(int(seq % names)) // round-robin over the names
 		status, body, err := client.Do(loadgen.Request{URL: u}, time.Now().Add(cfg.Timeout), bodies[w])
 		bodies[w] = body
-		if err != nil || status == http.StatusOK {
+		if err != nil {
+			// A server that went away mid-run refuses at once; without a
+			// pause every worker would spin on it at full speed.
+			backoffs[w].Wait(ctx)
 			return 0, err
+		}
+		backoffs[w].Reset()
+		if status == http.StatusOK {
+			return 0, nil
 		}
 		msg := fmt.Sprintf("GET %s: %d %s", u, status, http.StatusText(status))
 		if b := strings.TrimSpace(string(body[:min(len(body), 200)])); b != "" {

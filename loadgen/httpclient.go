@@ -28,7 +28,8 @@ import (
 // so the requests in flight fail at once instead of running to their
 // deadline.
 type HTTPClient struct {
-	hc *fasthttp.HostClient
+	hc     *fasthttp.HostClient
+	dialer *net.Dialer
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -58,12 +59,13 @@ func NewHTTPClient(ctx context.Context, serverURL string, maxConns int) (*HTTPCl
 		addr = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
 	}
 	ctx, stop := context.WithCancel(ctx)
-	c := &HTTPClient{
-		conns: make(map[net.Conn]struct{}),
-		stop:  stop,
-		done:  make(chan struct{}),
-	}
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	c := &HTTPClient{
+		dialer: dialer,
+		conns:  make(map[net.Conn]struct{}),
+		stop:   stop,
+		done:   make(chan struct{}),
+	}
 	c.hc = &fasthttp.HostClient{
 		Addr:  addr,
 		IsTLS: u.Scheme == "https",
@@ -124,6 +126,18 @@ func (t *trackedConn) Close() error {
 		t.c.mu.Unlock()
 	})
 	return t.Conn.Close()
+}
+
+// Reachable reports whether the server accepts a TCP connection (within the
+// dial timeout, 5 s), without sending it a request: a load run checks it
+// first so that a wrong address fails once, clearly, instead of as every
+// request of the run.
+func (c *HTTPClient) Reachable(ctx context.Context) error {
+	conn, err := c.dialer.DialContext(ctx, "tcp", c.hc.Addr)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
 }
 
 // Close closes every connection and waits for that to be done.
