@@ -93,6 +93,9 @@ type forwarder struct {
 	// opening holds the Calls streams being opened, by peer address, so
 	// that concurrent callers wait for one instead of opening one each.
 	opening map[string]*muxOpening
+	// tunnels holds the WebSocket tunnels open from this node, for
+	// goAwayTunnels when it stops.
+	tunnels map[*tunnelBody]struct{}
 	closed  bool
 
 	metrics *metrics // nil in tests that make a forwarder alone
@@ -598,10 +601,46 @@ func (f *forwarder) forwardTunnel(ctx context.Context, p peer, head *proto.Forwa
 		Status: "101 Switching Protocols", StatusCode: http.StatusSwitchingProtocols,
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: fromForwardHeaders(res.Headers), ContentLength: -1,
 	}
-	t := &tunnelBody{stream: stream, cancel: cancel}
+	t := &tunnelBody{f: f, stream: stream, cancel: cancel, ended: make(chan struct{})}
+	f.mu.Lock()
+	if f.tunnels == nil {
+		f.tunnels = make(map[*tunnelBody]struct{})
+	}
+	f.tunnels[t] = struct{}{}
+	f.mu.Unlock()
 	t.r = receiveBody(stream.Recv, t.received)
 	resp.Body = t
 	return resp, nil
+}
+
+// tunnelGoAwayWait bounds how long a stopping node waits for its tunnels'
+// clients to be sent their close frames (goAwayTunnels).
+const tunnelGoAwayWait = 2 * time.Second
+
+// goAwayTunnels tells the object's node at the far end of every open
+// WebSocket tunnel that this node is stopping: that node closes the socket
+// with 1001 (going away) through the tunnel, so the client hears a close
+// frame rather than a dropped connection, and ends the stream. It waits for
+// the tunnels to end, until ctx ends or tunnelGoAwayWait has passed.
+func (f *forwarder) goAwayTunnels(ctx context.Context) {
+	f.mu.Lock()
+	open := make([]*tunnelBody, 0, len(f.tunnels))
+	for t := range f.tunnels {
+		open = append(open, t)
+	}
+	f.mu.Unlock()
+	for _, t := range open {
+		t.goAway()
+	}
+	ctx, cancel := context.WithTimeout(ctx, tunnelGoAwayWait)
+	defer cancel()
+	for _, t := range open {
+		select {
+		case <-t.ended:
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // tunnelDrain bounds how long a closed tunnel waits for the peer to take
@@ -610,12 +649,14 @@ const tunnelDrain = 10 * time.Second
 
 // tunnelBody is the client end of a forwarded WebSocket's byte tunnel.
 type tunnelBody struct {
+	f      *forwarder
 	r      *io.PipeReader
 	mu     sync.Mutex // one sender at a time: gRPC's rule for a stream
 	stream proto.Forward_FetchClient
 	cancel context.CancelFunc
 	closed bool
-	ending atomic.Bool // Close ran: the reader is closed, the stream half-closed
+	ending atomic.Bool   // Close ran: the reader is closed, the stream half-closed
+	ended  chan struct{} // closed once the stream has ended
 }
 
 // received runs when the tunnel's reader ends. After Close, the stream is
@@ -632,6 +673,20 @@ func (t *tunnelBody) received() {
 		}
 	}
 	t.cancel()
+	t.f.mu.Lock()
+	delete(t.f.tunnels, t)
+	t.f.mu.Unlock()
+	close(t.ended)
+}
+
+// goAway sends the going-away frame (goAwayTunnels) unless the tunnel is
+// closed already.
+func (t *tunnelBody) goAway() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		_ = t.stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_GoingAway{GoingAway: true}})
+	}
 }
 
 func (t *tunnelBody) Read(p []byte) (int, error) { return t.r.Read(p) }
@@ -711,6 +766,13 @@ func sendChunks(send func(*proto.ForwardFrame) error, r io.Reader) error {
 // fails the body: the sender is broken, and the bytes either side of it
 // are not one body. (A frame of a kind added later is skipped.)
 func receiveBody(recv func() (*proto.ForwardFrame, error), done func()) *io.PipeReader {
+	return receiveTunnel(recv, done, nil)
+}
+
+// receiveTunnel is receiveBody for a WebSocket's byte tunnel: a going-away
+// frame among its body frames calls goingAway (if not nil) and carries no
+// bytes.
+func receiveTunnel(recv func() (*proto.ForwardFrame, error), done, goingAway func()) *io.PipeReader {
 	pr, pw := io.Pipe()
 	go func() {
 		defer done()
@@ -727,6 +789,12 @@ func receiveBody(recv func() (*proto.ForwardFrame, error), done func()) *io.Pipe
 			if fr.GetHead() != nil || fr.GetResult() != nil {
 				pw.CloseWithError(errors.New("forwarding protocol error: a head or result frame amid the body"))
 				return
+			}
+			if fr.GetGoingAway() {
+				if goingAway != nil {
+					goingAway()
+				}
+				continue
 			}
 			if _, err := pw.Write(fr.GetBody()); err != nil {
 				return
@@ -904,13 +972,17 @@ func (s *forwardServer) Fetch(stream proto.Forward_FetchServer) error {
 	if head == nil {
 		return status.Error(codes.InvalidArgument, "the first frame of a forwarded request must be its head")
 	}
-	pr := receiveBody(stream.Recv, func() {})
-	defer pr.CloseWithError(io.ErrClosedPipe)
 	if durable.IsWebSocketUpgrade(&http.Request{Header: fromForwardHeaders(head.Headers)}) {
 		// If the object accepts (101), the stream stays open as the
 		// socket's byte tunnel until either side closes.
-		return s.serve(stream.Context(), head, http.NoBody, stream.Send, false, pr)
+		in := &tunnelIn{goingAway: make(chan struct{})}
+		var once sync.Once
+		in.r = receiveTunnel(stream.Recv, func() {}, func() { once.Do(func() { close(in.goingAway) }) })
+		defer in.r.CloseWithError(io.ErrClosedPipe)
+		return s.serve(stream.Context(), head, http.NoBody, stream.Send, false, in)
 	}
+	pr := receiveBody(stream.Recv, func() {})
+	defer pr.CloseWithError(io.ErrClosedPipe)
 	// A body that stalls fails as one on the app listener does (stallGuard,
 	// http.go): the object may read it in its turn, which every other
 	// request to it waits behind, and a peer that stops sending while its
@@ -952,12 +1024,25 @@ func (s *forwardServer) Call(call *proto.ForwardCall, stream proto.Forward_CallS
 	return s.serve(stream.Context(), call.Head, newMemBody(call.Body), stream.Send, true, nil)
 }
 
+// tunnelIn is what the entry node sends up a WebSocket's byte tunnel: the
+// client's bytes, and goingAway, closed when the entry node says it is
+// stopping.
+type tunnelIn struct {
+	r         *io.PipeReader
+	goingAway chan struct{}
+}
+
+// goingAwayer is the object's end of an accepted WebSocket (socketPeer):
+// GoingAway closes the socket because the node holding the client's
+// connection is stopping.
+type goingAwayer interface{ GoingAway() }
+
 // serve runs one forwarded request and sends its answer: a result frame,
 // then body frames, or (inline, for Call) a result holding a small body.
 // For a WebSocket the object accepted (101), the body is the socket's
-// bytes, and what arrives from tunnelIn (the client's bytes) goes to the
+// bytes, and what arrives from tunnel (the client's bytes) goes to the
 // object's end until the client closes its side.
-func (s *forwardServer) serve(ctx context.Context, head *proto.ForwardHead, body io.ReadCloser, send func(*proto.ForwardFrame) error, inline bool, tunnelIn io.Reader) error {
+func (s *forwardServer) serve(ctx context.Context, head *proto.ForwardHead, body io.ReadCloser, send func(*proto.ForwardFrame) error, inline bool, tunnel *tunnelIn) error {
 	result, rest, err := s.answer(ctx, head, body, inline)
 	if err != nil {
 		return err
@@ -968,11 +1053,20 @@ func (s *forwardServer) serve(ctx context.Context, head *proto.ForwardHead, body
 	if err := send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Result{Result: result}}); err != nil || rest == nil {
 		return err
 	}
-	if to, ok := rest.(io.Writer); ok && tunnelIn != nil && result.Status == http.StatusSwitchingProtocols {
+	if to, ok := rest.(io.Writer); ok && tunnel != nil && result.Status == http.StatusSwitchingProtocols {
 		go func() {
-			_, _ = io.Copy(to, tunnelIn)
+			_, _ = io.Copy(to, tunnel.r)
 			rest.Close() // the object's end sees the socket end
 		}()
+		if g, ok := rest.(goingAwayer); ok {
+			go func() {
+				select {
+				case <-tunnel.goingAway:
+					g.GoingAway()
+				case <-ctx.Done(): // the stream ended
+				}
+			}()
+		}
 	}
 	return sendChunks(send, rest)
 }

@@ -362,6 +362,12 @@ func (n *Node) Close(ctx context.Context) error {
 	if n.appSrv != nil {
 		errs = append(errs, n.appSrv.Shutdown(ctx))
 	}
+	if n.manager != nil && n.manager.forwarder != nil {
+		// The app server's Shutdown leaves the hijacked connections of
+		// WebSockets tunnelled to other nodes: their clients are sent close
+		// frames (1001) before those connections end with the process.
+		n.manager.forwarder.goAwayTunnels(ctx)
+	}
 	if n.manager != nil {
 		errs = append(errs, n.manager.drain(ctx))
 	}

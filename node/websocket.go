@@ -51,7 +51,7 @@ type socket struct {
 	in   *instance
 	ws   *durable.WebSocket
 	conn *websocket.Conn
-	peer net.Conn // the other end of the pipe: the 101 response's body
+	peer *socketPeer // the other end of the pipe: the 101 response's body
 
 	out       chan outFrame // to the writer, in order
 	closing   atomic.Bool   // the object closed it, or the instance is going: no more events or sends
@@ -125,7 +125,8 @@ func (in *instance) AcceptWebSocket(w http.ResponseWriter, r *http.Request, tags
 		return nil, fmt.Errorf("%w: %v", durable.ErrNotWebSocketUpgrade, err)
 	}
 	conn.SetReadLimit(durable.MaxWebSocketMessage)
-	s := &socket{in: in, conn: conn, peer: peerEnd, out: make(chan outFrame, socketQueue), dead: make(chan struct{}), done: make(chan struct{})}
+	s := &socket{in: in, conn: conn, out: make(chan outFrame, socketQueue), dead: make(chan struct{}), done: make(chan struct{})}
+	s.peer = &socketPeer{Conn: peerEnd, s: s}
 	s.ws = durable.NewWebSocket(s, append([]string(nil), tags...))
 	rb.socket = s
 	in.wsMu.Lock()
@@ -261,6 +262,39 @@ func (s *socket) write() {
 		}
 		s.in.m.metrics.websocketMessages.WithLabelValues("sent").Inc()
 	}
+}
+
+// socketPeer is the 101 response's end of a socket's pipe: the bytes the
+// Worker splices to the client, directly or through a forwarded tunnel.
+type socketPeer struct {
+	net.Conn
+	s *socket
+}
+
+var _ goingAwayer = (*socketPeer)(nil)
+
+// GoingAway is called when the node holding the client's connection, at
+// the far end of a tunnel, is stopping (forwarder.goAwayTunnels).
+func (p *socketPeer) GoingAway() { p.s.goingAway() }
+
+// goingAwayReason is the reason of goingAway's close frame.
+const goingAwayReason = "the node holding this connection is stopping"
+
+// goingAway closes the socket with 1001 because its client's connection
+// is about to end with the node that holds it: the close frame follows
+// what was sent before it, and the object, which lives on, hears the
+// client go as it would hear the client close (WebSocketClose, 1001).
+func (s *socket) goingAway() {
+	if s.closing.Swap(true) {
+		return
+	}
+	s.in.queueSend(s, outFrame{close: true, code: websocket.StatusGoingAway, reason: goingAwayReason})
+	s.deliver(func(ctx context.Context, obj durable.Object) error {
+		if h, ok := obj.(durable.WebSocketCloseHandler); ok {
+			return h.WebSocketClose(ctx, s.ws, int(websocket.StatusGoingAway), goingAwayReason, true)
+		}
+		return nil
+	})
 }
 
 // shut closes the socket from the runtime's side (the instance is going):

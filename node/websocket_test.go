@@ -411,6 +411,44 @@ func TestWebSocketsAcrossTheCluster(t *testing.T) {
 	}
 }
 
+// A node that stops while it holds the connection of a client whose
+// socket is tunnelled to another node has that node close the socket with
+// 1001: the client hears a close frame, and the room, which lives on,
+// hears the member go (WebSocketClose, 1001). Before, the client's
+// connection just dropped and the room heard 1006.
+func TestWebSocketTunnelOfAStoppingEntryNodeClosesWithGoingAway(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	leader := -1
+	deadline := time.Now().Add(20 * time.Second)
+	for leader < 0 {
+		for i, nd := range c.nodes {
+			if local, _, err := nd.manager.router.route(shardOf(roomID(t, nd, "porch").Bytes(), 4)); err == nil && local != nil {
+				leader = i
+			}
+		}
+		if leader < 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("no node leads the room's shard")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	entry := (leader + 1) % 3
+	direct := dialRoom(t, c.cfgs[leader].HTTPAddr, "porch")
+	readText(t, direct)
+	tunnelled := dialRoom(t, c.cfgs[entry].HTTPAddr, "porch")
+	readText(t, tunnelled)
+
+	c.stop(entry)
+	if code, reason := readClose(t, tunnelled); code != websocket.StatusGoingAway || reason != goingAwayReason {
+		t.Fatalf("the tunnelled client's socket closed %d %q when its entry node stopped; want %d %q", code, reason, websocket.StatusGoingAway, goingAwayReason)
+	}
+	if got, want := readText(t, direct), fmt.Sprintf("closed %d %s true", websocket.StatusGoingAway, goingAwayReason); got != want {
+		t.Fatalf("the room's other member heard %q, want %q", got, want)
+	}
+}
+
 func roomID(t *testing.T, n *Node, name string) durable.ID {
 	ns, err := n.Env().Namespace("ROOM")
 	if err != nil {

@@ -695,6 +695,7 @@ type ForwardFrame struct {
 	//	*ForwardFrame_Head
 	//	*ForwardFrame_Result
 	//	*ForwardFrame_Body
+	//	*ForwardFrame_GoingAway
 	Frame         isForwardFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -764,6 +765,15 @@ func (x *ForwardFrame) GetBody() []byte {
 	return nil
 }
 
+func (x *ForwardFrame) GetGoingAway() bool {
+	if x != nil {
+		if x, ok := x.Frame.(*ForwardFrame_GoingAway); ok {
+			return x.GoingAway
+		}
+	}
+	return false
+}
+
 type isForwardFrame_Frame interface {
 	isForwardFrame_Frame()
 }
@@ -780,11 +790,21 @@ type ForwardFrame_Body struct {
 	Body []byte `protobuf:"bytes,3,opt,name=body,proto3,oneof"`
 }
 
+type ForwardFrame_GoingAway struct {
+	// In a WebSocket's byte tunnel, from the node that holds the client's
+	// connection: that node is stopping. The object's node closes the
+	// socket with 1001 (going away) through the tunnel, so the client
+	// hears a close frame before its connection ends.
+	GoingAway bool `protobuf:"varint,4,opt,name=going_away,json=goingAway,proto3,oneof"`
+}
+
 func (*ForwardFrame_Head) isForwardFrame_Frame() {}
 
 func (*ForwardFrame_Result) isForwardFrame_Frame() {}
 
 func (*ForwardFrame_Body) isForwardFrame_Frame() {}
+
+func (*ForwardFrame_GoingAway) isForwardFrame_Frame() {}
 
 type ForwardGroupStatusRequest struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
@@ -1214,11 +1234,13 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x11ForwardReplyBatch\x12>\n" +
 	"\areplies\x18\x01 \x03(\v2$.roost.forward.v1.ForwardTaggedReplyR\areplies\"&\n" +
 	"\x0eForwardCollect\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\x04R\x05token\"\x9d\x01\n" +
+	"\x05token\x18\x01 \x01(\x04R\x05token\"\xbe\x01\n" +
 	"\fForwardFrame\x123\n" +
 	"\x04head\x18\x01 \x01(\v2\x1d.roost.forward.v1.ForwardHeadH\x00R\x04head\x129\n" +
 	"\x06result\x18\x02 \x01(\v2\x1f.roost.forward.v1.ForwardResultH\x00R\x06result\x12\x14\n" +
-	"\x04body\x18\x03 \x01(\fH\x00R\x04bodyB\a\n" +
+	"\x04body\x18\x03 \x01(\fH\x00R\x04body\x12\x1f\n" +
+	"\n" +
+	"going_away\x18\x04 \x01(\bH\x00R\tgoingAwayB\a\n" +
 	"\x05frame\"]\n" +
 	"\x19ForwardGroupStatusRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12%\n" +
@@ -1331,6 +1353,7 @@ func file_proto_forward_proto_init() {
 		(*ForwardFrame_Head)(nil),
 		(*ForwardFrame_Result)(nil),
 		(*ForwardFrame_Body)(nil),
+		(*ForwardFrame_GoingAway)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
