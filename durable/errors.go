@@ -15,6 +15,10 @@ var (
 	ErrWrongNamespace = errors.New("Durable Object ID belongs to another namespace")
 	// ErrUnknownBinding: no Durable Object namespace, KV namespace or var has this binding name.
 	ErrUnknownBinding = errors.New("unknown binding")
+	// ErrEmptyKey: a write names the empty key. It is refused because
+	// ListOptions take "" for "not set": a stored "" could never be paged
+	// past with StartAfter, nor excluded with Start or End.
+	ErrEmptyKey = errors.New("empty storage key")
 	// ErrKeyTooLarge: a storage key is longer than Limits.MaxKeyBytes.
 	ErrKeyTooLarge = errors.New("storage key too large")
 	// ErrValueTooLarge: a key and value together exceed Limits.MaxEntryBytes.

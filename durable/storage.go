@@ -123,8 +123,12 @@ func (l Limits) CheckKey(key string) error {
 	return nil
 }
 
-// CheckEntry checks a key and its value.
+// CheckEntry checks a key and its value, for a write: the key may not be
+// empty (ErrEmptyKey).
 func (l Limits) CheckEntry(key string, value []byte) error {
+	if key == "" {
+		return fmt.Errorf("%w: a stored key needs at least one byte", ErrEmptyKey)
+	}
 	if err := l.CheckKey(key); err != nil {
 		return err
 	}

@@ -78,11 +78,13 @@ func TestLimitsCheckEntry(t *testing.T) {
 		value int // value length
 		want  error
 	}{
-		{"empty key and value", "", 0, nil},
+		{"empty value", k, 0, nil},
+		{"empty key", "", 1, ErrEmptyKey},
+		{"empty key and an oversized value: the key is reported first", "", l.MaxEntryBytes + 1, ErrEmptyKey},
 		{"key+value at the limit", k, l.MaxEntryBytes - len(k), nil},
 		{"key+value one over", k, l.MaxEntryBytes - len(k) + 1, ErrValueTooLarge},
-		{"value alone at the limit with empty key", "", l.MaxEntryBytes, nil},
-		{"value alone one over", "", l.MaxEntryBytes + 1, ErrValueTooLarge},
+		{"one-byte key, value fills the rest", "k", l.MaxEntryBytes - 1, nil},
+		{"one-byte key, value one over", "k", l.MaxEntryBytes, ErrValueTooLarge},
 		{"max key, value fills the rest", strings.Repeat("k", l.MaxKeyBytes), l.MaxEntryBytes - l.MaxKeyBytes, nil},
 		{"max key, value one over", strings.Repeat("k", l.MaxKeyBytes), l.MaxEntryBytes - l.MaxKeyBytes + 1, ErrValueTooLarge},
 		{"oversized key is reported as a key error", strings.Repeat("k", l.MaxKeyBytes+1), 0, ErrKeyTooLarge},

@@ -1170,6 +1170,23 @@ func TestStorageLimits(t *testing.T) {
 			want: abc, absent: []string{maxKey},
 		},
 		{
+			name: "the empty key is refused for writes and changes nothing",
+			seed: abcSeed,
+			do: func(t *testing.T, st *objectStorage) {
+				checkErr(t, "Put", st.Put("", []byte("v")), durable.ErrEmptyKey)
+				checkErr(t, "PutMany", st.PutMany(map[string][]byte{"a": []byte("changed"), "": []byte("v")}), durable.ErrEmptyKey)
+				checkErr(t, "Transaction", st.Transaction(func(tx durable.Txn) error {
+					checkErr(t, "Txn.Put", tx.Put("", []byte("v")), durable.ErrEmptyKey)
+					return tx.Put("a", []byte("txn"))
+				}), nil)
+				checkGet(t, "the empty key", st, "", "", false)
+				if _, err := st.Delete(""); err != nil {
+					t.Errorf("Delete(\"\"): %v", err)
+				}
+			},
+			want: with(abc, map[string][]byte{"a": []byte("txn")}),
+		},
+		{
 			name: "key and value of MaxEntryBytes",
 			seed: abcSeed,
 			do: func(t *testing.T, st *objectStorage) {
