@@ -76,7 +76,9 @@ func NewState(id ID, storage Storage, rt StateRuntime) *State {
 
 // BlockConcurrencyWhile runs fn while no other event is delivered to the
 // object, even while fn awaits a Stub.Fetch. Use it in a constructor to load
-// state before the first request. An error from fn resets the object.
+// state before the first request, or in a handler; called from WaitUntil
+// work, which runs outside the input gate, it blocks nothing. An error from
+// fn resets the object.
 func (s *State) BlockConcurrencyWhile(fn func() error) error {
 	return s.rt.BlockConcurrencyWhile(fn)
 }
@@ -85,7 +87,8 @@ func (s *State) BlockConcurrencyWhile(fn func() error) error {
 // runs, and fn's context ends when the instance is shut down. fn runs
 // outside the input gate, alongside the object's turns: a storage write it
 // makes joins the batch of the turn running then, and those left are
-// committed, between turns, when fn returns.
+// committed, between turns, when fn returns. A panic in fn resets the object
+// as one in a handler does, once what fn wrote before it is committed.
 func (s *State) WaitUntil(fn func(ctx context.Context)) { s.rt.WaitUntil(fn) }
 
 // AcceptWebSocket accepts the WebSocket r asks for, from ServeHTTP: it

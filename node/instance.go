@@ -506,10 +506,20 @@ func (in *instance) WaitUntil(fn func(ctx context.Context)) {
 	go func() {
 		defer in.background.Done()
 		defer in.bgCount.Add(-1)
-		_ = in.runTurn(func() error { fn(context.WithValue(in.ctx, backgroundKey{}, in)); return nil })
+		exc := in.runTurn(func() error { fn(context.WithValue(in.ctx, backgroundKey{}, in)); return nil })
 		// What fn wrote is committed now. (A retired instance's context is
-		// done, and its storage sealed: nothing to commit.)
-		_, _ = in.flushBetweenTurns(in.ctx)
+		// done, and its storage sealed: nothing to commit.) A panic in fn
+		// may leave the object's memory half-updated, as one in a handler
+		// may: then, as endTurn does, the writes made before it commit and
+		// the instance starts afresh.
+		if in.lock(in.ctx) != nil {
+			return
+		}
+		in.storage.flush()
+		if exc != nil {
+			in.retire(exc)
+		}
+		in.unlock()
 	}()
 }
 

@@ -98,3 +98,66 @@ func TestWaitUntilDoesNotSplitATurn(t *testing.T) {
 		})
 	}
 }
+
+// panicker's /bg starts WaitUntil work that writes "bg" and then panics;
+// /get answers "<constructions> <bg>".
+type panicker struct {
+	st    *durable.State
+	built int
+	done  chan struct{}
+}
+
+func (o *panicker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/bg":
+		o.st.WaitUntil(func(ctx context.Context) {
+			defer close(o.done)
+			if err := o.st.Storage.Put("bg", []byte("written")); err != nil {
+				panic(err)
+			}
+			panic("background work failed")
+		})
+		fmt.Fprint(w, "started")
+	case "/get":
+		v, _, err := o.st.Storage.Get("bg")
+		if err != nil {
+			durable.WriteError(w, err)
+			return
+		}
+		fmt.Fprintf(w, "%d %s", o.built, v)
+	}
+}
+
+// A panic in WaitUntil work resets the object, as one in a handler does
+// (its memory may be half-updated), and what the work wrote before it
+// still commits. Before, the panic was logged and the object ran on.
+func TestWaitUntilPanicResetsTheObject(t *testing.T) {
+	app := testApp()
+	built := 0
+	objs := make(chan *panicker, 2)
+	app.Classes["Panicker"] = func(st *durable.State, _ *durable.Env) durable.Object {
+		built++ // constructors run under the gate, one at a time
+		o := &panicker{st: st, built: built, done: make(chan struct{})}
+		objs <- o
+		return o
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "PANICKER", ClassName: "Panicker"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	defer closeNode(t, n)
+	q := url.Values{"ns": {"PANICKER"}, "name": {"p"}}
+	if code, body := get(t, n, "/bg", q); code != http.StatusOK {
+		t.Fatalf("/bg: %d %s", code, body)
+	}
+	<-(<-objs).done
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body := get(t, n, "/get", q)
+		if code == http.StatusOK && body == "2 written" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/get after the background panic: %d %q; want \"2 written\" (a new instance, the write kept)", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
