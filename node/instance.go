@@ -46,6 +46,9 @@ type instance struct {
 	env   *durable.Env
 
 	blockDepth atomic.Int32 // BlockConcurrencyWhile nesting: keeps the gate shut across awaits
+	// blockFailed holds the exception of a BlockConcurrencyWhile whose fn
+	// failed in the running turn, until runTurn makes it the turn's.
+	blockFailed atomic.Pointer[error]
 	background sync.WaitGroup
 	bgCount    atomic.Int32
 
@@ -399,8 +402,21 @@ func storageFailure(err error) error {
 	}
 }
 
-// runTurn runs fn, turning a panic into an exception for the caller.
+// runTurn runs fn, turning a panic into an exception for the caller. A
+// BlockConcurrencyWhile that failed in fn makes its error the turn's
+// exception, even if fn went on and returned normally: the object is reset
+// when the turn ends, as after a panic.
 func (in *instance) runTurn(fn func() error) (exc error) {
+	defer func() {
+		if f := in.blockFailed.Swap(nil); f != nil && exc == nil {
+			exc = *f
+		}
+	}()
+	return in.catch(fn)
+}
+
+// catch runs fn, turning a panic or an error into an exception.
+func (in *instance) catch(fn func() error) (exc error) {
 	defer func() {
 		if r := recover(); r != nil {
 			in.m.cfg.Logger.Error("durable object panicked", "class", in.class, "id", in.id.String(), "panic", r, "stack", string(debug.Stack()))
@@ -430,6 +446,9 @@ func (in *instance) activate() error {
 	in.state = durable.NewState(in.id, in.storage, in)
 	in.m.metrics.activations.Inc()
 	obj := in.ctor(in.state, in.env)
+	if f := in.blockFailed.Load(); f != nil {
+		return *f // the constructor's BlockConcurrencyWhile failed: no object
+	}
 	if obj == nil {
 		return fmt.Errorf("class %s returned a nil object", in.class)
 	}
@@ -488,15 +507,20 @@ func (in *instance) retire(reason error) {
 
 // BlockConcurrencyWhile implements durable.StateRuntime. It must be called
 // from the constructor or a turn (which already hold the gate); it keeps the
-// gate shut even while fn awaits a Stub.Fetch.
+// gate shut even while fn awaits a Stub.Fetch. An error or panic in fn is
+// returned and becomes the turn's exception (runTurn): as after a panic in
+// a handler, the turn's writes commit and then the instance is reset
+// (endTurn). Resetting it here, in the middle of the turn, dropped the
+// writes made before and answered the caller that the turn's commit was
+// of unknown outcome.
 func (in *instance) BlockConcurrencyWhile(fn func() error) error {
 	in.blockDepth.Add(1)
 	defer in.blockDepth.Add(-1)
-	err := in.runTurn(fn)
-	if err != nil {
-		in.retire(err)
+	exc := in.catch(fn)
+	if exc != nil {
+		in.blockFailed.CompareAndSwap(nil, &exc)
 	}
-	return err
+	return exc
 }
 
 // WaitUntil implements durable.StateRuntime.

@@ -2,9 +2,11 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -231,5 +233,78 @@ func TestNoEvictionDuringASocketEvent(t *testing.T) {
 	released = true
 	if evicted != 0 || constructed != 1 || ferr != nil {
 		t.Fatalf("while a socket event's turn ran: %d instances evicted, the object constructed %d times, the turn's fetch answered %v; want 0, 1, nil", evicted, constructed, ferr)
+	}
+}
+
+// blocker's constructor runs a BlockConcurrencyWhile that fails for the
+// names in failCtor, once; /fail writes "before", runs one that fails,
+// writes "after" and answers; /keys answers "<constructions> <keys>".
+type blocker struct {
+	st    *durable.State
+	built int
+}
+
+func (o *blocker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := o.st.Storage
+	switch r.URL.Path {
+	case "/fail":
+		_ = s.Put("before", []byte("1"))
+		err := o.st.BlockConcurrencyWhile(func() error { return errors.New("the block failed") })
+		_ = s.Put("after", []byte("1"))
+		fmt.Fprintf(w, "went on after: %v", err)
+	case "/keys":
+		kv, err := s.List(durable.ListOptions{})
+		if err != nil {
+			durable.WriteError(w, err)
+			return
+		}
+		keys := make([]string, 0, len(kv))
+		for _, e := range kv {
+			keys = append(keys, e.Key)
+		}
+		fmt.Fprint(w, o.built, " ", strings.Join(keys, ","))
+	}
+}
+
+// A BlockConcurrencyWhile whose fn fails ends its turn as a panic would:
+// the caller gets the failure as the object's exception (500), the turn's
+// writes commit, and the object is reset. Before, it was reset at once:
+// the writes were dropped, and the caller was told the turn's commit was
+// of unknown outcome. A constructor's failed block fails the request
+// that constructed it, and the next request constructs the object anew.
+func TestFailedBlockConcurrencyWhileEndsTheTurnAsAnException(t *testing.T) {
+	app := testApp()
+	var mu sync.Mutex
+	built := map[string]int{}
+	app.Classes["Blocker"] = func(st *durable.State, _ *durable.Env) durable.Object {
+		mu.Lock()
+		built[st.ID.String()]++
+		b := built[st.ID.String()]
+		mu.Unlock()
+		if st.ID.Name() == "ctor" && b == 1 {
+			_ = st.BlockConcurrencyWhile(func() error { return errors.New("loading failed") })
+		}
+		return &blocker{st: st, built: b}
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "BLOCKER", ClassName: "Blocker"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, nil)
+	defer closeNode(t, n)
+
+	q := url.Values{"ns": {"BLOCKER"}, "name": {"handler"}}
+	code, body := get(t, n, "/fail", q)
+	if code != http.StatusInternalServerError || !strings.Contains(body, "the block failed") || strings.Contains(body, "may have committed") {
+		t.Fatalf("/fail: %d %q; want 500 with the block's error as the object's exception", code, body)
+	}
+	if code, body := get(t, n, "/keys", q); code != http.StatusOK || body != "2 after,before" {
+		t.Fatalf("/keys after the failed block: %d %q; want \"2 after,before\" (a new instance, the turn's writes kept)", code, body)
+	}
+
+	q = url.Values{"ns": {"BLOCKER"}, "name": {"ctor"}}
+	code, body = get(t, n, "/keys", q)
+	if code != http.StatusInternalServerError || !strings.Contains(body, "loading failed") {
+		t.Fatalf("first request to an object whose constructor's block fails: %d %q; want 500 with its error", code, body)
+	}
+	if code, body := get(t, n, "/keys", q); code != http.StatusOK || body != "2 " {
+		t.Fatalf("the next request: %d %q; want \"2 \" (constructed anew)", code, body)
 	}
 }
