@@ -49,8 +49,8 @@ type instance struct {
 	// blockFailed holds the exception of a BlockConcurrencyWhile whose fn
 	// failed in the running turn, until runTurn makes it the turn's.
 	blockFailed atomic.Pointer[error]
-	background sync.WaitGroup
-	bgCount    atomic.Int32
+	background  sync.WaitGroup
+	bgCount     atomic.Int32
 
 	retired   atomic.Bool
 	retiredCh chan struct{} // closed when retired is set
