@@ -140,6 +140,9 @@ type localShard struct {
 	group *raftstore.Group
 	shard *shard
 	stop  context.CancelFunc
+	// catchUp follows the replica this node, leading the shard, waits on
+	// to catch up (reconcileConfig; owned by the control loop).
+	catchUp catchUpTrack
 	// started is when this node started the replica: a replica no leader
 	// has contacted since counts its silence from then (stopIfRemoved).
 	started time.Time
@@ -721,6 +724,9 @@ func (c *cluster) rememberCluster(m placement.Map) {
 func (c *cluster) startShard(ctx context.Context, m placement.Map, s placement.Shard) error {
 	i := int(s.ID)
 	gid := groupOf(i)
+	if c.n.beforeJoiningShard != nil && s.Version != placement.InitialShardVersion {
+		c.n.beforeJoiningShard(i)
+	}
 	var bootstrap []raft.Server
 	if s.Version == placement.InitialShardVersion {
 		for _, id := range s.Replicas {

@@ -59,6 +59,11 @@ type Node struct {
 
 	// applyWrap, when set (by tests), wraps each shard's Raft applier.
 	applyWrap func(applier) applier
+	// beforeJoiningShard, when set (by tests), runs before this node
+	// starts its replica of a shard it is added to (one that moved here,
+	// not one it was bootstrapped with): a test delays it to stand for a
+	// node slow to start it.
+	beforeJoiningShard func(shard int)
 	// noPipelines, set by tests that move a node's gRPC address, turns
 	// raft's pipelined appends off (raftstore.TransportConfig.NoPipelines).
 	noPipelines bool

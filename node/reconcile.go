@@ -57,8 +57,13 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 		return false
 	}
 	known := func(id placement.NodeID) bool { _, ok := m.Nodes[id]; return ok }
+	applied := make(map[placement.NodeID]uint64) // what caughtUp heard
 	caughtUp := func(id placement.NodeID) bool {
-		return c.caughtUp(ctx, m.Nodes[id], ls.group.ID(), r.AppliedIndex())
+		a, ok := c.replicaApplied(ctx, m.Nodes[id], ls.group.ID())
+		if ok {
+			applied[id] = a
+		}
+		return ok && a+catchUpLag >= r.AppliedIndex()
 	}
 	alive := c.answeringIDs(cf.Configuration().Servers)
 	step := nextConfigStep(raft.ServerID(c.self), cf.Configuration().Servers, want.Replicas, known, caughtUp, alive)
@@ -67,6 +72,11 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 	switch step.kind {
 	case stepNone:
 		return true
+	case stepCatchUp:
+		if ls.catchUp.stalled(step.node, applied[step.node], time.Now()) {
+			log.Debug("a replica catching up has applied nothing new lately: waking the group's replication", "node", step.node)
+			go fenceGroup{ls.group}.Nudge()
+		}
 	case stepAddNonvoter:
 		log.Info("adding replica as non-voter", "node", step.node)
 		raftstore.PublishCommitsAfter(r, r.AddNonvoter(sid, addr, cf.Index(), membershipTimeout))
@@ -202,25 +212,64 @@ func handOverTarget(servers []raft.Server, self raft.ServerID, ok func(raft.Serv
 	return raft.Server{}, false
 }
 
-// caughtUp asks a replica how far it has applied the group's log. One the
-// transport already finds unreachable is not asked: over a network that
-// drops packets the question would hold the control loop for its whole
-// timeout, once for every shard with a replica there.
+// caughtUp reports whether a replica has applied the group's log to within
+// catchUpLag of leaderApplied.
 func (c *cluster) caughtUp(ctx context.Context, node placement.Node, g raftstore.GroupID, leaderApplied uint64) bool {
+	a, ok := c.replicaApplied(ctx, node, g)
+	return ok && a+catchUpLag >= leaderApplied
+}
+
+// replicaApplied asks a replica how far it has applied the group's log;
+// ok is false if it could not tell (not reachable, not running the group).
+// One the transport already finds unreachable is not asked: over a network
+// that drops packets the question would hold the control loop for its
+// whole timeout, once for every shard with a replica there.
+func (c *cluster) replicaApplied(ctx context.Context, node placement.Node, g raftstore.GroupID) (applied uint64, ok bool) {
 	if !c.trans.PeerReachable(raft.ServerAddress(node.GRPCAddr)) {
-		return false
+		return 0, false
 	}
 	cl, err := c.n.manager.forwarder.client(peer{id: string(node.ID), addr: node.GRPCAddr})
 	if err != nil {
-		return false
+		return 0, false
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	st, err := cl.GroupStatus(ctx, &proto.ForwardGroupStatusRequest{GroupId: uint64(g)})
 	if err != nil || !st.Running {
+		return 0, false
+	}
+	return st.AppliedIndex, true
+}
+
+// catchUpTrack follows the replica a shard's leader waits on to catch up
+// (stepCatchUp). hashicorp/raft retries a failed append or snapshot to a
+// follower only when a new entry is written or after CommitTimeout, which
+// QuietTiming makes 30-60 s; the first send to a replica just added fails
+// when its node has not started the replica yet (the group is NotFound
+// there), and in a quiet shard nothing is written after it: a move, a
+// drain or a heal then waited that long on the shard. stalled says when
+// to wake the replication (fenceGroup.Nudge) again. Owned by the control
+// loop (reconcileConfig).
+type catchUpTrack struct {
+	node    placement.NodeID
+	applied uint64
+	since   time.Time // since when node has been seen at applied
+}
+
+// stalled records that node was seen at applied (0 if it could not be
+// asked) and reports whether it has been seen there for stalledAfter,
+// which restarts the wait: a replica that stays stuck is nudged every
+// stalledAfter.
+func (t *catchUpTrack) stalled(node placement.NodeID, applied uint64, now time.Time) bool {
+	if node != t.node || applied != t.applied || t.since.IsZero() {
+		*t = catchUpTrack{node: node, applied: applied, since: now}
 		return false
 	}
-	return st.AppliedIndex+catchUpLag >= leaderApplied
+	if now.Sub(t.since) < stalledAfter {
+		return false
+	}
+	t.since = now
+	return true
 }
 
 // orphanTimeout is how long a replica the map no longer names keeps

@@ -220,3 +220,90 @@ func TestAnswering(t *testing.T) {
 		t.Fatalf("with b cut off from Raft, nextConfigStep = %+v, want c's removal held", step)
 	}
 }
+
+// TestCatchUpStalled is the rule for waking the replication of a shard
+// whose new replica makes no progress catching up: each row is one look
+// by the control loop, in order, on one track.
+func TestCatchUpStalled(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	var track catchUpTrack
+	for i, look := range []struct {
+		node    placement.NodeID
+		applied uint64
+		now     time.Time
+		want    bool
+	}{
+		{"d", 0, at(0), false},                             // first seen (not running yet: 0)
+		{"d", 0, at(time.Second), false},                   // no progress, not for long
+		{"d", 0, at(stalledAfter), true},                   // no progress for stalledAfter: nudge
+		{"d", 0, at(stalledAfter + time.Second), false},    // the wait starts again
+		{"d", 0, at(2 * stalledAfter), true},               // still stuck: nudged again
+		{"d", 40, at(2*stalledAfter + time.Second), false}, // it moved: a new wait
+		{"d", 40, at(3*stalledAfter + 500*time.Millisecond), false},
+		{"d", 40, at(3*stalledAfter + time.Second), true},
+		{"e", 40, at(4 * stalledAfter), false}, // another replica: a new wait
+		{"e", 40, at(5 * stalledAfter), true},
+	} {
+		if got := track.stalled(look.node, look.applied, look.now); got != look.want {
+			t.Fatalf("look %d (%s at %d, %s): stalled = %v, want %v", i, look.node, look.applied, look.now.Sub(t0), got, look.want)
+		}
+	}
+}
+
+// A replica added to a quiet shard whose node starts it late (here 3 s
+// after the map names it) misses the leader's first sends (NotFound) and
+// nothing new is written to the shard; the leader nudges the group's
+// replication while the replica makes no progress, so the drain that
+// moves it ends soon after the replica runs. Before, hashicorp/raft sent
+// again only after CommitTimeout (QuietTiming: 30-60 s), and each such
+// shard held the drain that long (QA, on Docker).
+func TestReplicaStartedLateCatchesUpSoon(t *testing.T) {
+	t.Parallel()
+	const lateBy = 3 * time.Second
+	c := newTestClusterWith(t, 4, 4, &turnRegistry{active: map[string]string{}}, func(n *Node) {
+		n.beforeJoiningShard = func(int) { time.Sleep(lateBy) }
+	})
+	c.waitMetaVoters(3, 60*time.Second)
+	// Give every shard more entries than a replica may lag and still
+	// count as caught up (catchUpLag): a replica of a shard with fewer is
+	// promoted as soon as it runs, and the promotion's own entry wakes
+	// the replication.
+	for _, nd := range c.nodes {
+		nd.cluster.mu.Lock()
+		groups := slices.Collect(maps.Values(nd.cluster.groups))
+		nd.cluster.mu.Unlock()
+		for _, ls := range groups {
+			for range 2 * catchUpLag {
+				if ls.group.Raft().State() != raft.Leader {
+					break
+				}
+				if err := ls.group.Raft().Barrier(5 * time.Second).Error(); err != nil {
+					t.Fatalf("writing to shard %d: %v", ls.shard.id, err)
+				}
+			}
+		}
+	}
+	leader := c.metaLeader()
+	li := c.nodeIndex(placement.NodeID(leader.cfg.NodeID))
+	m := leader.cluster.metaFSM.Map()
+	var victim placement.NodeID
+	for _, cfg := range c.cfgs {
+		if id := placement.NodeID(cfg.NodeID); id != placement.NodeID(leader.cfg.NodeID) && len(m.ShardsOf(id)) > 0 {
+			victim = id
+			break
+		}
+	}
+	start := time.Now()
+	op := c.runOp(li, "/v1/nodes/"+string(victim)+"/drain", nil, nil)
+	took := time.Since(start)
+	if op.State != "done" {
+		t.Fatalf("the drain of %s ended %s: %q", victim, op.State, op.Error)
+	}
+	// The moves go one shard at a time through the late node (at most
+	// 4 shards, lateBy each, plus their nudges); one stall is 30 s.
+	if limit := 25 * time.Second; took > limit {
+		t.Fatalf("the drain of %s (%d moves) took %s: a new replica's catch-up waited for CommitTimeout", victim, op.Total, took.Round(time.Second))
+	}
+	t.Logf("the drain of %s (%d moves) took %s", victim, op.Total, took.Round(100*time.Millisecond))
+}
