@@ -62,8 +62,9 @@ func (e adminEnv) newStatusCommand() *cobra.Command {
 		Long: `Show the cluster as the node at --addr sees it: its id, the cluster's id, whether
 it is ready to serve (and why not), the meta group's leader ("none" while it
 has none this node can reach, or leads without a quorum), the version of the
-cluster map, how many nodes and shards there are, how many replicas each
-shard keeps, and the rebalance, drain or heal that is running, if any.
+cluster map, how many nodes and shards there are (and which nodes this node
+does not see alive or cannot reach), how many replicas each shard keeps, and
+the rebalance, drain or heal that is running, if any.
 
 'roost dev' answers this command and 'roost kv' too; the other operator
 commands need a cluster.` + adminConnectHelp,
@@ -117,7 +118,7 @@ func writeStatusTable(w io.Writer, st apiStatus) {
 		{"ready", ready},
 		{"meta leader", metaLeaderCell(st)},
 		{"map version", st.MapVersion.String()},
-		{"nodes", st.Nodes.count()},
+		{"nodes", nodesCell(st)},
 		{"shards", st.Shards.count()},
 		{"replicas", st.Replicas.count()},
 		{"operation", op},
@@ -125,6 +126,17 @@ func writeStatusTable(w io.Writer, st apiStatus) {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], cell(r[1]))
 	}
 	tw.Flush()
+}
+
+// nodesCell is status's node count, with the nodes the answering node
+// cannot reach, if any: a node that is down shows here, not only in
+// 'roost members'.
+func nodesCell(st apiStatus) string {
+	n := st.Nodes.count()
+	if len(st.Unreachable) == 0 {
+		return n
+	}
+	return fmt.Sprintf("%s (down or unreachable from this node: %s)", n, strings.Join(st.Unreachable, ", "))
 }
 
 // metaLeaderCell is status's meta leader: "none" for a cluster node that

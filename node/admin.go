@@ -629,23 +629,27 @@ func refusal(err error) error {
 
 // statusJSON is the answer of GET /v1/status.
 type statusJSON struct {
-	NodeID     string  `json:"node_id"`
-	ClusterID  string  `json:"cluster_id"`
-	Mode       string  `json:"mode"`
-	Ready      bool    `json:"ready"`
-	Reason     string  `json:"reason"`
-	MetaLeader string  `json:"meta_leader"`
-	MapVersion uint64  `json:"map_version"`
-	Nodes      int     `json:"nodes"`
-	Shards     int     `json:"shards"`
-	Replicas   int     `json:"replicas"`
-	Operation  *opJSON `json:"operation"`
+	NodeID     string `json:"node_id"`
+	ClusterID  string `json:"cluster_id"`
+	Mode       string `json:"mode"`
+	Ready      bool   `json:"ready"`
+	Reason     string `json:"reason"`
+	MetaLeader string `json:"meta_leader"`
+	MapVersion uint64 `json:"map_version"`
+	Nodes      int    `json:"nodes"`
+	// Unreachable are the nodes counted in Nodes that this node does not
+	// see alive in gossip or cannot reach over the Raft transport: down,
+	// or cut off from it (from a node that is itself cut off, all others).
+	Unreachable []string `json:"unreachable"`
+	Shards      int      `json:"shards"`
+	Replicas    int      `json:"replicas"`
+	Operation   *opJSON  `json:"operation"`
 }
 
 func (a *admin) status(w http.ResponseWriter, r *http.Request) error {
 	n := a.n
 	if n.cluster == nil {
-		st := statusJSON{NodeID: string(devServerID), Mode: "dev", Ready: true, Nodes: 1, Shards: n.cfg.Shards, Replicas: 1}
+		st := statusJSON{NodeID: string(devServerID), Mode: "dev", Ready: true, Nodes: 1, Unreachable: []string{}, Shards: n.cfg.Shards, Replicas: 1}
 		var notReady []string
 		for _, sh := range n.shards {
 			if !sh.isReady() {
@@ -665,11 +669,21 @@ func (a *admin) status(w http.ResponseWriter, r *http.Request) error {
 	if !m.Bootstrapped() {
 		st.Shards, st.Replicas = n.cfg.Shards, n.cfg.Replicas
 	}
-	for _, nd := range m.Nodes {
+	var servers []raft.Server // every node counted, for answering
+	for id, nd := range m.Nodes {
 		if nd.State != placement.NodeRemoved {
 			st.Nodes++
+			servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(nd.GRPCAddr)})
 		}
 	}
+	st.Unreachable = []string{}
+	answer := c.answeringIDs(servers)
+	for _, s := range servers {
+		if !answer[placement.NodeID(s.ID)] {
+			st.Unreachable = append(st.Unreachable, string(s.ID))
+		}
+	}
+	slices.Sort(st.Unreachable)
 	st.Ready, st.Reason = c.ready()
 	if rf := c.metaRaft(); rf != nil && rf.State() == raft.Leader {
 		st.Operation = a.current()

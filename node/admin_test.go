@@ -952,22 +952,25 @@ func TestStatusNamesNoMetaLeaderWithoutQuorum(t *testing.T) {
 	c.waitMetaVoters(3, 60*time.Second)
 	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
 	var st statusJSON
-	if code := c.admin(li, "GET", "/v1/status", nil, &st); code != 200 || st.MetaLeader != c.cfgs[li].NodeID {
-		t.Fatalf("status of the meta leader: %d %+v", code, st)
+	if code := c.admin(li, "GET", "/v1/status", nil, &st); code != 200 || st.MetaLeader != c.cfgs[li].NodeID || st.Unreachable == nil || len(st.Unreachable) > 0 {
+		t.Fatalf("status of the meta leader: %d %+v; want it named, and no node unreachable", code, st)
 	}
 	stopped := time.Now()
+	var others []string
 	for i := range 3 {
 		if i != li {
 			c.stop(i)
+			others = append(others, c.cfgs[i].NodeID)
 		}
 	}
 	for deadline := stopped.Add(8 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if code := c.admin(li, "GET", "/v1/status", nil, &st); code == 200 && st.MetaLeader == "" {
-			t.Logf("no meta leader shown %s after the others stopped", time.Since(stopped).Round(100*time.Millisecond))
+		st = statusJSON{}
+		if code := c.admin(li, "GET", "/v1/status", nil, &st); code == 200 && st.MetaLeader == "" && slices.Equal(st.Unreachable, others) {
+			t.Logf("no meta leader, and %v unreachable, shown %s after the others stopped", st.Unreachable, time.Since(stopped).Round(100*time.Millisecond))
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("8 s after the other two stopped, status still names meta leader %q", st.MetaLeader)
+			t.Fatalf("8 s after %v stopped, status names meta leader %q and unreachable nodes %v", others, st.MetaLeader, st.Unreachable)
 		}
 	}
 }
@@ -997,7 +1000,7 @@ func TestTransferLeaderOfAShardWithoutQuorum(t *testing.T) {
 	}
 	var e apiErrorJSON
 	code := c.admin(0, "POST", "/v1/shards/0/transfer-leader", map[string]string{"to": c.cfgs[1].NodeID}, &e)
-	if code != http.StatusServiceUnavailable || !strings.Contains(e.Error, "cannot elect one: it has lost its quorum: 2 of its 3 replicas are down") {
+	if code != http.StatusServiceUnavailable || !strings.Contains(e.Error, "cannot elect one: it has lost its quorum: 2 of its 3 replicas are down or cannot be reached from this node") {
 		t.Fatalf("transfer of a shard without quorum: %d %q, want 503 saying it lost its quorum", code, e.Error)
 	}
 }

@@ -842,7 +842,8 @@ func (c *cluster) quorumLost(i int) string {
 	return lostQuorum(m.ShardMap[i], c.aliveIDs())
 }
 
-// lostQuorum says which of s's replicas are down (not alive in gossip)
+// lostQuorum says which of s's replicas are down (not alive in gossip:
+// from a node cut off from the others, those are its peers)
 // when they leave too few for a quorum, and "" otherwise.
 func lostQuorum(s placement.Shard, alive map[placement.NodeID]bool) string {
 	var down []string
@@ -854,7 +855,7 @@ func lostQuorum(s placement.Shard, alive map[placement.NodeID]bool) string {
 	if len(s.Replicas) == 0 || len(s.Replicas)-len(down) > len(s.Replicas)/2 {
 		return ""
 	}
-	return fmt.Sprintf("it has lost its quorum: %d of its %d replicas are down (%s)", len(down), len(s.Replicas), strings.Join(down, ", "))
+	return fmt.Sprintf("it has lost its quorum: %d of its %d replicas are down or cannot be reached from this node (%s)", len(down), len(s.Replicas), strings.Join(down, ", "))
 }
 
 // lately reports whether routing should pass over node id of map m: the

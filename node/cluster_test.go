@@ -888,8 +888,8 @@ func TestLostQuorum(t *testing.T) {
 	}{
 		{[]placement.NodeID{"n1", "n2", "n3"}, ""},
 		{[]placement.NodeID{"n1", "n3"}, ""},
-		{[]placement.NodeID{"n1"}, "it has lost its quorum: 2 of its 3 replicas are down (n2, n3)"},
-		{nil, "it has lost its quorum: 3 of its 3 replicas are down (n1, n2, n3)"},
+		{[]placement.NodeID{"n1"}, "it has lost its quorum: 2 of its 3 replicas are down or cannot be reached from this node (n2, n3)"},
+		{nil, "it has lost its quorum: 3 of its 3 replicas are down or cannot be reached from this node (n1, n2, n3)"},
 	} {
 		alive := map[placement.NodeID]bool{}
 		for _, id := range tt.alive {
@@ -929,7 +929,7 @@ func TestLostQuorumAnswersEarly(t *testing.T) {
 	began := time.Now()
 	code, body, err := c.do(ctx, 0, "/increment", "q")
 	took := time.Since(began)
-	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "it has lost its quorum: 2 of its 3 replicas are down (n2, n3)") {
+	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "it has lost its quorum: 2 of its 3 replicas are down or cannot be reached from this node (n2, n3)") {
 		t.Fatalf("an increment with two of three nodes gone: %d %q %v", code, body, err)
 	}
 	if took >= routeWait {
