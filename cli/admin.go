@@ -457,16 +457,18 @@ type apiStatus struct {
 }
 
 type apiMember struct {
-	ID       string   `json:"id"`
-	State    string   `json:"state"`
-	Alive    bool     `json:"alive"`
-	GRPC     string   `json:"grpc"`
-	HTTP     string   `json:"http"`
-	Admin    string   `json:"admin"`
-	Gossip   string   `json:"gossip"`
-	Replicas flexible `json:"replicas"`
-	Leaders  flexible `json:"leaders"`
-	Meta     string   `json:"meta"`
+	ID    string `json:"id"`
+	State string `json:"state"`
+	Alive bool   `json:"alive"`
+	// Reachable is nil from a node too old to say.
+	Reachable *bool    `json:"reachable"`
+	GRPC      string   `json:"grpc"`
+	HTTP      string   `json:"http"`
+	Admin     string   `json:"admin"`
+	Gossip    string   `json:"gossip"`
+	Replicas  flexible `json:"replicas"`
+	Leaders   flexible `json:"leaders"`
+	Meta      string   `json:"meta"`
 }
 
 type apiShard struct {

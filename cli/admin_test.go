@@ -30,9 +30,9 @@ const (
 		"meta_leader":"","map_version":0,"nodes":1,"shards":64,"replicas":1,"operation":null}`
 	// Deliberately not sorted: the table sorts.
 	membersJSON = `{"members":[
-		{"id":"n2","state":"active","alive":true,"grpc":"10.0.0.2:8790","http":"10.0.0.2:8787","admin":"10.0.0.2:8789","gossip":"10.0.0.2:7946","replicas":6,"leaders":3,"meta":"voter"},
-		{"id":"n1","state":"active","alive":true,"grpc":"10.0.0.1:8790","http":"10.0.0.1:8787","admin":"10.0.0.1:8789","gossip":"10.0.0.1:7946","replicas":6,"leaders":2,"meta":"voter"},
-		{"id":"n4","state":"draining","alive":false,"grpc":"10.0.0.4:8790","http":"10.0.0.4:8787","admin":"10.0.0.4:8789","gossip":"10.0.0.4:7946","replicas":1,"leaders":0,"meta":"nonvoter"},
+		{"id":"n2","state":"active","alive":true,"reachable":true,"grpc":"10.0.0.2:8790","http":"10.0.0.2:8787","admin":"10.0.0.2:8789","gossip":"10.0.0.2:7946","replicas":6,"leaders":3,"meta":"voter"},
+		{"id":"n1","state":"active","alive":true,"reachable":true,"grpc":"10.0.0.1:8790","http":"10.0.0.1:8787","admin":"10.0.0.1:8789","gossip":"10.0.0.1:7946","replicas":6,"leaders":2,"meta":"voter"},
+		{"id":"n4","state":"draining","alive":false,"reachable":false,"grpc":"10.0.0.4:8790","http":"10.0.0.4:8787","admin":"10.0.0.4:8789","gossip":"10.0.0.4:7946","replicas":1,"leaders":0,"meta":"nonvoter"},
 		{"id":"n3","state":"active","alive":true,"grpc":"10.0.0.3:8790","http":"10.0.0.3:8787","admin":"10.0.0.3:8789","gossip":"10.0.0.3:7946","replicas":5,"leaders":3,"meta":"voter"}]}`
 	shardsJSON = `{"shards":[
 		{"id":10,"version":40,"replicas":["n1","n2","n3"],"leader":"n3","voters":["n1","n2","n3"],"nonvoters":[],"applied_index":912,"replica_lag":{"n1":0,"n2":3,"n3":0}},

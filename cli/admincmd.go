@@ -176,8 +176,9 @@ func (e adminEnv) newMembersCommand() *cobra.Command {
 		Use:   "members",
 		Short: "List the cluster's nodes, their state and addresses",
 		Long: `List every node in the cluster map, sorted by id: its state (active, draining
-or removed), whether gossip finds it alive, how many shard replicas it holds
-and leads, whether it is a voter or a non-voter of the meta group (which holds
+or removed), whether gossip finds it alive, whether the node at --addr reaches
+it over Raft's transport (a node cut off from the others may still see them
+alive in gossip, never reachable), how many shard replicas it holds and leads, whether it is a voter or a non-voter of the meta group (which holds
 the cluster map; "-" if it is in neither), and its admin, app (http), grpc and
 gossip addresses.` + adminConnectHelp,
 		Example: `  roost members
@@ -210,9 +211,13 @@ func writeMembersTable(w io.Writer, members []apiMember) {
 	members = slices.Clone(members)
 	sort.SliceStable(members, func(i, j int) bool { return members[i].ID < members[j].ID })
 	tw := newTable(w)
-	fmt.Fprintln(tw, "ID\tSTATE\tALIVE\tREPLICAS\tLEADERS\tMETA\tADMIN\tHTTP\tGRPC\tGOSSIP")
+	fmt.Fprintln(tw, "ID\tSTATE\tALIVE\tREACHABLE\tREPLICAS\tLEADERS\tMETA\tADMIN\tHTTP\tGRPC\tGOSSIP")
 	for _, m := range members {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(m.ID), cell(m.State), yesNo(m.Alive),
+		reachable := "-"
+		if m.Reachable != nil {
+			reachable = yesNo(*m.Reachable)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", cell(m.ID), cell(m.State), yesNo(m.Alive), reachable,
 			cell(m.Replicas.count()), cell(m.Leaders.count()), cell(m.Meta), cell(m.Admin), cell(m.HTTP), cell(m.GRPC), cell(m.Gossip))
 	}
 	tw.Flush()

@@ -726,16 +726,21 @@ func (a *admin) leaderOperation(r *http.Request, leader placement.NodeID) *opJSO
 // Member is one member in GET /v1/members (docs/admin-api.md). It is
 // exported for the tools that decode the API (internal/adminapi).
 type Member struct {
-	ID       string `json:"id"`
-	State    string `json:"state"` // active, draining or removed
-	Alive    bool   `json:"alive"` // as gossip sees it
-	GRPC     string `json:"grpc"`
-	HTTP     string `json:"http"`
-	Admin    string `json:"admin"`
-	Gossip   string `json:"gossip"`
-	Replicas int    `json:"replicas"`
-	Leaders  int    `json:"leaders"`
-	Meta     string `json:"meta"` // voter, nonvoter, or "" if not in the meta group
+	ID    string `json:"id"`
+	State string `json:"state"` // active, draining or removed
+	Alive bool   `json:"alive"` // as gossip sees it
+	// Reachable: the answering node reaches it over the Raft transport
+	// (its liveness pings are answered). Gossip may still call a node
+	// alive that this one is cut off from: a node whose own network is
+	// down blames itself, not its peers, and marks none of them dead.
+	Reachable bool   `json:"reachable"`
+	GRPC      string `json:"grpc"`
+	HTTP      string `json:"http"`
+	Admin     string `json:"admin"`
+	Gossip    string `json:"gossip"`
+	Replicas  int    `json:"replicas"`
+	Leaders   int    `json:"leaders"`
+	Meta      string `json:"meta"` // voter, nonvoter, or "" if not in the meta group
 }
 
 func (a *admin) members(w http.ResponseWriter, r *http.Request) error {
@@ -757,7 +762,7 @@ func (a *admin) members(w http.ResponseWriter, r *http.Request) error {
 	out := make([]Member, 0, len(m.Nodes))
 	for id, nd := range m.Nodes {
 		out = append(out, Member{
-			ID: string(id), State: nd.State.String(), Alive: alive[id],
+			ID: string(id), State: nd.State.String(), Alive: alive[id], Reachable: c.trans.PeerReachable(raft.ServerAddress(nd.GRPCAddr)),
 			GRPC: nd.GRPCAddr, HTTP: nd.HTTPAddr, Admin: nd.AdminAddr, Gossip: nd.GossipAddr,
 			Replicas: len(m.ShardsOf(id)), Leaders: leaders[string(id)], Meta: suffrage[id],
 		})

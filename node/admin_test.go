@@ -967,6 +967,15 @@ func TestStatusNamesNoMetaLeaderWithoutQuorum(t *testing.T) {
 		st = statusJSON{}
 		if code := c.admin(li, "GET", "/v1/status", nil, &st); code == 200 && st.MetaLeader == "" && slices.Equal(st.Unreachable, others) {
 			t.Logf("no meta leader, and %v unreachable, shown %s after the others stopped", st.Unreachable, time.Since(stopped).Round(100*time.Millisecond))
+			var ms struct{ Members []Member }
+			if code := c.admin(li, "GET", "/v1/members", nil, &ms); code != 200 || len(ms.Members) != 3 {
+				t.Fatalf("members: %d %+v", code, ms)
+			}
+			for _, mem := range ms.Members {
+				if want := mem.ID == c.cfgs[li].NodeID; mem.Reachable != want {
+					t.Errorf("members shows %s reachable=%v from %s; want %v", mem.ID, mem.Reachable, c.cfgs[li].NodeID, want)
+				}
+			}
 			return
 		}
 		if time.Now().After(deadline) {
