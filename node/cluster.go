@@ -1049,18 +1049,20 @@ const handOffQuiesce = 500 * time.Millisecond
 
 // transfer hands a shard's leadership over (to target, or to any voter if
 // target is empty) without refusing writes: new requests are re-routed
-// while it runs, and the commits already proposed finish first.
-func (c *cluster) transfer(ls *localShard, target raft.Server) {
+// while it runs, and the commits already proposed finish first. It
+// reports whether it started one: not while one of the shard is under way.
+func (c *cluster) transfer(ls *localShard, target raft.Server) (started bool) {
 	if !ls.shard.handingOff.CompareAndSwap(false, true) {
-		return // a transfer of this shard is under way
+		return false // a transfer of this shard is under way
 	}
 	c.n.wg.Add(1)
 	go func() {
 		defer c.n.wg.Done()
 		if err := c.transferQuiesced(ls, target); err != nil {
-			c.n.log.Debug("leadership transfer", "shard", ls.shard.id.String(), "to", target.ID, "err", err)
+			c.n.log.Info("leadership transfer failed", "shard", ls.shard.id.String(), "to", target.ID, "err", err)
 		}
 	}()
+	return true
 }
 
 // transferNow is transfer that waits for the outcome, for the admin API.

@@ -92,8 +92,10 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 			log.Debug("this node leaves the shard, but no replica the map names is alive and caught up to take over")
 			break
 		}
-		log.Info("this node leaves the shard: handing leadership over", "to", target.ID)
-		c.transfer(ls, target)
+		if c.transfer(ls, target) {
+			// Once a transfer: reconcile comes back every pass while it runs.
+			log.Info("this node leaves the shard: handing leadership over", "to", target.ID)
+		}
 	case stepRemove:
 		log.Info("removing replica", "node", step.node)
 		raftstore.PublishCommitsAfter(r, r.RemoveServer(sid, cf.Index(), membershipTimeout))
