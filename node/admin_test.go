@@ -903,15 +903,19 @@ func TestAdminCluster(t *testing.T) {
 			}
 		}
 		c.stop(vi)
-		c.start(vi)
-		waitRemovedReason("the removed node started again")
-		select {
-		case err := <-c.nodes[vi].Failed():
-			if !errors.Is(err, placement.ErrNodeRemoved) {
-				t.Fatalf("the removed node started again failed with %v, want ErrNodeRemoved", err)
-			}
-		default: // its own map told it: it stays up, not ready, until stopped
-			t.Log("the removed node learnt of its removal from its own map")
+		// Started again with its data dir, it refuses at once, before it
+		// joins gossip or serves anything.
+		again, err := New(c.cfgs[vi], c.app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = again.Start(context.Background())
+		if err == nil {
+			c.nodes[vi] = again // closed by the cluster's cleanup
+			t.Fatal("the removed node started again with its data dir")
+		}
+		if !errors.Is(err, placement.ErrNodeRemoved) || !strings.Contains(err.Error(), "new --id") {
+			t.Fatalf("the removed node started again failed with %v, want ErrNodeRemoved saying to use a new id", err)
 		}
 	})
 }

@@ -35,8 +35,8 @@ func dataDirOriginOf(dir string) dataDirOrigin {
 }
 
 // dataDirEntries are what a node writes in its data dir: its identity,
-// its layout and its store (Start).
-var dataDirEntries = []string{"node.json", "layout.json", "pebble"}
+// its layout and its store (Start), and the record of its removal.
+var dataDirEntries = []string{"node.json", "layout.json", "pebble", removedMarker}
 
 // restore removes what the node wrote to a data dir that was absent or
 // empty: its own entries only, so that a file another program put there

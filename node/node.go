@@ -172,6 +172,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if ident, err = checkIdentity(n.cfg.DataDir, n.cfg.NodeID); err != nil {
 			return err
 		}
+		if err := checkNotRemoved(n.cfg.DataDir); err != nil {
+			return err
+		}
 	} else if _, err := os.Stat(filepath.Join(n.cfg.DataDir, "node.json")); err == nil {
 		return fmt.Errorf("%w: %s belongs to a cluster node; roost dev needs a data dir of its own", ErrDataDirMismatch, n.cfg.DataDir)
 	}

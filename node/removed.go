@@ -2,7 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -24,6 +29,37 @@ import (
 //     without state does when it first starts); if one marks it removed,
 //     the node fails with placement.ErrNodeRemoved, since it would
 //     otherwise wait for a map that never comes.
+
+//
+// Either way it writes removedMarker in its data dir: started again with
+// it, the node refuses at once (checkNotRemoved), before it joins gossip.
+// Before, it rejoined gossip for a while and served as ready until it
+// found out again, and under a container restart policy it did so over
+// and over.
+
+// removedMarker is the data dir file that records the node's removal.
+const removedMarker = "removed"
+
+// markRemoved records reason in the data dir (removedMarker).
+func (c *cluster) markRemoved(reason string) {
+	if err := os.WriteFile(filepath.Join(c.n.cfg.DataDir, removedMarker), []byte(reason+"\n"), 0o644); err != nil {
+		c.n.log.Error("recording this node's removal in its data dir", "err", err)
+	}
+}
+
+// checkNotRemoved fails a start on the data dir of a node that was
+// removed from its cluster (markRemoved).
+func checkNotRemoved(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, removedMarker))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", filepath.Join(dir, removedMarker), err)
+	}
+	return fmt.Errorf("%w: %s (recorded in %s); to run a node here again, start it with a new --id and an empty data dir",
+		placement.ErrNodeRemoved, strings.TrimSpace(string(b)), filepath.Join(dir, removedMarker))
+}
 
 // removalCheckInterval is how often watchRemoval looks.
 const removalCheckInterval = 5 * time.Second
@@ -59,6 +95,7 @@ func (c *cluster) checkRemoval(ctx context.Context, clusterID string) bool {
 		reason := fmt.Sprintf("node %s was removed from cluster %s (roost remove): it holds no replica and its ID is not used again", c.self, m.ClusterID)
 		c.removedHere.Store(true)
 		c.removed.Store(&reason)
+		c.markRemoved(reason)
 		c.n.log.Error(reason + c.removedAdvice())
 		return true
 	}
@@ -84,6 +121,7 @@ func (c *cluster) checkRemoval(ctx context.Context, clusterID string) bool {
 			placement.ErrNodeRemoved, c.self, r.ClusterId, id)
 		reason := err.Error()
 		c.removed.Store(&reason)
+		c.markRemoved(fmt.Sprintf("node %s was removed from cluster %s while it was away (so says %s)", c.self, r.ClusterId, id))
 		c.fail(err)
 		return true
 	}
