@@ -452,16 +452,8 @@ func TestCarriedOnDrainOfAnActiveNode(t *testing.T) {
 	reg := &turnRegistry{active: map[string]string{}}
 	c := newTestCluster(t, 4, 4, reg, func(cfg *Config) { cfg.DeadNodeGrace = 0 })
 	c.waitMetaVoters(3, 60*time.Second)
-	leader := c.metaLeader()
-	li := c.nodeIndex(placement.NodeID(leader.cfg.NodeID))
+	leader, li, victim := c.metaLeaderAndAHolder()
 	m := leader.cluster.metaFSM.Map()
-	var victim placement.NodeID
-	for _, cfg := range c.cfgs {
-		if id := placement.NodeID(cfg.NodeID); id != placement.NodeID(leader.cfg.NodeID) && len(m.ShardsOf(id)) > 0 {
-			victim = id
-			break
-		}
-	}
 	if victim == "" {
 		t.Fatalf("no node but the meta leader holds a shard: %+v", m.ShardMap)
 	}
@@ -480,6 +472,20 @@ func TestCarriedOnDrainOfAnActiveNode(t *testing.T) {
 	if held := after.ShardsOf(victim); len(held) > 0 || after.Nodes[victim].State != placement.NodeDraining {
 		t.Fatalf("after its drain %s is %s and holds shards %v", victim, after.Nodes[victim].State, held)
 	}
+}
+
+// metaLeaderAndAHolder returns the meta leader, its index, and another
+// node that holds replicas ("" if none does).
+func (c *testCluster) metaLeaderAndAHolder() (leader *Node, index int, holder placement.NodeID) {
+	leader = c.metaLeader()
+	m := leader.cluster.metaFSM.Map()
+	for _, cfg := range c.cfgs {
+		if id := placement.NodeID(cfg.NodeID); id != placement.NodeID(leader.cfg.NodeID) && len(m.ShardsOf(id)) > 0 {
+			holder = id
+			break
+		}
+	}
+	return leader, c.nodeIndex(placement.NodeID(leader.cfg.NodeID)), holder
 }
 
 // TestDrainRefusedWithNoLiveNodeToTakeIt: a drain whose node holds

@@ -284,16 +284,7 @@ func TestReplicaStartedLateCatchesUpSoon(t *testing.T) {
 			}
 		}
 	}
-	leader := c.metaLeader()
-	li := c.nodeIndex(placement.NodeID(leader.cfg.NodeID))
-	m := leader.cluster.metaFSM.Map()
-	var victim placement.NodeID
-	for _, cfg := range c.cfgs {
-		if id := placement.NodeID(cfg.NodeID); id != placement.NodeID(leader.cfg.NodeID) && len(m.ShardsOf(id)) > 0 {
-			victim = id
-			break
-		}
-	}
+	_, li, victim := c.metaLeaderAndAHolder()
 	start := time.Now()
 	op := c.runOp(li, "/v1/nodes/"+string(victim)+"/drain", nil, nil)
 	took := time.Since(start)
