@@ -60,10 +60,11 @@ type WebSocketAutoResponder interface {
 type State struct {
 	// ID is the object's ID as the request that activated this instance
 	// carried it: its Name is the name only if that request's ID came
-	// from IDFromName on the node that made it (not for an ID from
-	// IDFromString, a forwarded request or an alarm), and it does not
-	// change while the instance lives. Keep a name the object needs in its
-	// storage.
+	// from IDFromName, on whichever node (a forwarded request carries the
+	// name, checked against the ID) — not for an ID from IDFromString or
+	// NewUniqueID, nor for an instance an alarm activated — and it does
+	// not change while the instance lives. Keep a name the object needs
+	// in its storage.
 	ID      ID
 	Storage Storage
 	rt      StateRuntime

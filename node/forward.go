@@ -369,7 +369,7 @@ func (f *forwarder) count(via string) {
 
 func forwardHead(class string, id durable.ID, req *http.Request, hops int) *proto.ForwardHead {
 	idb := id.Bytes()
-	return &proto.ForwardHead{Class: class, ObjectId: idb[:], Method: req.Method, Url: req.URL.RequestURI(), Headers: toForwardHeaders(req.Header), Hops: uint32(hops)}
+	return &proto.ForwardHead{Class: class, ObjectId: idb[:], ObjectName: id.Name(), Method: req.Method, Url: req.URL.RequestURI(), Headers: toForwardHeaders(req.Header), Hops: uint32(hops)}
 }
 
 // forwardMuxed sends a small request over p's Calls stream. errNoCalls

@@ -1096,3 +1096,28 @@ func TestReplyWriterSettlesEveryReply(t *testing.T) {
 		t.Fatalf("%d settled, want 3", settled.Load())
 	}
 }
+
+// A forwarded name is taken only if it makes the forwarded ID: a peer
+// cannot give an object another name than its own.
+func TestForwardedNameMustMakeTheID(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	ns, err := n.Env().Namespace("COUNTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := ns.IDFromName("front-door").Bytes()
+	for _, tc := range []struct {
+		name, wantName string
+		wantErr        error
+	}{
+		{"front-door", "front-door", nil},
+		{"", "", nil},
+		{"back-door", "", durable.ErrInvalidID},
+	} {
+		_, id, err := n.manager.checkForwarded(&proto.ForwardHead{Class: "Counter", ObjectId: b[:], ObjectName: tc.name})
+		if !errors.Is(err, tc.wantErr) || err == nil && (id.Name() != tc.wantName || id.Bytes() != b) {
+			t.Errorf("forwarded with name %q: ID %s named %q, err %v; want name %q, err %v", tc.name, id, id.Name(), err, tc.wantName, tc.wantErr)
+		}
+	}
+}

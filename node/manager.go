@@ -185,6 +185,13 @@ func (m *manager) checkForwarded(h *proto.ForwardHead) (string, durable.ID, erro
 	if err != nil {
 		return "", durable.ID{}, err
 	}
+	if h.ObjectName != "" {
+		named := key.FromName(h.ObjectName)
+		if !named.Equal(id) {
+			return "", durable.ID{}, fmt.Errorf("%w: the forwarded name %q does not make the forwarded ID %s", durable.ErrInvalidID, h.ObjectName, id)
+		}
+		id = named // State.ID.Name() answers it here too
+	}
 	return h.Class, id, nil
 }
 

@@ -63,6 +63,8 @@ func (o *room) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/closed":
 		v, _, _ := o.state.Storage.Get("closed")
 		w.Write(v)
+	case "/name":
+		fmt.Fprint(w, o.state.ID.Name())
 	default:
 		fmt.Fprint(w, o.count())
 	}
@@ -446,6 +448,34 @@ func TestWebSocketTunnelOfAStoppingEntryNodeClosesWithGoingAway(t *testing.T) {
 	}
 	if got, want := readText(t, direct), fmt.Sprintf("closed %d %s true", websocket.StatusGoingAway, goingAwayReason); got != want {
 		t.Fatalf("the room's other member heard %q, want %q", got, want)
+	}
+}
+
+// An object first reached through a node that does not lead its shard
+// has, in its State.ID, the name its ID was made from, as one reached
+// through its leader does: the forwarded request carries the name, which
+// the leader checks against the ID. Before, such an object's ID had no
+// name.
+func TestForwardedObjectKnowsItsName(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	c.waitConverged(0, 30*time.Second)
+	for i := range 8 {
+		name := fmt.Sprintf("parlour-%d", i)
+		entry := -1
+		for j, nd := range c.nodes {
+			if local, _, err := nd.manager.router.route(shardOf(roomID(t, nd, name).Bytes(), 4)); err == nil && local == nil {
+				entry = j
+				break
+			}
+		}
+		if entry < 0 {
+			t.Fatalf("every node leads the shard of %s", name)
+		}
+		code, body, err := getBody(context.Background(), "http://"+c.cfgs[entry].HTTPAddr+"/name?"+url.Values{"ns": {"ROOM"}, "name": {name}}.Encode())
+		if err != nil || code != http.StatusOK || body != name {
+			t.Fatalf("room %s first reached through node %d, which does not lead it, says its name is %q (%d, %v)", name, entry+1, body, code, err)
+		}
 	}
 }
 

@@ -136,13 +136,17 @@ func (x *ForwardHeader) GetValues() []string {
 }
 
 type ForwardHead struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Class         string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
-	ObjectId      []byte                 `protobuf:"bytes,2,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"` // 32 bytes
-	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
-	Url           string                 `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"` // path and query as the Worker saw them
-	Headers       []*ForwardHeader       `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty"`
-	Hops          uint32                 `protobuf:"varint,6,opt,name=hops,proto3" json:"hops,omitempty"` // forwards so far; bounded by the sender
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Class    string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
+	ObjectId []byte                 `protobuf:"bytes,2,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"` // 32 bytes
+	Method   string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	Url      string                 `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"` // path and query as the Worker saw them
+	Headers  []*ForwardHeader       `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty"`
+	Hops     uint32                 `protobuf:"varint,6,opt,name=hops,proto3" json:"hops,omitempty"` // forwards so far; bounded by the sender
+	// The name object_id was made from (IDFromName), when the sender knows
+	// it: the object's State.ID then has it wherever the object runs. The
+	// receiver checks that the name makes object_id.
+	ObjectName    string `protobuf:"bytes,7,opt,name=object_name,json=objectName,proto3" json:"object_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -217,6 +221,13 @@ func (x *ForwardHead) GetHops() uint32 {
 		return x.Hops
 	}
 	return 0
+}
+
+func (x *ForwardHead) GetObjectName() string {
+	if x != nil {
+		return x.ObjectName
+	}
+	return ""
 }
 
 type ForwardError struct {
@@ -1188,14 +1199,16 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x13proto/forward.proto\x12\x10roost.forward.v1\";\n" +
 	"\rForwardHeader\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06values\x18\x02 \x03(\tR\x06values\"\xb9\x01\n" +
+	"\x06values\x18\x02 \x03(\tR\x06values\"\xda\x01\n" +
 	"\vForwardHead\x12\x14\n" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12\x1b\n" +
 	"\tobject_id\x18\x02 \x01(\fR\bobjectId\x12\x16\n" +
 	"\x06method\x18\x03 \x01(\tR\x06method\x12\x10\n" +
 	"\x03url\x18\x04 \x01(\tR\x03url\x129\n" +
 	"\aheaders\x18\x05 \x03(\v2\x1f.roost.forward.v1.ForwardHeaderR\aheaders\x12\x12\n" +
-	"\x04hops\x18\x06 \x01(\rR\x04hops\"\xa9\x02\n" +
+	"\x04hops\x18\x06 \x01(\rR\x04hops\x12\x1f\n" +
+	"\vobject_name\x18\a \x01(\tR\n" +
+	"objectName\"\xa9\x02\n" +
 	"\fForwardError\x127\n" +
 	"\x04kind\x18\x01 \x01(\x0e2#.roost.forward.v1.ForwardError.KindR\x04kind\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +
