@@ -1060,6 +1060,13 @@ func (c *cluster) transfer(ls *localShard, target raft.Server) (started bool) {
 		defer c.n.wg.Done()
 		if err := c.transferQuiesced(ls, target); err != nil {
 			c.n.log.Info("leadership transfer failed", "shard", ls.shard.id.String(), "to", target.ID, "err", err)
+			if ls.group.Raft().State() == raft.Leader {
+				// A target raft could not bring up to date in time may be
+				// a follower whose replication, after failed sends, waits
+				// for a new entry or CommitTimeout (30-60 s) to try
+				// again (catchUpTrack): this entry is one.
+				fenceGroup{ls.group}.Nudge()
+			}
 		}
 	}()
 	return true
