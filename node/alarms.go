@@ -73,6 +73,12 @@ type alarmRetry struct {
 	at        int64 // the alarm time the retries are for
 	count     int
 	notBefore time.Time
+	// term is the shard's leadership term here (shard.losses) the retry
+	// was recorded in. A retry of an earlier term is forgotten: a
+	// failover starts the count again on the new leader, and a node that
+	// leads the shard again must neither wait out nor count on from what
+	// it kept of its earlier term.
+	term uint64
 }
 
 func newAlarmScheduler(m *manager, sh *shard, reader alarmReader, set alarmSettings) *alarmScheduler {
@@ -119,6 +125,7 @@ func (a *alarmScheduler) run(ctx context.Context, wg *sync.WaitGroup) {
 func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.WaitGroup) time.Time {
 	next := now.Add(a.maxSleep)
 	nowMs := now.UnixMilli()
+	term := a.sh.losses.Load()
 	// At most alarmBatch deliveries run at a time: those running now
 	// count against this poll's.
 	a.mu.Lock()
@@ -147,10 +154,13 @@ func (a *alarmScheduler) poll(ctx context.Context, now time.Time, fires *sync.Wa
 			}
 			a.mu.Lock()
 			r, retrying := a.retries[d.Object]
-			if retrying && r.at != d.At {
-				delete(a.retries, d.Object) // the object moved its alarm: start afresh
+			if retrying && (r.at != d.At || r.term != term) {
+				// The object moved its alarm, or the retry is of an
+				// earlier term: start afresh.
+				delete(a.retries, d.Object)
 				r, retrying = alarmRetry{}, false
 			}
+			r.term = term
 			if at, ok := a.unknown[d.Object]; (ok && at == d.At) || a.running[d.Object] {
 				a.mu.Unlock()
 				continue
@@ -252,7 +262,7 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 		// Refused before it ran (the shard's leadership is moving): not a
 		// failed delivery. The next leader delivers it, or this node again
 		// if the hand-over fails.
-		a.retries[d.Object] = alarmRetry{at: d.At, count: r.count, notBefore: time.Now().Add(a.backoff)}
+		a.retries[d.Object] = alarmRetry{at: d.At, count: r.count, notBefore: time.Now().Add(a.backoff), term: r.term}
 	default:
 		a.m.metrics.alarmFailures.Inc()
 		next := r.count + 1
@@ -263,7 +273,7 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 			delay = a.backoff // only the deleting pass is left
 		}
 		a.m.cfg.Logger.Warn("alarm failed; will retry", "class", class, "id", id.String(), "retry", next, "err", err)
-		a.retries[d.Object] = alarmRetry{at: d.At, count: next, notBefore: time.Now().Add(delay)}
+		a.retries[d.Object] = alarmRetry{at: d.At, count: next, notBefore: time.Now().Add(delay), term: r.term}
 	}
 	delete(a.running, d.Object)
 	a.mu.Unlock()

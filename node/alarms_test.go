@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -433,6 +434,52 @@ func TestAlarmRetriesBackOff(t *testing.T) {
 		if info := rec.info[i]; info.RetryCount != i || !info.IsRetry {
 			t.Errorf("delivery %d: %+v, want retry %d", i, info, i)
 		}
+	}
+}
+
+// A failing alarm's retry count and wait belong to the term of
+// leadership they were recorded in: once the shard's leadership has been
+// lost here (a failover, or a move and back), the alarm is delivered at
+// once with its count started again, as on any new leader. Before, a node
+// that led the shard again waited out its old backoff and counted on.
+func TestAlarmRetryOfAnEarlierTermIsForgotten(t *testing.T) {
+	const backoff = time.Hour // a retry of this term would never come in the test
+	rec := &deliveries{done: make(chan struct{})}
+	app := alarmApp()
+	app.Classes["Flaky"] = func(state *durable.State, _ *durable.Env) durable.Object {
+		return &flakyAlarm{state: state, fail: 100, rec: rec}
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "FLAKY", ClassName: "Flaky"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, func(n *Node) { n.alarms.backoff = backoff })
+	defer closeNode(t, n)
+	params := url.Values{"ns": {"FLAKY"}, "name": {"F"}}
+	if code, body := get(t, n, "/arm", params); code != 200 {
+		t.Fatalf("arm: %d %s", code, body)
+	}
+	delivered := func(count int) []durable.AlarmInfo {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			rec.mu.Lock()
+			info := slices.Clone(rec.info)
+			rec.mu.Unlock()
+			if len(info) >= count {
+				return info
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d deliveries after 10 s, want %d", len(info), count)
+			}
+		}
+	}
+	delivered(1) // failed: its retry waits an hour
+	ns, err := n.Env().Namespace("FLAKY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh := n.shards[shardOf(ns.IDFromName("F").Bytes(), len(n.shards))]
+	sh.losses.Add(1) // what a lost leadership does (followLeadership)
+	sh.wakeAlarms()
+	if info := delivered(2)[1]; info.RetryCount != 0 || info.IsRetry {
+		t.Fatalf("the delivery after a new term: %+v, want the count started again", info)
 	}
 }
 
