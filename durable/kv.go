@@ -287,7 +287,7 @@ func (k *KVNamespace) List(ctx context.Context, opts KVListOptions) (KVListResul
 	if err := errors.Join(errs...); err != nil {
 		return KVListResult{}, err
 	}
-	return mergeKVPages(pages, limit), nil
+	return mergeKVPages(pages, opts.Prefix, limit), nil
 }
 
 // listOne lists one object's keys.
@@ -309,7 +309,7 @@ func (k *KVNamespace) listOne(ctx context.Context, stub *Stub, q url.Values) (KV
 // page. An object whose page is not complete may hold keys after its page's
 // cursor, so the merged page ends there at the latest (the smallest such
 // cursor); its own cursor is its last key, or that bound if it holds none.
-func mergeKVPages(pages []KVListResult, limit int) KVListResult {
+func mergeKVPages(pages []KVListResult, prefix string, limit int) KVListResult {
 	if len(pages) == 1 {
 		return pages[0]
 	}
@@ -318,7 +318,7 @@ func mergeKVPages(pages []KVListResult, limit int) KVListResult {
 	for _, p := range pages {
 		keys = append(keys, p.Keys...)
 		if !p.ListComplete {
-			c, _ := decodeKVCursor(p.Cursor) // the object's own cursor: well formed
+			c, _, _, _ := decodeKVCursor(p.Cursor) // the object's own cursor: well formed
 			if !bounded || c < bound {
 				bound, bounded = c, true
 			}
@@ -341,7 +341,7 @@ func mergeKVPages(pages []KVListResult, limit int) KVListResult {
 		if len(out.Keys) > 0 {
 			last = out.Keys[len(out.Keys)-1].Name
 		}
-		out.Cursor = encodeKVCursor(last)
+		out.Cursor = encodeKVCursor(prefix, last)
 	}
 	if out.Keys == nil {
 		out.Keys = []KVKey{}
@@ -445,10 +445,14 @@ func checkKVListPage(prefix, cursor string) (after string, err error) {
 	case !utf8.ValidString(prefix):
 		return "", fmt.Errorf("%w: the prefix must be UTF-8, as KV keys are", ErrInvalidOption)
 	}
-	if after, err = decodeKVCursor(cursor); err != nil {
+	if cursor == "" {
+		return "", nil
+	}
+	after, of, known, err := decodeKVCursor(cursor)
+	if err != nil {
 		return "", err
 	}
-	if cursor != "" && !strings.HasPrefix(after, prefix) {
+	if known && of != prefix || !strings.HasPrefix(after, prefix) {
 		return "", fmt.Errorf("%w: cursor %q continues a listing with another prefix; give the prefix it came with", ErrInvalidOption, cursor)
 	}
 	return after, nil
@@ -505,15 +509,33 @@ func checkKVPut(key string, opts KVPutOptions, now time.Time) (int64, []byte, er
 }
 
 // A cursor is the last key of the page before, base64url-encoded.
-func encodeKVCursor(lastKey string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(lastKey))
+// A List cursor is the last key of its page and the prefix of its
+// listing, each base64url (unpadded), joined by a dot (not in base64url's
+// alphabet): a cursor given with another prefix, even one its key starts
+// with, would skip or repeat keys, and is refused (checkKVListPage). A
+// cursor without a dot, of a node from before the prefix was in it, holds
+// the key alone.
+func encodeKVCursor(prefix, lastKey string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(lastKey)) + "." + base64.RawURLEncoding.EncodeToString([]byte(prefix))
 }
 
-func decodeKVCursor(c string) (string, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	// A cursor holds a key, so it is UTF-8 (checkKVKey): most garbage is not.
-	if err != nil || len(b) > KVMaxKeyBytes || !utf8.Valid(b) {
-		return "", fmt.Errorf("%w: %q is not a cursor of this namespace's List", ErrInvalidOption, c)
+// decodeKVCursor returns a cursor's last key and prefix; known is false
+// for a cursor that does not hold its prefix.
+func decodeKVCursor(c string) (lastKey, prefix string, known bool, err error) {
+	bad := fmt.Errorf("%w: %q is not a cursor of this namespace's List", ErrInvalidOption, c)
+	k, p, known := strings.Cut(c, ".")
+	key, err := base64.RawURLEncoding.DecodeString(k)
+	// A cursor holds a key and a prefix, so they are UTF-8 (checkKVKey,
+	// checkKVListPage): most garbage is not.
+	if err != nil || len(key) > KVMaxKeyBytes || !utf8.Valid(key) {
+		return "", "", false, bad
 	}
-	return string(b), nil
+	if known {
+		b, err := base64.RawURLEncoding.DecodeString(p)
+		if err != nil || len(b) > KVMaxKeyBytes || !utf8.Valid(b) {
+			return "", "", false, bad
+		}
+		prefix = string(b)
+	}
+	return string(key), prefix, known, nil
 }

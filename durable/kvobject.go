@@ -482,7 +482,9 @@ func (o *kvObject) list(w http.ResponseWriter, q url.Values) error {
 	if err != nil {
 		return err
 	}
-	opts := ListOptions{Prefix: "k" + q.Get("prefix"), Limit: limit}
+	// One key more than the page holds says whether more follow: a page
+	// of exactly limit keys, the last ones, is complete.
+	opts := ListOptions{Prefix: "k" + q.Get("prefix"), Limit: limit + 1}
 	if after != "" {
 		opts.StartAfter = "k" + after
 	}
@@ -490,7 +492,8 @@ func (o *kvObject) list(w http.ResponseWriter, q url.Values) error {
 	if err != nil {
 		return err
 	}
-	page := KVListResult{Keys: []KVKey{}, ListComplete: len(kvs) < limit}
+	page := KVListResult{Keys: []KVKey{}, ListComplete: len(kvs) <= limit}
+	kvs = kvs[:min(len(kvs), limit)]
 	for _, kv := range kvs {
 		e, err := decodeKVEntry(kv.Value)
 		if err != nil {
@@ -502,7 +505,7 @@ func (o *kvObject) list(w http.ResponseWriter, q url.Values) error {
 		page.Keys = append(page.Keys, KVKey{Name: kv.Key[1:], Expiration: e.expiration, Metadata: e.metadata})
 	}
 	if !page.ListComplete {
-		page.Cursor = encodeKVCursor(kvs[len(kvs)-1].Key[1:])
+		page.Cursor = encodeKVCursor(q.Get("prefix"), kvs[len(kvs)-1].Key[1:])
 	}
 	w.Header().Set("Content-Type", "application/json")
 	return json.NewEncoder(w).Encode(page)

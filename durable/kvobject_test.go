@@ -207,13 +207,18 @@ func TestKVObjectList(t *testing.T) {
 	if string(first.Keys[0].Metadata) != `{"n":1}` {
 		t.Fatalf("metadata in list: %s", first.Keys[0].Metadata)
 	}
+	// The last two keys fill the page: it says none follow, rather than
+	// sending the caller for an empty third page.
 	second := h.list(url.Values{"prefix": {"a/"}, "limit": {"2"}, "cursor": {first.Cursor}})
-	if names(second) != "a/2,a/3" {
-		t.Fatalf("second page: %+v", second)
+	if names(second) != "a/2,a/3" || !second.ListComplete || second.Cursor != "" {
+		t.Fatalf("second page: %+v; want a/2,a/3, complete, no cursor", second)
 	}
-	third := h.list(url.Values{"prefix": {"a/"}, "limit": {"2"}, "cursor": {second.Cursor}})
-	if len(third.Keys) != 0 || !third.ListComplete {
-		t.Fatalf("third page: %+v", third)
+	// A cursor is of its listing's prefix only: without it, or with a
+	// shorter one its key also starts with, it would skip keys.
+	for _, prefix := range []string{"", "a"} {
+		if resp := h.do(http.MethodGet, "list", url.Values{"prefix": {prefix}, "cursor": {first.Cursor}}, "", ""); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("the first page's cursor with prefix %q: %d, want 400", prefix, resp.StatusCode)
+		}
 	}
 }
 
@@ -240,7 +245,11 @@ func TestKVObjectRefusesBadInput(t *testing.T) {
 		{"cursor of no key", http.MethodGet, "list", url.Values{"cursor": {"garbage"}}, "", "invalid-option"},
 		{"prefix not UTF-8", http.MethodGet, "list", url.Values{"prefix": {"\xff"}}, "", "invalid-option"},
 		{"prefix longer than a key", http.MethodGet, "list", url.Values{"prefix": {strings.Repeat("p", KVMaxKeyBytes+1)}}, "", "invalid-option"},
-		{"cursor of another prefix", http.MethodGet, "list", url.Values{"prefix": {"y"}, "cursor": {encodeKVCursor("x")}}, "", "invalid-option"},
+		{"cursor of another prefix", http.MethodGet, "list", url.Values{"prefix": {"y"}, "cursor": {encodeKVCursor("x", "x1")}}, "", "invalid-option"},
+		{"cursor of a longer prefix", http.MethodGet, "list", url.Values{"prefix": {"p"}, "cursor": {encodeKVCursor("pg/", "pg/0004")}}, "", "invalid-option"},
+		{"cursor of a longer prefix, without one", http.MethodGet, "list", url.Values{"cursor": {encodeKVCursor("pg/", "pg/0004")}}, "", "invalid-option"},
+		{"old cursor whose key lacks the prefix", http.MethodGet, "list", url.Values{"prefix": {"y"}, "cursor": {"eA"}}, "", "invalid-option"},
+		{"cursor with a broken prefix", http.MethodGet, "list", url.Values{"cursor": {"eA.!!"}}, "", "invalid-option"},
 		{"limit too big", http.MethodGet, "list", url.Values{"limit": {"1001"}}, "", "invalid-option"},
 		{"unknown operation", http.MethodGet, "scan", nil, "", "invalid-option"},
 	}
@@ -520,7 +529,7 @@ func TestMergeKVPages(t *testing.T) {
 	}
 	complete := func(names ...string) KVListResult { return KVListResult{Keys: keys(names...), ListComplete: true} }
 	partial := func(cursor string, names ...string) KVListResult {
-		return KVListResult{Keys: keys(names...), Cursor: encodeKVCursor(cursor)}
+		return KVListResult{Keys: keys(names...), Cursor: encodeKVCursor("", cursor)}
 	}
 	for _, tc := range []struct {
 		name       string
@@ -537,11 +546,11 @@ func TestMergeKVPages(t *testing.T) {
 		{"an incomplete page of expired keys only", []KVListResult{partial("m"), complete("a", "z")}, 5, "a", false, "a"},
 		{"nothing before the bound", []KVListResult{partial("m"), complete("z")}, 5, "", false, "m"},
 	} {
-		got := mergeKVPages(tc.pages, tc.limit)
+		got := mergeKVPages(tc.pages, "", tc.limit)
 		if names(got) != tc.want || got.ListComplete != tc.complete {
 			t.Errorf("%s: %q complete=%v, want %q complete=%v", tc.name, names(got), got.ListComplete, tc.want, tc.complete)
 		}
-		cursor, _ := decodeKVCursor(got.Cursor)
+		cursor, _, _, _ := decodeKVCursor(got.Cursor)
 		if cursor != tc.wantCursor {
 			t.Errorf("%s: cursor %q, want %q", tc.name, cursor, tc.wantCursor)
 		}
