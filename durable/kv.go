@@ -524,14 +524,14 @@ func encodeKVCursor(prefix, lastKey string) string {
 func decodeKVCursor(c string) (lastKey, prefix string, known bool, err error) {
 	bad := fmt.Errorf("%w: %q is not a cursor of this namespace's List", ErrInvalidOption, c)
 	k, p, known := strings.Cut(c, ".")
-	key, err := base64.RawURLEncoding.DecodeString(k)
+	key, err := base64.RawURLEncoding.Strict().DecodeString(k)
 	// A cursor holds a key and a prefix, so they are UTF-8 (checkKVKey,
 	// checkKVListPage): most garbage is not.
 	if err != nil || len(key) > KVMaxKeyBytes || !utf8.Valid(key) {
 		return "", "", false, bad
 	}
 	if known {
-		b, err := base64.RawURLEncoding.DecodeString(p)
+		b, err := base64.RawURLEncoding.Strict().DecodeString(p)
 		if err != nil || len(b) > KVMaxKeyBytes || !utf8.Valid(b) {
 			return "", "", false, bad
 		}

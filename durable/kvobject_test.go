@@ -340,6 +340,35 @@ func FuzzKVEntry(f *testing.F) {
 	})
 }
 
+// FuzzKVCursor checks arbitrary cursors and prefixes: no panic; a cursor
+// that decodes with its prefix encodes back to itself and continues only
+// that prefix's listing.
+func FuzzKVCursor(f *testing.F) {
+	f.Add(encodeKVCursor("pg/", "pg/0004"), "pg/")
+	f.Add(encodeKVCursor("", "a"), "a")
+	f.Add("eA", "")
+	f.Add("eA.", "x")
+	f.Add("..", "")
+	f.Fuzz(func(t *testing.T, cursor, prefix string) {
+		after, err := checkKVListPage(prefix, cursor)
+		key, of, known, derr := decodeKVCursor(cursor)
+		if derr != nil {
+			if cursor != "" && err == nil {
+				t.Fatalf("cursor %q does not decode (%v) but was accepted", cursor, derr)
+			}
+			return
+		}
+		if known {
+			if again := encodeKVCursor(of, key); again != cursor {
+				t.Fatalf("cursor %q decodes to (%q, %q), which encodes to %q", cursor, of, key, again)
+			}
+			if err == nil && cursor != "" && (of != prefix || after != key) {
+				t.Fatalf("cursor %q of prefix %q accepted for prefix %q", cursor, of, prefix)
+			}
+		}
+	})
+}
+
 // keysWithPrefix counts the stored keys that start with prefix.
 func (h *kvHarness) keysWithPrefix(prefix string) int {
 	n := 0
