@@ -36,6 +36,7 @@ BENCHCOUNT ?= 1
 # Fuzz targets as package:FuzzFunc; `make fuzz` runs each for FUZZTIME.
 FUZZ_TARGETS ?= ./durable:FuzzParseID \
                 ./durable:FuzzKVEntry \
+                ./durable:FuzzKVCursor \
                 ./config:FuzzParse \
                 ./raftstore:FuzzDecodeEntry \
                 ./raftstore:FuzzDecodeLog \
