@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"errors"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -95,5 +97,34 @@ func TestCloseRestoresDataDirOnce(t *testing.T) {
 	n.Close(context.Background())
 	if _, err := os.Stat(filepath.Join(dir, "layout.json")); err != nil {
 		t.Fatalf("a second Close of the refused node removed the next node's data: %v", err)
+	}
+}
+
+// A first start that fails because the gossip address is taken (gossip
+// binds only with the cluster, after the data dir is written) leaves the
+// data dir as it was: absent. Before, it was left bound to the node's ID,
+// shard count and id key.
+func TestFailedFirstStartLeavesTheDataDir(t *testing.T) {
+	taken, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := DefaultClusterConfig("b1")
+	cfg.DataDir = filepath.Join(t.TempDir(), "fresh")
+	cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr = freeAddr(t), freeAddr(t), freeAddr(t)
+	cfg.GossipAddr = taken.LocalAddr().String()
+	cfg.Logger = quietLogger
+	n, err := New(cfg, testApp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err == nil {
+		n.Close(context.Background())
+		t.Fatal("started with its gossip address taken")
+	}
+	if _, err := os.Stat(cfg.DataDir); !errors.Is(err, fs.ErrNotExist) {
+		entries, _ := os.ReadDir(cfg.DataDir)
+		t.Fatalf("the data dir after a failed first start: %v, holding %d entries; want it absent as before", err, len(entries))
 	}
 }

@@ -167,6 +167,19 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := os.MkdirAll(n.cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
+	// A refused first start changes nothing (docs/operations.md): a start
+	// that fails on a data dir that was absent or empty — the gossip
+	// listener's address taken, say, which is bound only with the
+	// cluster — puts it back as it was, once the deferred Close below has
+	// closed the store (n.store is nil then), rather than leave it bound
+	// to this node's ID, shard count and id key.
+	defer func() {
+		if err != nil && n.newDataDir != dataDirHeld && n.store == nil {
+			if rerr := n.newDataDir.restore(n.cfg.DataDir); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("putting %s back as it was: %w", n.cfg.DataDir, rerr))
+			}
+		}
+	}()
 	var ident identity
 	if n.cfg.Cluster() {
 		if ident, err = checkIdentity(n.cfg.DataDir, n.cfg.NodeID); err != nil {
