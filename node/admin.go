@@ -669,18 +669,14 @@ func (a *admin) status(w http.ResponseWriter, r *http.Request) error {
 	if !m.Bootstrapped() {
 		st.Shards, st.Replicas = n.cfg.Shards, n.cfg.Replicas
 	}
-	var servers []raft.Server // every node counted, for answering
+	st.Unreachable = []string{}
+	usable := c.usableIDs(m)
 	for id, nd := range m.Nodes {
 		if nd.State != placement.NodeRemoved {
 			st.Nodes++
-			servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(nd.GRPCAddr)})
-		}
-	}
-	st.Unreachable = []string{}
-	answer := c.answeringIDs(servers)
-	for _, s := range servers {
-		if !answer[placement.NodeID(s.ID)] {
-			st.Unreachable = append(st.Unreachable, string(s.ID))
+			if !usable[id] {
+				st.Unreachable = append(st.Unreachable, string(id))
+			}
 		}
 	}
 	slices.Sort(st.Unreachable)

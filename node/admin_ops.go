@@ -326,7 +326,7 @@ func (a *admin) planOf(op *operation) planFunc {
 		// replicas does a shard lose one.
 		drained := op.node
 		plan = func(m placement.Map) []placement.Move {
-			moves := drainMoves(deadAsDraining(m, c.aliveIDs()), m, drained)
+			moves := drainMoves(deadAsDraining(m, c.usableIDs(m)), m, drained)
 			var asIs []placement.Move
 			for i, mv := range moves {
 				if mv.Add != "" {
@@ -869,7 +869,7 @@ func (a *admin) runOp(ctx context.Context, op *operation, plan planFunc) error {
 			}
 		} else {
 			m := c.metaFSM.Map()
-			alive := c.aliveIDs()
+			alive := c.usableIDs(m) // alive in gossip, and reachable over Raft
 			pending, toDead := splitToDead(plan(m), alive)
 			// The moves onto dead nodes count: if they are not made, the
 			// operation ends failed showing them (2/9 moves, not 2/2).

@@ -697,3 +697,61 @@ func TestNewMetaLeaderAnswersForAnOperationItHasYetToApply(t *testing.T) {
 		t.Fatalf("the new meta leader on operation %s (%s): %d %+v %s", op.ID, op.State, code, out.Operation, out.Error)
 	}
 }
+
+// A move onto a node that gossip sees alive but the Raft transport cannot
+// reach (its TLS set up wrong; here its Raft traffic cut) is refused: its
+// replica could never catch up. Before, only a node dead in gossip was.
+func TestMoveRefusedOntoANodeRaftCannotReach(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 4, 4, &turnRegistry{active: map[string]string{}})
+	c.waitMetaVoters(3, 60*time.Second)
+	leader, li, _ := c.metaLeaderAndAHolder()
+	m := leader.cluster.metaFSM.Map()
+	// cut: a node other than the meta leader, and a shard it does not hold.
+	cut, shard := -1, -1
+	for i, cfg := range c.cfgs {
+		if i == li {
+			continue
+		}
+		for _, s := range m.ShardMap {
+			if !slices.Contains(s.Replicas, placement.NodeID(cfg.NodeID)) {
+				cut, shard = i, int(s.ID)
+				break
+			}
+		}
+		if cut >= 0 {
+			break
+		}
+	}
+	if cut < 0 {
+		t.Fatalf("every node holds every shard: %v", m.ShardMap)
+	}
+	for i := range c.cfgs {
+		if i != cut {
+			c.faults.Partition(raft.ServerAddress(c.cfgs[cut].GRPCAddr), raft.ServerAddress(c.cfgs[i].GRPCAddr))
+		}
+	}
+	defer c.faults.Heal()
+	cutID := c.cfgs[cut].NodeID
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		var st statusJSON
+		if code := c.admin(li, "GET", "/v1/status", nil, &st); code == 200 && slices.Contains(st.Unreachable, cutID) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the meta leader does not show %s unreachable 30 s after its Raft traffic was cut", cutID)
+		}
+	}
+	if !leader.cluster.aliveIDs()[placement.NodeID(cutID)] {
+		t.Skipf("gossip also lost %s: the refusal would be for a dead node", cutID)
+	}
+	from := string(m.ShardMap[shard].Replicas[0])
+	var e apiErrorJSON
+	code := c.admin(li, "POST", fmt.Sprintf("/v1/shards/%d/move", shard), map[string]string{"from": from, "to": cutID}, &e)
+	if code != 409 || !strings.Contains(e.Error, "cannot reach it") {
+		t.Fatalf("moving shard %d onto %s, alive in gossip but cut from Raft: %d %q, want 409 saying it cannot be reached", shard, cutID, code, e.Error)
+	}
+	if got := c.metaLeader().cluster.metaFSM.Map().ShardMap[shard].Replicas; !slices.Equal(got, m.ShardMap[shard].Replicas) {
+		t.Fatalf("shard %d is %v after the refused move, was %v", shard, got, m.ShardMap[shard].Replicas)
+	}
+}

@@ -308,7 +308,7 @@ func (a *admin) move(w http.ResponseWriter, r *http.Request) error {
 			return errorf(http.StatusConflict, "shard %d has no leader and cannot elect one: %s; a replica change needs a leader, so retry once they are back", sid, why)
 		}
 	}
-	if err := moveRefusal(view, s.Replicas, from, to, c.aliveIDs()[to]); err != nil {
+	if err := moveRefusal(view, s.Replicas, from, to, c.usableIDs(m)[to]); err != nil {
 		return err
 	}
 	mv := placement.Move{Shard: sid, Add: to, Remove: from}
@@ -374,7 +374,7 @@ func moveRefusal(view shardView, cur []placement.NodeID, from, to placement.Node
 		return errorf(http.StatusConflict, "shard %d is still converging to its last change (%s); move it again once that has finished", sid, why)
 	}
 	if !toAlive {
-		return errorf(http.StatusConflict, "%s is not alive, so a new replica of shard %d there could never catch up", to, sid)
+		return errorf(http.StatusConflict, "%s is not alive, or this node cannot reach it over Raft's transport, so a new replica of shard %d there could never catch up", to, sid)
 	}
 	next := placement.Move{Add: to, Remove: from}.Apply(cur)
 	var up, down []string

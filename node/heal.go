@@ -129,6 +129,18 @@ func (c *cluster) answeringIDs(servers []raft.Server) map[placement.NodeID]bool 
 	return answering(c.aliveIDs(), servers, c.trans.PeerReachable)
 }
 
+// usableIDs is answeringIDs over every node of m: the nodes a replica can
+// be moved to. A node alive in gossip that the Raft transport cannot reach
+// (its TLS set up wrong, or cut off from Raft alone) would be given a
+// replica no leader could send anything to.
+func (c *cluster) usableIDs(m placement.Map) map[placement.NodeID]bool {
+	servers := make([]raft.Server, 0, len(m.Nodes))
+	for id, nd := range m.Nodes {
+		servers = append(servers, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(nd.GRPCAddr)})
+	}
+	return c.answeringIDs(servers)
+}
+
 // answering is alive without the servers whose address reachable refuses.
 func answering(alive map[placement.NodeID]bool, servers []raft.Server, reachable func(raft.ServerAddress) bool) map[placement.NodeID]bool {
 	out := maps.Clone(alive)
