@@ -230,11 +230,13 @@ func (a *admin) auth(next http.Handler) http.Handler {
 		h := r.Header.Get("Authorization")
 		const scheme = "Bearer "
 		if len(h) < len(scheme) || !strings.EqualFold(h[:len(scheme)], scheme) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="roost admin"`) // RFC 7235: a 401 names its scheme
 			writeAPIError(w, errorf(http.StatusUnauthorized, "this call needs the admin token: send Authorization: Bearer <token>"))
 			return
 		}
 		sum := sha256.Sum256([]byte(strings.TrimSpace(h[len(scheme):])))
 		if subtle.ConstantTimeCompare(sum[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="roost admin", error="invalid_token"`) // RFC 6750
 			writeAPIError(w, errorf(http.StatusUnauthorized, "wrong admin token"))
 			return
 		}

@@ -105,7 +105,10 @@ func TestAdminAuth(t *testing.T) {
 			if tc.header != "" {
 				req.Header.Set("Authorization", tc.header)
 			}
-			_, raw := doWant(t, req, tc.want)
+			resp, raw := doWant(t, req, tc.want)
+			if got := resp.Header.Get("WWW-Authenticate"); (tc.want == 401) != strings.HasPrefix(got, "Bearer ") {
+				t.Fatalf("a %d with WWW-Authenticate %q; a 401, and only a 401, names the Bearer scheme (RFC 7235)", tc.want, got)
+			}
 			if tc.errHas != "" {
 				var e apiErrorJSON
 				if err := json.Unmarshal(raw, &e); err != nil || !strings.Contains(e.Error, tc.errHas) {
