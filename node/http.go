@@ -34,10 +34,19 @@ func (n *Node) appHandler() http.Handler {
 		// For every body, Upgrade headers or not: a WebSocket handshake has
 		// none, and a connection taken over for a WebSocket drops the
 		// deadline the guard may have left (durable.WriteResponse).
+		var guard *stallGuard
 		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = &stallGuard{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: n.cfg.BodyStallTimeout}
+			guard = &stallGuard{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: n.cfg.BodyStallTimeout}
+			r.Body = guard
 		}
 		worker(sw, r, env)
+		if guard != nil && !guard.ended {
+			// The server reads what is left of a body the Worker did not
+			// finish (up to 256 KiB) before it sends the answer, so that
+			// the connection can be kept: bounded, as the guard's reads
+			// are, or a client that stalls the body never gets one.
+			_ = guard.rc.SetReadDeadline(time.Now().Add(guard.timeout))
+		}
 	})
 }
 
@@ -60,11 +69,13 @@ func (g *stallGuard) Read(p []byte) (int, error) {
 	n, err := g.ReadCloser.Read(p)
 	if err != nil {
 		g.ended = true
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The deadline stays, passed: the server's own read of the
+			// rest of the body, before it answers, fails at once too.
+			return n, fmt.Errorf("request body: no byte from the client for %s: %w", g.timeout, err)
+		}
 		if deadlineSet {
 			g.rc.SetReadDeadline(time.Time{})
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			err = fmt.Errorf("request body: no byte from the client for %s: %w", g.timeout, err)
 		}
 	}
 	return n, err

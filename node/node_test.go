@@ -968,3 +968,36 @@ func TestIDKeyRefusedOnDataMadeWithoutOne(t *testing.T) {
 		t.Fatalf("a key on data made without one: %v, want ErrDataDirMismatch saying it had no key", err)
 	}
 }
+
+// A client that stalls in its request body gets an answer itself, within
+// about BodyStallTimeout: whether the Worker read the body (and failed on
+// the stall) or answered without reading it, the server reads what is left
+// of the body before it answers, and that read is bounded too. Before, the
+// answer waited for a byte that never came, for as long as the client
+// kept the connection.
+func TestStalledClientGetsAnAnswer(t *testing.T) {
+	n := startNode(t, t.TempDir(), func(cfg *Config, _ *Node) { cfg.BodyStallTimeout = 300 * time.Millisecond })
+	defer closeNode(t, n)
+	for _, tc := range []struct{ name, path string }{
+		{"the Worker reads the body", "/echo?ns=PINGPONG&name=stalled"},
+		{"the Worker answers without reading it", "/echo?ns=NOPE"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", n.HTTPAddr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: roost\r\nContent-Length: 1000\r\n\r\n{", tc.path)
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer to a client stalled in its body: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode < 400 {
+				t.Fatalf("a stalled body answered %d", resp.StatusCode)
+			}
+		})
+	}
+}
