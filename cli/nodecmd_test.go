@@ -601,8 +601,9 @@ func TestNodeIDKey(t *testing.T) {
 		{"from the file", file, nil, "key-from-the-file-0123", ""},
 		{"the environment wins", file, map[string]string{idKeyEnv: "key-from-the-environment"}, "key-from-the-environment", ""},
 		{"an empty variable is unset", file, map[string]string{idKeyEnv: ""}, "key-from-the-file-0123", ""},
-		{"blank", "", map[string]string{idKeyEnv: "   "}, "", "the id key has spaces around it"},
-		{"short", "", map[string]string{idKeyEnv: "short-key"}, "", "the id key is 9 bytes; a secret needs at least 16"},
+		{"blank", "", map[string]string{idKeyEnv: "   "}, "", "the id key has spaces around it; a secret of spaces, or with them, is a mistake (from ROOST_ID_KEY)"},
+		{"short", "", map[string]string{idKeyEnv: "short-key"}, "", "the id key is 9 bytes; a secret needs at least 16 (roost certs gossip-key makes a random one) (from ROOST_ID_KEY)"},
+		{"short in the file", "[runtime]\nid_key = \"short-key\"\n", nil, "", "a secret needs at least 16 (roost certs gossip-key makes a random one) (from [runtime] id_key in "},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, _, err := resolveNode(t, tt.file, []string{"--id", "n1"}, tt.env)

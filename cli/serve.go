@@ -213,6 +213,29 @@ func (s *server) withSources(err error, cfg, def node.Config, file *config.File)
 			from = append(from, src)
 		}
 	}
+	// The secrets have no flag, so they are not settings: one is a source
+	// if clearing it changes the error.
+	for _, sec := range []struct {
+		field    func(*node.Config) *string
+		env, key string
+	}{
+		{func(c *node.Config) *string { return &c.AdminToken }, "ROOST_ADMIN_TOKEN", "[admin] token"},
+		{func(c *node.Config) *string { return &c.IDKey }, idKeyEnv, "[runtime] id_key"},
+	} {
+		trial := cfg
+		if *sec.field(&trial) == "" {
+			continue
+		}
+		*sec.field(&trial) = ""
+		if terr := trial.Validate(); terr != nil && terr.Error() == err.Error() {
+			continue
+		}
+		if v, _ := s.lookupEnv(sec.env); v != "" {
+			from = append(from, sec.env)
+		} else {
+			from = append(from, sec.key+" in "+s.filePath)
+		}
+	}
 	if len(from) == 0 {
 		return err
 	}
