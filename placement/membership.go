@@ -225,10 +225,32 @@ func (m *Membership) Join(addrs []string) (int, error) {
 		return n, refused
 	}
 	if n == 0 && len(errs) > 0 {
-		return n, fmt.Errorf("placement: joining %v: %w", addrs, errors.Join(errs...))
+		return n, fmt.Errorf("placement: joining %v: %w", addrs, seedErrors(errs))
 	}
 	return n, nil
 }
+
+// seedErrors are the errors of the seeds a join tried, on one line:
+// memberlist's error for a seed is a multierror, whose text spreads over
+// several ("1 error occurred:\n\t* ..."), and a start's error is one line.
+type seedErrors []error
+
+func (e seedErrors) Error() string {
+	msgs := make([]string, 0, len(e))
+	for _, err := range e {
+		var multi interface{ WrappedErrors() []error }
+		if errors.As(err, &multi) {
+			for _, inner := range multi.WrappedErrors() {
+				msgs = append(msgs, strings.Join(strings.Fields(inner.Error()), " "))
+			}
+			continue
+		}
+		msgs = append(msgs, strings.Join(strings.Fields(err.Error()), " "))
+	}
+	return strings.Join(msgs, "; ")
+}
+
+func (e seedErrors) Unwrap() []error { return e }
 
 // maxRefusals is how many of the last refused merges refusalIn looks at.
 const maxRefusals = 16

@@ -400,8 +400,14 @@ func TestMembershipKeyMismatch(t *testing.T) {
 	cb := testConfig("b2")
 	cb.SecretKey = bytes.Repeat([]byte{2}, 16)
 	b := startMember(t, cb)
-	if _, err := b.Join([]string{a.Addr()}); err == nil {
+	_, err := b.Join([]string{a.Addr()})
+	if err == nil {
 		t.Fatal("join with another key succeeded")
+	}
+	// One line, as a start's error is: memberlist's own is a multierror
+	// over several ("1 error occurred:\n\t* ...").
+	if msg := err.Error(); strings.ContainsAny(msg, "\n\t") || strings.Contains(msg, "error occurred") {
+		t.Errorf("join error %q: want it on one line, without multierror's framing", msg)
 	}
 	c := startMember(t, testConfig("c3"))
 	if _, err := c.Join([]string{a.Addr()}); err == nil {
