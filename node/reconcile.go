@@ -63,7 +63,7 @@ func (c *cluster) reconcileConfig(ctx context.Context, ls *localShard, want plac
 		if ok {
 			applied[id] = a
 		}
-		return ok && a+catchUpLag >= r.AppliedIndex()
+		return ok && withinCatchUpLag(a, r.AppliedIndex())
 	}
 	alive := c.answeringIDs(cf.Configuration().Servers)
 	step := nextConfigStep(raft.ServerID(c.self), cf.Configuration().Servers, want.Replicas, known, caughtUp, alive)
@@ -218,7 +218,13 @@ func handOverTarget(servers []raft.Server, self raft.ServerID, ok func(raft.Serv
 // catchUpLag of leaderApplied.
 func (c *cluster) caughtUp(ctx context.Context, node placement.Node, g raftstore.GroupID, leaderApplied uint64) bool {
 	a, ok := c.replicaApplied(ctx, node, g)
-	return ok && a+catchUpLag >= leaderApplied
+	return ok && withinCatchUpLag(a, leaderApplied)
+}
+
+// withinCatchUpLag is the rule of caughtUp: a replica at applied is caught
+// up with a leader at leaderApplied.
+func withinCatchUpLag(applied, leaderApplied uint64) bool {
+	return applied+catchUpLag >= leaderApplied
 }
 
 // replicaApplied asks a replica how far it has applied the group's log;
