@@ -84,6 +84,12 @@ type Storage interface {
 // Txn is the view of storage inside Storage.Transaction.
 type Txn interface {
 	ReadWriter
+	// GetAlarm, SetAlarm and DeleteAlarm are Storage's, inside the
+	// transaction: GetAlarm sees the transaction's own alarm write, and
+	// the write applies with the transaction's others or not at all.
+	GetAlarm() (time.Time, bool, error)
+	SetAlarm(t time.Time) error
+	DeleteAlarm() error
 	// Rollback discards the transaction's writes; Transaction then returns
 	// ErrTransactionRolledBack. Later calls on the Txn fail with
 	// ErrTransactionRolledBack, and calls once Transaction has returned

@@ -587,7 +587,7 @@ func (s *objectStorage) Transaction(fn func(tx durable.Txn) error) (err error) {
 	if err := s.usable(); err != nil {
 		return err
 	}
-	if len(tx.writes.keys) == 0 {
+	if len(tx.writes.keys) == 0 && tx.writes.alarm == nil {
 		return nil // a read-only transaction commits nothing
 	}
 	if err := s.pending.fits(maps.All(tx.writes.keys)); err != nil {
@@ -596,6 +596,10 @@ func (s *objectStorage) Transaction(fn func(tx durable.Txn) error) (err error) {
 	ws := s.writable()
 	for k, v := range tx.writes.keys {
 		ws.set(k, v)
+	}
+	if a := tx.writes.alarm; a != nil {
+		ws.alarm = a
+		s.alarmWrites++
 	}
 	return nil
 }
@@ -697,6 +701,19 @@ var (
 
 // SetAlarm implements durable.Storage.
 func (s *objectStorage) SetAlarm(t time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkAlarm(t); err != nil {
+		return err
+	}
+	s.writable().alarm = &alarmValue{at: t.UnixMilli(), exists: true}
+	s.alarmWrites++
+	return nil
+}
+
+// checkAlarm refuses an alarm for t that could not be kept or would never
+// run; callers hold s.mu.
+func (s *objectStorage) checkAlarm(t time.Time) error {
 	if t.IsZero() {
 		return fmt.Errorf("%w: alarm time is zero", durable.ErrInvalidOption)
 	}
@@ -705,16 +722,12 @@ func (s *objectStorage) SetAlarm(t time.Time) error {
 		// it would wrap round into another time, maybe one due at once.
 		return fmt.Errorf("%w: alarm time %v is out of range", durable.ErrInvalidOption, t)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if err := s.usable(); err != nil {
 		return err
 	}
 	if s.noAlarmHandler != "" {
 		return fmt.Errorf("%w: class %s has no Alarm method, so an alarm set would never run", durable.ErrNoAlarmHandler, s.noAlarmHandler)
 	}
-	s.writable().alarm = &alarmValue{at: t.UnixMilli(), exists: true}
-	s.alarmWrites++
 	return nil
 }
 
@@ -975,6 +988,45 @@ func (t *txn) DeleteMany(keys []string) (int, error) {
 		t.writes.del(k)
 	}
 	return n, nil
+}
+
+// GetAlarm implements durable.Txn: the transaction's own alarm write, if
+// it made one, else the object's alarm.
+func (t *txn) GetAlarm() (time.Time, bool, error) {
+	if err := t.usable(); err != nil {
+		return time.Time{}, false, err
+	}
+	if a := t.writes.alarm; a != nil {
+		if !a.exists {
+			return time.Time{}, false, nil
+		}
+		return time.UnixMilli(a.at), true, nil
+	}
+	return t.s.GetAlarm()
+}
+
+// SetAlarm implements durable.Txn.
+func (t *txn) SetAlarm(at time.Time) error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	t.s.mu.Lock()
+	err := t.s.checkAlarm(at)
+	t.s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	t.writes.alarm = &alarmValue{at: at.UnixMilli(), exists: true}
+	return nil
+}
+
+// DeleteAlarm implements durable.Txn.
+func (t *txn) DeleteAlarm() error {
+	if err := t.usable(); err != nil {
+		return err
+	}
+	t.writes.alarm = &alarmValue{}
+	return nil
 }
 
 func (t *txn) List(opts durable.ListOptions) ([]durable.KV, error) {

@@ -297,7 +297,9 @@ func runStorageCases(t *testing.T, n *Node, cases []storageCase) {
 	}
 }
 
-func checkAlarm(t *testing.T, stage string, st durable.Storage, want time.Time) {
+func checkAlarm(t *testing.T, stage string, st interface {
+	GetAlarm() (time.Time, bool, error)
+}, want time.Time) {
 	t.Helper()
 	at, ok, err := st.GetAlarm()
 	switch {
@@ -1351,6 +1353,62 @@ func TestStorageAlarm(t *testing.T) {
 			},
 			checkAlarm: true, wantAlarm: t1ms,
 		},
+		{
+			name: "a transaction's SetAlarm applies with it and is seen inside it",
+			seed: []storageOp{opSetAlarm(t1)},
+			do: func(t *testing.T, st *objectStorage) {
+				checkErr(t, "Transaction", st.Transaction(func(tx durable.Txn) error {
+					checkAlarm(t, "before", tx, t1ms)
+					checkErr(t, "tx.SetAlarm", tx.SetAlarm(t2), nil)
+					checkAlarm(t, "after tx.SetAlarm", tx, t2)
+					checkAlarm(t, "outside, before the transaction ends", st, t1ms)
+					return nil
+				}), nil)
+				checkAlarm(t, "after the transaction", st, t2)
+			},
+			checkAlarm: true, wantAlarm: t2,
+		},
+		{
+			name: "a transaction's DeleteAlarm alone is a write",
+			seed: []storageOp{opSetAlarm(t1)},
+			do: func(t *testing.T, st *objectStorage) {
+				checkErr(t, "Transaction", st.Transaction(func(tx durable.Txn) error {
+					checkErr(t, "tx.DeleteAlarm", tx.DeleteAlarm(), nil)
+					checkAlarm(t, "after tx.DeleteAlarm", tx, time.Time{})
+					return nil
+				}), nil)
+			},
+			checkAlarm: true,
+		},
+		{
+			name: "a failed transaction's alarm write is discarded",
+			seed: []storageOp{opSetAlarm(t1)},
+			do: func(t *testing.T, st *objectStorage) {
+				failed := errors.New("changed my mind")
+				checkErr(t, "Transaction", st.Transaction(func(tx durable.Txn) error {
+					checkErr(t, "tx.SetAlarm", tx.SetAlarm(t2), nil)
+					return failed
+				}), failed)
+				checkErr(t, "Transaction", st.Transaction(func(tx durable.Txn) error {
+					checkErr(t, "tx.DeleteAlarm", tx.DeleteAlarm(), nil)
+					tx.Rollback()
+					return nil
+				}), durable.ErrTransactionRolledBack)
+			},
+			checkAlarm: true, wantAlarm: t1ms,
+		},
+		{
+			name: "a transaction's zero time is rejected and changes nothing",
+			seed: []storageOp{opSetAlarm(t1)},
+			do: func(t *testing.T, st *objectStorage) {
+				checkErr(t, "Transaction", st.Transaction(func(tx durable.Txn) error {
+					checkErr(t, "tx.SetAlarm(zero)", tx.SetAlarm(time.Time{}), durable.ErrInvalidOption)
+					checkAlarm(t, "after the refused SetAlarm", tx, t1ms)
+					return nil
+				}), nil)
+			},
+			checkAlarm: true, wantAlarm: t1ms,
+		},
 	})
 }
 
@@ -1689,6 +1747,11 @@ func TestStorageTxnAfterRollback(t *testing.T) {
 		if _, err := tx.DeleteMany([]string{"b"}); !errors.Is(err, target) {
 			t.Errorf("%s: DeleteMany: %v; want an error wrapping %v", stage, err, target)
 		}
+		if at, ok, err := tx.GetAlarm(); !errors.Is(err, target) {
+			t.Errorf("%s: GetAlarm = %v, %v, %v; want an error wrapping %v", stage, at, ok, err, target)
+		}
+		checkErr(t, stage+": SetAlarm", tx.SetAlarm(time.Unix(1_700_000_000, 0)), target)
+		checkErr(t, stage+": DeleteAlarm", tx.DeleteAlarm(), target)
 	}
 	var kept durable.Txn
 	err := st.Transaction(func(tx durable.Txn) error {
