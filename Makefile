@@ -37,6 +37,7 @@ BENCHCOUNT ?= 1
 FUZZ_TARGETS ?= ./durable:FuzzParseID \
                 ./durable:FuzzKVEntry \
                 ./durable:FuzzKVCursor \
+                ./durable:FuzzFrameEdges \
                 ./config:FuzzParse \
                 ./raftstore:FuzzDecodeEntry \
                 ./raftstore:FuzzDecodeLog \

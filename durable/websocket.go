@@ -283,12 +283,50 @@ func splice(client io.ReadWriteCloser, buffered *bufio.Reader, upstream io.ReadW
 		errc <- err
 	}()
 	go func() {
-		_, err := io.Copy(stallLimited(client), upstream)
-		errc <- err
+		errc <- spliceUpstream(stallLimited(client), upstream)
 	}()
 	err := <-errc
 	client.Close()
 	upstream.Close()
 	<-errc
 	return err
+}
+
+// Close code and reason a client hears when its socket's object breaks off
+// without a close frame: its node died or cannot be reached. 1012 (service
+// restart) is what the object's own node sends when the instance goes
+// (docs/websockets.md): the client reconnects and reaches the object
+// wherever it runs now.
+const (
+	upstreamLostCode   = 1012
+	upstreamLostReason = "lost the connection to the Durable Object"
+)
+
+// spliceUpstream copies what the object sends to the client until the
+// object's side ends. If it breaks off (an error, not the end of the
+// stream) between two frames and before any close frame, the client is
+// sent a close frame of its own (upstreamLostCode) rather than a dropped
+// connection, which it would see as 1006 (abnormal closure). Mid-frame,
+// nothing can be added: the connection just ends.
+func spliceUpstream(client io.Writer, upstream io.Reader) error {
+	var edges frameEdges
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := upstream.Read(buf)
+		if n > 0 {
+			if _, werr := client.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			edges.see(buf[:n])
+		}
+		switch {
+		case err == io.EOF:
+			return nil
+		case err != nil:
+			if edges.atEdge() && !edges.closed {
+				_, _ = client.Write(serverCloseFrame(upstreamLostCode, upstreamLostReason))
+			}
+			return err
+		}
+	}
 }

@@ -451,6 +451,26 @@ func TestWebSocketTunnelOfAStoppingEntryNodeClosesWithGoingAway(t *testing.T) {
 	}
 }
 
+// A client whose socket is tunnelled to a node that is lost (it died, or
+// cannot be reached) hears a close frame from its own node, 1012 (service
+// restart), as when the object's instance goes, and reconnects. Before,
+// its connection just dropped: 1006, abnormal closure.
+func TestWebSocketTunnelToALostNodeClosesWithServiceRestart(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	li := c.waitLeaderOf(t, groupOf(shardOf(roomID(t, c.nodes[0], "attic").Bytes(), 4)))
+	ei := (li + 1) % 3
+	ws := dialRoom(t, c.cfgs[ei].HTTPAddr, "attic")
+	if got := readText(t, ws); got != "welcome 0" {
+		t.Fatalf("joining: %q", got)
+	}
+	// What the transport does when the leader's heartbeats break off.
+	c.nodes[ei].manager.forwarder.peerLost(c.nodes[li].cluster.advGRPC)
+	if code, reason := readClose(t, ws); code != websocket.StatusServiceRestart {
+		t.Fatalf("the tunnelled client's socket closed %d %q when its object's node was lost; want %d", code, reason, websocket.StatusServiceRestart)
+	}
+}
+
 // An object first reached through a node that does not lead its shard
 // has, in its State.ID, the name its ID was made from, as one reached
 // through its leader does: the forwarded request carries the name, which
