@@ -38,8 +38,9 @@ type Config struct {
 	// MaxQueuedPerObject bounds the requests waiting for one object's input
 	// gate; past it the object answers 503 (overloaded).
 	MaxQueuedPerObject int
-	// BodyStallTimeout bounds how long a request body on the app listener
-	// may go without a byte arriving; past it, reading the body fails. A
+	// BodyStallTimeout bounds how long a request body on the app or admin
+	// listener may go without a byte arriving; past it, reading the body
+	// fails. On the app listener, a
 	// body's first MiB is read before its object's turn, the rest during
 	// it, so a client that stalls there holds up every request to the
 	// object: for this long at most.

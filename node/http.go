@@ -34,20 +34,29 @@ func (n *Node) appHandler() http.Handler {
 		// For every body, Upgrade headers or not: a WebSocket handshake has
 		// none, and a connection taken over for a WebSocket drops the
 		// deadline the guard may have left (durable.WriteResponse).
-		var guard *stallGuard
-		if r.Body != nil && r.Body != http.NoBody {
-			guard = &stallGuard{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: n.cfg.BodyStallTimeout}
-			r.Body = guard
-		}
+		finish := guardBody(w, r, n.cfg.BodyStallTimeout)
 		worker(sw, r, env)
-		if guard != nil && !guard.ended {
-			// The server reads what is left of a body the Worker did not
-			// finish (up to 256 KiB) before it sends the answer, so that
-			// the connection can be kept: bounded, as the guard's reads
-			// are, or a client that stalls the body never gets one.
+		finish()
+	})
+}
+
+// guardBody puts r's body, if it has one, behind a stallGuard. The
+// function it returns, called once the handler is done, bounds the
+// server's read of what is left of a body the handler did not finish (up
+// to 256 KiB, which the server reads before it sends the answer, so that
+// the connection can be kept): bounded, as the guard's reads are, or a
+// client that stalls the body never gets an answer.
+func guardBody(w http.ResponseWriter, r *http.Request, timeout time.Duration) (finish func()) {
+	if r.Body == nil || r.Body == http.NoBody {
+		return func() {}
+	}
+	guard := &stallGuard{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: timeout}
+	r.Body = guard
+	return func() {
+		if !guard.ended {
 			_ = guard.rc.SetReadDeadline(time.Now().Add(guard.timeout))
 		}
-	})
+	}
 }
 
 // stallGuard fails a request body read that waits longer than timeout
@@ -157,5 +166,10 @@ func (n *Node) adminHandler() http.Handler {
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	// The JSON admin API (docs/admin-api.md), behind the admin token.
 	mux.Handle("/v1/", n.adminAPI())
-	return mux
+	// A body that stalls fails as one on the app listener does.
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		finish := guardBody(w, r, n.cfg.BodyStallTimeout)
+		mux.ServeHTTP(w, r)
+		finish()
+	})
 }

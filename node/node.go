@@ -245,9 +245,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	// Idle keep-alive connections are closed after idleConnTimeout. The app
 	// listener has no whole-request deadline: bodies past their first MiB
 	// stream to objects, and WebSockets stay open for hours; a body that
-	// stalls fails after BodyStallTimeout instead (stallGuard, http.go). The admin listener's
-	// calls are short, bar a KV put of a large value: adminReadTimeout
-	// bounds a client that stops sending its body.
+	// stalls fails after BodyStallTimeout instead (stallGuard, http.go), on
+	// the admin listener too. The admin listener's calls are short, bar a
+	// KV put of a large value: adminReadTimeout bounds a whole request
+	// whose client sends its body slowly, without stalling.
 	n.appSrv = &http.Server{Handler: n.appHandler(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: idleConnTimeout,
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: adminReadTimeout, IdleTimeout: idleConnTimeout,

@@ -978,17 +978,22 @@ func TestIDKeyRefusedOnDataMadeWithoutOne(t *testing.T) {
 func TestStalledClientGetsAnAnswer(t *testing.T) {
 	n := startNode(t, t.TempDir(), func(cfg *Config, _ *Node) { cfg.BodyStallTimeout = 300 * time.Millisecond })
 	defer closeNode(t, n)
-	for _, tc := range []struct{ name, path string }{
-		{"the Worker reads the body", "/echo?ns=PINGPONG&name=stalled"},
-		{"the Worker answers without reading it", "/echo?ns=NOPE"},
+	for _, tc := range []struct {
+		name, method, path string
+		listener           net.Addr
+	}{
+		{"the Worker reads the body", "POST", "/echo?ns=PINGPONG&name=stalled", n.HTTPAddr()},
+		{"the Worker answers without reading it", "POST", "/echo?ns=NOPE", n.HTTPAddr()},
+		{"the admin API reads the body", "PUT", "/v1/kv/KV/values/stalled", n.AdminAddr()},
+		{"the admin listener answers without reading it", "POST", "/v1/nope", n.AdminAddr()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := net.Dial("tcp", n.HTTPAddr().String())
+			conn, err := net.Dial("tcp", tc.listener.String())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: roost\r\nContent-Length: 1000\r\n\r\n{", tc.path)
+			fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: roost\r\nContent-Length: 1000\r\n\r\n{", tc.method, tc.path)
 			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
 			if err != nil {
