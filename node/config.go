@@ -40,10 +40,9 @@ type Config struct {
 	MaxQueuedPerObject int
 	// BodyStallTimeout bounds how long a request body on the app or admin
 	// listener may go without a byte arriving; past it, reading the body
-	// fails. On the app listener, a
-	// body's first MiB is read before its object's turn, the rest during
-	// it, so a client that stalls there holds up every request to the
-	// object: for this long at most.
+	// fails. On the app listener, a body's first MiB is read before its
+	// object's turn, the rest during it, so a client that stalls there
+	// holds up every request to the object: for this long at most.
 	BodyStallTimeout time.Duration
 	// Limits bounds storage keys, values and multi-key calls.
 	Limits durable.Limits
