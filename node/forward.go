@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -369,7 +370,7 @@ func (f *forwarder) count(via string) {
 
 func forwardHead(class string, id durable.ID, req *http.Request, hops int) *proto.ForwardHead {
 	idb := id.Bytes()
-	return &proto.ForwardHead{Class: class, ObjectId: idb[:], ObjectName: id.Name(), Method: req.Method, Url: req.URL.RequestURI(), Headers: toForwardHeaders(req.Header), Hops: uint32(hops)}
+	return &proto.ForwardHead{Class: class, ObjectId: idb[:], ObjectName: []byte(id.Name()), Method: []byte(req.Method), Url: []byte(req.URL.RequestURI()), Headers: toForwardHeaders(req.Header), Hops: uint32(hops)}
 }
 
 // forwardMuxed sends a small request over p's Calls stream. errNoCalls
@@ -862,10 +863,16 @@ func (b *bodyBuffer) readCloser() io.ReadCloser {
 // replayable reports whether the body can be sent again.
 func (b *bodyBuffer) replayable() bool { return b.rest == nil || !b.sentStream }
 
+// toForwardHeaders and fromForwardHeaders carry headers as bytes: a value
+// need not be UTF-8 (forward.proto).
 func toForwardHeaders(h http.Header) []*proto.ForwardHeader {
 	out := make([]*proto.ForwardHeader, 0, len(h))
-	for k, v := range h {
-		out = append(out, &proto.ForwardHeader{Name: k, Values: v})
+	for k, vs := range h {
+		values := make([][]byte, len(vs))
+		for i, v := range vs {
+			values[i] = []byte(v)
+		}
+		out = append(out, &proto.ForwardHeader{Name: []byte(k), Values: values})
 	}
 	return out
 }
@@ -873,7 +880,11 @@ func toForwardHeaders(h http.Header) []*proto.ForwardHeader {
 func fromForwardHeaders(hs []*proto.ForwardHeader) http.Header {
 	h := make(http.Header, len(hs))
 	for _, f := range hs {
-		h[http.CanonicalHeaderKey(f.Name)] = f.Values
+		values := make([]string, len(f.Values))
+		for i, v := range f.Values {
+			values[i] = string(v)
+		}
+		h[http.CanonicalHeaderKey(string(f.Name))] = values
 	}
 	return h
 }
@@ -884,6 +895,15 @@ func fromForwardHeaders(hs []*proto.ForwardHeader) http.Header {
 var errInvalidForward = errors.New("invalid forwarded call")
 
 func toForwardError(err error) *proto.ForwardError {
+	fe := forwardError(err)
+	// An error may quote what a client sent (a name, a URL): proto3's
+	// strings must be UTF-8, and one that is not would fail the whole
+	// answer's encoding.
+	fe.Message = strings.ToValidUTF8(fe.Message, "\uFFFD")
+	return fe
+}
+
+func forwardError(err error) *proto.ForwardError {
 	var re *routingError
 	if errors.As(err, &re) {
 		kind := proto.ForwardError_NOT_LEADER
@@ -1082,12 +1102,13 @@ func (s *forwardServer) answer(ctx context.Context, head *proto.ForwardHead, bod
 	if err != nil {
 		return failed(err), nil, nil
 	}
-	u, err := url.ParseRequestURI(head.Url)
+	uri := string(head.Url)
+	u, err := url.ParseRequestURI(uri)
 	if err != nil {
-		return failed(fmt.Errorf("%w: URL %q: %v", errInvalidForward, head.Url, err)), nil, nil
+		return failed(fmt.Errorf("%w: URL %q: %v", errInvalidForward, uri, err)), nil, nil
 	}
 	req := (&http.Request{
-		Method: head.Method, URL: u, RequestURI: head.Url, Header: fromForwardHeaders(head.Headers),
+		Method: string(head.Method), URL: u, RequestURI: uri, Header: fromForwardHeaders(head.Headers),
 		Body: body, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Host: u.Host,
 	}).WithContext(ctx)
 	resp, err := s.m.fetchHere(ctx, class, id, req, int(head.Hops))

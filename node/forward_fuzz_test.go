@@ -19,12 +19,12 @@ func FuzzForwardHead(f *testing.F) {
 	key := durable.DeriveNamespaceKey("Counter", "")
 	id := durable.IDFromName(key, "A").Bytes()
 	good, _ := gproto.Marshal(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: &proto.ForwardHead{
-		Class: "Counter", ObjectId: id[:], Method: "GET", Url: "/increment?name=A", Hops: 1}}})
+		Class: "Counter", ObjectId: id[:], Method: []byte("GET"), Url: []byte("/increment?name=A"), Hops: 1}}})
 	f.Add(good)
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x03, 0x0a, 0x01, 0x43})
 	batch, _ := gproto.Marshal(&proto.ForwardCallBatch{Calls: []*proto.ForwardTaggedCall{{Tag: 1, Call: &proto.ForwardCall{
-		Head: &proto.ForwardHead{Class: "Counter", ObjectId: id[:], Method: "GET", Url: "/increment?name=A"}}}}, Cancelled: []uint64{3}})
+		Head: &proto.ForwardHead{Class: "Counter", ObjectId: id[:], Method: []byte("GET"), Url: []byte("/increment?name=A")}}}}, Cancelled: []uint64{3}})
 	f.Add(batch)
 	m := &manager{keys: map[string]*durable.IDKeyring{"Counter": durable.NewIDKeyring(key)}}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -53,7 +53,7 @@ func FuzzForwardHead(f *testing.F) {
 			if _, perr := durable.ParseID(key, got.String()); perr != nil {
 				t.Fatalf("accepted an ID of another namespace: %v", perr)
 			}
-			url.ParseRequestURI(head.Url)
+			url.ParseRequestURI(string(head.Url))
 		}
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -426,7 +427,7 @@ func (e *echoCalls) Calls(stream proto.Forward_CallsServer) error {
 		}
 		for _, c := range b.Calls {
 			go func() {
-				url := c.Call.Head.Url
+				url := string(c.Call.Head.Url)
 				if url == "/stuck" {
 					return
 				}
@@ -658,7 +659,7 @@ func TestMuxEndedByPeerSaysSo(t *testing.T) {
 	defer m.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = m.call(ctx, &proto.ForwardCall{Head: &proto.ForwardHead{Class: "Counter", Method: "GET", Url: "/"}})
+	_, err = m.call(ctx, &proto.ForwardCall{Head: &proto.ForwardHead{Class: "Counter", Method: []byte("GET"), Url: []byte("/")}})
 	var mf *muxFailure
 	if !errors.As(err, &mf) || !errors.Is(err, errMuxEnded) || !mf.sent {
 		t.Fatalf("call on a stream the peer ended = %v, want errMuxEnded with the outcome unknown", err)
@@ -743,8 +744,8 @@ func TestStalledForwardedBodyHoldsUpOnlyItsRequest(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			head := &proto.ForwardHead{Class: "PingPong", ObjectId: id[:], Method: "POST", Url: path, Hops: 1,
-				Headers: []*proto.ForwardHeader{{Name: "Content-Length", Values: []string{"5000000"}}}}
+			head := &proto.ForwardHead{Class: "PingPong", ObjectId: id[:], Method: []byte("POST"), Url: []byte(path), Hops: 1,
+				Headers: []*proto.ForwardHeader{{Name: []byte("Content-Length"), Values: [][]byte{[]byte("5000000")}}}}
 			if err := s.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head}}); err != nil {
 				t.Fatal(err)
 			}
@@ -815,8 +816,8 @@ func TestGarbageOnTheGRPCPort(t *testing.T) {
 	str := func() string { return strings.ToValidUTF8(string(junk(rng.IntN(20))), "/") }
 	head := func() *proto.ForwardHead {
 		id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", ""), "garbage").Bytes()
-		h := &proto.ForwardHead{Class: []string{"Counter", str()}[rng.IntN(2)], ObjectId: junk(32), Method: str(), Url: str(), Hops: rng.Uint32N(6),
-			Headers: []*proto.ForwardHeader{{Name: str(), Values: []string{str()}}}}
+		h := &proto.ForwardHead{Class: []string{"Counter", str()}[rng.IntN(2)], ObjectId: junk(32), Method: junk(rng.IntN(8)), Url: junk(rng.IntN(20)), Hops: rng.Uint32N(6),
+			Headers: []*proto.ForwardHeader{{Name: junk(rng.IntN(8)), Values: [][]byte{junk(rng.IntN(20))}}}}
 		if rng.IntN(3) == 0 {
 			h.ObjectId = id[:] // a real object, its request made up
 		}
@@ -925,7 +926,7 @@ func TestForwardFrameAmidTheBody(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		id := durable.IDFromName(durable.DeriveNamespaceKey("PingPong", ""), "frames").Bytes()
-		head := &proto.ForwardHead{Class: "PingPong", ObjectId: id[:], Method: "POST", Url: "/echo?ns=PINGPONG&name=frames", Hops: 1}
+		head := &proto.ForwardHead{Class: "PingPong", ObjectId: id[:], Method: []byte("POST"), Url: []byte("/echo?ns=PINGPONG&name=frames"), Hops: 1}
 		for _, mid := range []*proto.ForwardFrame{
 			{Frame: &proto.ForwardFrame_Head{Head: head}},
 			{Frame: &proto.ForwardFrame_Result{Result: &proto.ForwardResult{Status: 200}}},
@@ -1115,9 +1116,51 @@ func TestForwardedNameMustMakeTheID(t *testing.T) {
 		{"", "", nil},
 		{"back-door", "", durable.ErrInvalidID},
 	} {
-		_, id, err := n.manager.checkForwarded(&proto.ForwardHead{Class: "Counter", ObjectId: b[:], ObjectName: tc.name})
+		_, id, err := n.manager.checkForwarded(&proto.ForwardHead{Class: "Counter", ObjectId: b[:], ObjectName: []byte(tc.name)})
 		if !errors.Is(err, tc.wantErr) || err == nil && (id.Name() != tc.wantName || id.Bytes() != b) {
 			t.Errorf("forwarded with name %q: ID %s named %q, err %v; want name %q, err %v", tc.name, id, id.Name(), err, tc.wantName, tc.wantErr)
+		}
+	}
+}
+
+// A request whose header, URL or object name is not UTF-8 is answered
+// through a node that forwards it as through the object's leader, and so
+// is an answer (a header, an error) that is not UTF-8. Before, such a
+// request failed the encoding of the forwarded call (proto3 strings must
+// be UTF-8) and, on the shared Calls stream, every other call on it.
+func TestForwardedRequestMayCarryAnyBytes(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	c.waitConverged(0, 30*time.Second)
+	const name, raw = "caf\xe9", "\xff\xfe ok"
+	ns, err := c.nodes[0].Env().Namespace("PINGPONG")
+	if err != nil {
+		t.Fatal(err)
+	}
+	li := c.waitLeaderOf(t, groupOf(shardOf(ns.IDFromName(name).Bytes(), 4)))
+	get := func(node int, query string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+c.cfgs[node].HTTPAddr+"/raw?ns=PINGPONG&name="+url.QueryEscape(name)+query, nil)
+		req.Header.Set("X-Raw", raw)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	for i := range c.nodes {
+		via := "through its leader"
+		if i != li {
+			via = "forwarded"
+		}
+		resp, body := get(i, "")
+		if resp.StatusCode != http.StatusOK || body != name+"|"+raw || resp.Header.Get("X-Raw") != raw {
+			t.Errorf("%s (node %d): %d %q, X-Raw %q; want 200 %q, X-Raw %q", via, i+1, resp.StatusCode, body, resp.Header.Get("X-Raw"), name+"|"+raw, raw)
+		}
+		if resp, body := get(i, "&fail=1"); resp.StatusCode != http.StatusInternalServerError || !strings.Contains(body, "refused") {
+			t.Errorf("%s (node %d), the object failing: %d %q; want 500 with its message", via, i+1, resp.StatusCode, body)
 		}
 	}
 }

@@ -185,10 +185,11 @@ func (m *manager) checkForwarded(h *proto.ForwardHead) (string, durable.ID, erro
 	if err != nil {
 		return "", durable.ID{}, err
 	}
-	if h.ObjectName != "" {
-		named := key.FromName(h.ObjectName)
+	if len(h.ObjectName) > 0 {
+		name := string(h.ObjectName)
+		named := key.FromName(name)
 		if !named.Equal(id) {
-			return "", durable.ID{}, fmt.Errorf("%w: the forwarded name %q does not make the forwarded ID %s", durable.ErrInvalidID, h.ObjectName, id)
+			return "", durable.ID{}, fmt.Errorf("%w: the forwarded name %q does not make the forwarded ID %s", durable.ErrInvalidID, name, id)
 		}
 		id = named // State.ID.Name() answers it here too
 	}

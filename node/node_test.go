@@ -182,6 +182,12 @@ func testPingPong(state *durable.State, env *durable.Env) durable.Object {
 			uri := r.RequestURI
 			r.URL.Path = "/rewritten"
 			fmt.Fprintf(w, "%s body=%q", uri, b)
+		case "/raw": // its name and X-Raw back, X-Raw as a response header too; ?fail=1: in a panic's message
+			if r.URL.Query().Get("fail") != "" {
+				panic("refused " + r.Header.Get("X-Raw"))
+			}
+			w.Header().Set("X-Raw", r.Header.Get("X-Raw"))
+			fmt.Fprintf(w, "%s|%s", state.ID.Name(), r.Header.Get("X-Raw"))
 		case "/panic":
 			panic("boom")
 		case "/sleep": // answers after ?d= (a duration)

@@ -83,10 +83,15 @@ func (ForwardError_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_proto_forward_proto_rawDescGZIP(), []int{2, 0}
 }
 
+// Text that comes from a client or an object (a header, a method, a URL,
+// an object's name) is bytes, not string: proto3 requires a string to be
+// UTF-8, and one that is not fails the whole message's encoding, which on
+// the shared Calls stream failed every call on it. HTTP allows other
+// bytes in header values and URLs, and a name is any Go string.
 type ForwardHeader struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Values        []string               `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	Name          []byte                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Values        [][]byte               `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -121,14 +126,14 @@ func (*ForwardHeader) Descriptor() ([]byte, []int) {
 	return file_proto_forward_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *ForwardHeader) GetName() string {
+func (x *ForwardHeader) GetName() []byte {
 	if x != nil {
 		return x.Name
 	}
-	return ""
+	return nil
 }
 
-func (x *ForwardHeader) GetValues() []string {
+func (x *ForwardHeader) GetValues() [][]byte {
 	if x != nil {
 		return x.Values
 	}
@@ -139,14 +144,14 @@ type ForwardHead struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Class    string                 `protobuf:"bytes,1,opt,name=class,proto3" json:"class,omitempty"`
 	ObjectId []byte                 `protobuf:"bytes,2,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"` // 32 bytes
-	Method   string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
-	Url      string                 `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"` // path and query as the Worker saw them
+	Method   []byte                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`
+	Url      []byte                 `protobuf:"bytes,4,opt,name=url,proto3" json:"url,omitempty"` // path and query as the Worker saw them
 	Headers  []*ForwardHeader       `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty"`
 	Hops     uint32                 `protobuf:"varint,6,opt,name=hops,proto3" json:"hops,omitempty"` // forwards so far; bounded by the sender
 	// The name object_id was made from (IDFromName), when the sender knows
 	// it: the object's State.ID then has it wherever the object runs. The
 	// receiver checks that the name makes object_id.
-	ObjectName    string `protobuf:"bytes,7,opt,name=object_name,json=objectName,proto3" json:"object_name,omitempty"`
+	ObjectName    []byte `protobuf:"bytes,7,opt,name=object_name,json=objectName,proto3" json:"object_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -195,18 +200,18 @@ func (x *ForwardHead) GetObjectId() []byte {
 	return nil
 }
 
-func (x *ForwardHead) GetMethod() string {
+func (x *ForwardHead) GetMethod() []byte {
 	if x != nil {
 		return x.Method
 	}
-	return ""
+	return nil
 }
 
-func (x *ForwardHead) GetUrl() string {
+func (x *ForwardHead) GetUrl() []byte {
 	if x != nil {
 		return x.Url
 	}
-	return ""
+	return nil
 }
 
 func (x *ForwardHead) GetHeaders() []*ForwardHeader {
@@ -223,17 +228,17 @@ func (x *ForwardHead) GetHops() uint32 {
 	return 0
 }
 
-func (x *ForwardHead) GetObjectName() string {
+func (x *ForwardHead) GetObjectName() []byte {
 	if x != nil {
 		return x.ObjectName
 	}
-	return ""
+	return nil
 }
 
 type ForwardError struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          ForwardError_Kind      `protobuf:"varint,1,opt,name=kind,proto3,enum=roost.forward.v1.ForwardError_Kind" json:"kind,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"` // made valid UTF-8 by the sender (toForwardError)
 	Retryable     bool                   `protobuf:"varint,3,opt,name=retryable,proto3" json:"retryable,omitempty"`
 	Overloaded    bool                   `protobuf:"varint,4,opt,name=overloaded,proto3" json:"overloaded,omitempty"`
 	LeaderHint    string                 `protobuf:"bytes,5,opt,name=leader_hint,json=leaderHint,proto3" json:"leader_hint,omitempty"` // node ID
@@ -1198,16 +1203,16 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\n" +
 	"\x13proto/forward.proto\x12\x10roost.forward.v1\";\n" +
 	"\rForwardHeader\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06values\x18\x02 \x03(\tR\x06values\"\xda\x01\n" +
+	"\x04name\x18\x01 \x01(\fR\x04name\x12\x16\n" +
+	"\x06values\x18\x02 \x03(\fR\x06values\"\xda\x01\n" +
 	"\vForwardHead\x12\x14\n" +
 	"\x05class\x18\x01 \x01(\tR\x05class\x12\x1b\n" +
 	"\tobject_id\x18\x02 \x01(\fR\bobjectId\x12\x16\n" +
-	"\x06method\x18\x03 \x01(\tR\x06method\x12\x10\n" +
-	"\x03url\x18\x04 \x01(\tR\x03url\x129\n" +
+	"\x06method\x18\x03 \x01(\fR\x06method\x12\x10\n" +
+	"\x03url\x18\x04 \x01(\fR\x03url\x129\n" +
 	"\aheaders\x18\x05 \x03(\v2\x1f.roost.forward.v1.ForwardHeaderR\aheaders\x12\x12\n" +
 	"\x04hops\x18\x06 \x01(\rR\x04hops\x12\x1f\n" +
-	"\vobject_name\x18\a \x01(\tR\n" +
+	"\vobject_name\x18\a \x01(\fR\n" +
 	"objectName\"\xa9\x02\n" +
 	"\fForwardError\x127\n" +
 	"\x04kind\x18\x01 \x01(\x0e2#.roost.forward.v1.ForwardError.KindR\x04kind\x12\x18\n" +
