@@ -928,11 +928,24 @@ func (c *cluster) groupStatus(req *proto.ForwardGroupStatusRequest) (*proto.Forw
 	// have led, in one term, from before the configuration is read.
 	term, state := r.CurrentTerm(), r.State()
 	applied := r.AppliedIndex()
-	st := withGroupConfig(r, &proto.ForwardGroupStatusResponse{Running: true, AppliedIndex: applied, LastIndex: r.LastIndex(), State: state.String()})
+	st := withGroupConfig(r, &proto.ForwardGroupStatusResponse{Running: true, AppliedIndex: applied, LastIndex: r.LastIndex(), State: state.String(), ShardsLed: uint32(c.shardsLed())})
 	if req.ConfirmConfig && state == raft.Leader {
 		st.ConfigCommitted = configCommitted(r, term)
 	}
 	return st, nil
+}
+
+// shardsLed counts the shard groups this node leads now.
+func (c *cluster) shardsLed() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, ls := range c.groups {
+		if ls.group.Raft().State() == raft.Leader {
+			n++
+		}
+	}
+	return n
 }
 
 // leaderChangeGrace is how long a shard of a node that has been ready may

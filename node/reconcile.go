@@ -233,20 +233,30 @@ func withinCatchUpLag(applied, leaderApplied uint64) bool {
 // that drops packets the question would hold the control loop for its
 // whole timeout, once for every shard with a replica there.
 func (c *cluster) replicaApplied(ctx context.Context, node placement.Node, g raftstore.GroupID) (applied uint64, ok bool) {
-	if !c.trans.PeerReachable(raft.ServerAddress(node.GRPCAddr)) {
-		return 0, false
-	}
-	cl, err := c.n.manager.forwarder.client(peer{id: string(node.ID), addr: node.GRPCAddr})
-	if err != nil {
-		return 0, false
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	st, err := cl.GroupStatus(ctx, &proto.ForwardGroupStatusRequest{GroupId: uint64(g)})
-	if err != nil || !st.Running {
+	st, ok := c.replicaStatus(ctx, node, g)
+	if !ok {
 		return 0, false
 	}
 	return st.AppliedIndex, true
+}
+
+// replicaStatus asks node for its replica of g's status, as replicaApplied
+// does; ok is false if it could not tell or does not run the group.
+func (c *cluster) replicaStatus(ctx context.Context, node placement.Node, g raftstore.GroupID) (st *proto.ForwardGroupStatusResponse, ok bool) {
+	if !c.trans.PeerReachable(raft.ServerAddress(node.GRPCAddr)) {
+		return nil, false
+	}
+	cl, err := c.n.manager.forwarder.client(peer{id: string(node.ID), addr: node.GRPCAddr})
+	if err != nil {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	st, err = cl.GroupStatus(ctx, &proto.ForwardGroupStatusRequest{GroupId: uint64(g)})
+	if err != nil || !st.Running {
+		return nil, false
+	}
+	return st, true
 }
 
 // catchUpTrack follows the replica a shard's leader waits on to catch up
@@ -438,6 +448,12 @@ func (c *cluster) balanceLeaders(m placement.Map) (moved bool) {
 		return false
 	}
 	share := (m.Shards + active - 1) / active
+	// leads counts the leaders of the groups this node holds: exact for
+	// this node, which holds every group it leads, but short for another
+	// that leads groups this node does not hold (with more nodes than
+	// replicas). So it only rules candidates out; a candidate's own count
+	// decides. Handing leaderships to nodes short in this count alone, which
+	// may lead more than their share, moved leaders for ever.
 	leads := map[raft.ServerID]int{}
 	var mine []int
 	for i, ls := range groups {
@@ -484,7 +500,11 @@ func (c *cluster) balanceLeaders(m placement.Map) (moved bool) {
 			// over at once; anything else stalls the shard's writes while
 			// the transfer times out.
 			node, ok := m.Nodes[placement.NodeID(s.ID)]
-			if !ok || !c.caughtUp(context.Background(), node, groups[i].group.ID(), r.AppliedIndex()) {
+			if !ok {
+				continue
+			}
+			st, ok := c.replicaStatus(context.Background(), node, groups[i].group.ID())
+			if !ok || !withinCatchUpLag(st.AppliedIndex, r.AppliedIndex()) || int(st.ShardsLed) >= share {
 				continue
 			}
 			c.n.log.Debug("moving shard leadership to balance leaders", "shard", i, "to", s.ID)

@@ -299,3 +299,55 @@ func TestReplicaStartedLateCatchesUpSoon(t *testing.T) {
 	}
 	t.Logf("the drain of %s (%d moves) took %s", victim, op.Total, took.Round(100*time.Millisecond))
 }
+
+// With more nodes than replicas, no node holds every shard, so each sees
+// only part of the others' leaderships. Leaders must still settle, spread
+// evenly. Before, a node handed leaderships to voters that led few of the
+// shards it held itself, though they led more than their share overall,
+// and leaders moved between nodes for ever (every move closing the
+// shard's WebSockets).
+func TestLeadersSettleWithMoreNodesThanReplicas(t *testing.T) {
+	t.Parallel()
+	const nodes, shards = 4, 16
+	c := newTestCluster(t, nodes, shards, &turnRegistry{active: map[string]string{}})
+	if op := c.runOp(0, "/v1/rebalance", map[string]any{}, nil); op.State != "done" {
+		t.Fatalf("rebalance onto the fourth node: %s %q", op.State, op.Error)
+	}
+	c.waitConverged(0, time.Minute)
+	const share, stableFor = shards / nodes, 15 * time.Second
+	var last []int
+	changes := 0
+	stableSince := time.Now()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		leaders := make([]int, shards)
+		counts := make([]int, nodes)
+		balanced := true
+		for s := range shards {
+			leaders[s] = c.leaderOf(groupOf(s))
+			if leaders[s] < 0 {
+				balanced = false
+				continue
+			}
+			counts[leaders[s]]++
+		}
+		for _, n := range counts {
+			balanced = balanced && n <= share
+		}
+		switch {
+		case last != nil && !slices.Equal(leaders, last):
+			changes++
+			stableSince = time.Now()
+		case !balanced:
+			stableSince = time.Now()
+		case time.Since(stableSince) >= stableFor:
+			t.Logf("leaders settled after %d changes: %v a node", changes, counts)
+			return
+		}
+		last = leaders
+		if time.Now().After(deadline) {
+			t.Fatalf("leaders did not settle within 2 min: %d changes seen; leaders a node now %v (share %d)", changes, counts, share)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

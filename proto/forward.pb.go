@@ -893,8 +893,12 @@ type ForwardGroupStatusResponse struct {
 	// nonvoters are a committed configuration, so no later one can bring a
 	// replica it leaves out back as a voter without adding it anew.
 	ConfigCommitted bool `protobuf:"varint,8,opt,name=config_committed,json=configCommitted,proto3" json:"config_committed,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// How many shard groups (the meta group not counted) the answering node
+	// leads now: a leader balancing its shards' leadership counts only the
+	// groups it holds itself, and asks a candidate for its whole count.
+	ShardsLed     uint32 `protobuf:"varint,9,opt,name=shards_led,json=shardsLed,proto3" json:"shards_led,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ForwardGroupStatusResponse) Reset() {
@@ -981,6 +985,13 @@ func (x *ForwardGroupStatusResponse) GetConfigCommitted() bool {
 		return x.ConfigCommitted
 	}
 	return false
+}
+
+func (x *ForwardGroupStatusResponse) GetShardsLed() uint32 {
+	if x != nil {
+		return x.ShardsLed
+	}
+	return 0
 }
 
 type ForwardMemberRequest struct {
@@ -1262,7 +1273,7 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x05frame\"]\n" +
 	"\x19ForwardGroupStatusRequest\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\x04R\agroupId\x12%\n" +
-	"\x0econfirm_config\x18\x02 \x01(\bR\rconfirmConfig\"\x89\x02\n" +
+	"\x0econfirm_config\x18\x02 \x01(\bR\rconfirmConfig\"\xa8\x02\n" +
 	"\x1aForwardGroupStatusResponse\x12\x18\n" +
 	"\arunning\x18\x01 \x01(\bR\arunning\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x1d\n" +
@@ -1272,7 +1283,9 @@ const file_proto_forward_proto_rawDesc = "" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\x12\x16\n" +
 	"\x06voters\x18\x06 \x03(\tR\x06voters\x12\x1c\n" +
 	"\tnonvoters\x18\a \x03(\tR\tnonvoters\x12)\n" +
-	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted\"/\n" +
+	"\x10config_committed\x18\b \x01(\bR\x0fconfigCommitted\x12\x1d\n" +
+	"\n" +
+	"shards_led\x18\t \x01(\rR\tshardsLed\"/\n" +
 	"\x14ForwardMemberRequest\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\"\xb1\x02\n" +
 	"\x15ForwardMemberResponse\x12\x1d\n" +
