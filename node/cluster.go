@@ -109,6 +109,11 @@ type cluster struct {
 	// removedHere is set when the map this node holds says it was
 	// removed (it runs on, and its readiness says what to do: removedAdvice).
 	removedHere atomic.Bool
+	// notRemovedYet is set, for a node restarted from a data dir of a
+	// cluster, until it has learnt that it was not removed while it was
+	// away (watchRemoval): its own map cannot tell, and it must not be
+	// ready on the strength of that map meanwhile.
+	notRemovedYet atomic.Bool
 	// beenReady is set the first time ready reports the node ready; from
 	// then on a shard changing leader does not make it unready
 	// (leaderChangeGrace).
@@ -277,6 +282,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 		return err
 	}
 	c.restarted = hasState > 0
+	c.notRemovedYet.Store(id.ClusterID != "")
 	n.wg.Add(5)
 	go func() {
 		defer n.wg.Done()
@@ -1010,6 +1016,10 @@ func (c *cluster) readyNow(now time.Time) (bool, string) {
 				return false, fmt.Sprintf("shard %d has no live leader", i)
 			}
 		}
+	}
+	// Last: what else keeps the node from serving says more.
+	if c.notRemovedYet.Load() {
+		return false, "asking the other nodes whether this node was removed from the cluster while it was away"
 	}
 	return true, ""
 }

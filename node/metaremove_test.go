@@ -1,8 +1,10 @@
 package node
 
 import (
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,5 +49,60 @@ func TestRemovedMetaVoterStaysWhileAnotherIsDead(t *testing.T) {
 	}
 	if !slices.Contains(voters, "n3") {
 		t.Fatalf("meta voters %v: n3 left although %s is dead", voters, c.cfgs[dead].NodeID)
+	}
+}
+
+// A node removed from the cluster while it was down, restarted from its
+// data dir, is never ready: its own map, from before the removal, cannot
+// tell it, so it asks the other nodes before it counts as ready. It stops
+// when they say it was removed, or says so once the meta group tells it.
+// Before, it served as ready on its old map meanwhile.
+func TestNodeRemovedWhileAwayIsNeverReady(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 4, 4, &turnRegistry{active: map[string]string{}})
+	m := c.metaLeader().cluster.metaFSM.Map()
+	away := -1
+	for i, cfg := range c.cfgs {
+		if len(m.ShardsOf(placement.NodeID(cfg.NodeID))) == 0 && cfg.NodeID != c.metaLeader().cfg.NodeID {
+			away = i
+		}
+	}
+	if away < 0 {
+		t.Fatal("every node holds a shard or leads the meta group")
+	}
+	awayID := c.cfgs[away].NodeID
+	c.stop(away)
+	c.waitMetaLeaderSees(false, away)
+	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	var rm struct {
+		State string `json:"state"`
+		Error string `json:"error"`
+	}
+	if code := c.admin(li, "POST", "/v1/nodes/"+awayID+"/remove", nil, &rm); code != 200 || rm.State != "removed" {
+		t.Fatalf("remove %s: %d %+v", awayID, code, rm)
+	}
+
+	c.start(away)
+	nd := c.nodes[away]
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		select {
+		case err := <-nd.Failed():
+			if !errors.Is(err, placement.ErrNodeRemoved) {
+				t.Fatalf("the node removed while away stopped with %v, want ErrNodeRemoved", err)
+			}
+			return // it asked the other nodes, and stopped
+		default:
+		}
+		ok, why := nd.cluster.ready()
+		switch {
+		case ok:
+			t.Fatal("the node removed while it was away is ready on its old map")
+		case strings.Contains(why, "was removed from cluster"):
+			return // it heard through the meta group, and says so
+		case time.Now().After(deadline):
+			t.Fatalf("the node removed while away neither stopped nor said why within 45 s; readiness: %s", why)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -61,8 +61,13 @@ func checkNotRemoved(dir string) error {
 		placement.ErrNodeRemoved, strings.TrimSpace(string(b)), filepath.Join(dir, removedMarker))
 }
 
-// removalCheckInterval is how often watchRemoval looks.
-const removalCheckInterval = 5 * time.Second
+// removalCheckInterval is how often watchRemoval looks; until a restarted
+// node has learnt that it was not removed, which its readiness waits for,
+// it looks every removalFirstCheckInterval.
+const (
+	removalCheckInterval      = 5 * time.Second
+	removalFirstCheckInterval = 250 * time.Millisecond
+)
 
 // metaSilenceBeforeAsking is how long a meta follower goes without contact
 // from a leader before it asks the other nodes whether it was removed; an
@@ -73,13 +78,15 @@ const metaSilenceBeforeAsking = 20 * time.Second
 // removed from the cluster, until it finds it was or ctx ends. clusterID
 // is the cluster the data dir belongs to ("" if not known yet).
 func (c *cluster) watchRemoval(ctx context.Context, clusterID string) {
-	t := time.NewTicker(removalCheckInterval)
-	defer t.Stop()
 	for {
+		wait := removalCheckInterval
+		if c.notRemovedYet.Load() {
+			wait = removalFirstCheckInterval
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(wait):
 		}
 		if c.checkRemoval(ctx, clusterID) {
 			return
@@ -106,7 +113,13 @@ func (c *cluster) checkRemoval(ctx context.Context, clusterID string) bool {
 		if meta == nil {
 			return false
 		}
-		if r := meta.Raft(); r.State() == raft.Leader || time.Since(r.LastContact()) < metaSilenceBeforeAsking {
+		r := meta.Raft()
+		if r.State() == raft.Leader {
+			// Its map is the cluster's: the first check above spoke for it.
+			c.notRemovedYet.Store(false)
+			return false
+		}
+		if time.Since(r.LastContact()) < metaSilenceBeforeAsking && !c.notRemovedYet.Load() {
 			return false
 		}
 		clusterID = m.ClusterID
@@ -114,7 +127,11 @@ func (c *cluster) checkRemoval(ctx context.Context, clusterID string) bool {
 	answers := c.askMembers(ctx, c.aliveMembers())
 	for id, a := range answers {
 		r := a.resp
-		if r == nil || !r.Listed || r.State != placement.NodeRemoved.String() || clusterID != "" && r.ClusterId != clusterID {
+		if r == nil || !r.Listed || clusterID != "" && r.ClusterId != clusterID {
+			continue
+		}
+		if r.State != placement.NodeRemoved.String() {
+			c.notRemovedYet.Store(false) // a node of its cluster lists it as a member
 			continue
 		}
 		err := fmt.Errorf("%w: node %s was removed from cluster %s while it was away (so says %s) and its ID is not used again: start it with a new --id and an empty data dir",
