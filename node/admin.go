@@ -728,9 +728,11 @@ type Member struct {
 	State string `json:"state"` // active, draining or removed
 	Alive bool   `json:"alive"` // as gossip sees it
 	// Reachable: the answering node reaches it over the Raft transport
-	// (its liveness pings are answered). Gossip may still call a node
-	// alive that this one is cut off from: a node whose own network is
-	// down blames itself, not its peers, and marks none of them dead.
+	// (its liveness pings are answered), and gossip does not call it dead.
+	// Gossip may still call a node alive that this one is cut off from: a
+	// node whose own network is down blames itself, not its peers, and
+	// marks none of them dead. The transport alone cannot speak for a node
+	// it has no group with (a removed one): it has no record of it.
 	Reachable bool   `json:"reachable"`
 	GRPC      string `json:"grpc"`
 	HTTP      string `json:"http"`
@@ -760,7 +762,7 @@ func (a *admin) members(w http.ResponseWriter, r *http.Request) error {
 	out := make([]Member, 0, len(m.Nodes))
 	for id, nd := range m.Nodes {
 		out = append(out, Member{
-			ID: string(id), State: nd.State.String(), Alive: alive[id], Reachable: c.trans.PeerReachable(raft.ServerAddress(nd.GRPCAddr)),
+			ID: string(id), State: nd.State.String(), Alive: alive[id], Reachable: alive[id] && c.trans.PeerReachable(raft.ServerAddress(nd.GRPCAddr)),
 			GRPC: nd.GRPCAddr, HTTP: nd.HTTPAddr, Admin: nd.AdminAddr, Gossip: nd.GossipAddr,
 			Replicas: len(m.ShardsOf(id)), Leaders: leaders[string(id)], Meta: suffrage[id],
 		})

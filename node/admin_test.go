@@ -920,6 +920,23 @@ func TestAdminCluster(t *testing.T) {
 		if !errors.Is(err, placement.ErrNodeRemoved) || !strings.Contains(err.Error(), "new --id") {
 			t.Fatalf("the removed node started again failed with %v, want ErrNodeRemoved saying to use a new id", err)
 		}
+		// Stopped, it is not shown reachable: no group links it to the
+		// others' transports any more, which have no record of it.
+		c.waitMetaLeaderSees(false, vi)
+		for i, nd := range c.nodes {
+			if i == vi || nd == nil {
+				continue
+			}
+			var ms struct{ Members []Member }
+			if code := c.admin(i, "GET", "/v1/members", nil, &ms); code != 200 {
+				t.Fatalf("members from %s: %d", c.cfgs[i].NodeID, code)
+			}
+			for _, mem := range ms.Members {
+				if mem.ID == victim && mem.Reachable {
+					t.Errorf("members from %s shows the stopped, removed %s reachable (alive %v)", c.cfgs[i].NodeID, victim, mem.Alive)
+				}
+			}
+		}
 	})
 }
 
