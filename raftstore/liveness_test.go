@@ -629,3 +629,23 @@ func TestLostWithin(t *testing.T) {
 		t.Fatal("a peer heard again after its loss still counts as lost")
 	}
 }
+
+// A heartbeat stream that does not name its sender (no peer's transport
+// opened it) is refused: before, its end reported a peer "" lost, which
+// the node logged as a lost peer.
+func TestAnonymousHeartbeatStreamIsRefused(t *testing.T) {
+	lost := make(lostRecorder, 4)
+	tr := NewTransport(TransportConfig{LocalAddr: "127.0.0.1:1", SilenceTimeout: -1, PeerLost: func(a raft.ServerAddress, _ error) { lost <- [2]raft.ServerAddress{"", a} }})
+	t.Cleanup(func() { _ = tr.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	err := (&transportServer{t: tr}).Heartbeats(&dyingCaller{ctx: ctx, cancel: cancel})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("an anonymous heartbeat stream ended with %v, want InvalidArgument", err)
+	}
+	select {
+	case l := <-lost:
+		t.Fatalf("an anonymous heartbeat stream reported peer %q lost", l[1])
+	default:
+	}
+}

@@ -197,6 +197,12 @@ const maxHeartbeatBatch = 1 << 16
 func (s *transportServer) Heartbeats(stream pb.RaftTransport_HeartbeatsServer) error {
 	ctx := stream.Context()
 	peer := callerAddr(ctx)
+	if peer == "" {
+		// Not a peer's transport, which names itself on every call: its
+		// stream must not count as anyone's liveness, nor its end as a
+		// peer lost.
+		return invalid(errors.New("a heartbeat stream must name its sender (" + fromMetadataKey + " metadata)"))
+	}
 	l := s.t.peerState(peer)
 	l.pinging.Add(1)
 	defer l.pinging.Add(-1)
