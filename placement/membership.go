@@ -132,7 +132,7 @@ func Start(cfg MembershipConfig) (*Membership, error) {
 	if cfg.SuspicionMult > 0 {
 		mc.SuspicionMult = cfg.SuspicionMult
 	}
-	mc.Logger = log.New(logWriter{m.log}, "", 0)
+	mc.Logger = log.New(newLogWriter(m.log), "", 0)
 	d := &delegate{m: m, meta: meta, selfMeta: cfg.Meta}
 	m.del = d
 	mc.Delegate = d
@@ -398,10 +398,53 @@ func memberOf(n *memberlist.Node) Member {
 }
 
 // logWriter feeds memberlist's log lines ("[WARN] memberlist: ...") to slog
-// at the matching level.
-type logWriter struct{ l *slog.Logger }
+// at the matching level, at most logBurst of them every logWindow.
+// Memberlist logs every packet it cannot decode, at ERROR: garbage sent to
+// the gossip port would otherwise fill the log as fast as it comes. The
+// lines dropped are counted in a warning with the next line logged.
+type logWriter struct {
+	l   *slog.Logger
+	now func() time.Time
 
-func (w logWriter) Write(p []byte) (int, error) {
+	mu          sync.Mutex
+	windowStart time.Time
+	inWindow    int // lines logged since windowStart
+	dropped     int // lines dropped since windowStart
+}
+
+// At most logBurst memberlist lines are logged every logWindow.
+const (
+	logBurst  = 50
+	logWindow = 10 * time.Second
+)
+
+func newLogWriter(l *slog.Logger) *logWriter { return &logWriter{l: l, now: time.Now} }
+
+// admit says whether a line may be logged now, and how many lines the
+// window before dropped (to report, once).
+func (w *logWriter) admit() (ok bool, droppedBefore int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if now := w.now(); now.Sub(w.windowStart) >= logWindow {
+		droppedBefore = w.dropped
+		w.windowStart, w.inWindow, w.dropped = now, 0, 0
+	}
+	if w.inWindow >= logBurst {
+		w.dropped++
+		return false, droppedBefore
+	}
+	w.inWindow++
+	return true, droppedBefore
+}
+
+func (w *logWriter) Write(p []byte) (int, error) {
+	ok, dropped := w.admit()
+	if dropped > 0 {
+		w.l.Warn(fmt.Sprintf("%d gossip log lines dropped: more than %d came in %s (garbage on the gossip port?)", dropped, logBurst, logWindow))
+	}
+	if !ok {
+		return len(p), nil
+	}
 	s := string(p)
 	level := slog.LevelInfo
 	for _, lv := range []struct {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -490,7 +491,7 @@ func TestMembershipAdvertiseHostName(t *testing.T) {
 
 func TestLogWriterLevels(t *testing.T) {
 	sink := &logSink{}
-	w := logWriter{slog.New(sink)}
+	w := newLogWriter(slog.New(sink))
 	for _, line := range []string{
 		"[DEBUG] memberlist: d1\n", "[INFO] memberlist: i1\n", "[WARN] memberlist: w1\n", "[ERR] memberlist: e1\n", "plain\n",
 		"[ERR] memberlist: Failed to send indirect UDP ping: write udp 127.0.0.1:1->127.0.0.1:2: use of closed network connection\n",
@@ -501,6 +502,27 @@ func TestLogWriterLevels(t *testing.T) {
 		if !sink.contains(want) {
 			t.Errorf("no %q in %v", want, sink.recs)
 		}
+	}
+}
+
+// Lines past logBurst in a window are dropped, and counted once the next
+// window lets a line through.
+func TestLogWriterDropsFloods(t *testing.T) {
+	sink := &logSink{}
+	now := time.Unix(1_700_000_000, 0)
+	w := newLogWriter(slog.New(sink))
+	w.now = func() time.Time { return now }
+	for i := range logBurst + 30 {
+		fmt.Fprintf(w, "[ERR] memberlist: garbage %d\n", i)
+	}
+	if n := len(sink.recs); n != logBurst {
+		t.Fatalf("%d lines logged of %d in one window, want %d", n, logBurst+30, logBurst)
+	}
+	now = now.Add(logWindow)
+	fmt.Fprintf(w, "[WARN] memberlist: later\n")
+	want := []string{fmt.Sprintf("WARN 30 gossip log lines dropped: more than %d came in %s", logBurst, logWindow), "WARN later"}
+	if got := sink.recs[logBurst:]; len(got) != 2 || !strings.HasPrefix(got[0], want[0]) || got[1] != want[1] {
+		t.Fatalf("after the window: %q, want %q", got, want)
 	}
 }
 
