@@ -566,6 +566,10 @@ func TestInvalidConfigNamesItsSource(t *testing.T) {
 			want: "http and admin both listen on 127.0.0.1:19001; give each its own address (from --http, --admin)"},
 		{name: "a default in the clash is not named", args: []string{"--bootstrap-expect", "1"},
 			want: "replicas (3) cannot exceed bootstrap-expect (1): the first nodes must hold every replica (from --bootstrap-expect)"},
+		// Replicas back to its default (3) makes another error, which
+		// comes first; it is not a source of the TLS one.
+		{name: "a setting whose default makes another error is not named", file: "[cluster]\nreplicas = 1\nbootstrap_expect = 1\n", env: map[string]string{"ROOST_TLS_CERT": "/nonexistent"},
+			want: "TLS needs all of tls cert, tls key and tls ca, or none: tls cert set but tls key, tls ca not (from ROOST_TLS_CERT)"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, err := resolveNode(t, tt.file, append([]string{"--id", "n1"}, tt.args...), tt.env)

@@ -198,7 +198,10 @@ func (s *server) resolveWith(base func(file *config.File) (node.Config, error), 
 // withSources adds to err, cfg.Validate's, where the settings it is about
 // came from, so that the value to fix is found without guessing (a
 // variable wins over the flag in sight). A setting is one of them if
-// putting its default (def's) back changes the error.
+// putting its default (def's) back clears the error, or changes it while
+// the error names the setting: Validate reports its first problem only,
+// and a default put back may make another one that comes first (replicas
+// back to 3 over a bootstrap-expect of 1), which says nothing of err.
 func (s *server) withSources(err error, cfg, def node.Config, file *config.File) error {
 	var from []string
 	for _, st := range s.settings {
@@ -209,7 +212,8 @@ func (s *server) withSources(err error, cfg, def node.Config, file *config.File)
 			continue
 		}
 		v.Set(d)
-		if terr := trial.Validate(); terr == nil || terr.Error() != err.Error() {
+		terr := trial.Validate()
+		if terr == nil || terr.Error() != err.Error() && errorNames(err, st) {
 			from = append(from, src)
 		}
 	}
@@ -240,6 +244,19 @@ func (s *server) withSources(err error, cfg, def node.Config, file *config.File)
 		return err
 	}
 	return fmt.Errorf("%w (from %s)", err, strings.Join(from, ", "))
+}
+
+// errorNames reports whether err's message names st, by its flag's words
+// ("bootstrap-expect", "tls cert") or its key's last part ("replicas").
+func errorNames(err error, st setting) bool {
+	msg := strings.ToLower(err.Error())
+	_, last, _ := strings.Cut(st.key, ".")
+	for _, name := range []string{st.flag, strings.ReplaceAll(st.flag, "-", " "), strings.ReplaceAll(last, "_", " ")} {
+		if name != "" && strings.Contains(msg, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // sourceOf names where apply took st's value from: its variable, its flag
