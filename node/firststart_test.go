@@ -223,8 +223,9 @@ func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 		wantErr     error
 		wantInError string
 	}{
-		{"another shard count", "n4", 8, "", "", placement.ErrOtherCluster, "has 4 shards, this node 8"},
-		{"another cluster's data dir", "n5", 4, "feedfacefeedface", "", placement.ErrOtherCluster, "this node to cluster feedfacefeedface"},
+		// Its error is the flags', not the data dir's (which is new).
+		{"another shard count", "n4", 8, "", "", ErrClusterMismatch, "has 4 shards, this node 8"},
+		{"another cluster's data dir", "n5", 4, "feedfacefeedface", "", ErrDataDirMismatch, "this node to cluster feedfacefeedface"},
 		// Its error is the key's, not the data dir's (which is new).
 		{"another id key", "n6", 4, "", "a-key-the-cluster-has-not", ErrIDKeyMismatch, "derives object IDs with another id key"},
 		// Not another cluster, but refused at the join too.
@@ -254,7 +255,7 @@ func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 			}
 			select {
 			case err := <-nd.Failed():
-				if !errors.Is(err, tt.wantErr) || (tt.wantErr == placement.ErrOtherCluster) != errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), tt.wantInError) {
+				if !errors.Is(err, tt.wantErr) || (tt.wantErr == ErrDataDirMismatch) != errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), tt.wantInError) {
 					t.Fatalf("%s failed with %v", tt.id, err)
 				}
 			case <-time.After(30 * time.Second):

@@ -531,6 +531,10 @@ type layout struct {
 // ErrDataDirMismatch: the data dir was created with settings that cannot change.
 var ErrDataDirMismatch = errors.New("data dir does not match the configuration")
 
+// ErrClusterMismatch: a node with no cluster state of its own was started
+// with settings its cluster does not share (another --shards).
+var ErrClusterMismatch = errors.New("this node's settings do not match the cluster it joins")
+
 // ErrIDKeyMismatch: the node's id key (Config.IDKey) is not the one its
 // data dir was created with, or its cluster's.
 var ErrIDKeyMismatch = errors.New("id key does not match")
