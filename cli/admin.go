@@ -442,18 +442,20 @@ func (f flexible) count() string {
 // answer itself, so fields only the tables need are decoded.
 
 type apiStatus struct {
-	NodeID      string        `json:"node_id"`
-	ClusterID   string        `json:"cluster_id"`
-	Mode        string        `json:"mode"`
-	Ready       bool          `json:"ready"`
-	Reason      string        `json:"reason"`
-	MetaLeader  string        `json:"meta_leader"`
-	MapVersion  flexible      `json:"map_version"`
-	Nodes       flexible      `json:"nodes"`
-	Unreachable []string      `json:"unreachable"`
-	Shards      flexible      `json:"shards"`
-	Replicas    flexible      `json:"replicas"`
-	Operation   *apiOperation `json:"operation"`
+	NodeID      string   `json:"node_id"`
+	ClusterID   string   `json:"cluster_id"`
+	Mode        string   `json:"mode"`
+	Ready       bool     `json:"ready"`
+	Reason      string   `json:"reason"`
+	MetaLeader  string   `json:"meta_leader"`
+	MapVersion  flexible `json:"map_version"`
+	Nodes       flexible `json:"nodes"`
+	Unreachable []string `json:"unreachable"`
+	Shards      flexible `json:"shards"`
+	Replicas    flexible `json:"replicas"`
+	// UnderReplicated is 0 from a node too old to say.
+	UnderReplicated int           `json:"under_replicated"`
+	Operation       *apiOperation `json:"operation"`
 }
 
 type apiMember struct {

@@ -23,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/ w
 // Answers as docs/admin-api.md describes them.
 const (
 	statusJSON = `{"node_id":"n1","cluster_id":"c-7f3a","mode":"cluster","ready":true,"reason":"",
-		"meta_leader":"n2","map_version":42,"nodes":4,"unreachable":["n3","n4"],"shards":8,"replicas":3,
+		"meta_leader":"n2","map_version":42,"nodes":4,"unreachable":["n3","n4"],"shards":8,"replicas":3,"under_replicated":2,
 		"operation":{"id":"op-3","kind":"rebalance","state":"running","total":12,"done":5,
 			"started":"2026-03-01T10:00:00.123456789Z","eta_seconds":70,"error":""}}`
 	devStatusJSON = `{"node_id":"dev","cluster_id":"","mode":"dev","ready":false,"reason":"opening shards",

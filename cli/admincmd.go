@@ -63,8 +63,9 @@ func (e adminEnv) newStatusCommand() *cobra.Command {
 it is ready to serve (and why not), the meta group's leader ("none" while it
 has none this node can reach, or leads without a quorum), the version of the
 cluster map, how many nodes and shards there are (and which nodes this node
-does not see alive or cannot reach), how many replicas each shard keeps, and
-the rebalance, drain or heal that is running, if any.
+does not see alive or cannot reach), how many replicas each shard keeps (and
+how many shards have fewer), and the rebalance, drain or heal that is running,
+if any.
 
 'roost dev' answers this command and 'roost kv' too; the other operator
 commands need a cluster.` + adminConnectHelp,
@@ -120,12 +121,22 @@ func writeStatusTable(w io.Writer, st apiStatus) {
 		{"map version", st.MapVersion.String()},
 		{"nodes", nodesCell(st)},
 		{"shards", st.Shards.count()},
-		{"replicas", st.Replicas.count()},
+		{"replicas", replicasCell(st)},
 		{"operation", op},
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", r[0], cell(r[1]))
 	}
 	tw.Flush()
+}
+
+// replicasCell is how many replicas each shard keeps, and how many shards
+// have fewer: the setting alone hid that a drain left every shard short.
+func replicasCell(st apiStatus) string {
+	n := st.Replicas.count()
+	if st.UnderReplicated == 0 {
+		return n
+	}
+	return fmt.Sprintf("%s (%d of the shards have fewer: too few active nodes, or a heal or move to come)", n, st.UnderReplicated)
 }
 
 // nodesCell is status's node count, with the nodes the answering node

@@ -645,7 +645,11 @@ type statusJSON struct {
 	Unreachable []string `json:"unreachable"`
 	Shards      int      `json:"shards"`
 	Replicas    int      `json:"replicas"`
-	Operation   *opJSON  `json:"operation"`
+	// UnderReplicated counts the shards the map gives fewer than Replicas
+	// replicas: fewer active nodes than that (a drain of one of three),
+	// or a heal or move still to come.
+	UnderReplicated int     `json:"under_replicated"`
+	Operation       *opJSON `json:"operation"`
 }
 
 func (a *admin) status(w http.ResponseWriter, r *http.Request) error {
@@ -682,6 +686,13 @@ func (a *admin) status(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	slices.Sort(st.Unreachable)
+	if m.Bootstrapped() {
+		for _, sh := range m.ShardMap {
+			if len(sh.Replicas) < m.Replicas {
+				st.UnderReplicated++
+			}
+		}
+	}
 	st.Ready, st.Reason = c.ready()
 	if rf := c.metaRaft(); rf != nil && rf.State() == raft.Leader {
 		st.Operation = a.current()

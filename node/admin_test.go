@@ -1326,3 +1326,23 @@ func TestAPIErrorNamesAnOperationThatMayRun(t *testing.T) {
 		}
 	}
 }
+
+// Status counts the shards left with fewer replicas than the cluster
+// keeps: a drain of one node of three leaves every shard with two. Before,
+// status said "replicas 3" and nothing else showed the shortfall.
+func TestStatusCountsUnderReplicatedShards(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 2, &turnRegistry{active: map[string]string{}})
+	c.waitConverged(0, 30*time.Second)
+	var st statusJSON
+	if code := c.admin(0, "GET", "/v1/status", nil, &st); code != 200 || st.Replicas != 3 || st.UnderReplicated != 0 {
+		t.Fatalf("status of a whole cluster: %d, replicas %d, under-replicated %d; want 3 and 0", code, st.Replicas, st.UnderReplicated)
+	}
+	if op := c.runOp(0, "/v1/nodes/n3/drain", map[string]any{}, nil); op.State != "done" {
+		t.Fatalf("drain of n3: %s %q", op.State, op.Error)
+	}
+	st = statusJSON{}
+	if code := c.admin(0, "GET", "/v1/status", nil, &st); code != 200 || st.Replicas != 3 || st.UnderReplicated != 2 {
+		t.Fatalf("status with n3 drained: %d, replicas %d, under-replicated %d; want 3 and 2", code, st.Replicas, st.UnderReplicated)
+	}
+}
