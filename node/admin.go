@@ -538,6 +538,10 @@ func (a *admin) forward(w http.ResponseWriter, r *http.Request, id placement.Nod
 		},
 		Transport: a.proxy,
 		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusUnauthorized {
+				tokenRefused(resp, a.n.cfg.NodeID, role, id)
+				return nil
+			}
 			if v, err := strconv.ParseUint(resp.Header.Get(mapVersionHeader), 10, 64); err == nil {
 				a.waitMapVersion(r.Context(), v)
 			}
@@ -549,6 +553,27 @@ func (a *admin) forward(w http.ResponseWriter, r *http.Request, id placement.Nod
 	}
 	proxy.ServeHTTP(w, r)
 	return nil
+}
+
+// tokenRefused turns the 401 with which the node a call was forwarded to
+// refused the caller's token, which this node (self) accepted, into a 502
+// that says so: the nodes' admin tokens differ. As a 401 it told the
+// caller that its own token was wrong.
+func tokenRefused(resp *http.Response, self, role string, to placement.NodeID) {
+	var said struct {
+		Error string `json:"error"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 4<<10)).Decode(&said)
+	resp.Body.Close()
+	body, _ := json.Marshal(map[string]string{"error": fmt.Sprintf(
+		"the %s %s refused the admin token that this node (%s) accepted (%q): every node of a cluster needs the same admin token ([admin] token or ROOST_ADMIN_TOKEN)",
+		role, to, self, said.Error)})
+	resp.StatusCode, resp.Status = http.StatusBadGateway, "502 Bad Gateway"
+	resp.Header.Del("WWW-Authenticate")
+	resp.Header.Set("Content-Type", "application/json")
+	resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	resp.ContentLength = int64(len(body))
+	resp.Body = io.NopCloser(bytes.NewReader(body))
 }
 
 // waitMapVersion waits until this node's copy of the map has reached

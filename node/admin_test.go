@@ -1346,3 +1346,29 @@ func TestStatusCountsUnderReplicatedShards(t *testing.T) {
 		t.Fatalf("status with n3 drained: %d, replicas %d, under-replicated %d; want 3 and 2", code, st.Replicas, st.UnderReplicated)
 	}
 }
+
+// A call forwarded to the meta leader, whose admin token differs from the
+// token of the node that took the call, fails with a 502 that says the
+// nodes' tokens differ. Before, the leader's 401 came back as it was, and
+// the caller was told its token (which its node had accepted) was wrong.
+func TestForwardedCallRefusedForAnotherNodesToken(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 2, &turnRegistry{active: map[string]string{}}, func(cfg *Config) { cfg.AdminToken = testAdminToken })
+	c.waitMetaVoters(3, 60*time.Second)
+	entry := c.notMetaLeader()
+	const other = "another-admin-token-for-one-node"
+	c.stop(entry)
+	c.cfgs[entry].AdminToken = other
+	c.start(entry)
+	c.waitReady()
+	if c.metaLeader() == c.nodes[entry] {
+		t.Skip("the meta leadership moved to the restarted node; nothing to forward")
+	}
+	var e struct {
+		Error string `json:"error"`
+	}
+	code := adminDo(t, c.cfgs[entry].AdminAddr, other, "POST", "/v1/rebalance", map[string]any{"dry_run": true}, &e)
+	if code != http.StatusBadGateway || !strings.Contains(e.Error, "every node of a cluster needs the same admin token") {
+		t.Fatalf("a call forwarded to a meta leader with another token: %d %q; want 502 saying the tokens differ", code, e.Error)
+	}
+}
