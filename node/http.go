@@ -50,12 +50,19 @@ func guardBody(w http.ResponseWriter, r *http.Request, timeout time.Duration) (f
 	if r.Body == nil || r.Body == http.NoBody {
 		return func() {}
 	}
-	guard := &stallGuard{ReadCloser: r.Body, rc: http.NewResponseController(w), timeout: timeout}
+	body := r.Body
+	guard := &stallGuard{ReadCloser: body, rc: http.NewResponseController(w), timeout: timeout}
 	r.Body = guard
 	return func() {
 		if !guard.ended {
 			_ = guard.rc.SetReadDeadline(time.Now().Add(guard.timeout))
 		}
+		// The server looks at the request's body to decide what to do with
+		// what is left of it: its own body type tells it the length, and
+		// over 256 KiB it closes the connection rather than read on. Behind
+		// the guard it would read, waiting for bytes a client that was
+		// refused at its Content-Length never sends.
+		r.Body = body
 	}
 }
 
