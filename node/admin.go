@@ -320,15 +320,20 @@ func decodeBodyUpTo(r *http.Request, v any, optional bool, limit int) error {
 		// Decoding null leaves v as it was, so it would read as {}.
 		return errorf(http.StatusBadRequest, "malformed JSON body: an object is expected, not null")
 	}
+	// Names first, so that every unknown field gets the same answer, with
+	// the fields the call takes (encoding/json's says only "unknown field").
+	if err := checkFieldNames(b, v); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return errorf(http.StatusBadRequest, "malformed JSON body: %v", err)
+		return errorf(http.StatusBadRequest, "malformed JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))
 	}
 	if dec.More() {
 		return errorf(http.StatusBadRequest, "malformed JSON body: data after the JSON value")
 	}
-	return checkFieldNames(b, v)
+	return nil
 }
 
 // checkFieldNames refuses, in the JSON object b decoded into the struct v
@@ -365,6 +370,8 @@ func checkFieldNames(b []byte, v any) error {
 		switch {
 		case seen[k]:
 			return errorf(http.StatusBadRequest, "malformed JSON body: field %q given twice", k)
+		case !slices.Contains(names, k) && len(names) == 0:
+			return errorf(http.StatusBadRequest, "malformed JSON body: unknown field %q (this call takes no fields: send {} or no body)", k)
 		case !slices.Contains(names, k):
 			return errorf(http.StatusBadRequest, "malformed JSON body: unknown field %q (this call takes %s, spelt exactly so)", k, strings.Join(names, ", "))
 		}

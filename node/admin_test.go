@@ -1056,7 +1056,8 @@ func TestAdminRefusesMalformedCallsWithoutALeader(t *testing.T) {
 	defer closeNode(t, n)
 	for _, tc := range []struct{ path, body, want string }{
 		{"/v1/rebalance", `{"max_concurrent":0}`, "max_concurrent must be between 1 and 64"},
-		{"/v1/rebalance", `{"bogus":true}`, `unknown field "bogus"`},
+		{"/v1/rebalance", `{"bogus":true}`, `unknown field "bogus" (this call takes dry_run, max_concurrent, spelt exactly so)`},
+		{"/v1/shards/1/move", `{"x":1}`, `unknown field "x" (this call takes to, from, spelt exactly so)`},
 		{"/v1/nodes/N1!/drain", "", "invalid node id"},
 		{"/v1/nodes/n2/drain", `{"dry_run":true}`, "drain has no dry run"},
 		{"/v1/nodes/N1!/remove", "", "invalid node id"},
