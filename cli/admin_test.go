@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/roostdb/roost/durable"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/ with the output the tests get")
@@ -1268,5 +1270,30 @@ func TestMoveStage(t *testing.T) {
 		if err != nil || got != tt.want || done != tt.done {
 			t.Errorf("%s: %q %v %v, want %q %v", tt.name, got, done, err, tt.want, tt.done)
 		}
+	}
+}
+
+// A value over the KV limit is refused by the CLI before it sends a byte
+// (a third larger, in base64), with its size and the limit; before, it was
+// uploaded whole and the node's 413 quoted the limit as if it were the
+// value's size.
+func TestKVPutRefusesAnOversizedValueBeforeSending(t *testing.T) {
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{"PUT /v1/kv/B/values/k": canned(200, `{}`)})
+	file := filepath.Join(t.TempDir(), "big")
+	if err := os.WriteFile(file, make([]byte, durable.KVMaxValueBytes+1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runAdmin(t, nil, "kv", "put", "k", "--file", file, "--binding", "B", "--addr", srv.addr())
+	if code == exitOK || !strings.Contains(stderr, "over 26214400 bytes, the most a KV value may be") {
+		t.Fatalf("kv put of a value over the limit: exit %d, %q", code, stderr)
+	}
+	if got := srv.got(); len(got) != 0 {
+		t.Fatalf("the CLI sent %d request(s) for a value over the limit", len(got))
+	}
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, stdout, stderr := runAdmin(t, nil, "kv", "put", "k", "--file", file, "--binding", "B", "--addr", srv.addr()); code != exitOK || stdout != "put k (1 byte)\n" {
+		t.Fatalf("kv put of one byte: exit %d, %q %q", code, stdout, stderr)
 	}
 }

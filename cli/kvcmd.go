@@ -183,25 +183,16 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 			if err := o.check(cmd); err != nil {
 				return err
 			}
-			var value []byte
-			var err error
-			switch {
-			case len(args) == 2:
-				value = []byte(args[1])
-			case file == "-":
-				value, err = io.ReadAll(cmd.InOrStdin())
-			default:
-				value, err = os.ReadFile(file)
-			}
+			value, err := readKVValue(cmd, args, file)
 			if err != nil {
-				return fmt.Errorf("reading the value: %w", err)
+				return err
 			}
 			body := kvPutBody{Value: value, ExpirationTTL: int64(ttl / time.Second), Expiration: expiration}
 			if metadata != "" {
 				body.Metadata = json.RawMessage(metadata)
 			}
 			return o.do(cmd, e.stdout, http.MethodPut, o.valuePath(args[0]), body, nil, func() {
-				fmt.Fprintf(e.stdout, "put %s (%d bytes)\n", args[0], len(value))
+				fmt.Fprintf(e.stdout, "put %s (%s)\n", args[0], byteCount(len(value)))
 			})
 		},
 	}
@@ -212,6 +203,46 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 	f.StringVar(&metadata, "metadata", "", "JSON stored with the key")
 	o = e.kvOptions(cmd)
 	return cmd
+}
+
+// readKVValue reads put's value: VALUE, or --file (- for stdin). One over
+// durable.KVMaxValueBytes is refused here, before it is sent (a third
+// larger, in base64) for the node to refuse; the reading stops just past
+// the limit.
+func readKVValue(cmd *cobra.Command, args []string, file string) ([]byte, error) {
+	if len(args) == 2 {
+		if len(args[1]) > durable.KVMaxValueBytes {
+			return nil, fmt.Errorf("the value is %s; a KV value may be at most %s", byteCount(len(args[1])), byteCount(durable.KVMaxValueBytes))
+		}
+		return []byte(args[1]), nil
+	}
+	var r io.Reader = cmd.InOrStdin()
+	source := "standard input"
+	if file != "-" {
+		source = file
+		f, err := os.Open(file)
+		if err != nil {
+			return nil, fmt.Errorf("reading the value: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	value, err := io.ReadAll(io.LimitReader(r, durable.KVMaxValueBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the value: %w", err)
+	}
+	if len(value) > durable.KVMaxValueBytes {
+		return nil, fmt.Errorf("the value in %s is over %s, the most a KV value may be", source, byteCount(durable.KVMaxValueBytes))
+	}
+	return value, nil
+}
+
+// byteCount is n bytes, in words.
+func byteCount(n int) string {
+	if n == 1 {
+		return "1 byte"
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 func (e adminEnv) newKVDeleteCommand() *cobra.Command {

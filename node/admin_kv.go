@@ -109,7 +109,7 @@ func (a *admin) kvPut(w http.ResponseWriter, r *http.Request) error {
 	// over its own limit or not (base64 makes it a third larger).
 	valueTooLarge := func(err error) error {
 		return &apiError{code: http.StatusRequestEntityTooLarge, err: err,
-			msg: fmt.Sprintf("the value is larger than a KV value may be (%d bytes; the body holds it in base64, at most %d bytes in all)", durable.KVMaxValueBytes, maxKVAdminBody)}
+			msg: fmt.Sprintf("the value is larger than a KV value may be, %d bytes (the body holds it in base64: at most %d bytes in all)", durable.KVMaxValueBytes, maxKVAdminBody)}
 	}
 	var body kvPutBody
 	if err := decodeBodyUpTo(r, &body, false, maxKVAdminBody); err != nil {
