@@ -290,6 +290,9 @@ func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings, r
 		join = "(none: other nodes join this one)"
 	}
 	waiting := fmt.Sprintf("Waiting for the cluster to form (a new one forms once %d nodes have met);", cfg.BootstrapExpect)
+	if cfg.BootstrapExpect == 1 {
+		waiting = "Forming a cluster of this node alone (--bootstrap-expect 1);"
+	}
 	if rejoins != "" {
 		waiting = fmt.Sprintf("Rejoining cluster %s with the state in the data dir;", rejoins)
 	}

@@ -438,6 +438,13 @@ func TestNodeBanner(t *testing.T) {
 			t.Errorf("banner lacks %q:\n%s", want, b.String())
 		}
 	}
+
+	cfg.BootstrapExpect = 1
+	b.Reset()
+	writeNodeBanner(&b, cfg, "counter", "127.0.0.1:8702", "127.0.0.1:8712", "(none)", "")
+	if want := "Forming a cluster of this node alone (--bootstrap-expect 1);"; !strings.Contains(b.String(), want) {
+		t.Errorf("banner lacks %q:\n%s", want, b.String())
+	}
 }
 
 func TestNodeNotices(t *testing.T) {
