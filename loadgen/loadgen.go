@@ -41,7 +41,7 @@ type Result struct {
 
 // Progress is reported about once a second while a run goes on.
 type Progress struct {
-	Elapsed  time.Duration // since the start, warmup included
+	Elapsed  time.Duration // since the start of its phase: the warmup, or the measured phase
 	Warmup   bool          // still warming up
 	Requests int64         // measured operations so far (warmup ones while Warmup)
 	Errors   int64
@@ -126,9 +126,11 @@ func Run(ctx context.Context, cfg Config, op Op, onProgress func(Progress)) Resu
 					timer.Stop()
 					return
 				case now := <-timer.C:
-					p := Progress{Elapsed: now.Sub(start), Requests: liveReq.Load(), Errors: liveErr.Load()}
+					// Requests count from the start of the phase, and so
+					// does the time they are reported with.
+					p := Progress{Elapsed: now.Sub(measureFrom), Requests: liveReq.Load(), Errors: liveErr.Load()}
 					if now.Before(measureFrom) {
-						p.Warmup, p.Requests = true, liveWarm.Load()
+						p.Warmup, p.Elapsed, p.Requests = true, now.Sub(start), liveWarm.Load()
 					}
 					onProgress(p)
 				}

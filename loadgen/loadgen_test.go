@@ -62,3 +62,35 @@ func TestPercentile(t *testing.T) {
 		}
 	}
 }
+
+// Progress reports time from the start of their own phase, as they count
+// requests: the first measured report is about 1 s, whatever the warmup.
+// Before, it was the time since the warmup began (4 s after a 3 s
+// warmup), while the requests counted only from its end.
+func TestProgressCountsTimeFromItsPhase(t *testing.T) {
+	var reports []Progress
+	op := func(ctx context.Context, w int, seq int64) (int64, error) {
+		time.Sleep(time.Millisecond)
+		return 0, nil
+	}
+	Run(context.Background(), Config{Concurrency: 2, Duration: 2500 * time.Millisecond, Warmup: 1500 * time.Millisecond}, op, func(p Progress) { reports = append(reports, p) })
+	var warm, measured []Progress
+	for _, p := range reports {
+		if p.Warmup {
+			warm = append(warm, p)
+		} else {
+			measured = append(measured, p)
+		}
+	}
+	if len(warm) != 1 || len(measured) < 2 {
+		t.Fatalf("reports %+v: want one in the warmup and two or more after it", reports)
+	}
+	for i, p := range measured {
+		// A report comes when its timer fires, never before, and late by
+		// the scheduler's delay; counted from the warmup's start, it
+		// would be 1.5 s later.
+		if want := time.Duration(i+1) * time.Second; p.Elapsed < want || p.Elapsed >= want+time.Second {
+			t.Errorf("measured report %d at %s, want %s from the end of the warmup", i+1, p.Elapsed, want)
+		}
+	}
+}
