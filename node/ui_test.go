@@ -84,8 +84,8 @@ func TestDashboardRenders(t *testing.T) {
 	const token = "dash-token"
 	eta := 34
 	answers := map[string]any{
-		"/v1/status": statusJSON{NodeID: "n1", ClusterID: "c0ffee", Mode: "cluster", Ready: true, MetaLeader: "n2", MapVersion: 14, Nodes: 2, Shards: 2, Replicas: 2,
-			Operation: &opJSON{ID: "rebalance-1", Kind: "rebalance", State: "running", Total: 51, Done: 5, ETASeconds: &eta,
+		"/v1/status": statusJSON{NodeID: "n1", ClusterID: "c0ffee", Mode: "cluster", Ready: true, MetaLeader: "n2", MapVersion: 14, Nodes: 2, Shards: 2, Replicas: 2, UnderReplicated: 1,
+			Operation: &opJSON{ID: "drain-1", Kind: "drain", Node: "n2", State: "running", Total: 51, Done: 5, ETASeconds: &eta,
 				Waiting: []opWaitJSON{{Shard: 7, Seconds: 42, Reason: "it has no leader"}, {Shard: 2, Seconds: 3, Reason: "x"}}}},
 		"/v1/members": map[string]any{"members": []Member{
 			{ID: "n1", State: "active", Alive: true, GRPC: "g1", HTTP: "h1", Admin: "a1", Gossip: "s1", Replicas: 2, Leaders: 1, Meta: "voter"},
@@ -130,9 +130,9 @@ func TestDashboardRenders(t *testing.T) {
 		{"first status", "", ""},
 		{"token login", "hidden", ""},
 		{"token error", "hidden", ""},
-		{"token status", "shown", "answering node | n1 | mode | cluster | ready | yes | cluster | c0ffee | meta leader | n2 | map version | 14"},
+		{"token status", "shown", "answering node | n1 | mode | cluster | ready | yes | cluster | c0ffee | meta leader | n2 | map version | 14 | nodes | 2 | shards | 2 | replicas per shard | 2 (1 of the shards have fewer)"},
 		{"token operation", "shown", ""},
-		{"token operation-title", "shown", "Operation rebalance-1: rebalance (running)"},
+		{"token operation-title", "shown", "Operation drain-1: drain of n2 (running)"},
 		{"token operation-text", "shown", "5 of 51 moves, about 34 s left; waiting 42 s on shard 7: it has no leader"},
 		{"token members", "shown", "n1 | active | yes | 2 | 1 | voter | h1 | a1 | g1 | s1 | n2 | draining | no | 1 | 0 | nonvoter | h2 | a2 | g2 | s2"},
 		{"token shards-summary", "shown", "2 shards, 1 without a leader, 1 with a replica not answering"},

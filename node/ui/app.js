@@ -53,12 +53,15 @@ function renderStatus(st) {
     fact(dl, "nodes", String(st.nodes));
   }
   fact(dl, "shards", String(st.shards));
-  fact(dl, "replicas per shard", String(st.replicas));
+  let replicas = String(st.replicas);
+  if (st.under_replicated) replicas += " (" + st.under_replicated + " of the shards have fewer)";
+  fact(dl, "replicas per shard", replicas, st.under_replicated ? "bad" : "");
 
   const op = st.operation;
   $("operation").hidden = !op;
   if (op) {
-    $("operation-title").textContent = "Operation " + op.id + ": " + op.kind + " (" + op.state + ")";
+    const what = op.node ? op.kind + " of " + op.node : op.kind; // a drain's node
+    $("operation-title").textContent = "Operation " + op.id + ": " + what + " (" + op.state + ")";
     $("operation-progress").max = Math.max(op.total, 1);
     $("operation-progress").value = op.done;
     let text = op.done + " of " + op.total + " moves";
