@@ -42,7 +42,9 @@ type Config struct {
 	// listener may go without a byte arriving; past it, reading the body
 	// fails. On the app listener, a body's first MiB is read before its
 	// object's turn, the rest during it, so a client that stalls there
-	// holds up every request to the object: for this long at most.
+	// holds up every request to the object: for this long at most. It
+	// bounds too how long one write of an answer may wait for the client
+	// to take it; past it, the connection is dropped.
 	BodyStallTimeout time.Duration
 	// Limits bounds storage keys, values and multi-key calls.
 	Limits durable.Limits

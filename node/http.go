@@ -21,7 +21,8 @@ func (n *Node) appHandler() http.Handler {
 	env := n.manager.env
 	worker := n.app.Worker
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		sw := &statusWriter{ResponseWriter: w}
+		gw, finish := guardRequest(w, r, n.cfg.BodyStallTimeout)
+		sw := &statusWriter{ResponseWriter: gw}
 		defer func() {
 			if p := recover(); p != nil {
 				n.log.Error("worker panicked", "panic", p, "stack", string(debug.Stack()))
@@ -31,32 +32,48 @@ func (n *Node) appHandler() http.Handler {
 			}
 			n.metrics.requests.WithLabelValues(statusClass(sw.status)).Inc()
 		}()
-		// For every body, Upgrade headers or not: a WebSocket handshake has
-		// none, and a connection taken over for a WebSocket drops the
-		// deadline the guard may have left (durable.WriteResponse).
-		finish := guardBody(w, r, n.cfg.BodyStallTimeout)
+		// For every request, Upgrade headers or not: a WebSocket handshake
+		// has no body, and a connection taken over for a WebSocket drops
+		// the deadlines the guards may have left (durable.WriteResponse).
 		worker(sw, r, env)
 		finish()
 	})
 }
 
-// guardBody puts r's body, if it has one, behind a stallGuard. The
+// guardRequest bounds, by timeout, how long the request's body may keep
+// the server waiting for the client (a stallGuard on r.Body) and how long
+// one write of the response may wait for the client to take it (the
+// writer it returns): without the second, a client that never read its
+// answer held the connection, and the handler's goroutine, for ever. The
 // function it returns, called once the handler is done, bounds the
-// server's read of what is left of a body the handler did not finish (up
-// to 256 KiB, which the server reads before it sends the answer, so that
-// the connection can be kept): bounded, as the guard's reads are, or a
-// client that stalls the body never gets an answer.
-func guardBody(w http.ResponseWriter, r *http.Request, timeout time.Duration) (finish func()) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return func() {}
-	}
+// server's last writes of the answer and its read of what is left of a
+// body the handler did not finish (up to 256 KiB, which the server reads
+// before it sends the answer, so that the connection can be kept).
+func guardRequest(w http.ResponseWriter, r *http.Request, timeout time.Duration) (http.ResponseWriter, func()) {
+	rc := http.NewResponseController(w)
+	// A deadline a keep-alive connection's last request left would fail
+	// this one's first write (a 100 Continue, say) if it has passed.
+	_ = rc.SetWriteDeadline(time.Time{})
+	gw := &stallWriter{ResponseWriter: w, rc: rc, timeout: timeout}
 	body := r.Body
-	guard := &stallGuard{ReadCloser: body, rc: http.NewResponseController(w), timeout: timeout}
-	r.Body = guard
-	return func() {
-		if !guard.ended {
-			_ = guard.rc.SetReadDeadline(time.Now().Add(guard.timeout))
+	var guard *stallGuard
+	if body != nil && body != http.NoBody {
+		guard = &stallGuard{ReadCloser: body, rc: rc, timeout: timeout}
+		r.Body = guard
+	}
+	return gw, func() {
+		now := time.Now()
+		if guard == nil {
+			_ = rc.SetWriteDeadline(now.Add(timeout))
+			return
 		}
+		if !guard.ended {
+			// The server reads what is left before it writes the answer:
+			// the writes' bound starts once the read's has passed.
+			_ = rc.SetReadDeadline(now.Add(timeout))
+			now = now.Add(timeout)
+		}
+		_ = rc.SetWriteDeadline(now.Add(timeout))
 		// The server looks at the request's body to decide what to do with
 		// what is left of it: its own body type tells it the length, and
 		// over 256 KiB it closes the connection rather than read on. Behind
@@ -65,6 +82,22 @@ func guardBody(w http.ResponseWriter, r *http.Request, timeout time.Duration) (f
 		r.Body = body
 	}
 }
+
+// stallWriter fails a response write that waits longer than timeout for
+// the client to take it: each write gets a deadline on the connection.
+type stallWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+}
+
+func (s *stallWriter) Write(p []byte) (int, error) {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	return s.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the connection.
+func (s *stallWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
 // stallGuard fails a request body read that waits longer than timeout
 // for the client (Config.BodyStallTimeout): each read gets a deadline on
@@ -173,10 +206,10 @@ func (n *Node) adminHandler() http.Handler {
 	mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	// The JSON admin API (docs/admin-api.md), behind the admin token.
 	mux.Handle("/v1/", n.adminAPI())
-	// A body that stalls fails as one on the app listener does.
+	// A body or an answer that stalls fails as one on the app listener does.
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		finish := guardBody(w, r, n.cfg.BodyStallTimeout)
-		mux.ServeHTTP(w, r)
+		gw, finish := guardRequest(w, r, n.cfg.BodyStallTimeout)
+		mux.ServeHTTP(gw, r)
 		finish()
 	})
 }

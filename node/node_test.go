@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1011,4 +1012,33 @@ func TestStalledClientGetsAnAnswer(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A client that asks for a large answer and never reads it has its
+// connection dropped once one write has waited BodyStallTimeout for it.
+// Before, the write waited for ever, holding the connection and the
+// request's goroutine: reading later, the client got the whole answer.
+func TestClientThatNeverReadsIsDropped(t *testing.T) {
+	n := startNode(t, t.TempDir(), func(cfg *Config, _ *Node) { cfg.BodyStallTimeout = 300 * time.Millisecond })
+	defer closeNode(t, n)
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) { _ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+	}}
+	conn, err := d.Dial("tcp", n.HTTPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const chunk, times = 64 << 10, 400 // a 25 MiB answer: more than the sockets' buffers hold
+	fmt.Fprintf(conn, "POST /echo?ns=PINGPONG&name=hoard&times=%d HTTP/1.1\r\nHost: roost\r\nContent-Length: %d\r\n\r\n", times, chunk)
+	if _, err := conn.Write(make([]byte, chunk)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // not reading: the node's writes stall
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got, err := io.Copy(io.Discard, conn)
+	if want := int64(chunk * times); got >= want {
+		t.Fatalf("read %d bytes (%v) after a 3 s stall: the whole answer of %d bytes waited for the client", got, err, want)
+	}
+	t.Logf("the connection ended after %d bytes (%v)", got, err)
 }
