@@ -120,8 +120,10 @@ func (g *stallGuard) Read(p []byte) (int, error) {
 		g.ended = true
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// The deadline stays, passed: the server's own read of the
-			// rest of the body, before it answers, fails at once too.
-			return n, fmt.Errorf("request body: no byte from the client for %s: %w", g.timeout, err)
+			// rest of the body, before it answers, fails at once too. Not
+			// err itself: it names the connection's addresses, which the
+			// answer would show the client.
+			return n, fmt.Errorf("request body: no byte from the client for %s: %w", g.timeout, os.ErrDeadlineExceeded)
 		}
 		if deadlineSet {
 			g.rc.SetReadDeadline(time.Time{})

@@ -1006,9 +1006,13 @@ func TestStalledClientGetsAnAnswer(t *testing.T) {
 			if err != nil {
 				t.Fatalf("no answer to a client stalled in its body: %v", err)
 			}
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode < 400 {
 				t.Fatalf("a stalled body answered %d", resp.StatusCode)
+			}
+			if strings.Contains(string(body), "read tcp") {
+				t.Fatalf("the answer to a stalled body names the connection's addresses: %q", body)
 			}
 		})
 	}
