@@ -30,14 +30,7 @@ func TestRemovedMetaVoterStaysWhileAnotherIsDead(t *testing.T) {
 	c.stop(dead)
 	c.waitMetaLeaderSees(false, dead)
 
-	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
-	var rm struct {
-		State string `json:"state"`
-		Error string `json:"error"`
-	}
-	if code := c.admin(li, "POST", "/v1/nodes/n3/remove", nil, &rm); code != 200 || rm.State != "removed" {
-		t.Fatalf("remove n3: %d %+v", code, rm)
-	}
+	c.removeThroughMetaLeader("n3")
 	time.Sleep(3 * time.Second) // control ticks: the removal would have been proposed
 
 	// The meta group still commits, with n3 among its voters.
@@ -73,14 +66,7 @@ func TestNodeRemovedWhileAwayIsNeverReady(t *testing.T) {
 	awayID := c.cfgs[away].NodeID
 	c.stop(away)
 	c.waitMetaLeaderSees(false, away)
-	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
-	var rm struct {
-		State string `json:"state"`
-		Error string `json:"error"`
-	}
-	if code := c.admin(li, "POST", "/v1/nodes/"+awayID+"/remove", nil, &rm); code != 200 || rm.State != "removed" {
-		t.Fatalf("remove %s: %d %+v", awayID, code, rm)
-	}
+	c.removeThroughMetaLeader(awayID)
 
 	c.start(away)
 	nd := c.nodes[away]
@@ -104,5 +90,19 @@ func TestNodeRemovedWhileAwayIsNeverReady(t *testing.T) {
 			t.Fatalf("the node removed while away neither stopped nor said why within 45 s; readiness: %s", why)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// removeThroughMetaLeader removes node id from the map with the admin API
+// of the meta leader.
+func (c *testCluster) removeThroughMetaLeader(id string) {
+	c.t.Helper()
+	li := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	var rm struct {
+		State string `json:"state"`
+		Error string `json:"error"`
+	}
+	if code := c.admin(li, "POST", "/v1/nodes/"+id+"/remove", nil, &rm); code != 200 || rm.State != "removed" {
+		c.t.Fatalf("remove %s: %d %+v", id, code, rm)
 	}
 }
