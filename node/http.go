@@ -96,6 +96,14 @@ func (s *stallWriter) Write(p []byte) (int, error) {
 	return s.ResponseWriter.Write(p)
 }
 
+// FlushError is the flush of http.ResponseController, bounded as a write
+// is: what it sends may have been buffered long before (a stream that
+// writes, then waits, then flushes).
+func (s *stallWriter) FlushError() error {
+	_ = s.rc.SetWriteDeadline(time.Now().Add(s.timeout))
+	return s.rc.Flush()
+}
+
 // Unwrap lets http.ResponseController reach the connection.
 func (s *stallWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 

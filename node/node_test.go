@@ -1046,3 +1046,33 @@ func TestClientThatNeverReadsIsDropped(t *testing.T) {
 	}
 	t.Logf("the connection ended after %d bytes (%v)", got, err)
 }
+
+// The bound on an answer's writes is per write: a streamed answer that
+// pauses longer than it between its writes, or between a write and its
+// flush, is not cut off.
+func TestStreamedAnswerMayPauseLongerThanTheWriteBound(t *testing.T) {
+	const bound = 200 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gw, finish := guardRequest(w, r, bound)
+		defer finish()
+		rc := http.NewResponseController(gw)
+		for _, part := range []string{"a", "b", "c"} {
+			fmt.Fprint(gw, part)
+			time.Sleep(2 * bound) // buffered, not sent yet
+			if err := rc.Flush(); err != nil {
+				t.Errorf("flushing %q after a pause: %v", part, err)
+				return
+			}
+			time.Sleep(2 * bound)
+		}
+	}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "abc" {
+		t.Fatalf("streamed answer: %q, %v; want \"abc\"", b, err)
+	}
+}
