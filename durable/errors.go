@@ -30,8 +30,10 @@ var (
 	ErrTurnTooLarge = errors.New("storage writes of one turn too large")
 	// ErrTooManyKeys: a multi-key operation names more than Limits.MaxBatchKeys keys.
 	ErrTooManyKeys = errors.New("too many keys in one storage operation")
-	// ErrInvalidOption: an option value makes no sense (say Start and StartAfter together).
-	ErrInvalidOption = errors.New("invalid storage option")
+	// ErrInvalidOption: an option value makes no sense (say Start and
+	// StartAfter together). Storage, KV and WebSocket calls share it, so its
+	// text names none of them.
+	ErrInvalidOption = errors.New("invalid option")
 	// ErrNoAlarmHandler: SetAlarm was called by an object whose class has
 	// no Alarm method (it is not an Alarmer), so the alarm could never be
 	// delivered. Workers throws here too.
