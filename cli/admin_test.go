@@ -1297,3 +1297,32 @@ func TestKVPutRefusesAnOversizedValueBeforeSending(t *testing.T) {
 		t.Fatalf("kv put of one byte: exit %d, %q %q", code, stdout, stderr)
 	}
 }
+
+// roost shards locate asks GET /v1/objects/{binding} by name, or by ID
+// with --id, and prints where the object lives.
+func TestShardsLocate(t *testing.T) {
+	const answer = `{"binding":"COUNTER","class":"Counter","id":"0a1b","name":"A","shard":7,"replicas":["n1","n2","n3"],"leader":"n2"}`
+	var queries []string
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{"GET /v1/objects/COUNTER": func(w http.ResponseWriter, r *http.Request) {
+		queries = append(queries, r.URL.RawQuery)
+		canned(200, answer)(w, r)
+	}})
+	code, stdout, stderr := runAdmin(t, nil, "shards", "locate", "A b", "--binding", "COUNTER", "--addr", srv.addr())
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	for _, want := range []string{"object    A\n", "id        0a1b\n", "class     Counter\n", "shard     7\n", "leader    n2\n", "replicas  n1,n2,n3\n"} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("locate output lacks %q:\n%s", want, stdout)
+		}
+	}
+	if code, _, stderr := runAdmin(t, nil, "shards", "locate", "0a1b", "--id", "--binding", "COUNTER", "--addr", srv.addr()); code != exitOK {
+		t.Fatalf("locate --id: exit %d: %s", code, stderr)
+	}
+	if want := []string{"name=A+b", "id=0a1b"}; !slices.Equal(queries, want) {
+		t.Errorf("queries %q, want %q", queries, want)
+	}
+	if code, _, stderr := runAdmin(t, nil, "shards", "locate", "A", "--addr", srv.addr()); code == exitOK || !strings.Contains(stderr, "--binding is required") {
+		t.Errorf("locate without --binding: exit %d: %s", code, stderr)
+	}
+}

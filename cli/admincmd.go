@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -239,14 +240,85 @@ func (e adminEnv) newShardsCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "shards",
 		Short: "List shards, move a replica, or move a shard's leadership",
-		Long: `Work with shards: list them with their replicas and leaders, move one replica
-of a shard to another node, or make another replica the shard's leader.`,
+		Long: `Work with shards: list them with their replicas and leaders, find the shard of
+an object, move one replica of a shard to another node, or make another replica
+the shard's leader.`,
 		Example: `  roost shards list
+  roost shards locate A --binding COUNTER
   roost shards move 7 --to n4 --wait
   roost shards transfer-leader 7 --to n2`,
 	}
 	asGroup(cmd)
-	cmd.AddCommand(e.newShardsListCommand(), e.newShardsMoveCommand(), e.newTransferLeaderCommand())
+	cmd.AddCommand(e.newShardsListCommand(), e.newShardsLocateCommand(), e.newShardsMoveCommand(), e.newTransferLeaderCommand())
+	return cmd
+}
+
+// apiLocation is GET /v1/objects/{binding}'s answer.
+type apiLocation struct {
+	Binding  string   `json:"binding"`
+	Class    string   `json:"class"`
+	ID       string   `json:"id"`
+	Name     string   `json:"name"`
+	Shard    int      `json:"shard"`
+	Replicas []string `json:"replicas"`
+	Leader   string   `json:"leader"`
+}
+
+func (e adminEnv) newShardsLocateCommand() *cobra.Command {
+	o := e.options()
+	var binding string
+	var byID bool
+	cmd := &cobra.Command{
+		Use:   "locate NAME --binding BINDING",
+		Short: "Say which shard an object is on, and which nodes hold and lead it",
+		Long: `Say where the object NAME of a Durable Object binding lives: its ID, its shard,
+the shard's replicas and its leader (the node that runs the object; "-" while
+the shard has none). With --id, NAME is the object's ID (64 hex digits, as
+id.String() gives it) rather than the name it was made from.` + adminConnectHelp,
+		Example: `  roost shards locate A --binding COUNTER
+  roost shards locate 0167a1c9...b43d --id --binding ROOMS -o json`,
+		Args: exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if binding == "" {
+				return &usageError{cmd: cmd, err: errors.New("--binding is required: the Durable Object binding the object belongs to")}
+			}
+			c, err := o.client(cmd)
+			if err != nil {
+				return err
+			}
+			q := url.Values{"name": {args[0]}}
+			if byID {
+				q = url.Values{"id": {args[0]}}
+			}
+			var loc apiLocation
+			raw, err := c.call(cmd.Context(), http.MethodGet, "/v1/objects/"+url.PathEscape(binding)+"?"+q.Encode(), nil, &loc)
+			if err != nil {
+				return err
+			}
+			if o.json() {
+				return writeJSON(e.stdout, raw)
+			}
+			tw := newTable(e.stdout)
+			for _, r := range [][2]string{
+				{"object", loc.Name},
+				{"id", loc.ID},
+				{"class", loc.Class},
+				{"shard", strconv.Itoa(loc.Shard)},
+				{"leader", loc.Leader},
+				{"replicas", strings.Join(loc.Replicas, ",")},
+			} {
+				if r[0] == "object" && r[1] == "" {
+					continue // asked by ID
+				}
+				fmt.Fprintf(tw, "%s\t%s\n", r[0], cell(r[1]))
+			}
+			tw.Flush()
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&binding, "binding", "", "the Durable Object binding (as the Worker's env has it)")
+	cmd.Flags().BoolVar(&byID, "id", false, "NAME is the object's ID, not its name")
+	o.register(cmd)
 	return cmd
 }
 

@@ -153,6 +153,7 @@ func (n *Node) adminAPI() http.Handler {
 	handle("POST /v1/nodes/{id}/activate", a.activate)
 	handle("GET /v1/operations", a.operations)
 	handle("GET /v1/operations/{id}", a.operation)
+	handle("GET /v1/objects/{binding}", a.locate, "name", "id")
 	handle("GET /v1/kv/{binding}/keys", a.kvList, "prefix", "limit", "cursor")
 	handle("GET /v1/kv/{binding}/values/{key...}", a.kvGet)
 	handle("PUT /v1/kv/{binding}/values/{key...}", a.kvPut)

@@ -569,3 +569,54 @@ func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, map[string]any{"shard": sid, "leader": to})
 	return nil
 }
+
+// objectLocation is GET /v1/objects/{binding}'s answer: which shard an
+// object is on, and which nodes hold and lead it.
+type objectLocation struct {
+	Binding  string   `json:"binding"`
+	Class    string   `json:"class"`
+	ID       string   `json:"id"`
+	Name     string   `json:"name,omitempty"` // when asked by name
+	Shard    int      `json:"shard"`
+	Replicas []string `json:"replicas"`
+	Leader   string   `json:"leader"` // "" while the shard has none its replicas name
+}
+
+// locate answers where the object of a binding, given by ?name= or ?id=,
+// lives: its ID decides its shard (as for a request), and the shard's
+// replicas say who leads it.
+func (a *admin) locate(w http.ResponseWriter, r *http.Request) error {
+	ns, err := a.n.Env().Namespace(r.PathValue("binding"))
+	if err != nil {
+		return errorf(http.StatusNotFound, "%v", err)
+	}
+	q := r.URL.Query()
+	name, hexID := q.Get("name"), q.Get("id")
+	if (name == "") == (hexID == "") {
+		return errorf(http.StatusBadRequest, "give the object's name (?name=) or its ID (?id=), one of the two")
+	}
+	id := ns.IDFromName(name)
+	if hexID != "" {
+		if id, err = ns.IDFromString(hexID); err != nil {
+			return &apiError{code: http.StatusBadRequest, msg: err.Error(), err: err}
+		}
+	}
+	loc := objectLocation{Binding: ns.Binding(), Class: ns.ClassName(), ID: id.String(), Name: name}
+	if a.n.cluster == nil {
+		loc.Shard = shardOf(id.Bytes(), a.n.cfg.Shards)
+		loc.Replicas, loc.Leader = []string{string(devServerID)}, string(devServerID)
+		writeJSON(w, http.StatusOK, loc)
+		return nil
+	}
+	m, err := a.clusterMap()
+	if err != nil {
+		return err
+	}
+	loc.Shard = shardOf(id.Bytes(), m.Shards)
+	ctx, cancel := context.WithTimeout(r.Context(), statusFanoutTimeout)
+	defer cancel()
+	v := a.n.cluster.shardViews(ctx, m, m.ShardMap[loc.Shard:loc.Shard+1])[0]
+	loc.Replicas, loc.Leader = v.Replicas, v.Leader
+	writeJSON(w, http.StatusOK, loc)
+	return nil
+}

@@ -1373,3 +1373,47 @@ func TestForwardedCallRefusedForAnotherNodesToken(t *testing.T) {
 		t.Fatalf("a call forwarded to a meta leader with another token: %d %q; want 502 saying the tokens differ", code, e.Error)
 	}
 }
+
+// GET /v1/objects/{binding} says where an object lives: its shard, the
+// shard's replicas and leader, from any node, asked by name or by ID; bad
+// questions are 400 or 404 and name what is wrong.
+func TestAdminLocatesAnObject(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	c.waitConverged(0, 30*time.Second)
+	ns, err := c.nodes[0].Env().Namespace("COUNTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := c.nodes[0].Env().Namespace("PINGPONG")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"A", "B", "attic"} {
+		id := ns.IDFromName(name)
+		shard := shardOf(id.Bytes(), 4)
+		leader := c.cfgs[c.waitLeaderOf(t, groupOf(shard))].NodeID
+		for i, q := range []string{"name=" + name, "id=" + id.String()} {
+			var loc objectLocation
+			if code := c.admin(i, "GET", "/v1/objects/COUNTER?"+q, nil, &loc); code != 200 || loc.ID != id.String() || loc.Shard != shard || loc.Leader != leader || len(loc.Replicas) != 3 || loc.Class != "Counter" {
+				t.Errorf("locate %s from %s: %d %+v; want shard %d led by %s", q, c.cfgs[i].NodeID, code, loc, shard, leader)
+			}
+		}
+	}
+	for _, tc := range []struct {
+		query string
+		code  int
+		want  string
+	}{
+		{"/v1/objects/NOPE?name=A", 404, "NOPE"},
+		{"/v1/objects/COUNTER", 400, "one of the two"},
+		{"/v1/objects/COUNTER?name=A&id=" + ns.IDFromName("A").String(), 400, "one of the two"},
+		{"/v1/objects/COUNTER?id=zz", 400, "invalid"},
+		{"/v1/objects/COUNTER?id=" + other.IDFromName("A").String(), 400, "namespace"},
+	} {
+		var e apiErrorJSON
+		if code := c.admin(0, "GET", tc.query, nil, &e); code != tc.code || !strings.Contains(e.Error, tc.want) {
+			t.Errorf("GET %s: %d %q, want %d with %q", tc.query, code, e.Error, tc.code, tc.want)
+		}
+	}
+}
