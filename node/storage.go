@@ -565,7 +565,7 @@ func (s *objectStorage) Transaction(fn func(tx durable.Txn) error) (err error) {
 	s.mu.Lock()
 	if s.inTxn {
 		s.mu.Unlock()
-		return fmt.Errorf("%w: transactions do not nest", durable.ErrInvalidOption)
+		return fmt.Errorf("%w: a transaction is open on this object already (transactions do not nest; one that WaitUntil work opened counts too)", durable.ErrInvalidOption)
 	}
 	s.inTxn = true
 	s.mu.Unlock()
