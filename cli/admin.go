@@ -66,8 +66,9 @@ admin token, give it with ROOST_ADMIN_TOKEN or --token (the variable is safer:
 other users can see a command line). --timeout bounds each request.
 
 -o json prints the API's answer as indented JSON with its keys sorted.
-Errors are one line on stderr; the exit status is 0 on success, 1 if the
-cluster refused or the call failed, and 2 if the command was called wrong.`
+Errors are one line on stderr (a usage error adds a line pointing at --help);
+the exit status is 0 on success, 1 if the cluster refused or the call failed,
+and 2 if the command was called wrong.`
 
 // adminOptions are the flags every operator command has.
 type adminOptions struct {

@@ -68,8 +68,8 @@ does not see alive or cannot reach), how many replicas each shard keeps (and
 how many shards have fewer), and the rebalance, drain or heal that is running,
 if any.
 
-'roost dev' answers this command and 'roost kv' too; the other operator
-commands need a cluster.` + adminConnectHelp,
+'roost dev' answers this command, 'roost kv' and 'roost shards locate' too;
+the other operator commands need a cluster.` + adminConnectHelp,
 		Example: `  # the local node
   roost status
 
@@ -316,7 +316,7 @@ id.String() gives it) rather than the name it was made from.` + adminConnectHelp
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&binding, "binding", "", "the Durable Object binding (as the Worker's env has it)")
+	cmd.Flags().StringVar(&binding, "binding", "", "the Durable Object binding, as the Worker's env has it (required)")
 	cmd.Flags().BoolVar(&byID, "id", false, "NAME is the object's ID, not its name")
 	o.register(cmd)
 	return cmd

@@ -67,9 +67,10 @@ durably before a response that reports a write is sent.
 Start with 'roost dev', which runs a single node on this machine. Run a
 cluster with 'roost node' on each machine, and operate it with 'roost status',
 'roost members', 'roost shards', 'roost rebalance', 'roost drain',
-'roost operation', 'roost remove' and 'roost kv', which talk to any node's
-admin listener. 'roost certs' makes a development CA, node certificates and a
-gossip key to secure the traffic between nodes (docs/security.md).`,
+'roost activate', 'roost operation', 'roost remove' and 'roost kv', which talk
+to any node's admin listener. 'roost certs' makes a development CA, node
+certificates and a gossip key to secure the traffic between nodes
+(docs/security.md).`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}

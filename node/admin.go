@@ -245,14 +245,14 @@ func (a *admin) auth(next http.Handler) http.Handler {
 	})
 }
 
-// devGuard answers every call but /v1/status and the KV calls with 409 in
-// dev mode: the others are about the cluster. A call that does not exist
+// devGuard answers every call but /v1/status, the KV calls and an
+// object's location with 409 in dev mode: the others are about the cluster. A call that does not exist
 // gets the catch-all's 404, and a wrong method its 405, as on a cluster.
 func (a *admin) devGuard(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, pattern := mux.Handler(r)
 		known := pattern != "" && pattern != "/v1/"
-		if known && a.n.cluster == nil && r.URL.Path != "/v1/status" && !strings.HasPrefix(r.URL.Path, "/v1/kv/") {
+		if known && a.n.cluster == nil && r.URL.Path != "/v1/status" && !strings.HasPrefix(r.URL.Path, "/v1/kv/") && !strings.HasPrefix(r.URL.Path, "/v1/objects/") {
 			writeAPIError(w, errorf(http.StatusConflict, "roost dev runs no cluster"))
 			return
 		}

@@ -1417,3 +1417,19 @@ func TestAdminLocatesAnObject(t *testing.T) {
 		}
 	}
 }
+
+// roost dev answers where an object lives too: every object is on one of
+// its shards, led by its single node.
+func TestAdminLocatesAnObjectInDevMode(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	ns, err := n.Env().Namespace("COUNTER")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := ns.IDFromName("A")
+	var loc objectLocation
+	if code := adminDo(t, n.AdminAddr().String(), "", "GET", "/v1/objects/COUNTER?name=A", nil, &loc); code != 200 || loc.ID != id.String() || loc.Shard != shardOf(id.Bytes(), n.cfg.Shards) || loc.Leader != "dev" {
+		t.Fatalf("locate in dev mode: %d %+v; want shard %d led by dev", code, loc, shardOf(id.Bytes(), n.cfg.Shards))
+	}
+}
