@@ -47,7 +47,13 @@ func (c *cluster) groupStatusOf(ctx context.Context, m placement.Map, id placeme
 	if !ok {
 		return nil, fmt.Errorf("node %s is not in the map", id)
 	}
-	cl, err := c.n.manager.forwarder.client(peer{id: string(id), addr: nd.GRPCAddr})
+	return c.askGroupStatus(ctx, nd, req)
+}
+
+// askGroupStatus asks another node for its replica's status, within a
+// second.
+func (c *cluster) askGroupStatus(ctx context.Context, nd placement.Node, req *proto.ForwardGroupStatusRequest) (*proto.ForwardGroupStatusResponse, error) {
+	cl, err := c.n.manager.forwarder.client(peer{id: string(nd.ID), addr: nd.GRPCAddr})
 	if err != nil {
 		return nil, err
 	}

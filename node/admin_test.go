@@ -1381,14 +1381,7 @@ func TestAdminLocatesAnObject(t *testing.T) {
 	t.Parallel()
 	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
 	c.waitConverged(0, 30*time.Second)
-	ns, err := c.nodes[0].Env().Namespace("COUNTER")
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := c.nodes[0].Env().Namespace("PINGPONG")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, other := namespaceOf(t, c.nodes[0], "COUNTER"), namespaceOf(t, c.nodes[0], "PINGPONG")
 	for _, name := range []string{"A", "B", "attic"} {
 		id := ns.IDFromName(name)
 		shard := shardOf(id.Bytes(), 4)
@@ -1423,11 +1416,7 @@ func TestAdminLocatesAnObject(t *testing.T) {
 func TestAdminLocatesAnObjectInDevMode(t *testing.T) {
 	n := startNode(t, t.TempDir(), nil)
 	defer closeNode(t, n)
-	ns, err := n.Env().Namespace("COUNTER")
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := ns.IDFromName("A")
+	id := namespaceOf(t, n, "COUNTER").IDFromName("A")
 	var loc objectLocation
 	if code := adminDo(t, n.AdminAddr().String(), "", "GET", "/v1/objects/COUNTER?name=A", nil, &loc); code != 200 || loc.ID != id.String() || loc.Shard != shardOf(id.Bytes(), n.cfg.Shards) || loc.Leader != "dev" {
 		t.Fatalf("locate in dev mode: %d %+v; want shard %d led by dev", code, loc, shardOf(id.Bytes(), n.cfg.Shards))

@@ -1103,11 +1103,7 @@ func TestReplyWriterSettlesEveryReply(t *testing.T) {
 func TestForwardedNameMustMakeTheID(t *testing.T) {
 	n := startNode(t, t.TempDir(), nil)
 	defer closeNode(t, n)
-	ns, err := n.Env().Namespace("COUNTER")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := ns.IDFromName("front-door").Bytes()
+	b := namespaceOf(t, n, "COUNTER").IDFromName("front-door").Bytes()
 	for _, tc := range []struct {
 		name, wantName string
 		wantErr        error
@@ -1133,10 +1129,7 @@ func TestForwardedRequestMayCarryAnyBytes(t *testing.T) {
 	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
 	c.waitConverged(0, 30*time.Second)
 	const name, raw = "caf\xe9", "\xff\xfe ok"
-	ns, err := c.nodes[0].Env().Namespace("PINGPONG")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := namespaceOf(t, c.nodes[0], "PINGPONG")
 	li := c.waitLeaderOf(t, groupOf(shardOf(ns.IDFromName(name).Bytes(), 4)))
 	get := func(node int, query string) (*http.Response, string) {
 		t.Helper()

@@ -246,13 +246,7 @@ func (c *cluster) replicaStatus(ctx context.Context, node placement.Node, g raft
 	if !c.trans.PeerReachable(raft.ServerAddress(node.GRPCAddr)) {
 		return nil, false
 	}
-	cl, err := c.n.manager.forwarder.client(peer{id: string(node.ID), addr: node.GRPCAddr})
-	if err != nil {
-		return nil, false
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	st, err = cl.GroupStatus(ctx, &proto.ForwardGroupStatusRequest{GroupId: uint64(g)})
+	st, err := c.askGroupStatus(ctx, node, &proto.ForwardGroupStatusRequest{GroupId: uint64(g)})
 	if err != nil || !st.Running {
 		return nil, false
 	}

@@ -500,11 +500,17 @@ func TestForwardedObjectKnowsItsName(t *testing.T) {
 }
 
 func roomID(t *testing.T, n *Node, name string) durable.ID {
-	ns, err := n.Env().Namespace("ROOM")
+	return namespaceOf(t, n, "ROOM").IDFromName(name)
+}
+
+// namespaceOf is n's namespace of binding, which the test's app declares.
+func namespaceOf(t testing.TB, n *Node, binding string) *durable.Namespace {
+	t.Helper()
+	ns, err := n.Env().Namespace(binding)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ns.IDFromName(name)
+	return ns
 }
 
 // No message leaves before the writes made before it are durable: while
