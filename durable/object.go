@@ -16,12 +16,18 @@ import (
 //
 // A panic in ServeHTTP is an exception: the caller's Stub.Fetch returns an
 // *Error carrying its message, and the instance is discarded.
+//
+// The request's context ends when ServeHTTP returns, and also when the
+// instance is reset while it runs (its node lost the object's shard, a
+// commit failed), with the reason as its cause: the object may be running
+// elsewhere by then, and writes made after it can no longer commit.
 type Object interface {
 	http.Handler
 }
 
 // Alarmer is implemented by objects that handle alarms set with Storage.SetAlarm.
-// A returned error makes the runtime retry with backoff.
+// A returned error makes the runtime retry with backoff. ctx ends as a
+// request's does (Object).
 type Alarmer interface {
 	Alarm(ctx context.Context, info AlarmInfo) error
 }

@@ -35,8 +35,8 @@ type instance struct {
 	gate    chan struct{} // a token in the channel means a turn holds the gate
 	waiting atomic.Int32  // requests waiting for the gate
 
-	ctx    context.Context // ends when the instance is retired or evicted
-	cancel context.CancelFunc
+	ctx    context.Context // ends when the instance is retired (its cause the reason) or evicted
+	cancel context.CancelCauseFunc
 
 	storage *objectStorage
 
@@ -89,7 +89,7 @@ var (
 )
 
 func newInstance(m *manager, key [32]byte, id durable.ID, class string, ctor durable.Class, sh *shard) *instance {
-	ctx, cancel := context.WithCancel(m.ctx)
+	ctx, cancel := context.WithCancelCause(m.ctx)
 	in := &instance{
 		m: m, key: key, id: id, class: class, ctor: ctor, shard: sh,
 		gate: make(chan struct{}, 1), ctx: ctx, cancel: cancel, retiredCh: make(chan struct{}), drained: make(chan struct{}),
@@ -144,6 +144,8 @@ type turnKey struct{}
 // outside (the gate is another turn's then).
 type turnMark struct {
 	inst *instance
+	// stopCtx ends the context markTurn gave the turn's code.
+	stopCtx func()
 
 	mu       sync.Mutex
 	inFlight int  // fetches begun and not answered
@@ -155,10 +157,18 @@ type turnMark struct {
 	resumed chan struct{}
 }
 
-// markTurn returns ctx marked as a turn of in, and the mark, whose end the
-// turn calls once its code has returned and before endTurn.
+// markTurn returns the context for a turn's code, marked as a turn of in,
+// and the mark, whose end the turn calls once its code has returned and
+// before endTurn. The context ends with ctx, when the code has returned (as
+// net/http's request context does: work it left running without WaitUntil
+// is cancelled), and when the instance is retired, with the reason as its
+// cause: a handler still running then — a long request or alarm on a node
+// that lost the shard's leadership — learns that its writes can no longer
+// commit and that the object may be running on another node already.
 func (in *instance) markTurn(ctx context.Context) (context.Context, *turnMark) {
-	t := &turnMark{inst: in}
+	ctx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(in.ctx, func() { cancel(context.Cause(in.ctx)) })
+	t := &turnMark{inst: in, stopCtx: func() { stop(); cancel(nil) }}
 	return context.WithValue(ctx, turnKey{}, t), t
 }
 
@@ -223,6 +233,7 @@ func (t *turnMark) endAwait() {
 // end marks the turn over, taking the gate back if a fetch the turn did
 // not wait for still holds it open: endTurn releases the gate.
 func (t *turnMark) end() {
+	defer t.stopCtx()
 	t.lockSettled()
 	t.ended = true
 	retake := t.open
@@ -496,7 +507,11 @@ func (in *instance) retire(reason error) {
 	close(in.retiredCh)
 	in.m.metrics.resets.Inc()
 	last := in.storage.seal(reason)
-	in.cancel()
+	cause := errInstanceReset
+	if reason != nil {
+		cause = fmt.Errorf("%w: %w", errInstanceReset, reason)
+	}
+	in.cancel(cause)
 	go func() {
 		if last != nil {
 			<-last.done

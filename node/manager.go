@@ -372,7 +372,7 @@ func (m *manager) evictIdle(now time.Time) int {
 			continue
 		}
 		delete(m.instances, key)
-		in.cancel()
+		in.cancel(nil)
 		evicted++
 	}
 	m.metrics.evictions.Add(float64(evicted))

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,6 +107,107 @@ func TestAlarmRetryAfterLeadershipLossActivatesNothing(t *testing.T) {
 	}
 	if in := liveInstance(n.manager, key); in != nil {
 		t.Errorf("a live instance of the object is in memory on a node that does not serve its shard (refs %d)", in.refs)
+	}
+}
+
+// patientObject's request handler (/wait) and alarm handler wait for their
+// context to end and report its cause; /arm sets the alarm for ?at= (Unix
+// milliseconds).
+type patientObject struct {
+	state  *durable.State
+	causes chan error
+}
+
+func (o *patientObject) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/arm" {
+		at, _ := strconv.ParseInt(r.URL.Query().Get("at"), 10, 64)
+		if err := o.state.Storage.SetAlarm(time.UnixMilli(at)); err != nil {
+			durable.WriteError(w, err)
+		}
+		return
+	}
+	<-r.Context().Done()
+	o.causes <- context.Cause(r.Context())
+}
+
+func (o *patientObject) Alarm(ctx context.Context, _ durable.AlarmInfo) error {
+	<-ctx.Done()
+	o.causes <- context.Cause(ctx)
+	return ctx.Err()
+}
+
+// A handler still running when this node loses its object's shard must be
+// told: the new leader may run the object (a request, the same alarm)
+// already, and what the old handler does outside storage would happen
+// twice, at once. Its context ends, with the loss as the cause.
+func TestLeadershipLossCancelsRunningHandlers(t *testing.T) {
+	causes := make(chan error, 2)
+	n, ns := startWithClass(t, "PATIENT", "Patient", func(st *durable.State, _ *durable.Env) durable.Object {
+		return &patientObject{state: st, causes: causes}
+	})
+	// Two objects of one shard: one runs a request, the other its alarm.
+	var ids []durable.ID
+	var sh *shard
+	for i := 0; len(ids) < 2; i++ {
+		id := ns.IDFromName(fmt.Sprint("p", i))
+		s := n.shards[shardOf(id.Bytes(), len(n.shards))]
+		if sh == nil || s == sh {
+			sh = s
+			ids = append(ids, id)
+		}
+	}
+	defer func() {
+		sh.setLeading(true)
+		closeNode(t, n)
+	}()
+
+	at := time.Now().Add(time.Hour).UnixMilli()
+	if code, body := get(t, n, "/arm", url.Values{"ns": {"PATIENT"}, "id": {ids[1].String()}, "at": {fmt.Sprint(at)}}); code != http.StatusOK {
+		t.Fatalf("setting the alarm: %d %s", code, body)
+	}
+	answered := make(chan int, 1)
+	go func() {
+		code, _ := get(t, n, "/wait", url.Values{"ns": {"PATIENT"}, "id": {ids[0].String()}})
+		answered <- code
+	}()
+	delivered := make(chan error, 1)
+	go func() {
+		delivered <- n.manager.deliverAlarm(context.Background(), sh, "Patient", ids[1], at,
+			durable.AlarmInfo{ScheduledTime: time.UnixMilli(at)}, true, false)
+	}()
+	// Both handlers are running once both instances hold their gate.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		held := 0
+		for _, id := range ids {
+			if in := liveInstance(n.manager, id.Bytes()); in != nil && len(in.gate) == 1 {
+				held++
+			}
+		}
+		if held == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the request and the alarm did not both start")
+		}
+	}
+
+	sh.setLeading(false)
+	n.manager.dropShard(sh)
+	for range 2 {
+		select {
+		case cause := <-causes:
+			if !errors.Is(cause, errInstanceReset) || !strings.Contains(cause.Error(), "lost leadership of shard") {
+				t.Errorf("a handler's context ended with %v, want the reset and its reason", cause)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a handler still runs 10 s after its node lost the shard: its context did not end")
+		}
+	}
+	if code := <-answered; code == http.StatusOK {
+		t.Errorf("the request answered %d after its node lost the shard while it ran", code)
+	}
+	if err := <-delivered; err == nil {
+		t.Error("the alarm delivery succeeded after its node lost the shard while it ran")
 	}
 }
 
