@@ -21,8 +21,12 @@ import (
 // more: the meta group no longer sends it the map, so what it knows goes
 // stale, and its ID is not used again. watchRemoval finds out and says so:
 //
-//   - A node whose own map marks it removed (it was running when it was
-//     removed) turns /readyz 503 with that reason, and logs it once.
+//   - A node whose own map marks it removed, once a node of its cluster
+//     has said in this run that it was a member (it was running when it
+//     was removed), turns /readyz 503 with that reason, and logs it once:
+//     it may still be a voter of the meta group. Restarted and sent a map
+//     that marks it removed before any node has said so, it was removed
+//     while it was away, and fails as below.
 //   - A node that hears nothing from the meta group (no map yet after a
 //     restart, or no leader contact for metaSilenceBeforeAsking) asks the
 //     other nodes what their maps say of it (the Member RPC, as a node
@@ -99,6 +103,13 @@ func (c *cluster) watchRemoval(ctx context.Context, clusterID string) {
 func (c *cluster) checkRemoval(ctx context.Context, clusterID string) bool {
 	m := c.metaFSM.Map()
 	if nd, ok := m.Nodes[c.self]; ok && nd.State == placement.NodeRemoved {
+		if c.notRemovedYet.Load() {
+			// Restarted, and no node has said it is a member since: it
+			// was removed while it was away, and the meta group's
+			// leader has sent it the map that says so.
+			c.failRemovedWhileAway(m.ClusterID, "so says the map the meta group sent it")
+			return true
+		}
 		reason := fmt.Sprintf("node %s was removed from cluster %s (roost remove): it holds no replica and its ID is not used again", c.self, m.ClusterID)
 		c.removedHere.Store(true)
 		c.removed.Store(&reason)
@@ -134,15 +145,22 @@ func (c *cluster) checkRemoval(ctx context.Context, clusterID string) bool {
 			c.notRemovedYet.Store(false) // a node of its cluster lists it as a member
 			continue
 		}
-		err := fmt.Errorf("%w: node %s was removed from cluster %s while it was away (so says %s) and its ID is not used again: start it with a new --id and an empty data dir",
-			placement.ErrNodeRemoved, c.self, r.ClusterId, id)
-		reason := err.Error()
-		c.removed.Store(&reason)
-		c.markRemoved(fmt.Sprintf("node %s was removed from cluster %s while it was away (so says %s)", c.self, r.ClusterId, id))
-		c.fail(err)
+		c.failRemovedWhileAway(r.ClusterId, "so says "+id.String())
 		return true
 	}
 	return false
+}
+
+// failRemovedWhileAway stops the node, which was removed from clusterID
+// while it was down: it would otherwise wait for a map that never comes,
+// or hold an old one. source says who told it.
+func (c *cluster) failRemovedWhileAway(clusterID, source string) {
+	what := fmt.Sprintf("node %s was removed from cluster %s while it was away (%s)", c.self, clusterID, source)
+	err := fmt.Errorf("%w: %s and its ID is not used again: start it with a new --id and an empty data dir", placement.ErrNodeRemoved, what)
+	reason := err.Error()
+	c.removed.Store(&reason)
+	c.markRemoved(what)
+	c.fail(err)
 }
 
 // removedAdvice completes the reason a node removed from the map gives:
