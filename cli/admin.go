@@ -256,11 +256,15 @@ func transient(err error) bool {
 func (c *adminClient) call(ctx context.Context, method, path string, body, out any) (json.RawMessage, error) {
 	var rd io.Reader
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		// KV metadata goes as given: escaped, each <, > and & would
+		// change its bytes and count six against its limit.
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(body); err != nil {
 			return nil, err
 		}
-		rd = bytes.NewReader(b)
+		rd = bytes.NewReader(bytes.TrimSuffix(b.Bytes(), []byte("\n")))
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()

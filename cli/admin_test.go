@@ -1298,6 +1298,20 @@ func TestKVPutRefusesAnOversizedValueBeforeSending(t *testing.T) {
 	}
 }
 
+// kv put sends --metadata as given: JSON's HTML escaping would change its
+// bytes and count each <, > and & six times against its 1024-byte limit.
+func TestKVPutSendsMetadataAsGiven(t *testing.T) {
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{"PUT /v1/kv/B/values/k": canned(200, `{}`)})
+	const meta = `{"a":"<b>&"}`
+	if code, _, stderr := runAdmin(t, nil, "kv", "put", "k", "v", "--metadata", meta, "--binding", "B", "--addr", srv.addr()); code != exitOK {
+		t.Fatalf("kv put: exit %d: %s", code, stderr)
+	}
+	got := srv.got()
+	if len(got) != 1 || !strings.Contains(got[0].body, `"metadata":`+meta) {
+		t.Fatalf("sent %+v, want the metadata %s as given", got, meta)
+	}
+}
+
 // roost shards locate asks GET /v1/objects/{binding} by name, or by ID
 // with --id, and prints where the object lives.
 func TestShardsLocate(t *testing.T) {
