@@ -414,6 +414,14 @@ func (n *Node) Close(ctx context.Context) error {
 		n.log.Error("shutdown: background work still running after the grace period; leaving the store open for it")
 		return errors.Join(append(errs, fmt.Errorf("%w: background work (an alarm handler?) still running %s after its context was cancelled", ErrCloseIncomplete, n.stragglerGrace))...)
 	}
+	if ctx.Err() != nil {
+		// Each step that waited says only "context deadline exceeded":
+		// say once what it means.
+		errs = slices.DeleteFunc(errs, func(err error) bool {
+			return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+		})
+		errs = append(errs, fmt.Errorf("%w: work still under way then (requests, alarm or WebSocket handlers, leadership hand-offs) was cancelled; it has ended, and what was acknowledged is committed", ErrCloseDeadline))
+	}
 	if err := n.closeStores(); err != nil {
 		return errors.Join(append(errs, err)...)
 	}
@@ -428,6 +436,10 @@ func (n *Node) Close(ctx context.Context) error {
 // ErrCloseIncomplete: Close gave up waiting for work that ignores its
 // context; the node's Raft groups and store close when that work ends.
 var ErrCloseIncomplete = errors.New("node not fully closed")
+
+// ErrCloseDeadline: Close's context ended before the work under way did,
+// which was then cancelled; the node closed.
+var ErrCloseDeadline = errors.New("the shutdown grace period ended first")
 
 // waitBounded waits for wg until ctx ends, then for at most grace more,
 // and reports whether wg finished.

@@ -211,6 +211,45 @@ func TestLeadershipLossCancelsRunningHandlers(t *testing.T) {
 	}
 }
 
+// A handler that outlives Close's context is cancelled, and Close says
+// that the grace period ended first, not each waiting step's bare "context
+// deadline exceeded" (QA: roost dev exited so on SIGTERM during a long
+// alarm handler that stopped at once when cancelled).
+func TestCloseSaysItsGracePeriodEnded(t *testing.T) {
+	causes := make(chan error, 1)
+	n, ns := startWithClass(t, "PATIENT", "Patient", func(st *durable.State, _ *durable.Env) durable.Object {
+		return &patientObject{state: st, causes: causes}
+	})
+	id := ns.IDFromName("p")
+	sh := n.shards[shardOf(id.Bytes(), len(n.shards))]
+	at := time.Now().Add(time.Hour).UnixMilli()
+	if code, body := get(t, n, "/arm", url.Values{"ns": {"PATIENT"}, "name": {"p"}, "at": {fmt.Sprint(at)}}); code != http.StatusOK {
+		t.Fatalf("setting the alarm: %d %s", code, body)
+	}
+	go func() {
+		_ = n.manager.deliverAlarm(context.Background(), sh, "Patient", id, at, durable.AlarmInfo{ScheduledTime: time.UnixMilli(at)}, true, false)
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		if in := liveInstance(n.manager, id.Bytes()); in != nil && len(in.gate) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the alarm handler did not start")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	err := n.Close(ctx)
+	if !errors.Is(err, ErrCloseDeadline) || errors.Is(err, ErrCloseIncomplete) || strings.Contains(err.Error(), "context deadline exceeded") {
+		t.Fatalf("Close: %v, want ErrCloseDeadline alone", err)
+	}
+	select {
+	case <-causes:
+	default:
+		t.Fatal("Close returned with the alarm handler still running")
+	}
+}
+
 // A request that saw the shard ready (waitShard) and reaches acquire only
 // after the leadership loss's dropShard must not activate an instance:
 // dropShard has already run, so nothing would retire it, and after this
