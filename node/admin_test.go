@@ -407,6 +407,31 @@ func TestAdminCluster(t *testing.T) {
 		}
 	})
 
+	t.Run("metrics", func(t *testing.T) {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			led, replicas := 0.0, 0.0
+			var perNode []float64
+			for i := range c.nodes {
+				addr := c.cfgs[i].AdminAddr
+				led += metricValue(t, addr, "roost_shards_led")
+				r := metricValue(t, addr, "roost_shard_replicas")
+				replicas += r
+				perNode = append(perNode, r)
+				if b := metricValue(t, addr, "roost_store_disk_bytes"); b <= 0 {
+					t.Fatalf("node %d: roost_store_disk_bytes %v", i+1, b)
+				}
+			}
+			if led == shards && replicas == shards*3 && perNode[3] == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("roost_shards_led sums to %v and roost_shard_replicas to %v (by node %v), want %d and %d, none on n4", led, replicas, perNode, shards, shards*3)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+
 	t.Run("shards", func(t *testing.T) {
 		views := c.waitConverged(other, 10*time.Second)
 		if len(views) != shards {
@@ -1420,5 +1445,46 @@ func TestAdminLocatesAnObjectInDevMode(t *testing.T) {
 	var loc objectLocation
 	if code := adminDo(t, n.AdminAddr().String(), "", "GET", "/v1/objects/COUNTER?name=A", nil, &loc); code != 200 || loc.ID != id.String() || loc.Shard != shardOf(id.Bytes(), n.cfg.Shards) || loc.Leader != "dev" {
 		t.Fatalf("locate in dev mode: %d %+v; want shard %d led by dev", code, loc, shardOf(id.Bytes(), n.cfg.Shards))
+	}
+}
+
+// metricValue scrapes the admin listener at addr and returns the value of
+// the unlabelled series name.
+func metricValue(t *testing.T, addr, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %q", name, line)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics of %s has no %s", addr, name)
+	return 0
+}
+
+// A dev node leads every shard of its own, and reports so with its store's size.
+func TestMetricsOfADevNode(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	addr := n.AdminAddr().String()
+	for name, want := range map[string]float64{"roost_shards_led": 4, "roost_shard_replicas": 4} {
+		if got := metricValue(t, addr, name); got != want {
+			t.Errorf("%s %v, want %v", name, got, want)
+		}
+	}
+	if b := metricValue(t, addr, "roost_store_disk_bytes"); b <= 0 {
+		t.Errorf("roost_store_disk_bytes %v", b)
 	}
 }

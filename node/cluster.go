@@ -960,6 +960,13 @@ func (c *cluster) shardsLed() int {
 	return n
 }
 
+// shardReplicas counts the shard groups running on this node.
+func (c *cluster) shardReplicas() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.groups)
+}
+
 // leaderChangeGrace is how long a shard of a node that has been ready may
 // be without a live leader before the node reports itself not ready. A
 // leader change — a planned transfer (milliseconds, requests held and

@@ -453,7 +453,7 @@ func TestForwardCallsShareOneStream(t *testing.T) {
 	srv := &echoCalls{cancelled: make(chan uint64, 10)}
 	addr := serveForward(t, srv)
 	f := newForwarder()
-	f.metrics = newMetrics(func() float64 { return 0 })
+	f.metrics = newMetrics(gauges{instances: zeroGauge, shardsLed: zeroGauge, shardReplicas: zeroGauge, storeBytes: zeroGauge})
 	t.Cleanup(f.close)
 	p := peer{id: "n2", addr: addr}
 	id := durable.IDFromName(durable.DeriveNamespaceKey("Counter", "test"), "A")
@@ -1157,3 +1157,5 @@ func TestForwardedRequestMayCarryAnyBytes(t *testing.T) {
 		}
 	}
 }
+
+func zeroGauge() float64 { return 0 }

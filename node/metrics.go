@@ -29,7 +29,15 @@ type metrics struct {
 	websocketAutoResponses prometheus.Counter
 }
 
-func newMetrics(instances func() float64) *metrics {
+// gauges are the node's figures read when /metrics is scraped.
+type gauges struct {
+	instances     func() float64 // object instances in memory
+	shardsLed     func() float64 // shard groups this node leads
+	shardReplicas func() float64 // shard groups with a replica here
+	storeBytes    func() float64 // the store's files on disk
+}
+
+func newMetrics(g gauges) *metrics {
 	r := prometheus.NewRegistry()
 	f := func(c prometheus.Collector) { r.MustRegister(c) }
 	m := &metrics{
@@ -109,7 +117,16 @@ func newMetrics(instances func() float64) *metrics {
 	f(m.commitFailures)
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "roost_instances", Help: "Object instances in memory.",
-	}, instances))
+	}, g.instances))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "roost_shards_led", Help: "Shards whose Raft group this node leads.",
+	}, g.shardsLed))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "roost_shard_replicas", Help: "Shards with a replica (a Raft group member) on this node.",
+	}, g.shardReplicas))
+	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "roost_store_disk_bytes", Help: "Bytes the node's Pebble store takes on disk (tables, write-ahead log, manifests; snapshots not counted).",
+	}, g.storeBytes))
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

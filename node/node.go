@@ -213,7 +213,17 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}()
 
-	n.metrics = newMetrics(func() float64 { return float64(n.manager.count()) })
+	// Read at a scrape, which the admin listener serves only once Start
+	// has set up what they read.
+	n.metrics = newMetrics(gauges{
+		instances:     func() float64 { return float64(n.manager.count()) },
+		shardsLed:     func() float64 { return float64(n.shardsLed()) },
+		shardReplicas: func() float64 { return float64(n.shardReplicas()) },
+		storeBytes: func() float64 {
+			b, _ := n.store.DiskUsage() // 0 once closed
+			return float64(b)
+		},
+	})
 	// The app's classes and the one that keeps KV namespaces (App.Validate
 	// keeps its name free).
 	classes := maps.Clone(n.app.Classes)
@@ -257,6 +267,28 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	go n.adminSrv.Serve(n.adminLn)
 	n.log.Info("roost node serving", "node", n.cfg.NodeID, "app", n.appLn.Addr().String(), "admin", n.adminLn.Addr().String(), "shards", n.cfg.Shards, "data_dir", n.cfg.DataDir)
 	return nil
+}
+
+// shardsLed counts the shard groups this node leads.
+func (n *Node) shardsLed() int {
+	if n.cluster != nil {
+		return n.cluster.shardsLed()
+	}
+	led := 0
+	for _, g := range n.groups {
+		if g.Raft().State() == raft.Leader {
+			led++
+		}
+	}
+	return led
+}
+
+// shardReplicas counts the shard groups with a member on this node.
+func (n *Node) shardReplicas() int {
+	if n.cluster != nil {
+		return n.cluster.shardReplicas()
+	}
+	return len(n.groups)
 }
 
 // Timeouts of the app and admin HTTP servers (see Start).

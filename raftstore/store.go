@@ -227,6 +227,16 @@ func (s *Store) finishDeletions() error {
 	return nil
 }
 
+// DiskUsage returns the bytes Pebble's files take on disk (tables, the
+// write-ahead log, manifests): the store's data dir but for snapshots.
+func (s *Store) DiskUsage() (uint64, error) {
+	if err := s.acquire(); err != nil {
+		return 0, err
+	}
+	defer s.mu.RUnlock()
+	return s.db.Metrics().DiskSpaceUsage(), nil
+}
+
 // Groups returns, in order, every group of which the Store holds a raft
 // log entry, a stable store key or a state machine key, running or not.
 func (s *Store) Groups() ([]GroupID, error) {
