@@ -8,6 +8,7 @@ import (
 	"math"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -99,7 +100,10 @@ func parse(name string, data []byte) (*File, error) {
 	if err != nil {
 		return nil, decodeError(name, data, err)
 	}
-	if unknown := unknownKeys(md.Undecoded()); len(unknown) > 0 {
+	// The decoder matches a key to a field regardless of case when no
+	// field has its exact name (and takes one of Shards and shards at
+	// random): keys of another case are unknown keys too.
+	if unknown := append(unknownKeys(md.Undecoded()), wrongCaseKeys(md.Keys())...); len(unknown) > 0 {
 		return nil, &Error{File: name, Msg: unknownKeysMsg(unknown)}
 	}
 	f, problems := convert(&raw, md)
@@ -313,6 +317,33 @@ func unknownKeys(undecoded []toml.Key) []toml.Key {
 	return out
 }
 
+// wrongCaseKeys returns the keys (or tables) that the decoder took for a
+// known key written in another case, each once, outermost only.
+func wrongCaseKeys(keys []toml.Key) []toml.Key {
+	known := knownKeys()
+	seen := make(map[string]bool)
+	var out []toml.Key
+	for _, k := range keys {
+		if len(k) == 0 || freeForm[k[0]] {
+			continue
+		}
+		for i := range k {
+			names, ok := known[k[:i].String()]
+			if !ok || slices.Contains(names, k[i]) {
+				continue
+			}
+			// Not roost's name: the decoder took it for one of another
+			// case, or left it undecoded (unknownKeys reports those).
+			if slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, k[i]) }) && !seen[k[:i+1].String()] {
+				seen[k[:i+1].String()] = true
+				out = append(out, k[:i+1])
+			}
+			break
+		}
+	}
+	return out
+}
+
 func unknownKeysMsg(keys []toml.Key) string {
 	known := knownKeys()
 	parts := make([]string, len(keys))
@@ -362,6 +393,9 @@ func suggest(k toml.Key, known map[string][]string) string {
 		prefix := min(len(last), len(cand)) >= 2 && (strings.HasPrefix(last, cand) || strings.HasPrefix(cand, last))
 		if prefix || strings.ReplaceAll(last, "-", "_") == cand {
 			d = min(d, 1)
+		}
+		if strings.EqualFold(last, cand) {
+			d = 0
 		}
 		if d < bestDist {
 			best, bestDist = cand, d
