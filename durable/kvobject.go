@@ -350,7 +350,7 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 		longest = kvExpiryKey(e.expiration, key)
 	}
 	if _, _, err := o.storage.Get(longest); err != nil {
-		return err
+		return kvFit(err, key, value)
 	}
 	if err := o.sweep(); err != nil {
 		return err
@@ -364,13 +364,13 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 	}
 	if len(value) > kvInlineBytes {
 		if e.chunked, err = o.writeChunks(r.Context(), key, value); err != nil {
-			return err
+			return kvFit(err, key, value)
 		}
 	} else {
 		e.value = value
 	}
 	if err := o.storage.Put("k"+key, e.encode()); err != nil {
-		return err
+		return kvFit(err, key, value)
 	}
 	if e.chunked != nil && e.chunked.committedInSteps() {
 		if _, err := o.storage.Delete(kvPendingKey(key)); err != nil {
@@ -384,7 +384,7 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 	}
 	if e.expiration != 0 {
 		if err := o.storage.Put(kvExpiryKey(e.expiration, key), nil); err != nil {
-			return err
+			return kvFit(err, key, value)
 		}
 		at := time.Unix(e.expiration, 0)
 		if cur, set, err := o.storage.GetAlarm(); err != nil {
@@ -397,6 +397,20 @@ func (o *kvObject) put(w http.ResponseWriter, r *http.Request, q url.Values) err
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// kvFit restates, in terms of the caller's key and value, storage's
+// refusal of what a put writes: storage names its own key ("k" and the
+// KV key, a chunk's, the expiry index's) and counts what the namespace
+// adds. Only [storage] limits set below a KV entry's needs refuse it.
+func kvFit(err error, key string, value []byte) error {
+	switch {
+	case errors.Is(err, ErrKeyTooLarge):
+		return fmt.Errorf("%w: KV key of %d bytes: with what the KV namespace adds to it in storage, it is over this node's [storage] max_key_bytes", ErrKeyTooLarge, len(key))
+	case errors.Is(err, ErrValueTooLarge):
+		return fmt.Errorf("%w: KV value of %d bytes: stored with its key and metadata, it is over this node's [storage] max_entry_bytes", ErrValueTooLarge, len(value))
+	}
+	return err
 }
 
 // drop removes what key's current entry keeps besides itself: its place

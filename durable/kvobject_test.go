@@ -737,6 +737,10 @@ func TestKVObjectPutRefusedByStorageChangesNothing(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(kvErrorHeader) != "value-too-large" {
 		t.Fatalf("a put whose chunk storage refuses: %d %q", resp.StatusCode, resp.Header.Get(kvErrorHeader))
 	}
+	// In the caller's terms: not storage's own key and count (QA).
+	if msg, _ := io.ReadAll(resp.Body); !strings.Contains(string(msg), "KV value of 614400 bytes") || !strings.Contains(string(msg), "max_entry_bytes") {
+		t.Fatalf("a put whose chunk storage refuses says %q", msg)
+	}
 	if v, ok := h.get("doc"); !ok || v != old {
 		t.Fatalf("after the refused put: %d bytes, found %v; want the old value", len(v), ok)
 	}
