@@ -59,7 +59,8 @@ is first used.
 
 The app listener serves only the Worker. The admin listener serves /healthz,
 /readyz, /metrics, /debug/pprof/, /v1/status, the KV calls (/v1/kv/..., which
-'roost kv' uses) and the dashboard at /ui/; the rest of the admin API needs a
+'roost kv' uses), an object's location (/v1/objects/..., 'roost shards
+locate') and the dashboard at /ui/; the rest of the admin API needs a
 cluster and answers 409. Ctrl-C (or SIGTERM) stops the node after
 in-flight requests finish; a second Ctrl-C stops it at once.`,
 		Example: `  # serve on the default ports, reading ./roost.toml if it exists

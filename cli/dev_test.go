@@ -281,6 +281,23 @@ func TestDevBadConfigExits(t *testing.T) {
 	}
 }
 
+// A ./roost.toml that is a broken link is not taken for no file: the
+// user put it there to be read (QA: roost dev ran on defaults).
+func TestDevRefusesABrokenDefaultConfigLink(t *testing.T) {
+	dir := inTempDir(t, "", nil)
+	if err := os.Symlink("missing.toml", "roost.toml"); err != nil {
+		t.Fatal(err)
+	}
+	// Bounded: taking the link for no file, the node would start and serve.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stdout, stderr syncBuffer
+	code := run(ctx, []string{"dev", "--data-dir", filepath.Join(dir, "data"), "--http", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, testApp(), &stdout, &stderr)
+	if code != exitFailure || !strings.Contains(stderr.String(), "roost.toml") || !strings.Contains(stderr.String(), "no such file") {
+		t.Fatalf("exit %d, stderr %q; want the broken roost.toml named", code, stderr.String())
+	}
+}
+
 var bannerApp = regexp.MustCompile(`app\s+(http://\S+)/`)
 var bannerAdmin = regexp.MustCompile(`admin\s+(http://\S+)/`)
 

@@ -58,7 +58,7 @@ var (
 			fromFile: func(f *config.File) any { return f.Cluster.BootstrapExpect },
 		},
 		{
-			key: "cluster.replicas", flag: "replicas", env: "ROOST_REPLICAS", usage: "how many nodes hold each shard; at most --bootstrap-expect",
+			key: "cluster.replicas", flag: "replicas", env: "ROOST_REPLICAS", usage: "how many nodes hold each shard (1 to 7); at most --bootstrap-expect",
 			field:    func(c *node.Config) any { return &c.Replicas },
 			fromFile: func(f *config.File) any { return f.Cluster.Replicas },
 		},

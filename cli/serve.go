@@ -392,7 +392,9 @@ func splitList(s string) []string {
 func (s *server) loadFile() (*config.File, error) {
 	path := s.configPath
 	if !s.cmd.Flags().Changed("config") {
-		if _, err := os.Stat(defaultConfigFile); errors.Is(err, fs.ErrNotExist) {
+		// Lstat: a roost.toml that is a broken link is a file the user
+		// meant to be read, and its error is said.
+		if _, err := os.Lstat(defaultConfigFile); errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
 		}
 		path = defaultConfigFile
