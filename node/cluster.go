@@ -234,7 +234,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	// so none of them can be left plaintext when TLS is on.
 	c.elect = newElector(c.self, c.electedGroups, c.aliveIDs, func(msg string, args ...any) { n.log.Info(msg, args...) })
 	c.trans = raftstore.NewTransport(raftstore.TransportConfig{LocalAddr: raft.ServerAddress(c.advGRPC), Faults: n.faults,
-		DialOptions: n.peerTLS.grpcDialOptions(), PeerLost: c.peerLost, HeartbeatWindow: raftstore.QuietHeartbeatWindow, NoPipelines: n.noPipelines})
+		DialOptions: raftDialOptions(n.peerTLS), PeerLost: c.peerLost, HeartbeatWindow: raftstore.QuietHeartbeatWindow, NoPipelines: n.noPipelines})
 	// No grpc.MaxConcurrentStreams, on purpose: gRPC's client queues the
 	// streams over the cap instead of failing them, and a peer legitimately
 	// opens a Raft pipeline per group it leads here (up to 4,096) and a

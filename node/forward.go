@@ -162,9 +162,28 @@ func keepaliveDialOption() grpc.DialOption {
 // with the keepalive above, and redialing a lost peer within half a second
 // as the Raft transport does, where gRPC's default backoff (up to 120 s)
 // failed requests forwarded to a restarted peer long after it was back.
+// A dial gives up after peerConnectTimeout.
 func forwarderDialOptions(pt *peerTLS) []grpc.DialOption {
-	return append(pt.grpcDialOptions(), keepaliveDialOption(), grpc.WithConnectParams(raftstore.PeerConnectParams(20*time.Second)))
+	return append(pt.grpcDialOptions(), keepaliveDialOption(), grpc.WithConnectParams(raftstore.PeerConnectParams(peerConnectTimeout)))
 }
+
+// raftDialOptions are how the Raft transport dials its peers: with the
+// forwarder's keepalive, so that a connection to a peer cut off by a
+// partition that drops packets is given up and dialled afresh. Kept, it
+// came back only when the kernel next resent its unacknowledged data,
+// whose interval doubles while nothing gets through: after a 26 s
+// partition, the leaders' appends and heartbeats reached the healed node
+// 27 s after the heal, and its /readyz said 503 meanwhile (QA).
+func raftDialOptions(pt *peerTLS) []grpc.DialOption {
+	return append(pt.grpcDialOptions(), keepaliveDialOption())
+}
+
+// peerConnectTimeout bounds a dial of a peer, TCP and TLS handshakes
+// included, which between nodes take milliseconds. A request waits for
+// the dial of the peer it is forwarded to: with gRPC's default of 20 s, a
+// peer behind a partition that drops packets held each request 20 s
+// before routing could answer 503 or try elsewhere.
+const peerConnectTimeout = 2 * time.Second
 
 // defaultServerKeepalive is how the node's gRPC server watches its
 // clients: a connection it has heard nothing on (no frame at all: data,

@@ -196,6 +196,35 @@ func TestForwardToSilentPeerFails(t *testing.T) {
 	t.Logf("silent peer noticed after %v: %v", took.Round(100*time.Millisecond), err)
 }
 
+// The Raft transport's connection to a peer that goes silent (a partition
+// that drops packets) is given up, with the streams on it, so that it is
+// dialled afresh rather than kept until the kernel's next resend.
+func TestRaftConnectionToASilentPeerIsGivenUp(t *testing.T) {
+	t.Parallel()
+	addr := serveForward(t, stuckForward{}, keepaliveServerOptions(defaultServerKeepalive())...)
+	proxy := newSilentProxy(t, addr)
+	cc, err := grpc.NewClient(proxy.ln.Addr().String(), raftDialOptions(nil)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := proto.NewForwardClient(cc).Fetch(ctx) // a long-lived stream, as a Raft pipeline's
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: &proto.ForwardHead{Class: "Counter"}}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	proxy.freeze()
+	_, err = stream.Recv()
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("Recv on a connection to a silent peer: %v, want Unavailable (the connection given up) before the call's own deadline", err)
+	}
+}
+
 // When the raft transport reports a peer lost, the requests in flight to
 // it fail at once, as of unknown outcome, instead of waiting for gRPC's
 // keepalive; requests forwarded afterwards open new streams as usual. So
@@ -711,6 +740,32 @@ func TestForwarderRedialsARestartedPeer(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("reached %v after it came back", time.Since(back).Round(time.Millisecond))
+}
+
+// A peer cut off by a partition that drops packets never answers a dial:
+// a request forwarded to it must fail soon, so that routing can try
+// elsewhere or answer 503, not after gRPC's default 20 s connect timeout
+// (QA: clients of a cut-off node waited 20 s for their 503).
+func TestForwardToAnUndialablePeerFailsSoon(t *testing.T) {
+	t.Parallel()
+	f := newForwarder(forwarderDialOptions(nil)...)
+	f.dialer = func(ctx context.Context, _ string) (net.Conn, error) {
+		<-ctx.Done() // as a SYN that is dropped, resent, dropped
+		return nil, ctx.Err()
+	}
+	t.Cleanup(f.close)
+	cl, err := f.client(peer{id: "n2", addr: freeAddr(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = cl.GroupStatus(ctx, &proto.ForwardGroupStatusRequest{GroupId: 1})
+	took := time.Since(start)
+	if status.Code(err) != codes.Unavailable || took > 10*time.Second {
+		t.Fatalf("a call to a peer whose dial hangs: %v after %v, want Unavailable within 10s", err, took.Round(time.Millisecond))
+	}
 }
 
 // TestStalledForwardedBodyHoldsUpOnlyItsRequest is
