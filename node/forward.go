@@ -169,11 +169,12 @@ func forwarderDialOptions(pt *peerTLS) []grpc.DialOption {
 
 // raftDialOptions are how the Raft transport dials its peers: with the
 // forwarder's keepalive, so that a connection to a peer cut off by a
-// partition that drops packets is given up and dialled afresh. Kept, it
-// came back only when the kernel next resent its unacknowledged data,
-// whose interval doubles while nothing gets through: after a 26 s
-// partition, the leaders' appends and heartbeats reached the healed node
-// 27 s after the heal, and its /readyz said 503 meanwhile (QA).
+// partition that drops packets is given up and dialled afresh (gRPC also
+// sets TCP_USER_TIMEOUT to the keepalive's 2 s, so unacknowledged data
+// drops it sooner), rather than kept until the kernel next resends, at
+// intervals that double while nothing gets through. In one QA run a node
+// healed after a 26 s partition heard from its leaders only 27 s later; a
+// later run did not reproduce that.
 func raftDialOptions(pt *peerTLS) []grpc.DialOption {
 	return append(pt.grpcDialOptions(), keepaliveDialOption())
 }

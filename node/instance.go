@@ -140,8 +140,8 @@ type turnKey struct{}
 // object from any of those fetches finds the gate open (A→B→A). Code the
 // turn runs in other goroutines while its fetches are in flight runs
 // beside other turns: the gate cannot see it. Once the turn has ended its
-// context opens nothing: a goroutine it left behind fetches as from
-// outside (the gate is another turn's then).
+// context has ended too (markTurn) and opens nothing: a fetch a goroutine
+// left behind makes with it touches no gate and carries the ended context.
 type turnMark struct {
 	inst *instance
 	// stopCtx ends the context markTurn gave the turn's code.

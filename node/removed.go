@@ -21,12 +21,12 @@ import (
 // more: the meta group no longer sends it the map, so what it knows goes
 // stale, and its ID is not used again. watchRemoval finds out and says so:
 //
-//   - A node whose own map marks it removed, once a node of its cluster
-//     has said in this run that it was a member (it was running when it
-//     was removed), turns /readyz 503 with that reason, and logs it once:
-//     it may still be a voter of the meta group. Restarted and sent a map
-//     that marks it removed before any node has said so, it was removed
-//     while it was away, and fails as below.
+//   - A node whose own map marks it removed turns /readyz 503 with that
+//     reason, and logs it once (it was running when it was removed, and
+//     may still be a voter of the meta group) — unless it was restarted
+//     from a cluster's data dir and, in this run, no node of that cluster
+//     has yet said it is a member nor has it led the meta group: then it
+//     was removed while it was away, and fails as below.
 //   - A node that hears nothing from the meta group (no map yet after a
 //     restart, or no leader contact for metaSilenceBeforeAsking) asks the
 //     other nodes what their maps say of it (the Member RPC, as a node
