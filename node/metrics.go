@@ -115,18 +115,17 @@ func newMetrics(g gauges) *metrics {
 	f(m.entries)
 	f(m.batchesPerEntry)
 	f(m.commitFailures)
-	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "roost_instances", Help: "Object instances in memory.",
-	}, g.instances))
-	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "roost_shards_led", Help: "Shards whose Raft group this node leads.",
-	}, g.shardsLed))
-	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "roost_shard_replicas", Help: "Shards with a replica (a Raft group member) on this node.",
-	}, g.shardReplicas))
-	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "roost_store_disk_bytes", Help: "Bytes the node's Pebble store takes on disk (tables, write-ahead log, manifests; snapshots not counted).",
-	}, g.storeBytes))
+	for _, gf := range []struct {
+		name, help string
+		value      func() float64
+	}{
+		{"roost_instances", "Object instances in memory.", g.instances},
+		{"roost_shards_led", "Shards whose Raft group this node leads.", g.shardsLed},
+		{"roost_shard_replicas", "Shards with a replica (a Raft group member) on this node.", g.shardReplicas},
+		{"roost_store_disk_bytes", "Bytes the node's Pebble store takes on disk (tables, write-ahead log, manifests; snapshots not counted).", g.storeBytes},
+	} {
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: gf.name, Help: gf.help}, gf.value))
+	}
 	f(collectors.NewGoCollector())
 	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
