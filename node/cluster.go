@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -265,6 +266,11 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 		DataID: id.DataID, ClusterID: id.ClusterID, Shards: n.cfg.Shards, IDKey: durable.KeyFingerprint(n.cfg.IDKey)}
 	c.gossipMeta = mcfg.Meta
 	mcfg.Logger = n.log
+	if n.faults != nil {
+		self := raft.ServerAddress(net.JoinHostPort(gossipHost, strconv.Itoa(gossipPort)))
+		n.faults.Alias(self, raft.ServerAddress(c.advGRPC))
+		mcfg.Cut = func(peer string) bool { return n.faults.Drops(self, raft.ServerAddress(peer)) }
+	}
 	if c.members, err = placement.Start(mcfg); err != nil {
 		return fmt.Errorf("gossip: %w", err)
 	}
@@ -773,10 +779,12 @@ func (c *cluster) startShard(ctx context.Context, m placement.Map, s placement.S
 
 // lostAvoidance is how long routing passes over a node the transport
 // reported lost, unless it is heard again sooner: long enough for its
-// shards' failover (about a second) and for gossip to declare it dead,
-// short enough that a node heard only through the requests forwarded to it
-// (it leads nothing this node follows) is not shunned for long once back.
-const lostAvoidance = 5 * time.Second
+// shards' failover (about a second) and for gossip to declare it dead if
+// it stays silent (a probe round, then memberlist's suspicion timeout of
+// 4 s at its LAN timing), after which gone passes over it instead; short
+// enough that a node heard only through the requests forwarded to it (it
+// leads nothing this node follows) is not shunned for long once back.
+const lostAvoidance = 10 * time.Second
 
 // route implements router: the local shard if this node leads it, else
 // the leader as best known, passing over nodes lately lost (lately).
@@ -813,27 +821,33 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 			leader = string(id)
 		}
 	}
-	avoid := func(id string) bool { return c.lately(m, placement.NodeID(id)) }
+	gone := func(id string) bool { return c.gone(m, placement.NodeID(id)) }
+	avoid := func(id string) bool { return c.lately(m, placement.NodeID(id)) || gone(id) }
 	if leader == "" || leader == string(c.self) || avoid(leader) {
 		leader = hint
 	}
 	if leader == "" || leader == string(c.self) || avoid(leader) {
-		// No better guess: try a replica, one lately lost only if every
-		// other is.
+		// No better guess: try a replica, but none lately lost or gone.
+		// When that leaves none, this node is cut off from the shard
+		// (or the shard is down): a request sent into a connection
+		// nothing answers on would end as of unknown outcome, where
+		// refusing it here says that it did not run.
 		leader = ""
+		var passed []string
 		if i < len(m.ShardMap) {
 			for _, id := range m.ShardMap[i].Replicas {
 				if id == c.self {
 					continue
 				}
-				if leader == "" {
-					leader = string(id)
-				}
 				if !avoid(string(id)) {
 					leader = string(id)
 					break
 				}
+				passed = append(passed, string(id))
 			}
+		}
+		if leader == "" && len(passed) > 0 {
+			return nil, peer{}, fmt.Errorf("%w: shard %d has no live leader this node can reach: its other replicas (%s) were lately lost or are silent", errNotReady, i, strings.Join(passed, ", "))
 		}
 	}
 	node, ok := m.Nodes[placement.NodeID(leader)]
@@ -843,7 +857,24 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 	return nil, peer{id: leader, addr: node.GRPCAddr}, nil
 }
 
-// quorumLost implements quorumReporter from the map and gossip.
+// gone reports whether routing should not send to node id of map m at
+// all: neither the Raft transport nor gossip hears it (a node cut off by
+// a partition that drops packets, or down). Unlike lately, this lasts
+// as long as the silence does; gossip's view alone would not do, as it
+// can lag a partition by seconds, nor the transport's alone, which never
+// hears a node that leads no group this one follows.
+func (c *cluster) gone(m placement.Map, id placement.NodeID) bool {
+	nd, ok := m.Nodes[id]
+	if !ok || c.trans.PeerAlive(raft.ServerAddress(nd.GRPCAddr)) {
+		return false
+	}
+	return c.members != nil && !c.members.Alive(id)
+}
+
+// quorumLost implements quorumReporter from the map, gossip and the Raft
+// transport: a replica gossip still counts alive that routing passes over
+// (lately lost, or gone) cannot be reached from here either. Gossip lags
+// a partition by seconds.
 func (c *cluster) quorumLost(i int) string {
 	c.mu.Lock()
 	m := c.mapSeen
@@ -851,7 +882,13 @@ func (c *cluster) quorumLost(i int) string {
 	if i < 0 || i >= len(m.ShardMap) {
 		return ""
 	}
-	return lostQuorum(m.ShardMap[i], c.aliveIDs())
+	alive := c.aliveIDs()
+	for _, id := range m.ShardMap[i].Replicas {
+		if id != c.self && alive[id] && (c.lately(m, id) || c.gone(m, id)) {
+			delete(alive, id)
+		}
+	}
+	return lostQuorum(m.ShardMap[i], alive)
 }
 
 // lostQuorum says which of s's replicas are down (not alive in gossip:

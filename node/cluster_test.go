@@ -741,6 +741,92 @@ func TestStoppingNodeServesNoShard(t *testing.T) {
 	t.Fatal("no node led a shard within 10 s")
 }
 
+// handOffEveryShard moves the leadership of every shard node i leads to
+// another replica, and fails the test if it still leads one after 20 s.
+func (c *testCluster) handOffEveryShard(i int) {
+	c.t.Helper()
+	cl := c.nodes[i].cluster
+	led := func() []*localShard {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		var mine []*localShard
+		for _, ls := range cl.groups {
+			if ls.group.Raft().State() == raft.Leader {
+				mine = append(mine, ls)
+			}
+		}
+		return mine
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mine := led()
+		if len(mine) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("n%d still leads %d shards", i+1, len(mine))
+		}
+		for _, ls := range mine {
+			if err := cl.transferNow(ls, raft.Server{}); err != nil {
+				c.t.Logf("handing a shard off: %v", err)
+			}
+		}
+	}
+}
+
+// TestSilentlyCutOffNodeRefusesAtOnce: a node cut off from every other by
+// a partition that drops packets (iptables DROP: nothing fails, nothing
+// arrives) answers the requests sent to it with a 503 before anything
+// runs, for as long as the partition lasts. Before, once the transport's
+// report of the lost peers was lostAvoidance old, it forwarded them into
+// the silent connection again, and they ended as 500s of unknown outcome
+// (or hung) instead.
+func TestSilentlyCutOffNodeRefusesAtOnce(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 6, &turnRegistry{active: map[string]string{}})
+	c.waitReady()
+	c.handOffEveryShard(0)
+	cut := c.nodes[0].cluster
+	c.faults.Freeze(raft.ServerAddress(c.cfgs[0].GRPCAddr))
+	healed := false
+	defer func() {
+		if !healed {
+			c.faults.Heal()
+		}
+	}()
+	frozenAt := time.Now()
+	for {
+		if ok, _ := cut.ready(); !ok {
+			break
+		}
+		if time.Since(frozenAt) > 10*time.Second {
+			t.Fatal("n1 is ready 10 s after it was cut off from every other node")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Past lostAvoidance, until gossip has long declared the others dead:
+	// every request is refused, none runs.
+	for i := 0; time.Since(frozenAt) < lostAvoidance+5*time.Second; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), routeWait+3*time.Second)
+		start := time.Now()
+		code, body, err := c.do(ctx, 0, "/increment", "silent-"+strconv.Itoa(i%4))
+		cancel()
+		if err != nil || code != http.StatusServiceUnavailable {
+			t.Fatalf("+%v: an increment at n1, silently cut off: %d %q %v after %v, want a 503", time.Since(frozenAt).Round(time.Millisecond), code, strings.TrimSpace(body), err, time.Since(start).Round(time.Millisecond))
+		}
+		t.Logf("+%v: an increment at n1, silently cut off: %d after %v: %s", time.Since(frozenAt).Round(time.Millisecond), code, time.Since(start).Round(time.Millisecond), strings.TrimSpace(body))
+		time.Sleep(200 * time.Millisecond)
+	}
+	c.faults.Heal()
+	healed = true
+	c.waitReadyWithin(30 * time.Second)
+	for i := 0; i < 4; i++ {
+		name := "silent-" + strconv.Itoa(i)
+		if code, body, err := c.doRetrying(0, "/increment", name); err != nil || code != http.StatusOK || strings.TrimSpace(body) != "1" {
+			t.Fatalf("the first increment of %s after the heal: %d %q %v, want 200 and 1 (none at the cut-off node may have run)", name, code, body, err)
+		}
+	}
+}
+
 // TestReadyFollowsLiveLeaders: a node cut off from the others stops being
 // ready within seconds, although raft's own view of its shards' leaders
 // stays as it was for the quiet timing's 30-60 s; the others are ready
@@ -752,31 +838,7 @@ func TestReadyFollowsLiveLeaders(t *testing.T) {
 	t.Parallel()
 	c := newTestCluster(t, 3, 6, &turnRegistry{active: map[string]string{}})
 	cut := c.nodes[0].cluster
-	led := func() []*localShard {
-		cut.mu.Lock()
-		defer cut.mu.Unlock()
-		var mine []*localShard
-		for _, ls := range cut.groups {
-			if ls.group.Raft().State() == raft.Leader {
-				mine = append(mine, ls)
-			}
-		}
-		return mine
-	}
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		mine := led()
-		if len(mine) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("n1 still leads %d shards", len(mine))
-		}
-		for _, ls := range mine {
-			if err := cut.transferNow(ls, raft.Server{}); err != nil {
-				t.Logf("handing a shard off: %v", err)
-			}
-		}
-	}
+	c.handOffEveryShard(0)
 	c.faults.Isolate(raft.ServerAddress(c.cfgs[0].GRPCAddr))
 	defer c.faults.Heal()
 	deadline := time.Now().Add(8 * time.Second)
@@ -915,13 +977,24 @@ func TestLostQuorumAnswersEarly(t *testing.T) {
 	c.stop(2)
 	// Gossip shows them gone, and n1 no longer serves what it led (its
 	// fence: a write there would fail as of unknown outcome).
+	servesNothing := func() bool {
+		cl := c.nodes[0].cluster
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		for _, ls := range cl.groups {
+			if ls.group.Raft().State() == raft.Leader && !ls.shard.isFenced() {
+				return false
+			}
+		}
+		return true
+	}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		ok, _ := c.nodes[0].cluster.ready()
-		if !ok && len(c.nodes[0].cluster.aliveMembers()) == 1 {
+		if !ok && len(c.nodes[0].cluster.aliveMembers()) == 1 && servesNothing() {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("n1 still ready, or gossip still shows the stopped nodes alive")
+			t.Fatal("n1 still ready, or gossip still shows the stopped nodes alive, or n1 still serves a shard it led")
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

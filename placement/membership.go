@@ -141,6 +141,17 @@ func Start(cfg MembershipConfig) (*Membership, error) {
 	mc.Conflict = d
 	mc.Alive = d
 
+	if cfg.Cut != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("placement: starting gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
+		}
+		if mc.BindPort == 0 {
+			mc.BindPort = nt.GetAutoBindPort()
+			mc.AdvertisePort = mc.BindPort
+		}
+		mc.Transport = &cutTransport{NetTransport: nt, cut: cfg.Cut}
+	}
 	list, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("placement: starting gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
@@ -306,6 +317,17 @@ func (m *Membership) Members() []Member {
 	return out
 }
 
+// Alive reports whether gossip counts member id alive: this node itself,
+// or a member heard of that has not failed or left.
+func (m *Membership) Alive(id NodeID) bool {
+	if id == m.cfg.NodeID {
+		return true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.members[id].Alive
+}
+
 // Events returns the membership events. The channel is closed by Shutdown.
 // When it is full, events are dropped: reconcile from Members, not from
 // the event stream.
@@ -468,4 +490,36 @@ func (w *logWriter) Write(p []byte) (int, error) {
 	}
 	w.l.Log(context.Background(), level, s)
 	return len(p), nil
+}
+
+// cutTransport is memberlist's own transport with what it sends to a
+// member that MembershipConfig.Cut names lost: a packet silently, a
+// connection refused.
+type cutTransport struct {
+	*memberlist.NetTransport
+	cut func(peer string) bool
+}
+
+var _ memberlist.NodeAwareTransport = (*cutTransport)(nil)
+
+func (t *cutTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	if t.cut(addr) {
+		return time.Now(), nil
+	}
+	return t.NetTransport.WriteTo(b, addr)
+}
+
+func (t *cutTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
+	return t.WriteTo(b, addr.Addr)
+}
+
+func (t *cutTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	if t.cut(addr) {
+		return nil, fmt.Errorf("placement: gossip to %s is cut", addr)
+	}
+	return t.NetTransport.DialTimeout(addr, timeout)
+}
+
+func (t *cutTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return t.DialTimeout(addr.Addr, timeout)
 }

@@ -147,6 +147,12 @@ type MembershipConfig struct {
 	// EventBuffer is the capacity of the Events channel (default 256).
 	// When it is full, events are dropped (and counted): they are hints.
 	EventBuffer int
+
+	// Cut, when set (by fault-injecting tests), says whether gossip to the
+	// member at a gossip address (host:port) is lost now: its packets are
+	// dropped and its connections refused, as across a partition. Both
+	// ends of a cut must say so; only what a node sends is checked.
+	Cut func(peer string) bool
 }
 
 // DefaultMembershipConfig returns the configuration for node id with

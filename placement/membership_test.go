@@ -662,3 +662,66 @@ func TestMembershipRefusesForeignGossip(t *testing.T) {
 		})
 	}
 }
+
+// A member whose gossip Cut loses (a partition, in fault tests) is
+// declared dead by the others and by Alive, and is alive again once the
+// cut ends; the members it can still reach stay alive all along.
+func TestMembershipCut(t *testing.T) {
+	var mu sync.Mutex
+	cutOff := map[string]bool{} // gossip addresses cut off from every other
+	ids := []NodeID{"a1", "b2", "c3"}
+	var ms []*testMember
+	for _, id := range ids {
+		cfg := testConfig(id)
+		var self string
+		cfg.Cut = func(peer string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return cutOff[self] || cutOff[peer]
+		}
+		m := startMember(t, cfg)
+		mu.Lock()
+		self = m.Addr() // memberlist may call Cut before: self "" is cut off from nobody
+		mu.Unlock()
+		ms = append(ms, m)
+	}
+	for _, m := range ms[1:] {
+		if _, err := m.Join([]string{ms[0].Addr()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	everyoneAlive := func() bool {
+		for _, m := range ms {
+			for _, id := range ids {
+				if !m.Alive(id) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	eventually(t, "every member to see every other alive", 5*time.Second, everyoneAlive)
+	if ms[0].Alive("x9") {
+		t.Fatal("Alive of a member never heard of: true")
+	}
+
+	mu.Lock()
+	cutOff[ms[2].Addr()] = true
+	mu.Unlock()
+	eventually(t, "c3 and the others to see each other dead", 10*time.Second, func() bool {
+		return !ms[0].Alive("c3") && !ms[1].Alive("c3") && !ms[2].Alive("a1") && !ms[2].Alive("b2")
+	})
+	if !ms[0].Alive("b2") || !ms[1].Alive("a1") || !ms[2].Alive("c3") {
+		t.Fatal("a member the cut does not separate was declared dead")
+	}
+
+	mu.Lock()
+	delete(cutOff, ms[2].Addr())
+	mu.Unlock()
+	for _, m := range ms[:2] { // as a rejoin would
+		if _, err := m.Join([]string{ms[2].Addr()}); err != nil {
+			t.Logf("%s rejoining c3: %v", m.ID(), err)
+		}
+	}
+	eventually(t, "every member to see every other alive after the cut", 10*time.Second, everyoneAlive)
+}

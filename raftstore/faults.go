@@ -16,9 +16,9 @@ import (
 // Faults is a kill switch for the raft transport, for tests only: it cuts,
 // drops and delays raft messages between nodes, identified by their
 // advertised addresses (TransportConfig.LocalAddr). Pass one Faults to the
-// Transport of every node of an in-process cluster, and dial the node's
-// other gRPC clients with DialOptions, so that a partition cuts forwarded
-// requests as a real one would.
+// Transport of every node of an in-process cluster, dial the node's
+// other gRPC clients with DialOptions, and judge its gossip with Drops, so
+// that a partition cuts forwarded requests and gossip as a real one would.
 //
 // Closing hashicorp/raft's NetworkTransport does not cut a leader off
 // (pooled connections keep heartbeating; DESIGN.md §7), so fault tests need
@@ -45,6 +45,9 @@ type Faults struct {
 	thaw   chan struct{}
 	drop   float64
 	delay  time.Duration
+	// aliases maps a node's other addresses (its gossip address) to the
+	// one its faults are keyed by; Heal keeps them.
+	aliases map[raft.ServerAddress]raft.ServerAddress
 }
 
 // Partition cuts a and b off from each other, in both directions.
@@ -96,6 +99,39 @@ func (f *Faults) Freeze(addr raft.ServerAddress) {
 		f.thaw = make(chan struct{})
 	}
 	f.frozen[addr] = true
+}
+
+// Alias makes alias, another address of the node at addr (its gossip
+// address), share that node's faults, for Drops.
+func (f *Faults) Alias(alias, addr raft.ServerAddress) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.aliases == nil {
+		f.aliases = make(map[raft.ServerAddress]raft.ServerAddress)
+	}
+	f.aliases[alias] = addr
+}
+
+// Drops reports whether a message from one node to another, sent other
+// than through a gRPC client Faults is in (gossip, by either node's
+// address or an Alias of it), is lost now: the two are cut off from each
+// other, or either is frozen (such a message cannot be held, so it is
+// lost, as a datagram to a paused process would be). Random drops and
+// delays do not apply. A nil f drops nothing.
+func (f *Faults) Drops(from, to raft.ServerAddress) bool {
+	if f == nil {
+		return false
+	}
+	f.mu.RLock()
+	if a, ok := f.aliases[from]; ok {
+		from = a
+	}
+	if a, ok := f.aliases[to]; ok {
+		to = a
+	}
+	frozen := f.frozen[from] || f.frozen[to]
+	f.mu.RUnlock()
+	return frozen || f.cut(from, to) != nil
 }
 
 // Heal removes every fault: partitions, isolations, freezes, drops and

@@ -508,6 +508,8 @@ type silenceWatch struct {
 
 func newSilenceWatch(window time.Duration, heard *atomic.Int64, report func()) *silenceWatch {
 	w := &silenceWatch{window: window, heard: heard, report: report}
+	w.mu.Lock() // check may run before AfterFunc has returned
+	defer w.mu.Unlock()
 	w.timer = time.AfterFunc(window, w.check)
 	return w
 }
