@@ -45,6 +45,9 @@ type Faults struct {
 	thaw   chan struct{}
 	drop   float64
 	delay  time.Duration
+	// unreachable: calls other nodes make to these fail; the calls they
+	// make, and the answers, pass (CutInbound).
+	unreachable map[raft.ServerAddress]bool
 	// aliases maps a node's other addresses (its gossip address) to the
 	// one its faults are keyed by; Heal keeps them.
 	aliases map[raft.ServerAddress]raft.ServerAddress
@@ -85,6 +88,20 @@ func (f *Faults) IsolateAfterTimeoutNow(addr raft.ServerAddress) {
 		f.muted = make(map[raft.ServerAddress]bool)
 	}
 	f.muted[addr] = true
+}
+
+// CutInbound makes addr unreachable to the other nodes while it still
+// reaches them, as a firewall that drops the connections others open to
+// it but not the ones it opens would: calls to addr fail, the calls addr
+// makes and their answers pass, and gossip to and from it is lost (such
+// a firewall drops the datagrams of its gossip port both ways).
+func (f *Faults) CutInbound(addr raft.ServerAddress) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.unreachable == nil {
+		f.unreachable = make(map[raft.ServerAddress]bool)
+	}
+	f.unreachable[addr] = true
 }
 
 // Freeze holds every message to or from addr, as a paused process
@@ -129,7 +146,7 @@ func (f *Faults) Drops(from, to raft.ServerAddress) bool {
 	if a, ok := f.aliases[to]; ok {
 		to = a
 	}
-	frozen := f.frozen[from] || f.frozen[to]
+	frozen := f.frozen[from] || f.frozen[to] || f.unreachable[from] || f.unreachable[to]
 	f.mu.RUnlock()
 	return frozen || f.cut(from, to) != nil
 }
@@ -142,7 +159,7 @@ func (f *Faults) Heal() {
 	if f.thaw != nil {
 		close(f.thaw)
 	}
-	f.cutPairs, f.isolated, f.muted, f.frozen, f.thaw, f.drop, f.delay = nil, nil, nil, nil, nil, 0, 0
+	f.cutPairs, f.isolated, f.muted, f.unreachable, f.frozen, f.thaw, f.drop, f.delay = nil, nil, nil, nil, nil, nil, 0, 0
 }
 
 // callCut is cut for a call or stream message from one node to another:
@@ -152,8 +169,11 @@ func (f *Faults) callCut(from, to raft.ServerAddress) error {
 		return err
 	}
 	f.mu.RLock()
-	muted := f.muted[from]
+	muted, unreachable := f.muted[from], f.unreachable[to]
 	f.mu.RUnlock()
+	if unreachable {
+		return status.Errorf(codes.Unavailable, "raftstore faults: %s -> %s is cut (calls to %s)", from, to, to)
+	}
 	if muted {
 		return status.Errorf(codes.Unavailable, "raftstore faults: %s -> %s is cut (calls from %s)", from, to, from)
 	}
@@ -275,7 +295,7 @@ func (f *Faults) unaryInterceptor(from, to raft.ServerAddress) grpc.UnaryClientI
 			return err
 		}
 		// A response that arrives across a cut is lost too.
-		if err := f.cut(to, from); err != nil {
+		if err := f.answerCut(from, to); err != nil {
 			return err
 		}
 		if strings.HasSuffix(method, "/TimeoutNow") {
@@ -319,5 +339,21 @@ func (s *faultyStream) RecvMsg(m any) error {
 	if err := s.f.hold(s.Context(), s.to, s.from); err != nil {
 		return err
 	}
-	return s.f.cut(s.to, s.from)
+	return s.f.answerCut(s.from, s.to)
+}
+
+// answerCut is cut for an answer, on a call or stream that from made to
+// to: an unreachable node's answers to calls made to it are lost too
+// (CutInbound).
+func (f *Faults) answerCut(from, to raft.ServerAddress) error {
+	if err := f.cut(to, from); err != nil {
+		return err
+	}
+	f.mu.RLock()
+	unreachable := f.unreachable[to]
+	f.mu.RUnlock()
+	if unreachable {
+		return status.Errorf(codes.Unavailable, "raftstore faults: %s -> %s is cut (answers of %s)", to, from, to)
+	}
+	return nil
 }

@@ -214,6 +214,16 @@ func (t *Transport) livenessRecord(addr raft.ServerAddress) *peerLiveness {
 	return t.liveness[addr]
 }
 
+// pinging reports whether this node pings addr's node (it leads a group
+// that node follows), so that PeerReachable says more of it than that
+// nothing is known.
+func (t *Transport) pinging(addr raft.ServerAddress) bool {
+	t.mu.RLock()
+	b := t.batchers[addr]
+	t.mu.RUnlock()
+	return b != nil && !b.isResting()
+}
+
 // PeerReachable reports whether this node's leaders can count on addr's
 // node: the pings this node sends it were answered within SilenceTimeout
 // (or, with silence detection off, the transport timeout), its heartbeat
@@ -271,7 +281,11 @@ func (v *groupTransport) leaderView() (raft.ServerAddress, bool) {
 		return v.t.local, true
 	}
 	leader, _ := r.LeaderWithID()
-	return leader, leader != "" && v.t.PeerAlive(leader) && time.Since(r.LastContact()) <= v.leaderSilence()
+	// PeerReachable too: a leader that reaches this node over connections
+	// it opened, while the ones this node opens to it go unanswered (a
+	// firewall that drops only inbound connections), heartbeats as usual
+	// but can be forwarded no request from here.
+	return leader, leader != "" && v.t.PeerAlive(leader) && v.t.PeerReachable(leader) && time.Since(r.LastContact()) <= v.leaderSilence()
 }
 
 // leaderSilence is how long a follower may go without a heartbeat or
@@ -288,11 +302,24 @@ func (s *transportServer) LeaderCheck(ctx context.Context, req *pb.RaftLeaderChe
 		return nil, err
 	}
 	leader, alive := v.leaderView()
-	if leader == v.t.local {
+	switch {
+	case leader == v.t.local:
 		v.heartbeatNow()
+	case alive && !v.t.pinging(leader):
+		// leaderView counts the leader reachable because this node sends
+		// it nothing to tell otherwise. The asker may have found that it
+		// cannot reach the leader: see whether this node can.
+		pctx, cancel := context.WithTimeout(ctx, reachabilityProbeTimeout)
+		_, _, err := v.leaderCheck(pctx, leader)
+		cancel()
+		alive = err == nil
 	}
 	return &pb.RaftLeaderCheckResponse{Leader: string(leader), LeaderAlive: alive}, nil
 }
+
+// reachabilityProbeTimeout bounds LeaderCheck's own call to the leader it
+// names: well within the elector's leaderCheckTimeout (500 ms).
+const reachabilityProbeTimeout = 250 * time.Millisecond
 
 // heartbeatNow makes the group's leader heartbeat its followers at once,
 // for a follower that asked whom it follows (LeaderCheck): one that knows
@@ -321,6 +348,11 @@ func (v *groupTransport) leaderCheck(ctx context.Context, target raft.ServerAddr
 	if err != nil {
 		return "", false, err
 	}
+	// An answer to a call this node made is word from target: a node
+	// that only reaches its peers over connections it opens itself (the
+	// others cannot open any to it) hears them by nothing else once it
+	// leads nothing, and would pass over every one of them.
+	v.t.markHeard(target)
 	return raft.ServerAddress(out.Leader), out.LeaderAlive, nil
 }
 
