@@ -821,8 +821,7 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 			leader = string(id)
 		}
 	}
-	gone := func(id string) bool { return c.gone(m, placement.NodeID(id)) }
-	avoid := func(id string) bool { return c.lately(m, placement.NodeID(id)) || gone(id) }
+	avoid := func(id string) bool { return c.passOver(m, placement.NodeID(id)) }
 	if leader == "" || leader == string(c.self) || avoid(leader) {
 		leader = hint
 	}
@@ -857,12 +856,18 @@ func (c *cluster) route(i int) (*shard, peer, error) {
 	return nil, peer{id: leader, addr: node.GRPCAddr}, nil
 }
 
-// gone reports whether routing should not send to node id of map m at
-// all: neither the Raft transport nor gossip hears it (a node cut off by
-// a partition that drops packets, or down). Unlike lately, this lasts
-// as long as the silence does; gossip's view alone would not do, as it
-// can lag a partition by seconds, nor the transport's alone, which never
-// hears a node that leads no group this one follows.
+// passOver reports whether routing sends nothing to node id of map m:
+// it was lately lost, or it is gone.
+func (c *cluster) passOver(m placement.Map, id placement.NodeID) bool {
+	return c.lately(m, id) || c.gone(m, id)
+}
+
+// gone reports whether neither the Raft transport nor gossip hears node id
+// of map m (a node cut off by a partition that drops packets, or down).
+// Unlike lately, this lasts as long as the silence does; gossip's view
+// alone would not do, as it can lag a partition by seconds, nor the
+// transport's alone, which never hears a node that leads no group this
+// one follows.
 func (c *cluster) gone(m placement.Map, id placement.NodeID) bool {
 	nd, ok := m.Nodes[id]
 	if !ok || c.trans.PeerAlive(raft.ServerAddress(nd.GRPCAddr)) {
@@ -884,7 +889,7 @@ func (c *cluster) quorumLost(i int) string {
 	}
 	alive := c.aliveIDs()
 	for _, id := range m.ShardMap[i].Replicas {
-		if id != c.self && alive[id] && (c.lately(m, id) || c.gone(m, id)) {
+		if id != c.self && alive[id] && c.passOver(m, id) {
 			delete(alive, id)
 		}
 	}

@@ -133,7 +133,8 @@ func (f *Faults) Alias(alias, addr raft.ServerAddress) {
 // than through a gRPC client Faults is in (gossip, by either node's
 // address or an Alias of it), is lost now: the two are cut off from each
 // other, or either is frozen (such a message cannot be held, so it is
-// lost, as a datagram to a paused process would be). Random drops and
+// lost, as a datagram to a paused process would be) or cut off inbound
+// (CutInbound). Random drops and
 // delays do not apply. A nil f drops nothing.
 func (f *Faults) Drops(from, to raft.ServerAddress) bool {
 	if f == nil {
@@ -146,13 +147,13 @@ func (f *Faults) Drops(from, to raft.ServerAddress) bool {
 	if a, ok := f.aliases[to]; ok {
 		to = a
 	}
-	frozen := f.frozen[from] || f.frozen[to] || f.unreachable[from] || f.unreachable[to]
+	lost := f.frozen[from] || f.frozen[to] || f.unreachable[from] || f.unreachable[to]
 	f.mu.RUnlock()
-	return frozen || f.cut(from, to) != nil
+	return lost || f.cut(from, to) != nil
 }
 
-// Heal removes every fault: partitions, isolations, freezes, drops and
-// delays.
+// Heal removes every fault: partitions, isolations, inbound cuts, freezes,
+// drops and delays (not the aliases).
 func (f *Faults) Heal() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
