@@ -1100,6 +1100,24 @@ func TestJoinHintFor(t *testing.T) {
 	}
 }
 
+// counterLedBy is the name, prefix and a number, of a counter whose shard
+// node i leads, waiting up to 20 s for it to lead one.
+func (c *testCluster) counterLedBy(i int, prefix string) string {
+	c.t.Helper()
+	ns, _ := c.nodes[i].Env().Namespace("COUNTER")
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		for k := 0; k < 200; k++ {
+			name := prefix + strconv.Itoa(k)
+			if c.leaderOf(groupOf(shardOf(ns.IDFromName(name).Bytes(), c.cfgs[i].Shards))) == i {
+				return name
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("n%d leads no shard 20 s after the cluster was ready", i+1)
+		}
+	}
+}
+
 // goroutineStacks is the stack of every goroutine of the process, one
 // string each.
 func goroutineStacks() []string {
@@ -1132,19 +1150,7 @@ func TestLeaderTheOthersCannotReachHandsOver(t *testing.T) {
 	const shards = 6
 	c := newTestCluster(t, 3, shards, &turnRegistry{active: map[string]string{}})
 	c.waitReady()
-	ns, _ := c.nodes[0].Env().Namespace("COUNTER")
-	var name string
-	for deadline := time.Now().Add(20 * time.Second); name == ""; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("n1 leads no shard 20 s after the cluster was ready")
-		}
-		for i := 0; i < 200 && name == ""; i++ {
-			n := "unreachable-" + strconv.Itoa(i)
-			if c.leaderOf(groupOf(shardOf(ns.IDFromName(n).Bytes(), shards))) == 0 {
-				name = n
-			}
-		}
-	}
+	name := c.counterLedBy(0, "unreachable-")
 	if code, body, err := c.doRetrying(1, "/increment", name); err != nil || code != http.StatusOK || body != "1" {
 		t.Fatalf("increment via n2 before the fault: %d %q %v", code, body, err)
 	}

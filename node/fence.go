@@ -19,7 +19,9 @@ import (
 // node looks at each shard it leads, and one whose voters, itself counted,
 // are no longer reachable in a quorum (raftstore node liveness: its pings
 // are not answered, or the peer's stopped coming, for the silence timeout)
-// stops being ready and drops its instances, as on a leadership loss. It is
+// stops being ready and drops its instances, as on a leadership loss, and
+// the turns waiting at their output gate are answered (instance.outputGate:
+// raft would give their commits up only with the lease). It is
 // ready again when a quorum is reachable and a barrier commits, or, if
 // raft has stepped it down meanwhile, when it is elected again.
 //

@@ -1,7 +1,11 @@
 package node
 
 import (
+	"context"
 	"net/http"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -156,6 +160,80 @@ func TestIsolatedLeaderIsFenced(t *testing.T) {
 		}
 		if err != nil || code != 200 || body != "2" {
 			t.Fatalf("increment after the heal: %d %q %v, want 200 \"2\"", code, body, err)
+		}
+		return
+	}
+}
+
+// TestFenceAnswersTurnsInFlight: turns waiting at the output gate on a
+// shard leader that is cut off from the other nodes are answered once the
+// fence comes (within about 2.2 s): a write, that it may or may not have
+// committed (a 500); a read, that its answer is withheld and it may be
+// retried (a 503), whether it waits for an earlier write's commit or for
+// its leadership check. Raft itself gives the commit and the check up
+// only when its lease steps the leader down, 10 s or more after the cut,
+// and the clients waited that long before.
+func TestFenceAnswersTurnsInFlight(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("fault test skipped in -short mode")
+	}
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}})
+	c.waitReady()
+	name, other := c.counterLedBy(0, "in-flight-"), c.counterLedBy(0, "read-only-")
+	for _, n := range []string{name, other} {
+		if code, body, err := c.doRetrying(0, "/increment", n); err != nil || code != http.StatusOK || body != "1" {
+			t.Fatalf("increment of %s before the cut: %d %q %v, want 200 \"1\"", n, code, body, err)
+		}
+	}
+	c.faults.Isolate(raft.ServerAddress(c.cfgs[0].GRPCAddr))
+	defer c.faults.Heal()
+	start := time.Now()
+	turns := []struct {
+		path, name string
+		wantCode   int
+		wantText   string
+	}{
+		{"/increment", name, http.StatusInternalServerError, "may or may not have committed"},
+		{"/peek", name, http.StatusServiceUnavailable, "response withheld"},  // behind the write's commit
+		{"/peek", other, http.StatusServiceUnavailable, "response withheld"}, // its own leadership check
+	}
+	var wg sync.WaitGroup
+	for i, turn := range turns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			time.Sleep(time.Duration(i) * 20 * time.Millisecond) // the write's turn first
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			code, body, err := c.do(ctx, 0, turn.path, turn.name)
+			cancel()
+			took := time.Since(start)
+			t.Logf("%s of %s at the cut-off leader: %d %q %v after %v", turn.path, turn.name, code, strings.TrimSpace(body), err, took.Round(time.Millisecond))
+			if err != nil || code != turn.wantCode || !strings.Contains(body, turn.wantText) {
+				t.Errorf("%s of %s at the cut-off leader: %d %q %v, want %d %q", turn.path, turn.name, code, body, err, turn.wantCode, turn.wantText)
+			}
+			if took > 6*time.Second {
+				t.Errorf("%s of %s at the cut-off leader was answered %v after the cut: the fence comes within about 2.2 s", turn.path, turn.name, took)
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	c.faults.Heal()
+	c.waitReadyWithin(30 * time.Second)
+	// Leaders may still be moving after the heal: a 503 (refused before
+	// the object ran) is retried, anything else is the answer.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		code, body, err := c.doRetrying(1, "/increment", name)
+		if err == nil && code == http.StatusServiceUnavailable && time.Now().Before(deadline) {
+			continue
+		}
+		// The write answered early is 2 if it committed, else this one is.
+		if n, _ := strconv.Atoi(strings.TrimSpace(body)); err != nil || code != http.StatusOK || n < 2 || n > 3 {
+			t.Fatalf("increment after the heal: %d %q %v, want 200 and 2 or 3", code, body, err)
 		}
 		return
 	}

@@ -340,10 +340,33 @@ func (in *instance) fetch(ctx context.Context, req *http.Request) (*http.Respons
 // outputGate holds a turn's response until nothing it may have seen can
 // be lost and, if confirm, until this node has confirmed it still leads
 // the shard.
+//
+// A shard fenced meanwhile (this node leads it but cannot reach a quorum
+// of its replicas, fence.go) ends the wait for a commit: raft gives the
+// commit up only when its lease steps the leader down, about 10 s later,
+// and a client waiting that long learns nothing it cannot be told now —
+// that the writes may or may not commit. A turn that wrote nothing of its
+// own is told that its answer is withheld and that it may be retried.
 func (in *instance) outputGate(ctx context.Context, last *commit, confirm bool, exc error, rec *responseBuffer) (*http.Response, error) {
 	if last != nil {
-		if err := last.wait(ctx); err != nil {
-			return nil, storageFailure(err)
+		select {
+		case <-last.done:
+		case <-in.shard.fenceSignal():
+			if !last.isDone() { // a commit that ended as the fence came is answered as it ended
+				err := fmt.Errorf("%w: %w", errNotReady, in.shard.fencedError())
+				if confirm {
+					return nil, unconfirmedRead(err)
+				}
+				return nil, &durable.Error{
+					Message: "Durable Object's writes may or may not have committed: " + in.shard.fencedError().Error() + "; they were still committing",
+					Err:     fmt.Errorf("%w: %w", durable.ErrCommitIndeterminate, err),
+				}
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if last.err != nil {
+			return nil, storageFailure(last.err)
 		}
 	}
 	if confirm {

@@ -397,6 +397,14 @@ func (s *shard) verifyLeader(ctx context.Context) error {
 	select {
 	case <-b.done:
 		return b.err
+	case <-s.fenceSignal():
+		// A fenced leader's check waits for raft's lease to run out.
+		select {
+		case <-b.done:
+			return b.err
+		default:
+			return fmt.Errorf("%w: %w", errNotReady, s.fencedError())
+		}
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -514,6 +522,19 @@ func (s *shard) setFencedLocked(fenced bool) (stopped bool) {
 	s.fenced = fenced
 	s.updateReadyLocked()
 	return was && !s.isReadyLocked()
+}
+
+// fenceSignal is closed while the shard is fenced: from the moment it is,
+// if it is not yet.
+func (s *shard) fenceSignal() <-chan struct{} {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	return s.fencedCh
+}
+
+// fencedError says why a fenced shard stopped serving.
+func (s *shard) fencedError() error {
+	return fmt.Errorf("this node leads shard %s but cannot reach a quorum of its replicas", s.id)
 }
 
 func (s *shard) isFenced() bool {
