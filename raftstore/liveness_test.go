@@ -131,7 +131,10 @@ func TestSilentPeerIsLost(t *testing.T) {
 // A caller that makes up a new address with every request does not grow
 // the liveness records without bound, and real peers stay tracked.
 func TestLivenessRecordsAreBounded(t *testing.T) {
-	tr := NewTransport(TransportConfig{LocalAddr: "self"})
+	// A silence timeout the flood cannot outlast: under -race on a busy
+	// machine, marking 4,196 addresses once took longer than the default
+	// 1.2 s, and the real peer, heard only before it, fell silent.
+	tr := NewTransport(TransportConfig{LocalAddr: "self", SilenceTimeout: time.Minute})
 	defer tr.Close()
 	tr.markHeard("peer")
 	for i := range maxTrackedPeers + 100 {
