@@ -60,6 +60,7 @@ type electedGroup interface {
 	LiveLeader() (raft.ServerAddress, bool)
 	CheckLeader(ctx context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error)
 	ForceElection(ctx context.Context) error
+	RemovalPending() bool
 }
 
 var _ electedGroup = (*raftstore.Group)(nil)
@@ -224,7 +225,11 @@ func (e *elector) check(ctx context.Context, now time.Time) (waiting bool) {
 
 // rank returns the group's voters and this node's place among those that
 // could win now (alive in gossip, not the leader it lost), in the group's
-// order (electionOrder); ok is false when this node is not a voter.
+// order (electionOrder); ok is false when this node is not a voter. A
+// replica holding its own removal, not yet committed, is ranked too
+// (raftstore Group.RemovalPending): if the leader that appended it died,
+// the voters of the old configuration cannot elect one of them without it
+// (its log is longer), and it can be elected in the new one.
 func (e *elector) rank(g electedGroup, leader raft.ServerAddress) ([]raft.Server, int, bool) {
 	voters, err := g.Voters()
 	if err != nil {
@@ -237,6 +242,9 @@ func (e *elector) rank(g electedGroup, leader raft.ServerAddress) ([]raft.Server
 		if id == e.self || alive[id] && s.Address != leader {
 			ranked = append(ranked, id)
 		}
+	}
+	if !slices.Contains(ranked, e.self) && g.RemovalPending() {
+		ranked = append(ranked, e.self)
 	}
 	slices.SortFunc(ranked, func(a, b placement.NodeID) int {
 		return cmp.Compare(electionOrder(g.ID(), a), electionOrder(g.ID(), b))
@@ -303,7 +311,10 @@ func (e *elector) force(ctx context.Context, g electedGroup, voters []raft.Serve
 	defer cancelChecks() // ends the checks still waiting for an answer
 	answers, asked := e.checkVoters(checkCtx, g, voters)
 	quorum := len(voters)/2 + 1
-	without := 1 // this node
+	without := 0
+	if slices.ContainsFunc(voters, func(s raft.Server) bool { return placement.NodeID(s.ID) == e.self }) {
+		without = 1 // this node; one holding its own removal is no voter of the configuration asked about
+	}
 	for got := 0; got < asked && without < quorum; got++ {
 		if a := <-answers; a.err == nil && !a.alive {
 			without++

@@ -29,12 +29,16 @@ type fakeElected struct {
 	hangs   map[raft.ServerAddress]bool
 	forced  int
 	checked *atomic.Int32 // CheckLeader calls, when set
+	// removalPending: the latest configuration, voters, leaves this node
+	// out, and it has not seen that configuration commit.
+	removalPending bool
 }
 
 func (f *fakeElected) ID() raftstore.GroupID                  { return 7 }
 func (f *fakeElected) State() raft.RaftState                  { return f.state }
 func (f *fakeElected) Voters() ([]raft.Server, error)         { return f.voters, nil }
 func (f *fakeElected) LiveLeader() (raft.ServerAddress, bool) { return f.leader, f.alive }
+func (f *fakeElected) RemovalPending() bool                   { return f.removalPending }
 func (f *fakeElected) CheckLeader(ctx context.Context, target raft.ServerAddress) (raft.ServerAddress, bool, error) {
 	if f.checked != nil {
 		f.checked.Add(1)
@@ -64,6 +68,24 @@ func threeVoters() []raft.Server {
 		{Suffrage: raft.Voter, ID: "n1", Address: "a1"},
 		{Suffrage: raft.Voter, ID: "n2", Address: "a2"},
 		{Suffrage: raft.Voter, ID: "n3", Address: "a3"},
+	}
+}
+
+// withoutFirst is a configuration of n1, second and n4: the other of n2
+// and n3 (first) removed.
+func withoutFirst(second placement.NodeID) []raft.Server {
+	addr := map[placement.NodeID]raft.ServerAddress{"n2": "a2", "n3": "a3"}
+	return []raft.Server{
+		{Suffrage: raft.Voter, ID: "n1", Address: "a1"},
+		{Suffrage: raft.Voter, ID: raft.ServerID(second), Address: addr[second]},
+		{Suffrage: raft.Voter, ID: "n4", Address: "a4"},
+	}
+}
+
+// n1DeadN4Alive is gossip's view with n1 dead and n2–n4 alive.
+func n1DeadN4Alive(first, second placement.NodeID) func() map[placement.NodeID]bool {
+	return func() map[placement.NodeID]bool {
+		return map[placement.NodeID]bool{first: true, second: true, "n4": true}
 	}
 }
 
@@ -123,6 +145,21 @@ func TestElectorForcesOnlyWithAQuorumWithoutLeader(t *testing.T) {
 			fakeElected{state: raft.Candidate, answers: map[raft.ServerAddress]bool{addr[second]: true}}, n1Dead, campaignGrace, 0},
 		{"a leader does not force", first,
 			fakeElected{state: raft.Leader, answers: map[raft.ServerAddress]bool{addr[second]: false}}, allAlive, noLeaderGrace, 0},
+		// The leader appended first's removal, then died: first holds it,
+		// the others cannot elect one of them without it, and first can be
+		// elected by them in the new configuration, {n1, second, n4}.
+		{"a replica holding its own removal forces", first,
+			fakeElected{state: raft.Follower, leader: "a1", removalPending: true, voters: withoutFirst(second),
+				answers: map[raft.ServerAddress]bool{addr[second]: false, "a4": false}}, n1DeadN4Alive(first, second), noLeaderGrace + 2*rankDelay, 1},
+		{"a replica holding its own removal, one other answering", first,
+			fakeElected{state: raft.Follower, leader: "a1", removalPending: true, voters: withoutFirst(second),
+				answers: map[raft.ServerAddress]bool{addr[second]: false}}, n1DeadN4Alive(first, second), noLeaderGrace + 2*rankDelay, 0},
+		{"a replica holding its own removal, the others hear the leader", first,
+			fakeElected{state: raft.Follower, leader: "a1", removalPending: true, voters: withoutFirst(second),
+				answers: map[raft.ServerAddress]bool{addr[second]: true, "a4": true}}, allAlive, noLeaderGrace + 2*rankDelay, 0},
+		{"a removed replica whose removal committed", first,
+			fakeElected{state: raft.Follower, leader: "a1", voters: withoutFirst(second),
+				answers: map[raft.ServerAddress]bool{addr[second]: false, "a4": false}}, n1DeadN4Alive(first, second), noLeaderGrace + 2*rankDelay, 0},
 		{"a non-voter does not force", first,
 			fakeElected{state: raft.Follower, leader: "a1", voters: []raft.Server{{Suffrage: raft.Voter, ID: "n1", Address: "a1"}, {Suffrage: raft.Voter, ID: raft.ServerID(second), Address: addr[second]}},
 				answers: map[raft.ServerAddress]bool{addr[second]: false}}, allAlive, noLeaderGrace, 0},

@@ -310,7 +310,7 @@ func (c *cluster) stopIfRemoved(ctx context.Context, i int, ls *localShard, m pl
 	}
 	sinceContact := time.Since(last)
 	if !removedCanStop(raft.ServerID(c.self), r.State(), servers, want.Replicas, c.answeringIDs(servers), sinceContact, ls.leftConfirmed.Load() == want.Version+1) {
-		if sinceContact >= orphanTimeout {
+		if sinceContact >= orphanTimeout || !slices.ContainsFunc(servers, func(s raft.Server) bool { return s.ID == raft.ServerID(c.self) }) {
 			c.confirmLeft(ctx, ls, m, want)
 		}
 		return
@@ -358,10 +358,10 @@ func (c *cluster) confirmLeft(ctx context.Context, ls *localShard, m placement.M
 }
 
 // removedCanStop is the rule for a replica the map no longer names: it
-// stops once its group no longer needs it. That is when the group's
-// configuration (as the replica has it) dropped self, or a leader
+// stops once its group no longer needs it. That is when a leader
 // confirmed that the group's committed configuration leaves self out
-// (leftConfirmed); or, as a follower (or candidate), when it sees every
+// (leftConfirmed), or the replica has no configuration at all (it was
+// never contacted); or, as a follower (or candidate), when it sees every
 // replica the map names (want) voting — the leader removes self next, and
 // a removed follower is never told — or when no leader has contacted it
 // for orphanTimeout (sinceContact), because a node that was away while its
@@ -371,6 +371,16 @@ func (c *cluster) confirmLeft(ctx context.Context, ls *localShard, m placement.M
 // (alive) make a quorum without it. A non-voter counts in no quorum. A
 // leader never stops itself: it hands leadership over first
 // (reconcileConfig).
+//
+// A configuration of its own that leaves self out is not enough: raft
+// uses a configuration from when it is appended, and the removal may not
+// have committed. If the leader that appended it dies first, this
+// replica's log alone holds it; the voters of the old configuration need
+// this replica (a group of four, {self, b, dead leader, d}, and self
+// stopped, left b and d two of four, without a leader until the dead
+// node's replicas were re-created elsewhere, found by QA in session 33),
+// and only this replica can be elected then (elect.go). So it waits for a
+// leader's word, which comes within a second of the removal committing.
 //
 // The quorum condition matters when a replica the map names is dead: in
 // a group of four voters with one dead, a removed voter that stopped
@@ -395,8 +405,11 @@ func removedCanStop(self raft.ServerID, state raft.RaftState, servers []raft.Ser
 			voters[s.ID] = true
 		}
 	}
-	if !in || leftConfirmed {
+	if leftConfirmed || len(servers) == 0 {
 		return true
+	}
+	if !in {
+		return false // its removal may not have committed
 	}
 	allVote := true
 	for _, id := range want {

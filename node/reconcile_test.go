@@ -37,7 +37,10 @@ func TestRemovedCanStop(t *testing.T) {
 		{"follower, new replica not yet voting", raft.Follower, adding, recent, false, nil, false},
 		{"follower, new replica not yet added", raft.Follower, missing, recent, false, nil, false},
 		{"follower, every wanted replica votes", raft.Follower, allVote, recent, true, nil, false},
-		{"follower, removed from the configuration", raft.Follower, gone, recent, true, nil, false},
+		// Its removal may not have committed: a leader's word is needed.
+		{"follower, removed from the configuration", raft.Follower, gone, recent, false, nil, false},
+		{"follower, removed from the configuration, no leader for long", raft.Follower, gone, time.Hour, false, nil, false},
+		{"follower, removed from the configuration, confirmed", raft.Follower, gone, recent, true, nil, true},
 		{"follower, fresh, no configuration", raft.Follower, nil, recent, true, nil, false},
 		{"follower, a non-voter itself, others voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true, nil, false},
 		{"follower, a non-voter itself, d not voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), nonvoter("d")), recent, false, nil, false},
@@ -46,7 +49,7 @@ func TestRemovedCanStop(t *testing.T) {
 		{"follower, every wanted replica votes, one dead", raft.Follower, allVote, recent, false, map[placement.NodeID]bool{"a": true, "b": true, "c": true}, false},
 		{"follower, every wanted replica votes, self not seen alive", raft.Follower, allVote, recent, true, map[placement.NodeID]bool{"b": true, "c": true, "d": true}, false},
 		{"follower, a non-voter itself, one wanted dead", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true, map[placement.NodeID]bool{"b": true, "c": true}, false},
-		{"follower, removed from the configuration, two dead", raft.Follower, gone, recent, true, map[placement.NodeID]bool{"a": true, "b": true}, false},
+		{"follower, removed from the configuration, two dead", raft.Follower, gone, recent, false, map[placement.NodeID]bool{"a": true, "b": true}, false},
 		// The orphan rule keeps the quorum condition: with d dead and c cut
 		// off, the group {a,b,c,d} has no leader, and a that stopped would
 		// leave b and c two of four once c is back.

@@ -121,6 +121,12 @@ func DefaultRaftConfig(local raft.ServerID) *raft.Config {
 	c.MaxAppendEntries = appendEntriesWithin(MaxRaftMessageSize, MaxEntryBytes)
 	c.BatchApplyCh = true
 	c.NoSnapshotRestoreOnStart = true
+	// A leader that commits its own removal steps down and keeps running:
+	// the node stops its replica (node/reconcile.go). Only a replica that
+	// held its uncommitted removal when the leader that appended it died
+	// gets there (Group.RemovalPending); shut down by raft, it would sit in
+	// the node's groups with a raft that answers nothing.
+	c.ShutdownOnRemove = false
 	// A snapshot is a cheap Pebble snapshot plus a copy of the group's
 	// range; taking one every 16k entries (checked every 2 minutes) keeps
 	// the log of a busy group bounded without copying too often.

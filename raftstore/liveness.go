@@ -429,6 +429,47 @@ func (g *Group) Voters() ([]raft.Server, error) {
 	return voters, nil
 }
 
+// RemovalPending reports whether the replica's latest configuration
+// leaves it out while it has not seen that configuration commit. A
+// removed replica learns no commit index past its removal (the leader
+// stops replicating to it), so this holds after every removal until the
+// node stops the replica; what matters is the case it cannot tell apart:
+// the leader that appended the removal died before it committed, and this
+// replica's log alone holds it. The other voters, still counting this
+// one, cannot elect one of them then (it refuses them: its log is
+// longer), but this one can be elected by them in the new configuration,
+// commit its removal and step down (node/elect.go).
+func (g *Group) RemovalPending() bool {
+	f := g.raft.GetConfiguration()
+	if f.Error() != nil || len(f.Configuration().Servers) == 0 {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.ID == g.local {
+			return false
+		}
+	}
+	// Raft tells no one its latest configuration's index: the log is read
+	// back from its end to the commit index, a short way on a replica the
+	// leader stopped replicating to.
+	logs := g.s.LogStore(g.id)
+	commit, last := g.raft.CommitIndex(), g.raft.LastIndex()
+	for i := last; i > commit && last-i < maxRemovalScan; i-- {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return false
+		}
+		if l.Type == raft.LogConfiguration {
+			return true
+		}
+	}
+	return false
+}
+
+// maxRemovalScan bounds RemovalPending's read of the log's uncommitted
+// tail; a removal is among the last few entries a removed replica got.
+const maxRemovalScan = 1024
+
 // QuorumReachable reports whether a quorum of the group's voters, this
 // replica counted, is reachable from this node (Transport.PeerReachable).
 // It reads raft's latest configuration, which raft keeps in memory, and a

@@ -574,6 +574,78 @@ func TestTransferringLeaderStepsDownForTheNewerTerm(t *testing.T) {
 	}
 }
 
+// The leader of {a,b,c,d} appends b's removal, which reaches b alone, and
+// is cut off before it commits. c and d cannot elect one of them: the old
+// configuration's quorum needs b, and b refuses them (its log is longer).
+// b can be elected, by c and d in the new configuration {a,c,d}: forced
+// to campaign, it wins, commits its removal, and steps down, its raft
+// still running (ShutdownOnRemove off); then c or d lead.
+func TestReplicaHoldingItsOwnRemovalCanBeElected(t *testing.T) {
+	faults := &Faults{}
+	nodes := make([]*tnode, 4)
+	for i := range nodes {
+		// Raft sends a removed replica its removal on the way out, with a
+		// last append it does not wait for: a pipeline closed right after
+		// may drop it, which is fine for raft but not for this test.
+		nodes[i] = newTNode(t, string(rune('a'+i)), faults, func(c *TransportConfig) { c.NoPipelines = true })
+	}
+	groups := startAll(t, nodes, 1, QuietTiming)
+	if err := groups[0].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
+		t.Fatalf("replica %d leads after the first replica forced an election", li)
+	}
+	if err := groups[0].Raft().Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	faults.Partition(nodes[0].addr, nodes[2].addr)
+	faults.Partition(nodes[0].addr, nodes[3].addr)
+	groups[0].Raft().RemoveServer(nodes[1].id, 0, 0) // cannot commit: c and d are cut off
+	waitFor(t, 5*time.Second, "b to hold its removal", groups[1].RemovalPending)
+	faults.Isolate(nodes[0].addr)
+	for _, i := range []int{2, 3} {
+		if groups[i].RemovalPending() {
+			t.Fatalf("replica %d holds a removal it cannot have received", i)
+		}
+	}
+	// c cannot win: b refuses it, and a is gone.
+	term := groups[2].Raft().CurrentTerm()
+	if err := groups[2].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 3*time.Second, "c to campaign", func() bool { return groups[2].Raft().CurrentTerm() > term })
+	time.Sleep(500 * time.Millisecond)
+	if st := groups[2].Raft().State(); st == raft.Leader {
+		t.Fatal("c won an election that b's longer log should have refused it")
+	}
+	if err := groups[1].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "b's removal to commit at c", func() bool {
+		f := groups[2].Raft().GetConfiguration()
+		if f.Error() != nil {
+			return false
+		}
+		for _, s := range f.Configuration().Servers {
+			if s.ID == nodes[1].id {
+				return false
+			}
+		}
+		return groups[2].Raft().CommitIndex() >= f.Index()
+	})
+	waitFor(t, 5*time.Second, "b to step down, still running", func() bool { return groups[1].Raft().State() == raft.Follower })
+	for _, i := range []int{2, 3} {
+		if err := groups[i].ForceElection(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if li := leaderIndex(t, groups, 0, 10*time.Second); li == 2 || li == 3 {
+			return
+		}
+	}
+	t.Fatal("neither c nor d leads the group without b")
+}
+
 // Two voters of three that campaign in one term, each with its own vote,
 // and the third cut off: no one can win that term, and raft has each wait
 // out ElectionTimeout (30–60 s with QuietTiming) before it campaigns
