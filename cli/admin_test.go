@@ -1339,4 +1339,10 @@ func TestShardsLocate(t *testing.T) {
 	if code, _, stderr := runAdmin(t, nil, "shards", "locate", "A", "--addr", srv.addr()); code == exitOK || !strings.Contains(stderr, "--binding is required") {
 		t.Errorf("locate without --binding: exit %d: %s", code, stderr)
 	}
+	if code, _, stderr := runAdmin(t, nil, "shards", "locate", "", "--binding", "COUNTER", "--addr", srv.addr()); code != exitUsage || !strings.Contains(stderr, "NAME is empty") {
+		t.Errorf("locate of an empty name: exit %d: %s, want a usage error", code, stderr)
+	}
+	if want := []string{"name=A+b", "id=0a1b"}; !slices.Equal(queries, want) {
+		t.Errorf("queries %q after refusals, want %q: a refusal asked the node", queries, want)
+	}
 }

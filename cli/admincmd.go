@@ -282,6 +282,9 @@ id.String() gives it) rather than the name it was made from.` + adminConnectHelp
 			if binding == "" {
 				return &usageError{cmd: cmd, err: errors.New("--binding is required: the Durable Object binding the object belongs to")}
 			}
+			if args[0] == "" {
+				return &usageError{cmd: cmd, err: errors.New("NAME is empty: give the object's name (or, with --id, its ID)")}
+			}
 			c, err := o.client(cmd)
 			if err != nil {
 				return err
