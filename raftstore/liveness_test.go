@@ -513,12 +513,7 @@ func TestPeerHeardOtherwiseIsNotReportedSilent(t *testing.T) {
 // every voter to one term.
 func TestLeaderStepsDownForAFollowersNewerTerm(t *testing.T) {
 	faults, nodes, groups := quietGroupLedByFirst(t)
-	for _, f := range []int{1, 2} {
-		waitFor(t, 3*time.Second, "the leader alive to a follower", func() bool {
-			_, alive := groups[f].LiveLeader()
-			return alive
-		})
-	}
+	waitLeaderAliveToFollowers(t, groups)
 	term := groups[0].Raft().CurrentTerm()
 	faults.Isolate(nodes[2].addr)
 	if err := groups[2].ForceElection(context.Background()); err != nil {
@@ -549,12 +544,7 @@ func TestLeaderStepsDownForAFollowersNewerTerm(t *testing.T) {
 // transfer ends as completed.
 func TestTransferringLeaderStepsDownForTheNewerTerm(t *testing.T) {
 	faults, nodes, groups := quietGroupLedByFirst(t)
-	for _, f := range []int{1, 2} {
-		waitFor(t, 3*time.Second, "the leader alive to a follower", func() bool {
-			_, alive := groups[f].LiveLeader()
-			return alive
-		})
-	}
+	waitLeaderAliveToFollowers(t, groups)
 	term := groups[0].Raft().CurrentTerm()
 	faults.CutInbound(nodes[0].addr)
 	defer faults.Heal()
@@ -710,6 +700,18 @@ func quietGroupLedByFirst(t *testing.T) (*Faults, []*tnode, []*Group) {
 		t.Fatalf("replica %d leads after the first replica forced an election", li)
 	}
 	return faults, nodes, groups
+}
+
+// waitLeaderAliveToFollowers waits until the replicas after the first
+// count the first, their leader, as alive.
+func waitLeaderAliveToFollowers(t *testing.T, groups []*Group) {
+	t.Helper()
+	for _, f := range groups[1:] {
+		waitFor(t, 3*time.Second, "the leader alive to a follower", func() bool {
+			_, alive := f.LiveLeader()
+			return alive
+		})
+	}
 }
 
 // LostWithin: a peer reported lost counts as lost for the window given,
