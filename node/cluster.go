@@ -149,9 +149,6 @@ type localShard struct {
 	// catchUp follows the replica this node, leading the shard, waits on
 	// to catch up (reconcileConfig; owned by the control loop).
 	catchUp catchUpTrack
-	// started is when this node started the replica: a replica no leader
-	// has contacted since counts its silence from then (stopIfRemoved).
-	started time.Time
 	// leftConfirmed: a leader confirmed that the group's committed
 	// configuration leaves this node out (confirmLeft) while the map's
 	// shard had version leftConfirmed-1 (0: never), checked at most once
@@ -771,7 +768,7 @@ func (c *cluster) startShard(ctx context.Context, m placement.Map, s placement.S
 	sh.watchLeadership(sctx, &c.n.wg, func() { c.n.manager.dropShard(sh) })
 	newAlarmScheduler(c.n.manager, sh, c.n.store, c.n.alarms).run(sctx, &c.n.wg)
 	c.mu.Lock()
-	c.groups[i] = &localShard{group: g, shard: sh, stop: cancel, started: time.Now()}
+	c.groups[i] = &localShard{group: g, shard: sh, stop: cancel}
 	delete(c.leftovers, i) // its data is in use again
 	c.mu.Unlock()
 	return nil

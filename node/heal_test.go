@@ -239,9 +239,9 @@ func TestHealReplacesDeadNode(t *testing.T) {
 	if held := c.metaLeader().cluster.metaFSM.Map().ShardsOf(vid); len(held) != 0 {
 		t.Fatalf("the returning %s was given back shards %v", vid, held)
 	}
-	// Replicas it restarted from its old map stop once they learn they
-	// were removed, at the latest after orphanTimeout without a leader.
-	for deadline := time.Now().Add(orphanTimeout + 5*time.Second); ; time.Sleep(100 * time.Millisecond) {
+	// Replicas it restarted from its old map stop once the leaders of
+	// their groups confirm that they were removed (a status call a second).
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		c.nodes[victim].cluster.mu.Lock()
 		running := len(c.nodes[victim].cluster.groups)
 		c.nodes[victim].cluster.mu.Unlock()

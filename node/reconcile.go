@@ -284,35 +284,18 @@ func (t *catchUpTrack) stalled(node placement.NodeID, applied uint64, now time.T
 	return true
 }
 
-// orphanTimeout is how long a replica the map no longer names keeps
-// running without hearing from a leader. A node that was dead or cut off
-// while its replicas were re-created elsewhere (heal.go) learns of it from
-// the map, but its own copy of the group's configuration stays as it was:
-// no leader talks to a removed replica.
-const orphanTimeout = 10 * time.Second
-
 // stopIfRemoved shuts this node's replica of a shard down once the map no
-// longer names it and the group no longer needs it (removedCanStop). Its
-// data stays until reclaim finds that it may go.
+// longer names it and a leader has confirmed that the group's committed
+// configuration leaves it out (removedCanStop); until then it asks
+// (confirmLeft). Its data stays until reclaim finds that it may go.
 func (c *cluster) stopIfRemoved(ctx context.Context, i int, ls *localShard, m placement.Map, want placement.Shard) {
 	r := ls.group.Raft()
 	cf := r.GetConfiguration()
 	if cf.Error() != nil {
 		return
 	}
-	servers := cf.Configuration().Servers
-	// A replica started since the last contact (or never contacted) has
-	// not been silent for longer than it ran: right after a restart, raft
-	// knows of no contact at all.
-	last := r.LastContact()
-	if last.Before(ls.started) {
-		last = ls.started
-	}
-	sinceContact := time.Since(last)
-	if !removedCanStop(raft.ServerID(c.self), r.State(), servers, want.Replicas, c.answeringIDs(servers), sinceContact, ls.leftConfirmed.Load() == want.Version+1) {
-		if sinceContact >= orphanTimeout || !slices.ContainsFunc(servers, func(s raft.Server) bool { return s.ID == raft.ServerID(c.self) }) {
-			c.confirmLeft(ctx, ls, m, want)
-		}
+	if !removedCanStop(r.State(), cf.Configuration().Servers, ls.leftConfirmed.Load() == want.Version+1) {
+		c.confirmLeft(ctx, ls, m, want)
 		return
 	}
 	c.n.log.Info("this node's replica left the shard; stopping it", "shard", i)
@@ -334,9 +317,7 @@ func (c *cluster) stopIfRemoved(ctx context.Context, i int, ls *localShard, m pl
 // records a yes in ls.leftConfirmed, with the shard's map version, for the
 // next stopIfRemoved (a yes about an older version of the shard says
 // nothing: the map may have given the shard back since, and the leader
-// made this replica a voter again): an orphan
-// (no leader for orphanTimeout) whose old configuration would lack a live
-// quorum without it stops only once a leader says the group moved on.
+// made this replica a voter again).
 func (c *cluster) confirmLeft(ctx context.Context, ls *localShard, m placement.Map, want placement.Shard) {
 	now := time.Now().UnixNano()
 	if ls.leftConfirmed.Load() == want.Version+1 || now < ls.nextLeftCheck.Load() || !ls.checkingLeft.CompareAndSwap(false, true) {
@@ -358,78 +339,31 @@ func (c *cluster) confirmLeft(ctx context.Context, ls *localShard, m placement.M
 }
 
 // removedCanStop is the rule for a replica the map no longer names: it
-// stops once its group no longer needs it. That is when a leader
-// confirmed that the group's committed configuration leaves self out
-// (leftConfirmed), or the replica has no configuration at all (it was
-// never contacted); or, as a follower (or candidate), when it sees every
-// replica the map names (want) voting — the leader removes self next, and
-// a removed follower is never told — or when no leader has contacted it
-// for orphanTimeout (sinceContact), because a node that was away while its
-// replica was re-created elsewhere keeps its old configuration: no leader
-// talks to it any more. In those last two cases a replica that votes (in
-// its configuration) stops only if the other voters gossip sees alive
-// (alive) make a quorum without it. A non-voter counts in no quorum. A
-// leader never stops itself: it hands leadership over first
-// (reconcileConfig).
+// stops once a leader has confirmed that the group's committed
+// configuration leaves it out (leftConfirmed), or at once if it has no
+// configuration at all (no leader ever contacted it). A leader never stops
+// itself: it hands leadership over first (reconcileConfig).
 //
-// A configuration of its own that leaves self out is not enough: raft
-// uses a configuration from when it is appended, and the removal may not
-// have committed. If the leader that appended it dies first, this
-// replica's log alone holds it; the voters of the old configuration need
-// this replica (a group of four, {self, b, dead leader, d}, and self
-// stopped, left b and d two of four, without a leader until the dead
-// node's replicas were re-created elsewhere, found by QA in session 33),
-// and only this replica can be elected then (elect.go). So it waits for a
-// leader's word, which comes within a second of the removal committing.
+// Nothing the replica sees for itself is enough, because a voter that
+// stops before its removal commits takes a voter out of the group's
+// quorum early, and one more failure then leaves the group without a
+// leader until the failed node is back or its replicas are re-created
+// elsewhere (session 33's QA, under a rebalance with a node SIGKILLed
+// while shards moved; each rule below was tried in turn and each lost a
+// shard's leader for 22 s to 2 minutes):
+//   - its own configuration leaving it out: raft uses a configuration from
+//     when it is appended, and the leader that appended the removal may
+//     die before it commits; this replica then alone holds it (and only it
+//     can be elected: elect.go, raftstore Group.RemovalPending);
+//   - every replica the map names voting, with the other voters alive
+//     making a quorum without it: a quorum with nothing to spare, stopped
+//     the moment before the leader appended the removal;
+//   - no leader's contact for a while: the same quorum, seen from gossip.
 //
-// The quorum condition matters when a replica the map names is dead: in
-// a group of four voters with one dead, a removed voter that stopped
-// early left two of four, and the new leader could commit nothing — not
-// even the removal that would have made two of three enough. It matters
-// for the orphan rule too: a group of four voters {dead, removed, b, c}
-// with c cut off has no leader, and the removed replica, silent for
-// orphanTimeout, stopped; once c was back, b and c were two of four, and
-// the group stayed without a leader while three of its four voters' nodes
-// were alive.
-func removedCanStop(self raft.ServerID, state raft.RaftState, servers []raft.Server, want []placement.NodeID, alive map[placement.NodeID]bool, sinceContact time.Duration, leftConfirmed bool) bool {
-	if state == raft.Leader {
-		return false
-	}
-	voters := map[raft.ServerID]bool{}
-	in := false
-	for _, s := range servers {
-		if s.ID == self {
-			in = true
-		}
-		if s.Suffrage == raft.Voter {
-			voters[s.ID] = true
-		}
-	}
-	if leftConfirmed || len(servers) == 0 {
-		return true
-	}
-	if !in {
-		return false // its removal may not have committed
-	}
-	allVote := true
-	for _, id := range want {
-		if !voters[raft.ServerID(id)] {
-			allVote = false // the new replicas are not all voting yet: keep helping the quorum
-		}
-	}
-	if !allVote && sinceContact < orphanTimeout {
-		return false
-	}
-	if !voters[self] {
-		return true // a non-voter counts in no quorum
-	}
-	others := 0
-	for id := range voters {
-		if id != self && alive[placement.NodeID(id)] {
-			others++
-		}
-	}
-	return others >= len(voters)/2+1
+// Waiting costs a status call a second to the map's replicas
+// (confirmLeft) and the replica's raft running a second or two longer.
+func removedCanStop(state raft.RaftState, servers []raft.Server, leftConfirmed bool) bool {
+	return state != raft.Leader && (leftConfirmed || len(servers) == 0)
 }
 
 // balanceLeaders hands one shard's leadership to a less loaded voter when

@@ -12,76 +12,42 @@ import (
 )
 
 // TestRemovedCanStop is the rule for a replica the map no longer names
-// (self "a"; the map wants b, c and d).
+// (self "a"): it stops on a leader's word that the group's committed
+// configuration leaves it out, or at once if it has no configuration, and
+// never while it leads. Whatever it sees itself — its own configuration
+// without it, every new replica voting, a long silence — is not enough:
+// each of those let it stop before its removal committed, and a leader
+// that died then left the group without a quorum (session 33's QA).
 func TestRemovedCanStop(t *testing.T) {
 	voter := func(id string) raft.Server { return raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(id)} }
 	nonvoter := func(id string) raft.Server { return raft.Server{Suffrage: raft.Nonvoter, ID: raft.ServerID(id)} }
 	conf := func(s ...raft.Server) []raft.Server { return s }
-	want := []placement.NodeID{"b", "c", "d"}
 	// Configurations as "a" has them: d being added, then voting, then a gone.
 	adding := conf(voter("a"), voter("b"), voter("c"), nonvoter("d"))
-	missing := conf(voter("a"), voter("b"), voter("c"))
 	allVote := conf(voter("a"), voter("b"), voter("c"), voter("d"))
 	gone := conf(voter("b"), voter("c"), voter("d"))
-	const recent = time.Second
-	allAlive := map[placement.NodeID]bool{"a": true, "b": true, "c": true, "d": true}
 	tests := []struct {
-		name         string
-		state        raft.RaftState
-		servers      []raft.Server
-		sinceContact time.Duration
-		want         bool
-		alive        map[placement.NodeID]bool // nil: allAlive
-		confirmed    bool                      // a leader confirmed a is out of the committed configuration
+		name      string
+		state     raft.RaftState
+		servers   []raft.Server
+		confirmed bool // a leader confirmed a is out of the committed configuration
+		want      bool
 	}{
-		{"follower, new replica not yet voting", raft.Follower, adding, recent, false, nil, false},
-		{"follower, new replica not yet added", raft.Follower, missing, recent, false, nil, false},
-		{"follower, every wanted replica votes", raft.Follower, allVote, recent, true, nil, false},
-		// Its removal may not have committed: a leader's word is needed.
-		{"follower, removed from the configuration", raft.Follower, gone, recent, false, nil, false},
-		{"follower, removed from the configuration, no leader for long", raft.Follower, gone, time.Hour, false, nil, false},
-		{"follower, removed from the configuration, confirmed", raft.Follower, gone, recent, true, nil, true},
-		{"follower, fresh, no configuration", raft.Follower, nil, recent, true, nil, false},
-		{"follower, a non-voter itself, others voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true, nil, false},
-		{"follower, a non-voter itself, d not voting", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), nonvoter("d")), recent, false, nil, false},
-		// Every wanted replica votes, but one is dead: a quorum of the four
-		// voters needs a (TestDrainWithADeadNodeKeepsQuorums).
-		{"follower, every wanted replica votes, one dead", raft.Follower, allVote, recent, false, map[placement.NodeID]bool{"a": true, "b": true, "c": true}, false},
-		{"follower, every wanted replica votes, self not seen alive", raft.Follower, allVote, recent, true, map[placement.NodeID]bool{"b": true, "c": true, "d": true}, false},
-		{"follower, a non-voter itself, one wanted dead", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), recent, true, map[placement.NodeID]bool{"b": true, "c": true}, false},
-		{"follower, removed from the configuration, two dead", raft.Follower, gone, recent, false, map[placement.NodeID]bool{"a": true, "b": true}, false},
-		// The orphan rule keeps the quorum condition: with d dead and c cut
-		// off, the group {a,b,c,d} has no leader, and a that stopped would
-		// leave b and c two of four once c is back.
-		{"follower, one dead, no leader for the orphan timeout", raft.Follower, allVote, orphanTimeout, false, map[placement.NodeID]bool{"a": true, "b": true, "c": true}, false},
-		{"candidate, one dead, one cut off, no leader for long", raft.Candidate, allVote, time.Hour, false, map[placement.NodeID]bool{"a": true, "b": true}, false},
-		{"follower, one dead, adding, no leader for long", raft.Follower, adding, time.Hour, false, map[placement.NodeID]bool{"a": true, "b": true}, false},
-		{"follower, orphan whose old group has a live quorum without it", raft.Follower, missing, time.Hour, true, map[placement.NodeID]bool{"a": true, "b": true, "c": true}, false},
-		{"follower, a non-voter orphan, others dead", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), nonvoter("d")), time.Hour, true, map[placement.NodeID]bool{"a": true}, false},
-		// The orphan rule, every node alive: no leader for orphanTimeout,
-		// whatever the configuration says.
-		{"follower, no leader for just under the orphan timeout", raft.Follower, adding, orphanTimeout - time.Millisecond, false, nil, false},
-		{"follower, no leader for the orphan timeout", raft.Follower, adding, orphanTimeout, true, nil, false},
-		{"follower, no leader for long", raft.Follower, missing, time.Hour, true, nil, false},
-		{"candidate, no leader for long", raft.Candidate, adding, time.Hour, true, nil, false},
-		{"candidate, recent leader", raft.Candidate, adding, recent, false, nil, false},
-		// A leader hands leadership over first, whatever else holds.
-		{"leader, every wanted replica votes", raft.Leader, allVote, recent, false, nil, false},
-		{"leader, removed", raft.Leader, gone, recent, false, nil, false},
-		{"leader, orphaned", raft.Leader, adding, time.Hour, false, nil, false},
-		// A leader confirmed that the group's committed configuration
-		// leaves a out: a's old configuration no longer matters.
-		{"candidate, confirmed left, old group without a live quorum", raft.Candidate, allVote, time.Hour, true, map[placement.NodeID]bool{"a": true}, true},
-		{"follower, confirmed left, recent leader", raft.Follower, adding, recent, true, nil, true},
-		{"leader, confirmed left", raft.Leader, gone, recent, false, nil, true},
+		{"follower, new replica not yet voting", raft.Follower, adding, false, false},
+		{"follower, every wanted replica votes", raft.Follower, allVote, false, false},
+		{"follower, removed from its own configuration", raft.Follower, gone, false, false},
+		{"follower, a non-voter itself", raft.Follower, conf(nonvoter("a"), voter("b"), voter("c"), voter("d")), false, false},
+		{"candidate, no leader for long", raft.Candidate, adding, false, false},
+		{"follower, fresh, no configuration", raft.Follower, nil, false, true},
+		{"follower, confirmed left", raft.Follower, adding, true, true},
+		{"follower, removed from its own configuration, confirmed", raft.Follower, gone, true, true},
+		{"candidate, confirmed left", raft.Candidate, allVote, true, true},
+		{"leader, removed from its own configuration", raft.Leader, gone, false, false},
+		{"leader, confirmed left", raft.Leader, gone, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			alive := tt.alive
-			if alive == nil {
-				alive = allAlive
-			}
-			if got := removedCanStop("a", tt.state, tt.servers, want, alive, tt.sinceContact, tt.confirmed); got != tt.want {
+			if got := removedCanStop(tt.state, tt.servers, tt.confirmed); got != tt.want {
 				t.Fatalf("removedCanStop = %v, want %v", got, tt.want)
 			}
 		})
