@@ -536,34 +536,6 @@ func TestLeaderStepsDownForAFollowersNewerTerm(t *testing.T) {
 	}
 }
 
-// A leader that the others cannot reach while it reaches them (a one-way
-// partition) transfers its leadership: the target's election never reaches
-// it, and raft would keep it leading its old term, every Apply refused,
-// until the transfer's ElectionTimeout (30 s with QuietTiming). It steps
-// down on the first heartbeat answered with the newer term, and the
-// transfer ends as completed.
-func TestTransferringLeaderStepsDownForTheNewerTerm(t *testing.T) {
-	faults, nodes, groups := quietGroupLedByFirst(t)
-	waitLeaderAliveToFollowers(t, groups)
-	term := groups[0].Raft().CurrentTerm()
-	faults.CutInbound(nodes[0].addr)
-	defer faults.Heal()
-	transfer := groups[0].Raft().LeadershipTransferToServer(nodes[1].id, nodes[1].addr)
-	if li := leaderIndex(t, groups, 0, 5*time.Second); li != 1 {
-		t.Fatalf("replica %d leads after the transfer to replica 1", li)
-	}
-	if got := groups[1].Raft().CurrentTerm(); got <= term {
-		t.Fatalf("replica 1 leads in term %d, not after the old leader's %d", got, term)
-	}
-	// The old leader heartbeats each follower within 3–6 s.
-	start := time.Now()
-	waitFor(t, 10*time.Second, "the old leader to step down", func() bool { return groups[0].Raft().State() != raft.Leader })
-	t.Logf("the old leader stepped down %v after the new one was elected", time.Since(start).Round(time.Millisecond))
-	if err := transfer.Error(); err != nil {
-		t.Fatalf("the transfer: %v, want it completed", err)
-	}
-}
-
 // The leader of {a,b,c,d} appends b's removal, which reaches b alone, and
 // is cut off before it commits. c and d cannot elect one of them: the old
 // configuration's quorum needs b, and b refuses them (its log is longer).

@@ -2,7 +2,6 @@ package raftstore
 
 import (
 	"context"
-	"errors"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -442,7 +441,7 @@ func (v *groupTransport) heartbeat(target raft.ServerAddress, args *raft.AppendE
 		}
 		appendEntriesResponseFromProto(r.resp, resp)
 		if resp.Term > args.Term {
-			v.heardNewerTerm(raft.ServerID(args.ID))
+			v.heardNewerTerm()
 		}
 		return nil
 	case <-v.shutdownCh:
@@ -462,28 +461,14 @@ func (v *groupTransport) heartbeat(target raft.ServerAddress, args *raft.AppendE
 // without a leader it could follow. A barrier entry makes the leader
 // replicate to it, see the newer term and step down; the node's elector
 // then forces an election (node/elect.go).
-//
-// Raft refuses the barrier while the leader transfers its leadership. A
-// transfer ends when the target's election reaches the leader, or after
-// ElectionTimeout (30 s with QuietTiming): a leader the others cannot
-// reach (a one-way partition) hears of the election only in answers like
-// this one, and went on leading its old term, alone, for that long. So
-// then the leader is handed a vote request from itself for the next term
-// (voteForSelf): raft steps it down to follow that term, which ends the
-// transfer as a completed one.
-func (v *groupTransport) heardNewerTerm(local raft.ServerID) {
+func (v *groupTransport) heardNewerTerm() {
 	r := v.raft.Load()
 	if r == nil || r.State() != raft.Leader || !v.steppingDown.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
 		defer v.steppingDown.Store(false)
-		err := r.Barrier(v.t.timeout).Error() // resolves once committed, or at the step-down or shutdown
-		if errors.Is(err, raft.ErrLeadershipTransferInProgress) && r.State() == raft.Leader {
-			ctx, cancel := context.WithTimeout(context.Background(), v.t.timeout)
-			defer cancel()
-			_ = v.voteForSelf(ctx, local) // fails only if raft has shut down or moved on
-		}
+		_ = r.Barrier(v.t.timeout).Error() // resolves once committed, or at the step-down or shutdown
 	}()
 }
 
