@@ -543,28 +543,23 @@ func TestLeaderStepsDownForAFollowersNewerTerm(t *testing.T) {
 // to campaign, it wins, commits its removal, and steps down, its raft
 // still running (ShutdownOnRemove off); then c or d lead.
 func TestReplicaHoldingItsOwnRemovalCanBeElected(t *testing.T) {
-	faults := &Faults{}
-	nodes := make([]*tnode, 4)
-	for i := range nodes {
-		// Raft sends a removed replica its removal on the way out, with a
-		// last append it does not wait for: a pipeline closed right after
-		// may drop it, which is fine for raft but not for this test.
-		nodes[i] = newTNode(t, string(rune('a'+i)), faults, func(c *TransportConfig) { c.NoPipelines = true })
+	// Raft sends a removed replica its removal on the way out, once, and
+	// does not wait for it: now and then it does not arrive, and then
+	// there is nothing to test. Each try is a fresh group.
+	var faults *Faults
+	var nodes []*tnode
+	var groups []*Group
+	for try := 1; ; try++ {
+		var held bool
+		faults, nodes, groups, held = groupWithAReplicaHoldingItsRemoval(t)
+		if held {
+			break
+		}
+		if try == 8 {
+			t.Fatal("in 8 tries, raft never delivered a removed replica its removal")
+		}
+		t.Logf("try %d: b did not get its removal; again", try)
 	}
-	groups := startAll(t, nodes, 1, QuietTiming)
-	if err := groups[0].ForceElection(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
-		t.Fatalf("replica %d leads after the first replica forced an election", li)
-	}
-	if err := groups[0].Raft().Barrier(5 * time.Second).Error(); err != nil {
-		t.Fatal(err)
-	}
-	faults.Partition(nodes[0].addr, nodes[2].addr)
-	faults.Partition(nodes[0].addr, nodes[3].addr)
-	groups[0].Raft().RemoveServer(nodes[1].id, 0, 0) // cannot commit: c and d are cut off
-	waitFor(t, 5*time.Second, "b to hold its removal", groups[1].RemovalPending)
 	faults.Isolate(nodes[0].addr)
 	for _, i := range []int{2, 3} {
 		if groups[i].RemovalPending() {
@@ -606,6 +601,41 @@ func TestReplicaHoldingItsOwnRemovalCanBeElected(t *testing.T) {
 		}
 	}
 	t.Fatal("neither c nor d leads the group without b")
+}
+
+// groupWithAReplicaHoldingItsRemoval starts a group of four, {a,b,c,d},
+// led by a, cuts a off from c and d, and has a remove b: the removal
+// reaches b alone and cannot commit. held reports whether b got it
+// within 3 s.
+func groupWithAReplicaHoldingItsRemoval(t *testing.T) (faults *Faults, nodes []*tnode, groups []*Group, held bool) {
+	t.Helper()
+	faults = &Faults{}
+	nodes = make([]*tnode, 4)
+	for i := range nodes {
+		// Without pipelines raft's last append to b is a call of its own,
+		// which a pipeline closed right after it cannot drop.
+		nodes[i] = newTNode(t, string(rune('a'+i)), faults, func(c *TransportConfig) { c.NoPipelines = true })
+	}
+	groups = startAll(t, nodes, 1, QuietTiming)
+	if err := groups[0].ForceElection(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
+		t.Fatalf("replica %d leads after the first replica forced an election", li)
+	}
+	if err := groups[0].Raft().Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	faults.Partition(nodes[0].addr, nodes[2].addr)
+	faults.Partition(nodes[0].addr, nodes[3].addr)
+	groups[0].Raft().RemoveServer(nodes[1].id, 0, 0) // cannot commit: c and d are cut off
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if groups[1].RemovalPending() {
+			return faults, nodes, groups, true
+		}
+	}
+	faults.Isolate(nodes[0].addr) // leaves the group stuck, not committing b's removal
+	return faults, nodes, groups, false
 }
 
 // Two voters of three that campaign in one term, each with its own vote,
