@@ -683,7 +683,13 @@ func TestLeftReplicaDataDeleted(t *testing.T) {
 		increment((x+i)%len(c.nodes), 9+i)
 	}
 	ref := c.nodeIndex(cur[1])
-	// An idle follower learns the last commit with the leader's next append, seconds away.
+	// An idle follower learns the last commit with the leader's next
+	// append, 30-60 s away with the quiet timing when nothing is written
+	// (the leader balancer may have moved the leadership off x again): a
+	// barrier carries it at once.
+	if li := c.leaderOf(gid); li >= 0 {
+		raftstore.PublishCommits(c.localGroup(li, idx).Raft())
+	}
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		want, _ := c.nodes[ref].store.List(gid, key, durable.ListOptions{})
