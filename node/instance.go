@@ -353,12 +353,12 @@ func (in *instance) outputGate(ctx context.Context, last *commit, confirm bool, 
 		case <-last.done:
 		case <-in.shard.fenceSignal():
 			if !last.isDone() { // a commit that ended as the fence came is answered as it ended
-				err := fmt.Errorf("%w: %w", errNotReady, in.shard.fencedError())
+				err := in.shard.fencedError()
 				if confirm {
 					return nil, unconfirmedRead(err)
 				}
 				return nil, &durable.Error{
-					Message: "Durable Object's writes may or may not have committed: " + in.shard.fencedError().Error() + "; they were still committing",
+					Message: "Durable Object's writes may or may not have committed: " + in.shard.fencedReason() + "; they were still committing",
 					Err:     fmt.Errorf("%w: %w", durable.ErrCommitIndeterminate, err),
 				}
 			}

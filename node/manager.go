@@ -245,7 +245,7 @@ func (m *manager) fetchLocal(ctx context.Context, class string, id durable.ID, r
 		if sh.isFenced() {
 			// Cut off from its quorum (fence.go): route elsewhere now
 			// rather than wait for the fence to lift.
-			return nil, &routingError{notReady: true, msg: sh.fencedError().Error()}
+			return nil, &routingError{notReady: true, msg: sh.fencedReason()}
 		}
 		if attempt > 0 && !sh.isReady() {
 			// The instance was reset before the turn ran because this

@@ -403,7 +403,7 @@ func (s *shard) verifyLeader(ctx context.Context) error {
 		case <-b.done:
 			return b.err
 		default:
-			return fmt.Errorf("%w: %w", errNotReady, s.fencedError())
+			return s.fencedError()
 		}
 	case <-ctx.Done():
 		return ctx.Err()
@@ -532,9 +532,14 @@ func (s *shard) fenceSignal() <-chan struct{} {
 	return s.fencedCh
 }
 
-// fencedError says why a fenced shard stopped serving.
+// fencedError says why a fenced shard stopped serving (errNotReady).
 func (s *shard) fencedError() error {
-	return fmt.Errorf("this node leads shard %s but cannot reach a quorum of its replicas", s.id)
+	return fmt.Errorf("%w: %s", errNotReady, s.fencedReason())
+}
+
+// fencedReason is fencedError's text without errNotReady's.
+func (s *shard) fencedReason() string {
+	return fmt.Sprintf("this node leads shard %s but cannot reach a quorum of its replicas", s.id)
 }
 
 func (s *shard) isFenced() bool {
