@@ -76,6 +76,12 @@ type operation struct {
 	// since is when this node began counting done moves (started, or when
 	// it carried the operation on): the ETA's clock.
 	since time.Time
+	// planned is how many moves the operation had when it started
+	// (placement.Operation.Planned); doneBefore, how many of them the meta
+	// leaders before this one made, as this one counts them when it carries
+	// the operation on: progress goes on from there rather than from 0.
+	// Both are set before the operation is launched, and only read after.
+	planned, doneBefore int
 	// recorded: the meta group records the operation (rebalance, drain),
 	// and its end must clear the record. Set before the operation is
 	// launched, and only read after.
@@ -143,8 +149,8 @@ func (op *operation) json() *opJSON {
 	case op.state != "running":
 		zero := 0
 		j.ETASeconds = &zero
-	case op.done > 0:
-		perMove := time.Since(op.since).Seconds() / float64(op.done)
+	case op.done > op.doneBefore:
+		perMove := time.Since(op.since).Seconds() / float64(op.done-op.doneBefore)
 		eta := int(math.Ceil(perMove * float64(max(op.total-op.done, 0))))
 		j.ETASeconds = &eta
 	}
@@ -169,10 +175,13 @@ func (op *operation) doneWaiting(sid placement.ShardID) {
 	delete(op.waiting, sid)
 }
 
+// progress records the moves this node has planned (those it made
+// included) and made, to which it adds those made before it carried the
+// operation on.
 func (op *operation) progress(total, done int) {
 	op.mu.Lock()
 	defer op.mu.Unlock()
-	op.total, op.done = total, done
+	op.total, op.done = op.doneBefore+total, op.doneBefore+done
 }
 
 func (op *operation) finish(err error) {
@@ -242,7 +251,7 @@ func (a *admin) registerLocked(op *operation) error {
 // record writes op to the meta group, so that a new meta leader carries it
 // on; on failure op ends with the error.
 func (a *admin) record(op *operation) error {
-	rec := placement.Operation{ID: op.id, Kind: op.kind, Node: op.node, MaxConcurrent: op.maxConc, Started: op.started.UTC().Round(0)}
+	rec := placement.Operation{ID: op.id, Kind: op.kind, Node: op.node, MaxConcurrent: op.maxConc, Started: op.started.UTC().Round(0), Planned: op.planned}
 	if _, err := a.proposeMeta(placement.Command{BeginOperation: &placement.BeginOperationCmd{Operation: rec}}); err != nil {
 		if errors.Is(err, errMetaOutcomeUnknown) {
 			// A new meta leader may commit the record, and then carries
@@ -305,7 +314,9 @@ func (a *admin) resumeRecorded() {
 		}
 	}
 	plan := a.planOf(op)
-	op.progress(len(plan(c.metaFSM.Map())), 0)
+	left := len(plan(c.metaFSM.Map()))
+	op.planned, op.doneBefore = rec.Planned, max(rec.Planned-left, 0)
+	op.progress(left, 0)
 	a.launch(op, plan)
 }
 
@@ -450,11 +461,12 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	plan := a.planOf(op)
+	op.planned = len(plan(m))
 	if err := a.record(op); err != nil {
 		return err
 	}
-	plan := a.planOf(op)
-	op.progress(len(plan(m)), 0)
+	op.progress(op.planned, 0)
 	a.launch(op, plan)
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil
@@ -523,6 +535,7 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	op.planned = len(m.ShardsOf(id))
 	if err := a.record(op); err != nil {
 		return err
 	}
@@ -534,7 +547,7 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 		}
 		setMapVersion(w, v)
 	}
-	op.progress(len(m.ShardsOf(id)), 0)
+	op.progress(op.planned, 0)
 	a.launch(op, a.planOf(op))
 	writeJSON(w, http.StatusAccepted, map[string]any{"operation": op.json()})
 	return nil

@@ -458,15 +458,25 @@ func TestCarriedOnDrainOfAnActiveNode(t *testing.T) {
 		t.Fatalf("no node but the meta leader holds a shard: %+v", m.ShardMap)
 	}
 	// What the old meta leader wrote before it stopped: the record, not
-	// yet the node's state.
-	rec := placement.Operation{ID: "drain-carried-1", Kind: placement.OperationDrain, Node: victim, MaxConcurrent: 4, Started: time.Now().UTC().Round(0)}
+	// yet the node's state. It planned two moves more than are left, as
+	// if it had made them: the progress goes on from there, not from 0.
+	held := len(m.ShardsOf(victim))
+	rec := placement.Operation{ID: "drain-carried-1", Kind: placement.OperationDrain, Node: victim, MaxConcurrent: 4, Started: time.Now().UTC().Round(0), Planned: held + 2}
 	if _, err := leader.admin.proposeMeta(placement.Command{BeginOperation: &placement.BeginOperationCmd{Operation: rec}}); err != nil {
 		t.Fatalf("recording the drain: %v", err)
 	}
 	leader.admin.resumeRecorded()
+	if cur := leader.admin.current(); cur == nil || cur.ID != rec.ID {
+		t.Fatalf("carrying the drain on: running %+v", cur)
+	} else if cur.Total != rec.Planned || cur.Done < 2 {
+		t.Errorf("carried on with %d/%d moves, want at least 2/%d (%d made before)", cur.Done, cur.Total, rec.Planned, 2)
+	}
 	op, lost := c.waitOp(li, rec.ID, 2*time.Minute)
 	if lost || op.State != "done" {
 		t.Fatalf("the carried-on drain of %s ended %s: %q", victim, op.State, op.Error)
+	}
+	if op.Done != rec.Planned || op.Total != rec.Planned {
+		t.Errorf("the carried-on drain ended with %d/%d moves, want %d/%d", op.Done, op.Total, rec.Planned, rec.Planned)
 	}
 	after := c.metaLeader().cluster.metaFSM.Map()
 	if held := after.ShardsOf(victim); len(held) > 0 || after.Nodes[victim].State != placement.NodeDraining {

@@ -744,8 +744,8 @@ func TestAdminCluster(t *testing.T) {
 			t.Errorf("status while rebalancing shows operation %+v", st.Operation)
 		}
 		oldLeader := c.metaLeader()
-		if rec, ok := oldLeader.cluster.metaFSM.Operation(); !ok || rec.ID != op.ID || rec.MaxConcurrent != 2 {
-			t.Fatalf("the meta group records %+v (%v), want %s", rec, ok, op.ID)
+		if rec, ok := oldLeader.cluster.metaFSM.Operation(); !ok || rec.ID != op.ID || rec.MaxConcurrent != 2 || rec.Planned != op.Total {
+			t.Fatalf("the meta group records %+v (%v), want %s with %d moves planned", rec, ok, op.ID, op.Total)
 		}
 		if err := oldLeader.cluster.metaRaft().LeadershipTransfer().Error(); err != nil {
 			t.Fatalf("moving the meta leadership off %s: %v", oldLeader.cfg.NodeID, err)
@@ -1226,6 +1226,10 @@ func TestOperationJSON(t *testing.T) {
 		{"half done", &operation{state: "running", total: 4, done: 2, started: now.Add(-10 * time.Second), since: now.Add(-10 * time.Second)}, 10, 4, 2},
 		// Carried on by a new meta leader 4 s ago: its moves count from then.
 		{"half done since carried on", &operation{state: "running", total: 4, done: 2, started: now.Add(-60 * time.Second), since: now.Add(-4 * time.Second)}, 4, 4, 2},
+		// Carried on 4 s ago with 6 of 10 moves made before: 2 made since,
+		// 2 s each, 2 left.
+		{"carried on after moves made before", &operation{state: "running", total: 10, done: 8, doneBefore: 6, started: now.Add(-60 * time.Second), since: now.Add(-4 * time.Second)}, 4, 10, 8},
+		{"carried on, nothing done since: no estimate", &operation{state: "running", total: 10, done: 6, doneBefore: 6, started: now.Add(-60 * time.Second), since: now.Add(-4 * time.Second)}, -1, 10, 6},
 		{"done", &operation{state: "done", total: 4, done: 4, started: now.Add(-10 * time.Second)}, 0, 4, 4},
 		{"failed", &operation{state: "failed", total: 4, done: 1, err: "x", started: now}, 0, 4, 1},
 	} {

@@ -26,6 +26,11 @@ type Operation struct {
 	Node          NodeID    `json:"node,omitempty"`
 	MaxConcurrent int       `json:"max_concurrent"`
 	Started       time.Time `json:"started"`
+	// Planned is how many moves the operation had when it started (0 in
+	// records written before it was kept): a meta leader that carries it
+	// on counts the moves made before it as Planned less those it finds
+	// left, so that its progress goes on from where the last one's was.
+	Planned int `json:"planned,omitempty"`
 }
 
 // Operation outcomes, EndOperationCmd.State.
@@ -40,7 +45,9 @@ const MaxOperationErrorLen = 1024
 // OperationOutcome is how an operation ended.
 type OperationOutcome struct {
 	State string `json:"state"` // OperationDone or OperationFailed
-	Done  int    `json:"done"`  // moves made by the meta leader that ended it
+	// Done is the moves made: by the meta leader that ended it, and, as it
+	// counted them (Operation.Planned), by those before it.
+	Done int `json:"done"`
 	// Total is the moves that meta leader had planned, Done included (a
 	// failed operation's are more); 0 in records written before it was
 	// kept, which mean Done.
@@ -94,6 +101,9 @@ func (o Operation) validate() error {
 	}
 	if o.MaxConcurrent < 1 {
 		return fmt.Errorf("%w: max_concurrent must be at least 1, got %d", ErrBadCommand, o.MaxConcurrent)
+	}
+	if o.Planned < 0 {
+		return fmt.Errorf("%w: planned %d", ErrBadCommand, o.Planned)
 	}
 	return nil
 }
