@@ -1220,7 +1220,12 @@ func (c *cluster) awaitTransfer(g *raftstore.Group, f raft.Future, target raft.S
 	case <-stop:
 		return errStopping
 	}
+	deposed := false
 	for c.transferTargetAnswers(g, target) {
+		if g.HeardNewerTerm() && c.quorumFollowsAnother(g) {
+			deposed = true
+			break
+		}
 		select {
 		case err := <-done:
 			return err
@@ -1247,10 +1252,52 @@ func (c *cluster) awaitTransfer(g *raftstore.Group, f raft.Future, target raft.S
 	case <-stop:
 		return errStopping
 	}
-	if _, id := g.Raft().LeaderWithID(); id != "" && id != raft.ServerID(c.self) {
+	if _, id := g.Raft().LeaderWithID(); deposed || id != "" && id != raft.ServerID(c.self) {
 		return nil // the transfer's election or another won
 	}
 	return fmt.Errorf("%w (after %s)", errTransferEnded, c.n.transferGiveUp)
+}
+
+// quorumFollowsAnother reports whether a quorum of g's voters, asked
+// (LeaderCheck), follow a live leader other than this replica, which leads
+// g: that leader was elected in a newer term, so this one is deposed.
+//
+// A transfer's target wins its election without this leader when the
+// others' messages do not reach it (a one-way partition): it hears of the
+// new term only in answers to its heartbeats (Group.HeardNewerTerm), and
+// raft refuses, while the transfer runs, the barrier that would make it
+// step down. Its transfer would run until raft's ElectionTimeout (30 s
+// with QuietTiming), its writes refused. awaitTransfer then ends the
+// transfer with an election here (Group.EndTransfer), which cannot win
+// once a quorum has a newer leader: they voted in that leader's term or
+// answer with a newer one. It only takes this replica out of leader state.
+func (c *cluster) quorumFollowsAnother(g *raftstore.Group) bool {
+	voters, err := g.Voters()
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), leaderCheckTimeout)
+	defer cancel()
+	self := raft.ServerAddress(c.advGRPC)
+	follows := make(chan bool, len(voters))
+	asked := 0
+	for _, s := range voters {
+		if s.Address == self {
+			continue
+		}
+		asked++
+		go func() {
+			leader, alive, err := g.CheckLeader(ctx, s.Address)
+			follows <- err == nil && alive && leader != "" && leader != self
+		}()
+	}
+	n := 0
+	for range asked {
+		if <-follows {
+			n++
+		}
+	}
+	return n >= len(voters)/2+1
 }
 
 // transferRecheck is how often awaitTransfer looks again at a slow

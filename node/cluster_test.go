@@ -1188,10 +1188,11 @@ func TestLeaderTheOthersCannotReachHandsOver(t *testing.T) {
 	}
 	t.Logf("the first increment of %s through n2 succeeded %v after n1 became unreachable", name, time.Since(cutAt).Round(time.Millisecond))
 	// The shard has a new leader, which n2 and n3 reach. (A shard n1 was
-	// handing over when the fault began may stay with it for the
-	// transfer's 30 s: it hears of the target's election only in answers
-	// to its heartbeats, and raft refuses the barrier that would make it
-	// step down while the transfer runs; docs/raftstore.md.)
+	// handing over when the fault began stays with it a few seconds more:
+	// it hears of the target's election only in answers to its
+	// heartbeats, and raft refuses the barrier that would make it step
+	// down while the transfer runs, so it asks the other voters first;
+	// TestTransferringLeaderCutOffInboundStepsDown.)
 	for via := 1; via < 3; via++ {
 		for i := 0; i < 3; i++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)

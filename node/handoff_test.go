@@ -170,6 +170,53 @@ func TestTransferToATargetCutOffAfterAcceptingEndsSoon(t *testing.T) {
 	t.Logf("slowest increment %s; transfer: %v", slowest.Round(time.Millisecond), transferErr)
 }
 
+// A leader cut off from what the others send it (a one-way partition) as
+// it hands its shard over: the target wins its election without it, and
+// the leader hears of the new term only in answers to its heartbeats.
+// Raft refuses, while the transfer runs, the barrier that would make it
+// step down, and the transfer ran until raft's ElectionTimeout (30 s with
+// QuietTiming), the leader refusing the shard's writes. It now asks the
+// other voters and, once a quorum follows the new leader, ends the
+// transfer (awaitTransfer, quorumFollowsAnother).
+func TestTransferringLeaderCutOffInboundStepsDown(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 1, &turnRegistry{active: map[string]string{}})
+	if code, body, err := c.doRetrying(0, "/increment", "k"); code != 200 || body != "1" || err != nil {
+		t.Fatalf("first increment: %d %q %v", code, body, err)
+	}
+	li := c.waitLeaderOf(t, groupOf(0))
+	ti, oi := (li+1)%3, (li+2)%3
+	nd := c.nodes[li]
+	nd.cluster.mu.Lock()
+	ls := nd.cluster.groups[0]
+	nd.cluster.mu.Unlock()
+	c.faults.CutInbound(raft.ServerAddress(c.cfgs[li].GRPCAddr))
+	defer c.faults.Heal()
+	start := time.Now()
+	ended := make(chan error, 1)
+	go func() {
+		ended <- nd.cluster.transferNow(ls, raft.Server{ID: raft.ServerID(c.cfgs[ti].NodeID), Address: raft.ServerAddress(c.cfgs[ti].GRPCAddr)})
+	}()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatalf("transfer from %s, cut off inbound: %v after %s", c.cfgs[li].NodeID, err, time.Since(start).Round(time.Millisecond))
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("the transfer from %s, cut off inbound, still runs 15 s after it began", c.cfgs[li].NodeID)
+	}
+	took := time.Since(start)
+	if g := c.localGroup(li, 0); g != nil && g.State() == raft.Leader {
+		t.Fatalf("%s still leads the shard after its transfer returned", c.cfgs[li].NodeID)
+	}
+	if code, body, err := c.doRetrying(oi, "/increment", "k"); code != 200 || err != nil {
+		t.Fatalf("increment via %s after the transfer: %d %q %v", c.cfgs[oi].NodeID, code, body, err)
+	} else if n, _ := strconv.Atoi(body); n < 2 {
+		t.Fatalf("increment via %s after the transfer: %q, want at least 2", c.cfgs[oi].NodeID, body)
+	}
+	t.Logf("the transfer returned %s after it began", took.Round(time.Millisecond))
+}
+
 // When a planned leadership transfer returns, the old leader serves the
 // shard no more and its instances are gone: raft answers the transfer when
 // its leader loop ends, before the loss reaches LeaderCh, and a turn let

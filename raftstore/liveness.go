@@ -365,7 +365,12 @@ type livenessTransport interface {
 	forceElection(ctx context.Context, local raft.ServerID) error
 	voteForSelf(ctx context.Context, local raft.ServerID) error
 	peerReachable(addr raft.ServerAddress) bool
+	newerTermHeard() uint64
 }
+
+// newerTermHeard is the highest term a follower answered this replica's
+// heartbeats with that was newer than the replica's own, 0 if none.
+func (v *groupTransport) newerTermHeard() uint64 { return v.newerTerm.Load() }
 
 var _ livenessTransport = (*groupTransport)(nil)
 
@@ -569,6 +574,17 @@ func (g *Group) electIn(ctx context.Context, state raft.RaftState) error {
 		return nil
 	}
 	return lt.forceElection(ctx, g.local)
+}
+
+// HeardNewerTerm reports whether a follower has answered this leader's
+// heartbeats with a term newer than its own current one: another replica
+// campaigned, and may have won. Raft's heartbeats ignore such answers, and
+// the barrier the transport then appends to make the leader step down is
+// refused while a leadership transfer runs (see EndTransfer). A group
+// whose transport has no node liveness reports false.
+func (g *Group) HeardNewerTerm() bool {
+	lt, ok := g.trans.(livenessTransport)
+	return ok && lt.newerTermHeard() > g.raft.CurrentTerm()
 }
 
 // EndTransfer ends a leadership transfer this leader started that has not

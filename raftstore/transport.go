@@ -374,6 +374,10 @@ type groupTransport struct {
 	// steppingDown: a barrier to make the leader see a newer term is
 	// under way (heardNewerTerm).
 	steppingDown atomic.Bool
+	// newerTerm is the highest term a follower has answered this
+	// replica's heartbeats with that was newer than the replica's own
+	// (heardNewerTerm); 0 if none.
+	newerTerm atomic.Uint64
 
 	raft atomic.Pointer[raft.Raft] // the group's raft once started (attach)
 	// heartbeatTimeout is the group's raft HeartbeatTimeout (attach): its

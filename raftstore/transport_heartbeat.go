@@ -441,7 +441,7 @@ func (v *groupTransport) heartbeat(target raft.ServerAddress, args *raft.AppendE
 		}
 		appendEntriesResponseFromProto(r.resp, resp)
 		if resp.Term > args.Term {
-			v.heardNewerTerm()
+			v.heardNewerTerm(resp.Term)
 		}
 		return nil
 	case <-v.shutdownCh:
@@ -461,7 +461,18 @@ func (v *groupTransport) heartbeat(target raft.ServerAddress, args *raft.AppendE
 // without a leader it could follow. A barrier entry makes the leader
 // replicate to it, see the newer term and step down; the node's elector
 // then forces an election (node/elect.go).
-func (v *groupTransport) heardNewerTerm() {
+//
+// Raft refuses that barrier while the leader transfers its leadership:
+// the term is kept (newerTermHeard) for the node, which ends such a
+// transfer once the other voters follow another leader
+// (node/cluster.go awaitTransfer).
+func (v *groupTransport) heardNewerTerm(term uint64) {
+	for {
+		seen := v.newerTerm.Load()
+		if term <= seen || v.newerTerm.CompareAndSwap(seen, term) {
+			break
+		}
+	}
 	r := v.raft.Load()
 	if r == nil || r.State() != raft.Leader || !v.steppingDown.CompareAndSwap(false, true) {
 		return
