@@ -367,8 +367,17 @@ func (s *socket) read() {
 			// RFC 6455, 8.1: a text message that is not UTF-8 fails the
 			// connection (1007); the object hears a protocol error, as
 			// for a message over the limit, and never gets it as text.
-			_ = s.conn.Close(websocket.StatusInvalidFramePayloadData, "text message is not UTF-8")
-			s.readEnded(errInvalidUTF8)
+			// It hears at once: Close sends the close frame and then
+			// waits up to 5 s for the client's, so it runs beside the
+			// events, and the connection is dropped once it returned.
+			closed := make(chan struct{})
+			go func() {
+				defer close(closed)
+				_ = s.conn.Close(websocket.StatusInvalidFramePayloadData, "text message is not UTF-8")
+			}()
+			s.tellEnded(errInvalidUTF8)
+			<-closed
+			s.abort()
 			return
 		}
 		if s.closing.Load() {
@@ -415,9 +424,14 @@ func (in *instance) WebSocketAutoResponse() *durable.WebSocketAutoResponse {
 }
 
 // readEnded tells the object how the socket ended, unless the runtime or
-// the object ended it.
+// the object ended it, and drops the connection.
 func (s *socket) readEnded(err error) {
 	defer s.abort()
+	s.tellEnded(err)
+}
+
+// tellEnded is readEnded without the drop.
+func (s *socket) tellEnded(err error) {
 	if s.closing.Load() {
 		return
 	}

@@ -1004,16 +1004,33 @@ func TestWebSocketInvalidUTF8(t *testing.T) {
 	if code, reason := readClose(t, a); code != websocket.StatusInvalidFramePayloadData {
 		t.Fatalf("a text message that is not UTF-8: close %d %q, want 1007", code, reason)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		_, body := get(t, n, "/closed", url.Values{"ns": {"ROOM"}, "name": {"utf8"}})
-		if body == "closed 1006  false" {
-			break
+	waitUncleanClose := func(room string, within time.Duration) {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for {
+			_, body := get(t, n, "/closed", url.Values{"ns": {"ROOM"}, "name": {room}})
+			if body == "closed 1006  false" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("room %s: the object heard the close as %q within %s, want an unclean 1006", room, body, within)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the object heard the close as %q, want an unclean 1006", body)
-		}
-		time.Sleep(20 * time.Millisecond)
+	}
+	waitUncleanClose("utf8", 5*time.Second)
+
+	// A client that does not answer the close (it reads nothing more):
+	// the object hears of the failure at once, not once the closing
+	// handshake has waited 5 s for the client (before, it did).
+	b := dialRoom(t, addr, "utf8-silent")
+	readText(t, b)
+	if err := b.Write(ctx, websocket.MessageText, bad); err != nil {
+		t.Fatal(err)
+	}
+	waitUncleanClose("utf8-silent", 3*time.Second)
+	if code, reason := readClose(t, b); code != websocket.StatusInvalidFramePayloadData {
+		t.Fatalf("a text message that is not UTF-8, close read late: %d %q, want 1007", code, reason)
 	}
 }
 
