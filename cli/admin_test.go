@@ -630,6 +630,8 @@ func TestAdminUsageErrors(t *testing.T) {
 		{"kv put ttl 0", nil, []string{"kv", "put", "k", "v", "--ttl", "0s", "--binding", "B"}, "at least 1m0s"},
 		{"kv put short ttl", nil, []string{"kv", "put", "k", "v", "--ttl", "10s", "--binding", "B"}, "--ttl 10s: whole seconds, at least 1m0s"},
 		{"kv put expiration 0", nil, []string{"kv", "put", "k", "v", "--expiration", "0", "--binding", "B"}, "--expiration 0: a Unix time"},
+		{"kv put ttl over a century", nil, []string{"kv", "put", "k", "v", "--ttl", "2562047h", "--binding", "B"}, "at most 876000h0m0s (a century)"},
+		{"kv put expiration after year 9999", nil, []string{"kv", "put", "k", "v", "--expiration", "253402300800", "--binding", "B"}, "at most 253402300799 (the end of year 9999)"},
 		{"kv put ttl 0 and expiration", nil, []string{"kv", "put", "k", "v", "--ttl", "0s", "--expiration", "9999999999", "--binding", "B"}, "not both"},
 	}
 	srv := newFakeAdmin(t, nil)

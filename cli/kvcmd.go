@@ -167,10 +167,10 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 				return &usageError{cmd: cmd, err: errors.New("give the value as VALUE or with --file, one of the two")}
 			case cmd.Flags().Changed("ttl") && cmd.Flags().Changed("expiration"):
 				return &usageError{cmd: cmd, err: errors.New("give --ttl or --expiration, not both")}
-			case cmd.Flags().Changed("ttl") && (ttl%time.Second != 0 || ttl < minKVTTL):
-				return &usageError{cmd: cmd, err: fmt.Errorf("--ttl %s: whole seconds, at least %s", ttl, minKVTTL)}
-			case cmd.Flags().Changed("expiration") && expiration <= 0:
-				return &usageError{cmd: cmd, err: fmt.Errorf("--expiration %d: a Unix time in seconds, at least 60 seconds from now", expiration)}
+			case cmd.Flags().Changed("ttl") && (ttl%time.Second != 0 || ttl < minKVTTL || ttl > durable.KVMaxExpirationTTL):
+				return &usageError{cmd: cmd, err: fmt.Errorf("--ttl %s: whole seconds, at least %s and at most %s (a century)", ttl, minKVTTL, durable.KVMaxExpirationTTL)}
+			case cmd.Flags().Changed("expiration") && (expiration <= 0 || expiration > durable.KVMaxExpirationUnix):
+				return &usageError{cmd: cmd, err: fmt.Errorf("--expiration %d: a Unix time in seconds, at least 60 seconds from now and at most %d (the end of year 9999)", expiration, int64(durable.KVMaxExpirationUnix))}
 			case cmd.Flags().Changed("metadata") && metadata == "":
 				return &usageError{cmd: cmd, err: errors.New("--metadata is empty: give JSON, or leave it out for none")}
 			case metadata != "" && !json.Valid([]byte(metadata)):

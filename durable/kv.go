@@ -45,6 +45,10 @@ const (
 	// seconds): the last second of year 9999. Later ones would overflow
 	// the alarm time (Unix milliseconds) that purges the key.
 	KVMaxExpirationUnix = 253402300799
+	// KVMaxExpirationTTL is the longest expiration_ttl the admin API (and
+	// so `roost kv put --ttl`) takes: a century, so that now plus it
+	// cannot wrap around into a near expiry.
+	KVMaxExpirationTTL = 100 * 365 * 24 * time.Hour
 )
 
 // KVPutOptions are the options of KVNamespace.Put. At most one of

@@ -28,7 +28,7 @@ type kvValueAnswer struct {
 // The largest expiration_ttl and expiration a put takes: a century from
 // now, and the last second of year 9999.
 const (
-	maxKVExpirationSeconds = 100 * 365 * 24 * 60 * 60
+	maxKVExpirationSeconds = int64(durable.KVMaxExpirationTTL / time.Second)
 	maxKVExpirationUnix    = durable.KVMaxExpirationUnix
 )
 
