@@ -244,6 +244,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	n.manager.forwarder = newForwarder(forwarderDialOptions(n.peerTLS)...)
 	n.manager.forwarder.faults, n.manager.forwarder.local = n.faults, raft.ServerAddress(c.advGRPC)
 	n.manager.forwarder.heard = func(addr string) { c.trans.MarkHeard(raft.ServerAddress(addr)) }
+	n.manager.forwarder.unreachable = func(addr string) { c.trans.MarkUnreachable(raft.ServerAddress(addr)) }
 	n.manager.forwarder.dialer = n.forwardDialer
 	n.manager.forwarder.metrics = n.metrics
 	n.manager.router = c

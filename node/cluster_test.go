@@ -1224,3 +1224,49 @@ func TestLeaderTheOthersCannotReachHandsOver(t *testing.T) {
 	healed = true
 	c.waitReadyWithin(30 * time.Second)
 }
+
+// A one-way partition of a node that leads the meta group and every shard
+// (the others lead nothing it follows, so they send it no pings, and hear
+// its own): the others cannot forward it a request. Their failed forwards
+// count as evidence that it cannot be reached, and the shard moves.
+func TestLeaderOnlyForwardsFailToHandsOver(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 1, &turnRegistry{active: map[string]string{}})
+	c.waitReady()
+	if code, body, err := c.doRetrying(1, "/increment", "k"); err != nil || code != http.StatusOK || body != "1" {
+		t.Fatalf("increment before the fault: %d %q %v", code, body, err)
+	}
+	mi := c.nodeIndex(placement.NodeID(c.metaLeader().cfg.NodeID))
+	if li := c.waitLeaderOf(t, groupOf(0)); li != mi {
+		nd := c.nodes[li]
+		nd.cluster.mu.Lock()
+		ls := nd.cluster.groups[0]
+		nd.cluster.mu.Unlock()
+		if err := nd.cluster.transferNow(ls, raft.Server{ID: raft.ServerID(c.cfgs[mi].NodeID), Address: raft.ServerAddress(c.cfgs[mi].GRPCAddr)}); err != nil {
+			t.Fatalf("moving the shard's leadership to the meta leader %s: %v", c.cfgs[mi].NodeID, err)
+		}
+	}
+	if li := c.waitLeaderOf(t, groupOf(0)); li != mi {
+		t.Fatalf("shard 0 led by %s, want the meta leader %s", c.cfgs[li].NodeID, c.cfgs[mi].NodeID)
+	}
+	via := (mi + 1) % 3
+	c.faults.CutInbound(raft.ServerAddress(c.cfgs[mi].GRPCAddr))
+	defer c.faults.Heal()
+	cutAt := time.Now()
+	for want := 2; ; time.Sleep(200 * time.Millisecond) {
+		if time.Since(cutAt) > 30*time.Second {
+			t.Fatalf("no increment through %s succeeded within 30 s of %s (leading everything) becoming unreachable", c.cfgs[via].NodeID, c.cfgs[mi].NodeID)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		code, body, err := c.do(ctx, via, "/increment", "k")
+		cancel()
+		if err == nil && code == http.StatusOK {
+			if n, _ := strconv.Atoi(strings.TrimSpace(body)); n < want {
+				t.Fatalf("increment after the fault: %q, want at least %d", body, want)
+			}
+			break
+		}
+		t.Logf("+%v: %d %q %v", time.Since(cutAt).Round(time.Millisecond), code, strings.TrimSpace(body), err)
+	}
+	t.Logf("the first increment through %s succeeded %v after %s became unreachable", c.cfgs[via].NodeID, time.Since(cutAt).Round(time.Millisecond), c.cfgs[mi].NodeID)
+}

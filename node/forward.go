@@ -75,6 +75,11 @@ type forwarder struct {
 	// (raftstore.Transport.MarkHeard), so that a peer answering calls is
 	// not reported lost for a heartbeat stream gone quiet.
 	heard func(addr string)
+	// unreachable, if set, is told of each call to a peer that gRPC could
+	// not get through (reachFailed; raftstore.Transport.MarkUnreachable):
+	// a peer whose incoming connections are dropped may still be heard,
+	// over the connections it opens, by a node that sends it nothing else.
+	unreachable func(addr string)
 	// dialer, set by tests (Node.forwardDialer), opens the connections to
 	// peers.
 	dialer func(ctx context.Context, addr string) (net.Conn, error)
@@ -319,6 +324,7 @@ func (f *forwarder) openMux(p peer, o *muxOpening) {
 		}
 		o.m, err = openCallMux(cc, p.id, sent, heard)
 	}
+	f.reachFailed(p, err)
 	o.err = err
 	f.mu.Lock()
 	delete(f.opening, p.addr)
@@ -412,8 +418,10 @@ func (f *forwarder) forwardMuxed(ctx context.Context, p peer, head *proto.Forwar
 	case errors.As(err, &mf) && !mf.sent:
 		// Never seen by the peer (a caller that gave up meanwhile stops
 		// at manager.Fetch's check of its context).
+		f.reachFailed(p, err)
 		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
 	case err != nil:
+		f.reachFailed(p, err)
 		return nil, outcomeUnknown(p, err)
 	}
 	if reply.Collect == 0 {
@@ -476,6 +484,16 @@ func (f *forwarder) watchPeer(ctx context.Context, p peer) (context.Context, con
 	return ctx, func() { stopWatching(); cancelCtx() }, peerCtx
 }
 
+// reachFailed tells f.unreachable that a call to p did not get through,
+// if err says so: gRPC's Unavailable, which it gives when no connection to
+// p can be made or the one it had broke (a caller's own deadline or
+// cancellation says nothing of p).
+func (f *forwarder) reachFailed(p peer, err error) {
+	if err != nil && f.unreachable != nil && status.Code(err) == codes.Unavailable {
+		f.unreachable(p.addr)
+	}
+}
+
 // peerLostOr is err, or errPeerLost if that is why it happened.
 func peerLostOr(peerCtx context.Context, err error) error {
 	if peerCtx.Err() != nil {
@@ -529,7 +547,10 @@ func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id du
 		return nil, &routingError{msg: fmt.Sprintf("node %s (%s): %v", p.id, p.addr, err)}
 	}
 	ctx, cancel, peerCtx := f.watchPeer(ctx, p)
-	unknown := func(err error) error { return outcomeUnknown(p, peerLostOr(peerCtx, err)) }
+	unknown := func(err error) error {
+		f.reachFailed(p, err)
+		return outcomeUnknown(p, peerLostOr(peerCtx, err))
+	}
 	head := forwardHead(class, id, req, hops)
 
 	// Only a stream that never opened is certainly unseen by the peer: from
@@ -543,6 +564,7 @@ func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id du
 		stream, err := cc.NewStream(ctx, &grpc.StreamDesc{StreamName: "Call", ServerStreams: true}, proto.Forward_Call_FullMethodName)
 		if err != nil {
 			cancel()
+			f.reachFailed(p, err)
 			return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
 		}
 		if err := stream.SendMsg(&proto.ForwardCall{Head: head, Body: body.buf}); err != nil {
@@ -558,6 +580,7 @@ func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id du
 		stream, err := proto.NewForwardClient(cc).Fetch(ctx)
 		if err != nil {
 			cancel()
+			f.reachFailed(p, err)
 			return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
 		}
 		if err := stream.Send(&proto.ForwardFrame{Frame: &proto.ForwardFrame_Head{Head: head}}); err != nil {

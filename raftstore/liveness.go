@@ -100,6 +100,9 @@ type peerLiveness struct {
 	broken  atomic.Int64 // unix nanoseconds when the heartbeat stream broke, 0 if something came since
 	pinging atomic.Int32 // heartbeat streams from the peer now open: it pings this node
 	lost    atomic.Int64 // unix nanoseconds when the peer was last reported lost (PeerLost), 0 if never
+	// unreachable: unix nanoseconds of the last call of this node's that
+	// could not reach the peer (MarkUnreachable), 0 once one reached it.
+	unreachable atomic.Int64
 }
 
 // peerState is addr's liveness record, made on first use.
@@ -146,8 +149,33 @@ const maxTrackedPeers = 4096
 // MarkHeard counts addr's node as heard from now: something other than
 // the transport heard it answer (the node's forwarded calls, say). It
 // keeps PeerAlive true, and a silent heartbeat stream from that node
-// unreported (silenceWatch), for SilenceTimeout from now.
-func (t *Transport) MarkHeard(addr raft.ServerAddress) { t.markHeard(addr) }
+// unreported (silenceWatch), for SilenceTimeout from now; and as an
+// answer to a call of this node's, it ends a MarkUnreachable.
+func (t *Transport) MarkHeard(addr raft.ServerAddress) { t.markAnswered(addr) }
+
+// MarkUnreachable records that a call of this node's (a forwarded
+// request, say) could not reach addr's node: PeerReachable is false for
+// the silence limit from now, unless a call of this node's reaches it
+// meanwhile (MarkHeard, an answered ping or LeaderCheck).
+//
+// It is what tells a follower that its leader cannot be reached when
+// nothing else would: a node whose incoming connections are dropped while
+// its own get through (a one-way partition) pings the nodes that follow
+// the groups it leads, and is heard; when those nodes lead nothing it
+// follows, they ping it not, and without this counted it reachable for
+// want of evidence while every request they forwarded it failed.
+func (t *Transport) MarkUnreachable(addr raft.ServerAddress) {
+	if addr == t.local {
+		return
+	}
+	t.peerState(addr).unreachable.Store(time.Now().UnixNano())
+}
+
+// markAnswered is markHeard for an answer to a call this node made.
+func (t *Transport) markAnswered(addr raft.ServerAddress) {
+	t.markHeard(addr)
+	t.peerState(addr).unreachable.Store(0)
+}
 
 func (t *Transport) markHeard(addr raft.ServerAddress) {
 	l := t.peerState(addr)
@@ -231,7 +259,9 @@ func (t *Transport) pinging(addr raft.ServerAddress) bool {
 // since: a peer that restarted and leads nothing here opens no new
 // stream), and, while it pings this node, its pings keep coming. A peer that ended its pings cleanly (it leads
 // nothing this node follows any more) is judged by the answers alone, and
-// one this node has never pinged is reachable as far as anyone knows.
+// one this node has never pinged is reachable as far as anyone knows —
+// unless a call of this node's failed to reach it lately
+// (MarkUnreachable) and none has reached it since.
 // Group.QuorumReachable counts it; a leader cut off from a quorum stops
 // serving long before raft's lease would step it down (node/fence.go).
 func (t *Transport) PeerReachable(addr raft.ServerAddress) bool {
@@ -252,11 +282,19 @@ func (t *Transport) PeerReachable(addr raft.ServerAddress) bool {
 		return true
 	case l.broken.Load() != 0 && (b == nil || b.reallyAnswered.Load() <= l.broken.Load()):
 		return false
+	case unreachableLately(l.unreachable.Load(), now, limit) && (b == nil || b.reallyAnswered.Load() <= l.unreachable.Load()):
+		return false
 	case l.pinging.Load() > 0:
 		return now.Sub(time.Unix(0, l.heard.Load())) <= limit
 	default: // it ended its pings cleanly, or never pinged: they say nothing
 		return true
 	}
+}
+
+// unreachableLately reports whether at, a MarkUnreachable time (0: none),
+// is within limit of now.
+func unreachableLately(at int64, now time.Time, limit time.Duration) bool {
+	return at != 0 && now.Sub(time.Unix(0, at)) <= limit
 }
 
 // attach gives the view its group's raft and heartbeat timeout, for
@@ -352,7 +390,7 @@ func (v *groupTransport) leaderCheck(ctx context.Context, target raft.ServerAddr
 	// that only reaches its peers over connections it opens itself (the
 	// others cannot open any to it) hears them by nothing else once it
 	// leads nothing, and would pass over every one of them.
-	v.t.markHeard(target)
+	v.t.markAnswered(target)
 	return raft.ServerAddress(out.Leader), out.LeaderAlive, nil
 }
 

@@ -761,3 +761,34 @@ func TestAnonymousHeartbeatStreamIsRefused(t *testing.T) {
 	default:
 	}
 }
+
+// A call of this node's that could not reach a peer makes it unreachable
+// for the silence limit, unless a call reaches it meanwhile: the
+// evidence a node has of a peer it pings not, whose own pings it hears
+// (a one-way partition).
+func TestMarkUnreachable(t *testing.T) {
+	const silence = 300 * time.Millisecond
+	tr := NewTransport(TransportConfig{LocalAddr: "127.0.0.1:1", SilenceTimeout: silence})
+	t.Cleanup(func() { _ = tr.Close() })
+	const peer = "127.0.0.1:2"
+	if !tr.PeerReachable(peer) {
+		t.Fatal("a peer nothing is known of is unreachable")
+	}
+	tr.MarkUnreachable(peer)
+	if tr.PeerReachable(peer) {
+		t.Fatal("a peer a call could not reach is reachable")
+	}
+	tr.MarkHeard(peer) // a later call reached it
+	if !tr.PeerReachable(peer) {
+		t.Fatal("a peer a call reached since is unreachable")
+	}
+	tr.MarkUnreachable(peer)
+	time.Sleep(silence + 50*time.Millisecond)
+	if !tr.PeerReachable(peer) {
+		t.Fatalf("a peer last found unreachable %s ago, past the silence limit, is still unreachable", silence)
+	}
+	tr.MarkUnreachable(tr.local)
+	if !tr.PeerReachable(tr.local) {
+		t.Fatal("this node is unreachable to itself")
+	}
+}
