@@ -75,10 +75,12 @@ type forwarder struct {
 	// (raftstore.Transport.MarkHeard), so that a peer answering calls is
 	// not reported lost for a heartbeat stream gone quiet.
 	heard func(addr string)
-	// unreachable, if set, is told of each call to a peer that gRPC could
-	// not get through (reachFailed; raftstore.Transport.MarkUnreachable):
+	// unreachable, if set, is told of each stream to a peer that gRPC
+	// could not open (reachFailed; raftstore.Transport.MarkUnreachable):
 	// a peer whose incoming connections are dropped may still be heard,
 	// over the connections it opens, by a node that sends it nothing else.
+	// A call that failed on an open stream is not counted: a message lost
+	// on a working connection says little of the peer.
 	unreachable func(addr string)
 	// dialer, set by tests (Node.forwardDialer), opens the connections to
 	// peers.
@@ -418,10 +420,8 @@ func (f *forwarder) forwardMuxed(ctx context.Context, p peer, head *proto.Forwar
 	case errors.As(err, &mf) && !mf.sent:
 		// Never seen by the peer (a caller that gave up meanwhile stops
 		// at manager.Fetch's check of its context).
-		f.reachFailed(p, err)
 		return nil, &routingError{msg: fmt.Sprintf("forwarding to node %s: %v", p.id, err)}
 	case err != nil:
-		f.reachFailed(p, err)
 		return nil, outcomeUnknown(p, err)
 	}
 	if reply.Collect == 0 {
@@ -484,10 +484,10 @@ func (f *forwarder) watchPeer(ctx context.Context, p peer) (context.Context, con
 	return ctx, func() { stopWatching(); cancelCtx() }, peerCtx
 }
 
-// reachFailed tells f.unreachable that a call to p did not get through,
-// if err says so: gRPC's Unavailable, which it gives when no connection to
-// p can be made or the one it had broke (a caller's own deadline or
-// cancellation says nothing of p).
+// reachFailed tells f.unreachable that a stream to p could not be
+// opened, if err says so: gRPC's Unavailable, which it gives when no
+// connection to p can be made (a caller's own deadline or cancellation
+// says nothing of p).
 func (f *forwarder) reachFailed(p peer, err error) {
 	if err != nil && f.unreachable != nil && status.Code(err) == codes.Unavailable {
 		f.unreachable(p.addr)
@@ -547,10 +547,7 @@ func (f *forwarder) forwardOnce(ctx context.Context, p peer, class string, id du
 		return nil, &routingError{msg: fmt.Sprintf("node %s (%s): %v", p.id, p.addr, err)}
 	}
 	ctx, cancel, peerCtx := f.watchPeer(ctx, p)
-	unknown := func(err error) error {
-		f.reachFailed(p, err)
-		return outcomeUnknown(p, peerLostOr(peerCtx, err))
-	}
+	unknown := func(err error) error { return outcomeUnknown(p, peerLostOr(peerCtx, err)) }
 	head := forwardHead(class, id, req, hops)
 
 	// Only a stream that never opened is certainly unseen by the peer: from
