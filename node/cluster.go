@@ -261,7 +261,8 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	mcfg.SecretKey = n.cfg.GossipKey
 	mcfg.DeadNodeReclaimTime = deadNodeReclaim(n.cfg.DeadNodeGrace)
 	mcfg.Meta = placement.NodeMeta{GRPCAddr: c.advGRPC, HTTPAddr: advertised(n.appLn.Addr(), n.cfg.Advertise), AdminAddr: advertised(n.adminLn.Addr(), n.cfg.Advertise),
-		DataID: id.DataID, ClusterID: id.ClusterID, Shards: n.cfg.Shards, IDKey: durable.KeyFingerprint(n.cfg.IDKey)}
+		DataID: id.DataID, ClusterID: id.ClusterID, Shards: n.cfg.Shards, IDKey: durable.KeyFingerprint(n.cfg.IDKey),
+		BootstrapExpect: n.cfg.BootstrapExpect, Replicas: n.cfg.Replicas}
 	c.gossipMeta = mcfg.Meta
 	mcfg.Logger = n.log
 	if n.faults != nil {
@@ -429,7 +430,7 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 		if errors.Is(err, placement.ErrOtherCluster) {
 			if must && c.identity.ClusterID == "" { // must: run's goroutine, which owns c.identity
 				// A data dir of no cluster: the flags are at fault, not the dir.
-				c.refuseFirstStart(must, fmt.Errorf("%w: joining the cluster through %v: %w (give this node the cluster's --shards, or --join a node of its own cluster)",
+				c.refuseFirstStart(must, fmt.Errorf("%w: joining the cluster through %v: %w (give this node the cluster's --shards, and while it forms its --bootstrap-expect and --replicas, or --join a node of its own cluster)",
 					ErrClusterMismatch, c.n.cfg.Join, err))
 				return false
 			}

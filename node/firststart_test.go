@@ -482,3 +482,55 @@ func TestMoreNodesThanExpectedFormOneMetaGroup(t *testing.T) {
 		}
 	}
 }
+
+// Nodes forming a cluster must agree on bootstrap-expect and the replica
+// count: one started with others is refused when it joins, saying why.
+// (Before, it was taken in: the first nodes counted other founders, and in
+// two of seven QA runs two configurations of the meta group were
+// bootstrapped; and the replica count of whichever bootstrapped first
+// ruled, unseen.)
+func TestFormingNodesWithOtherSettingsAreRefused(t *testing.T) {
+	t.Parallel()
+	app := newTestCluster(t, 0, 4, &turnRegistry{active: map[string]string{}}).app
+	start := func(id string, expect, replicas int, join []string) *Node {
+		cfg := DefaultClusterConfig(id)
+		cfg.DataDir = filepath.Join(t.TempDir(), "data")
+		cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+		cfg.Shards, cfg.Logger = 4, quietLogger
+		cfg.BootstrapExpect, cfg.Replicas, cfg.Join = expect, replicas, join
+		nd, err := New(cfg, app)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nd.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return nd
+	}
+	first := start("n1", 3, 3, nil)
+	defer closeNode(t, first)
+	for _, tt := range []struct {
+		name             string
+		expect, replicas int
+		want             string
+	}{
+		{"another bootstrap-expect", 2, 2, "started with bootstrap-expect 3, this node with 2"},
+		{"another replica count", 3, 2, "started with replicas 3, this node with 2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			nd := start("n2", tt.expect, tt.replicas, []string{first.cfg.GossipAddr})
+			defer closeNode(t, nd)
+			select {
+			case err := <-nd.Failed():
+				if !errors.Is(err, ErrClusterMismatch) || !strings.Contains(err.Error(), tt.want) {
+					t.Fatalf("n2 failed with %v, want %v saying %q", err, ErrClusterMismatch, tt.want)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("n2 was not refused")
+			}
+		})
+	}
+	if alive := first.cluster.aliveMembers(); len(alive) != 1 {
+		t.Fatalf("n1 counts %d members alive, want itself alone", len(alive))
+	}
+}

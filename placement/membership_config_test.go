@@ -29,3 +29,31 @@ func TestNodeMetaCompatible(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeMetaCompatibleWhileForming: nodes that form a cluster (neither
+// has one yet) must agree on bootstrap-expect and the replica count; once
+// either belongs to a cluster those settings no longer keep them apart.
+func TestNodeMetaCompatibleWhileForming(t *testing.T) {
+	forming := NodeMeta{Shards: 64, BootstrapExpect: 3, Replicas: 3}
+	formed := forming
+	formed.ClusterID = "c1"
+	for _, tt := range []struct {
+		name       string
+		self, peer NodeMeta
+		why        string // "" when compatible
+	}{
+		{"the same", forming, forming, ""},
+		{"another bootstrap-expect", forming, NodeMeta{Shards: 64, BootstrapExpect: 2, Replicas: 3}, "started with bootstrap-expect 2, this node with 3"},
+		{"another replica count", forming, NodeMeta{Shards: 64, BootstrapExpect: 3, Replicas: 2}, "started with replicas 2, this node with 3"},
+		{"an older peer says neither", forming, NodeMeta{Shards: 64}, ""},
+		{"the peer belongs to a cluster", forming, NodeMeta{ClusterID: "c1", Shards: 64, BootstrapExpect: 5, Replicas: 5}, ""},
+		{"this node belongs to a cluster", formed, NodeMeta{Shards: 64, BootstrapExpect: 5, Replicas: 5}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ok, why := tt.self.Compatible(tt.peer)
+			if ok != (tt.why == "") || !strings.Contains(why, tt.why) {
+				t.Fatalf("Compatible = %v %q, want %v %q", ok, why, tt.why == "", tt.why)
+			}
+		})
+	}
+}
