@@ -210,6 +210,18 @@ func (c *cluster) shardView(ctx context.Context, m placement.Map, s placement.Sh
 		for _, id := range ref.Nonvoters {
 			members[id] = true
 		}
+		// Members of the configuration the map no longer lists (the
+		// replica a move takes off, until it is removed) were not asked
+		// yet: without their answers they showed as not answering.
+		var unasked []placement.NodeID
+		for id := range members {
+			if _, asked := answers[placement.NodeID(id)]; !asked && !slices.Contains(s.Replicas, placement.NodeID(id)) && placement.NodeID(id) != leader {
+				if _, inMap := m.Nodes[placement.NodeID(id)]; inMap {
+					unasked = append(unasked, placement.NodeID(id))
+				}
+			}
+		}
+		ask(unasked)
 	}
 	for id := range members {
 		st, ok := answers[placement.NodeID(id)]

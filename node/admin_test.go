@@ -715,6 +715,23 @@ func TestAdminCluster(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		t.Logf("refused: %s", e.Error)
+		// The dropped replica is still a voter of the group, alive: it
+		// answers, and its lag shows, rather than -1 (it was not asked,
+		// being out of the map). n4, cut off, does not answer.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			var raw struct {
+				Shards []shardView `json:"shards"`
+			}
+			c.admin(other, "GET", "/v1/shards", nil, &raw)
+			v := raw.Shards[shard]
+			lag, ok := v.ReplicaLag[out.From]
+			if ok && lag >= 0 && slices.Contains(v.Voters, out.From) && v.ReplicaLag["n4"] == -1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("shard %d with %s dropped from the map but a voter: voters %v, lag %v; want %s's lag, and n4 -1", shard, out.From, v.Voters, v.ReplicaLag, out.From)
+			}
+		}
 		c.faults.Heal()
 		c.waitConverged(other, 30*time.Second)
 	})
