@@ -622,7 +622,7 @@ func (a *admin) proposeMeta(cmd placement.Command) (uint64, error) {
 			// Appended, not known to be committed: a new meta leader may
 			// still commit it.
 			return 0, &apiError{code: http.StatusServiceUnavailable, err: fmt.Errorf("%w: %w", errMetaOutcomeUnknown, err),
-				msg: fmt.Sprintf("the meta group's leadership moved while committing the change (%v): it may or may not have been made; look (roost status, members, shards) before you retry", err)}
+				msg: fmt.Sprintf("the meta leader lost its leadership while committing the change (%v; it moved, or the leader lost touch with a quorum of the meta voters): it may or may not have been made; look (roost status, members, shards) before you retry", err)}
 		}
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipTransferInProgress) {
 			return 0, errorf(http.StatusServiceUnavailable, "the meta group's leadership moved before the change was made (%v); retry", err)

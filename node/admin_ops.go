@@ -215,12 +215,14 @@ func operationID(kind, metaLeader string, at time.Time, seq int) string {
 	return fmt.Sprintf("%s-%s-%s-%d", kind, at.UTC().Format("20060102t150405"), metaLeader, seq)
 }
 
-// startOp registers a new operation, or refuses with 409 while one runs.
-func (a *admin) startOp(kind string, node placement.NodeID, maxConc int) (*operation, error) {
+// startOp registers a new operation of planned moves, or refuses with 409
+// while one runs.
+func (a *admin) startOp(kind string, node placement.NodeID, maxConc, planned int) (*operation, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	now := time.Now()
-	op := &operation{id: operationID(kind, a.n.cfg.NodeID, now, a.seq+1), kind: kind, node: node, started: now, since: now, maxConc: maxConc, state: "running"}
+	op := &operation{id: operationID(kind, a.n.cfg.NodeID, now, a.seq+1), kind: kind, node: node, started: now, since: now, maxConc: maxConc, state: "running",
+		planned: planned, total: planned}
 	if err := a.registerLocked(op); err != nil {
 		return nil, err // a refused operation takes no number
 	}
@@ -257,7 +259,7 @@ func (a *admin) record(op *operation) error {
 			// A new meta leader may commit the record, and then carries
 			// the operation on: the caller must not take it for refused.
 			err = &apiError{code: http.StatusServiceUnavailable, operation: op.id, err: err,
-				msg: fmt.Sprintf("the meta group's leadership moved while recording %s %s: it may have been recorded, and then the new meta leader carries it on; 'roost operation %s --wait' follows it (if the cluster does not know it, it was not recorded: start it again)", op.kind, op.id, op.id)}
+				msg: fmt.Sprintf("the meta leader lost its leadership while recording %s %s (it moved, or the leader lost touch with a quorum of the meta voters: see roost status): it may have been recorded, and then the next meta leader carries it on; 'roost operation %s --wait' follows it (if the cluster does not know it, it was not recorded: start it again)", op.kind, op.id, op.id)}
 		}
 		a.endOp(op, err)
 		return err
@@ -457,12 +459,11 @@ func (a *admin) rebalance(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	a.resumeRecorded()
-	op, err := a.startOp(placement.OperationRebalance, "", maxConc)
+	op, err := a.startOp(placement.OperationRebalance, "", maxConc, len(placement.Plan(m)))
 	if err != nil {
 		return err
 	}
 	plan := a.planOf(op)
-	op.planned = len(plan(m))
 	if err := a.record(op); err != nil {
 		return err
 	}
@@ -531,11 +532,10 @@ func (a *admin) drain(w http.ResponseWriter, r *http.Request) error {
 		return errorf(http.StatusConflict, "%s holds replicas of %s and no other node is active to take them", id, shardCount(len(held)))
 	}
 	a.resumeRecorded()
-	op, err := a.startOp(placement.OperationDrain, id, maxConc)
+	op, err := a.startOp(placement.OperationDrain, id, maxConc, len(m.ShardsOf(id)))
 	if err != nil {
 		return err
 	}
-	op.planned = len(m.ShardsOf(id))
 	if err := a.record(op); err != nil {
 		return err
 	}

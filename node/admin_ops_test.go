@@ -596,19 +596,23 @@ func TestOperationIDsOfTwoMetaLeadersDiffer(t *testing.T) {
 // one started is numbered right after the last that ran.
 func TestRefusedOperationTakesNoNumber(t *testing.T) {
 	a := newAdmin(&Node{cfg: Config{NodeID: "n1"}})
-	first, err := a.startOp("rebalance", "", 1)
+	first, err := a.startOp("rebalance", "", 1, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
-		if _, err := a.startOp("drain", "n2", 1); err == nil {
+		// The refusal says how far the running one is: its planned moves
+		// count from its start (before, "0 of 0" until it first planned).
+		if _, err := a.startOp("drain", "n2", 1, 1); err == nil {
 			t.Fatal("a second operation started while one runs")
+		} else if !strings.Contains(err.Error(), "(rebalance, 0 of 3 moves done)") {
+			t.Fatalf("refused with %q, want it to name the running rebalance's 0 of 3 moves", err)
 		}
 	}
 	a.mu.Lock()
 	a.running = nil
 	a.mu.Unlock()
-	second, err := a.startOp("rebalance", "", 1)
+	second, err := a.startOp("rebalance", "", 1, 3)
 	if err != nil {
 		t.Fatal(err)
 	}

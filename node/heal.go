@@ -174,11 +174,12 @@ func (c *cluster) heal(r *raft.Raft) {
 	// would only end in an error at every control tick.
 	moves := healMoves(m, alive, dead)
 	held := withoutLiveQuorum(m, moves, alive)
-	if !slices.ContainsFunc(moves, func(mv placement.Move) bool { return held[mv.Shard] == nil }) {
+	healable := len(slices.DeleteFunc(slices.Clone(moves), func(mv placement.Move) bool { return held[mv.Shard] != nil }))
+	if healable == 0 {
 		return
 	}
 	a := c.n.admin
-	op, err := a.startOp("heal", "", defaultMaxConcurrent)
+	op, err := a.startOp("heal", "", defaultMaxConcurrent, healable)
 	if err != nil {
 		return // another operation runs; try again when it has ended
 	}
