@@ -927,7 +927,7 @@ func TestDrainWaitJSON(t *testing.T) {
 func TestDrainWaitFollowsADrainThatMayHaveStarted(t *testing.T) {
 	const maybe = `{"error":"the meta leader lost its leadership while recording drain op-9 (it moved, or the leader lost touch with a quorum of the meta voters: see roost status): it may have been recorded, and then the next meta leader carries it on; 'roost operation op-9 --wait' follows it (if the cluster does not know it, it was not recorded: start it again)","operation":"op-9"}`
 	srv, _ := drainWaitFollows(t, canned(503, maybe), 2,
-		"it may have been recorded, and then the new meta leader carries it on; 'roost operation op-9 --wait' follows it (if the cluster does not know it, it was not recorded: start it again); following it\n")
+		"it may have been recorded, and then the next meta leader carries it on; 'roost operation op-9 --wait' follows it (if the cluster does not know it, it was not recorded: start it again); following it\n")
 	code, _, stderr := runAdmin(t, nil, "drain", "n3", "--addr", srv.addr())
 	if code != exitFailure || !strings.Contains(stderr, "'roost operation op-9 --wait' follows it") {
 		t.Errorf("drain n3 without --wait: exit %d, stderr:\n%s", code, stderr)
