@@ -119,6 +119,10 @@ func (o *adminOptions) client(cmd *cobra.Command) (*adminClient, error) {
 	if strings.ContainsAny(c.token, "\r\n") {
 		return nil, &usageError{cmd: cmd, err: fmt.Errorf("%s holds a line break; give the token alone", c.tokenFrom)}
 	}
+	if c.token != strings.TrimSpace(c.token) {
+		// A node refuses such a token at its start: it could never match.
+		return nil, &usageError{cmd: cmd, err: fmt.Errorf("%s has blanks around it (or is blank); give the token alone", c.tokenFrom)}
+	}
 	return c, nil
 }
 

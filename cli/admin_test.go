@@ -603,6 +603,8 @@ func TestAdminUsageErrors(t *testing.T) {
 		{"bad node", nil, []string{"remove", "../v1/rebalance"}, "NODE must be a node id"},
 		{"bad output", nil, []string{"status", "-o", "yaml"}, `--output must be "table" or "json", got "yaml"`},
 		{"bad timeout", nil, []string{"members", "--timeout", "0s"}, "--timeout must be positive"},
+		{"blank ROOST_ADMIN_TOKEN", map[string]string{envAdminToken: "  "}, []string{"status"}, "ROOST_ADMIN_TOKEN has blanks around it (or is blank)"},
+		{"--token with a blank around it", nil, []string{"status", "--token", "secret "}, "--token has blanks around it"},
 		{"bad max-concurrent", nil, []string{"rebalance", "--max-concurrent", "0"}, "--max-concurrent must be at least 1, got 0"},
 		{"drain max-concurrent", nil, []string{"drain", "n3", "--max-concurrent", "-2"}, "--max-concurrent must be at least 1, got -2"},
 		{"max-concurrent over the API's bound", nil, []string{"rebalance", "--max-concurrent", "65"}, "--max-concurrent must be from 1 to 64, got 65"},
