@@ -684,7 +684,7 @@ answering, --wait asks the cluster's other nodes.` + adminConnectHelp,
 
 func writePlanTable(w io.Writer, moves []apiPlannedMove) {
 	if len(moves) == 0 {
-		fmt.Fprintln(w, "Nothing to move: the replicas are balanced.")
+		fmt.Fprintln(w, "Nothing to move: every replica is where the planner places it (consistent hashing with bounded loads: a node may hold up to about 1.25 times the mean).")
 		return
 	}
 	moves = slices.Clone(moves)
