@@ -1167,26 +1167,8 @@ func TestLeaderTheOthersCannotReachHandsOver(t *testing.T) {
 			c.faults.Heal()
 		}
 	}()
-	cutAt := time.Now()
-	want := 2
-	for {
-		if time.Since(cutAt) > 20*time.Second {
-			t.Fatalf("no increment of %s (its shard led by n1) succeeded through n2 within 20 s of n1 becoming unreachable", name)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
-		code, body, err := c.do(ctx, 1, "/increment", name)
-		cancel()
-		if err == nil && code == http.StatusOK {
-			// One whose answer was lost may have run.
-			if n, _ := strconv.Atoi(strings.TrimSpace(body)); n < want {
-				t.Fatalf("increment after the fault: %q, want at least %d", body, want)
-			}
-			break
-		}
-		t.Logf("+%v: %d %q %v", time.Since(cutAt).Round(time.Millisecond), code, strings.TrimSpace(body), err)
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Logf("the first increment of %s through n2 succeeded %v after n1 became unreachable", name, time.Since(cutAt).Round(time.Millisecond))
+	took := c.firstIncrementAfter(time.Now(), 1, name, 2, 20*time.Second)
+	t.Logf("the first increment of %s through n2 succeeded %v after n1 became unreachable", name, took)
 	// The shard has a new leader, which n2 and n3 reach. (A shard n1 was
 	// handing over when the fault began stays with it a few seconds more:
 	// it hears of the target's election only in answers to its
@@ -1252,21 +1234,29 @@ func TestLeaderOnlyForwardsFailToHandsOver(t *testing.T) {
 	via := (mi + 1) % 3
 	c.faults.CutInbound(raft.ServerAddress(c.cfgs[mi].GRPCAddr))
 	defer c.faults.Heal()
-	cutAt := time.Now()
-	for want := 2; ; time.Sleep(200 * time.Millisecond) {
-		if time.Since(cutAt) > 30*time.Second {
-			t.Fatalf("no increment through %s succeeded within 30 s of %s (leading everything) becoming unreachable", c.cfgs[via].NodeID, c.cfgs[mi].NodeID)
+	took := c.firstIncrementAfter(time.Now(), via, "k", 2, 30*time.Second)
+	t.Logf("the first increment through %s succeeded %v after %s became unreachable", c.cfgs[via].NodeID, took, c.cfgs[mi].NodeID)
+}
+
+// firstIncrementAfter increments name through node via until one
+// succeeds, within limit of the fault at cutAt, and returns how long after
+// the fault that was. The count must be at least want: an increment whose
+// answer was lost may have run.
+func (c *testCluster) firstIncrementAfter(cutAt time.Time, via int, name string, want int, limit time.Duration) time.Duration {
+	c.t.Helper()
+	for ; ; time.Sleep(200 * time.Millisecond) {
+		if time.Since(cutAt) > limit {
+			c.t.Fatalf("no increment of %s through %s succeeded within %s of the fault", name, c.cfgs[via].NodeID, limit)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
-		code, body, err := c.do(ctx, via, "/increment", "k")
+		code, body, err := c.do(ctx, via, "/increment", name)
 		cancel()
 		if err == nil && code == http.StatusOK {
 			if n, _ := strconv.Atoi(strings.TrimSpace(body)); n < want {
-				t.Fatalf("increment after the fault: %q, want at least %d", body, want)
+				c.t.Fatalf("increment after the fault: %q, want at least %d", body, want)
 			}
-			break
+			return time.Since(cutAt).Round(time.Millisecond)
 		}
-		t.Logf("+%v: %d %q %v", time.Since(cutAt).Round(time.Millisecond), code, strings.TrimSpace(body), err)
+		c.t.Logf("+%v: %d %q %v", time.Since(cutAt).Round(time.Millisecond), code, strings.TrimSpace(body), err)
 	}
-	t.Logf("the first increment through %s succeeded %v after %s became unreachable", c.cfgs[via].NodeID, time.Since(cutAt).Round(time.Millisecond), c.cfgs[mi].NodeID)
 }
