@@ -558,6 +558,27 @@ func TestComposeCluster(t *testing.T) {
 		p.markHealed()
 	})
 
+	// A one-way partition: the node leading the most shards can call out
+	// and no one can call in. It keeps heartbeating its followers, so Raft
+	// sees nothing wrong; the others must find out that they cannot reach
+	// it, and move its shards (docs/operations.md, "A one-way partition").
+	victim = h.busiestLeader()
+	if whyNot := h.canCutInbound(victim); whyNot != "" {
+		h.logf("phase=one-way-partition skipped: %s", whyNot)
+	} else {
+		h.runPhase("one-way-partition", victim.name, func(p *phase) {
+			h.setUp(victim, false)
+			heal, whyNot := h.cutInbound(victim)
+			if whyNot != "" {
+				t.Fatalf("cutting %s off inbound: %s", victim.name, whyNot)
+			}
+			p.markInjected()
+			time.Sleep(15 * time.Second)
+			heal()
+			p.markHealed()
+		})
+	}
+
 	// Profile "scale": a fourth node joins the running cluster and serves
 	// (by forwarding) but holds no replica until the rebalance, which is
 	// the phase's "fault".

@@ -5,8 +5,11 @@
 // serves the counter, then runs one phase per fault under a counter load
 // through every node not at fault: docker network disconnect and connect,
 // docker kill and start of the node leading the most shards, docker pause
-// and unpause, a fourth node (profile "scale") with roost rebalance, and
-// roost drain and remove of it. Every call of a phase's load is recorded;
+// and unpause, a one-way partition of the node leading the most shards
+// (an iptables rule in its network namespace, through nsenter, that drops
+// the connections others open to it and none it opens; skipped, saying
+// so, where nsenter or iptables cannot be used), a fourth node (profile
+// "scale") with roost rebalance, and roost drain and remove of it. Every call of a phase's load is recorded;
 // each phase's history must be linearizable (porcupine, internal/linearize)
 // and lose no acknowledged increment, and each phase logs one line of
 // figures: calls and their outcomes, the longest time without an

@@ -3,6 +3,7 @@ package dockertest
 import (
 	"fmt"
 	"math/rand/v2"
+	"os/exec"
 	"regexp"
 	"slices"
 	"sort"
@@ -432,4 +433,66 @@ func (h *harness) dockerWithUndo(do, undo []string) func() {
 		h.t.Helper()
 		once.Do(func() { h.docker(time.Minute, undo...) })
 	}
+}
+
+// inboundCut is the iptables rule of a one-way partition, put in a node's
+// own network namespace: it drops every packet of a connection another
+// host opened (the connection's first packet and all that follow it on
+// its side), and none of those the node opened itself, whose answers come
+// in the other direction — a firewall that lets a node call out and no
+// one call in. Loopback is left alone.
+var inboundCut = []string{"INPUT", "!", "-i", "lo", "-m", "conntrack", "--ctdir", "ORIGINAL", "-j", "DROP"}
+
+// canCutInbound says why cutInbound cannot work on n on this machine, or
+// "" if it can: it needs nsenter and iptables, and the right to list n's
+// rules in its network namespace.
+func (h *harness) canCutInbound(n *node) (whyNot string) {
+	h.t.Helper()
+	for _, tool := range []string{"nsenter", "iptables"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Sprintf("%s not found", tool)
+		}
+	}
+	if out, err := h.inNetns(n, "iptables", "-S", "INPUT"); err != nil {
+		return fmt.Sprintf("iptables in %s's network namespace: %v: %s", n.name, err, firstLine(out))
+	}
+	return ""
+}
+
+// inNetns runs a command in n's container's network namespace.
+func (h *harness) inNetns(n *node, name string, args ...string) (string, error) {
+	h.t.Helper()
+	out, err := run(time.Minute, h.root, h.env, "docker", "inspect", "-f", "{{.State.Pid}}", n.container)
+	if err != nil {
+		return out, fmt.Errorf("docker inspect: %w", err)
+	}
+	pid := strings.TrimSpace(out)
+	return run(time.Minute, h.root, h.env, "nsenter", append([]string{"-t", pid, "-n", name}, args...)...)
+}
+
+// cutInbound puts inboundCut in n's container's network namespace
+// (nsenter and the host's iptables) and returns the function that takes
+// it out again, which also runs at cleanup; or why it could not.
+func (h *harness) cutInbound(n *node) (heal func(), whyNot string) {
+	h.t.Helper()
+	iptables := func(op string) (string, error) {
+		return h.inNetns(n, "iptables", append([]string{op}, inboundCut...)...)
+	}
+	if out, err := iptables("-I"); err != nil {
+		return nil, fmt.Sprintf("iptables -I %s in %s's network namespace: %v: %s", strings.Join(inboundCut, " "), n.name, err, firstLine(out))
+	}
+	var once sync.Once
+	undo := func() (string, error) {
+		var out string
+		var err error
+		once.Do(func() { out, err = iptables("-D") })
+		return out, err
+	}
+	h.t.Cleanup(func() { _, _ = undo() }) // the container may be gone by then
+	return func() {
+		h.t.Helper()
+		if out, err := undo(); err != nil {
+			h.t.Fatalf("taking the one-way partition of %s out: %v\n%s", n.name, err, out)
+		}
+	}, ""
 }
