@@ -135,10 +135,10 @@ Every node needs an --id that is unique in the cluster (1 to 64 of a-z, 0-9,
 first used it.
 --shards is fixed when the cluster first forms, and --replicas may not exceed
 --bootstrap-expect. The nodes that form a cluster need the same --shards,
---bootstrap-expect and --replicas: one started with others is refused when
-it joins. A node joining a cluster that exists takes its shard placement and
-replica count from the cluster; its own --bootstrap-expect and --replicas
-are not used.
+--bootstrap-expect and --replicas: while one of the first nodes says
+otherwise, none of them forms it (each waits, and /readyz says why). A node
+joining a cluster that exists takes its replica count from the cluster; its
+own --bootstrap-expect and --replicas are not used.
 
 The listeners' hosts are what other nodes are told to dial. When that is not
 an address they can reach (listening on 0.0.0.0, or in a container), give

@@ -430,7 +430,7 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 		if errors.Is(err, placement.ErrOtherCluster) {
 			if must && c.identity.ClusterID == "" { // must: run's goroutine, which owns c.identity
 				// A data dir of no cluster: the flags are at fault, not the dir.
-				c.refuseFirstStart(must, fmt.Errorf("%w: joining the cluster through %v: %w (give this node the cluster's --shards, and while it forms its --bootstrap-expect and --replicas, or --join a node of its own cluster)",
+				c.refuseFirstStart(must, fmt.Errorf("%w: joining the cluster through %v: %w (give this node the cluster's --shards, or --join a node of its own cluster)",
 					ErrClusterMismatch, c.n.cfg.Join, err))
 				return false
 			}

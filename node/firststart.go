@@ -46,7 +46,8 @@ func (c *cluster) firstStart(ctx context.Context) (bootstrap []raft.Server, ok b
 	logged := ""
 	for {
 		alive := c.aliveMembers()
-		bootstrap, wait, err := decideFirstStart(c.self, c.identity.DataID, c.n.cfg.BootstrapExpect, alive, c.askMembers(ctx, alive))
+		own := formation{expect: c.n.cfg.BootstrapExpect, replicas: c.n.cfg.Replicas}
+		bootstrap, wait, err := decideFirstStart(c.self, c.identity.DataID, own, alive, c.askMembers(ctx, alive))
 		if err != nil {
 			c.refuseFirstStart(true, err)
 			return nil, false
@@ -137,7 +138,8 @@ func (c *cluster) askMembers(ctx context.Context, alive []placement.Member) map[
 //     a node that saw n1, n2 and n4 (n3's join not yet heard of) would
 //     bootstrap a configuration of those while n1, n2 and n3 bootstrapped
 //     another.
-func decideFirstStart(self placement.NodeID, dataID string, want int, alive []placement.Member, answers map[placement.NodeID]memberAnswer) (bootstrap []raft.Server, wait string, err error) {
+func decideFirstStart(self placement.NodeID, dataID string, own formation, alive []placement.Member, answers map[placement.NodeID]memberAnswer) (bootstrap []raft.Server, wait string, err error) {
+	want := own.expect
 	peers := make([]placement.NodeID, 0, len(answers))
 	for id := range answers {
 		peers = append(peers, id)
@@ -216,6 +218,11 @@ func decideFirstStart(self placement.NodeID, dataID string, want int, alive []pl
 		founders = append(founders, string(m.ID))
 	}
 	for _, m := range first {
+		if why := own.differs(m); m.ID != self && why != "" {
+			return nil, fmt.Sprintf("node %s, one of the first %d nodes alive (%v), %s: the nodes that form a cluster need the same; restart the one that is wrong", m.ID, want, founders, why), nil
+		}
+	}
+	for _, m := range first {
 		if m.ID == self {
 			continue
 		}
@@ -229,6 +236,26 @@ func decideFirstStart(self placement.NodeID, dataID string, want int, alive []pl
 		servers = append(servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(m.ID), Address: raft.ServerAddress(m.Meta.GRPCAddr)})
 	}
 	return servers, "", nil
+}
+
+// formation is what the founders of a cluster must agree on: nodes with
+// other bootstrap-expect counts each count other founders, and could
+// bootstrap two configurations of the meta group (a QA run did, in two of
+// seven tries); with other replica counts, the map would take whichever
+// founder's came first, unseen. Each node gossips its own
+// (placement.NodeMeta); a founder waits while another says otherwise.
+type formation struct{ expect, replicas int }
+
+// differs says how m's gossiped settings differ from f, "" if they do not
+// (or m says none: an older node).
+func (f formation) differs(m placement.Member) string {
+	switch {
+	case m.Meta.BootstrapExpect != 0 && m.Meta.BootstrapExpect != f.expect:
+		return fmt.Sprintf("was started with bootstrap-expect %d, this node with %d", m.Meta.BootstrapExpect, f.expect)
+	case m.Meta.Replicas != 0 && m.Meta.Replicas != f.replicas:
+		return fmt.Sprintf("was started with replicas %d, this node with %d", m.Meta.Replicas, f.replicas)
+	}
+	return ""
 }
 
 // firstConfiguration is the voters of the first meta configuration an

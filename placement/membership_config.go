@@ -30,8 +30,9 @@ type NodeMeta struct {
 	// with (durable.KeyFingerprint; "": not said, an older node).
 	IDKey string `json:"k,omitempty"`
 	// BootstrapExpect and Replicas are the node's settings for a cluster
-	// it forms (0: not said, an older node). Nodes forming one must agree
-	// on them; once a cluster exists, its map's replica count rules and
+	// it forms (0: not said, an older node). The founders of a cluster
+	// must agree on them (node's first-start rules wait until they do);
+	// once a cluster exists, its map's replica count rules and
 	// bootstrap-expect is read no more.
 	BootstrapExpect int `json:"b,omitempty"`
 	Replicas        int `json:"r,omitempty"`
@@ -39,18 +40,14 @@ type NodeMeta struct {
 
 // Compatible reports, with the reason, whether a node gossiping peer can
 // be in one cluster with the node gossiping m: the same cluster ID, the
-// same shard count and the same id key, where both say; and, while neither
-// has a cluster yet, the same bootstrap-expect and replica count. A node
-// routing by another shard count would put objects in other shards than
-// its peers do (two live instances of one object); one of another cluster
-// would mix the two clusters' Raft logs; one with another id key would
-// make and accept other IDs, so a name would reach two objects. Nodes
-// forming a cluster with different bootstrap-expect counts each count
-// other first nodes, and could bootstrap two configurations of the meta
-// group; with different replica counts, whichever bootstraps first
-// decides, unseen.
+// same shard count and the same id key, where both say. A node routing by
+// another shard count would put objects in other shards than its peers do
+// (two live instances of one object); one of another cluster would mix
+// the two clusters' Raft logs; one with another id key would make and
+// accept other IDs, so a name would reach two objects. (Bootstrap-expect
+// and the replica count do not keep nodes apart: a node joining a cluster
+// that exists uses neither.)
 func (m NodeMeta) Compatible(peer NodeMeta) (bool, string) {
-	forming := m.ClusterID == "" && peer.ClusterID == ""
 	switch {
 	case m.ClusterID != "" && peer.ClusterID != "" && m.ClusterID != peer.ClusterID:
 		return false, fmt.Sprintf("it belongs to cluster %s, this node to cluster %s", peer.ClusterID, m.ClusterID)
@@ -58,10 +55,6 @@ func (m NodeMeta) Compatible(peer NodeMeta) (bool, string) {
 		return false, fmt.Sprintf("it has %d shards, this node %d (the count is fixed when a cluster forms)", peer.Shards, m.Shards)
 	case m.otherIDKey(peer):
 		return false, fmt.Sprintf("it derives object IDs with another id key (fingerprint %s, this node's %s; every node of a cluster needs the same)", peer.IDKey, m.IDKey)
-	case forming && m.BootstrapExpect != 0 && peer.BootstrapExpect != 0 && m.BootstrapExpect != peer.BootstrapExpect:
-		return false, fmt.Sprintf("it was started with bootstrap-expect %d, this node with %d (the nodes that form a cluster need the same)", peer.BootstrapExpect, m.BootstrapExpect)
-	case forming && m.Replicas != 0 && peer.Replicas != 0 && m.Replicas != peer.Replicas:
-		return false, fmt.Sprintf("it was started with replicas %d, this node with %d (the nodes that form a cluster need the same)", peer.Replicas, m.Replicas)
 	}
 	return true, ""
 }
