@@ -297,8 +297,12 @@ func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings, r
 	if cfg.BootstrapExpect == 1 {
 		waiting = "Forming a cluster of this node alone (--bootstrap-expect 1);"
 	}
+	// Bootstrap-expect and the replica count are only read when a new
+	// cluster forms: a node joining one takes the cluster's.
+	cluster := fmt.Sprintf("shards %d; bootstrap-expect %d and replicas %d if a new cluster forms", cfg.Shards, cfg.BootstrapExpect, cfg.Replicas)
 	if rejoins != "" {
 		waiting = fmt.Sprintf("Rejoining cluster %s with the state in the data dir;", rejoins)
+		cluster = fmt.Sprintf("shards %d (the cluster's replica count rules)", cfg.Shards)
 	}
 	writeBanner(w, fmt.Sprintf("roost node %s: serving %s", cfg.NodeID, name), [][2]string{
 		{"app", "http://" + app + "/"},
@@ -307,7 +311,7 @@ func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings, r
 		{"gossip", cfg.GossipAddr},
 		{"advertise", advertise},
 		{"join", join},
-		{"cluster", fmt.Sprintf("bootstrap-expect %d, replicas %d, shards %d", cfg.BootstrapExpect, cfg.Replicas, cfg.Shards)},
+		{"cluster", cluster},
 		{"security", securityLine(cfg)},
 		{"data dir", absDir(cfg.DataDir)},
 		{"bindings", bindings},

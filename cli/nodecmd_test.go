@@ -414,7 +414,7 @@ func TestNodeBanner(t *testing.T) {
 		"  gossip    127.0.0.1:8732\n",
 		"  advertise (the listeners' hosts)\n",
 		"  join      127.0.0.1:8731, 127.0.0.1:8733\n",
-		"  cluster   bootstrap-expect 5, replicas 3, shards 64\n",
+		"  cluster   shards 64; bootstrap-expect 5 and replicas 3 if a new cluster forms\n",
 		"  security  grpc plaintext, gossip unencrypted; app and admin listeners plaintext HTTP\n",
 		"  data dir  " + cfg.DataDir + "\n",
 		"  bindings  COUNTER → Counter\n",
@@ -433,6 +433,7 @@ func TestNodeBanner(t *testing.T) {
 	writeNodeBanner(&b, cfg, "counter", "127.0.0.1:8702", "127.0.0.1:8712", "(none)", "5f0c1a2b")
 	for _, want := range []string{"  advertise 10.0.0.2\n", "  join      (none: other nodes join this one)\n",
 		"Rejoining cluster 5f0c1a2b with the state in the data dir;",
+		"  cluster   shards 64 (the cluster's replica count rules)\n",
 		"  security  grpc mutual TLS (CA certs/ca.crt), gossip AES-256-GCM; app and admin listeners plaintext HTTP\n"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("banner lacks %q:\n%s", want, b.String())
