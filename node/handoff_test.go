@@ -199,7 +199,10 @@ func TestTransferringLeaderCutOffInboundStepsDown(t *testing.T) {
 	}()
 	select {
 	case err := <-ended:
-		if err != nil {
+		// errTransferEnded: the leader missed its pings' answers for a
+		// moment (a loaded machine) and ended the transfer as one to a
+		// target out of reach; that too leaves it out of leader state.
+		if err != nil && !errors.Is(err, errTransferEnded) {
 			t.Fatalf("transfer from %s, cut off inbound: %v after %s", c.cfgs[li].NodeID, err, time.Since(start).Round(time.Millisecond))
 		}
 	case <-time.After(15 * time.Second):
