@@ -173,14 +173,17 @@ func (t *Transport) MarkUnreachable(addr raft.ServerAddress) {
 
 // markAnswered is markHeard for an answer to a call this node made.
 func (t *Transport) markAnswered(addr raft.ServerAddress) {
-	t.markHeard(addr)
-	t.peerState(addr).unreachable.Store(0)
+	if l := t.markHeard(addr); l.unreachable.Load() != 0 {
+		l.unreachable.Store(0)
+	}
 }
 
-func (t *Transport) markHeard(addr raft.ServerAddress) {
+// markHeard records addr heard now, and returns its liveness record.
+func (t *Transport) markHeard(addr raft.ServerAddress) *peerLiveness {
 	l := t.peerState(addr)
 	l.heard.Store(time.Now().UnixNano())
 	l.broken.Store(0)
+	return l
 }
 
 func (t *Transport) markBroken(addr raft.ServerAddress) {
