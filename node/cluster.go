@@ -104,6 +104,9 @@ type cluster struct {
 	// firstStartWait says why a node without state has not started its
 	// meta group yet (firststart.go), for /readyz.
 	firstStartWait atomic.Pointer[string]
+	// formationWarned is the last formationMismatch the meta leader
+	// logged, so that it logs each once.
+	formationWarned atomic.Pointer[string]
 	// removed says why this node no longer belongs to the cluster
 	// (removed.go), for /readyz; nil while it does.
 	removed atomic.Pointer[string]
@@ -512,6 +515,19 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 					nodes = append(nodes, memberNode(mem))
 				}
 			}
+		}
+		if c.n.holdFirstMap != nil && c.n.holdFirstMap() {
+			return
+		}
+		// The first map takes this node's replica count, and waits for
+		// its bootstrap-expect: a founder restarted with other settings
+		// (its own are read again, though it has agreed to the others'
+		// by now) must not decide alone.
+		if why := c.formationMismatch(conf.Configuration().Servers); why != "" {
+			if last := c.formationWarned.Swap(&why); last == nil || *last != why {
+				c.n.log.Warn("not writing the first cluster map", "reason", why)
+			}
+			return
 		}
 		if len(nodes) < c.n.cfg.BootstrapExpect {
 			return // wait until gossip shows every initial voter
@@ -1049,6 +1065,9 @@ func (c *cluster) readyNow(now time.Time) (bool, string) {
 		if p := c.firstStartWait.Load(); p != nil {
 			return false, "not started yet: " + *p
 		}
+		if why := c.formationMismatch(c.metaServers()); why != "" {
+			return false, "the cluster cannot form: " + why
+		}
 		return false, c.noMapYet()
 	}
 	for i := range m.ShardMap {
@@ -1109,6 +1128,44 @@ func deadNodeReclaim(grace time.Duration) time.Duration {
 // the leader reaches it at the address its group knows; at a new address
 // only gossip tells the leader, which the node reaches through --join, or
 // through the meta voters its Raft log names (gossipOfMetaVoter).
+// formationMismatch says how an alive node among founders (the meta
+// group's configuration; with none, every node alive) was started with
+// other formation settings than this one, "" if none was
+// (formation.differs) or a node alive says it has a cluster (a node
+// joining it uses neither setting).
+func (c *cluster) formationMismatch(founders []raft.Server) string {
+	own := formation{expect: c.n.cfg.BootstrapExpect, replicas: c.n.cfg.Replicas}
+	alive := c.aliveMembers()
+	for _, m := range alive {
+		if m.Meta.ClusterID != "" {
+			return "" // a cluster exists: a node joining it uses neither setting
+		}
+	}
+	for _, m := range alive {
+		if m.ID == c.self || len(founders) > 0 && !slices.ContainsFunc(founders, func(s raft.Server) bool { return string(s.ID) == string(m.ID) }) {
+			continue
+		}
+		if why := own.differs(m); why != "" {
+			return fmt.Sprintf("node %s %s: the nodes that form a cluster need the same; restart the one that is wrong", m.ID, why)
+		}
+	}
+	return ""
+}
+
+// metaServers is the meta group's configuration as this node's replica
+// knows it, nil if it has none.
+func (c *cluster) metaServers() []raft.Server {
+	r := c.metaRaft()
+	if r == nil {
+		return nil
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	return f.Configuration().Servers
+}
+
 func (c *cluster) noMapYet() string {
 	if !c.restarted {
 		return "waiting for the cluster to form (no cluster map yet)"

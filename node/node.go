@@ -64,6 +64,9 @@ type Node struct {
 	// not one it was bootstrapped with): a test delays it to stand for a
 	// node slow to start it.
 	beforeJoiningShard func(shard int)
+	// holdFirstMap, when set (by tests), keeps this node, as meta leader,
+	// from writing the first cluster map while it reports true.
+	holdFirstMap func() bool
 	// noPipelines, set by tests that move a node's gRPC address, turns
 	// raft's pipelined appends off (raftstore.TransportConfig.NoPipelines).
 	noPipelines bool
