@@ -529,7 +529,10 @@ func (c *cluster) controlMeta(ctx context.Context, r *raft.Raft) {
 			}
 			return
 		}
-		if len(nodes) < c.n.cfg.BootstrapExpect {
+		// Every initial voter, however many this node's bootstrap-expect
+		// says: one restarted with another that cannot gossip with the
+		// others (another gossip key) compared itself with no one.
+		if len(nodes) < max(len(conf.Configuration().Servers), c.n.cfg.BootstrapExpect) {
 			return // wait until gossip shows every initial voter
 		}
 		initial := placement.InitialMap(newRandomID(), nodes, c.n.cfg.Shards, c.n.cfg.Replicas)

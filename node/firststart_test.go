@@ -638,8 +638,33 @@ func TestFounderRestartedWithOtherSettingsBeforeTheFirstMap(t *testing.T) {
 			t.Fatalf("%s holds a map with %d replicas while the founders disagree", nd.cfg.NodeID, m.Replicas)
 		}
 	}
+	// n2 again, alone in its view: another gossip key keeps it from
+	// gossiping with n1 (Raft over gRPC still works), and with
+	// bootstrap-expect 1 it would count only itself. As meta leader it
+	// must still wait for every initial voter.
 	closeNode(t, n2)
-	cfg2.Replicas = 2
+	hold.Store(true)
+	cfg2.BootstrapExpect, cfg2.GossipKey = 1, []byte("0123456789abcdef")
+	n2 = start(cfg2)
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if r := n2.cluster.metaRaft(); r != nil && r.State() == raft.Leader {
+			break
+		}
+		if r := n1.cluster.metaRaft(); r != nil && r.State() == raft.Leader {
+			_ = r.LeadershipTransferToServer(raft.ServerID("n2"), raft.ServerAddress(cfg2.GRPCAddr)).Error()
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("n2 did not take the meta leadership")
+		}
+	}
+	hold.Store(false)
+	time.Sleep(2 * time.Second) // rounds of the meta leader's control
+	if m := n2.cluster.metaFSM.Map(); m.ClusterID != "" {
+		t.Fatalf("n2, meta leader gossiping with no one, wrote the first map alone (%d replicas)", m.Replicas)
+	}
+
+	closeNode(t, n2)
+	cfg2.BootstrapExpect, cfg2.Replicas, cfg2.GossipKey = 2, 2, nil
 	n2 = start(cfg2)
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		m := n1.cluster.metaFSM.Map()
