@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -249,13 +251,17 @@ type formation struct{ expect, replicas int }
 // differs says how m's gossiped settings differ from f, "" if they do not
 // (or m says none: an older node).
 func (f formation) differs(m placement.Member) string {
-	switch {
-	case m.Meta.BootstrapExpect != 0 && m.Meta.BootstrapExpect != f.expect:
-		return fmt.Sprintf("was started with bootstrap-expect %d, this node with %d", m.Meta.BootstrapExpect, f.expect)
-	case m.Meta.Replicas != 0 && m.Meta.Replicas != f.replicas:
-		return fmt.Sprintf("was started with replicas %d, this node with %d", m.Meta.Replicas, f.replicas)
+	var theirs, ours []string
+	if m.Meta.BootstrapExpect != 0 && m.Meta.BootstrapExpect != f.expect {
+		theirs, ours = append(theirs, fmt.Sprintf("bootstrap-expect %d", m.Meta.BootstrapExpect)), append(ours, strconv.Itoa(f.expect))
 	}
-	return ""
+	if m.Meta.Replicas != 0 && m.Meta.Replicas != f.replicas {
+		theirs, ours = append(theirs, fmt.Sprintf("replicas %d", m.Meta.Replicas)), append(ours, strconv.Itoa(f.replicas))
+	}
+	if len(theirs) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("was started with %s, this node with %s", strings.Join(theirs, " and "), strings.Join(ours, " and "))
 }
 
 // firstConfiguration is the voters of the first meta configuration an

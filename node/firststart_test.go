@@ -99,7 +99,7 @@ func TestDecideFirstStart(t *testing.T) {
 		// configurations: n2 (bootstrap-expect 2) would with n1 and n2.
 		{name: "a founder with another bootstrap-expect", self: "n1", alive: []placement.Member{settled("n1", 3, 3), settled("n2", 2, 2), settled("n3", 3, 3)},
 			answers: map[placement.NodeID]memberAnswer{"n2": sees("n1", "n2", "n3"), "n3": sees("n1", "n2", "n3")},
-			wait:    "node n2, one of the first 3 nodes alive ([n1 n2 n3]), was started with bootstrap-expect 2, this node with 3"},
+			wait:    "node n2, one of the first 3 nodes alive ([n1 n2 n3]), was started with bootstrap-expect 2 and replicas 2, this node with 3 and 3"},
 		{name: "a founder with another replica count", self: "n2", alive: []placement.Member{settled("n1", 3, 3), settled("n2", 3, 3), settled("n3", 3, 1)},
 			answers: map[placement.NodeID]memberAnswer{"n1": sees("n1", "n2", "n3"), "n3": sees("n1", "n2", "n3")},
 			wait:    "was started with replicas 1, this node with 3"},
