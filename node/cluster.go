@@ -1126,11 +1126,6 @@ func deadNodeReclaim(grace time.Duration) time.Duration {
 	return max(min(most, grace/3), time.Second)
 }
 
-// noMapYet says why a node has no cluster map. A restarted node without
-// a meta snapshot gets its map from the meta leader's first append, and
-// the leader reaches it at the address its group knows; at a new address
-// only gossip tells the leader, which the node reaches through --join, or
-// through the meta voters its Raft log names (gossipOfMetaVoter).
 // formationMismatch says how an alive node among founders (the meta
 // group's configuration; with none, every node alive) was started with
 // other formation settings than this one, "" if none was
@@ -1149,7 +1144,7 @@ func (c *cluster) formationMismatch(founders []raft.Server) string {
 			continue
 		}
 		if why := own.differs(m); why != "" {
-			return fmt.Sprintf("node %s %s: the nodes that form a cluster need the same; restart the one that is wrong", m.ID, why)
+			return fmt.Sprintf("node %s %s: %s", m.ID, why, sameFormationAdvice)
 		}
 	}
 	return ""
@@ -1169,6 +1164,11 @@ func (c *cluster) metaServers() []raft.Server {
 	return f.Configuration().Servers
 }
 
+// noMapYet says why a node has no cluster map. A restarted node without
+// a meta snapshot gets its map from the meta leader's first append, and
+// the leader reaches it at the address its group knows; at a new address
+// only gossip tells the leader, which the node reaches through --join, or
+// through the meta voters its Raft log names (gossipOfMetaVoter).
 func (c *cluster) noMapYet() string {
 	if !c.restarted {
 		return "waiting for the cluster to form (no cluster map yet)"
@@ -1341,21 +1341,10 @@ func (c *cluster) quorumFollowsAnother(g *raftstore.Group) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), leaderCheckTimeout)
 	defer cancel()
 	self := raft.ServerAddress(c.advGRPC)
-	follows := make(chan bool, len(voters))
-	asked := 0
-	for _, s := range voters {
-		if s.Address == self {
-			continue
-		}
-		asked++
-		go func() {
-			leader, alive, err := g.CheckLeader(ctx, s.Address)
-			follows <- err == nil && alive && leader != "" && leader != self
-		}()
-	}
+	answers, asked := c.elect.checkVoters(ctx, g, voters)
 	n := 0
 	for range asked {
-		if <-follows {
+		if a := <-answers; a.err == nil && a.alive && a.leader != "" && a.leader != self {
 			n++
 		}
 	}

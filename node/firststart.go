@@ -221,7 +221,7 @@ func decideFirstStart(self placement.NodeID, dataID string, own formation, alive
 	}
 	for _, m := range first {
 		if why := own.differs(m); m.ID != self && why != "" {
-			return nil, fmt.Sprintf("node %s, one of the first %d nodes alive (%v), %s: the nodes that form a cluster need the same; restart the one that is wrong", m.ID, want, founders, why), nil
+			return nil, fmt.Sprintf("node %s, one of the first %d nodes alive (%v), %s: %s", m.ID, want, founders, why, sameFormationAdvice), nil
 		}
 	}
 	for _, m := range first {
@@ -247,6 +247,10 @@ func decideFirstStart(self placement.NodeID, dataID string, own formation, alive
 // founder's came first, unseen. Each node gossips its own
 // (placement.NodeMeta); a founder waits while another says otherwise.
 type formation struct{ expect, replicas int }
+
+// sameFormationAdvice ends every reason to wait that formation.differs
+// gives.
+const sameFormationAdvice = "the nodes that form a cluster need the same; restart the one that is wrong"
 
 // differs says how m's gossiped settings differ from f, "" if they do not
 // (or m says none: an older node).
