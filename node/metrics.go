@@ -27,6 +27,9 @@ type metrics struct {
 	// websocketAutoResponses counts the messages the runtime answered by
 	// itself (State.SetWebSocketAutoResponse).
 	websocketAutoResponses prometheus.Counter
+	// connectionsRefused counts connections refused over a listener's
+	// limit (connLimitListener), by listener.
+	connectionsRefused *prometheus.CounterVec
 }
 
 // gauges are the node's figures read when /metrics is scraped.
@@ -98,6 +101,10 @@ func newMetrics(g gauges) *metrics {
 	m.websocketAutoResponses = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "roost_websocket_auto_responses_total", Help: "WebSocket messages answered by the runtime with the object's auto-response, without waking the object (also counted as received and sent).",
 	})
+	m.connectionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "roost_connections_refused_total", Help: `Connections answered 503 and closed because their listener ("app" or "admin") held its most open connections, a share of the open-file limit.`,
+	}, []string{"listener"})
+	f(m.connectionsRefused)
 	f(m.websockets)
 	f(m.websocketMessages)
 	f(m.websocketAutoResponses)

@@ -9,13 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/roostdb/roost/loglimit"
 	"github.com/roostdb/roost/raftstore"
 )
 
@@ -174,7 +174,7 @@ func advertisedHost(cfg Config) string {
 func (p *peerTLS) grpcServerOptions(log *slog.Logger) []grpc.ServerOption {
 	opts := raftstore.TransportServerOptions()
 	if p != nil {
-		limit := newLogLimiter(refusalLogInterval, maxRefusalHosts, time.Now)
+		limit := loglimit.New(refusalLogInterval, maxRefusalHosts, time.Now)
 		opts = append(opts, grpc.Creds(loggingCreds{credentials.NewTLS(p.server), log, limit}))
 	}
 	return opts
@@ -198,7 +198,7 @@ func (p *peerTLS) grpcDialOptions() []grpc.DialOption {
 type loggingCreds struct {
 	credentials.TransportCredentials
 	log   *slog.Logger
-	limit *logLimiter
+	limit *loglimit.Limiter
 }
 
 // refusalLogInterval is how often at most a refused handshake is logged
@@ -218,7 +218,7 @@ func (c loggingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.Auth
 		if h, _, serr := net.SplitHostPort(remote); serr == nil {
 			host = h
 		}
-		if ok, held, elsewhere := c.limit.allow(host); ok {
+		if ok, held, elsewhere := c.limit.Allow(host); ok {
 			attrs := []any{"remote", remote, "err", err, "not_logged", held, "log_interval", refusalLogInterval}
 			if elsewhere > 0 {
 				attrs = append(attrs, "not_logged_other_hosts", elsewhere)
@@ -231,63 +231,4 @@ func (c loggingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.Auth
 
 func (c loggingCreds) Clone() credentials.TransportCredentials {
 	return loggingCreds{c.TransportCredentials.Clone(), c.log, c.limit}
-}
-
-// logLimiter lets at most one line per key through per interval and
-// counts the ones it holds back: a key's next line says how many of its
-// own were held back, and how many of other keys that have no line of
-// their own to say it. It keeps count of at most maxKeys keys, forgetting
-// (into that second count) those whose interval has passed when it needs
-// room; while all are recent, a new key's lines are only counted.
-type logLimiter struct {
-	interval time.Duration
-	maxKeys  int
-	now      func() time.Time
-
-	mu        sync.Mutex
-	keys      map[string]*limited
-	elsewhere int // lines held back of keys no longer kept, or never kept
-}
-
-type limited struct {
-	last time.Time // when a line was last let through
-	held int       // lines held back since
-}
-
-func newLogLimiter(interval time.Duration, maxKeys int, now func() time.Time) *logLimiter {
-	return &logLimiter{interval: interval, maxKeys: maxKeys, now: now, keys: make(map[string]*limited)}
-}
-
-// allow reports whether a line for key may go out now and, if so, how
-// many lines of key were held back since its last line, and how many of
-// keys that will have no line to report them.
-func (l *logLimiter) allow(key string) (ok bool, held, elsewhere int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	e := l.keys[key]
-	switch {
-	case e != nil && now.Sub(e.last) < l.interval:
-		e.held++
-		return false, 0, 0
-	case e != nil:
-		held = e.held
-		e.last, e.held = now, 0
-	default:
-		if len(l.keys) >= l.maxKeys {
-			for k, old := range l.keys {
-				if now.Sub(old.last) >= l.interval {
-					l.elsewhere += old.held
-					delete(l.keys, k)
-				}
-			}
-		}
-		if len(l.keys) >= l.maxKeys {
-			l.elsewhere++
-			return false, 0, 0
-		}
-		l.keys[key] = &limited{last: now}
-	}
-	elsewhere, l.elsewhere = l.elsewhere, 0
-	return true, held, elsewhere
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/roostdb/roost/loglimit"
 )
 
 // Options tunes a Store.
@@ -36,6 +38,9 @@ type Options struct {
 	// votes and may be elected: a replica whose data stopped at the
 	// failure must leave service, and a restart re-applies the log.
 	OnFSMFailure func(g GroupID, err error)
+	// MaxOpenFiles bounds the files Pebble keeps open (its table cache
+	// and the rest); 0 means Pebble's default, 1,000.
+	MaxOpenFiles int
 }
 
 const defaultCacheSize = 64 << 20
@@ -83,11 +88,12 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 	popts := &pebble.Options{
 		Cache:              cache,
 		FS:                 fs,
-		Logger:             pebbleLogger{logger.Named("pebble")},
+		Logger:             newPebbleLogger(logger.Named("pebble")),
 		FormatMajorVersion: pebble.FormatNewest,
 		// Larger memtables than the 4 MiB default: the raft log is written
 		// and soon deleted, and most of it should die in the memtable.
 		MemTableSize: 32 << 20,
+		MaxOpenFiles: opts.MaxOpenFiles,
 	}
 	popts.Experimental.CompactionScheduler = newCompactionScheduler()
 	var window *syncWindow
@@ -302,8 +308,23 @@ func (s *Store) get(key []byte) (val []byte, ok bool, err error) {
 }
 
 // pebbleLogger sends Pebble's messages to hclog. Pebble's info messages
-// (compactions, WAL recycling) are routine, so they go to Debug.
-type pebbleLogger struct{ l hclog.Logger }
+// (compactions, WAL recycling) are routine, so they go to Debug. Its
+// errors are limited to one line per format a second: a background error
+// that repeats (no file descriptors or no disk left) came 16,000 times a
+// second and buried everything else (found by QA).
+type pebbleLogger struct {
+	l     hclog.Logger
+	limit *loglimit.Limiter
+}
+
+// pebbleErrorInterval is how often at most Pebble's errors of one format
+// are logged.
+const pebbleErrorInterval = time.Second
+
+func newPebbleLogger(l hclog.Logger) pebbleLogger {
+	// Formats are Pebble's constants, a few dozen at most.
+	return pebbleLogger{l: l, limit: loglimit.New(pebbleErrorInterval, 256, time.Now)}
+}
 
 func (p pebbleLogger) Infof(format string, args ...any) {
 	if p.l.IsDebug() {
@@ -311,7 +332,17 @@ func (p pebbleLogger) Infof(format string, args ...any) {
 	}
 }
 
-func (p pebbleLogger) Errorf(format string, args ...any) { p.l.Error(fmt.Sprintf(format, args...)) }
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	ok, held, elsewhere := p.limit.Allow(format)
+	if !ok {
+		return
+	}
+	var attrs []any
+	if held+elsewhere > 0 {
+		attrs = []any{"not_logged", held + elsewhere, "log_interval", pebbleErrorInterval}
+	}
+	p.l.Error(fmt.Sprintf(format, args...), attrs...)
+}
 
 // Fatalf must not return (Pebble relies on that); panicking keeps the stack.
 func (p pebbleLogger) Fatalf(format string, args ...any) {

@@ -36,16 +36,18 @@ var importRules = []rule{
 	// Generated RPC code may be split into several packages under proto/;
 	// they may import one another and nothing else of roost.
 	{"proto/...", []string{"proto/..."}},
-	{"raftstore", []string{"durable", "multiraft", "proto/..."}},
+	{"raftstore", []string{"durable", "multiraft", "loglimit", "proto/..."}},
 	// multiraft is the engine being built to run the shard groups
 	// (docs/multiraft.md); it knows nothing of objects.
 	{"multiraft", []string{"proto/..."}},
 	{"placement", []string{"durable", "proto/..."}},
 	{"config", []string{"durable"}},
-	{"node", []string{"durable", "raftstore", "multiraft", "placement", "proto/..."}},
+	{"node", []string{"durable", "raftstore", "multiraft", "placement", "loglimit", "proto/..."}},
 	// loadgen is a leaf: closed-loop load and its summary, for roost bench
 	// and the etcd load of make bench-compare.
 	{"loadgen", nil},
+	// loglimit is a leaf: one log line per key per interval.
+	{"loglimit", nil},
 	{"cli", []string{"node", "config", "durable", "loadgen", "internal/devca"}},
 	{"cmd/...", []string{"cli", "durable", "examples/..."}},
 	// An example's own binaries (examples/<name>/cmd/...) wire it into cli.Run.

@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestConnectionFloodLeavesStorageItsFiles holds more idle connections
+// open on a node's app port than its open-file limit (512 here) allows,
+// then writes values large enough to make Pebble open new files (a
+// memtable flush, a new WAL). The app listener refuses what is over its
+// share with a 503, so storage keeps its descriptors: every put is
+// acknowledged and read back, nothing is logged of files that could not
+// be opened, and the app port serves again once the flood lets go.
+// Before, the flood took every descriptor: Pebble logged thousands of
+// errors a second and the node panicked or answered 500 (found by QA).
+func TestConnectionFloodLeavesStorageItsFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("connection-flood test skipped in -short mode")
+	}
+	const fileLimit, flood = 512, 600
+	config := filepath.Join(t.TempDir(), "roost.toml")
+	if err := os.WriteFile(config, []byte("[[kv_namespaces]]\nbinding = \"BLOBS\"\nid = \"blobs\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr, admin := freeAddr(t), freeAddr(t)
+	// The shell sets the limit, soft and hard, for the node alone.
+	p := launch(t, "roost dev", "sh", "-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, fileLimit),
+		roostBinary(t), "dev", "--data-dir", filepath.Join(t.TempDir(), "d"), "--http", httpAddr, "--admin", admin, "--config", config)
+	p.http, p.admin = httpAddr, admin
+	p.waitReady(30 * time.Second)
+	if code, body := kvAdmin(t, admin, http.MethodPut, "warm", []byte("x")); code != http.StatusOK {
+		t.Fatalf("first put: %d %s", code, body)
+	}
+
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for range flood {
+		c, err := net.DialTimeout("tcp", httpAddr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("dialing the app port: %v", err)
+		}
+		// A whole request: its connection then stays open, idle, for the
+		// server's idle timeout (minutes), where half a request is
+		// dropped after the header timeout (seconds).
+		if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	answered, refused := 0, 0
+	readBy := time.Now().Add(5 * time.Second)
+	for _, c := range held {
+		c.SetReadDeadline(readBy)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		switch resp.StatusCode {
+		case http.StatusOK:
+			answered++
+		case http.StatusServiceUnavailable:
+			refused++
+		default:
+			t.Fatalf("a flood connection read %s", resp.Status)
+		}
+	}
+	t.Logf("of %d connections, %d answered and held open, %d refused with 503", flood, answered, refused)
+	if answered+refused != flood || refused == 0 || answered == 0 {
+		t.Fatalf("%d of %d connections answered, %d refused: want every one either served or refused, some of each (the app listener's share of %d files)", answered, flood, refused, fileLimit)
+	}
+
+	value := make([]byte, 20<<20)
+	for i := range 4 {
+		rand.Read(value)
+		key := fmt.Sprintf("big%d", i)
+		if code, body := kvAdmin(t, admin, http.MethodPut, key, value); code != http.StatusOK {
+			t.Fatalf("put %s of 20 MiB while the app port is flooded: %d %s", key, code, body)
+		}
+		if code, got := kvAdmin(t, admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
+			t.Fatalf("acknowledged %s read back: %d, %s", key, code, describe(code, got))
+		}
+	}
+	if log := p.log.String(); strings.Contains(log, "too many open files") {
+		t.Fatalf("the node ran out of file descriptors:\n%s", lastLines(log, 10))
+	}
+	if !strings.Contains(p.log.String(), "refused a connection") {
+		t.Fatalf("the refusals were not logged:\n%s", lastLines(p.log.String(), 10))
+	}
+
+	for _, c := range held {
+		c.Close()
+	}
+	held = nil
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body, err := p.get(t.Context(), "/increment?name=after-the-flood")
+		if err == nil && code == http.StatusOK && strings.Contains(body, "count: 1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the app port after the flood: %d %q %v", code, body, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,130 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/roostdb/roost/loglimit"
+)
+
+// fdBudget divides the process's open-file limit between the node's parts,
+// so that clients holding connections open (idle keep-alives, WebSockets,
+// half-sent requests) cannot take the descriptors its storage needs: with
+// none left, Pebble could not open a table or a new WAL, failed writes,
+// logged an error for every try and could panic (found by QA: 1,100 idle
+// connections under `ulimit -n 1024`).
+type fdBudget struct {
+	limit uint64 // RLIMIT_NOFILE's soft limit (Go raises it to the hard one)
+	// pebbleFiles is Pebble's MaxOpenFiles: its table cache and the rest.
+	pebbleFiles int
+	// app and admin are how many connections each listener keeps open at
+	// once; the admin listener has its own share so that an operator
+	// still reaches /metrics and the admin API while the app port is full.
+	app, admin int
+}
+
+// Bounds of the budget's parts.
+const (
+	maxPebbleFiles = 1000 // Pebble's own default
+	minPebbleFiles = 64
+	// fdReserve is kept for everything else: the WAL, manifests and
+	// snapshots, gRPC and gossip connections to peers, forwarded calls'
+	// dials, log files. It is at least this, and an eighth of the limit.
+	fdReserve      = 256
+	minClientConns = 16
+	maxAdminConns  = 1024
+)
+
+// budgetFor divides an open-file limit (see fdBudget).
+func budgetFor(limit uint64) fdBudget {
+	l := int(min(limit, 1<<30))
+	b := fdBudget{limit: limit, pebbleFiles: min(max(l/4, minPebbleFiles), maxPebbleFiles)}
+	clients := max(l-b.pebbleFiles-max(fdReserve, l/8), 2*minClientConns)
+	b.admin = min(max(clients/16, minClientConns), maxAdminConns)
+	b.app = clients - b.admin
+	return b
+}
+
+// openFileLimit is the process's open-file limit; ok is false if it cannot
+// be read or is unlimited, and then the node sets no budget.
+func openFileLimit() (limit uint64, ok bool) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == ^uint64(0) {
+		return 0, false
+	}
+	return rl.Cur, true
+}
+
+// connLimitListener accepts at most max connections open at once. One
+// over it is answered 503 at once and closed, rather than left in the
+// kernel's queue, where its client would wait with no word; the accept
+// loop goes on, so connections are taken again as soon as others close.
+type connLimitListener struct {
+	net.Listener
+	name    string // "app" or "admin", for the log and the metric
+	max     int64
+	open    atomic.Int64
+	refused prometheus.Counter
+	log     *slog.Logger
+	limit   *loglimit.Limiter // one line per refusalLogInterval
+}
+
+func newConnLimitListener(ln net.Listener, name string, maxOpen int, refused prometheus.Counter, log *slog.Logger) *connLimitListener {
+	return &connLimitListener{Listener: ln, name: name, max: int64(maxOpen), refused: refused, log: log,
+		limit: loglimit.New(refusalLogInterval, 1, time.Now)}
+}
+
+// refusedAnswer is what a connection over the limit reads before it is
+// closed: a whole HTTP response, which every HTTP client can report.
+const refusedAnswer = "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nContent-Length: %d\r\n\r\n%s"
+
+// refusedWriteTimeout bounds the write of refusedAnswer: it fits in a new
+// socket's send buffer, so it only waits on a broken connection, and the
+// accept loop must not.
+const refusedWriteTimeout = 100 * time.Millisecond
+
+func (l *connLimitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) <= l.max {
+			return &limitedConn{Conn: c, release: func() { l.open.Add(-1) }}, nil
+		}
+		l.open.Add(-1)
+		l.refuse(c)
+	}
+}
+
+func (l *connLimitListener) refuse(c net.Conn) {
+	l.refused.Inc()
+	msg := fmt.Sprintf("roost: this node's %s listener holds %d connections, its most (set by the open-file limit); retry later\n", l.name, l.max)
+	_ = c.SetWriteDeadline(time.Now().Add(refusedWriteTimeout))
+	_, _ = fmt.Fprintf(c, refusedAnswer, len(msg), msg)
+	_ = c.Close()
+	if ok, held, _ := l.limit.Allow(l.name); ok {
+		l.log.Warn("refused a connection: the listener holds its most connections; raise the open-file limit (ulimit -n) to allow more",
+			"listener", l.name, "max_connections", l.max, "not_logged", held, "log_interval", refusalLogInterval)
+	}
+}
+
+// limitedConn gives its place back once, however often it is closed (the
+// HTTP server and a WebSocket it was handed to may both close it).
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
+}
