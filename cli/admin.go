@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/node"
 )
 
 // This file is what the operator commands (status, members, shards,
@@ -116,8 +117,8 @@ func (o *adminOptions) client(cmd *cobra.Command) (*adminClient, error) {
 	} else if v, ok := o.lookupEnv(envAdminToken); ok && v != "" {
 		c.token, c.tokenFrom = v, envAdminToken
 	}
-	if strings.ContainsAny(c.token, "\r\n") {
-		return nil, &usageError{cmd: cmd, err: fmt.Errorf("%s holds a line break; give the token alone", c.tokenFrom)}
+	if i := node.TokenControlChar(c.token); i >= 0 {
+		return nil, &usageError{cmd: cmd, err: fmt.Errorf("%s holds a control character (%q at byte %d), which no Authorization header can carry; give the token alone", c.tokenFrom, rune(c.token[i]), i)}
 	}
 	if c.token != strings.TrimSpace(c.token) {
 		// A node refuses such a token at its start: it could never match.
@@ -135,8 +136,10 @@ func adminBaseURL(addr string) (string, error) {
 		return "", errors.New("empty address")
 	}
 	if !strings.Contains(addr, "://") {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		if host, port, err := net.SplitHostPort(addr); err != nil {
 			addr = net.JoinHostPort(strings.Trim(addr, "[]"), "8789")
+		} else if port == "" { // "host:" is no port too, not URLs' 80
+			addr = net.JoinHostPort(host, "8789")
 		}
 		addr = "http://" + addr
 	}

@@ -105,6 +105,14 @@ certificates and a gossip key to secure the traffic between nodes
 		newBenchCommand(stdout, stderr),
 		newVersionCommand(stdout),
 	)
+	// cobra's own completion command, made now rather than at Execute so
+	// that a mistyped shell is an unknown command, not help and exit 0.
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "completion" {
+			asGroup(c)
+		}
+	}
 	return root
 }
 

@@ -38,7 +38,7 @@ environment variables ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_SHARDS,
 ROOST_IDLE_TIMEOUT, ROOST_ADMIN_TOKEN and ROOST_ID_KEY (empty ones are
 ignored, and so are blank ones but a blank ROOST_ADMIN_TOKEN or ROOST_ID_KEY,
 which stops the command: a secret of spaces is a mistake, not a wish for
-none).
+none; spaces around any other value are dropped).
 
 The id key ([runtime] id_key or ROOST_ID_KEY, at least 16 bytes; no flag, so
 that it stays out of process listings) is a secret from which object IDs are

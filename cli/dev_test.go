@@ -122,6 +122,14 @@ func TestDevPrecedence(t *testing.T) {
 			env:  map[string]string{"ROOST_HTTP": "127.0.0.1:3001", "ROOST_ADMIN": ""},
 			want: settings{"file-dir", "127.0.0.1:3001", "127.0.0.1:1002", 8, 5 * time.Minute},
 		},
+		{
+			name: "spaces around a variable's value are dropped",
+			env:  map[string]string{"ROOST_HTTP": " 127.0.0.1:3001", "ROOST_DATA_DIR": "spacey ", "ROOST_SHARDS": "8 "},
+			want: settings{"spacey", "127.0.0.1:3001", def.AdminAddr, 8, def.IdleTimeout},
+		},
+		// A blank variable is unset, so the flag's value is the one to blame.
+		{name: "blank variable not named as a source", args: []string{"--shards", "5000"}, env: map[string]string{"ROOST_SHARDS": " "}, errHas: "got 5000 (from --shards)"},
+		{name: "storage limit named with its file", cwd: "[storage]\nmax_entry_bytes = 999999999999\n", errHas: "the most one commit carries (from [storage] in roost.toml)"},
 		{name: "bad ROOST_SHARDS", env: map[string]string{"ROOST_SHARDS": "lots"}, errHas: `ROOST_SHARDS="lots": not a whole number`},
 		{name: "bad ROOST_IDLE_TIMEOUT", env: map[string]string{"ROOST_IDLE_TIMEOUT": "60"}, errHas: `ROOST_IDLE_TIMEOUT="60": not a duration`},
 		{name: "env value checked like the rest", env: map[string]string{"ROOST_SHARDS": "0"}, errHas: "shards must be between 1 and 4096, got 0"},

@@ -156,7 +156,7 @@ ROOST_TLS_CERT, ROOST_TLS_KEY, ROOST_TLS_CA, ROOST_GOSSIP_KEY,
 ROOST_IDLE_TIMEOUT, ROOST_ADMIN_TOKEN and ROOST_ID_KEY (empty ones are ignored,
 and so are blank ones but a blank ROOST_ADMIN_TOKEN, ROOST_GOSSIP_KEY or
 ROOST_ID_KEY, which stops the command: a secret of spaces is a mistake, not a
-wish for none). A relative data_dir, tls_cert,
+wish for none; spaces around any other value are dropped). A relative data_dir, tls_cert,
 tls_key or tls_ca in roost.toml is relative to the file; a relative path in a
 flag or variable is relative to the working directory.
 

@@ -240,6 +240,11 @@ func (s *server) withSources(err error, cfg, def node.Config, file *config.File)
 			from = append(from, sec.key+" in "+s.filePath)
 		}
 	}
+	// The storage limits have no flag or variable: the defaults are valid,
+	// so an error about them is the file's.
+	if file != nil && strings.Contains(err.Error(), "storage limits") {
+		from = append(from, "[storage] in "+s.filePath)
+	}
 	if len(from) == 0 {
 		return err
 	}
@@ -262,7 +267,7 @@ func errorNames(err error, st setting) bool {
 // sourceOf names where apply took st's value from: its variable, its flag
 // or the file; "" for the default.
 func (s *server) sourceOf(st setting, file *config.File) string {
-	if raw, ok := s.lookupEnv(st.env); ok && raw != "" {
+	if raw, ok := s.lookupEnv(st.env); ok && strings.TrimSpace(raw) != "" { // as apply
 		return st.env
 	}
 	if s.cmd.Flags().Changed(st.flag) {
@@ -302,8 +307,13 @@ func (s *server) apply(cfg *node.Config, file *config.File, settings ...setting)
 		}
 		// An empty or blank variable counts as unset, so that `ROOST_HTTP=
 		// roost dev` does not mean "listen on nothing", nor `ROOST_JOIN=" "`
-		// "join no one" over the file's list.
+		// "join no one" over the file's list. Spaces around a value are
+		// a quoting slip, not part of it (a data dir whose name ends in a
+		// space, an address that fails only at listen).
 		if raw, ok := s.lookupEnv(st.env); ok && strings.TrimSpace(raw) != "" {
+			if _, list := dst.Interface().([]string); !list { // a list's entries are trimmed
+				raw = strings.TrimSpace(raw)
+			}
 			v, err := parseEnv(st, dst.Interface(), raw)
 			if err != nil {
 				return err

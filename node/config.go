@@ -149,6 +149,13 @@ func DefaultClusterConfig(nodeID string) Config {
 // ErrInvalidConfig is wrapped by every error Validate returns.
 var ErrInvalidConfig = errors.New("invalid node configuration")
 
+// TokenControlChar is the index of the first byte of token that no HTTP
+// header can carry (a control character other than tab), or -1: a token
+// holding one can never be sent, so servers and clients refuse it alike.
+func TokenControlChar(token string) int {
+	return strings.IndexFunc(token, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f })
+}
+
 // Validate reports the first setting that cannot work.
 func (c Config) Validate() error {
 	bad := func(format string, args ...any) error {
@@ -156,6 +163,9 @@ func (c Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return bad("data dir is empty")
+	}
+	if strings.TrimSpace(c.DataDir) != c.DataDir {
+		return bad("data dir %q has spaces around it: a quoting slip, most likely", c.DataDir)
 	}
 	type listener struct{ name, addr string }
 	listeners := []listener{{"http", c.HTTPAddr}, {"admin", c.AdminAddr}}
@@ -186,7 +196,7 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.AdminToken) != c.AdminToken {
 		return bad("the admin token has spaces around it; clients' tokens are trimmed, so it could never match")
 	}
-	if i := strings.IndexFunc(c.AdminToken, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }); i >= 0 {
+	if i := TokenControlChar(c.AdminToken); i >= 0 {
 		// An HTTP header cannot carry it: no call could ever be let in.
 		return bad("the admin token holds a control character (%q at byte %d), which no Authorization header can carry", rune(c.AdminToken[i]), i)
 	}

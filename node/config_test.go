@@ -23,6 +23,8 @@ func TestConfigValidate(t *testing.T) {
 		wantErr string // "" means valid
 	}{
 		{"defaults", func(*Config) {}, ""},
+		{"data dir of spaces", func(c *Config) { c.DataDir = "   " }, `data dir "   " has spaces around it`},
+		{"data dir ending in a space", func(c *Config) { c.DataDir = "d " }, `data dir "d " has spaces around it`},
 		{"all three", func(c *Config) { c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile = "c", "k", "ca" }, ""},
 		{"cert only", func(c *Config) { c.TLSCertFile = "c" }, "tls cert set but tls key, tls ca not"},
 		{"no ca", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "c", "k" }, "tls cert, tls key set but tls ca not"},

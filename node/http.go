@@ -21,6 +21,13 @@ func (n *Node) appHandler() http.Handler {
 	env := n.manager.env
 	worker := n.app.Worker
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.RequestURI == "*" {
+			// Not a request for the app: the server-wide OPTIONS *, or
+			// HTTP/2's connection preface (PRI * HTTP/2.0), which Go's
+			// server hands on as a request when h2c is off.
+			n.metrics.requests.WithLabelValues(statusClass(asteriskRequest(w, r))).Inc()
+			return
+		}
 		gw, finish := guardRequest(w, r, n.cfg.BodyStallTimeout)
 		sw := &statusWriter{ResponseWriter: gw}
 		defer func() {
@@ -38,6 +45,18 @@ func (n *Node) appHandler() http.Handler {
 		worker(sw, r, env)
 		finish()
 	})
+}
+
+// asteriskRequest answers a request whose target is "*" rather than a
+// path: no Worker can route it. It returns the status it answered.
+func asteriskRequest(w http.ResponseWriter, r *http.Request) int {
+	w.Header().Set("Connection", "close")
+	if r.Method == "PRI" {
+		http.Error(w, "roost serves HTTP/1.1 on this port: HTTP/2 without TLS (h2c) is not served", http.StatusHTTPVersionNotSupported)
+		return http.StatusHTTPVersionNotSupported
+	}
+	http.Error(w, fmt.Sprintf("a request for %s * names no path; the app serves paths", r.Method), http.StatusBadRequest)
+	return http.StatusBadRequest
 }
 
 // guardRequest bounds, by timeout, how long the request's body may keep

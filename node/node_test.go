@@ -1076,3 +1076,36 @@ func TestStreamedAnswerMayPauseLongerThanTheWriteBound(t *testing.T) {
 		t.Fatalf("streamed answer: %q, %v; want \"abc\"", b, err)
 	}
 }
+
+// TestAsteriskRequestsNeverReachTheWorker: HTTP/2's connection preface and
+// GET * name no path; the app listener answers them itself instead of
+// handing the Worker a request for "*" (the counter's Worker answered the
+// preface 200 with its page; OPTIONS * Go's server answers itself).
+func TestAsteriskRequestsNeverReachTheWorker(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	for _, tc := range []struct {
+		request string
+		code    int
+		says    string
+	}{
+		{"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", http.StatusHTTPVersionNotSupported, "h2c"},
+		{"GET * HTTP/1.1\r\nHost: roost\r\n\r\n", http.StatusBadRequest, "GET * names no path"},
+	} {
+		conn, err := net.Dial("tcp", n.HTTPAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprint(conn, tc.request)
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("%q: %v", tc.request, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		conn.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.says) {
+			t.Errorf("%q answered %s %q; want %d saying %q", tc.request, resp.Status, b, tc.code, tc.says)
+		}
+	}
+}
