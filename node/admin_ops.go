@@ -380,7 +380,13 @@ func (a *admin) endOp(op *operation, err error) {
 	// A stopping node's moves fail with their cancelled context, whatever
 	// the error says.
 	stopping := a.n.manager.ctx.Err() != nil
-	if op.recorded && !stopping && !errors.Is(err, errLostMetaLeadership) {
+	carriedOn := stopping || errors.Is(err, errLostMetaLeadership)
+	if err != nil && !carriedOn && op.kind == "drain" {
+		// Said here because nothing else would: the failed drain left the
+		// node draining, and new replicas avoid it.
+		err = fmt.Errorf("%w; %[2]s stays draining: drain it again, or make it active again with 'roost activate %[2]s'", err, op.node)
+	}
+	if op.recorded && !carriedOn {
 		// If this fails (the leadership just moved), the new meta leader
 		// carries the operation on: it plans from the map, so a finished
 		// one ends at once.

@@ -124,8 +124,8 @@ func TestOperationLeavesShardsWithoutQuorum(t *testing.T) {
 	li := c.nodeIndex(leader)
 	op := c.runOp(li, "/v1/nodes/"+string(victim)+"/drain", nil, nil)
 	after := c.metaLeader().cluster.metaFSM.Map()
-	if op.State != "failed" || !strings.Contains(op.Error, "too few of their replicas are alive") {
-		t.Fatalf("drain of %s with %s also down ended %s: %q, want failed naming the shards without a quorum", victim, other, op.State, op.Error)
+	if op.State != "failed" || !strings.Contains(op.Error, "too few of their replicas are alive") || !strings.Contains(op.Error, "stays draining") {
+		t.Fatalf("drain of %s with %s also down ended %s: %q, want failed naming the shards without a quorum, and that %[1]s stays draining", victim, other, op.State, op.Error)
 	}
 	var held []string
 	for i, s := range before.ShardMap {
