@@ -178,11 +178,14 @@ type statusWriter struct {
 	status int
 }
 
+// WriteHeader notes code once net/http took it: it panics on a code it
+// cannot send (the Worker's exception: the status must stay unset for the
+// 500), and sends an informational 1xx at once, before the final status.
 func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
+	s.ResponseWriter.WriteHeader(code)
+	if s.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
 		s.status = code
 	}
-	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusWriter) Write(p []byte) (int, error) {

@@ -631,7 +631,18 @@ func newResponseBuffer() *responseBuffer { return &responseBuffer{header: make(h
 
 func (b *responseBuffer) Header() http.Header { return b.header }
 
+// WriteHeader takes codes as net/http does, since an object is an
+// http.Handler: a code it could not send is a panic (the turn's exception,
+// a 500 to the caller, where the Worker's attempt to relay it answered an
+// empty 200), and an informational 1xx is not the final status (it cannot
+// be relayed through a buffered answer either, so it is dropped).
 func (b *responseBuffer) WriteHeader(status int) {
+	if status < 100 || status > 999 {
+		panic(fmt.Sprintf("invalid WriteHeader code %v", status))
+	}
+	if status < 200 && status != http.StatusSwitchingProtocols {
+		return
+	}
 	if b.status == 0 {
 		b.status = status
 	}

@@ -191,6 +191,12 @@ func testPingPong(state *durable.State, env *durable.Env) durable.Object {
 			fmt.Fprintf(w, "%s|%s", state.ID.Name(), r.Header.Get("X-Raw"))
 		case "/panic":
 			panic("boom")
+		case "/codes": // writes the statuses of ?codes= (comma-separated) in turn, then a body
+			for _, c := range strings.Split(r.URL.Query().Get("codes"), ",") {
+				code, _ := strconv.Atoi(c)
+				w.WriteHeader(code)
+			}
+			fmt.Fprint(w, "object's body")
 		case "/sleep": // answers after ?d= (a duration)
 			d, _ := time.ParseDuration(r.URL.Query().Get("d"))
 			time.Sleep(d)
@@ -202,6 +208,12 @@ func testPingPong(state *durable.State, env *durable.Env) durable.Object {
 // testWorker routes /<binding>/<path>?name=N or ?id=HEX to an object.
 func testWorker(w http.ResponseWriter, r *http.Request, env *durable.Env) {
 	q := r.URL.Query()
+	if c := q.Get("worker_code"); c != "" { // the Worker writes this status itself
+		code, _ := strconv.Atoi(c)
+		w.WriteHeader(code)
+		fmt.Fprint(w, "worker's body")
+		return
+	}
 	ns, err := env.Namespace(q.Get("ns"))
 	if err != nil {
 		durable.WriteError(w, err)
@@ -1106,6 +1118,37 @@ func TestAsteriskRequestsNeverReachTheWorker(t *testing.T) {
 		conn.Close()
 		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.says) {
 			t.Errorf("%q answered %s %q; want %d saying %q", tc.request, resp.Status, b, tc.code, tc.says)
+		}
+	}
+}
+
+// TestStatusCodesAsNetHTTPTakesThem: an object or Worker that writes a
+// status net/http cannot send threw an exception, answered 500 (it was an
+// empty 200: the status was noted before net/http refused it), and an
+// informational 1xx written first is not the final status (an object's
+// 103 then 201 answered 200).
+func TestStatusCodesAsNetHTTPTakesThem(t *testing.T) {
+	n := startNode(t, t.TempDir(), nil)
+	defer closeNode(t, n)
+	for _, tc := range []struct {
+		query string
+		code  int
+		body  string
+	}{
+		{"ns=PINGPONG&name=codes&codes=1000", 500, "invalid WriteHeader code 1000"},
+		{"ns=PINGPONG&name=codes&codes=99", 500, "invalid WriteHeader code 99"},
+		{"ns=PINGPONG&name=codes&codes=103,201", 201, "object's body"},
+		{"ns=PINGPONG&name=codes&codes=201,404", 201, "object's body"},
+		{"worker_code=1000", 500, "invalid WriteHeader code 1000"},
+	} {
+		resp, err := http.Get("http://" + n.HTTPAddr().String() + "/codes?" + tc.query)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.query, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.code || !strings.Contains(string(b), tc.body) {
+			t.Errorf("%s: %d %q %v; want %d with %q", tc.query, resp.StatusCode, b, err, tc.code, tc.body)
 		}
 	}
 }
