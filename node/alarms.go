@@ -254,6 +254,10 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 		}
 	case errors.Is(err, errAlarmNotSet):
 		delete(a.retries, d.Object)
+	case errors.Is(err, errAlarmRewritten):
+		delete(a.retries, d.Object)
+		a.m.metrics.alarmFailures.Inc()
+		a.m.cfg.Logger.Warn("alarm failed after it set or deleted its alarm: what it set is a new alarm, delivered at its time", "class", class, "id", id.String(), "err", err)
 	case errors.Is(err, errAlarmDropped):
 		delete(a.retries, d.Object)
 		a.m.metrics.alarmFailures.Inc()
@@ -293,6 +297,12 @@ func (m *manager) classOf(obj [32]byte) (string, durable.ID, bool) {
 // errAlarmDropped: the alarm's last delivery failed, and the alarm was
 // deleted all the same.
 var errAlarmDropped = errors.New("alarm dropped")
+
+// errAlarmRewritten: the handler failed after it set or deleted its
+// alarm. What it set is a new alarm, whose retries count from 0 again,
+// even when it is set for the very millisecond delivered: that time alone
+// cannot tell it from the old alarm's retry.
+var errAlarmRewritten = errors.New("alarm set again by its failed handler")
 
 // errAlarmNotSet: the alarm was deleted or moved before its delivery
 // began; nothing ran.
@@ -366,8 +376,11 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 	// handler that sets it for now re-arms it, though "now" may be the
 	// very millisecond it was delivered for.
 	del := exc == nil && (handlerErr == nil || lastTry)
-	err = endDelivery(del)
-	dropped := del && handlerErr != nil && err == nil // the handler failed and the alarm is deleted all the same
+	written, err := endDelivery(del)
+	if exc != nil {
+		written = false // the turn's writes are discarded with it
+	}
+	dropped := del && handlerErr != nil && err == nil && !written // the handler failed and the alarm is deleted all the same
 	handlerErr = errors.Join(handlerErr, err)
 	last, _ := in.endTurn(prior, exc)
 	if last != nil {
@@ -383,6 +396,9 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 	// would take for this delivery's own (refused before it ran).
 	if handlerErr != nil && dropped {
 		return fmt.Errorf("%w: alarm handler of %s %s: %v", errAlarmDropped, in.class, in.id, handlerErr)
+	}
+	if handlerErr != nil && written {
+		return fmt.Errorf("%w: alarm handler of %s %s: %v", errAlarmRewritten, in.class, in.id, handlerErr)
 	}
 	if handlerErr != nil {
 		return fmt.Errorf("alarm handler of %s %s: %v", in.class, in.id, handlerErr)

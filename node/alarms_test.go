@@ -358,7 +358,10 @@ type flakyAlarm struct {
 	state  *durable.State
 	fail   int
 	panics bool // a failing delivery panics instead of returning an error
-	rec    *deliveries
+	// rearm: a failing delivery sets the alarm again for the time it was
+	// delivered for before it returns its error.
+	rearm bool
+	rec   *deliveries
 }
 
 type deliveries struct {
@@ -395,6 +398,11 @@ func (o *flakyAlarm) Alarm(ctx context.Context, info durable.AlarmInfo) error {
 	switch {
 	case failing && o.panics:
 		panic("injected alarm panic")
+	case failing && o.rearm:
+		if err := o.state.Storage.SetAlarm(info.ScheduledTime); err != nil {
+			return err
+		}
+		return errors.New("injected alarm failure after setting it again")
 	case failing:
 		return errors.New("injected alarm failure")
 	}
@@ -541,6 +549,46 @@ func TestAlarmGivesUpAfterItsLastRetry(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAlarmSetAgainByAFailingHandlerIsNew: a handler that sets its alarm
+// again, for the very millisecond it was delivered for, and then fails has
+// set a new alarm, as docs/writing-objects.md says: each delivery is a
+// first try (RetryCount 0), at its time rather than after a backoff, and
+// none is dropped, past alarmMaxRetries too. Before, the same millisecond
+// made it the old alarm's retry: counts 0 to 6, backing off, then a
+// "dropped" warning for an alarm that was still set.
+func TestAlarmSetAgainByAFailingHandlerIsNew(t *testing.T) {
+	const fails = alarmMaxRetries + 2
+	rec := &deliveries{done: make(chan struct{})}
+	app := alarmApp()
+	app.Classes["Flaky"] = func(state *durable.State, _ *durable.Env) durable.Object {
+		return &flakyAlarm{state: state, fail: fails, rearm: true, rec: rec}
+	}
+	app.Bindings = append(app.Bindings, durable.Binding{Name: "FLAKY", ClassName: "Flaky"})
+	n := startAlarmNodeWith(t, t.TempDir(), app, func(n *Node) { n.alarms.backoff = time.Minute })
+	defer closeNode(t, n)
+	params := url.Values{"ns": {"FLAKY"}, "name": {"F"}}
+	if code, body := get(t, n, "/arm", params); code != 200 {
+		t.Fatalf("arm: %d %s", code, body)
+	}
+	select {
+	case <-rec.done:
+	case <-time.After(20 * time.Second):
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		t.Fatalf("no successful delivery in 20 s (a retry waits out a minute's backoff); deliveries: %+v", rec.info)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.info) != fails+1 {
+		t.Fatalf("%d deliveries, want %d failing and one more", len(rec.info), fails)
+	}
+	for i, info := range rec.info {
+		if info.RetryCount != 0 || info.IsRetry || !info.ScheduledTime.Equal(rec.info[0].ScheduledTime) {
+			t.Errorf("delivery %d: %+v, want a first try for the time first set", i, info)
+		}
 	}
 }
 

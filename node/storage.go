@@ -644,32 +644,36 @@ func (s *objectStorage) GetAlarm() (time.Time, bool, error) {
 
 // deliveringAlarm marks the alarm set for at as running: GetAlarm hides it
 // until the object sets or deletes its alarm. The function it returns ends
-// the mark and, if del, deletes the alarm delivered unless it was written
-// meanwhile (set again, even for the very time delivered, or deleted): in
-// one step under s.mu, so that a SetAlarm from WaitUntil work, which runs
-// outside the gate, cannot fall between the check and the delete.
-func (s *objectStorage) deliveringAlarm(at int64) (end func(del bool) error) {
+// the mark, reports whether the alarm was written meanwhile (set again,
+// even for the very time delivered, or deleted) and, if del and it was
+// not, deletes the alarm delivered: in one step under s.mu, so that a
+// SetAlarm from WaitUntil work, which runs outside the gate, cannot fall
+// between the check and the delete.
+func (s *objectStorage) deliveringAlarm(at int64) (end func(del bool) (written bool, err error)) {
 	s.mu.Lock()
 	d := &alarmDelivery{at: at, writes: s.alarmWrites}
 	s.delivering = d
 	s.mu.Unlock()
-	return func(del bool) error {
+	return func(del bool) (bool, error) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		s.delivering = nil
-		if !del || s.alarmWrites != d.writes {
-			return nil
+		if s.alarmWrites != d.writes {
+			return true, nil
+		}
+		if !del {
+			return false, nil
 		}
 		if err := s.usable(); err != nil {
-			return err
+			return false, err
 		}
 		a, err := s.currentAlarm()
 		if err != nil || !a.exists || a.at != at {
-			return err
+			return false, err
 		}
 		s.writable().alarm = &alarmValue{}
 		s.alarmWrites++
-		return nil
+		return false, nil
 	}
 }
 
