@@ -505,11 +505,37 @@ func checkKVPut(key string, opts KVPutOptions, now time.Time) (int64, []byte, er
 	if err := enc.Encode(opts.Metadata); err != nil {
 		return 0, nil, fmt.Errorf("%w: metadata is not JSON: %v", ErrInvalidOption, err)
 	}
-	meta := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	meta := unescapeLineSeparators(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 	if len(meta) > KVMaxMetadataBytes {
 		return 0, nil, fmt.Errorf("%w: metadata of %d bytes as JSON (at most %d)", ErrValueTooLarge, len(meta), KVMaxMetadataBytes)
 	}
 	return unix, meta, nil
+}
+
+// unescapeLineSeparators writes U+2028 and U+2029 as themselves (three
+// bytes each) where encoding/json escaped them (six bytes, \u2028), which
+// it does whatever SetEscapeHTML says: JSON.stringify does not, and the
+// metadata limit counts its bytes. A backslash escaped as \\ is skipped
+// whole, so the text \u2028 in a string stays as it is.
+func unescapeLineSeparators(js []byte) []byte {
+	if !bytes.Contains(js, []byte(`\u202`)) {
+		return js
+	}
+	out := make([]byte, 0, len(js))
+	for i := 0; i < len(js); i++ {
+		if js[i] != '\\' || i+1 == len(js) {
+			out = append(out, js[i])
+			continue
+		}
+		if rest := js[i:]; bytes.HasPrefix(rest, []byte(`\u2028`)) || bytes.HasPrefix(rest, []byte(`\u2029`)) {
+			out = utf8.AppendRune(out, rune(0x2028+int(rest[5]-'8')))
+			i += 5
+			continue
+		}
+		out = append(out, js[i], js[i+1]) // an escape pair: \\ among them
+		i++
+	}
+	return out
 }
 
 // A cursor is the last key of the page before, base64url-encoded.

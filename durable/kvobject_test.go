@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -287,6 +288,8 @@ func TestCheckKVPut(t *testing.T) {
 		// 1002 bytes of JSON, as JSON.stringify counts them: not 6002
 		// with each "<" escaped as \u003c.
 		{"metadata of HTML characters", "k", KVPutOptions{Metadata: strings.Repeat("<", KVMaxMetadataBytes-2)}, nil},
+		// Three bytes each, as JSON.stringify writes them (encoding/json: six).
+		{"metadata of line separators", "k", KVPutOptions{Metadata: strings.Repeat("\u2028\u2029", (KVMaxMetadataBytes-2)/6)}, nil},
 		{"raw metadata of HTML characters", "k", KVPutOptions{Metadata: json.RawMessage(`"` + strings.Repeat("&", KVMaxMetadataBytes-2) + `"`)}, nil},
 		{"key too large", strings.Repeat("k", KVMaxKeyBytes+1), KVPutOptions{}, ErrKeyTooLarge},
 		{"key not UTF-8", "\xff", KVPutOptions{}, ErrInvalidOption},
@@ -746,5 +749,27 @@ func TestKVObjectPutRefusedByStorageChangesNothing(t *testing.T) {
 	}
 	if h.keysWithPrefix("c") != chunks || h.keysWithPrefix("x") != index {
 		t.Fatalf("after the refused put: %d chunks, %d index keys; were %d, %d", h.keysWithPrefix("c"), h.keysWithPrefix("x"), chunks, index)
+	}
+}
+
+func TestUnescapeLineSeparators(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`"a"`, `"a"`},
+		{`"\u2028<\u2029"`, "\"\u2028<\u2029\""},
+		{`"\\u2028"`, `"\\u2028"`},                                // the text \u2028: its backslash escaped
+		{`"\\\u2028"`, "\"\\\\\u2028\""},                          // a backslash, then U+2028
+		{`{"k\u2029":"\n\u2028"}`, "{\"k\u2029\":\"\\n\u2028\"}"}, // other escapes kept
+	} {
+		got := string(unescapeLineSeparators([]byte(tc.in)))
+		if got != tc.want {
+			t.Errorf("unescapeLineSeparators(%s) = %q, want %q", tc.in, got, tc.want)
+		}
+		var a, b any
+		if err := json.Unmarshal([]byte(tc.in), &a); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal([]byte(got), &b); err != nil || !reflect.DeepEqual(a, b) {
+			t.Errorf("%s and %s decode differently: %v, %v (%v)", tc.in, got, a, b, err)
+		}
 	}
 }
