@@ -525,7 +525,7 @@ func (s *server) serve(ctx context.Context, cfg node.Config, notices []string, h
 		// From here a second signal gets Go's default action (exit at
 		// once) instead of waiting out the grace period.
 		stop()
-		fmt.Fprintln(s.stderr, "roost: stopping (Ctrl-C again to stop at once)")
+		fmt.Fprintln(s.stderr, "roost: stopping (interrupt or terminate it again to stop at once)")
 	case failure = <-n.Failed():
 		stop()
 	}
