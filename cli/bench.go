@@ -33,12 +33,15 @@ status but 200 (redirects are not followed) or fails in transport; after a
 transport failure its worker pauses (10 ms, doubling up to 250 ms while they
 go on) so that a server gone mid-run is not flooded. Requests still in flight when the duration
 ends are waited for and counted, so the total matches what the server
-received (warmup requests are reported separately). ops/s is successful
+received (warmup requests are reported separately). An interrupt (Ctrl-C)
+ends the run at once: the figures cover the time until then, the requests
+it cut short are reported apart (the server may have run them), and the
+exit status is 1. ops/s is successful
 requests per second; latencies are those of the successful requests: exact
 nearest-rank percentiles over every sample, not a histogram.
 
 A progress line goes to stderr every second. The exit status is 1 if any
-measured request failed. Go-style single-dash long flags (-url, -names, ...)
+measured request failed or the run was interrupted. Go-style single-dash long flags (-url, -names, ...)
 are accepted too.`,
 		Example: `  # one hot object, 64 connections, 10 seconds (start 'roost dev' first)
   roost bench
@@ -80,6 +83,8 @@ are accepted too.`,
 				writeBenchText(stdout, cfg, res)
 			}
 			switch {
+			case res.Interrupted:
+				return fmt.Errorf("bench: interrupted after %s of the measured phase; %d requests cut short are in no count", res.Elapsed.Round(time.Millisecond), res.CutShort)
 			case res.Errors > 0:
 				return fmt.Errorf("bench: %d of %d requests failed; first: %s", res.Errors, res.Requests, res.FirstError)
 			case res.Requests == 0:
@@ -119,6 +124,9 @@ func writeBenchText(w io.Writer, cfg loadConfig, r loadResult) {
 	}
 	fmt.Fprintf(tw, "ops/s\t%.1f\n", r.OpsPerSec)
 	fmt.Fprintf(tw, "latency\tp50 %s  p90 %s  p99 %s  max %s\n", roundLatency(r.P50), roundLatency(r.P90), roundLatency(r.P99), roundLatency(r.Max))
+	if r.Interrupted {
+		fmt.Fprintf(tw, "interrupted\t%d requests in flight cut short, in no count above (the server may have run them)\n", r.CutShort)
+	}
 	tw.Flush()
 }
 
@@ -147,7 +155,11 @@ type benchJSON struct {
 	Errors         int64   `json:"errors"`
 	FirstError     string  `json:"first_error,omitempty"`
 	OpsPerSec      float64 `json:"ops_per_sec"`
-	LatencyMs      struct {
+	// Interrupted runs only: the requests in flight when the run was
+	// stopped, whose outcome is unknown.
+	Interrupted bool  `json:"interrupted,omitempty"`
+	CutShort    int64 `json:"cut_short,omitempty"`
+	LatencyMs   struct {
 		P50 float64 `json:"p50"`
 		P90 float64 `json:"p90"`
 		P99 float64 `json:"p99"`
@@ -161,6 +173,7 @@ func writeBenchJSON(w io.Writer, cfg loadConfig, r loadResult) error {
 		URL: cfg.URL, Path: cfg.Path, Concurrency: cfg.Concurrency, Names: cfg.Names,
 		DurationSec: r.Elapsed.Seconds(), WarmupRequests: r.WarmupRequests,
 		Requests: r.Requests, Errors: r.Errors, FirstError: r.FirstError, OpsPerSec: r.OpsPerSec,
+		Interrupted: r.Interrupted, CutShort: r.CutShort,
 	}
 	out.LatencyMs.P50, out.LatencyMs.P90, out.LatencyMs.P99, out.LatencyMs.Max = ms(r.P50), ms(r.P90), ms(r.P99), ms(r.Max)
 	enc := json.NewEncoder(w)

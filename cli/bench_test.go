@@ -212,6 +212,9 @@ func TestLoadConfigValidate(t *testing.T) {
 		{"no host", func(c *loadConfig) { c.URL = "http://" }, "has no host"},
 		{"query in url", func(c *loadConfig) { c.URL = "http://h/?a=1" }, "put the path and query in --path"},
 		{"relative path", func(c *loadConfig) { c.Path = "increment" }, "--path \"increment\" must start with /"},
+		// A fragment is never sent: no request would name an object.
+		{"fragment in the URL", func(c *loadConfig) { c.URL = "http://127.0.0.1:8787#x" }, "has a #fragment"},
+		{"fragment in the path", func(c *loadConfig) { c.Path = "/increment#x" }, "has a #fragment"},
 		{"name in path", func(c *loadConfig) { c.Path = "/increment?name=foo" }, "--path \"/increment?name=foo\" has a name parameter"},
 		{"name later in path", func(c *loadConfig) { c.Path = "/increment?x=1&name=" }, "has a name parameter"},
 		{"other query in path", func(c *loadConfig) { c.Path = "/increment?x=1" }, ""},

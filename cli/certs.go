@@ -161,6 +161,9 @@ name like n1 a DNS name; both kinds may be given.`,
 				if err := config.CheckHost(h); err != nil {
 					return &usageError{cmd: cmd, err: fmt.Errorf("--hosts %s: %w", h, err)}
 				}
+				if err := devca.CheckHost(h); err != nil {
+					return &usageError{cmd: cmd, err: fmt.Errorf("--hosts %s: %w", h, err)}
+				}
 			}
 			if err := checkDays(cmd, days); err != nil {
 				return err

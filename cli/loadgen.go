@@ -53,9 +53,16 @@ func (c loadConfig) validate() error {
 		return bad("--url %q has no host", c.URL)
 	case u.RawQuery != "":
 		return bad("--url %q: put the path and query in --path", c.URL)
+	case strings.Contains(c.URL, "#"):
+		// What follows a # is never sent: every request would go to the
+		// URL before it, without the name bench adds.
+		return bad("--url %q has a #fragment, which is never sent to the server", c.URL)
 	}
 	if !strings.HasPrefix(c.Path, "/") {
 		return bad("--path %q must start with /", c.Path)
+	}
+	if strings.Contains(c.Path, "#") {
+		return bad("--path %q has a #fragment, which is never sent to the server (write %%23 for a # in the path)", c.Path)
 	}
 	// bench appends name=<prefix><i>; a name of its own in --path comes
 	// first in the query, and the worker reads the first, so every

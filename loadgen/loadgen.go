@@ -28,13 +28,19 @@ type Op func(ctx context.Context, w int, seq int64) (retries int64, err error)
 // Result is what a run measured. Only operations started after the warmup
 // are in it; WarmupRequests says how many came before.
 type Result struct {
-	Requests       int64         // measured operations that succeeded or failed
-	Errors         int64         // of those, the failed ones
-	FirstError     string        // the first error seen, "" if none
-	Retries        int64         // retries reported by measured operations
-	WarmupRequests int64         // operations started during the warmup
-	Elapsed        time.Duration // from the end of the warmup until the last answer was in
-	OpsPerSec      float64       // successful operations per second of Elapsed
+	Requests       int64  // measured operations that succeeded or failed
+	Errors         int64  // of those, the failed ones
+	FirstError     string // the first error seen, "" if none
+	Retries        int64  // retries reported by measured operations
+	WarmupRequests int64  // operations started during the warmup
+	// Interrupted: ctx ended the run before its warmup and duration had
+	// passed. CutShort counts the operations in flight then, whose
+	// outcome is unknown (the server may have carried them out); they are
+	// in no other count.
+	Interrupted bool
+	CutShort    int64
+	Elapsed     time.Duration // from the end of the warmup until the last answer was in
+	OpsPerSec   float64       // successful operations per second of Elapsed
 	// Latency percentiles of the successful operations (nearest rank).
 	P50, P90, P99, Max time.Duration
 }
@@ -55,12 +61,13 @@ type worker struct {
 	errors    int64
 	retries   int64
 	warmup    int64
+	cut       int64
 }
 
 // Run starts operations from cfg.Concurrency workers until the warmup and
 // the duration have passed, then waits for those in flight, so every
 // operation started is counted exactly once. Cancelling ctx ends the run
-// early; operations it cuts short are not counted. onProgress, if not nil,
+// early; operations it cuts short are counted apart (Result.CutShort). onProgress, if not nil,
 // is called about once a second from another goroutine, never after Run
 // returns.
 func Run(ctx context.Context, cfg Config, op Op, onProgress func(Progress)) Result {
@@ -86,7 +93,8 @@ func Run(ctx context.Context, cfg Config, op Op, onProgress func(Progress)) Resu
 				retries, err := op(ctx, w, seq.Add(1)-1)
 				done := time.Now()
 				if err != nil && ctx.Err() != nil {
-					return // cut short by the caller: neither a result nor an error
+					me.cut++ // cut short by the caller: neither a result nor an error
+					return
 				}
 				if sent.Before(measureFrom) {
 					me.warmup++
@@ -156,11 +164,13 @@ func Run(ctx context.Context, cfg Config, op Op, onProgress func(Progress)) Resu
 		res.Errors += w.errors
 		res.Retries += w.retries
 		res.WarmupRequests += w.warmup
+		res.CutShort += w.cut
 		all = append(all, w.latencies...)
 	}
 	if p := firstErr.Load(); p != nil {
 		res.FirstError = *p
 	}
+	res.Interrupted = ctx.Err() != nil && stopped.Before(end)
 	res.Elapsed = max(stopped.Sub(measureFrom), 0)
 	if res.Elapsed > 0 {
 		res.OpsPerSec = float64(res.Requests-res.Errors) / res.Elapsed.Seconds()

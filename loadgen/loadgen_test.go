@@ -94,3 +94,36 @@ func TestProgressCountsTimeFromItsPhase(t *testing.T) {
 		}
 	}
 }
+
+// TestInterruptedRunCountsWhatItCut: cancelling the run ends it at once;
+// the operations then in flight are counted apart, in no other count, so
+// that every operation started is still accounted for (an interrupted
+// `roost bench` showed a total the server had exceeded by -c).
+func TestInterruptedRunCountsWhatItCut(t *testing.T) {
+	const workers = 8
+	ctx, cancel := context.WithCancel(context.Background())
+	var started atomic.Int64
+	op := func(ctx context.Context, w int, seq int64) (int64, error) {
+		if started.Add(1) > 100 {
+			<-ctx.Done() // in flight when the run is cut
+			return 0, ctx.Err()
+		}
+		return 0, nil
+	}
+	go func() {
+		for started.Load() < 100+workers {
+			time.Sleep(time.Millisecond)
+		}
+		cancel()
+	}()
+	res := Run(ctx, Config{Concurrency: workers, Duration: time.Minute}, op, nil)
+	if !res.Interrupted || res.CutShort != workers || res.Requests != 100 || res.Errors != 0 {
+		t.Fatalf("interrupted run: %+v; want Interrupted, %d cut short, 100 requests, no errors", res, workers)
+	}
+	if res.Requests+res.CutShort != started.Load() {
+		t.Fatalf("%d started, %d counted and %d cut short", started.Load(), res.Requests, res.CutShort)
+	}
+	if done := Run(context.Background(), Config{Concurrency: 1, Duration: 10 * time.Millisecond}, func(context.Context, int, int64) (int64, error) { return 0, nil }, nil); done.Interrupted || done.CutShort != 0 {
+		t.Fatalf("a run that ran its course: %+v", done)
+	}
+}

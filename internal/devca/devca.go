@@ -102,6 +102,23 @@ func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
 	return &CA{Cert: cert, Key: key}, nil
 }
 
+// CheckHost reports whether h can be a node certificate's SAN: an IP
+// address or a DNS name (a wildcard names the labels below it), without
+// the trailing dot of a fully qualified name, which a certificate's names
+// are never matched with (the host dialed has none).
+func CheckHost(h string) error {
+	if net.ParseIP(h) != nil {
+		return nil
+	}
+	if strings.HasSuffix(h, ".") && config.IsHostname(h) {
+		return fmt.Errorf("%w: %q ends in a dot, and the host a node dials has none, so it would never match: give %q", ErrInvalid, h, strings.TrimSuffix(h, "."))
+	}
+	if !config.IsHostname(strings.TrimPrefix(h, "*.")) {
+		return fmt.Errorf("%w: %q is neither an IP address nor a DNS name", ErrInvalid, h)
+	}
+	return nil
+}
+
 // Issue makes a key and a certificate for a node named name, valid for
 // validFor (but not past the CA), for server and client authentication,
 // with hosts as its SANs: each is an IP address or a DNS name.
@@ -118,14 +135,18 @@ func (ca *CA) Issue(name string, hosts []string, validFor time.Duration) (*x509.
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}
 	for _, h := range hosts {
+		if err := CheckHost(h); err != nil {
+			return nil, nil, err
+		}
 		if ip := net.ParseIP(h); ip != nil {
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
 			continue
 		}
-		if !config.IsHostname(strings.TrimPrefix(h, "*.")) { // a wildcard names the labels below it
-			return nil, nil, fmt.Errorf("%w: %q is neither an IP address nor a DNS name", ErrInvalid, h)
-		}
 		tmpl.DNSNames = append(tmpl.DNSNames, h)
+	}
+	now := time.Now()
+	if !ca.Cert.NotAfter.After(now) {
+		return nil, nil, fmt.Errorf("%w: the CA expired on %s: make a new CA (roost certs ca --force) and every node's certificate from it", ErrInvalid, ca.Cert.NotAfter.UTC().Format(time.DateOnly))
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -134,7 +155,6 @@ func (ca *CA) Issue(name string, hosts []string, validFor time.Duration) (*x509.
 	if tmpl.SerialNumber, err = newSerial(); err != nil {
 		return nil, nil, err
 	}
-	now := time.Now()
 	tmpl.NotBefore, tmpl.NotAfter = now.Add(-backdate), now.Add(validFor)
 	if tmpl.NotAfter.After(ca.Cert.NotAfter) {
 		tmpl.NotAfter = ca.Cert.NotAfter

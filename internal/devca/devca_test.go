@@ -98,10 +98,22 @@ func TestBadInputs(t *testing.T) {
 		"bad host":       func() error { _, _, err := ca.Issue("n1", []string{"n 1"}, time.Hour); return err },
 		"host with port": func() error { _, _, err := ca.Issue("n1", []string{"n1:8790"}, time.Hour); return err },
 		"no name":        func() error { _, _, err := ca.Issue("", []string{"n1"}, time.Hour); return err },
-		"no validity":    func() error { _, err := NewCA("x", 0); return err },
-		"key mismatch":   func() error { _, err := ParseCA(CertPEM(ca.Cert), otherKey); return err },
-		"not a CA":       func() error { _, err := ParseCA(CertPEM(node), nodeKeyPEM); return err },
-		"no cert":        func() error { _, err := ParseCA(caKey, caKey); return err },
+		// A name with the trailing dot never matches the host dialed.
+		"fully qualified host": func() error { _, _, err := ca.Issue("n1", []string{"n1.example."}, time.Hour); return err },
+		// Its certificate would end before it began.
+		"expired CA": func() error {
+			old, err := NewCA("old", time.Hour)
+			if err != nil {
+				return err
+			}
+			old.Cert.NotAfter = time.Now().Add(-time.Minute)
+			_, _, err = old.Issue("n1", []string{"n1"}, time.Hour)
+			return err
+		},
+		"no validity":  func() error { _, err := NewCA("x", 0); return err },
+		"key mismatch": func() error { _, err := ParseCA(CertPEM(ca.Cert), otherKey); return err },
+		"not a CA":     func() error { _, err := ParseCA(CertPEM(node), nodeKeyPEM); return err },
+		"no cert":      func() error { _, err := ParseCA(caKey, caKey); return err },
 	} {
 		if err := f(); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: err = %v, want ErrInvalid", name, err)
