@@ -438,6 +438,11 @@ func parseShard(m placement.Map, s string) (placement.ShardID, error) {
 func (a *admin) clusterMap() (placement.Map, error) {
 	m := a.n.cluster.metaFSM.Map()
 	if !m.Bootstrapped() {
+		if id := a.n.rejoins; id != "" {
+			// A restarted node learns the map from the meta group's log,
+			// committed once it hears from the group's leader.
+			return m, errorf(http.StatusServiceUnavailable, "no cluster map yet: this node belongs to cluster %s but has not heard from its meta group since it started (are the other nodes up, and reachable from here? see /readyz)", id)
+		}
 		return m, errorf(http.StatusServiceUnavailable, "the cluster has not formed yet (no cluster map)")
 	}
 	return m, nil
@@ -704,7 +709,7 @@ func (a *admin) status(w http.ResponseWriter, r *http.Request) error {
 	}
 	c := n.cluster
 	m := c.metaFSM.Map()
-	st := statusJSON{NodeID: n.cfg.NodeID, ClusterID: m.ClusterID, Mode: "cluster", MetaLeader: string(c.liveMetaLeaderID()),
+	st := statusJSON{NodeID: n.cfg.NodeID, ClusterID: cmp.Or(m.ClusterID, n.rejoins), Mode: "cluster", MetaLeader: string(c.liveMetaLeaderID()),
 		MapVersion: m.Version, Shards: m.Shards, Replicas: m.Replicas}
 	if !m.Bootstrapped() {
 		st.Shards, st.Replicas = n.cfg.Shards, n.cfg.Replicas

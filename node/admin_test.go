@@ -1509,3 +1509,31 @@ func TestMetricsOfADevNode(t *testing.T) {
 		t.Errorf("roost_store_disk_bytes %v", b)
 	}
 }
+
+// TestRestartedMemberAloneNamesItsCluster: a member restarted while the
+// others are down has no cluster map until its meta group's leader is
+// back, but it knows its cluster: /v1/status names it, and the calls that
+// need the map say the node cannot reach its cluster, not that no cluster
+// has formed.
+func TestRestartedMemberAloneNamesItsCluster(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 4, nil)
+	c.waitReady()
+	var st statusJSON
+	if code := c.admin(0, "GET", "/v1/status", nil, &st); code != 200 || st.ClusterID == "" {
+		t.Fatalf("status: %d %+v", code, st)
+	}
+	cluster := st.ClusterID
+	for i := range 3 {
+		c.stop(i)
+	}
+	c.start(0)
+	st = statusJSON{}
+	if code := c.admin(0, "GET", "/v1/status", nil, &st); code != 200 || st.ClusterID != cluster {
+		t.Fatalf("status of the member restarted alone: %d, cluster %q; want 200 naming %s", code, st.ClusterID, cluster)
+	}
+	var out struct{ Error string }
+	if code := c.admin(0, "GET", "/v1/shards", nil, &out); code != 503 || !strings.Contains(out.Error, "belongs to cluster "+cluster) {
+		t.Fatalf("shards of the member restarted alone: %d %q; want 503 saying it belongs to cluster %s", code, out.Error, cluster)
+	}
+}
