@@ -472,6 +472,12 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 			log.Warn("joining the cluster; retrying"+joinHintFor(err), "join", c.n.cfg.Join, "err", err)
 		}
 		if !sleepCtx(ctx, time.Second) {
+			if must && c.n.newDataDir != dataDirHeld {
+				// Stopped before it ever met the cluster: nothing holds
+				// this node's ID, so the dir goes back as it was, as
+				// after the refusal that joinPatience would have brought.
+				c.n.undoDataDir.Store(true)
+			}
 			return false
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // A data dir is put back only as far as the node made it: an absent one
@@ -126,5 +127,35 @@ func TestFailedFirstStartLeavesTheDataDir(t *testing.T) {
 	if _, err := os.Stat(cfg.DataDir); !errors.Is(err, fs.ErrNotExist) {
 		entries, _ := os.ReadDir(cfg.DataDir)
 		t.Fatalf("the data dir after a failed first start: %v, holding %d entries; want it absent as before", err, len(entries))
+	}
+}
+
+// TestStoppedWhileJoiningLeavesTheDataDir: a node stopped during its first
+// join, before it met any node, puts its new data dir back as it was, as
+// the refusal after joinPatience does; before, it stayed bound to the
+// node's ID and shard count, and a restart with other flags was refused.
+func TestStoppedWhileJoiningLeavesTheDataDir(t *testing.T) {
+	cfg := DefaultClusterConfig("b1")
+	cfg.DataDir = filepath.Join(t.TempDir(), "fresh")
+	cfg.HTTPAddr, cfg.AdminAddr, cfg.GRPCAddr, cfg.GossipAddr = freeAddr(t), freeAddr(t), freeAddr(t), freeAddr(t)
+	cfg.Join = []string{freeAddr(t)} // nobody there
+	cfg.Logger = quietLogger
+	n, err := New(cfg, testApp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "node.json")); err != nil {
+		t.Fatalf("the joining node wrote no identity: %v", err)
+	}
+	time.Sleep(1500 * time.Millisecond) // a failed join or two
+	if err := n.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(cfg.DataDir); !errors.Is(err, fs.ErrNotExist) {
+		entries, _ := os.ReadDir(cfg.DataDir)
+		t.Fatalf("the data dir of a node stopped while joining: %v, holding %d entries; want it absent as before", err, len(entries))
 	}
 }
