@@ -117,8 +117,8 @@ func (o *adminOptions) client(cmd *cobra.Command) (*adminClient, error) {
 	} else if v, ok := o.lookupEnv(envAdminToken); ok && v != "" {
 		c.token, c.tokenFrom = v, envAdminToken
 	}
-	if i := node.TokenControlChar(c.token); i >= 0 {
-		return nil, &usageError{cmd: cmd, err: fmt.Errorf("%s holds a control character (%q at byte %d), which no Authorization header can carry; give the token alone", c.tokenFrom, rune(c.token[i]), i)}
+	if r, i := node.TokenBadChar(c.token); i >= 0 {
+		return nil, &usageError{cmd: cmd, err: fmt.Errorf("%s holds %q at byte %d: %s", c.tokenFrom, r, i, node.TokenBadCharWhy(r))}
 	}
 	if c.token != strings.TrimSpace(c.token) {
 		// A node refuses such a token at its start: it could never match.

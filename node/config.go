@@ -149,11 +149,26 @@ func DefaultClusterConfig(nodeID string) Config {
 // ErrInvalidConfig is wrapped by every error Validate returns.
 var ErrInvalidConfig = errors.New("invalid node configuration")
 
-// TokenControlChar is the index of the first byte of token that no HTTP
-// header can carry (a control character other than tab), or -1: a token
-// holding one can never be sent, so servers and clients refuse it alike.
-func TokenControlChar(token string) int {
-	return strings.IndexFunc(token, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f })
+// TokenBadChar finds the first character of token that is not printable
+// ASCII, space or tab: a control character no HTTP header can carry, or
+// one beyond ASCII, which a browser cannot send in a header (the
+// dashboard's fetch refuses it) and other clients send in encodings that
+// differ. It returns the character and its byte index, or -1.
+func TokenBadChar(token string) (rune, int) {
+	for i, r := range token {
+		if r < 0x20 && r != '\t' || r >= 0x7f {
+			return r, i
+		}
+	}
+	return 0, -1
+}
+
+// TokenBadCharWhy says why TokenBadChar's find cannot be in a token.
+func TokenBadCharWhy(r rune) string {
+	if r < 0x20 || r == 0x7f {
+		return "a control character, which no Authorization header can carry"
+	}
+	return "a character beyond ASCII, which a browser cannot send in a header; use printable ASCII"
 }
 
 // Validate reports the first setting that cannot work.
@@ -196,9 +211,9 @@ func (c Config) Validate() error {
 	if strings.TrimSpace(c.AdminToken) != c.AdminToken {
 		return bad("the admin token has spaces around it; clients' tokens are trimmed, so it could never match")
 	}
-	if i := TokenControlChar(c.AdminToken); i >= 0 {
-		// An HTTP header cannot carry it: no call could ever be let in.
-		return bad("the admin token holds a control character (%q at byte %d), which no Authorization header can carry", rune(c.AdminToken[i]), i)
+	if r, i := TokenBadChar(c.AdminToken); i >= 0 {
+		// No call could ever be let in.
+		return bad("the admin token holds %q at byte %d: %s", r, i, TokenBadCharWhy(r))
 	}
 	if strings.TrimSpace(c.IDKey) != c.IDKey {
 		return bad("the id key has spaces around it; a secret of spaces, or with them, is a mistake")

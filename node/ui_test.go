@@ -96,35 +96,13 @@ func TestDashboardRenders(t *testing.T) {
 			{ID: 1, Replicas: []string{"n1", "n2"}, Voters: []string{"n1"}, Nonvoters: []string{"n2"}, AppliedIndex: 7, ReplicaLag: map[string]int64{"n1": 0, "n2": -1}},
 		}},
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /ui/", uiHandler())
-	mux.HandleFunc("GET /v1/", func(w http.ResponseWriter, r *http.Request) {
+	shown := renderDashboard(t, nodeJS, token, func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer "+token {
 			writeAPIError(w, errorf(http.StatusUnauthorized, "wrong admin token"))
 			return
 		}
 		writeJSON(w, http.StatusOK, answers[r.URL.Path])
 	})
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var stderr bytes.Buffer // warnings of older Node.js versions go there
-	cmd := exec.CommandContext(ctx, nodeJS, "testdata/render_dashboard.mjs", srv.URL, "ui", token)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("running the dashboard's script: %v\n%s%s", err, out, stderr.Bytes())
-	}
-	shown := map[string]string{} // "stage id" → "shown|hidden<TAB>text"
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		f := strings.SplitN(line, "\t", 4)
-		if len(f) != 4 {
-			t.Fatalf("unexpected output line %q in:\n%s", line, out)
-		}
-		shown[f[0]+" "+f[1]] = f[2] + "\t" + f[3]
-	}
 	for _, want := range []struct{ key, state, has string }{
 		{"first login", "shown", ""}, // no token yet: the API answered 401
 		{"first status", "", ""},
@@ -138,13 +116,70 @@ func TestDashboardRenders(t *testing.T) {
 		{"token shards-summary", "shown", "2 shards, 1 without a leader, 1 with a replica not answering"},
 		{"token shards", "shown", "0 | n1 | n1, n2 | n1, n2 | — | 42 | 3 entries | 1 | none | n1, n2 | n1 | n2 | 7 | no answer from n2"},
 	} {
-		got, ok := shown[want.key]
-		if !ok {
-			t.Fatalf("the output has no %q:\n%s", want.key, out)
+		checkShown(t, shown, want.key, want.state, want.has)
+	}
+
+	// An API that fails before its first answer: the error shows, though
+	// the dashboard never did (it was inside the dashboard's section).
+	shown = renderDashboard(t, nodeJS, "", func(w http.ResponseWriter, r *http.Request) {
+		writeAPIError(w, errorf(http.StatusServiceUnavailable, "the cluster has not formed yet"))
+	})
+	checkShown(t, shown, "first error", "shown", "Could not refresh: the cluster has not formed yet")
+
+	// A token no browser can send in a header: the page says so, where it
+	// did nothing (fetch threw, and the login form stayed as it was).
+	shown = renderDashboard(t, nodeJS, "tökén", func(w http.ResponseWriter, r *http.Request) {
+		writeAPIError(w, errorf(http.StatusUnauthorized, "wrong admin token"))
+	})
+	checkShown(t, shown, "token login", "shown", "")
+	checkShown(t, shown, "token login-error", "shown", "An admin token is printable ASCII")
+}
+
+// renderDashboard runs the dashboard's script under Node.js against api,
+// serving the /v1/ calls, submitting token after the first refresh if it
+// is not "", and returns what it showed: "stage id" → "shown|hidden<TAB>text".
+func renderDashboard(t *testing.T, nodeJS, token string, api http.HandlerFunc) map[string]string {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle("GET /ui/", uiHandler())
+	mux.HandleFunc("GET /v1/", api)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer // warnings of older Node.js versions go there
+	args := []string{"testdata/render_dashboard.mjs", srv.URL, "ui"}
+	if token != "" {
+		args = append(args, token)
+	}
+	cmd := exec.CommandContext(ctx, nodeJS, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("running the dashboard's script: %v\n%s%s", err, out, stderr.Bytes())
+	}
+	shown := map[string]string{"output": string(out)}
+	for _, line := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		f := strings.SplitN(line, "\t", 4)
+		if len(f) != 4 {
+			t.Fatalf("unexpected output line %q in:\n%s", line, out)
 		}
-		state, text, _ := strings.Cut(got, "\t")
-		if want.state != "" && state != want.state || !strings.Contains(text, want.has) {
-			t.Errorf("%s: %s %q; want %s, containing %q", want.key, state, text, want.state, want.has)
-		}
+		shown[f[0]+" "+f[1]] = f[2] + "\t" + f[3]
+	}
+	return shown
+}
+
+// checkShown checks that renderDashboard's key is in state ("" for
+// either) with a text containing has.
+func checkShown(t *testing.T, shown map[string]string, key, state, has string) {
+	t.Helper()
+	got, ok := shown[key]
+	if !ok {
+		t.Fatalf("the output has no %q:\n%s", key, shown["output"])
+	}
+	st, text, _ := strings.Cut(got, "\t")
+	if state != "" && st != state || !strings.Contains(text, has) {
+		t.Errorf("%s: %s %q; want %s, containing %q", key, st, text, state, has)
 	}
 }

@@ -18,13 +18,27 @@ class Element {
   addEventListener(event, fn) { this.listeners[event] = fn; }
 }
 
-// The page's elements with an id, hidden as the markup says.
+// The page's elements with an id, hidden as the markup says, each with
+// the elements with an id that enclose it: one is shown only while they
+// all are.
 const byID = {};
-for (const m of fs.readFileSync(dir + "/index.html", "utf8").matchAll(/<(\w+)([^>]*)\bid="([^"]+)"([^>]*)>/g)) {
+const html = fs.readFileSync(dir + "/index.html", "utf8");
+const spans = [];
+for (const m of html.matchAll(/<(\w+)([^>]*)\bid="([^"]+)"([^>]*)>/g)) {
   const el = new Element(m[1]);
   el.hidden = /\bhidden\b/.test(m[2] + m[4]);
   byID[m[3]] = el;
+  // Its end: the close tag that balances it (tags of its name nest).
+  let depth = 0, end = html.length;
+  for (const t of html.slice(m.index).matchAll(new RegExp("<(/?)" + m[1] + "\\b[^>]*>", "g"))) {
+    depth += t[1] ? -1 : 1;
+    if (depth === 0) { end = m.index + t.index; break; }
+  }
+  spans.push({ id: m[3], start: m.index, end });
 }
+const enclosing = {};
+for (const a of spans) enclosing[a.id] = spans.filter((b) => b !== a && b.start < a.start && a.start < b.end).map((b) => b.id);
+const shown = (id) => !byID[id].hidden && enclosing[id].every((p) => !byID[p].hidden);
 globalThis.document = {
   getElementById: (id) => { if (!byID[id]) throw new Error("the script uses #" + id + ", which the page lacks"); return byID[id]; },
   createElement: (tag) => new Element(tag),
@@ -51,16 +65,22 @@ globalThis.fetch = async (path, opts) => {
 globalThis.setInterval = () => {};
 
 // settle waits until a call was made and none is in flight: the script's
-// follow-up calls start in microtasks, before any timer fires.
+// follow-up calls start in microtasks, before any timer fires. A step that
+// may make no call (a token the page refuses) gives up waiting for one
+// after startWithin ms.
 const tick = () => new Promise((r) => setTimeout(r, 20));
-const settle = async (after) => {
-  const deadline = Date.now() + 20000;
-  while ((started <= after || inflight > 0) && Date.now() < deadline) await tick();
+const settle = async (after, startWithin = 20000) => {
+  const begun = Date.now();
+  const deadline = begun + 20000;
+  while ((started <= after || inflight > 0) && Date.now() < deadline) {
+    if (started <= after && Date.now() - begun > startWithin) break;
+    await tick();
+  }
   await tick();
 };
 const show = (stage) => {
-  for (const id of ["login", "error", "status", "operation", "operation-title", "operation-text", "members", "shards-summary", "shards"]) {
-    console.log([stage, id, byID[id].hidden ? "hidden" : "shown", byID[id].textContent].join("\t"));
+  for (const id of ["login", "login-error", "error", "status", "operation", "operation-title", "operation-text", "members", "shards-summary", "shards"]) {
+    console.log([stage, id, shown(id) ? "shown" : "hidden", byID[id].textContent].join("\t"));
   }
 };
 
@@ -71,6 +91,6 @@ if (token) {
   const before = started;
   byID["token"].value = token;
   byID["token-form"].listeners.submit({ preventDefault() {} });
-  await settle(before);
+  await settle(before, 1000);
   show("token");
 }

@@ -144,6 +144,8 @@ async function refresh() {
     if (err && err.status === 401) {
       showLogin(sessionStorage.getItem(tokenKey) ? err.message : "");
     } else {
+      // Outside the dashboard's section: seen before a first answer too.
+      $("login").hidden = true;
       $("error").hidden = false;
       $("error").textContent = "Could not refresh: " + ((err && err.message) || err);
     }
@@ -152,8 +154,15 @@ async function refresh() {
 
 $("token-form").addEventListener("submit", (e) => {
   e.preventDefault();
-  sessionStorage.setItem(tokenKey, $("token").value.trim());
+  const token = $("token").value.trim();
   $("token").value = "";
+  // A browser cannot put anything else in a header (fetch throws), and a
+  // node refuses to start with such a token anyway.
+  if (!/^[\x20-\x7e\t]*$/.test(token)) {
+    showLogin("An admin token is printable ASCII; this one is not.");
+    return;
+  }
+  sessionStorage.setItem(tokenKey, token);
   refresh();
 });
 
