@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -1355,5 +1356,24 @@ func TestShardsLocate(t *testing.T) {
 	}
 	if want := []string{"name=A+b", "id=0a1b"}; !slices.Equal(queries, want) {
 		t.Errorf("queries %q after refusals, want %q: a refusal asked the node", queries, want)
+	}
+}
+
+// kv put and kv delete name the key as kv list does: quoted when it holds
+// what is not printable (it was printed raw, escape sequences included).
+func TestKVPutAndDeleteQuoteUnprintableKeys(t *testing.T) {
+	const key = "\x1b[2Jk\ney"
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{
+		"PUT /v1/kv/B/values/" + key:    canned(200, `{}`),
+		"DELETE /v1/kv/B/values/" + key: canned(200, `{}`),
+	})
+	for _, args := range [][]string{{"kv", "put", key, "v"}, {"kv", "delete", key}} {
+		code, stdout, stderr := runAdmin(t, nil, append(args, "--binding", "B", "--addr", srv.addr())...)
+		if code != exitOK {
+			t.Fatalf("%s: exit %d: %s", args[1], code, stderr)
+		}
+		if strings.ContainsAny(stdout, "\x1b") || !strings.Contains(stdout, strconv.Quote(key)) {
+			t.Errorf("%s printed %q; want the key quoted", args[1], stdout)
+		}
 	}
 }

@@ -192,7 +192,7 @@ JSON value with the key (at most 1024 bytes).` + kvHelp + adminConnectHelp,
 				body.Metadata = json.RawMessage(metadata)
 			}
 			return o.do(cmd, e.stdout, http.MethodPut, o.valuePath(args[0]), body, nil, func() {
-				fmt.Fprintf(e.stdout, "put %s (%s)\n", args[0], byteCount(len(value)))
+				fmt.Fprintf(e.stdout, "put %s (%s)\n", userCell(args[0]), byteCount(len(value)))
 			})
 		},
 	}
@@ -255,7 +255,7 @@ func (e adminEnv) newKVDeleteCommand() *cobra.Command {
 		Args:    exactArgs("KEY"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.do(cmd, e.stdout, http.MethodDelete, o.valuePath(args[0]), nil, nil, func() {
-				fmt.Fprintf(e.stdout, "deleted %s\n", args[0])
+				fmt.Fprintf(e.stdout, "deleted %s\n", userCell(args[0]))
 			})
 		},
 	}
