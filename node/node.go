@@ -428,8 +428,9 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	}
 	if level >= slog.LevelWarn && slices.ContainsFunc([]string{
 		// A follower behind its leader: the leader walks back to the
-		// entries it lacks.
-		"failed to get previous log", "appendEntries rejected, sending older logs",
+		// entries it lacks, and sends a snapshot when its log no longer
+		// holds them (a replica just added asks for entry 1).
+		"failed to get previous log", "appendEntries rejected, sending older logs", `error="log not found"`,
 		// A replica just added, whose node starts its group once it sees
 		// the map, or one being stopped; the leader retries.
 		"is not running on", "is shutting down on",

@@ -916,6 +916,8 @@ func TestRaftLogLevels(t *testing.T) {
 		{"[ERROR] raftstore.raft: failed to appendEntries to: peer=x", "level=ERROR msg=\"raftstore.raft: failed to appendEntries"},
 		{"[WARN]  raftstore.raft: failed to get previous log: group=0 previous-index=7", "level=INFO msg=\"raftstore.raft: failed to get previous log"},
 		{"[WARN]  raftstore.raft: appendEntries rejected, sending older logs: next=1", "level=INFO msg=\"raftstore.raft: appendEntries rejected"},
+		{`[ERROR] raftstore.raft: failed to get log: group=2 index=1 error="log not found"`, "level=INFO msg=\"raftstore.raft: failed to get log"},
+		{`[ERROR] raftstore.raft: failed to get log: group=2 index=1 error="pebble: closed"`, "level=ERROR msg=\"raftstore.raft: failed to get log"},
 		{"[INFO]  raftstore: opened", "level=INFO msg=\"raftstore: opened\""},
 		{"[ERROR] raftstore.raft: failed to appendEntries to: group=9 error=\"rpc error: code = NotFound desc = raftstore: group 9 is not running on a:1\"", "level=INFO"},
 		{"[ERROR] raftstore.raft: failed to heartbeat to: group=14 error=\"transport shutdown\"", "level=INFO"},
