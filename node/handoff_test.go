@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/roostdb/roost/durable"
 )
@@ -303,4 +304,38 @@ func TestRequestQueuedAtALostShardIsRerouted(t *testing.T) {
 		t.Fatalf("the request queued at %s when it lost the shard: %d %q %v, want it answered by the new leader", nd.cfg.NodeID, a.code, a.body, a.err)
 	}
 	<-slept
+}
+
+// TestLostLeadershipLeavesNoInstanceBehind: the instances a node drops with
+// a shard's leadership leave its memory once their commits settle, counted
+// as resets only. They stayed in the map until idle eviction (a minute by
+// default), so roost_instances counted them on the old leader and the new
+// one at once, and eviction counted them a second time.
+func TestLostLeadershipLeavesNoInstanceBehind(t *testing.T) {
+	t.Parallel()
+	c := newTestCluster(t, 3, 4, &turnRegistry{active: map[string]string{}}, func(cfg *Config) { cfg.IdleTimeout = 10 * time.Minute })
+	c.waitReady()
+	name := c.counterLedBy(0, "left-")
+	if code, body, err := c.doRetrying(0, "/increment", name); err != nil || code != 200 {
+		t.Fatalf("increment: %d %q %v", code, body, err)
+	}
+	old := c.nodes[0]
+	if n := old.manager.count(); n != 1 {
+		t.Fatalf("%d instances on the leader after one request, want 1", n)
+	}
+	ns, _ := old.Env().Namespace("COUNTER")
+	shard := shardOf(ns.IDFromName(name).Bytes(), c.cfgs[0].Shards)
+	var out struct{ Error string }
+	if code := c.admin(0, "POST", fmt.Sprintf("/v1/shards/%d/transfer-leader", shard), map[string]string{"to": c.cfgs[1].NodeID}, &out); code != 200 {
+		t.Fatalf("transfer-leader: %d %s", code, out.Error)
+	}
+	for deadline := time.Now().Add(10 * time.Second); old.manager.count() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d instances still on the old leader 10 s after it handed the shard over", old.manager.count())
+		}
+	}
+	var m dto.Metric
+	if err := old.metrics.evictions.Write(&m); err != nil || m.GetCounter().GetValue() != 0 {
+		t.Fatalf("the old leader counted %v evictions, want 0 (the instance was reset, not evicted idle)", m.GetCounter().GetValue())
+	}
 }

@@ -540,6 +540,7 @@ func (in *instance) retire(reason error) {
 			<-last.done
 		}
 		close(in.drained)
+		in.m.forget(in)
 	}()
 }
 

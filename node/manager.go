@@ -362,6 +362,9 @@ func (m *manager) evictIdle(now time.Time) int {
 	defer m.mu.Unlock()
 	evicted, hibernated := 0, 0
 	for key, in := range m.instances {
+		if in.retired.Load() {
+			continue // counted as reset, and forgotten once drained
+		}
 		if in.refs > 0 || in.lastUsed.Load() > cutoff || in.bgCount.Load() > 0 || !in.storage.idle() {
 			continue
 		}
@@ -423,6 +426,18 @@ func (m *manager) dropShard(sh *shard) {
 	m.mu.Unlock()
 	for _, in := range victims {
 		in.retire(fmt.Errorf("%w: this node lost leadership of shard %s", errNotReady, sh.id))
+	}
+}
+
+// forget takes a retired instance out of the map once its commits have
+// settled (in.drained), as the next acquire of its object would: else it
+// stayed there, counted in roost_instances and holding its memory, until
+// idle eviction took it and counted it as evicted as well as reset.
+func (m *manager) forget(in *instance) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.instances[in.key] == in {
+		delete(m.instances, in.key)
 	}
 }
 
