@@ -12,8 +12,6 @@ import (
 const (
 	// snapshotsRetained is how many snapshots each group's FileSnapshotStore keeps.
 	snapshotsRetained = 2
-	// logCacheEntries is how many recent log entries each group keeps in memory.
-	logCacheEntries = 512
 )
 
 // GroupConfig describes a group to run on the Store.
@@ -218,10 +216,7 @@ func (s *Store) StartGroup(cfg GroupConfig) (*Group, error) {
 
 	// A leader reads each new entry back to replicate it; caching the most
 	// recent ones spares Pebble those reads.
-	cached, err := raft.NewLogCache(logCacheEntries, logs)
-	if err != nil {
-		return nil, fmt.Errorf("raftstore: group %s log cache: %w", cfg.ID, err)
-	}
+	cached := newLogCache(logs, logCacheEntries, logCacheBytes)
 	r, err := raft.NewRaft(conf, fsm, cached, stable, snaps, cfg.Transport)
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: starting group %s: %w", cfg.ID, err)
