@@ -1,33 +1,16 @@
 package loglimit
 
 import (
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/roostdb/roost/internal/fakeclock"
 )
 
-// fakeClock is a clock the test moves.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func TestLogLimiter(t *testing.T) {
-	clock := &fakeClock{t: time.Unix(1000, 0)}
+	clock := fakeclock.New(time.Unix(1000, 0))
 	const every = 10 * time.Second
-	l := New(every, 3, clock.now)
+	l := New(every, 3, clock.Now)
 	steps := []struct {
 		at              time.Duration // since the start
 		key             string
@@ -50,9 +33,9 @@ func TestLogLimiter(t *testing.T) {
 		{23 * time.Second, "f", true, 0, 1},  // c goes too, and its one held back is told
 		{24 * time.Second, "c", false, 0, 0}, // a, e, f are recent: c is only counted now
 	}
-	start := clock.now()
+	start := clock.Now()
 	for _, s := range steps {
-		clock.advance(start.Add(s.at).Sub(clock.now()))
+		clock.Advance(start.Add(s.at).Sub(clock.Now()))
 		ok, held, elsewhere := l.Allow(s.key)
 		if ok != s.ok || held != s.held || elsewhere != s.elsewhere {
 			t.Fatalf("at %v, %q: allow = %v, %d, %d; want %v, %d, %d", s.at, s.key, ok, held, elsewhere, s.ok, s.held, s.elsewhere)

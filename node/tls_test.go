@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/roostdb/roost/internal/devca"
+	"github.com/roostdb/roost/internal/fakeclock"
 	"github.com/roostdb/roost/loglimit"
 	"github.com/roostdb/roost/proto"
 	"github.com/roostdb/roost/raftstore"
@@ -382,24 +383,6 @@ func serveTLS(t *testing.T, cfg *tls.Config) string {
 	return ln.Addr().String()
 }
 
-// fakeClock is a time the test moves by hand.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // TestRefusalLogLimited sends garbage to a TLS gRPC server port over and
 // over: the refusals from one host make one line per interval, the next
 // with the count of those not logged.
@@ -407,8 +390,8 @@ func TestRefusalLogLimited(t *testing.T) {
 	pki := newTestPKI(t, "cluster CA")
 	buf := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	clock := &fakeClock{t: time.Unix(1000, 0)}
-	creds := loggingCreds{credentials.NewTLS(pki.peer("n1", "127.0.0.1").server), log, loglimit.New(refusalLogInterval, maxRefusalHosts, clock.now)}
+	clock := fakeclock.New(time.Unix(1000, 0))
+	creds := loggingCreds{credentials.NewTLS(pki.peer("n1", "127.0.0.1").server), log, loglimit.New(refusalLogInterval, maxRefusalHosts, clock.Now)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -446,7 +429,7 @@ func TestRefusalLogLimited(t *testing.T) {
 	if got := lines(); len(got) != 1 || !strings.Contains(got[0], "not_logged=0") {
 		t.Fatalf("20 refusals in no time logged as %d lines, want 1:\n%s", len(got), buf.String())
 	}
-	clock.advance(refusalLogInterval)
+	clock.Advance(refusalLogInterval)
 	knock()
 	if got := lines(); len(got) != 2 || !strings.Contains(got[1], "not_logged=19") {
 		t.Fatalf("after the interval, want a second line counting 19 not logged:\n%s", buf.String())
