@@ -280,11 +280,7 @@ func (n *Node) startCluster(ctx, runCtx context.Context, id identity) error {
 	// asks as soon as it sees this node; until then its calls are refused
 	// and retried. A start that fails before this closes the listener
 	// (closeListeners).
-	grpcLn := n.grpcLn
-	if n.fds != nil {
-		grpcLn = n.limitConns(grpcLn, "grpc", false, n.fds.grpc)
-	}
-	go c.grpcSrv.Serve(grpcLn)
+	go c.grpcSrv.Serve(n.grpcLn)
 
 	// The meta group: every node runs it (the first BootstrapExpect as
 	// voters, later ones as non-voters the leader adds), so every node has

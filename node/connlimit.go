@@ -24,13 +24,10 @@ type fdBudget struct {
 	limit uint64 // RLIMIT_NOFILE's soft limit (Go raises it to the hard one)
 	// pebbleFiles is Pebble's MaxOpenFiles: its table cache and the rest.
 	pebbleFiles int
-	// app, admin and grpc are how many connections each listener keeps
-	// open at once. The admin listener has a share of its own so that an
-	// operator still reaches /metrics and the admin API while the app port
-	// is full, and the gRPC listener (peers, a few connections each) so
-	// that neither a full app port nor garbage sent to the gRPC port keeps
-	// the nodes from reaching each other.
-	app, admin, grpc int
+	// app and admin are how many connections each listener keeps open at
+	// once; the admin listener has its own share so that an operator
+	// still reaches /metrics and the admin API while the app port is full.
+	app, admin int
 }
 
 // Bounds of the budget's parts.
@@ -43,18 +40,15 @@ const (
 	fdReserve      = 256
 	minClientConns = 16
 	maxAdminConns  = 1024
-	minGRPCConns   = 64
-	maxGRPCConns   = 4096
 )
 
 // budgetFor divides an open-file limit (see fdBudget).
 func budgetFor(limit uint64) fdBudget {
 	l := int(min(limit, 1<<30))
 	b := fdBudget{limit: limit, pebbleFiles: min(max(l/4, minPebbleFiles), maxPebbleFiles)}
-	clients := max(l-b.pebbleFiles-max(fdReserve, l/8), 2*minClientConns+minGRPCConns)
+	clients := max(l-b.pebbleFiles-max(fdReserve, l/8), 2*minClientConns)
 	b.admin = min(max(clients/16, minClientConns), maxAdminConns)
-	b.grpc = min(max(clients/8, minGRPCConns), maxGRPCConns)
-	b.app = max(clients-b.admin-b.grpc, minClientConns)
+	b.app = clients - b.admin
 	return b
 }
 
@@ -69,14 +63,12 @@ func openFileLimit() (limit uint64, ok bool) {
 }
 
 // connLimitListener accepts at most max connections open at once. One
-// over it is closed at once, answered 503 first on an HTTP/1 listener,
-// rather than left in the kernel's queue, where its client would wait
-// with no word; the accept loop goes on, so connections are taken again
-// as soon as others close.
+// over it is answered 503 at once and closed, rather than left in the
+// kernel's queue, where its client would wait with no word; the accept
+// loop goes on, so connections are taken again as soon as others close.
 type connLimitListener struct {
 	net.Listener
-	name    string // "app", "admin" or "grpc", for the log and the metric
-	http1   bool   // answer a refused connection 503 before closing it
+	name    string // "app" or "admin", for the log and the metric
 	max     int64
 	open    atomic.Int64
 	refused prometheus.Counter
@@ -84,8 +76,8 @@ type connLimitListener struct {
 	limit   *loglimit.Limiter // one line per refusalLogInterval
 }
 
-func newConnLimitListener(ln net.Listener, name string, http1 bool, maxOpen int, refused prometheus.Counter, log *slog.Logger) *connLimitListener {
-	return &connLimitListener{Listener: ln, name: name, http1: http1, max: int64(maxOpen), refused: refused, log: log,
+func newConnLimitListener(ln net.Listener, name string, maxOpen int, refused prometheus.Counter, log *slog.Logger) *connLimitListener {
+	return &connLimitListener{Listener: ln, name: name, max: int64(maxOpen), refused: refused, log: log,
 		limit: loglimit.New(refusalLogInterval, 1, time.Now)}
 }
 
@@ -114,11 +106,9 @@ func (l *connLimitListener) Accept() (net.Conn, error) {
 
 func (l *connLimitListener) refuse(c net.Conn) {
 	l.refused.Inc()
-	if l.http1 {
-		msg := fmt.Sprintf("roost: this node's %s listener holds %d connections, its most (set by the open-file limit); retry later\n", l.name, l.max)
-		_ = c.SetWriteDeadline(time.Now().Add(refusedWriteTimeout))
-		_, _ = fmt.Fprintf(c, refusedAnswer, len(msg), msg)
-	}
+	msg := fmt.Sprintf("roost: this node's %s listener holds %d connections, its most (set by the open-file limit); retry later\n", l.name, l.max)
+	_ = c.SetWriteDeadline(time.Now().Add(refusedWriteTimeout))
+	_, _ = fmt.Fprintf(c, refusedAnswer, len(msg), msg)
 	_ = c.Close()
 	if ok, held, _ := l.limit.Allow(l.name); ok {
 		l.log.Warn("refused a connection: the listener holds its most connections; raise the open-file limit (ulimit -n) to allow more",

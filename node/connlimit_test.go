@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -16,23 +15,23 @@ import (
 
 func TestBudgetFor(t *testing.T) {
 	for _, c := range []struct {
-		limit                    uint64
-		pebble, app, admin, grpc int
+		limit                   uint64
+		pebble, app, admin, sum int
 	}{
 		// Under ulimit -n 512 a quarter goes to Pebble, 256 are kept back.
-		{512, 128, 48, 16, 64},
-		{1024, 256, 416, 32, 64},
+		{512, 128, 112, 16, 512},
+		{1024, 256, 480, 32, 1024},
 		// This machine's default: Pebble's own 1,000, an eighth kept back.
-		{20000, 1000, 13414, 1024, 2062},
+		{20000, 1000, 15476, 1024, 20000},
 		// Tiny limits still serve a few connections on each listener.
-		{64, 64, 16, 16, 64},
+		{64, 64, 16, 16, 0},
 	} {
 		b := budgetFor(c.limit)
-		if b.pebbleFiles != c.pebble || b.app != c.app || b.admin != c.admin || b.grpc != c.grpc {
-			t.Errorf("budgetFor(%d) = pebble %d, app %d, admin %d, grpc %d; want %d, %d, %d, %d", c.limit, b.pebbleFiles, b.app, b.admin, b.grpc, c.pebble, c.app, c.admin, c.grpc)
+		if b.pebbleFiles != c.pebble || b.app != c.app || b.admin != c.admin {
+			t.Errorf("budgetFor(%d) = pebble %d, app %d, admin %d; want %d, %d, %d", c.limit, b.pebbleFiles, b.app, b.admin, c.pebble, c.app, c.admin)
 		}
-		if sum := b.pebbleFiles + b.app + b.admin + b.grpc + max(fdReserve, int(c.limit)/8); c.limit >= 512 && sum != int(c.limit) {
-			t.Errorf("budgetFor(%d) adds up to %d: %+v", c.limit, sum, b)
+		if c.sum != 0 && b.pebbleFiles+b.app+b.admin+max(fdReserve, int(c.limit)/8) != c.sum {
+			t.Errorf("budgetFor(%d) does not add up to the limit: %+v", c.limit, b)
 		}
 	}
 }
@@ -45,7 +44,7 @@ func TestConnLimitListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"})
-	ln := newConnLimitListener(inner, "app", true, 2, refused, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ln := newConnLimitListener(inner, "app", 2, refused, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer ln.Close()
 	accepted := make(chan net.Conn, 8)
 	go func() {
@@ -93,35 +92,4 @@ func TestConnLimitListener(t *testing.T) {
 		t.Fatalf("after one close and two dials, a third: %v %v, want a 503 (one place freed, not two)", resp, err)
 	}
 	a2.Close()
-}
-
-// TestConnLimitListenerNotHTTP: on the gRPC listener a connection over the
-// limit is closed without a word (its client speaks HTTP/2).
-func TestConnLimitListenerNotHTTP(t *testing.T) {
-	inner, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := newConnLimitListener(inner, "grpc", false, 1, prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"}), slog.New(slog.NewTextHandler(io.Discard, nil)))
-	defer ln.Close()
-	go func() {
-		for {
-			if _, err := ln.Accept(); err != nil {
-				return
-			}
-		}
-	}()
-	var conns []net.Conn
-	for range 2 {
-		c, err := net.Dial("tcp", inner.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		conns = append(conns, c)
-	}
-	_ = conns[1].SetReadDeadline(time.Now().Add(5 * time.Second))
-	if b, err := io.ReadAll(conns[1]); err != nil || len(b) != 0 {
-		t.Fatalf("a connection over the gRPC listener's limit read %q, %v; want it closed without a byte", b, err)
-	}
 }

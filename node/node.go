@@ -283,12 +283,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	serving := []any{"node", n.cfg.NodeID, "app", n.appLn.Addr().String(), "admin", n.adminLn.Addr().String(), "shards", n.cfg.Shards, "data_dir", n.cfg.DataDir}
 	if n.fds != nil {
-		n.appLn = n.limitConns(n.appLn, "app", true, n.fds.app)
-		n.adminLn = n.limitConns(n.adminLn, "admin", true, n.fds.admin)
+		n.appLn = newConnLimitListener(n.appLn, "app", n.fds.app, n.metrics.connectionsRefused.WithLabelValues("app"), n.log)
+		n.adminLn = newConnLimitListener(n.adminLn, "admin", n.fds.admin, n.metrics.connectionsRefused.WithLabelValues("admin"), n.log)
 		serving = append(serving, "open_file_limit", n.fds.limit, "max_app_connections", n.fds.app, "max_admin_connections", n.fds.admin)
-		if n.cfg.Cluster() {
-			serving = append(serving, "max_grpc_connections", n.fds.grpc)
-		}
 	}
 	go n.appSrv.Serve(n.appLn)
 	go n.adminSrv.Serve(n.adminLn)
@@ -316,12 +313,6 @@ func (n *Node) shardReplicas() int {
 		return n.cluster.shardReplicas()
 	}
 	return len(n.groups)
-}
-
-// limitConns bounds ln to maxOpen connections open at once
-// (connLimitListener). Only called with an fd budget.
-func (n *Node) limitConns(ln net.Listener, name string, http1 bool, maxOpen int) net.Listener {
-	return newConnLimitListener(ln, name, http1, maxOpen, n.metrics.connectionsRefused.WithLabelValues(name), n.log)
 }
 
 // Timeouts of the app and admin HTTP servers (see Start).
