@@ -128,3 +128,14 @@ func (c *limitedConn) Close() error {
 	c.once.Do(c.release)
 	return c.Conn.Close()
 }
+
+// CloseWrite half-closes the connection, as net/http's server does before
+// it closes one whose request it did not read to the end, so that the
+// client reads the answer (a 413, say) before any reset: it looks for the
+// method on the connection, and the wrapper must not hide the TCP one's.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

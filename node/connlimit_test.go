@@ -82,6 +82,9 @@ func TestConnLimitListener(t *testing.T) {
 		got := m.GetCounter().GetValue()
 		t.Fatalf("refused counter %v, want 1", got)
 	}
+	if _, ok := a1.(interface{ CloseWrite() error }); !ok {
+		t.Fatal("an accepted connection hides its TCP connection's CloseWrite from net/http")
+	}
 	a1.Close()
 	a1.Close() // the HTTP server and a WebSocket may both close it
 	dial()
