@@ -241,7 +241,7 @@ func (a *alarmScheduler) fire(ctx context.Context, d raftstore.DueAlarm, r alarm
 	info := durable.AlarmInfo{ScheduledTime: time.UnixMilli(d.At), RetryCount: r.count, IsRetry: r.count > 0}
 	// Deliveries 0..alarmMaxRetries run the handler; the last of them
 	// deletes the alarm even if the handler fails. Only a last delivery
-	// that panicked (its turn discarded, the alarm with it) leaves one
+	// that panicked (its instance reset, the alarm not deleted) leaves one
 	// more pass, which deletes without running the handler.
 	run, last := r.count <= alarmMaxRetries, r.count >= alarmMaxRetries
 	err := a.m.deliverAlarm(ctx, a.sh, class, id, d.At, info, run, last)
@@ -377,9 +377,6 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 	// very millisecond it was delivered for.
 	del := exc == nil && (handlerErr == nil || lastTry)
 	written, err := endDelivery(del)
-	if exc != nil {
-		written = false // the turn's writes are discarded with it
-	}
 	dropped := del && handlerErr != nil && err == nil && !written // the handler failed and the alarm is deleted all the same
 	handlerErr = errors.Join(handlerErr, err)
 	last, _ := in.endTurn(prior, exc)
@@ -387,6 +384,11 @@ func (in *instance) alarm(ctx context.Context, at int64, info durable.AlarmInfo,
 		if err := last.wait(ctx); err != nil {
 			return storageFailure(err)
 		}
+	}
+	if exc != nil && written {
+		// The turn's writes are committed before its instance is reset,
+		// the alarm it set among them: a new alarm, as after an error.
+		return fmt.Errorf("%w: %w", errAlarmRewritten, exc)
 	}
 	if exc != nil {
 		return exc

@@ -396,13 +396,16 @@ func (o *flakyAlarm) Alarm(ctx context.Context, info durable.AlarmInfo) error {
 	}
 	o.rec.mu.Unlock()
 	switch {
-	case failing && o.panics:
-		panic("injected alarm panic")
 	case failing && o.rearm:
 		if err := o.state.Storage.SetAlarm(info.ScheduledTime); err != nil {
 			return err
 		}
+		if o.panics {
+			panic("injected alarm panic after setting it again")
+		}
 		return errors.New("injected alarm failure after setting it again")
+	case failing && o.panics:
+		panic("injected alarm panic")
 	case failing:
 		return errors.New("injected alarm failure")
 	}
@@ -560,11 +563,20 @@ func TestAlarmGivesUpAfterItsLastRetry(t *testing.T) {
 // made it the old alarm's retry: counts 0 to 6, backing off, then a
 // "dropped" warning for an alarm that was still set.
 func TestAlarmSetAgainByAFailingHandlerIsNew(t *testing.T) {
+	for _, panics := range []bool{false, true} {
+		t.Run(fmt.Sprintf("panics=%v", panics), func(t *testing.T) { testAlarmSetAgainByAFailingHandler(t, panics) })
+	}
+}
+
+// testAlarmSetAgainByAFailingHandler: a panic commits the turn's writes
+// too, the alarm set again among them (it was taken for a retry after a
+// panic, and the alarm deleted after the last).
+func testAlarmSetAgainByAFailingHandler(t *testing.T, panics bool) {
 	const fails = alarmMaxRetries + 2
 	rec := &deliveries{done: make(chan struct{})}
 	app := alarmApp()
 	app.Classes["Flaky"] = func(state *durable.State, _ *durable.Env) durable.Object {
-		return &flakyAlarm{state: state, fail: fails, rearm: true, rec: rec}
+		return &flakyAlarm{state: state, fail: fails, rearm: true, panics: panics, rec: rec}
 	}
 	app.Bindings = append(app.Bindings, durable.Binding{Name: "FLAKY", ClassName: "Flaky"})
 	n := startAlarmNodeWith(t, t.TempDir(), app, func(n *Node) { n.alarms.backoff = time.Minute })
