@@ -1,6 +1,7 @@
 package placement
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/roostdb/roost/loglimit"
 )
 
 // Member is a gossip member as this node last heard of it.
@@ -141,19 +144,24 @@ func Start(cfg MembershipConfig) (*Membership, error) {
 	mc.Conflict = d
 	mc.Alive = d
 
-	if cfg.Cut != nil {
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
-		if err != nil {
-			return nil, fmt.Errorf("placement: starting gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
-		}
-		if mc.BindPort == 0 {
-			mc.BindPort = nt.GetAutoBindPort()
-			mc.AdvertisePort = mc.BindPort
-		}
-		mc.Transport = &cutTransport{NetTransport: nt, cut: cfg.Cut}
+	// memberlist's own transport, made here rather than by Create so that
+	// its streams can be bounded (and cut, in tests).
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("placement: starting gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
 	}
+	if mc.BindPort == 0 {
+		mc.BindPort = nt.GetAutoBindPort()
+		mc.AdvertisePort = mc.BindPort
+	}
+	var transport memberlist.NodeAwareTransport = nt
+	if cfg.Cut != nil {
+		transport = &cutTransport{NetTransport: nt, cut: cfg.Cut}
+	}
+	mc.Transport = newStreamLimit(transport, cmp.Or(cfg.MaxStreams, defaultMaxStreams), m.log)
 	list, err := memberlist.Create(mc)
 	if err != nil {
+		_ = mc.Transport.Shutdown()
 		return nil, fmt.Errorf("placement: starting gossip on %s: %w", net.JoinHostPort(cfg.BindAddr, strconv.Itoa(cfg.BindPort)), err)
 	}
 	m.list = list
@@ -522,4 +530,76 @@ func (t *cutTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn
 
 func (t *cutTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	return t.DialTimeout(addr.Addr, timeout)
+}
+
+// defaultMaxStreams is MembershipConfig.MaxStreams's default.
+const defaultMaxStreams = 128
+
+// streamLimit is a transport whose incoming streams (gossip TCP
+// connections) are handled at most max at a time: one over it is closed
+// before memberlist reads it. It logs its refusals at most once every 10 s.
+type streamLimit struct {
+	memberlist.NodeAwareTransport
+	max     int64
+	open    atomic.Int64
+	streams chan net.Conn
+	done    chan struct{}
+	stop    sync.Once
+	log     *slog.Logger
+	limit   *loglimit.Limiter
+}
+
+var _ memberlist.NodeAwareTransport = (*streamLimit)(nil)
+
+func newStreamLimit(inner memberlist.NodeAwareTransport, max int, log *slog.Logger) *streamLimit {
+	t := &streamLimit{NodeAwareTransport: inner, max: int64(max), streams: make(chan net.Conn), done: make(chan struct{}),
+		log: log, limit: loglimit.New(10*time.Second, 1, time.Now)}
+	go t.run()
+	return t
+}
+
+// run hands the inner transport's streams on, counted, until Shutdown.
+func (t *streamLimit) run() {
+	for {
+		var c net.Conn
+		select {
+		case c = <-t.NodeAwareTransport.StreamCh():
+		case <-t.done:
+			return
+		}
+		if t.open.Add(1) > t.max {
+			t.open.Add(-1)
+			_ = c.Close()
+			if ok, held, _ := t.limit.Allow("streams"); ok {
+				t.log.Warn("gossip: refused a TCP connection: the most are being handled", "remote", c.RemoteAddr().String(), "max_streams", t.max, "not_logged", held)
+			}
+			continue
+		}
+		counted := &countedConn{Conn: c, release: func() { t.open.Add(-1) }}
+		select {
+		case t.streams <- counted:
+		case <-t.done:
+			_ = counted.Close()
+			return
+		}
+	}
+}
+
+func (t *streamLimit) StreamCh() <-chan net.Conn { return t.streams }
+
+func (t *streamLimit) Shutdown() error {
+	t.stop.Do(func() { close(t.done) })
+	return t.NodeAwareTransport.Shutdown()
+}
+
+// countedConn gives its place back once, however often it is closed.
+type countedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
 }

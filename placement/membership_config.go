@@ -160,6 +160,14 @@ type MembershipConfig struct {
 	// When it is full, events are dropped (and counted): they are hints.
 	EventBuffer int
 
+	// MaxStreams bounds the gossip TCP connections handled at once (push
+	// and pull syncs, joins); one over it is closed unread. Each holds a
+	// file descriptor for up to memberlist's TCP timeout (10 s), so without
+	// a bound, connections held open on the gossip port could take every
+	// descriptor the node's storage needs. Default 128: a sync each way
+	// with a few dozen peers at once.
+	MaxStreams int
+
 	// Cut, when set (by fault-injecting tests), says whether gossip to the
 	// member at a gossip address (host:port) is lost now: its packets are
 	// dropped and its connections refused, as across a partition. Both

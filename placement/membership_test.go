@@ -725,3 +725,65 @@ func TestMembershipCut(t *testing.T) {
 	}
 	eventually(t, "every member to see every other alive after the cut", 10*time.Second, everyoneAlive)
 }
+
+// TestMembershipBoundsItsStreams: connections held open on the gossip port
+// past MaxStreams are closed at once, unread, so they cannot take every
+// file descriptor of the node (memberlist holds each for up to its 10 s
+// TCP timeout); once they go, a member joins as before. Without the bound
+// every one was held (found by QA: a node under ulimit -n 1024 whose
+// gossip port was flooded ran out of descriptors for its storage).
+func TestMembershipBoundsItsStreams(t *testing.T) {
+	const maxStreams, flood = 4, 30
+	cfg := testConfig("a1")
+	cfg.MaxStreams = maxStreams
+	cfg.TCPTimeout = 10 * time.Second // memberlist's own: how long it waits on an idle stream
+	a := startMember(t, cfg)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range flood {
+		c, err := net.DialTimeout("tcp", a.Addr(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(500 * time.Millisecond) // the member takes them all in
+	closed := 0
+	for _, c := range conns {
+		// Each its own deadline: a read past its deadline fails at once,
+		// without looking for the EOF of a closed connection.
+		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err == io.EOF || err != nil && !isTimeout(err) {
+			closed++
+		}
+	}
+	if closed < flood-maxStreams {
+		t.Fatalf("%d of %d idle connections closed; want all but the %d handled", closed, flood, maxStreams)
+	}
+	if !a.log.contains("refused a TCP connection") {
+		t.Errorf("the refusals were not logged")
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	conns = nil
+	b := startMember(t, testConfig("b2"))
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := b.Join([]string{a.Addr()}); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("joining after the flood: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

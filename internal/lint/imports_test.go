@@ -40,7 +40,7 @@ var importRules = []rule{
 	// multiraft is the engine being built to run the shard groups
 	// (docs/multiraft.md); it knows nothing of objects.
 	{"multiraft", []string{"proto/..."}},
-	{"placement", []string{"durable", "proto/..."}},
+	{"placement", []string{"durable", "loglimit", "proto/..."}},
 	{"config", []string{"durable"}},
 	{"node", []string{"durable", "raftstore", "multiraft", "placement", "loglimit", "proto/..."}},
 	// loadgen is a leaf: closed-loop load and its summary, for roost bench
