@@ -78,13 +78,19 @@ type adminOptions struct {
 	lookupEnv           func(string) (string, bool)
 }
 
+// defaultAdminTimeout is --timeout's default: above the longest a node may
+// take to answer (a leadership transfer: up to 10 s for it to show, after
+// up to 3 s to find the shard's leader), so that a slow transfer gets the
+// node's own answer rather than "no answer within".
+const defaultAdminTimeout = 20 * time.Second
+
 // register adds the flags to cmd.
 func (o *adminOptions) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&o.addr, "addr", defaultAdminAddr, "admin address of any node: host:port or http://host:port ("+envAdminAddr+")")
 	f.StringVar(&o.token, "token", "", "admin token, sent as 'Authorization: Bearer <token>' ("+envAdminToken+")")
 	f.StringVarP(&o.output, "output", "o", "table", `output format: "table" or "json"`)
-	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "give up on a request to the admin API after this long")
+	f.DurationVar(&o.timeout, "timeout", defaultAdminTimeout, "give up on a request to the admin API after this long")
 }
 
 // json reports whether -o json was asked for.
