@@ -148,6 +148,9 @@ func (ca *CA) Issue(name string, hosts []string, validFor time.Duration) (*x509.
 	if !ca.Cert.NotAfter.After(now) {
 		return nil, nil, fmt.Errorf("%w: the CA expired on %s: make a new CA (roost certs ca --force) and every node's certificate from it", ErrInvalid, ca.Cert.NotAfter.UTC().Format(time.DateOnly))
 	}
+	if ca.Cert.NotBefore.After(now) {
+		return nil, nil, fmt.Errorf("%w: the CA is valid only from %s: nodes would refuse what it signs until then (is this machine's clock right?)", ErrInvalid, ca.Cert.NotBefore.UTC().Format(time.RFC3339))
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err

@@ -110,6 +110,15 @@ func TestBadInputs(t *testing.T) {
 			_, _, err = old.Issue("n1", []string{"n1"}, time.Hour)
 			return err
 		},
+		"CA not yet valid": func() error {
+			early, err := NewCA("early", time.Hour)
+			if err != nil {
+				return err
+			}
+			early.Cert.NotBefore = time.Now().Add(24 * time.Hour)
+			_, _, err = early.Issue("n1", []string{"n1"}, time.Hour)
+			return err
+		},
 		"no validity":  func() error { _, err := NewCA("x", 0); return err },
 		"key mismatch": func() error { _, err := ParseCA(CertPEM(ca.Cert), otherKey); return err },
 		"not a CA":     func() error { _, err := ParseCA(CertPEM(node), nodeKeyPEM); return err },
