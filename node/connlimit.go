@@ -4,13 +4,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/roostdb/roost/connlimit"
 	"github.com/roostdb/roost/loglimit"
 )
 
@@ -62,22 +61,21 @@ func openFileLimit() (limit uint64, ok bool) {
 	return rl.Cur, true
 }
 
-// connLimitListener accepts at most max connections open at once. One
-// over it is answered 503 at once and closed, rather than left in the
+// connLimitListener accepts at most its limit's connections open at once.
+// One over it is answered 503 at once and closed, rather than left in the
 // kernel's queue, where its client would wait with no word; the accept
 // loop goes on, so connections are taken again as soon as others close.
 type connLimitListener struct {
 	net.Listener
 	name    string // "app" or "admin", for the log and the metric
-	max     int64
-	open    atomic.Int64
+	conns   *connlimit.Limit
 	refused prometheus.Counter
 	log     *slog.Logger
 	limit   *loglimit.Limiter // one line per refusalLogInterval
 }
 
 func newConnLimitListener(ln net.Listener, name string, maxOpen int, refused prometheus.Counter, log *slog.Logger) *connLimitListener {
-	return &connLimitListener{Listener: ln, name: name, max: int64(maxOpen), refused: refused, log: log,
+	return &connLimitListener{Listener: ln, name: name, conns: connlimit.New(maxOpen), refused: refused, log: log,
 		limit: loglimit.New(refusalLogInterval, 1, time.Now)}
 }
 
@@ -96,46 +94,21 @@ func (l *connLimitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if l.open.Add(1) <= l.max {
-			return &limitedConn{Conn: c, release: func() { l.open.Add(-1) }}, nil
+		if taken, ok := l.conns.Take(c); ok {
+			return taken, nil
 		}
-		l.open.Add(-1)
 		l.refuse(c)
 	}
 }
 
 func (l *connLimitListener) refuse(c net.Conn) {
 	l.refused.Inc()
-	msg := fmt.Sprintf("roost: this node's %s listener holds %d connections, its most (set by the open-file limit); retry later\n", l.name, l.max)
+	msg := fmt.Sprintf("roost: this node's %s listener holds %d connections, its most (set by the open-file limit); retry later\n", l.name, l.conns.Max())
 	_ = c.SetWriteDeadline(time.Now().Add(refusedWriteTimeout))
 	_, _ = fmt.Fprintf(c, refusedAnswer, len(msg), msg)
 	_ = c.Close()
 	if ok, held, _ := l.limit.Allow(l.name); ok {
 		l.log.Warn("refused a connection: the listener holds its most connections; raise the open-file limit (ulimit -n) to allow more",
-			"listener", l.name, "max_connections", l.max, "not_logged", held, "log_interval", refusalLogInterval)
+			"listener", l.name, "max_connections", l.conns.Max(), "not_logged", held, "log_interval", refusalLogInterval)
 	}
-}
-
-// limitedConn gives its place back once, however often it is closed (the
-// HTTP server and a WebSocket it was handed to may both close it).
-type limitedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitedConn) Close() error {
-	c.once.Do(c.release)
-	return c.Conn.Close()
-}
-
-// CloseWrite half-closes the connection, as net/http's server does before
-// it closes one whose request it did not read to the end, so that the
-// client reads the answer (a 413, say) before any reset: it looks for the
-// method on the connection, and the wrapper must not hide the TCP one's.
-func (c *limitedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
 }

@@ -22,9 +22,10 @@ func (n *Node) appHandler() http.Handler {
 	worker := n.app.Worker
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.RequestURI == "*" {
-			// Not a request for the app: the server-wide OPTIONS *, or
-			// HTTP/2's connection preface (PRI * HTTP/2.0), which Go's
-			// server hands on as a request when h2c is off.
+			// Not a request for the app: HTTP/2's connection preface
+			// (PRI * HTTP/2.0), which Go's server hands on as a request
+			// when h2c is off, or another method with "*" (Go's server
+			// answers OPTIONS * itself).
 			n.metrics.requests.WithLabelValues(statusClass(asteriskRequest(w, r))).Inc()
 			return
 		}

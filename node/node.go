@@ -57,10 +57,6 @@ type Node struct {
 	// duplicate ID runs alone before it fails (duplicateWatch).
 	duplicatePatience time.Duration
 
-	// fds divides the open-file limit (fdBudget); Start reads it from the
-	// process unless a test set it. nil: no limit could be read.
-	fds *fdBudget
-
 	// applyWrap, when set (by tests), wraps each shard's Raft applier.
 	applyWrap func(applier) applier
 	// beforeJoiningShard, when set (by tests), runs before this node
@@ -201,18 +197,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	if err := checkLayout(n.cfg.DataDir, layout{Shards: n.cfg.Shards, IDKey: durable.KeyFingerprint(n.cfg.IDKey)}); err != nil {
 		return err
 	}
-	if n.fds == nil {
-		if limit, ok := openFileLimit(); ok {
-			b := budgetFor(limit)
-			n.fds = &b
-		}
-	}
-	var pebbleFiles int
-	if n.fds != nil {
-		pebbleFiles = n.fds.pebbleFiles
+	// The open-file limit divided (fdBudget); none if it cannot be read.
+	fds, limited := fdBudget{}, false
+	if limit, ok := openFileLimit(); ok {
+		fds, limited = budgetFor(limit), true
 	}
 	store, err := raftstore.Open(filepath.Join(n.cfg.DataDir, "pebble"), raftstore.Options{Logger: hclogTo(n.log, hclog.Warn),
-		MaxOpenFiles: pebbleFiles,
+		MaxOpenFiles: fds.pebbleFiles, // 0 without a budget: Pebble's default
 		OnFSMFailure: func(g raftstore.GroupID, err error) {
 			// Its replica would lag from here on, and could still be
 			// elected and serve what it has: the node stops, and a
@@ -282,10 +273,10 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	n.adminSrv = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: adminReadTimeout, IdleTimeout: idleConnTimeout,
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	serving := []any{"node", n.cfg.NodeID, "app", n.appLn.Addr().String(), "admin", n.adminLn.Addr().String(), "shards", n.cfg.Shards, "data_dir", n.cfg.DataDir}
-	if n.fds != nil {
-		n.appLn = newConnLimitListener(n.appLn, "app", n.fds.app, n.metrics.connectionsRefused.WithLabelValues("app"), n.log)
-		n.adminLn = newConnLimitListener(n.adminLn, "admin", n.fds.admin, n.metrics.connectionsRefused.WithLabelValues("admin"), n.log)
-		serving = append(serving, "open_file_limit", n.fds.limit, "max_app_connections", n.fds.app, "max_admin_connections", n.fds.admin)
+	if limited {
+		n.appLn = newConnLimitListener(n.appLn, "app", fds.app, n.metrics.connectionsRefused.WithLabelValues("app"), n.log)
+		n.adminLn = newConnLimitListener(n.adminLn, "admin", fds.admin, n.metrics.connectionsRefused.WithLabelValues("admin"), n.log)
+		serving = append(serving, "open_file_limit", fds.limit, "max_app_connections", fds.app, "max_admin_connections", fds.admin)
 	}
 	go n.appSrv.Serve(n.appLn)
 	go n.adminSrv.Serve(n.adminLn)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/roostdb/roost/connlimit"
 	"github.com/roostdb/roost/loglimit"
 )
 
@@ -540,8 +541,7 @@ const defaultMaxStreams = 128
 // before memberlist reads it. It logs its refusals at most once every 10 s.
 type streamLimit struct {
 	memberlist.NodeAwareTransport
-	max     int64
-	open    atomic.Int64
+	conns   *connlimit.Limit
 	streams chan net.Conn
 	done    chan struct{}
 	stop    sync.Once
@@ -552,7 +552,7 @@ type streamLimit struct {
 var _ memberlist.NodeAwareTransport = (*streamLimit)(nil)
 
 func newStreamLimit(inner memberlist.NodeAwareTransport, max int, log *slog.Logger) *streamLimit {
-	t := &streamLimit{NodeAwareTransport: inner, max: int64(max), streams: make(chan net.Conn), done: make(chan struct{}),
+	t := &streamLimit{NodeAwareTransport: inner, conns: connlimit.New(max), streams: make(chan net.Conn), done: make(chan struct{}),
 		log: log, limit: loglimit.New(10*time.Second, 1, time.Now)}
 	go t.run()
 	return t
@@ -567,19 +567,18 @@ func (t *streamLimit) run() {
 		case <-t.done:
 			return
 		}
-		if t.open.Add(1) > t.max {
-			t.open.Add(-1)
+		taken, ok := t.conns.Take(c)
+		if !ok {
 			_ = c.Close()
 			if ok, held, _ := t.limit.Allow("streams"); ok {
-				t.log.Warn("gossip: refused a TCP connection: the most are being handled", "remote", c.RemoteAddr().String(), "max_streams", t.max, "not_logged", held)
+				t.log.Warn("gossip: refused a TCP connection: the most are being handled", "remote", c.RemoteAddr().String(), "max_streams", t.conns.Max(), "not_logged", held)
 			}
 			continue
 		}
-		counted := &countedConn{Conn: c, release: func() { t.open.Add(-1) }}
 		select {
-		case t.streams <- counted:
+		case t.streams <- taken:
 		case <-t.done:
-			_ = counted.Close()
+			_ = taken.Close()
 			return
 		}
 	}
@@ -590,16 +589,4 @@ func (t *streamLimit) StreamCh() <-chan net.Conn { return t.streams }
 func (t *streamLimit) Shutdown() error {
 	t.stop.Do(func() { close(t.done) })
 	return t.NodeAwareTransport.Shutdown()
-}
-
-// countedConn gives its place back once, however often it is closed.
-type countedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *countedConn) Close() error {
-	c.once.Do(c.release)
-	return c.Conn.Close()
 }

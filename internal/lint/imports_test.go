@@ -40,14 +40,16 @@ var importRules = []rule{
 	// multiraft is the engine being built to run the shard groups
 	// (docs/multiraft.md); it knows nothing of objects.
 	{"multiraft", []string{"proto/..."}},
-	{"placement", []string{"durable", "loglimit", "proto/..."}},
+	{"placement", []string{"durable", "loglimit", "connlimit", "proto/..."}},
 	{"config", []string{"durable"}},
-	{"node", []string{"durable", "raftstore", "multiraft", "placement", "loglimit", "proto/..."}},
+	{"node", []string{"durable", "raftstore", "multiraft", "placement", "loglimit", "connlimit", "proto/..."}},
 	// loadgen is a leaf: closed-loop load and its summary, for roost bench
 	// and the etcd load of make bench-compare.
 	{"loadgen", nil},
 	// loglimit is a leaf: one log line per key per interval.
 	{"loglimit", nil},
+	// connlimit is a leaf: connections open at once against a bound.
+	{"connlimit", nil},
 	{"cli", []string{"node", "config", "durable", "loadgen", "internal/devca"}},
 	{"cmd/...", []string{"cli", "durable", "examples/..."}},
 	// An example's own binaries (examples/<name>/cmd/...) wire it into cli.Run.
