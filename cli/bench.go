@@ -83,6 +83,8 @@ are accepted too.`,
 				writeBenchText(stdout, cfg, res)
 			}
 			switch {
+			case res.Interrupted && res.Elapsed == 0:
+				return fmt.Errorf("bench: interrupted during the warmup, before anything was measured; %d requests cut short are in no count", res.CutShort)
 			case res.Interrupted:
 				return fmt.Errorf("bench: interrupted after %s of the measured phase; %d requests cut short are in no count", res.Elapsed.Round(time.Millisecond), res.CutShort)
 			case res.Errors > 0:
