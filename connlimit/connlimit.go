@@ -51,6 +51,10 @@ func (c *conn) Close() error {
 	return c.Conn.Close()
 }
 
+// NetConn is the connection Take was given, for its socket options (as
+// tls.Conn's NetConn).
+func (c *conn) NetConn() net.Conn { return c.Conn }
+
 // CloseWrite half-closes the connection, as net/http's server does before
 // it closes one whose request it did not read to the end, so that the
 // client reads the answer (a 413, say) before any reset: it looks for the

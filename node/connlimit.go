@@ -23,10 +23,13 @@ type fdBudget struct {
 	limit uint64 // RLIMIT_NOFILE's soft limit (Go raises it to the hard one)
 	// pebbleFiles is Pebble's MaxOpenFiles: its table cache and the rest.
 	pebbleFiles int
-	// app and admin are how many connections each listener keeps open at
-	// once; the admin listener has its own share so that an operator
-	// still reaches /metrics and the admin API while the app port is full.
-	app, admin int
+	// app, admin and grpc are how many connections each listener keeps
+	// open at once. The admin listener has a share of its own so that an
+	// operator still reaches /metrics and the admin API while the app port
+	// is full; the gRPC listener (peers, a few connections each) so that
+	// garbage held open on it cannot starve storage either, and a full app
+	// port does not keep the nodes from reaching each other.
+	app, admin, grpc int
 }
 
 // Bounds of the budget's parts.
@@ -39,15 +42,18 @@ const (
 	fdReserve      = 256
 	minClientConns = 16
 	maxAdminConns  = 1024
+	minGRPCConns   = 64
+	maxGRPCConns   = 4096
 )
 
 // budgetFor divides an open-file limit (see fdBudget).
 func budgetFor(limit uint64) fdBudget {
 	l := int(min(limit, 1<<30))
 	b := fdBudget{limit: limit, pebbleFiles: min(max(l/4, minPebbleFiles), maxPebbleFiles)}
-	clients := max(l-b.pebbleFiles-max(fdReserve, l/8), 2*minClientConns)
+	clients := max(l-b.pebbleFiles-max(fdReserve, l/8), 2*minClientConns+minGRPCConns)
 	b.admin = min(max(clients/16, minClientConns), maxAdminConns)
-	b.app = clients - b.admin
+	b.grpc = min(max(clients/8, minGRPCConns), maxGRPCConns)
+	b.app = max(clients-b.admin-b.grpc, minClientConns)
 	return b
 }
 
@@ -62,20 +68,22 @@ func openFileLimit() (limit uint64, ok bool) {
 }
 
 // connLimitListener accepts at most its limit's connections open at once.
-// One over it is answered 503 at once and closed, rather than left in the
-// kernel's queue, where its client would wait with no word; the accept
-// loop goes on, so connections are taken again as soon as others close.
+// One over it is closed at once, answered 503 first on an HTTP/1 listener,
+// rather than left in the kernel's queue, where its client would wait with
+// no word; the accept loop goes on, so connections are taken again as soon
+// as others close.
 type connLimitListener struct {
 	net.Listener
-	name    string // "app" or "admin", for the log and the metric
+	name    string // "app", "admin" or "grpc", for the log and the metric
+	http1   bool   // answer a refused connection 503 before closing it
 	conns   *connlimit.Limit
 	refused prometheus.Counter
 	log     *slog.Logger
 	limit   *loglimit.Limiter // one line per refusalLogInterval
 }
 
-func newConnLimitListener(ln net.Listener, name string, maxOpen int, refused prometheus.Counter, log *slog.Logger) *connLimitListener {
-	return &connLimitListener{Listener: ln, name: name, conns: connlimit.New(maxOpen), refused: refused, log: log,
+func newConnLimitListener(ln net.Listener, name string, http1 bool, maxOpen int, refused prometheus.Counter, log *slog.Logger) *connLimitListener {
+	return &connLimitListener{Listener: ln, name: name, http1: http1, conns: connlimit.New(maxOpen), refused: refused, log: log,
 		limit: loglimit.New(refusalLogInterval, 1, time.Now)}
 }
 
@@ -103,12 +111,39 @@ func (l *connLimitListener) Accept() (net.Conn, error) {
 
 func (l *connLimitListener) refuse(c net.Conn) {
 	l.refused.Inc()
-	msg := fmt.Sprintf("roost: this node's %s listener holds %d connections, its most (set by the open-file limit); retry later\n", l.name, l.conns.Max())
-	_ = c.SetWriteDeadline(time.Now().Add(refusedWriteTimeout))
-	_, _ = fmt.Fprintf(c, refusedAnswer, len(msg), msg)
+	if l.http1 {
+		msg := fmt.Sprintf("roost: this node's %s listener holds %d connections, its most (set by the open-file limit); retry later\n", l.name, l.conns.Max())
+		_ = c.SetWriteDeadline(time.Now().Add(refusedWriteTimeout))
+		_, _ = fmt.Fprintf(c, refusedAnswer, len(msg), msg)
+	}
 	_ = c.Close()
 	if ok, held, _ := l.limit.Allow(l.name); ok {
 		l.log.Warn("refused a connection: the listener holds its most connections; raise the open-file limit (ulimit -n) to allow more",
 			"listener", l.name, "max_connections", l.conns.Max(), "not_logged", held, "log_interval", refusalLogInterval)
 	}
+}
+
+// userTimeoutListener sets TCP_USER_TIMEOUT on every connection it accepts,
+// as gRPC's server does with its keepalive timeout so that a write to a
+// peer that went silent fails within it instead of after the kernel's
+// retransmissions (about 15 minutes). gRPC only sets it on a *net.TCPConn,
+// and connLimitListener wraps each connection, so the gRPC listener sets
+// it here, underneath the limit.
+type userTimeoutListener struct {
+	net.Listener
+	timeout time.Duration
+}
+
+func (l userTimeoutListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if err := setTCPUserTimeout(tc, l.timeout); err != nil {
+			_ = c.Close()
+			return nil, err
+		}
+	}
+	return c, nil
 }

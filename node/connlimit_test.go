@@ -15,22 +15,22 @@ import (
 
 func TestBudgetFor(t *testing.T) {
 	for _, c := range []struct {
-		limit                   uint64
-		pebble, app, admin, sum int
+		limit                         uint64
+		pebble, app, admin, grpc, sum int
 	}{
 		// Under ulimit -n 512 a quarter goes to Pebble, 256 are kept back.
-		{512, 128, 112, 16, 512},
-		{1024, 256, 480, 32, 1024},
+		{512, 128, 48, 16, 64, 512},
+		{1024, 256, 416, 32, 64, 1024},
 		// This machine's default: Pebble's own 1,000, an eighth kept back.
-		{20000, 1000, 15476, 1024, 20000},
+		{20000, 1000, 13414, 1024, 2062, 20000},
 		// Tiny limits still serve a few connections on each listener.
-		{64, 64, 16, 16, 0},
+		{64, 64, 16, 16, 64, 0},
 	} {
 		b := budgetFor(c.limit)
-		if b.pebbleFiles != c.pebble || b.app != c.app || b.admin != c.admin {
-			t.Errorf("budgetFor(%d) = pebble %d, app %d, admin %d; want %d, %d, %d", c.limit, b.pebbleFiles, b.app, b.admin, c.pebble, c.app, c.admin)
+		if b.pebbleFiles != c.pebble || b.app != c.app || b.admin != c.admin || b.grpc != c.grpc {
+			t.Errorf("budgetFor(%d) = pebble %d, app %d, admin %d, grpc %d; want %d, %d, %d, %d", c.limit, b.pebbleFiles, b.app, b.admin, b.grpc, c.pebble, c.app, c.admin, c.grpc)
 		}
-		if c.sum != 0 && b.pebbleFiles+b.app+b.admin+max(fdReserve, int(c.limit)/8) != c.sum {
+		if c.sum != 0 && b.pebbleFiles+b.app+b.admin+b.grpc+max(fdReserve, int(c.limit)/8) != c.sum {
 			t.Errorf("budgetFor(%d) does not add up to the limit: %+v", c.limit, b)
 		}
 	}
@@ -44,7 +44,7 @@ func TestConnLimitListener(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "refused"})
-	ln := newConnLimitListener(inner, "app", 2, refused, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ln := newConnLimitListener(inner, "app", true, 2, refused, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	defer ln.Close()
 	accepted := make(chan net.Conn, 8)
 	go func() {

@@ -257,6 +257,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		}
 	}
 	if n.cfg.Cluster() {
+		n.grpcLn = n.limitGRPCConns(n.grpcLn, fds, limited)
 		if err := n.startCluster(ctx, runCtx, ident); err != nil {
 			return err
 		}
@@ -274,14 +275,34 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
 	serving := []any{"node", n.cfg.NodeID, "app", n.appLn.Addr().String(), "admin", n.adminLn.Addr().String(), "shards", n.cfg.Shards, "data_dir", n.cfg.DataDir}
 	if limited {
-		n.appLn = newConnLimitListener(n.appLn, "app", fds.app, n.metrics.connectionsRefused.WithLabelValues("app"), n.log)
-		n.adminLn = newConnLimitListener(n.adminLn, "admin", fds.admin, n.metrics.connectionsRefused.WithLabelValues("admin"), n.log)
+		n.appLn = n.limitConns(n.appLn, "app", true, fds.app)
+		n.adminLn = n.limitConns(n.adminLn, "admin", true, fds.admin)
 		serving = append(serving, "open_file_limit", fds.limit, "max_app_connections", fds.app, "max_admin_connections", fds.admin)
+		if n.cfg.Cluster() {
+			serving = append(serving, "max_grpc_connections", fds.grpc)
+		}
 	}
 	go n.appSrv.Serve(n.appLn)
 	go n.adminSrv.Serve(n.adminLn)
 	n.log.Info("roost node serving", serving...)
 	return nil
+}
+
+// limitConns bounds ln to maxOpen connections open at once
+// (connLimitListener); http1 listeners answer a refused one 503.
+func (n *Node) limitConns(ln net.Listener, name string, http1 bool, maxOpen int) net.Listener {
+	return newConnLimitListener(ln, name, http1, maxOpen, n.metrics.connectionsRefused.WithLabelValues(name), n.log)
+}
+
+// limitGRPCConns bounds the gRPC listener to its share of the budget, if
+// there is one. gRPC sets TCP_USER_TIMEOUT only on a bare *net.TCPConn,
+// which the limit's wrapper hides, so userTimeoutListener sets it beneath.
+func (n *Node) limitGRPCConns(ln net.Listener, fds fdBudget, limited bool) net.Listener {
+	ln = userTimeoutListener{Listener: ln, timeout: n.serverKeepalive.Timeout}
+	if limited {
+		ln = n.limitConns(ln, "grpc", false, fds.grpc)
+	}
+	return ln
 }
 
 // shardsLed counts the shard groups this node leads.

@@ -84,23 +84,8 @@ func TestConnectionFloodLeavesStorageItsFiles(t *testing.T) {
 		t.Fatalf("%d of %d connections answered, %d refused: want every one either served or refused, some of each (the app listener's share of %d files)", answered, flood, refused, fileLimit)
 	}
 
-	value := make([]byte, 20<<20)
-	for i := range 4 {
-		rand.Read(value)
-		key := fmt.Sprintf("big%d", i)
-		if code, body := kvAdmin(t, admin, http.MethodPut, key, value); code != http.StatusOK {
-			t.Fatalf("put %s of 20 MiB while the app port is flooded: %d %s", key, code, body)
-		}
-		if code, got := kvAdmin(t, admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
-			t.Fatalf("acknowledged %s read back: %d, %s", key, code, describe(code, got))
-		}
-	}
-	if log := p.log.String(); strings.Contains(log, "too many open files") {
-		t.Fatalf("the node ran out of file descriptors:\n%s", lastLines(log, 10))
-	}
-	if !strings.Contains(p.log.String(), "refused a connection") {
-		t.Fatalf("the refusals were not logged:\n%s", lastLines(p.log.String(), 10))
-	}
+	putBigValues(t, admin, "while the app port is flooded")
+	checkRefusalsLogged(t, p)
 
 	for _, c := range held {
 		c.Close()
@@ -116,5 +101,71 @@ func TestConnectionFloodLeavesStorageItsFiles(t *testing.T) {
 			t.Fatalf("the app port after the flood: %d %q %v", code, body, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestGRPCFloodLeavesStorageItsFiles is the test above for a cluster
+// node's gRPC port, which peers alone should use but anyone who reaches it
+// can hold connections on: under a 512-file limit, 600 idle connections
+// there, then four puts of 20 MiB. Before the gRPC listener had a share of
+// its own, the flood took every descriptor and the puts found no answer.
+func TestGRPCFloodLeavesStorageItsFiles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("connection-flood test skipped in -short mode")
+	}
+	const fileLimit, flood = 512, 600
+	spec := newNodeSpec(t, "n1", 1, 4)
+	spec.config = filepath.Join(t.TempDir(), "roost.toml")
+	if err := os.WriteFile(spec.config, []byte("[[kv_namespaces]]\nbinding = \"BLOBS\"\nid = \"blobs\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := launch(t, "roost node", "sh", append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, fileLimit), roostBinary(t)},
+		append(spec.args(), "--replicas", "1")...)...)
+	p.http, p.admin = spec.http, spec.admin
+	p.waitReady(60 * time.Second)
+
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for range flood {
+		c, err := net.DialTimeout("tcp", spec.grpc, 5*time.Second)
+		if err != nil {
+			t.Fatalf("dialing the gRPC port: %v", err)
+		}
+		held = append(held, c)
+	}
+	putBigValues(t, spec.admin, "while the gRPC port is flooded")
+	checkRefusalsLogged(t, p)
+}
+
+// putBigValues puts four values of 20 MiB through the KV binding BLOBS,
+// each read back once acknowledged: enough to make Pebble open new files.
+func putBigValues(t *testing.T, admin, while string) {
+	t.Helper()
+	value := make([]byte, 20<<20)
+	for i := range 4 {
+		rand.Read(value)
+		key := fmt.Sprintf("big%d", i)
+		if code, body := kvAdmin(t, admin, http.MethodPut, key, value); code != http.StatusOK {
+			t.Fatalf("put %s of 20 MiB %s: %d %s", key, while, code, body)
+		}
+		if code, got := kvAdmin(t, admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
+			t.Fatalf("acknowledged %s read back: %d, %s", key, code, describe(code, got))
+		}
+	}
+}
+
+// checkRefusalsLogged fails unless p logged refusing connections and
+// never ran out of descriptors.
+func checkRefusalsLogged(t *testing.T, p *process) {
+	t.Helper()
+	if log := p.log.String(); strings.Contains(log, "too many open files") {
+		t.Fatalf("the node ran out of file descriptors:\n%s", lastLines(log, 10))
+	}
+	if !strings.Contains(p.log.String(), "refused a connection") {
+		t.Fatalf("the refusals were not logged:\n%s", lastLines(p.log.String(), 10))
 	}
 }
