@@ -430,6 +430,21 @@ func joinIDs(ids []placement.NodeID) string {
 	return strings.Join(s, ", ")
 }
 
+// transferTargetNotReady is the 409 for a transfer to a replica that
+// cannot take the leadership at once, given its status (or the error
+// asking for it) and the leader's applied index; nil if it can.
+func transferTargetNotReady(to placement.NodeID, shard int, st *proto.ForwardGroupStatusResponse, err error, leaderApplied uint64) error {
+	switch {
+	case err != nil:
+		return errorf(http.StatusConflict, "%s did not answer for its replica of shard %d (%v): it cannot take the leadership now; retry", to, shard, err)
+	case !st.Running:
+		return errorf(http.StatusConflict, "%s does not run its replica of shard %d yet (starting, or just restarted): it cannot take the leadership now; retry in a few seconds", to, shard)
+	case !withinCatchUpLag(st.AppliedIndex, leaderApplied):
+		return errorf(http.StatusConflict, "%s's replica of shard %d is %d entries behind the leader's: it cannot take the leadership until it catches up; retry in a few seconds", to, shard, leaderApplied-min(leaderApplied, st.AppliedIndex))
+	}
+	return nil
+}
+
 // transferRequest is the body of POST /v1/shards/{id}/transfer-leader.
 type transferRequest struct {
 	To string `json:"to"`
@@ -524,6 +539,15 @@ func (a *admin) transferLeader(w http.ResponseWriter, r *http.Request) error {
 			instead = "pick another voter (" + strings.Join(others, ", ") + ") or retry once it is back"
 		}
 		return errorf(http.StatusConflict, "%s is down or unreachable from %s, the leader of shard %d: it cannot take the leadership; %s", to, c.self, sid, instead)
+	}
+	// A replica that is not running yet (its node just restarted) or is
+	// far behind would hold the shard's requests while raft catches it up,
+	// and the transfer could fail at the end of it: refuse it at once.
+	ctx, cancel := context.WithTimeout(r.Context(), statusFanoutTimeout)
+	st, err := c.groupStatusOf(ctx, m, to, groupOf(int(sid)), false)
+	cancel()
+	if err := transferTargetNotReady(to, int(sid), st, err, rf.AppliedIndex()); err != nil {
+		return err
 	}
 	// Watch the leaders this replica learns of: the leader balancer may
 	// hand the shard on soon after the target took over, and the transfer

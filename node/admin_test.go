@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/roostdb/roost/placement"
+	"github.com/roostdb/roost/proto"
 )
 
 const testAdminToken = "test-admin-token-7"
@@ -1535,5 +1536,35 @@ func TestRestartedMemberAloneNamesItsCluster(t *testing.T) {
 	var out struct{ Error string }
 	if code := c.admin(0, "GET", "/v1/shards", nil, &out); code != 503 || !strings.Contains(out.Error, "belongs to cluster "+cluster) {
 		t.Fatalf("shards of the member restarted alone: %d %q; want 503 saying it belongs to cluster %s", code, out.Error, cluster)
+	}
+}
+
+// A transfer to a replica that does not run its group yet (its node just
+// restarted) or lags the leader is refused at once with 409: raft would
+// hold the shard's requests while it caught the replica up, and could
+// still fail at the end (found by QA: 5 s of held requests, some 503s).
+func TestTransferTargetNotReady(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		st            *proto.ForwardGroupStatusResponse
+		err           error
+		leaderApplied uint64
+		want          string // "" for no refusal
+	}{
+		{"caught up", &proto.ForwardGroupStatusResponse{Running: true, AppliedIndex: 100}, nil, 100, ""},
+		{"within the lag", &proto.ForwardGroupStatusResponse{Running: true, AppliedIndex: 100 - catchUpLag}, nil, 100, ""},
+		{"ahead of this leader's applied index", &proto.ForwardGroupStatusResponse{Running: true, AppliedIndex: 120}, nil, 100, ""},
+		{"behind", &proto.ForwardGroupStatusResponse{Running: true, AppliedIndex: 10}, nil, 100, "n2's replica of shard 7 is 90 entries behind"},
+		{"not running", &proto.ForwardGroupStatusResponse{}, nil, 100, "n2 does not run its replica of shard 7 yet"},
+		{"no answer", nil, errors.New("deadline exceeded"), 100, "n2 did not answer for its replica of shard 7 (deadline exceeded)"},
+	} {
+		err := transferTargetNotReady("n2", 7, c.st, c.err, c.leaderApplied)
+		var ae *apiError
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: refused: %v", c.name, err)
+		case c.want != "" && (!errors.As(err, &ae) || ae.code != http.StatusConflict || !strings.Contains(ae.msg, c.want)):
+			t.Errorf("%s: %v, want a 409 saying %q", c.name, err, c.want)
+		}
 	}
 }
