@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -31,6 +32,19 @@ import (
 type healer struct {
 	mu        sync.Mutex
 	downSince map[placement.NodeID]time.Time
+	// stuck is the last set of shards logged as past healing (stuckNews),
+	// so that the control loop logs each set once, not every tick.
+	stuck string
+}
+
+// stuckNews reports whether shards, which no heal can help, differ from
+// those last reported.
+func (h *healer) stuckNews(shards string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	news := shards != h.stuck
+	h.stuck = shards
+	return news
 }
 
 // observe records which nodes of m are alive now and returns the set of
@@ -61,7 +75,7 @@ func (h *healer) observe(m placement.Map, alive map[placement.NodeID]bool, grace
 // meta group.
 func (h *healer) forget() {
 	h.mu.Lock()
-	h.downSince = nil
+	h.downSince, h.stuck = nil, ""
 	h.mu.Unlock()
 }
 
@@ -176,8 +190,16 @@ func (c *cluster) heal(r *raft.Raft) {
 	held := withoutLiveQuorum(m, moves, alive)
 	healable := len(slices.DeleteFunc(slices.Clone(moves), func(mv placement.Move) bool { return held[mv.Shard] != nil }))
 	if healable == 0 {
+		// No operation starts, so none can name these shards: the log does,
+		// once for each set of them.
+		stuck := slices.Sorted(maps.Keys(held))
+		if c.healer.stuckNews(fmt.Sprint(stuck)) && len(stuck) > 0 {
+			c.n.log.Warn("cannot re-create the replicas of dead nodes: every shard they hold lost a quorum of its replicas and can change nothing; they serve again once enough of their nodes are back",
+				"dead", joinIDs(slices.Sorted(maps.Keys(dead))), "shards", fmt.Sprint(stuck))
+		}
 		return
 	}
+	c.healer.stuckNews("")
 	a := c.n.admin
 	op, err := a.startOp("heal", "", defaultMaxConcurrent, healable)
 	if err != nil {
