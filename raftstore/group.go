@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"cmp"
 	"fmt"
 	"sync"
 	"time"
@@ -27,6 +28,10 @@ type GroupConfig struct {
 	// Tune adjusts the raft config after the defaults (and after StartGroup's
 	// own adjustments, so it has the last word).
 	Tune func(*raft.Config)
+	// LogTrimBytes is how many bytes of entries the group's log stores
+	// before it is snapshotted and trimmed by bytes (logTrimmer); 0 means
+	// DefaultLogTrimBytes, and a negative value trims by entry count alone.
+	LogTrimBytes int64
 }
 
 // Group is a running raft group.
@@ -36,6 +41,7 @@ type Group struct {
 	local raft.ServerID
 	raft  *raft.Raft
 	trans raft.Transport
+	trim  *logTrimmer // nil when the group trims by entry count alone
 
 	once sync.Once
 	err  error
@@ -85,6 +91,9 @@ func (g *Group) Shutdown() error {
 			v.stopWaiting() // see groupTransport.waiting
 		}
 		g.err = g.raft.Shutdown().Error()
+		if g.trim != nil {
+			g.trim.close() // after raft's: a snapshot under way ends with it
+		}
 		g.s.groupsMu.Lock()
 		if g.s.groups[g.id] == g {
 			delete(g.s.groups, g.id)
@@ -225,6 +234,10 @@ func (s *Store) StartGroup(cfg GroupConfig) (*Group, error) {
 		v.attach(r, conf.HeartbeatTimeout)
 	}
 	g := &Group{s: s, id: cfg.ID, local: cfg.LocalID, raft: r, trans: cfg.Transport}
+	if cfg.LogTrimBytes >= 0 {
+		g.trim = startLogTrimmer(r, cmp.Or(cfg.LogTrimBytes, DefaultLogTrimBytes))
+		cached.setStored(g.trim.stored)
+	}
 	s.groups[cfg.ID] = g
 	return g, nil
 }

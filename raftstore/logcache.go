@@ -3,6 +3,7 @@ package raftstore
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -17,6 +18,9 @@ import (
 type logCache struct {
 	store    raft.LogStore
 	maxBytes int
+
+	// stored, when set, is told of every batch of entries stored.
+	stored atomic.Pointer[func(entries, bytes int)]
 
 	mu    sync.RWMutex
 	ring  []*raft.Log // entry i at i % len(ring), if cached
@@ -38,6 +42,9 @@ const (
 func newLogCache(store raft.LogStore, entries, maxBytes int) *logCache {
 	return &logCache{store: store, maxBytes: maxBytes, ring: make([]*raft.Log, entries)}
 }
+
+// setStored has f told of every batch of entries stored from now on.
+func (c *logCache) setStored(f func(entries, bytes int)) { c.stored.Store(&f) }
 
 // entrySize is what an entry holds in memory beyond its fixed fields.
 func entrySize(l *raft.Log) int { return len(l.Data) + len(l.Extensions) }
@@ -61,6 +68,13 @@ func (c *logCache) StoreLog(log *raft.Log) error { return c.StoreLogs([]*raft.Lo
 func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err := c.store.StoreLogs(logs); err != nil {
 		return fmt.Errorf("unable to store logs within log store, err: %q", err)
+	}
+	if f := c.stored.Load(); f != nil {
+		bytes := 0
+		for _, l := range logs {
+			bytes += entrySize(l)
+		}
+		(*f)(len(logs), bytes)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
