@@ -200,6 +200,35 @@ func checkIdentity(dir, nodeID string) (identity, error) {
 	return id, nil
 }
 
+// checkStoreKept refuses a data dir whose node has been a member of a
+// cluster (node.json names it) but whose store is gone: a new empty store
+// would forget the node's Raft log, term and votes while the groups still
+// count it as a voter, and a data dir without its store is not caught by
+// the data dir ID check, which lives in node.json (found by QA).
+func checkStoreKept(dir string, id identity) error {
+	if id.ClusterID == "" {
+		return nil // never saw a map: its store held nothing yet
+	}
+	entries, err := os.ReadDir(filepath.Join(dir, "pebble"))
+	if err == nil && len(entries) > 0 {
+		return nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("reading %s: %w", filepath.Join(dir, "pebble"), err)
+	}
+	return fmt.Errorf("%w: %s says node %s is a member of cluster %s, but its store (pebble/) is gone: with its Raft log, term and votes lost, its replicas could help elect a leader that lacks acknowledged writes. %s",
+		ErrDataDirMismatch, filepath.Join(dir, "node.json"), id.NodeID, id.ClusterID, lostStoreAdvice(Config{NodeID: id.NodeID}))
+}
+
+// lostStoreAdvice is what to do about a node whose store is lost or
+// damaged.
+func lostStoreAdvice(cfg Config) string {
+	if !cfg.Cluster() {
+		return "Restore the data dir from a backup, or start roost dev with an empty one"
+	}
+	return fmt.Sprintf("Restore the data dir from a backup, or let the cluster replace the node (it re-creates a dead node's replicas after dead_node_grace; then `roost remove %s`) and start it with a new --id and an empty data dir", cfg.NodeID)
+}
+
 func writeIdentity(dir string, id identity) error {
 	b, _ := json.Marshal(id)
 	// Synced, as layout.json (checkLayout).

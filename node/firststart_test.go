@@ -183,6 +183,23 @@ func TestLostDataDirIsRefused(t *testing.T) {
 	}
 
 	tc.stop(2)
+	// Its store alone lost (node.json kept, with the data dir ID the map
+	// records): refused too, before the node joins anything.
+	pebbleDir := filepath.Join(tc.cfgs[2].DataDir, "pebble")
+	if err := os.Rename(pebbleDir, pebbleDir+".kept"); err != nil {
+		t.Fatal(err)
+	}
+	nd, err := New(tc.cfgs[2], tc.app)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nd.Start(context.Background()); !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "its store (pebble/) is gone") {
+		_ = nd.Close(context.Background())
+		t.Fatalf("n3 started without its store: %v", err)
+	}
+	if err := os.Rename(pebbleDir+".kept", pebbleDir); err != nil {
+		t.Fatal(err)
+	}
 	entries, err := os.ReadDir(tc.cfgs[2].DataDir)
 	if err != nil {
 		t.Fatal(err)

@@ -191,6 +191,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		if err := checkNotRemoved(n.cfg.DataDir); err != nil {
 			return err
 		}
+		if err := checkStoreKept(n.cfg.DataDir, ident); err != nil {
+			return err
+		}
 	} else if _, err := os.Stat(filepath.Join(n.cfg.DataDir, "node.json")); err == nil {
 		return fmt.Errorf("%w: %s belongs to a cluster node; roost dev needs a data dir of its own", ErrDataDirMismatch, n.cfg.DataDir)
 	}
@@ -210,6 +213,9 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			// restart applies the rest of the group's log.
 			n.fail(fmt.Errorf("group %s could not apply a committed entry: %w", g, err))
 		}})
+	if errors.Is(err, raftstore.ErrStoreDamaged) {
+		return fmt.Errorf("opening storage in %s: %w. %s", n.cfg.DataDir, err, lostStoreAdvice(n.cfg))
+	}
 	if err != nil {
 		return fmt.Errorf("opening storage in %s: %w", n.cfg.DataDir, err)
 	}

@@ -24,6 +24,11 @@ var (
 	ErrInvalidGroupID = errors.New("raftstore: invalid group ID")
 	// ErrClosed: the Store was closed.
 	ErrClosed = errors.New("raftstore: store closed")
+	// ErrStoreDamaged: the store's directory holds files but Pebble finds
+	// no database in it (its manifest or the marker naming it is gone).
+	// Open refuses rather than create a new database there, which would
+	// delete the old one's tables.
+	ErrStoreDamaged = errors.New("raftstore: the store's files are there but its manifest is not")
 	// ErrGroupRunning: StartGroup for a group that is already running on
 	// this Store, or DeleteGroup for one that is running.
 	ErrGroupRunning = errors.New("raftstore: group already running")

@@ -101,7 +101,16 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 		window = &syncWindow{window: d}
 		popts.WALMinSyncInterval = window.next
 	}
+	// A directory with files in it holds a store: if Pebble cannot find
+	// it there, creating a new one would delete the old one's tables.
+	fsys := cmp.Or[vfs.FS](fs, vfs.Default)
+	if names, err := fsys.List(dir); err == nil && len(names) > 0 {
+		popts.ErrorIfNotExists = true
+	}
 	db, err := pebble.Open(dir, popts)
+	if errors.Is(err, pebble.ErrDBDoesNotExist) {
+		return nil, fmt.Errorf("%w: %s holds files but no Pebble manifest (a MARKER or MANIFEST file lost?); refusing to create a new store over them", ErrStoreDamaged, dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: opening pebble in %s: %w", dir, err)
 	}
