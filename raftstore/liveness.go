@@ -92,6 +92,31 @@ func PublishCommitsAfter(r *raft.Raft, f raft.Future) {
 	}()
 }
 
+// publishCommitsTo has every group led here that has target among its
+// servers publish its commits (PublishCommits). A follower learns the
+// commit index only from its leader's AppendEntries, which for an idle
+// group with QuietTiming come every 30–60 s: a replica that was away — its
+// node restarted — lagged that long, and a leadership transfer to it was
+// refused meanwhile (found by QA: up to 58 s).
+func (t *Transport) publishCommitsTo(target raft.ServerAddress) {
+	for _, v := range *t.groups.Load() {
+		r := v.raft.Load()
+		if r == nil || r.State() != raft.Leader {
+			continue
+		}
+		f := r.GetConfiguration()
+		if f.Error() != nil {
+			continue
+		}
+		for _, srv := range f.Configuration().Servers {
+			if srv.Address == target {
+				PublishCommits(r)
+				break
+			}
+		}
+	}
+}
+
 // peerLiveness is what the transport's server has seen of a peer. Every
 // request marks it, so its fields are atomics read and written under
 // livenessMu's read lock.

@@ -296,6 +296,7 @@ func (b *heartbeatBatcher) deliver(batch []*heartbeatCall, out *pb.RaftHeartbeat
 type batchStream struct {
 	stream grpc.BidiStreamingClient[pb.RaftHeartbeatBatch, pb.RaftHeartbeatBatchResponse]
 	cancel context.CancelFunc
+	failed bool // an exchange failed since the last that was answered
 }
 
 // finish ends an open stream the way a stopping client should: it closes
@@ -351,10 +352,19 @@ func (s *batchStream) exchange(ctx context.Context, b *heartbeatBatcher, batch [
 	timer.Stop()
 	if err != nil {
 		s.close()
+		s.failed = true
 		if expired.Load() {
 			return nil, status.Errorf(codes.DeadlineExceeded, "raftstore: heartbeats to %s: no answer within %v", b.target, b.t.timeout)
 		}
 		return nil, err
+	}
+	if s.failed {
+		// The peer answers again after a stream to it failed: it restarted,
+		// or its network came back. Its replicas of the groups led here may
+		// lag what was committed meanwhile, and idle groups would tell them
+		// only with their next AppendEntries (publishCommitsTo).
+		s.failed = false
+		go b.t.publishCommitsTo(b.target)
 	}
 	return out, nil
 }
