@@ -23,6 +23,7 @@ import (
 	"github.com/roostdb/roost/config"
 	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/node"
+	"github.com/roostdb/roost/raftstore"
 )
 
 // This file is what `roost dev` and `roost node` share: settings read from
@@ -491,6 +492,8 @@ func (h hints) of(err error) string {
 		return " (" + h.dataDir + ")"
 	case errors.Is(err, syscall.EWOULDBLOCK): // the data dir's lock is held
 		return " (" + h.dirLocked + ")"
+	case errors.Is(err, raftstore.ErrStoreStalled):
+		return " (free space on the data dir's disk if it is full, then start the node again: it catches up from its data dir)"
 	}
 	return ""
 }
@@ -528,6 +531,13 @@ func (s *server) serve(ctx context.Context, cfg node.Config, notices []string, h
 		fmt.Fprintln(s.stderr, "roost: stopping (interrupt or terminate it again to stop at once)")
 	case failure = <-n.Failed():
 		stop()
+	}
+	if errors.Is(failure, raftstore.ErrStoreStalled) {
+		// Closing would wait on the stalled store (raft's loops are blocked
+		// in its writes) while this node still held its shards; exiting
+		// lets the others elect leaders at once. What was acknowledged is
+		// in the synced Raft log.
+		return fmt.Errorf("%s: %w; exiting without closing the store%s", s.name, failure, h.of(failure))
 	}
 	cctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()

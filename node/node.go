@@ -212,7 +212,11 @@ func (n *Node) Start(ctx context.Context) (err error) {
 			// elected and serve what it has: the node stops, and a
 			// restart applies the rest of the group's log.
 			n.fail(fmt.Errorf("group %s could not apply a committed entry: %w", g, err))
-		}})
+		},
+		// Writes that wait on a full disk would hang every shard this node
+		// leads while it still looks healthy: it stops, and the others go
+		// on (docs/operations.md, "A full disk").
+		OnStalled: func(err error) { n.fail(fmt.Errorf("storage in %s: %w", n.cfg.DataDir, err)) }})
 	if errors.Is(err, raftstore.ErrStoreDamaged) {
 		return fmt.Errorf("opening storage in %s: %w. %s", n.cfg.DataDir, err, lostStoreAdvice(n.cfg))
 	}

@@ -29,6 +29,9 @@ var (
 	// Open refuses rather than create a new database there, which would
 	// delete the old one's tables.
 	ErrStoreDamaged = errors.New("raftstore: the store's files are there but its manifest is not")
+	// ErrStoreStalled: every write has waited on Pebble while its flushes
+	// or compactions fail (Options.OnStalled).
+	ErrStoreStalled = errors.New("raftstore: storage writes stalled")
 	// ErrGroupRunning: StartGroup for a group that is already running on
 	// this Store, or DeleteGroup for one that is running.
 	ErrGroupRunning = errors.New("raftstore: group already running")

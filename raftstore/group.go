@@ -3,6 +3,8 @@ package raftstore
 import (
 	"cmp"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -194,6 +196,9 @@ func (s *Store) StartGroup(cfg GroupConfig) (*Group, error) {
 		cfg.Tune(conf)
 	}
 
+	if err := removeUnfinishedSnapshots(s.snapshotDir(cfg.ID), conf.Logger); err != nil {
+		return nil, fmt.Errorf("raftstore: group %s snapshot store: %w", cfg.ID, err)
+	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(s.snapshotDir(cfg.ID), snapshotsRetained, conf.Logger.Named("snapshots"))
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: group %s snapshot store: %w", cfg.ID, err)
@@ -240,4 +245,23 @@ func (s *Store) StartGroup(cfg GroupConfig) (*Group, error) {
 	}
 	s.groups[cfg.ID] = g
 	return g, nil
+}
+
+// removeUnfinishedSnapshots deletes the snapshots a FileSnapshotStore at
+// dir was still writing when its process stopped (their names end in
+// .tmp). raft only warns of them and leaves them; each can be as large as
+// the group's state, and on a disk that had filled up they kept it full
+// after space was freed (found by a test of a full disk).
+func removeUnfinishedSnapshots(dir string, logger hclog.Logger) error {
+	tmps, err := filepath.Glob(filepath.Join(dir, "snapshots", "*.tmp"))
+	if err != nil {
+		return err
+	}
+	for _, tmp := range tmps {
+		if err := os.RemoveAll(tmp); err != nil {
+			return err
+		}
+		logger.Info("removed a snapshot left unfinished", "path", tmp)
+	}
+	return nil
 }

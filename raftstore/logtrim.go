@@ -3,6 +3,7 @@ package raftstore
 import (
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -28,6 +29,10 @@ type logTrimmer struct {
 	entries int64
 	snapped int64 // the last snapshot's size
 
+	// retryAt: after a failed trim (a full disk, say) none is tried before
+	// this, so that a failing snapshot is not retried with every entry.
+	retryAt time.Time
+
 	kick chan struct{} // cap 1: a trim is wanted
 	stop chan struct{}
 	done chan struct{}
@@ -39,6 +44,9 @@ const DefaultLogTrimBytes = 64 << 20
 
 // minTrailingLogs is the fewest entries a trim keeps.
 const minTrailingLogs = 16
+
+// trimRetryAfter is how long a failed trim holds back the next.
+const trimRetryAfter = 10 * time.Second
 
 func startLogTrimmer(r *raft.Raft, trimBytes int64) *logTrimmer {
 	t := &logTrimmer{r: r, trimBytes: trimBytes, kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
@@ -78,13 +86,14 @@ func (t *logTrimmer) run() {
 		t.mu.Lock()
 		bytes, entries := t.bytes, t.entries
 		t.mu.Unlock()
-		if entries == 0 || bytes < max(t.trimBytes, t.snapped) {
+		if entries == 0 || bytes < max(t.trimBytes, t.snapped) || time.Now().Before(t.retryAt) {
 			continue
 		}
 		size, err := t.trim(max(minTrailingLogs, uint64(t.trimBytes/4/max(1, bytes/entries))))
 		if err != nil {
-			// Shut down, or no leader to snapshot for: the next entries
-			// stored try again.
+			// Shut down, or the snapshot failed: the entries stored after
+			// trimRetryAfter try again.
+			t.retryAt = time.Now().Add(trimRetryAfter)
 			continue
 		}
 		t.mu.Lock()

@@ -2,7 +2,10 @@ package raftstore
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -56,5 +59,31 @@ func TestLogTrimmedByBytes(t *testing.T) {
 	st := readObject(t, s2, 3, oid(1))
 	if st.Version != entries || len(st.Keys) != 4 || st.Keys["k00"] != string(value) {
 		t.Fatalf("after the trims and a restart: version %d, %d keys; want version %d, 4 keys", st.Version, len(st.Keys), entries)
+	}
+}
+
+// A snapshot a stopped process left unfinished is deleted when its group
+// starts again; raft only warns of it, and on a disk that had filled up
+// such leftovers kept it full.
+func TestUnfinishedSnapshotsRemovedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	s := openAt(t, dir)
+	g := startSingle(t, s, 4, newTransport(t, "n1"), nil)
+	tmp := filepath.Join(s.snapshotDir(4), "snapshots", "3-37-1796561653167.tmp")
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "state.bin"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopenSingle(t, dir, 4)
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an unfinished snapshot is still there after its group restarted: %v", err)
 	}
 }

@@ -41,6 +41,14 @@ type Options struct {
 	// MaxOpenFiles bounds the files Pebble keeps open (its table cache
 	// and the rest); 0 means Pebble's default, 1,000.
 	MaxOpenFiles int
+	// OnStalled, if set, is called once (on a goroutine of its own) when
+	// every write has waited StallLimit on Pebble while its flushes or
+	// compactions fail (a full disk; stallWatch): the store takes no write
+	// until that is mended, and its owner should leave service.
+	OnStalled func(error)
+	// StallLimit is how long such a stall lasts before OnStalled; 0 means
+	// 10 s.
+	StallLimit time.Duration
 }
 
 const defaultCacheSize = 64 << 20
@@ -62,6 +70,7 @@ type Store struct {
 	groups   map[GroupID]*Group // running groups; nil once Close began
 
 	syncWindow *syncWindow // nil when Options.SyncWindow turned it off
+	stalls     *stallWatch // nil without Options.OnStalled
 	// onFSMFailure is Options.OnFSMFailure.
 	onFSMFailure func(GroupID, error)
 }
@@ -96,6 +105,13 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 		MaxOpenFiles: opts.MaxOpenFiles,
 	}
 	popts.Experimental.CompactionScheduler = newCompactionScheduler()
+	var stalls *stallWatch
+	if opts.OnStalled != nil {
+		plog := popts.Logger
+		stalls = &stallWatch{limit: cmp.Or(opts.StallLimit, defaultStallLimit), onStalled: opts.OnStalled,
+			warn: logger.Warn, now: time.Now}
+		popts.EventListener = stalls.listener(func(err error) { plog.Errorf("background error: %s", err) })
+	}
 	var window *syncWindow
 	if d := cmp.Or(opts.SyncWindow, defaultSyncWindow); d > 0 {
 		window = &syncWindow{window: d}
@@ -114,7 +130,7 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: opening pebble in %s: %w", dir, err)
 	}
-	s := &Store{dir: dir, logger: logger, db: db, groups: make(map[GroupID]*Group), syncWindow: window, onFSMFailure: opts.OnFSMFailure}
+	s := &Store{dir: dir, logger: logger, db: db, groups: make(map[GroupID]*Group), syncWindow: window, onFSMFailure: opts.OnFSMFailure, stalls: stalls}
 	if err := s.finishDeletions(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -147,6 +163,9 @@ func (s *Store) Close() error {
 		return ErrClosed
 	}
 	s.closed = true
+	if s.stalls != nil {
+		s.stalls.stop()
+	}
 	if err := s.db.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("raftstore: closing pebble: %w", err))
 	}

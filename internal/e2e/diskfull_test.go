@@ -25,33 +25,8 @@ func TestDiskFull(t *testing.T) {
 	if testing.Short() {
 		t.Skip("disk-full test skipped in -short mode")
 	}
-	small := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", small).CombinedOutput(); err != nil {
-		t.Skipf("disk-full test skipped: cannot mount a 24 MiB tmpfs for a full disk (needs root): %v %s", err, bytes.TrimSpace(out))
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", small).Run() })
-	config := filepath.Join(t.TempDir(), "roost.toml")
-	if err := os.WriteFile(config, []byte("[[kv_namespaces]]\nbinding = \"BLOBS\"\nid = \"blobs\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	const shards = 8
-	c := &testCluster{t: t, procs: make([]*process, 3), runs: make([]int, 3)}
-	for i := range 3 {
-		var join []string
-		if i > 0 {
-			join = []string{c.specs[0].gossip}
-		}
-		spec := newNodeSpec(t, fmt.Sprintf("n%d", i+1), 3, shards, join...)
-		spec.config = config
-		c.specs = append(c.specs, spec)
-	}
-	c.specs[2].dataDir = filepath.Join(small, "n3")
-	for i := range 3 {
-		c.launch(i)
-	}
-	for _, p := range c.procs {
-		p.waitReady(60 * time.Second)
-	}
+	c, small := startSmallDiskCluster(t, "24m", shards)
 	n1, n3 := c.procs[0], c.procs[2]
 
 	value := make([]byte, 4<<20)
@@ -85,23 +60,139 @@ func TestDiskFull(t *testing.T) {
 	}
 	n3 = c.launch(2)
 	n3.waitReady(60 * time.Second)
+	leadEveryShard(t, n3, "n3", shards)
+	for _, key := range acked {
+		if code, got := kvAdmin(t, n3.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
+			t.Fatalf("acknowledged %s read through n3, leading every shard after its restart: %d, %s", key, code, describe(code, got))
+		}
+	}
+}
+
+// TestDiskFullWhileTheLogHasRoom: the disk fills while n3's WAL still
+// has room (Pebble reuses its old log files, already allocated), so writes
+// go on being logged and acknowledged while every flush of a memtable
+// fails. Once the memtables fill, Pebble stalls every write; n3 looked
+// healthy — ready, leading, heartbeating — while the shards it led hung
+// (found by QA). Now a stall that lasts 10 s with failing flushes stops
+// the node, the others take over, and once space is freed it restarts and
+// serves everything acknowledged.
+func TestDiskFullWhileTheLogHasRoom(t *testing.T) {
+	if testing.Short() {
+		t.Skip("disk-full test skipped in -short mode")
+	}
+	const shards = 8
+	c, small := startSmallDiskCluster(t, "256m", shards)
+	n1, n3 := c.procs[0], c.procs[2]
+	leadEveryShard(t, n1, "n3", shards)
+	value := make([]byte, 4<<20)
+	rand.Read(value)
+	var acked []string
+	put := func(key string) {
+		if code, body := kvAdmin(t, n1.admin, http.MethodPut, key, value); code == http.StatusOK {
+			acked = append(acked, key)
+		} else { // the put reached n3 as it failed: its outcome is unknown
+			t.Logf("put %s: %d %s", key, code, body)
+		}
+	}
+	// Enough to have Pebble recycle log files, then another file takes
+	// the rest of the disk.
+	for i := range 15 {
+		put(fmt.Sprintf("warm%02d", i))
+	}
+	filler, err := os.Create(filepath.Join(small, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for {
+		if _, err := filler.Write(chunk); err != nil {
+			break
+		}
+	}
+	filler.Close()
+	for i := 0; i < 30 && !n3.hasExited(); i++ {
+		put(fmt.Sprintf("full%02d", i))
+	}
+	if err := n3.waitExit(60 * time.Second); err == nil {
+		t.Fatalf("n3 exited cleanly with its disk full; want it stopped with an error")
+	}
+	if log := n3.log.String(); !strings.Contains(log, "no space left on device") {
+		t.Fatalf("n3 stopped without a full disk in its log:\n%s", lastLines(log, 20))
+	}
+	t.Logf("n3 stopped on a full disk; %d puts of 4 MiB acknowledged; its last lines:\n%s", len(acked), lastLines(n3.log.String(), 3))
+	for _, key := range acked {
+		if code, got := kvAdmin(t, n1.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
+			t.Fatalf("acknowledged %s read through n1 with n3 down: %d, %s", key, code, describe(code, got))
+		}
+	}
+	// Space freed: the filler gone, and room for the state n3 now has to
+	// take in (the puts acknowledged while it was down).
+	if err := os.Remove(filepath.Join(small, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-o", "remount,size=1g", small).CombinedOutput(); err != nil {
+		t.Fatalf("freeing space: %v %s", err, out)
+	}
+	n3 = c.launch(2)
+	n3.waitReady(60 * time.Second)
+	leadEveryShard(t, n3, "n3", shards)
+	for _, key := range acked {
+		if code, got := kvAdmin(t, n3.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
+			t.Fatalf("acknowledged %s read through n3, leading every shard after its restart: %d, %s", key, code, describe(code, got))
+		}
+	}
+}
+
+// startSmallDiskCluster starts three nodes with a KV binding BLOBS, n3's
+// data dir on a tmpfs of size (which takes root to mount: elsewhere the
+// test is skipped, saying so), and returns the cluster and the tmpfs.
+func startSmallDiskCluster(t *testing.T, size string, shards int) (*testCluster, string) {
+	t.Helper()
+	small := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", small).CombinedOutput(); err != nil {
+		t.Skipf("disk-full test skipped: cannot mount a %s tmpfs for a full disk (needs root): %v %s", size, err, bytes.TrimSpace(out))
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", small).Run() })
+	config := filepath.Join(t.TempDir(), "roost.toml")
+	if err := os.WriteFile(config, []byte("[[kv_namespaces]]\nbinding = \"BLOBS\"\nid = \"blobs\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &testCluster{t: t, procs: make([]*process, 3), runs: make([]int, 3)}
+	for i := range 3 {
+		var join []string
+		if i > 0 {
+			join = []string{c.specs[0].gossip}
+		}
+		spec := newNodeSpec(t, fmt.Sprintf("n%d", i+1), 3, shards, join...)
+		spec.config = config
+		c.specs = append(c.specs, spec)
+	}
+	c.specs[2].dataDir = filepath.Join(small, "n3")
+	for i := range 3 {
+		c.launch(i)
+	}
+	for _, p := range c.procs {
+		p.waitReady(60 * time.Second)
+	}
+	return c, small
+}
+
+// leadEveryShard hands the leadership of every shard to node, through the
+// admin API at p, retrying each for up to 30 s.
+func leadEveryShard(t *testing.T, p *process, node string, shards int) {
+	t.Helper()
 	for shard := range shards {
 		var out struct{ Error string }
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			code := adminJSON(t, n3.admin, http.MethodPost, fmt.Sprintf("/v1/shards/%d/transfer-leader", shard), map[string]string{"to": "n3"}, &out)
+			code := adminJSON(t, p.admin, http.MethodPost, fmt.Sprintf("/v1/shards/%d/transfer-leader", shard), map[string]string{"to": node}, &out)
 			if code == http.StatusOK {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("transferring shard %d to n3: %d %s", shard, code, out.Error)
+				t.Fatalf("transferring shard %d to %s: %d %s", shard, node, code, out.Error)
 			}
 			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	for _, key := range acked {
-		if code, got := kvAdmin(t, n3.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
-			t.Fatalf("acknowledged %s read through n3, leading every shard after its restart: %d, %s", key, code, describe(code, got))
 		}
 	}
 }

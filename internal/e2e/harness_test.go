@@ -255,6 +255,16 @@ func (p *process) waitReady(timeout time.Duration) {
 }
 
 // waitExit waits for the process to exit by itself and returns how it did.
+// hasExited reports whether the process has exited.
+func (p *process) hasExited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
 func (p *process) waitExit(timeout time.Duration) error {
 	p.t.Helper()
 	select {
