@@ -8,8 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/roostdb/roost/durable"
 )
 
 // A data dir is put back only as far as the node made it: an absent one
@@ -157,5 +160,58 @@ func TestStoppedWhileJoiningLeavesTheDataDir(t *testing.T) {
 	if _, err := os.Stat(cfg.DataDir); !errors.Is(err, fs.ErrNotExist) {
 		entries, _ := os.ReadDir(cfg.DataDir)
 		t.Fatalf("the data dir of a node stopped while joining: %v, holding %d entries; want it absent as before", err, len(entries))
+	}
+}
+
+// TestCheckLayout: a data dir's layout is written at its first start and
+// checked at every later one; a store without its layout is refused, the
+// dir left as it was, rather than given the layout of whatever start came
+// first (found by QA: a start with the wrong --shards, refused at its
+// join, left a layout that then refused the right one).
+func TestCheckLayout(t *testing.T) {
+	want := layout{Shards: 16, IDKey: durable.KeyFingerprint("")}
+	for _, tt := range []struct {
+		name     string
+		files    map[string]string // relative path: contents
+		wantErr  string            // "" for none
+		writesIt bool              // layout.json written by the check
+	}{
+		{"a new data dir", nil, "", true},
+		{"the same layout", map[string]string{"layout.json": `{"shards":16}`, "pebble/000001.log": "x"}, "", false},
+		{"another shard count", map[string]string{"layout.json": `{"shards":32}`}, "was created with 32 shards", false},
+		{"a store without its layout", map[string]string{"pebble/000001.log": "x", "node.json": "{}"}, "holds a store but no layout.json", false},
+		{"an empty store dir", map[string]string{"pebble/": ""}, "", true},
+		{"a corrupt layout", map[string]string{"layout.json": `{"shar`}, "is corrupt", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, body := range tt.files {
+				p := filepath.Join(dir, name)
+				if strings.HasSuffix(name, "/") {
+					if err := os.MkdirAll(p, 0o755); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, statErr := os.Stat(filepath.Join(dir, "layout.json"))
+			err := checkLayout(dir, want)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.wantErr != "" && (!errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("%v, want ErrDataDirMismatch saying %q", err, tt.wantErr)
+			}
+			_, after := os.Stat(filepath.Join(dir, "layout.json"))
+			if wrote := statErr != nil && after == nil; wrote != tt.writesIt {
+				t.Fatalf("layout.json written: %v, want %v", wrote, tt.writesIt)
+			}
+		})
 	}
 }

@@ -635,6 +635,14 @@ func checkLayout(dir string, want layout) error {
 	path := filepath.Join(dir, "layout.json")
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
+		// A store without its layout was written with a shard count and id
+		// key no one can tell now: writing this start's would fix whatever
+		// it was started with for good (found by QA: one start with the
+		// wrong --shards, refused at its join, left a layout that refused
+		// the right one).
+		if entries, _ := os.ReadDir(filepath.Join(dir, "pebble")); len(entries) > 0 {
+			return fmt.Errorf("%w: %s holds a store but no layout.json, which records the shard count and id key its data was written with; restore the file (every node of a cluster has the same one: copy it from another node)", ErrDataDirMismatch, dir)
+		}
 		b, _ = json.Marshal(want)
 		// Synced, file and directory: Pebble syncs what it writes, and a
 		// power cut must not leave the data without the file that says
