@@ -17,6 +17,7 @@ import (
 
 	"github.com/roostdb/roost/config"
 	"github.com/roostdb/roost/node"
+	"github.com/roostdb/roost/raftstore"
 )
 
 // resolveNode resolves `roost node args` in a fresh working directory
@@ -505,6 +506,10 @@ func TestStartHints(t *testing.T) {
 		{"node, another id key", nodeHints, fmt.Errorf("%w: joining the cluster through [a:1]: it derives object IDs with another id key", node.ErrIDKeyMismatch), "set [runtime] id_key or ROOST_ID_KEY to the key"},
 		{"dev, another id key", devHints, fmt.Errorf("%w: d1 was created with another id key", node.ErrIDKeyMismatch), "set [runtime] id_key or ROOST_ID_KEY to the key"},
 		{"no hint", nodeHints, errors.New("disk full"), ""},
+		// These say what to do themselves; "give every node a data dir of
+		// its own" sent an operator whose store was lost the wrong way.
+		{"node, store lost", nodeHints, fmt.Errorf("%w: %w: d1/node.json says node n1 is a member of cluster c, but its store (pebble/) is gone", node.ErrDataDirMismatch, node.ErrNodeStateLost), ""},
+		{"node, storage stalled", nodeHints, fmt.Errorf("storage in d1: %w: every write has waited 10s", raftstore.ErrStoreStalled), "free space on the data dir's disk"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -488,6 +488,8 @@ func (h hints) of(err error) string {
 		return " (" + h.addrInUse + ")"
 	case errors.Is(err, node.ErrIDKeyMismatch):
 		return " (" + idKeyHint + ")"
+	case errors.Is(err, node.ErrNodeStateLost): // says what to do itself
+		return ""
 	case errors.Is(err, node.ErrDataDirMismatch):
 		return " (" + h.dataDir + ")"
 	case errors.Is(err, syscall.EWOULDBLOCK): // the data dir's lock is held

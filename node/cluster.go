@@ -178,7 +178,7 @@ func checkIdentity(dir, nodeID string) (identity, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		if _, serr := os.Stat(filepath.Join(dir, "pebble")); serr == nil {
-			return identity{}, fmt.Errorf("%w: %s holds data but no node identity (a dev-mode data dir?); use an empty data dir for node %s", ErrDataDirMismatch, dir, nodeID)
+			return identity{}, fmt.Errorf("%w: %s holds data but no node identity (node.json): if it is node %s's data dir and node.json was lost, restore the file; if it is a dev-mode data dir, give node %s an empty one", ErrDataDirMismatch, dir, nodeID, nodeID)
 		}
 		id := identity{NodeID: nodeID, DataID: newRandomID()}
 		return id, writeIdentity(dir, id)
@@ -188,7 +188,7 @@ func checkIdentity(dir, nodeID string) (identity, error) {
 	}
 	var id identity
 	if err := json.Unmarshal(b, &id); err != nil {
-		return identity{}, fmt.Errorf("%w: %s is corrupt: %v", ErrDataDirMismatch, path, err)
+		return identity{}, fmt.Errorf("%w: %w: %s is corrupt (%v): it holds the node's ID, its cluster's and its data dir's. %s", ErrDataDirMismatch, ErrNodeStateLost, path, err, lostStoreAdvice(Config{NodeID: nodeID}))
 	}
 	if id.NodeID != nodeID {
 		return identity{}, fmt.Errorf("%w: %s belongs to node %q, not %q", ErrDataDirMismatch, dir, id.NodeID, nodeID)
@@ -216,8 +216,8 @@ func checkStoreKept(dir string, id identity) error {
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("reading %s: %w", filepath.Join(dir, "pebble"), err)
 	}
-	return fmt.Errorf("%w: %s says node %s is a member of cluster %s, but its store (pebble/) is gone: with its Raft log, term and votes lost, its replicas could help elect a leader that lacks acknowledged writes. %s",
-		ErrDataDirMismatch, filepath.Join(dir, "node.json"), id.NodeID, id.ClusterID, lostStoreAdvice(Config{NodeID: id.NodeID}))
+	return fmt.Errorf("%w: %w: %s says node %s is a member of cluster %s, but its store (pebble/) is gone: with its Raft log, term and votes lost, its replicas could help elect a leader that lacks acknowledged writes. %s",
+		ErrDataDirMismatch, ErrNodeStateLost, filepath.Join(dir, "node.json"), id.NodeID, id.ClusterID, lostStoreAdvice(Config{NodeID: id.NodeID}))
 }
 
 // lostStoreAdvice is what to do about a node whose store is lost or

@@ -162,8 +162,8 @@ func decideFirstStart(self placement.NodeID, dataID string, own formation, alive
 				placement.ErrNodeRemoved, self, r.ClusterId, id)
 		}
 		if r.DataId != "" && r.DataId != dataID {
-			return nil, "", fmt.Errorf("%w: %w: node %s is in cluster %s with data dir %s, and this data dir (%s) is new: the node's Raft log, term and votes are lost, and its replicas could help elect a leader that lacks acknowledged writes. Restore the node's data dir, or let the cluster replace the node (it re-creates a dead node's replicas after dead_node_grace; then `roost remove %s`) and start it with a new --id",
-				ErrDataDirMismatch, placement.ErrDataDirReplaced, self, r.ClusterId, r.DataId, dataID, self)
+			return nil, "", fmt.Errorf("%w: %w: %w: node %s is in cluster %s with data dir %s, and this data dir (%s) is new: the node's Raft log, term and votes are lost, and its replicas could help elect a leader that lacks acknowledged writes. Restore the node's data dir, or let the cluster replace the node (it re-creates a dead node's replicas after dead_node_grace; then `roost remove %s`) and start it with a new --id",
+				ErrDataDirMismatch, ErrNodeStateLost, placement.ErrDataDirReplaced, self, r.ClusterId, r.DataId, dataID, self)
 		}
 	}
 	if cluster != "" {

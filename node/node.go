@@ -622,6 +622,11 @@ type layout struct {
 // ErrDataDirMismatch: the data dir was created with settings that cannot change.
 var ErrDataDirMismatch = errors.New("data dir does not match the configuration")
 
+// ErrNodeStateLost: part of what the data dir holds for its node (its
+// store, identity or layout) is gone or damaged; the error says how to
+// restore or replace the node. It comes with ErrDataDirMismatch.
+var ErrNodeStateLost = errors.New("the data dir lost part of its node's state")
+
 // ErrClusterMismatch: a node with no cluster state of its own was started
 // with settings its cluster does not share (another --shards).
 var ErrClusterMismatch = errors.New("this node's settings do not match the cluster it joins")
@@ -641,7 +646,7 @@ func checkLayout(dir string, want layout) error {
 		// wrong --shards, refused at its join, left a layout that refused
 		// the right one).
 		if entries, _ := os.ReadDir(filepath.Join(dir, "pebble")); len(entries) > 0 {
-			return fmt.Errorf("%w: %s holds a store but no layout.json, which records the shard count and id key its data was written with; restore the file (every node of a cluster has the same one: copy it from another node)", ErrDataDirMismatch, dir)
+			return fmt.Errorf("%w: %w: %s holds a store but no layout.json, which records the shard count and id key its data was written with; restore the file (every node of a cluster has the same one: copy it from another node)", ErrDataDirMismatch, ErrNodeStateLost, dir)
 		}
 		b, _ = json.Marshal(want)
 		// Synced, file and directory: Pebble syncs what it writes, and a
