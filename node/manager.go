@@ -251,7 +251,7 @@ func (m *manager) fetchLocal(ctx context.Context, class string, id durable.ID, r
 			// The instance was reset before the turn ran because this
 			// node lost the shard: the request goes to the new leader
 			// rather than wait for this node to lead again.
-			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %s: this node lost its leadership while the request waited", sh.id)}
+			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %d: this node lost its leadership while the request waited", shardNumber(sh.id))}
 		}
 		if err := m.waitShard(ctx, sh); errors.Is(err, errShardFenced) {
 			continue // refused above, as fenced
@@ -316,7 +316,7 @@ func (m *manager) acquire(ctx context.Context, key [32]byte, id durable.ID, clas
 			// here while sh was ready is one dropShard retires; one added
 			// after it would outlive the leadership it was made under.
 			m.mu.Unlock()
-			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %s: this node does not serve it now", sh.id)}
+			return nil, &routingError{notReady: true, msg: fmt.Sprintf("shard %d: this node does not serve it now", shardNumber(sh.id))}
 		}
 		if in == nil {
 			in = newInstance(m, key, id, class, ctor, sh)

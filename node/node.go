@@ -147,6 +147,10 @@ const devServerID = raft.ServerID("dev")
 // groupOf is the Raft group of shard i; group 0 is kept for the meta group.
 func groupOf(i int) raftstore.GroupID { return raftstore.GroupID(i + 1) }
 
+// shardNumber is the shard whose group is g (groupOf's inverse); messages name
+// shards by their number, as the admin API and CLI do.
+func shardNumber(g raftstore.GroupID) int { return int(g) - 1 }
+
 // startupWait bounds how long Start waits for every shard to elect itself.
 const startupWait = 30 * time.Second
 

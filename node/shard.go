@@ -352,7 +352,7 @@ func (s *shard) exitTurn() { s.turns.Add(-1) }
 // handOffRefusal is the routing error of a request refused because the
 // shard's leadership is moving: it did not run, so it may be retried.
 func (s *shard) handOffRefusal() error {
-	return &routingError{notReady: true, msg: fmt.Sprintf("shard %s: leadership is moving to another node", s.id)}
+	return &routingError{notReady: true, msg: fmt.Sprintf("shard %d: leadership is moving to another node", shardNumber(s.id))}
 }
 
 // resume lets requests start turns on the shard again.
@@ -374,9 +374,9 @@ func commitError(id raftstore.GroupID, err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrEnqueueTimeout),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress): // all refused before the log
-		return fmt.Errorf("%w: shard %s: %v", durable.ErrCommitFailed, id, err)
+		return fmt.Errorf("%w: shard %d: %v", durable.ErrCommitFailed, shardNumber(id), err)
 	default:
-		return fmt.Errorf("%w: shard %s: %v", durable.ErrCommitIndeterminate, id, err)
+		return fmt.Errorf("%w: shard %d: %v", durable.ErrCommitIndeterminate, shardNumber(id), err)
 	}
 }
 

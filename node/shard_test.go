@@ -3,9 +3,12 @@ package node
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 // raft's LeaderCh keeps only its newest value: a loss and a new win
@@ -85,5 +88,20 @@ func TestWaitReadyEndsWhenTheShardIsFenced(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("waitReady still waiting on a ready shard")
+	}
+}
+
+// Messages name a shard by its number, as the admin API and the CLI do,
+// not by its Raft group's (the number plus one): a refusal said "no node
+// serves shard 52 now: shard 53: leadership is moving" (found by QA).
+func TestShardMessagesNameTheShard(t *testing.T) {
+	s := &shard{id: groupOf(52)}
+	if msg := s.handOffRefusal().Error(); !strings.Contains(msg, "shard 52:") {
+		t.Errorf("hand-off refusal of shard 52: %q", msg)
+	}
+	for _, err := range []error{raft.ErrNotLeader, raft.ErrLeadershipLost} {
+		if msg := commitError(groupOf(52), err).Error(); !strings.Contains(msg, "shard 52:") {
+			t.Errorf("commit error of shard 52: %q", msg)
+		}
 	}
 }
