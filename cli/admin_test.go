@@ -595,7 +595,7 @@ func TestAdminUsageErrors(t *testing.T) {
 		want string
 	}{
 		{"shard not a number", nil, []string{"shards", "move", "seven", "--to", "n4"}, `SHARD must be a shard number such as 7 (see 'roost shards list'), got "seven"`},
-		{"negative shard", nil, []string{"shards", "transfer-leader", "-1", "--to", "n2"}, "unknown shorthand flag: '1' in -1"},
+		{"negative shard", nil, []string{"shards", "transfer-leader", "-1", "--to", "n2"}, "-1 is not a number this command takes"},
 		{"shard not a number, transfer", nil, []string{"shards", "transfer-leader", "3x", "--to", "n2"}, `got "3x"`},
 		{"missing shard", nil, []string{"shards", "move", "--to", "n4"}, "missing SHARD"},
 		{"two shards", nil, []string{"shards", "move", "1", "2", "--to", "n4"}, "one SHARD expected, got 2 arguments: 1 2"},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -79,7 +80,7 @@ certificates and a gossip key to secure the traffic between nodes
 	// The func is inherited by every subcommand, so all flag errors become
 	// usage errors (exit 2 and a pointer to --help).
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &usageError{cmd: c, err: err}
+		return &usageError{cmd: c, err: explainNegativeNumber(err)}
 	})
 	root.AddGroup(
 		&cobra.Group{ID: groupServe, Title: "Run roost:"},
@@ -147,9 +148,22 @@ func asGroup(cmd *cobra.Command) *cobra.Command {
 		if args := c.Flags().Args(); c == cmd && len(args) > 0 {
 			return noArgs(c, args)
 		}
-		return &usageError{cmd: c, err: err}
+		return &usageError{cmd: c, err: explainNegativeNumber(err)}
 	})
 	return cmd
+}
+
+// negativeNumberFlag matches pflag's error for an argument such as -1,
+// which it reads as short flags.
+var negativeNumberFlag = regexp.MustCompile(`^unknown shorthand flag: '[0-9]' in (-[0-9][0-9.]*)$`)
+
+// explainNegativeNumber says why "-1" was "unknown shorthand flag: '1'":
+// every number a command takes is 0 or more.
+func explainNegativeNumber(err error) error {
+	if m := negativeNumberFlag.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Errorf("%s is not a number this command takes (shards, counts and durations are 0 or more; a word starting with - is read as flags)", m[1])
+	}
+	return err
 }
 
 func noArgs(cmd *cobra.Command, args []string) error {

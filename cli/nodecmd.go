@@ -99,7 +99,7 @@ var nodeSettings = append([]setting{
 	dataDirSetting.withUsage("directory for this node's data; every node needs its own"),
 	httpSetting,
 	adminSetting,
-	shardsSetting.withUsage("number of shards in the cluster; fixed when the cluster first forms (fewer: less CPU per write over many objects; more: finer placement; docs/operations.md)"),
+	shardsSetting.withUsage("number of shards in the cluster, 1 to 4096; fixed when the cluster first forms (fewer: less CPU per write over many objects; more: finer placement; docs/operations.md)"),
 	idleTimeoutSetting,
 }, clusterSettings...)
 
@@ -191,8 +191,8 @@ key every name and ID would reach other objects, so the node refuses to start),
 and a node with another key cannot join.
 
 The app listener serves only the Worker, for objects on any node. The admin
-listener serves /healthz, /readyz, /metrics and /debug/pprof/, and the JSON
-admin API under /v1/ (docs/admin-api.md), which needs a bearer token when
+listener serves the /ui/ dashboard, /healthz, /readyz, /metrics and
+/debug/pprof/, and the JSON admin API under /v1/ (docs/admin-api.md), which needs a bearer token when
 ROOST_ADMIN_TOKEN or [admin] token is set (no flag, so the token stays out
 of process listings). The grpc
 listener carries Raft and forwarded requests between nodes; the gossip

@@ -71,8 +71,8 @@ func (a *admin) kvList(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	opts := durable.KVListOptions{Prefix: q.Get("prefix"), Cursor: q.Get("cursor")}
 	if s := q.Get("limit"); s != "" {
-		if opts.Limit, err = strconv.Atoi(s); err != nil || opts.Limit < 1 {
-			return errorf(http.StatusBadRequest, "limit %q: give a number of keys from 1 (leave it out for 1000)", s)
+		if opts.Limit, err = strconv.Atoi(s); err != nil || opts.Limit < 1 || opts.Limit > durable.KVMaxListLimit {
+			return errorf(http.StatusBadRequest, "limit %q: give a number of keys from 1 to %d (leave it out for %d)", s, durable.KVMaxListLimit, durable.KVMaxListLimit)
 		}
 	}
 	page, err := kv.List(r.Context(), opts)

@@ -240,12 +240,13 @@ func TestKVNamespaces(t *testing.T) {
 	if code := adminDo(t, n.AdminAddr().String(), "", "PUT", "/v1/kv/CACHE/values/bad", justOver, &tooLarge); code != http.StatusRequestEntityTooLarge || !strings.Contains(tooLarge.Error, "larger than a KV value may be") {
 		t.Errorf("admin put of a value one byte over the limit: %d %q, want 413 naming the value limit", code, tooLarge.Error)
 	}
-	for _, limit := range []string{"0", "-1", "x"} {
+	// One message for every limit out of range, naming the range.
+	for _, limit := range []string{"0", "-1", "x", "1001"} {
 		var e struct {
 			Error string `json:"error"`
 		}
-		if code := adminDo(t, n.AdminAddr().String(), "", "GET", "/v1/kv/CACHE/keys?limit="+limit, nil, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, "limit") {
-			t.Errorf("admin list with limit=%s: %d %q, want 400 naming the limit", limit, code, e.Error)
+		if code := adminDo(t, n.AdminAddr().String(), "", "GET", "/v1/kv/CACHE/keys?limit="+limit, nil, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, "from 1 to 1000") {
+			t.Errorf("admin list with limit=%s: %d %q, want 400 naming the range", limit, code, e.Error)
 		}
 	}
 	// A prefix no key can have, or a cursor of another listing, is refused
