@@ -215,6 +215,18 @@ func TestKVListQuotesUnprintableKeys(t *testing.T) {
 	}
 }
 
+// The cursor of an incomplete page is printed quoted: one of a listing
+// without a prefix ends in ".", which read as a full stop (found by QA).
+func TestKVListPrintsTheCursorQuoted(t *testing.T) {
+	srv := newFakeAdmin(t, map[string]http.HandlerFunc{
+		"GET /v1/kv/B/keys": canned(200, `{"keys":[{"name":"a"}],"list_complete":false,"cursor":"YQ."}`),
+	})
+	code, stdout, stderr := runAdmin(t, nil, "kv", "list", "--binding", "B", "--limit", "1", "--addr", srv.addr())
+	if code != exitOK || !strings.Contains(stdout, "more keys: --cursor 'YQ.'\n") {
+		t.Fatalf("exit %d, stdout %q, stderr %q; want the cursor quoted", code, stdout, stderr)
+	}
+}
+
 func TestRebalanceDryRunRequest(t *testing.T) {
 	srv := newFakeAdmin(t, map[string]http.HandlerFunc{"POST /v1/rebalance": canned(200, planJSON)})
 	if code, _, stderr := runAdmin(t, nil, "rebalance", "--dry-run", "--max-concurrent", "2", "--addr", srv.URL); code != exitOK {

@@ -187,8 +187,12 @@ name like n1 a DNS name; both kinds may be given.`,
 			if err := writeFiles(dir, []outFile{{certPath, devca.CertPEM(cert), 0o644}, {keyPath, keyPEM, 0o600}}); err != nil {
 				return err
 			}
-			fmt.Fprintf(stdout, "wrote %s and %s for %s, valid until %s\nrun the node with: --tls-cert %s --tls-key %s --tls-ca %s\n",
-				certPath, keyPath, strings.Join(hosts, ", "), cert.NotAfter.UTC().Format(time.DateOnly),
+			capped := ""
+			if cert.NotAfter.Equal(ca.Cert.NotAfter) && cert.NotAfter.Before(time.Now().Add(time.Duration(days)*day)) {
+				capped = fmt.Sprintf(" (the CA's expiry: --days %d would outlast it)", days)
+			}
+			fmt.Fprintf(stdout, "wrote %s and %s for %s, valid until %s%s\nrun the node with: --tls-cert %s --tls-key %s --tls-ca %s\n",
+				certPath, keyPath, strings.Join(hosts, ", "), cert.NotAfter.UTC().Format(time.DateOnly), capped,
 				certPath, keyPath, filepath.Join(dir, caCertName))
 			return nil
 		},
@@ -196,7 +200,7 @@ name like n1 a DNS name; both kinds may be given.`,
 	f := cmd.Flags()
 	f.StringVar(&dir, "dir", "certs", "directory holding ca.crt and ca.key, and where the node's files are written")
 	f.StringSliceVar(&hosts, "hosts", nil, "DNS names and IPs other nodes dial this node at, comma-separated (required)")
-	decimalIntVar(f, &days, "days", 365, "days the certificate is valid (at most as long as the CA)")
+	decimalIntVar(f, &days, "days", 365, "days the certificate is valid; one that would outlast the CA ends with it")
 	f.BoolVar(&force, "force", false, "overwrite existing files")
 	return cmd
 }

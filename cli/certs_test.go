@@ -119,6 +119,23 @@ func TestCertsCAAndNode(t *testing.T) {
 	}
 }
 
+// A node certificate asked to outlast its CA ends with the CA, and the
+// command says so rather than print the shorter date alone (found by QA).
+func TestCertsNodeCappedByTheCA(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	if code, _, stderr := runCLI(t, testApp(), "certs", "ca", "--dir", dir, "--days", "30"); code != exitOK {
+		t.Fatalf("certs ca: exit %d, stderr %q", code, stderr)
+	}
+	code, stdout, stderr := runCLI(t, testApp(), "certs", "node", "n1", "--dir", dir, "--hosts", "127.0.0.1", "--days", "60")
+	if code != exitOK || !strings.Contains(stdout, "(the CA's expiry: --days 60 would outlast it)") {
+		t.Fatalf("certs node --days 60 under a 30-day CA: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	code, stdout, _ = runCLI(t, testApp(), "certs", "node", "n2", "--dir", dir, "--hosts", "127.0.0.1", "--days", "10")
+	if code != exitOK || strings.Contains(stdout, "outlast") {
+		t.Fatalf("certs node --days 10 under a 30-day CA: exit %d, stdout %q", code, stdout)
+	}
+}
+
 func TestCertsRefusals(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "certs")
 	empty := t.TempDir()

@@ -294,7 +294,8 @@ the --cursor of the next page.` + kvHelp + adminConnectHelp,
 				}
 				tw.Flush()
 				if !page.ListComplete {
-					fmt.Fprintf(e.stdout, "more keys: --cursor %s\n", page.Cursor)
+					// Quoted: a cursor can end in ".", which read as a full stop.
+					fmt.Fprintf(e.stdout, "more keys: --cursor '%s'\n", page.Cursor)
 				}
 			})
 		},
