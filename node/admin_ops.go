@@ -235,7 +235,7 @@ func (a *admin) startOp(kind string, node placement.NodeID, maxConc, planned int
 func (a *admin) registerLocked(op *operation) error {
 	if cur := a.running; cur != nil {
 		j := cur.json()
-		return errorf(http.StatusConflict, "operation %s (%s, %d of %d moves done) is running; one operation runs at a time", j.ID, j.Kind, j.Done, j.Total)
+		return errorf(http.StatusConflict, "operation %s (%s, %d of %d moves done) is running; one operation runs at a time: wait for it (roost operation %s --wait), then retry", j.ID, j.Kind, j.Done, j.Total, j.ID)
 	}
 	a.running = op
 	if _, known := a.ops[op.id]; known { // a resumed operation replaces its failed self

@@ -754,8 +754,8 @@ func TestAdminCluster(t *testing.T) {
 		}
 		// A second operation is refused while this one runs.
 		var e apiErrorJSON
-		if code := c.admin(other, "POST", "/v1/nodes/n1/drain", nil, &e); code != 409 || !strings.Contains(e.Error, op.ID) {
-			t.Errorf("second operation: %d %q, want 409 naming %s", code, e.Error, op.ID)
+		if code := c.admin(other, "POST", "/v1/nodes/n1/drain", nil, &e); code != 409 || !strings.Contains(e.Error, "roost operation "+op.ID+" --wait") {
+			t.Errorf("second operation: %d %q, want 409 saying how to wait for %s", code, e.Error, op.ID)
 		}
 		var st statusJSON
 		if c.admin(other, "GET", "/v1/status", nil, &st); st.Operation == nil || st.Operation.ID != op.ID {
