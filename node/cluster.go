@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/roostdb/roost/durable"
+	"github.com/roostdb/roost/loglimit"
 	"github.com/roostdb/roost/placement"
 	"github.com/roostdb/roost/proto"
 	"github.com/roostdb/roost/raftstore"
@@ -439,6 +440,9 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 	}
 }
 
+// joinLogInterval spaces joinSeeds' lines about failed tries.
+const joinLogInterval = 15 * time.Second
+
 // joinSeeds joins the gossip of the nodes --join names, retrying every
 // second (seeds may start after this node) and reports whether it did.
 // A node that must join (it has no state: the seeds are how it finds the
@@ -449,6 +453,9 @@ func (c *cluster) run(ctx context.Context, hasMetaState bool) {
 func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 	log := c.n.log
 	deadline := time.Now().Add(joinPatience)
+	// One line every joinLogInterval, not one a try (120 over the
+	// patience; found by QA); /readyz shows the last failure meanwhile.
+	retries := loglimit.New(joinLogInterval, 1, time.Now)
 	for {
 		_, err := c.members.Join(c.n.cfg.Join)
 		if err == nil {
@@ -494,7 +501,9 @@ func (c *cluster) joinSeeds(ctx context.Context, must bool) bool {
 			}
 		} else {
 			c.joinErr.Store(&err)
-			log.Warn("joining the cluster; retrying"+joinHintFor(err), "join", c.n.cfg.Join, "err", err)
+			if ok, held, _ := retries.Allow("join"); ok {
+				log.Warn("joining the cluster; retrying every second"+joinHintFor(err), "join", c.n.cfg.Join, "err", err, "gives_up_in", time.Until(deadline).Round(time.Second), "failures_not_logged", held)
+			}
 		}
 		if !sleepCtx(ctx, time.Second) {
 			if must && c.n.newDataDir != dataDirHeld {
