@@ -290,7 +290,10 @@ func writeNodeBanner(w io.Writer, cfg node.Config, name, app, admin, bindings, r
 		advertise = "(the listeners' hosts)"
 	}
 	join := strings.Join(cfg.Join, ", ")
-	if join == "" {
+	switch {
+	case join == "" && rejoins != "":
+		join = "(none: the cluster's nodes are reached through the map in the data dir)"
+	case join == "":
 		join = "(none: other nodes join this one)"
 	}
 	waiting := fmt.Sprintf("Waiting for the cluster to form (a new one forms once %d nodes have met);", cfg.BootstrapExpect)
