@@ -91,6 +91,7 @@ func (q *Queue) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet:
 		q.show(w)
 	default:
+		w.Header().Set("Allow", "GET, POST") // RFC 9110: a 405 says what is allowed
 		http.Error(w, "POST a job or GET the queue", http.StatusMethodNotAllowed)
 	}
 }
