@@ -800,18 +800,7 @@ func TestMarkUnreachable(t *testing.T) {
 // QuietTiming (found by QA: a restarted node's replicas lagged up to 58 s,
 // and leadership transfers to them were refused meanwhile).
 func TestReturningFollowerLearnsCommitsAtOnce(t *testing.T) {
-	faults := &Faults{}
-	nodes := make([]*tnode, 3)
-	for i := range nodes {
-		nodes[i] = newTNode(t, string(rune('a'+i)), faults)
-	}
-	groups := startAll(t, nodes, 1, QuietTiming)
-	if err := groups[0].ForceElection(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if li := leaderIndex(t, groups, -1, 3*time.Second); li != 0 {
-		t.Fatalf("replica %d leads after the first replica forced an election", li)
-	}
+	faults, nodes, groups := quietGroupLedByFirst(t)
 	away := nodes[2]
 	faults.Partition(nodes[0].addr, away.addr)
 	for v := uint64(1); v <= 5; v++ {

@@ -49,11 +49,7 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("n3 stopped without a full disk in its log:\n%s", lastLines(log, 20))
 	}
 	t.Logf("n3 stopped on a full disk; %d puts of 4 MiB acknowledged", len(acked))
-	for _, key := range acked {
-		if code, got := kvAdmin(t, n1.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
-			t.Fatalf("acknowledged %s read through n1 with n3 down: %d, %s", key, code, describe(code, got))
-		}
-	}
+	readAcked(t, n1, acked, value, "read through n1 with n3 down")
 
 	if out, err := exec.Command("mount", "-o", "remount,size=512m", small).CombinedOutput(); err != nil {
 		t.Fatalf("freeing space: %v %s", err, out)
@@ -61,11 +57,7 @@ func TestDiskFull(t *testing.T) {
 	n3 = c.launch(2)
 	n3.waitReady(60 * time.Second)
 	leadEveryShard(t, n3, "n3", shards)
-	for _, key := range acked {
-		if code, got := kvAdmin(t, n3.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
-			t.Fatalf("acknowledged %s read through n3, leading every shard after its restart: %d, %s", key, code, describe(code, got))
-		}
-	}
+	readAcked(t, n3, acked, value, "read through n3, leading every shard after its restart")
 }
 
 // TestDiskFullWhileTheLogHasRoom: the disk fills while n3's WAL still
@@ -120,11 +112,7 @@ func TestDiskFullWhileTheLogHasRoom(t *testing.T) {
 		t.Fatalf("n3 stopped without a full disk in its log:\n%s", lastLines(log, 20))
 	}
 	t.Logf("n3 stopped on a full disk; %d puts of 4 MiB acknowledged; its last lines:\n%s", len(acked), lastLines(n3.log.String(), 3))
-	for _, key := range acked {
-		if code, got := kvAdmin(t, n1.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
-			t.Fatalf("acknowledged %s read through n1 with n3 down: %d, %s", key, code, describe(code, got))
-		}
-	}
+	readAcked(t, n1, acked, value, "read through n1 with n3 down")
 	// Space freed: the filler gone, and room for the state n3 now has to
 	// take in (the puts acknowledged while it was down).
 	if err := os.Remove(filepath.Join(small, "filler")); err != nil {
@@ -136,9 +124,16 @@ func TestDiskFullWhileTheLogHasRoom(t *testing.T) {
 	n3 = c.launch(2)
 	n3.waitReady(60 * time.Second)
 	leadEveryShard(t, n3, "n3", shards)
+	readAcked(t, n3, acked, value, "read through n3, leading every shard after its restart")
+}
+
+// readAcked reads every key of acked through p's admin API, each of which
+// must hold value.
+func readAcked(t *testing.T, p *process, acked []string, value []byte, how string) {
+	t.Helper()
 	for _, key := range acked {
-		if code, got := kvAdmin(t, n3.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
-			t.Fatalf("acknowledged %s read through n3, leading every shard after its restart: %d, %s", key, code, describe(code, got))
+		if code, got := kvAdmin(t, p.admin, http.MethodGet, key, nil); code != http.StatusOK || !bytes.Equal(got, value) {
+			t.Fatalf("acknowledged %s %s: %d, %s", key, how, code, describe(code, got))
 		}
 	}
 }
