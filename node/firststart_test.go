@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/placement"
 	"github.com/roostdb/roost/proto"
 	"github.com/roostdb/roost/raftstore"
@@ -277,6 +278,18 @@ func TestNodeOfAnotherClusterIsRefused(t *testing.T) {
 					t.Fatal(err)
 				}
 				if err := writeIdentity(cfg.DataDir, identity{NodeID: tt.id, ClusterID: tt.clusterID, DataID: newRandomID()}); err != nil {
+					t.Fatal(err)
+				}
+				// A member's data dir has its layout and its store: without
+				// them it is refused before it asks to join (checkStoreKept).
+				if err := checkLayout(cfg.DataDir, layout{Shards: tt.shards, IDKey: durable.KeyFingerprint(tt.idKey)}); err != nil {
+					t.Fatal(err)
+				}
+				store, err := raftstore.Open(filepath.Join(cfg.DataDir, "pebble"), raftstore.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := store.Close(); err != nil {
 					t.Fatal(err)
 				}
 			}
