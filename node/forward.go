@@ -219,13 +219,21 @@ func defaultServerKeepalive() keepalive.ServerParameters {
 // keepaliveServerOptions are the node's gRPC server's: it pings its
 // clients as kp says, and lets them ping as often as the forwarder does
 // (gRPC's default answers pings more often than every 5 minutes with
-// GOAWAY).
+// GOAWAY). A connection that has not finished its TLS and HTTP/2
+// handshakes after grpcHandshakeTimeout is closed: a peer's take
+// milliseconds, and under gRPC's default of 120 s sixty idle connections,
+// reopened every two minutes, held the listener's whole share of the
+// open-file limit and kept a restarted peer out (found by QA).
 func keepaliveServerOptions(kp keepalive.ServerParameters) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.KeepaliveParams(kp),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second}),
+		grpc.ConnectionTimeout(grpcHandshakeTimeout),
 	}
 }
+
+// grpcHandshakeTimeout bounds a new gRPC connection's handshakes.
+const grpcHandshakeTimeout = 5 * time.Second
 
 func newForwarder(opts ...grpc.DialOption) *forwarder {
 	if len(opts) == 0 {

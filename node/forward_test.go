@@ -860,6 +860,21 @@ func TestGarbageOnTheGRPCPort(t *testing.T) {
 		_ = conn.Close()
 	}
 
+	// A connection that never finishes its handshake is closed after
+	// grpcHandshakeTimeout, not gRPC's 120 s: held open, such connections
+	// filled the listener's share of the open-file limit (found by QA).
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := time.Now()
+	_ = idle.SetReadDeadline(opened.Add(grpcHandshakeTimeout + 10*time.Second))
+	_, _ = io.Copy(io.Discard, idle) // gRPC's server writes its settings first
+	if waited := time.Since(opened); waited > grpcHandshakeTimeout+5*time.Second {
+		t.Fatalf("a connection that sent nothing stayed open %v", waited.Round(time.Second))
+	}
+	_ = idle.Close()
+
 	cc, err := grpc.NewClient(addr, forwarderDialOptions(nil)...)
 	if err != nil {
 		t.Fatal(err)

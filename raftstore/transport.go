@@ -354,6 +354,25 @@ func (t *Transport) snapshotTimeout(size int64) time.Duration {
 	return t.timeout * time.Duration(n)
 }
 
+// appendTimeout bounds an AppendEntries: Timeout, plus Timeout per 8 MiB
+// of entries. A follower catching up is sent up to MaxAppendEntries
+// entries at once, hundreds of MiB when they are large, which it must
+// write and sync before it answers. Under the bare Timeout such a call
+// timed out after the follower had stored it; raft then retried from the
+// same previous entry, which a follower that had just installed a
+// snapshot no longer has in its log (hashicorp/raft looks for it there,
+// not in the snapshot), so the leader stepped back to a trimmed index,
+// sent the snapshot again, and went round for good (found by QA: 90
+// entries of 5 MiB after a snapshot, gigabytes of memory on both nodes).
+func (t *Transport) appendTimeout(args *raft.AppendEntriesRequest) time.Duration {
+	const per = 8 << 20
+	bytes := 0
+	for _, e := range args.Entries {
+		bytes += len(e.Data) + len(e.Extensions)
+	}
+	return t.timeout * time.Duration(1+bytes/per)
+}
+
 // groupTransport is one group's view of the Transport: a raft.Transport
 // (with raft.WithClose, raft.WithPreVote and raft.WithPeers).
 type groupTransport struct {
@@ -543,7 +562,7 @@ func (v *groupTransport) AppendEntries(_ raft.ServerID, target raft.ServerAddres
 	if isHeartbeat(args) {
 		return v.heartbeat(target, args, resp)
 	}
-	c, ctx, cancel, err := v.client(target, v.t.timeout)
+	c, ctx, cancel, err := v.client(target, v.t.appendTimeout(args))
 	if err != nil {
 		return err
 	}

@@ -108,3 +108,31 @@ func TestNoPipelinesRefusesPipelines(t *testing.T) {
 		_ = tr.Close()
 	}
 }
+
+// An append's timeout grows with its entries' bytes: a follower catching
+// up is sent hundreds of MiB at once, which under the bare timeout timed
+// out after the follower stored them and sent raft round a loop of
+// snapshots (appendTimeout).
+func TestAppendTimeoutGrowsWithTheEntries(t *testing.T) {
+	tr := &Transport{timeout: 5 * time.Second}
+	entries := func(n, size int) *raft.AppendEntriesRequest {
+		req := &raft.AppendEntriesRequest{}
+		for range n {
+			req.Entries = append(req.Entries, &raft.Log{Data: make([]byte, size)})
+		}
+		return req
+	}
+	for _, c := range []struct {
+		req  *raft.AppendEntriesRequest
+		want time.Duration
+	}{
+		{entries(0, 0), 5 * time.Second},
+		{entries(10, 1<<10), 5 * time.Second},
+		{entries(1, 5<<20), 5 * time.Second},
+		{entries(90, 5<<20), 5 * time.Second * (1 + 90*5/8)},
+	} {
+		if got := tr.appendTimeout(c.req); got != c.want {
+			t.Errorf("appendTimeout of %d entries = %v, want %v", len(c.req.Entries), got, c.want)
+		}
+	}
+}
