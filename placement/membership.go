@@ -543,23 +543,28 @@ type streamLimit struct {
 	memberlist.NodeAwareTransport
 	conns   *connlimit.Limit
 	streams chan net.Conn
-	done    chan struct{}
+	done    chan struct{} // closed when Shutdown begins
 	stop    sync.Once
-	log     *slog.Logger
-	limit   *loglimit.Limiter
+	// innerDone is closed once the inner transport has shut down: until
+	// then run takes and closes what it still hands on (innerShutdown).
+	innerDone chan struct{}
+	innerStop sync.Once
+	log       *slog.Logger
+	limit     *loglimit.Limiter
 }
 
 var _ memberlist.NodeAwareTransport = (*streamLimit)(nil)
 
 func newStreamLimit(inner memberlist.NodeAwareTransport, max int, log *slog.Logger) *streamLimit {
 	t := &streamLimit{NodeAwareTransport: inner, conns: connlimit.New(max), streams: make(chan net.Conn), done: make(chan struct{}),
-		log: log, limit: loglimit.New(10*time.Second, 1, time.Now)}
+		innerDone: make(chan struct{}), log: log, limit: loglimit.New(10*time.Second, 1, time.Now)}
 	go t.run()
 	return t
 }
 
 // run hands the inner transport's streams on, counted, until Shutdown.
 func (t *streamLimit) run() {
+	defer t.drain()
 	for {
 		var c net.Conn
 		select {
@@ -586,7 +591,25 @@ func (t *streamLimit) run() {
 
 func (t *streamLimit) StreamCh() <-chan net.Conn { return t.streams }
 
+// drain closes the streams the inner transport still hands on while it
+// shuts down. memberlist's NetTransport waits in Shutdown for its accept
+// loop, which may be blocked handing on a connection it accepted just
+// then: with no one reading, a node's Close hung for good (seen in a CI
+// run under load).
+func (t *streamLimit) drain() {
+	for {
+		select {
+		case c := <-t.NodeAwareTransport.StreamCh():
+			_ = c.Close()
+		case <-t.innerDone:
+			return
+		}
+	}
+}
+
 func (t *streamLimit) Shutdown() error {
 	t.stop.Do(func() { close(t.done) })
-	return t.NodeAwareTransport.Shutdown()
+	err := t.NodeAwareTransport.Shutdown()
+	t.innerStop.Do(func() { close(t.innerDone) })
+	return err
 }

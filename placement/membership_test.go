@@ -787,3 +787,42 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// fakeStreams is a transport whose Shutdown, like memberlist's
+// NetTransport, waits for its accept loop, which has just accepted a
+// connection and blocks handing it on.
+type fakeStreams struct {
+	memberlist.NodeAwareTransport
+	ch chan net.Conn
+}
+
+func (f *fakeStreams) StreamCh() <-chan net.Conn { return f.ch }
+
+func (f *fakeStreams) Shutdown() error {
+	accepted := make(chan struct{})
+	go func() {
+		a, b := net.Pipe()
+		defer b.Close()
+		f.ch <- a
+		close(accepted)
+	}()
+	<-accepted
+	return nil
+}
+
+// A stream accepted while the transport shuts down is taken and closed:
+// the accept loop handing it on no longer blocks Shutdown, which hung a
+// node's Close for good (seen in a CI run under load).
+func TestStreamLimitShutsDownWithAStreamPending(t *testing.T) {
+	sl := newStreamLimit(&fakeStreams{ch: make(chan net.Conn)}, 4, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	done := make(chan error, 1)
+	go func() { done <- sl.Shutdown() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown hung on a stream accepted while it ran")
+	}
+}
