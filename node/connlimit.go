@@ -135,15 +135,19 @@ type userTimeoutListener struct {
 }
 
 func (l userTimeoutListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := c.(*net.TCPConn); ok {
-		if err := setTCPUserTimeout(tc, l.timeout); err != nil {
-			_ = c.Close()
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
 			return nil, err
 		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			if err := setTCPUserTimeout(tc, l.timeout); err != nil {
+				// This connection only: gRPC's Serve ends for good on an
+				// Accept error it does not take as temporary.
+				_ = c.Close()
+				continue
+			}
+		}
+		return c, nil
 	}
-	return c, nil
 }

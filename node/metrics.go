@@ -102,7 +102,7 @@ func newMetrics(g gauges) *metrics {
 		Name: "roost_websocket_auto_responses_total", Help: "WebSocket messages answered by the runtime with the object's auto-response, without waking the object (also counted as received and sent).",
 	})
 	m.connectionsRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "roost_connections_refused_total", Help: `Connections answered 503 and closed because their listener ("app" or "admin") held its most open connections, a share of the open-file limit.`,
+		Name: "roost_connections_refused_total", Help: `Connections closed (answered 503 first on "app" and "admin") because their listener ("app", "admin" or "grpc") held its most open connections, a share of the open-file limit.`,
 	}, []string{"listener"})
 	f(m.connectionsRefused)
 	f(m.websockets)
