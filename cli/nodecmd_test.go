@@ -17,7 +17,6 @@ import (
 
 	"github.com/roostdb/roost/config"
 	"github.com/roostdb/roost/node"
-	"github.com/roostdb/roost/raftstore"
 )
 
 // resolveNode resolves `roost node args` in a fresh working directory
@@ -513,7 +512,7 @@ func TestStartHints(t *testing.T) {
 		// These say what to do themselves; "give every node a data dir of
 		// its own" sent an operator whose store was lost the wrong way.
 		{"node, store lost", nodeHints, fmt.Errorf("%w: %w: d1/node.json says node n1 is a member of cluster c, but its store (pebble/) is gone", node.ErrDataDirMismatch, node.ErrNodeStateLost), ""},
-		{"node, storage stalled", nodeHints, fmt.Errorf("storage in d1: %w: every write has waited 10s", raftstore.ErrStoreStalled), "free space on the data dir's disk"},
+		{"node, storage stalled", nodeHints, fmt.Errorf("storage in d1: %w: every write has waited 10s", node.ErrStorageStalled), "free space on the data dir's disk"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

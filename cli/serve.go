@@ -23,7 +23,6 @@ import (
 	"github.com/roostdb/roost/config"
 	"github.com/roostdb/roost/durable"
 	"github.com/roostdb/roost/node"
-	"github.com/roostdb/roost/raftstore"
 )
 
 // This file is what `roost dev` and `roost node` share: settings read from
@@ -494,7 +493,7 @@ func (h hints) of(err error) string {
 		return " (" + h.dataDir + ")"
 	case errors.Is(err, syscall.EWOULDBLOCK): // the data dir's lock is held
 		return " (" + h.dirLocked + ")"
-	case errors.Is(err, raftstore.ErrStoreStalled):
+	case errors.Is(err, node.ErrStorageStalled):
 		return " (free space on the data dir's disk if it is full, then start the node again: it catches up from its data dir)"
 	}
 	return ""
@@ -534,7 +533,7 @@ func (s *server) serve(ctx context.Context, cfg node.Config, notices []string, h
 	case failure = <-n.Failed():
 		stop()
 	}
-	if errors.Is(failure, raftstore.ErrStoreStalled) {
+	if errors.Is(failure, node.ErrStorageStalled) {
 		// Closing would wait on the stalled store (raft's loops are blocked
 		// in its writes) while this node still held its shards; exiting
 		// lets the others elect leaders at once. What was acknowledged is

@@ -626,6 +626,11 @@ type layout struct {
 // ErrDataDirMismatch: the data dir was created with settings that cannot change.
 var ErrDataDirMismatch = errors.New("data dir does not match the configuration")
 
+// ErrStorageStalled: every write waited on the store while its flushes or
+// compactions failed (a full disk); the node stopped (Failed) and the
+// caller should exit without Close, which would wait on the store.
+var ErrStorageStalled = raftstore.ErrStoreStalled
+
 // ErrNodeStateLost: part of what the data dir holds for its node (its
 // store, identity or layout) is gone or damaged; the error says how to
 // restore or replace the node. It comes with ErrDataDirMismatch.
