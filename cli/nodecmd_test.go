@@ -511,7 +511,7 @@ func TestStartHints(t *testing.T) {
 		{"no hint", nodeHints, errors.New("disk full"), ""},
 		// These say what to do themselves; "give every node a data dir of
 		// its own" sent an operator whose store was lost the wrong way.
-		{"node, store lost", nodeHints, fmt.Errorf("%w: %w: d1/node.json says node n1 is a member of cluster c, but its store (pebble/) is gone", node.ErrDataDirMismatch, node.ErrNodeStateLost), ""},
+		{"node, store lost", nodeHints, fmt.Errorf("%w: d1/node.json says node n1 is a member of cluster c, but its store (pebble/) is gone", node.ErrNodeStateLost), ""},
 		{"node, storage stalled", nodeHints, fmt.Errorf("storage in d1: %w: every write has waited 10s", node.ErrStorageStalled), "free space on the data dir's disk"},
 	}
 	for _, tt := range tests {

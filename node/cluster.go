@@ -189,7 +189,7 @@ func checkIdentity(dir, nodeID string) (identity, error) {
 	}
 	var id identity
 	if err := json.Unmarshal(b, &id); err != nil {
-		return identity{}, fmt.Errorf("%w: %w: %s is corrupt (%v): it holds the node's ID, its cluster's and its data dir's. %s", ErrDataDirMismatch, ErrNodeStateLost, path, err, lostStoreAdvice(Config{NodeID: nodeID}))
+		return identity{}, fmt.Errorf("%w: %s is corrupt (%v): it holds the node's ID, its cluster's and its data dir's. %s", ErrNodeStateLost, path, err, lostStoreAdvice(nodeID))
 	}
 	if id.NodeID != nodeID {
 		return identity{}, fmt.Errorf("%w: %s belongs to node %q, not %q", ErrDataDirMismatch, dir, id.NodeID, nodeID)
@@ -210,24 +210,29 @@ func checkStoreKept(dir string, id identity) error {
 	if id.ClusterID == "" {
 		return nil // never saw a map: its store held nothing yet
 	}
+	if has, err := holdsStore(dir); has || err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s says node %s is a member of cluster %s, but its store (pebble/) is gone: with its Raft log, term and votes lost, its replicas could help elect a leader that lacks acknowledged writes. %s",
+		ErrNodeStateLost, filepath.Join(dir, "node.json"), id.NodeID, id.ClusterID, lostStoreAdvice(id.NodeID))
+}
+
+// holdsStore reports whether dir has a store: a pebble/ with anything in it.
+func holdsStore(dir string) (bool, error) {
 	entries, err := os.ReadDir(filepath.Join(dir, "pebble"))
-	if err == nil && len(entries) > 0 {
-		return nil
-	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("reading %s: %w", filepath.Join(dir, "pebble"), err)
+		return false, fmt.Errorf("reading %s: %w", filepath.Join(dir, "pebble"), err)
 	}
-	return fmt.Errorf("%w: %w: %s says node %s is a member of cluster %s, but its store (pebble/) is gone: with its Raft log, term and votes lost, its replicas could help elect a leader that lacks acknowledged writes. %s",
-		ErrDataDirMismatch, ErrNodeStateLost, filepath.Join(dir, "node.json"), id.NodeID, id.ClusterID, lostStoreAdvice(Config{NodeID: id.NodeID}))
+	return len(entries) > 0, nil
 }
 
 // lostStoreAdvice is what to do about a node whose store is lost or
-// damaged.
-func lostStoreAdvice(cfg Config) string {
-	if !cfg.Cluster() {
+// damaged; nodeID is "" in dev mode.
+func lostStoreAdvice(nodeID string) string {
+	if nodeID == "" {
 		return "Restore the data dir from a backup, or start roost dev with an empty one"
 	}
-	return fmt.Sprintf("Restore the data dir from a backup, or let the cluster replace the node (it re-creates a dead node's replicas after dead_node_grace; then `roost remove %s`) and start it with a new --id and an empty data dir", cfg.NodeID)
+	return fmt.Sprintf("Restore the data dir from a backup, or let the cluster replace the node (it re-creates a dead node's replicas after dead_node_grace; then `roost remove %s`) and start it with a new --id and an empty data dir", nodeID)
 }
 
 func writeIdentity(dir string, id identity) error {

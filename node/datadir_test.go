@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"net"
@@ -174,14 +175,15 @@ func TestCheckLayout(t *testing.T) {
 		name     string
 		files    map[string]string // relative path: contents
 		wantErr  string            // "" for none
+		is       error             // the sentinel wantErr comes with
 		writesIt bool              // layout.json written by the check
 	}{
-		{"a new data dir", nil, "", true},
-		{"the same layout", map[string]string{"layout.json": `{"shards":16}`, "pebble/000001.log": "x"}, "", false},
-		{"another shard count", map[string]string{"layout.json": `{"shards":32}`}, "was created with 32 shards", false},
-		{"a store without its layout", map[string]string{"pebble/000001.log": "x", "node.json": "{}"}, "holds a store but no layout.json", false},
-		{"an empty store dir", map[string]string{"pebble/": ""}, "", true},
-		{"a corrupt layout", map[string]string{"layout.json": `{"shar`}, "is corrupt", false},
+		{"a new data dir", nil, "", nil, true},
+		{"the same layout", map[string]string{"layout.json": `{"shards":16}`, "pebble/000001.log": "x"}, "", nil, false},
+		{"another shard count", map[string]string{"layout.json": `{"shards":32}`}, "was created with 32 shards", ErrDataDirMismatch, false},
+		{"a store without its layout", map[string]string{"pebble/000001.log": "x", "node.json": "{}"}, "holds a store but no layout.json", ErrNodeStateLost, false},
+		{"an empty store dir", map[string]string{"pebble/": ""}, "", nil, true},
+		{"a corrupt layout", map[string]string{"layout.json": `{"shar`}, "is corrupt", ErrDataDirMismatch, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -205,13 +207,46 @@ func TestCheckLayout(t *testing.T) {
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("refused: %v", err)
-			case tt.wantErr != "" && (!errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), tt.wantErr)):
-				t.Fatalf("%v, want ErrDataDirMismatch saying %q", err, tt.wantErr)
+			case tt.wantErr != "" && (!errors.Is(err, tt.is) || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("%v, want %v saying %q", err, tt.is, tt.wantErr)
 			}
 			_, after := os.Stat(filepath.Join(dir, "layout.json"))
 			if wrote := statErr != nil && after == nil; wrote != tt.writesIt {
 				t.Fatalf("layout.json written: %v, want %v", wrote, tt.writesIt)
 			}
 		})
+	}
+}
+
+// A store whose manifest is lost is refused with ErrNodeStateLost and what
+// to do, its files left as they are (raftstore.ErrStoreDamaged), rather
+// than replaced by a new, empty store.
+func TestDamagedStoreIsRefused(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.DataDir, cfg.HTTPAddr, cfg.AdminAddr, cfg.Shards, cfg.Logger = t.TempDir(), "127.0.0.1:0", "127.0.0.1:0", 4, quietLogger
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "pebble"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	table := filepath.Join(cfg.DataDir, "pebble", "000005.sst")
+	if err := os.WriteFile(table, []byte("a table whose manifest is lost"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(layout{Shards: cfg.Shards, IDKey: durable.KeyFingerprint(cfg.IDKey)})
+	if err := os.WriteFile(filepath.Join(cfg.DataDir, "layout.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(cfg, testApp())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = n.Start(context.Background())
+	if err == nil {
+		closeNode(t, n)
+	}
+	if !errors.Is(err, ErrNodeStateLost) || !strings.Contains(err.Error(), "Restore the data dir") {
+		t.Fatalf("start on a store without its manifest: %v; want ErrNodeStateLost saying what to do", err)
+	}
+	if _, serr := os.Stat(table); serr != nil {
+		t.Fatalf("the refused start removed the store's table: %v", serr)
 	}
 }

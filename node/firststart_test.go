@@ -194,7 +194,7 @@ func TestLostDataDirIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := nd.Start(context.Background()); !errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "its store (pebble/) is gone") {
+	if err := nd.Start(context.Background()); !errors.Is(err, ErrNodeStateLost) || errors.Is(err, ErrDataDirMismatch) || !strings.Contains(err.Error(), "its store (pebble/) is gone") {
 		_ = nd.Close(context.Background())
 		t.Fatalf("n3 started without its store: %v", err)
 	}

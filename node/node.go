@@ -222,7 +222,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		// on (docs/operations.md, "A full disk").
 		OnStalled: func(err error) { n.fail(fmt.Errorf("storage in %s: %w", n.cfg.DataDir, err)) }})
 	if errors.Is(err, raftstore.ErrStoreDamaged) {
-		return fmt.Errorf("opening storage in %s: %w. %s", n.cfg.DataDir, err, lostStoreAdvice(n.cfg))
+		return fmt.Errorf("%w: opening storage in %s: %w. %s", ErrNodeStateLost, n.cfg.DataDir, err, lostStoreAdvice(n.cfg.NodeID))
 	}
 	if err != nil {
 		return fmt.Errorf("opening storage in %s: %w", n.cfg.DataDir, err)
@@ -632,8 +632,9 @@ var ErrDataDirMismatch = errors.New("data dir does not match the configuration")
 var ErrStorageStalled = raftstore.ErrStoreStalled
 
 // ErrNodeStateLost: part of what the data dir holds for its node (its
-// store, identity or layout) is gone or damaged; the error says how to
-// restore or replace the node. It comes with ErrDataDirMismatch.
+// store, identity or layout) is gone or damaged — not a configuration
+// that does not match it; the error says how to restore or replace the
+// node.
 var ErrNodeStateLost = errors.New("the data dir lost part of its node's state")
 
 // ErrClusterMismatch: a node with no cluster state of its own was started
@@ -654,8 +655,12 @@ func checkLayout(dir string, want layout) error {
 		// it was started with for good (found by QA: one start with the
 		// wrong --shards, refused at its join, left a layout that refused
 		// the right one).
-		if entries, _ := os.ReadDir(filepath.Join(dir, "pebble")); len(entries) > 0 {
-			return fmt.Errorf("%w: %w: %s holds a store but no layout.json, which records the shard count and id key its data was written with; restore the file (every node of a cluster has the same one: copy it from another node)", ErrDataDirMismatch, ErrNodeStateLost, dir)
+		has, err := holdsStore(dir)
+		if err != nil {
+			return err
+		}
+		if has {
+			return fmt.Errorf("%w: %s holds a store but no layout.json, which records the shard count and id key its data was written with; restore the file (every node of a cluster has the same one: copy it from another node)", ErrNodeStateLost, dir)
 		}
 		b, _ = json.Marshal(want)
 		// Synced, file and directory: Pebble syncs what it writes, and a

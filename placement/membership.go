@@ -546,7 +546,7 @@ type streamLimit struct {
 	done    chan struct{} // closed when Shutdown begins
 	stop    sync.Once
 	// innerDone is closed once the inner transport has shut down: until
-	// then run takes and closes what it still hands on (innerShutdown).
+	// then run takes and closes what it still hands on (drain).
 	innerDone chan struct{}
 	innerStop sync.Once
 	log       *slog.Logger

@@ -69,23 +69,18 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err := c.store.StoreLogs(logs); err != nil {
 		return fmt.Errorf("unable to store logs within log store, err: %q", err)
 	}
-	if f := c.stored.Load(); f != nil {
-		bytes := 0
-		for _, l := range logs {
-			bytes += entrySize(l)
-		}
-		(*f)(len(logs), bytes)
-	}
+	stored := 0 // the new entries' bytes
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	n := uint64(len(c.ring))
 	for _, l := range logs {
 		slot := l.Index % n
 		if old := c.ring[slot]; old != nil {
 			c.bytes -= entrySize(old)
 		}
+		size := entrySize(l)
 		c.ring[slot] = l
-		c.bytes += entrySize(l)
+		c.bytes += size
+		stored += size
 		c.last = max(c.last, l.Index)
 	}
 	for i := c.last - min(c.last, n-1); c.bytes > c.maxBytes && i <= c.last; i++ {
@@ -93,6 +88,10 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 			c.bytes -= entrySize(e)
 			c.ring[i%n] = nil
 		}
+	}
+	c.mu.Unlock()
+	if f := c.stored.Load(); f != nil {
+		(*f)(len(logs), stored)
 	}
 	return nil
 }

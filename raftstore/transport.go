@@ -368,7 +368,7 @@ func (t *Transport) appendTimeout(args *raft.AppendEntriesRequest) time.Duration
 	const per = 8 << 20
 	bytes := 0
 	for _, e := range args.Entries {
-		bytes += len(e.Data) + len(e.Extensions)
+		bytes += entrySize(e)
 	}
 	return t.timeout * time.Duration(1+bytes/per)
 }
