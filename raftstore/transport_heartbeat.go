@@ -332,6 +332,10 @@ func (s *batchStream) exchange(ctx context.Context, b *heartbeatBatcher, batch [
 		// its leaders for seconds.
 		stream, cancel, err := openStream(b.t, b.target, ctx, "heartbeats", pb.RaftTransportClient.Heartbeats)
 		if err != nil {
+			// A batcher started while the peer was away fails here, never
+			// having had a stream to break; its first answer must publish
+			// the commits all the same.
+			s.failed = true
 			return nil, err
 		}
 		s.stream, s.cancel = stream, cancel
