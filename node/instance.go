@@ -89,7 +89,12 @@ var (
 )
 
 func newInstance(m *manager, key [32]byte, id durable.ID, class string, ctor durable.Class, sh *shard) *instance {
-	ctx, cancel := context.WithCancelCause(m.ctx)
+	// The context ends with the node (m.cancelInstances), though it is not
+	// m.ctx's child; one made after that, under m.mu, is ended at once.
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(m.ctx))
+	if m.ctx.Err() != nil {
+		cancel(context.Cause(m.ctx))
+	}
 	in := &instance{
 		m: m, key: key, id: id, class: class, ctor: ctor, shard: sh,
 		gate: make(chan struct{}, 1), ctx: ctx, cancel: cancel, retiredCh: make(chan struct{}), drained: make(chan struct{}),

@@ -46,9 +46,9 @@ type ShardFSM struct {
 	engineLen   int
 }
 
-// versionCacheSize bounds ShardFSM.versions: 40 bytes an entry, a few
-// hundred KiB per group at most.
-const versionCacheSize = 4096
+// versionCacheSize bounds ShardFSM.versions: about 50 bytes an entry,
+// 50 KiB a group (every replica has one), or 3 MiB for 64 groups.
+const versionCacheSize = 1024
 
 // NewShardFSM returns the state machine of group g. Nothing is read until
 // the first call, so it cannot fail here.

@@ -78,7 +78,12 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 			c.bytes -= entrySize(old)
 		}
 		size := entrySize(l)
-		c.ring[slot] = l
+		// A copy: a leader's entries are fields of raft's apply futures,
+		// which the cache would otherwise keep, with their channels and
+		// responses, long after the entries were applied (8 MB of a dev
+		// node's idle heap after 100,000 objects had been served).
+		cached := *l
+		c.ring[slot] = &cached
 		c.bytes += size
 		stored += size
 		c.last = max(c.last, l.Index)

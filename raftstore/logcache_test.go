@@ -2,7 +2,9 @@ package raftstore
 
 import (
 	"bytes"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -69,4 +71,49 @@ func TestLogCacheBoundedByBytes(t *testing.T) {
 	if err := c.GetLog(15, &l); err == nil {
 		t.Fatalf("entry 15 read after its deletion: %+v", l)
 	}
+}
+
+// The cache copies the entries it keeps: a leader's entries are fields of
+// raft's apply futures, and keeping pointers to them kept every cached
+// entry's future, channels and response included, alive long after it was
+// applied (8 MB of an idle dev node's heap after 100,000 objects).
+func TestLogCacheKeepsNoCallerMemory(t *testing.T) {
+	type future struct { // as raft.logFuture: the entry, then more
+		log  raft.Log
+		more [256]byte
+	}
+	c := newLogCache(copyingStore{raft.NewInmemStore()}, 8, 1<<20)
+	released := make(chan struct{})
+	f := &future{log: raft.Log{Index: 1, Term: 1, Type: raft.LogCommand, Data: []byte("x")}}
+	runtime.AddCleanup(f, func(ch chan struct{}) { close(ch) }, released)
+	if err := c.StoreLogs([]*raft.Log{&f.log}); err != nil {
+		t.Fatal(err)
+	}
+	f = nil
+	for range 20 {
+		runtime.GC()
+		select {
+		case <-released:
+			var l raft.Log
+			if err := c.GetLog(1, &l); err != nil || string(l.Data) != "x" {
+				t.Fatalf("the cached entry: %v %+v", err, l)
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatal("the cache keeps the memory around the entry it was given")
+}
+
+// copyingStore is an in-memory LogStore that, like the Pebble one, keeps
+// no pointer it was given (raft.InmemStore keeps them).
+type copyingStore struct{ *raft.InmemStore }
+
+func (s copyingStore) StoreLogs(logs []*raft.Log) error {
+	copies := make([]*raft.Log, len(logs))
+	for i, l := range logs {
+		c := *l
+		copies[i] = &c
+	}
+	return s.InmemStore.StoreLogs(copies)
 }

@@ -24,6 +24,12 @@ import (
 type Options struct {
 	// CacheSize is Pebble's block cache in bytes; 0 means 64 MiB.
 	CacheSize int64
+	// MemTableSize is the most bytes of writes Pebble keeps in one
+	// memtable; 0 means 32 MiB. Pebble holds up to two and a half
+	// memtables' worth of memory once it has taken that many writes, idle
+	// or not: the mutable one, flushed ones it keeps to reuse, and ones
+	// waiting until half a memtable's worth can be flushed together.
+	MemTableSize uint64
 	// Logger receives raftstore's, Pebble's and raft's messages; nil means
 	// warnings and errors to stderr.
 	Logger hclog.Logger
@@ -51,7 +57,13 @@ type Options struct {
 	StallLimit time.Duration
 }
 
-const defaultCacheSize = 64 << 20
+const (
+	defaultCacheSize = 64 << 20
+	// defaultMemTableSize is larger than Pebble's 4 MiB default: the raft
+	// log is written and soon deleted, and most of it should die in the
+	// memtable.
+	defaultMemTableSize = 32 << 20
+)
 
 // Store is one node's Pebble database holding the state of every group.
 // Its methods are safe for concurrent use.
@@ -99,10 +111,8 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 		FS:                 fs,
 		Logger:             newPebbleLogger(logger.Named("pebble")),
 		FormatMajorVersion: pebble.FormatNewest,
-		// Larger memtables than the 4 MiB default: the raft log is written
-		// and soon deleted, and most of it should die in the memtable.
-		MemTableSize: 32 << 20,
-		MaxOpenFiles: opts.MaxOpenFiles,
+		MemTableSize:       cmp.Or(opts.MemTableSize, defaultMemTableSize),
+		MaxOpenFiles:       opts.MaxOpenFiles,
 	}
 	popts.Experimental.CompactionScheduler = newCompactionScheduler()
 	var stalls *stallWatch
