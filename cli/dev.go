@@ -45,10 +45,12 @@ that it stays out of process listings) is a secret from which object IDs are
 derived: with it, IDFromString refuses IDs made outside the node, as
 Cloudflare's does; without it anyone who knows a class's name can make IDs
 of it. It is fixed once the data directory has been used: with another key
-every name and ID would reach other objects, so the node refuses to start. A cluster node's settings, in the
-file or its variables (ROOST_JOIN, ROOST_GOSSIP_KEY, ...), are ignored with a
-notice. A ROOST_* variable no command reads stops it with an error naming the
-variable (see 'roost node --help').
+every name and ID would reach other objects, so the node refuses to start.
+
+A cluster node's settings, in the file or its variables (ROOST_JOIN,
+ROOST_GOSSIP_KEY, ...), are ignored with a notice. A ROOST_* variable no
+command reads stops it with an error naming the variable (see 'roost node
+--help').
 
 A relative data_dir in roost.toml is relative to the file; a relative
 --data-dir or ROOST_DATA_DIR is relative to the working directory.
