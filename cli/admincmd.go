@@ -190,8 +190,9 @@ func (e adminEnv) newMembersCommand() *cobra.Command {
 		Long: `List every node in the cluster map, sorted by id: its state (active, draining
 or removed), whether gossip finds it alive, whether the node at --addr reaches
 it over Raft's transport (a node cut off from the others may still see them
-alive in gossip, never reachable), how many shard replicas it holds and leads, whether it is a voter or a non-voter of the meta group (which holds
-the cluster map; "-" if it is in neither), and its admin, app (http), grpc and
+alive in gossip, never reachable), how many shard replicas it holds and leads,
+whether it is a voter or a non-voter of the meta group (which holds the
+cluster map; "-" if it is in neither), and its admin, app (http), grpc and
 gossip addresses.` + adminConnectHelp,
 		Example: `  roost members
   roost members --addr 10.0.0.5:8789 -o json`,
@@ -718,10 +719,11 @@ to the other active nodes that are alive, at most --max-concurrent at a time.
 The cluster refuses a drain only when no other active node can take the
 replicas; with fewer active nodes left than --replicas, shards keep fewer
 replicas. A replica whose only other place is an active node that is down
-stays on NODE, and a shard with too few replicas alive to change (two of
-three nodes down) is left as it is: the drain fails naming them once the
-rest is moved, to be run again when those nodes are back. One rebalance, drain or heal runs at a time. Once a node holds nothing,
-'roost remove NODE' takes it out of the cluster.
+stays on NODE, and a shard with too few replicas alive to change (two of three
+nodes down) is left as it is: the drain fails naming them once the rest is
+moved, to be run again when those nodes are back. One rebalance, drain or heal
+runs at a time. Once a node holds nothing, 'roost remove NODE' takes it out of
+the cluster.
 
 Without --wait the command prints the operation it started and returns;
 'roost operation' shows its progress. With --wait it shows progress on

@@ -27,22 +27,22 @@ Names are used round-robin across all workers, so --names 1 (the default) puts
 every request on one object and measures a single object's throughput, and a
 large --names spreads the load over many objects and shards.
 
-bench first checks that something accepts connections at --url and stops
-with an error if nothing does. A request counts as an error if it gets any
-status but 200 (redirects are not followed) or fails in transport; after a
-transport failure its worker pauses (10 ms, doubling up to 250 ms while they
-go on) so that a server gone mid-run is not flooded. Requests still in flight when the duration
-ends are waited for and counted, so the total matches what the server
-received (warmup requests are reported separately). An interrupt (Ctrl-C)
-ends the run at once: the figures cover the time until then, the requests
-it cut short are reported apart (the server may have run them), and the
-exit status is 1. ops/s is successful
-requests per second; latencies are those of the successful requests: exact
-nearest-rank percentiles over every sample, not a histogram.
+bench first checks that something accepts connections at --url and stops with
+an error if nothing does. A request counts as an error if it gets any status
+but 200 (redirects are not followed) or fails in transport; after a transport
+failure its worker pauses (10 ms, doubling up to 250 ms while they go on) so
+that a server gone mid-run is not flooded. Requests still in flight when the
+duration ends are waited for and counted, so the total matches what the server
+received (warmup requests are reported separately). An interrupt (Ctrl-C) ends
+the run at once: the figures cover the time until then, the requests it cut
+short are reported apart (the server may have run them), and the exit status
+is 1. ops/s is successful requests per second; latencies are those of the
+successful requests: exact nearest-rank percentiles over every sample, not a
+histogram.
 
 A progress line goes to stderr every second. The exit status is 1 if any
-measured request failed or the run was interrupted. Go-style single-dash long flags (-url, -names, ...)
-are accepted too.`,
+measured request failed or the run was interrupted. Go-style single-dash long
+flags (-url, -names, ...) are accepted too.`,
 		Example: `  # one hot object, 64 connections, 10 seconds (start 'roost dev' first)
   roost bench
 

@@ -147,18 +147,19 @@ an address they can reach (listening on 0.0.0.0, or in a container), give
 Settings are read, each overriding the one before, from: the defaults shown
 below, roost.toml ([node] id/data_dir/http/admin/grpc/gossip/advertise/join,
 [cluster] bootstrap_expect/shards/replicas/dead_node_grace/tls_cert/tls_key/
-tls_ca/gossip_key, [runtime] idle_timeout/id_key, [storage], [admin] token, [vars],
-[[durable_objects.bindings]], [[kv_namespaces]]), the flags you give, and the
-environment variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP, ROOST_ADMIN, ROOST_GRPC,
-ROOST_GOSSIP, ROOST_ADVERTISE, ROOST_JOIN (comma-separated),
-ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS, ROOST_REPLICAS, ROOST_DEAD_NODE_GRACE,
-ROOST_TLS_CERT, ROOST_TLS_KEY, ROOST_TLS_CA, ROOST_GOSSIP_KEY,
-ROOST_IDLE_TIMEOUT, ROOST_ADMIN_TOKEN and ROOST_ID_KEY (empty ones are ignored,
-and so are blank ones but a blank ROOST_ADMIN_TOKEN, ROOST_GOSSIP_KEY or
-ROOST_ID_KEY, which stops the command: a secret of spaces is a mistake, not a
-wish for none; spaces around any other value are dropped). A relative data_dir, tls_cert,
-tls_key or tls_ca in roost.toml is relative to the file; a relative path in a
-flag or variable is relative to the working directory.
+tls_ca/gossip_key, [runtime] idle_timeout/id_key, [storage], [admin] token,
+[vars], [[durable_objects.bindings]], [[kv_namespaces]]), the flags you give,
+and the environment variables ROOST_ID, ROOST_DATA_DIR, ROOST_HTTP,
+ROOST_ADMIN, ROOST_GRPC, ROOST_GOSSIP, ROOST_ADVERTISE,
+ROOST_JOIN (comma-separated), ROOST_BOOTSTRAP_EXPECT, ROOST_SHARDS,
+ROOST_REPLICAS, ROOST_DEAD_NODE_GRACE, ROOST_TLS_CERT, ROOST_TLS_KEY,
+ROOST_TLS_CA, ROOST_GOSSIP_KEY, ROOST_IDLE_TIMEOUT, ROOST_ADMIN_TOKEN and
+ROOST_ID_KEY (empty ones are ignored, and so are blank ones but a blank
+ROOST_ADMIN_TOKEN, ROOST_GOSSIP_KEY or ROOST_ID_KEY, which stops the command:
+a secret of spaces is a mistake, not a wish for none; spaces around any other
+value are dropped). A relative data_dir, tls_cert, tls_key or tls_ca in
+roost.toml is relative to the file; a relative path in a flag or variable is
+relative to the working directory.
 
 Any other ROOST_* variable stops this command, 'roost dev' and the operator
 commands with an error that names it (and the variable it probably
@@ -192,12 +193,12 @@ and a node with another key cannot join.
 
 The app listener serves only the Worker, for objects on any node. The admin
 listener serves the /ui/ dashboard, /healthz, /readyz, /metrics and
-/debug/pprof/, and the JSON admin API under /v1/ (docs/admin-api.md), which needs a bearer token when
-ROOST_ADMIN_TOKEN or [admin] token is set (no flag, so the token stays out
-of process listings). The grpc
-listener carries Raft and forwarded requests between nodes; the gossip
-listener (TCP and UDP) carries membership. Ctrl-C (or SIGTERM) stops the node
-after in-flight requests finish; a second Ctrl-C stops it at once.`,
+/debug/pprof/, and the JSON admin API under /v1/ (docs/admin-api.md), which
+needs a bearer token when ROOST_ADMIN_TOKEN or [admin] token is set (no flag,
+so the token stays out of process listings). The grpc listener carries Raft
+and forwarded requests between nodes; the gossip listener (TCP and UDP)
+carries membership. Ctrl-C (or SIGTERM) stops the node after in-flight
+requests finish; a second Ctrl-C stops it at once.`,
 		Example: `  # three nodes on one machine, each in its own terminal
   roost node --id n1 --data-dir d1 --http 127.0.0.1:8701 --admin 127.0.0.1:8711 --grpc 127.0.0.1:8721 --gossip 127.0.0.1:8731 --bootstrap-expect 3
   roost node --id n2 --data-dir d2 --http 127.0.0.1:8702 --admin 127.0.0.1:8712 --grpc 127.0.0.1:8722 --gossip 127.0.0.1:8732 --bootstrap-expect 3 --join 127.0.0.1:8731
