@@ -49,9 +49,6 @@ func (m *shardMachine) Apply(b *pebble.Batch, cmds []multiraft.Command) ([]any, 
 		return nil, err
 	}
 	defer f.s.mu.RUnlock()
-	if f.versions == nil {
-		f.versions = make(map[[32]byte]uint64)
-	}
 	// The same batch, unchanged since the last call: a later part of the
 	// same round, which must see the earlier parts' writes.
 	ov := f.engineOv
@@ -74,7 +71,7 @@ func (m *shardMachine) Apply(b *pebble.Batch, cmds []multiraft.Command) ([]any, 
 		out[i] = res
 	}
 	for obj, v := range ov.versions {
-		f.cacheVersion(obj, v)
+		f.versions.put(obj, v)
 	}
 	f.engineOv, f.engineBatch, f.engineLen = ov, b, b.Len()
 	return out, nil
@@ -111,7 +108,7 @@ func (m *shardMachine) Restore(b *pebble.Batch, data []byte) error {
 	if err != nil {
 		return fmt.Errorf("raftstore: restoring group %s: %w", f.g, err)
 	}
-	f.versions = make(map[[32]byte]uint64)
+	f.versions.reset()
 	f.engineOv = nil
 	return nil
 }

@@ -34,9 +34,8 @@ type ShardFSM struct {
 	// so applying an entry does not read each object's version from Pebble
 	// (a memtable seek: 5 % of a node's CPU under load spread over many
 	// objects). Only applyBatch writes versions, and only after its batch
-	// committed; load, which a Restore forces, empties it. At most
-	// versionCacheSize entries; a random one makes room.
-	versions map[[32]byte]uint64
+	// committed; load, which a Restore forces, empties it.
+	versions versionCache
 	// engineOv is the overlay of engineBatch, the batch the multiraft
 	// engine's last Apply wrote to, engineLen bytes long after it: the
 	// engine may apply one round's commands in several calls on one
@@ -45,10 +44,6 @@ type ShardFSM struct {
 	engineBatch *pebble.Batch
 	engineLen   int
 }
-
-// versionCacheSize bounds ShardFSM.versions: about 50 bytes an entry,
-// 50 KiB a group (every replica has one), or 3 MiB for 64 groups.
-const versionCacheSize = 1024
 
 // NewShardFSM returns the state machine of group g. Nothing is read until
 // the first call, so it cannot fail here.
@@ -70,7 +65,7 @@ func (f *ShardFSM) load() error {
 		return err
 	}
 	f.applied, f.loaded, f.failed = applied, true, nil
-	f.versions = make(map[[32]byte]uint64)
+	f.versions.reset()
 	if restoring {
 		f.failed = fmt.Errorf("%w: group %s: a snapshot restore was interrupted; its state is incomplete", ErrFSMFailed, f.g)
 	}
@@ -210,20 +205,9 @@ func (f *ShardFSM) applyBatch(logs []*raft.Log, resp []any) error {
 	}
 	f.applied = last
 	for obj, v := range ov.versions {
-		f.cacheVersion(obj, v)
+		f.versions.put(obj, v)
 	}
 	return nil
-}
-
-// cacheVersion records that obj's persisted version is v.
-func (f *ShardFSM) cacheVersion(obj [32]byte, v uint64) {
-	if _, ok := f.versions[obj]; !ok && len(f.versions) >= versionCacheSize {
-		for evict := range f.versions { // map order is random: a random victim
-			delete(f.versions, evict)
-			break
-		}
-	}
-	f.versions[obj] = v
 }
 
 // alarmState is an object's alarm as the batch being built sees it.
@@ -244,12 +228,12 @@ func (f *ShardFSM) version(ov *overlay, obj *[32]byte) (uint64, error) {
 	if v, ok := ov.versions[*obj]; ok {
 		return v, nil
 	}
-	if v, ok := f.versions[*obj]; ok {
+	if v, ok := f.versions.get(obj); ok {
 		return v, nil
 	}
 	v, err := f.s.readUint64(f.ks.versionKey(obj))
 	if err == nil {
-		f.cacheVersion(*obj, v)
+		f.versions.put(*obj, v)
 	}
 	return v, err
 }

@@ -488,14 +488,14 @@ func TestFSMVersionsAfterRestore(t *testing.T) {
 func TestFSMVersionCacheBounded(t *testing.T) {
 	s := openTest(t)
 	f := s.NewShardFSM(1)
-	n := versionCacheSize + 100
+	n := 2*versionCacheGen + 100
 	var logs []*raft.Log
 	for i := 0; i < n; i++ {
 		logs = append(logs, cmdLog(t, uint64(i+1), Entry{Batches: []ObjectBatch{batch(oid(i), 1, put("k", "v"))}}))
 	}
 	f.ApplyBatch(logs)
-	if len(f.versions) > versionCacheSize {
-		t.Fatalf("%d cached versions, bound %d", len(f.versions), versionCacheSize)
+	if cached := len(f.versions.recent) + len(f.versions.older); cached > 2*versionCacheGen {
+		t.Fatalf("%d cached versions, bound %d", cached, 2*versionCacheGen)
 	}
 	logs = logs[:0]
 	for i := 0; i < n; i++ {
