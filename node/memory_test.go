@@ -103,3 +103,27 @@ func TestInstanceContextsEndWithTheNode(t *testing.T) {
 		t.Fatal("the work's context did not end with the node")
 	}
 }
+
+// A sweep hands memory back to the OS after evicting many instances, or
+// once the node has gone idle after smaller sweeps; never while instances
+// are left and the sweeps are small, nor twice for the same evictions.
+func TestReleaseMemory(t *testing.T) {
+	for _, tc := range []struct {
+		name                        string
+		evicted, evictedSince, left int
+		want                        bool
+	}{
+		{"a large sweep", releaseAfterEviction, releaseAfterEviction, 5000, true},
+		{"a small sweep, instances left", 10, 900, 3, false},
+		{"the last instances evicted", 10, 900, 0, true},
+		{"idle after earlier small sweeps", 0, 40, 0, true},
+		{"idle, nothing evicted since the last release", 0, 0, 0, false},
+		{"a busy node's small sweep", 100, 100, 20000, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := releaseMemory(tc.evicted, tc.evictedSince, tc.left); got != tc.want {
+				t.Fatalf("releaseMemory(%d, %d, %d) = %v, want %v", tc.evicted, tc.evictedSince, tc.left, got, tc.want)
+			}
+		})
+	}
+}
