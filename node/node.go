@@ -304,15 +304,13 @@ func (n *Node) Start(ctx context.Context) (err error) {
 	return nil
 }
 
-// limitConns bounds ln to maxOpen connections open at once
-// (connLimitListener); http1 listeners answer a refused one 503.
 // devMemTableSize is a dev node's Pebble memtable size, a quarter of the
 // default: Pebble holds up to two and a half memtables once it has taken
 // that many writes, and with 32 MiB ones a dev node that had served
-// 100,000 objects and evicted them all kept 111 MB of RSS, 77 MB with
+// 100,000 objects and evicted them all kept 111 MB of RSS, 94 MB with
 // 8 MiB ones, at the same rates on the counter (docs/benchmarks.md,
-// "Session 37"). A cluster node keeps the default: its log carries every
-// replica's entries.
+// "Session 37"). A cluster node keeps the default: smaller memtables cost
+// it about a tenth more CPU an increment over many objects.
 const devMemTableSize = 8 << 20
 
 // memTableSize is Pebble's memtable size for this node; 0 means
@@ -324,6 +322,8 @@ func (n *Node) memTableSize() uint64 {
 	return devMemTableSize
 }
 
+// limitConns bounds ln to maxOpen connections open at once
+// (connLimitListener); http1 listeners answer a refused one 503.
 func (n *Node) limitConns(ln net.Listener, name string, http1 bool, maxOpen int) net.Listener {
 	return newConnLimitListener(ln, name, http1, maxOpen, n.metrics.connectionsRefused.WithLabelValues(name), n.log)
 }
